@@ -1,0 +1,100 @@
+//! Command-line interface: one module per subcommand, each a thin layer over the library.
+
+mod generate;
+mod ingest;
+mod quickstart;
+mod rules;
+mod stats;
+mod windows;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use nudge_engine::config::Config;
+
+/// nudge decides who gets a notification, what it says and when it lands, then delivers it
+/// exactly once.
+#[derive(Debug, Parser)]
+#[command(name = "nudge", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    /// Configuration file [default: ./nudge.toml if present, else built-in defaults]
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+
+    /// Print only errors and final results (no progress, no warnings)
+    #[arg(long, short, global = true)]
+    quiet: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Generate a dataset, ingest it and print what the store holds (the quick tour)
+    Quickstart(quickstart::Args),
+    /// Ingest behaviour events from NDJSON, CSV or Parquet files (or - for NDJSON on stdin)
+    Ingest(ingest::Args),
+    /// Print what the store holds: events, users, date range, segments, credits
+    Stats,
+    /// Generate synthetic data
+    #[command(subcommand)]
+    Gen(generate::Command),
+    /// Compute, update, show and export users' active time windows
+    #[command(subcommand)]
+    Windows(windows::Command),
+    /// Check, test, explain and run targeting rules (Rhai scripts)
+    #[command(subcommand)]
+    Rules(rules::Command),
+}
+
+/// Shared context of every command.
+pub struct Context {
+    pub config: Config,
+    pub quiet: bool,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.quiet);
+    match run(cli) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let config = Config::load(cli.config.as_deref())?;
+    let context = Context {
+        config,
+        quiet: cli.quiet,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Quickstart(args) => quickstart::run(&context, args).await,
+            Command::Ingest(args) => ingest::run(&context, args).await,
+            Command::Stats => stats::run(&context).await,
+            Command::Gen(command) => generate::run(&context, command),
+            Command::Rules(command) => rules::run(&context, command).await,
+            Command::Windows(command) => windows::run(&context, command).await,
+        }
+    })
+}
+
+fn init_logging(quiet: bool) {
+    let default = if quiet { "error" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("NUDGE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}

@@ -1,0 +1,310 @@
+//! `nudge rules`: check, test, explain and run the growth team's rule scripts.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use nudge_engine::clock;
+use nudge_engine::features::{self, Audience};
+use nudge_engine::store::Store;
+use nudge_rules::{CompileError, Decision, Rule, cases, evaluate_all};
+
+use super::Context;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Compile rule files and report errors as file:line:col, with warnings
+    Check {
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+    /// Run a rule's test cases (a TOML file of users and expected outcomes)
+    Test {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// The cases file [default: FILE with .cases.toml instead of .rhai]
+        #[arg(long, value_name = "CASES.toml")]
+        cases: Option<PathBuf>,
+    },
+    /// Show one user's facts, the decision and the rendered message
+    Explain {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        #[arg(long, value_name = "ID")]
+        user: String,
+        /// Evaluate as of this instant [default: now]
+        #[arg(long, value_name = "TIME")]
+        as_of: Option<String>,
+    },
+    /// Evaluate a rule against every user in the store
+    Run {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        #[arg(long, value_name = "TIME")]
+        as_of: Option<String>,
+        /// Write targeted users and their messages (.ndjson or .csv)
+        #[arg(long, value_name = "PATH")]
+        out: Option<PathBuf>,
+    },
+}
+
+pub async fn run(context: &Context, command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Check { files } => check(context, &files).await,
+        Command::Test { file, cases } => test(context, &file, cases),
+        Command::Explain { file, user, as_of } => {
+            explain(context, &file, &user, as_of.as_deref()).await
+        }
+        Command::Run { file, as_of, out } => {
+            run_rule(context, &file, as_of.as_deref(), out.as_deref()).await
+        }
+    }
+}
+
+/// Reads and compiles a rule file, printing a compile error in full.
+pub fn load(context: &Context, file: &Path) -> anyhow::Result<Rule> {
+    let source =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    Rule::compile(&file.display().to_string(), &source, context.config.rules).map_err(|error| {
+        print_compile_error(&error);
+        anyhow::anyhow!("{} does not compile", file.display())
+    })
+}
+
+fn print_compile_error(error: &CompileError) {
+    eprintln!("{error}");
+    if !error.source_line.is_empty() {
+        eprintln!("   | {}", error.source_line);
+        eprintln!("   | {}^", " ".repeat(error.column.saturating_sub(1)));
+    }
+}
+
+async fn check(context: &Context, files: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    let known_events: Option<Vec<String>> = match Store::open(&context.config).await {
+        Ok(store) => {
+            let stats = nudge_engine::stats::collect(&store).await?;
+            (stats.events > 0).then(|| stats.by_event.into_iter().map(|(name, _)| name).collect())
+        }
+        Err(_) => None,
+    };
+    let mut failed = 0;
+    for file in files {
+        let Ok(rule) = load(context, file) else {
+            failed += 1;
+            continue;
+        };
+        for (method, line) in &rule.needs().unknown_methods {
+            println!(
+                "{}:{line}: warning: `user.{method}` is not a user method (known: {})",
+                file.display(),
+                nudge_rules::USER_METHODS.join(", ")
+            );
+        }
+        if let Some(known) = &known_events {
+            for event in rule.needs().events.iter().filter(|e| !known.contains(e)) {
+                println!(
+                    "{}: warning: event '{event}' has never been seen in the store",
+                    file.display()
+                );
+            }
+        }
+        println!("{}: ok", file.display());
+    }
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn test(context: &Context, file: &Path, cases_path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let rule = load(context, file)?;
+    let cases_path = cases_path.unwrap_or_else(|| file.with_extension("cases.toml"));
+    let text = std::fs::read_to_string(&cases_path)
+        .with_context(|| format!("cannot read {}", cases_path.display()))?;
+    let results = cases::run_cases(&rule, &text, &cases_path.display().to_string())?;
+    let failed = results.iter().filter(|r| !r.passed()).count();
+    for result in &results {
+        if result.passed() {
+            println!("ok    {}", result.name);
+        } else {
+            println!("FAIL  {}", result.name);
+            for difference in &result.differences {
+                println!("        {difference}");
+            }
+        }
+    }
+    println!(
+        "{}: {} passed, {failed} failed",
+        cases_path.display(),
+        results.len() - failed
+    );
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn as_of(text: Option<&str>) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
+    Ok(text
+        .map(clock::parse_instant)
+        .transpose()?
+        .unwrap_or_else(chrono::Utc::now))
+}
+
+async fn explain(
+    context: &Context,
+    file: &Path,
+    user: &str,
+    as_of_text: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    let rule = load(context, file)?;
+    let as_of = as_of(as_of_text)?;
+    let store = Store::open(&context.config).await?;
+    let facts = features::user_facts(
+        &store,
+        rule.needs(),
+        as_of,
+        &context.config.default_tz,
+        Audience::One(user),
+    )
+    .await?;
+    let Some(facts) = facts.into_iter().next() else {
+        anyhow::bail!(
+            "user '{user}' has no events up to {as_of}: check the id (ids are case-sensitive)"
+        );
+    };
+    println!("rule:   {}", file.display());
+    println!("user:   {} (tz {})", facts.id, facts.tz);
+    println!("as of:  {}", as_of.to_rfc3339());
+    let needs = rule.needs();
+    println!("facts the rule reads:");
+    for event in &needs.events {
+        match facts.events.get(event) {
+            Some(history) => println!(
+                "  {event}: last {}, {} in the rule's window, last props {}",
+                history
+                    .last_ms
+                    .and_then(chrono::DateTime::from_timestamp_millis)
+                    .map(|t| t.to_rfc3339())
+                    .unwrap_or("-".into()),
+                history.timestamps.len(),
+                history.last_props.as_deref().unwrap_or("-")
+            ),
+            None => println!("  {event}: never"),
+        }
+    }
+    if needs.credits {
+        println!("  credits: {:?}", facts.credits);
+    }
+    if needs.attrs {
+        println!(
+            "  attrs: {}",
+            serde_json::Value::Object(facts.attrs.clone())
+        );
+    }
+    let decision = rule.evaluate(facts, as_of.timestamp_millis());
+    println!("decision: {}", describe(&decision));
+    if let Decision::Target(message) = &decision {
+        for (key, value) in &message.fields {
+            println!("  {key} = {value}");
+        }
+        if let Some(page) = &message.page {
+            println!("  page = {page}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn describe(decision: &Decision) -> String {
+    match decision {
+        Decision::Target(_) => "targeted".into(),
+        Decision::NotTargeted => "not targeted (target returned false)".into(),
+        Decision::Skip(reason) => format!("skipped: {reason}"),
+        Decision::Error(error) => format!("error: {error}"),
+    }
+}
+
+async fn run_rule(
+    context: &Context,
+    file: &Path,
+    as_of_text: Option<&str>,
+    out: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
+    let rule = load(context, file)?;
+    let as_of = as_of(as_of_text)?;
+    let store = Store::open(&context.config).await?;
+    let started = std::time::Instant::now();
+    let users = features::user_facts(
+        &store,
+        rule.needs(),
+        as_of,
+        &context.config.default_tz,
+        Audience::Everyone,
+    )
+    .await?;
+    let facts_time = started.elapsed();
+    let started = std::time::Instant::now();
+    let (decisions, summary) =
+        tokio::task::block_in_place(|| evaluate_all(&rule, &users, as_of.timestamp_millis()))?;
+    let script_time = started.elapsed();
+    println!(
+        "{}: {} users, {} targeted, {} not targeted, {} skipped, {} errors (facts {:.2}s, script {:.2}s)",
+        file.display(),
+        summary.users,
+        summary.targeted,
+        summary.not_targeted,
+        summary.skipped_by_reason.values().sum::<u64>(),
+        summary.errors,
+        facts_time.as_secs_f64(),
+        script_time.as_secs_f64()
+    );
+    for (reason, count) in &summary.skipped_by_reason {
+        println!("  skipped {reason}: {count}");
+    }
+    for (error, count) in &summary.errors_by_message {
+        println!("  error {error}: {count}");
+    }
+    if let Some(out) = out {
+        write_targets(out, &users, &decisions)?;
+        println!("targeted users and messages written to {}", out.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn write_targets(
+    out: &Path,
+    users: &[std::sync::Arc<nudge_rules::UserFacts>],
+    decisions: &[Decision],
+) -> anyhow::Result<()> {
+    let csv = out.extension().is_some_and(|e| e == "csv");
+    let mut writer = std::io::BufWriter::new(
+        std::fs::File::create(out).with_context(|| format!("cannot create {}", out.display()))?,
+    );
+    if csv {
+        writeln!(writer, "user_id,page,data")?;
+    }
+    for (user, decision) in users.iter().zip(decisions) {
+        let Decision::Target(message) = decision else {
+            continue;
+        };
+        let data = serde_json::to_string(&message.fields)?;
+        if csv {
+            let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+            writeln!(
+                writer,
+                "{},{},{}",
+                quote(&user.id),
+                quote(message.page.as_deref().unwrap_or("")),
+                quote(&data)
+            )?;
+        } else {
+            let line = serde_json::json!({"user_id": user.id, "page": message.page, "data": message.fields});
+            writeln!(writer, "{line}")?;
+        }
+    }
+    writer.flush()?;
+    Ok(())
+}

@@ -1,0 +1,207 @@
+//! `nudge windows`: compute, update, show and export users' active time windows.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use nudge_engine::clock;
+use nudge_engine::scoring::{self, ComputeReport, HOURS_OF_WEEK, UserWindow};
+use nudge_engine::store::Store;
+
+use super::Context;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Recompute every user's window from the event store
+    Compute {
+        /// Ignore events after this instant [default: now]
+        #[arg(long, value_name = "TIME")]
+        as_of: Option<String>,
+    },
+    /// Roll the stored windows forward with the events since they were computed
+    Update {
+        #[arg(long, value_name = "TIME")]
+        as_of: Option<String>,
+    },
+    /// Print a user's week as a heatmap (local time) beside the population's
+    Show {
+        #[arg(value_name = "USER")]
+        user: String,
+    },
+    /// Write every user's window to a file (.csv or .parquet)
+    Export {
+        #[arg(long, value_name = "PATH")]
+        out: PathBuf,
+        /// Include the 168 hourly probabilities
+        #[arg(long)]
+        full: bool,
+    },
+}
+
+pub async fn run(context: &Context, command: Command) -> anyhow::Result<ExitCode> {
+    let store = Store::open(&context.config).await?;
+    let config = &context.config.windows;
+    let zone = context.config.default_zone();
+    match command {
+        Command::Compute { as_of } => {
+            let as_of = as_of
+                .as_deref()
+                .map(clock::parse_instant)
+                .transpose()?
+                .unwrap_or_else(chrono::Utc::now);
+            let started = std::time::Instant::now();
+            let report = scoring::compute(&store, config, zone, as_of).await?;
+            print_report(&report, as_of, started.elapsed());
+        }
+        Command::Update { as_of } => {
+            let as_of = as_of
+                .as_deref()
+                .map(clock::parse_instant)
+                .transpose()?
+                .unwrap_or_else(chrono::Utc::now);
+            let started = std::time::Instant::now();
+            let report = scoring::update(&store, config, zone, as_of).await?;
+            print_report(&report, as_of, started.elapsed());
+        }
+        Command::Show { user } => {
+            let windows =
+                scoring::load(&store)?.context("no windows yet: run `nudge windows compute`")?;
+            let Some(window) = windows.find(&user) else {
+                anyhow::bail!(
+                    "user '{user}' has no window (no events in the lookback, or an unknown id)"
+                );
+            };
+            show(window, &windows.population);
+        }
+        Command::Export { out, full } => {
+            let windows =
+                scoring::load(&store)?.context("no windows yet: run `nudge windows compute`")?;
+            export(&windows.users, &out, full)?;
+            println!(
+                "{} windows written to {}",
+                windows.users.len(),
+                out.display()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_report(
+    report: &ComputeReport,
+    as_of: chrono::DateTime<chrono::Utc>,
+    elapsed: std::time::Duration,
+) {
+    println!(
+        "{} windows as of {}: {} users ({} with under 10 events), {} events, in {:.2}s (scan {:.2}s, model {:.2}s)",
+        if report.incremental {
+            "updated"
+        } else {
+            "computed"
+        },
+        as_of.to_rfc3339(),
+        report.users,
+        report.sparse_users,
+        report.events,
+        elapsed.as_secs_f64(),
+        report.seconds_histogram,
+        report.seconds_model
+    );
+    for (user, zone) in &report.zone_problems {
+        eprintln!("warning: user '{user}' has unknown time zone '{zone}': used the default zone");
+    }
+    if report.zone_problem_count > report.zone_problems.len() as u64 {
+        eprintln!(
+            "warning: {} users in all have an unknown time zone",
+            report.zone_problem_count
+        );
+    }
+}
+
+const SHADES: [char; 5] = [' ', '░', '▒', '▓', '█'];
+const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+
+fn heat_row(probabilities: &[f32], day: usize, marks: &[usize]) -> String {
+    let top = probabilities
+        .iter()
+        .cloned()
+        .fold(0.0f32, f32::max)
+        .max(f32::MIN_POSITIVE);
+    (0..24)
+        .map(|hour| {
+            let bin = day * 24 + hour;
+            if marks.contains(&bin) {
+                return '*';
+            }
+            let level = (probabilities[bin] / top * (SHADES.len() - 1) as f32).round() as usize;
+            SHADES[level.min(SHADES.len() - 1)]
+        })
+        .collect()
+}
+
+fn show(window: &UserWindow, population: &[f32]) {
+    let mut ranked: Vec<usize> = (0..HOURS_OF_WEEK).collect();
+    ranked.sort_by(|a, b| window.probabilities[*b].total_cmp(&window.probabilities[*a]));
+    let best: Vec<usize> = ranked.into_iter().take(3).collect();
+    println!(
+        "user {} ({}): {} events, confidence {:.2}; * marks the 3 best hours",
+        window.user_id, window.tz, window.events, window.confidence
+    );
+    println!("      {:<24}   {:<24}", "user (local time)", "population");
+    println!("      0     6     12    18       0     6     12    18");
+    for (day, name) in DAYS.iter().enumerate() {
+        println!(
+            "{name}   |{}| |{}|",
+            heat_row(&window.probabilities, day, &best),
+            heat_row(population, day, &[])
+        );
+    }
+    for bin in best {
+        println!(
+            "  {} {:02}:00  p={:.3}",
+            DAYS[bin / 24],
+            bin % 24,
+            window.probabilities[bin]
+        );
+    }
+}
+
+fn export(users: &[UserWindow], out: &std::path::Path, full: bool) -> anyhow::Result<()> {
+    let parquet = out.extension().is_some_and(|e| e == "parquet");
+    if parquet {
+        return nudge_engine::scoring::export_parquet(users, out, full).map_err(Into::into);
+    }
+    let mut writer = std::io::BufWriter::new(
+        std::fs::File::create(out).with_context(|| format!("cannot create {}", out.display()))?,
+    );
+    write!(
+        writer,
+        "user_id,tz,best_hour_of_week,best_hour,confidence,events"
+    )?;
+    if full {
+        (0..HOURS_OF_WEEK).try_for_each(|bin| write!(writer, ",p{bin:03}"))?;
+    }
+    writeln!(writer)?;
+    for window in users {
+        let best = window.best_hour_of_week();
+        write!(
+            writer,
+            "{},{},{best},{},{:.4},{}",
+            window.user_id,
+            window.tz,
+            best % 24,
+            window.confidence,
+            window.events
+        )?;
+        if full {
+            window
+                .probabilities
+                .iter()
+                .try_for_each(|p| write!(writer, ",{p:.6}"))?;
+        }
+        writeln!(writer)?;
+    }
+    writer.flush()?;
+    Ok(())
+}

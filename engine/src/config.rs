@@ -1,0 +1,160 @@
+//! `nudge.toml`: where data lives and how each stage behaves, with defaults that need no file.
+
+use std::path::{Path, PathBuf};
+
+use chrono_tz::Tz;
+use serde::Deserialize;
+
+use crate::{Error, Result};
+
+/// The file looked for in the working directory when `--config` is not given.
+pub const DEFAULT_CONFIG_FILE: &str = "nudge.toml";
+
+/// The whole configuration. Every key is optional; unknown keys are errors.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Directory holding the event segments, the SQLite file and reject files.
+    pub data_dir: PathBuf,
+    /// SQL store location. Default: `sqlite://<data_dir>/nudge.db`.
+    pub database_url: Option<String>,
+    /// IANA zone used for users whose zone is unknown.
+    pub default_tz: String,
+    pub ingest: IngestConfig,
+    /// Limits of rule scripts (`[rules]`).
+    pub rules: nudge_rules::Limits,
+    /// Active time windows (`[windows]`).
+    pub windows: crate::scoring::WindowsConfig,
+}
+
+/// The `[ingest]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Records per committed batch: the unit of atomicity and the bound on memory.
+    pub batch_size: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("nudge-data"),
+            database_url: None,
+            default_tz: "Asia/Shanghai".to_string(),
+            ingest: IngestConfig::default(),
+            rules: nudge_rules::Limits::default(),
+            windows: crate::scoring::WindowsConfig::default(),
+        }
+    }
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            batch_size: 1_000_000,
+        }
+    }
+}
+
+impl Config {
+    /// Loads `explicit`, or `nudge.toml` in the working directory if present, or the defaults.
+    /// Relative paths in a file are relative to the file's directory.
+    pub fn load(explicit: Option<&Path>) -> Result<Config> {
+        let path = match explicit {
+            Some(path) => Some(path.to_path_buf()),
+            None => Some(PathBuf::from(DEFAULT_CONFIG_FILE)).filter(|path| path.exists()),
+        };
+        let Some(path) = path else {
+            let config = Config::default();
+            config.validate("(defaults)")?;
+            return Ok(config);
+        };
+        let text = std::fs::read_to_string(&path).map_err(|source| Error::io(&path, source))?;
+        let mut config = Config::parse(&text, &path.display().to_string())?;
+        if let Some(base) = path.parent().filter(|base| !base.as_os_str().is_empty())
+            && config.data_dir.is_relative()
+        {
+            config.data_dir = base.join(&config.data_dir);
+        }
+        Ok(config)
+    }
+
+    /// Parses and validates configuration text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Config> {
+        let config: Config = toml::from_str(text).map_err(|error| Error::Config {
+            path: origin.to_string(),
+            message: error.to_string().trim_end().to_string(),
+        })?;
+        config.validate(origin)?;
+        Ok(config)
+    }
+
+    fn validate(&self, origin: &str) -> Result<()> {
+        let invalid = |message: String| Error::Config {
+            path: origin.to_string(),
+            message,
+        };
+        if self.default_tz.parse::<Tz>().is_err() {
+            return Err(invalid(format!(
+                "default_tz = '{}' is not an IANA time zone (e.g. 'Asia/Shanghai')",
+                self.default_tz
+            )));
+        }
+        self.windows.validate().map_err(invalid)?;
+        if self.ingest.batch_size == 0 {
+            return Err(invalid("ingest.batch_size must be at least 1".to_string()));
+        }
+        Ok(())
+    }
+
+    /// The default zone, already validated.
+    pub fn default_zone(&self) -> Tz {
+        self.default_tz.parse().unwrap_or(chrono_tz::Asia::Shanghai)
+    }
+
+    /// The SQL store's URL.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}", self.data_dir.join("nudge.db").display()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_file_gives_usable_defaults() {
+        let config = Config::parse("", "nudge.toml").unwrap();
+        assert_eq!(config.data_dir, PathBuf::from("nudge-data"));
+        assert_eq!(config.default_zone(), chrono_tz::Asia::Shanghai);
+        assert_eq!(config.database_url(), "sqlite://nudge-data/nudge.db");
+    }
+
+    #[test]
+    fn unknown_keys_name_the_key_and_the_file() {
+        let error = Config::parse("data_dri = 'x'\n", "conf/nudge.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(error.starts_with("config conf/nudge.toml:"), "{error}");
+        assert!(error.contains("data_dri"), "{error}");
+
+        let error = Config::parse("[ingest]\nbatch = 3\n", "nudge.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("batch"), "{error}");
+    }
+
+    #[test]
+    fn a_bad_default_zone_is_reported() {
+        let error = Config::parse("default_tz = 'Mars/Olympus'", "nudge.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("'Mars/Olympus' is not an IANA time zone"),
+            "{error}"
+        );
+    }
+}

@@ -1,0 +1,563 @@
+//! The behaviour event and every rule a record must pass before it is stored.
+
+use std::borrow::Cow;
+
+use chrono::DateTime;
+use chrono_tz::Tz;
+use serde_json::Value;
+
+/// Longest accepted `user_id`, in bytes.
+pub const MAX_USER_ID_BYTES: usize = 128;
+/// Longest accepted event name, in characters.
+pub const MAX_EVENT_NAME_CHARS: usize = 64;
+/// Largest accepted `props` object, in bytes of JSON.
+pub const MAX_PROPS_BYTES: usize = 16 * 1024;
+
+/// Grants or clears subscription credits.
+pub const SUBSCRIPTION: &str = "subscription";
+/// Attributes a click to a send.
+pub const NOTIFICATION_CLICK: &str = "notification_click";
+/// Sets user attributes.
+pub const PROFILE: &str = "profile";
+
+/// Earliest and latest accepted timestamps (2000-01-01 and 2100-01-01, UTC).
+const MIN_TS_MS: i64 = 946_684_800_000;
+const MAX_TS_MS: i64 = 4_102_444_800_000;
+
+/// One validated behaviour event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub user_id: String,
+    pub event: String,
+    /// Epoch milliseconds, UTC.
+    pub ts_ms: i64,
+    /// The `props` JSON object as compact text.
+    pub props: Option<String>,
+    pub event_id: Option<String>,
+    /// A valid IANA zone name for the user, when the record carried one.
+    pub tz: Option<String>,
+}
+
+/// Why a record was rejected; `code` is what totals and reject files group by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RejectKind {
+    MissingField,
+    WrongType,
+    BadTimestamp,
+    BadUserId,
+    BadEventName,
+    BadProps,
+    PropsTooLarge,
+    BadUtf8,
+    Malformed,
+    BadEventId,
+    BadReservedProps,
+}
+
+impl RejectKind {
+    pub fn code(self) -> &'static str {
+        match self {
+            RejectKind::MissingField => "missing_field",
+            RejectKind::WrongType => "wrong_type",
+            RejectKind::BadTimestamp => "bad_timestamp",
+            RejectKind::BadUserId => "bad_user_id",
+            RejectKind::BadEventName => "bad_event_name",
+            RejectKind::BadProps => "bad_props",
+            RejectKind::PropsTooLarge => "props_too_large",
+            RejectKind::BadUtf8 => "bad_utf8",
+            RejectKind::Malformed => "malformed_record",
+            RejectKind::BadEventId => "bad_event_id",
+            RejectKind::BadReservedProps => "bad_reserved_props",
+        }
+    }
+}
+
+/// A record that failed validation: the kind and a sentence naming the field.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Invalid {
+    pub kind: RejectKind,
+    pub detail: String,
+}
+
+impl Invalid {
+    pub fn new(kind: RejectKind, detail: impl Into<String>) -> Self {
+        Invalid {
+            kind,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// A timestamp as it arrived: JSON number, Parquet integer, or text.
+#[derive(Debug, Clone)]
+pub enum TsInput<'a> {
+    Millis(i64),
+    Text(Cow<'a, str>),
+}
+
+/// The fields of a record before validation, as every reader extracts them.
+#[derive(Debug, Default, Clone)]
+pub struct Draft<'a> {
+    pub user_id: Option<Cow<'a, str>>,
+    pub event: Option<Cow<'a, str>>,
+    pub ts: Option<TsInput<'a>>,
+    /// The props JSON text; `None` or empty when absent.
+    pub props: Option<Cow<'a, str>>,
+    pub event_id: Option<Cow<'a, str>>,
+    pub tz: Option<Cow<'a, str>>,
+}
+
+/// A record accepted with a caveat (an unknown time zone, dropped).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Warning {
+    pub user_id: String,
+    pub detail: String,
+}
+
+/// Validates a draft into an event. An unknown zone does not reject the record: the zone is
+/// dropped (the user keeps the default) and a warning says which user and value.
+pub fn validate(draft: Draft<'_>) -> Result<(Event, Option<Warning>), Invalid> {
+    let user_id = draft
+        .user_id
+        .ok_or_else(|| Invalid::new(RejectKind::MissingField, "missing field user_id"))?;
+    check_user_id(&user_id)?;
+    let event = draft
+        .event
+        .ok_or_else(|| Invalid::new(RejectKind::MissingField, "missing field event"))?;
+    check_event_name(&event)?;
+    let ts_ms = match draft.ts {
+        None => return Err(Invalid::new(RejectKind::MissingField, "missing field ts")),
+        Some(ts) => parse_ts(ts)?,
+    };
+    let props = match draft.props.filter(|text| !text.trim().is_empty()) {
+        None => None,
+        Some(text) => Some(check_props(&text)?),
+    };
+    let event_id = match draft.event_id.filter(|id| !id.is_empty()) {
+        None => None,
+        Some(id) if id.len() > MAX_USER_ID_BYTES => {
+            return Err(Invalid::new(
+                RejectKind::BadEventId,
+                format!(
+                    "event_id is {} bytes; at most {MAX_USER_ID_BYTES}",
+                    id.len()
+                ),
+            ));
+        }
+        Some(id) => Some(id.into_owned()),
+    };
+    check_reserved(&event, props.as_deref())?;
+
+    let mut warning = None;
+    let tz = match draft.tz.filter(|tz| !tz.is_empty()) {
+        None => None,
+        Some(tz) if tz.parse::<Tz>().is_ok() => Some(tz.into_owned()),
+        Some(tz) => {
+            warning = Some(Warning {
+                user_id: user_id.to_string(),
+                detail: format!(
+                    "unknown time zone '{tz}' for user '{user_id}': kept the default zone"
+                ),
+            });
+            None
+        }
+    };
+    Ok((
+        Event {
+            user_id: user_id.into_owned(),
+            event: event.into_owned(),
+            ts_ms,
+            props,
+            event_id,
+            tz,
+        },
+        warning,
+    ))
+}
+
+fn check_user_id(user_id: &str) -> Result<(), Invalid> {
+    if user_id.is_empty() {
+        return Err(Invalid::new(RejectKind::BadUserId, "user_id is empty"));
+    }
+    if user_id.len() > MAX_USER_ID_BYTES {
+        return Err(Invalid::new(
+            RejectKind::BadUserId,
+            format!(
+                "user_id is {} bytes; at most {MAX_USER_ID_BYTES}",
+                user_id.len()
+            ),
+        ));
+    }
+    if user_id.chars().any(char::is_control) {
+        return Err(Invalid::new(
+            RejectKind::BadUserId,
+            "user_id contains a control character",
+        ));
+    }
+    Ok(())
+}
+
+fn check_event_name(name: &str) -> Result<(), Invalid> {
+    if name.is_empty() {
+        return Err(Invalid::new(
+            RejectKind::BadEventName,
+            "event name is empty",
+        ));
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-')))
+    {
+        return Err(Invalid::new(
+            RejectKind::BadEventName,
+            format!("event name '{name}' has the character {bad:?}; use only A-Z a-z 0-9 _ . : -"),
+        ));
+    }
+    if name.len() > MAX_EVENT_NAME_CHARS {
+        return Err(Invalid::new(
+            RejectKind::BadEventName,
+            format!(
+                "event name is {} characters; at most {MAX_EVENT_NAME_CHARS}",
+                name.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Parses `ts`: integer epoch milliseconds, or RFC 3339 text with an offset (text of digits
+/// only, as CSV carries integers, counts as milliseconds).
+pub fn parse_ts(ts: TsInput<'_>) -> Result<i64, Invalid> {
+    let millis = match ts {
+        TsInput::Millis(millis) => millis,
+        TsInput::Text(text) => {
+            let text = text.trim();
+            if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+                text.parse::<i64>().map_err(|_| {
+                    Invalid::new(
+                        RejectKind::BadTimestamp,
+                        format!("ts '{text}' is out of range"),
+                    )
+                })?
+            } else {
+                DateTime::parse_from_rfc3339(text)
+                    .map_err(|error| {
+                        Invalid::new(
+                            RejectKind::BadTimestamp,
+                            format!(
+                                "ts '{text}' is not RFC 3339 with an offset ({error}); e.g. 2026-11-01T08:00:00+08:00 or epoch milliseconds"
+                            ),
+                        )
+                    })?
+                    .timestamp_millis()
+            }
+        }
+    };
+    if (MIN_TS_MS / 1000..MAX_TS_MS / 1000).contains(&millis) {
+        return Err(Invalid::new(
+            RejectKind::BadTimestamp,
+            format!("ts {millis} looks like epoch seconds; give milliseconds (multiply by 1000)"),
+        ));
+    }
+    if !(MIN_TS_MS..MAX_TS_MS).contains(&millis) {
+        return Err(Invalid::new(
+            RejectKind::BadTimestamp,
+            format!("ts {millis} is outside 2000-01-01..2100-01-01"),
+        ));
+    }
+    Ok(millis)
+}
+
+/// Checks that `props` is a JSON object within the size limit; returns it as given.
+fn check_props(text: &str) -> Result<String, Invalid> {
+    if text.len() > MAX_PROPS_BYTES {
+        return Err(Invalid::new(
+            RejectKind::PropsTooLarge,
+            format!("props is {} bytes; at most {MAX_PROPS_BYTES}", text.len()),
+        ));
+    }
+    let trimmed = text.trim();
+    if !trimmed.starts_with('{') {
+        return Err(Invalid::new(
+            RejectKind::BadProps,
+            "props must be a JSON object",
+        ));
+    }
+    if let Err(error) = serde_json::from_str::<serde::de::IgnoredAny>(trimmed) {
+        return Err(Invalid::new(
+            RejectKind::BadProps,
+            format!("props is not valid JSON: {error}"),
+        ));
+    }
+    Ok(trimmed.to_string())
+}
+
+/// The statuses a `subscription` event may carry (any `accept*` counts as accept).
+pub fn subscription_status_is_valid(status: &str) -> bool {
+    status.starts_with("accept") || matches!(status, "reject" | "ban" | "filter")
+}
+
+fn check_reserved(event: &str, props: Option<&str>) -> Result<(), Invalid> {
+    let required: &[&str] = match event {
+        SUBSCRIPTION => &["template_id", "status"],
+        NOTIFICATION_CLICK => &["send_id"],
+        PROFILE => &[],
+        _ => return Ok(()),
+    };
+    let bad = |detail: String| Invalid::new(RejectKind::BadReservedProps, detail);
+    let Some(props) = props else {
+        return Err(bad(format!("a '{event}' event needs props")));
+    };
+    let value: Value = serde_json::from_str(props).map_err(|error| bad(error.to_string()))?;
+    for key in required {
+        match value.get(*key) {
+            Some(Value::String(text)) if !text.is_empty() => {}
+            Some(Value::Number(_)) if *key == "send_id" => {}
+            Some(_) => {
+                return Err(bad(format!(
+                    "props.{key} of a '{event}' event must be a non-empty string"
+                )));
+            }
+            None => return Err(bad(format!("a '{event}' event needs props.{key}"))),
+        }
+    }
+    if event == SUBSCRIPTION {
+        let status = value["status"].as_str().unwrap_or_default();
+        if !subscription_status_is_valid(status) {
+            return Err(bad(format!(
+                "props.status '{status}' of a subscription event must be accept (or accept*), reject, ban or filter"
+            )));
+        }
+    }
+    if event == PROFILE
+        && let Some(tz) = value.get("tz")
+        && tz.as_str().is_none_or(|tz| tz.parse::<Tz>().is_err())
+    {
+        return Err(bad(format!(
+            "props.tz {tz} of a profile event is not an IANA time zone"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn draft() -> Draft<'static> {
+        Draft {
+            user_id: Some("u1".into()),
+            event: Some("app_open".into()),
+            ts: Some(TsInput::Millis(1_793_491_200_000)),
+            ..Draft::default()
+        }
+    }
+
+    fn rejected(draft: Draft<'_>) -> Invalid {
+        validate(draft).expect_err("the record should be rejected")
+    }
+
+    #[test]
+    fn a_minimal_record_is_accepted() {
+        let (event, warning) = validate(draft()).unwrap();
+        assert_eq!(event.user_id, "u1");
+        assert_eq!(event.ts_ms, 1_793_491_200_000);
+        assert_eq!(warning, None);
+    }
+
+    #[test]
+    fn rfc3339_and_millisecond_text_timestamps_agree() {
+        let text = Draft {
+            ts: Some(TsInput::Text("2026-11-01T08:00:00+08:00".into())),
+            ..draft()
+        };
+        let digits = Draft {
+            ts: Some(TsInput::Text("1793491200000".into())),
+            ..draft()
+        };
+        assert_eq!(validate(text).unwrap().0.ts_ms, 1_793_491_200_000);
+        assert_eq!(validate(digits).unwrap().0.ts_ms, 1_793_491_200_000);
+    }
+
+    #[test]
+    fn each_rule_rejects_with_its_kind() {
+        let cases: Vec<(Draft<'static>, RejectKind, &str)> = vec![
+            (
+                Draft {
+                    user_id: None,
+                    ..draft()
+                },
+                RejectKind::MissingField,
+                "user_id",
+            ),
+            (
+                Draft {
+                    event: None,
+                    ..draft()
+                },
+                RejectKind::MissingField,
+                "event",
+            ),
+            (
+                Draft {
+                    ts: None,
+                    ..draft()
+                },
+                RejectKind::MissingField,
+                "ts",
+            ),
+            (
+                Draft {
+                    user_id: Some("".into()),
+                    ..draft()
+                },
+                RejectKind::BadUserId,
+                "empty",
+            ),
+            (
+                Draft {
+                    user_id: Some("x".repeat(129).into()),
+                    ..draft()
+                },
+                RejectKind::BadUserId,
+                "129 bytes",
+            ),
+            (
+                Draft {
+                    event: Some("app open".into()),
+                    ..draft()
+                },
+                RejectKind::BadEventName,
+                "' '",
+            ),
+            (
+                Draft {
+                    event: Some("e".repeat(65).into()),
+                    ..draft()
+                },
+                RejectKind::BadEventName,
+                "65",
+            ),
+            (
+                Draft {
+                    ts: Some(TsInput::Text("yesterday".into())),
+                    ..draft()
+                },
+                RejectKind::BadTimestamp,
+                "RFC 3339",
+            ),
+            (
+                Draft {
+                    ts: Some(TsInput::Text("2026-11-01T08:00:00".into())),
+                    ..draft()
+                },
+                RejectKind::BadTimestamp,
+                "offset",
+            ),
+            (
+                Draft {
+                    ts: Some(TsInput::Millis(1_793_491_200)),
+                    ..draft()
+                },
+                RejectKind::BadTimestamp,
+                "seconds",
+            ),
+            (
+                Draft {
+                    ts: Some(TsInput::Millis(5_000_000_000_000)),
+                    ..draft()
+                },
+                RejectKind::BadTimestamp,
+                "outside",
+            ),
+            (
+                Draft {
+                    props: Some("[1,2]".into()),
+                    ..draft()
+                },
+                RejectKind::BadProps,
+                "object",
+            ),
+            (
+                Draft {
+                    props: Some("{\"a\":".into()),
+                    ..draft()
+                },
+                RejectKind::BadProps,
+                "valid JSON",
+            ),
+            (
+                Draft {
+                    props: Some(format!("{{\"a\":\"{}\"}}", "x".repeat(MAX_PROPS_BYTES)).into()),
+                    ..draft()
+                },
+                RejectKind::PropsTooLarge,
+                "at most 16384",
+            ),
+            (
+                Draft {
+                    event_id: Some("i".repeat(200).into()),
+                    ..draft()
+                },
+                RejectKind::BadEventId,
+                "200 bytes",
+            ),
+        ];
+        for (draft, kind, needle) in cases {
+            let invalid = rejected(draft);
+            assert_eq!(invalid.kind, kind, "{}", invalid.detail);
+            assert!(
+                invalid.detail.contains(needle),
+                "{:?} lacks {needle:?}",
+                invalid.detail
+            );
+        }
+    }
+
+    #[test]
+    fn reserved_events_need_their_props() {
+        let subscription = |props: &str| Draft {
+            event: Some(SUBSCRIPTION.into()),
+            props: Some(props.to_string().into()),
+            ..draft()
+        };
+        assert!(validate(subscription(r#"{"template_id":"t1","status":"accept"}"#)).is_ok());
+        assert!(
+            validate(subscription(
+                r#"{"template_id":"t1","status":"acceptWithAudio"}"#
+            ))
+            .is_ok()
+        );
+        let missing = rejected(subscription(r#"{"status":"accept"}"#));
+        assert_eq!(missing.kind, RejectKind::BadReservedProps);
+        assert!(
+            missing.detail.contains("props.template_id"),
+            "{}",
+            missing.detail
+        );
+        let status = rejected(subscription(r#"{"template_id":"t1","status":"maybe"}"#));
+        assert!(status.detail.contains("'maybe'"), "{}", status.detail);
+
+        let click = Draft {
+            event: Some(NOTIFICATION_CLICK.into()),
+            ..draft()
+        };
+        assert_eq!(rejected(click).kind, RejectKind::BadReservedProps);
+    }
+
+    #[test]
+    fn an_unknown_zone_is_a_warning_not_a_reject() {
+        let (event, warning) = validate(Draft {
+            tz: Some("Mars/Olympus".into()),
+            ..draft()
+        })
+        .unwrap();
+        assert_eq!(event.tz, None);
+        let warning = warning.expect("a warning");
+        assert!(
+            warning.detail.contains("'Mars/Olympus' for user 'u1'"),
+            "{}",
+            warning.detail
+        );
+    }
+}

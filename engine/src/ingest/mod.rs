@@ -1,0 +1,269 @@
+//! Ingest: read NDJSON, CSV or Parquet files, validate every record, commit in batches.
+//!
+//! Each input is read in batches of `ingest.batch_size` records; a batch is validated in
+//! parallel and committed atomically (see [`crate::store::Store::commit_batch`]). A file's
+//! content hash and progress are stored with each batch, so re-ingesting a file is a no-op and
+//! an interrupted ingest resumes where its last commit ended.
+
+mod csv;
+mod ndjson;
+mod parquet;
+mod rejects;
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use crate::event::{Event, Invalid, Warning};
+use crate::store::{Batch, FileMark, Store};
+use crate::{Error, Result};
+
+pub use rejects::RejectsFile;
+
+/// How many warnings are printed per file before they are only counted.
+const WARNINGS_SHOWN: usize = 5;
+
+/// A record that failed validation, with where it was and what it held.
+#[derive(Debug, Clone)]
+pub struct Reject {
+    /// `file:line` for text inputs, `file row N` for Parquet.
+    pub location: String,
+    pub invalid: Invalid,
+    /// The record as read (lossy UTF-8), for the rejects file.
+    pub raw: String,
+}
+
+/// One batch as a reader produced it.
+#[derive(Debug, Default)]
+pub(crate) struct Parsed {
+    pub events: Vec<Event>,
+    pub rejects: Vec<Reject>,
+    pub warnings: Vec<Warning>,
+    /// Records consumed (lines or rows, blank lines included), for resuming.
+    pub records: u64,
+}
+
+/// A reader of one input, batch by batch.
+pub(crate) trait Source {
+    /// Reads up to `max` records; `None` at the end of the input.
+    fn read_batch(&mut self, max: usize) -> Result<Option<Parsed>>;
+}
+
+/// The input formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Ndjson,
+    Csv,
+    Parquet,
+}
+
+impl Format {
+    /// The format a path's extension names (`.gz` is looked through).
+    pub fn of(path: &Path) -> Result<Format> {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_lowercase())
+            .unwrap_or_default();
+        let name = name.strip_suffix(".gz").unwrap_or(&name);
+        if name.ends_with(".ndjson") || name.ends_with(".jsonl") || name.ends_with(".json") {
+            Ok(Format::Ndjson)
+        } else if name.ends_with(".csv") {
+            Ok(Format::Csv)
+        } else if name.ends_with(".parquet") {
+            Ok(Format::Parquet)
+        } else {
+            Err(Error::Input {
+                path: path.to_path_buf(),
+                message: "unknown format: name the file .ndjson, .jsonl, .csv or .parquet (optionally .gz), or pass - for NDJSON on stdin".into(),
+            })
+        }
+    }
+}
+
+/// Options of one `nudge ingest` run.
+#[derive(Debug, Clone)]
+pub struct IngestOptions {
+    pub strict: bool,
+    pub batch_size: usize,
+    pub rejects_path: PathBuf,
+    pub quiet: bool,
+}
+
+/// What happened to one input.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FileReport {
+    pub path: String,
+    pub accepted: u64,
+    pub duplicates: u64,
+    pub rejected: u64,
+    pub warnings: u64,
+    /// Set when the file had been ingested before and nothing was done.
+    pub already_ingested: bool,
+    /// Records skipped because an earlier, interrupted run had committed them.
+    pub resumed_after: u64,
+}
+
+/// Totals of a run.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct IngestReport {
+    pub files: Vec<FileReport>,
+    pub accepted: u64,
+    pub duplicates: u64,
+    pub rejected_by_reason: BTreeMap<&'static str, u64>,
+    pub warnings: u64,
+    pub segments: u64,
+    /// The rejects file, when anything was rejected.
+    pub rejects_file: Option<PathBuf>,
+}
+
+impl IngestReport {
+    pub fn rejected(&self) -> u64 {
+        self.rejected_by_reason.values().sum()
+    }
+}
+
+/// Ingests every path in order (`-` is NDJSON on stdin). A bad record never stops the run
+/// unless `strict`; a whole-file problem (unknown format, bad header) is returned as an error
+/// after the files before it are committed.
+pub async fn ingest(
+    store: &Store,
+    paths: &[PathBuf],
+    options: &IngestOptions,
+) -> Result<IngestReport> {
+    let mut report = IngestReport::default();
+    let mut rejects = RejectsFile::new(options.rejects_path.clone());
+    let progress = progress_bar(options.quiet);
+    for path in paths {
+        let file = ingest_one(store, path, options, &mut report, &mut rejects, &progress).await;
+        rejects.flush()?;
+        report.rejects_file = rejects.written().map(Path::to_path_buf);
+        let file = file?;
+        report.files.push(file);
+    }
+    progress.finish_and_clear();
+    Ok(report)
+}
+
+async fn ingest_one(
+    store: &Store,
+    path: &Path,
+    options: &IngestOptions,
+    report: &mut IngestReport,
+    rejects: &mut RejectsFile,
+    progress: &indicatif::ProgressBar,
+) -> Result<FileReport> {
+    let display = path.display().to_string();
+    let mut file_report = FileReport {
+        path: display.clone(),
+        ..FileReport::default()
+    };
+    let stdin = path.as_os_str() == "-";
+    let content_hash = if stdin { None } else { Some(hash_file(path)?) };
+    let mut skip = 0;
+    if let Some(hash) = &content_hash
+        && let Some(done) = store.file_progress(hash).await?
+    {
+        if done.complete {
+            file_report.already_ingested = true;
+            return Ok(file_report);
+        }
+        skip = done.records_done;
+        file_report.resumed_after = skip;
+    }
+    let mut source: Box<dyn Source> = if stdin {
+        Box::new(ndjson::NdjsonSource::new(
+            Box::new(std::io::BufReader::new(std::io::stdin())),
+            "stdin".into(),
+        ))
+    } else {
+        match Format::of(path)? {
+            Format::Ndjson => Box::new(ndjson::NdjsonSource::open(path)?),
+            Format::Csv => Box::new(csv::CsvSource::open(path)?),
+            Format::Parquet => Box::new(parquet::ParquetSource::open(path)?),
+        }
+    };
+    let mut records_done = 0u64;
+    while skip > records_done {
+        let wanted = (skip - records_done).min(options.batch_size as u64) as usize;
+        match tokio::task::block_in_place(|| source.read_batch(wanted))? {
+            Some(parsed) => records_done += parsed.records,
+            None => break,
+        }
+    }
+    let mut warnings_shown = 0;
+    while let Some(parsed) = tokio::task::block_in_place(|| source.read_batch(options.batch_size))?
+    {
+        records_done += parsed.records;
+        if options.strict
+            && let Some(first) = parsed.rejects.first()
+        {
+            return Err(Error::Strict {
+                location: first.location.clone(),
+                reason: format!("{}: {}", first.invalid.kind.code(), first.invalid.detail),
+            });
+        }
+        for reject in &parsed.rejects {
+            *report
+                .rejected_by_reason
+                .entry(reject.invalid.kind.code())
+                .or_default() += 1;
+            rejects.write(reject)?;
+        }
+        file_report.rejected += parsed.rejects.len() as u64;
+        for warning in &parsed.warnings {
+            if warnings_shown < WARNINGS_SHOWN && !options.quiet {
+                progress.suspend(|| eprintln!("warning: {display}: {}", warning.detail));
+                warnings_shown += 1;
+            }
+        }
+        file_report.warnings += parsed.warnings.len() as u64;
+        let committed = store
+            .commit_batch(Batch {
+                events: parsed.events,
+                file: content_hash.as_deref().map(|hash| FileMark {
+                    content_hash: hash,
+                    path: &display,
+                    records_done,
+                }),
+            })
+            .await?;
+        file_report.accepted += committed.stored;
+        file_report.duplicates += committed.duplicates;
+        report.segments += committed.segments;
+        progress.set_message(format!("{display}: {} events stored", file_report.accepted));
+        progress.tick();
+    }
+    if let Some(hash) = &content_hash {
+        store.complete_file(hash, &display, records_done).await?;
+    }
+    report.accepted += file_report.accepted;
+    report.duplicates += file_report.duplicates;
+    report.warnings += file_report.warnings;
+    Ok(file_report)
+}
+
+/// A 128-bit content hash of a file: re-ingesting the same bytes is recognised under any name.
+fn hash_file(path: &Path) -> Result<String> {
+    let mut file = std::fs::File::open(path).map_err(|source| Error::io(path, source))?;
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        let read = file
+            .read(&mut buffer)
+            .map_err(|source| Error::io(path, source))?;
+        if read == 0 {
+            break;
+        }
+        hasher.update(&buffer[..read]);
+    }
+    Ok(format!("{:032x}", hasher.digest128()))
+}
+
+fn progress_bar(quiet: bool) -> indicatif::ProgressBar {
+    if quiet {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    bar
+}

@@ -1,0 +1,318 @@
+//! NDJSON input (plain or gzipped, or stdin): one JSON object per line.
+
+use std::borrow::Cow;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+
+use rayon::prelude::*;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::{Parsed, Reject, Source};
+use crate::event::{self, Draft, Invalid, RejectKind, TsInput};
+use crate::{Error, Result};
+
+/// Reads lines into one buffer per batch and validates them in parallel.
+pub(crate) struct NdjsonSource {
+    reader: Box<dyn BufRead + Send>,
+    name: String,
+    line: u64,
+    buffer: Vec<u8>,
+}
+
+impl NdjsonSource {
+    pub fn new(reader: Box<dyn BufRead + Send>, name: String) -> Self {
+        NdjsonSource {
+            reader,
+            name,
+            line: 0,
+            buffer: Vec::new(),
+        }
+    }
+
+    /// Opens a file, looking through gzip when the file starts with its magic bytes.
+    pub fn open(path: &Path) -> Result<Self> {
+        let reader = open_maybe_gzip(path)?;
+        Ok(NdjsonSource::new(reader, path.display().to_string()))
+    }
+}
+
+/// A buffered reader of `path`, decompressed if it is gzip.
+pub(crate) fn open_maybe_gzip(path: &Path) -> Result<Box<dyn BufRead + Send>> {
+    let mut file = File::open(path).map_err(|source| Error::io(path, source))?;
+    let mut magic = [0u8; 2];
+    let is_gzip = file.read_exact(&mut magic).is_ok() && magic == [0x1f, 0x8b];
+    let file = File::open(path).map_err(|source| Error::io(path, source))?;
+    Ok(if is_gzip {
+        Box::new(BufReader::with_capacity(
+            1 << 20,
+            flate2::read::MultiGzDecoder::new(file),
+        ))
+    } else {
+        Box::new(BufReader::with_capacity(1 << 20, file))
+    })
+}
+
+impl Source for NdjsonSource {
+    fn read_batch(&mut self, max: usize) -> Result<Option<Parsed>> {
+        self.buffer.clear();
+        let mut spans = Vec::with_capacity(max.min(1 << 20));
+        while spans.len() < max {
+            let start = self.buffer.len();
+            let read = self
+                .reader
+                .read_until(b'\n', &mut self.buffer)
+                .map_err(|source| Error::io(&self.name, source))?;
+            if read == 0 {
+                break;
+            }
+            spans.push((start, self.buffer.len()));
+        }
+        if spans.is_empty() {
+            return Ok(None);
+        }
+        let first_line = self.line + 1;
+        self.line += spans.len() as u64;
+        let buffer = &self.buffer;
+        let name = &self.name;
+        let outcomes: Vec<Outcome> = spans
+            .par_iter()
+            .enumerate()
+            .map(|(index, &(start, end))| {
+                parse_line(&buffer[start..end], name, first_line + index as u64)
+            })
+            .collect();
+        let mut parsed = Parsed {
+            records: spans.len() as u64,
+            ..Parsed::default()
+        };
+        parsed.events.reserve(outcomes.len());
+        for outcome in outcomes {
+            match outcome {
+                Outcome::Event(event, warning) => {
+                    parsed.events.push(event);
+                    parsed.warnings.extend(warning);
+                }
+                Outcome::Reject(reject) => parsed.rejects.push(reject),
+                Outcome::Blank => {}
+            }
+        }
+        Ok(Some(parsed))
+    }
+}
+
+enum Outcome {
+    Event(event::Event, Option<event::Warning>),
+    Reject(Reject),
+    Blank,
+}
+
+/// The fields nudge reads; others are ignored. Each is kept raw so a wrong type is reported
+/// by name rather than as a generic parse error.
+#[derive(Deserialize)]
+struct Line<'a> {
+    #[serde(borrow)]
+    user_id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    event: Option<&'a RawValue>,
+    #[serde(borrow)]
+    ts: Option<&'a RawValue>,
+    #[serde(borrow)]
+    props: Option<&'a RawValue>,
+    #[serde(borrow)]
+    event_id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    tz: Option<&'a RawValue>,
+}
+
+fn parse_line(bytes: &[u8], name: &str, line: u64) -> Outcome {
+    let bytes = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+    let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Outcome::Blank;
+    }
+    let reject = |invalid: Invalid| {
+        Outcome::Reject(Reject {
+            location: format!("{name}:{line}"),
+            invalid,
+            raw: String::from_utf8_lossy(bytes).into_owned(),
+        })
+    };
+    let text = match std::str::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(error) => {
+            return reject(Invalid::new(
+                RejectKind::BadUtf8,
+                format!("invalid UTF-8 at byte {}", error.valid_up_to() + 1),
+            ));
+        }
+    };
+    match draft_of(text).and_then(event::validate) {
+        Ok((event, warning)) => Outcome::Event(event, warning),
+        Err(invalid) => reject(invalid),
+    }
+}
+
+fn draft_of(text: &str) -> Result<Draft<'_>, Invalid> {
+    let line: Line<'_> = serde_json::from_str(text).map_err(|error| {
+        let detail = if text.trim_start().starts_with('{') {
+            format!("not valid JSON: {error}")
+        } else {
+            "not a JSON object: each line must be {\"user_id\": ..., \"event\": ..., \"ts\": ...}"
+                .to_string()
+        };
+        Invalid::new(RejectKind::Malformed, detail)
+    })?;
+    let ts = match line.ts.map(RawValue::get).filter(|raw| *raw != "null") {
+        None => None,
+        Some(raw) if raw.starts_with('"') => Some(TsInput::Text(json_string(raw, "ts")?)),
+        Some(raw) => Some(TsInput::Millis(raw.parse::<i64>().map_err(|_| {
+            Invalid::new(
+                RejectKind::WrongType,
+                format!("ts must be integer epoch milliseconds or RFC 3339 text, got {raw}"),
+            )
+        })?)),
+    };
+    let props = match line.props.map(RawValue::get).filter(|raw| *raw != "null") {
+        None => None,
+        Some(raw) if raw.starts_with('{') => Some(Cow::Borrowed(raw)),
+        Some(raw) => {
+            return Err(Invalid::new(
+                RejectKind::WrongType,
+                format!("props must be a JSON object, got {}", preview(raw)),
+            ));
+        }
+    };
+    let event_id = match line
+        .event_id
+        .map(RawValue::get)
+        .filter(|raw| *raw != "null")
+    {
+        None => None,
+        Some(raw) if raw.bytes().all(|b| b.is_ascii_digit()) => Some(Cow::Borrowed(raw)),
+        Some(raw) => Some(json_string(raw, "event_id")?),
+    };
+    Ok(Draft {
+        user_id: optional_string(line.user_id, "user_id")?,
+        event: optional_string(line.event, "event")?,
+        ts,
+        props,
+        event_id,
+        tz: optional_string(line.tz, "tz")?,
+    })
+}
+
+fn optional_string<'a>(
+    raw: Option<&'a RawValue>,
+    field: &str,
+) -> Result<Option<Cow<'a, str>>, Invalid> {
+    match raw.map(RawValue::get) {
+        None | Some("null") => Ok(None),
+        Some(raw) => json_string(raw, field).map(Some),
+    }
+}
+
+/// Decodes a JSON string, borrowing when it has no escapes.
+fn json_string<'a>(raw: &'a str, field: &str) -> Result<Cow<'a, str>, Invalid> {
+    if !raw.starts_with('"') {
+        return Err(Invalid::new(
+            RejectKind::WrongType,
+            format!("{field} must be a string, got {}", preview(raw)),
+        ));
+    }
+    if let Ok(text) = serde_json::from_str::<&str>(raw) {
+        return Ok(Cow::Borrowed(text));
+    }
+    serde_json::from_str::<String>(raw)
+        .map(Cow::Owned)
+        .map_err(|error| Invalid::new(RejectKind::Malformed, format!("{field}: {error}")))
+}
+
+fn preview(raw: &str) -> String {
+    let mut preview: String = raw.chars().take(40).collect();
+    if preview.len() < raw.len() {
+        preview.push('…');
+    }
+    preview
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &[u8]) -> std::result::Result<event::Event, Invalid> {
+        match parse_line(text, "f.ndjson", 7) {
+            Outcome::Event(event, _) => Ok(event),
+            Outcome::Reject(reject) => {
+                assert_eq!(reject.location, "f.ndjson:7");
+                Err(reject.invalid)
+            }
+            Outcome::Blank => panic!("not blank"),
+        }
+    }
+
+    #[test]
+    fn a_full_line_parses() {
+        let event = parse(br#"{"user_id":"o\u0041b","event":"purchase","ts":"2026-11-01T08:00:00+08:00","props":{"price":12.5},"event_id":42,"tz":"Asia/Tokyo","extra":1}"#).unwrap();
+        assert_eq!(event.user_id, "oAb");
+        assert_eq!(event.ts_ms, 1_793_491_200_000);
+        assert_eq!(event.props.as_deref(), Some(r#"{"price":12.5}"#));
+        assert_eq!(event.event_id.as_deref(), Some("42"));
+        assert_eq!(event.tz.as_deref(), Some("Asia/Tokyo"));
+    }
+
+    #[test]
+    fn wrong_types_name_the_field() {
+        let cases: [(&[u8], RejectKind, &str); 6] = [
+            (
+                br#"{"user_id":5,"event":"a","ts":1793491200000}"#,
+                RejectKind::WrongType,
+                "user_id must be a string",
+            ),
+            (
+                br#"{"user_id":"u","event":["a"],"ts":1793491200000}"#,
+                RejectKind::WrongType,
+                "event must be a string",
+            ),
+            (
+                br#"{"user_id":"u","event":"a","ts":1.5}"#,
+                RejectKind::WrongType,
+                "ts must be integer",
+            ),
+            (
+                br#"{"user_id":"u","event":"a","ts":1793491200000,"props":"x"}"#,
+                RejectKind::WrongType,
+                "props must be a JSON object",
+            ),
+            (
+                br#"{"user_id":"u","event":"a""#,
+                RejectKind::Malformed,
+                "not valid JSON",
+            ),
+            (br#"[1,2]"#, RejectKind::Malformed, "not a JSON object"),
+        ];
+        for (line, kind, needle) in cases {
+            let invalid = parse(line).unwrap_err();
+            assert_eq!(invalid.kind, kind, "{}", invalid.detail);
+            assert!(
+                invalid.detail.contains(needle),
+                "{:?} lacks {needle:?}",
+                invalid.detail
+            );
+        }
+    }
+
+    #[test]
+    fn bad_utf8_is_rejected_with_its_position() {
+        let invalid =
+            parse(b"{\"user_id\":\"u\xff\",\"event\":\"a\",\"ts\":1793491200000}").unwrap_err();
+        assert_eq!(invalid.kind, RejectKind::BadUtf8);
+        assert!(invalid.detail.contains("byte 14"), "{}", invalid.detail);
+    }
+
+    #[test]
+    fn blank_lines_are_not_records() {
+        assert!(matches!(parse_line(b"  \r\n", "f", 1), Outcome::Blank));
+    }
+}

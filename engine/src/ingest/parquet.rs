@@ -1,0 +1,190 @@
+//! Parquet input: columns `user_id, event, ts[, props][, tz][, event_id]`, `ts` as a timestamp
+//! or int64 epoch milliseconds (or RFC 3339 text). Read a slice of rows at a time.
+
+use std::borrow::Cow;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use polars::prelude::*;
+use rayon::prelude::*;
+
+use super::{Parsed, Reject, Source};
+use crate::event::{self, Draft, Invalid, TsInput};
+use crate::{Error, Result};
+
+pub(crate) struct ParquetSource {
+    path: PathBuf,
+    rows: usize,
+    offset: usize,
+    columns: Vec<String>,
+}
+
+const TEXT_COLUMNS: [&str; 5] = ["user_id", "event", "props", "tz", "event_id"];
+
+impl ParquetSource {
+    pub fn open(path: &Path) -> Result<Self> {
+        let input_error = |message: String| Error::Input {
+            path: path.to_path_buf(),
+            message,
+        };
+        let file = File::open(path).map_err(|source| Error::io(path, source))?;
+        let mut reader = ParquetReader::new(file);
+        let schema = reader
+            .schema()
+            .map_err(|error| input_error(format!("not a readable Parquet file: {error}")))?;
+        let rows = reader
+            .num_rows()
+            .map_err(|error| input_error(error.to_string()))?;
+        let mut columns = Vec::new();
+        for name in ["user_id", "event", "ts"] {
+            if schema.get(name).is_none() {
+                return Err(input_error(format!(
+                    "the Parquet file lacks the column '{name}'"
+                )));
+            }
+        }
+        for (name, _) in schema.iter() {
+            let name = name.to_string();
+            if name == "ts" || TEXT_COLUMNS.contains(&name.as_str()) {
+                columns.push(name);
+            }
+        }
+        Ok(ParquetSource {
+            path: path.to_path_buf(),
+            rows,
+            offset: 0,
+            columns,
+        })
+    }
+
+    fn read_frame(&self, length: usize) -> Result<DataFrame> {
+        let file = File::open(&self.path).map_err(|source| Error::io(&self.path, source))?;
+        ParquetReader::new(file)
+            .with_columns(Some(self.columns.clone()))
+            .with_slice(Some((self.offset, length)))
+            .finish()
+            .map_err(|error| Error::Input {
+                path: self.path.clone(),
+                message: error.to_string(),
+            })
+    }
+}
+
+/// A column as text values, or an error naming its type.
+fn text_column<'a>(
+    frame: &'a DataFrame,
+    name: &str,
+    path: &Path,
+) -> Result<Option<&'a StringChunked>> {
+    let Ok(column) = frame.column(name) else {
+        return Ok(None);
+    };
+    column.str().map(Some).map_err(|_| Error::Input {
+        path: path.to_path_buf(),
+        message: format!(
+            "column '{name}' has type {}; expected a string column",
+            column.dtype()
+        ),
+    })
+}
+
+enum TsColumn {
+    Millis(Vec<Option<i64>>),
+    Text(StringChunked),
+}
+
+fn ts_column(frame: &DataFrame, path: &Path) -> Result<TsColumn> {
+    let column = frame.column("ts")?.as_materialized_series().clone();
+    let to_millis = |series: &Series, per_ms: i64, ms_per: i64| -> Result<TsColumn> {
+        let ints = series.cast(&DataType::Int64)?;
+        Ok(TsColumn::Millis(
+            ints.i64()?
+                .iter()
+                .map(|v| v.map(|v| v.div_euclid(per_ms) * ms_per))
+                .collect(),
+        ))
+    };
+    match column.dtype() {
+        DataType::Datetime(unit, _) => match unit {
+            TimeUnit::Milliseconds => to_millis(&column, 1, 1),
+            TimeUnit::Microseconds => to_millis(&column, 1_000, 1),
+            TimeUnit::Nanoseconds => to_millis(&column, 1_000_000, 1),
+        },
+        DataType::Int64 | DataType::Int32 | DataType::UInt32 | DataType::UInt64 => {
+            to_millis(&column, 1, 1)
+        }
+        DataType::String => Ok(TsColumn::Text(column.str()?.clone())),
+        other => Err(Error::Input {
+            path: path.to_path_buf(),
+            message: format!(
+                "column 'ts' has type {other}; expected a timestamp, int64 epoch milliseconds or text"
+            ),
+        }),
+    }
+}
+
+impl Source for ParquetSource {
+    fn read_batch(&mut self, max: usize) -> Result<Option<Parsed>> {
+        if self.offset >= self.rows {
+            return Ok(None);
+        }
+        let length = max.min(self.rows - self.offset);
+        let frame = self.read_frame(length)?;
+        let first_row = self.offset + 1;
+        self.offset += length;
+
+        let path = self.path.as_path();
+        let text: Vec<Option<Vec<Option<&str>>>> = TEXT_COLUMNS
+            .iter()
+            .map(|name| Ok(text_column(&frame, name, path)?.map(|c| c.iter().collect())))
+            .collect::<Result<_>>()?;
+        let ts = ts_column(&frame, path)?;
+        let ts_text: Vec<Option<&str>> = match &ts {
+            TsColumn::Text(column) => column.iter().collect(),
+            TsColumn::Millis(_) => Vec::new(),
+        };
+        let name = path.display().to_string();
+        let outcomes: Vec<_> = (0..frame.height())
+            .into_par_iter()
+            .map(|row| {
+                let get = |column: usize| {
+                    text[column]
+                        .as_ref()
+                        .and_then(|c| c[row])
+                        .map(Cow::Borrowed)
+                };
+                let ts = match &ts {
+                    TsColumn::Millis(values) => values[row].map(TsInput::Millis),
+                    TsColumn::Text(_) => ts_text[row].map(|t| TsInput::Text(Cow::Borrowed(t))),
+                };
+                let draft = Draft {
+                    user_id: get(0),
+                    event: get(1),
+                    ts,
+                    props: get(2),
+                    tz: get(3),
+                    event_id: get(4),
+                };
+                event::validate(draft.clone()).map_err(|invalid: Invalid| Reject {
+                    location: format!("{name} row {}", first_row + row),
+                    invalid,
+                    raw: format!("{draft:?}"),
+                })
+            })
+            .collect();
+        let mut parsed = Parsed {
+            records: length as u64,
+            ..Parsed::default()
+        };
+        for outcome in outcomes {
+            match outcome {
+                Ok((event, warning)) => {
+                    parsed.events.push(event);
+                    parsed.warnings.extend(warning);
+                }
+                Err(reject) => parsed.rejects.push(reject),
+            }
+        }
+        Ok(Some(parsed))
+    }
+}

@@ -1,0 +1,18 @@
+//! The nudge engine: events in, well-timed notifications out.
+//!
+//! The modules follow the pipeline: [`ingest`] validates behaviour events and hands them to the
+//! [`store`] (Parquet segments for events, SQL for state), [`synth`] makes synthetic datasets to
+//! feed it, and [`stats`] reports what is stored.
+
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod event;
+pub mod features;
+pub mod ingest;
+pub mod scoring;
+pub mod stats;
+pub mod store;
+pub mod synth;
+
+pub use error::{Error, Result};

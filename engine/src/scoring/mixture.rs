@@ -1,0 +1,199 @@
+//! Rhythm types: a mixture of weekly profiles fitted (EM) on users with plenty of events, so a
+//! user with a handful of events borrows the rhythm their events point to.
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::local::HOURS_OF_WEEK;
+
+/// Users at most used to fit the types (a deterministic subsample of the dense ones).
+const FIT_SAMPLE: usize = 20_000;
+const ITERATIONS: usize = 40;
+/// Floor of every type's probability, so no hour is impossible.
+const FLOOR: f64 = 1e-4;
+
+/// The fitted types and their shares.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Model {
+    pub weights: Vec<f64>,
+    /// One 168-hour probability profile per type.
+    pub types: Vec<Vec<f64>>,
+}
+
+fn normalise(values: &mut [f64]) {
+    let total: f64 = values.iter().sum();
+    if total > 0.0 {
+        values.iter_mut().for_each(|v| *v = (*v / total).max(FLOOR));
+        let total: f64 = values.iter().sum();
+        values.iter_mut().for_each(|v| *v /= total);
+    } else {
+        let uniform = 1.0 / values.len() as f64;
+        values.iter_mut().for_each(|v| *v = uniform);
+    }
+}
+
+/// Fits `k` types to users' (smoothed, decayed) counts.
+pub fn fit(users: &[&[f64; HOURS_OF_WEEK]], k: usize) -> Model {
+    if users.is_empty() {
+        return Model {
+            weights: vec![1.0],
+            types: vec![vec![1.0 / HOURS_OF_WEEK as f64; HOURS_OF_WEEK]],
+        };
+    }
+    let stride = users.len().div_ceil(FIT_SAMPLE).max(1);
+    let sample: Vec<&[f64; HOURS_OF_WEEK]> = users.iter().step_by(stride).copied().collect();
+    let k = k.min(sample.len()).max(1);
+    let mut model = Model {
+        weights: vec![1.0 / k as f64; k],
+        types: initial_types(&sample, k),
+    };
+    for _ in 0..ITERATIONS {
+        let responsibilities: Vec<Vec<f64>> = sample
+            .par_iter()
+            .map(|counts| model.responsibilities(&counts[..]))
+            .collect();
+        let mut types = vec![vec![0.0; HOURS_OF_WEEK]; k];
+        let mut weights = vec![0.0; k];
+        for (counts, r) in sample.iter().zip(&responsibilities) {
+            let total: f64 = counts.iter().sum();
+            for t in 0..k {
+                weights[t] += r[t];
+                if r[t] > 1e-6 && total > 0.0 {
+                    // Each user counts once, whatever their volume: types describe people.
+                    let scale = r[t] / total;
+                    types[t]
+                        .iter_mut()
+                        .zip(counts.iter())
+                        .for_each(|(acc, c)| *acc += scale * c);
+                }
+            }
+        }
+        types.iter_mut().for_each(|t| normalise(t));
+        normalise(&mut weights);
+        model = Model { weights, types };
+    }
+    model
+}
+
+/// Farthest-first initial types: spread out, deterministic.
+fn initial_types(sample: &[&[f64; HOURS_OF_WEEK]], k: usize) -> Vec<Vec<f64>> {
+    let profiles: Vec<Vec<f64>> = sample
+        .iter()
+        .map(|counts| {
+            let mut p = counts.to_vec();
+            normalise(&mut p);
+            p
+        })
+        .collect();
+    let distance = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).sum::<f64>();
+    let first = (0..sample.len())
+        .max_by(|a, b| {
+            sample[*a]
+                .iter()
+                .sum::<f64>()
+                .total_cmp(&sample[*b].iter().sum::<f64>())
+        })
+        .unwrap_or(0);
+    let mut chosen = vec![first];
+    let mut nearest: Vec<f64> = profiles
+        .iter()
+        .map(|p| distance(p, &profiles[first]))
+        .collect();
+    while chosen.len() < k {
+        let next = (0..profiles.len())
+            .max_by(|a, b| nearest[*a].total_cmp(&nearest[*b]))
+            .unwrap_or(0);
+        chosen.push(next);
+        for (i, p) in profiles.iter().enumerate() {
+            nearest[i] = nearest[i].min(distance(p, &profiles[next]));
+        }
+    }
+    chosen.into_iter().map(|i| profiles[i].clone()).collect()
+}
+
+impl Model {
+    /// Posterior probability of each type given a user's counts.
+    pub fn responsibilities(&self, counts: &[f64]) -> Vec<f64> {
+        let logs: Vec<f64> = self
+            .types
+            .iter()
+            .zip(&self.weights)
+            .map(|(profile, weight)| {
+                weight.max(1e-12).ln()
+                    + counts
+                        .iter()
+                        .zip(profile)
+                        .map(|(c, p)| if *c != 0.0 { c * p.ln() } else { 0.0 })
+                        .sum::<f64>()
+            })
+            .collect();
+        let top = logs.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let mut r: Vec<f64> = logs.iter().map(|l| (l - top).exp()).collect();
+        let total: f64 = r.iter().sum();
+        r.iter_mut().for_each(|v| *v /= total);
+        r
+    }
+
+    /// The prior a user gets: the types mixed by the user's posterior over them.
+    pub fn posterior_mixture(&self, counts: &[f64; HOURS_OF_WEEK]) -> [f64; HOURS_OF_WEEK] {
+        let r = if counts.iter().all(|c| *c == 0.0) {
+            self.weights.clone()
+        } else {
+            self.responsibilities(counts)
+        };
+        let mut prior = [0.0; HOURS_OF_WEEK];
+        for (profile, share) in self.types.iter().zip(&r) {
+            prior
+                .iter_mut()
+                .zip(profile)
+                .for_each(|(p, t)| *p += share * t);
+        }
+        prior
+    }
+
+    /// The population's profile: every type by its share.
+    pub fn population(&self) -> [f64; HOURS_OF_WEEK] {
+        self.posterior_mixture(&[0.0; HOURS_OF_WEEK])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peaked(hour: usize, volume: f64) -> [f64; HOURS_OF_WEEK] {
+        let mut counts = [0.0; HOURS_OF_WEEK];
+        for day in 0..7 {
+            counts[day * 24 + hour] = volume;
+        }
+        counts
+    }
+
+    #[test]
+    fn two_rhythms_are_found_and_a_sparse_user_borrows_theirs() {
+        let users: Vec<[f64; HOURS_OF_WEEK]> = (0..200)
+            .map(|i| {
+                if i % 2 == 0 {
+                    peaked(8, 5.0)
+                } else {
+                    peaked(21, 5.0)
+                }
+            })
+            .collect();
+        let refs: Vec<&[f64; HOURS_OF_WEEK]> = users.iter().collect();
+        let model = fit(&refs, 2);
+        // One event at 21:00 on a Tuesday: the evening type explains it, so the prior puts the
+        // evening hours of every day high, and mornings low.
+        let mut sparse = [0.0; HOURS_OF_WEEK];
+        sparse[24 + 21] = 1.0;
+        let prior = model.posterior_mixture(&sparse);
+        assert!(
+            prior[4 * 24 + 21] > 10.0 * prior[4 * 24 + 8],
+            "{} vs {}",
+            prior[4 * 24 + 21],
+            prior[4 * 24 + 8]
+        );
+        let population = model.population();
+        assert!((population[21] - population[8]).abs() < 0.02);
+    }
+}

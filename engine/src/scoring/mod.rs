@@ -1,0 +1,373 @@
+//! Scoring: every user's active time windows, a 168-hour week in the user's own zone.
+//!
+//! ```text
+//! segments ─histogram (polars)─▶ weighted counts per (user, UTC hour)
+//!          ─local──────────────▶ decayed counts per local hour of week
+//!          ─mixture────────────▶ rhythm types learned from dense users; each user's posterior
+//!          ─profile────────────▶ smoothed, shrunk probabilities + confidence
+//! ```
+//! polars is private to [`histogram`]; everything public here is plain Rust.
+
+mod histogram;
+pub mod local;
+pub mod mixture;
+mod persist;
+pub mod timing;
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use serde::{Deserialize, Serialize};
+
+use crate::store::Store;
+use crate::{Error, Result};
+
+pub use local::HOURS_OF_WEEK;
+pub use timing::{QuietHours, SendChoice, best_send_time};
+
+const HOUR_MS: i64 = 3_600_000;
+const DAY_MS: i64 = 86_400_000;
+
+/// The `[windows]` section of the configuration.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WindowsConfig {
+    /// An event this many days old counts half as much as one now.
+    pub half_life_days: f64,
+    /// Events older than this are ignored.
+    pub lookback_days: i64,
+    /// Weight of the prior, in events: a user with this much evidence is half their own.
+    pub pseudo_count: f64,
+    /// Share of an hour's weight given to each neighbouring hour (circular over the week).
+    pub smoothing: f64,
+    /// Rhythm types learned from dense users.
+    pub types: usize,
+    /// Users with at least this many events in the lookback teach the rhythm types.
+    pub fit_min_events: u64,
+    /// Weight per event name; names not listed weigh `default_weight`.
+    pub event_weights: HashMap<String, f64>,
+    pub default_weight: f64,
+}
+
+impl Default for WindowsConfig {
+    fn default() -> Self {
+        let event_weights = [
+            ("notification_click", 3.0),
+            ("purchase", 2.0),
+            ("add_to_cart", 1.5),
+            ("app_open", 1.0),
+            ("page_view", 0.3),
+            ("subscription", 1.0),
+            ("profile", 0.0),
+        ]
+        .into_iter()
+        .map(|(name, weight)| (name.to_string(), weight))
+        .collect();
+        WindowsConfig {
+            half_life_days: 21.0,
+            lookback_days: 90,
+            pseudo_count: 4.0,
+            smoothing: 0.2,
+            types: 8,
+            fit_min_events: 25,
+            event_weights,
+            default_weight: 0.5,
+        }
+    }
+}
+
+impl WindowsConfig {
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if self.half_life_days.is_nan() || self.half_life_days <= 0.0 {
+            return Err("windows.half_life_days must be above 0".into());
+        }
+        if self.lookback_days < 1 {
+            return Err("windows.lookback_days must be at least 1".into());
+        }
+        if !(0.0..0.5).contains(&self.smoothing) {
+            return Err("windows.smoothing must be in [0, 0.5)".into());
+        }
+        if self.types == 0 || self.types > 64 {
+            return Err("windows.types must be between 1 and 64".into());
+        }
+        if self.pseudo_count.is_nan() || self.pseudo_count < 0.0 {
+            return Err("windows.pseudo_count must be 0 or more".into());
+        }
+        Ok(())
+    }
+
+    /// Decay factor of an event in the hour starting at `hour_start_ms`, seen from `as_of_ms`.
+    pub fn decay(&self, hour_start_ms: i64, as_of_ms: i64) -> f64 {
+        let age_days = (as_of_ms - hour_start_ms) as f64 / DAY_MS as f64;
+        (-age_days * std::f64::consts::LN_2 / self.half_life_days).exp()
+    }
+}
+
+/// One user's window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserWindow {
+    pub user_id: String,
+    pub tz: String,
+    /// Raw events counted (in the lookback).
+    pub events: u64,
+    /// Probability of activity per local hour of week (Monday 00:00 first); sums to 1.
+    pub probabilities: Vec<f32>,
+    /// In [0, 1]: how much of the profile is the user's own evidence.
+    pub confidence: f32,
+}
+
+impl UserWindow {
+    /// The local hour of week with the highest probability.
+    pub fn best_hour_of_week(&self) -> usize {
+        argmax(&self.probabilities)
+    }
+}
+
+pub(crate) fn argmax(values: &[f32]) -> usize {
+    values.iter().enumerate().fold(
+        0,
+        |best, (index, value)| if *value > values[best] { index } else { best },
+    )
+}
+
+/// The computed windows: every user's, the population's, the learned types.
+#[derive(Debug, Clone, Default)]
+pub struct Windows {
+    pub as_of: Option<DateTime<Utc>>,
+    pub users: Vec<UserWindow>,
+    pub population: Vec<f32>,
+    pub model: mixture::Model,
+}
+
+impl Windows {
+    pub fn find(&self, user_id: &str) -> Option<&UserWindow> {
+        self.users
+            .binary_search_by(|w| w.user_id.as_str().cmp(user_id))
+            .ok()
+            .map(|i| &self.users[i])
+    }
+}
+
+/// What a compute or update did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ComputeReport {
+    pub users: u64,
+    pub events: u64,
+    pub sparse_users: u64,
+    /// Users whose zone was unknown or invalid, with the value (first few).
+    pub zone_problems: Vec<(String, String)>,
+    pub zone_problem_count: u64,
+    pub incremental: bool,
+    pub seconds_histogram: f64,
+    pub seconds_model: f64,
+}
+
+/// Recomputes every profile from the events in `(as_of - lookback, as_of]` and stores them.
+pub async fn compute(
+    store: &Store,
+    config: &WindowsConfig,
+    default_tz: Tz,
+    as_of: DateTime<Utc>,
+) -> Result<ComputeReport> {
+    config.validate().map_err(|message| Error::Config {
+        path: "[windows]".into(),
+        message,
+    })?;
+    let as_of_ms = as_of.timestamp_millis();
+    let from_ms = as_of_ms - config.lookback_days * DAY_MS;
+    let zones = store
+        .user_state()
+        .await?
+        .profiles
+        .into_iter()
+        .filter_map(|(user, (tz, _))| tz.map(|tz| (user, tz)))
+        .collect();
+    let paths = store
+        .segment_paths(Some((from_ms + 1, as_of_ms + 1)))
+        .await?;
+    if paths.is_empty() {
+        return Err(Error::Usage(format!(
+            "no events in the {} days before {as_of}: ingest some first (`nudge ingest FILE`), or pass --as-of inside the data's range",
+            config.lookback_days
+        )));
+    }
+    let started = std::time::Instant::now();
+    let counts =
+        tokio::task::block_in_place(|| histogram::hourly(&paths, config, from_ms, as_of_ms))?;
+    let mut state = local::State::new(as_of_ms);
+    let mut report = ComputeReport::default();
+    state.add(&counts, config, &zones, default_tz, 1.0, &mut report);
+    report.seconds_histogram = started.elapsed().as_secs_f64();
+    finish(store, config, state, report).await
+}
+
+/// Rolls stored profiles forward to `as_of`: decays the stored counters, adds the events since
+/// the last run and removes those that left the lookback. Costs in proportion to those events.
+pub async fn update(
+    store: &Store,
+    config: &WindowsConfig,
+    default_tz: Tz,
+    as_of: DateTime<Utc>,
+) -> Result<ComputeReport> {
+    config.validate().map_err(|message| Error::Config {
+        path: "[windows]".into(),
+        message,
+    })?;
+    let Some(mut state) = persist::load_state(store.data_dir(), config)? else {
+        return Err(Error::Usage(
+            "no stored windows to update: run `nudge windows compute` first".into(),
+        ));
+    };
+    let as_of_ms = as_of.timestamp_millis();
+    let previous_ms = state.as_of_ms;
+    if as_of_ms < previous_ms {
+        return Err(Error::Usage(format!(
+            "--as-of {as_of} is before the stored windows ({}); run `nudge windows compute` to go back",
+            DateTime::from_timestamp_millis(previous_ms).unwrap_or_default()
+        )));
+    }
+    let lookback = config.lookback_days * DAY_MS;
+    let zones = store
+        .user_state()
+        .await?
+        .profiles
+        .into_iter()
+        .filter_map(|(user, (tz, _))| tz.map(|tz| (user, tz)))
+        .collect();
+    let started = std::time::Instant::now();
+    state.decay_to(as_of_ms, config);
+    let mut report = ComputeReport {
+        incremental: true,
+        ..ComputeReport::default()
+    };
+    let added_paths = store
+        .segment_paths(Some((previous_ms + 1, as_of_ms + 1)))
+        .await?;
+    if !added_paths.is_empty() {
+        let added = tokio::task::block_in_place(|| {
+            histogram::hourly(&added_paths, config, previous_ms, as_of_ms)
+        })?;
+        state.add(&added, config, &zones, default_tz, 1.0, &mut report);
+    }
+    let (gone_from, gone_to) = (
+        previous_ms - lookback,
+        (as_of_ms - lookback).min(previous_ms),
+    );
+    if gone_to > gone_from {
+        let gone_paths = store
+            .segment_paths(Some((gone_from + 1, gone_to + 1)))
+            .await?;
+        if !gone_paths.is_empty() {
+            let gone = tokio::task::block_in_place(|| {
+                histogram::hourly(&gone_paths, config, gone_from, gone_to)
+            })?;
+            state.add(&gone, config, &zones, default_tz, -1.0, &mut report);
+        }
+    }
+    report.seconds_histogram = started.elapsed().as_secs_f64();
+    finish(store, config, state, report).await
+}
+
+async fn finish(
+    store: &Store,
+    config: &WindowsConfig,
+    state: local::State,
+    mut report: ComputeReport,
+) -> Result<ComputeReport> {
+    let started = std::time::Instant::now();
+    let windows = tokio::task::block_in_place(|| profile(&state, config));
+    report.seconds_model = started.elapsed().as_secs_f64();
+    report.users = windows.users.len() as u64;
+    report.events = windows.users.iter().map(|w| w.events).sum();
+    report.sparse_users = windows.users.iter().filter(|w| w.events < 10).count() as u64;
+    tokio::task::block_in_place(|| {
+        persist::save_state(store.data_dir(), config, &state)?;
+        persist::save_windows(store.data_dir(), &windows)
+    })?;
+    Ok(report)
+}
+
+/// Turns decayed local counts into profiles: fit the types on dense users, then give every
+/// user the posterior mixture of types as a prior and shrink toward it.
+pub fn profile(state: &local::State, config: &WindowsConfig) -> Windows {
+    let smoothed: Vec<[f64; HOURS_OF_WEEK]> = state
+        .users
+        .iter()
+        .map(|u| local::smooth(&u.counts, config.smoothing))
+        .collect();
+    let dense: Vec<&[f64; HOURS_OF_WEEK]> = state
+        .users
+        .iter()
+        .zip(&smoothed)
+        .filter(|(u, _)| u.events >= config.fit_min_events)
+        .map(|(_, c)| c)
+        .collect();
+    let everyone: Vec<&[f64; HOURS_OF_WEEK]> = smoothed.iter().collect();
+    let model = mixture::fit(
+        if dense.len() >= config.types * 5 {
+            &dense
+        } else {
+            &everyone
+        },
+        config.types,
+    );
+    let population = model.population();
+    use rayon::prelude::*;
+    let users: Vec<UserWindow> = state
+        .users
+        .par_iter()
+        .zip(smoothed.par_iter())
+        .map(|(user, counts)| {
+            let prior = model.posterior_mixture(counts);
+            let evidence: f64 = counts.iter().sum();
+            let total = evidence + config.pseudo_count;
+            let probabilities = (0..HOURS_OF_WEEK)
+                .map(|h| {
+                    if total > 0.0 {
+                        ((counts[h] + config.pseudo_count * prior[h]) / total) as f32
+                    } else {
+                        prior[h] as f32
+                    }
+                })
+                .collect();
+            UserWindow {
+                user_id: user.user_id.clone(),
+                tz: user.tz.clone(),
+                events: user.events,
+                probabilities,
+                confidence: if total > 0.0 {
+                    (evidence / total) as f32
+                } else {
+                    0.0
+                },
+            }
+        })
+        .collect();
+    Windows {
+        as_of: DateTime::from_timestamp_millis(state.as_of_ms),
+        users,
+        population: population.iter().map(|p| *p as f32).collect(),
+        model,
+    }
+}
+
+/// Loads the stored windows, if computed.
+pub fn load(store: &Store) -> Result<Option<Windows>> {
+    persist::load_windows(store.data_dir())
+}
+
+/// Where the windows live inside the data directory.
+pub fn windows_dir(data_dir: &std::path::Path) -> std::path::PathBuf {
+    data_dir.join("windows")
+}
+
+pub(crate) const fn hour_ms() -> i64 {
+    HOUR_MS
+}
+
+/// Writes windows as Parquet: `user_id, tz, best_hour_of_week, best_hour, confidence, events`
+/// and, with `full`, `p000..p167`.
+pub fn export_parquet(users: &[UserWindow], out: &std::path::Path, full: bool) -> Result<()> {
+    persist::export(users, out, full)
+}

@@ -1,0 +1,78 @@
+//! `nudge stats`: what the store holds (events, users, date range, segments, credits).
+
+use chrono::{DateTime, Utc};
+use polars::prelude::*;
+
+use crate::Result;
+use crate::store::{CreditSummary, Store, segments};
+
+/// A summary of the store.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Stats {
+    pub events: u64,
+    pub users: u64,
+    pub first: Option<DateTime<Utc>>,
+    pub last: Option<DateTime<Utc>>,
+    pub segments: u64,
+    /// Events per name, most frequent first.
+    pub by_event: Vec<(String, u64)>,
+    pub credits: Vec<CreditSummary>,
+}
+
+/// Computes the summary with one scan over the committed segments.
+pub async fn collect(store: &Store) -> Result<Stats> {
+    let paths = store.segment_paths(None).await?;
+    let (segment_count, _) = store.segment_totals().await?;
+    let credits = store.credits_by_template().await?;
+    let mut stats = Stats {
+        segments: segment_count,
+        credits,
+        ..Stats::default()
+    };
+    if paths.is_empty() {
+        return Ok(stats);
+    }
+    let scanned = tokio::task::block_in_place(|| -> Result<(DataFrame, DataFrame)> {
+        let events = segments::scan(&paths)?;
+        let totals = events
+            .clone()
+            .select([
+                len().alias("events"),
+                col("user_id").n_unique().alias("users"),
+                col("ts").min().alias("first"),
+                col("ts").max().alias("last"),
+            ])
+            .collect()?;
+        let by_event = events
+            .group_by([col("event")])
+            .agg([len().alias("count")])
+            .sort(
+                ["count"],
+                SortMultipleOptions::default().with_order_descending(true),
+            )
+            .collect()?;
+        Ok((totals, by_event))
+    })?;
+    let (totals, by_event) = scanned;
+    let number = |name: &str| -> Result<i64> {
+        let column = totals.column(name)?.cast(&DataType::Int64)?;
+        Ok(column.i64()?.get(0).unwrap_or_default())
+    };
+    stats.events = number("events")? as u64;
+    stats.users = number("users")? as u64;
+    stats.first = DateTime::from_timestamp_millis(number("first")?);
+    stats.last = DateTime::from_timestamp_millis(number("last")?);
+    let names = by_event.column("event")?.str()?.clone();
+    let counts = by_event.column("count")?.cast(&DataType::Int64)?;
+    stats.by_event = names
+        .iter()
+        .zip(counts.i64()?.iter())
+        .map(|(name, count)| {
+            (
+                name.unwrap_or_default().to_string(),
+                count.unwrap_or_default() as u64,
+            )
+        })
+        .collect();
+    Ok(stats)
+}

@@ -1,0 +1,81 @@
+//! Embedded schema migrations, applied in order on start and recorded in `schema_migrations`.
+
+use sqlx::{Row, SqlitePool};
+
+use crate::Result;
+
+/// Each migration is applied once, in order. Never edit one that has shipped: add another.
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "events manifest, ingest progress, event ids, users, credits",
+    r#"
+CREATE TABLE segments (
+    path TEXT PRIMARY KEY,
+    day TEXT NOT NULL,
+    rows BIGINT NOT NULL,
+    min_ts BIGINT NOT NULL,
+    max_ts BIGINT NOT NULL,
+    batch TEXT NOT NULL,
+    created_ms BIGINT NOT NULL
+);
+CREATE INDEX segments_day ON segments (day);
+CREATE TABLE ingested_files (
+    content_hash TEXT PRIMARY KEY,
+    path TEXT NOT NULL,
+    records_done BIGINT NOT NULL,
+    complete INTEGER NOT NULL,
+    accepted BIGINT NOT NULL,
+    updated_ms BIGINT NOT NULL
+);
+CREATE TABLE event_ids (
+    hash BIGINT PRIMARY KEY
+);
+CREATE TABLE users (
+    user_id TEXT PRIMARY KEY,
+    tz TEXT,
+    tz_ts BIGINT,
+    attrs TEXT NOT NULL DEFAULT '{}',
+    updated_ms BIGINT NOT NULL
+);
+CREATE TABLE credits (
+    user_id TEXT NOT NULL,
+    template_id TEXT NOT NULL,
+    balance BIGINT NOT NULL CHECK (balance >= 0),
+    updated_ts BIGINT NOT NULL,
+    PRIMARY KEY (user_id, template_id)
+);
+CREATE TABLE credit_ledger (
+    user_id TEXT NOT NULL,
+    template_id TEXT NOT NULL,
+    change TEXT NOT NULL,
+    delta BIGINT NOT NULL,
+    balance_after BIGINT NOT NULL,
+    ts BIGINT NOT NULL,
+    source TEXT NOT NULL
+);
+CREATE INDEX credit_ledger_user ON credit_ledger (user_id, template_id);
+"#,
+)];
+
+pub(super) async fn run(pool: &SqlitePool) -> Result<()> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, description TEXT NOT NULL)",
+    )
+    .execute(&mut *tx)
+    .await?;
+    let applied: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
+        .fetch_one(&mut *tx)
+        .await?
+        .get(0);
+    for (version, description, sql) in MIGRATIONS.iter().filter(|(v, ..)| *v > applied) {
+        sqlx::raw_sql(*sql).execute(&mut *tx).await?;
+        sqlx::query("INSERT INTO schema_migrations (version, description) VALUES ($1, $2)")
+            .bind(version)
+            .bind(description)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}

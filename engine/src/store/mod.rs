@@ -1,0 +1,280 @@
+//! The store: SQL state (manifest, credits, profiles) and the columnar event segments.
+//!
+//! Only this module issues SQL. Statements use `$n` placeholders and `ON CONFLICT` so they run
+//! unchanged on SQLite and PostgreSQL.
+
+mod migrations;
+pub mod segments;
+mod state;
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+
+pub use state::{CreditSummary, StateChanges, UserState};
+
+use crate::config::Config;
+use crate::event::Event;
+use crate::{Error, Result};
+
+/// Environment variable naming a point where the process aborts, so tests can crash it there.
+/// The only point is `ingest:after-segments[:N]`: the N-th batch (default 1) of this process
+/// has its segments written and published but its SQL transaction not committed.
+pub const CRASH_POINT_ENV: &str = "NUDGE_CRASH_AT";
+
+fn crash_point_after_segments() {
+    static BATCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let Ok(point) = std::env::var(CRASH_POINT_ENV) else {
+        return;
+    };
+    let Some(rest) = point.strip_prefix("ingest:after-segments") else {
+        return;
+    };
+    let at: u64 = rest
+        .strip_prefix(':')
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1);
+    let batch = BATCHES.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+    if batch == at {
+        eprintln!("{CRASH_POINT_ENV}: aborting between segment write and commit of batch {batch}");
+        std::process::abort();
+    }
+}
+
+/// The opened store.
+#[derive(Clone)]
+pub struct Store {
+    pool: SqlitePool,
+    data_dir: PathBuf,
+}
+
+/// How far an input file has been ingested.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileProgress {
+    pub records_done: u64,
+    pub complete: bool,
+    pub accepted: u64,
+    pub updated_ms: i64,
+}
+
+/// One batch to commit atomically: its events, and the progress of the file it came from.
+pub struct Batch<'a> {
+    pub events: Vec<Event>,
+    pub file: Option<FileMark<'a>>,
+}
+
+/// The input file a batch came from, and how far it reaches after this batch.
+pub struct FileMark<'a> {
+    pub content_hash: &'a str,
+    pub path: &'a str,
+    pub records_done: u64,
+}
+
+/// What a committed batch did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Committed {
+    pub stored: u64,
+    pub duplicates: u64,
+    pub segments: u64,
+}
+
+impl Store {
+    /// Opens (creating if needed) the data directory and SQL store, runs migrations and removes
+    /// segment files that no committed manifest row names (left by a crash).
+    pub async fn open(config: &Config) -> Result<Store> {
+        let data_dir = config.data_dir.clone();
+        std::fs::create_dir_all(segments::events_dir(&data_dir))
+            .map_err(|source| Error::io(&data_dir, source))?;
+        let url = config.database_url();
+        if !url.starts_with("sqlite:") {
+            return Err(Error::Usage(format!(
+                "database_url: only sqlite: URLs are supported by this build (got scheme '{}')",
+                url.split(':').next().unwrap_or_default()
+            )));
+        }
+        let options = SqliteConnectOptions::from_str(&url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(30))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        migrations::run(&pool).await?;
+        let store = Store { pool, data_dir };
+        store.sweep_orphans().await?;
+        Ok(store)
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// Where `path` with content `content_hash` stands, if it was ever ingested.
+    pub async fn file_progress(&self, content_hash: &str) -> Result<Option<FileProgress>> {
+        let row = sqlx::query(
+            "SELECT records_done, complete, accepted, updated_ms FROM ingested_files WHERE content_hash = $1",
+        )
+        .bind(content_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|row| FileProgress {
+            records_done: row.get::<i64, _>(0) as u64,
+            complete: row.get::<i64, _>(1) != 0,
+            accepted: row.get::<i64, _>(2) as u64,
+            updated_ms: row.get(3),
+        }))
+    }
+
+    /// Marks a file as wholly ingested.
+    pub async fn complete_file(&self, content_hash: &str, path: &str, records: u64) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO ingested_files (content_hash, path, records_done, complete, accepted, updated_ms)
+             VALUES ($1, $2, $3, 1, 0, $4)
+             ON CONFLICT (content_hash) DO UPDATE SET complete = 1, records_done = excluded.records_done,
+                 path = excluded.path, updated_ms = excluded.updated_ms",
+        )
+        .bind(content_hash)
+        .bind(path)
+        .bind(records as i64)
+        .bind(chrono::Utc::now().timestamp_millis())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Commits one batch: drops events whose `event_id` is already stored, writes the rest as
+    /// Parquet segments, then records segments, event ids, state changes and file progress in one
+    /// SQL transaction. A crash at any point leaves all of the batch or none of it visible.
+    pub async fn commit_batch(&self, batch: Batch<'_>) -> Result<Committed> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let (events, duplicates) = state::drop_stored_event_ids(&mut tx, batch.events).await?;
+        let batch_name = segments::new_batch_name();
+        let events_dir = segments::events_dir(&self.data_dir);
+        let written = tokio::task::block_in_place(|| {
+            let staged = segments::write_staged(&events_dir, &batch_name, &events)?;
+            segments::publish(&events_dir, staged)
+        })?;
+        crash_point_after_segments();
+        let result = async {
+            for segment in &written {
+                sqlx::query(
+                    "INSERT INTO segments (path, day, rows, min_ts, max_ts, batch, created_ms)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(&segment.relative_path)
+                .bind(&segment.day)
+                .bind(segment.rows as i64)
+                .bind(segment.min_ts)
+                .bind(segment.max_ts)
+                .bind(&batch_name)
+                .bind(chrono::Utc::now().timestamp_millis())
+                .execute(&mut *tx)
+                .await?;
+            }
+            state::apply(&mut tx, &StateChanges::from_events(&events)).await?;
+            if let Some(file) = &batch.file {
+                sqlx::query(
+                    "INSERT INTO ingested_files (content_hash, path, records_done, complete, accepted, updated_ms)
+                     VALUES ($1, $2, $3, 0, $4, $5)
+                     ON CONFLICT (content_hash) DO UPDATE SET records_done = excluded.records_done,
+                         accepted = ingested_files.accepted + excluded.accepted,
+                         path = excluded.path, updated_ms = excluded.updated_ms",
+                )
+                .bind(file.content_hash)
+                .bind(file.path)
+                .bind(file.records_done as i64)
+                .bind(events.len() as i64)
+                .bind(chrono::Utc::now().timestamp_millis())
+                .execute(&mut *tx)
+                .await?;
+            }
+            Ok::<_, Error>(())
+        }
+        .await;
+        match result {
+            Ok(()) => tx.commit().await?,
+            Err(error) => {
+                drop(tx);
+                segments::remove(&events_dir, &written);
+                return Err(error);
+            }
+        }
+        Ok(Committed {
+            stored: events.len() as u64,
+            duplicates,
+            segments: written.len() as u64,
+        })
+    }
+
+    /// Paths of committed segments, optionally only those overlapping `[from_ms, to_ms)`.
+    pub async fn segment_paths(&self, range: Option<(i64, i64)>) -> Result<Vec<PathBuf>> {
+        let (from, to) = range.unwrap_or((i64::MIN, i64::MAX));
+        let rows = sqlx::query(
+            "SELECT path FROM segments WHERE max_ts >= $1 AND min_ts < $2 ORDER BY day, path",
+        )
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await?;
+        let events_dir = segments::events_dir(&self.data_dir);
+        Ok(rows
+            .into_iter()
+            .map(|row| events_dir.join(row.get::<String, _>(0)))
+            .collect())
+    }
+
+    /// Number of committed segments and the rows they hold.
+    pub async fn segment_totals(&self) -> Result<(u64, u64)> {
+        let row = sqlx::query("SELECT COUNT(*), COALESCE(SUM(rows), 0) FROM segments")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok((row.get::<i64, _>(0) as u64, row.get::<i64, _>(1) as u64))
+    }
+
+    /// Credits per template: users holding at least one, and the total.
+    pub async fn credits_by_template(&self) -> Result<Vec<CreditSummary>> {
+        state::credits_by_template(&self.pool).await
+    }
+
+    /// The send credits `user_id` holds for `template_id`.
+    pub async fn credits(&self, user_id: &str, template_id: &str) -> Result<i64> {
+        state::credits(&self.pool, user_id, template_id).await
+    }
+
+    /// Every user's zone, attributes and credits.
+    pub async fn user_state(&self) -> Result<UserState> {
+        state::user_state(&self.pool).await
+    }
+
+    /// The stored attributes (a JSON object) and zone of a user.
+    pub async fn user_profile(&self, user_id: &str) -> Result<Option<(Option<String>, String)>> {
+        state::user_profile(&self.pool, user_id).await
+    }
+
+    /// Deletes segment files that no manifest row names. Runs under the write lock, so no other
+    /// process can be between writing its segments and committing them.
+    async fn sweep_orphans(&self) -> Result<()> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let known: std::collections::HashSet<String> = sqlx::query("SELECT path FROM segments")
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .map(|row| row.get(0))
+            .collect();
+        let removed = segments::remove_unknown(&segments::events_dir(&self.data_dir), &known)?;
+        tx.commit().await?;
+        if removed > 0 {
+            tracing::warn!(
+                files = removed,
+                "removed segment files of an interrupted ingest"
+            );
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,312 @@
+//! SQL state the engine keeps beside the events: stored event ids, user zones and attributes,
+//! and the subscription-credit ledger.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use serde_json::{Map, Value};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
+
+use crate::Result;
+use crate::event::{self, Event};
+
+/// Rows per multi-row statement (well under SQLite's 32,766 bound variables).
+const CHUNK: usize = 5_000;
+
+/// Removes events whose `event_id` is already stored (or repeated earlier in the batch) and
+/// records the ids of the rest. Returns the kept events and how many were dropped.
+pub(super) async fn drop_stored_event_ids(
+    tx: &mut Transaction<'static, Sqlite>,
+    events: Vec<Event>,
+) -> Result<(Vec<Event>, u64)> {
+    let received = events.len() as u64;
+    let mut seen = HashSet::new();
+    let mut hashes = Vec::new();
+    let mut keep = Vec::with_capacity(events.len());
+    for event in events {
+        match &event.event_id {
+            None => keep.push((event, None)),
+            Some(id) => {
+                let hash = id_hash(id);
+                if seen.insert(hash) {
+                    hashes.push(hash);
+                    keep.push((event, Some(hash)));
+                }
+            }
+        }
+    }
+    let mut inserted = HashSet::with_capacity(hashes.len());
+    for chunk in hashes.chunks(CHUNK) {
+        let mut query = QueryBuilder::<Sqlite>::new("INSERT INTO event_ids (hash) ");
+        query.push_values(chunk, |mut row, hash| {
+            row.push_bind(*hash);
+        });
+        query.push(" ON CONFLICT (hash) DO NOTHING RETURNING hash");
+        for row in query.build().fetch_all(&mut **tx).await? {
+            inserted.insert(row.get::<i64, _>(0));
+        }
+    }
+    let kept: Vec<Event> = keep
+        .into_iter()
+        .filter(|(_, hash)| hash.is_none_or(|hash| inserted.contains(&hash)))
+        .map(|(event, _)| event)
+        .collect();
+    let dropped = received - kept.len() as u64;
+    Ok((kept, dropped))
+}
+
+/// A 64-bit hash of an event id: the stored key. At 10^9 ids the chance of any collision is
+/// about 3%; a collision would drop one event as a duplicate.
+fn id_hash(id: &str) -> i64 {
+    xxhash_rust::xxh3::xxh3_64(id.as_bytes()) as i64
+}
+
+/// The SQL-side effects of a batch of events, collapsed per user and (user, template).
+#[derive(Debug, Default, PartialEq)]
+pub struct StateChanges {
+    /// The latest zone per user, with the timestamp it was seen at.
+    pub zones: BTreeMap<String, (i64, String)>,
+    /// Attributes to merge per user, applied in event-time order.
+    pub attrs: BTreeMap<String, Map<String, Value>>,
+    /// Subscription events in event-time order: (user, template, status, ts).
+    pub subscriptions: Vec<(String, String, String, i64)>,
+}
+
+impl StateChanges {
+    pub fn from_events(events: &[Event]) -> StateChanges {
+        let mut changes = StateChanges::default();
+        let mut reserved: Vec<&Event> = Vec::new();
+        for event in events {
+            if let Some(tz) = &event.tz {
+                changes.note_zone(&event.user_id, event.ts_ms, tz);
+            }
+            if event.event == event::PROFILE || event.event == event::SUBSCRIPTION {
+                reserved.push(event);
+            }
+        }
+        reserved.sort_by_key(|event| event.ts_ms);
+        for event in reserved {
+            let Some(Value::Object(props)) = event
+                .props
+                .as_deref()
+                .and_then(|p| serde_json::from_str(p).ok())
+            else {
+                continue;
+            };
+            if event.event == event::PROFILE {
+                if let Some(Value::String(tz)) = props.get("tz") {
+                    changes.note_zone(&event.user_id, event.ts_ms, tz);
+                }
+                changes
+                    .attrs
+                    .entry(event.user_id.clone())
+                    .or_default()
+                    .extend(props);
+            } else {
+                let text = |key: &str| {
+                    props
+                        .get(key)
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string()
+                };
+                changes.subscriptions.push((
+                    event.user_id.clone(),
+                    text("template_id"),
+                    text("status"),
+                    event.ts_ms,
+                ));
+            }
+        }
+        changes
+    }
+
+    fn note_zone(&mut self, user_id: &str, ts: i64, tz: &str) {
+        let entry = self
+            .zones
+            .entry(user_id.to_string())
+            .or_insert((ts, tz.to_string()));
+        if ts >= entry.0 {
+            *entry = (ts, tz.to_string());
+        }
+    }
+}
+
+/// Applies a batch's state changes inside its transaction.
+pub(super) async fn apply(
+    tx: &mut Transaction<'static, Sqlite>,
+    changes: &StateChanges,
+) -> Result<()> {
+    let now = chrono::Utc::now().timestamp_millis();
+    let zones: Vec<_> = changes.zones.iter().collect();
+    for chunk in zones.chunks(CHUNK) {
+        let mut query =
+            QueryBuilder::<Sqlite>::new("INSERT INTO users (user_id, tz, tz_ts, updated_ms) ");
+        query.push_values(chunk, |mut row, (user, (ts, tz))| {
+            row.push_bind(user.as_str())
+                .push_bind(tz.as_str())
+                .push_bind(*ts)
+                .push_bind(now);
+        });
+        query.push(
+            " ON CONFLICT (user_id) DO UPDATE SET tz = excluded.tz, tz_ts = excluded.tz_ts, updated_ms = excluded.updated_ms
+              WHERE users.tz_ts IS NULL OR excluded.tz_ts >= users.tz_ts",
+        );
+        query.build().execute(&mut **tx).await?;
+    }
+    for (user, new_attrs) in &changes.attrs {
+        let existing: Option<String> = sqlx::query("SELECT attrs FROM users WHERE user_id = $1")
+            .bind(user)
+            .fetch_optional(&mut **tx)
+            .await?
+            .map(|row| row.get(0));
+        let mut merged: Map<String, Value> = existing
+            .and_then(|text| serde_json::from_str(&text).ok())
+            .unwrap_or_default();
+        merged.extend(new_attrs.clone());
+        sqlx::query(
+            "INSERT INTO users (user_id, attrs, updated_ms) VALUES ($1, $2, $3)
+             ON CONFLICT (user_id) DO UPDATE SET attrs = excluded.attrs, updated_ms = excluded.updated_ms",
+        )
+        .bind(user)
+        .bind(Value::Object(merged).to_string())
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    }
+    apply_subscriptions(tx, &changes.subscriptions).await
+}
+
+/// Accept (any `accept*`) adds one credit; reject and ban set the balance to zero; filter changes
+/// nothing. Every change is written to the ledger.
+async fn apply_subscriptions(
+    tx: &mut Transaction<'static, Sqlite>,
+    subscriptions: &[(String, String, String, i64)],
+) -> Result<()> {
+    let mut balances: HashMap<(&str, &str), i64> = HashMap::new();
+    for (user, template, status, ts) in subscriptions {
+        let key = (user.as_str(), template.as_str());
+        if let std::collections::hash_map::Entry::Vacant(slot) = balances.entry(key) {
+            let current: i64 =
+                sqlx::query("SELECT balance FROM credits WHERE user_id = $1 AND template_id = $2")
+                    .bind(user)
+                    .bind(template)
+                    .fetch_optional(&mut **tx)
+                    .await?
+                    .map_or(0, |row| row.get(0));
+            slot.insert(current);
+        }
+        let balance = balances.get_mut(&key).expect("inserted above");
+        let (change, after) = if status.starts_with("accept") {
+            ("grant", *balance + 1)
+        } else if status == "reject" || status == "ban" {
+            ("reset", 0)
+        } else {
+            continue;
+        };
+        let delta = after - *balance;
+        *balance = after;
+        sqlx::query(
+            "INSERT INTO credit_ledger (user_id, template_id, change, delta, balance_after, ts, source)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(user)
+        .bind(template)
+        .bind(change)
+        .bind(delta)
+        .bind(after)
+        .bind(ts)
+        .bind(format!("subscription:{status}"))
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO credits (user_id, template_id, balance, updated_ts) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (user_id, template_id) DO UPDATE SET balance = excluded.balance, updated_ts = excluded.updated_ts",
+        )
+        .bind(user)
+        .bind(template)
+        .bind(after)
+        .bind(ts)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Credits held per template.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CreditSummary {
+    pub template_id: String,
+    pub users: u64,
+    pub credits: u64,
+}
+
+pub(super) async fn credits_by_template(pool: &SqlitePool) -> Result<Vec<CreditSummary>> {
+    let rows = sqlx::query(
+        "SELECT template_id, COUNT(*), SUM(balance) FROM credits WHERE balance > 0
+         GROUP BY template_id ORDER BY template_id",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| CreditSummary {
+            template_id: row.get(0),
+            users: row.get::<i64, _>(1) as u64,
+            credits: row.get::<i64, _>(2) as u64,
+        })
+        .collect())
+}
+
+pub(super) async fn credits(pool: &SqlitePool, user_id: &str, template_id: &str) -> Result<i64> {
+    Ok(
+        sqlx::query("SELECT balance FROM credits WHERE user_id = $1 AND template_id = $2")
+            .bind(user_id)
+            .bind(template_id)
+            .fetch_optional(pool)
+            .await?
+            .map_or(0, |row| row.get(0)),
+    )
+}
+
+pub(super) async fn user_profile(
+    pool: &SqlitePool,
+    user_id: &str,
+) -> Result<Option<(Option<String>, String)>> {
+    Ok(
+        sqlx::query("SELECT tz, attrs FROM users WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_optional(pool)
+            .await?
+            .map(|row| (row.get(0), row.get(1))),
+    )
+}
+
+/// All users' zones, attributes and credits, for computing facts.
+#[derive(Debug, Default)]
+pub struct UserState {
+    pub profiles: HashMap<String, (Option<String>, Map<String, Value>)>,
+    pub credits: HashMap<String, HashMap<String, i64>>,
+}
+
+pub(super) async fn user_state(pool: &SqlitePool) -> Result<UserState> {
+    let mut state = UserState::default();
+    for row in sqlx::query("SELECT user_id, tz, attrs FROM users")
+        .fetch_all(pool)
+        .await?
+    {
+        let attrs: String = row.get(2);
+        let attrs = serde_json::from_str(&attrs).unwrap_or_default();
+        state.profiles.insert(row.get(0), (row.get(1), attrs));
+    }
+    for row in sqlx::query("SELECT user_id, template_id, balance FROM credits WHERE balance > 0")
+        .fetch_all(pool)
+        .await?
+    {
+        state
+            .credits
+            .entry(row.get(0))
+            .or_default()
+            .insert(row.get(1), row.get(2));
+    }
+    Ok(state)
+}

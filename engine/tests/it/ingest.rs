@@ -1,0 +1,344 @@
+//! Ingest: formats, validation, rejects, idempotency, state updates, crash safety.
+
+use std::process::Command;
+
+use nudge_engine::config::Config;
+use nudge_engine::ingest::{self, IngestOptions};
+use nudge_engine::stats;
+use nudge_engine::store::Store;
+use nudge_engine::synth::{self, GenOptions};
+
+use super::support::{HOUR, NOV_1, TestStore, line};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_three_formats_store_the_same_events() {
+    let test = TestStore::new().await;
+    let mut counts = Vec::new();
+    for extension in ["ndjson", "csv", "parquet"] {
+        let out = test.dir.path().join(format!("events.{extension}"));
+        let options = GenOptions {
+            users: 300,
+            days: 14,
+            seed: 9,
+            start: chrono::NaiveDate::from_ymd_opt(2026, 10, 1).unwrap(),
+            out: out.clone(),
+            truth: None,
+            quiet: true,
+        };
+        let summary = synth::generate(&options).unwrap();
+        let separate = TestStore::new().await;
+        let report = separate.ingest(&[&out]).await;
+        assert_eq!(
+            report.rejected(),
+            0,
+            "{extension}: {:?}",
+            separate.rejects()
+        );
+        assert_eq!(report.accepted, summary.events, "{extension}");
+        let stats = stats::collect(&separate.store).await.unwrap();
+        assert_eq!(stats.events, summary.events, "{extension}");
+        assert_eq!(stats.users, 300, "{extension}");
+        counts.push((stats.by_event, stats.credits, stats.first, stats.last));
+    }
+    assert_eq!(counts[0], counts[1], "ndjson and csv differ");
+    assert_eq!(counts[0], counts[2], "ndjson and parquet differ");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_records_go_to_the_rejects_file_and_the_rest_is_stored() {
+    let test = TestStore::new().await;
+    let good = line("u1", "app_open", NOV_1, "");
+    let text = [
+        good.as_str(),
+        r#"{"event":"app_open","ts":1793491200000}"#,
+        r#"{"user_id":"u2","event":"app open","ts":1793491200000}"#,
+        r#"{"user_id":"u2","event":"app_open","ts":"noon"}"#,
+        "",
+        r#"{"user_id":"u3","event":"page_view","ts":1793491200000,"props":{"page":"a"}}"#,
+    ]
+    .join("\n");
+    let path = test.file("mixed.ndjson", text);
+    let report = test.ingest(&[&path]).await;
+    assert_eq!(report.accepted, 2);
+    assert_eq!(report.rejected(), 3);
+    assert_eq!(report.rejected_by_reason.get("missing_field"), Some(&1));
+    assert_eq!(report.rejected_by_reason.get("bad_event_name"), Some(&1));
+    assert_eq!(report.rejected_by_reason.get("bad_timestamp"), Some(&1));
+
+    let rejects = test.rejects();
+    let locations: Vec<&str> = rejects
+        .iter()
+        .map(|r| r["location"].as_str().unwrap())
+        .collect();
+    let name = path.display().to_string();
+    assert_eq!(
+        locations,
+        [
+            format!("{name}:2"),
+            format!("{name}:3"),
+            format!("{name}:4")
+        ]
+    );
+    assert_eq!(rejects[0]["reason"], "missing_field");
+    assert_eq!(rejects[0]["detail"], "missing field user_id");
+    assert_eq!(
+        rejects[1]["record"],
+        r#"{"user_id":"u2","event":"app open","ts":1793491200000}"#
+    );
+    assert_eq!(stats::collect(&test.store).await.unwrap().events, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csv_rows_are_validated_and_a_bad_header_names_the_column() {
+    let test = TestStore::new().await;
+    let mut text = b"user_id,event,ts,props\nu1,app_open,2026-11-01T08:00:00+08:00,\nu2,purchase,1793491200000,\"{\"\"amount\"\":3}\"\nu3,app_open\nu\xff,app_open,1793491200000,\n".to_vec();
+    text.extend_from_slice(b"u4,page_view,1793491200000,[1]\n");
+    let path = test.file("events.csv", text);
+    let report = test.ingest(&[&path]).await;
+    assert_eq!(report.accepted, 2);
+    let reasons: Vec<(String, String)> = test
+        .rejects()
+        .iter()
+        .map(|r| {
+            (
+                r["location"].as_str().unwrap().to_string(),
+                r["reason"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let name = path.display().to_string();
+    assert_eq!(
+        reasons,
+        [
+            (format!("{name}:4"), "malformed_record".to_string()),
+            (format!("{name}:5"), "bad_utf8".to_string()),
+            (format!("{name}:6"), "bad_props".to_string()),
+        ]
+    );
+
+    let bad_header = test.file("bad.csv", "user_id,event,timestamp\nu1,a,1793491200000\n");
+    let error = ingest::ingest(&test.store, &[bad_header], &test.options())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("unknown column 'timestamp'"), "{error}");
+    assert!(error.contains("bad.csv"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversize_props_and_bad_utf8_are_rejected_in_ndjson() {
+    let test = TestStore::new().await;
+    let big = format!(r#"{{"blob":"{}"}}"#, "x".repeat(17_000));
+    let mut text = line("u1", "page_view", NOV_1, &big).into_bytes();
+    text.extend_from_slice(b"\n{\"user_id\":\"u\xc3\",\"event\":\"a\",\"ts\":1793491200000}\n");
+    text.extend_from_slice(line("u1", "page_view", NOV_1, r#"{"ok":true}"#).as_bytes());
+    let path = test.file("edge.ndjson", text);
+    let report = test.ingest(&[&path]).await;
+    assert_eq!(report.accepted, 1);
+    assert_eq!(report.rejected_by_reason.get("props_too_large"), Some(&1));
+    assert_eq!(report.rejected_by_reason.get("bad_utf8"), Some(&1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reingesting_a_file_is_a_no_op_and_known_event_ids_are_skipped() {
+    let test = TestStore::new().await;
+    let first = test.file(
+        "a.ndjson",
+        r#"{"user_id":"u1","event":"a","ts":1793491200000,"event_id":"e1"}
+{"user_id":"u1","event":"a","ts":1793491200001,"event_id":"e2"}
+{"user_id":"u1","event":"a","ts":1793491200002,"event_id":"e2"}
+"#,
+    );
+    let report = test.ingest(&[&first]).await;
+    assert_eq!((report.accepted, report.duplicates), (2, 1));
+
+    let again = test.ingest(&[&first]).await;
+    assert!(again.files[0].already_ingested);
+    assert_eq!(again.accepted, 0);
+
+    let renamed_copy = test.file("copy.ndjson", std::fs::read(&first).unwrap());
+    assert!(test.ingest(&[&renamed_copy]).await.files[0].already_ingested);
+
+    let overlapping = test.file(
+        "b.ndjson",
+        r#"{"user_id":"u1","event":"a","ts":1793491200000,"event_id":"e1"}
+{"user_id":"u1","event":"a","ts":1793491200003,"event_id":"e3"}
+"#,
+    );
+    let report = test.ingest(&[&overlapping]).await;
+    assert_eq!((report.accepted, report.duplicates), (1, 1));
+    assert_eq!(stats::collect(&test.store).await.unwrap().events, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_keep_the_credit_ledger_and_profiles_set_attributes() {
+    let test = TestStore::new().await;
+    let sub = |status: &str, hour: i64| {
+        line(
+            "u1",
+            "subscription",
+            NOV_1 + hour * HOUR,
+            &format!(r#"{{"template_id":"t1","status":"{status}"}}"#),
+        )
+    };
+    let text = [
+        sub("accept", 1),
+        sub("acceptWithAudio", 2),
+        sub("filter", 3),
+        line(
+            "u2",
+            "subscription",
+            NOV_1,
+            r#"{"template_id":"t1","status":"accept"}"#,
+        ),
+        line(
+            "u1",
+            "profile",
+            NOV_1,
+            r#"{"city":"上海","tz":"Asia/Tokyo"}"#,
+        ),
+        line("u1", "profile", NOV_1 + HOUR, r#"{"vip_level":2}"#),
+    ]
+    .join("\n");
+    test.ingest(&[&test.file("subs.ndjson", text)]).await;
+    assert_eq!(test.store.credits("u1", "t1").await.unwrap(), 2);
+    assert_eq!(test.store.credits("u2", "t1").await.unwrap(), 1);
+    let (tz, attrs) = test.store.user_profile("u1").await.unwrap().unwrap();
+    assert_eq!(tz.as_deref(), Some("Asia/Tokyo"));
+    let attrs: serde_json::Value = serde_json::from_str(&attrs).unwrap();
+    assert_eq!(
+        attrs,
+        serde_json::json!({"city": "上海", "tz": "Asia/Tokyo", "vip_level": 2})
+    );
+
+    // A reject later clears the balance; a later accept grants one again.
+    let text = [
+        sub("reject", 5),
+        line(
+            "u2",
+            "subscription",
+            NOV_1 + 6 * HOUR,
+            r#"{"template_id":"t1","status":"ban"}"#,
+        ),
+    ]
+    .join("\n");
+    test.ingest(&[&test.file("reject.ndjson", text)]).await;
+    assert_eq!(test.store.credits("u1", "t1").await.unwrap(), 0);
+    assert_eq!(test.store.credits("u2", "t1").await.unwrap(), 0);
+    test.ingest(&[&test.file("again.ndjson", sub("accept", 7))])
+        .await;
+    assert_eq!(test.store.credits("u1", "t1").await.unwrap(), 1);
+    let summary = test.store.credits_by_template().await.unwrap();
+    assert_eq!(summary.len(), 1);
+    assert_eq!((summary[0].users, summary[0].credits), (1, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_mode_stops_at_the_first_bad_record() {
+    let test = TestStore::new().await;
+    let path = test.file(
+        "strict.ndjson",
+        format!("{}\n{{\"user_id\":\"u\"}}\n", line("u1", "a", NOV_1, "")),
+    );
+    let options = IngestOptions {
+        strict: true,
+        ..test.options()
+    };
+    let error = ingest::ingest(&test.store, std::slice::from_ref(&path), &options)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains(&format!("{}:2", path.display())), "{error}");
+    assert!(error.contains("missing_field"), "{error}");
+    assert_eq!(stats::collect(&test.store).await.unwrap().events, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_store_reports_zero_events() {
+    let test = TestStore::new().await;
+    let stats = stats::collect(&test.store).await.unwrap();
+    assert_eq!((stats.events, stats.segments), (0, 0));
+}
+
+/// The process is killed between writing a batch's segments and committing them: the store
+/// shows exactly the batches committed before, and a rerun resumes without duplicates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_between_segment_write_and_commit_loses_and_duplicates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let config_path = dir.path().join("nudge.toml");
+    std::fs::write(
+        &config_path,
+        "data_dir = 'data'\n[ingest]\nbatch_size = 100\n",
+    )
+    .unwrap();
+    let lines: Vec<String> = (0..450)
+        .map(|i| line(&format!("u{}", i % 37), "page_view", NOV_1 + i * 1000, ""))
+        .collect();
+    let input = dir.path().join("events.ndjson");
+    std::fs::write(&input, lines.join("\n")).unwrap();
+
+    let nudge = |crash: Option<&str>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_nudge"));
+        command
+            .arg("--config")
+            .arg(&config_path)
+            .arg("--quiet")
+            .arg("ingest")
+            .arg(&input);
+        if let Some(point) = crash {
+            command.env(nudge_engine::store::CRASH_POINT_ENV, point);
+        }
+        command.output().unwrap()
+    };
+    let crashed = nudge(Some("ingest:after-segments:3"));
+    assert!(!crashed.status.success(), "the process should have aborted");
+
+    let config = Config {
+        data_dir: data_dir.clone(),
+        ..Config::default()
+    };
+    let orphan_files = count_files(&data_dir.join("events"));
+    assert!(
+        orphan_files > 2,
+        "the third batch's segment should be on disk before reopening"
+    );
+    let store = Store::open(&config).await.unwrap();
+    let stats = stats::collect(&store).await.unwrap();
+    assert_eq!(stats.events, 200, "two committed batches, not the third");
+    assert_eq!(
+        count_files(&data_dir.join("events")),
+        stats.segments as usize,
+        "orphans are swept on open"
+    );
+    drop(store);
+
+    let resumed = nudge(None);
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    assert!(String::from_utf8_lossy(&resumed.stdout).contains("resumed after record 200"));
+    let store = Store::open(&config).await.unwrap();
+    assert_eq!(stats::collect(&store).await.unwrap().events, 450);
+}
+
+fn count_files(dir: &std::path::Path) -> usize {
+    walk(dir)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .count()
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.path().is_dir() {
+            files.extend(walk(&entry.path()));
+        } else {
+            files.push(entry.path());
+        }
+    }
+    files
+}

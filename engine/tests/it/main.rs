@@ -1,0 +1,5 @@
+//! Integration tests of the engine, one module per pipeline stage.
+
+mod ingest;
+mod support;
+mod synth;

@@ -1,0 +1,2 @@
+//! Example programs.
+fn main() {}

@@ -1,0 +1,208 @@
+//! What a rule needs, read off its source when it is compiled, so the engine computes only
+//! those facts; and which `user.` methods it calls that do not exist.
+
+use std::collections::BTreeSet;
+
+/// Methods a script may call on `user`.
+pub const USER_METHODS: [&str; 11] = [
+    "attr",
+    "count",
+    "last_seen",
+    "days_since",
+    "last",
+    "credits",
+    "sent",
+    "clicked",
+    "best_hour",
+    "id",
+    "tz",
+];
+
+/// Methods whose first argument is an event name.
+const EVENT_METHODS: [&str; 4] = ["count", "last_seen", "days_since", "last"];
+
+/// The facts a rule reads.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FactNeeds {
+    /// Event names given as literals to `count`, `last_seen`, `days_since`, `last`.
+    pub events: BTreeSet<String>,
+    /// An event name is computed at run time: every event's history is needed.
+    pub all_events: bool,
+    /// Longest literal window of `count` in days; `None` when some window is not a literal or
+    /// history without a window (`last_seen`, `days_since`, `last`) is read.
+    pub max_days: Option<i64>,
+    pub attrs: bool,
+    pub credits: bool,
+    pub sends: bool,
+    pub best_hour: bool,
+    /// `user.<name>` calls that are not user methods, with their line.
+    pub unknown_methods: Vec<(String, usize)>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Token {
+    Ident(String),
+    Text(String),
+    Number(i64),
+    Punct(char),
+}
+
+/// Splits Rhai source into the tokens the analysis needs, skipping comments.
+fn tokens(source: &str) -> Vec<(Token, usize)> {
+    let chars: Vec<char> = source.chars().collect();
+    let mut out = Vec::new();
+    let (mut at, mut line) = (0, 1);
+    while at < chars.len() {
+        let c = chars[at];
+        if c == '\n' {
+            line += 1;
+            at += 1;
+        } else if c.is_whitespace() {
+            at += 1;
+        } else if c == '/' && chars.get(at + 1) == Some(&'/') {
+            while at < chars.len() && chars[at] != '\n' {
+                at += 1;
+            }
+        } else if c == '/' && chars.get(at + 1) == Some(&'*') {
+            at += 2;
+            while at < chars.len() && !(chars[at] == '*' && chars.get(at + 1) == Some(&'/')) {
+                line += usize::from(chars[at] == '\n');
+                at += 1;
+            }
+            at += 2;
+        } else if c == '"' || c == '`' {
+            let start_line = line;
+            let mut text = String::new();
+            at += 1;
+            while at < chars.len() && chars[at] != c {
+                if chars[at] == '\\' && at + 1 < chars.len() {
+                    at += 1;
+                }
+                line += usize::from(chars[at] == '\n');
+                text.push(chars[at]);
+                at += 1;
+            }
+            at += 1;
+            out.push((Token::Text(text), start_line));
+        } else if c.is_ascii_digit() {
+            let start = at;
+            while at < chars.len()
+                && (chars[at].is_ascii_alphanumeric() || chars[at] == '_' || chars[at] == '.')
+            {
+                at += 1;
+            }
+            let digits: String = chars[start..at].iter().filter(|c| **c != '_').collect();
+            match digits.parse() {
+                Ok(number) => out.push((Token::Number(number), line)),
+                Err(_) => out.push((Token::Punct('#'), line)),
+            }
+        } else if c.is_alphabetic() || c == '_' {
+            let start = at;
+            while at < chars.len() && (chars[at].is_alphanumeric() || chars[at] == '_') {
+                at += 1;
+            }
+            out.push((Token::Ident(chars[start..at].iter().collect()), line));
+        } else {
+            out.push((Token::Punct(c), line));
+            at += 1;
+        }
+    }
+    out
+}
+
+/// Reads a rule's needs off its source.
+pub fn analyse(source: &str) -> FactNeeds {
+    let tokens = tokens(source);
+    let mut needs = FactNeeds {
+        max_days: Some(0),
+        ..FactNeeds::default()
+    };
+    let ident = |at: usize| match tokens.get(at) {
+        Some((Token::Ident(name), _)) => Some(name.as_str()),
+        _ => None,
+    };
+    let punct =
+        |at: usize, c: char| matches!(tokens.get(at), Some((Token::Punct(p), _)) if *p == c);
+    for at in 0..tokens.len() {
+        let Some(name) = ident(at) else { continue };
+        let is_method = at > 0 && punct(at - 1, '.');
+        if name == "user"
+            && punct(at + 1, '.')
+            && let Some(method) = ident(at + 2)
+            && !USER_METHODS.contains(&method)
+        {
+            needs
+                .unknown_methods
+                .push((method.to_string(), tokens[at + 2].1));
+        }
+        if !is_method || !punct(at + 1, '(') {
+            continue;
+        }
+        match name {
+            "attr" => needs.attrs = true,
+            "credits" => needs.credits = true,
+            "sent" | "clicked" => needs.sends = true,
+            "best_hour" => needs.best_hour = true,
+            _ if EVENT_METHODS.contains(&name) => {
+                match tokens.get(at + 2) {
+                    Some((Token::Text(event), _)) => {
+                        needs.events.insert(event.clone());
+                    }
+                    _ => needs.all_events = true,
+                }
+                let window = match (name, tokens.get(at + 3), tokens.get(at + 4)) {
+                    ("count", Some((Token::Punct(','), _)), Some((Token::Number(days), _)))
+                        if punct(at + 5, ')') =>
+                    {
+                        Some(*days)
+                    }
+                    _ => None,
+                };
+                needs.max_days = match (needs.max_days, window) {
+                    (Some(longest), Some(days)) => Some(longest.max(days)),
+                    _ => None,
+                };
+            }
+            _ => {}
+        }
+    }
+    needs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literal_event_names_and_windows_are_found() {
+        let needs = analyse(
+            r#"
+            // user.count("commented_out", 99) is not read
+            fn target(user) {
+                user.count("add_to_cart", 3) > 0 && user.count("purchase", 7) == 0
+                    && user.credits("tmpl") > 0
+            }"#,
+        );
+        assert_eq!(
+            needs.events,
+            BTreeSet::from(["add_to_cart".to_string(), "purchase".to_string()])
+        );
+        assert_eq!(needs.max_days, Some(7));
+        assert!(needs.credits && !needs.attrs && !needs.all_events);
+    }
+
+    #[test]
+    fn unbounded_reads_and_computed_names_are_flagged() {
+        let needs = analyse(
+            r#"fn target(user) { let e = "a"; user.days_since("app_open") > 14 || user.count(e, 3) > 0 }"#,
+        );
+        assert_eq!(needs.max_days, None);
+        assert!(needs.all_events);
+    }
+
+    #[test]
+    fn unknown_user_methods_are_reported_with_their_line() {
+        let needs = analyse("fn target(user) {\n  user.cuont(\"a\", 1) > 0\n}");
+        assert_eq!(needs.unknown_methods, [("cuont".to_string(), 2)]);
+    }
+}

@@ -1,0 +1,35 @@
+//! The rules crate's error type.
+
+/// A script that does not compile, with where and why.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{file}:{line}:{column}: {message}")]
+pub struct CompileError {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+    /// The offending source line, for display under the message.
+    pub source_line: String,
+}
+
+/// Errors of the rules crate.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Compile(#[from] CompileError),
+    /// Too many users errored: the run stops rather than send to a skewed audience.
+    #[error(
+        "rule {rule}: {errors} of {users} users failed ({share:.1}% > the {limit:.1}% allowed); first error: {first}"
+    )]
+    TooManyErrors {
+        rule: String,
+        errors: u64,
+        users: u64,
+        share: f64,
+        limit: f64,
+        first: String,
+    },
+    /// A test-cases file is malformed.
+    #[error("{file}: {message}")]
+    Cases { file: String, message: String },
+}
