@@ -191,8 +191,12 @@ async fn ingest_one(
         }
     }
     let mut warnings_shown = 0;
+    let (mut reading, mut committing) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
+    let mut clock = std::time::Instant::now();
     while let Some(parsed) = tokio::task::block_in_place(|| source.read_batch(options.batch_size))?
     {
+        reading += clock.elapsed();
+        clock = std::time::Instant::now();
         records_done += parsed.records;
         if options.strict
             && let Some(first) = parsed.rejects.first()
@@ -227,6 +231,8 @@ async fn ingest_one(
                 }),
             })
             .await?;
+        committing += clock.elapsed();
+        clock = std::time::Instant::now();
         file_report.accepted += committed.stored;
         file_report.duplicates += committed.duplicates;
         report.segments += committed.segments;
@@ -236,6 +242,12 @@ async fn ingest_one(
     if let Some(hash) = &content_hash {
         store.complete_file(hash, &display, records_done).await?;
     }
+    tracing::debug!(
+        file = ?path,
+        reading_s = reading.as_secs_f64(),
+        committing_s = committing.as_secs_f64(),
+        "ingest timings"
+    );
     report.accepted += file_report.accepted;
     report.duplicates += file_report.duplicates;
     report.warnings += file_report.warnings;

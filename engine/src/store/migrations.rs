@@ -28,7 +28,7 @@ CREATE TABLE ingested_files (
     updated_ms BIGINT NOT NULL
 );
 CREATE TABLE event_ids (
-    hash BIGINT PRIMARY KEY
+    hash INTEGER PRIMARY KEY
 );
 CREATE TABLE users (
     user_id TEXT PRIMARY KEY,

@@ -100,6 +100,9 @@ impl Store {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(30))
+            // 64 MiB of page cache: event-id lookups and state upserts stay in memory.
+            .pragma("cache_size", "-65536")
+            .pragma("temp_store", "memory")
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
@@ -152,14 +155,17 @@ impl Store {
     /// Parquet segments, then records segments, event ids, state changes and file progress in one
     /// SQL transaction. A crash at any point leaves all of the batch or none of it visible.
     pub async fn commit_batch(&self, batch: Batch<'_>) -> Result<Committed> {
+        let started = std::time::Instant::now();
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let (events, duplicates) = state::drop_stored_event_ids(&mut tx, batch.events).await?;
+        let dedup_s = started.elapsed().as_secs_f64();
         let batch_name = segments::new_batch_name();
         let events_dir = segments::events_dir(&self.data_dir);
         let written = tokio::task::block_in_place(|| {
             let staged = segments::write_staged(&events_dir, &batch_name, &events)?;
             segments::publish(&events_dir, staged)
         })?;
+        let segments_s = started.elapsed().as_secs_f64() - dedup_s;
         crash_point_after_segments();
         let result = async {
             for segment in &written {
@@ -197,6 +203,12 @@ impl Store {
             Ok::<_, Error>(())
         }
         .await;
+        tracing::debug!(
+            dedup_s,
+            segments_s,
+            total_s = started.elapsed().as_secs_f64(),
+            "batch commit"
+        );
         match result {
             Ok(()) => tx.commit().await?,
             Err(error) => {

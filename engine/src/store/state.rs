@@ -11,6 +11,8 @@ use crate::event::{self, Event};
 
 /// Rows per multi-row statement (well under SQLite's 32,766 bound variables).
 const CHUNK: usize = 5_000;
+/// Event-id hashes per statement.
+const ID_CHUNK: usize = 100_000;
 
 /// Removes events whose `event_id` is already stored (or repeated earlier in the batch) and
 /// records the ids of the rest. Returns the kept events and how many were dropped.
@@ -34,20 +36,29 @@ pub(super) async fn drop_stored_event_ids(
             }
         }
     }
-    let mut inserted = HashSet::with_capacity(hashes.len());
-    for chunk in hashes.chunks(CHUNK) {
-        let mut query = QueryBuilder::<Sqlite>::new("INSERT INTO event_ids (hash) ");
-        query.push_values(chunk, |mut row, hash| {
-            row.push_bind(*hash);
-        });
-        query.push(" ON CONFLICT (hash) DO NOTHING RETURNING hash");
-        for row in query.build().fetch_all(&mut **tx).await? {
-            inserted.insert(row.get::<i64, _>(0));
-        }
+    // Sorted keys touch each B-tree page once per chunk instead of at random.
+    hashes.sort_unstable();
+    let mut stored = HashSet::new();
+    // One bound JSON array per statement: binding a million parameters one by one costs more
+    // than the inserts themselves. Known ids are looked up first (usually none), so only they
+    // come back to Rust.
+    for chunk in hashes.chunks(ID_CHUNK) {
+        let list = serde_json::to_string(chunk).expect("integers serialise");
+        let known = sqlx::query(
+            "SELECT hash FROM event_ids WHERE hash IN (SELECT value FROM json_each($1))",
+        )
+        .bind(&list)
+        .fetch_all(&mut **tx)
+        .await?;
+        stored.extend(known.into_iter().map(|row| row.get::<i64, _>(0)));
+        sqlx::query("INSERT INTO event_ids (hash) SELECT value FROM json_each($1) WHERE true ON CONFLICT (hash) DO NOTHING")
+            .bind(&list)
+            .execute(&mut **tx)
+            .await?;
     }
     let kept: Vec<Event> = keep
         .into_iter()
-        .filter(|(_, hash)| hash.is_none_or(|hash| inserted.contains(&hash)))
+        .filter(|(_, hash)| hash.is_none_or(|hash| !stored.contains(&hash)))
         .map(|(event, _)| event)
         .collect();
     let dropped = received - kept.len() as u64;
@@ -153,27 +164,44 @@ pub(super) async fn apply(
         );
         query.build().execute(&mut **tx).await?;
     }
-    for (user, new_attrs) in &changes.attrs {
-        let existing: Option<String> = sqlx::query("SELECT attrs FROM users WHERE user_id = $1")
-            .bind(user)
-            .fetch_optional(&mut **tx)
-            .await?
-            .map(|row| row.get(0));
-        let mut merged: Map<String, Value> = existing
-            .and_then(|text| serde_json::from_str(&text).ok())
-            .unwrap_or_default();
-        merged.extend(new_attrs.clone());
-        sqlx::query(
-            "INSERT INTO users (user_id, attrs, updated_ms) VALUES ($1, $2, $3)
-             ON CONFLICT (user_id) DO UPDATE SET attrs = excluded.attrs, updated_ms = excluded.updated_ms",
-        )
-        .bind(user)
-        .bind(Value::Object(merged).to_string())
-        .bind(now)
-        .execute(&mut **tx)
-        .await?;
+    let users: Vec<&String> = changes.attrs.keys().collect();
+    for chunk in users.chunks(CHUNK) {
+        let mut existing = stored_attrs(tx, chunk).await?;
+        let mut query =
+            QueryBuilder::<Sqlite>::new("INSERT INTO users (user_id, attrs, updated_ms) ");
+        query.push_values(chunk, |mut row, user| {
+            let mut merged = existing.remove(user.as_str()).unwrap_or_default();
+            merged.extend(changes.attrs[*user].clone());
+            row.push_bind(user.as_str())
+                .push_bind(Value::Object(merged).to_string())
+                .push_bind(now);
+        });
+        query.push(" ON CONFLICT (user_id) DO UPDATE SET attrs = excluded.attrs, updated_ms = excluded.updated_ms");
+        query.build().execute(&mut **tx).await?;
     }
     apply_subscriptions(tx, &changes.subscriptions).await
+}
+
+/// The stored attributes of `users` (those that have a row).
+async fn stored_attrs(
+    tx: &mut Transaction<'static, Sqlite>,
+    users: &[&String],
+) -> Result<HashMap<String, Map<String, Value>>> {
+    let mut query =
+        QueryBuilder::<Sqlite>::new("SELECT user_id, attrs FROM users WHERE user_id IN (");
+    let mut list = query.separated(", ");
+    for user in users {
+        list.push_bind(user.as_str());
+    }
+    query.push(")");
+    let rows = query.build().fetch_all(&mut **tx).await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let attrs: String = row.get(1);
+            (row.get(0), serde_json::from_str(&attrs).unwrap_or_default())
+        })
+        .collect())
 }
 
 /// Accept (any `accept*`) adds one credit; reject and ban set the balance to zero; filter changes
@@ -182,20 +210,31 @@ async fn apply_subscriptions(
     tx: &mut Transaction<'static, Sqlite>,
     subscriptions: &[(String, String, String, i64)],
 ) -> Result<()> {
-    let mut balances: HashMap<(&str, &str), i64> = HashMap::new();
-    for (user, template, status, ts) in subscriptions {
-        let key = (user.as_str(), template.as_str());
-        if let std::collections::hash_map::Entry::Vacant(slot) = balances.entry(key) {
-            let current: i64 =
-                sqlx::query("SELECT balance FROM credits WHERE user_id = $1 AND template_id = $2")
-                    .bind(user)
-                    .bind(template)
-                    .fetch_optional(&mut **tx)
-                    .await?
-                    .map_or(0, |row| row.get(0));
-            slot.insert(current);
+    let users: Vec<&String> = subscriptions
+        .iter()
+        .map(|(user, ..)| user)
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let mut balances: HashMap<(String, String), (i64, i64)> = HashMap::new();
+    for chunk in users.chunks(CHUNK) {
+        let mut query = QueryBuilder::<Sqlite>::new(
+            "SELECT user_id, template_id, balance, updated_ts FROM credits WHERE user_id IN (",
+        );
+        let mut list = query.separated(", ");
+        for user in chunk {
+            list.push_bind(user.as_str());
         }
-        let balance = balances.get_mut(&key).expect("inserted above");
+        query.push(")");
+        for row in query.build().fetch_all(&mut **tx).await? {
+            balances.insert((row.get(0), row.get(1)), (row.get(2), row.get(3)));
+        }
+    }
+    let mut ledger = Vec::new();
+    for (user, template, status, ts) in subscriptions {
+        let (balance, updated) = balances
+            .entry((user.clone(), template.clone()))
+            .or_insert((0, *ts));
         let (change, after) = if status.starts_with("accept") {
             ("grant", *balance + 1)
         } else if status == "reject" || status == "ban" {
@@ -203,31 +242,51 @@ async fn apply_subscriptions(
         } else {
             continue;
         };
-        let delta = after - *balance;
+        ledger.push((
+            user,
+            template,
+            change,
+            after - *balance,
+            after,
+            *ts,
+            format!("subscription:{status}"),
+        ));
         *balance = after;
-        sqlx::query(
-            "INSERT INTO credit_ledger (user_id, template_id, change, delta, balance_after, ts, source)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(user)
-        .bind(template)
-        .bind(change)
-        .bind(delta)
-        .bind(after)
-        .bind(ts)
-        .bind(format!("subscription:{status}"))
-        .execute(&mut **tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO credits (user_id, template_id, balance, updated_ts) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (user_id, template_id) DO UPDATE SET balance = excluded.balance, updated_ts = excluded.updated_ts",
-        )
-        .bind(user)
-        .bind(template)
-        .bind(after)
-        .bind(ts)
-        .execute(&mut **tx)
-        .await?;
+        *updated = *ts;
+    }
+    for chunk in ledger.chunks(CHUNK / 2) {
+        let mut query = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO credit_ledger (user_id, template_id, change, delta, balance_after, ts, source) ",
+        );
+        query.push_values(
+            chunk,
+            |mut row, (user, template, change, delta, after, ts, source)| {
+                row.push_bind(user.as_str())
+                    .push_bind(template.as_str())
+                    .push_bind(*change)
+                    .push_bind(*delta)
+                    .push_bind(*after)
+                    .push_bind(*ts)
+                    .push_bind(source.as_str());
+            },
+        );
+        query.build().execute(&mut **tx).await?;
+    }
+    let touched: Vec<_> = balances.iter().collect();
+    for chunk in touched.chunks(CHUNK / 2) {
+        let mut query = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO credits (user_id, template_id, balance, updated_ts) ",
+        );
+        query.push_values(chunk, |mut row, ((user, template), (balance, updated))| {
+            row.push_bind(user.as_str())
+                .push_bind(template.as_str())
+                .push_bind(*balance)
+                .push_bind(*updated);
+        });
+        query.push(
+            " ON CONFLICT (user_id, template_id) DO UPDATE SET balance = excluded.balance, updated_ts = excluded.updated_ts",
+        );
+        query.build().execute(&mut **tx).await?;
     }
     Ok(())
 }
