@@ -1,2 +1,84 @@
-//! Benchmarks.
-fn main() {}
+//! End-to-end benchmarks on generated datasets. Each prints a Markdown table to paste into
+//! `benches/README.md`. Run with `cargo run -p nudge-benches -- <benchmark> [options]`.
+
+mod ingest;
+mod quality;
+mod rules;
+mod windows;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "nudge-benches",
+    about = "End-to-end benchmarks of nudge on generated datasets"
+)]
+struct Cli {
+    #[command(subcommand)]
+    benchmark: Benchmark,
+}
+
+#[derive(Debug, Subcommand)]
+enum Benchmark {
+    /// Ingest throughput and peak memory per input format
+    Ingest(ingest::Args),
+    /// Send-time quality against the generator's true profiles, versus baselines
+    Quality(quality::Args),
+    /// Windows compute and incremental update time
+    Windows(windows::Args),
+    /// Rule evaluation throughput (facts + script) for the cart-abandonment example
+    Rules(rules::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match Cli::parse().benchmark {
+        Benchmark::Ingest(args) => runtime.block_on(ingest::run(args)),
+        Benchmark::Quality(args) => runtime.block_on(quality::run(args)),
+        Benchmark::Windows(args) => runtime.block_on(windows::run(args)),
+        Benchmark::Rules(args) => runtime.block_on(rules::run(args)),
+    }
+}
+
+/// Peak resident memory of this process so far (VmHWM), in MiB.
+pub fn peak_memory_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+/// A store in a fresh temporary directory.
+pub async fn fresh_store(
+    dir: &std::path::Path,
+) -> anyhow::Result<(nudge_engine::config::Config, nudge_engine::store::Store)> {
+    let config = nudge_engine::config::Config {
+        data_dir: dir.join("data"),
+        ..Default::default()
+    };
+    let store = nudge_engine::store::Store::open(&config).await?;
+    Ok((config, store))
+}
+
+/// The machine, for the tables.
+pub fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_default();
+    format!(
+        "{} cores, {cpu}",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    )
+}

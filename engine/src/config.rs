@@ -51,7 +51,7 @@ impl Default for Config {
 impl Default for IngestConfig {
     fn default() -> Self {
         IngestConfig {
-            batch_size: 1_000_000,
+            batch_size: 500_000,
         }
     }
 }

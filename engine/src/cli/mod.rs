@@ -26,6 +26,10 @@ struct Cli {
     #[arg(long, short, global = true)]
     quiet: bool,
 
+    /// Print the process's peak memory to stderr when done (for benchmarks)
+    #[arg(long, global = true, hide = true)]
+    peak_memory: bool,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -58,7 +62,12 @@ pub struct Context {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.quiet);
-    match run(cli) {
+    let peak_memory = cli.peak_memory;
+    let result = run(cli);
+    if peak_memory {
+        eprintln!("peak memory: {:.1} MiB", peak_memory_mib());
+    }
+    match result {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
@@ -86,6 +95,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Windows(command) => windows::run(&context, command).await,
         }
     })
+}
+
+/// Peak resident memory of this process (VmHWM), in MiB.
+fn peak_memory_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+            line.split_whitespace().nth(1)?.parse::<f64>().ok()
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
 }
 
 fn init_logging(quiet: bool) {

@@ -264,6 +264,19 @@ impl Store {
         state::user_state(&self.pool).await
     }
 
+    /// Sets a user's zone without validating it (repairs, and tests of bad stored values).
+    pub async fn set_zone_unchecked(&self, user_id: &str, tz: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO users (user_id, tz, tz_ts, updated_ms) VALUES ($1, $2, 0, 0)
+             ON CONFLICT (user_id) DO UPDATE SET tz = excluded.tz",
+        )
+        .bind(user_id)
+        .bind(tz)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// The stored attributes (a JSON object) and zone of a user.
     pub async fn user_profile(&self, user_id: &str) -> Result<Option<(Option<String>, String)>> {
         state::user_profile(&self.pool, user_id).await

@@ -3,3 +3,4 @@
 mod ingest;
 mod support;
 mod synth;
+mod windows;

@@ -1,0 +1,90 @@
+//! Rule evaluation throughput: the cart-abandonment example over every user of a generated
+//! store, split into fact computation (polars + SQL) and script evaluation, and compile-once
+//! versus compile-per-user.
+
+use std::sync::Arc;
+
+use chrono::NaiveDate;
+use nudge_engine::features::{self, Audience};
+use nudge_engine::ingest::{self, IngestOptions};
+use nudge_engine::synth::{self, GenOptions};
+use nudge_rules::{Limits, Rule, evaluate_all};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[arg(long, default_value_t = 100_000)]
+    users: u64,
+}
+
+const CART: &str = include_str!("../../examples/rules/cart_abandonment.rhai");
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let start = NaiveDate::from_ymd_opt(2026, 10, 1).unwrap();
+    let input = dir.path().join("events.parquet");
+    let options = GenOptions {
+        users: args.users,
+        days: 30,
+        seed: 9,
+        start,
+        out: input.clone(),
+        truth: None,
+        quiet: true,
+    };
+    synth::generate(&options)?;
+    let (config, store) = crate::fresh_store(dir.path()).await?;
+    let ingest_options = IngestOptions {
+        strict: false,
+        batch_size: 1_000_000,
+        rejects_path: dir.path().join("r.ndjson"),
+        quiet: true,
+    };
+    ingest::ingest(&store, &[input], &ingest_options).await?;
+    let now = start.and_hms_opt(0, 0, 0).unwrap().and_utc() + chrono::Duration::days(30);
+
+    let rule = Rule::compile("cart_abandonment.rhai", CART, Limits::default())?;
+    let started = std::time::Instant::now();
+    let users = features::user_facts(
+        &store,
+        rule.needs(),
+        now,
+        &config.default_tz,
+        Audience::Everyone,
+    )
+    .await?;
+    let facts_seconds = started.elapsed().as_secs_f64();
+    let started = std::time::Instant::now();
+    let (_, summary) = evaluate_all(&rule, &users, now.timestamp_millis())?;
+    let script_seconds = started.elapsed().as_secs_f64();
+
+    let sample: Vec<Arc<nudge_rules::UserFacts>> = users.iter().take(2_000).cloned().collect();
+    let started = std::time::Instant::now();
+    for user in &sample {
+        let per_user = Rule::compile("cart_abandonment.rhai", CART, Limits::default())?;
+        per_user.evaluate(user.clone(), now.timestamp_millis());
+    }
+    let compile_each = sample.len() as f64 / started.elapsed().as_secs_f64();
+    let started = std::time::Instant::now();
+    for user in &sample {
+        rule.evaluate(user.clone(), now.timestamp_millis());
+    }
+    let compile_once = sample.len() as f64 / started.elapsed().as_secs_f64();
+
+    let total = facts_seconds + script_seconds;
+    println!(
+        "\n### Rule evaluation: cart abandonment\n\nMachine: {}\n",
+        crate::machine()
+    );
+    println!("| users | targeted | facts | script | end to end | users/s |");
+    println!("|---|---|---|---|---|---|");
+    println!(
+        "| {} | {} | {facts_seconds:.2} s | {script_seconds:.2} s | {total:.2} s | {:.0} |",
+        summary.users,
+        summary.targeted,
+        summary.users as f64 / total
+    );
+    println!(
+        "\nOne thread: compile once {compile_once:.0} users/s, compile per user {compile_each:.0} users/s."
+    );
+    Ok(())
+}

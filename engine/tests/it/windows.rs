@@ -1,0 +1,345 @@
+//! Time windows: zones and DST, smoothing at the week's edge, decay, the prior, the as-of
+//! cut-off, and full versus incremental agreement.
+
+use chrono::{DateTime, Duration, Utc};
+use nudge_engine::scoring::{self, QuietHours, UserWindow, WindowsConfig, best_send_time, local};
+
+use super::support::{TestStore, line};
+
+fn at(text: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(text)
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+fn ms(text: &str) -> i64 {
+    at(text).timestamp_millis()
+}
+
+/// Mon 00:00 = bin 0.
+fn bin(day: usize, hour: usize) -> usize {
+    day * 24 + hour
+}
+
+async fn compute(test: &TestStore, config: &WindowsConfig, as_of: &str) -> Vec<UserWindow> {
+    scoring::compute(&test.store, config, chrono_tz::Asia::Shanghai, at(as_of))
+        .await
+        .unwrap();
+    scoring::load(&test.store).unwrap().unwrap().users
+}
+
+/// No smoothing and no prior: probabilities are the user's own decayed counts.
+fn raw() -> WindowsConfig {
+    WindowsConfig {
+        smoothing: 0.0,
+        pseudo_count: 0.0,
+        types: 1,
+        ..WindowsConfig::default()
+    }
+}
+
+#[test]
+fn local_hours_follow_daylight_saving_time() {
+    let zone = chrono_tz::America::New_York;
+    // 09:00 local on the Friday before and the Monday after the end of DST (2026-11-01).
+    let before = at("2026-10-30T13:00:00Z").timestamp() / 3_600;
+    let after = at("2026-11-02T14:00:00Z").timestamp() / 3_600;
+    assert_eq!(local::local_hour_of_week(zone, before), bin(4, 9));
+    assert_eq!(local::local_hour_of_week(zone, after), bin(0, 9));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_in_new_york_keeps_their_local_hour_across_the_dst_change() {
+    let test = TestStore::new().await;
+    let events = [
+        r#"{"user_id":"ny","event":"app_open","ts":"2026-10-29T09:10:00-04:00","tz":"America/New_York"}"#.to_string(),
+        line("ny", "app_open", ms("2026-11-05T09:20:00-05:00"), ""),
+    ];
+    test.ingest(&[&test.file("ny.ndjson", events.join("\n"))])
+        .await;
+    let windows = compute(&test, &raw(), "2026-11-06T00:00:00Z").await;
+    let ny = &windows[0];
+    assert_eq!(ny.tz, "America/New_York");
+    // Both Thursdays at 09:00 local, although 13:00 and 14:00 UTC.
+    assert!(
+        (ny.probabilities[bin(3, 9)] - 1.0).abs() < 1e-6,
+        "{:?}",
+        &ny.probabilities[bin(3, 8)..bin(3, 11)]
+    );
+}
+
+#[test]
+fn smoothing_wraps_around_the_week() {
+    let mut counts = [0.0; local::HOURS_OF_WEEK];
+    counts[bin(6, 23)] = 1.0;
+    let smoothed = local::smooth(&counts, 0.25);
+    assert_eq!(
+        smoothed[bin(0, 0)],
+        0.25,
+        "Sunday 23:00 is next to Monday 00:00"
+    );
+    assert_eq!(smoothed[bin(6, 22)], 0.25);
+    assert_eq!(smoothed[bin(6, 23)], 0.5);
+    assert!((smoothed.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn older_events_weigh_less_by_the_half_life() {
+    let test = TestStore::new().await;
+    // Two events at 08:00 Shanghai, 21 days apart, and one at 20:00 on the later day.
+    let events = [
+        line("u", "app_open", ms("2026-10-08T08:00:00+08:00"), ""),
+        line("u", "app_open", ms("2026-10-29T08:00:00+08:00"), ""),
+        line("u", "app_open", ms("2026-10-29T20:00:00+08:00"), ""),
+    ];
+    test.ingest(&[&test.file("decay.ndjson", events.join("\n"))])
+        .await;
+    let config = WindowsConfig {
+        half_life_days: 21.0,
+        ..raw()
+    };
+    let window = &compute(&test, &config, "2026-10-29T12:00:00Z").await[0];
+    let morning = window.probabilities[bin(3, 8)]; // both Thursdays
+    let evening = window.probabilities[bin(3, 20)];
+    // The evening event is at as-of (weight 1); the recent morning one is 12 hours older and the
+    // old one 21 days older still, so it weighs half of the recent one.
+    let recent = 2f64.powf(-0.5 / 21.0);
+    let expected = recent * (1.0 + 0.5);
+    assert!(
+        ((morning / evening) as f64 - expected).abs() < 1e-3,
+        "morning {morning} evening {evening}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_after_as_of_and_before_the_lookback_are_ignored() {
+    let test = TestStore::new().await;
+    let events = [
+        line("u", "app_open", ms("2026-10-29T08:00:00+08:00"), ""),
+        line("u", "app_open", ms("2026-10-30T21:00:00+08:00"), ""),
+        line("u", "app_open", ms("2026-06-01T21:00:00+08:00"), ""),
+    ];
+    test.ingest(&[&test.file("cut.ndjson", events.join("\n"))])
+        .await;
+    let window = &compute(&test, &raw(), "2026-10-30T00:00:00Z").await[0];
+    assert_eq!(window.events, 1);
+    assert!((window.probabilities[bin(3, 8)] - 1.0).abs() < 1e-6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_with_one_event_gets_a_full_sensible_profile() {
+    let test = TestStore::new().await;
+    // Many evening users teach an "evening" type; a morning crowd teaches another.
+    let mut events = Vec::new();
+    for user in 0..60 {
+        let hour = if user % 2 == 0 { 21 } else { 8 };
+        for day in 1..=28 {
+            events.push(line(
+                &format!("dense{user}"),
+                "app_open",
+                ms(&format!("2026-10-{day:02}T{hour:02}:30:00+08:00")),
+                "",
+            ));
+        }
+    }
+    events.push(line(
+        "sparse",
+        "app_open",
+        ms("2026-10-27T21:15:00+08:00"),
+        "",
+    ));
+    test.ingest(&[&test.file("prior.ndjson", events.join("\n"))])
+        .await;
+    let config = WindowsConfig {
+        types: 2,
+        fit_min_events: 20,
+        ..WindowsConfig::default()
+    };
+    let windows = compute(&test, &config, "2026-10-29T00:00:00Z").await;
+    let sparse = windows.iter().find(|w| w.user_id == "sparse").unwrap();
+    let total: f32 = sparse.probabilities.iter().sum();
+    assert!((total - 1.0).abs() < 1e-4);
+    assert!(sparse.probabilities.iter().all(|p| *p > 0.0));
+    assert!(
+        sparse.confidence > 0.0 && sparse.confidence < 0.5,
+        "confidence {}",
+        sparse.confidence
+    );
+    // One Tuesday-evening event: the evening type explains it, so Friday 21:00 (never seen)
+    // beats Friday 08:00.
+    assert!(sparse.probabilities[bin(4, 21)] > 3.0 * sparse.probabilities[bin(4, 8)]);
+    let dense = windows.iter().find(|w| w.user_id == "dense0").unwrap();
+    assert!(
+        dense.confidence > 0.8,
+        "dense confidence {}",
+        dense.confidence
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incremental_update_agrees_with_a_full_recompute() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("events.parquet");
+    let start = chrono::NaiveDate::from_ymd_opt(2026, 9, 1).unwrap();
+    let options = nudge_engine::synth::GenOptions {
+        users: 400,
+        days: 60,
+        seed: 4,
+        start,
+        out: input.clone(),
+        truth: None,
+        quiet: true,
+    };
+    nudge_engine::synth::generate(&options).unwrap();
+    let test = TestStore::new().await;
+    test.ingest(&[&input]).await;
+    // A short lookback, so events also leave the window during the update.
+    let config = WindowsConfig {
+        lookback_days: 20,
+        ..WindowsConfig::default()
+    };
+    let zone = chrono_tz::Asia::Shanghai;
+    let end = at("2026-10-25T00:00:00Z");
+
+    scoring::compute(&test.store, &config, zone, end - Duration::days(3))
+        .await
+        .unwrap();
+    scoring::update(&test.store, &config, zone, end - Duration::days(1))
+        .await
+        .unwrap();
+    let report = scoring::update(&test.store, &config, zone, end)
+        .await
+        .unwrap();
+    assert!(report.incremental);
+    let incremental = scoring::load(&test.store).unwrap().unwrap();
+    scoring::compute(&test.store, &config, zone, end)
+        .await
+        .unwrap();
+    let full = scoring::load(&test.store).unwrap().unwrap();
+
+    assert_eq!(incremental.users.len(), full.users.len());
+    for (a, b) in incremental.users.iter().zip(&full.users) {
+        assert_eq!((&a.user_id, a.events), (&b.user_id, b.events));
+        for (p, q) in a.probabilities.iter().zip(&b.probabilities) {
+            assert!((p - q).abs() < 1e-4, "{}: {p} vs {q}", a.user_id);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_zones_are_reported_and_fall_back_to_the_default() {
+    let test = TestStore::new().await;
+    let events = [
+        line(
+            "u",
+            "profile",
+            ms("2026-10-01T08:00:00+08:00"),
+            r#"{"city":"x"}"#,
+        ),
+        line("u", "app_open", ms("2026-10-02T08:00:00+08:00"), ""),
+    ];
+    test.ingest(&[&test.file("z.ndjson", events.join("\n"))])
+        .await;
+    // A zone can only be stored valid; simulate an old or hand-edited row.
+    test.store
+        .set_zone_unchecked("u", "Mars/Olympus")
+        .await
+        .unwrap();
+    let report = scoring::compute(
+        &test.store,
+        &raw(),
+        chrono_tz::Asia::Shanghai,
+        at("2026-10-03T00:00:00Z"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        report.zone_problems,
+        [("u".to_string(), "Mars/Olympus".to_string())]
+    );
+    let windows = scoring::load(&test.store).unwrap().unwrap();
+    assert_eq!(windows.users[0].tz, "Asia/Shanghai");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_store_says_what_to_do() {
+    let test = TestStore::new().await;
+    let error = scoring::compute(
+        &test.store,
+        &raw(),
+        chrono_tz::Asia::Shanghai,
+        at("2026-10-03T00:00:00Z"),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        error.contains("no events") && error.contains("nudge ingest"),
+        "{error}"
+    );
+}
+
+#[test]
+fn the_best_send_time_skips_quiet_hours_and_spreads_inside_the_hour() {
+    let mut probabilities = vec![0.001f32; local::HOURS_OF_WEEK];
+    probabilities[bin(3, 23)] = 0.5; // Thursday 23:00, inside quiet hours
+    probabilities[bin(3, 20)] = 0.2; // Thursday 20:00
+    let zone = chrono_tz::Asia::Shanghai;
+    let start = at("2026-10-29T08:00:00+08:00");
+    let quiet = Some(QuietHours { start: 22, end: 8 });
+    let first = best_send_time(
+        &probabilities,
+        zone,
+        start,
+        Duration::hours(24),
+        quiet,
+        1,
+        None,
+    )
+    .unwrap();
+    assert_eq!(first.hour_of_week, bin(3, 20));
+    let second = best_send_time(
+        &probabilities,
+        zone,
+        start,
+        Duration::hours(24),
+        quiet,
+        2,
+        None,
+    )
+    .unwrap();
+    assert_eq!(second.hour_of_week, bin(3, 20));
+    assert_ne!(
+        first.at, second.at,
+        "two users should not land on the same second"
+    );
+    for choice in [first, second] {
+        assert!(
+            choice.at >= at("2026-10-29T20:00:00+08:00")
+                && choice.at < at("2026-10-29T21:00:00+08:00")
+        );
+    }
+    let loud = best_send_time(
+        &probabilities,
+        zone,
+        start,
+        Duration::hours(24),
+        None,
+        1,
+        None,
+    )
+    .unwrap();
+    assert_eq!(loud.hour_of_week, bin(3, 23));
+}
+
+#[test]
+fn quiet_hours_move_a_send_to_the_nearest_edge() {
+    let zone = chrono_tz::Asia::Shanghai;
+    let quiet = QuietHours { start: 22, end: 8 };
+    let late = scoring::timing::out_of_quiet_hours(at("2026-10-29T22:30:00+08:00"), zone, quiet);
+    assert_eq!(late, at("2026-10-29T21:59:00+08:00"));
+    let early = scoring::timing::out_of_quiet_hours(at("2026-10-30T06:30:00+08:00"), zone, quiet);
+    assert_eq!(early, at("2026-10-30T08:00:00+08:00"));
+    let fine = at("2026-10-30T12:00:00+08:00");
+    assert_eq!(scoring::timing::out_of_quiet_hours(fine, zone, quiet), fine);
+}
