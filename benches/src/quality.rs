@@ -21,6 +21,9 @@ pub struct Args {
     /// Keep the dataset here instead of a temporary directory
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// A nudge.toml whose [windows] section to use (to compare settings)
+    #[arg(long)]
+    config: Option<PathBuf>,
 }
 
 const METHODS: [&str; 5] = [
@@ -111,7 +114,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         quiet: true,
     };
     let summary = synth::generate(&options)?;
-    let (config, store) = crate::fresh_store(&dir).await?;
+    let (mut config, store) = crate::fresh_store(&dir).await?;
+    if let Some(path) = &args.config {
+        config.windows = nudge_engine::config::Config::load(Some(path))?.windows;
+    }
     let ingest_options = IngestOptions {
         strict: false,
         batch_size: 1_000_000,

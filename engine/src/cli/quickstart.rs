@@ -2,10 +2,13 @@
 
 use std::process::ExitCode;
 
+use nudge_engine::features::{self, Audience};
 use nudge_engine::ingest::{self, IngestOptions};
+use nudge_engine::scoring::{self, QuietHours, best_send_time};
 use nudge_engine::stats;
 use nudge_engine::store::Store;
 use nudge_engine::synth::{self, GenOptions};
+use nudge_rules::{Decision, Rule, evaluate_all};
 
 use super::Context;
 
@@ -48,7 +51,7 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
     let summary = tokio::task::block_in_place(|| synth::generate(&options))?;
     super::generate::print_summary(&summary, &options, started.elapsed());
 
-    println!("2/3 ingesting into {}", data_dir.display());
+    println!("\n2/5 ingesting into {}", data_dir.display());
     let store = Store::open(&context.config).await?;
     let ingest_options = IngestOptions {
         strict: false,
@@ -60,10 +63,105 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
     let report = ingest::ingest(&store, &[dataset], &ingest_options).await?;
     super::ingest::print_report(&report, started.elapsed());
 
-    println!("3/3 what the store holds");
+    println!("\n3/5 what the store holds");
     super::stats::print(
         &stats::collect(&store).await?,
         &data_dir.display().to_string(),
     );
+
+    // The data ends on the last generated day; "now" is the next midnight, so runs repeat.
+    let now = (start + chrono::Duration::days(i64::from(args.days)))
+        .and_hms_opt(0, 0, 0)
+        .expect("midnight")
+        .and_utc();
+    println!(
+        "\n4/5 computing every user's active time windows as of {}",
+        now.to_rfc3339()
+    );
+    let started = std::time::Instant::now();
+    let windows_report = scoring::compute(
+        &store,
+        &context.config.windows,
+        context.config.default_zone(),
+        now,
+    )
+    .await?;
+    println!(
+        "  {} users ({} with under 10 events) in {:.2}s",
+        windows_report.users,
+        windows_report.sparse_users,
+        started.elapsed().as_secs_f64()
+    );
+    let windows = scoring::load(&store)?.unwrap_or_default();
+
+    println!("\n5/5 evaluating the cart-abandonment rule (examples/rules/cart_abandonment.rhai)");
+    let rule = Rule::compile("cart_abandonment.rhai", CART_RULE, context.config.rules)
+        .map_err(|error| anyhow::anyhow!("{error}"))?;
+    let started = std::time::Instant::now();
+    let users = features::user_facts(
+        &store,
+        rule.needs(),
+        now,
+        &context.config.default_tz,
+        Audience::Everyone,
+    )
+    .await?;
+    let (decisions, summary) =
+        tokio::task::block_in_place(|| evaluate_all(&rule, &users, now.timestamp_millis()))?;
+    println!(
+        "  {} users considered in {:.2}s: {} targeted, {} not targeted, {} skipped, {} errors",
+        summary.users,
+        started.elapsed().as_secs_f64(),
+        summary.targeted,
+        summary.not_targeted,
+        summary.skipped_by_reason.values().sum::<u64>(),
+        summary.errors
+    );
+    let mut landing = [0u64; 24];
+    let mut example = None;
+    for (user, decision) in users.iter().zip(&decisions) {
+        let Decision::Target(message) = decision else {
+            continue;
+        };
+        let Some(window) = windows.find(&user.id) else {
+            continue;
+        };
+        let zone: chrono_tz::Tz = window.tz.parse().unwrap_or(context.config.default_zone());
+        let quiet = Some(QuietHours { start: 22, end: 8 });
+        let key = xxhash_rust::xxh3::xxh3_64(user.id.as_bytes());
+        if let Some(choice) = best_send_time(
+            &window.probabilities,
+            zone,
+            now,
+            chrono::Duration::hours(24),
+            quiet,
+            key,
+            None,
+        ) {
+            landing[choice.hour_of_week % 24] += 1;
+            if example.is_none() {
+                example = Some((
+                    user.id.clone(),
+                    choice.at.with_timezone(&zone),
+                    message.fields.clone(),
+                ));
+            }
+        }
+    }
+    println!("  best send hour (user-local, next 24 h, quiet 22:00-08:00) of the targeted users:");
+    let top = landing.iter().copied().max().unwrap_or(1).max(1);
+    for (hour, count) in landing.iter().enumerate().filter(|(_, c)| **c > 0) {
+        println!(
+            "    {hour:02}:00 {count:>6} {}",
+            "#".repeat((count * 40).div_ceil(top) as usize)
+        );
+    }
+    if let Some((user, at, fields)) = example {
+        println!("  e.g. {user} at {at}: {fields:?}");
+    }
+    println!("\nCampaign planning and delivery (WeChat, webhook, dry-run file) are not built yet.");
     Ok(ExitCode::SUCCESS)
 }
+
+/// The example rule the tour evaluates (kept in one place: examples/rules/).
+const CART_RULE: &str = include_str!("../../../examples/rules/cart_abandonment.rhai");

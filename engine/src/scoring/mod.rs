@@ -67,7 +67,7 @@ impl Default for WindowsConfig {
         WindowsConfig {
             half_life_days: 21.0,
             lookback_days: 90,
-            pseudo_count: 4.0,
+            pseudo_count: 10.0,
             smoothing: 0.2,
             types: 8,
             fit_min_events: 25,
