@@ -4,10 +4,35 @@
 //! [`SendError`]; it never retries by itself. The dispatcher (in the engine) decides what a
 //! classification means for the send. This crate knows nothing of the engine or of rules.
 
+pub mod config;
+pub mod file;
+pub mod webhook;
 pub mod wechat;
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
+
+pub use config::ConnectorConfig;
+
+/// The future a connector's `send` returns.
+pub type BoxedSend<'a> = Pin<Box<dyn Future<Output = Result<Receipt, SendError>> + Send + 'a>>;
+
+/// Sends one notification. Implementations classify failures and never retry.
+pub trait Connector: Send + Sync {
+    fn send<'a>(&'a self, notification: &'a Notification) -> BoxedSend<'a>;
+}
+
+/// Builds a connector from validated settings. Reads secrets from the environment.
+pub fn build(config: &ConnectorConfig) -> Result<Box<dyn Connector>, String> {
+    config.validate()?;
+    Ok(match config {
+        ConnectorConfig::File(file) => Box::new(file::FileConnector::new(file.path.clone())),
+        ConnectorConfig::Webhook(webhook) => Box::new(webhook::WebhookConnector::new(webhook)?),
+        ConnectorConfig::Wechat(wechat) => Box::new(wechat::client::WechatConnector::new(wechat)?),
+    })
+}
 
 /// One rendered notification, ready to send.
 #[derive(Debug, Clone, PartialEq)]

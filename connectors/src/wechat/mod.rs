@@ -1,5 +1,11 @@
 //! WeChat mini-program subscription messages (`subscribeMessage.send`).
 
+pub mod client;
+mod config;
 pub mod errcode;
 pub mod keywords;
+pub mod mock;
 pub mod push;
+mod token;
+
+pub use config::{TokenMode, WechatConfig};

@@ -1,0 +1,124 @@
+//! Connector configuration: a tagged enum in the TOML (`type = "wechat" | "webhook" | "file"`),
+//! validated without IO, then built into a runtime connector.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::wechat::WechatConfig;
+
+/// One connector's settings, as written under `[connectors.NAME]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum ConnectorConfig {
+    Wechat(WechatConfig),
+    Webhook(WebhookConfig),
+    File(FileConfig),
+}
+
+/// `type = "webhook"`: POST each notification as JSON, signed.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Where to POST.
+    pub url: String,
+    /// Environment variable holding the HMAC-SHA256 signing secret.
+    pub secret_env: String,
+    /// Request timeout in milliseconds.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+/// `type = "file"`: append each notification as one NDJSON line (dry runs, demos, audits).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub path: PathBuf,
+}
+
+fn default_timeout_ms() -> u64 {
+    5_000
+}
+
+impl ConnectorConfig {
+    /// Checks the settings without touching the network, the disk or the environment.
+    pub fn validate(&self) -> Result<(), String> {
+        match self {
+            ConnectorConfig::Wechat(config) => config.validate(),
+            ConnectorConfig::Webhook(config) => {
+                if !(config.url.starts_with("http://") || config.url.starts_with("https://")) {
+                    return Err(format!(
+                        "webhook url '{}' must start with http:// or https://",
+                        config.url
+                    ));
+                }
+                if config.secret_env.trim().is_empty() {
+                    return Err("webhook secret_env must name an environment variable".into());
+                }
+                if config.timeout_ms == 0 {
+                    return Err("webhook timeout_ms must be above 0".into());
+                }
+                Ok(())
+            }
+            ConnectorConfig::File(config) => {
+                if config.path.as_os_str().is_empty() {
+                    return Err("file connector needs a path".into());
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<ConnectorConfig, String> {
+        let config: ConnectorConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    #[test]
+    fn each_type_parses_and_validates() {
+        assert!(matches!(
+            parse("type = 'file'\npath = 'sends.ndjson'"),
+            Ok(ConnectorConfig::File(_))
+        ));
+        let webhook = parse(
+            "type = 'webhook'\nurl = 'https://example.invalid/hook'\nsecret_env = 'HOOK_SECRET'",
+        )
+        .unwrap();
+        assert!(matches!(
+            webhook,
+            ConnectorConfig::Webhook(WebhookConfig {
+                timeout_ms: 5_000,
+                ..
+            })
+        ));
+        let wechat =
+            parse("type = 'wechat'\nappid = 'wx123'\nsecret_env = 'WECHAT_SECRET'").unwrap();
+        assert!(matches!(wechat, ConnectorConfig::Wechat(_)));
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        assert!(parse("type = 'pigeon'").unwrap_err().contains("pigeon"));
+        assert!(
+            parse("type = 'file'\npath = 'x'\ncolour = 'red'")
+                .unwrap_err()
+                .contains("colour")
+        );
+        assert!(
+            parse("type = 'webhook'\nurl = 'ftp://x'\nsecret_env = 'S'")
+                .unwrap_err()
+                .contains("http://")
+        );
+        assert!(
+            parse("type = 'wechat'\nappid = ''\nsecret_env = 'S'")
+                .unwrap_err()
+                .contains("appid")
+        );
+    }
+}

@@ -1,0 +1,60 @@
+//! The `file` connector: one NDJSON line per notification, appended and flushed.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use tokio::sync::Mutex;
+
+use crate::{BoxedSend, Connector, Notification, Receipt, SendError};
+
+/// Appends sends to a file.
+pub struct FileConnector {
+    path: PathBuf,
+    lines: Mutex<u64>,
+}
+
+impl FileConnector {
+    pub fn new(path: PathBuf) -> Self {
+        FileConnector {
+            path,
+            lines: Mutex::new(0),
+        }
+    }
+}
+
+impl Connector for FileConnector {
+    fn send<'a>(&'a self, notification: &'a Notification) -> BoxedSend<'a> {
+        Box::pin(async move {
+            let mut lines = self.lines.lock().await;
+            let line = serde_json::json!({
+                "sent_at": chrono::Utc::now().to_rfc3339(),
+                "user_id": notification.user_id,
+                "template_id": notification.template_id,
+                "data": notification.data,
+                "page": notification.page,
+                "campaign": notification.campaign,
+                "send_id": notification.send_id,
+                "dedup_key": notification.dedup_key,
+            });
+            let path = self.path.clone();
+            let written = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+                let mut file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)?;
+                writeln!(file, "{line}")?;
+                file.flush()
+            })
+            .await
+            .map_err(|error| SendError::Transient(error.to_string()))?;
+            written.map_err(|error| SendError::Misconfigured {
+                code: 0,
+                reason: format!("{}: {error}", self.path.display()),
+            })?;
+            *lines += 1;
+            Ok(Receipt {
+                provider_id: Some(format!("file:{}", notification.send_id)),
+            })
+        })
+    }
+}

@@ -1,0 +1,234 @@
+//! The `wechat` connector: validates a notification, sends it with `subscribe/send`, retries
+//! once after a token error, and classifies every other outcome.
+
+use std::time::Duration;
+
+use chrono_tz::Tz;
+use serde::Deserialize;
+
+use super::config::WechatConfig;
+use super::errcode;
+use super::keywords;
+use super::token::TokenManager;
+use crate::{BoxedSend, Connector, Notification, Receipt, SendError};
+
+/// Sends subscription messages for one mini-program.
+pub struct WechatConnector {
+    api_base: String,
+    miniprogram_state: Option<String>,
+    lang: Option<String>,
+    quota_zone: Tz,
+    client: reqwest::Client,
+    tokens: TokenManager,
+}
+
+#[derive(Deserialize)]
+struct SendResponse {
+    errcode: Option<i64>,
+    errmsg: Option<String>,
+    msgid: Option<serde_json::Value>,
+}
+
+/// Checks a `page`: a relative mini-program path (`pages/order/detail?id=1`), no scheme, no
+/// leading slash, no spaces.
+pub fn check_page(page: &str) -> Result<(), String> {
+    let path = page.split('?').next().unwrap_or_default();
+    if path.is_empty()
+        || path.starts_with('/')
+        || path.contains("://")
+        || page.chars().any(char::is_whitespace)
+    {
+        return Err(format!(
+            "page '{page}' must be a mini-program path like pages/order/detail?id=1"
+        ));
+    }
+    if !path
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '-' | '.'))
+    {
+        return Err(format!(
+            "page '{page}' has characters a mini-program path cannot have"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks every keyword value of a notification (the planner calls this too).
+pub fn check_notification(
+    notification: &Notification,
+    enums: &dyn Fn(&str) -> Vec<String>,
+) -> Result<(), SendError> {
+    for (keyword, value) in &notification.data {
+        let choices = enums(keyword);
+        if choices.is_empty()
+            && keywords::KeywordType::of(keyword) == Some(keywords::KeywordType::Enum)
+        {
+            continue; // values unknown here: WeChat checks them
+        }
+        keywords::check_value(keyword, value, &choices).map_err(|error| SendError::Rejected {
+            code: 47003,
+            reason: error.to_string(),
+            credit_gone: false,
+        })?;
+    }
+    if let Some(page) = &notification.page {
+        check_page(page).map_err(|reason| SendError::Misconfigured {
+            code: 41030,
+            reason,
+        })?;
+    }
+    Ok(())
+}
+
+impl WechatConnector {
+    /// Builds the connector; the app secret is read from the environment variable the config names.
+    pub fn new(config: &WechatConfig) -> Result<Self, String> {
+        let secret = std::env::var(&config.secret_env).map_err(|_| {
+            format!(
+                "environment variable {} (the WeChat app secret) is not set",
+                config.secret_env
+            )
+        })?;
+        Self::with_secret(config, secret)
+    }
+
+    /// Builds the connector with the secret given directly (tests, embedding).
+    pub fn with_secret(config: &WechatConfig, secret: String) -> Result<Self, String> {
+        config.validate()?;
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_millis(config.timeout_ms))
+            .build()
+            .map_err(|error| error.to_string())?;
+        Ok(WechatConnector {
+            api_base: config.api_base.trim_end_matches('/').to_string(),
+            miniprogram_state: config.miniprogram_state.clone(),
+            lang: config.lang.clone(),
+            quota_zone: config.quota_tz.parse().unwrap_or(chrono_tz::Asia::Shanghai),
+            tokens: TokenManager::new(config, secret, client.clone()),
+            client,
+        })
+    }
+
+    fn body(&self, notification: &Notification) -> serde_json::Value {
+        let data: serde_json::Map<String, serde_json::Value> = notification
+            .data
+            .iter()
+            .map(|(keyword, value)| (keyword.clone(), serde_json::json!({ "value": value })))
+            .collect();
+        let mut body = serde_json::json!({
+            "touser": notification.user_id,
+            "template_id": notification.template_id,
+            "data": data,
+        });
+        if let Some(page) = &notification.page {
+            body["page"] = page.clone().into();
+        }
+        if let Some(state) = &self.miniprogram_state {
+            body["miniprogram_state"] = state.clone().into();
+        }
+        if let Some(lang) = &self.lang {
+            body["lang"] = lang.clone().into();
+        }
+        body
+    }
+
+    /// One attempt with `token`: `Ok(Err(code))` when the token was refused.
+    async fn attempt(
+        &self,
+        token: &str,
+        body: &serde_json::Value,
+    ) -> Result<Result<Receipt, i64>, SendError> {
+        let response = self
+            .client
+            .post(format!("{}/cgi-bin/message/subscribe/send", self.api_base))
+            .query(&[("access_token", token)])
+            .json(body)
+            .send()
+            .await
+            .map_err(|error| {
+                if error.is_connect() {
+                    SendError::Transient("could not connect to WeChat".into())
+                } else if error.is_timeout() {
+                    SendError::Unknown(
+                        "timed out after the request was sent; it may have been delivered".into(),
+                    )
+                } else {
+                    SendError::Unknown("the connection broke after the request was sent".into())
+                }
+            })?;
+        if !response.status().is_success() {
+            return Err(SendError::Transient(format!(
+                "WeChat answered HTTP {}",
+                response.status()
+            )));
+        }
+        let answer: SendResponse = response.json().await.map_err(|_| {
+            SendError::Unknown(
+                "WeChat's answer was unreadable; the message may have been delivered".into(),
+            )
+        })?;
+        match answer.errcode.unwrap_or(0) {
+            0 => Ok(Ok(Receipt {
+                provider_id: answer.msgid.map(|id| {
+                    id.as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| id.to_string())
+                }),
+            })),
+            code if errcode::is_token_error(code) => Ok(Err(code)),
+            code => Err(errcode::classify(
+                code,
+                &answer.errmsg.unwrap_or_default(),
+                chrono::Utc::now(),
+                self.quota_zone,
+            )),
+        }
+    }
+}
+
+impl Connector for WechatConnector {
+    fn send<'a>(&'a self, notification: &'a Notification) -> BoxedSend<'a> {
+        Box::pin(async move {
+            check_notification(notification, &|_| Vec::new())?;
+            let body = self.body(notification);
+            let token = self.tokens.get().await?;
+            match self.attempt(&token, &body).await? {
+                Ok(receipt) => Ok(receipt),
+                Err(_) => {
+                    self.tokens.invalidate(&token).await;
+                    let fresh = self.tokens.get().await?;
+                    match self.attempt(&fresh, &body).await? {
+                        Ok(receipt) => Ok(receipt),
+                        Err(code) => Err(errcode::classify(
+                            code,
+                            "token refused twice",
+                            chrono::Utc::now(),
+                            self.quota_zone,
+                        )),
+                    }
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_are_relative_mini_program_paths() {
+        assert!(check_page("pages/order/detail?id=1&from=nudge").is_ok());
+        assert!(check_page("pages/index/index").is_ok());
+        for bad in [
+            "/pages/a",
+            "https://evil.example/x",
+            "pages/a b",
+            "",
+            "?id=1",
+            "pages/页面",
+        ] {
+            assert!(check_page(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,5 @@
+//! Connectors against real HTTP on loopback: the WeChat mock, a webhook receiver, a file.
+
+mod file;
+mod webhook;
+mod wechat;
