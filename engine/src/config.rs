@@ -10,6 +10,9 @@ use crate::{Error, Result};
 /// The file looked for in the working directory when `--config` is not given.
 pub const DEFAULT_CONFIG_FILE: &str = "nudge.toml";
 
+/// The connector every configuration has: appends sends to a file in the data directory.
+pub const DRY_RUN: &str = "dry-run";
+
 /// The whole configuration. Every key is optional; unknown keys are errors.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -25,6 +28,11 @@ pub struct Config {
     pub rules: nudge_rules::Limits,
     /// Active time windows (`[windows]`).
     pub windows: crate::scoring::WindowsConfig,
+    /// Delivery pacing, leases and retries (`[dispatch]`).
+    pub dispatch: crate::dispatch::DispatchConfig,
+    /// Named connectors (`[connectors.NAME]`, `type = "wechat" | "webhook" | "file"`). Without
+    /// any, sends go to the `dry-run` file connector (`<data_dir>/dry-run-sends.ndjson`).
+    pub connectors: std::collections::BTreeMap<String, nudge_connectors::ConnectorConfig>,
 }
 
 /// The `[ingest]` section.
@@ -44,6 +52,8 @@ impl Default for Config {
             ingest: IngestConfig::default(),
             rules: nudge_rules::Limits::default(),
             windows: crate::scoring::WindowsConfig::default(),
+            dispatch: crate::dispatch::DispatchConfig::default(),
+            connectors: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -101,6 +111,11 @@ impl Config {
             )));
         }
         self.windows.validate().map_err(invalid)?;
+        for (name, connector) in &self.connectors {
+            connector
+                .validate()
+                .map_err(|message| invalid(format!("connectors.{name}: {message}")))?;
+        }
         if self.ingest.batch_size == 0 {
             return Err(invalid("ingest.batch_size must be at least 1".to_string()));
         }
@@ -110,6 +125,29 @@ impl Config {
     /// The default zone, already validated.
     pub fn default_zone(&self) -> Tz {
         self.default_tz.parse().unwrap_or(chrono_tz::Asia::Shanghai)
+    }
+
+    /// The connectors to dispatch through, built (secrets read from the environment).
+    pub fn build_connectors(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, std::sync::Arc<dyn nudge_connectors::Connector>>>
+    {
+        let mut built = std::collections::BTreeMap::new();
+        for (name, config) in &self.connectors {
+            let connector = nudge_connectors::build(config).map_err(|message| Error::Config {
+                path: format!("[connectors.{name}]"),
+                message,
+            })?;
+            built.insert(name.clone(), std::sync::Arc::from(connector));
+        }
+        if !built.contains_key(DRY_RUN) {
+            let path = self.data_dir.join("dry-run-sends.ndjson");
+            built.insert(
+                DRY_RUN.to_string(),
+                std::sync::Arc::new(nudge_connectors::file::FileConnector::new(path)) as _,
+            );
+        }
+        Ok(built)
     }
 
     /// The SQL store's URL.

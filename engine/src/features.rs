@@ -32,8 +32,9 @@ pub async fn user_facts(
 ) -> Result<Vec<Arc<UserFacts>>> {
     let as_of_ms = as_of.timestamp_millis();
     let paths = store.segment_paths(Some((i64::MIN, as_of_ms + 1))).await?;
-    let state = store.user_state().await?;
+    let state = store.user_state(needs.attrs).await?;
     let window_from = needs.max_days.map(|days| as_of_ms - days * DAY_MS);
+    let started = std::time::Instant::now();
     let frames =
         tokio::task::block_in_place(|| -> Result<Option<(DataFrame, DataFrame, DataFrame)>> {
             if paths.is_empty() {
@@ -80,6 +81,11 @@ pub async fn user_facts(
     let Some((users, latest, windowed)) = frames else {
         return Ok(Vec::new());
     };
+    tracing::debug!(
+        scan_s = started.elapsed().as_secs_f64(),
+        users = users.height(),
+        "facts scanned"
+    );
 
     let mut facts: HashMap<String, UserFacts> = HashMap::new();
     for user in users.column("user_id")?.str()?.iter().flatten() {

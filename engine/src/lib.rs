@@ -6,6 +6,7 @@
 
 pub mod clock;
 pub mod config;
+pub mod dispatch;
 pub mod error;
 pub mod event;
 pub mod features;

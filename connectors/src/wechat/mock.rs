@@ -53,6 +53,8 @@ pub struct MockConfig {
     pub daily_quota: Option<u64>,
     pub faults: Faults,
     pub seed: u64,
+    /// Credits every (openid, template) pair starts with (0: only granted credits count).
+    pub default_credits: i64,
 }
 
 impl Default for MockConfig {
@@ -66,6 +68,7 @@ impl Default for MockConfig {
             daily_quota: None,
             faults: Faults::default(),
             seed: 1,
+            default_credits: 0,
         }
     }
 }
@@ -354,7 +357,11 @@ async fn send(
         return errcode(45009, "reach max api daily quota limit");
     }
     let key = (openid.clone(), template_id.clone());
-    let credit = ledger.credits.get(&key).copied().unwrap_or(0);
+    let credit = ledger
+        .credits
+        .get(&key)
+        .copied()
+        .unwrap_or(mock.config.default_credits);
     if credit <= 0 {
         return errcode(43101, "user refuse to accept the msg");
     }

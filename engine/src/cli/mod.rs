@@ -1,9 +1,12 @@
 //! Command-line interface: one module per subcommand, each a thin layer over the library.
 
+mod dev;
+mod dispatch;
 mod generate;
 mod ingest;
 mod quickstart;
 mod rules;
+mod sends;
 mod stats;
 mod windows;
 
@@ -48,6 +51,14 @@ enum Command {
     /// Compute, update, show and export users' active time windows
     #[command(subcommand)]
     Windows(windows::Command),
+    /// Send what is due in the outbox through the configured connectors
+    Dispatch(dispatch::Args),
+    /// The send outbox: status by state and reason, enqueue a plan file
+    #[command(subcommand)]
+    Sends(sends::Command),
+    /// Development tools (a mock of WeChat's API)
+    #[command(subcommand)]
+    Dev(dev::Command),
     /// Check, test, explain and run targeting rules (Rhai scripts)
     #[command(subcommand)]
     Rules(rules::Command),
@@ -93,6 +104,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Gen(command) => generate::run(&context, command),
             Command::Rules(command) => rules::run(&context, command).await,
             Command::Windows(command) => windows::run(&context, command).await,
+            Command::Dispatch(args) => dispatch::run(&context, args).await,
+            Command::Sends(command) => sends::run(&context, command).await,
+            Command::Dev(command) => dev::run(command).await,
         }
     })
 }

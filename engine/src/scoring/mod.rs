@@ -177,7 +177,7 @@ pub async fn compute(
     let as_of_ms = as_of.timestamp_millis();
     let from_ms = as_of_ms - config.lookback_days * DAY_MS;
     let zones = store
-        .user_state()
+        .user_state(false)
         .await?
         .profiles
         .into_iter()
@@ -229,7 +229,7 @@ pub async fn update(
     }
     let lookback = config.lookback_days * DAY_MS;
     let zones = store
-        .user_state()
+        .user_state(false)
         .await?
         .profiles
         .into_iter()

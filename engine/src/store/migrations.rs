@@ -5,10 +5,11 @@ use sqlx::{Row, SqlitePool};
 use crate::Result;
 
 /// Each migration is applied once, in order. Never edit one that has shipped: add another.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "events manifest, ingest progress, event ids, users, credits",
-    r#"
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "events manifest, ingest progress, event ids, users, credits",
+        r#"
 CREATE TABLE segments (
     path TEXT PRIMARY KEY,
     day TEXT NOT NULL,
@@ -55,7 +56,36 @@ CREATE TABLE credit_ledger (
 );
 CREATE INDEX credit_ledger_user ON credit_ledger (user_id, template_id);
 "#,
-)];
+    ),
+    (
+        2,
+        "send outbox",
+        r#"
+CREATE TABLE sends (
+    id INTEGER PRIMARY KEY,
+    dedup_key TEXT NOT NULL UNIQUE,
+    campaign TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    template_id TEXT NOT NULL,
+    connector TEXT NOT NULL,
+    page TEXT,
+    data TEXT NOT NULL,
+    send_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at BIGINT NOT NULL,
+    lease_until BIGINT,
+    claimed_by TEXT,
+    provider_id TEXT,
+    failure TEXT,
+    updated_ms BIGINT NOT NULL
+);
+CREATE INDEX sends_due ON sends (state, next_attempt_at);
+CREATE INDEX sends_campaign ON sends (campaign, state);
+"#,
+    ),
+];
 
 pub(super) async fn run(pool: &SqlitePool) -> Result<()> {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;

@@ -4,6 +4,7 @@
 //! unchanged on SQLite and PostgreSQL.
 
 mod migrations;
+pub mod outbox;
 pub mod segments;
 mod state;
 
@@ -259,9 +260,63 @@ impl Store {
         state::credits(&self.pool, user_id, template_id).await
     }
 
-    /// Every user's zone, attributes and credits.
-    pub async fn user_state(&self) -> Result<UserState> {
-        state::user_state(&self.pool).await
+    /// Every user's zone and credits, and their attributes when `with_attrs`.
+    pub async fn user_state(&self, with_attrs: bool) -> Result<UserState> {
+        state::user_state(&self.pool, with_attrs).await
+    }
+
+    /// Puts sends in the outbox; existing dedup keys are left alone. Returns how many were new.
+    pub async fn enqueue_sends(&self, sends: &[outbox::PlannedSend], now_ms: i64) -> Result<u64> {
+        outbox::enqueue(&self.pool, sends, now_ms).await
+    }
+
+    /// Marks abandoned `sending` rows `unknown` and overdue planned rows `expired`.
+    pub async fn recover_sends(&self, now_ms: i64) -> Result<(u64, u64)> {
+        outbox::recover(&self.pool, now_ms).await
+    }
+
+    /// Claims due sends of one connector for this worker.
+    pub async fn claim_sends(
+        &self,
+        connector: &str,
+        worker: &str,
+        limit: usize,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<Vec<outbox::ClaimedSend>> {
+        outbox::claim(&self.pool, connector, worker, limit, now_ms, lease_ms).await
+    }
+
+    /// Gives back claimed sends that never left.
+    pub async fn release_sends(&self, ids: &[i64], now_ms: i64) -> Result<()> {
+        outbox::release(&self.pool, ids, now_ms).await
+    }
+
+    /// Records send outcomes (and their credit effects) in one transaction.
+    pub async fn record_sends(
+        &self,
+        outcomes: &[(outbox::ClaimedSend, outbox::Outcome)],
+        now_ms: i64,
+    ) -> Result<()> {
+        outbox::record(&self.pool, outcomes, now_ms).await
+    }
+
+    /// When the next planned send of a connector is due.
+    pub async fn next_due_send(&self, connector: &str) -> Result<Option<i64>> {
+        outbox::next_due(&self.pool, connector).await
+    }
+
+    /// Sends by state and failure reason.
+    pub async fn send_status(
+        &self,
+        campaign: Option<&str>,
+    ) -> Result<Vec<(String, Option<String>, u64)>> {
+        outbox::status(&self.pool, campaign).await
+    }
+
+    /// Connectors with planned or in-flight sends.
+    pub async fn connectors_with_sends(&self) -> Result<Vec<String>> {
+        outbox::connectors_with_work(&self.pool).await
     }
 
     /// Sets a user's zone without validating it (repairs, and tests of bad stored values).

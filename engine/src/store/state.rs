@@ -347,14 +347,20 @@ pub struct UserState {
     pub credits: HashMap<String, HashMap<String, i64>>,
 }
 
-pub(super) async fn user_state(pool: &SqlitePool) -> Result<UserState> {
+pub(super) async fn user_state(pool: &SqlitePool, with_attrs: bool) -> Result<UserState> {
     let mut state = UserState::default();
-    for row in sqlx::query("SELECT user_id, tz, attrs FROM users")
-        .fetch_all(pool)
-        .await?
-    {
+    let query = if with_attrs {
+        "SELECT user_id, tz, attrs FROM users"
+    } else {
+        "SELECT user_id, tz, '{}' FROM users"
+    };
+    for row in sqlx::query(query).fetch_all(pool).await? {
         let attrs: String = row.get(2);
-        let attrs = serde_json::from_str(&attrs).unwrap_or_default();
+        let attrs = if with_attrs {
+            serde_json::from_str(&attrs).unwrap_or_default()
+        } else {
+            Map::new()
+        };
         state.profiles.insert(row.get(0), (row.get(1), attrs));
     }
     for row in sqlx::query("SELECT user_id, template_id, balance FROM credits WHERE balance > 0")

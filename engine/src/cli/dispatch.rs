@@ -1,0 +1,80 @@
+//! `nudge dispatch`: send what is due, through the configured connectors.
+
+use std::process::ExitCode;
+
+use nudge_engine::clock;
+use nudge_engine::dispatch::{self, DispatchOptions};
+use nudge_engine::store::Store;
+
+use super::Context;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Stop when nothing is due (instead of waiting for more)
+    #[arg(long)]
+    until_idle: bool,
+    /// Start the clock at this instant (it then runs at real speed)
+    #[arg(long, value_name = "TIME")]
+    now: Option<String>,
+}
+
+pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
+    let store = Store::open(&context.config).await?;
+    let connectors = context.config.build_connectors()?;
+    let options = DispatchOptions {
+        until_idle: args.until_idle,
+        start_ms: args
+            .now
+            .as_deref()
+            .map(clock::parse_instant)
+            .transpose()?
+            .map(|t| t.timestamp_millis()),
+        worker: format!("{}-{}", hostname(), std::process::id()),
+    };
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        eprintln!("stopping: finishing sends in flight, releasing the rest");
+        let _ = stop.send(true);
+    });
+    let started = std::time::Instant::now();
+    let report = dispatch::run(
+        &store,
+        &connectors,
+        &context.config.dispatch,
+        &options,
+        shutdown,
+    )
+    .await?;
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "dispatched in {seconds:.2}s: {} sent ({:.0}/s), {} failed, {} to retry, {} unknown, {} released; {} abandoned sends marked unknown, {} expired",
+        report.sent,
+        report.sent as f64 / seconds.max(1e-9),
+        report.failed,
+        report.retried,
+        report.unknown,
+        report.released,
+        report.recovered_unknown,
+        report.expired
+    );
+    for (connector, why) in &report.paused {
+        println!("connector {connector} is paused: {why}; its sends stay queued");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "nudge".into())
+}
+
+async fn wait_for_signal() {
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match terminate.as_mut() { Some(signal) => { signal.recv().await; } None => std::future::pending::<()>().await } } => {}
+    }
+}

@@ -1,0 +1,116 @@
+//! `nudge sends`: the outbox: status, and enqueueing a plan file.
+
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use nudge_engine::clock;
+use nudge_engine::store::Store;
+use nudge_engine::store::outbox::PlannedSend;
+use serde::Deserialize;
+
+use super::Context;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Sends by state and failure reason
+    Status {
+        #[arg(long, value_name = "CAMPAIGN")]
+        campaign: Option<String>,
+    },
+    /// Put the sends of a plan file (NDJSON, as `campaign run --out` writes) in the outbox
+    Enqueue {
+        #[arg(value_name = "PLAN.ndjson")]
+        plan: PathBuf,
+        /// Connector for lines that name none
+        #[arg(long, default_value = nudge_engine::config::DRY_RUN)]
+        connector: String,
+        /// Hours after `send_at` that an unsent send expires, for lines without `expires_at`
+        #[arg(long, default_value_t = 24)]
+        ttl_hours: i64,
+    },
+}
+
+/// One line of a plan file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlanLine {
+    user_id: String,
+    campaign: String,
+    send_at: String,
+    dedup_key: String,
+    template_id: String,
+    #[serde(default)]
+    page: Option<String>,
+    #[serde(default)]
+    data: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    connector: Option<String>,
+    #[serde(default)]
+    expires_at: Option<String>,
+}
+
+pub async fn run(context: &Context, command: Command) -> anyhow::Result<ExitCode> {
+    let store = Store::open(&context.config).await?;
+    match command {
+        Command::Status { campaign } => {
+            let rows = store.send_status(campaign.as_deref()).await?;
+            if rows.is_empty() {
+                println!(
+                    "no sends{}",
+                    campaign
+                        .map(|c| format!(" for campaign {c}"))
+                        .unwrap_or_default()
+                );
+            }
+            for (state, reason, count) in rows {
+                println!("{state:<8} {count:>9}  {}", reason.unwrap_or_default());
+            }
+        }
+        Command::Enqueue {
+            plan,
+            connector,
+            ttl_hours,
+        } => {
+            let file = std::fs::File::open(&plan)
+                .with_context(|| format!("cannot open {}", plan.display()))?;
+            let mut sends = Vec::new();
+            for (number, line) in std::io::BufReader::new(file).lines().enumerate() {
+                let line = line?;
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let at = |text: &str| clock::parse_instant(text).map(|t| t.timestamp_millis());
+                let parsed: PlanLine = serde_json::from_str(&line)
+                    .with_context(|| format!("{}:{}", plan.display(), number + 1))?;
+                let send_at_ms = at(&parsed.send_at)
+                    .with_context(|| format!("{}:{}: send_at", plan.display(), number + 1))?;
+                let expires_at_ms = match &parsed.expires_at {
+                    Some(text) => at(text)?,
+                    None => send_at_ms + ttl_hours * 3_600_000,
+                };
+                sends.push(PlannedSend {
+                    dedup_key: parsed.dedup_key,
+                    campaign: parsed.campaign,
+                    user_id: parsed.user_id,
+                    template_id: parsed.template_id,
+                    connector: parsed.connector.unwrap_or_else(|| connector.clone()),
+                    page: parsed.page,
+                    data: parsed.data,
+                    send_at_ms,
+                    expires_at_ms,
+                });
+            }
+            let added = store
+                .enqueue_sends(&sends, chrono::Utc::now().timestamp_millis())
+                .await?;
+            println!(
+                "{}: {added} sends added, {} already in the outbox (same dedup key)",
+                plan.display(),
+                sends.len() as u64 - added
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,356 @@
+//! The send outbox: every planned send, its state machine and its lease.
+//!
+//! ```text
+//! planned ──claim──▶ sending ──▶ sent | failed | expired | unknown
+//!    ▲                  │
+//!    └── retry later ◀──┘ (transient, rate-limited)        paused: campaign misconfigured
+//! ```
+//! A claimed row is `sending`: the request may leave at any moment. A `sending` row whose lease
+//! expired belonged to a process that died; it becomes `unknown` and is never sent again.
+
+use std::collections::BTreeMap;
+
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+
+use crate::Result;
+
+/// A send to put in the outbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedSend {
+    pub dedup_key: String,
+    pub campaign: String,
+    pub user_id: String,
+    pub template_id: String,
+    pub connector: String,
+    pub page: Option<String>,
+    pub data: BTreeMap<String, String>,
+    pub send_at_ms: i64,
+    pub expires_at_ms: i64,
+}
+
+/// A claimed send, ready to go out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimedSend {
+    pub id: i64,
+    pub send: PlannedSend,
+    pub attempts: i64,
+}
+
+/// What happened to one claimed send.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Sent {
+        provider_id: Option<String>,
+    },
+    /// Try again at `at_ms` (or expire if that is past the send's expiry).
+    Retry {
+        at_ms: i64,
+        reason: String,
+        count_attempt: bool,
+    },
+    Failed {
+        reason: String,
+        zero_credit: bool,
+    },
+    Unknown {
+        reason: String,
+    },
+    /// The campaign is misconfigured: fail this send and pause the campaign's planned sends.
+    PauseCampaign {
+        reason: String,
+    },
+}
+
+const CHUNK: usize = 3_000;
+
+/// Inserts sends, ignoring those whose dedup key is already there. Returns how many were new.
+pub(super) async fn enqueue(pool: &SqlitePool, sends: &[PlannedSend], now_ms: i64) -> Result<u64> {
+    let mut added = 0;
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    for chunk in sends.chunks(CHUNK / 4) {
+        let mut query = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO sends (dedup_key, campaign, user_id, template_id, connector, page, data, send_at, expires_at, state, next_attempt_at, updated_ms) ",
+        );
+        query.push_values(chunk, |mut row, send| {
+            row.push_bind(send.dedup_key.as_str())
+                .push_bind(send.campaign.as_str())
+                .push_bind(send.user_id.as_str())
+                .push_bind(send.template_id.as_str())
+                .push_bind(send.connector.as_str())
+                .push_bind(send.page.as_deref())
+                .push_bind(serde_json::to_string(&send.data).expect("strings serialise"))
+                .push_bind(send.send_at_ms)
+                .push_bind(send.expires_at_ms)
+                .push_bind("planned")
+                .push_bind(send.send_at_ms)
+                .push_bind(now_ms);
+        });
+        query.push(" ON CONFLICT (dedup_key) DO NOTHING");
+        added += query.build().execute(&mut *tx).await?.rows_affected();
+    }
+    tx.commit().await?;
+    Ok(added)
+}
+
+/// Marks `sending` rows whose lease expired as `unknown`, and `planned` rows past their expiry
+/// as `expired`. Returns (unknown, expired).
+pub(super) async fn recover(pool: &SqlitePool, now_ms: i64) -> Result<(u64, u64)> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let unknown = sqlx::query(
+        "UPDATE sends SET state = 'unknown', failure = 'the dispatcher stopped while sending; not resent (no idempotency key)',
+             updated_ms = $1 WHERE state = 'sending' AND lease_until < $1",
+    )
+    .bind(now_ms)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    let expired = sqlx::query(
+        "UPDATE sends SET state = 'expired', failure = COALESCE(failure, 'not sent before its expiry'), updated_ms = $1
+         WHERE state = 'planned' AND expires_at <= $1",
+    )
+    .bind(now_ms)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    tx.commit().await?;
+    Ok((unknown, expired))
+}
+
+/// Claims up to `limit` due sends of `connector` for `worker` with a lease.
+pub(super) async fn claim(
+    pool: &SqlitePool,
+    connector: &str,
+    worker: &str,
+    limit: usize,
+    now_ms: i64,
+    lease_ms: i64,
+) -> Result<Vec<ClaimedSend>> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let rows = sqlx::query(
+        "UPDATE sends SET state = 'sending', lease_until = $1, claimed_by = $2, attempts = attempts + 1, updated_ms = $3
+         WHERE id IN (SELECT id FROM sends WHERE state = 'planned' AND connector = $4 AND next_attempt_at <= $3
+                      AND expires_at > $3 ORDER BY next_attempt_at LIMIT $5)
+         RETURNING id, dedup_key, campaign, user_id, template_id, connector, page, data, send_at, expires_at, attempts",
+    )
+    .bind(now_ms + lease_ms)
+    .bind(worker)
+    .bind(now_ms)
+    .bind(connector)
+    .bind(limit as i64)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| ClaimedSend {
+            id: row.get(0),
+            attempts: row.get(10),
+            send: PlannedSend {
+                dedup_key: row.get(1),
+                campaign: row.get(2),
+                user_id: row.get(3),
+                template_id: row.get(4),
+                connector: row.get(5),
+                page: row.get(6),
+                data: serde_json::from_str(&row.get::<String, _>(7)).unwrap_or_default(),
+                send_at_ms: row.get(8),
+                expires_at_ms: row.get(9),
+            },
+        })
+        .collect())
+}
+
+/// Gives back claimed sends that never left (graceful shutdown).
+pub(super) async fn release(pool: &SqlitePool, ids: &[i64], now_ms: i64) -> Result<()> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    for id in ids {
+        sqlx::query("UPDATE sends SET state = 'planned', attempts = attempts - 1, lease_until = NULL, updated_ms = $2 WHERE id = $1 AND state = 'sending'")
+            .bind(id)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Records outcomes in one transaction: sent sends consume one credit (never below zero), a
+/// refused credit is zeroed, a misconfigured campaign is paused.
+pub(super) async fn record(
+    pool: &SqlitePool,
+    outcomes: &[(ClaimedSend, Outcome)],
+    now_ms: i64,
+) -> Result<()> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    for (claimed, outcome) in outcomes {
+        let send = &claimed.send;
+        match outcome {
+            Outcome::Sent { provider_id } => {
+                sqlx::query("UPDATE sends SET state = 'sent', provider_id = $2, lease_until = NULL, updated_ms = $3 WHERE id = $1")
+                    .bind(claimed.id)
+                    .bind(provider_id.as_deref())
+                    .bind(now_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                let consumed = sqlx::query(
+                    "UPDATE credits SET balance = balance - 1, updated_ts = $3 WHERE user_id = $1 AND template_id = $2 AND balance > 0",
+                )
+                .bind(&send.user_id)
+                .bind(&send.template_id)
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if consumed > 0 {
+                    ledger(
+                        &mut tx,
+                        send,
+                        "consume",
+                        -1,
+                        now_ms,
+                        &format!("send:{}", claimed.id),
+                    )
+                    .await?;
+                }
+            }
+            Outcome::Retry {
+                at_ms,
+                reason,
+                count_attempt,
+            } => {
+                let state = if *at_ms >= send.expires_at_ms {
+                    "expired"
+                } else {
+                    "planned"
+                };
+                sqlx::query(
+                    "UPDATE sends SET state = $2, next_attempt_at = $3, failure = $4, lease_until = NULL,
+                         attempts = attempts - $5, updated_ms = $6 WHERE id = $1",
+                )
+                .bind(claimed.id)
+                .bind(state)
+                .bind(at_ms)
+                .bind(reason)
+                .bind(i64::from(!count_attempt))
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?;
+            }
+            Outcome::Failed {
+                reason,
+                zero_credit,
+            } => {
+                set_final(&mut tx, claimed.id, "failed", reason, now_ms).await?;
+                if *zero_credit {
+                    let zeroed = sqlx::query(
+                        "UPDATE credits SET balance = 0, updated_ts = $3 WHERE user_id = $1 AND template_id = $2 AND balance > 0",
+                    )
+                    .bind(&send.user_id)
+                    .bind(&send.template_id)
+                    .bind(now_ms)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    if zeroed > 0 {
+                        ledger(&mut tx, send, "reset", 0, now_ms, "wechat:43101").await?;
+                    }
+                }
+            }
+            Outcome::Unknown { reason } => {
+                set_final(&mut tx, claimed.id, "unknown", reason, now_ms).await?
+            }
+            Outcome::PauseCampaign { reason } => {
+                set_final(&mut tx, claimed.id, "failed", reason, now_ms).await?;
+                sqlx::query("UPDATE sends SET state = 'paused', failure = $2, updated_ms = $3 WHERE campaign = $1 AND state = 'planned'")
+                    .bind(&send.campaign)
+                    .bind(format!("campaign paused: {reason}"))
+                    .bind(now_ms)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn set_final(
+    tx: &mut sqlx::Transaction<'static, Sqlite>,
+    id: i64,
+    state: &str,
+    reason: &str,
+    now_ms: i64,
+) -> Result<()> {
+    sqlx::query("UPDATE sends SET state = $2, failure = $3, lease_until = NULL, updated_ms = $4 WHERE id = $1")
+        .bind(id)
+        .bind(state)
+        .bind(reason)
+        .bind(now_ms)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+async fn ledger(
+    tx: &mut sqlx::Transaction<'static, Sqlite>,
+    send: &PlannedSend,
+    change: &str,
+    delta: i64,
+    now_ms: i64,
+    source: &str,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO credit_ledger (user_id, template_id, change, delta, balance_after, ts, source)
+         SELECT $1, $2, $3, $4, balance, $5, $6 FROM credits WHERE user_id = $1 AND template_id = $2",
+    )
+    .bind(&send.user_id)
+    .bind(&send.template_id)
+    .bind(change)
+    .bind(delta)
+    .bind(now_ms)
+    .bind(source)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// When the next planned send of `connector` is due, if any.
+pub(super) async fn next_due(pool: &SqlitePool, connector: &str) -> Result<Option<i64>> {
+    Ok(sqlx::query(
+        "SELECT MIN(next_attempt_at) FROM sends WHERE state = 'planned' AND connector = $1",
+    )
+    .bind(connector)
+    .fetch_one(pool)
+    .await?
+    .get(0))
+}
+
+/// Counts by state and failure reason, optionally for one campaign.
+pub(super) async fn status(
+    pool: &SqlitePool,
+    campaign: Option<&str>,
+) -> Result<Vec<(String, Option<String>, u64)>> {
+    let rows = sqlx::query(
+        "SELECT state, CASE WHEN state IN ('failed', 'unknown', 'expired', 'paused') THEN failure END AS reason, COUNT(*)
+         FROM sends WHERE ($1 IS NULL OR campaign = $1) GROUP BY state, reason ORDER BY state, reason",
+    )
+    .bind(campaign)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| (row.get(0), row.get(1), row.get::<i64, _>(2) as u64))
+        .collect())
+}
+
+/// Connectors that have planned sends.
+pub(super) async fn connectors_with_work(pool: &SqlitePool) -> Result<Vec<String>> {
+    Ok(
+        sqlx::query("SELECT DISTINCT connector FROM sends WHERE state IN ('planned', 'sending')")
+            .fetch_all(pool)
+            .await?
+            .into_iter()
+            .map(|row| row.get(0))
+            .collect(),
+    )
+}

@@ -1,0 +1,417 @@
+//! Dispatch: outcomes against the WeChat mock, retries, expiry, and exactly-once delivery when
+//! the dispatcher is killed and restarted, or runs twice at once.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::BufRead;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use nudge_connectors::Connector;
+use nudge_connectors::wechat::client::WechatConnector;
+use nudge_connectors::wechat::mock::{Faults, MockConfig, MockWechat};
+use nudge_connectors::wechat::{TokenMode, WechatConfig};
+use nudge_engine::dispatch::{self, DispatchConfig, DispatchOptions};
+use nudge_engine::store::outbox::PlannedSend;
+
+use super::support::{NOV_1, TestStore, line};
+
+fn wechat(mock: &MockWechat) -> Arc<dyn Connector> {
+    let config = WechatConfig {
+        appid: "wxmock".into(),
+        secret_env: "UNUSED".into(),
+        api_base: mock.api_base(),
+        token_mode: TokenMode::Stable,
+        miniprogram_state: None,
+        lang: None,
+        quota_tz: "Asia/Shanghai".into(),
+        refresh_ahead_s: 300,
+        timeout_ms: 5_000,
+    };
+    Arc::new(WechatConnector::with_secret(&config, "mock-secret".into()).unwrap())
+}
+
+fn send(user: &str, template: &str, campaign: &str, now_ms: i64, ttl_ms: i64) -> PlannedSend {
+    PlannedSend {
+        dedup_key: format!("{campaign}:{user}"),
+        campaign: campaign.into(),
+        user_id: user.into(),
+        template_id: template.into(),
+        connector: "wechat".into(),
+        page: Some("pages/cart/index?nid={send_id}".into()),
+        data: BTreeMap::from([
+            ("thing1".to_string(), "跑步鞋".to_string()),
+            ("amount2".to_string(), "¥9.9".to_string()),
+            ("time3".to_string(), "15:01".to_string()),
+        ]),
+        send_at_ms: now_ms - 1_000,
+        expires_at_ms: now_ms + ttl_ms,
+    }
+}
+
+fn fast() -> DispatchConfig {
+    DispatchConfig {
+        base_backoff_ms: 20,
+        max_backoff_ms: 200,
+        ..DispatchConfig::default()
+    }
+}
+
+async fn dispatch_all(
+    test: &TestStore,
+    mock: &MockWechat,
+    config: &DispatchConfig,
+) -> dispatch::DispatchReport {
+    let connectors = BTreeMap::from([("wechat".to_string(), wechat(mock))]);
+    let options = DispatchOptions {
+        until_idle: true,
+        start_ms: None,
+        worker: "test".into(),
+    };
+    let (_stop, shutdown) = tokio::sync::watch::channel(false);
+    dispatch::run(&test.store, &connectors, config, &options, shutdown)
+        .await
+        .unwrap()
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+async fn states(test: &TestStore) -> BTreeMap<String, u64> {
+    let mut counts = BTreeMap::new();
+    for (state, _, count) in test.store.send_status(None).await.unwrap() {
+        *counts.entry(state).or_default() += count;
+    }
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sent_sends_consume_credits_and_a_refused_credit_is_zeroed() {
+    let test = TestStore::new().await;
+    let subscribe = |user: &str| {
+        line(
+            user,
+            "subscription",
+            NOV_1,
+            r#"{"template_id":"tmpl_cart_reminder","status":"accept"}"#,
+        )
+    };
+    test.ingest(&[&test.file(
+        "subs.ndjson",
+        [subscribe("a"), subscribe("a"), subscribe("b")].join("\n"),
+    )])
+    .await;
+    let mock = MockWechat::start(MockConfig::default(), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    mock.grant("a", "tmpl_cart_reminder", 2);
+    // The mock has no credit for b: WeChat says 43101 and the engine's ledger must agree.
+    let t = now();
+    let added = test
+        .store
+        .enqueue_sends(
+            &[
+                send("a", "tmpl_cart_reminder", "cart", t, 60_000),
+                send("b", "tmpl_cart_reminder", "cart", t, 60_000),
+            ],
+            t,
+        )
+        .await
+        .unwrap();
+    assert_eq!(added, 2);
+    let again = test
+        .store
+        .enqueue_sends(&[send("a", "tmpl_cart_reminder", "cart", t, 60_000)], t)
+        .await
+        .unwrap();
+    assert_eq!(again, 0, "the dedup key is unique");
+
+    let report = dispatch_all(&test, &mock, &fast()).await;
+    assert_eq!((report.sent, report.failed), (1, 1));
+    assert_eq!(
+        test.store.credits("a", "tmpl_cart_reminder").await.unwrap(),
+        1
+    );
+    assert_eq!(
+        test.store.credits("b", "tmpl_cart_reminder").await.unwrap(),
+        0
+    );
+    let delivered = mock.delivered();
+    assert_eq!(delivered.len(), 1);
+    let page = delivered[0].page.as_deref().unwrap();
+    assert!(
+        page.starts_with("pages/cart/index?nid=") && !page.contains("{send_id}"),
+        "{page}"
+    );
+    let status = test.store.send_status(None).await.unwrap();
+    assert!(
+        status.iter().any(|(state, reason, _)| state == "failed"
+            && reason.as_deref().is_some_and(|r| r.contains("43101"))),
+        "{status:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_misconfigured_campaign_is_paused() {
+    let test = TestStore::new().await;
+    let mock = MockWechat::start(
+        MockConfig {
+            default_credits: 5,
+            ..MockConfig::default()
+        },
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let t = now();
+    let sends: Vec<_> = (0..20)
+        .map(|i| send(&format!("u{i}"), "tmpl_unknown", "broken", t, 60_000))
+        .collect();
+    test.store.enqueue_sends(&sends, t).await.unwrap();
+    let config = DispatchConfig { batch: 1, ..fast() };
+    dispatch_all(&test, &mock, &config).await;
+    let counts = states(&test).await;
+    assert_eq!(counts.get("failed"), Some(&1), "{counts:?}");
+    assert_eq!(counts.get("paused"), Some(&19), "{counts:?}");
+    assert!(mock.delivered().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_failures_are_retried_and_expire_at_the_deadline() {
+    let test = TestStore::new().await;
+    let mock = MockWechat::start(
+        MockConfig {
+            default_credits: 1,
+            ..MockConfig::default()
+        },
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    mock.set_faults(Faults {
+        busy_share: 0.5,
+        ..Faults::default()
+    });
+    let t = now();
+    let sends: Vec<_> = (0..40)
+        .map(|i| send(&format!("r{i}"), "tmpl_cart_reminder", "retry", t, 60_000))
+        .collect();
+    test.store.enqueue_sends(&sends, t).await.unwrap();
+    let report = dispatch_all(&test, &mock, &fast()).await;
+    assert!(report.retried > 0, "half the first attempts are busy");
+    assert_eq!(states(&test).await.get("sent"), Some(&40));
+    assert_eq!(mock.delivered().len(), 40);
+
+    // Always busy, with a one-second life: retried, then expired.
+    mock.set_faults(Faults {
+        busy_share: 1.0,
+        ..Faults::default()
+    });
+    let t = now();
+    test.store
+        .enqueue_sends(&[send("x", "tmpl_cart_reminder", "doomed", t, 1_000)], t)
+        .await
+        .unwrap();
+    let config = DispatchConfig {
+        base_backoff_ms: 300,
+        max_backoff_ms: 300,
+        ..DispatchConfig::default()
+    };
+    dispatch_all(&test, &mock, &config).await;
+    let status = test.store.send_status(Some("doomed")).await.unwrap();
+    assert_eq!(status.len(), 1);
+    assert_eq!(status[0].0, "expired", "{status:?}");
+}
+
+/// Starts `nudge dev mock-wechat` and returns it with its base URL.
+fn start_mock_process(latency_ms: u64) -> (std::process::Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nudge"))
+        .args([
+            "dev",
+            "mock-wechat",
+            "--port",
+            "0",
+            "--default-credits",
+            "1",
+            "--latency-ms",
+            &latency_ms.to_string(),
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let base = first
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap()
+        .to_string();
+    (child, base)
+}
+
+fn config_file(dir: &std::path::Path, api_base: &str) -> std::path::PathBuf {
+    let path = dir.join("nudge.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "data_dir = 'data'\n[dispatch]\nlease_s = 1\nbatch = 64\nconcurrency = 16\n\
+             [connectors.wechat]\ntype = 'wechat'\nappid = 'wxmock'\nsecret_env = 'NUDGE_TEST_MOCK_SECRET'\napi_base = '{api_base}'\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn nudge(config: &std::path::Path, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_nudge"));
+    command
+        .arg("--config")
+        .arg(config)
+        .arg("--quiet")
+        .args(args)
+        .env("NUDGE_TEST_MOCK_SECRET", "mock-secret");
+    command
+}
+
+fn write_plan(dir: &std::path::Path, count: usize) -> std::path::PathBuf {
+    let path = dir.join("plan.ndjson");
+    let at = chrono::Utc::now().to_rfc3339();
+    let lines: Vec<String> = (0..count)
+        .map(|i| {
+            serde_json::json!({
+                "user_id": format!("k{i}"), "campaign": "kill", "send_at": at, "dedup_key": format!("kill:k{i}"),
+                "template_id": "tmpl_cart_reminder", "page": "pages/cart/index",
+                "data": {"thing1": "跑步鞋", "amount2": "¥9.9", "time3": "15:01"}, "connector": "wechat"
+            })
+            .to_string()
+        })
+        .collect();
+    std::fs::write(&path, lines.join("\n")).unwrap();
+    path
+}
+
+async fn delivered_users(base: &str) -> Vec<String> {
+    let delivered: Vec<serde_json::Value> = reqwest::get(format!("{base}/admin/delivered"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    delivered
+        .iter()
+        .map(|d| d["openid"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn final_states(config: &std::path::Path) -> BTreeMap<String, u64> {
+    let out = nudge(config, &["sends", "status"]).output().unwrap();
+    let mut counts = BTreeMap::new();
+    for row in String::from_utf8_lossy(&out.stdout).lines() {
+        let mut words = row.split_whitespace();
+        if let (Some(state), Some(count)) = (words.next(), words.next()) {
+            *counts.entry(state.to_string()).or_default() += count.parse::<u64>().unwrap();
+        }
+    }
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_dispatcher_never_duplicates_a_send() {
+    let dir = tempfile::tempdir().unwrap();
+    // Each send takes 5 ms at the mock, so 10,000 take seconds and every kill lands mid-run.
+    let (mut mock, base) = start_mock_process(5);
+    let config = config_file(dir.path(), &base);
+    let plan = write_plan(dir.path(), 10_000);
+    assert!(
+        nudge(&config, &["sends", "enqueue"])
+            .arg(&plan)
+            .status()
+            .unwrap()
+            .success()
+    );
+
+    let mut seed = 7u64;
+    for _ in 0..4 {
+        let mut child = nudge(&config, &["dispatch", "--until-idle"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        seed = nudge_engine::scoring::timing::mix(seed);
+        std::thread::sleep(std::time::Duration::from_millis(150 + seed % 900));
+        child.kill().unwrap(); // SIGKILL
+        let status = child.wait().unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(
+            status.signal(),
+            Some(9),
+            "the dispatcher must die mid-run, not finish first"
+        );
+    }
+    std::thread::sleep(std::time::Duration::from_millis(1_100)); // leases run out
+    let last = nudge(&config, &["dispatch", "--until-idle"])
+        .output()
+        .unwrap();
+    assert!(
+        last.status.success(),
+        "{}",
+        String::from_utf8_lossy(&last.stderr)
+    );
+
+    let users = delivered_users(&base).await;
+    let unique: HashSet<&String> = users.iter().collect();
+    assert_eq!(unique.len(), users.len(), "a send was delivered twice");
+    let states = final_states(&config);
+    let total: u64 = states.values().sum();
+    assert_eq!(total, 10_000);
+    assert!(
+        states
+            .keys()
+            .all(|s| ["sent", "unknown", "failed"].contains(&s.as_str())),
+        "{states:?}"
+    );
+    let sent = states.get("sent").copied().unwrap_or(0);
+    let unknown = states.get("unknown").copied().unwrap_or(0);
+    assert!(
+        sent as usize <= users.len() && users.len() as u64 <= sent + unknown,
+        "{states:?} vs {} delivered",
+        users.len()
+    );
+    assert!(sent > 5_000, "{states:?}");
+    eprintln!("after 4 kills: {states:?}, {} delivered", users.len());
+    mock.kill().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_dispatchers_on_one_store_send_each_message_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut mock, base) = start_mock_process(0);
+    let config = config_file(dir.path(), &base);
+    let plan = write_plan(dir.path(), 10_000);
+    assert!(
+        nudge(&config, &["sends", "enqueue"])
+            .arg(&plan)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let first = nudge(&config, &["dispatch", "--until-idle"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let second = nudge(&config, &["dispatch", "--until-idle"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (first, second) = (
+        first.wait_with_output().unwrap(),
+        second.wait_with_output().unwrap(),
+    );
+    assert!(first.status.success() && second.status.success());
+    let users = delivered_users(&base).await;
+    assert_eq!(users.iter().collect::<HashSet<_>>().len(), 10_000);
+    assert_eq!(users.len(), 10_000, "no duplicates");
+    assert_eq!(final_states(&config).get("sent"), Some(&10_000));
+    mock.kill().unwrap();
+}
