@@ -1,6 +1,7 @@
 //! End-to-end benchmarks on generated datasets. Each prints a Markdown table to paste into
 //! `benches/README.md`. Run with `cargo run -p nudge-benches -- <benchmark> [options]`.
 
+mod dispatch;
 mod ingest;
 mod quality;
 mod rules;
@@ -28,6 +29,8 @@ enum Benchmark {
     Windows(windows::Args),
     /// Rule evaluation throughput (facts + script) for the cart-abandonment example
     Rules(rules::Args),
+    /// Dispatch throughput to the WeChat mock, unlimited and paced
+    Dispatch(dispatch::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -39,6 +42,7 @@ fn main() -> anyhow::Result<()> {
         Benchmark::Quality(args) => runtime.block_on(quality::run(args)),
         Benchmark::Windows(args) => runtime.block_on(windows::run(args)),
         Benchmark::Rules(args) => runtime.block_on(rules::run(args)),
+        Benchmark::Dispatch(args) => runtime.block_on(dispatch::run(args)),
     }
 }
 

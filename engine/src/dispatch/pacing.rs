@@ -1,9 +1,13 @@
 //! A rate limiter that spaces sends evenly: each send takes the next slot `1/rate` after the
-//! previous one.
+//! previous one. Slots missed during a short pause (claiming the next batch) are made up, up to
+//! one second's worth, so the long-run rate stays at the limit.
 
 use std::time::{Duration, Instant};
 
 use tokio::sync::Mutex;
+
+/// How far behind schedule the pacer may run and still make the slots up.
+const CATCH_UP: Duration = Duration::from_secs(1);
 
 /// Paces callers to at most `rate` per second (no limit when `rate` is 0).
 pub struct Pacer {
@@ -28,7 +32,10 @@ impl Pacer {
         let slot = {
             let mut next = self.next.lock().await;
             let now = Instant::now();
-            let slot = next.map_or(now, |n| n.max(now));
+            let slot = match *next {
+                Some(n) if n + CATCH_UP >= now => n,
+                _ => now,
+            };
             *next = Some(slot + interval);
             slot
         };

@@ -153,6 +153,7 @@ async fn a_user_with_one_event_gets_a_full_sensible_profile() {
     let config = WindowsConfig {
         types: 2,
         fit_min_events: 20,
+        pseudo_count: 4.0,
         ..WindowsConfig::default()
     };
     let windows = compute(&test, &config, "2026-10-29T00:00:00Z").await;

@@ -1,0 +1,118 @@
+//! Dispatch throughput to the WeChat mock over loopback HTTP with the SQLite store: unlimited,
+//! and paced at a set rate (how close the measured rate comes to it).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use nudge_connectors::Connector;
+use nudge_connectors::wechat::client::WechatConnector;
+use nudge_connectors::wechat::mock::{MockConfig, MockWechat};
+use nudge_connectors::wechat::{TokenMode, WechatConfig};
+use nudge_engine::dispatch::{self, ConnectorLimits, DispatchConfig, DispatchOptions};
+use nudge_engine::store::outbox::PlannedSend;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[arg(long, default_value_t = 100_000)]
+    sends: usize,
+    /// The paced run's rate (messages per second)
+    #[arg(long, default_value_t = 1_000.0)]
+    rate: f64,
+    /// Sends in the paced run
+    #[arg(long, default_value_t = 20_000)]
+    paced_sends: usize,
+}
+
+async fn measure(sends: usize, rate: Option<f64>) -> anyhow::Result<(f64, u64)> {
+    let dir = tempfile::tempdir()?;
+    let (_, store) = crate::fresh_store(dir.path()).await?;
+    let mock = MockWechat::start(
+        MockConfig {
+            default_credits: 1,
+            ..MockConfig::default()
+        },
+        "127.0.0.1:0".parse()?,
+    )
+    .await?;
+    let now = chrono::Utc::now().timestamp_millis();
+    let planned: Vec<PlannedSend> = (0..sends)
+        .map(|i| PlannedSend {
+            dedup_key: format!("bench:{i}"),
+            campaign: "bench".into(),
+            user_id: format!("o{i}"),
+            template_id: "tmpl_cart_reminder".into(),
+            connector: "wechat".into(),
+            page: Some("pages/cart/index".into()),
+            data: BTreeMap::from([
+                ("thing1".to_string(), "跑步鞋".to_string()),
+                ("amount2".to_string(), "¥9.9".to_string()),
+                ("time3".to_string(), "15:01".to_string()),
+            ]),
+            send_at_ms: now - 1_000,
+            expires_at_ms: now + 3_600_000,
+        })
+        .collect();
+    store.enqueue_sends(&planned, now).await?;
+    let config = WechatConfig {
+        appid: "wxmock".into(),
+        secret_env: "UNUSED".into(),
+        api_base: mock.api_base(),
+        token_mode: TokenMode::Stable,
+        miniprogram_state: None,
+        lang: None,
+        quota_tz: "Asia/Shanghai".into(),
+        refresh_ahead_s: 300,
+        timeout_ms: 5_000,
+    };
+    let connector: Arc<dyn Connector> = Arc::new(
+        WechatConnector::with_secret(&config, "mock-secret".into()).map_err(anyhow::Error::msg)?,
+    );
+    let connectors = BTreeMap::from([("wechat".to_string(), connector)]);
+    let mut dispatch_config = DispatchConfig {
+        batch: 512,
+        concurrency: 64,
+        ..DispatchConfig::default()
+    };
+    if let Some(rate) = rate {
+        dispatch_config.connectors.insert(
+            "wechat".into(),
+            ConnectorLimits {
+                rate_per_s: Some(rate),
+                concurrency: None,
+            },
+        );
+    }
+    let options = DispatchOptions {
+        until_idle: true,
+        start_ms: None,
+        worker: "bench".into(),
+    };
+    let (_stop, shutdown) = tokio::sync::watch::channel(false);
+    let started = std::time::Instant::now();
+    let report = dispatch::run(&store, &connectors, &dispatch_config, &options, shutdown).await?;
+    let seconds = started.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        mock.delivered().len() == sends,
+        "delivered {} of {sends}",
+        mock.delivered().len()
+    );
+    Ok((report.sent as f64 / seconds, report.sent))
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let (unlimited, sent) = measure(args.sends, None).await?;
+    let (paced, paced_sent) = measure(args.paced_sends, Some(args.rate)).await?;
+    println!(
+        "\n### Dispatch to the WeChat mock (loopback HTTP, SQLite outbox)\n\nMachine: {}\n",
+        crate::machine()
+    );
+    println!("| run | sends | measured rate | vs target |");
+    println!("|---|---|---|---|");
+    println!("| no rate limit | {sent} | {unlimited:.0} sends/s | target ≥ 5000/s |");
+    println!(
+        "| limited to {:.0}/s | {paced_sent} | {paced:.1} sends/s | {:+.2}% |",
+        args.rate,
+        100.0 * (paced - args.rate) / args.rate
+    );
+    Ok(())
+}
