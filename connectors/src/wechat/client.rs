@@ -109,6 +109,18 @@ impl WechatConnector {
         })
     }
 
+    pub(crate) async fn token(&self) -> Result<String, SendError> {
+        self.tokens.get().await
+    }
+
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    pub(crate) fn api_base(&self) -> &str {
+        &self.api_base
+    }
+
     fn body(&self, notification: &Notification) -> serde_json::Value {
         let data: serde_json::Map<String, serde_json::Value> = notification
             .data

@@ -219,6 +219,31 @@ impl MockWechat {
         ledger.tokens.values_mut().for_each(|expiry| *expiry = past);
     }
 
+    /// The ledger (credits, delivered messages) as JSON, for `--state FILE`.
+    pub fn state(&self) -> serde_json::Value {
+        let ledger = self.mock.ledger.lock().unwrap();
+        let credits: Vec<(&String, &String, i64)> = ledger
+            .credits
+            .iter()
+            .map(|((o, t), n)| (o, t, *n))
+            .collect();
+        json!({ "credits": credits, "delivered": ledger.delivered, "next": ledger.next, "sent_today": ledger.sent_today })
+    }
+
+    /// Restores a ledger written by [`MockWechat::state`].
+    pub fn restore(&self, state: &serde_json::Value) -> Result<(), String> {
+        let credits: Vec<(String, String, i64)> = serde_json::from_value(state["credits"].clone())
+            .map_err(|e| format!("credits: {e}"))?;
+        let delivered: Vec<Delivered> = serde_json::from_value(state["delivered"].clone())
+            .map_err(|e| format!("delivered: {e}"))?;
+        let mut ledger = self.mock.ledger.lock().unwrap();
+        ledger.credits = credits.into_iter().map(|(o, t, n)| ((o, t), n)).collect();
+        ledger.delivered = delivered;
+        ledger.next = state["next"].as_u64().unwrap_or(ledger.next);
+        ledger.sent_today = state["sent_today"].as_u64().unwrap_or(0);
+        Ok(())
+    }
+
     pub fn set_faults(&self, faults: Faults) {
         *self.mock.faults.lock().unwrap() = faults;
     }

@@ -6,6 +6,7 @@ pub mod errcode;
 pub mod keywords;
 pub mod mock;
 pub mod push;
+pub mod templates;
 mod token;
 
 pub use config::{TokenMode, WechatConfig};

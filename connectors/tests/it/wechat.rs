@@ -280,3 +280,19 @@ async fn templates_are_listed_with_their_keywords() {
         "商品名称:{{thing1.DATA}}\n商品价格:{{amount2.DATA}}\n加购时间:{{time3.DATA}}"
     );
 }
+
+#[tokio::test]
+async fn templates_sync_reads_keywords_from_the_account() {
+    let mock = mock(MockConfig::default()).await;
+    let templates = connector(&mock, TokenMode::Stable)
+        .templates()
+        .await
+        .unwrap();
+    let cart = templates
+        .iter()
+        .find(|t| t.id == "tmpl_cart_reminder")
+        .unwrap();
+    assert_eq!(cart.kind, 2);
+    let keywords: Vec<&str> = cart.keywords.iter().map(|(_, k)| k.as_str()).collect();
+    assert_eq!(keywords, ["thing1", "amount2", "time3"]);
+}

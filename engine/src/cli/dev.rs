@@ -30,6 +30,9 @@ pub enum Command {
         /// Credits every (openid, template) starts with
         #[arg(long, default_value_t = 0)]
         default_credits: i64,
+        /// Keep credits and delivered messages in this JSON file across restarts
+        #[arg(long, value_name = "FILE")]
+        state: Option<std::path::PathBuf>,
     },
 }
 
@@ -43,6 +46,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         latency_ms,
         token_ttl_s,
         default_credits,
+        state,
     } = command;
     let config = MockConfig {
         appid,
@@ -59,10 +63,34 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
     };
     let mock =
         MockWechat::start(config, std::net::SocketAddr::from(([127, 0, 0, 1], port))).await?;
+    if let Some(path) = &state
+        && path.exists()
+    {
+        let text = std::fs::read_to_string(path)?;
+        let value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        mock.restore(&value)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    }
     println!(
         "mock WeChat API listening on {} (admin: POST /admin/credits, GET /admin/delivered)",
         mock.api_base()
     );
-    tokio::signal::ctrl_c().await?;
+    let save = |mock: &MockWechat| -> anyhow::Result<()> {
+        if let Some(path) = &state {
+            let aside = path.with_extension("tmp");
+            std::fs::write(&aside, mock.state().to_string())?;
+            std::fs::rename(&aside, path)?;
+        }
+        Ok(())
+    };
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => save(&mock)?,
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    save(&mock)?;
     Ok(ExitCode::SUCCESS)
 }

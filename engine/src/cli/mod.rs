@@ -8,6 +8,7 @@ mod quickstart;
 mod rules;
 mod sends;
 mod stats;
+mod templates;
 mod windows;
 
 use std::path::PathBuf;
@@ -56,6 +57,9 @@ enum Command {
     /// The send outbox: status by state and reason, enqueue a plan file
     #[command(subcommand)]
     Sends(sends::Command),
+    /// Subscription templates: sync from WeChat, list with keyword types
+    #[command(subcommand)]
+    Templates(templates::Command),
     /// Development tools (a mock of WeChat's API)
     #[command(subcommand)]
     Dev(dev::Command),
@@ -107,6 +111,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Dispatch(args) => dispatch::run(&context, args).await,
             Command::Sends(command) => sends::run(&context, command).await,
             Command::Dev(command) => dev::run(command).await,
+            Command::Templates(command) => templates::run(&context, command).await,
         }
     })
 }

@@ -85,6 +85,19 @@ CREATE INDEX sends_due ON sends (state, next_attempt_at);
 CREATE INDEX sends_campaign ON sends (campaign, state);
 "#,
     ),
+    (
+        3,
+        "template registry",
+        r#"
+CREATE TABLE templates (
+    template_id TEXT PRIMARY KEY,
+    title TEXT NOT NULL,
+    kind BIGINT NOT NULL,
+    keywords TEXT NOT NULL,
+    synced_ms BIGINT NOT NULL
+);
+"#,
+    ),
 ];
 
 pub(super) async fn run(pool: &SqlitePool) -> Result<()> {

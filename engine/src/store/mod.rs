@@ -319,6 +319,43 @@ impl Store {
         outbox::connectors_with_work(&self.pool).await
     }
 
+    /// Replaces the template registry with `templates`: (id, title, kind, keywords as JSON).
+    pub async fn save_templates(
+        &self,
+        templates: &[(String, String, i64, String)],
+        now_ms: i64,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query("DELETE FROM templates")
+            .execute(&mut *tx)
+            .await?;
+        for (id, title, kind, keywords) in templates {
+            sqlx::query("INSERT INTO templates (template_id, title, kind, keywords, synced_ms) VALUES ($1, $2, $3, $4, $5)")
+                .bind(id)
+                .bind(title)
+                .bind(kind)
+                .bind(keywords)
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The template registry: (id, title, kind, keywords as JSON).
+    pub async fn templates(&self) -> Result<Vec<(String, String, i64, String)>> {
+        let rows = sqlx::query(
+            "SELECT template_id, title, kind, keywords FROM templates ORDER BY template_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| (row.get(0), row.get(1), row.get(2), row.get(3)))
+            .collect())
+    }
+
     /// Sets a user's zone without validating it (repairs, and tests of bad stored values).
     pub async fn set_zone_unchecked(&self, user_id: &str, tz: &str) -> Result<()> {
         sqlx::query(

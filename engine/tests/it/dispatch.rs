@@ -225,6 +225,10 @@ async fn transient_failures_are_retried_and_expire_at_the_deadline() {
 
 /// Starts `nudge dev mock-wechat` and returns it with its base URL.
 fn start_mock_process(latency_ms: u64) -> (std::process::Child, String) {
+    start_mock_with(&["--latency-ms", &latency_ms.to_string()])
+}
+
+fn start_mock_with(extra: &[&str]) -> (std::process::Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_nudge"))
         .args([
             "dev",
@@ -233,9 +237,8 @@ fn start_mock_process(latency_ms: u64) -> (std::process::Child, String) {
             "0",
             "--default-credits",
             "1",
-            "--latency-ms",
-            &latency_ms.to_string(),
         ])
+        .args(extra)
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -414,4 +417,51 @@ async fn two_dispatchers_on_one_store_send_each_message_once() {
     assert_eq!(users.len(), 10_000, "no duplicates");
     assert_eq!(final_states(&config).get("sent"), Some(&10_000));
     mock.kill().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn templates_sync_stores_keyword_types_and_the_mock_keeps_its_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("mock-state.json");
+    let (mut mock, base) = start_mock_with(&["--state", &state.display().to_string()]);
+    let config = config_file(dir.path(), &base);
+    let synced = nudge(&config, &["templates", "sync"]).output().unwrap();
+    assert!(
+        synced.status.success(),
+        "{}",
+        String::from_utf8_lossy(&synced.stderr)
+    );
+    let listed = String::from_utf8_lossy(
+        &nudge(&config, &["templates", "list"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .to_string();
+    assert!(listed.contains("tmpl_cart_reminder  购物车提醒  [one-time]  thing1 (商品名称), amount2 (商品价格), time3 (加购时间)"), "{listed}");
+
+    let plan = write_plan(dir.path(), 3);
+    assert!(
+        nudge(&config, &["sends", "enqueue"])
+            .arg(&plan)
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(
+        nudge(&config, &["dispatch", "--until-idle"])
+            .status()
+            .unwrap()
+            .success()
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1_500)); // the mock saves every second
+    mock.kill().unwrap();
+    mock.wait().unwrap();
+    let (mut restarted, base) = start_mock_with(&["--state", &state.display().to_string()]);
+    assert_eq!(
+        delivered_users(&base).await.len(),
+        3,
+        "delivered messages survive a restart"
+    );
+    restarted.kill().unwrap();
 }
