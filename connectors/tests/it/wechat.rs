@@ -296,3 +296,65 @@ async fn templates_sync_reads_keywords_from_the_account() {
     let keywords: Vec<&str> = cart.keywords.iter().map(|(_, k)| k.as_str()).collect();
     assert_eq!(keywords, ["thing1", "amount2", "time3"]);
 }
+
+#[tokio::test]
+async fn an_invalid_openid_is_rejected_for_that_user_only() {
+    let mock = mock(MockConfig {
+        default_credits: 1,
+        ..MockConfig::default()
+    })
+    .await;
+    let error = connector(&mock, TokenMode::Stable)
+        .send(&cart(""))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            SendError::Rejected {
+                code: 40003,
+                credit_gone: false,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_mock_names_the_invalid_keyword_as_wechat_does() {
+    let mock = mock(MockConfig {
+        default_credits: 1,
+        ..MockConfig::default()
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let token: serde_json::Value = http
+        .post(format!("{}/cgi-bin/stable_token", mock.api_base()))
+        .json(&serde_json::json!({"grant_type": "client_credential", "appid": "wxmock", "secret": SECRET}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let answer: serde_json::Value = http
+        .post(format!("{}/cgi-bin/message/subscribe/send", mock.api_base()))
+        .query(&[("access_token", token["access_token"].as_str().unwrap())])
+        .json(&serde_json::json!({
+            "touser": "o1", "template_id": "tmpl_cart_reminder",
+            "data": {"thing1": {"value": "ok"}, "amount2": {"value": "lots"}, "time3": {"value": "15:01"}}
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["errcode"], 47003);
+    assert_eq!(
+        answer["errmsg"],
+        "argument invalid! data.amount2.value invalid"
+    );
+    assert!(mock.delivered().is_empty());
+}

@@ -36,7 +36,10 @@ fn write_atomically(path: &Path, write: impl FnOnce(File) -> Result<()>) -> Resu
 
 fn write_frame(path: &Path, mut frame: DataFrame) -> Result<()> {
     write_atomically(path, |file| {
-        ParquetWriter::new(file).finish(&mut frame)?;
+        // Fast compression: these files are rewritten on every run.
+        ParquetWriter::new(file)
+            .with_compression(ParquetCompression::Lz4Raw)
+            .finish(&mut frame)?;
         Ok(())
     })
 }
