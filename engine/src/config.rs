@@ -28,6 +28,10 @@ pub struct Config {
     pub rules: nudge_rules::Limits,
     /// Active time windows (`[windows]`).
     pub windows: crate::scoring::WindowsConfig,
+    /// Global frequency caps across campaigns (`[caps]`).
+    pub caps: crate::campaign::plan::Caps,
+    /// Where campaign files live.
+    pub campaigns_dir: PathBuf,
     /// Delivery pacing, leases and retries (`[dispatch]`).
     pub dispatch: crate::dispatch::DispatchConfig,
     /// Named connectors (`[connectors.NAME]`, `type = "wechat" | "webhook" | "file"`). Without
@@ -52,6 +56,8 @@ impl Default for Config {
             ingest: IngestConfig::default(),
             rules: nudge_rules::Limits::default(),
             windows: crate::scoring::WindowsConfig::default(),
+            caps: crate::campaign::plan::Caps::default(),
+            campaigns_dir: PathBuf::from("campaigns"),
             dispatch: crate::dispatch::DispatchConfig::default(),
             connectors: std::collections::BTreeMap::new(),
         }
@@ -81,10 +87,13 @@ impl Config {
         };
         let text = std::fs::read_to_string(&path).map_err(|source| Error::io(&path, source))?;
         let mut config = Config::parse(&text, &path.display().to_string())?;
-        if let Some(base) = path.parent().filter(|base| !base.as_os_str().is_empty())
-            && config.data_dir.is_relative()
-        {
-            config.data_dir = base.join(&config.data_dir);
+        if let Some(base) = path.parent().filter(|base| !base.as_os_str().is_empty()) {
+            if config.data_dir.is_relative() {
+                config.data_dir = base.join(&config.data_dir);
+            }
+            if config.campaigns_dir.is_relative() {
+                config.campaigns_dir = base.join(&config.campaigns_dir);
+            }
         }
         Ok(config)
     }

@@ -108,8 +108,13 @@ pub fn default_templates() -> Vec<MockTemplate> {
             &[
                 ("活动名称", "thing1"),
                 ("提醒内容", "thing2"),
-                ("日期", "time3"),
+                ("日期", "date3"),
             ],
+        ),
+        template(
+            "tmpl_win_back",
+            "上新通知",
+            &[("上新内容", "thing1"), ("温馨提示", "thing2")],
         ),
     ]
 }

@@ -30,6 +30,7 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
             .transpose()?
             .map(|t| t.timestamp_millis()),
         worker: format!("{}-{}", hostname(), std::process::id()),
+        idle_wait_ms: dispatch::IDLE_WAIT_MS,
     };
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {

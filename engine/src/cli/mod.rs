@@ -1,5 +1,6 @@
 //! Command-line interface: one module per subcommand, each a thin layer over the library.
 
+mod campaign;
 mod dev;
 mod dispatch;
 mod generate;
@@ -52,6 +53,9 @@ enum Command {
     /// Compute, update, show and export users' active time windows
     #[command(subcommand)]
     Windows(windows::Command),
+    /// Campaigns: list them, plan a run into the outbox
+    #[command(subcommand)]
+    Campaign(campaign::Command),
     /// Send what is due in the outbox through the configured connectors
     Dispatch(dispatch::Args),
     /// The send outbox: status by state and reason, enqueue a plan file
@@ -109,6 +113,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Rules(command) => rules::run(&context, command).await,
             Command::Windows(command) => windows::run(&context, command).await,
             Command::Dispatch(args) => dispatch::run(&context, args).await,
+            Command::Campaign(command) => campaign::run(&context, command).await,
             Command::Sends(command) => sends::run(&context, command).await,
             Command::Dev(command) => dev::run(command).await,
             Command::Templates(command) => templates::run(&context, command).await,

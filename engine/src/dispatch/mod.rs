@@ -72,6 +72,8 @@ pub struct DispatchOptions {
     pub start_ms: Option<i64>,
     /// This process's name in claims.
     pub worker: String,
+    /// With `until_idle`: how long to wait for sends due soon (retries) before stopping.
+    pub idle_wait_ms: i64,
 }
 
 /// What a run did.
@@ -139,6 +141,7 @@ pub async fn run(
             clock: clock.clone(),
             worker: options.worker.clone(),
             until_idle: options.until_idle,
+            idle_wait_ms: options.idle_wait_ms,
             shutdown: shutdown.clone(),
         };
         loops.push(tokio::spawn(worker.run()));
@@ -167,11 +170,12 @@ struct ConnectorLoop {
     clock: Arc<Clock>,
     worker: String,
     until_idle: bool,
+    idle_wait_ms: i64,
     shutdown: watch::Receiver<bool>,
 }
 
-/// How long `until_idle` waits for a retry that is due soon.
-const IDLE_WAIT_MS: i64 = 60_000;
+/// How long `until_idle` waits, by default, for a retry that is due soon.
+pub const IDLE_WAIT_MS: i64 = 60_000;
 
 impl ConnectorLoop {
     async fn run(self) -> Result<DispatchReport> {
@@ -185,7 +189,7 @@ impl ConnectorLoop {
             let now = self.clock.now_ms();
             if let Some((until, why)) = &paused_until {
                 if *until > now {
-                    if self.until_idle && until - now > IDLE_WAIT_MS {
+                    if self.until_idle && until - now > self.idle_wait_ms {
                         report.paused.push((self.name.clone(), why.clone()));
                         break;
                     }
@@ -207,7 +211,7 @@ impl ConnectorLoop {
             if claimed.is_empty() {
                 let next = self.store.next_due_send(&self.name).await?;
                 match next {
-                    Some(at) if at <= now + IDLE_WAIT_MS || !self.until_idle => {
+                    Some(at) if at <= now + self.idle_wait_ms || !self.until_idle => {
                         self.sleep_ms((at - now).clamp(10, 1_000)).await
                     }
                     None if !self.until_idle => self.sleep_ms(1_000).await,

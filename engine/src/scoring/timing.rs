@@ -100,6 +100,17 @@ pub fn best_send_time(
 /// Moves an instant that falls in quiet hours (local) to the nearest allowed edge: just before
 /// quiet hours begin, or when they end, whichever is closer. Other instants are unchanged.
 pub fn out_of_quiet_hours(at: DateTime<Utc>, zone: Tz, quiet: QuietHours) -> DateTime<Utc> {
+    out_of_quiet_hours_after(at, zone, quiet, DateTime::<Utc>::MIN_UTC)
+}
+
+/// As [`out_of_quiet_hours`], but never earlier than `not_before`: when the nearer edge has
+/// passed, the send waits for the end of quiet hours.
+pub fn out_of_quiet_hours_after(
+    at: DateTime<Utc>,
+    zone: Tz,
+    quiet: QuietHours,
+    not_before: DateTime<Utc>,
+) -> DateTime<Utc> {
     let local = at.with_timezone(&zone);
     if !quiet.contains(local.hour()) {
         return at;
@@ -134,7 +145,7 @@ pub fn out_of_quiet_hours(at: DateTime<Utc>, zone: Tz, quiet: QuietHours) -> Dat
         return at;
     };
     let before = quiet_start - Duration::minutes(1);
-    if at - before <= quiet_end - at {
+    if before >= not_before && at - before <= quiet_end - at {
         before
     } else {
         quiet_end

@@ -314,6 +314,16 @@ impl Store {
         outbox::status(&self.pool, campaign).await
     }
 
+    /// Per user: latest send of `campaign`; all sends since `day_from` and since `week_from`.
+    pub async fn send_history(
+        &self,
+        campaign: &str,
+        day_from: i64,
+        week_from: i64,
+    ) -> Result<std::collections::HashMap<String, (Option<i64>, u32, u32)>> {
+        outbox::history(&self.pool, campaign, day_from, week_from).await
+    }
+
     /// Connectors with planned or in-flight sends.
     pub async fn connectors_with_sends(&self) -> Result<Vec<String>> {
         outbox::connectors_with_work(&self.pool).await

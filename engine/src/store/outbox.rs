@@ -354,3 +354,38 @@ pub(super) async fn connectors_with_work(pool: &SqlitePool) -> Result<Vec<String
             .collect(),
     )
 }
+
+/// Per user: the latest send of `campaign`, and all campaigns' sends since `day_from` and
+/// `week_from` (failed, expired and paused sends do not count).
+pub(super) async fn history(
+    pool: &SqlitePool,
+    campaign: &str,
+    day_from: i64,
+    week_from: i64,
+) -> Result<std::collections::HashMap<String, (Option<i64>, u32, u32)>> {
+    let mut history: std::collections::HashMap<String, (Option<i64>, u32, u32)> =
+        std::collections::HashMap::new();
+    let rows = sqlx::query(
+        "SELECT user_id, MAX(send_at) FROM sends WHERE campaign = $1 AND state NOT IN ('failed', 'expired', 'paused') GROUP BY user_id",
+    )
+    .bind(campaign)
+    .fetch_all(pool)
+    .await?;
+    for row in rows {
+        history.entry(row.get(0)).or_default().0 = Some(row.get(1));
+    }
+    let rows = sqlx::query(
+        "SELECT user_id, SUM(CASE WHEN send_at > $1 THEN 1 ELSE 0 END), COUNT(*) FROM sends
+         WHERE send_at > $2 AND state NOT IN ('failed', 'expired', 'paused') GROUP BY user_id",
+    )
+    .bind(day_from)
+    .bind(week_from)
+    .fetch_all(pool)
+    .await?;
+    for row in rows {
+        let entry = history.entry(row.get(0)).or_default();
+        entry.1 = row.get::<i64, _>(1) as u32;
+        entry.2 = row.get::<i64, _>(2) as u32;
+    }
+    Ok(history)
+}

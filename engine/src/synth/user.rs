@@ -22,10 +22,11 @@ const CITIES: [&str; 8] = [
     "上海", "北京", "广州", "深圳", "杭州", "成都", "武汉", "南京",
 ];
 /// Example one-time templates users subscribe to.
-pub const TEMPLATES: [&str; 3] = [
+pub const TEMPLATES: [&str; 4] = [
     "tmpl_cart_reminder",
     "tmpl_order_shipped",
     "tmpl_daily_checkin",
+    "tmpl_win_back",
 ];
 /// Most sessions a user can have per day.
 const MAX_SESSIONS_PER_DAY: f64 = 12.0;

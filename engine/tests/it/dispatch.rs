@@ -66,6 +66,7 @@ async fn dispatch_all(
         until_idle: true,
         start_ms: None,
         worker: "test".into(),
+        idle_wait_ms: dispatch::IDLE_WAIT_MS,
     };
     let (_stop, shutdown) = tokio::sync::watch::channel(false);
     dispatch::run(&test.store, &connectors, config, &options, shutdown)

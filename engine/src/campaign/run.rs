@@ -1,0 +1,131 @@
+//! One run of a campaign: facts, rule, windows and history for every user, a plan per user,
+//! and the sends written to the outbox (insert-or-ignore on the dedup key).
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Timelike, Utc};
+use chrono_tz::Tz;
+use nudge_rules::{Rule, evaluate_all};
+
+use super::Campaign;
+use super::plan::{History, Planned, UserInput, plan_user};
+use crate::config::Config;
+use crate::features::{self, Audience};
+use crate::store::Store;
+use crate::store::outbox::PlannedSend;
+use crate::{Error, Result, scoring};
+
+/// What a run planned.
+#[derive(Debug, Clone, Default)]
+pub struct RunReport {
+    pub considered: u64,
+    pub planned: u64,
+    /// Sends already in the outbox from an earlier run of the same instant.
+    pub duplicates: u64,
+    pub skipped: BTreeMap<String, u64>,
+    /// Planned sends per local hour of day.
+    pub hours: [u64; 24],
+    pub sends: Vec<PlannedSend>,
+}
+
+/// Plans `campaign` for the run scheduled at `run_at`, as of `now`; writes the sends unless
+/// `dry_run`.
+pub async fn run(
+    store: &Store,
+    config: &Config,
+    campaign: &Campaign,
+    run_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+    dry_run: bool,
+) -> Result<RunReport> {
+    let source = std::fs::read_to_string(&campaign.rule)
+        .map_err(|source| Error::io(&campaign.rule, source))?;
+    let rule = Rule::compile(&campaign.rule.display().to_string(), &source, config.rules)
+        .map_err(|error| Error::Usage(format!("campaign {}: {error}", campaign.name)))?;
+    let users = features::user_facts(
+        store,
+        rule.needs(),
+        now,
+        &config.default_tz,
+        Audience::Everyone,
+    )
+    .await?;
+    let (decisions, _) =
+        tokio::task::block_in_place(|| evaluate_all(&rule, &users, now.timestamp_millis()))
+            .map_err(|error| {
+                Error::Usage(format!("campaign {} stopped: {error}", campaign.name))
+            })?;
+    let windows = scoring::load(store)?.unwrap_or_default();
+    let population: Vec<f32> = if windows.population.len() == scoring::HOURS_OF_WEEK {
+        windows.population.clone()
+    } else {
+        vec![1.0 / scoring::HOURS_OF_WEEK as f32; scoring::HOURS_OF_WEEK]
+    };
+    let now_ms = now.timestamp_millis();
+    let history = store
+        .send_history(&campaign.name, now_ms - 86_400_000, now_ms - 7 * 86_400_000)
+        .await?;
+    let default_zone = config.default_zone();
+    let keywords: Option<Vec<String>> = store
+        .templates()
+        .await?
+        .into_iter()
+        .find(|t| t.0 == campaign.template)
+        .map(|t| {
+            serde_json::from_str::<Vec<(String, String)>>(&t.3)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(_, keyword)| keyword)
+                .collect()
+        });
+    let mut report = RunReport {
+        considered: users.len() as u64,
+        ..RunReport::default()
+    };
+    for (facts, decision) in users.iter().zip(&decisions) {
+        let window = windows.find(&facts.id);
+        let zone: Tz = facts.tz.parse().unwrap_or(default_zone);
+        let (last, day, week) = history.get(&facts.id).copied().unwrap_or_default();
+        let input = UserInput {
+            facts,
+            decision,
+            window: window.map(|w| w.probabilities.as_slice()),
+            zone,
+            history: History {
+                last_of_campaign_ms: last,
+                last_day: day,
+                last_week: week,
+            },
+            keywords: keywords.as_deref(),
+        };
+        match plan_user(campaign, run_at, now, &input, config.caps, &population) {
+            Planned::Skip(reason) => *report.skipped.entry(reason).or_default() += 1,
+            Planned::Send {
+                send_at,
+                data,
+                page,
+                dedup_key,
+            } => {
+                report.hours[send_at.with_timezone(&zone).hour() as usize] += 1;
+                report.sends.push(PlannedSend {
+                    dedup_key,
+                    campaign: campaign.name.clone(),
+                    user_id: facts.id.clone(),
+                    template_id: campaign.template.clone(),
+                    connector: campaign.connector.clone(),
+                    page,
+                    data,
+                    send_at_ms: send_at.timestamp_millis(),
+                    expires_at_ms: send_at.timestamp_millis()
+                        + campaign.delivery.ttl_hours * 3_600_000,
+                });
+            }
+        }
+    }
+    report.planned = report.sends.len() as u64;
+    if !dry_run {
+        let added = store.enqueue_sends(&report.sends, now_ms).await?;
+        report.duplicates = report.planned - added;
+    }
+    Ok(report)
+}

@@ -1,0 +1,362 @@
+//! Campaign planning: every skip reason, quiet hours, local time across DST, dedup on a re-run.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use nudge_engine::campaign::plan::{Caps, History, Planned, UserInput, next_local_time, plan_user};
+use nudge_engine::campaign::{Campaign, Delivery, Mode};
+use nudge_rules::{Decision, Message, UserFacts};
+
+use super::support::{TestStore, line};
+
+fn at(text: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(text)
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+fn campaign(delivery: Delivery) -> Campaign {
+    Campaign {
+        name: "cart".into(),
+        description: String::new(),
+        rule: "cart.rhai".into(),
+        template: "tmpl_cart_reminder".into(),
+        connector: "dry-run".into(),
+        page: Some("pages/cart/index?c={campaign}".into()),
+        priority: 0,
+        delivery,
+    }
+}
+
+fn user(credits: i64) -> UserFacts {
+    UserFacts {
+        id: "u1".into(),
+        tz: "Asia/Shanghai".into(),
+        credits: [("tmpl_cart_reminder".to_string(), credits)]
+            .into_iter()
+            .collect(),
+        ..UserFacts::default()
+    }
+}
+
+fn targeted(thing: &str) -> Decision {
+    Decision::Target(Message {
+        fields: BTreeMap::from([("thing1".to_string(), thing.to_string())]),
+        page: None,
+        priority: None,
+    })
+}
+
+fn plan(
+    delivery: Delivery,
+    facts: &UserFacts,
+    decision: &Decision,
+    history: History,
+    keywords: Option<&[String]>,
+    now: &str,
+) -> Planned {
+    let input = UserInput {
+        facts,
+        decision,
+        window: None,
+        zone: chrono_tz::Asia::Shanghai,
+        history,
+        keywords,
+    };
+    let population = vec![1.0 / 168.0; 168];
+    plan_user(
+        &campaign(delivery),
+        at(now),
+        at(now),
+        &input,
+        Caps {
+            per_day: 2,
+            per_week: 5,
+        },
+        &population,
+    )
+}
+
+fn immediate() -> Delivery {
+    Delivery {
+        mode: Mode::Immediate,
+        quiet_hours: None,
+        ..Delivery::default()
+    }
+}
+
+fn skip_reason(planned: Planned) -> String {
+    match planned {
+        Planned::Skip(reason) => reason,
+        other => panic!("expected a skip, got {other:?}"),
+    }
+}
+
+const NOON: &str = "2026-11-02T12:00:00+08:00";
+
+#[test]
+fn every_skip_reason() {
+    let facts = user(1);
+    let none = History::default();
+    let cases: Vec<(Planned, &str)> = vec![
+        (
+            plan(
+                immediate(),
+                &facts,
+                &Decision::NotTargeted,
+                none,
+                None,
+                NOON,
+            ),
+            "rule false",
+        ),
+        (
+            plan(
+                immediate(),
+                &facts,
+                &Decision::Skip("no address".into()),
+                none,
+                None,
+                NOON,
+            ),
+            "rule skip: no address",
+        ),
+        (
+            plan(
+                immediate(),
+                &facts,
+                &Decision::Error("boom (line 3)".into()),
+                none,
+                None,
+                NOON,
+            ),
+            "rule error",
+        ),
+        (
+            plan(
+                Delivery {
+                    holdout_percent: 100.0,
+                    ..immediate()
+                },
+                &facts,
+                &targeted("鞋"),
+                none,
+                None,
+                NOON,
+            ),
+            "holdout",
+        ),
+        (
+            plan(immediate(), &user(0), &targeted("鞋"), none, None, NOON),
+            "no credit",
+        ),
+        (
+            plan(
+                Delivery {
+                    min_interval_hours: 72,
+                    ..immediate()
+                },
+                &facts,
+                &targeted("鞋"),
+                History {
+                    last_of_campaign_ms: Some(at(NOON).timestamp_millis() - 3_600_000),
+                    ..none
+                },
+                None,
+                NOON,
+            ),
+            "re-eligibility",
+        ),
+        (
+            plan(
+                immediate(),
+                &facts,
+                &targeted("鞋"),
+                History {
+                    last_day: 2,
+                    ..none
+                },
+                None,
+                NOON,
+            ),
+            "capped",
+        ),
+        (
+            plan(
+                immediate(),
+                &facts,
+                &targeted("鞋"),
+                History {
+                    last_week: 5,
+                    ..none
+                },
+                None,
+                NOON,
+            ),
+            "capped",
+        ),
+        (
+            plan(
+                immediate(),
+                &facts,
+                &targeted(&"长".repeat(21)),
+                none,
+                None,
+                NOON,
+            ),
+            "invalid data: thing1",
+        ),
+        (
+            plan(
+                immediate(),
+                &facts,
+                &targeted("鞋"),
+                none,
+                Some(&["thing1".to_string(), "time2".to_string()]),
+                NOON,
+            ),
+            "invalid data: time2 missing",
+        ),
+    ];
+    for (planned, reason) in cases {
+        assert_eq!(skip_reason(planned), reason);
+    }
+    // Without a credit requirement the same user is planned.
+    let free = plan(
+        Delivery {
+            requires_credit: false,
+            ..immediate()
+        },
+        &user(0),
+        &targeted("鞋"),
+        none,
+        None,
+        NOON,
+    );
+    assert!(matches!(free, Planned::Send { .. }), "{free:?}");
+}
+
+#[test]
+fn a_planned_send_carries_its_data_page_and_dedup_key() {
+    match plan(
+        immediate(),
+        &user(1),
+        &targeted("鞋"),
+        History::default(),
+        None,
+        NOON,
+    ) {
+        Planned::Send {
+            send_at,
+            data,
+            page,
+            dedup_key,
+        } => {
+            assert_eq!(send_at, at(NOON));
+            assert_eq!(data["thing1"], "鞋");
+            assert_eq!(page.as_deref(), Some("pages/cart/index?c=cart"));
+            assert_eq!(dedup_key, format!("cart:u1:{}", at(NOON).to_rfc3339()));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn quiet_hours_move_a_send_to_an_allowed_edge_never_into_the_past() {
+    let delivery = Delivery {
+        quiet_hours: Some([22, 8]),
+        ..immediate()
+    };
+    let cases = [
+        // 06:00: the nearest edge is 08:00.
+        ("2026-11-02T06:00:00+08:00", "2026-11-02T08:00:00+08:00"),
+        // 23:00: 21:59 is nearer but already past, so the send waits for 08:00.
+        ("2026-11-02T23:00:00+08:00", "2026-11-03T08:00:00+08:00"),
+        // 15:00 is allowed: unchanged.
+        ("2026-11-02T15:00:00+08:00", "2026-11-02T15:00:00+08:00"),
+    ];
+    for (now, expected) in cases {
+        match plan(
+            delivery.clone(),
+            &user(1),
+            &targeted("鞋"),
+            History::default(),
+            None,
+            now,
+        ) {
+            Planned::Send { send_at, .. } => assert_eq!(send_at, at(expected), "planned at {now}"),
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[test]
+fn local_time_follows_each_zone_across_dst() {
+    let zone = chrono_tz::America::New_York;
+    // 09:00 in New York is 13:00 UTC before the end of DST (2026-11-01) and 14:00 UTC after.
+    assert_eq!(
+        next_local_time("09:00", zone, at("2026-10-31T00:00:00Z")),
+        Some(at("2026-10-31T13:00:00Z"))
+    );
+    assert_eq!(
+        next_local_time("09:00", zone, at("2026-10-31T20:00:00Z")),
+        Some(at("2026-11-01T14:00:00Z"))
+    );
+    assert_eq!(
+        next_local_time(
+            "09:00",
+            chrono_tz::Asia::Shanghai,
+            at("2026-11-01T02:00:00Z")
+        ),
+        Some(at("2026-11-02T01:00:00Z"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_the_same_instant_twice_adds_nothing() {
+    let test = TestStore::new().await;
+    let events: Vec<String> = (0..5)
+        .flat_map(|i| {
+            let user = format!("u{i}");
+            [
+                line(
+                    &user,
+                    "subscription",
+                    1_793_491_200_000,
+                    r#"{"template_id":"tmpl_cart_reminder","status":"accept"}"#,
+                ),
+                line(&user, "app_open", 1_793_491_200_000 + 1_000, ""),
+            ]
+        })
+        .collect();
+    test.ingest(&[&test.file("e.ndjson", events.join("\n"))])
+        .await;
+    let rule = test.file(
+        "all.rhai",
+        "fn target(user) { true }\nfn message(user) { #{ thing1: \"hi\" } }",
+    );
+    let mut campaign = campaign(immediate());
+    campaign.rule = rule;
+    let config = nudge_engine::config::Config {
+        data_dir: test.store.data_dir().to_path_buf(),
+        ..Default::default()
+    };
+    let now = at("2026-11-02T12:00:00+08:00");
+    let first = nudge_engine::campaign::run::run(&test.store, &config, &campaign, now, now, false)
+        .await
+        .unwrap();
+    assert_eq!((first.planned, first.duplicates), (5, 0));
+    let second = nudge_engine::campaign::run::run(&test.store, &config, &campaign, now, now, false)
+        .await
+        .unwrap();
+    assert_eq!((second.planned, second.duplicates), (5, 5));
+    let total: u64 = test
+        .store
+        .send_status(None)
+        .await
+        .unwrap()
+        .iter()
+        .map(|(.., n)| n)
+        .sum();
+    assert_eq!(total, 5);
+}
