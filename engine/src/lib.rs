@@ -12,6 +12,7 @@ pub mod error;
 pub mod event;
 pub mod features;
 pub mod ingest;
+pub mod schedule;
 pub mod scoring;
 pub mod stats;
 pub mod store;

@@ -31,6 +31,8 @@ pub struct Campaign {
     pub priority: i64,
     #[serde(default)]
     pub delivery: Delivery,
+    /// When it runs by itself under `nudge serve`.
+    pub schedule: Option<crate::schedule::ScheduleConfig>,
 }
 
 fn default_connector() -> String {
@@ -135,6 +137,9 @@ impl Campaign {
                 &page.replace("{campaign}", "c").replace("{send_id}", "1"),
             )
             .map_err(|message| invalid(format!("page: {message}")))?;
+        }
+        if let Some(schedule) = &campaign.schedule {
+            schedule.validate().map_err(&invalid)?;
         }
         if campaign.rule.is_relative() {
             campaign.rule = path.parent().unwrap_or(Path::new(".")).join(&campaign.rule);

@@ -8,6 +8,7 @@ mod ingest;
 mod quickstart;
 mod rules;
 mod sends;
+mod serve;
 mod stats;
 mod templates;
 mod windows;
@@ -56,6 +57,8 @@ enum Command {
     /// Campaigns: list them, plan a run into the outbox
     #[command(subcommand)]
     Campaign(campaign::Command),
+    /// Run scheduled campaigns and dispatch their sends until stopped
+    Serve(serve::Args),
     /// Send what is due in the outbox through the configured connectors
     Dispatch(dispatch::Args),
     /// The send outbox: status by state and reason, enqueue a plan file
@@ -114,6 +117,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Windows(command) => windows::run(&context, command).await,
             Command::Dispatch(args) => dispatch::run(&context, args).await,
             Command::Campaign(command) => campaign::run(&context, command).await,
+            Command::Serve(args) => serve::run(&context, args).await,
             Command::Sends(command) => sends::run(&context, command).await,
             Command::Dev(command) => dev::run(command).await,
             Command::Templates(command) => templates::run(&context, command).await,

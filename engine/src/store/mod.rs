@@ -366,6 +366,62 @@ impl Store {
             .collect())
     }
 
+    /// Records a run of `campaign` at `scheduled_at` in `state`; false when it was recorded
+    /// already (by this or another process): the UNIQUE key makes a run happen once.
+    pub async fn claim_run(
+        &self,
+        campaign: &str,
+        scheduled_at: i64,
+        now_ms: i64,
+        state: &str,
+    ) -> Result<bool> {
+        let inserted = sqlx::query(
+            "INSERT INTO campaign_runs (campaign, scheduled_at, state, started_ms) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (campaign, scheduled_at) DO NOTHING",
+        )
+        .bind(campaign)
+        .bind(scheduled_at)
+        .bind(state)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(inserted == 1)
+    }
+
+    /// Marks a claimed run finished.
+    pub async fn finish_run(
+        &self,
+        campaign: &str,
+        scheduled_at: i64,
+        state: &str,
+        planned: i64,
+        note: &str,
+    ) -> Result<()> {
+        sqlx::query("UPDATE campaign_runs SET state = $3, planned = $4, note = $5, finished_ms = $6 WHERE campaign = $1 AND scheduled_at = $2")
+            .bind(campaign)
+            .bind(scheduled_at)
+            .bind(state)
+            .bind(planned)
+            .bind(note)
+            .bind(chrono::Utc::now().timestamp_millis())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Runs of a campaign, newest first: (scheduled_at, state, planned, note).
+    pub async fn campaign_runs(&self, campaign: &str) -> Result<Vec<(i64, String, i64, String)>> {
+        let rows = sqlx::query("SELECT scheduled_at, state, planned, note FROM campaign_runs WHERE campaign = $1 ORDER BY scheduled_at DESC")
+            .bind(campaign)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| (row.get(0), row.get(1), row.get(2), row.get(3)))
+            .collect())
+    }
+
     /// Sets a user's zone without validating it (repairs, and tests of bad stored values).
     pub async fn set_zone_unchecked(&self, user_id: &str, tz: &str) -> Result<()> {
         sqlx::query(

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use nudge_engine::campaign::plan::{Caps, History, Planned, UserInput, next_local_time, plan_user};
 use nudge_engine::campaign::{Campaign, Delivery, Mode};
+use nudge_engine::schedule::{RunRecord, ScheduleConfig, tick};
 use nudge_rules::{Decision, Message, UserFacts};
 
 use super::support::{TestStore, line};
@@ -25,6 +26,7 @@ fn campaign(delivery: Delivery) -> Campaign {
         page: Some("pages/cart/index?c={campaign}".into()),
         priority: 0,
         delivery,
+        schedule: None,
     }
 }
 
@@ -359,4 +361,97 @@ async fn running_the_same_instant_twice_adds_nothing() {
         .map(|(.., n)| n)
         .sum();
     assert_eq!(total, 5);
+}
+
+#[test]
+fn cron_instants_follow_the_campaign_zone_across_dst() {
+    let schedule = ScheduleConfig {
+        cron: Some("0 0 9 * * *".into()),
+        tz: Some("America/New_York".into()),
+        at: None,
+    };
+    let instants = schedule.instants(
+        chrono_tz::Asia::Shanghai,
+        at("2026-10-30T00:00:00Z"),
+        at("2026-11-03T00:00:00Z"),
+    );
+    let expected = [
+        "2026-10-30T13:00:00Z",
+        "2026-10-31T13:00:00Z",
+        "2026-11-01T14:00:00Z",
+        "2026-11-02T14:00:00Z",
+    ];
+    assert_eq!(instants, expected.map(at));
+    let bad = ScheduleConfig {
+        cron: Some("every day".into()),
+        tz: None,
+        at: None,
+    };
+    assert!(bad.validate().unwrap_err().contains("six fields"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_instant_runs_once_and_missed_ones_are_skipped() {
+    let test = TestStore::new().await;
+    test.ingest(&[&test.file("e.ndjson", line("u1", "app_open", 1_793_491_200_000, ""))])
+        .await;
+    let rule = test.file("none.rhai", "fn target(user) { false }");
+    let mut hourly = campaign(immediate());
+    hourly.rule = rule;
+    hourly.schedule = Some(ScheduleConfig {
+        cron: Some("0 0 * * * *".into()),
+        tz: None,
+        at: None,
+    });
+    let config = nudge_engine::config::Config {
+        data_dir: test.store.data_dir().to_path_buf(),
+        ..Default::default()
+    };
+    let campaigns = [hourly];
+    let grace = chrono::Duration::minutes(30);
+    let now = at("2026-11-02T12:10:00Z");
+    // After downtime since 09:30: 10:00 and 11:00 are past the grace, 12:00 runs.
+    let records = tick(
+        &test.store,
+        &config,
+        &campaigns,
+        at("2026-11-02T09:30:00Z"),
+        now,
+        grace,
+    )
+    .await
+    .unwrap();
+    let missed = records
+        .iter()
+        .filter(|r| matches!(r, RunRecord::Missed { .. }))
+        .count();
+    let ran: Vec<_> = records
+        .iter()
+        .filter_map(|r| match r {
+            RunRecord::Ran { at, .. } => Some(*at),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(missed, 2);
+    assert_eq!(ran, [at("2026-11-02T12:00:00Z")]);
+    // A second process ticking over the same window runs nothing again.
+    let again = tick(
+        &test.store,
+        &config,
+        &campaigns,
+        at("2026-11-02T09:30:00Z"),
+        now,
+        grace,
+    )
+    .await
+    .unwrap();
+    assert!(
+        again
+            .iter()
+            .all(|r| matches!(r, RunRecord::AlreadyTaken { .. })),
+        "{again:?}"
+    );
+    let runs = test.store.campaign_runs("cart").await.unwrap();
+    let states: Vec<&str> = runs.iter().map(|r| r.1.as_str()).collect();
+    assert_eq!(states, ["done", "missed", "missed"]);
 }

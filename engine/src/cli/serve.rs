@@ -1,0 +1,104 @@
+//! `nudge serve`: run campaigns on their schedules and dispatch their sends, until stopped.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use nudge_engine::dispatch::{self, DispatchOptions};
+use nudge_engine::schedule::{self, RunRecord};
+use nudge_engine::store::Store;
+use tokio_cron_scheduler::{Job, JobScheduler};
+
+use super::Context;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// A run found this many minutes late (after downtime) still runs; older ones are skipped
+    #[arg(long, default_value_t = 30)]
+    grace_minutes: i64,
+    /// How far back to look for missed runs at start, in hours
+    #[arg(long, default_value_t = 24)]
+    lookback_hours: i64,
+}
+
+pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
+    let store = Store::open(&context.config).await?;
+    let campaigns = nudge_engine::campaign::load_dir(&context.config.campaigns_dir)?;
+    let scheduled = campaigns.iter().filter(|c| c.schedule.is_some()).count();
+    println!(
+        "serving {scheduled} scheduled campaigns from {}",
+        context.config.campaigns_dir.display()
+    );
+    let connectors = context.config.build_connectors()?;
+
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        let _ = stop.send(true);
+    });
+    // The dispatcher runs beside the scheduler, sending what the runs plan.
+    let dispatcher = {
+        let (store, config, shutdown) = (
+            store.clone(),
+            context.config.dispatch.clone(),
+            shutdown.clone(),
+        );
+        let options = DispatchOptions {
+            until_idle: false,
+            start_ms: None,
+            worker: format!("serve-{}", std::process::id()),
+            idle_wait_ms: dispatch::IDLE_WAIT_MS,
+        };
+        tokio::spawn(async move {
+            dispatch::run(&store, &connectors, &config, &options, shutdown).await
+        })
+    };
+
+    // tokio-cron-scheduler is the local ticker: once a second it asks which runs are due.
+    let (tick_sender, mut ticks) = tokio::sync::mpsc::channel::<()>(4);
+    let ticker = JobScheduler::new().await?;
+    let sender = Arc::new(tick_sender);
+    ticker
+        .add(Job::new_async("* * * * * *", move |_, _| {
+            let sender = sender.clone();
+            Box::pin(async move {
+                let _ = sender.try_send(());
+            })
+        })?)
+        .await?;
+    ticker.start().await?;
+
+    let grace = chrono::Duration::minutes(args.grace_minutes);
+    let mut after = chrono::Utc::now() - chrono::Duration::hours(args.lookback_hours);
+    let mut shutdown_watch = shutdown.clone();
+    loop {
+        tokio::select! {
+            _ = ticks.recv() => {}
+            _ = shutdown_watch.changed() => break,
+        }
+        let now = chrono::Utc::now();
+        for record in schedule::tick(&store, &context.config, &campaigns, after, now, grace).await?
+        {
+            match record {
+                RunRecord::Ran {
+                    campaign,
+                    at,
+                    planned,
+                } => println!("{campaign} @ {at}: {planned} sends planned"),
+                RunRecord::Missed { campaign, at } => println!(
+                    "{campaign} @ {at}: missed (past the {} min grace), skipped",
+                    args.grace_minutes
+                ),
+                RunRecord::Failed {
+                    campaign,
+                    at,
+                    reason,
+                } => eprintln!("{campaign} @ {at}: failed: {reason}"),
+                RunRecord::AlreadyTaken { .. } => {}
+            }
+        }
+        after = now;
+    }
+    println!("stopping");
+    let _ = dispatcher.await;
+    Ok(ExitCode::SUCCESS)
+}
