@@ -455,3 +455,23 @@ async fn a_scheduled_instant_runs_once_and_missed_ones_are_skipped() {
     let states: Vec<&str> = runs.iter().map(|r| r.1.as_str()).collect();
     assert_eq!(states, ["done", "missed", "missed"]);
 }
+
+#[test]
+fn the_holdout_group_is_stable_and_of_the_stated_size() {
+    let delivery = Delivery {
+        holdout_percent: 10.0,
+        ..immediate()
+    };
+    let held = |id: &str| {
+        let facts = UserFacts {
+            id: id.into(),
+            ..user(1)
+        };
+        matches!(plan(delivery.clone(), &facts, &targeted("鞋"), History::default(), None, NOON), Planned::Skip(ref r) if r == "holdout")
+    };
+    let first: Vec<bool> = (0..5_000).map(|i| held(&format!("user{i}"))).collect();
+    let second: Vec<bool> = (0..5_000).map(|i| held(&format!("user{i}"))).collect();
+    assert_eq!(first, second, "the same users are held out on every run");
+    let share = first.iter().filter(|h| **h).count() as f64 / 5_000.0;
+    assert!((0.085..0.115).contains(&share), "holdout share {share}");
+}

@@ -466,3 +466,63 @@ async fn templates_sync_stores_keyword_types_and_the_mock_keeps_its_state() {
     );
     restarted.kill().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_stop_finishes_or_releases_every_claimed_send() {
+    let test = TestStore::new().await;
+    let faults = Faults {
+        latency_ms: 20,
+        ..Faults::default()
+    };
+    let mock = MockWechat::start(
+        MockConfig {
+            default_credits: 1,
+            faults,
+            ..MockConfig::default()
+        },
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let t = now();
+    let sends: Vec<_> = (0..2_000)
+        .map(|i| send(&format!("g{i}"), "tmpl_cart_reminder", "stop", t, 600_000))
+        .collect();
+    test.store.enqueue_sends(&sends, t).await.unwrap();
+    let connectors = BTreeMap::from([("wechat".to_string(), wechat(&mock))]);
+    let options = DispatchOptions {
+        until_idle: true,
+        start_ms: None,
+        worker: "stopper".into(),
+        idle_wait_ms: 0,
+    };
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let config = DispatchConfig {
+        concurrency: 8,
+        batch: 256,
+        ..fast()
+    };
+    let store = test.store.clone();
+    let running = tokio::spawn(async move {
+        dispatch::run(&store, &connectors, &config, &options, shutdown).await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    stop.send(true).unwrap();
+    let report = running.await.unwrap().unwrap();
+    let counts = states(&test).await;
+    assert_eq!(
+        counts.get("sending"),
+        None,
+        "nothing is left claimed: {counts:?}"
+    );
+    assert!(report.released > 0, "the stop came mid-batch: {report:?}");
+    assert_eq!(
+        counts.get("sent").copied().unwrap_or(0),
+        mock.delivered().len() as u64,
+        "{counts:?}"
+    );
+    assert_eq!(
+        counts.get("planned").copied().unwrap_or(0) + counts.get("sent").copied().unwrap_or(0),
+        2_000
+    );
+}
