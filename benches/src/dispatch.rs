@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use nudge_connectors::Connector;
+use nudge_connectors::wechat::WechatConfig;
 use nudge_connectors::wechat::client::WechatConnector;
 use nudge_connectors::wechat::mock::{MockConfig, MockWechat};
-use nudge_connectors::wechat::{TokenMode, WechatConfig};
 use nudge_engine::dispatch::{self, ConnectorLimits, DispatchConfig, DispatchOptions};
 use nudge_engine::store::outbox::PlannedSend;
 
@@ -53,17 +53,7 @@ async fn measure(sends: usize, rate: Option<f64>) -> anyhow::Result<(f64, u64)> 
         })
         .collect();
     store.enqueue_sends(&planned, now).await?;
-    let config = WechatConfig {
-        appid: "wxmock".into(),
-        secret_env: "UNUSED".into(),
-        api_base: mock.api_base(),
-        token_mode: TokenMode::Stable,
-        miniprogram_state: None,
-        lang: None,
-        quota_tz: "Asia/Shanghai".into(),
-        refresh_ahead_s: 300,
-        timeout_ms: 5_000,
-    };
+    let config = WechatConfig::for_mock(mock.api_base());
     let connector: Arc<dyn Connector> = Arc::new(
         WechatConnector::with_secret(&config, "mock-secret".into()).map_err(anyhow::Error::msg)?,
     );

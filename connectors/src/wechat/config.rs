@@ -93,3 +93,20 @@ impl WechatConfig {
         Ok(())
     }
 }
+
+impl WechatConfig {
+    /// Settings for the built-in mock at `api_base` (its app id; the secret is given directly).
+    pub fn for_mock(api_base: String) -> WechatConfig {
+        WechatConfig {
+            appid: "wxmock".into(),
+            secret_env: "NUDGE_MOCK_SECRET".into(),
+            api_base,
+            token_mode: TokenMode::Stable,
+            miniprogram_state: None,
+            lang: None,
+            quota_tz: default_quota_tz(),
+            refresh_ahead_s: default_refresh_ahead(),
+            timeout_ms: default_timeout_ms(),
+        }
+    }
+}

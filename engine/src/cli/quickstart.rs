@@ -198,9 +198,9 @@ async fn deliver(
     store: &Store,
     now: chrono::DateTime<chrono::Utc>,
 ) -> anyhow::Result<()> {
+    use nudge_connectors::wechat::WechatConfig;
     use nudge_connectors::wechat::client::WechatConnector;
     use nudge_connectors::wechat::mock::{MockConfig, MockWechat};
-    use nudge_connectors::wechat::{TokenMode, WechatConfig};
 
     let folder = context.config.data_dir.join("quickstart");
     for (path, text) in EXAMPLES {
@@ -216,15 +216,8 @@ async fn deliver(
         }
     }
     let wechat = WechatConfig {
-        appid: "wxmock".into(),
-        secret_env: "UNUSED".into(),
-        api_base: mock.api_base(),
-        token_mode: TokenMode::Stable,
-        miniprogram_state: None,
-        lang: None,
         quota_tz: context.config.default_tz.clone(),
-        refresh_ahead_s: 300,
-        timeout_ms: 10_000,
+        ..WechatConfig::for_mock(mock.api_base())
     };
     let connector: std::sync::Arc<dyn nudge_connectors::Connector> = std::sync::Arc::new(
         WechatConnector::with_secret(&wechat, "mock-secret".into()).map_err(anyhow::Error::msg)?,
@@ -232,19 +225,7 @@ async fn deliver(
     // The template registry, as `nudge templates sync` fills it: plans are checked against it.
     let wechat_client =
         WechatConnector::with_secret(&wechat, "mock-secret".into()).map_err(anyhow::Error::msg)?;
-    let templates = wechat_client.templates().await?;
-    let rows: Vec<_> = templates
-        .iter()
-        .map(|t| {
-            (
-                t.id.clone(),
-                t.title.clone(),
-                t.kind,
-                serde_json::to_string(&t.keywords).expect("strings serialise"),
-            )
-        })
-        .collect();
-    store.save_templates(&rows, now.timestamp_millis()).await?;
+    super::templates::save(store, &wechat_client.templates().await?).await?;
     let campaigns = nudge_engine::campaign::load_dir(&folder.join("campaigns"))?;
     let mut reports = Vec::new();
     for campaign in &campaigns {

@@ -50,26 +50,35 @@ pub async fn run(context: &Context, command: Command) -> anyhow::Result<ExitCode
                 .templates()
                 .await
                 .with_context(|| format!("connector {name}"))?;
-            let rows: Vec<_> = templates
-                .iter()
-                .map(|t| {
-                    (
-                        t.id.clone(),
-                        t.title.clone(),
-                        t.kind,
-                        serde_json::to_string(&t.keywords).expect("strings serialise"),
-                    )
-                })
-                .collect();
-            store
-                .save_templates(&rows, chrono::Utc::now().timestamp_millis())
-                .await?;
-            println!("{} templates synced from connector {name}", rows.len());
+            save(&store, &templates).await?;
+            println!("{} templates synced from connector {name}", templates.len());
             print_list(&store).await?;
         }
         Command::List => print_list(&store).await?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Stores fetched templates as the registry campaigns are checked against.
+pub async fn save(
+    store: &Store,
+    templates: &[nudge_connectors::wechat::templates::Template],
+) -> anyhow::Result<()> {
+    let rows: Vec<_> = templates
+        .iter()
+        .map(|t| {
+            (
+                t.id.clone(),
+                t.title.clone(),
+                t.kind,
+                serde_json::to_string(&t.keywords).expect("strings serialise"),
+            )
+        })
+        .collect();
+    store
+        .save_templates(&rows, chrono::Utc::now().timestamp_millis())
+        .await?;
+    Ok(())
 }
 
 async fn print_list(store: &Store) -> anyhow::Result<()> {

@@ -7,26 +7,16 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use nudge_connectors::Connector;
+use nudge_connectors::wechat::WechatConfig;
 use nudge_connectors::wechat::client::WechatConnector;
 use nudge_connectors::wechat::mock::{Faults, MockConfig, MockWechat};
-use nudge_connectors::wechat::{TokenMode, WechatConfig};
 use nudge_engine::dispatch::{self, DispatchConfig, DispatchOptions};
 use nudge_engine::store::outbox::PlannedSend;
 
 use super::support::{NOV_1, TestStore, line};
 
 fn wechat(mock: &MockWechat) -> Arc<dyn Connector> {
-    let config = WechatConfig {
-        appid: "wxmock".into(),
-        secret_env: "UNUSED".into(),
-        api_base: mock.api_base(),
-        token_mode: TokenMode::Stable,
-        miniprogram_state: None,
-        lang: None,
-        quota_tz: "Asia/Shanghai".into(),
-        refresh_ahead_s: 300,
-        timeout_ms: 5_000,
-    };
+    let config = WechatConfig::for_mock(mock.api_base());
     Arc::new(WechatConnector::with_secret(&config, "mock-secret".into()).unwrap())
 }
 
