@@ -272,7 +272,7 @@ async fn deliver(
                 .sum::<u64>()
         };
         println!(
-            "campaign {} ({:?}): {} users considered, {} targeted and planned, sent {}, failed {}, credits used {}",
+            "campaign {} ({:?}): {} users considered, {} planned by this run; in the outbox: sent {}, failed {}, credits used {}",
             campaign.name,
             campaign.delivery.mode,
             report.considered,
