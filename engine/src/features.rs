@@ -142,3 +142,34 @@ pub async fn user_facts(
     all.sort_by(|a, b| a.id.cmp(&b.id));
     Ok(all)
 }
+
+/// Every `notification_click` up to `as_of`: (user, ts, props JSON).
+pub async fn clicks(
+    store: &Store,
+    as_of: DateTime<Utc>,
+) -> Result<Vec<(String, i64, Option<String>)>> {
+    let as_of_ms = as_of.timestamp_millis();
+    let paths = store.segment_paths(Some((i64::MIN, as_of_ms + 1))).await?;
+    if paths.is_empty() {
+        return Ok(Vec::new());
+    }
+    let frame = tokio::task::block_in_place(|| -> Result<DataFrame> {
+        Ok(segments::scan(&paths)?
+            .filter(
+                col("event")
+                    .eq(lit(crate::event::NOTIFICATION_CLICK))
+                    .and(col("ts").lt_eq(lit(as_of_ms))),
+            )
+            .select([col("user_id"), col("ts"), col("props")])
+            .collect()?)
+    })?;
+    let users = frame.column("user_id")?.str()?;
+    let stamps = frame.column("ts")?.i64()?;
+    let props = frame.column("props")?.str()?;
+    Ok(users
+        .iter()
+        .zip(stamps.iter())
+        .zip(props.iter())
+        .filter_map(|((user, ts), props)| Some((user?.to_string(), ts?, props.map(str::to_string))))
+        .collect())
+}

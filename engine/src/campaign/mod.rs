@@ -69,6 +69,8 @@ pub struct Delivery {
     pub min_interval_hours: i64,
     /// Share of users (0-100) never sent to, to measure lift.
     pub holdout_percent: f64,
+    /// Do not resend to a user who clicked this campaign within this many hours.
+    pub skip_if_clicked_within_hours: Option<i64>,
 }
 
 impl Default for Delivery {
@@ -82,6 +84,7 @@ impl Default for Delivery {
             requires_credit: true,
             min_interval_hours: 0,
             holdout_percent: 0.0,
+            skip_if_clicked_within_hours: None,
         }
     }
 }

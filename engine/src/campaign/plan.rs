@@ -38,6 +38,8 @@ pub struct History {
     /// Sends to the user, all campaigns, in the 24 hours / 7 days before the run.
     pub last_day: u32,
     pub last_week: u32,
+    /// The user's latest click on a send of this campaign.
+    pub last_click_ms: Option<i64>,
 }
 
 /// One user's plan.
@@ -100,6 +102,13 @@ pub fn plan_user(
         && now.timestamp_millis() - last < delivery.min_interval_hours * 3_600_000
     {
         return Planned::Skip("re-eligibility".into());
+    }
+    if let (Some(hours), Some(clicked)) = (
+        delivery.skip_if_clicked_within_hours,
+        user.history.last_click_ms,
+    ) && now.timestamp_millis() - clicked < hours * 3_600_000
+    {
+        return Planned::Skip("clicked".into());
     }
     if user.history.last_day >= caps.per_day || user.history.last_week >= caps.per_week {
         return Planned::Skip("capped".into());

@@ -66,6 +66,11 @@ pub async fn run(
         .send_history(&campaign.name, now_ms - 86_400_000, now_ms - 7 * 86_400_000)
         .await?;
     let default_zone = config.default_zone();
+    let last_clicks = if campaign.delivery.skip_if_clicked_within_hours.is_some() {
+        campaign_clicks(store, &campaign.name, now).await?
+    } else {
+        std::collections::HashMap::new()
+    };
     let keywords: Option<Vec<String>> = store
         .templates()
         .await?
@@ -95,6 +100,7 @@ pub async fn run(
                 last_of_campaign_ms: last,
                 last_day: day,
                 last_week: week,
+                last_click_ms: last_clicks.get(&facts.id).copied(),
             },
             keywords: keywords.as_deref(),
         };
@@ -128,4 +134,34 @@ pub async fn run(
         report.duplicates = report.planned - added;
     }
     Ok(report)
+}
+
+/// Each user's latest click on this campaign: a `notification_click` whose props name the
+/// campaign, or whose `send_id` is one of the campaign's sends.
+async fn campaign_clicks(
+    store: &Store,
+    campaign: &str,
+    now: DateTime<Utc>,
+) -> Result<std::collections::HashMap<String, i64>> {
+    let send_ids = store.send_ids(campaign).await?;
+    let mut latest = std::collections::HashMap::new();
+    for (user, ts, props) in features::clicks(store, now).await? {
+        let Some(props) = props.and_then(|p| serde_json::from_str::<serde_json::Value>(&p).ok())
+        else {
+            continue;
+        };
+        let by_campaign = props.get("campaign").and_then(|c| c.as_str()) == Some(campaign);
+        let by_send = props.get("send_id").is_some_and(|id| {
+            let id = id
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| id.to_string());
+            send_ids.contains(&id)
+        });
+        if by_campaign || by_send {
+            let entry = latest.entry(user).or_insert(ts);
+            *entry = (*entry).max(ts);
+        }
+    }
+    Ok(latest)
 }

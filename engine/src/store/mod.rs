@@ -324,6 +324,18 @@ impl Store {
         outbox::history(&self.pool, campaign, day_from, week_from).await
     }
 
+    /// The ids of a campaign's sends (what click events carry as `send_id`).
+    pub async fn send_ids(&self, campaign: &str) -> Result<std::collections::HashSet<String>> {
+        let rows = sqlx::query("SELECT id FROM sends WHERE campaign = $1")
+            .bind(campaign)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| row.get::<i64, _>(0).to_string())
+            .collect())
+    }
+
     /// Connectors with planned or in-flight sends.
     pub async fn connectors_with_sends(&self) -> Result<Vec<String>> {
         outbox::connectors_with_work(&self.pool).await

@@ -475,3 +475,54 @@ fn the_holdout_group_is_stable_and_of_the_stated_size() {
     let share = first.iter().filter(|h| **h).count() as f64 / 5_000.0;
     assert!((0.085..0.115).contains(&share), "holdout share {share}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_who_clicked_the_campaign_recently_is_not_sent_again() {
+    let test = TestStore::new().await;
+    let now = at("2026-11-02T12:00:00+08:00");
+    let hour_ago = now.timestamp_millis() - 3_600_000;
+    let events = [
+        line(
+            "u1",
+            "notification_click",
+            hour_ago,
+            r#"{"send_id":"s9","campaign":"cart"}"#,
+        ),
+        line(
+            "u2",
+            "notification_click",
+            hour_ago,
+            r#"{"send_id":"s8","campaign":"other"}"#,
+        ),
+        line("u3", "app_open", hour_ago, ""),
+    ];
+    test.ingest(&[&test.file("clicks.ndjson", events.join("\n"))])
+        .await;
+    let rule = test.file(
+        "all.rhai",
+        "fn target(user) { true }\nfn message(user) { #{ thing1: \"hi\" } }",
+    );
+    let mut campaign = campaign(Delivery {
+        requires_credit: false,
+        skip_if_clicked_within_hours: Some(24),
+        ..immediate()
+    });
+    campaign.rule = rule;
+    let config = nudge_engine::config::Config {
+        data_dir: test.store.data_dir().to_path_buf(),
+        ..Default::default()
+    };
+    let report = nudge_engine::campaign::run::run(&test.store, &config, &campaign, now, now, true)
+        .await
+        .unwrap();
+    assert_eq!(
+        report.skipped.get("clicked"),
+        Some(&1),
+        "{:?}",
+        report.skipped
+    );
+    assert_eq!(
+        report.planned, 2,
+        "the user who clicked another campaign is still planned"
+    );
+}
