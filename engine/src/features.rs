@@ -138,6 +138,9 @@ pub async fn user_facts(
             }
         }
     }
+    if needs.sends {
+        attach_sends(store, &mut facts, as_of).await?;
+    }
     let mut all: Vec<Arc<UserFacts>> = facts.into_values().map(Arc::new).collect();
     all.sort_by(|a, b| a.id.cmp(&b.id));
     Ok(all)
@@ -172,4 +175,42 @@ pub async fn clicks(
         .zip(props.iter())
         .filter_map(|((user, ts), props)| Some((user?.to_string(), ts?, props.map(str::to_string))))
         .collect())
+}
+
+/// Fills each user's send history from the outbox, with the click that came back for each send
+/// (a `notification_click` whose `send_id` is the send's id).
+async fn attach_sends(
+    store: &Store,
+    facts: &mut HashMap<String, UserFacts>,
+    as_of: DateTime<Utc>,
+) -> Result<()> {
+    let mut clicked: HashMap<String, i64> = HashMap::new();
+    for (_, ts, props) in clicks(store, as_of).await? {
+        let Some(props) = props.and_then(|p| serde_json::from_str::<serde_json::Value>(&p).ok())
+        else {
+            continue;
+        };
+        if let Some(id) = props.get("send_id") {
+            let id = id
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| id.to_string());
+            let entry = clicked.entry(id).or_insert(ts);
+            *entry = (*entry).min(ts);
+        }
+    }
+    for (id, user, campaign, sent_ms) in store.sent_sends().await? {
+        if sent_ms > as_of.timestamp_millis() {
+            continue;
+        }
+        if let Some(user_facts) = facts.get_mut(&user) {
+            let clicked_ms = clicked.get(&id.to_string()).copied();
+            user_facts.sends.push(nudge_rules::SendFact {
+                campaign,
+                sent_ms,
+                clicked_ms,
+            });
+        }
+    }
+    Ok(())
 }

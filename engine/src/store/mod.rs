@@ -324,6 +324,18 @@ impl Store {
         outbox::history(&self.pool, campaign, day_from, week_from).await
     }
 
+    /// Every sent send: (id, user, campaign, sent at), for the rules' `user.sent` and `clicked`.
+    pub async fn sent_sends(&self) -> Result<Vec<(i64, String, String, i64)>> {
+        let rows =
+            sqlx::query("SELECT id, user_id, campaign, send_at FROM sends WHERE state = 'sent'")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| (row.get(0), row.get(1), row.get(2), row.get(3)))
+            .collect())
+    }
+
     /// The ids of a campaign's sends (what click events carry as `send_id`).
     pub async fn send_ids(&self, campaign: &str) -> Result<std::collections::HashSet<String>> {
         let rows = sqlx::query("SELECT id FROM sends WHERE campaign = $1")

@@ -526,3 +526,100 @@ async fn a_user_who_clicked_the_campaign_recently_is_not_sent_again() {
         "the user who clicked another campaign is still planned"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_see_sends_from_the_outbox_and_their_clicks() {
+    let test = TestStore::new().await;
+    let now = at("2026-11-02T12:00:00+08:00");
+    let t = now.timestamp_millis();
+    test.ingest(&[&test.file(
+        "open.ndjson",
+        [
+            line("u1", "app_open", t - 7_200_000, ""),
+            line("u2", "app_open", t - 7_200_000, ""),
+        ]
+        .join("\n"),
+    )])
+    .await;
+    let planned = |user: &str| nudge_engine::store::outbox::PlannedSend {
+        dedup_key: format!("cart:{user}"),
+        campaign: "cart".into(),
+        user_id: user.into(),
+        template_id: "t".into(),
+        connector: "dry-run".into(),
+        page: None,
+        data: BTreeMap::new(),
+        send_at_ms: t - 3_600_000,
+        expires_at_ms: t + 3_600_000,
+    };
+    test.store
+        .enqueue_sends(&[planned("u1"), planned("u2")], t)
+        .await
+        .unwrap();
+    let config = nudge_engine::config::Config {
+        data_dir: test.store.data_dir().to_path_buf(),
+        ..Default::default()
+    };
+    let connectors = config.build_connectors().unwrap();
+    let options = nudge_engine::dispatch::DispatchOptions {
+        until_idle: true,
+        start_ms: Some(t),
+        worker: "t".into(),
+        idle_wait_ms: 0,
+    };
+    let (_stop, shutdown) = tokio::sync::watch::channel(false);
+    nudge_engine::dispatch::run(
+        &test.store,
+        &connectors,
+        &config.dispatch,
+        &options,
+        shutdown,
+    )
+    .await
+    .unwrap();
+    // u1 clicked the card (the page carried the send's id).
+    let ids = test.store.send_ids("cart").await.unwrap();
+    let u1_send = test
+        .store
+        .sent_sends()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|s| s.1 == "u1")
+        .unwrap()
+        .0;
+    assert!(ids.contains(&u1_send.to_string()));
+    let click = line(
+        "u1",
+        "notification_click",
+        t - 1_800_000,
+        &format!(r#"{{"send_id":"{u1_send}"}}"#),
+    );
+    test.ingest(&[&test.file("click.ndjson", click)]).await;
+
+    let rule = nudge_rules::Rule::compile(
+        "r.rhai",
+        r#"fn target(user) { user.sent("cart", 1) == 1 && user.clicked("cart", 1) == 0 }"#,
+        Default::default(),
+    )
+    .unwrap();
+    let users = nudge_engine::features::user_facts(
+        &test.store,
+        rule.needs(),
+        now,
+        "Asia/Shanghai",
+        nudge_engine::features::Audience::Everyone,
+    )
+    .await
+    .unwrap();
+    let targeted: Vec<&str> = users
+        .iter()
+        .filter(|u| matches!(rule.evaluate((*u).clone(), t), Decision::Target(_)))
+        .map(|u| u.id.as_str())
+        .collect();
+    assert_eq!(
+        targeted,
+        ["u2"],
+        "u1 was sent and clicked; u2 was sent and did not click"
+    );
+}
