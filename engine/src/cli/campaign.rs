@@ -18,6 +18,11 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
     },
+    /// A campaign's runs, sends by state, and clicks with the click rate
+    Status {
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
     /// Plan a run of a campaign and write its sends to the outbox
     Run {
         #[arg(value_name = "NAME")]
@@ -52,6 +57,7 @@ pub async fn run(context: &Context, command: Command) -> anyhow::Result<ExitCode
                 );
             }
         }
+        Command::Status { name } => status(context, &name).await?,
         Command::Run {
             name,
             now,
@@ -86,6 +92,58 @@ pub async fn run(context: &Context, command: Command) -> anyhow::Result<ExitCode
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn status(context: &Context, name: &str) -> anyhow::Result<()> {
+    let store = Store::open(&context.config).await?;
+    let runs = store.campaign_runs(name).await?;
+    println!("campaign {name}: {} scheduled runs recorded", runs.len());
+    for (at, state, planned, note) in runs.iter().take(20) {
+        let at = chrono::DateTime::from_timestamp_millis(*at)
+            .unwrap_or_default()
+            .to_rfc3339();
+        println!("  {at}  {state:<8} {planned:>7} planned  {note}");
+    }
+    let states = store.send_status(Some(name)).await?;
+    if states.is_empty() {
+        println!("no sends yet");
+        return Ok(());
+    }
+    println!("sends:");
+    for (state, reason, count) in &states {
+        println!(
+            "  {state:<8} {count:>9}  {}",
+            reason.as_deref().unwrap_or("")
+        );
+    }
+    let ids = store.send_ids(name).await?;
+    let sent: u64 = states
+        .iter()
+        .filter(|(s, ..)| s == "sent")
+        .map(|(.., n)| n)
+        .sum();
+    let mut clicked = std::collections::HashSet::new();
+    for (_, _, props) in nudge_engine::features::clicks(&store, chrono::Utc::now()).await? {
+        let Some(props) = props.and_then(|p| serde_json::from_str::<serde_json::Value>(&p).ok())
+        else {
+            continue;
+        };
+        if let Some(id) = props.get("send_id") {
+            let id = id
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| id.to_string());
+            if ids.contains(&id) {
+                clicked.insert(id);
+            }
+        }
+    }
+    println!(
+        "clicks: {} of {sent} sent ({:.1}%)",
+        clicked.len(),
+        100.0 * clicked.len() as f64 / sent.max(1) as f64
+    );
+    Ok(())
 }
 
 pub fn print_report(
