@@ -71,6 +71,40 @@ pub async fn fresh_store(
     Ok((config, store))
 }
 
+/// A fresh store filled with a generated dataset (Parquet, one seed): config, store, summary.
+pub async fn generated_store(
+    dir: &std::path::Path,
+    users: u64,
+    days: u32,
+    seed: u64,
+    start: chrono::NaiveDate,
+) -> anyhow::Result<(
+    nudge_engine::config::Config,
+    nudge_engine::store::Store,
+    nudge_engine::synth::GenSummary,
+)> {
+    let input = dir.join("events.parquet");
+    let options = nudge_engine::synth::GenOptions {
+        users,
+        days,
+        seed,
+        start,
+        out: input.clone(),
+        truth: None,
+        quiet: true,
+    };
+    let summary = nudge_engine::synth::generate(&options)?;
+    let (config, store) = fresh_store(dir).await?;
+    let ingest_options = nudge_engine::ingest::IngestOptions {
+        strict: false,
+        batch_size: 1_000_000,
+        rejects_path: dir.join("rejects.ndjson"),
+        quiet: true,
+    };
+    nudge_engine::ingest::ingest(&store, &[input], &ingest_options).await?;
+    Ok((config, store, summary))
+}
+
 /// The machine, for the tables.
 pub fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")

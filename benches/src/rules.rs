@@ -6,8 +6,6 @@ use std::sync::Arc;
 
 use chrono::NaiveDate;
 use nudge_engine::features::{self, Audience};
-use nudge_engine::ingest::{self, IngestOptions};
-use nudge_engine::synth::{self, GenOptions};
 use nudge_rules::{Limits, Rule, evaluate_all};
 
 #[derive(Debug, clap::Args)]
@@ -21,25 +19,8 @@ const CART: &str = include_str!("../../examples/rules/cart_abandonment.rhai");
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let start = NaiveDate::from_ymd_opt(2026, 10, 1).unwrap();
-    let input = dir.path().join("events.parquet");
-    let options = GenOptions {
-        users: args.users,
-        days: 30,
-        seed: 9,
-        start,
-        out: input.clone(),
-        truth: None,
-        quiet: true,
-    };
-    synth::generate(&options)?;
-    let (config, store) = crate::fresh_store(dir.path()).await?;
-    let ingest_options = IngestOptions {
-        strict: false,
-        batch_size: 1_000_000,
-        rejects_path: dir.path().join("r.ndjson"),
-        quiet: true,
-    };
-    ingest::ingest(&store, &[input], &ingest_options).await?;
+    let (config, store, _summary) =
+        crate::generated_store(dir.path(), args.users, 30, 9, start).await?;
     let now = start.and_hms_opt(0, 0, 0).unwrap().and_utc() + chrono::Duration::days(30);
 
     let rule = Rule::compile("cart_abandonment.rhai", CART, Limits::default())?;

@@ -2,9 +2,7 @@
 //! day of events.
 
 use chrono::{Duration, NaiveDate};
-use nudge_engine::ingest::{self, IngestOptions};
 use nudge_engine::scoring;
-use nudge_engine::synth::{self, GenOptions};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -17,25 +15,8 @@ pub struct Args {
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let start = NaiveDate::from_ymd_opt(2026, 9, 1).unwrap();
-    let input = dir.path().join("events.parquet");
-    let options = GenOptions {
-        users: args.users,
-        days: args.days,
-        seed: 5,
-        start,
-        out: input.clone(),
-        truth: None,
-        quiet: true,
-    };
-    let summary = synth::generate(&options)?;
-    let (config, store) = crate::fresh_store(dir.path()).await?;
-    let ingest_options = IngestOptions {
-        strict: false,
-        batch_size: 1_000_000,
-        rejects_path: dir.path().join("r.ndjson"),
-        quiet: true,
-    };
-    ingest::ingest(&store, &[input], &ingest_options).await?;
+    let (config, store, summary) =
+        crate::generated_store(dir.path(), args.users, args.days, 5, start).await?;
     let end = (start + Duration::days(args.days as i64))
         .and_hms_opt(0, 0, 0)
         .unwrap()

@@ -10,14 +10,15 @@ use crate::{BoxedSend, Connector, Notification, Receipt, SendError};
 /// Appends sends to a file.
 pub struct FileConnector {
     path: PathBuf,
-    lines: Mutex<u64>,
+    /// Serialises appends so lines never interleave.
+    lock: Mutex<()>,
 }
 
 impl FileConnector {
     pub fn new(path: PathBuf) -> Self {
         FileConnector {
             path,
-            lines: Mutex::new(0),
+            lock: Mutex::new(()),
         }
     }
 }
@@ -25,7 +26,7 @@ impl FileConnector {
 impl Connector for FileConnector {
     fn send<'a>(&'a self, notification: &'a Notification) -> BoxedSend<'a> {
         Box::pin(async move {
-            let mut lines = self.lines.lock().await;
+            let _appending = self.lock.lock().await;
             let line = serde_json::json!({
                 "sent_at": chrono::Utc::now().to_rfc3339(),
                 "user_id": notification.user_id,
@@ -51,7 +52,6 @@ impl Connector for FileConnector {
                 code: 0,
                 reason: format!("{}: {error}", self.path.display()),
             })?;
-            *lines += 1;
             Ok(Receipt {
                 provider_id: Some(format!("file:{}", notification.send_id)),
             })

@@ -146,11 +146,8 @@ pub async fn user_facts(
     Ok(all)
 }
 
-/// Every `notification_click` up to `as_of`: (user, ts, props JSON).
-pub async fn clicks(
-    store: &Store,
-    as_of: DateTime<Utc>,
-) -> Result<Vec<(String, i64, Option<String>)>> {
+/// Every `notification_click` up to `as_of`.
+pub async fn clicks(store: &Store, as_of: DateTime<Utc>) -> Result<Vec<Click>> {
     let as_of_ms = as_of.timestamp_millis();
     let paths = store.segment_paths(Some((i64::MIN, as_of_ms + 1))).await?;
     if paths.is_empty() {
@@ -173,8 +170,33 @@ pub async fn clicks(
         .iter()
         .zip(stamps.iter())
         .zip(props.iter())
-        .filter_map(|((user, ts), props)| Some((user?.to_string(), ts?, props.map(str::to_string))))
+        .filter_map(|((user, ts), props)| {
+            let props: serde_json::Value = serde_json::from_str(props?).ok()?;
+            let text = |key: &str| {
+                props.get(key).map(|v| {
+                    v.as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| v.to_string())
+                })
+            };
+            Some(Click {
+                user_id: user?.to_string(),
+                ts_ms: ts?,
+                send_id: text("send_id"),
+                campaign: text("campaign"),
+            })
+        })
         .collect())
+}
+
+/// A `notification_click`, with what it names of the send it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Click {
+    pub user_id: String,
+    pub ts_ms: i64,
+    /// The outbox id of the send (what the page's `{send_id}` carried).
+    pub send_id: Option<String>,
+    pub campaign: Option<String>,
 }
 
 /// Fills each user's send history from the outbox, with the click that came back for each send
@@ -185,18 +207,10 @@ async fn attach_sends(
     as_of: DateTime<Utc>,
 ) -> Result<()> {
     let mut clicked: HashMap<String, i64> = HashMap::new();
-    for (_, ts, props) in clicks(store, as_of).await? {
-        let Some(props) = props.and_then(|p| serde_json::from_str::<serde_json::Value>(&p).ok())
-        else {
-            continue;
-        };
-        if let Some(id) = props.get("send_id") {
-            let id = id
-                .as_str()
-                .map(str::to_string)
-                .unwrap_or_else(|| id.to_string());
-            let entry = clicked.entry(id).or_insert(ts);
-            *entry = (*entry).min(ts);
+    for click in clicks(store, as_of).await? {
+        if let Some(id) = click.send_id {
+            let entry = clicked.entry(id).or_insert(click.ts_ms);
+            *entry = (*entry).min(click.ts_ms);
         }
     }
     for (id, user, campaign, sent_ms) in store.sent_sends().await? {

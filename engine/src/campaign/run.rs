@@ -145,22 +145,15 @@ async fn campaign_clicks(
 ) -> Result<std::collections::HashMap<String, i64>> {
     let send_ids = store.send_ids(campaign).await?;
     let mut latest = std::collections::HashMap::new();
-    for (user, ts, props) in features::clicks(store, now).await? {
-        let Some(props) = props.and_then(|p| serde_json::from_str::<serde_json::Value>(&p).ok())
-        else {
-            continue;
-        };
-        let by_campaign = props.get("campaign").and_then(|c| c.as_str()) == Some(campaign);
-        let by_send = props.get("send_id").is_some_and(|id| {
-            let id = id
-                .as_str()
-                .map(str::to_string)
-                .unwrap_or_else(|| id.to_string());
-            send_ids.contains(&id)
-        });
+    for click in features::clicks(store, now).await? {
+        let by_campaign = click.campaign.as_deref() == Some(campaign);
+        let by_send = click
+            .send_id
+            .as_ref()
+            .is_some_and(|id| send_ids.contains(id));
         if by_campaign || by_send {
-            let entry = latest.entry(user).or_insert(ts);
-            *entry = (*entry).max(ts);
+            let entry = latest.entry(click.user_id).or_insert(click.ts_ms);
+            *entry = (*entry).max(click.ts_ms);
         }
     }
     Ok(latest)

@@ -122,22 +122,12 @@ async fn status(context: &Context, name: &str) -> anyhow::Result<()> {
         .filter(|(s, ..)| s == "sent")
         .map(|(.., n)| n)
         .sum();
-    let mut clicked = std::collections::HashSet::new();
-    for (_, _, props) in nudge_engine::features::clicks(&store, chrono::Utc::now()).await? {
-        let Some(props) = props.and_then(|p| serde_json::from_str::<serde_json::Value>(&p).ok())
-        else {
-            continue;
-        };
-        if let Some(id) = props.get("send_id") {
-            let id = id
-                .as_str()
-                .map(str::to_string)
-                .unwrap_or_else(|| id.to_string());
-            if ids.contains(&id) {
-                clicked.insert(id);
-            }
-        }
-    }
+    let clicked: std::collections::HashSet<String> =
+        nudge_engine::features::clicks(&store, chrono::Utc::now())
+            .await?
+            .into_iter()
+            .filter_map(|click| click.send_id.filter(|id| ids.contains(id)))
+            .collect();
     println!(
         "clicks: {} of {sent} sent ({:.1}%)",
         clicked.len(),
