@@ -9,7 +9,7 @@ use nudge_rules::{EventFacts, FactNeeds, UserFacts};
 use polars::prelude::*;
 
 use crate::Result;
-use crate::store::{Store, segments};
+use crate::store::{StateQuery, Store, segments};
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -22,7 +22,11 @@ pub enum Audience<'a> {
     One(&'a str),
 }
 
-/// Facts for every user of the audience as of `as_of`. Events after `as_of` are ignored.
+/// Facts for every user of the audience as of `as_of`, sorted by user id. Events after `as_of`
+/// are ignored.
+///
+/// The event scan (polars, on every core) and the SQL state read run at the same time; polars
+/// also joins each fact row to its user's position, so assembling the structs hashes no ids.
 pub async fn user_facts(
     store: &Store,
     needs: &FactNeeds,
@@ -32,88 +36,157 @@ pub async fn user_facts(
 ) -> Result<Vec<Arc<UserFacts>>> {
     let as_of_ms = as_of.timestamp_millis();
     let paths = store.segment_paths(Some((i64::MIN, as_of_ms + 1))).await?;
-    let state = store.user_state(needs.attrs).await?;
-    let window_from = needs.max_days.map(|days| as_of_ms - days * DAY_MS);
-    let started = std::time::Instant::now();
-    let frames =
-        tokio::task::block_in_place(|| -> Result<Option<(DataFrame, DataFrame, DataFrame)>> {
-            if paths.is_empty() {
-                return Ok(None);
-            }
-            let mut events = segments::scan(&paths)?.filter(col("ts").lt_eq(lit(as_of_ms)));
-            if let Audience::One(user) = audience {
-                events = events.filter(col("user_id").eq(lit(user)));
-            }
-            let users = events.clone().select([col("user_id").unique()]).collect()?;
-            let wanted = if needs.all_events {
-                None
-            } else {
-                needs
-                    .events
-                    .iter()
-                    .map(|name| col("event").eq(lit(name.as_str())))
-                    .reduce(|a, b| a.or(b))
-            };
-            let Some(wanted) = wanted.or_else(|| needs.all_events.then(|| lit(true))) else {
-                return Ok(Some((users, DataFrame::empty(), DataFrame::empty())));
-            };
-            let chosen = events.filter(wanted);
-            let latest = chosen
-                .clone()
-                .group_by([col("user_id"), col("event")])
-                .agg([
-                    col("ts").max().alias("last_ms"),
-                    col("props")
-                        .sort_by([col("ts")], SortMultipleOptions::default())
-                        .last()
-                        .alias("last_props"),
-                ])
-                .collect()?;
-            let windowed = match window_from {
-                Some(from) => chosen.filter(col("ts").gt(lit(from))),
-                None => chosen,
-            }
-            .select([col("user_id"), col("event"), col("ts")])
-            .sort(["user_id", "event", "ts"], SortMultipleOptions::default())
-            .collect()?;
-            Ok(Some((users, latest, windowed)))
-        })?;
-    let Some((users, latest, windowed)) = frames else {
+    if paths.is_empty() {
         return Ok(Vec::new());
+    }
+    let audience = match audience {
+        Audience::Everyone => None,
+        Audience::One(user) => Some(user.to_string()),
     };
+    let needs_owned = needs.clone();
+    let started = std::time::Instant::now();
+    let scan = tokio::task::spawn_blocking(move || {
+        scan_facts(&paths, &needs_owned, as_of_ms, audience.as_deref())
+    });
+    let state = store
+        .user_state(StateQuery {
+            attrs: needs.attrs,
+            credits: needs.credits,
+            except_zone: Some(default_tz),
+        })
+        .await?;
+    let state_s = started.elapsed().as_secs_f64();
+    let frames = scan
+        .await
+        .map_err(|error| crate::Error::Usage(format!("fact scan failed: {error}")))??;
     tracing::debug!(
+        state_s,
         scan_s = started.elapsed().as_secs_f64(),
-        users = users.height(),
+        users = frames.users.height(),
         "facts scanned"
     );
-
-    let mut facts: HashMap<String, UserFacts> = HashMap::new();
-    for user in users.column("user_id")?.str()?.iter().flatten() {
-        let (tz, attrs) = state.profiles.get(user).cloned().unwrap_or_default();
-        facts.insert(
-            user.to_string(),
-            UserFacts {
-                id: user.to_string(),
-                tz: tz.unwrap_or_else(|| default_tz.to_string()),
-                attrs,
-                credits: state.credits.get(user).cloned().unwrap_or_default(),
-                ..UserFacts::default()
-            },
-        );
+    let mut facts = assemble(frames, state, default_tz)?;
+    if needs.sends {
+        attach_sends(store, &mut facts, as_of).await?;
     }
-    if latest.height() > 0 {
-        let users = latest.column("user_id")?.str()?;
-        let names = latest.column("event")?.str()?;
-        let last = latest.column("last_ms")?.i64()?;
-        let props = latest.column("last_props")?.str()?;
-        for (((user, name), last), props) in users
+    tracing::debug!(total_s = started.elapsed().as_secs_f64(), "facts built");
+    Ok(facts.into_iter().map(Arc::new).collect())
+}
+
+/// What the scan yields: the users (sorted) and, per (user position, event name), the latest
+/// occurrence and the timestamps inside the rule's window.
+struct FactFrames {
+    users: DataFrame,
+    latest: DataFrame,
+    windowed: DataFrame,
+}
+
+fn scan_facts(
+    paths: &[std::path::PathBuf],
+    needs: &FactNeeds,
+    as_of_ms: i64,
+    audience: Option<&str>,
+) -> Result<FactFrames> {
+    let mut events = segments::scan(paths)?.filter(col("ts").lt_eq(lit(as_of_ms)));
+    if let Some(user) = audience {
+        events = events.filter(col("user_id").eq(lit(user)));
+    }
+    let users = events
+        .clone()
+        .select([col("user_id").unique()])
+        .sort(["user_id"], SortMultipleOptions::default())
+        .with_row_index("pos", None);
+    let wanted = if needs.all_events {
+        Some(lit(true))
+    } else {
+        needs
+            .events
+            .iter()
+            .map(|name| col("event").eq(lit(name.as_str())))
+            .reduce(|a, b| a.or(b))
+    };
+    let Some(wanted) = wanted else {
+        return Ok(FactFrames {
+            users: users.collect()?,
+            latest: DataFrame::empty(),
+            windowed: DataFrame::empty(),
+        });
+    };
+    let chosen = events.filter(wanted).join(
+        users.clone(),
+        [col("user_id")],
+        [col("user_id")],
+        JoinArgs::new(JoinType::Inner),
+    );
+    let latest = chosen.clone().group_by([col("pos"), col("event")]).agg([
+        col("ts").max().alias("last_ms"),
+        col("props")
+            .sort_by([col("ts")], SortMultipleOptions::default())
+            .last()
+            .alias("last_props"),
+    ]);
+    let window_from = needs.max_days.map(|days| as_of_ms - days * DAY_MS);
+    let windowed = match window_from {
+        Some(from) => chosen.filter(col("ts").gt(lit(from))),
+        None => chosen,
+    }
+    .select([col("pos"), col("event"), col("ts")])
+    .sort(["pos", "event", "ts"], SortMultipleOptions::default());
+    // One plan for the three: the shared scan and join run once.
+    let mut frames = LazyFrame::collect_all_with_engine(
+        vec![
+            users.logical_plan,
+            latest.logical_plan,
+            windowed.logical_plan,
+        ],
+        Engine::Auto,
+        OptFlags::default(),
+    )?
+    .into_iter();
+    let (Some(users), Some(latest), Some(windowed)) = (frames.next(), frames.next(), frames.next())
+    else {
+        return Err(crate::Error::Usage(
+            "fact scan returned too few frames".into(),
+        ));
+    };
+    Ok(FactFrames {
+        users,
+        latest,
+        windowed,
+    })
+}
+
+/// Builds the structs, in the users' order, moving state out of `state` rather than copying.
+fn assemble(
+    frames: FactFrames,
+    mut state: crate::store::UserState,
+    default_tz: &str,
+) -> Result<Vec<UserFacts>> {
+    let ids = frames.users.column("user_id")?.str()?;
+    let mut facts: Vec<UserFacts> = Vec::with_capacity(ids.len());
+    for user in ids.iter().flatten() {
+        let (tz, attrs) = state.profiles.remove(user).unwrap_or_default();
+        facts.push(UserFacts {
+            id: user.to_string(),
+            tz: tz.unwrap_or_else(|| default_tz.to_string()),
+            attrs,
+            credits: state.credits.remove(user).unwrap_or_default(),
+            ..UserFacts::default()
+        });
+    }
+    if frames.latest.height() > 0 {
+        let positions = frames.latest.column("pos")?.idx()?;
+        let names = frames.latest.column("event")?.str()?;
+        let last = frames.latest.column("last_ms")?.i64()?;
+        let props = frames.latest.column("last_props")?.str()?;
+        for (((pos, name), last), props) in positions
             .iter()
             .zip(names.iter())
             .zip(last.iter())
             .zip(props.iter())
         {
-            if let (Some(user), Some(name)) = (user, name)
-                && let Some(facts) = facts.get_mut(user)
+            if let (Some(pos), Some(name)) = (pos, name)
+                && let Some(facts) = facts.get_mut(pos as usize)
             {
                 let entry = facts.events.entry(name.to_string()).or_default();
                 entry.last_ms = last;
@@ -121,13 +194,13 @@ pub async fn user_facts(
             }
         }
     }
-    if windowed.height() > 0 {
-        let users = windowed.column("user_id")?.str()?;
-        let names = windowed.column("event")?.str()?;
-        let stamps = windowed.column("ts")?.i64()?;
-        for ((user, name), ts) in users.iter().zip(names.iter()).zip(stamps.iter()) {
-            if let (Some(user), Some(name), Some(ts)) = (user, name, ts)
-                && let Some(facts) = facts.get_mut(user)
+    if frames.windowed.height() > 0 {
+        let positions = frames.windowed.column("pos")?.idx()?;
+        let names = frames.windowed.column("event")?.str()?;
+        let stamps = frames.windowed.column("ts")?.i64()?;
+        for ((pos, name), ts) in positions.iter().zip(names.iter()).zip(stamps.iter()) {
+            if let (Some(pos), Some(name), Some(ts)) = (pos, name, ts)
+                && let Some(facts) = facts.get_mut(pos as usize)
             {
                 facts
                     .events
@@ -138,12 +211,9 @@ pub async fn user_facts(
             }
         }
     }
-    if needs.sends {
-        attach_sends(store, &mut facts, as_of).await?;
-    }
-    let mut all: Vec<Arc<UserFacts>> = facts.into_values().map(Arc::new).collect();
-    all.sort_by(|a, b| a.id.cmp(&b.id));
-    Ok(all)
+    // Dropping a million-entry map takes a while; let another thread do it.
+    std::thread::spawn(move || drop(state));
+    Ok(facts)
 }
 
 /// Every `notification_click` up to `as_of`.
@@ -201,11 +271,7 @@ pub struct Click {
 
 /// Fills each user's send history from the outbox, with the click that came back for each send
 /// (a `notification_click` whose `send_id` is the send's id).
-async fn attach_sends(
-    store: &Store,
-    facts: &mut HashMap<String, UserFacts>,
-    as_of: DateTime<Utc>,
-) -> Result<()> {
+async fn attach_sends(store: &Store, facts: &mut [UserFacts], as_of: DateTime<Utc>) -> Result<()> {
     let mut clicked: HashMap<String, i64> = HashMap::new();
     for click in clicks(store, as_of).await? {
         if let Some(id) = click.send_id {
@@ -217,7 +283,9 @@ async fn attach_sends(
         if sent_ms > as_of.timestamp_millis() {
             continue;
         }
-        if let Some(user_facts) = facts.get_mut(&user) {
+        if let Ok(pos) = facts.binary_search_by(|f| f.id.as_str().cmp(user.as_str()))
+            && let Some(user_facts) = facts.get_mut(pos)
+        {
             let clicked_ms = clicked.get(&id.to_string()).copied();
             user_facts.sends.push(nudge_rules::SendFact {
                 campaign,

@@ -38,24 +38,32 @@ pub async fn run(
     now: DateTime<Utc>,
     dry_run: bool,
 ) -> Result<RunReport> {
+    let started = std::time::Instant::now();
     let source = std::fs::read_to_string(&campaign.rule)
         .map_err(|source| Error::io(&campaign.rule, source))?;
     let rule = Rule::compile(&campaign.rule.display().to_string(), &source, config.rules)
         .map_err(|error| Error::Usage(format!("campaign {}: {error}", campaign.name)))?;
-    let users = features::user_facts(
-        store,
-        rule.needs(),
-        now,
-        &config.default_tz,
-        Audience::Everyone,
-    )
-    .await?;
+    // Planning reads credits whatever the rule reads.
+    let mut needs = rule.needs().clone();
+    needs.credits |= campaign.delivery.requires_credit;
+    let users =
+        features::user_facts(store, &needs, now, &config.default_tz, Audience::Everyone).await?;
     let (decisions, _) =
         tokio::task::block_in_place(|| evaluate_all(&rule, &users, now.timestamp_millis()))
             .map_err(|error| {
                 Error::Usage(format!("campaign {} stopped: {error}", campaign.name))
             })?;
-    let windows = scoring::load(store)?.unwrap_or_default();
+    tracing::debug!(s = started.elapsed().as_secs_f64(), "rule evaluated");
+    // Only targeted users need a window; the rest of the file is not decoded.
+    let targeted: Vec<String> = users
+        .iter()
+        .zip(&decisions)
+        .filter(|(_, decision)| matches!(decision, nudge_rules::Decision::Target(_)))
+        .map(|(facts, _)| facts.id.clone())
+        .collect();
+    let windows =
+        tokio::task::block_in_place(|| scoring::load_users(store, &targeted))?.unwrap_or_default();
+    tracing::debug!(s = started.elapsed().as_secs_f64(), "windows loaded");
     let population: Vec<f32> = if windows.population.len() == scoring::HOURS_OF_WEEK {
         windows.population.clone()
     } else {
@@ -83,6 +91,7 @@ pub async fn run(
                 .map(|(_, keyword)| keyword)
                 .collect()
         });
+    tracing::debug!(s = started.elapsed().as_secs_f64(), "history loaded");
     let mut report = RunReport {
         considered: users.len() as u64,
         ..RunReport::default()
@@ -129,6 +138,7 @@ pub async fn run(
         }
     }
     report.planned = report.sends.len() as u64;
+    tracing::debug!(s = started.elapsed().as_secs_f64(), "planned");
     if !dry_run {
         let added = store.enqueue_sends(&report.sends, now_ms).await?;
         report.duplicates = report.planned - added;

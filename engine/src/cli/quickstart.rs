@@ -6,7 +6,7 @@ use nudge_engine::features::{self, Audience};
 use nudge_engine::ingest::{self, IngestOptions};
 use nudge_engine::scoring::{self, QuietHours, best_send_time};
 use nudge_engine::stats;
-use nudge_engine::store::Store;
+use nudge_engine::store::{StateQuery, Store};
 use nudge_engine::synth::{self, GenOptions};
 use nudge_rules::{Decision, Rule, evaluate_all};
 
@@ -210,7 +210,14 @@ async fn deliver(
     }
     // The mock knows the same credits as the store: every accept in the dataset.
     let mock = MockWechat::start(MockConfig::default(), "127.0.0.1:0".parse()?).await?;
-    for (user, credits) in store.user_state(false).await?.credits {
+    for (user, credits) in store
+        .user_state(StateQuery {
+            credits: true,
+            ..StateQuery::default()
+        })
+        .await?
+        .credits
+    {
         for (template, count) in credits {
             mock.grant(&user, &template, count);
         }

@@ -20,7 +20,7 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
-use crate::store::Store;
+use crate::store::{StateQuery, Store};
 use crate::{Error, Result};
 
 pub use local::HOURS_OF_WEEK;
@@ -177,7 +177,10 @@ pub async fn compute(
     let as_of_ms = as_of.timestamp_millis();
     let from_ms = as_of_ms - config.lookback_days * DAY_MS;
     let zones = store
-        .user_state(false)
+        .user_state(StateQuery {
+            except_zone: Some(default_tz.name()),
+            ..StateQuery::default()
+        })
         .await?
         .profiles
         .into_iter()
@@ -229,7 +232,10 @@ pub async fn update(
     }
     let lookback = config.lookback_days * DAY_MS;
     let zones = store
-        .user_state(false)
+        .user_state(StateQuery {
+            except_zone: Some(default_tz.name()),
+            ..StateQuery::default()
+        })
         .await?
         .profiles
         .into_iter()
@@ -354,7 +360,13 @@ pub fn profile(state: &local::State, config: &WindowsConfig) -> Windows {
 
 /// Loads the stored windows, if computed.
 pub fn load(store: &Store) -> Result<Option<Windows>> {
-    persist::load_windows(store.data_dir())
+    persist::load_windows(store.data_dir(), None)
+}
+
+/// The stored windows of these users only (and the population and model): cheaper than
+/// [`load`] when a campaign targets a small share of the users.
+pub fn load_users(store: &Store, users: &[String]) -> Result<Option<Windows>> {
+    persist::load_windows(store.data_dir(), Some(users))
 }
 
 /// Where the windows live inside the data directory.

@@ -15,7 +15,7 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
-pub use state::{CreditSummary, StateChanges, UserState};
+pub use state::{CreditSummary, StateChanges, StateQuery, UserState};
 
 use crate::config::Config;
 use crate::event::Event;
@@ -260,9 +260,9 @@ impl Store {
         state::credits(&self.pool, user_id, template_id).await
     }
 
-    /// Every user's zone and credits, and their attributes when `with_attrs`.
-    pub async fn user_state(&self, with_attrs: bool) -> Result<UserState> {
-        state::user_state(&self.pool, with_attrs).await
+    /// Users' zones, and their attributes and credits as asked.
+    pub async fn user_state(&self, query: StateQuery<'_>) -> Result<UserState> {
+        state::user_state(&self.pool, query).await
     }
 
     /// Puts sends in the outbox; existing dedup keys are left alone. Returns how many were new.

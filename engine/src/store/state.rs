@@ -347,31 +347,51 @@ pub struct UserState {
     pub credits: HashMap<String, HashMap<String, i64>>,
 }
 
-pub(super) async fn user_state(pool: &SqlitePool, with_attrs: bool) -> Result<UserState> {
+/// What to read of the users' state.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StateQuery<'a> {
+    /// Profile attributes (without them, only zones are read).
+    pub attrs: bool,
+    /// Credits with a positive balance.
+    pub credits: bool,
+    /// Leave out users whose zone is this one: the default the caller applies anyway. Saves
+    /// reading a row per user when most users live in the default zone.
+    pub except_zone: Option<&'a str>,
+}
+
+pub(super) async fn user_state(pool: &SqlitePool, query: StateQuery<'_>) -> Result<UserState> {
     let mut state = UserState::default();
-    let query = if with_attrs {
-        "SELECT user_id, tz, attrs FROM users"
+    let rows = if query.attrs {
+        sqlx::query("SELECT user_id, tz, attrs FROM users")
+            .fetch_all(pool)
+            .await?
     } else {
-        "SELECT user_id, tz, '{}' FROM users"
+        sqlx::query("SELECT user_id, tz, '{}' FROM users WHERE tz IS NOT NULL AND tz != ?")
+            .bind(query.except_zone.unwrap_or(""))
+            .fetch_all(pool)
+            .await?
     };
-    for row in sqlx::query(query).fetch_all(pool).await? {
-        let attrs: String = row.get(2);
-        let attrs = if with_attrs {
-            serde_json::from_str(&attrs).unwrap_or_default()
+    state.profiles.reserve(rows.len());
+    for row in rows {
+        let attrs = if query.attrs {
+            serde_json::from_str(row.get::<&str, _>(2)).unwrap_or_default()
         } else {
             Map::new()
         };
         state.profiles.insert(row.get(0), (row.get(1), attrs));
     }
-    for row in sqlx::query("SELECT user_id, template_id, balance FROM credits WHERE balance > 0")
-        .fetch_all(pool)
-        .await?
-    {
-        state
-            .credits
-            .entry(row.get(0))
-            .or_default()
-            .insert(row.get(1), row.get(2));
+    if query.credits {
+        for row in
+            sqlx::query("SELECT user_id, template_id, balance FROM credits WHERE balance > 0")
+                .fetch_all(pool)
+                .await?
+        {
+            state
+                .credits
+                .entry(row.get(0))
+                .or_default()
+                .insert(row.get(1), row.get(2));
+        }
     }
     Ok(state)
 }

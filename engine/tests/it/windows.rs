@@ -228,6 +228,32 @@ async fn an_incremental_update_agrees_with_a_full_recompute() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loading_some_users_gives_exactly_their_stored_windows() {
+    let test = TestStore::new().await;
+    let events: Vec<String> = (0..50)
+        .map(|i| {
+            line(
+                &format!("u{i:02}"),
+                "app_open",
+                ms("2026-10-01T02:00:00Z") + i * 3_600_000,
+                "",
+            )
+        })
+        .collect();
+    test.ingest(&[&test.file("e.ndjson", events.join("\n"))])
+        .await;
+    let all = compute(&test, &WindowsConfig::default(), "2026-10-10T00:00:00Z").await;
+    let wanted = vec!["u07".to_string(), "u31".to_string(), "nobody".to_string()];
+    let some = scoring::load_users(&test.store, &wanted).unwrap().unwrap();
+    let ids: Vec<&str> = some.users.iter().map(|w| w.user_id.as_str()).collect();
+    assert_eq!(ids, ["u07", "u31"]);
+    for window in &some.users {
+        let full = all.iter().find(|w| w.user_id == window.user_id).unwrap();
+        assert_eq!(window, full);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_zones_are_reported_and_fall_back_to_the_default() {
     let test = TestStore::new().await;
     let events = [
