@@ -50,6 +50,8 @@ async fn measure(sends: usize, rate: Option<f64>) -> anyhow::Result<(f64, u64)> 
             ]),
             send_at_ms: now - 1_000,
             expires_at_ms: now + 3_600_000,
+            priority: 0,
+            run_at_ms: None,
         })
         .collect();
     store.enqueue_sends(&planned, now).await?;

@@ -259,6 +259,41 @@ pub async fn clicks(store: &Store, as_of: DateTime<Utc>) -> Result<Vec<Click>> {
         .collect())
 }
 
+/// The times of `event` for each of `users`, up to `as_of` (for conversion counts).
+pub async fn event_times(
+    store: &Store,
+    event: &str,
+    users: &[String],
+    as_of: DateTime<Utc>,
+) -> Result<HashMap<String, Vec<i64>>> {
+    let as_of_ms = as_of.timestamp_millis();
+    let paths = store.segment_paths(Some((i64::MIN, as_of_ms + 1))).await?;
+    if paths.is_empty() || users.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let wanted = Series::new("wanted".into(), users);
+    let frame = tokio::task::block_in_place(|| -> Result<DataFrame> {
+        Ok(segments::scan(&paths)?
+            .filter(
+                col("event")
+                    .eq(lit(event))
+                    .and(col("ts").lt_eq(lit(as_of_ms)))
+                    .and(col("user_id").is_in(lit(wanted).implode(false), false)),
+            )
+            .select([col("user_id"), col("ts")])
+            .collect()?)
+    })?;
+    let mut times: HashMap<String, Vec<i64>> = HashMap::new();
+    let ids = frame.column("user_id")?.str()?;
+    let stamps = frame.column("ts")?.i64()?;
+    for (user, ts) in ids.iter().zip(stamps.iter()) {
+        if let (Some(user), Some(ts)) = (user, ts) {
+            times.entry(user.to_string()).or_default().push(ts);
+        }
+    }
+    Ok(times)
+}
+
 /// A `notification_click`, with what it names of the send it came from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Click {

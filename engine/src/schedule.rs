@@ -117,67 +117,74 @@ pub async fn tick(
     grace: Duration,
 ) -> Result<Vec<RunRecord>> {
     let mut records = Vec::new();
-    for campaign in campaigns {
-        let Some(schedule) = &campaign.schedule else {
-            continue;
-        };
-        for at in schedule.instants(config.default_zone(), after, now) {
-            let name = campaign.name.clone();
-            if now - at > grace {
-                if store
-                    .claim_run(
-                        &name,
-                        at.timestamp_millis(),
-                        now.timestamp_millis(),
-                        "missed",
-                    )
-                    .await?
-                {
-                    tracing::warn!(campaign = %name, scheduled = %at, "missed run skipped: past its grace period");
-                    records.push(RunRecord::Missed { campaign: name, at });
-                }
-                continue;
-            }
-            if !store
+    // Oldest first; at one instant the higher priority plans first and takes capped users.
+    let mut due: Vec<(DateTime<Utc>, &Campaign)> = campaigns
+        .iter()
+        .filter_map(|c| c.schedule.as_ref().map(|s| (c, s)))
+        .flat_map(|(campaign, schedule)| {
+            schedule
+                .instants(config.default_zone(), after, now)
+                .into_iter()
+                .map(move |at| (at, campaign))
+        })
+        .collect();
+    due.sort_by_key(|(at, campaign)| (*at, std::cmp::Reverse(campaign.priority)));
+    for (at, campaign) in due {
+        let name = campaign.name.clone();
+        if now - at > grace {
+            if store
                 .claim_run(
                     &name,
                     at.timestamp_millis(),
                     now.timestamp_millis(),
-                    "running",
+                    "missed",
                 )
                 .await?
             {
-                records.push(RunRecord::AlreadyTaken { campaign: name, at });
-                continue;
+                tracing::warn!(campaign = %name, scheduled = %at, "missed run skipped: past its grace period");
+                records.push(RunRecord::Missed { campaign: name, at });
             }
-            match crate::campaign::run::run(store, config, campaign, at, now, false).await {
-                Ok(report) => {
-                    store
-                        .finish_run(
-                            &name,
-                            at.timestamp_millis(),
-                            "done",
-                            report.planned as i64,
-                            "",
-                        )
-                        .await?;
-                    records.push(RunRecord::Ran {
-                        campaign: name,
-                        at,
-                        planned: report.planned,
-                    });
-                }
-                Err(error) => {
-                    let reason = error.to_string();
-                    store
-                        .finish_run(&name, at.timestamp_millis(), "failed", 0, &reason)
-                        .await?;
-                    records.push(RunRecord::Failed {
-                        campaign: name,
-                        at,
-                        reason,
-                    });
-                }
+            continue;
+        }
+        if !store
+            .claim_run(
+                &name,
+                at.timestamp_millis(),
+                now.timestamp_millis(),
+                "running",
+            )
+            .await?
+        {
+            records.push(RunRecord::AlreadyTaken { campaign: name, at });
+            continue;
+        }
+        match crate::campaign::run::run(store, config, campaign, at, now, false).await {
+            Ok(report) => {
+                store
+                    .finish_run(
+                        &name,
+                        at.timestamp_millis(),
+                        "done",
+                        report.planned as i64,
+                        "",
+                    )
+                    .await?;
+                records.push(RunRecord::Ran {
+                    campaign: name,
+                    at,
+                    planned: report.planned,
+                });
+            }
+            Err(error) => {
+                let reason = error.to_string();
+                store
+                    .finish_run(&name, at.timestamp_millis(), "failed", 0, &reason)
+                    .await?;
+                records.push(RunRecord::Failed {
+                    campaign: name,
+                    at,
+                    reason,
+                });
             }
         }
     }

@@ -26,9 +26,21 @@ pub struct Campaign {
     pub connector: String,
     /// The page opened on tap; `{campaign}` is filled at plan time, `{send_id}` at send time.
     pub page: Option<String>,
-    /// Higher wins when campaigns compete for a capped user.
+    /// Higher wins when campaigns compete for a capped user: its run cancels a lower-priority
+    /// send that is still planned.
     #[serde(default)]
     pub priority: i64,
+    /// What makes two planned sends the same send (the later is dropped). Placeholders:
+    /// `{campaign}`, `{user}`, `{template}`, `{run}` (the run's instant, RFC 3339 UTC) and
+    /// `{run_date}` (its date in the schedule's zone, else UTC). Default
+    /// `{campaign}:{user}:{run}`; `{campaign}:{user}:{run_date}` sends at most once a day
+    /// however often the campaign is run.
+    pub dedup_key: Option<String>,
+    /// The event that counts as a conversion when comparing sent users with the holdout
+    /// [default: app_open].
+    pub goal_event: Option<String>,
+    /// How long after the (would-be) send a goal event counts [default: 24].
+    pub goal_window_hours: Option<i64>,
     #[serde(default)]
     pub delivery: Delivery,
     /// When it runs by itself under `nudge serve`.
@@ -144,10 +156,90 @@ impl Campaign {
         if let Some(schedule) = &campaign.schedule {
             schedule.validate().map_err(&invalid)?;
         }
+        if let Some(template) = &campaign.dedup_key {
+            check_dedup_key(template).map_err(&invalid)?;
+        }
+        if campaign.goal_window_hours.is_some_and(|h| h < 1) {
+            return Err(invalid("goal_window_hours must be at least 1".into()));
+        }
         if campaign.rule.is_relative() {
             campaign.rule = path.parent().unwrap_or(Path::new(".")).join(&campaign.rule);
         }
         Ok(campaign)
+    }
+}
+
+const DEDUP_PLACEHOLDERS: [&str; 5] = ["campaign", "user", "template", "run", "run_date"];
+
+fn check_dedup_key(template: &str) -> std::result::Result<(), String> {
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        let Some(close) = rest[open..].find('}') else {
+            return Err(format!("dedup_key '{template}': unclosed '{{'"));
+        };
+        let name = &rest[open + 1..open + close];
+        if !DEDUP_PLACEHOLDERS.contains(&name) {
+            return Err(format!(
+                "dedup_key '{template}': unknown placeholder {{{name}}} (known: {})",
+                DEDUP_PLACEHOLDERS.map(|p| format!("{{{p}}}")).join(", ")
+            ));
+        }
+        rest = &rest[open + close + 1..];
+    }
+    if !template.contains("{user}") {
+        return Err(format!(
+            "dedup_key '{template}' must contain {{user}}, or every user would share one send"
+        ));
+    }
+    Ok(())
+}
+
+impl Campaign {
+    /// The dedup key of this campaign's send to `user` for the run scheduled at `run_at`.
+    pub fn dedup_key(&self, user: &str, run_at: chrono::DateTime<chrono::Utc>) -> String {
+        let template = self
+            .dedup_key
+            .as_deref()
+            .unwrap_or("{campaign}:{user}:{run}");
+        let zone: chrono_tz::Tz = self
+            .schedule
+            .as_ref()
+            .and_then(|s| s.tz.as_deref())
+            .and_then(|tz| tz.parse().ok())
+            .unwrap_or(chrono_tz::UTC);
+        // One pass, so a user id that happens to contain `{run}` is left as it is.
+        let mut key = String::with_capacity(template.len() + user.len() + 32);
+        let mut rest = template;
+        while let Some(open) = rest.find('{') {
+            key.push_str(&rest[..open]);
+            let Some(close) = rest[open..].find('}') else {
+                rest = &rest[open..];
+                break;
+            };
+            match &rest[open + 1..open + close] {
+                "campaign" => key.push_str(&self.name),
+                "user" => key.push_str(user),
+                "template" => key.push_str(&self.template),
+                "run" => key.push_str(&run_at.to_rfc3339()),
+                "run_date" => key.push_str(&run_at.with_timezone(&zone).date_naive().to_string()),
+                other => {
+                    key.push('{');
+                    key.push_str(other);
+                    key.push('}');
+                }
+            }
+            rest = &rest[open + close + 1..];
+        }
+        key.push_str(rest);
+        key
+    }
+
+    /// The goal event and window for the holdout comparison.
+    pub fn goal(&self) -> (&str, i64) {
+        (
+            self.goal_event.as_deref().unwrap_or("app_open"),
+            self.goal_window_hours.unwrap_or(24),
+        )
     }
 }
 

@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use super::{Campaign, Mode, parse_clock};
 use crate::scoring::timing::{QuietHours, best_send_time, mix, out_of_quiet_hours_after};
+use crate::store::outbox::LiveSend;
 
 /// Global frequency caps across campaigns (`[caps]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -31,15 +32,15 @@ impl Default for Caps {
 }
 
 /// What the outbox says about a user.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct History {
-    /// The latest send of this campaign to the user (any state but failed/expired).
+    /// The latest send of this campaign to the user (planned, sending, sent or unknown).
     pub last_of_campaign_ms: Option<i64>,
-    /// Sends to the user, all campaigns, in the 24 hours / 7 days before the run.
-    pub last_day: u32,
-    pub last_week: u32,
     /// The user's latest click on a send of this campaign.
     pub last_click_ms: Option<i64>,
+    /// The user's live sends of every campaign within a week of the run's horizon: what the
+    /// frequency caps count.
+    pub sends: Vec<LiveSend>,
 }
 
 /// One user's plan.
@@ -50,8 +51,59 @@ pub enum Planned {
         data: BTreeMap<String, String>,
         page: Option<String>,
         dedup_key: String,
+        /// Lower-priority planned sends this one displaces to fit the user's caps.
+        cancel: Vec<i64>,
+    },
+    /// In the holdout group: would have been sent at `send_at`; recorded, never sent.
+    Holdout {
+        send_at: DateTime<Utc>,
+        dedup_key: String,
     },
     Skip(String),
+}
+
+const DAY_MS: i64 = 86_400_000;
+
+/// Fits a send at `at_ms` into the user's caps: `Some(ids)` of lower-priority pending sends to
+/// cancel (empty when it fits as is), `None` when it cannot fit (capped).
+///
+/// A send is counted against the day cap when it lies within 24 hours of `at_ms` on either
+/// side, and against the week cap within 7 days: if those counts stay under the caps, every
+/// rolling window holding the new send does too. Victims are the lowest priority first, then
+/// the latest planned.
+pub fn fit_caps(
+    sends: &[LiveSend],
+    at_ms: i64,
+    own_key: &str,
+    priority: i64,
+    caps: Caps,
+) -> Option<Vec<i64>> {
+    let near = |send: &&LiveSend, span: i64| (send.send_at_ms - at_ms).abs() < span;
+    let others: Vec<&LiveSend> = sends.iter().filter(|s| s.dedup_key != own_key).collect();
+    let mut day: Vec<&LiveSend> = others.iter().filter(|s| near(s, DAY_MS)).copied().collect();
+    let mut week: Vec<&LiveSend> = others
+        .iter()
+        .filter(|s| near(s, 7 * DAY_MS))
+        .copied()
+        .collect();
+    let mut cancel = Vec::new();
+    for (window, cap) in [(0, caps.per_day), (1, caps.per_week)] {
+        loop {
+            let live = if window == 0 { &day } else { &week };
+            if (live.len() as u32) < cap {
+                break;
+            }
+            let victim = live
+                .iter()
+                .filter(|s| s.pending && s.priority < priority)
+                .min_by_key(|s| (s.priority, std::cmp::Reverse(s.send_at_ms)))?;
+            let id = victim.id;
+            cancel.push(id);
+            day.retain(|s| s.id != id);
+            week.retain(|s| s.id != id);
+        }
+    }
+    Some(cancel)
 }
 
 /// Everything planning needs about one user.
@@ -83,9 +135,6 @@ pub fn plan_user(
     };
     let delivery = &campaign.delivery;
     let key = xxhash_rust::xxh3::xxh3_64(format!("{}:{}", campaign.name, user.facts.id).as_bytes());
-    if delivery.holdout_percent > 0.0 && (key % 10_000) as f64 / 100.0 < delivery.holdout_percent {
-        return Planned::Skip("holdout".into());
-    }
     if delivery.requires_credit
         && user
             .facts
@@ -109,9 +158,6 @@ pub fn plan_user(
     ) && now.timestamp_millis() - clicked < hours * 3_600_000
     {
         return Planned::Skip("clicked".into());
-    }
-    if user.history.last_day >= caps.per_day || user.history.last_week >= caps.per_week {
-        return Planned::Skip("capped".into());
     }
     if let Some(keywords) = user.keywords {
         if let Some(missing) = keywords.iter().find(|k| !message.fields.contains_key(*k)) {
@@ -154,23 +200,38 @@ pub fn plan_user(
     if let Some(quiet) = quiet {
         send_at = out_of_quiet_hours_after(send_at, user.zone, quiet, now);
     }
+    let dedup_key = campaign.dedup_key(&user.facts.id, run_at);
+    let Some(cancel) = fit_caps(
+        &user.history.sends,
+        send_at.timestamp_millis(),
+        &dedup_key,
+        campaign.priority,
+        caps,
+    ) else {
+        return Planned::Skip("capped".into());
+    };
+    // The holdout is drawn among users who would get this send, so the groups compare; a
+    // held-out user displaces nobody.
+    if in_holdout(key, delivery.holdout_percent) {
+        return Planned::Holdout { send_at, dedup_key };
+    }
     let page = message
         .page
         .clone()
         .or_else(|| campaign.page.clone())
         .map(|page| page.replace("{campaign}", &campaign.name));
-    let dedup_key = format!(
-        "{}:{}:{}",
-        campaign.name,
-        user.facts.id,
-        run_at.to_rfc3339()
-    );
     Planned::Send {
         send_at,
         data: message.fields.clone(),
         page,
         dedup_key,
+        cancel,
     }
+}
+
+/// Whether a user's stable hash puts them in a holdout of `percent` (0-100).
+fn in_holdout(key: u64, percent: f64) -> bool {
+    percent > 0.0 && (key % 10_000) as f64 / 100.0 < percent
 }
 
 /// The next `HH:MM` in `zone` at or after `now` (a time skipped by DST moves an hour later).

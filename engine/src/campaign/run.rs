@@ -5,14 +5,14 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Timelike, Utc};
 use chrono_tz::Tz;
-use nudge_rules::{Rule, evaluate_all};
+use nudge_rules::{Decision, Rule, UserFacts, evaluate_all};
 
 use super::Campaign;
 use super::plan::{History, Planned, UserInput, plan_user};
 use crate::config::Config;
 use crate::features::{self, Audience};
 use crate::store::Store;
-use crate::store::outbox::PlannedSend;
+use crate::store::outbox::{NewSend, PlannedSend};
 use crate::{Error, Result, scoring};
 
 /// What a run planned.
@@ -20,12 +20,40 @@ use crate::{Error, Result, scoring};
 pub struct RunReport {
     pub considered: u64,
     pub planned: u64,
-    /// Sends already in the outbox from an earlier run of the same instant.
+    /// Sends already in the outbox from an earlier run of the same instant (same dedup key).
     pub duplicates: u64,
+    /// Held-out users (recorded for the lift comparison, never sent).
+    pub holdout: u64,
+    /// Lower-priority planned sends this run cancelled to fit the caps.
+    pub cancelled: u64,
     pub skipped: BTreeMap<String, u64>,
     /// Planned sends per local hour of day.
     pub hours: [u64; 24],
-    pub sends: Vec<PlannedSend>,
+    /// The plan: sends and holdout records, with what each cancels.
+    pub plan: Vec<NewSend>,
+    /// `--explain USER`: everything the plan for that user rests on.
+    pub explained: Option<Explained>,
+}
+
+impl RunReport {
+    /// The planned sends (holdout records left out).
+    pub fn sends(&self) -> impl Iterator<Item = &PlannedSend> {
+        self.plan.iter().filter(|n| !n.holdout).map(|n| &n.send)
+    }
+}
+
+/// One user's plan, with its inputs, for `campaign run --explain`.
+#[derive(Debug, Clone)]
+pub struct Explained {
+    pub user_id: String,
+    pub facts: Option<UserFacts>,
+    pub decision: Option<Decision>,
+    pub zone: String,
+    /// The user's best local hours (most likely first) and the window's confidence.
+    pub best_hours: Vec<(u32, f32)>,
+    pub confidence: Option<f32>,
+    pub history: History,
+    pub planned: Option<Planned>,
 }
 
 /// Plans `campaign` for the run scheduled at `run_at`, as of `now`; writes the sends unless
@@ -37,6 +65,19 @@ pub async fn run(
     run_at: DateTime<Utc>,
     now: DateTime<Utc>,
     dry_run: bool,
+) -> Result<RunReport> {
+    run_explained(store, config, campaign, run_at, now, dry_run, None).await
+}
+
+/// [`run`], keeping everything about one user for `--explain`.
+pub async fn run_explained(
+    store: &Store,
+    config: &Config,
+    campaign: &Campaign,
+    run_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+    dry_run: bool,
+    explain: Option<&str>,
 ) -> Result<RunReport> {
     let started = std::time::Instant::now();
     let source = std::fs::read_to_string(&campaign.rule)
@@ -55,12 +96,15 @@ pub async fn run(
             })?;
     tracing::debug!(s = started.elapsed().as_secs_f64(), "rule evaluated");
     // Only targeted users need a window; the rest of the file is not decoded.
-    let targeted: Vec<String> = users
+    let mut targeted: Vec<String> = users
         .iter()
         .zip(&decisions)
-        .filter(|(_, decision)| matches!(decision, nudge_rules::Decision::Target(_)))
+        .filter(|(_, decision)| matches!(decision, Decision::Target(_)))
         .map(|(facts, _)| facts.id.clone())
         .collect();
+    if let Some(user) = explain {
+        targeted.push(user.to_string());
+    }
     let windows =
         tokio::task::block_in_place(|| scoring::load_users(store, &targeted))?.unwrap_or_default();
     tracing::debug!(s = started.elapsed().as_secs_f64(), "windows loaded");
@@ -70,8 +114,14 @@ pub async fn run(
         vec![1.0 / scoring::HOURS_OF_WEEK as f32; scoring::HOURS_OF_WEEK]
     };
     let now_ms = now.timestamp_millis();
-    let history = store
-        .send_history(&campaign.name, now_ms - 86_400_000, now_ms - 7 * 86_400_000)
+    // Caps look a week either side of every instant the run may plan.
+    let horizon_ms = campaign.delivery.horizon_hours * 3_600_000;
+    let mut history = store
+        .send_history(
+            &campaign.name,
+            now_ms - 7 * DAY_MS,
+            now_ms + horizon_ms + 7 * DAY_MS,
+        )
         .await?;
     let default_zone = config.default_zone();
     let last_clicks = if campaign.delivery.skip_if_clicked_within_hours.is_some() {
@@ -96,10 +146,22 @@ pub async fn run(
         considered: users.len() as u64,
         ..RunReport::default()
     };
+    if let Some(user) = explain {
+        report.explained = Some(Explained {
+            user_id: user.to_string(),
+            facts: None,
+            decision: None,
+            zone: config.default_tz.clone(),
+            best_hours: Vec::new(),
+            confidence: None,
+            history: History::default(),
+            planned: None,
+        });
+    }
     for (facts, decision) in users.iter().zip(&decisions) {
         let window = windows.find(&facts.id);
         let zone: Tz = facts.tz.parse().unwrap_or(default_zone);
-        let (last, day, week) = history.get(&facts.id).copied().unwrap_or_default();
+        let (last, sends) = history.remove(&facts.id).unwrap_or_default();
         let input = UserInput {
             facts,
             decision,
@@ -107,44 +169,82 @@ pub async fn run(
             zone,
             history: History {
                 last_of_campaign_ms: last,
-                last_day: day,
-                last_week: week,
                 last_click_ms: last_clicks.get(&facts.id).copied(),
+                sends,
             },
             keywords: keywords.as_deref(),
         };
-        match plan_user(campaign, run_at, now, &input, config.caps, &population) {
+        let planned = plan_user(campaign, run_at, now, &input, config.caps, &population);
+        if let Some(explained) = report.explained.as_mut().filter(|e| e.user_id == facts.id) {
+            explained.facts = Some((**facts).clone());
+            explained.decision = Some(decision.clone());
+            explained.zone = zone.name().to_string();
+            explained.history = input.history.clone();
+            explained.planned = Some(planned.clone());
+            if let Some(window) = window {
+                explained.confidence = Some(window.confidence);
+                explained.best_hours = window.best_local_hours(3);
+            }
+        }
+        let send = |send_at: DateTime<Utc>, dedup_key: String, page, data| PlannedSend {
+            dedup_key,
+            campaign: campaign.name.clone(),
+            user_id: facts.id.clone(),
+            template_id: campaign.template.clone(),
+            connector: campaign.connector.clone(),
+            page,
+            data,
+            send_at_ms: send_at.timestamp_millis(),
+            expires_at_ms: send_at.timestamp_millis() + campaign.delivery.ttl_hours * 3_600_000,
+            priority: campaign.priority,
+            run_at_ms: Some(run_at.timestamp_millis()),
+        };
+        match planned {
             Planned::Skip(reason) => *report.skipped.entry(reason).or_default() += 1,
+            Planned::Holdout { send_at, dedup_key } => {
+                report.holdout += 1;
+                report.plan.push(NewSend {
+                    send: send(send_at, dedup_key, None, BTreeMap::new()),
+                    holdout: true,
+                    cancel: Vec::new(),
+                });
+            }
             Planned::Send {
                 send_at,
                 data,
                 page,
                 dedup_key,
+                cancel,
             } => {
                 report.hours[send_at.with_timezone(&zone).hour() as usize] += 1;
-                report.sends.push(PlannedSend {
-                    dedup_key,
-                    campaign: campaign.name.clone(),
-                    user_id: facts.id.clone(),
-                    template_id: campaign.template.clone(),
-                    connector: campaign.connector.clone(),
-                    page,
-                    data,
-                    send_at_ms: send_at.timestamp_millis(),
-                    expires_at_ms: send_at.timestamp_millis()
-                        + campaign.delivery.ttl_hours * 3_600_000,
+                report.plan.push(NewSend {
+                    send: send(send_at, dedup_key, page, data),
+                    holdout: false,
+                    cancel,
                 });
             }
         }
     }
-    report.planned = report.sends.len() as u64;
+    report.planned = report.plan.iter().filter(|n| !n.holdout).count() as u64;
     tracing::debug!(s = started.elapsed().as_secs_f64(), "planned");
     if !dry_run {
-        let added = store.enqueue_sends(&report.sends, now_ms).await?;
-        report.duplicates = report.planned - added;
+        let done = store.enqueue_plan(&report.plan, now_ms).await?;
+        report.duplicates = done.duplicates;
+        report.cancelled = done.cancelled;
+        if done.lost_races > 0 {
+            report.planned -= done.lost_races;
+            *report
+                .skipped
+                .entry("capped (a displaced send left meanwhile)".into())
+                .or_default() += done.lost_races;
+        }
+    } else {
+        report.cancelled = report.plan.iter().map(|n| n.cancel.len() as u64).sum();
     }
     Ok(report)
 }
+
+const DAY_MS: i64 = 86_400_000;
 
 /// Each user's latest click on this campaign: a `notification_click` whose props name the
 /// campaign, or whose `send_id` is one of the campaign's sends.

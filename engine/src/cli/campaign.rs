@@ -5,9 +5,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use nudge_engine::campaign::{self, Campaign, run::RunReport};
+use nudge_engine::campaign::plan::Planned;
+use nudge_engine::campaign::run::{Explained, RunReport};
+use nudge_engine::campaign::{self, Campaign};
 use nudge_engine::clock;
 use nudge_engine::store::Store;
+use nudge_rules::Decision;
 
 use super::Context;
 
@@ -22,6 +25,10 @@ pub enum Command {
     Status {
         #[arg(value_name = "NAME")]
         name: String,
+        /// Campaigns folder, for the goal event of the holdout comparison [default:
+        /// campaigns_dir from the config]
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
     },
     /// Plan a run of a campaign and write its sends to the outbox
     Run {
@@ -39,6 +46,10 @@ pub enum Command {
         /// Campaigns folder [default: campaigns_dir from the config]
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
+        /// Also show everything one user's plan rests on: facts, decision, window, history,
+        /// caps, and the outcome
+        #[arg(long, value_name = "USER")]
+        explain: Option<String>,
     },
 }
 
@@ -57,13 +68,20 @@ pub async fn run(context: &Context, command: Command) -> anyhow::Result<ExitCode
                 );
             }
         }
-        Command::Status { name } => status(context, &name).await?,
+        Command::Status { name, dir } => {
+            let dir = dir.unwrap_or_else(|| context.config.campaigns_dir.clone());
+            let campaign = campaign::load_dir(&dir)
+                .ok()
+                .and_then(|all| all.into_iter().find(|c| c.name == name));
+            status(context, &name, campaign.as_ref()).await?
+        }
         Command::Run {
             name,
             now,
             dry_run,
             out,
             dir,
+            explain,
         } => {
             let dir = dir.unwrap_or_else(|| context.config.campaigns_dir.clone());
             let campaigns = campaign::load_dir(&dir)?;
@@ -82,9 +100,20 @@ pub async fn run(context: &Context, command: Command) -> anyhow::Result<ExitCode
                 .unwrap_or_else(chrono::Utc::now);
             let store = Store::open(&context.config).await?;
             let started = std::time::Instant::now();
-            let report =
-                campaign::run::run(&store, &context.config, campaign, now, now, dry_run).await?;
+            let report = campaign::run::run_explained(
+                &store,
+                &context.config,
+                campaign,
+                now,
+                now,
+                dry_run,
+                explain.as_deref(),
+            )
+            .await?;
             print_report(campaign, &report, dry_run, started.elapsed());
+            if let Some(explained) = &report.explained {
+                print_explained(explained, &context.config);
+            }
             if let Some(out) = out {
                 write_plan(&report, &out)?;
                 println!("plan written to {}", out.display());
@@ -94,7 +123,7 @@ pub async fn run(context: &Context, command: Command) -> anyhow::Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
-async fn status(context: &Context, name: &str) -> anyhow::Result<()> {
+async fn status(context: &Context, name: &str, campaign: Option<&Campaign>) -> anyhow::Result<()> {
     let store = Store::open(&context.config).await?;
     let runs = store.campaign_runs(name).await?;
     println!("campaign {name}: {} scheduled runs recorded", runs.len());
@@ -133,6 +162,56 @@ async fn status(context: &Context, name: &str) -> anyhow::Result<()> {
         clicked.len(),
         100.0 * clicked.len() as f64 / sent.max(1) as f64
     );
+    holdout_comparison(&store, name, campaign).await
+}
+
+/// Per run: the share of sent users and of held-out users who did the goal event within the
+/// goal window after their (would-be) send, and the difference (lift).
+async fn holdout_comparison(
+    store: &Store,
+    name: &str,
+    campaign: Option<&Campaign>,
+) -> anyhow::Result<()> {
+    let groups = store.campaign_groups(name).await?;
+    if !groups.iter().any(|g| g.3) {
+        println!("holdout: none recorded (set delivery.holdout_percent to measure lift)");
+        return Ok(());
+    }
+    let (goal, window_hours) = campaign.map(Campaign::goal).unwrap_or(("app_open", 24));
+    let mut users: Vec<String> = groups.iter().map(|g| g.1.clone()).collect();
+    users.sort();
+    users.dedup();
+    let times =
+        nudge_engine::features::event_times(store, goal, &users, chrono::Utc::now()).await?;
+    // run -> [sent, sent converted, held out, held out converted]
+    let mut runs: std::collections::BTreeMap<Option<i64>, [u64; 4]> = Default::default();
+    for (run, user, send_at, holdout) in &groups {
+        let converted = times.get(user).is_some_and(|stamps| {
+            stamps
+                .iter()
+                .any(|t| *t >= *send_at && *t < send_at + window_hours * 3_600_000)
+        });
+        let counts = runs.entry(*run).or_default();
+        let group = if *holdout { 2 } else { 0 };
+        counts[group] += 1;
+        counts[group + 1] += u64::from(converted);
+    }
+    println!(
+        "holdout comparison: users who did {goal} within {window_hours} h of the (would-be) send"
+    );
+    println!("  run                        sent  converted      held out  converted      lift");
+    let rate = |converted: u64, of: u64| 100.0 * converted as f64 / of.max(1) as f64;
+    for (run, [sent, sent_conv, held, held_conv]) in &runs {
+        let run = run
+            .and_then(chrono::DateTime::from_timestamp_millis)
+            .map(|t| t.to_rfc3339())
+            .unwrap_or_else(|| "(no run)".into());
+        let (a, b) = (rate(*sent_conv, *sent), rate(*held_conv, *held));
+        println!(
+            "  {run:<25} {sent:>6} {a:>9.1}%      {held:>8} {b:>9.1}%  {:>+7.1} pts",
+            a - b
+        );
+    }
     Ok(())
 }
 
@@ -162,6 +241,19 @@ pub fn print_report(
     for (reason, count) in &report.skipped {
         println!("  skipped, {reason}: {count}");
     }
+    if report.holdout > 0 {
+        println!(
+            "  held out (recorded, not sent, for the lift comparison): {}",
+            report.holdout
+        );
+    }
+    if report.cancelled > 0 {
+        println!(
+            "  lower-priority planned sends {}cancelled to fit the caps: {}",
+            if dry_run { "that would be " } else { "" },
+            report.cancelled
+        );
+    }
     let top = report.hours.iter().copied().max().unwrap_or(0).max(1);
     if report.planned > 0 {
         println!("  send hour (user-local):");
@@ -171,6 +263,107 @@ pub fn print_report(
                 "#".repeat((count * 40).div_ceil(top) as usize)
             );
         }
+    }
+}
+
+fn print_explained(explained: &Explained, config: &nudge_engine::config::Config) {
+    let user = &explained.user_id;
+    println!("\nexplain {user}:");
+    let Some(facts) = &explained.facts else {
+        println!("  not considered: {user} has no events up to the run's instant");
+        return;
+    };
+    println!("  zone {}", explained.zone);
+    if !facts.credits.is_empty() {
+        let credits: Vec<String> = facts
+            .credits
+            .iter()
+            .map(|(template, n)| format!("{template}={n}"))
+            .collect();
+        println!("  credits: {}", credits.join(", "));
+    }
+    let mut events: Vec<_> = facts.events.iter().collect();
+    events.sort_by(|a, b| a.0.cmp(b.0));
+    for (name, history) in events {
+        let last = history
+            .last_ms
+            .and_then(chrono::DateTime::from_timestamp_millis)
+            .map(|t| t.to_rfc3339())
+            .unwrap_or_else(|| "never".into());
+        println!(
+            "  event {name}: {} in the rule's window, last {last}",
+            history.timestamps.len()
+        );
+    }
+    match &explained.decision {
+        Some(Decision::Target(message)) => {
+            println!("  rule: targeted, message {:?}", message.fields)
+        }
+        Some(Decision::NotTargeted) => println!("  rule: target() returned false"),
+        Some(Decision::Skip(reason)) => println!("  rule: skip(\"{reason}\")"),
+        Some(Decision::Error(error)) => println!("  rule: error: {error}"),
+        None => {}
+    }
+    match explained.confidence {
+        Some(confidence) => {
+            let hours: Vec<String> = explained
+                .best_hours
+                .iter()
+                .map(|(hour, share)| format!("{hour:02}:00 ({:.0}%)", share * 100.0))
+                .collect();
+            println!(
+                "  window: best local hours {} (confidence {confidence:.2})",
+                hours.join(", ")
+            );
+        }
+        None => println!("  window: none stored (the population's is used)"),
+    }
+    let history = &explained.history;
+    if let Some(last) = history
+        .last_of_campaign_ms
+        .and_then(chrono::DateTime::from_timestamp_millis)
+    {
+        println!("  last send of this campaign: {}", last.to_rfc3339());
+    }
+    println!(
+        "  live sends near the horizon (caps: {} per 24 h, {} per 7 days):",
+        config.caps.per_day, config.caps.per_week
+    );
+    for send in &history.sends {
+        println!(
+            "    #{} {} priority {} at {}{}",
+            send.id,
+            send.campaign,
+            send.priority,
+            chrono::DateTime::from_timestamp_millis(send.send_at_ms)
+                .unwrap_or_default()
+                .to_rfc3339(),
+            if send.pending { " (planned)" } else { "" }
+        );
+    }
+    match &explained.planned {
+        Some(Planned::Send {
+            send_at,
+            dedup_key,
+            cancel,
+            ..
+        }) => {
+            let zone: chrono_tz::Tz = explained.zone.parse().unwrap_or(chrono_tz::UTC);
+            println!(
+                "  plan: send at {} ({} local), dedup key {dedup_key}",
+                send_at.to_rfc3339(),
+                send_at.with_timezone(&zone).format("%a %H:%M")
+            );
+            if !cancel.is_empty() {
+                println!("  cancels lower-priority sends {cancel:?} to fit the caps");
+            }
+        }
+        Some(Planned::Holdout { send_at, .. }) => println!(
+            "  plan: holdout (would have been sent at {}; recorded, not sent)",
+            send_at.to_rfc3339()
+        ),
+        Some(Planned::Skip(reason)) => println!("  plan: skipped, {reason}"),
+        None => {}
     }
 }
 
@@ -185,7 +378,7 @@ fn write_plan(report: &RunReport, out: &std::path::Path) -> anyhow::Result<()> {
             "user_id,campaign,send_at,dedup_key,template_id,page,data"
         )?;
     }
-    for send in &report.sends {
+    for send in report.sends() {
         let send_at = chrono::DateTime::from_timestamp_millis(send.send_at_ms)
             .unwrap_or_default()
             .to_rfc3339();

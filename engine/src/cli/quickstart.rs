@@ -233,7 +233,9 @@ async fn deliver(
     let wechat_client =
         WechatConnector::with_secret(&wechat, "mock-secret".into()).map_err(anyhow::Error::msg)?;
     super::templates::save(store, &wechat_client.templates().await?).await?;
-    let campaigns = nudge_engine::campaign::load_dir(&folder.join("campaigns"))?;
+    let mut campaigns = nudge_engine::campaign::load_dir(&folder.join("campaigns"))?;
+    // The higher priority plans first and takes the users the caps leave room for.
+    campaigns.sort_by_key(|c| std::cmp::Reverse(c.priority));
     let mut reports = Vec::new();
     for campaign in &campaigns {
         let report =

@@ -100,6 +100,8 @@ pub async fn run(context: &Context, command: Command) -> anyhow::Result<ExitCode
                     data: parsed.data,
                     send_at_ms,
                     expires_at_ms,
+                    priority: 0,
+                    run_at_ms: None,
                 });
             }
             let added = store

@@ -122,6 +122,19 @@ impl UserWindow {
     pub fn best_hour_of_week(&self) -> usize {
         argmax(&self.probabilities)
     }
+
+    /// The `n` local hours of day with the most activity over the week, with their share.
+    pub fn best_local_hours(&self, n: usize) -> Vec<(u32, f32)> {
+        let mut hours: Vec<(u32, f32)> = (0..24)
+            .map(|hour| {
+                let share = (0..7).map(|day| self.probabilities[day * 24 + hour]).sum();
+                (hour as u32, share)
+            })
+            .collect();
+        hours.sort_by(|a, b| b.1.total_cmp(&a.1));
+        hours.truncate(n);
+        hours
+    }
 }
 
 pub(crate) fn argmax(values: &[f32]) -> usize {

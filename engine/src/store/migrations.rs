@@ -114,6 +114,15 @@ CREATE TABLE campaign_runs (
 );
 "#,
     ),
+    (
+        5,
+        "send priority, run instant, holdout and cancelled sends",
+        r#"
+ALTER TABLE sends ADD COLUMN priority BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE sends ADD COLUMN run_at BIGINT;
+CREATE INDEX sends_user ON sends (user_id, send_at);
+"#,
+    ),
 ];
 
 pub(super) async fn run(pool: &SqlitePool) -> Result<()> {

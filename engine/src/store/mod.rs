@@ -267,7 +267,25 @@ impl Store {
 
     /// Puts sends in the outbox; existing dedup keys are left alone. Returns how many were new.
     pub async fn enqueue_sends(&self, sends: &[outbox::PlannedSend], now_ms: i64) -> Result<u64> {
-        outbox::enqueue(&self.pool, sends, now_ms).await
+        let plan: Vec<outbox::NewSend> = sends
+            .iter()
+            .map(|send| outbox::NewSend {
+                send: send.clone(),
+                holdout: false,
+                cancel: Vec::new(),
+            })
+            .collect();
+        Ok(outbox::enqueue(&self.pool, &plan, now_ms).await?.added)
+    }
+
+    /// Writes a campaign run's plan: sends, holdout records, and the cancellation of
+    /// lower-priority sends that higher-priority ones displace, in one transaction.
+    pub async fn enqueue_plan(
+        &self,
+        plan: &[outbox::NewSend],
+        now_ms: i64,
+    ) -> Result<outbox::Enqueued> {
+        outbox::enqueue(&self.pool, plan, now_ms).await
     }
 
     /// Marks abandoned `sending` rows `unknown` and overdue planned rows `expired`.
@@ -314,14 +332,15 @@ impl Store {
         outbox::status(&self.pool, campaign).await
     }
 
-    /// Per user: latest send of `campaign`; all sends since `day_from` and since `week_from`.
+    /// Per user: the latest live send of `campaign`, and every live send (any campaign) with
+    /// `send_at` between `from_ms` and `to_ms`.
     pub async fn send_history(
         &self,
         campaign: &str,
-        day_from: i64,
-        week_from: i64,
-    ) -> Result<std::collections::HashMap<String, (Option<i64>, u32, u32)>> {
-        outbox::history(&self.pool, campaign, day_from, week_from).await
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<std::collections::HashMap<String, (Option<i64>, Vec<outbox::LiveSend>)>> {
+        outbox::history(&self.pool, campaign, from_ms, to_ms).await
     }
 
     /// Every sent send: (id, user, campaign, sent at), for the rules' `user.sent` and `clicked`.
@@ -330,6 +349,24 @@ impl Store {
             sqlx::query("SELECT id, user_id, campaign, send_at FROM sends WHERE state = 'sent'")
                 .fetch_all(&self.pool)
                 .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| (row.get(0), row.get(1), row.get(2), row.get(3)))
+            .collect())
+    }
+
+    /// A campaign's sent and held-out users per run: (run instant, user, send_at, holdout).
+    pub async fn campaign_groups(
+        &self,
+        campaign: &str,
+    ) -> Result<Vec<(Option<i64>, String, i64, bool)>> {
+        let rows = sqlx::query(
+            "SELECT run_at, user_id, send_at, state = 'holdout' FROM sends
+             WHERE campaign = $1 AND state IN ('sent', 'holdout')",
+        )
+        .bind(campaign)
+        .fetch_all(&self.pool)
+        .await?;
         Ok(rows
             .into_iter()
             .map(|row| (row.get(0), row.get(1), row.get(2), row.get(3)))

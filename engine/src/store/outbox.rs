@@ -2,9 +2,12 @@
 //!
 //! ```text
 //! planned ──claim──▶ sending ──▶ sent | failed | expired | unknown
-//!    ▲                  │
+//!    ▲  │               │
+//!    │  └──▶ cancelled  │  (a higher-priority campaign took the user's capped slot)
 //!    └── retry later ◀──┘ (transient, rate-limited)        paused: campaign misconfigured
 //! ```
+//! `holdout` rows are never sent: they record when a held-out user would have been, so the
+//! campaign's lift can be measured against them.
 //! A claimed row is `sending`: the request may leave at any moment. A `sending` row whose lease
 //! expired belonged to a process that died; it becomes `unknown` and is never sent again.
 
@@ -26,6 +29,44 @@ pub struct PlannedSend {
     pub data: BTreeMap<String, String>,
     pub send_at_ms: i64,
     pub expires_at_ms: i64,
+    /// The campaign's priority: a higher one may cancel this send while it is `planned`.
+    pub priority: i64,
+    /// The scheduled instant of the run that planned it, if a campaign run did.
+    pub run_at_ms: Option<i64>,
+}
+
+/// One row of a plan for the outbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewSend {
+    pub send: PlannedSend,
+    /// A held-out user: recorded, never sent.
+    pub holdout: bool,
+    /// Lower-priority `planned` sends to cancel so this one fits the user's caps; if any of
+    /// them left `planned` meanwhile, this send is not added (it would break the cap).
+    pub cancel: Vec<i64>,
+}
+
+/// What [`enqueue`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Enqueued {
+    pub added: u64,
+    pub duplicates: u64,
+    /// Lower-priority sends cancelled.
+    pub cancelled: u64,
+    /// Sends not added because a send they were to cancel was claimed meanwhile.
+    pub lost_races: u64,
+}
+
+/// A live send of a user (any campaign), as planning sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveSend {
+    pub id: i64,
+    pub campaign: String,
+    pub priority: i64,
+    pub send_at_ms: i64,
+    pub dedup_key: String,
+    /// Still `planned`: a higher-priority campaign may cancel it.
+    pub pending: bool,
 }
 
 /// A claimed send, ready to go out.
@@ -64,32 +105,102 @@ pub enum Outcome {
 const CHUNK: usize = 3_000;
 
 /// Inserts sends, ignoring those whose dedup key is already there. Returns how many were new.
-pub(super) async fn enqueue(pool: &SqlitePool, sends: &[PlannedSend], now_ms: i64) -> Result<u64> {
-    let mut added = 0;
+pub(super) async fn enqueue(pool: &SqlitePool, sends: &[NewSend], now_ms: i64) -> Result<Enqueued> {
+    let mut done = Enqueued::default();
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    for chunk in sends.chunks(CHUNK / 4) {
-        let mut query = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO sends (dedup_key, campaign, user_id, template_id, connector, page, data, send_at, expires_at, state, next_attempt_at, updated_ms) ",
+    // Sends that cancel others go one by one: each needs its victims still `planned`. The
+    // write lock is held, so no dispatcher can claim between the check and the update.
+    for new in sends.iter().filter(|n| !n.cancel.is_empty()) {
+        let exists: i64 = sqlx::query("SELECT COUNT(*) FROM sends WHERE dedup_key = $1")
+            .bind(new.send.dedup_key.as_str())
+            .fetch_one(&mut *tx)
+            .await?
+            .get(0);
+        if exists > 0 {
+            done.duplicates += 1;
+            continue;
+        }
+        let mut check = QueryBuilder::<Sqlite>::new(
+            "SELECT COUNT(*) FROM sends WHERE state = 'planned' AND id IN (",
         );
-        query.push_values(chunk, |mut row, send| {
-            row.push_bind(send.dedup_key.as_str())
-                .push_bind(send.campaign.as_str())
-                .push_bind(send.user_id.as_str())
-                .push_bind(send.template_id.as_str())
-                .push_bind(send.connector.as_str())
-                .push_bind(send.page.as_deref())
-                .push_bind(serde_json::to_string(&send.data).expect("strings serialise"))
-                .push_bind(send.send_at_ms)
-                .push_bind(send.expires_at_ms)
-                .push_bind("planned")
-                .push_bind(send.send_at_ms)
-                .push_bind(now_ms);
-        });
-        query.push(" ON CONFLICT (dedup_key) DO NOTHING");
-        added += query.build().execute(&mut *tx).await?.rows_affected();
+        let mut ids = check.separated(", ");
+        for id in &new.cancel {
+            ids.push_bind(*id);
+        }
+        check.push(")");
+        let pending: i64 = check.build().fetch_one(&mut *tx).await?.get(0);
+        if pending as usize != new.cancel.len() {
+            done.lost_races += 1;
+            continue;
+        }
+        let mut cancel =
+            QueryBuilder::<Sqlite>::new("UPDATE sends SET state = 'cancelled', failure = ");
+        cancel
+            .push_bind(format!(
+                "preempted by campaign {} (priority {})",
+                new.send.campaign, new.send.priority
+            ))
+            .push(", updated_ms = ")
+            .push_bind(now_ms)
+            .push(" WHERE state = 'planned' AND id IN (");
+        let mut ids = cancel.separated(", ");
+        for id in &new.cancel {
+            ids.push_bind(*id);
+        }
+        cancel.push(")");
+        done.cancelled += cancel.build().execute(&mut *tx).await?.rows_affected();
+        done.added += insert(&mut tx, std::slice::from_ref(new), now_ms).await?;
+    }
+    let plain: Vec<&NewSend> = sends.iter().filter(|n| n.cancel.is_empty()).collect();
+    for chunk in plain.chunks(CHUNK / 14) {
+        let added = insert_refs(&mut tx, chunk, now_ms).await?;
+        done.added += added;
+        done.duplicates += chunk.len() as u64 - added;
     }
     tx.commit().await?;
-    Ok(added)
+    Ok(done)
+}
+
+async fn insert(
+    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    sends: &[NewSend],
+    now_ms: i64,
+) -> Result<u64> {
+    let refs: Vec<&NewSend> = sends.iter().collect();
+    insert_refs(tx, &refs, now_ms).await
+}
+
+/// Inserts rows, leaving existing dedup keys alone; returns how many were new.
+async fn insert_refs(
+    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    sends: &[&NewSend],
+    now_ms: i64,
+) -> Result<u64> {
+    if sends.is_empty() {
+        return Ok(0);
+    }
+    let mut query = QueryBuilder::<Sqlite>::new(
+        "INSERT INTO sends (dedup_key, campaign, user_id, template_id, connector, page, data, send_at, expires_at, state, next_attempt_at, updated_ms, priority, run_at) ",
+    );
+    query.push_values(sends, |mut row, new| {
+        let send = &new.send;
+        row.push_bind(send.dedup_key.as_str())
+            .push_bind(send.campaign.as_str())
+            .push_bind(send.user_id.as_str())
+            .push_bind(send.template_id.as_str())
+            .push_bind(send.connector.as_str())
+            .push_bind(send.page.as_deref())
+            .push_bind(serde_json::to_string(&send.data).expect("strings serialise"))
+            .push_bind(send.send_at_ms)
+            .push_bind(send.expires_at_ms)
+            .push_bind(if new.holdout { "holdout" } else { "planned" })
+            .push_bind(send.send_at_ms)
+            .push_bind(now_ms)
+            .push_bind(send.priority)
+            .push_bind(send.run_at_ms);
+    });
+    query.push(" ON CONFLICT (dedup_key) DO NOTHING");
+    Ok(query.build().execute(&mut **tx).await?.rows_affected())
 }
 
 /// Marks `sending` rows whose lease expired as `unknown`, and `planned` rows past their expiry
@@ -130,7 +241,7 @@ pub(super) async fn claim(
         "UPDATE sends SET state = 'sending', lease_until = $1, claimed_by = $2, attempts = attempts + 1, updated_ms = $3
          WHERE id IN (SELECT id FROM sends WHERE state = 'planned' AND connector = $4 AND next_attempt_at <= $3
                       AND expires_at > $3 ORDER BY next_attempt_at LIMIT $5)
-         RETURNING id, dedup_key, campaign, user_id, template_id, connector, page, data, send_at, expires_at, attempts",
+         RETURNING id, dedup_key, campaign, user_id, template_id, connector, page, data, send_at, expires_at, attempts, priority, run_at",
     )
     .bind(now_ms + lease_ms)
     .bind(worker)
@@ -155,6 +266,8 @@ pub(super) async fn claim(
                 data: serde_json::from_str(&row.get::<String, _>(7)).unwrap_or_default(),
                 send_at_ms: row.get(8),
                 expires_at_ms: row.get(9),
+                priority: row.get(11),
+                run_at_ms: row.get(12),
             },
         })
         .collect())
@@ -331,7 +444,7 @@ pub(super) async fn status(
     campaign: Option<&str>,
 ) -> Result<Vec<(String, Option<String>, u64)>> {
     let rows = sqlx::query(
-        "SELECT state, CASE WHEN state IN ('failed', 'unknown', 'expired', 'paused') THEN failure END AS reason, COUNT(*)
+        "SELECT state, CASE WHEN state IN ('failed', 'unknown', 'expired', 'paused', 'cancelled') THEN failure END AS reason, COUNT(*)
          FROM sends WHERE ($1 IS NULL OR campaign = $1) GROUP BY state, reason ORDER BY state, reason",
     )
     .bind(campaign)
@@ -357,16 +470,19 @@ pub(super) async fn connectors_with_work(pool: &SqlitePool) -> Result<Vec<String
 
 /// Per user: the latest send of `campaign`, and all campaigns' sends since `day_from` and
 /// `week_from` (failed, expired and paused sends do not count).
+/// Per user: the latest live send of `campaign`, and every live send of any campaign planned
+/// between `from_ms` and `to_ms` (what caps are checked against).
 pub(super) async fn history(
     pool: &SqlitePool,
     campaign: &str,
-    day_from: i64,
-    week_from: i64,
-) -> Result<std::collections::HashMap<String, (Option<i64>, u32, u32)>> {
-    let mut history: std::collections::HashMap<String, (Option<i64>, u32, u32)> =
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<std::collections::HashMap<String, (Option<i64>, Vec<LiveSend>)>> {
+    let mut history: std::collections::HashMap<String, (Option<i64>, Vec<LiveSend>)> =
         std::collections::HashMap::new();
     let rows = sqlx::query(
-        "SELECT user_id, MAX(send_at) FROM sends WHERE campaign = $1 AND state NOT IN ('failed', 'expired', 'paused') GROUP BY user_id",
+        "SELECT user_id, MAX(send_at) FROM sends WHERE campaign = $1
+         AND state IN ('planned', 'sending', 'sent', 'unknown') GROUP BY user_id",
     )
     .bind(campaign)
     .fetch_all(pool)
@@ -375,17 +491,22 @@ pub(super) async fn history(
         history.entry(row.get(0)).or_default().0 = Some(row.get(1));
     }
     let rows = sqlx::query(
-        "SELECT user_id, SUM(CASE WHEN send_at > $1 THEN 1 ELSE 0 END), COUNT(*) FROM sends
-         WHERE send_at > $2 AND state NOT IN ('failed', 'expired', 'paused') GROUP BY user_id",
+        "SELECT user_id, id, campaign, priority, send_at, dedup_key, state FROM sends
+         WHERE send_at > $1 AND send_at < $2 AND state IN ('planned', 'sending', 'sent', 'unknown')",
     )
-    .bind(day_from)
-    .bind(week_from)
+    .bind(from_ms)
+    .bind(to_ms)
     .fetch_all(pool)
     .await?;
     for row in rows {
-        let entry = history.entry(row.get(0)).or_default();
-        entry.1 = row.get::<i64, _>(1) as u32;
-        entry.2 = row.get::<i64, _>(2) as u32;
+        history.entry(row.get(0)).or_default().1.push(LiveSend {
+            id: row.get(1),
+            campaign: row.get(2),
+            priority: row.get(3),
+            send_at_ms: row.get(4),
+            dedup_key: row.get(5),
+            pending: row.get::<&str, _>(6) == "planned",
+        });
     }
     Ok(history)
 }

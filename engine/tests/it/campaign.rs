@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use nudge_engine::campaign::plan::{Caps, History, Planned, UserInput, next_local_time, plan_user};
 use nudge_engine::campaign::{Campaign, Delivery, Mode};
 use nudge_engine::schedule::{RunRecord, ScheduleConfig, tick};
+use nudge_engine::store::outbox::LiveSend;
 use nudge_rules::{Decision, Message, UserFacts};
 
 use super::support::{TestStore, line};
@@ -27,6 +28,9 @@ fn campaign(delivery: Delivery) -> Campaign {
         priority: 0,
         delivery,
         schedule: None,
+        dedup_key: None,
+        goal_event: None,
+        goal_window_hours: None,
     }
 }
 
@@ -96,17 +100,33 @@ fn skip_reason(planned: Planned) -> String {
 
 const NOON: &str = "2026-11-02T12:00:00+08:00";
 
+/// Sent sends of another campaign, `hours` from NOON.
+fn live_sends(hours: &[i64]) -> Vec<LiveSend> {
+    hours
+        .iter()
+        .enumerate()
+        .map(|(i, h)| LiveSend {
+            id: i as i64 + 100,
+            campaign: "other".into(),
+            priority: 0,
+            send_at_ms: at(NOON).timestamp_millis() + h * 3_600_000,
+            dedup_key: format!("other:{i}"),
+            pending: false,
+        })
+        .collect()
+}
+
 #[test]
 fn every_skip_reason() {
     let facts = user(1);
-    let none = History::default();
+    let none = History::default;
     let cases: Vec<(Planned, &str)> = vec![
         (
             plan(
                 immediate(),
                 &facts,
                 &Decision::NotTargeted,
-                none,
+                none(),
                 None,
                 NOON,
             ),
@@ -117,7 +137,7 @@ fn every_skip_reason() {
                 immediate(),
                 &facts,
                 &Decision::Skip("no address".into()),
-                none,
+                none(),
                 None,
                 NOON,
             ),
@@ -128,28 +148,14 @@ fn every_skip_reason() {
                 immediate(),
                 &facts,
                 &Decision::Error("boom (line 3)".into()),
-                none,
+                none(),
                 None,
                 NOON,
             ),
             "rule error",
         ),
         (
-            plan(
-                Delivery {
-                    holdout_percent: 100.0,
-                    ..immediate()
-                },
-                &facts,
-                &targeted("鞋"),
-                none,
-                None,
-                NOON,
-            ),
-            "holdout",
-        ),
-        (
-            plan(immediate(), &user(0), &targeted("鞋"), none, None, NOON),
+            plan(immediate(), &user(0), &targeted("鞋"), none(), None, NOON),
             "no credit",
         ),
         (
@@ -162,7 +168,7 @@ fn every_skip_reason() {
                 &targeted("鞋"),
                 History {
                     last_of_campaign_ms: Some(at(NOON).timestamp_millis() - 3_600_000),
-                    ..none
+                    ..none()
                 },
                 None,
                 NOON,
@@ -175,8 +181,8 @@ fn every_skip_reason() {
                 &facts,
                 &targeted("鞋"),
                 History {
-                    last_day: 2,
-                    ..none
+                    sends: live_sends(&[-3, 5]),
+                    ..none()
                 },
                 None,
                 NOON,
@@ -189,8 +195,8 @@ fn every_skip_reason() {
                 &facts,
                 &targeted("鞋"),
                 History {
-                    last_week: 5,
-                    ..none
+                    sends: live_sends(&[-100, -50, -30, 30, 60]),
+                    ..none()
                 },
                 None,
                 NOON,
@@ -202,7 +208,7 @@ fn every_skip_reason() {
                 immediate(),
                 &facts,
                 &targeted(&"长".repeat(21)),
-                none,
+                none(),
                 None,
                 NOON,
             ),
@@ -213,7 +219,7 @@ fn every_skip_reason() {
                 immediate(),
                 &facts,
                 &targeted("鞋"),
-                none,
+                none(),
                 Some(&["thing1".to_string(), "time2".to_string()]),
                 NOON,
             ),
@@ -231,11 +237,30 @@ fn every_skip_reason() {
         },
         &user(0),
         &targeted("鞋"),
-        none,
+        none(),
         None,
         NOON,
     );
     assert!(matches!(free, Planned::Send { .. }), "{free:?}");
+    // A held-out user is not sent, but recorded with the would-be time for the comparison.
+    let held = plan(
+        Delivery {
+            holdout_percent: 100.0,
+            ..immediate()
+        },
+        &facts,
+        &targeted("鞋"),
+        none(),
+        None,
+        NOON,
+    );
+    assert_eq!(
+        held,
+        Planned::Holdout {
+            send_at: at(NOON),
+            dedup_key: format!("cart:u1:{}", at(NOON).to_rfc3339())
+        }
+    );
 }
 
 #[test]
@@ -253,7 +278,9 @@ fn a_planned_send_carries_its_data_page_and_dedup_key() {
             data,
             page,
             dedup_key,
+            cancel,
         } => {
+            assert!(cancel.is_empty());
             assert_eq!(send_at, at(NOON));
             assert_eq!(data["thing1"], "鞋");
             assert_eq!(page.as_deref(), Some("pages/cart/index?c=cart"));
@@ -467,7 +494,17 @@ fn the_holdout_group_is_stable_and_of_the_stated_size() {
             id: id.into(),
             ..user(1)
         };
-        matches!(plan(delivery.clone(), &facts, &targeted("鞋"), History::default(), None, NOON), Planned::Skip(ref r) if r == "holdout")
+        matches!(
+            plan(
+                delivery.clone(),
+                &facts,
+                &targeted("鞋"),
+                History::default(),
+                None,
+                NOON
+            ),
+            Planned::Holdout { .. }
+        )
     };
     let first: Vec<bool> = (0..5_000).map(|i| held(&format!("user{i}"))).collect();
     let second: Vec<bool> = (0..5_000).map(|i| held(&format!("user{i}"))).collect();
@@ -551,6 +588,8 @@ async fn rules_see_sends_from_the_outbox_and_their_clicks() {
         data: BTreeMap::new(),
         send_at_ms: t - 3_600_000,
         expires_at_ms: t + 3_600_000,
+        priority: 0,
+        run_at_ms: None,
     };
     test.store
         .enqueue_sends(&[planned("u1"), planned("u2")], t)

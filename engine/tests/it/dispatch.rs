@@ -35,6 +35,8 @@ fn send(user: &str, template: &str, campaign: &str, now_ms: i64, ttl_ms: i64) ->
         ]),
         send_at_ms: now_ms - 1_000,
         expires_at_ms: now_ms + ttl_ms,
+        priority: 0,
+        run_at_ms: None,
     }
 }
 
