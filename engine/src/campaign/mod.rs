@@ -83,6 +83,9 @@ pub struct Delivery {
     pub holdout_percent: f64,
     /// Do not resend to a user who clicked this campaign within this many hours.
     pub skip_if_clicked_within_hours: Option<i64>,
+    /// At most this many of the campaign's messages per second, per dispatcher process (on top
+    /// of the connector's limit).
+    pub rate_per_s: Option<f64>,
 }
 
 impl Default for Delivery {
@@ -97,6 +100,7 @@ impl Default for Delivery {
             min_interval_hours: 0,
             holdout_percent: 0.0,
             skip_if_clicked_within_hours: None,
+            rate_per_s: None,
         }
     }
 }
@@ -140,6 +144,11 @@ impl Campaign {
         {
             return Err(invalid(
                 "delivery.quiet_hours must be two different hours 0-23, e.g. [22, 8]".into(),
+            ));
+        }
+        if delivery.rate_per_s.is_some_and(|rate| !(rate > 0.0)) {
+            return Err(invalid(
+                "delivery.rate_per_s must be above 0 (leave it out for no limit)".into(),
             ));
         }
         if !(0.0..=100.0).contains(&delivery.holdout_percent) {

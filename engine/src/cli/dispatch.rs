@@ -31,6 +31,7 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
             .map(|t| t.timestamp_millis()),
         worker: format!("{}-{}", hostname(), std::process::id()),
         idle_wait_ms: dispatch::IDLE_WAIT_MS,
+        campaign_rates: campaign_rates(&context.config.campaigns_dir)?,
     };
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -78,4 +79,16 @@ async fn wait_for_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = async { match terminate.as_mut() { Some(signal) => { signal.recv().await; } None => std::future::pending::<()>().await } } => {}
     }
+}
+
+/// The campaigns' rate limits, when the campaigns folder exists.
+fn campaign_rates(
+    dir: &std::path::Path,
+) -> anyhow::Result<std::collections::BTreeMap<String, f64>> {
+    if !dir.is_dir() {
+        return Ok(Default::default());
+    }
+    Ok(dispatch::campaign_rates(&nudge_engine::campaign::load_dir(
+        dir,
+    )?))
 }

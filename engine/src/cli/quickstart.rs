@@ -254,6 +254,7 @@ async fn deliver(
             start_ms: Some((now + chrono::Duration::hours(hour)).timestamp_millis()),
             worker: "quickstart".into(),
             idle_wait_ms: 0,
+            campaign_rates: nudge_engine::dispatch::campaign_rates(&campaigns),
         };
         let (_stop, shutdown) = tokio::sync::watch::channel(false);
         let dispatched = nudge_engine::dispatch::run(

@@ -47,6 +47,7 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
             start_ms: None,
             worker: format!("serve-{}", std::process::id()),
             idle_wait_ms: dispatch::IDLE_WAIT_MS,
+            campaign_rates: dispatch::campaign_rates(&campaigns),
         };
         tokio::spawn(async move {
             dispatch::run(&store, &connectors, &config, &options, shutdown).await

@@ -74,6 +74,17 @@ pub struct DispatchOptions {
     pub worker: String,
     /// With `until_idle`: how long to wait for sends due soon (retries) before stopping.
     pub idle_wait_ms: i64,
+    /// Per-campaign limits in messages per second (a campaign's `delivery.rate_per_s`), on
+    /// top of the connector's; see [`campaign_rates`].
+    pub campaign_rates: BTreeMap<String, f64>,
+}
+
+/// The per-campaign rate limits of these campaigns.
+pub fn campaign_rates(campaigns: &[crate::campaign::Campaign]) -> BTreeMap<String, f64> {
+    campaigns
+        .iter()
+        .filter_map(|c| c.delivery.rate_per_s.map(|rate| (c.name.clone(), rate)))
+        .collect()
 }
 
 /// What a run did.
@@ -122,7 +133,21 @@ pub async fn run(
         expired,
         ..DispatchReport::default()
     };
-    let names = store.connectors_with_sends().await?;
+    let mut names = store.connectors_with_sends().await?;
+    if !options.until_idle {
+        // Serving: sends planned later may use any configured connector.
+        names.extend(connectors.keys().cloned());
+        names.sort();
+        names.dedup();
+    }
+    // One pacer per limited campaign, shared by every connector's loop.
+    let campaign_pacers: Arc<BTreeMap<String, Arc<Pacer>>> = Arc::new(
+        options
+            .campaign_rates
+            .iter()
+            .map(|(name, rate)| (name.clone(), Arc::new(Pacer::new(*rate))))
+            .collect(),
+    );
     let mut loops = Vec::new();
     for name in names {
         let Some(connector) = connectors.get(&name).cloned() else {
@@ -137,6 +162,7 @@ pub async fn run(
             store: store.clone(),
             config: config.clone(),
             pacer: Arc::new(Pacer::new(limits.rate_per_s.unwrap_or(config.rate_per_s))),
+            campaign_pacers: campaign_pacers.clone(),
             concurrency: limits.concurrency.unwrap_or(config.concurrency).max(1),
             clock: clock.clone(),
             worker: options.worker.clone(),
@@ -166,6 +192,7 @@ struct ConnectorLoop {
     store: Store,
     config: DispatchConfig,
     pacer: Arc<Pacer>,
+    campaign_pacers: Arc<BTreeMap<String, Arc<Pacer>>>,
     concurrency: usize,
     clock: Arc<Clock>,
     worker: String,
@@ -272,12 +299,16 @@ impl ConnectorLoop {
                 .expect("the semaphore is never closed");
             let connector = self.connector.clone();
             let pacer = self.pacer.clone();
+            let campaign_pacer = self.campaign_pacers.get(&send.send.campaign).cloned();
             let clock = self.clock.clone();
             let shutdown = self.shutdown.clone();
             let stop = stop.clone();
             let config = self.config.clone();
             tasks.spawn(async move {
                 let _permit = permit;
+                if let Some(campaign_pacer) = campaign_pacer {
+                    campaign_pacer.wait().await;
+                }
                 pacer.wait().await;
                 if *shutdown.borrow() || stop.load(std::sync::atomic::Ordering::SeqCst) {
                     return (send, None);

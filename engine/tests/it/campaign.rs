@@ -605,6 +605,7 @@ async fn rules_see_sends_from_the_outbox_and_their_clicks() {
         start_ms: Some(t),
         worker: "t".into(),
         idle_wait_ms: 0,
+        campaign_rates: Default::default(),
     };
     let (_stop, shutdown) = tokio::sync::watch::channel(false);
     nudge_engine::dispatch::run(

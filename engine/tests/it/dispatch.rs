@@ -59,6 +59,7 @@ async fn dispatch_all(
         start_ms: None,
         worker: "test".into(),
         idle_wait_ms: dispatch::IDLE_WAIT_MS,
+        campaign_rates: Default::default(),
     };
     let (_stop, shutdown) = tokio::sync::watch::channel(false);
     dispatch::run(&test.store, &connectors, config, &options, shutdown)
@@ -487,6 +488,7 @@ async fn a_graceful_stop_finishes_or_releases_every_claimed_send() {
         start_ms: None,
         worker: "stopper".into(),
         idle_wait_ms: 0,
+        campaign_rates: Default::default(),
     };
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     let config = DispatchConfig {
@@ -516,5 +518,78 @@ async fn a_graceful_stop_finishes_or_releases_every_claimed_send() {
     assert_eq!(
         counts.get("planned").copied().unwrap_or(0) + counts.get("sent").copied().unwrap_or(0),
         2_000
+    );
+}
+
+/// Records when each campaign's messages leave.
+#[derive(Default)]
+struct Recorder {
+    times: std::sync::Mutex<Vec<(String, std::time::Instant)>>,
+}
+
+impl Connector for Recorder {
+    fn send<'a>(
+        &'a self,
+        notification: &'a nudge_connectors::Notification,
+    ) -> nudge_connectors::BoxedSend<'a> {
+        Box::pin(async move {
+            self.times
+                .lock()
+                .unwrap()
+                .push((notification.campaign.clone(), std::time::Instant::now()));
+            Ok(nudge_connectors::Receipt { provider_id: None })
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_campaign_rate_limit_spaces_that_campaigns_sends_only() {
+    let test = TestStore::new().await;
+    let now_ms = now();
+    let sends: Vec<PlannedSend> = (0..40)
+        .map(|i| {
+            let campaign = if i % 2 == 0 { "slow" } else { "fast" };
+            send(&format!("u{i}"), "t", campaign, now_ms, 600_000)
+        })
+        .collect();
+    test.store.enqueue_sends(&sends, now_ms).await.unwrap();
+    let recorder = Arc::new(Recorder::default());
+    let connectors =
+        BTreeMap::from([("wechat".to_string(), recorder.clone() as Arc<dyn Connector>)]);
+    let options = DispatchOptions {
+        until_idle: true,
+        start_ms: None,
+        worker: "test".into(),
+        idle_wait_ms: 0,
+        campaign_rates: BTreeMap::from([("slow".to_string(), 20.0)]),
+    };
+    let (_stop, shutdown) = tokio::sync::watch::channel(false);
+    let report = dispatch::run(&test.store, &connectors, &fast(), &options, shutdown)
+        .await
+        .unwrap();
+    assert_eq!(report.sent, 40);
+    let times = recorder.times.lock().unwrap().clone();
+    let span = |campaign: &str| {
+        let stamps: Vec<std::time::Instant> = times
+            .iter()
+            .filter(|(c, _)| c == campaign)
+            .map(|(_, t)| *t)
+            .collect();
+        assert_eq!(stamps.len(), 20);
+        *stamps.iter().max().unwrap() - *stamps.iter().min().unwrap()
+    };
+    // 20 sends at 20/s: 19 gaps of 50 ms at least.
+    assert!(
+        span("slow") >= std::time::Duration::from_millis(19 * 50 - 5),
+        "{:?}",
+        span("slow")
+    );
+    // The unlimited campaign is not held to that pace (it does not wait for the slow one's
+    // slots): its 20 sends leave well inside the slow campaign's span.
+    assert!(
+        span("fast") < span("slow"),
+        "{:?} vs {:?}",
+        span("fast"),
+        span("slow")
     );
 }

@@ -4,6 +4,7 @@ mod arbitration;
 mod campaign;
 mod dispatch;
 mod ingest;
+mod serve;
 mod support;
 mod synth;
 mod windows;
