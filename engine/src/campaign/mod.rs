@@ -146,7 +146,10 @@ impl Campaign {
                 "delivery.quiet_hours must be two different hours 0-23, e.g. [22, 8]".into(),
             ));
         }
-        if delivery.rate_per_s.is_some_and(|rate| !(rate > 0.0)) {
+        if delivery
+            .rate_per_s
+            .is_some_and(|rate| rate.is_nan() || rate <= 0.0)
+        {
             return Err(invalid(
                 "delivery.rate_per_s must be above 0 (leave it out for no limit)".into(),
             ));
