@@ -3,6 +3,7 @@
 
 mod dispatch;
 mod ingest;
+mod plan;
 mod quality;
 mod rules;
 mod windows;
@@ -31,6 +32,8 @@ enum Benchmark {
     Rules(rules::Args),
     /// Dispatch throughput to the WeChat mock, unlimited and paced
     Dispatch(dispatch::Args),
+    /// Campaign planning (facts, rule, windows, caps, dedup) into the SQLite outbox
+    Plan(plan::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -43,6 +46,7 @@ fn main() -> anyhow::Result<()> {
         Benchmark::Windows(args) => runtime.block_on(windows::run(args)),
         Benchmark::Rules(args) => runtime.block_on(rules::run(args)),
         Benchmark::Dispatch(args) => runtime.block_on(dispatch::run(args)),
+        Benchmark::Plan(args) => runtime.block_on(plan::run(args)),
     }
 }
 

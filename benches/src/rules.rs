@@ -51,6 +51,28 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     let compile_once = sample.len() as f64 / started.elapsed().as_secs_f64();
 
+    // Shared engine versus one engine per thread, same chunks of users on every core.
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let chunk = users.len().div_ceil(threads).max(1);
+    let timed = |own_engine: bool| {
+        let started = std::time::Instant::now();
+        std::thread::scope(|scope| {
+            for part in users.chunks(chunk) {
+                let rule = &rule;
+                scope.spawn(move || {
+                    let own = own_engine.then(|| rule.with_own_engine());
+                    let rule = own.as_ref().unwrap_or(rule);
+                    for user in part {
+                        rule.evaluate(user.clone(), now.timestamp_millis());
+                    }
+                });
+            }
+        });
+        users.len() as f64 / started.elapsed().as_secs_f64()
+    };
+    let shared_engine = timed(false);
+    let own_engines = timed(true);
+
     let total = facts_seconds + script_seconds;
     println!(
         "\n### Rule evaluation: cart abandonment\n\nMachine: {}\n",
@@ -66,6 +88,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     );
     println!(
         "\nOne thread: compile once {compile_once:.0} users/s, compile per user {compile_each:.0} users/s."
+    );
+    println!(
+        "{threads} threads: one shared engine {shared_engine:.0} users/s, an engine per thread {own_engines:.0} users/s."
     );
     Ok(())
 }

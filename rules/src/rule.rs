@@ -107,6 +107,23 @@ impl Rule {
         &self.name
     }
 
+    /// The same compiled rule with an engine of its own (the AST is shared, not recompiled).
+    /// The engine is `Sync` and evaluation keeps no state in it, so sharing one is what
+    /// [`crate::evaluate_all`] does; this exists to measure the alternative (`nudge-benches
+    /// rules` reports both).
+    pub fn with_own_engine(&self) -> Rule {
+        Rule {
+            name: self.name.clone(),
+            source: self.source.clone(),
+            engine: sandbox::engine(&self.limits),
+            ast: self.ast.clone(),
+            constants: self.constants.clone(),
+            needs: self.needs.clone(),
+            has_message: self.has_message,
+            limits: self.limits,
+        }
+    }
+
     pub fn source(&self) -> &str {
         &self.source
     }

@@ -1,6 +1,7 @@
 //! Campaigns: who (a rule), what (a template and its data), how (a connector) and when (a
 //! delivery policy), loaded from TOML files and validated on load.
 
+pub mod lift;
 pub mod plan;
 pub mod run;
 

@@ -172,44 +172,33 @@ async fn holdout_comparison(
     name: &str,
     campaign: Option<&Campaign>,
 ) -> anyhow::Result<()> {
-    let groups = store.campaign_groups(name).await?;
-    if !groups.iter().any(|g| g.3) {
+    let Some(campaign) = campaign else {
+        println!("holdout: campaign file for {name} not found, no goal event to compare");
+        return Ok(());
+    };
+    let runs = campaign::lift::lift(store, campaign, chrono::Utc::now()).await?;
+    if runs.iter().all(|run| run.held_out == 0) {
         println!("holdout: none recorded (set delivery.holdout_percent to measure lift)");
         return Ok(());
     }
-    let (goal, window_hours) = campaign.map(Campaign::goal).unwrap_or(("app_open", 24));
-    let mut users: Vec<String> = groups.iter().map(|g| g.1.clone()).collect();
-    users.sort();
-    users.dedup();
-    let times =
-        nudge_engine::features::event_times(store, goal, &users, chrono::Utc::now()).await?;
-    // run -> [sent, sent converted, held out, held out converted]
-    let mut runs: std::collections::BTreeMap<Option<i64>, [u64; 4]> = Default::default();
-    for (run, user, send_at, holdout) in &groups {
-        let converted = times.get(user).is_some_and(|stamps| {
-            stamps
-                .iter()
-                .any(|t| *t >= *send_at && *t < send_at + window_hours * 3_600_000)
-        });
-        let counts = runs.entry(*run).or_default();
-        let group = if *holdout { 2 } else { 0 };
-        counts[group] += 1;
-        counts[group + 1] += u64::from(converted);
-    }
+    let (goal, window_hours) = campaign.goal();
     println!(
         "holdout comparison: users who did {goal} within {window_hours} h of the (would-be) send"
     );
-    println!("  run                        sent  converted      held out  converted      lift");
-    let rate = |converted: u64, of: u64| 100.0 * converted as f64 / of.max(1) as f64;
-    for (run, [sent, sent_conv, held, held_conv]) in &runs {
-        let run = run
+    println!("  run                          sent  converted   held out  converted      lift");
+    for run in &runs {
+        let at = run
+            .run_at_ms
             .and_then(chrono::DateTime::from_timestamp_millis)
             .map(|t| t.to_rfc3339())
             .unwrap_or_else(|| "(no run)".into());
-        let (a, b) = (rate(*sent_conv, *sent), rate(*held_conv, *held));
         println!(
-            "  {run:<25} {sent:>6} {a:>9.1}%      {held:>8} {b:>9.1}%  {:>+7.1} pts",
-            a - b
+            "  {at:<25} {:>8} {:>9.1}%   {:>8} {:>9.1}%  {:>+6.1} pts",
+            run.sent,
+            100.0 * run.sent_rate(),
+            run.held_out,
+            100.0 * run.held_out_rate(),
+            run.lift_points()
         );
     }
     Ok(())

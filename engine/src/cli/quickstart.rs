@@ -286,13 +286,31 @@ async fn deliver(
             campaign.name,
             campaign.delivery.mode,
             report.considered,
-            report.planned + report.duplicates,
+            report.planned,
             count("sent"),
             count("failed"),
             count("sent")
         );
         for (reason, skipped) in &report.skipped {
             println!("  skipped, {reason}: {skipped}");
+        }
+        if report.duplicates > 0 {
+            println!(
+                "  already in the outbox from an earlier run (same dedup key): {}",
+                report.duplicates
+            );
+        }
+        if report.holdout > 0 {
+            println!(
+                "  held out to measure lift (recorded, not sent): {}",
+                report.holdout
+            );
+        }
+        if report.cancelled > 0 {
+            println!(
+                "  lower-priority sends cancelled to fit the frequency caps: {}",
+                report.cancelled
+            );
         }
         for (state, reason, n) in states.iter().filter(|(s, ..)| s == "failed") {
             println!("  {state}: {n} {}", reason.clone().unwrap_or_default());

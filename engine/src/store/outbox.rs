@@ -151,11 +151,19 @@ pub(super) async fn enqueue(pool: &SqlitePool, sends: &[NewSend], now_ms: i64) -
         done.cancelled += cancel.build().execute(&mut *tx).await?.rows_affected();
         done.added += insert(&mut tx, std::slice::from_ref(new), now_ms).await?;
     }
-    let plain: Vec<&NewSend> = sends.iter().filter(|n| n.cancel.is_empty()).collect();
+    let plain: Vec<&NewSend> = sends
+        .iter()
+        .filter(|n| n.cancel.is_empty() && !n.holdout)
+        .collect();
     for chunk in plain.chunks(CHUNK / 14) {
         let added = insert_refs(&mut tx, chunk, now_ms).await?;
         done.added += added;
         done.duplicates += chunk.len() as u64 - added;
+    }
+    // Holdout records: a re-run finds them there already, which is not a duplicate send.
+    let held: Vec<&NewSend> = sends.iter().filter(|n| n.holdout).collect();
+    for chunk in held.chunks(CHUNK / 14) {
+        insert_refs(&mut tx, chunk, now_ms).await?;
     }
     tx.commit().await?;
     Ok(done)

@@ -329,3 +329,73 @@ async fn explain_shows_what_one_users_plan_rests_on() {
     .unwrap();
     assert!(nobody.explained.unwrap().facts.is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lift_compares_goal_events_of_sent_and_held_out_users_within_the_window() {
+    let test = TestStore::new().await;
+    let events: Vec<String> = (0..40)
+        .map(|i| line(&format!("u{i:02}"), "app_open", NOV_1, ""))
+        .collect();
+    test.ingest(&[&test.file("e.ndjson", events.join("\n"))])
+        .await;
+    let config = Config {
+        data_dir: test.store.data_dir().to_path_buf(),
+        ..Config::default()
+    };
+    let mut halves = campaign(&test, "halves", 0);
+    halves.delivery.requires_credit = false;
+    halves.delivery.holdout_percent = 50.0;
+    halves.goal_event = Some("purchase".into());
+    let now = at("2026-11-02T12:00:00Z");
+    let report = run(&test.store, &config, &halves, now, now, false)
+        .await
+        .unwrap();
+    assert!(report.holdout > 5 && report.planned > 5, "{report:?}");
+    // Every send goes out.
+    let claimed = test
+        .store
+        .claim_sends("dry-run", "test", 100, now.timestamp_millis(), 60_000)
+        .await
+        .unwrap();
+    let outcomes: Vec<_> = claimed
+        .into_iter()
+        .map(|c| (c, Outcome::Sent { provider_id: None }))
+        .collect();
+    test.store
+        .record_sends(&outcomes, now.timestamp_millis())
+        .await
+        .unwrap();
+    // Every sent user buys within the hour; one held-out user buys too, another only after
+    // the 24 h window, a third before the send.
+    let t = now.timestamp_millis();
+    let held: Vec<&str> = report
+        .plan
+        .iter()
+        .filter(|n| n.holdout)
+        .map(|n| n.send.user_id.as_str())
+        .collect();
+    let mut goals: Vec<String> = report
+        .sends()
+        .map(|s| line(&s.user_id, "purchase", t + 3_600_000, ""))
+        .collect();
+    goals.push(line(held[0], "purchase", t + 2 * 3_600_000, ""));
+    goals.push(line(held[1], "purchase", t + 25 * 3_600_000, ""));
+    goals.push(line(held[2], "purchase", t - 3_600_000, ""));
+    test.ingest(&[&test.file("goals.ndjson", goals.join("\n"))])
+        .await;
+
+    let runs =
+        nudge_engine::campaign::lift::lift(&test.store, &halves, now + chrono::Duration::days(2))
+            .await
+            .unwrap();
+    assert_eq!(runs.len(), 1);
+    let run = runs[0];
+    assert_eq!(run.run_at_ms, Some(t));
+    assert_eq!(
+        (run.sent, run.sent_converted),
+        (report.planned, report.planned)
+    );
+    assert_eq!((run.held_out, run.held_out_converted), (report.holdout, 1));
+    let expected = 100.0 * (1.0 - 1.0 / report.holdout as f64);
+    assert!((run.lift_points() - expected).abs() < 1e-9);
+}

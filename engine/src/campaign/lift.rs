@@ -1,0 +1,66 @@
+//! Lift: per run, the share of sent users and of held-out users who did the campaign's goal
+//! event within the goal window after their (would-be) send time.
+
+use chrono::{DateTime, Utc};
+
+use super::Campaign;
+use crate::Result;
+use crate::features;
+use crate::store::Store;
+
+/// One run's comparison.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RunLift {
+    /// The run's scheduled instant (none for sends enqueued outside a campaign run).
+    pub run_at_ms: Option<i64>,
+    pub sent: u64,
+    pub sent_converted: u64,
+    pub held_out: u64,
+    pub held_out_converted: u64,
+}
+
+impl RunLift {
+    pub fn sent_rate(&self) -> f64 {
+        self.sent_converted as f64 / self.sent.max(1) as f64
+    }
+
+    pub fn held_out_rate(&self) -> f64 {
+        self.held_out_converted as f64 / self.held_out.max(1) as f64
+    }
+
+    /// Sent rate minus held-out rate, in percentage points.
+    pub fn lift_points(&self) -> f64 {
+        100.0 * (self.sent_rate() - self.held_out_rate())
+    }
+}
+
+/// Every run of `campaign` with sent or held-out users, oldest first; goal events up to `now`.
+pub async fn lift(store: &Store, campaign: &Campaign, now: DateTime<Utc>) -> Result<Vec<RunLift>> {
+    let groups = store.campaign_groups(&campaign.name).await?;
+    let (goal, window_hours) = campaign.goal();
+    let window_ms = window_hours * 3_600_000;
+    let mut users: Vec<String> = groups.iter().map(|g| g.1.clone()).collect();
+    users.sort();
+    users.dedup();
+    let times = features::event_times(store, goal, &users, now).await?;
+    let mut runs: std::collections::BTreeMap<Option<i64>, RunLift> = Default::default();
+    for (run_at_ms, user, send_at, holdout) in &groups {
+        let converted = times.get(user).is_some_and(|stamps| {
+            stamps
+                .iter()
+                .any(|t| *t >= *send_at && *t < send_at + window_ms)
+        });
+        let run = runs.entry(*run_at_ms).or_insert_with(|| RunLift {
+            run_at_ms: *run_at_ms,
+            ..RunLift::default()
+        });
+        if *holdout {
+            run.held_out += 1;
+            run.held_out_converted += u64::from(converted);
+        } else {
+            run.sent += 1;
+            run.sent_converted += u64::from(converted);
+        }
+    }
+    Ok(runs.into_values().collect())
+}
