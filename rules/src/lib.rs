@@ -15,6 +15,7 @@ mod facts;
 mod rule;
 mod run;
 mod sandbox;
+mod trace;
 
 pub use analysis::{FactNeeds, USER_METHODS};
 pub use error::{CompileError, Error};
@@ -22,6 +23,7 @@ pub use facts::{EventFacts, SendFact, UserFacts};
 pub use rule::{Decision, Message, Rule};
 pub use run::{RunSummary, evaluate_all};
 pub use sandbox::Limits;
+pub use trace::Step;
 
 /// Milliseconds in a day, the unit of `days(n)`.
 pub const DAY_MS: i64 = 86_400_000;

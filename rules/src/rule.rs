@@ -137,6 +137,18 @@ impl Rule {
         &self.limits
     }
 
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub(crate) fn ast(&self) -> &AST {
+        &self.ast
+    }
+
+    pub(crate) fn constants(&self) -> &Scope<'static> {
+        &self.constants
+    }
+
     /// Decides for one user at `now_ms`. Never panics on script errors: they become
     /// [`Decision::Error`] with the line.
     pub fn evaluate(&self, facts: Arc<UserFacts>, now_ms: i64) -> Decision {

@@ -205,6 +205,20 @@ async fn explain(
             serde_json::Value::Object(facts.attrs.clone())
         );
     }
+    let steps = rule.trace(facts.clone(), as_of.timestamp_millis());
+    if !steps.is_empty() {
+        println!("target(user), statement by statement:");
+        for step in &steps {
+            let indent = "  ".repeat(step.depth + 1);
+            println!(
+                "{indent}line {:>3}: {}  =>  {}{}",
+                step.line,
+                step.text,
+                step.value,
+                if step.ends { "  (returns here)" } else { "" }
+            );
+        }
+    }
     let decision = rule.evaluate(facts, as_of.timestamp_millis());
     println!("decision: {}", describe(&decision));
     if let Decision::Target(message) = &decision {

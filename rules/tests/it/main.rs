@@ -3,6 +3,7 @@
 mod api;
 mod cases;
 mod sandbox;
+mod trace;
 
 use std::collections::HashMap;
 use std::sync::Arc;
