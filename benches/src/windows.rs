@@ -30,6 +30,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     scoring::update(&store, &config.windows, config.default_zone(), end).await?;
     let update_seconds = started.elapsed().as_secs_f64();
+    let mut references = Vec::new();
+    for engine in ["duckdb", "polars"] {
+        references.push(reference(engine, &store, &config, end).await);
+    }
     println!("\n### Windows compute\n\nMachine: {}\n", crate::machine());
     println!("| users | events | full compute | incremental update (last day) | peak memory |");
     println!("|---|---|---|---|---|");
@@ -41,5 +45,71 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         full.seconds_model,
         crate::peak_memory_mib()
     );
+    println!(
+        "\nThe same histogram (per user and local hour of week, weighted by kind, decayed) over the same segments: DuckDB {}; Python polars {}.",
+        references[0], references[1]
+    );
     Ok(())
+}
+
+/// Runs `refs/histogram.py` with DuckDB or Python polars over the store's segments; the
+/// seconds it took and its row count, or why it could not run.
+async fn reference(
+    engine: &str,
+    store: &nudge_engine::store::Store,
+    config: &nudge_engine::config::Config,
+    end: chrono::DateTime<chrono::Utc>,
+) -> String {
+    let zones = store.data_dir().join("zones.csv");
+    let query = nudge_engine::store::StateQuery {
+        except_zone: Some(&config.default_tz),
+        ..Default::default()
+    };
+    let state = match store.user_state(query).await {
+        Ok(state) => state,
+        Err(error) => return format!("not run ({error})"),
+    };
+    let mut text = String::from("user_id,tz\n");
+    for (user, (tz, _)) in state.profiles {
+        if let Some(tz) = tz {
+            text.push_str(&format!("{user},{tz}\n"));
+        }
+    }
+    if let Err(error) = std::fs::write(&zones, text) {
+        return format!("not run ({error})");
+    }
+    let windows = &config.windows;
+    let weights = serde_json::to_string(&windows.event_weights).unwrap_or_default();
+    let from = end - Duration::days(windows.lookback_days);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/refs/histogram.py");
+    let output = std::process::Command::new("python3")
+        .arg(script)
+        .arg(engine)
+        .arg(store.data_dir().join("events"))
+        .arg(&zones)
+        .arg(&config.default_tz)
+        .arg(from.timestamp_millis().to_string())
+        .arg(end.timestamp_millis().to_string())
+        .arg(windows.half_life_days.to_string())
+        .arg(weights)
+        .arg(windows.default_weight.to_string())
+        .output();
+    match output {
+        Ok(out) if out.status.success() => {
+            let text = String::from_utf8_lossy(&out.stdout);
+            let mut words = text.split_whitespace();
+            match (words.next(), words.next()) {
+                (Some(seconds), Some(rows)) => format!("{seconds} s ({rows} user-hour rows)"),
+                _ => format!("unreadable output: {text}"),
+            }
+        }
+        Ok(out) => format!(
+            "failed: {} (pip install duckdb polars)",
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        ),
+        Err(error) => format!("not run: {error}"),
+    }
 }
