@@ -75,7 +75,11 @@ pub async fn fresh_store(
     Ok((config, store))
 }
 
-/// A fresh store filled with a generated dataset (Parquet, one seed): config, store, summary.
+/// A store filled with a generated dataset (Parquet, one seed): config, store, summary.
+///
+/// With `keep`, the dataset and store live in that folder and are reused by the next run with
+/// the same parameters (the file is recognised by its content and not ingested twice), so the
+/// slow part of a 1M-user benchmark is paid once.
 pub async fn generated_store(
     dir: &std::path::Path,
     users: u64,
@@ -88,16 +92,47 @@ pub async fn generated_store(
     nudge_engine::synth::GenSummary,
 )> {
     let input = dir.join("events.parquet");
-    let options = nudge_engine::synth::GenOptions {
-        users,
-        days,
-        seed,
-        start,
-        out: input.clone(),
-        truth: None,
-        quiet: true,
+    let marker = dir.join("dataset.txt");
+    let wanted = format!("users={users} days={days} seed={seed} start={start}");
+    let summary = match std::fs::read_to_string(&marker) {
+        Ok(text) if text.lines().next() == Some(wanted.as_str()) && input.exists() => {
+            let numbers: Vec<u64> = text
+                .lines()
+                .nth(1)
+                .unwrap_or_default()
+                .split(' ')
+                .filter_map(|n| n.parse().ok())
+                .collect();
+            eprintln!("reusing the dataset in {}", dir.display());
+            nudge_engine::synth::GenSummary {
+                users: numbers.first().copied().unwrap_or_default(),
+                events: numbers.get(1).copied().unwrap_or_default(),
+                sparse_users: numbers.get(2).copied().unwrap_or_default(),
+                max_user_events: numbers.get(3).copied().unwrap_or_default(),
+            }
+        }
+        _ => {
+            let _ = std::fs::remove_dir_all(dir.join("data"));
+            let options = nudge_engine::synth::GenOptions {
+                users,
+                days,
+                seed,
+                start,
+                out: input.clone(),
+                truth: None,
+                quiet: true,
+            };
+            let summary = nudge_engine::synth::generate(&options)?;
+            std::fs::write(
+                &marker,
+                format!(
+                    "{wanted}\n{} {} {} {}\n",
+                    summary.users, summary.events, summary.sparse_users, summary.max_user_events
+                ),
+            )?;
+            summary
+        }
     };
-    let summary = nudge_engine::synth::generate(&options)?;
     let (config, store) = fresh_store(dir).await?;
     let ingest_options = nudge_engine::ingest::IngestOptions {
         strict: false,
@@ -107,6 +142,31 @@ pub async fn generated_store(
     };
     nudge_engine::ingest::ingest(&store, &[input], &ingest_options).await?;
     Ok((config, store, summary))
+}
+
+/// The folder a benchmark works in: the one given (kept), or a temporary one.
+pub fn work_dir(keep: Option<std::path::PathBuf>) -> anyhow::Result<WorkDir> {
+    match keep {
+        Some(path) => {
+            std::fs::create_dir_all(&path)?;
+            Ok(WorkDir::Kept(path))
+        }
+        None => Ok(WorkDir::Temporary(tempfile::tempdir()?)),
+    }
+}
+
+pub enum WorkDir {
+    Kept(std::path::PathBuf),
+    Temporary(tempfile::TempDir),
+}
+
+impl WorkDir {
+    pub fn path(&self) -> &std::path::Path {
+        match self {
+            WorkDir::Kept(path) => path,
+            WorkDir::Temporary(dir) => dir.path(),
+        }
+    }
 }
 
 /// The machine, for the tables.

@@ -10,6 +10,9 @@ use nudge_rules::{Limits, Rule, evaluate_all};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    /// Keep the generated dataset and store in this folder and reuse them next time
+    #[arg(long, value_name = "DIR")]
+    keep: Option<std::path::PathBuf>,
     #[arg(long, default_value_t = 100_000)]
     users: u64,
 }
@@ -17,7 +20,7 @@ pub struct Args {
 const CART: &str = include_str!("../../examples/rules/cart_abandonment.rhai");
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
+    let dir = crate::work_dir(args.keep.clone())?;
     let start = NaiveDate::from_ymd_opt(2026, 10, 1).unwrap();
     let (config, store, _summary) =
         crate::generated_store(dir.path(), args.users, 30, 9, start).await?;

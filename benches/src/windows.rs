@@ -6,14 +6,20 @@ use nudge_engine::scoring;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    /// Keep the generated dataset and store in this folder and reuse them next time
+    #[arg(long, value_name = "DIR")]
+    keep: Option<std::path::PathBuf>,
     #[arg(long, default_value_t = 100_000)]
     users: u64,
     #[arg(long, default_value_t = 60)]
     days: u32,
+    /// Days of events the incremental update adds on top of windows computed before them
+    #[arg(long, default_value_t = 1)]
+    update_days: i64,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
+    let dir = crate::work_dir(args.keep.clone())?;
     let start = NaiveDate::from_ymd_opt(2026, 9, 1).unwrap();
     let (config, store, summary) =
         crate::generated_store(dir.path(), args.users, args.days, 5, start).await?;
@@ -21,28 +27,29 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .and_hms_opt(0, 0, 0)
         .unwrap()
         .and_utc();
-    let day_before = end - Duration::days(1);
+    let day_before = end - Duration::days(args.update_days);
 
     let started = std::time::Instant::now();
     let full = scoring::compute(&store, &config.windows, config.default_zone(), end).await?;
     let full_seconds = started.elapsed().as_secs_f64();
     scoring::compute(&store, &config.windows, config.default_zone(), day_before).await?;
     let started = std::time::Instant::now();
-    scoring::update(&store, &config.windows, config.default_zone(), end).await?;
+    let update = scoring::update(&store, &config.windows, config.default_zone(), end).await?;
     let update_seconds = started.elapsed().as_secs_f64();
     let mut references = Vec::new();
     for engine in ["duckdb", "polars"] {
         references.push(reference(engine, &store, &config, end).await);
     }
     println!("\n### Windows compute\n\nMachine: {}\n", crate::machine());
-    println!("| users | events | full compute | incremental update (last day) | peak memory |");
+    println!("| users | events | full compute | incremental update (events added) | peak memory |");
     println!("|---|---|---|---|---|");
     println!(
-        "| {} | {} | {full_seconds:.2} s (scan {:.2} s, model {:.2} s) | {update_seconds:.2} s | {:.0} MiB |",
+        "| {} | {} | {full_seconds:.2} s (scan {:.2} s, model {:.2} s) | {update_seconds:.2} s ({}) | {:.0} MiB |",
         full.users,
         summary.events,
         full.seconds_histogram,
         full.seconds_model,
+        update.added_events,
         crate::peak_memory_mib()
     );
     println!(

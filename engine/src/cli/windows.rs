@@ -65,8 +65,8 @@ pub async fn run(context: &Context, command: Command) -> anyhow::Result<ExitCode
             print_report(&report, as_of, started.elapsed());
         }
         Command::Show { user } => {
-            let windows =
-                scoring::load(&store)?.context("no windows yet: run `nudge windows compute`")?;
+            let windows = scoring::load_users(&store, std::slice::from_ref(&user))?
+                .context("no windows yet: run `nudge windows compute`")?;
             let Some(window) = windows.find(&user) else {
                 anyhow::bail!(
                     "user '{user}' has no window (no events in the lookback, or an unknown id)"

@@ -11,13 +11,101 @@ use super::{ComputeReport, WindowsConfig, hour_ms};
 pub const HOURS_OF_WEEK: usize = 168;
 /// Zone problems listed by name in a report before only being counted.
 const ZONE_PROBLEMS_SHOWN: usize = 10;
+/// Widest range of hours whose decay and local bins are tabulated (beyond it they are computed
+/// row by row): 2^22 hours is over 400 years.
+const TABULATED_HOURS: i64 = 1 << 22;
 
 /// Weighted event counts per (user, UTC hour), as the histogram produces them.
 #[derive(Debug, Default)]
 pub struct HourlyCounts {
+    /// Sorted, without repeats.
     pub users: Vec<String>,
-    /// (index into `users`, hours since the epoch, summed kind weight, raw event count)
+    /// (index into `users`, hours since the epoch, summed kind weight, raw event count), sorted
+    /// by user index.
     pub rows: Vec<(u32, i64, f64, u32)>,
+}
+
+impl HourlyCounts {
+    /// Puts users in order (and rows with them) if whoever built this did not.
+    pub fn into_sorted(mut self) -> Self {
+        let sorted = self.users.windows(2).all(|pair| pair[0] < pair[1])
+            && self.rows.windows(2).all(|pair| pair[0].0 <= pair[1].0);
+        if sorted {
+            return self;
+        }
+        let mut order: Vec<u32> = (0..self.users.len() as u32).collect();
+        order.sort_by(|&a, &b| self.users[a as usize].cmp(&self.users[b as usize]));
+        // Repeated names (if any) share the first one's new index.
+        let mut renumber = vec![0u32; self.users.len()];
+        let mut users: Vec<String> = Vec::with_capacity(self.users.len());
+        for old in order {
+            let name = std::mem::take(&mut self.users[old as usize]);
+            if users.last() != Some(&name) {
+                users.push(name);
+            }
+            renumber[old as usize] = users.len() as u32 - 1;
+        }
+        for row in &mut self.rows {
+            row.0 = renumber[row.0 as usize];
+        }
+        self.rows.sort_by_key(|row| row.0);
+        HourlyCounts {
+            users,
+            rows: self.rows,
+        }
+    }
+}
+
+/// Decayed counts per local hour of week. Only hours with a count are kept, in order: most users
+/// have a handful of events, so this is a few dozen bytes where a dense week is 1.3 KiB.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Hours(Vec<(u8, f64)>);
+
+impl Hours {
+    /// The non-zero hours of a dense week.
+    pub fn from_dense(dense: &[f64; HOURS_OF_WEEK]) -> Self {
+        Hours(
+            dense
+                .iter()
+                .enumerate()
+                .filter(|(_, value)| **value != 0.0)
+                .map(|(hour, value)| (hour as u8, *value))
+                .collect(),
+        )
+    }
+
+    /// `(hour, value)` pairs; `None` unless hours are in range and strictly increasing.
+    pub fn from_entries(entries: Vec<(u8, f64)>) -> Option<Self> {
+        let valid = entries
+            .iter()
+            .all(|(hour, _)| (*hour as usize) < HOURS_OF_WEEK)
+            && entries.windows(2).all(|pair| pair[0].0 < pair[1].0);
+        valid.then_some(Hours(entries))
+    }
+
+    pub fn entries(&self) -> &[(u8, f64)] {
+        &self.0
+    }
+
+    pub fn dense(&self) -> [f64; HOURS_OF_WEEK] {
+        let mut out = [0.0; HOURS_OF_WEEK];
+        self.add_to(&mut out);
+        out
+    }
+
+    fn add_to(&self, dense: &mut [f64; HOURS_OF_WEEK]) {
+        for &(hour, value) in &self.0 {
+            dense[hour as usize] += value;
+        }
+    }
+
+    pub fn total(&self) -> f64 {
+        self.0.iter().map(|(_, value)| value).sum()
+    }
+
+    fn scale(&mut self, factor: f64) {
+        self.0.iter_mut().for_each(|(_, value)| *value *= factor);
+    }
 }
 
 /// One user's decayed counts in local time.
@@ -26,7 +114,7 @@ pub struct UserCounts {
     pub user_id: String,
     pub tz: String,
     pub events: u64,
-    pub counts: [f64; HOURS_OF_WEEK],
+    pub counts: Hours,
 }
 
 /// Every user's decayed counts as of one instant: what incremental updates roll forward.
@@ -45,6 +133,64 @@ pub fn local_hour_of_week(zone: Tz, hour: i64) -> usize {
     instant.weekday().num_days_from_monday() as usize * 24 + instant.hour() as usize
 }
 
+/// Decay factors and local bins per UTC hour of one update's range, so each row costs two
+/// lookups instead of an `exp` and a zone conversion.
+struct HourTable {
+    first: i64,
+    decays: Vec<f64>,
+    /// Per zone seen, the local bin of each hour (`u8::MAX` until first asked).
+    bins: Vec<Vec<u8>>,
+    zones: HashMap<Tz, usize>,
+}
+
+impl HourTable {
+    fn new(hourly: &HourlyCounts, config: &WindowsConfig, as_of_ms: i64) -> Self {
+        let first = hourly.rows.iter().map(|r| r.1).min().unwrap_or(0);
+        let last = hourly.rows.iter().map(|r| r.1).max().unwrap_or(0);
+        let span = last - first + 1;
+        let decays = if span <= TABULATED_HOURS {
+            (first..=last)
+                .map(|hour| config.decay(hour * hour_ms(), as_of_ms))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        HourTable {
+            first,
+            decays,
+            bins: Vec::new(),
+            zones: HashMap::new(),
+        }
+    }
+
+    fn zone_id(&mut self, zone: Tz) -> usize {
+        let next = self.zones.len();
+        let id = *self.zones.entry(zone).or_insert(next);
+        if id == next {
+            self.bins.push(vec![u8::MAX; self.decays.len()]);
+        }
+        id
+    }
+
+    fn decay(&self, hour: i64, config: &WindowsConfig, as_of_ms: i64) -> f64 {
+        match self.decays.get((hour - self.first) as usize) {
+            Some(decay) => *decay,
+            None => config.decay(hour * hour_ms(), as_of_ms),
+        }
+    }
+
+    fn bin(&mut self, zone_id: usize, zone: Tz, hour: i64) -> usize {
+        match self.bins[zone_id].get_mut((hour - self.first) as usize) {
+            Some(bin) if *bin != u8::MAX => *bin as usize,
+            Some(bin) => {
+                *bin = local_hour_of_week(zone, hour) as u8;
+                *bin as usize
+            }
+            None => local_hour_of_week(zone, hour),
+        }
+    }
+}
+
 impl State {
     pub fn new(as_of_ms: i64) -> Self {
         State {
@@ -53,7 +199,8 @@ impl State {
         }
     }
 
-    /// Adds (`sign` = 1) or removes (`sign` = -1) hourly counts, decayed to `as_of`.
+    /// Adds (`sign` = 1) or removes (`sign` = -1) hourly counts, decayed to `as_of`. Both sides
+    /// are sorted by user, so this is one merge pass; users left with no events are dropped.
     pub fn add(
         &mut self,
         hourly: &HourlyCounts,
@@ -63,20 +210,22 @@ impl State {
         sign: f64,
         report: &mut ComputeReport,
     ) {
-        let mut index: HashMap<String, usize> = self
-            .users
-            .iter()
-            .enumerate()
-            .map(|(i, u)| (u.user_id.clone(), i))
-            .collect();
-        let mut parsed: HashMap<String, Option<Tz>> = HashMap::new();
-        let mut slots = Vec::with_capacity(hourly.users.len());
-        for user in &hourly.users {
-            let slot = *index.entry(user.clone()).or_insert_with(|| {
+        let mut table = HourTable::new(hourly, config, self.as_of_ms);
+        let mut parsed: HashMap<&str, Option<Tz>> = HashMap::new();
+        let old = std::mem::take(&mut self.users);
+        let mut merged = Vec::with_capacity(old.len().max(hourly.users.len()));
+        let mut old = old.into_iter().peekable();
+        let mut rows = hourly.rows.as_slice();
+        let mut scratch = [0.0; HOURS_OF_WEEK];
+        for (index, user) in hourly.users.iter().enumerate() {
+            while let Some(before) = old.next_if(|u| u.user_id < *user) {
+                merged.push(before);
+            }
+            let mut entry = old.next_if(|u| u.user_id == *user).unwrap_or_else(|| {
                 let named = zones.get(user);
                 let zone = named.and_then(|name| {
                     *parsed
-                        .entry(name.clone())
+                        .entry(name.as_str())
                         .or_insert_with(|| name.parse().ok())
                 });
                 if let (Some(name), None) = (named, zone) {
@@ -85,45 +234,41 @@ impl State {
                         report.zone_problems.push((user.clone(), name.clone()));
                     }
                 }
-                self.users.push(UserCounts {
+                UserCounts {
                     user_id: user.clone(),
                     tz: zone.unwrap_or(default_tz).name().to_string(),
                     events: 0,
-                    counts: [0.0; HOURS_OF_WEEK],
-                });
-                self.users.len() - 1
+                    counts: Hours::default(),
+                }
             });
-            slots.push(slot);
+            let mine = rows.partition_point(|row| row.0 as usize == index);
+            let (own, rest) = rows.split_at(mine);
+            rows = rest;
+            let zone: Tz = entry.tz.parse().unwrap_or(default_tz);
+            let zone_id = table.zone_id(zone);
+            scratch.fill(0.0);
+            entry.counts.add_to(&mut scratch);
+            let mut events = entry.events as i64;
+            for &(_, hour, weight, count) in own {
+                let bin = table.bin(zone_id, zone, hour);
+                scratch[bin] += sign * weight * table.decay(hour, config, self.as_of_ms);
+                events += sign as i64 * count as i64;
+            }
+            entry.events = events.max(0) as u64;
+            entry.counts = Hours::from_dense(&scratch);
+            if entry.events > 0 {
+                merged.push(entry);
+            }
         }
-        let mut zone_cache: HashMap<(usize, i64), usize> = HashMap::new();
-        let zones_of: Vec<Tz> = self
-            .users
-            .iter()
-            .map(|u| u.tz.parse().unwrap_or(default_tz))
-            .collect();
-        let mut zone_ids: HashMap<Tz, usize> = HashMap::new();
-        for &(user, hour, weight, count) in &hourly.rows {
-            let slot = slots[user as usize];
-            let zone = zones_of[slot];
-            let next_id = zone_ids.len();
-            let zone_id = *zone_ids.entry(zone).or_insert(next_id);
-            let bin = *zone_cache
-                .entry((zone_id, hour))
-                .or_insert_with(|| local_hour_of_week(zone, hour));
-            let decayed = weight * config.decay(hour * hour_ms(), self.as_of_ms);
-            let counts = &mut self.users[slot];
-            counts.counts[bin] += sign * decayed;
-            counts.events = (counts.events as i64 + sign as i64 * count as i64).max(0) as u64;
-        }
-        self.users.retain(|u| u.events > 0);
-        self.users.sort_by(|a, b| a.user_id.cmp(&b.user_id));
+        merged.extend(old);
+        self.users = merged;
     }
 
     /// Rolls every counter forward to `as_of_ms` (exponential decay composes exactly).
     pub fn decay_to(&mut self, as_of_ms: i64, config: &WindowsConfig) {
         let factor = config.decay(self.as_of_ms, as_of_ms);
         for user in &mut self.users {
-            user.counts.iter_mut().for_each(|c| *c *= factor);
+            user.counts.scale(factor);
         }
         self.as_of_ms = as_of_ms;
     }
@@ -139,4 +284,35 @@ pub fn smooth(counts: &[f64; HOURS_OF_WEEK], share: f64) -> [f64; HOURS_OF_WEEK]
         *value = (1.0 - 2.0 * share) * counts[h] + share * (before + after);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unsorted_hourly_counts_are_put_in_order_with_their_rows() {
+        let hourly = HourlyCounts {
+            users: vec!["b".into(), "a".into(), "c".into()],
+            rows: vec![(0, 10, 1.0, 1), (2, 11, 3.0, 3), (1, 12, 2.0, 2)],
+        }
+        .into_sorted();
+        assert_eq!(hourly.users, ["a", "b", "c"]);
+        assert_eq!(
+            hourly.rows,
+            [(0, 12, 2.0, 2), (1, 10, 1.0, 1), (2, 11, 3.0, 3)]
+        );
+    }
+
+    #[test]
+    fn sparse_hours_keep_only_non_zero_bins_and_round_trip() {
+        let mut dense = [0.0; HOURS_OF_WEEK];
+        dense[0] = 1.5;
+        dense[167] = 0.25;
+        let hours = Hours::from_dense(&dense);
+        assert_eq!(hours.entries(), [(0, 1.5), (167, 0.25)]);
+        assert_eq!(hours.dense(), dense);
+        assert_eq!(Hours::from_entries(vec![(3, 1.0), (2, 1.0)]), None);
+        assert_eq!(Hours::from_entries(vec![(168, 1.0)]), None);
+    }
 }

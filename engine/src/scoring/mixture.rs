@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::local::HOURS_OF_WEEK;
 
 /// Users at most used to fit the types (a deterministic subsample of the dense ones).
-const FIT_SAMPLE: usize = 20_000;
+pub const FIT_SAMPLE: usize = 20_000;
 const ITERATIONS: usize = 40;
 /// Floor of every type's probability, so no hour is impossible.
 const FLOOR: f64 = 1e-4;
@@ -48,9 +48,10 @@ pub fn fit(users: &[&[f64; HOURS_OF_WEEK]], k: usize) -> Model {
         types: initial_types(&sample, k),
     };
     for _ in 0..ITERATIONS {
+        let scorer = model.scorer();
         let responsibilities: Vec<Vec<f64>> = sample
             .par_iter()
-            .map(|counts| model.responsibilities(&counts[..]))
+            .map(|counts| scorer.responsibilities(&counts[..]))
             .collect();
         let mut types = vec![vec![0.0; HOURS_OF_WEEK]; k];
         let mut weights = vec![0.0; k];
@@ -112,18 +113,55 @@ fn initial_types(sample: &[&[f64; HOURS_OF_WEEK]], k: usize) -> Vec<Vec<f64>> {
 }
 
 impl Model {
+    /// The model with its logarithms taken once, for scoring many users.
+    pub fn scorer(&self) -> Scorer<'_> {
+        Scorer {
+            model: self,
+            log_weights: self.weights.iter().map(|w| w.max(1e-12).ln()).collect(),
+            log_types: self
+                .types
+                .iter()
+                .map(|profile| profile.iter().map(|p| p.ln()).collect())
+                .collect(),
+        }
+    }
+
+    /// Posterior probability of each type given a user's counts.
+    pub fn responsibilities(&self, counts: &[f64]) -> Vec<f64> {
+        self.scorer().responsibilities(counts)
+    }
+
+    /// The prior a user gets: the types mixed by the user's posterior over them.
+    pub fn posterior_mixture(&self, counts: &[f64; HOURS_OF_WEEK]) -> [f64; HOURS_OF_WEEK] {
+        self.scorer().posterior_mixture(counts)
+    }
+
+    /// The population's profile: every type by its share.
+    pub fn population(&self) -> [f64; HOURS_OF_WEEK] {
+        self.posterior_mixture(&[0.0; HOURS_OF_WEEK])
+    }
+}
+
+/// A [`Model`] ready to score users: the types' logarithms are computed once, not per user.
+pub struct Scorer<'a> {
+    model: &'a Model,
+    log_weights: Vec<f64>,
+    log_types: Vec<Vec<f64>>,
+}
+
+impl Scorer<'_> {
     /// Posterior probability of each type given a user's counts.
     pub fn responsibilities(&self, counts: &[f64]) -> Vec<f64> {
         let logs: Vec<f64> = self
-            .types
+            .log_types
             .iter()
-            .zip(&self.weights)
-            .map(|(profile, weight)| {
-                weight.max(1e-12).ln()
+            .zip(&self.log_weights)
+            .map(|(log_profile, log_weight)| {
+                log_weight
                     + counts
                         .iter()
-                        .zip(profile)
-                        .map(|(c, p)| if *c != 0.0 { c * p.ln() } else { 0.0 })
+                        .zip(log_profile)
+                        .map(|(c, log_p)| if *c != 0.0 { c * log_p } else { 0.0 })
                         .sum::<f64>()
             })
             .collect();
@@ -137,23 +175,18 @@ impl Model {
     /// The prior a user gets: the types mixed by the user's posterior over them.
     pub fn posterior_mixture(&self, counts: &[f64; HOURS_OF_WEEK]) -> [f64; HOURS_OF_WEEK] {
         let r = if counts.iter().all(|c| *c == 0.0) {
-            self.weights.clone()
+            self.model.weights.clone()
         } else {
             self.responsibilities(counts)
         };
         let mut prior = [0.0; HOURS_OF_WEEK];
-        for (profile, share) in self.types.iter().zip(&r) {
+        for (profile, share) in self.model.types.iter().zip(&r) {
             prior
                 .iter_mut()
                 .zip(profile)
                 .for_each(|(p, t)| *p += share * t);
         }
         prior
-    }
-
-    /// The population's profile: every type by its share.
-    pub fn population(&self) -> [f64; HOURS_OF_WEEK] {
-        self.posterior_mixture(&[0.0; HOURS_OF_WEEK])
     }
 }
 

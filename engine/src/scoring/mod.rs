@@ -6,6 +6,9 @@
 //!          ─mixture────────────▶ rhythm types learned from dense users; each user's posterior
 //!          ─profile────────────▶ smoothed, shrunk probabilities + confidence
 //! ```
+//! What is stored is the state (each user's decayed counts, sparse) and the model; a user's
+//! probabilities are derived when loaded, so an update rewrites kilobytes per thousand users, not
+//! a dense profile per user.
 //! polars is private to [`histogram`]; everything public here is plain Rust.
 
 mod histogram;
@@ -172,6 +175,8 @@ pub struct ComputeReport {
     pub zone_problems: Vec<(String, String)>,
     pub zone_problem_count: u64,
     pub incremental: bool,
+    /// Events added by an incremental update (those since the stored windows).
+    pub added_events: u64,
     pub seconds_histogram: f64,
     pub seconds_model: f64,
 }
@@ -267,6 +272,7 @@ pub async fn update(
         let added = tokio::task::block_in_place(|| {
             histogram::hourly(&added_paths, config, previous_ms, as_of_ms)
         })?;
+        report.added_events = added.rows.iter().map(|row| row.3 as u64).sum();
         state.add(&added, config, &zones, default_tz, 1.0, &mut report);
     }
     let (gone_from, gone_to) = (
@@ -295,79 +301,85 @@ async fn finish(
     mut report: ComputeReport,
 ) -> Result<ComputeReport> {
     let started = std::time::Instant::now();
-    let windows = tokio::task::block_in_place(|| profile(&state, config));
+    let model = tokio::task::block_in_place(|| fit(&state, config));
     report.seconds_model = started.elapsed().as_secs_f64();
-    report.users = windows.users.len() as u64;
-    report.events = windows.users.iter().map(|w| w.events).sum();
-    report.sparse_users = windows.users.iter().filter(|w| w.events < 10).count() as u64;
-    tokio::task::block_in_place(|| {
-        persist::save_state(store.data_dir(), config, &state)?;
-        persist::save_windows(store.data_dir(), &windows)
-    })?;
+    report.users = state.users.len() as u64;
+    report.events = state.users.iter().map(|u| u.events).sum();
+    report.sparse_users = state.users.iter().filter(|u| u.events < 10).count() as u64;
+    tokio::task::block_in_place(|| persist::save(store.data_dir(), config, &state, &model))?;
     Ok(report)
 }
 
-/// Turns decayed local counts into profiles: fit the types on dense users, then give every
-/// user the posterior mixture of types as a prior and shrink toward it.
-pub fn profile(state: &local::State, config: &WindowsConfig) -> Windows {
-    let smoothed: Vec<[f64; HOURS_OF_WEEK]> = state
+/// Learns the rhythm types from the users with plenty of events (all users when too few have),
+/// on a deterministic subsample of at most [`mixture::FIT_SAMPLE`] of them.
+pub fn fit(state: &local::State, config: &WindowsConfig) -> mixture::Model {
+    let dense: Vec<&local::UserCounts> = state
         .users
         .iter()
-        .map(|u| local::smooth(&u.counts, config.smoothing))
+        .filter(|u| u.events >= config.fit_min_events)
         .collect();
-    let dense: Vec<&[f64; HOURS_OF_WEEK]> = state
-        .users
+    let pool = if dense.len() >= config.types * 5 {
+        dense
+    } else {
+        state.users.iter().collect()
+    };
+    let stride = pool.len().div_ceil(mixture::FIT_SAMPLE).max(1);
+    let sample: Vec<[f64; HOURS_OF_WEEK]> = pool
         .iter()
-        .zip(&smoothed)
-        .filter(|(u, _)| u.events >= config.fit_min_events)
-        .map(|(_, c)| c)
+        .step_by(stride)
+        .map(|u| local::smooth(&u.counts.dense(), config.smoothing))
         .collect();
-    let everyone: Vec<&[f64; HOURS_OF_WEEK]> = smoothed.iter().collect();
-    let model = mixture::fit(
-        if dense.len() >= config.types * 5 {
-            &dense
-        } else {
-            &everyone
-        },
-        config.types,
-    );
-    let population = model.population();
+    let refs: Vec<&[f64; HOURS_OF_WEEK]> = sample.iter().collect();
+    mixture::fit(&refs, config.types)
+}
+
+/// Every user's window from their counts and the fitted model: the posterior mixture of types
+/// as a prior, the user's own smoothed counts shrunk toward it.
+pub fn profile(state: &local::State, model: mixture::Model, config: &WindowsConfig) -> Windows {
     use rayon::prelude::*;
+    let scorer = model.scorer();
     let users: Vec<UserWindow> = state
         .users
         .par_iter()
-        .zip(smoothed.par_iter())
-        .map(|(user, counts)| {
-            let prior = model.posterior_mixture(counts);
-            let evidence: f64 = counts.iter().sum();
-            let total = evidence + config.pseudo_count;
-            let probabilities = (0..HOURS_OF_WEEK)
-                .map(|h| {
-                    if total > 0.0 {
-                        ((counts[h] + config.pseudo_count * prior[h]) / total) as f32
-                    } else {
-                        prior[h] as f32
-                    }
-                })
-                .collect();
-            UserWindow {
-                user_id: user.user_id.clone(),
-                tz: user.tz.clone(),
-                events: user.events,
-                probabilities,
-                confidence: if total > 0.0 {
-                    (evidence / total) as f32
-                } else {
-                    0.0
-                },
-            }
-        })
+        .map(|user| window_of(user, &scorer, config))
         .collect();
+    let population = model.population();
     Windows {
         as_of: DateTime::from_timestamp_millis(state.as_of_ms),
         users,
         population: population.iter().map(|p| *p as f32).collect(),
         model,
+    }
+}
+
+fn window_of(
+    user: &local::UserCounts,
+    scorer: &mixture::Scorer<'_>,
+    config: &WindowsConfig,
+) -> UserWindow {
+    let counts = local::smooth(&user.counts.dense(), config.smoothing);
+    let prior = scorer.posterior_mixture(&counts);
+    let evidence: f64 = counts.iter().sum();
+    let total = evidence + config.pseudo_count;
+    let probabilities = (0..HOURS_OF_WEEK)
+        .map(|h| {
+            if total > 0.0 {
+                ((counts[h] + config.pseudo_count * prior[h]) / total) as f32
+            } else {
+                prior[h] as f32
+            }
+        })
+        .collect();
+    UserWindow {
+        user_id: user.user_id.clone(),
+        tz: user.tz.clone(),
+        events: user.events,
+        probabilities,
+        confidence: if total > 0.0 {
+            (evidence / total) as f32
+        } else {
+            0.0
+        },
     }
 }
 

@@ -1,5 +1,6 @@
-//! Storing windows beside the events: Parquet for profiles and counters, JSON for the model.
-//! Files are written aside and renamed, so a reader never sees half a run.
+//! Storing windows beside the events: each user's decayed counts (sparse) in Parquet, the
+//! fitted model and the configuration in JSON. Files are written aside and renamed, so a reader
+//! never sees half a run; probabilities are derived on load (see [`super::profile`]).
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -7,26 +8,24 @@ use std::path::{Path, PathBuf};
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::local::{HOURS_OF_WEEK, State, UserCounts};
+use super::local::{HOURS_OF_WEEK, Hours, State, UserCounts};
 use super::mixture::Model;
 use super::{UserWindow, Windows, WindowsConfig, windows_dir};
 use crate::{Error, Result};
+
+/// The format of `state.parquet` / `state.json`; older files are refused with a hint.
+const FORMAT: u32 = 3;
+/// Bytes per stored hour: the hour of week, then the count as a little-endian f64.
+const ENTRY: usize = 9;
 
 #[derive(Serialize, Deserialize)]
 struct Meta {
     #[serde(default)]
     format: u32,
     as_of_ms: i64,
-    population: Vec<f32>,
-    model: Model,
-}
-
-#[derive(Serialize, Deserialize)]
-struct StateMeta {
-    #[serde(default)]
-    format: u32,
-    as_of_ms: i64,
     config: WindowsConfig,
+    #[serde(default)]
+    model: Model,
 }
 
 fn write_atomically(path: &Path, write: impl FnOnce(File) -> Result<()>) -> Result<()> {
@@ -72,69 +71,9 @@ fn read_frame(path: &Path) -> Result<DataFrame> {
     Ok(ParquetReader::new(file).finish()?)
 }
 
-fn paths(data_dir: &Path) -> (PathBuf, PathBuf, PathBuf, PathBuf) {
+fn paths(data_dir: &Path) -> (PathBuf, PathBuf) {
     let dir = windows_dir(data_dir);
-    (
-        dir.join("profiles.parquet"),
-        dir.join("profiles.json"),
-        dir.join("state.parquet"),
-        dir.join("state.json"),
-    )
-}
-
-/// The format of `profiles.parquet` and `state.parquet`; older files are refused with a hint.
-const FORMAT: u32 = 2;
-
-/// 168 values as one little-endian blob: one binary column reads far faster than 168 columns.
-fn blob<T: Copy>(values: &[T], to_le: impl Fn(T) -> [u8; 8], width: usize) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(values.len() * width);
-    for value in values {
-        bytes.extend_from_slice(&to_le(*value)[..width]);
-    }
-    bytes
-}
-
-fn f32_blob(values: &[f32]) -> Vec<u8> {
-    blob(
-        values,
-        |v| {
-            let mut out = [0; 8];
-            out[..4].copy_from_slice(&v.to_le_bytes());
-            out
-        },
-        4,
-    )
-}
-
-fn f64_blob(values: &[f64]) -> Vec<u8> {
-    blob(values, f64::to_le_bytes, 8)
-}
-
-fn blob_column<'a>(frame: &'a DataFrame, name: &str) -> Result<&'a BinaryChunked> {
-    Ok(frame.column(name)?.binary()?)
-}
-
-fn hours_f32(bytes: Option<&[u8]>) -> Result<Vec<f32>> {
-    match bytes {
-        Some(bytes) if bytes.len() == HOURS_OF_WEEK * 4 => Ok(bytes
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect()),
-        _ => Err(stale()),
-    }
-}
-
-fn hours_f64(bytes: Option<&[u8]>) -> Result<[f64; HOURS_OF_WEEK]> {
-    let mut out = [0.0; HOURS_OF_WEEK];
-    match bytes {
-        Some(bytes) if bytes.len() == HOURS_OF_WEEK * 8 => {
-            for (slot, c) in out.iter_mut().zip(bytes.chunks_exact(8)) {
-                *slot = f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
-            }
-            Ok(out)
-        }
-        _ => Err(stale()),
-    }
+    (dir.join("state.parquet"), dir.join("state.json"))
 }
 
 fn stale() -> Error {
@@ -144,120 +83,42 @@ fn stale() -> Error {
     )
 }
 
-/// The columns every stored frame starts with: user id, zone, events.
-fn user_columns(frame: &DataFrame) -> Result<Vec<(String, String, u64)>> {
-    let ids = frame.column("user_id")?.str()?.clone();
-    let zones = frame.column("tz")?.str()?.clone();
-    let events = frame.column("events")?.cast(&DataType::UInt64)?;
-    Ok(ids
-        .iter()
-        .zip(zones.iter())
-        .zip(events.u64()?.iter())
-        .map(|((id, tz), events)| {
-            (
-                id.unwrap_or_default().to_string(),
-                tz.unwrap_or_default().to_string(),
-                events.unwrap_or_default(),
-            )
-        })
-        .collect())
+fn encode(hours: &Hours) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(hours.entries().len() * ENTRY);
+    for (hour, value) in hours.entries() {
+        bytes.push(*hour);
+        bytes.extend_from_slice(&value.to_le_bytes());
+    }
+    bytes
 }
 
-pub(super) fn save_windows(data_dir: &Path, windows: &Windows) -> Result<()> {
-    let (profiles, meta, ..) = paths(data_dir);
-    let users = &windows.users;
-    let mut columns = vec![
-        Column::new(
-            "user_id".into(),
-            users.iter().map(|w| w.user_id.as_str()).collect::<Vec<_>>(),
-        ),
-        Column::new(
-            "tz".into(),
-            users.iter().map(|w| w.tz.as_str()).collect::<Vec<_>>(),
-        ),
-        Column::new(
-            "events".into(),
-            users.iter().map(|w| w.events).collect::<Vec<_>>(),
-        ),
-        Column::new(
-            "confidence".into(),
-            users.iter().map(|w| w.confidence).collect::<Vec<_>>(),
-        ),
-        Column::new(
-            "best_hour_of_week".into(),
-            users
-                .iter()
-                .map(|w| w.best_hour_of_week() as u32)
-                .collect::<Vec<_>>(),
-        ),
-    ];
-    let blobs: Vec<Vec<u8>> = users.iter().map(|w| f32_blob(&w.probabilities)).collect();
-    columns.push(Column::new(
-        "probabilities".into(),
-        blobs.iter().map(Vec::as_slice).collect::<Vec<_>>(),
-    ));
-    write_frame(&profiles, DataFrame::new(users.len(), columns)?)?;
-    write_json(
-        &meta,
-        &Meta {
-            format: FORMAT,
-            as_of_ms: windows
-                .as_of
-                .map(|t| t.timestamp_millis())
-                .unwrap_or_default(),
-            population: windows.population.clone(),
-            model: windows.model.clone(),
-        },
-    )
-}
-
-/// The stored windows; with `only`, just those users' (the rest of the file is not decoded).
-pub(super) fn load_windows(data_dir: &Path, only: Option<&[String]>) -> Result<Option<Windows>> {
-    let (profiles, meta, ..) = paths(data_dir);
-    let Some(meta) = read_json::<Meta>(&meta)? else {
-        return Ok(None);
-    };
-    if meta.format != FORMAT {
+fn decode(bytes: Option<&[u8]>) -> Result<Hours> {
+    let bytes = bytes.unwrap_or_default();
+    if !bytes.len().is_multiple_of(ENTRY) {
         return Err(stale());
     }
-    let frame = match only {
-        None => read_frame(&profiles)?,
-        Some(users) => {
-            let wanted = Series::new("wanted".into(), users);
-            let source = PlRefPath::new(profiles.to_string_lossy().as_ref());
-            LazyFrame::scan_parquet(source, ScanArgsParquet::default())?
-                .filter(col("user_id").is_in(lit(wanted).implode(false), false))
-                .collect()?
-        }
-    };
-    let confidence = frame.column("confidence")?.cast(&DataType::Float32)?;
-    let blobs = blob_column(&frame, "probabilities")?;
-    let mut users = Vec::with_capacity(frame.height());
-    for (((user_id, tz, events), confidence), probabilities) in user_columns(&frame)?
-        .into_iter()
-        .zip(confidence.f32()?.iter())
-        .zip(blobs.iter())
-    {
-        users.push(UserWindow {
-            user_id,
-            tz,
-            events,
-            confidence: confidence.unwrap_or_default(),
-            probabilities: hours_f32(probabilities)?,
-        });
-    }
-    Ok(Some(Windows {
-        as_of: chrono::DateTime::from_timestamp_millis(meta.as_of_ms),
-        users,
-        population: meta.population,
-        model: meta.model,
-    }))
+    let entries = bytes
+        .chunks_exact(ENTRY)
+        .map(|c| {
+            let mut value = [0; 8];
+            value.copy_from_slice(&c[1..]);
+            (c[0], f64::from_le_bytes(value))
+        })
+        .collect();
+    Hours::from_entries(entries).ok_or_else(stale)
 }
 
-pub(super) fn save_state(data_dir: &Path, config: &WindowsConfig, state: &State) -> Result<()> {
-    let (_, _, counters, meta) = paths(data_dir);
+/// Writes the state and the model; the files of earlier formats are removed.
+pub(super) fn save(
+    data_dir: &Path,
+    config: &WindowsConfig,
+    state: &State,
+    model: &Model,
+) -> Result<()> {
+    let (counters, meta) = paths(data_dir);
     let users = &state.users;
-    let mut columns = vec![
+    let blobs: Vec<Vec<u8>> = users.iter().map(|u| encode(&u.counts)).collect();
+    let columns = vec![
         Column::new(
             "user_id".into(),
             users.iter().map(|u| u.user_id.as_str()).collect::<Vec<_>>(),
@@ -270,27 +131,72 @@ pub(super) fn save_state(data_dir: &Path, config: &WindowsConfig, state: &State)
             "events".into(),
             users.iter().map(|u| u.events).collect::<Vec<_>>(),
         ),
+        Column::new(
+            "counts".into(),
+            blobs.iter().map(Vec::as_slice).collect::<Vec<_>>(),
+        ),
     ];
-    let blobs: Vec<Vec<u8>> = users.iter().map(|u| f64_blob(&u.counts)).collect();
-    columns.push(Column::new(
-        "counts".into(),
-        blobs.iter().map(Vec::as_slice).collect::<Vec<_>>(),
-    ));
     write_frame(&counters, DataFrame::new(users.len(), columns)?)?;
     write_json(
         &meta,
-        &StateMeta {
+        &Meta {
             format: FORMAT,
             as_of_ms: state.as_of_ms,
             config: config.clone(),
+            model: model.clone(),
         },
-    )
+    )?;
+    let dir = windows_dir(data_dir);
+    for old in ["profiles.parquet", "profiles.json"] {
+        let _ = std::fs::remove_file(dir.join(old));
+    }
+    Ok(())
+}
+
+/// The stored state and what it was computed with; with `only`, just those users' counters.
+fn read(data_dir: &Path, only: Option<&[String]>) -> Result<Option<(Meta, State)>> {
+    let (counters, meta) = paths(data_dir);
+    let Some(meta) = read_json::<Meta>(&meta)? else {
+        return Ok(None);
+    };
+    if meta.format != FORMAT {
+        return Err(stale());
+    }
+    let frame = match only {
+        None => read_frame(&counters)?,
+        Some(users) => {
+            let wanted = Series::new("wanted".into(), users);
+            let source = PlRefPath::new(counters.to_string_lossy().as_ref());
+            LazyFrame::scan_parquet(source, ScanArgsParquet::default())?
+                .filter(col("user_id").is_in(lit(wanted).implode(false), false))
+                .collect()?
+        }
+    };
+    let ids = frame.column("user_id")?.str()?;
+    let zones = frame.column("tz")?.str()?;
+    let events = frame.column("events")?.cast(&DataType::UInt64)?;
+    let blobs = frame.column("counts")?.binary()?;
+    let mut state = State::new(meta.as_of_ms);
+    state.users.reserve(frame.height());
+    for (((id, tz), events), counts) in ids
+        .iter()
+        .zip(zones.iter())
+        .zip(events.u64()?.iter())
+        .zip(blobs.iter())
+    {
+        state.users.push(UserCounts {
+            user_id: id.unwrap_or_default().to_string(),
+            tz: tz.unwrap_or_default().to_string(),
+            events: events.unwrap_or_default(),
+            counts: decode(counts)?,
+        });
+    }
+    Ok(Some((meta, state)))
 }
 
 /// The stored counters, if they were computed with the same configuration.
 pub(super) fn load_state(data_dir: &Path, config: &WindowsConfig) -> Result<Option<State>> {
-    let (_, _, counters, meta) = paths(data_dir);
-    let Some(meta) = read_json::<StateMeta>(&meta)? else {
+    let Some((meta, state)) = read(data_dir, None)? else {
         return Ok(None);
     };
     if &meta.config != config {
@@ -298,22 +204,15 @@ pub(super) fn load_state(data_dir: &Path, config: &WindowsConfig) -> Result<Opti
             "the [windows] configuration changed since the stored windows were computed: run `nudge windows compute`".into(),
         ));
     }
-    if meta.format != FORMAT {
-        return Err(stale());
-    }
-    let frame = read_frame(&counters)?;
-    let blobs = blob_column(&frame, "counts")?;
-    let mut state = State::new(meta.as_of_ms);
-    state.users.reserve(frame.height());
-    for ((user_id, tz, events), counts) in user_columns(&frame)?.into_iter().zip(blobs.iter()) {
-        state.users.push(UserCounts {
-            user_id,
-            tz,
-            events,
-            counts: hours_f64(counts)?,
-        });
-    }
     Ok(Some(state))
+}
+
+/// The stored windows; with `only`, just those users' (the rest of the file is not decoded).
+pub(super) fn load_windows(data_dir: &Path, only: Option<&[String]>) -> Result<Option<Windows>> {
+    let Some((meta, state)) = read(data_dir, only)? else {
+        return Ok(None);
+    };
+    Ok(Some(super::profile(&state, meta.model, &meta.config)))
 }
 
 pub(super) fn export(users: &[UserWindow], out: &Path, full: bool) -> Result<()> {
