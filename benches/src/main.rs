@@ -37,6 +37,13 @@ enum Benchmark {
 }
 
 fn main() -> anyhow::Result<()> {
+    // `RUST_LOG=nudge_engine=debug` shows the engine's stage timings on stderr.
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -133,16 +133,7 @@ fn scan_facts(
     .select([col("pos"), col("event"), col("ts")])
     .sort(["pos", "event", "ts"], SortMultipleOptions::default());
     // One plan for the three: the shared scan and join run once.
-    let mut frames = LazyFrame::collect_all_with_engine(
-        vec![
-            users.logical_plan,
-            latest.logical_plan,
-            windowed.logical_plan,
-        ],
-        Engine::Auto,
-        OptFlags::default(),
-    )?
-    .into_iter();
+    let mut frames = segments::collect_all(vec![users, latest, windowed])?.into_iter();
     let (Some(users), Some(latest), Some(windowed)) = (frames.next(), frames.next(), frames.next())
     else {
         return Err(crate::Error::Usage(
@@ -202,12 +193,19 @@ fn assemble(
             if let (Some(pos), Some(name), Some(ts)) = (pos, name, ts)
                 && let Some(facts) = facts.get_mut(pos as usize)
             {
-                facts
-                    .events
-                    .entry(name.to_string())
-                    .or_insert_with(EventFacts::default)
-                    .timestamps
-                    .push(ts);
+                // The latest-occurrence pass created most entries: look up before allocating.
+                match facts.events.get_mut(name) {
+                    Some(entry) => entry.timestamps.push(ts),
+                    None => {
+                        facts.events.insert(
+                            name.to_string(),
+                            EventFacts {
+                                timestamps: vec![ts],
+                                ..EventFacts::default()
+                            },
+                        );
+                    }
+                }
             }
         }
     }

@@ -28,8 +28,9 @@ pub struct FactNeeds {
     pub events: BTreeSet<String>,
     /// An event name is computed at run time: every event's history is needed.
     pub all_events: bool,
-    /// Longest literal window of `count` in days; `None` when some window is not a literal or
-    /// history without a window (`last_seen`, `days_since`, `last`) is read.
+    /// Longest window of `count` in days (a literal, or a `const` set to one); `None` when some
+    /// `count` has another window or none. `last_seen`, `days_since` and `last` are served by the
+    /// latest occurrence, which is always computed over all history, so they leave it alone.
     pub max_days: Option<i64>,
     pub attrs: bool,
     pub credits: bool,
@@ -123,6 +124,35 @@ pub fn analyse(source: &str) -> FactNeeds {
     };
     let punct =
         |at: usize, c: char| matches!(tokens.get(at), Some((Token::Punct(p), _)) if *p == c);
+    // `const NAME = 3;`: windows written with a named constant are still known, unless the name
+    // is declared more than once (a `let`, a parameter, another `const`) and could mean another
+    // value where it is used.
+    let mut declared: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    let mut in_parameters = false;
+    for at in 0..tokens.len() {
+        if ident(at) == Some("fn") {
+            in_parameters = punct(at + 2, '(');
+        } else if in_parameters && punct(at, ')') {
+            in_parameters = false;
+        }
+        let declares = matches!(ident(at), Some("const" | "let"));
+        let parameter = in_parameters && (punct(at + 1, ',') || punct(at + 1, ')'));
+        if let (true, Some(name)) = (declares, ident(at + 1)) {
+            *declared.entry(name).or_default() += 1;
+        } else if let (true, Some(name)) = (parameter, ident(at)) {
+            *declared.entry(name).or_default() += 1;
+        }
+    }
+    let constants: std::collections::HashMap<&str, i64> = (0..tokens.len())
+        .filter_map(|at| match (ident(at), ident(at + 1), tokens.get(at + 3)) {
+            (Some("const"), Some(name), Some((Token::Number(value), _)))
+                if punct(at + 2, '=') && punct(at + 4, ';') && declared.get(name) == Some(&1) =>
+            {
+                Some((name, *value))
+            }
+            _ => None,
+        })
+        .collect();
     for at in 0..tokens.len() {
         let Some(name) = ident(at) else { continue };
         let is_method = at > 0 && punct(at - 1, '.');
@@ -150,11 +180,19 @@ pub fn analyse(source: &str) -> FactNeeds {
                     }
                     _ => needs.all_events = true,
                 }
-                let window = match (name, tokens.get(at + 3), tokens.get(at + 4)) {
-                    ("count", Some((Token::Punct(','), _)), Some((Token::Number(days), _)))
+                if name != "count" {
+                    continue;
+                }
+                let window = match (tokens.get(at + 3), tokens.get(at + 4)) {
+                    (Some((Token::Punct(','), _)), Some((Token::Number(days), _)))
                         if punct(at + 5, ')') =>
                     {
                         Some(*days)
+                    }
+                    (Some((Token::Punct(','), _)), Some((Token::Ident(constant), _)))
+                        if punct(at + 5, ')') =>
+                    {
+                        constants.get(constant.as_str()).copied()
                     }
                     _ => None,
                 };
@@ -192,12 +230,40 @@ mod tests {
     }
 
     #[test]
-    fn unbounded_reads_and_computed_names_are_flagged() {
+    fn computed_names_need_every_event_and_non_literal_windows_unbound() {
         let needs = analyse(
             r#"fn target(user) { let e = "a"; user.days_since("app_open") > 14 || user.count(e, 3) > 0 }"#,
         );
-        assert_eq!(needs.max_days, None);
+        // `days_since` is served by the latest occurrence: only `count` bounds the window.
+        assert_eq!(needs.max_days, Some(3));
         assert!(needs.all_events);
+        let days = analyse(r#"fn target(user) { let d = 3; user.count("a", d) > 0 }"#);
+        assert_eq!(days.max_days, None);
+    }
+
+    #[test]
+    fn windows_named_by_constants_count_and_latest_only_reads_do_not_unbound() {
+        let needs = analyse(
+            r#"const WINDOW_DAYS = 3;
+            const OTHER = 2 + 5;
+            fn target(user) {
+                user.count("add_to_cart", WINDOW_DAYS) > 0 && user.last_seen("purchase") == ()
+                    && user.days_since("app_open") > 1 && user.last("add_to_cart") != ()
+            }"#,
+        );
+        assert_eq!(needs.max_days, Some(3));
+        let unknown =
+            analyse(r#"const OTHER = 2 + 5; fn target(user) { user.count("a", OTHER) > 0 }"#);
+        assert_eq!(unknown.max_days, None);
+        let unbounded = analyse(r#"fn target(user) { user.count("a") > 0 }"#);
+        assert_eq!(unbounded.max_days, None);
+        let shadowed =
+            analyse(r#"const W = 3; fn target(user) { let W = 30; user.count("a", W) > 0 }"#);
+        assert_eq!(shadowed.max_days, None);
+        let parameter = analyse(
+            r#"const W = 3; fn seen(user, W) { user.count("a", W) } fn target(user) { seen(user, 9) > 0 }"#,
+        );
+        assert_eq!(parameter.max_days, None);
     }
 
     #[test]

@@ -83,7 +83,7 @@ pub(crate) fn register(engine: &mut Engine) {
         };
         match &facts.last_props {
             Some(text) => serde_json::from_str(text).map_or(Dynamic::UNIT, |v| json_to_dynamic(&v)),
-            None if facts.timestamps.is_empty() => Dynamic::UNIT,
+            None if facts.timestamps.is_empty() && facts.last_ms.is_none() => Dynamic::UNIT,
             None => Dynamic::from_map(Map::new()),
         }
     });

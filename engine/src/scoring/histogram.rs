@@ -26,7 +26,7 @@ pub(super) fn hourly(
                 .otherwise(otherwise)
         });
     let started = std::time::Instant::now();
-    let frame = segments::scan(paths)?
+    let query = segments::scan(paths)?
         .filter(col("ts").gt(lit(from_ms)).and(col("ts").lt_eq(lit(to_ms))))
         .select([
             col("user_id"),
@@ -37,8 +37,8 @@ pub(super) fn hourly(
         .group_by([col("user_id"), col("hour")])
         .agg([col("weight").sum().alias("weight"), len().alias("events")])
         // In user order, so users are numbered without hashing and the state merges in one pass.
-        .sort(["user_id"], SortMultipleOptions::default())
-        .collect()?;
+        .sort(["user_id"], SortMultipleOptions::default());
+    let frame = segments::collect(query)?;
     tracing::debug!(
         collect_s = started.elapsed().as_secs_f64(),
         rows = frame.height(),

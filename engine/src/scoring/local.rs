@@ -112,7 +112,8 @@ impl Hours {
 #[derive(Debug, Clone, PartialEq)]
 pub struct UserCounts {
     pub user_id: String,
-    pub tz: String,
+    /// The zone the counts are in (the default when the user's was unknown or invalid).
+    pub tz: Tz,
     pub events: u64,
     pub counts: Hours,
 }
@@ -134,42 +135,48 @@ pub fn local_hour_of_week(zone: Tz, hour: i64) -> usize {
 }
 
 /// Decay factors and local bins per UTC hour of one update's range, so each row costs two
-/// lookups instead of an `exp` and a zone conversion.
+/// lookups instead of an `exp` and a zone conversion. Built before the rows are spread over
+/// threads, for every zone the users have.
 struct HourTable {
     first: i64,
     decays: Vec<f64>,
-    /// Per zone seen, the local bin of each hour (`u8::MAX` until first asked).
-    bins: Vec<Vec<u8>>,
-    zones: HashMap<Tz, usize>,
+    /// Per zone, the local bin of each hour of the range.
+    bins: HashMap<Tz, Vec<u8>>,
 }
 
 impl HourTable {
-    fn new(hourly: &HourlyCounts, config: &WindowsConfig, as_of_ms: i64) -> Self {
+    fn new(
+        hourly: &HourlyCounts,
+        config: &WindowsConfig,
+        as_of_ms: i64,
+        zones: impl IntoIterator<Item = Tz>,
+    ) -> Self {
         let first = hourly.rows.iter().map(|r| r.1).min().unwrap_or(0);
         let last = hourly.rows.iter().map(|r| r.1).max().unwrap_or(0);
-        let span = last - first + 1;
-        let decays = if span <= TABULATED_HOURS {
-            (first..=last)
-                .map(|hour| config.decay(hour * hour_ms(), as_of_ms))
-                .collect()
-        } else {
-            Vec::new()
-        };
+        if last - first + 1 > TABULATED_HOURS {
+            return HourTable {
+                first,
+                decays: Vec::new(),
+                bins: HashMap::new(),
+            };
+        }
+        let decays = (first..=last)
+            .map(|hour| config.decay(hour * hour_ms(), as_of_ms))
+            .collect();
+        let bins = zones
+            .into_iter()
+            .map(|zone| {
+                let bins = (first..=last)
+                    .map(|hour| local_hour_of_week(zone, hour) as u8)
+                    .collect();
+                (zone, bins)
+            })
+            .collect();
         HourTable {
             first,
             decays,
-            bins: Vec::new(),
-            zones: HashMap::new(),
+            bins,
         }
-    }
-
-    fn zone_id(&mut self, zone: Tz) -> usize {
-        let next = self.zones.len();
-        let id = *self.zones.entry(zone).or_insert(next);
-        if id == next {
-            self.bins.push(vec![u8::MAX; self.decays.len()]);
-        }
-        id
     }
 
     fn decay(&self, hour: i64, config: &WindowsConfig, as_of_ms: i64) -> f64 {
@@ -179,13 +186,13 @@ impl HourTable {
         }
     }
 
-    fn bin(&mut self, zone_id: usize, zone: Tz, hour: i64) -> usize {
-        match self.bins[zone_id].get_mut((hour - self.first) as usize) {
-            Some(bin) if *bin != u8::MAX => *bin as usize,
-            Some(bin) => {
-                *bin = local_hour_of_week(zone, hour) as u8;
-                *bin as usize
-            }
+    fn bin(&self, zone: Tz, hour: i64) -> usize {
+        match self
+            .bins
+            .get(&zone)
+            .and_then(|bins| bins.get((hour - self.first) as usize))
+        {
+            Some(bin) => *bin as usize,
             None => local_hour_of_week(zone, hour),
         }
     }
@@ -200,7 +207,9 @@ impl State {
     }
 
     /// Adds (`sign` = 1) or removes (`sign` = -1) hourly counts, decayed to `as_of`. Both sides
-    /// are sorted by user, so this is one merge pass; users left with no events are dropped.
+    /// are sorted by user, so the users are matched in one merge pass; their rows are then applied
+    /// on every core. Users left with no events are dropped. `zones` needs to name the zone of
+    /// the users new to this state (when not the default); users already here keep theirs.
     pub fn add(
         &mut self,
         hourly: &HourlyCounts,
@@ -210,18 +219,20 @@ impl State {
         sign: f64,
         report: &mut ComputeReport,
     ) {
-        let mut table = HourTable::new(hourly, config, self.as_of_ms);
+        use rayon::prelude::*;
         let mut parsed: HashMap<&str, Option<Tz>> = HashMap::new();
         let old = std::mem::take(&mut self.users);
         let mut merged = Vec::with_capacity(old.len().max(hourly.users.len()));
+        // For each merged user, the range of `hourly.rows` to apply (empty when untouched).
+        let mut ranges: Vec<(usize, usize)> = Vec::with_capacity(merged.capacity());
         let mut old = old.into_iter().peekable();
-        let mut rows = hourly.rows.as_slice();
-        let mut scratch = [0.0; HOURS_OF_WEEK];
+        let mut next_row = 0;
         for (index, user) in hourly.users.iter().enumerate() {
             while let Some(before) = old.next_if(|u| u.user_id < *user) {
                 merged.push(before);
+                ranges.push((0, 0));
             }
-            let mut entry = old.next_if(|u| u.user_id == *user).unwrap_or_else(|| {
+            let entry = old.next_if(|u| u.user_id == *user).unwrap_or_else(|| {
                 let named = zones.get(user);
                 let zone = named.and_then(|name| {
                     *parsed
@@ -236,32 +247,63 @@ impl State {
                 }
                 UserCounts {
                     user_id: user.clone(),
-                    tz: zone.unwrap_or(default_tz).name().to_string(),
+                    tz: zone.unwrap_or(default_tz),
                     events: 0,
                     counts: Hours::default(),
                 }
             });
-            let mine = rows.partition_point(|row| row.0 as usize == index);
-            let (own, rest) = rows.split_at(mine);
-            rows = rest;
-            let zone: Tz = entry.tz.parse().unwrap_or(default_tz);
-            let zone_id = table.zone_id(zone);
-            scratch.fill(0.0);
-            entry.counts.add_to(&mut scratch);
-            let mut events = entry.events as i64;
-            for &(_, hour, weight, count) in own {
-                let bin = table.bin(zone_id, zone, hour);
-                scratch[bin] += sign * weight * table.decay(hour, config, self.as_of_ms);
-                events += sign as i64 * count as i64;
-            }
-            entry.events = events.max(0) as u64;
-            entry.counts = Hours::from_dense(&scratch);
-            if entry.events > 0 {
-                merged.push(entry);
-            }
+            let end =
+                next_row + hourly.rows[next_row..].partition_point(|row| row.0 as usize == index);
+            merged.push(entry);
+            ranges.push((next_row, end));
+            next_row = end;
         }
-        merged.extend(old);
+        for rest in old {
+            merged.push(rest);
+            ranges.push((0, 0));
+        }
+        // Every zone named in the profiles, and the default: a user kept from an earlier run with
+        // a zone since changed is converted row by row instead.
+        let names: std::collections::HashSet<&str> = zones.values().map(String::as_str).collect();
+        let zones_used = names
+            .into_iter()
+            .filter_map(|name| name.parse::<Tz>().ok())
+            .chain([default_tz])
+            .collect::<std::collections::HashSet<Tz>>();
+        let table = HourTable::new(hourly, config, self.as_of_ms, zones_used);
+        let as_of_ms = self.as_of_ms;
+        merged
+            .par_iter_mut()
+            .zip(ranges.par_iter())
+            .filter(|(_, (start, end))| end > start)
+            .for_each(|(entry, &(start, end))| {
+                let zone = entry.tz;
+                let mut scratch = entry.counts.dense();
+                let mut events = entry.events as i64;
+                for &(_, hour, weight, count) in &hourly.rows[start..end] {
+                    scratch[table.bin(zone, hour)] +=
+                        sign * weight * table.decay(hour, config, as_of_ms);
+                    events += sign as i64 * count as i64;
+                }
+                entry.events = events.max(0) as u64;
+                entry.counts = Hours::from_dense(&scratch);
+            });
+        merged.retain(|u| u.events > 0);
         self.users = merged;
+    }
+
+    /// The users of `hourly` this state does not have yet (both lists are sorted).
+    pub fn new_users<'a>(&self, hourly: &'a HourlyCounts) -> Vec<&'a str> {
+        let mut known = self.users.iter().map(|u| u.user_id.as_str()).peekable();
+        hourly
+            .users
+            .iter()
+            .filter(|user| {
+                while known.next_if(|k| *k < user.as_str()).is_some() {}
+                known.peek() != Some(&user.as_str())
+            })
+            .map(String::as_str)
+            .collect()
     }
 
     /// Rolls every counter forward to `as_of_ms` (exponential decay composes exactly).

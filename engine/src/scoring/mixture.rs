@@ -47,25 +47,36 @@ pub fn fit(users: &[&[f64; HOURS_OF_WEEK]], k: usize) -> Model {
         weights: vec![1.0 / k as f64; k],
         types: initial_types(&sample, k),
     };
+    // Dense users still leave most hours empty: EM only visits the hours with counts.
+    let entries: Vec<Vec<(usize, f64)>> = sample
+        .iter()
+        .map(|counts| {
+            counts
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| **c != 0.0)
+                .map(|(hour, c)| (hour, *c))
+                .collect()
+        })
+        .collect();
     for _ in 0..ITERATIONS {
         let scorer = model.scorer();
-        let responsibilities: Vec<Vec<f64>> = sample
+        let responsibilities: Vec<Vec<f64>> = entries
             .par_iter()
-            .map(|counts| scorer.responsibilities(&counts[..]))
+            .map(|entries| scorer.responsibilities_sparse(entries))
             .collect();
         let mut types = vec![vec![0.0; HOURS_OF_WEEK]; k];
         let mut weights = vec![0.0; k];
-        for (counts, r) in sample.iter().zip(&responsibilities) {
-            let total: f64 = counts.iter().sum();
+        for (entries, r) in entries.iter().zip(&responsibilities) {
+            let total: f64 = entries.iter().map(|(_, c)| c).sum();
             for t in 0..k {
                 weights[t] += r[t];
                 if r[t] > 1e-6 && total > 0.0 {
                     // Each user counts once, whatever their volume: types describe people.
                     let scale = r[t] / total;
-                    types[t]
-                        .iter_mut()
-                        .zip(counts.iter())
-                        .for_each(|(acc, c)| *acc += scale * c);
+                    for &(hour, c) in entries {
+                        types[t][hour] += scale * c;
+                    }
                 }
             }
         }
@@ -152,18 +163,31 @@ pub struct Scorer<'a> {
 impl Scorer<'_> {
     /// Posterior probability of each type given a user's counts.
     pub fn responsibilities(&self, counts: &[f64]) -> Vec<f64> {
+        self.posterior(|log_profile| {
+            counts
+                .iter()
+                .zip(log_profile)
+                .map(|(c, log_p)| if *c != 0.0 { c * log_p } else { 0.0 })
+                .sum::<f64>()
+        })
+    }
+
+    /// The same from `(hour, count)` pairs of the non-zero hours.
+    pub fn responsibilities_sparse(&self, entries: &[(usize, f64)]) -> Vec<f64> {
+        self.posterior(|log_profile| {
+            entries
+                .iter()
+                .map(|(hour, c)| c * log_profile[*hour])
+                .sum::<f64>()
+        })
+    }
+
+    fn posterior(&self, log_likelihood: impl Fn(&[f64]) -> f64) -> Vec<f64> {
         let logs: Vec<f64> = self
             .log_types
             .iter()
             .zip(&self.log_weights)
-            .map(|(log_profile, log_weight)| {
-                log_weight
-                    + counts
-                        .iter()
-                        .zip(log_profile)
-                        .map(|(c, log_p)| if *c != 0.0 { c * log_p } else { 0.0 })
-                        .sum::<f64>()
-            })
+            .map(|(log_profile, log_weight)| log_weight + log_likelihood(log_profile))
             .collect();
         let top = logs.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
         let mut r: Vec<f64> = logs.iter().map(|l| (l - top).exp()).collect();

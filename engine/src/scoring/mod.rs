@@ -194,16 +194,6 @@ pub async fn compute(
     })?;
     let as_of_ms = as_of.timestamp_millis();
     let from_ms = as_of_ms - config.lookback_days * DAY_MS;
-    let zones = store
-        .user_state(StateQuery {
-            except_zone: Some(default_tz.name()),
-            ..StateQuery::default()
-        })
-        .await?
-        .profiles
-        .into_iter()
-        .filter_map(|(user, (tz, _))| tz.map(|tz| (user, tz)))
-        .collect();
     let paths = store
         .segment_paths(Some((from_ms + 1, as_of_ms + 1)))
         .await?;
@@ -214,8 +204,15 @@ pub async fn compute(
         )));
     }
     let started = std::time::Instant::now();
-    let counts =
-        tokio::task::block_in_place(|| histogram::hourly(&paths, config, from_ms, as_of_ms))?;
+    // The scan runs while the zones are read from SQL.
+    let scan_config = config.clone();
+    let scan = tokio::task::spawn_blocking(move || {
+        histogram::hourly(&paths, &scan_config, from_ms, as_of_ms)
+    });
+    let zones = zones(store, default_tz).await?;
+    let counts = scan
+        .await
+        .map_err(|error| Error::Usage(format!("the windows scan failed: {error}")))??;
     let mut state = local::State::new(as_of_ms);
     let mut report = ComputeReport::default();
     state.add(&counts, config, &zones, default_tz, 1.0, &mut report);
@@ -235,7 +232,10 @@ pub async fn update(
         path: "[windows]".into(),
         message,
     })?;
-    let Some(mut state) = persist::load_state(store.data_dir(), config)? else {
+    let loading = std::time::Instant::now();
+    let Some(mut state) =
+        tokio::task::block_in_place(|| persist::load_state(store.data_dir(), config))?
+    else {
         return Err(Error::Usage(
             "no stored windows to update: run `nudge windows compute` first".into(),
         ));
@@ -249,16 +249,11 @@ pub async fn update(
         )));
     }
     let lookback = config.lookback_days * DAY_MS;
-    let zones = store
-        .user_state(StateQuery {
-            except_zone: Some(default_tz.name()),
-            ..StateQuery::default()
-        })
-        .await?
-        .profiles
-        .into_iter()
-        .filter_map(|(user, (tz, _))| tz.map(|tz| (user, tz)))
-        .collect();
+    tracing::debug!(
+        users = state.users.len(),
+        load_s = loading.elapsed().as_secs_f64(),
+        "windows state loaded"
+    );
     let started = std::time::Instant::now();
     state.decay_to(as_of_ms, config);
     let mut report = ComputeReport {
@@ -273,6 +268,9 @@ pub async fn update(
             histogram::hourly(&added_paths, config, previous_ms, as_of_ms)
         })?;
         report.added_events = added.rows.iter().map(|row| row.3 as u64).sum();
+        // Only users seen for the first time need their zone: the others keep the one their
+        // counts are in.
+        let zones = store.zones_of(&state.new_users(&added)).await?;
         state.add(&added, config, &zones, default_tz, 1.0, &mut report);
     }
     let (gone_from, gone_to) = (
@@ -287,11 +285,26 @@ pub async fn update(
             let gone = tokio::task::block_in_place(|| {
                 histogram::hourly(&gone_paths, config, gone_from, gone_to)
             })?;
+            let zones = store.zones_of(&state.new_users(&gone)).await?;
             state.add(&gone, config, &zones, default_tz, -1.0, &mut report);
         }
     }
     report.seconds_histogram = started.elapsed().as_secs_f64();
     finish(store, config, state, report).await
+}
+
+/// Users whose zone is not the default one, with the zone's name as stored.
+async fn zones(store: &Store, default_tz: Tz) -> Result<HashMap<String, String>> {
+    Ok(store
+        .user_state(StateQuery {
+            except_zone: Some(default_tz.name()),
+            ..StateQuery::default()
+        })
+        .await?
+        .profiles
+        .into_iter()
+        .filter_map(|(user, (tz, _))| tz.map(|tz| (user, tz)))
+        .collect())
 }
 
 async fn finish(
@@ -306,7 +319,14 @@ async fn finish(
     report.users = state.users.len() as u64;
     report.events = state.users.iter().map(|u| u.events).sum();
     report.sparse_users = state.users.iter().filter(|u| u.events < 10).count() as u64;
+    let saving = std::time::Instant::now();
     tokio::task::block_in_place(|| persist::save(store.data_dir(), config, &state, &model))?;
+    tracing::debug!(
+        scan_s = report.seconds_histogram,
+        fit_s = report.seconds_model,
+        save_s = saving.elapsed().as_secs_f64(),
+        "windows stored"
+    );
     Ok(report)
 }
 
@@ -372,7 +392,7 @@ fn window_of(
         .collect();
     UserWindow {
         user_id: user.user_id.clone(),
-        tz: user.tz.clone(),
+        tz: user.tz.name().to_string(),
         events: user.events,
         probabilities,
         confidence: if total > 0.0 {

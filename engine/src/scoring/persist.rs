@@ -66,11 +66,6 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>> {
     }
 }
 
-fn read_frame(path: &Path) -> Result<DataFrame> {
-    let file = File::open(path).map_err(|source| Error::io(path, source))?;
-    Ok(ParquetReader::new(file).finish()?)
-}
-
 fn paths(data_dir: &Path) -> (PathBuf, PathBuf) {
     let dir = windows_dir(data_dir);
     (dir.join("state.parquet"), dir.join("state.json"))
@@ -117,7 +112,8 @@ pub(super) fn save(
 ) -> Result<()> {
     let (counters, meta) = paths(data_dir);
     let users = &state.users;
-    let blobs: Vec<Vec<u8>> = users.iter().map(|u| encode(&u.counts)).collect();
+    use rayon::prelude::*;
+    let blobs: Vec<Vec<u8>> = users.par_iter().map(|u| encode(&u.counts)).collect();
     let columns = vec![
         Column::new(
             "user_id".into(),
@@ -125,7 +121,7 @@ pub(super) fn save(
         ),
         Column::new(
             "tz".into(),
-            users.iter().map(|u| u.tz.as_str()).collect::<Vec<_>>(),
+            users.iter().map(|u| u.tz.name()).collect::<Vec<_>>(),
         ),
         Column::new(
             "events".into(),
@@ -162,35 +158,60 @@ fn read(data_dir: &Path, only: Option<&[String]>) -> Result<Option<(Meta, State)
     if meta.format != FORMAT {
         return Err(stale());
     }
-    let frame = match only {
-        None => read_frame(&counters)?,
-        Some(users) => {
-            let wanted = Series::new("wanted".into(), users);
-            let source = PlRefPath::new(counters.to_string_lossy().as_ref());
-            LazyFrame::scan_parquet(source, ScanArgsParquet::default())?
-                .filter(col("user_id").is_in(lit(wanted).implode(false), false))
-                .collect()?
-        }
-    };
-    let ids = frame.column("user_id")?.str()?;
-    let zones = frame.column("tz")?.str()?;
-    let events = frame.column("events")?.cast(&DataType::UInt64)?;
-    let blobs = frame.column("counts")?.binary()?;
-    let mut state = State::new(meta.as_of_ms);
-    state.users.reserve(frame.height());
-    for (((id, tz), events), counts) in ids
-        .iter()
-        .zip(zones.iter())
-        .zip(events.u64()?.iter())
-        .zip(blobs.iter())
-    {
-        state.users.push(UserCounts {
-            user_id: id.unwrap_or_default().to_string(),
-            tz: tz.unwrap_or_default().to_string(),
-            events: events.unwrap_or_default(),
-            counts: decode(counts)?,
-        });
+    let started = std::time::Instant::now();
+    let source = PlRefPath::new(counters.to_string_lossy().as_ref());
+    let mut query = LazyFrame::scan_parquet(source, ScanArgsParquet::default())?;
+    if let Some(users) = only {
+        let wanted = Series::new("wanted".into(), users);
+        query = query.filter(col("user_id").is_in(lit(wanted).implode(false), false));
     }
+    let frame = crate::store::segments::collect(query)?;
+    tracing::debug!(
+        rows = frame.height(),
+        read_s = started.elapsed().as_secs_f64(),
+        "windows state read"
+    );
+    let ids: Vec<Option<&str>> = frame.column("user_id")?.str()?.iter().collect();
+    let zones: Vec<Option<&str>> = frame.column("tz")?.str()?.iter().collect();
+    let events = frame.column("events")?.cast(&DataType::UInt64)?;
+    let events: Vec<Option<u64>> = events.u64()?.iter().collect();
+    let blobs: Vec<Option<&[u8]>> = frame.column("counts")?.binary()?.iter().collect();
+    // Zones repeat (most users are in a few): parse each name once.
+    let mut parsed: std::collections::HashMap<&str, chrono_tz::Tz> =
+        std::collections::HashMap::new();
+    let mut zone_of = Vec::with_capacity(zones.len());
+    for name in &zones {
+        let name = name.unwrap_or_default();
+        let zone = match parsed.get(name) {
+            Some(zone) => *zone,
+            None => {
+                let zone = name.parse().map_err(|_| stale())?;
+                parsed.insert(name, zone);
+                zone
+            }
+        };
+        zone_of.push(zone);
+    }
+    use rayon::prelude::*;
+    let users = (0..frame.height())
+        .into_par_iter()
+        .map(|at| {
+            Ok(UserCounts {
+                user_id: ids[at].unwrap_or_default().to_string(),
+                tz: zone_of[at],
+                events: events[at].unwrap_or_default(),
+                counts: decode(blobs[at])?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    tracing::debug!(
+        decode_s = started.elapsed().as_secs_f64(),
+        "windows state decoded"
+    );
+    let state = State {
+        as_of_ms: meta.as_of_ms,
+        users,
+    };
     Ok(Some((meta, state)))
 }
 

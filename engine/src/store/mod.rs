@@ -260,6 +260,14 @@ impl Store {
         state::credits(&self.pool, user_id, template_id).await
     }
 
+    /// The stored zones of these users (users without one are left out).
+    pub async fn zones_of(
+        &self,
+        users: &[&str],
+    ) -> Result<std::collections::HashMap<String, String>> {
+        state::zones_of(&self.pool, users).await
+    }
+
     /// Users' zones, and their attributes and credits as asked.
     pub async fn user_state(&self, query: StateQuery<'_>) -> Result<UserState> {
         state::user_state(&self.pool, query).await

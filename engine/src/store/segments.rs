@@ -158,3 +158,22 @@ pub(crate) fn scan(paths: &[PathBuf]) -> Result<LazyFrame> {
     args.hive_options.enabled = Some(false);
     Ok(LazyFrame::scan_parquet_files(sources, args)?)
 }
+
+/// Runs a query on polars' streaming engine: scans and group-bys run as a pipeline over morsels
+/// on every core, which on a 1M-user histogram is more than twice as fast as the in-memory
+/// engine, with less memory.
+pub(crate) fn collect(frame: LazyFrame) -> Result<DataFrame> {
+    collect_all(vec![frame])?
+        .pop()
+        .ok_or_else(|| Error::Segments("a query returned no frame".into()))
+}
+
+/// Several queries sharing their scans, on the streaming engine (see [`collect`]).
+pub(crate) fn collect_all(frames: Vec<LazyFrame>) -> Result<Vec<DataFrame>> {
+    let plans = frames.into_iter().map(|frame| frame.logical_plan).collect();
+    Ok(LazyFrame::collect_all_with_engine(
+        plans,
+        Engine::Streaming,
+        OptFlags::default(),
+    )?)
+}

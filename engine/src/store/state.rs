@@ -359,6 +359,29 @@ pub struct StateQuery<'a> {
     pub except_zone: Option<&'a str>,
 }
 
+/// The stored zones of these users (those without one are left out).
+pub(super) async fn zones_of(
+    pool: &SqlitePool,
+    users: &[&str],
+) -> Result<std::collections::HashMap<String, String>> {
+    let mut zones = std::collections::HashMap::new();
+    for chunk in users.chunks(ID_CHUNK) {
+        let list = serde_json::to_string(chunk).expect("strings serialise");
+        let rows = sqlx::query(
+            "SELECT user_id, tz FROM users
+             WHERE user_id IN (SELECT value FROM json_each($1)) AND tz IS NOT NULL",
+        )
+        .bind(&list)
+        .fetch_all(pool)
+        .await?;
+        zones.extend(
+            rows.into_iter()
+                .map(|row| (row.get::<String, _>(0), row.get::<String, _>(1))),
+        );
+    }
+    Ok(zones)
+}
+
 pub(super) async fn user_state(pool: &SqlitePool, query: StateQuery<'_>) -> Result<UserState> {
     let mut state = UserState::default();
     let rows = if query.attrs {
