@@ -36,6 +36,10 @@ enum Benchmark {
     Plan(plan::Args),
 }
 
+/// The same allocator as the `nudge` binary, so figures are the command's.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> anyhow::Result<()> {
     // `RUST_LOG=nudge_engine=debug` shows the engine's stage timings on stderr.
     if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {

@@ -52,6 +52,7 @@ pub async fn user_facts(
         .user_state(StateQuery {
             attrs: needs.attrs,
             credits: needs.credits,
+            credit_templates: (!needs.all_templates).then_some(&needs.templates),
             except_zone: Some(default_tz),
         })
         .await?;
@@ -70,10 +71,11 @@ pub async fn user_facts(
         attach_sends(store, &mut facts, as_of).await?;
     }
     tracing::debug!(total_s = started.elapsed().as_secs_f64(), "facts built");
-    Ok(facts.into_iter().map(Arc::new).collect())
+    use rayon::prelude::*;
+    Ok(facts.into_par_iter().map(Arc::new).collect())
 }
 
-/// What the scan yields: the users (sorted) and, per (user position, event name), the latest
+/// What the scan yields, all sorted by user id: the users and, per (user, event name), the latest
 /// occurrence and the timestamps inside the rule's window.
 struct FactFrames {
     users: DataFrame,
@@ -91,11 +93,11 @@ fn scan_facts(
     if let Some(user) = audience {
         events = events.filter(col("user_id").eq(lit(user)));
     }
+    // Everything comes out sorted by user id: assembling is then a merge walk, no join or hash.
     let users = events
         .clone()
         .select([col("user_id").unique()])
-        .sort(["user_id"], SortMultipleOptions::default())
-        .with_row_index("pos", None);
+        .sort(["user_id"], SortMultipleOptions::default());
     let wanted = if needs.all_events {
         Some(lit(true))
     } else {
@@ -107,32 +109,31 @@ fn scan_facts(
     };
     let Some(wanted) = wanted else {
         return Ok(FactFrames {
-            users: users.collect()?,
+            users: segments::collect(users)?,
             latest: DataFrame::empty(),
             windowed: DataFrame::empty(),
         });
     };
-    let chosen = events.filter(wanted).join(
-        users.clone(),
-        [col("user_id")],
-        [col("user_id")],
-        JoinArgs::new(JoinType::Inner),
-    );
-    let latest = chosen.clone().group_by([col("pos"), col("event")]).agg([
-        col("ts").max().alias("last_ms"),
-        col("props")
-            .sort_by([col("ts")], SortMultipleOptions::default())
-            .last()
-            .alias("last_props"),
-    ]);
+    let chosen = events.filter(wanted);
+    let latest = chosen
+        .clone()
+        .group_by([col("user_id"), col("event")])
+        .agg([
+            col("ts").max().alias("last_ms"),
+            col("props")
+                .sort_by([col("ts")], SortMultipleOptions::default())
+                .last()
+                .alias("last_props"),
+        ])
+        .sort(["user_id"], SortMultipleOptions::default());
     let window_from = needs.max_days.map(|days| as_of_ms - days * DAY_MS);
     let windowed = match window_from {
         Some(from) => chosen.filter(col("ts").gt(lit(from))),
         None => chosen,
     }
-    .select([col("pos"), col("event"), col("ts")])
-    .sort(["pos", "event", "ts"], SortMultipleOptions::default());
-    // One plan for the three: the shared scan and join run once.
+    .select([col("user_id"), col("event"), col("ts")])
+    .sort(["user_id", "event", "ts"], SortMultipleOptions::default());
+    // One plan for the three: the shared scan runs once.
     let mut frames = segments::collect_all(vec![users, latest, windowed])?.into_iter();
     let (Some(users), Some(latest), Some(windowed)) = (frames.next(), frames.next(), frames.next())
     else {
@@ -147,57 +148,106 @@ fn scan_facts(
     })
 }
 
-/// Builds the structs, in the users' order, moving state out of `state` rather than copying.
+/// Builds the structs in the users' order, on every core: the users, then each chunk of users
+/// takes its fact rows, joined by walking both sorted lists together.
 fn assemble(
     frames: FactFrames,
-    mut state: crate::store::UserState,
+    state: crate::store::UserState,
     default_tz: &str,
 ) -> Result<Vec<UserFacts>> {
-    let ids = frames.users.column("user_id")?.str()?;
-    let mut facts: Vec<UserFacts> = Vec::with_capacity(ids.len());
-    for user in ids.iter().flatten() {
-        let (tz, attrs) = state.profiles.remove(user).unwrap_or_default();
-        facts.push(UserFacts {
-            id: user.to_string(),
-            tz: tz.unwrap_or_else(|| default_tz.to_string()),
-            attrs,
-            credits: state.credits.remove(user).unwrap_or_default(),
-            ..UserFacts::default()
-        });
-    }
+    use rayon::prelude::*;
+    let started = std::time::Instant::now();
+    let ids: Vec<&str> = frames
+        .users
+        .column("user_id")?
+        .str()?
+        .iter()
+        .flatten()
+        .collect();
+    let mut facts: Vec<UserFacts> = ids
+        .par_iter()
+        .map(|user| {
+            let (tz, attrs) = state.profiles.get(*user).cloned().unwrap_or_default();
+            UserFacts {
+                id: user.to_string(),
+                tz: tz.unwrap_or_else(|| default_tz.to_string()),
+                attrs,
+                credits: state.credits.get(*user).cloned().unwrap_or_default(),
+                ..UserFacts::default()
+            }
+        })
+        .collect();
+    let users_s = started.elapsed().as_secs_f64();
+    let mut latest: Vec<(&str, &str, Option<i64>, Option<&str>)> = Vec::new();
     if frames.latest.height() > 0 {
-        let positions = frames.latest.column("pos")?.idx()?;
+        let users = frames.latest.column("user_id")?.str()?;
         let names = frames.latest.column("event")?.str()?;
         let last = frames.latest.column("last_ms")?.i64()?;
         let props = frames.latest.column("last_props")?.str()?;
-        for (((pos, name), last), props) in positions
+        latest.reserve(frames.latest.height());
+        for (((user, name), last), props) in users
             .iter()
             .zip(names.iter())
             .zip(last.iter())
             .zip(props.iter())
         {
-            if let (Some(pos), Some(name)) = (pos, name)
-                && let Some(facts) = facts.get_mut(pos as usize)
-            {
-                let entry = facts.events.entry(name.to_string()).or_default();
-                entry.last_ms = last;
-                entry.last_props = props.map(str::to_string);
+            if let (Some(user), Some(name)) = (user, name) {
+                latest.push((user, name, last, props));
             }
         }
     }
+    let mut windowed: Vec<(&str, &str, i64)> = Vec::new();
     if frames.windowed.height() > 0 {
-        let positions = frames.windowed.column("pos")?.idx()?;
+        let users = frames.windowed.column("user_id")?.str()?;
         let names = frames.windowed.column("event")?.str()?;
         let stamps = frames.windowed.column("ts")?.i64()?;
-        for ((pos, name), ts) in positions.iter().zip(names.iter()).zip(stamps.iter()) {
-            if let (Some(pos), Some(name), Some(ts)) = (pos, name, ts)
-                && let Some(facts) = facts.get_mut(pos as usize)
-            {
+        windowed.reserve(frames.windowed.height());
+        for ((user, name), ts) in users.iter().zip(names.iter()).zip(stamps.iter()) {
+            if let (Some(user), Some(name), Some(ts)) = (user, name, ts) {
+                windowed.push((user, name, ts));
+            }
+        }
+    }
+    // polars sorts strings by their bytes, as Rust does; should that ever differ, sort here
+    // (stable, so timestamps stay in order within a user).
+    if !latest.is_sorted_by(|a, b| a.0 <= b.0) {
+        latest.sort_by(|a, b| a.0.cmp(b.0));
+    }
+    if !windowed.is_sorted_by(|a, b| a.0 <= b.0) {
+        windowed.sort_by(|a, b| a.0.cmp(b.0));
+    }
+    // Each chunk of users takes its slice of the rows (found by bisection) on its own core.
+    let chunk = ids
+        .len()
+        .div_ceil(rayon::current_num_threads().max(1) * 8)
+        .max(1);
+    facts
+        .par_chunks_mut(chunk)
+        .zip(ids.par_chunks(chunk))
+        .for_each(|(part, part_ids)| {
+            let (Some(first), Some(last)) = (part_ids.first(), part_ids.last()) else {
+                return;
+            };
+            let from = latest.partition_point(|row| row.0 < *first);
+            let to = latest.partition_point(|row| row.0 <= *last);
+            let mut walk = Walk::new(part_ids);
+            for &(user, name, last, props) in &latest[from..to] {
+                if let Some(pos) = walk.find(user) {
+                    let entry = part[pos].events.entry(name.to_string()).or_default();
+                    entry.last_ms = last;
+                    entry.last_props = props.map(str::to_string);
+                }
+            }
+            let from = windowed.partition_point(|row| row.0 < *first);
+            let to = windowed.partition_point(|row| row.0 <= *last);
+            let mut walk = Walk::new(part_ids);
+            for &(user, name, ts) in &windowed[from..to] {
+                let Some(pos) = walk.find(user) else { continue };
                 // The latest-occurrence pass created most entries: look up before allocating.
-                match facts.events.get_mut(name) {
+                match part[pos].events.get_mut(name) {
                     Some(entry) => entry.timestamps.push(ts),
                     None => {
-                        facts.events.insert(
+                        part[pos].events.insert(
                             name.to_string(),
                             EventFacts {
                                 timestamps: vec![ts],
@@ -207,11 +257,40 @@ fn assemble(
                     }
                 }
             }
-        }
-    }
+        });
+    tracing::debug!(
+        users_s,
+        rows_s = started.elapsed().as_secs_f64() - users_s,
+        "facts assembled"
+    );
+    drop((latest, windowed, ids));
     // Dropping a million-entry map takes a while; let another thread do it.
-    std::thread::spawn(move || drop(state));
+    std::thread::spawn(move || drop((state, frames)));
     Ok(facts)
+}
+
+/// Finds users of a sorted list in ascending order, stepping forward instead of searching.
+struct Walk<'a> {
+    ids: &'a [&'a str],
+    at: usize,
+}
+
+impl<'a> Walk<'a> {
+    fn new(ids: &'a [&'a str]) -> Self {
+        Walk { ids, at: 0 }
+    }
+
+    /// The position of `user`; asked out of order (should polars ever sort otherwise), it
+    /// searches instead, so the answer is right either way.
+    fn find(&mut self, user: &str) -> Option<usize> {
+        while self.at < self.ids.len() && self.ids[self.at] < user {
+            self.at += 1;
+        }
+        if self.ids.get(self.at) == Some(&user) {
+            return Some(self.at);
+        }
+        self.ids.binary_search(&user).ok()
+    }
 }
 
 /// Every `notification_click` up to `as_of`.

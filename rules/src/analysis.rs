@@ -34,6 +34,10 @@ pub struct FactNeeds {
     pub max_days: Option<i64>,
     pub attrs: bool,
     pub credits: bool,
+    /// Templates given to `credits` as a literal (or a `const` set to one).
+    pub templates: BTreeSet<String>,
+    /// Some `credits` call names its template otherwise: every template's credits are needed.
+    pub all_templates: bool,
     pub sends: bool,
     pub best_hour: bool,
     /// `user.<name>` calls that are not user methods, with their line.
@@ -143,13 +147,23 @@ pub fn analyse(source: &str) -> FactNeeds {
             *declared.entry(name).or_default() += 1;
         }
     }
+    let constant = |at: usize| match (ident(at), ident(at + 1), tokens.get(at + 3)) {
+        (Some("const"), Some(name), Some((token, _)))
+            if punct(at + 2, '=') && punct(at + 4, ';') && declared.get(name) == Some(&1) =>
+        {
+            Some((name, token))
+        }
+        _ => None,
+    };
     let constants: std::collections::HashMap<&str, i64> = (0..tokens.len())
-        .filter_map(|at| match (ident(at), ident(at + 1), tokens.get(at + 3)) {
-            (Some("const"), Some(name), Some((Token::Number(value), _)))
-                if punct(at + 2, '=') && punct(at + 4, ';') && declared.get(name) == Some(&1) =>
-            {
-                Some((name, *value))
-            }
+        .filter_map(|at| match constant(at) {
+            Some((name, Token::Number(value))) => Some((name, *value)),
+            _ => None,
+        })
+        .collect();
+    let texts: std::collections::HashMap<&str, &str> = (0..tokens.len())
+        .filter_map(|at| match constant(at) {
+            Some((name, Token::Text(value))) => Some((name, value.as_str())),
             _ => None,
         })
         .collect();
@@ -170,7 +184,20 @@ pub fn analyse(source: &str) -> FactNeeds {
         }
         match name {
             "attr" => needs.attrs = true,
-            "credits" => needs.credits = true,
+            "credits" => {
+                needs.credits = true;
+                let template = match tokens.get(at + 2) {
+                    Some((Token::Text(template), _)) => Some(template.as_str()),
+                    Some((Token::Ident(constant), _)) => texts.get(constant.as_str()).copied(),
+                    _ => None,
+                };
+                match template {
+                    Some(template) if punct(at + 3, ')') => {
+                        needs.templates.insert(template.to_string());
+                    }
+                    _ => needs.all_templates = true,
+                }
+            }
             "sent" | "clicked" => needs.sends = true,
             "best_hour" => needs.best_hour = true,
             _ if EVENT_METHODS.contains(&name) => {
@@ -256,6 +283,17 @@ mod tests {
             analyse(r#"const OTHER = 2 + 5; fn target(user) { user.count("a", OTHER) > 0 }"#);
         assert_eq!(unknown.max_days, None);
         let unbounded = analyse(r#"fn target(user) { user.count("a") > 0 }"#);
+        assert_eq!(unbounded.max_days, None);
+        let credits = analyse(
+            r#"const T = "tmpl_a"; fn target(user) { user.credits(T) > 0 || user.credits("tmpl_b") > 0 }"#,
+        );
+        assert_eq!(
+            credits.templates,
+            BTreeSet::from(["tmpl_a".to_string(), "tmpl_b".to_string()])
+        );
+        assert!(credits.credits && !credits.all_templates);
+        let computed = analyse(r#"fn target(user) { let t = "x"; user.credits(t) > 0 }"#);
+        assert!(computed.all_templates);
         assert_eq!(unbounded.max_days, None);
         let shadowed =
             analyse(r#"const W = 3; fn target(user) { let W = 30; user.count("a", W) > 0 }"#);

@@ -28,9 +28,21 @@ pub fn evaluate_all(
     users: &[Arc<UserFacts>],
     now_ms: i64,
 ) -> Result<(Vec<Decision>, RunSummary), Error> {
+    // An engine per chunk of users: with Rhai's `sync` feature a shared engine's function
+    // tables are reference-counted across threads, and `nudge-benches rules` measured an engine
+    // per thread 18-33% faster. A few chunks per thread keep the cores busy to the end.
+    let chunk = users
+        .len()
+        .div_ceil(rayon::current_num_threads().max(1) * 4)
+        .max(1);
     let decisions: Vec<Decision> = users
-        .par_iter()
-        .map(|user| rule.evaluate(user.clone(), now_ms))
+        .par_chunks(chunk)
+        .flat_map_iter(|part| {
+            let own = rule.with_own_engine();
+            part.iter()
+                .map(|user| own.evaluate(user.clone(), now_ms))
+                .collect::<Vec<_>>()
+        })
         .collect();
     let mut summary = RunSummary {
         users: users.len() as u64,

@@ -86,7 +86,10 @@ pub async fn run_explained(
         .map_err(|error| Error::Usage(format!("campaign {}: {error}", campaign.name)))?;
     // Planning reads credits whatever the rule reads.
     let mut needs = rule.needs().clone();
-    needs.credits |= campaign.delivery.requires_credit;
+    if campaign.delivery.requires_credit {
+        needs.credits = true;
+        needs.templates.insert(campaign.template.clone());
+    }
     let users =
         features::user_facts(store, &needs, now, &config.default_tz, Audience::Everyone).await?;
     let (decisions, _) =

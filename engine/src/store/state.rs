@@ -354,6 +354,8 @@ pub struct StateQuery<'a> {
     pub attrs: bool,
     /// Credits with a positive balance.
     pub credits: bool,
+    /// Only these templates' credits (all when `None`).
+    pub credit_templates: Option<&'a std::collections::BTreeSet<String>>,
     /// Leave out users whose zone is this one: the default the caller applies anyway. Saves
     /// reading a row per user when most users live in the default zone.
     pub except_zone: Option<&'a str>,
@@ -384,37 +386,68 @@ pub(super) async fn zones_of(
 
 pub(super) async fn user_state(pool: &SqlitePool, query: StateQuery<'_>) -> Result<UserState> {
     let mut state = UserState::default();
-    let rows = if query.attrs {
-        sqlx::query("SELECT user_id, tz, attrs FROM users")
-            .fetch_all(pool)
-            .await?
+    let profiles: Vec<ProfileRow> = if query.attrs {
+        json_rows(
+            sqlx::query_scalar(
+                "SELECT json_group_array(json_array(user_id, tz,
+                     CASE WHEN json_valid(attrs) THEN json(attrs) END)) FROM users",
+            ),
+            pool,
+        )
+        .await?
     } else {
-        sqlx::query("SELECT user_id, tz, '{}' FROM users WHERE tz IS NOT NULL AND tz != ?")
-            .bind(query.except_zone.unwrap_or(""))
-            .fetch_all(pool)
-            .await?
+        json_rows(
+            sqlx::query_scalar(
+                "SELECT json_group_array(json_array(user_id, tz, NULL)) FROM users
+                 WHERE tz IS NOT NULL AND tz != $1",
+            )
+            .bind(query.except_zone.unwrap_or("")),
+            pool,
+        )
+        .await?
     };
-    state.profiles.reserve(rows.len());
-    for row in rows {
-        let attrs = if query.attrs {
-            serde_json::from_str(row.get::<&str, _>(2)).unwrap_or_default()
-        } else {
-            Map::new()
-        };
-        state.profiles.insert(row.get(0), (row.get(1), attrs));
+    state.profiles.reserve(profiles.len());
+    for (user, tz, attrs) in profiles {
+        state.profiles.insert(user, (tz, attrs.unwrap_or_default()));
     }
     if query.credits {
-        for row in
-            sqlx::query("SELECT user_id, template_id, balance FROM credits WHERE balance > 0")
-                .fetch_all(pool)
-                .await?
-        {
+        let only = query
+            .credit_templates
+            .map(|templates| serde_json::to_string(templates).expect("strings serialise"));
+        let credits: Vec<(String, String, i64)> = json_rows(
+            sqlx::query_scalar(
+                "SELECT json_group_array(json_array(user_id, template_id, balance))
+                 FROM credits WHERE balance > 0
+                     AND ($1 IS NULL OR template_id IN (SELECT value FROM json_each($1)))",
+            )
+            .bind(only),
+            pool,
+        )
+        .await?;
+        for (user, template, balance) in credits {
             state
                 .credits
-                .entry(row.get(0))
+                .entry(user)
                 .or_default()
-                .insert(row.get(1), row.get(2));
+                .insert(template, balance);
         }
     }
     Ok(state)
+}
+
+/// A user's row as the state query returns it: id, zone, attributes.
+type ProfileRow = (String, Option<String>, Option<Map<String, Value>>);
+
+/// Runs a query that returns its rows as one JSON array built inside SQLite: decoding rows one
+/// at a time through sqlx cost about 5 µs each, a million users' zones and credits took seconds.
+async fn json_rows<T: serde::de::DeserializeOwned>(
+    query: sqlx::query::QueryScalar<'_, Sqlite, Option<String>, sqlx::sqlite::SqliteArguments>,
+    pool: &SqlitePool,
+) -> Result<Vec<T>> {
+    let text = query.fetch_one(pool).await?;
+    match text {
+        None => Ok(Vec::new()),
+        Some(text) => serde_json::from_str(&text)
+            .map_err(|error| crate::Error::Database(format!("reading users' state: {error}"))),
+    }
 }

@@ -3,6 +3,7 @@
 mod arbitration;
 mod campaign;
 mod dispatch;
+mod facts;
 mod ingest;
 mod serve;
 mod support;

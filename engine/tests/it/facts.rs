@@ -1,0 +1,111 @@
+//! Facts: what `features::user_facts` hands a rule, for many users at once.
+
+use nudge_engine::features::{Audience, user_facts};
+use nudge_rules::Rule;
+
+use super::support::{TestStore, line};
+
+const DAY: i64 = 86_400_000;
+/// 2026-11-01T00:00:00Z
+const NOW: i64 = 1_793_491_200_000;
+
+const RULE: &str = r#"
+const WINDOW = 3;
+const TEMPLATE = "tmpl_a";
+fn target(user) {
+    user.credits(TEMPLATE) > 0 && user.count("cart", WINDOW) > 0
+        && user.last_seen("buy") == () && user.last("cart") != ()
+}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_user_gets_the_windowed_counts_latest_events_and_named_credits() {
+    let test = TestStore::new().await;
+    let mut events = Vec::new();
+    // 300 users, so the users are assembled in several chunks: user i has i % 5 carts, one a day
+    // going back from yesterday, each with its day in the props; every third user bought 10 days
+    // ago; even users accepted template a, every user template b.
+    for i in 0..300 {
+        let user = format!("u{i:03}");
+        for day in 0..(i % 5) {
+            let ts = NOW - (day + 1) * DAY + i;
+            events.push(line(&user, "cart", ts, &format!(r#"{{"day":{day}}}"#)));
+        }
+        if i % 3 == 0 {
+            events.push(line(&user, "buy", NOW - 10 * DAY, ""));
+        }
+        events.push(line(&user, "app_open", NOW - 20 * DAY, ""));
+        for (template, wanted) in [("tmpl_a", i % 2 == 0), ("tmpl_b", true)] {
+            if wanted {
+                events.push(line(
+                    &user,
+                    "subscription",
+                    NOW - 30 * DAY,
+                    &format!(r#"{{"template_id":"{template}","status":"accept"}}"#),
+                ));
+            }
+        }
+        // After the evaluation instant: never seen.
+        events.push(line(&user, "cart", NOW + DAY, r#"{"day":-1}"#));
+    }
+    test.ingest(&[&test.file("e.ndjson", events.join("\n"))])
+        .await;
+    let rule = Rule::compile("r.rhai", RULE, Default::default()).unwrap();
+    let now = chrono::DateTime::from_timestamp_millis(NOW).unwrap();
+    let users = user_facts(
+        &test.store,
+        rule.needs(),
+        now,
+        "Asia/Shanghai",
+        Audience::Everyone,
+    )
+    .await
+    .unwrap();
+
+    let ids: Vec<&str> = users.iter().map(|u| u.id.as_str()).collect();
+    let expected: Vec<String> = (0..300).map(|i| format!("u{i:03}")).collect();
+    assert_eq!(ids, expected, "every user with events, sorted");
+    for (i, facts) in users.iter().enumerate() {
+        let i = i as i64;
+        let carts = i % 5;
+        // The rule's window is 3 days: only carts of the last 3 days are kept as timestamps.
+        assert_eq!(
+            facts.count_since("cart", NOW - 3 * DAY, NOW),
+            carts.min(3),
+            "{}",
+            facts.id
+        );
+        let cart = facts.events.get("cart");
+        if carts == 0 {
+            assert!(cart.is_none(), "{} has no cart", facts.id);
+        } else {
+            let cart = cart.unwrap();
+            assert_eq!(cart.last_ms, Some(NOW - DAY + i), "{}", facts.id);
+            assert_eq!(cart.last_props.as_deref(), Some(r#"{"day":0}"#));
+            assert!(cart.timestamps.is_sorted());
+        }
+        assert_eq!(
+            facts.last_seen("buy", NOW),
+            (i % 3 == 0).then_some(NOW - 10 * DAY),
+            "{}",
+            facts.id
+        );
+        // Only the template the rule names is read.
+        let mut credits: Vec<(&str, i64)> = facts
+            .credits
+            .iter()
+            .map(|(t, n)| (t.as_str(), *n))
+            .collect();
+        credits.sort();
+        let wanted: Vec<(&str, i64)> = if i % 2 == 0 {
+            vec![("tmpl_a", 1)]
+        } else {
+            vec![]
+        };
+        assert_eq!(credits, wanted, "{}", facts.id);
+        assert!(
+            !facts.events.contains_key("app_open"),
+            "events the rule never names are not computed"
+        );
+    }
+}
