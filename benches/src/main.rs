@@ -61,6 +61,11 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+/// Starts measuring peak memory afresh (Linux: writing 5 to `clear_refs` resets VmHWM).
+pub fn reset_peak_memory() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
 /// Peak resident memory of this process so far (VmHWM), in MiB.
 pub fn peak_memory_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")

@@ -220,6 +220,7 @@ impl State {
         report: &mut ComputeReport,
     ) {
         use rayon::prelude::*;
+        let started = std::time::Instant::now();
         let mut parsed: HashMap<&str, Option<Tz>> = HashMap::new();
         let old = std::mem::take(&mut self.users);
         let mut merged = Vec::with_capacity(old.len().max(hourly.users.len()));
@@ -270,6 +271,7 @@ impl State {
             .filter_map(|name| name.parse::<Tz>().ok())
             .chain([default_tz])
             .collect::<std::collections::HashSet<Tz>>();
+        let merged_s = started.elapsed().as_secs_f64();
         let table = HourTable::new(hourly, config, self.as_of_ms, zones_used);
         let as_of_ms = self.as_of_ms;
         merged
@@ -290,6 +292,12 @@ impl State {
             });
         merged.retain(|u| u.events > 0);
         self.users = merged;
+        tracing::debug!(
+            merged_s,
+            total_s = started.elapsed().as_secs_f64(),
+            users = self.users.len(),
+            "hourly counts added"
+        );
     }
 
     /// The users of `hourly` this state does not have yet (both lists are sorted).
@@ -344,6 +352,51 @@ mod tests {
             hourly.rows,
             [(0, 12, 2.0, 2), (1, 10, 1.0, 1), (2, 11, 3.0, 3)]
         );
+    }
+
+    #[test]
+    fn adding_counts_in_slices_gives_the_state_of_adding_them_at_once() {
+        let config = WindowsConfig::default();
+        let as_of_ms = 1_000 * hour_ms();
+        let row = |user: u32, hour: i64| (user, hour, 1.0 + hour as f64 / 100.0, 1 + user);
+        // Slices by time, as a full compute scans them: users come and go between slices.
+        let first = HourlyCounts {
+            users: vec!["a".into(), "c".into()],
+            rows: vec![row(0, 900), row(0, 901), row(1, 905)],
+        };
+        let second = HourlyCounts {
+            users: vec!["a".into(), "b".into(), "d".into()],
+            rows: vec![row(0, 950), row(1, 951), row(2, 990), row(2, 999)],
+        };
+        let all = HourlyCounts {
+            users: vec!["a".into(), "b".into(), "c".into(), "d".into()],
+            rows: vec![
+                row(0, 900),
+                row(0, 901),
+                (0, 950, 1.0 + 950.0 / 100.0, 1),
+                (1, 951, 1.0 + 951.0 / 100.0, 2),
+                (2, 905, 1.0 + 905.0 / 100.0, 2),
+                (3, 990, 1.0 + 990.0 / 100.0, 3),
+                (3, 999, 1.0 + 999.0 / 100.0, 3),
+            ],
+        };
+        let zones = HashMap::from([("d".to_string(), "America/New_York".to_string())]);
+        let shanghai = chrono_tz::Asia::Shanghai;
+        let mut report = ComputeReport::default();
+        let mut sliced = State::new(as_of_ms);
+        sliced.add(&first, &config, &zones, shanghai, 1.0, &mut report);
+        sliced.add(&second, &config, &zones, shanghai, 1.0, &mut report);
+        let mut whole = State::new(as_of_ms);
+        whole.add(&all, &config, &zones, shanghai, 1.0, &mut report);
+        assert_eq!(sliced.users.len(), 4);
+        assert_eq!(sliced.users[3].tz, chrono_tz::America::New_York);
+        for (a, b) in sliced.users.iter().zip(&whole.users) {
+            assert_eq!((&a.user_id, a.events, a.tz), (&b.user_id, b.events, b.tz));
+            let (a, b) = (a.counts.dense(), b.counts.dense());
+            for (x, y) in a.iter().zip(&b) {
+                assert!((x - y).abs() < 1e-12, "{x} vs {y}");
+            }
+        }
     }
 
     #[test]

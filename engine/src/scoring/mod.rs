@@ -18,6 +18,7 @@ mod persist;
 pub mod timing;
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
@@ -194,28 +195,40 @@ pub async fn compute(
     })?;
     let as_of_ms = as_of.timestamp_millis();
     let from_ms = as_of_ms - config.lookback_days * DAY_MS;
-    let paths = store
-        .segment_paths(Some((from_ms + 1, as_of_ms + 1)))
+    let segments = store
+        .segment_rows(Some((from_ms + 1, as_of_ms + 1)))
         .await?;
-    if paths.is_empty() {
+    if segments.is_empty() {
         return Err(Error::Usage(format!(
             "no events in the {} days before {as_of}: ingest some first (`nudge ingest FILE`), or pass --as-of inside the data's range",
             config.lookback_days
         )));
     }
     let started = std::time::Instant::now();
-    // The scan runs while the zones are read from SQL.
-    let scan_config = config.clone();
-    let scan = tokio::task::spawn_blocking(move || {
-        histogram::hourly(&paths, &scan_config, from_ms, as_of_ms)
-    });
     let zones = zones(store, default_tz).await?;
-    let counts = scan
-        .await
-        .map_err(|error| Error::Usage(format!("the windows scan failed: {error}")))??;
     let mut state = local::State::new(as_of_ms);
     let mut report = ComputeReport::default();
-    state.add(&counts, config, &zones, default_tz, 1.0, &mut report);
+    // A slice of days at a time: the group-by's table stays small (its cost grew faster than
+    // the data: 2.2 s for 18.7M events, 29 s for 100M in one go), and memory with it. Slices
+    // hold whole days, so their (user, hour) groups never overlap and simply add up.
+    // The next slice is scanned while this one is added to the state.
+    let scan = |slice: Vec<PathBuf>| {
+        let scan_config = config.clone();
+        tokio::task::spawn_blocking(move || {
+            histogram::hourly(&slice, &scan_config, from_ms, as_of_ms)
+        })
+    };
+    let mut slices = day_slices(segments, SLICE_ROWS).into_iter();
+    let mut next = slices.next().map(scan);
+    while let Some(pending) = next.take() {
+        let counts = pending
+            .await
+            .map_err(|error| Error::Usage(format!("the windows scan failed: {error}")))??;
+        next = slices.next().map(scan);
+        tokio::task::block_in_place(|| {
+            state.add(&counts, config, &zones, default_tz, 1.0, &mut report)
+        });
+    }
     report.seconds_histogram = started.elapsed().as_secs_f64();
     finish(store, config, state, report).await
 }
@@ -291,6 +304,28 @@ pub async fn update(
     }
     report.seconds_histogram = started.elapsed().as_secs_f64();
     finish(store, config, state, report).await
+}
+
+/// Events per scan of a full compute (see [`compute`]).
+const SLICE_ROWS: u64 = 12_000_000;
+
+/// Consecutive segments grouped into slices of about `rows` events each, never splitting a day
+/// (the segments come in day order; a day's folder is the segment's parent).
+fn day_slices(segments: Vec<(PathBuf, u64)>, rows: u64) -> Vec<Vec<PathBuf>> {
+    let mut slices: Vec<Vec<PathBuf>> = Vec::new();
+    let mut held = 0;
+    let mut last_day: Option<PathBuf> = None;
+    for (path, count) in segments {
+        let day = path.parent().map(std::path::Path::to_path_buf);
+        if slices.is_empty() || (day != last_day && held >= rows) {
+            slices.push(Vec::new());
+            held = 0;
+        }
+        held += count;
+        last_day = day;
+        slices.last_mut().expect("a slice was pushed").push(path);
+    }
+    slices
 }
 
 /// Users whose zone is not the default one, with the zone's name as stored.
@@ -427,4 +462,49 @@ pub(crate) const fn hour_ms() -> i64 {
 /// and, with `full`, `p000..p167`.
 pub fn export_parquet(users: &[UserWindow], out: &std::path::Path, full: bool) -> Result<()> {
     persist::export(users, out, full)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slices_hold_about_the_asked_rows_and_never_split_a_day() {
+        let segment = |day: &str, batch: u32, rows: u64| {
+            (
+                PathBuf::from(format!("events/day={day}/{batch}.parquet")),
+                rows,
+            )
+        };
+        let segments = vec![
+            segment("2026-10-01", 1, 6),
+            segment("2026-10-01", 2, 6),
+            segment("2026-10-02", 1, 3),
+            segment("2026-10-03", 1, 9),
+            segment("2026-10-03", 2, 9),
+            segment("2026-10-04", 1, 1),
+        ];
+        let slices = day_slices(segments, 10);
+        let days: Vec<Vec<String>> = slices
+            .iter()
+            .map(|slice| {
+                slice
+                    .iter()
+                    .map(|p| p.parent().unwrap().display().to_string())
+                    .collect()
+            })
+            .collect();
+        assert_eq!(
+            days,
+            [
+                vec!["events/day=2026-10-01", "events/day=2026-10-01"],
+                vec![
+                    "events/day=2026-10-02",
+                    "events/day=2026-10-03",
+                    "events/day=2026-10-03"
+                ],
+                vec!["events/day=2026-10-04"],
+            ]
+        );
+    }
 }

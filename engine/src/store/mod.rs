@@ -227,9 +227,19 @@ impl Store {
 
     /// Paths of committed segments, optionally only those overlapping `[from_ms, to_ms)`.
     pub async fn segment_paths(&self, range: Option<(i64, i64)>) -> Result<Vec<PathBuf>> {
+        Ok(self
+            .segment_rows(range)
+            .await?
+            .into_iter()
+            .map(|(path, _)| path)
+            .collect())
+    }
+
+    /// The same, with the rows each segment holds, in day order.
+    pub async fn segment_rows(&self, range: Option<(i64, i64)>) -> Result<Vec<(PathBuf, u64)>> {
         let (from, to) = range.unwrap_or((i64::MIN, i64::MAX));
         let rows = sqlx::query(
-            "SELECT path FROM segments WHERE max_ts >= $1 AND min_ts < $2 ORDER BY day, path",
+            "SELECT path, rows FROM segments WHERE max_ts >= $1 AND min_ts < $2 ORDER BY day, path",
         )
         .bind(from)
         .bind(to)
@@ -238,7 +248,12 @@ impl Store {
         let events_dir = segments::events_dir(&self.data_dir);
         Ok(rows
             .into_iter()
-            .map(|row| events_dir.join(row.get::<String, _>(0)))
+            .map(|row| {
+                (
+                    events_dir.join(row.get::<String, _>(0)),
+                    row.get::<i64, _>(1) as u64,
+                )
+            })
             .collect())
     }
 
