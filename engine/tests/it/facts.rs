@@ -109,3 +109,43 @@ async fn every_user_gets_the_windowed_counts_latest_events_and_named_credits() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attributes_and_zones_come_from_the_profiles_when_the_rule_reads_them() {
+    let test = TestStore::new().await;
+    let events = [
+        line(
+            "a",
+            "profile",
+            NOW - DAY,
+            r#"{"vip_level":2,"city":"上海"}"#,
+        ),
+        line("a", "profile", NOW - DAY + 1, r#"{"tz":"Asia/Tokyo"}"#),
+        line("b", "app_open", NOW - DAY, ""),
+    ];
+    test.ingest(&[&test.file("p.ndjson", events.join("\n"))])
+        .await;
+    let rule = Rule::compile(
+        "r.rhai",
+        r#"fn target(user) { user.attr("vip_level") == 2 }"#,
+        Default::default(),
+    )
+    .unwrap();
+    let now = chrono::DateTime::from_timestamp_millis(NOW).unwrap();
+    let users = user_facts(
+        &test.store,
+        rule.needs(),
+        now,
+        "Asia/Shanghai",
+        Audience::Everyone,
+    )
+    .await
+    .unwrap();
+    assert_eq!(users.len(), 2);
+    let (a, b) = (&users[0], &users[1]);
+    assert_eq!(a.attrs.get("vip_level"), Some(&serde_json::json!(2)));
+    assert_eq!(a.attrs.get("city"), Some(&serde_json::json!("上海")));
+    assert_eq!(a.tz, "Asia/Tokyo");
+    assert!(b.attrs.is_empty());
+    assert_eq!(b.tz, "Asia/Shanghai", "no zone: the default");
+}
