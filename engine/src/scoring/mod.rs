@@ -205,7 +205,6 @@ pub async fn compute(
         )));
     }
     let started = std::time::Instant::now();
-    let zones = zones(store, default_tz).await?;
     let mut state = local::State::new(as_of_ms);
     let mut report = ComputeReport::default();
     // A slice of days at a time: the group-by's table stays small (its cost grew faster than
@@ -220,6 +219,8 @@ pub async fn compute(
     };
     let mut slices = day_slices(segments, SLICE_ROWS).into_iter();
     let mut next = slices.next().map(scan);
+    // The first slice is scanned while the zones are read from SQL.
+    let zones = zones(store, default_tz).await?;
     while let Some(pending) = next.take() {
         let counts = pending
             .await
@@ -349,13 +350,24 @@ async fn finish(
     mut report: ComputeReport,
 ) -> Result<ComputeReport> {
     let started = std::time::Instant::now();
-    let model = tokio::task::block_in_place(|| fit(&state, config));
+    // The counters are written while the model is fitted; the model's file, written last,
+    // makes them current.
+    let (model, saved) = tokio::task::block_in_place(|| {
+        std::thread::scope(|scope| {
+            let saving = scope.spawn(|| persist::save_counters(store.data_dir(), &state));
+            let model = fit(&state, config);
+            (model, saving.join())
+        })
+    });
+    saved.map_err(|_| Error::Usage("writing the windows failed".into()))??;
     report.seconds_model = started.elapsed().as_secs_f64();
     report.users = state.users.len() as u64;
     report.events = state.users.iter().map(|u| u.events).sum();
     report.sparse_users = state.users.iter().filter(|u| u.events < 10).count() as u64;
     let saving = std::time::Instant::now();
-    tokio::task::block_in_place(|| persist::save(store.data_dir(), config, &state, &model))?;
+    tokio::task::block_in_place(|| {
+        persist::save_meta(store.data_dir(), config, state.as_of_ms, &model)
+    })?;
     tracing::debug!(
         scan_s = report.seconds_histogram,
         fit_s = report.seconds_model,

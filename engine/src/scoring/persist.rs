@@ -104,13 +104,9 @@ fn decode(bytes: Option<&[u8]>) -> Result<Hours> {
 }
 
 /// Writes the state and the model; the files of earlier formats are removed.
-pub(super) fn save(
-    data_dir: &Path,
-    config: &WindowsConfig,
-    state: &State,
-    model: &Model,
-) -> Result<()> {
-    let (counters, meta) = paths(data_dir);
+/// Writes the state's counters (`state.parquet`); [`save_meta`] then makes them current.
+pub(super) fn save_counters(data_dir: &Path, state: &State) -> Result<()> {
+    let (counters, _) = paths(data_dir);
     let users = &state.users;
     use rayon::prelude::*;
     let blobs: Vec<Vec<u8>> = users.par_iter().map(|u| encode(&u.counts)).collect();
@@ -132,12 +128,22 @@ pub(super) fn save(
             blobs.iter().map(Vec::as_slice).collect::<Vec<_>>(),
         ),
     ];
-    write_frame(&counters, DataFrame::new(users.len(), columns)?)?;
+    write_frame(&counters, DataFrame::new(users.len(), columns)?)
+}
+
+/// Writes the model and what the counters were computed with; files of earlier formats go.
+pub(super) fn save_meta(
+    data_dir: &Path,
+    config: &WindowsConfig,
+    as_of_ms: i64,
+    model: &Model,
+) -> Result<()> {
+    let (_, meta) = paths(data_dir);
     write_json(
         &meta,
         &Meta {
             format: FORMAT,
-            as_of_ms: state.as_of_ms,
+            as_of_ms,
             config: config.clone(),
             model: model.clone(),
         },
