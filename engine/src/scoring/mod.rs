@@ -214,7 +214,7 @@ pub async fn compute(
     let scan = |slice: Vec<PathBuf>| {
         let scan_config = config.clone();
         tokio::task::spawn_blocking(move || {
-            histogram::hourly(&slice, &scan_config, from_ms, as_of_ms)
+            histogram::scan(&slice, &scan_config, from_ms, as_of_ms, false)
         })
     };
     let mut slices = day_slices(segments, SLICE_ROWS).into_iter();
@@ -226,9 +226,11 @@ pub async fn compute(
             .await
             .map_err(|error| Error::Usage(format!("the windows scan failed: {error}")))??;
         next = slices.next().map(scan);
-        tokio::task::block_in_place(|| {
-            state.add(&counts, config, &zones, default_tz, 1.0, &mut report)
-        });
+        tokio::task::block_in_place(|| -> Result<()> {
+            let counts = histogram::index(counts)?;
+            state.add(&counts, config, &zones, default_tz, 1.0, &mut report);
+            Ok(())
+        })?;
     }
     report.seconds_histogram = started.elapsed().as_secs_f64();
     finish(store, config, state, report).await
