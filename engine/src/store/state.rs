@@ -40,19 +40,35 @@ pub(super) async fn drop_stored_event_ids(
     hashes.sort_unstable();
     let mut stored = HashSet::new();
     // One bound JSON array per statement: binding a million parameters one by one costs more
-    // than the inserts themselves. Known ids are looked up first (usually none), so only they
-    // come back to Rust.
+    // than the inserts themselves. Usually no id is known yet, so each chunk is simply inserted
+    // (one index descent per id); when fewer rows went in than were offered, the chunk is
+    // rolled back to its savepoint, the known ids are looked up, and it is inserted again.
+    const INSERT: &str = "INSERT INTO event_ids (hash) SELECT value FROM json_each($1) WHERE true
+         ON CONFLICT (hash) DO NOTHING";
     for chunk in hashes.chunks(ID_CHUNK) {
         let list = serde_json::to_string(chunk).expect("integers serialise");
-        let known = sqlx::query(
-            "SELECT hash FROM event_ids WHERE hash IN (SELECT value FROM json_each($1))",
-        )
-        .bind(&list)
-        .fetch_all(&mut **tx)
-        .await?;
-        stored.extend(known.into_iter().map(|row| row.get::<i64, _>(0)));
-        sqlx::query("INSERT INTO event_ids (hash) SELECT value FROM json_each($1) WHERE true ON CONFLICT (hash) DO NOTHING")
+        sqlx::query("SAVEPOINT event_ids_chunk")
+            .execute(&mut **tx)
+            .await?;
+        let inserted = sqlx::query(INSERT)
             .bind(&list)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected();
+        if inserted != chunk.len() as u64 {
+            sqlx::query("ROLLBACK TO event_ids_chunk")
+                .execute(&mut **tx)
+                .await?;
+            let known = sqlx::query(
+                "SELECT hash FROM event_ids WHERE hash IN (SELECT value FROM json_each($1))",
+            )
+            .bind(&list)
+            .fetch_all(&mut **tx)
+            .await?;
+            stored.extend(known.into_iter().map(|row| row.get::<i64, _>(0)));
+            sqlx::query(INSERT).bind(&list).execute(&mut **tx).await?;
+        }
+        sqlx::query("RELEASE event_ids_chunk")
             .execute(&mut **tx)
             .await?;
     }
