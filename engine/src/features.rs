@@ -157,13 +157,19 @@ fn assemble(
 ) -> Result<Vec<UserFacts>> {
     use rayon::prelude::*;
     let started = std::time::Instant::now();
-    let ids: Vec<&str> = frames
+    let mut ids: Vec<&str> = frames
         .users
         .column("user_id")?
         .str()?
         .iter()
         .flatten()
         .collect();
+    // polars sorts strings by their bytes, as Rust does; should that ever differ, every list
+    // is put in Rust's order here (stable, so timestamps stay in order within a user), which
+    // the walks below and the callers' binary searches rely on.
+    if !ids.is_sorted() {
+        ids.sort_unstable();
+    }
     let mut facts: Vec<UserFacts> = ids
         .par_iter()
         .map(|user| {
@@ -208,8 +214,6 @@ fn assemble(
             }
         }
     }
-    // polars sorts strings by their bytes, as Rust does; should that ever differ, sort here
-    // (stable, so timestamps stay in order within a user).
     if !latest.is_sorted_by(|a, b| a.0 <= b.0) {
         latest.sort_by(|a, b| a.0.cmp(b.0));
     }
@@ -280,16 +284,12 @@ impl<'a> Walk<'a> {
         Walk { ids, at: 0 }
     }
 
-    /// The position of `user`; asked out of order (should polars ever sort otherwise), it
-    /// searches instead, so the answer is right either way.
+    /// The position of `user`, asked in ascending order.
     fn find(&mut self, user: &str) -> Option<usize> {
         while self.at < self.ids.len() && self.ids[self.at] < user {
             self.at += 1;
         }
-        if self.ids.get(self.at) == Some(&user) {
-            return Some(self.at);
-        }
-        self.ids.binary_search(&user).ok()
+        (self.ids.get(self.at) == Some(&user)).then_some(self.at)
     }
 }
 

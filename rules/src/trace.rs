@@ -60,6 +60,23 @@ impl Rule {
             Ok(value) => value.to_string(),
             Err(error) => format!("error: {error}"),
         };
+        // A condition's `&&` / `||` operands, each with its value, one level in.
+        let parts = |scope: &mut Scope, expr: &str, line: usize| -> Vec<Step> {
+            let operands = top_level_parts(expr);
+            if operands.len() < 2 {
+                return Vec::new();
+            }
+            operands
+                .into_iter()
+                .map(|part| Step {
+                    line,
+                    text: part.to_string(),
+                    value: show(&eval(scope, part)),
+                    depth: 1,
+                    ends: false,
+                })
+                .collect()
+        };
         let mut steps = Vec::new();
         sandbox::with_evaluation(now_ms, self.limits(), || {
             let mut depth = brace_balance(lines[start]);
@@ -102,19 +119,7 @@ impl Rule {
                         depth: 0,
                         ends: holds && block_ends,
                     });
-                    let parts = top_level_parts(cond);
-                    if parts.len() > 1 {
-                        for part in parts {
-                            let result = eval(&mut scope, part);
-                            steps.push(Step {
-                                line: number,
-                                text: part.to_string(),
-                                value: show(&result),
-                                depth: 1,
-                                ends: false,
-                            });
-                        }
-                    }
+                    steps.extend(parts(&mut scope, cond, number));
                     if holds && block_ends {
                         break;
                     }
@@ -141,19 +146,7 @@ impl Rule {
                         depth: 0,
                         ends: true,
                     });
-                    let parts = top_level_parts(line);
-                    if parts.len() > 1 {
-                        for part in parts {
-                            let result = eval(&mut scope, part);
-                            steps.push(Step {
-                                line: number,
-                                text: part.to_string(),
-                                value: show(&result),
-                                depth: 1,
-                                ends: false,
-                            });
-                        }
-                    }
+                    steps.extend(parts(&mut scope, line, number));
                 }
             }
         });

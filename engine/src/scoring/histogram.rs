@@ -19,18 +19,16 @@ pub(super) fn hourly(
     from_ms: i64,
     to_ms: i64,
 ) -> Result<HourlyCounts> {
-    index(scan(paths, config, from_ms, to_ms, true)?)
+    index(scan(paths, config, from_ms, to_ms)?)
 }
 
-/// The polars part of [`hourly`]. With `sorted`, rows come in user order (cheaper to
-/// [`index`]); without, the sort is left to [`index`], so a caller can run it beside the next
-/// scan.
+/// The polars part of [`hourly`]: rows come in no particular order; putting them in user order
+/// is left to [`index`], so a caller can run it beside the next scan.
 pub(super) fn scan(
     paths: &[PathBuf],
     config: &WindowsConfig,
     from_ms: i64,
     to_ms: i64,
-    sorted: bool,
 ) -> Result<Scanned> {
     let mut names: Vec<(&String, &f64)> = config.event_weights.iter().collect();
     names.sort_by(|a, b| a.0.cmp(b.0));
@@ -42,7 +40,7 @@ pub(super) fn scan(
                 .otherwise(otherwise)
         });
     let started = std::time::Instant::now();
-    let mut query = segments::scan(paths)?
+    let query = segments::scan(paths)?
         .filter(col("ts").gt(lit(from_ms)).and(col("ts").lt_eq(lit(to_ms))))
         .select([
             col("user_id"),
@@ -56,9 +54,6 @@ pub(super) fn scan(
         .filter(col("weight").gt(lit(0.0)))
         .group_by([col("user_id"), col("hour")])
         .agg([col("weight").sum().alias("weight"), len().alias("events")]);
-    if sorted {
-        query = query.sort(["user_id"], SortMultipleOptions::default());
-    }
     let frame = segments::collect(query)?;
     tracing::debug!(
         collect_s = started.elapsed().as_secs_f64(),

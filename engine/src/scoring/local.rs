@@ -99,10 +99,6 @@ impl Hours {
         }
     }
 
-    pub fn total(&self) -> f64 {
-        self.0.iter().map(|(_, value)| value).sum()
-    }
-
     fn scale(&mut self, factor: f64) {
         self.0.iter_mut().for_each(|(_, value)| *value *= factor);
     }
@@ -221,7 +217,13 @@ impl State {
     ) {
         use rayon::prelude::*;
         let started = std::time::Instant::now();
-        let mut parsed: HashMap<&str, Option<Tz>> = HashMap::new();
+        // Every zone named in the profiles, parsed once: for new users, and tabulated below
+        // with the default (a user kept from an earlier run with a zone since changed is
+        // converted row by row instead).
+        let parsed: HashMap<&str, Option<Tz>> = zones
+            .values()
+            .map(|name| (name.as_str(), name.parse().ok()))
+            .collect();
         let old = std::mem::take(&mut self.users);
         let mut merged = Vec::with_capacity(old.len().max(hourly.users.len()));
         // For each merged user, the range of `hourly.rows` to apply (empty when untouched).
@@ -235,11 +237,7 @@ impl State {
             }
             let entry = old.next_if(|u| u.user_id == *user).unwrap_or_else(|| {
                 let named = zones.get(user);
-                let zone = named.and_then(|name| {
-                    *parsed
-                        .entry(name.as_str())
-                        .or_insert_with(|| name.parse().ok())
-                });
+                let zone = named.and_then(|name| parsed.get(name.as_str()).copied().flatten());
                 if let (Some(name), None) = (named, zone) {
                     report.zone_problem_count += 1;
                     if report.zone_problems.len() < ZONE_PROBLEMS_SHOWN {
@@ -263,12 +261,10 @@ impl State {
             merged.push(rest);
             ranges.push((0, 0));
         }
-        // Every zone named in the profiles, and the default: a user kept from an earlier run with
-        // a zone since changed is converted row by row instead.
-        let names: std::collections::HashSet<&str> = zones.values().map(String::as_str).collect();
-        let zones_used = names
-            .into_iter()
-            .filter_map(|name| name.parse::<Tz>().ok())
+        let zones_used = parsed
+            .values()
+            .flatten()
+            .copied()
             .chain([default_tz])
             .collect::<std::collections::HashSet<Tz>>();
         let merged_s = started.elapsed().as_secs_f64();

@@ -137,11 +137,6 @@ impl Model {
         }
     }
 
-    /// Posterior probability of each type given a user's counts.
-    pub fn responsibilities(&self, counts: &[f64]) -> Vec<f64> {
-        self.scorer().responsibilities(counts)
-    }
-
     /// The prior a user gets: the types mixed by the user's posterior over them.
     pub fn posterior_mixture(&self, counts: &[f64; HOURS_OF_WEEK]) -> [f64; HOURS_OF_WEEK] {
         self.scorer().posterior_mixture(counts)

@@ -214,7 +214,7 @@ pub async fn compute(
     let scan = |slice: Vec<PathBuf>| {
         let scan_config = config.clone();
         tokio::task::spawn_blocking(move || {
-            histogram::scan(&slice, &scan_config, from_ms, as_of_ms, false)
+            histogram::scan(&slice, &scan_config, from_ms, as_of_ms)
         })
     };
     let mut slices = day_slices(segments, SLICE_ROWS).into_iter();

@@ -385,17 +385,16 @@ pub(super) async fn zones_of(
     let mut zones = std::collections::HashMap::new();
     for chunk in users.chunks(ID_CHUNK) {
         let list = serde_json::to_string(chunk).expect("strings serialise");
-        let rows = sqlx::query(
-            "SELECT user_id, tz FROM users
-             WHERE user_id IN (SELECT value FROM json_each($1)) AND tz IS NOT NULL",
+        let rows: Vec<(String, String)> = json_rows(
+            sqlx::query_scalar(
+                "SELECT json_group_array(json_array(user_id, tz)) FROM users
+                 WHERE user_id IN (SELECT value FROM json_each($1)) AND tz IS NOT NULL",
+            )
+            .bind(list),
+            pool,
         )
-        .bind(&list)
-        .fetch_all(pool)
         .await?;
-        zones.extend(
-            rows.into_iter()
-                .map(|row| (row.get::<String, _>(0), row.get::<String, _>(1))),
-        );
+        zones.extend(rows);
     }
     Ok(zones)
 }

@@ -18,6 +18,21 @@ fn target(user) {
 }
 "#;
 
+/// Every user's facts for what `rule` reads, as of `NOW`, default zone Asia/Shanghai.
+async fn facts_for(test: &TestStore, rule: &str) -> Vec<std::sync::Arc<nudge_rules::UserFacts>> {
+    let rule = Rule::compile("r.rhai", rule, Default::default()).unwrap();
+    let now = chrono::DateTime::from_timestamp_millis(NOW).unwrap();
+    user_facts(
+        &test.store,
+        rule.needs(),
+        now,
+        "Asia/Shanghai",
+        Audience::Everyone,
+    )
+    .await
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_user_gets_the_windowed_counts_latest_events_and_named_credits() {
     let test = TestStore::new().await;
@@ -50,17 +65,7 @@ async fn every_user_gets_the_windowed_counts_latest_events_and_named_credits() {
     }
     test.ingest(&[&test.file("e.ndjson", events.join("\n"))])
         .await;
-    let rule = Rule::compile("r.rhai", RULE, Default::default()).unwrap();
-    let now = chrono::DateTime::from_timestamp_millis(NOW).unwrap();
-    let users = user_facts(
-        &test.store,
-        rule.needs(),
-        now,
-        "Asia/Shanghai",
-        Audience::Everyone,
-    )
-    .await
-    .unwrap();
+    let users = facts_for(&test, RULE).await;
 
     let ids: Vec<&str> = users.iter().map(|u| u.id.as_str()).collect();
     let expected: Vec<String> = (0..300).map(|i| format!("u{i:03}")).collect();
@@ -125,22 +130,7 @@ async fn attributes_and_zones_come_from_the_profiles_when_the_rule_reads_them() 
     ];
     test.ingest(&[&test.file("p.ndjson", events.join("\n"))])
         .await;
-    let rule = Rule::compile(
-        "r.rhai",
-        r#"fn target(user) { user.attr("vip_level") == 2 }"#,
-        Default::default(),
-    )
-    .unwrap();
-    let now = chrono::DateTime::from_timestamp_millis(NOW).unwrap();
-    let users = user_facts(
-        &test.store,
-        rule.needs(),
-        now,
-        "Asia/Shanghai",
-        Audience::Everyone,
-    )
-    .await
-    .unwrap();
+    let users = facts_for(&test, r#"fn target(user) { user.attr("vip_level") == 2 }"#).await;
     assert_eq!(users.len(), 2);
     let (a, b) = (&users[0], &users[1]);
     assert_eq!(a.attrs.get("vip_level"), Some(&serde_json::json!(2)));
