@@ -24,7 +24,21 @@ pub const PROFILE: &str = "profile";
 const MIN_TS_MS: i64 = 946_684_800_000;
 const MAX_TS_MS: i64 = 4_102_444_800_000;
 
-/// One validated behaviour event.
+/// A record that passed validation, still borrowing from what it was read from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Valid<'a> {
+    pub user_id: Cow<'a, str>,
+    pub event: Cow<'a, str>,
+    /// Epoch milliseconds, UTC.
+    pub ts_ms: i64,
+    /// The `props` JSON object as text.
+    pub props: Option<Cow<'a, str>>,
+    pub event_id: Option<Cow<'a, str>>,
+    /// A valid IANA zone name for the user, when the record carried one.
+    pub tz: Option<Cow<'a, str>>,
+}
+
+/// One behaviour event, owned (as the generator makes them).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
     pub user_id: String,
@@ -116,7 +130,7 @@ pub struct Warning {
 
 /// Validates a draft into an event. An unknown zone does not reject the record: the zone is
 /// dropped (the user keeps the default) and a warning says which user and value.
-pub fn validate(draft: Draft<'_>) -> Result<(Event, Option<Warning>), Invalid> {
+pub fn validate(draft: Draft<'_>) -> Result<(Valid<'_>, Option<Warning>), Invalid> {
     let user_id = draft
         .user_id
         .ok_or_else(|| Invalid::new(RejectKind::MissingField, "missing field user_id"))?;
@@ -131,7 +145,7 @@ pub fn validate(draft: Draft<'_>) -> Result<(Event, Option<Warning>), Invalid> {
     };
     let props = match draft.props.filter(|text| !text.trim().is_empty()) {
         None => None,
-        Some(text) => Some(check_props(&text)?),
+        Some(text) => Some(check_props(text)?),
     };
     let event_id = match draft.event_id.filter(|id| !id.is_empty()) {
         None => None,
@@ -144,14 +158,14 @@ pub fn validate(draft: Draft<'_>) -> Result<(Event, Option<Warning>), Invalid> {
                 ),
             ));
         }
-        Some(id) => Some(id.into_owned()),
+        Some(id) => Some(id),
     };
     check_reserved(&event, props.as_deref())?;
 
     let mut warning = None;
     let tz = match draft.tz.filter(|tz| !tz.is_empty()) {
         None => None,
-        Some(tz) if tz.parse::<Tz>().is_ok() => Some(tz.into_owned()),
+        Some(tz) if tz.parse::<Tz>().is_ok() => Some(tz),
         Some(tz) => {
             warning = Some(Warning {
                 user_id: user_id.to_string(),
@@ -163,9 +177,9 @@ pub fn validate(draft: Draft<'_>) -> Result<(Event, Option<Warning>), Invalid> {
         }
     };
     Ok((
-        Event {
-            user_id: user_id.into_owned(),
-            event: event.into_owned(),
+        Valid {
+            user_id,
+            event,
             ts_ms,
             props,
             event_id,
@@ -188,13 +202,24 @@ fn check_user_id(user_id: &str) -> Result<(), Invalid> {
             ),
         ));
     }
-    if user_id.chars().any(char::is_control) {
+    if has_control(user_id) {
         return Err(Invalid::new(
             RejectKind::BadUserId,
             "user_id contains a control character",
         ));
     }
     Ok(())
+}
+
+/// Whether `text` holds a control character (Unicode category Cc: U+0000-U+001F, U+007F,
+/// U+0080-U+009F), checked on the UTF-8 bytes.
+fn has_control(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    bytes.iter().enumerate().any(|(at, &byte)| {
+        byte < 0x20
+            || byte == 0x7f
+            || (byte == 0xc2 && bytes.get(at + 1).is_some_and(|next| *next <= 0x9f))
+    })
 }
 
 fn check_event_name(name: &str) -> Result<(), Invalid> {
@@ -204,10 +229,12 @@ fn check_event_name(name: &str) -> Result<(), Invalid> {
             "event name is empty",
         ));
     }
-    if let Some(bad) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-')))
+    if let Some(at) = name
+        .bytes()
+        .position(|b| !(b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-')))
     {
+        // Every byte before `at` is ASCII, so a character starts there.
+        let bad = name[at..].chars().next().unwrap_or_default();
         return Err(Invalid::new(
             RejectKind::BadEventName,
             format!("event name '{name}' has the character {bad:?}; use only A-Z a-z 0-9 _ . : -"),
@@ -268,8 +295,9 @@ pub fn parse_ts(ts: TsInput<'_>) -> Result<i64, Invalid> {
     Ok(millis)
 }
 
-/// Checks that `props` is a JSON object within the size limit; returns it as given.
-fn check_props(text: &str) -> Result<String, Invalid> {
+/// Checks that `props` is a JSON object within the size limit; returns it without the
+/// whitespace around it.
+fn check_props(text: Cow<'_, str>) -> Result<Cow<'_, str>, Invalid> {
     if text.len() > MAX_PROPS_BYTES {
         return Err(Invalid::new(
             RejectKind::PropsTooLarge,
@@ -289,7 +317,11 @@ fn check_props(text: &str) -> Result<String, Invalid> {
             format!("props is not valid JSON: {error}"),
         ));
     }
-    Ok(trimmed.to_string())
+    Ok(match text {
+        Cow::Borrowed(text) => Cow::Borrowed(text.trim()),
+        Cow::Owned(text) if text.trim().len() == text.len() => Cow::Owned(text),
+        Cow::Owned(text) => Cow::Owned(text.trim().to_string()),
+    })
 }
 
 /// The statuses a `subscription` event may carry (any `accept*` counts as accept).
@@ -355,6 +387,21 @@ mod tests {
 
     fn rejected(draft: Draft<'_>) -> Invalid {
         validate(draft).expect_err("the record should be rejected")
+    }
+
+    #[test]
+    fn control_characters_are_found_as_char_is_control_finds_them() {
+        let samples = [
+            "plain", "tab\there", "del\u{7f}", "c1\u{85}x", "c1\u{9f}", "\u{a0}nbsp", "é上海",
+            "\u{80}", "ok\u{c2}\u{a9}", "\u{2028}",
+        ];
+        for sample in samples {
+            assert_eq!(
+                has_control(sample),
+                sample.chars().any(char::is_control),
+                "{sample:?}"
+            );
+        }
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! [`store`] (Parquet segments for events, SQL for state), [`synth`] makes synthetic datasets to
 //! feed it, and [`stats`] reports what is stored.
 
+pub mod batch;
 pub mod campaign;
 pub mod clock;
 pub mod config;

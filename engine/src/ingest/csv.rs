@@ -3,9 +3,7 @@
 use std::borrow::Cow;
 use std::path::Path;
 
-use rayon::prelude::*;
-
-use super::{Parsed, Reject, Source};
+use super::{Outcome, Parsed, Reject, Source};
 use crate::event::{self, Draft, Invalid, RejectKind, TsInput};
 use crate::{Error, Result};
 
@@ -94,34 +92,28 @@ impl Source for CsvSource {
         if rows.is_empty() && parsed.rejects.is_empty() {
             return Ok(None);
         }
-        parsed.records = (rows.len() + parsed.rejects.len()) as u64;
+        let records = (rows.len() + parsed.rejects.len()) as u64;
         let index = self.index;
         let name = &self.name;
-        let outcomes: Vec<_> = rows
-            .par_iter()
-            .map(|(line, record)| {
-                draft_of(record, &index)
-                    .and_then(event::validate)
-                    .map_err(|invalid| Reject {
-                        location: format!("{name}:{line}"),
-                        invalid,
-                        raw: record
-                            .iter()
-                            .map(String::from_utf8_lossy)
-                            .collect::<Vec<_>>()
-                            .join(","),
-                    })
-            })
-            .collect();
-        for outcome in outcomes {
-            match outcome {
-                Ok((event, warning)) => {
-                    parsed.events.push(event);
-                    parsed.warnings.extend(warning);
-                }
-                Err(reject) => parsed.rejects.push(reject),
+        let checked = super::validate_rows(rows.len(), |row| {
+            let (line, record) = &rows[row];
+            match draft_of(record, &index).and_then(event::validate) {
+                Ok((event, warning)) => Outcome::Event(event, warning),
+                Err(invalid) => Outcome::Reject(Reject {
+                    location: format!("{name}:{line}"),
+                    invalid,
+                    raw: record
+                        .iter()
+                        .map(String::from_utf8_lossy)
+                        .collect::<Vec<_>>()
+                        .join(","),
+                }),
             }
-        }
+        });
+        parsed.events = checked.events;
+        parsed.rejects.extend(checked.rejects);
+        parsed.warnings = checked.warnings;
+        parsed.records = records;
         Ok(Some(parsed))
     }
 }

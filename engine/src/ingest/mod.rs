@@ -14,7 +14,10 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use crate::event::{Event, Invalid, Warning};
+use rayon::prelude::*;
+
+use crate::batch::EventBatch;
+use crate::event::{Invalid, Valid, Warning};
 use crate::store::{Batch, FileMark, Store};
 use crate::{Error, Result};
 
@@ -36,15 +39,64 @@ pub struct Reject {
 /// One batch as a reader produced it.
 #[derive(Debug, Default)]
 pub(crate) struct Parsed {
-    pub events: Vec<Event>,
+    pub events: EventBatch,
     pub rejects: Vec<Reject>,
     pub warnings: Vec<Warning>,
     /// Records consumed (lines or rows, blank lines included), for resuming.
     pub records: u64,
 }
 
+/// What became of one record.
+pub(crate) enum Outcome<'a> {
+    Event(Valid<'a>, Option<Warning>),
+    Reject(Reject),
+    Blank,
+}
+
+/// Records validated per unit of parallel work.
+const CHUNK_ROWS: usize = 8_192;
+
+/// Validates `rows` records on every core, `check(row)` giving each one's outcome, and gathers
+/// the accepted events in their order. `records` is left for the caller to set.
+pub(crate) fn validate_rows<'a, F>(rows: usize, check: F) -> Parsed
+where
+    F: Fn(usize) -> Outcome<'a> + Sync,
+{
+    let parts: Vec<Parsed> = (0..rows.div_ceil(CHUNK_ROWS))
+        .into_par_iter()
+        .map(|chunk| {
+            let range = chunk * CHUNK_ROWS..((chunk + 1) * CHUNK_ROWS).min(rows);
+            let mut part = Parsed {
+                events: EventBatch::with_capacity(range.len()),
+                ..Parsed::default()
+            };
+            for row in range {
+                match check(row) {
+                    Outcome::Event(event, warning) => {
+                        part.events.push(&event);
+                        part.warnings.extend(warning);
+                    }
+                    Outcome::Reject(reject) => part.rejects.push(reject),
+                    Outcome::Blank => {}
+                }
+            }
+            part
+        })
+        .collect();
+    let mut parsed = Parsed {
+        events: EventBatch::with_capacity(rows),
+        ..Parsed::default()
+    };
+    for part in parts {
+        parsed.events.append(&part.events);
+        parsed.rejects.extend(part.rejects);
+        parsed.warnings.extend(part.warnings);
+    }
+    parsed
+}
+
 /// A reader of one input, batch by batch.
-pub(crate) trait Source {
+pub(crate) trait Source: Send {
     /// Reads up to `max` records; `None` at the end of the input.
     fn read_batch(&mut self, max: usize) -> Result<Option<Parsed>>;
 }
@@ -191,10 +243,31 @@ async fn ingest_one(
         }
     }
     let mut warnings_shown = 0;
+    // The next batch is read and validated on its own thread while this one commits the last:
+    // at most one batch waits between them, so three are in memory at once.
+    let (sender, mut batches) = tokio::sync::mpsc::channel::<Result<Parsed>>(1);
+    let batch_size = options.batch_size;
+    let reader = std::thread::Builder::new()
+        .name("nudge-ingest-reader".into())
+        .spawn(move || {
+            loop {
+                let next = source.read_batch(batch_size).transpose();
+                let last = !matches!(next, Some(Ok(_)));
+                if let Some(next) = next
+                    && sender.blocking_send(next).is_err()
+                {
+                    return;
+                }
+                if last {
+                    return;
+                }
+            }
+        })
+        .map_err(|source| Error::io(path, source))?;
     let (mut reading, mut committing) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
     let mut clock = std::time::Instant::now();
-    while let Some(parsed) = tokio::task::block_in_place(|| source.read_batch(options.batch_size))?
-    {
+    while let Some(parsed) = batches.recv().await {
+        let parsed = parsed?;
         reading += clock.elapsed();
         clock = std::time::Instant::now();
         records_done += parsed.records;
@@ -239,12 +312,17 @@ async fn ingest_one(
         progress.set_message(format!("{display}: {} events stored", file_report.accepted));
         progress.tick();
     }
+    tokio::task::block_in_place(|| reader.join())
+        .map_err(|_| Error::Input {
+            path: path.to_path_buf(),
+            message: "the reader thread panicked".into(),
+        })?;
     if let Some(hash) = &content_hash {
         store.complete_file(hash, &display, records_done).await?;
     }
     tracing::debug!(
         file = ?path,
-        reading_s = reading.as_secs_f64(),
+        waiting_for_reader_s = reading.as_secs_f64(),
         committing_s = committing.as_secs_f64(),
         "ingest timings"
     );

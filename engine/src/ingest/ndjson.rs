@@ -5,11 +5,10 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 
-use rayon::prelude::*;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::{Parsed, Reject, Source};
+use super::{Outcome, Parsed, Reject, Source};
 use crate::event::{self, Draft, Invalid, RejectKind, TsInput};
 use crate::{Error, Result};
 
@@ -76,36 +75,13 @@ impl Source for NdjsonSource {
         self.line += spans.len() as u64;
         let buffer = &self.buffer;
         let name = &self.name;
-        let outcomes: Vec<Outcome> = spans
-            .par_iter()
-            .enumerate()
-            .map(|(index, &(start, end))| {
-                parse_line(&buffer[start..end], name, first_line + index as u64)
-            })
-            .collect();
-        let mut parsed = Parsed {
-            records: spans.len() as u64,
-            ..Parsed::default()
-        };
-        parsed.events.reserve(outcomes.len());
-        for outcome in outcomes {
-            match outcome {
-                Outcome::Event(event, warning) => {
-                    parsed.events.push(event);
-                    parsed.warnings.extend(warning);
-                }
-                Outcome::Reject(reject) => parsed.rejects.push(reject),
-                Outcome::Blank => {}
-            }
-        }
+        let mut parsed = super::validate_rows(spans.len(), |index| {
+            let (start, end) = spans[index];
+            parse_line(&buffer[start..end], name, first_line + index as u64)
+        });
+        parsed.records = spans.len() as u64;
         Ok(Some(parsed))
     }
-}
-
-enum Outcome {
-    Event(event::Event, Option<event::Warning>),
-    Reject(Reject),
-    Blank,
 }
 
 /// The fields nudge reads; others are ignored. Each is kept raw so a wrong type is reported
@@ -126,7 +102,7 @@ struct Line<'a> {
     tz: Option<&'a RawValue>,
 }
 
-fn parse_line(bytes: &[u8], name: &str, line: u64) -> Outcome {
+fn parse_line<'a>(bytes: &'a [u8], name: &str, line: u64) -> Outcome<'a> {
     let bytes = bytes.strip_suffix(b"\n").unwrap_or(bytes);
     let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
     if bytes.iter().all(u8::is_ascii_whitespace) {
@@ -241,7 +217,7 @@ fn preview(raw: &str) -> String {
 mod tests {
     use super::*;
 
-    fn parse(text: &[u8]) -> std::result::Result<event::Event, Invalid> {
+    fn parse(text: &[u8]) -> std::result::Result<event::Valid<'_>, Invalid> {
         match parse_line(text, "f.ndjson", 7) {
             Outcome::Event(event, _) => Ok(event),
             Outcome::Reject(reject) => {

@@ -6,10 +6,8 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use polars::prelude::*;
-use rayon::prelude::*;
-
-use super::{Parsed, Reject, Source};
-use crate::event::{self, Draft, Invalid, TsInput};
+use super::{Outcome, Parsed, Reject, Source};
+use crate::event::{self, Draft, TsInput};
 use crate::{Error, Result};
 
 pub(crate) struct ParquetSource {
@@ -144,47 +142,35 @@ impl Source for ParquetSource {
             TsColumn::Millis(_) => Vec::new(),
         };
         let name = path.display().to_string();
-        let outcomes: Vec<_> = (0..frame.height())
-            .into_par_iter()
-            .map(|row| {
-                let get = |column: usize| {
-                    text[column]
-                        .as_ref()
-                        .and_then(|c| c[row])
-                        .map(Cow::Borrowed)
-                };
-                let ts = match &ts {
-                    TsColumn::Millis(values) => values[row].map(TsInput::Millis),
-                    TsColumn::Text(_) => ts_text[row].map(|t| TsInput::Text(Cow::Borrowed(t))),
-                };
-                let draft = Draft {
-                    user_id: get(0),
-                    event: get(1),
-                    ts,
-                    props: get(2),
-                    tz: get(3),
-                    event_id: get(4),
-                };
-                event::validate(draft.clone()).map_err(|invalid: Invalid| Reject {
+        let mut parsed = super::validate_rows(frame.height(), |row| {
+            let get = |column: usize| {
+                text[column]
+                    .as_ref()
+                    .and_then(|c| c[row])
+                    .map(Cow::Borrowed)
+            };
+            let ts = match &ts {
+                TsColumn::Millis(values) => values[row].map(TsInput::Millis),
+                TsColumn::Text(_) => ts_text[row].map(|t| TsInput::Text(Cow::Borrowed(t))),
+            };
+            let draft = Draft {
+                user_id: get(0),
+                event: get(1),
+                ts,
+                props: get(2),
+                tz: get(3),
+                event_id: get(4),
+            };
+            match event::validate(draft.clone()) {
+                Ok((event, warning)) => Outcome::Event(event, warning),
+                Err(invalid) => Outcome::Reject(Reject {
                     location: format!("{name} row {}", first_row + row),
                     invalid,
                     raw: format!("{draft:?}"),
-                })
-            })
-            .collect();
-        let mut parsed = Parsed {
-            records: length as u64,
-            ..Parsed::default()
-        };
-        for outcome in outcomes {
-            match outcome {
-                Ok((event, warning)) => {
-                    parsed.events.push(event);
-                    parsed.warnings.extend(warning);
-                }
-                Err(reject) => parsed.rejects.push(reject),
+                }),
             }
-        }
+        });
+        parsed.records = length as u64;
         Ok(Some(parsed))
     }
 }

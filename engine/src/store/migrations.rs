@@ -123,6 +123,13 @@ ALTER TABLE sends ADD COLUMN run_at BIGINT;
 CREATE INDEX sends_user ON sends (user_id, send_at);
 "#,
     ),
+    (
+        6,
+        "event ids are checked against the segments of their day, not a table",
+        r#"
+DROP TABLE event_ids;
+"#,
+    ),
 ];
 
 pub(super) async fn run(pool: &SqlitePool) -> Result<()> {

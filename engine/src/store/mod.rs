@@ -5,11 +5,14 @@
 
 mod migrations;
 pub mod outbox;
+mod seen;
 pub mod segments;
 mod state;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -18,7 +21,7 @@ use sqlx::{Row, SqlitePool};
 pub use state::{CreditSummary, StateChanges, StateQuery, UserState};
 
 use crate::config::Config;
-use crate::event::Event;
+use crate::batch::EventBatch;
 use crate::{Error, Result};
 
 /// Environment variable naming a point where the process aborts, so tests can crash it there.
@@ -50,6 +53,8 @@ fn crash_point_after_segments() {
 pub struct Store {
     pool: SqlitePool,
     data_dir: PathBuf,
+    /// Event ids of the days batches touched, shared by the clones of this store.
+    seen: Arc<Mutex<seen::SeenIds>>,
 }
 
 /// How far an input file has been ingested.
@@ -63,7 +68,7 @@ pub struct FileProgress {
 
 /// One batch to commit atomically: its events, and the progress of the file it came from.
 pub struct Batch<'a> {
-    pub events: Vec<Event>,
+    pub events: EventBatch,
     pub file: Option<FileMark<'a>>,
 }
 
@@ -110,7 +115,11 @@ impl Store {
             .connect_with(options)
             .await?;
         migrations::run(&pool).await?;
-        let store = Store { pool, data_dir };
+        let store = Store {
+            pool,
+            data_dir,
+            seen: Arc::default(),
+        };
         store.sweep_orphans().await?;
         Ok(store)
     }
@@ -158,33 +167,64 @@ impl Store {
     pub async fn commit_batch(&self, batch: Batch<'_>) -> Result<Committed> {
         let started = std::time::Instant::now();
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let (events, duplicates) = state::drop_stored_event_ids(&mut tx, batch.events).await?;
+        let received = batch.events.len() as u64;
+        let (events, new_ids) = self.drop_seen_ids(&mut tx, batch.events).await?;
+        let duplicates = received - events.len() as u64;
         let dedup_s = started.elapsed().as_secs_f64();
         let batch_name = segments::new_batch_name();
         let events_dir = segments::events_dir(&self.data_dir);
-        let written = tokio::task::block_in_place(|| {
-            let staged = segments::write_staged(&events_dir, &batch_name, &events)?;
-            segments::publish(&events_dir, staged)
+        // The segments are written on other threads while this one applies the state changes
+        // in the transaction; both finish before the commit.
+        let events = Arc::new(events);
+        let writer = {
+            let (events_dir, batch_name) = (events_dir.clone(), batch_name.clone());
+            let events = Arc::clone(&events);
+            tokio::task::spawn_blocking(move || {
+                segments::write_staged(&events_dir, &batch_name, &events)
+                    .and_then(|staged| segments::publish(&events_dir, staged))
+            })
+        };
+        let state_started = std::time::Instant::now();
+        let changes = tokio::task::block_in_place(|| StateChanges::from_events(&events));
+        let applied = state::apply(&mut tx, &changes).await;
+        let state_s = state_started.elapsed().as_secs_f64();
+        let written = writer.await.map_err(|error| {
+            Error::Segments(format!("the segment writer stopped: {error}"))
         })?;
         let segments_s = started.elapsed().as_secs_f64() - dedup_s;
+        let written = match (written, applied) {
+            (Ok(written), Ok(())) => written,
+            (Ok(written), Err(error)) => {
+                segments::remove(&events_dir, &written);
+                return Err(error);
+            }
+            (Err(error), _) => return Err(error),
+        };
         crash_point_after_segments();
         let result = async {
-            for segment in &written {
-                sqlx::query(
-                    "INSERT INTO segments (path, day, rows, min_ts, max_ts, batch, created_ms)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                )
-                .bind(&segment.relative_path)
-                .bind(&segment.day)
-                .bind(segment.rows as i64)
-                .bind(segment.min_ts)
-                .bind(segment.max_ts)
-                .bind(&batch_name)
-                .bind(chrono::Utc::now().timestamp_millis())
-                .execute(&mut *tx)
-                .await?;
-            }
-            state::apply(&mut tx, &StateChanges::from_events(&events)).await?;
+            let now = chrono::Utc::now().timestamp_millis();
+            let manifest: Vec<_> = written
+                .iter()
+                .map(|segment| {
+                    (
+                        &segment.relative_path,
+                        &segment.day,
+                        segment.rows,
+                        segment.min_ts,
+                        segment.max_ts,
+                    )
+                })
+                .collect();
+            sqlx::query(
+                "INSERT INTO segments (path, day, rows, min_ts, max_ts, batch, created_ms)
+                 SELECT value->>0, value->>1, value->>2, value->>3, value->>4, $2, $3
+                 FROM json_each($1)",
+            )
+            .bind(serde_json::to_string(&manifest).expect("plain values serialise"))
+            .bind(&batch_name)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
             if let Some(file) = &batch.file {
                 sqlx::query(
                     "INSERT INTO ingested_files (content_hash, path, records_done, complete, accepted, updated_ms)
@@ -197,7 +237,7 @@ impl Store {
                 .bind(file.path)
                 .bind(file.records_done as i64)
                 .bind(events.len() as i64)
-                .bind(chrono::Utc::now().timestamp_millis())
+                .bind(now)
                 .execute(&mut *tx)
                 .await?;
             }
@@ -207,6 +247,7 @@ impl Store {
         tracing::debug!(
             dedup_s,
             segments_s,
+            state_s,
             total_s = started.elapsed().as_secs_f64(),
             "batch commit"
         );
@@ -218,11 +259,107 @@ impl Store {
                 return Err(error);
             }
         }
+        let mut new_ids = new_ids;
+        let mut seen = self.seen.lock().expect("no panic holds the lock");
+        for segment in &written {
+            let hashes = new_ids.remove(&segment.day).unwrap_or_default();
+            seen.add_segment(&segment.day, &segment.relative_path, hashes);
+        }
+        drop(seen);
         Ok(Committed {
             stored: events.len() as u64,
             duplicates,
             segments: written.len() as u64,
         })
+    }
+
+    /// Removes events whose `event_id` the store holds on the event's UTC day, or that an
+    /// earlier event of the batch repeats. Returns the kept events and the id hashes they add
+    /// per day. Runs inside the batch's write transaction, so the manifest cannot change
+    /// underneath; segments committed by other processes are read when first listed.
+    async fn drop_seen_ids(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+        events: EventBatch,
+    ) -> Result<(EventBatch, HashMap<String, Vec<u64>>)> {
+        // Per day: (hash, position in the batch), in batch order.
+        let mut by_day: HashMap<i64, Vec<(u64, usize)>> = HashMap::new();
+        for (index, ts) in events.ts.iter().enumerate() {
+            if let Some(id) = events.event_id.get(index) {
+                by_day
+                    .entry(segments::day_of(*ts))
+                    .or_default()
+                    .push((seen::id_hash(id), index));
+            }
+        }
+        if by_day.is_empty() {
+            return Ok((events, HashMap::new()));
+        }
+        let names: HashMap<i64, String> = by_day
+            .keys()
+            .map(|&day| (day, segments::day_name(day)))
+            .collect();
+        let listed: Vec<(String, String)> = sqlx::query_as(
+            "SELECT day, path FROM segments WHERE day IN (SELECT value FROM json_each($1))",
+        )
+        .bind(serde_json::to_string(&names.values().collect::<Vec<_>>()).expect("strings"))
+        .fetch_all(&mut **tx)
+        .await?;
+        let mut listed_by_day: HashMap<String, Vec<String>> = HashMap::new();
+        for (day, path) in listed {
+            listed_by_day.entry(day).or_default().push(path);
+        }
+        let unread: Vec<(String, String)> = {
+            let seen = self.seen.lock().expect("no panic holds the lock");
+            listed_by_day
+                .iter()
+                .flat_map(|(day, paths)| {
+                    seen.unread(day, paths)
+                        .into_iter()
+                        .map(|path| (day.clone(), path.clone()))
+                })
+                .collect()
+        };
+        let events_dir = segments::events_dir(&self.data_dir);
+        let read: Vec<(String, String, Vec<u64>)> = tokio::task::block_in_place(|| {
+            use rayon::prelude::*;
+            unread
+                .into_par_iter()
+                .map(|(day, path)| {
+                    let hashes = segments::read_id_hashes(&events_dir.join(&path))?;
+                    Ok((day, path, hashes))
+                })
+                .collect::<Result<_>>()
+        })?;
+        let mut dropped = vec![false; events.len()];
+        let mut new_ids: HashMap<String, Vec<u64>> = HashMap::new();
+        {
+            let mut seen = self.seen.lock().expect("no panic holds the lock");
+            for (day, path, hashes) in read {
+                seen.add_segment(&day, &path, hashes);
+            }
+            for (day, entries) in by_day {
+                let hashes: Vec<u64> = entries.iter().map(|&(hash, _)| hash).collect();
+                let stored = seen.known(&names[&day], &hashes);
+                let mut fresh = seen::HashSet64::default();
+                fresh.reserve(entries.len());
+                for ((hash, index), stored) in entries.into_iter().zip(stored) {
+                    // Stored before, or repeating an earlier event of this batch.
+                    if stored || !fresh.insert(hash) {
+                        dropped[index] = true;
+                    }
+                }
+                new_ids.insert(names[&day].clone(), fresh.into_iter().collect());
+            }
+            seen.trim(&names.values().map(String::as_str).collect());
+        }
+        let kept = if dropped.contains(&true) {
+            let keep: Vec<bool> = dropped.iter().map(|dropped| !dropped).collect();
+            events.filtered(&keep)
+        } else {
+            events
+        };
+        Ok((kept, new_ids))
     }
 
     /// Paths of committed segments, optionally only those overlapping `[from_ms, to_ms)`.

@@ -10,8 +10,9 @@ use std::path::{Path, PathBuf};
 
 use chrono::DateTime;
 use polars::prelude::*;
+use rayon::prelude::*;
 
-use crate::event::Event;
+use crate::batch::EventBatch;
 use crate::{Error, Result};
 
 const STAGING: &str = "_staging";
@@ -33,6 +34,29 @@ pub(crate) struct Segment {
     staged: PathBuf,
 }
 
+/// The UTC day (days since 1970-01-01) of an epoch-millisecond instant.
+pub(crate) fn day_of(ts_ms: i64) -> i64 {
+    ts_ms.div_euclid(MS_PER_DAY)
+}
+
+/// A day as the manifest and the folder names write it: `YYYY-MM-DD`.
+pub(crate) fn day_name(day: i64) -> String {
+    DateTime::from_timestamp_millis(day * MS_PER_DAY)
+        .expect("validated timestamps are in range")
+        .format("%Y-%m-%d")
+        .to_string()
+}
+
+/// The hashes of the event ids a committed segment holds (see [`super::seen`]).
+pub(crate) fn read_id_hashes(path: &Path) -> Result<Vec<u64>> {
+    let file = File::open(path).map_err(|source| Error::io(path, source))?;
+    let frame = ParquetReader::new(file)
+        .with_columns(Some(vec!["event_id".into()]))
+        .finish()?;
+    let ids = frame.column("event_id")?.str()?;
+    Ok(ids.iter().flatten().map(super::seen::id_hash).collect())
+}
+
 /// A name unique to this batch, sortable by creation time.
 pub(crate) fn new_batch_name() -> String {
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -44,61 +68,59 @@ pub(crate) fn new_batch_name() -> String {
     )
 }
 
-/// Writes `events` as one Parquet file per UTC day under `_staging`, synced to disk.
+/// Writes `events` as one Parquet file per UTC day under `_staging`, synced to disk. The days
+/// are written in parallel.
 pub(crate) fn write_staged(
     events_dir: &Path,
     batch: &str,
-    events: &[Event],
+    events: &EventBatch,
 ) -> Result<Vec<Segment>> {
-    let mut by_day: BTreeMap<i64, Vec<&Event>> = BTreeMap::new();
-    for event in events {
-        by_day
-            .entry(event.ts_ms.div_euclid(MS_PER_DAY))
-            .or_default()
-            .push(event);
+    let mut by_day: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
+    for (row, ts) in events.ts.iter().enumerate() {
+        by_day.entry(day_of(*ts)).or_default().push(row);
     }
     let staging = events_dir.join(STAGING);
     std::fs::create_dir_all(&staging).map_err(|source| Error::io(&staging, source))?;
-    let mut segments = Vec::with_capacity(by_day.len());
-    for (day_index, day_events) in by_day {
-        let day = DateTime::from_timestamp_millis(day_index * MS_PER_DAY)
-            .expect("validated timestamps are in range")
-            .format("%Y-%m-%d")
-            .to_string();
-        let staged = staging.join(format!("{batch}-{day}.parquet"));
-        let mut frame = events_frame(&day_events)?;
-        let file = File::create(&staged).map_err(|source| Error::io(&staged, source))?;
-        ParquetWriter::new(&file)
-            .with_compression(ParquetCompression::Lz4Raw)
-            .finish(&mut frame)?;
-        file.sync_all()
-            .map_err(|source| Error::io(&staged, source))?;
-        segments.push(Segment {
-            relative_path: format!("day={day}/{batch}.parquet"),
-            day,
-            rows: day_events.len(),
-            min_ts: day_events.iter().map(|e| e.ts_ms).min().unwrap_or_default(),
-            max_ts: day_events.iter().map(|e| e.ts_ms).max().unwrap_or_default(),
-            staged,
-        });
-    }
-    Ok(segments)
+    by_day
+        .into_par_iter()
+        .map(|(day_index, rows)| {
+            let day = day_name(day_index);
+            let staged = staging.join(format!("{batch}-{day}.parquet"));
+            let mut frame = events_frame(events, &rows)?;
+            let file = File::create(&staged).map_err(|source| Error::io(&staged, source))?;
+            ParquetWriter::new(&file)
+                .with_compression(ParquetCompression::Lz4Raw)
+                .finish(&mut frame)?;
+            file.sync_all()
+                .map_err(|source| Error::io(&staged, source))?;
+            let ts = rows.iter().map(|&row| events.ts[row]);
+            Ok(Segment {
+                relative_path: format!("day={day}/{batch}.parquet"),
+                day,
+                rows: rows.len(),
+                min_ts: ts.clone().min().unwrap_or_default(),
+                max_ts: ts.max().unwrap_or_default(),
+                staged,
+            })
+        })
+        .collect()
 }
 
-fn events_frame(events: &[&Event]) -> Result<DataFrame> {
-    let user_id: Vec<&str> = events.iter().map(|e| e.user_id.as_str()).collect();
-    let event: Vec<&str> = events.iter().map(|e| e.event.as_str()).collect();
-    let ts: Vec<i64> = events.iter().map(|e| e.ts_ms).collect();
-    let props: Vec<Option<&str>> = events.iter().map(|e| e.props.as_deref()).collect();
-    let event_id: Vec<Option<&str>> = events.iter().map(|e| e.event_id.as_deref()).collect();
+/// The segment columns of `rows` of a batch.
+fn events_frame(events: &EventBatch, rows: &[usize]) -> Result<DataFrame> {
+    let text = |name: &str, column: &crate::batch::Texts| -> Column {
+        let values: StringChunked = rows.iter().map(|&row| column.get(row)).collect();
+        values.with_name(name.into()).into_column()
+    };
+    let ts: Vec<i64> = rows.iter().map(|&row| events.ts[row]).collect();
     Ok(DataFrame::new(
-        events.len(),
+        rows.len(),
         vec![
-            Column::new("user_id".into(), user_id),
-            Column::new("event".into(), event),
+            text("user_id", &events.user_id),
+            text("event", &events.event),
             Column::new("ts".into(), ts),
-            Column::new("props".into(), props),
-            Column::new("event_id".into(), event_id),
+            text("props", &events.props),
+            text("event_id", &events.event_id),
         ],
     )?)
 }

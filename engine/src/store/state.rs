@@ -1,91 +1,17 @@
-//! SQL state the engine keeps beside the events: stored event ids, user zones and attributes,
-//! and the subscription-credit ledger.
+//! SQL state the engine keeps beside the events: user zones and attributes, and the
+//! subscription-credit ledger.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde_json::{Map, Value};
-use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
+use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 
 use crate::Result;
-use crate::event::{self, Event};
+use crate::batch::EventBatch;
+use crate::event;
 
-/// Rows per multi-row statement (well under SQLite's 32,766 bound variables).
-const CHUNK: usize = 5_000;
-/// Event-id hashes per statement.
+/// Users per `json_each` list.
 const ID_CHUNK: usize = 100_000;
-
-/// Removes events whose `event_id` is already stored (or repeated earlier in the batch) and
-/// records the ids of the rest. Returns the kept events and how many were dropped.
-pub(super) async fn drop_stored_event_ids(
-    tx: &mut Transaction<'static, Sqlite>,
-    events: Vec<Event>,
-) -> Result<(Vec<Event>, u64)> {
-    let received = events.len() as u64;
-    let mut seen = HashSet::new();
-    let mut hashes = Vec::new();
-    let mut keep = Vec::with_capacity(events.len());
-    for event in events {
-        match &event.event_id {
-            None => keep.push((event, None)),
-            Some(id) => {
-                let hash = id_hash(id);
-                if seen.insert(hash) {
-                    hashes.push(hash);
-                    keep.push((event, Some(hash)));
-                }
-            }
-        }
-    }
-    // Sorted keys touch each B-tree page once per chunk instead of at random.
-    hashes.sort_unstable();
-    let mut stored = HashSet::new();
-    // One bound JSON array per statement: binding a million parameters one by one costs more
-    // than the inserts themselves. Usually no id is known yet, so each chunk is simply inserted
-    // (one index descent per id); when fewer rows went in than were offered, the chunk is
-    // rolled back to its savepoint, the known ids are looked up, and it is inserted again.
-    const INSERT: &str = "INSERT INTO event_ids (hash) SELECT value FROM json_each($1) WHERE true
-         ON CONFLICT (hash) DO NOTHING";
-    for chunk in hashes.chunks(ID_CHUNK) {
-        let list = serde_json::to_string(chunk).expect("integers serialise");
-        sqlx::query("SAVEPOINT event_ids_chunk")
-            .execute(&mut **tx)
-            .await?;
-        let inserted = sqlx::query(INSERT)
-            .bind(&list)
-            .execute(&mut **tx)
-            .await?
-            .rows_affected();
-        if inserted != chunk.len() as u64 {
-            sqlx::query("ROLLBACK TO event_ids_chunk")
-                .execute(&mut **tx)
-                .await?;
-            let known = sqlx::query(
-                "SELECT hash FROM event_ids WHERE hash IN (SELECT value FROM json_each($1))",
-            )
-            .bind(&list)
-            .fetch_all(&mut **tx)
-            .await?;
-            stored.extend(known.into_iter().map(|row| row.get::<i64, _>(0)));
-            sqlx::query(INSERT).bind(&list).execute(&mut **tx).await?;
-        }
-        sqlx::query("RELEASE event_ids_chunk")
-            .execute(&mut **tx)
-            .await?;
-    }
-    let kept: Vec<Event> = keep
-        .into_iter()
-        .filter(|(_, hash)| hash.is_none_or(|hash| !stored.contains(&hash)))
-        .map(|(event, _)| event)
-        .collect();
-    let dropped = received - kept.len() as u64;
-    Ok((kept, dropped))
-}
-
-/// A 64-bit hash of an event id: the stored key. At 10^9 ids the chance of any collision is
-/// about 3%; a collision would drop one event as a duplicate.
-fn id_hash(id: &str) -> i64 {
-    xxhash_rust::xxh3::xxh3_64(id.as_bytes()) as i64
-}
 
 /// The SQL-side effects of a batch of events, collapsed per user and (user, template).
 #[derive(Debug, Default, PartialEq)]
@@ -99,12 +25,12 @@ pub struct StateChanges {
 }
 
 impl StateChanges {
-    pub fn from_events(events: &[Event]) -> StateChanges {
+    pub fn from_events(events: &EventBatch) -> StateChanges {
         let mut changes = StateChanges::default();
-        let mut reserved: Vec<&Event> = Vec::new();
-        for event in events {
-            if let Some(tz) = &event.tz {
-                changes.note_zone(&event.user_id, event.ts_ms, tz);
+        let mut reserved = Vec::new();
+        for event in events.iter() {
+            if let Some(tz) = event.tz {
+                changes.note_zone(event.user_id, event.ts_ms, tz);
             }
             if event.event == event::PROFILE || event.event == event::SUBSCRIPTION {
                 reserved.push(event);
@@ -114,7 +40,6 @@ impl StateChanges {
         for event in reserved {
             let Some(Value::Object(props)) = event
                 .props
-                .as_deref()
                 .and_then(|p| serde_json::from_str(p).ok())
             else {
                 continue;
@@ -125,7 +50,7 @@ impl StateChanges {
                 }
                 changes
                     .attrs
-                    .entry(event.user_id.clone())
+                    .entry(event.user_id.to_string())
                     .or_default()
                     .extend(props);
             } else {
@@ -137,7 +62,7 @@ impl StateChanges {
                         .to_string()
                 };
                 changes.subscriptions.push((
-                    event.user_id.clone(),
+                    event.user_id.to_string(),
                     text("template_id"),
                     text("status"),
                     event.ts_ms,
@@ -164,59 +89,79 @@ pub(super) async fn apply(
     changes: &StateChanges,
 ) -> Result<()> {
     let now = chrono::Utc::now().timestamp_millis();
-    let zones: Vec<_> = changes.zones.iter().collect();
-    for chunk in zones.chunks(CHUNK) {
-        let mut query =
-            QueryBuilder::<Sqlite>::new("INSERT INTO users (user_id, tz, tz_ts, updated_ms) ");
-        query.push_values(chunk, |mut row, (user, (ts, tz))| {
-            row.push_bind(user.as_str())
-                .push_bind(tz.as_str())
-                .push_bind(*ts)
-                .push_bind(now);
-        });
-        query.push(
-            " ON CONFLICT (user_id) DO UPDATE SET tz = excluded.tz, tz_ts = excluded.tz_ts, updated_ms = excluded.updated_ms
-              WHERE users.tz_ts IS NULL OR excluded.tz_ts >= users.tz_ts",
-        );
-        query.build().execute(&mut **tx).await?;
+    if !changes.zones.is_empty() {
+        let rows: Vec<(&str, &str, i64)> = changes
+            .zones
+            .iter()
+            .map(|(user, (ts, tz))| (user.as_str(), tz.as_str(), *ts))
+            .collect();
+        sqlx::query(
+            "INSERT INTO users (user_id, tz, tz_ts, updated_ms)
+             SELECT value->>0, value->>1, value->>2, $2 FROM json_each($1) WHERE true
+             ON CONFLICT (user_id) DO UPDATE SET tz = excluded.tz, tz_ts = excluded.tz_ts, updated_ms = excluded.updated_ms
+             WHERE users.tz_ts IS NULL OR excluded.tz_ts >= users.tz_ts",
+        )
+        .bind(json_list(&rows))
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
     }
-    let users: Vec<&String> = changes.attrs.keys().collect();
-    for chunk in users.chunks(CHUNK) {
-        let mut existing = stored_attrs(tx, chunk).await?;
-        let mut query =
-            QueryBuilder::<Sqlite>::new("INSERT INTO users (user_id, attrs, updated_ms) ");
-        query.push_values(chunk, |mut row, user| {
-            let mut merged = existing.remove(user.as_str()).unwrap_or_default();
-            merged.extend(changes.attrs[*user].clone());
-            row.push_bind(user.as_str())
-                .push_bind(Value::Object(merged).to_string())
-                .push_bind(now);
-        });
-        query.push(" ON CONFLICT (user_id) DO UPDATE SET attrs = excluded.attrs, updated_ms = excluded.updated_ms");
-        query.build().execute(&mut **tx).await?;
+    if !changes.attrs.is_empty() {
+        let users: Vec<&str> = changes.attrs.keys().map(String::as_str).collect();
+        let mut stored = stored_attrs(tx, &users).await?;
+        let rows: Vec<(&str, String)> = changes
+            .attrs
+            .iter()
+            .map(|(user, attrs)| {
+                let merged = match stored.remove(user.as_str()) {
+                    None => serde_json::to_string(attrs),
+                    Some(mut merged) => {
+                        merged.extend(attrs.iter().map(|(k, v)| (k.clone(), v.clone())));
+                        serde_json::to_string(&merged)
+                    }
+                };
+                (user.as_str(), merged.expect("JSON values serialise"))
+            })
+            .collect();
+        sqlx::query(
+            "INSERT INTO users (user_id, attrs, updated_ms)
+             SELECT value->>0, value->>1, $2 FROM json_each($1) WHERE true
+             ON CONFLICT (user_id) DO UPDATE SET attrs = excluded.attrs, updated_ms = excluded.updated_ms",
+        )
+        .bind(json_list(&rows))
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
     }
     apply_subscriptions(tx, &changes.subscriptions).await
 }
 
-/// The stored attributes of `users` (those that have a row).
+/// Rows as one JSON array, bound as a single parameter and unpacked by `json_each`: binding
+/// each value on its own costs more than the statement.
+fn json_list<T: serde::Serialize>(rows: &[T]) -> String {
+    serde_json::to_string(rows).expect("plain values serialise")
+}
+
+/// The stored attributes of `users` (those that have any).
 async fn stored_attrs(
     tx: &mut Transaction<'static, Sqlite>,
-    users: &[&String],
+    users: &[&str],
 ) -> Result<HashMap<String, Map<String, Value>>> {
-    let mut query =
-        QueryBuilder::<Sqlite>::new("SELECT user_id, attrs FROM users WHERE user_id IN (");
-    let mut list = query.separated(", ");
-    for user in users {
-        list.push_bind(user.as_str());
-    }
-    query.push(")");
-    let rows = query.build().fetch_all(&mut **tx).await?;
+    let text: Option<String> = sqlx::query_scalar(
+        "SELECT json_group_array(json_array(user_id, attrs)) FROM users
+         WHERE user_id IN (SELECT value FROM json_each($1)) AND attrs != '{}'",
+    )
+    .bind(json_list(users))
+    .fetch_one(&mut **tx)
+    .await?;
+    let rows: Vec<(String, String)> = match text {
+        None => Vec::new(),
+        Some(text) => serde_json::from_str(&text)
+            .map_err(|error| crate::Error::Database(format!("reading users' attributes: {error}")))?,
+    };
     Ok(rows
         .into_iter()
-        .map(|row| {
-            let attrs: String = row.get(1);
-            (row.get(0), serde_json::from_str(&attrs).unwrap_or_default())
-        })
+        .map(|(user, attrs)| (user, serde_json::from_str(&attrs).unwrap_or_default()))
         .collect())
 }
 
@@ -226,26 +171,31 @@ async fn apply_subscriptions(
     tx: &mut Transaction<'static, Sqlite>,
     subscriptions: &[(String, String, String, i64)],
 ) -> Result<()> {
-    let users: Vec<&String> = subscriptions
+    if subscriptions.is_empty() {
+        return Ok(());
+    }
+    let users: Vec<&str> = subscriptions
         .iter()
-        .map(|(user, ..)| user)
+        .map(|(user, ..)| user.as_str())
         .collect::<HashSet<_>>()
         .into_iter()
         .collect();
-    let mut balances: HashMap<(String, String), (i64, i64)> = HashMap::new();
-    for chunk in users.chunks(CHUNK) {
-        let mut query = QueryBuilder::<Sqlite>::new(
-            "SELECT user_id, template_id, balance, updated_ts FROM credits WHERE user_id IN (",
-        );
-        let mut list = query.separated(", ");
-        for user in chunk {
-            list.push_bind(user.as_str());
-        }
-        query.push(")");
-        for row in query.build().fetch_all(&mut **tx).await? {
-            balances.insert((row.get(0), row.get(1)), (row.get(2), row.get(3)));
-        }
-    }
+    let text: Option<String> = sqlx::query_scalar(
+        "SELECT json_group_array(json_array(user_id, template_id, balance, updated_ts)) FROM credits
+         WHERE user_id IN (SELECT value FROM json_each($1))",
+    )
+    .bind(json_list(&users))
+    .fetch_one(&mut **tx)
+    .await?;
+    let stored: Vec<(String, String, i64, i64)> = match text {
+        None => Vec::new(),
+        Some(text) => serde_json::from_str(&text)
+            .map_err(|error| crate::Error::Database(format!("reading credits: {error}")))?,
+    };
+    let mut balances: HashMap<(String, String), (i64, i64)> = stored
+        .into_iter()
+        .map(|(user, template, balance, updated)| ((user, template), (balance, updated)))
+        .collect();
     let mut ledger = Vec::new();
     for (user, template, status, ts) in subscriptions {
         let (balance, updated) = balances
@@ -270,40 +220,30 @@ async fn apply_subscriptions(
         *balance = after;
         *updated = *ts;
     }
-    for chunk in ledger.chunks(CHUNK / 2) {
-        let mut query = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO credit_ledger (user_id, template_id, change, delta, balance_after, ts, source) ",
-        );
-        query.push_values(
-            chunk,
-            |mut row, (user, template, change, delta, after, ts, source)| {
-                row.push_bind(user.as_str())
-                    .push_bind(template.as_str())
-                    .push_bind(*change)
-                    .push_bind(*delta)
-                    .push_bind(*after)
-                    .push_bind(*ts)
-                    .push_bind(source.as_str());
-            },
-        );
-        query.build().execute(&mut **tx).await?;
+    if !ledger.is_empty() {
+        sqlx::query(
+            "INSERT INTO credit_ledger (user_id, template_id, change, delta, balance_after, ts, source)
+             SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6
+             FROM json_each($1)",
+        )
+        .bind(json_list(&ledger))
+        .execute(&mut **tx)
+        .await?;
     }
-    let touched: Vec<_> = balances.iter().collect();
-    for chunk in touched.chunks(CHUNK / 2) {
-        let mut query = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO credits (user_id, template_id, balance, updated_ts) ",
-        );
-        query.push_values(chunk, |mut row, ((user, template), (balance, updated))| {
-            row.push_bind(user.as_str())
-                .push_bind(template.as_str())
-                .push_bind(*balance)
-                .push_bind(*updated);
-        });
-        query.push(
-            " ON CONFLICT (user_id, template_id) DO UPDATE SET balance = excluded.balance, updated_ts = excluded.updated_ts",
-        );
-        query.build().execute(&mut **tx).await?;
-    }
+    let touched: Vec<(&str, &str, i64, i64)> = balances
+        .iter()
+        .map(|((user, template), (balance, updated))| {
+            (user.as_str(), template.as_str(), *balance, *updated)
+        })
+        .collect();
+    sqlx::query(
+        "INSERT INTO credits (user_id, template_id, balance, updated_ts)
+         SELECT value->>0, value->>1, value->>2, value->>3 FROM json_each($1) WHERE true
+         ON CONFLICT (user_id, template_id) DO UPDATE SET balance = excluded.balance, updated_ts = excluded.updated_ts",
+    )
+    .bind(json_list(&touched))
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 

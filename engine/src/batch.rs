@@ -1,0 +1,229 @@
+//! Accepted events of one batch, column by column: what ingest hands to the store.
+//!
+//! Each column is one buffer, so a batch of half a million events costs a handful of
+//! allocations instead of five per event, and the segment writer reads it column by column.
+
+use crate::event::Valid;
+
+/// A column of optional texts held in one buffer.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Texts {
+    data: String,
+    /// Where each value ends in `data`; a missing value ends where the one before it does.
+    ends: Vec<usize>,
+    /// Which values are present; empty while every value is.
+    present: Vec<bool>,
+}
+
+impl Texts {
+    pub fn push(&mut self, value: Option<&str>) {
+        match value {
+            Some(value) => {
+                self.data.push_str(value);
+                if !self.present.is_empty() {
+                    self.present.push(true);
+                }
+            }
+            None => {
+                if self.present.is_empty() {
+                    self.present = vec![true; self.ends.len()];
+                }
+                self.present.push(false);
+            }
+        }
+        self.ends.push(self.data.len());
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The value of `row`, if present.
+    pub fn get(&self, row: usize) -> Option<&str> {
+        if !self.present.is_empty() && !self.present[row] {
+            return None;
+        }
+        let start = if row == 0 { 0 } else { self.ends[row - 1] };
+        Some(&self.data[start..self.ends[row]])
+    }
+
+    /// The value of `row`, or "" when missing (for columns that are never missing).
+    fn text(&self, row: usize) -> &str {
+        self.get(row).unwrap_or_default()
+    }
+
+    /// Whether no value is missing.
+    pub fn all_present(&self) -> bool {
+        self.present.is_empty()
+    }
+
+    fn append(&mut self, other: &Texts) {
+        let base = self.data.len();
+        if !other.present.is_empty() && self.present.is_empty() {
+            self.present = vec![true; self.ends.len()];
+        }
+        if !self.present.is_empty() {
+            if other.present.is_empty() {
+                self.present.extend(std::iter::repeat_n(true, other.len()));
+            } else {
+                self.present.extend_from_slice(&other.present);
+            }
+        }
+        self.data.push_str(&other.data);
+        self.ends.extend(other.ends.iter().map(|end| base + end));
+    }
+
+    fn reserve(&mut self, rows: usize, bytes: usize) {
+        self.ends.reserve(rows);
+        self.data.reserve(bytes);
+    }
+}
+
+/// Validated events, column by column, in the order they were read.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct EventBatch {
+    pub user_id: Texts,
+    pub event: Texts,
+    /// Epoch milliseconds, UTC.
+    pub ts: Vec<i64>,
+    /// The `props` JSON objects as text.
+    pub props: Texts,
+    pub event_id: Texts,
+    /// Valid IANA zone names, where the record carried one.
+    pub tz: Texts,
+}
+
+/// One event of a batch, borrowed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EventRef<'a> {
+    pub user_id: &'a str,
+    pub event: &'a str,
+    pub ts_ms: i64,
+    pub props: Option<&'a str>,
+    pub event_id: Option<&'a str>,
+    pub tz: Option<&'a str>,
+}
+
+impl EventBatch {
+    pub fn with_capacity(rows: usize) -> EventBatch {
+        let mut batch = EventBatch::default();
+        batch.user_id.reserve(rows, rows * 10);
+        batch.event.reserve(rows, rows * 10);
+        batch.ts.reserve(rows);
+        batch.props.reserve(rows, rows * 48);
+        batch.event_id.reserve(rows, rows * 12);
+        batch.tz.reserve(rows, 0);
+        batch
+    }
+
+    pub fn len(&self) -> usize {
+        self.ts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ts.is_empty()
+    }
+
+    pub fn push(&mut self, event: &Valid<'_>) {
+        self.user_id.push(Some(&event.user_id));
+        self.event.push(Some(&event.event));
+        self.ts.push(event.ts_ms);
+        self.props.push(event.props.as_deref());
+        self.event_id.push(event.event_id.as_deref());
+        self.tz.push(event.tz.as_deref());
+    }
+
+    pub fn get(&self, row: usize) -> EventRef<'_> {
+        EventRef {
+            user_id: self.user_id.text(row),
+            event: self.event.text(row),
+            ts_ms: self.ts[row],
+            props: self.props.get(row),
+            event_id: self.event_id.get(row),
+            tz: self.tz.get(row),
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = EventRef<'_>> {
+        (0..self.len()).map(|row| self.get(row))
+    }
+
+    /// Appends `other`'s events after these.
+    pub fn append(&mut self, other: &EventBatch) {
+        self.user_id.append(&other.user_id);
+        self.event.append(&other.event);
+        self.ts.extend_from_slice(&other.ts);
+        self.props.append(&other.props);
+        self.event_id.append(&other.event_id);
+        self.tz.append(&other.tz);
+    }
+
+    /// The events whose `keep` flag is set, in order.
+    pub fn filtered(&self, keep: &[bool]) -> EventBatch {
+        let mut out = EventBatch::default();
+        for (row, _) in keep.iter().enumerate().filter(|(_, keep)| **keep) {
+            let event = self.get(row);
+            out.user_id.push(Some(event.user_id));
+            out.event.push(Some(event.event));
+            out.ts.push(event.ts_ms);
+            out.props.push(event.props);
+            out.event_id.push(event.event_id);
+            out.tz.push(event.tz);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::borrow::Cow;
+
+    fn valid(user: &str, ts_ms: i64, props: Option<&str>) -> Valid<'static> {
+        Valid {
+            user_id: Cow::Owned(user.to_string()),
+            event: Cow::Borrowed("page_view"),
+            ts_ms,
+            props: props.map(|p| Cow::Owned(p.to_string())),
+            event_id: None,
+            tz: None,
+        }
+    }
+
+    #[test]
+    fn values_read_back_as_pushed_with_missing_ones_missing() {
+        let mut batch = EventBatch::default();
+        batch.push(&valid("u1", 1, Some("{}")));
+        batch.push(&valid("", 2, None));
+        batch.push(&valid("u3", 3, Some(r#"{"a":1}"#)));
+        assert_eq!(batch.len(), 3);
+        assert_eq!(batch.get(0).props, Some("{}"));
+        assert_eq!(batch.get(1).user_id, "");
+        assert_eq!(batch.get(1).props, None);
+        assert_eq!(batch.get(2).props, Some(r#"{"a":1}"#));
+        assert_eq!(batch.get(2).event_id, None);
+        assert!(!batch.props.all_present());
+    }
+
+    #[test]
+    fn appending_and_filtering_keep_rows_whole() {
+        let mut first = EventBatch::default();
+        first.push(&valid("a", 1, None));
+        let mut second = EventBatch::default();
+        second.push(&valid("b", 2, Some("{}")));
+        second.push(&valid("c", 3, None));
+        first.append(&second);
+        let users: Vec<_> = first.iter().map(|e| (e.user_id, e.ts_ms, e.props)).collect();
+        assert_eq!(
+            users,
+            [("a", 1, None), ("b", 2, Some("{}")), ("c", 3, None)]
+        );
+        let kept = first.filtered(&[true, false, true]);
+        let users: Vec<_> = kept.iter().map(|e| (e.user_id, e.props)).collect();
+        assert_eq!(users, [("a", None), ("c", None)]);
+    }
+}

@@ -1,0 +1,163 @@
+//! Event ids already stored, per UTC day: what a batch's `event_id`s are checked against.
+//!
+//! An event id is unique within the UTC day of the event's timestamp (a replayed event carries
+//! the timestamp it had). The segments are the truth: the first time a batch touches a day, the
+//! ids of that day's committed segments are read (hashed, sorted) and kept for the rest of the
+//! process; segments another process committed since are read when the manifest shows them.
+//! This file does no IO: the store lists and reads segments, [`SeenIds`] only remembers.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// Hashes kept in memory across all days before the least recently used days are dropped
+/// (8 bytes each: 256 MiB). A dropped day is read again from its segments when next touched.
+const MAX_KEPT: usize = 32 << 20;
+
+/// A 64-bit hash of an event id. At 10^9 ids *per day* the chance of any collision is about 3%;
+/// a collision would drop one event as a duplicate.
+pub(crate) fn id_hash(id: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(id.as_bytes())
+}
+
+/// A set of id hashes.
+pub(crate) type HashSet64 = HashSet<u64, BuildHasherDefault<Spread>>;
+
+/// The id hashes of the days seen so far.
+#[derive(Debug, Default)]
+pub(crate) struct SeenIds {
+    days: HashMap<String, Day>,
+    kept: usize,
+    clock: u64,
+}
+
+#[derive(Debug, Default)]
+struct Day {
+    hashes: HashSet64,
+    /// Segments (relative paths) whose ids are in `hashes`.
+    segments: HashSet<String>,
+    used: u64,
+}
+
+impl SeenIds {
+    /// The segments of `day` (from the manifest) whose ids are not known yet.
+    pub fn unread<'a>(&self, day: &str, listed: &'a [String]) -> Vec<&'a String> {
+        match self.days.get(day) {
+            None => listed.iter().collect(),
+            Some(known) => listed
+                .iter()
+                .filter(|path| !known.segments.contains(*path))
+                .collect(),
+        }
+    }
+
+    /// Adds the ids of a committed segment of `day` (nothing if it was added before).
+    pub fn add_segment(&mut self, day: &str, segment: &str, hashes: Vec<u64>) {
+        let entry = self.days.entry(day.to_string()).or_default();
+        if !entry.segments.insert(segment.to_string()) {
+            return;
+        }
+        let before = entry.hashes.len();
+        entry.hashes.extend(hashes);
+        self.kept += entry.hashes.len() - before;
+    }
+
+    /// Marks which of `hashes` `day` holds already.
+    pub fn known(&mut self, day: &str, hashes: &[u64]) -> Vec<bool> {
+        self.clock += 1;
+        let Some(entry) = self.days.get_mut(day) else {
+            return vec![false; hashes.len()];
+        };
+        entry.used = self.clock;
+        hashes
+            .iter()
+            .map(|hash| entry.hashes.contains(hash))
+            .collect()
+    }
+
+    /// Drops the least recently used days, other than those in `keep`, while more than
+    /// [`MAX_KEPT`] hashes are held.
+    pub fn trim(&mut self, keep: &HashSet<&str>) {
+        self.trim_to(MAX_KEPT, keep);
+    }
+
+    fn trim_to(&mut self, limit: usize, keep: &HashSet<&str>) {
+        while self.kept > limit {
+            let Some(oldest) = self
+                .days
+                .iter()
+                .filter(|(day, _)| !keep.contains(day.as_str()))
+                .min_by_key(|(_, entry)| entry.used)
+                .map(|(day, _)| day.clone())
+            else {
+                return;
+            };
+            let dropped = self.days.remove(&oldest).expect("the day was just found");
+            self.kept -= dropped.hashes.len();
+        }
+    }
+}
+
+/// The keys are xxh3 hashes already, uniform in every bit: a hasher that passes them through.
+#[derive(Debug, Default)]
+pub(crate) struct Spread(u64);
+
+impl Hasher for Spread {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*byte);
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = value;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_of_added_segments_are_known_on_their_day_only() {
+        let mut seen = SeenIds::default();
+        seen.add_segment("2026-11-01", "day=2026-11-01/a.parquet", vec![9, 3, 5, 3]);
+        assert_eq!(
+            seen.known("2026-11-01", &[1, 3, 4, 5, 9, 10]),
+            [false, true, false, true, true, false]
+        );
+        assert_eq!(seen.known("2026-11-02", &[3, 5]), [false, false]);
+    }
+
+    #[test]
+    fn a_segment_is_read_once() {
+        let mut seen = SeenIds::default();
+        let listed = vec!["a".to_string(), "b".to_string()];
+        assert_eq!(seen.unread("d", &listed).len(), 2);
+        seen.add_segment("d", "a", vec![1, 2]);
+        assert_eq!(seen.unread("d", &listed), [&listed[1]]);
+        seen.add_segment("d", "a", vec![7]);
+        assert_eq!(seen.known("d", &[7]), [false], "a second add of a is ignored");
+        assert_eq!(seen.kept, 2);
+    }
+
+    #[test]
+    fn the_least_recently_used_days_are_dropped_first_and_kept_days_stay() {
+        let mut seen = SeenIds::default();
+        for (day, hashes) in [("d1", vec![1, 2]), ("d2", vec![3, 4]), ("d3", vec![5, 6])] {
+            seen.add_segment(day, &format!("{day}/s"), hashes);
+        }
+        seen.known("d1", &[1]);
+        seen.known("d3", &[5]);
+        seen.known("d2", &[3]);
+        seen.trim_to(4, &HashSet::from(["d1"]));
+        assert!(seen.days.contains_key("d1"), "kept for the current batch");
+        assert!(seen.days.contains_key("d2"), "used last");
+        assert!(!seen.days.contains_key("d3"));
+        assert_eq!(seen.kept, 4);
+        assert_eq!(seen.unread("d3", &["d3/s".to_string()]).len(), 1);
+    }
+}
