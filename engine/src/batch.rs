@@ -11,8 +11,8 @@ pub struct Texts {
     data: String,
     /// Where each value ends in `data`; a missing value ends where the one before it does.
     ends: Vec<usize>,
-    /// Which values are present; empty while every value is.
-    present: Vec<bool>,
+    /// Which values are present; `None` while every value is.
+    present: Option<Vec<bool>>,
 }
 
 impl Texts {
@@ -20,16 +20,11 @@ impl Texts {
         match value {
             Some(value) => {
                 self.data.push_str(value);
-                if !self.present.is_empty() {
-                    self.present.push(true);
+                if let Some(present) = &mut self.present {
+                    present.push(true);
                 }
             }
-            None => {
-                if self.present.is_empty() {
-                    self.present = vec![true; self.ends.len()];
-                }
-                self.present.push(false);
-            }
+            None => self.mark_present().push(false),
         }
         self.ends.push(self.data.len());
     }
@@ -42,9 +37,15 @@ impl Texts {
         self.ends.is_empty()
     }
 
+    /// The presence flags, made explicit for the rows so far.
+    fn mark_present(&mut self) -> &mut Vec<bool> {
+        let rows = self.ends.len();
+        self.present.get_or_insert_with(|| vec![true; rows])
+    }
+
     /// The value of `row`, if present.
     pub fn get(&self, row: usize) -> Option<&str> {
-        if !self.present.is_empty() && !self.present[row] {
+        if self.present.as_ref().is_some_and(|present| !present[row]) {
             return None;
         }
         let start = if row == 0 { 0 } else { self.ends[row - 1] };
@@ -58,19 +59,17 @@ impl Texts {
 
     /// Whether no value is missing.
     pub fn all_present(&self) -> bool {
-        self.present.is_empty()
+        self.present.is_none()
     }
 
     fn append(&mut self, other: &Texts) {
         let base = self.data.len();
-        if !other.present.is_empty() && self.present.is_empty() {
-            self.present = vec![true; self.ends.len()];
-        }
-        if !self.present.is_empty() {
-            if other.present.is_empty() {
-                self.present.extend(std::iter::repeat_n(true, other.len()));
-            } else {
-                self.present.extend_from_slice(&other.present);
+        match &other.present {
+            Some(theirs) => self.mark_present().extend_from_slice(theirs),
+            None => {
+                if let Some(present) = &mut self.present {
+                    present.extend(std::iter::repeat_n(true, other.len()));
+                }
             }
         }
         self.data.push_str(&other.data);
@@ -207,6 +206,18 @@ mod tests {
         assert_eq!(batch.get(2).props, Some(r#"{"a":1}"#));
         assert_eq!(batch.get(2).event_id, None);
         assert!(!batch.props.all_present());
+    }
+
+    #[test]
+    fn a_column_missing_everywhere_stays_missing_after_appends() {
+        let mut part = EventBatch::default();
+        part.push(&valid("a", 1, None));
+        part.push(&valid("b", 2, None));
+        let mut whole = EventBatch::default();
+        whole.append(&part);
+        whole.append(&part);
+        assert_eq!(whole.len(), 4);
+        assert!(whole.iter().all(|event| event.props.is_none() && event.event_id.is_none()));
     }
 
     #[test]
