@@ -217,7 +217,11 @@ mod tests {
         whole.append(&part);
         whole.append(&part);
         assert_eq!(whole.len(), 4);
-        assert!(whole.iter().all(|event| event.props.is_none() && event.event_id.is_none()));
+        assert!(
+            whole
+                .iter()
+                .all(|event| event.props.is_none() && event.event_id.is_none())
+        );
     }
 
     #[test]
@@ -228,7 +232,10 @@ mod tests {
         second.push(&valid("b", 2, Some("{}")));
         second.push(&valid("c", 3, None));
         first.append(&second);
-        let users: Vec<_> = first.iter().map(|e| (e.user_id, e.ts_ms, e.props)).collect();
+        let users: Vec<_> = first
+            .iter()
+            .map(|e| (e.user_id, e.ts_ms, e.props))
+            .collect();
         assert_eq!(
             users,
             [("a", 1, None), ("b", 2, Some("{}")), ("c", 3, None)]

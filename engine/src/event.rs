@@ -392,8 +392,16 @@ mod tests {
     #[test]
     fn control_characters_are_found_as_char_is_control_finds_them() {
         let samples = [
-            "plain", "tab\there", "del\u{7f}", "c1\u{85}x", "c1\u{9f}", "\u{a0}nbsp", "é上海",
-            "\u{80}", "ok\u{c2}\u{a9}", "\u{2028}",
+            "plain",
+            "tab\there",
+            "del\u{7f}",
+            "c1\u{85}x",
+            "c1\u{9f}",
+            "\u{a0}nbsp",
+            "é上海",
+            "\u{80}",
+            "ok\u{c2}\u{a9}",
+            "\u{2028}",
         ];
         for sample in samples {
             assert_eq!(

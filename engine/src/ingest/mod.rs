@@ -312,11 +312,10 @@ async fn ingest_one(
         progress.set_message(format!("{display}: {} events stored", file_report.accepted));
         progress.tick();
     }
-    tokio::task::block_in_place(|| reader.join())
-        .map_err(|_| Error::Input {
-            path: path.to_path_buf(),
-            message: "the reader thread panicked".into(),
-        })?;
+    tokio::task::block_in_place(|| reader.join()).map_err(|_| Error::Input {
+        path: path.to_path_buf(),
+        message: "the reader thread panicked".into(),
+    })?;
     if let Some(hash) = &content_hash {
         store.complete_file(hash, &display, records_done).await?;
     }

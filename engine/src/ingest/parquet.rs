@@ -5,10 +5,10 @@ use std::borrow::Cow;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use polars::prelude::*;
 use super::{Outcome, Parsed, Reject, Source};
 use crate::event::{self, Draft, TsInput};
 use crate::{Error, Result};
+use polars::prelude::*;
 
 pub(crate) struct ParquetSource {
     path: PathBuf,

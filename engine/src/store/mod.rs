@@ -20,8 +20,8 @@ use sqlx::{Row, SqlitePool};
 
 pub use state::{CreditSummary, StateChanges, StateQuery, UserState};
 
-use crate::config::Config;
 use crate::batch::EventBatch;
+use crate::config::Config;
 use crate::{Error, Result};
 
 /// Environment variable naming a point where the process aborts, so tests can crash it there.
@@ -188,9 +188,9 @@ impl Store {
         let changes = tokio::task::block_in_place(|| StateChanges::from_events(&events));
         let applied = state::apply(&mut tx, &changes).await;
         let state_s = state_started.elapsed().as_secs_f64();
-        let written = writer.await.map_err(|error| {
-            Error::Segments(format!("the segment writer stopped: {error}"))
-        })?;
+        let written = writer
+            .await
+            .map_err(|error| Error::Segments(format!("the segment writer stopped: {error}")))?;
         let segments_s = started.elapsed().as_secs_f64() - dedup_s;
         let written = match (written, applied) {
             (Ok(written), Ok(())) => written,

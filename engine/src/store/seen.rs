@@ -140,7 +140,11 @@ mod tests {
         seen.add_segment("d", "a", vec![1, 2]);
         assert_eq!(seen.unread("d", &listed), [&listed[1]]);
         seen.add_segment("d", "a", vec![7]);
-        assert_eq!(seen.known("d", &[7]), [false], "a second add of a is ignored");
+        assert_eq!(
+            seen.known("d", &[7]),
+            [false],
+            "a second add of a is ignored"
+        );
         assert_eq!(seen.kept, 2);
     }
 

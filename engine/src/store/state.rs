@@ -38,9 +38,7 @@ impl StateChanges {
         }
         reserved.sort_by_key(|event| event.ts_ms);
         for event in reserved {
-            let Some(Value::Object(props)) = event
-                .props
-                .and_then(|p| serde_json::from_str(p).ok())
+            let Some(Value::Object(props)) = event.props.and_then(|p| serde_json::from_str(p).ok())
             else {
                 continue;
             };
@@ -156,8 +154,9 @@ async fn stored_attrs(
     .await?;
     let rows: Vec<(String, String)> = match text {
         None => Vec::new(),
-        Some(text) => serde_json::from_str(&text)
-            .map_err(|error| crate::Error::Database(format!("reading users' attributes: {error}")))?,
+        Some(text) => serde_json::from_str(&text).map_err(|error| {
+            crate::Error::Database(format!("reading users' attributes: {error}"))
+        })?,
     };
     Ok(rows
         .into_iter()

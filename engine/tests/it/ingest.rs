@@ -171,6 +171,58 @@ async fn reingesting_a_file_is_a_no_op_and_known_event_ids_are_skipped() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_ids_are_checked_against_the_stored_segments_of_their_day() {
+    let test = TestStore::new().await;
+    let event = |id: &str, ts: i64| {
+        format!(r#"{{"user_id":"u1","event":"a","ts":{ts},"event_id":"{id}"}}"#)
+    };
+    let first = [event("e1", NOV_1), event("e2", NOV_1 + HOUR)].join("\n");
+    test.ingest(&[&test.file("first.ndjson", first)]).await;
+
+    // Another handle on the same store (as another process would be) commits a day the first
+    // handle has already read: the first must see it through the manifest.
+    let config = Config {
+        data_dir: test.dir.path().join("data"),
+        ..Config::default()
+    };
+    let other = Store::open(&config).await.unwrap();
+    let options = test.options();
+    let third = test.file("third.ndjson", event("e3", NOV_1 + 2 * HOUR));
+    let report = ingest::ingest(&other, &[third], &options).await.unwrap();
+    assert_eq!(report.accepted, 1);
+
+    // A fresh handle knows nothing in memory: ids come from the segments on disk.
+    let reopened = Store::open(&config).await.unwrap();
+    let replay = [
+        event("e1", NOV_1),
+        event("e3", NOV_1 + 2 * HOUR),
+        event("e4", NOV_1 + 3 * HOUR),
+        // The same id on another UTC day is another event: ids are unique per day.
+        event("e2", NOV_1 + 30 * HOUR),
+    ]
+    .join("\n");
+    let report = ingest::ingest(
+        &reopened,
+        &[test.file("replay.ndjson", replay.clone())],
+        &options,
+    )
+    .await
+    .unwrap();
+    assert_eq!((report.accepted, report.duplicates), (2, 2));
+
+    let replay_again = format!("{replay}\n{}", event("e3", NOV_1 + 2 * HOUR));
+    let report = test
+        .ingest(&[&test.file("replay-again.ndjson", replay_again)])
+        .await;
+    assert_eq!(
+        (report.accepted, report.duplicates),
+        (0, 5),
+        "the first handle sees what the others committed"
+    );
+    assert_eq!(stats::collect(&test.store).await.unwrap().events, 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscriptions_keep_the_credit_ledger_and_profiles_set_attributes() {
     let test = TestStore::new().await;
     let sub = |status: &str, hour: i64| {
