@@ -18,7 +18,7 @@ use rayon::prelude::*;
 
 use crate::batch::EventBatch;
 use crate::event::{Invalid, Valid, Warning};
-use crate::store::{Batch, FileMark, Store};
+use crate::store::{Batch, FileMark, StateChanges, Store};
 use crate::{Error, Result};
 
 pub use rejects::RejectsFile;
@@ -44,6 +44,8 @@ pub(crate) struct Parsed {
     pub warnings: Vec<Warning>,
     /// Records consumed (lines or rows, blank lines included), for resuming.
     pub records: u64,
+    /// What the events change in SQL state, worked out on the reader's thread.
+    pub changes: Option<StateChanges>,
 }
 
 /// What became of one record.
@@ -251,7 +253,12 @@ async fn ingest_one(
         .name("nudge-ingest-reader".into())
         .spawn(move || {
             loop {
-                let next = source.read_batch(batch_size).transpose();
+                let next = source.read_batch(batch_size).transpose().map(|read| {
+                    read.map(|mut parsed| {
+                        parsed.changes = Some(StateChanges::from_events(&parsed.events));
+                        parsed
+                    })
+                });
                 let last = !matches!(next, Some(Ok(_)));
                 if let Some(next) = next
                     && sender.blocking_send(next).is_err()
@@ -297,6 +304,7 @@ async fn ingest_one(
         let committed = store
             .commit_batch(Batch {
                 events: parsed.events,
+                changes: parsed.changes,
                 file: content_hash.as_deref().map(|hash| FileMark {
                     content_hash: hash,
                     path: &display,

@@ -69,6 +69,9 @@ pub struct FileProgress {
 /// One batch to commit atomically: its events, and the progress of the file it came from.
 pub struct Batch<'a> {
     pub events: EventBatch,
+    /// The state changes of `events`, if the caller worked them out already (off the commit
+    /// path); used when no event of the batch turns out to be a duplicate.
+    pub changes: Option<StateChanges>,
     pub file: Option<FileMark<'a>>,
 }
 
@@ -185,7 +188,10 @@ impl Store {
             })
         };
         let state_started = std::time::Instant::now();
-        let changes = tokio::task::block_in_place(|| StateChanges::from_events(&events));
+        let changes = match batch.changes {
+            Some(changes) if duplicates == 0 => changes,
+            _ => tokio::task::block_in_place(|| StateChanges::from_events(&events)),
+        };
         let applied = state::apply(&mut tx, &changes).await;
         let state_s = state_started.elapsed().as_secs_f64();
         let written = writer

@@ -27,13 +27,27 @@ pub struct StateChanges {
 impl StateChanges {
     pub fn from_events(events: &EventBatch) -> StateChanges {
         let mut changes = StateChanges::default();
-        let mut reserved = Vec::new();
-        for event in events.iter() {
-            if let Some(tz) = event.tz {
-                changes.note_zone(event.user_id, event.ts_ms, tz);
+        // Zones are gathered by borrowed id (most batches name many users) and sorted once.
+        let mut zones: HashMap<&str, (i64, String)> = HashMap::new();
+        fn note_zone<'a>(
+            zones: &mut HashMap<&'a str, (i64, String)>,
+            user: &'a str,
+            ts: i64,
+            tz: &str,
+        ) {
+            if zones.get(user).is_none_or(|seen| ts >= seen.0) {
+                zones.insert(user, (ts, tz.to_string()));
             }
-            if event.event == event::PROFILE || event.event == event::SUBSCRIPTION {
-                reserved.push(event);
+        }
+        let mut reserved = Vec::new();
+        for row in 0..events.len() {
+            if let Some(tz) = events.tz.get(row) {
+                let user = events.user_id.get(row).unwrap_or_default();
+                note_zone(&mut zones, user, events.ts[row], tz);
+            }
+            let name = events.event.get(row).unwrap_or_default();
+            if name == event::PROFILE || name == event::SUBSCRIPTION {
+                reserved.push(events.get(row));
             }
         }
         reserved.sort_by_key(|event| event.ts_ms);
@@ -44,7 +58,7 @@ impl StateChanges {
             };
             if event.event == event::PROFILE {
                 if let Some(Value::String(tz)) = props.get("tz") {
-                    changes.note_zone(&event.user_id, event.ts_ms, tz);
+                    note_zone(&mut zones, event.user_id, event.ts_ms, tz);
                 }
                 changes
                     .attrs
@@ -67,17 +81,13 @@ impl StateChanges {
                 ));
             }
         }
+        let mut zones: Vec<(String, (i64, String))> = zones
+            .into_iter()
+            .map(|(user, zone)| (user.to_string(), zone))
+            .collect();
+        zones.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        changes.zones = zones.into_iter().collect();
         changes
-    }
-
-    fn note_zone(&mut self, user_id: &str, ts: i64, tz: &str) {
-        let entry = self
-            .zones
-            .entry(user_id.to_string())
-            .or_insert((ts, tz.to_string()));
-        if ts >= entry.0 {
-            *entry = (ts, tz.to_string());
-        }
     }
 }
 
