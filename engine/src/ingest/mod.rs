@@ -55,6 +55,9 @@ pub(crate) enum Outcome<'a> {
     Blank,
 }
 
+/// The size of the first batch read; each next one doubles up to `ingest.batch_size`.
+const FIRST_BATCH: usize = 100_000;
+
 /// Records validated per unit of parallel work.
 const CHUNK_ROWS: usize = 8_192;
 
@@ -249,11 +252,16 @@ async fn ingest_one(
     // at most one batch waits between them, so three are in memory at once.
     let (sender, mut batches) = tokio::sync::mpsc::channel::<Result<Parsed>>(1);
     let batch_size = options.batch_size;
+    let mut ramp = FIRST_BATCH;
     let reader = std::thread::Builder::new()
         .name("nudge-ingest-reader".into())
         .spawn(move || {
             loop {
-                let next = source.read_batch(batch_size).transpose().map(|read| {
+                // The first batches are smaller, so the first commit starts early and reading
+                // and committing overlap from the start.
+                let size = batch_size.min(ramp);
+                ramp = ramp.saturating_mul(2);
+                let next = source.read_batch(size).transpose().map(|read| {
                     read.map(|mut parsed| {
                         parsed.changes = Some(StateChanges::from_events(&parsed.events));
                         parsed

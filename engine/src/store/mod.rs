@@ -288,19 +288,40 @@ impl Store {
         tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
         events: EventBatch,
     ) -> Result<(EventBatch, HashMap<String, Vec<u64>>)> {
-        // Per day: (hash, position in the batch), in batch order.
-        let mut by_day: HashMap<i64, Vec<(u64, usize)>> = HashMap::new();
-        for (index, ts) in events.ts.iter().enumerate() {
-            if let Some(id) = events.event_id.get(index) {
-                by_day
-                    .entry(segments::day_of(*ts))
-                    .or_default()
-                    .push((seen::id_hash(id), index));
-            }
-        }
-        if by_day.is_empty() {
+        // Per day: (hash, position in the batch), in batch order. Hashing runs on every core;
+        // days index a vector (validated timestamps span at most a century of days).
+        let keys: Vec<Option<(i64, u64)>> = tokio::task::block_in_place(|| {
+            use rayon::prelude::*;
+            (0..events.len())
+                .into_par_iter()
+                .map(|row| {
+                    let id = events.event_id.get(row)?;
+                    Some((segments::day_of(events.ts[row]), seen::id_hash(id)))
+                })
+                .collect()
+        });
+        let first_day = keys.iter().flatten().map(|(day, _)| *day).min();
+        let Some(first_day) = first_day else {
             return Ok((events, HashMap::new()));
+        };
+        let mut days: Vec<Vec<(u64, usize)>> = Vec::new();
+        for (index, (day, hash)) in keys
+            .into_iter()
+            .enumerate()
+            .filter_map(|(index, key)| Some((index, key?)))
+        {
+            let slot = (day - first_day) as usize;
+            if slot >= days.len() {
+                days.resize_with(slot + 1, Vec::new);
+            }
+            days[slot].push((hash, index));
         }
+        let by_day: HashMap<i64, Vec<(u64, usize)>> = days
+            .into_iter()
+            .enumerate()
+            .filter(|(_, entries)| !entries.is_empty())
+            .map(|(slot, entries)| (first_day + slot as i64, entries))
+            .collect();
         let names: HashMap<i64, String> = by_day
             .keys()
             .map(|&day| (day, segments::day_name(day)))

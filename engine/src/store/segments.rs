@@ -88,8 +88,10 @@ pub(crate) fn write_staged(
             let staged = staging.join(format!("{batch}-{day}.parquet"));
             let mut frame = events_frame(events, &rows)?;
             let file = File::create(&staged).map_err(|source| Error::io(&staged, source))?;
+            // One file per day in parallel already: each is encoded on one thread.
             ParquetWriter::new(&file)
                 .with_compression(ParquetCompression::Lz4Raw)
+                .set_parallel(false)
                 .finish(&mut frame)?;
             file.sync_all()
                 .map_err(|source| Error::io(&staged, source))?;

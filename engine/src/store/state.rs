@@ -97,46 +97,53 @@ pub(super) async fn apply(
     changes: &StateChanges,
 ) -> Result<()> {
     let now = chrono::Utc::now().timestamp_millis();
-    if !changes.zones.is_empty() {
-        let rows: Vec<(&str, &str, i64)> = changes
-            .zones
-            .iter()
-            .map(|(user, (ts, tz))| (user.as_str(), tz.as_str(), *ts))
-            .collect();
-        sqlx::query(
-            "INSERT INTO users (user_id, tz, tz_ts, updated_ms)
-             SELECT value->>0, value->>1, value->>2, $2 FROM json_each($1) WHERE true
-             ON CONFLICT (user_id) DO UPDATE SET tz = excluded.tz, tz_ts = excluded.tz_ts, updated_ms = excluded.updated_ms
-             WHERE users.tz_ts IS NULL OR excluded.tz_ts >= users.tz_ts",
-        )
-        .bind(json_list(&rows))
-        .bind(now)
-        .execute(&mut **tx)
-        .await?;
+    // One row per user named by a zone or attributes: [user, tz, tz_ts, attrs]. A new user is
+    // one insert; a known one keeps the later zone, and its stored attributes get the batch's
+    // top-level keys (later values win), merged inside SQLite.
+    let mut rows: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
+    for (user, (ts, tz)) in &changes.zones {
+        rows.insert(user, vec![Value::from(tz.as_str()), Value::from(*ts)]);
     }
-    if !changes.attrs.is_empty() {
-        let users: Vec<&str> = changes.attrs.keys().map(String::as_str).collect();
-        let mut stored = stored_attrs(tx, &users).await?;
-        let rows: Vec<(&str, String)> = changes
-            .attrs
-            .iter()
-            .map(|(user, attrs)| {
-                let merged = match stored.remove(user.as_str()) {
-                    None => serde_json::to_string(attrs),
-                    Some(mut merged) => {
-                        merged.extend(attrs.iter().map(|(k, v)| (k.clone(), v.clone())));
-                        serde_json::to_string(&merged)
-                    }
-                };
-                (user.as_str(), merged.expect("JSON values serialise"))
+    for (user, attrs) in &changes.attrs {
+        let row = rows
+            .entry(user)
+            .or_insert_with(|| vec![Value::Null, Value::Null]);
+        row.push(Value::Object(attrs.clone()));
+    }
+    if !rows.is_empty() {
+        let list: Vec<Value> = rows
+            .into_iter()
+            .map(|(user, mut row)| {
+                row.insert(0, Value::from(user));
+                Value::Array(row)
             })
             .collect();
         sqlx::query(
-            "INSERT INTO users (user_id, attrs, updated_ms)
-             SELECT value->>0, value->>1, $2 FROM json_each($1) WHERE true
-             ON CONFLICT (user_id) DO UPDATE SET attrs = excluded.attrs, updated_ms = excluded.updated_ms",
+            "INSERT INTO users (user_id, tz, tz_ts, attrs, updated_ms)
+             SELECT value->>0, value->>1, value->>2, COALESCE(value->3, '{}'), $2
+             FROM json_each($1) WHERE true
+             ON CONFLICT (user_id) DO UPDATE SET
+                 tz = CASE WHEN excluded.tz IS NOT NULL
+                     AND (users.tz_ts IS NULL OR excluded.tz_ts >= users.tz_ts)
+                     THEN excluded.tz ELSE users.tz END,
+                 tz_ts = CASE WHEN excluded.tz IS NOT NULL
+                     AND (users.tz_ts IS NULL OR excluded.tz_ts >= users.tz_ts)
+                     THEN excluded.tz_ts ELSE users.tz_ts END,
+                 attrs = CASE
+                     WHEN excluded.attrs = '{}' THEN users.attrs
+                     WHEN users.attrs = '{}' OR NOT json_valid(users.attrs) THEN excluded.attrs
+                     ELSE (SELECT json_group_object(key, json(CASE type
+                             WHEN 'object' THEN value WHEN 'array' THEN value
+                             WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' WHEN 'null' THEN 'null'
+                             ELSE json_quote(value) END)) FROM (
+                         SELECT key, value, type FROM json_each(users.attrs)
+                         WHERE key NOT IN (SELECT key FROM json_each(excluded.attrs))
+                         UNION ALL
+                         SELECT key, value, type FROM json_each(excluded.attrs)))
+                 END,
+                 updated_ms = excluded.updated_ms",
         )
-        .bind(json_list(&rows))
+        .bind(Value::Array(list).to_string())
         .bind(now)
         .execute(&mut **tx)
         .await?;
@@ -148,30 +155,6 @@ pub(super) async fn apply(
 /// each value on its own costs more than the statement.
 fn json_list<T: serde::Serialize>(rows: &[T]) -> String {
     serde_json::to_string(rows).expect("plain values serialise")
-}
-
-/// The stored attributes of `users` (those that have any).
-async fn stored_attrs(
-    tx: &mut Transaction<'static, Sqlite>,
-    users: &[&str],
-) -> Result<HashMap<String, Map<String, Value>>> {
-    let text: Option<String> = sqlx::query_scalar(
-        "SELECT json_group_array(json_array(user_id, attrs)) FROM users
-         WHERE user_id IN (SELECT value FROM json_each($1)) AND attrs != '{}'",
-    )
-    .bind(json_list(users))
-    .fetch_one(&mut **tx)
-    .await?;
-    let rows: Vec<(String, String)> = match text {
-        None => Vec::new(),
-        Some(text) => serde_json::from_str(&text).map_err(|error| {
-            crate::Error::Database(format!("reading users' attributes: {error}"))
-        })?,
-    };
-    Ok(rows
-        .into_iter()
-        .map(|(user, attrs)| (user, serde_json::from_str(&attrs).unwrap_or_default()))
-        .collect())
 }
 
 /// Accept (any `accept*`) adds one credit; reject and ban set the balance to zero; filter changes

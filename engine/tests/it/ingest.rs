@@ -263,6 +263,23 @@ async fn subscriptions_keep_the_credit_ledger_and_profiles_set_attributes() {
         serde_json::json!({"city": "上海", "tz": "Asia/Tokyo", "vip_level": 2})
     );
 
+    // A later batch replaces the top-level keys it names and keeps the others.
+    let later = line(
+        "u1",
+        "profile",
+        NOV_1 + 2 * HOUR,
+        r#"{"vip_level":3,"tags":["a",{"b":1}],"score":2.5,"flag":true,"off":false,"gone":null,"note":"say \"hi\""}"#,
+    );
+    test.ingest(&[&test.file("later.ndjson", later)]).await;
+    let (_, attrs) = test.store.user_profile("u1").await.unwrap().unwrap();
+    let attrs: serde_json::Value = serde_json::from_str(&attrs).unwrap();
+    assert_eq!(
+        attrs,
+        serde_json::json!({"city": "上海", "tz": "Asia/Tokyo", "vip_level": 3,
+            "tags": ["a", {"b": 1}], "score": 2.5, "flag": true, "off": false, "gone": null,
+            "note": "say \"hi\""})
+    );
+
     // A reject later clears the balance; a later accept grants one again.
     let text = [
         sub("reject", 5),

@@ -1,0 +1,256 @@
+//! A fast check that text is one JSON object (RFC 8259), for `props` on the ingest path.
+//!
+//! It only answers yes or no: on "no" the caller asks serde_json again for the error message,
+//! so this check must never accept what serde_json's `Value` parser rejects (a lone surrogate
+//! escape, say, which later reads of the props would fail on). It builds no value, which makes
+//! it several times faster than deserialising.
+
+/// Nesting deeper than this is refused (serde_json's own limit is 128).
+const MAX_DEPTH: usize = 128;
+
+/// Whether `text` is exactly one JSON object, with optional whitespace around it.
+pub fn is_object(text: &str) -> bool {
+    let mut scan = Scan {
+        bytes: text.as_bytes(),
+        at: 0,
+    };
+    scan.skip_space();
+    if scan.peek() != Some(b'{') || !scan.value(0) {
+        return false;
+    }
+    scan.skip_space();
+    scan.at == scan.bytes.len()
+}
+
+struct Scan<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl Scan<'_> {
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.at).copied()
+    }
+
+    fn skip_space(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.at += 1;
+        }
+    }
+
+    fn eat(&mut self, byte: u8) -> bool {
+        self.skip_space();
+        if self.peek() == Some(byte) {
+            self.at += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn value(&mut self, depth: usize) -> bool {
+        self.skip_space();
+        match self.peek() {
+            Some(b'{') => depth < MAX_DEPTH && self.object(depth + 1),
+            Some(b'[') => depth < MAX_DEPTH && self.array(depth + 1),
+            Some(b'"') => self.string(),
+            Some(b't') => self.literal(b"true"),
+            Some(b'f') => self.literal(b"false"),
+            Some(b'n') => self.literal(b"null"),
+            Some(b'-' | b'0'..=b'9') => self.number(),
+            _ => false,
+        }
+    }
+
+    fn object(&mut self, depth: usize) -> bool {
+        self.at += 1;
+        if self.eat(b'}') {
+            return true;
+        }
+        loop {
+            self.skip_space();
+            if self.peek() != Some(b'"') || !self.string() || !self.eat(b':') {
+                return false;
+            }
+            if !self.value(depth) {
+                return false;
+            }
+            if self.eat(b'}') {
+                return true;
+            }
+            if !self.eat(b',') {
+                return false;
+            }
+        }
+    }
+
+    fn array(&mut self, depth: usize) -> bool {
+        self.at += 1;
+        if self.eat(b']') {
+            return true;
+        }
+        loop {
+            if !self.value(depth) {
+                return false;
+            }
+            if self.eat(b']') {
+                return true;
+            }
+            if !self.eat(b',') {
+                return false;
+            }
+        }
+    }
+
+    fn literal(&mut self, word: &[u8]) -> bool {
+        if self.bytes[self.at..].starts_with(word) {
+            self.at += word.len();
+            true
+        } else {
+            false
+        }
+    }
+
+    /// A string, the opening quote at `at`. The text is valid UTF-8 already (it is a `str`).
+    fn string(&mut self) -> bool {
+        self.at += 1;
+        loop {
+            let Some(byte) = self.peek() else {
+                return false;
+            };
+            self.at += 1;
+            match byte {
+                b'"' => return true,
+                0x00..=0x1f => return false,
+                b'\\' => {
+                    let Some(escape) = self.peek() else {
+                        return false;
+                    };
+                    self.at += 1;
+                    match escape {
+                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => {}
+                        b'u' => {
+                            let Some(unit) = self.hex4() else {
+                                return false;
+                            };
+                            if (0xdc00..0xe000).contains(&unit) {
+                                return false;
+                            }
+                            if (0xd800..0xdc00).contains(&unit) {
+                                // A leading surrogate must be followed by an escaped trailing one.
+                                if !self.literal(b"\\u") {
+                                    return false;
+                                }
+                                match self.hex4() {
+                                    Some(low) if (0xdc00..0xe000).contains(&low) => {}
+                                    _ => return false,
+                                }
+                            }
+                        }
+                        _ => return false,
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn hex4(&mut self) -> Option<u32> {
+        let digits = self.bytes.get(self.at..self.at + 4)?;
+        let mut unit = 0;
+        for digit in digits {
+            unit = unit * 16 + char::from(*digit).to_digit(16)?;
+        }
+        self.at += 4;
+        Some(unit)
+    }
+
+    fn digits(&mut self) -> usize {
+        let start = self.at;
+        while matches!(self.peek(), Some(b'0'..=b'9')) {
+            self.at += 1;
+        }
+        self.at - start
+    }
+
+    fn number(&mut self) -> bool {
+        if self.peek() == Some(b'-') {
+            self.at += 1;
+        }
+        match self.peek() {
+            Some(b'0') => self.at += 1,
+            Some(b'1'..=b'9') => {
+                self.digits();
+            }
+            _ => return false,
+        }
+        if self.peek() == Some(b'.') {
+            self.at += 1;
+            if self.digits() == 0 {
+                return false;
+            }
+        }
+        if matches!(self.peek(), Some(b'e' | b'E')) {
+            self.at += 1;
+            if matches!(self.peek(), Some(b'+' | b'-')) {
+                self.at += 1;
+            }
+            if self.digits() == 0 {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_object;
+
+    fn serde_accepts(text: &str) -> bool {
+        text.trim_start().starts_with('{')
+            && serde_json::from_str::<serde_json::Value>(text).is_ok()
+    }
+
+    #[test]
+    fn agrees_with_serde_json_on_objects_good_and_bad() {
+        let deep_ok = format!("{}1{}", "{\"a\":[".repeat(60), "]}".repeat(60));
+        let too_deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+        let too_deep = format!("{{\"a\":{too_deep}}}");
+        let samples = [
+            r#"{}"#,
+            r#" { "a" : 1 } "#,
+            r#"{"price":12.5,"n":-0,"e":1E+9,"f":2.5e-3,"neg":-12}"#,
+            r#"{"s":"tab\tinside"}"#,
+            r#"{"s":"esc \" \\ \/ \b \f \n \r \t \u00e9 \uD83D\uDE00"}"#,
+            r#"{"city":"上海","ok":true,"no":false,"x":null,"list":[1,"a",{"b":[]}]}"#,
+            r#"{"a":1,}"#,
+            r#"{"a":01}"#,
+            r#"{"a":1.}"#,
+            r#"{"a":.5}"#,
+            r#"{"a":1e}"#,
+            r#"{"a":+1}"#,
+            r#"{"a":tru}"#,
+            r#"{"a" 1}"#,
+            r#"{a:1}"#,
+            r#"{"a":"\x"}"#,
+            r#"{"a":"\u12"}"#,
+            r#"{"a":"\uD83D"}"#,
+            r#"{"a":"\uDE00"}"#,
+            r#"{"a":[1,2}"#,
+            r#"{"a":1}}"#,
+            r#"{"a":1} x"#,
+            r#"[1,2]"#,
+            r#""text""#,
+            r#"{"a":"unterminated}"#,
+            r#"{"#,
+            "",
+            &deep_ok,
+            &too_deep,
+        ];
+        for sample in samples {
+            assert_eq!(is_object(sample), serde_accepts(sample), "{sample:?}");
+        }
+        assert!(!is_object("{\"a\":\"raw\u{1}control\"}"));
+    }
+}
