@@ -288,48 +288,15 @@ impl Store {
         tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
         events: EventBatch,
     ) -> Result<(EventBatch, HashMap<String, Vec<u64>>)> {
-        // Per day: (hash, position in the batch), in batch order. Hashing runs on every core;
-        // days index a vector (validated timestamps span at most a century of days).
-        let keys: Vec<Option<(i64, u64)>> = tokio::task::block_in_place(|| {
-            use rayon::prelude::*;
-            (0..events.len())
-                .into_par_iter()
-                .map(|row| {
-                    let id = events.event_id.get(row)?;
-                    Some((segments::day_of(events.ts[row]), seen::id_hash(id)))
-                })
-                .collect()
-        });
-        let first_day = keys.iter().flatten().map(|(day, _)| *day).min();
-        let Some(first_day) = first_day else {
+        let by_day = tokio::task::block_in_place(|| ids_by_day(&events));
+        if by_day.is_empty() {
             return Ok((events, HashMap::new()));
-        };
-        let mut days: Vec<Vec<(u64, usize)>> = Vec::new();
-        for (index, (day, hash)) in keys
-            .into_iter()
-            .enumerate()
-            .filter_map(|(index, key)| Some((index, key?)))
-        {
-            let slot = (day - first_day) as usize;
-            if slot >= days.len() {
-                days.resize_with(slot + 1, Vec::new);
-            }
-            days[slot].push((hash, index));
         }
-        let by_day: HashMap<i64, Vec<(u64, usize)>> = days
-            .into_iter()
-            .enumerate()
-            .filter(|(_, entries)| !entries.is_empty())
-            .map(|(slot, entries)| (first_day + slot as i64, entries))
-            .collect();
-        let names: HashMap<i64, String> = by_day
-            .keys()
-            .map(|&day| (day, segments::day_name(day)))
-            .collect();
+        let days: Vec<&String> = by_day.iter().map(|(day, _)| day).collect();
         let listed: Vec<(String, String)> = sqlx::query_as(
             "SELECT day, path FROM segments WHERE day IN (SELECT value FROM json_each($1))",
         )
-        .bind(serde_json::to_string(&names.values().collect::<Vec<_>>()).expect("strings"))
+        .bind(serde_json::to_string(&days).expect("strings serialise"))
         .fetch_all(&mut **tx)
         .await?;
         let mut listed_by_day: HashMap<String, Vec<String>> = HashMap::new();
@@ -365,9 +332,10 @@ impl Store {
             for (day, path, hashes) in read {
                 seen.add_segment(&day, &path, hashes);
             }
+            seen.trim(&days.iter().map(|day| day.as_str()).collect());
             for (day, entries) in by_day {
                 let hashes: Vec<u64> = entries.iter().map(|&(hash, _)| hash).collect();
-                let stored = seen.known(&names[&day], &hashes);
+                let stored = seen.known(&day, &hashes);
                 let mut fresh = seen::HashSet64::default();
                 fresh.reserve(entries.len());
                 for ((hash, index), stored) in entries.into_iter().zip(stored) {
@@ -376,9 +344,8 @@ impl Store {
                         dropped[index] = true;
                     }
                 }
-                new_ids.insert(names[&day].clone(), fresh.into_iter().collect());
+                new_ids.insert(day, fresh.into_iter().collect());
             }
-            seen.trim(&names.values().map(String::as_str).collect());
         }
         let kept = if dropped.contains(&true) {
             let keep: Vec<bool> = dropped.iter().map(|dropped| !dropped).collect();
@@ -708,4 +675,35 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// The events that carry an id, per UTC day (`YYYY-MM-DD`): (id hash, position in the batch), in
+/// batch order. Hashing runs on every core; days index a vector while grouping (validated
+/// timestamps span at most a century of days).
+fn ids_by_day(events: &EventBatch) -> Vec<(String, Vec<(u64, usize)>)> {
+    use rayon::prelude::*;
+    let keys: Vec<Option<(i64, u64)>> = (0..events.len())
+        .into_par_iter()
+        .map(|row| {
+            let id = events.event_id.get(row)?;
+            Some((segments::day_of(events.ts[row]), seen::id_hash(id)))
+        })
+        .collect();
+    let Some(first_day) = keys.iter().flatten().map(|(day, _)| *day).min() else {
+        return Vec::new();
+    };
+    let mut days: Vec<Vec<(u64, usize)>> = Vec::new();
+    for (index, key) in keys.into_iter().enumerate() {
+        let Some((day, hash)) = key else { continue };
+        let slot = (day - first_day) as usize;
+        if slot >= days.len() {
+            days.resize_with(slot + 1, Vec::new);
+        }
+        days[slot].push((hash, index));
+    }
+    days.into_iter()
+        .enumerate()
+        .filter(|(_, entries)| !entries.is_empty())
+        .map(|(slot, entries)| (segments::day_name(first_day + slot as i64), entries))
+        .collect()
 }
