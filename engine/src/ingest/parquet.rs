@@ -5,6 +5,8 @@ use std::borrow::Cow;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
+use rayon::prelude::*;
+
 use super::{Outcome, Parsed, Reject, Source};
 use crate::event::{self, Draft, TsInput};
 use crate::{Error, Result};
@@ -132,8 +134,9 @@ impl Source for ParquetSource {
         self.offset += length;
 
         let path = self.path.as_path();
+        // Each column's values in a plain vector (one column per core), so a row is one index.
         let text: Vec<Option<Vec<Option<&str>>>> = TEXT_COLUMNS
-            .iter()
+            .par_iter()
             .map(|name| Ok(text_column(&frame, name, path)?.map(|c| c.iter().collect())))
             .collect::<Result<_>>()?;
         let ts = ts_column(&frame, path)?;

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use rayon::prelude::*;
 use serde_json::{Map, Value};
 use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 
@@ -51,9 +52,16 @@ impl StateChanges {
             }
         }
         reserved.sort_by_key(|event| event.ts_ms);
-        for event in reserved {
-            let Some(Value::Object(props)) = event.props.and_then(|p| serde_json::from_str(p).ok())
-            else {
+        // Parsing the props is most of the work: on every core, then applied in time order.
+        let parsed: Vec<Option<Map<String, Value>>> = reserved
+            .par_iter()
+            .map(|event| match event.props.map(serde_json::from_str) {
+                Some(Ok(Value::Object(props))) => Some(props),
+                _ => None,
+            })
+            .collect();
+        for (event, props) in reserved.into_iter().zip(parsed) {
+            let Some(props) = props else {
                 continue;
             };
             if event.event == event::PROFILE {
