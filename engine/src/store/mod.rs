@@ -271,6 +271,7 @@ impl Store {
             let hashes = new_ids.remove(&segment.day).unwrap_or_default();
             seen.add_segment(&segment.day, &segment.relative_path, hashes);
         }
+        seen.trim(None);
         drop(seen);
         Ok(Committed {
             stored: events.len() as u64,
@@ -292,60 +293,58 @@ impl Store {
         if by_day.is_empty() {
             return Ok((events, HashMap::new()));
         }
-        let days: Vec<&String> = by_day.iter().map(|(day, _)| day).collect();
         let listed: Vec<(String, String)> = sqlx::query_as(
             "SELECT day, path FROM segments WHERE day IN (SELECT value FROM json_each($1))",
         )
-        .bind(serde_json::to_string(&days).expect("strings serialise"))
+        .bind(
+            serde_json::to_string(&by_day.iter().map(|(day, _)| day).collect::<Vec<_>>())
+                .expect("strings serialise"),
+        )
         .fetch_all(&mut **tx)
         .await?;
         let mut listed_by_day: HashMap<String, Vec<String>> = HashMap::new();
         for (day, path) in listed {
             listed_by_day.entry(day).or_default().push(path);
         }
-        let unread: Vec<(String, String)> = {
-            let seen = self.seen.lock().expect("no panic holds the lock");
-            listed_by_day
-                .iter()
-                .flat_map(|(day, paths)| {
-                    seen.unread(day, paths)
-                        .into_iter()
-                        .map(|path| (day.clone(), path.clone()))
-                })
-                .collect()
-        };
+        // Day by day: read the day's segments not known yet, check, then drop other days while
+        // over the memory budget, so a file that touches many days keeps memory bounded (the
+        // dropped days are read again when next touched).
         let events_dir = segments::events_dir(&self.data_dir);
-        let read: Vec<(String, String, Vec<u64>)> = tokio::task::block_in_place(|| {
-            use rayon::prelude::*;
-            unread
-                .into_par_iter()
-                .map(|(day, path)| {
-                    let hashes = segments::read_id_hashes(&events_dir.join(&path))?;
-                    Ok((day, path, hashes))
-                })
-                .collect::<Result<_>>()
-        })?;
         let mut dropped = vec![false; events.len()];
         let mut new_ids: HashMap<String, Vec<u64>> = HashMap::new();
-        {
+        for (day, entries) in by_day {
+            let listed = listed_by_day.remove(&day).unwrap_or_default();
+            let unread: Vec<String> = {
+                let seen = self.seen.lock().expect("no panic holds the lock");
+                seen.unread(&day, &listed).into_iter().cloned().collect()
+            };
+            let read: Vec<(String, Vec<u64>)> = tokio::task::block_in_place(|| {
+                use rayon::prelude::*;
+                unread
+                    .into_par_iter()
+                    .map(|path| {
+                        let hashes = segments::read_id_hashes(&events_dir.join(&path))?;
+                        Ok((path, hashes))
+                    })
+                    .collect::<Result<_>>()
+            })?;
             let mut seen = self.seen.lock().expect("no panic holds the lock");
-            for (day, path, hashes) in read {
+            for (path, hashes) in read {
                 seen.add_segment(&day, &path, hashes);
             }
-            seen.trim(&days.iter().map(|day| day.as_str()).collect());
-            for (day, entries) in by_day {
-                let hashes: Vec<u64> = entries.iter().map(|&(hash, _)| hash).collect();
-                let stored = seen.known(&day, &hashes);
-                let mut fresh = seen::HashSet64::default();
-                fresh.reserve(entries.len());
-                for ((hash, index), stored) in entries.into_iter().zip(stored) {
-                    // Stored before, or repeating an earlier event of this batch.
-                    if stored || !fresh.insert(hash) {
-                        dropped[index] = true;
-                    }
+            let hashes: Vec<u64> = entries.iter().map(|&(hash, _)| hash).collect();
+            let stored = seen.known(&day, &hashes);
+            seen.trim(Some(&day));
+            drop(seen);
+            let mut fresh = seen::HashSet64::default();
+            fresh.reserve(entries.len());
+            for ((hash, index), stored) in entries.into_iter().zip(stored) {
+                // Stored before, or repeating an earlier event of this batch.
+                if stored || !fresh.insert(hash) {
+                    dropped[index] = true;
                 }
-                new_ids.insert(day, fresh.into_iter().collect());
             }
+            new_ids.insert(day, fresh.into_iter().collect());
         }
         let kept = if dropped.contains(&true) {
             let keep: Vec<bool> = dropped.iter().map(|dropped| !dropped).collect();

@@ -10,8 +10,9 @@ use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 
 /// Hashes kept in memory across all days before the least recently used days are dropped
-/// (8 bytes each: 256 MiB). A dropped day is read again from its segments when next touched.
-const MAX_KEPT: usize = 32 << 20;
+/// (16M: 200-300 MiB in hash sets). A dropped day is read again from its segments when next
+/// touched, so a file whose batches each span more days than fit pays in time, not memory.
+const MAX_KEPT: usize = 16 << 20;
 
 /// A 64-bit hash of an event id. At 10^9 ids *per day* the chance of any collision is about 3%;
 /// a collision would drop one event as a duplicate.
@@ -57,6 +58,7 @@ impl SeenIds {
             return;
         }
         let before = entry.hashes.len();
+        entry.hashes.reserve(hashes.len());
         entry.hashes.extend(hashes);
         self.kept += entry.hashes.len() - before;
     }
@@ -74,18 +76,18 @@ impl SeenIds {
             .collect()
     }
 
-    /// Drops the least recently used days, other than those in `keep`, while more than
-    /// [`MAX_KEPT`] hashes are held.
-    pub fn trim(&mut self, keep: &HashSet<&str>) {
+    /// Drops the least recently used days, other than `keep`, while more than [`MAX_KEPT`]
+    /// hashes are held.
+    pub fn trim(&mut self, keep: Option<&str>) {
         self.trim_to(MAX_KEPT, keep);
     }
 
-    fn trim_to(&mut self, limit: usize, keep: &HashSet<&str>) {
+    fn trim_to(&mut self, limit: usize, keep: Option<&str>) {
         while self.kept > limit {
             let Some(oldest) = self
                 .days
                 .iter()
-                .filter(|(day, _)| !keep.contains(day.as_str()))
+                .filter(|(day, _)| Some(day.as_str()) != keep)
                 .min_by_key(|(_, entry)| entry.used)
                 .map(|(day, _)| day.clone())
             else {
@@ -157,8 +159,8 @@ mod tests {
         seen.known("d1", &[1]);
         seen.known("d3", &[5]);
         seen.known("d2", &[3]);
-        seen.trim_to(4, &HashSet::from(["d1"]));
-        assert!(seen.days.contains_key("d1"), "kept for the current batch");
+        seen.trim_to(4, Some("d1"));
+        assert!(seen.days.contains_key("d1"), "kept: the day being checked");
         assert!(seen.days.contains_key("d2"), "used last");
         assert!(!seen.days.contains_key("d3"));
         assert_eq!(seen.kept, 4);
