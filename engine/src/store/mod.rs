@@ -171,9 +171,50 @@ impl Store {
         let started = std::time::Instant::now();
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let received = batch.events.len() as u64;
-        let (events, new_ids) = self.drop_seen_ids(&mut tx, batch.events).await?;
+        let (events, touched) = self.drop_seen_ids(&mut tx, batch.events).await?;
         let duplicates = received - events.len() as u64;
-        let dedup_s = started.elapsed().as_secs_f64();
+        tracing::debug!(
+            dedup_s = started.elapsed().as_secs_f64(),
+            "batch ids checked"
+        );
+        let outcome = self
+            .write_and_record(tx, events, batch.changes, batch.file, duplicates == 0)
+            .await;
+        // The cache took this batch's ids when they were checked: keep them only if it committed.
+        let mut seen = self.seen.lock().expect("no panic holds the lock");
+        let (written, stored) = match outcome {
+            Ok(done) => done,
+            Err(error) => {
+                for day in &touched {
+                    seen.forget(day);
+                }
+                return Err(error);
+            }
+        };
+        for segment in &written {
+            seen.committed(&segment.day, &segment.relative_path);
+        }
+        seen.trim(None);
+        drop(seen);
+        Ok(Committed {
+            stored,
+            duplicates,
+            segments: written.len() as u64,
+        })
+    }
+
+    /// The part of a batch's commit after its ids were checked: segments written aside while
+    /// the state changes are applied, then the manifest rows and file progress, then the commit.
+    /// Returns the segments and the number of events stored.
+    async fn write_and_record(
+        &self,
+        mut tx: sqlx::Transaction<'static, sqlx::Sqlite>,
+        events: EventBatch,
+        changes: Option<StateChanges>,
+        file: Option<FileMark<'_>>,
+        no_duplicates: bool,
+    ) -> Result<(Vec<segments::Segment>, u64)> {
+        let started = std::time::Instant::now();
         let batch_name = segments::new_batch_name();
         let events_dir = segments::events_dir(&self.data_dir);
         // The segments are written on other threads while this one applies the state changes
@@ -188,8 +229,8 @@ impl Store {
             })
         };
         let state_started = std::time::Instant::now();
-        let changes = match batch.changes {
-            Some(changes) if duplicates == 0 => changes,
+        let changes = match changes {
+            Some(changes) if no_duplicates => changes,
             _ => tokio::task::block_in_place(|| StateChanges::from_events(&events)),
         };
         let applied = state::apply(&mut tx, &changes).await;
@@ -197,7 +238,7 @@ impl Store {
         let written = writer
             .await
             .map_err(|error| Error::Segments(format!("the segment writer stopped: {error}")))?;
-        let segments_s = started.elapsed().as_secs_f64() - dedup_s;
+        let segments_s = started.elapsed().as_secs_f64();
         let written = match (written, applied) {
             (Ok(written), Ok(())) => written,
             (Ok(written), Err(error)) => {
@@ -231,7 +272,7 @@ impl Store {
             .bind(now)
             .execute(&mut *tx)
             .await?;
-            if let Some(file) = &batch.file {
+            if let Some(file) = &file {
                 sqlx::query(
                     "INSERT INTO ingested_files (content_hash, path, records_done, complete, accepted, updated_ms)
                      VALUES ($1, $2, $3, 0, $4, $5)
@@ -251,7 +292,6 @@ impl Store {
         }
         .await;
         tracing::debug!(
-            dedup_s,
             segments_s,
             state_s,
             total_s = started.elapsed().as_secs_f64(),
@@ -265,33 +305,21 @@ impl Store {
                 return Err(error);
             }
         }
-        let mut new_ids = new_ids;
-        let mut seen = self.seen.lock().expect("no panic holds the lock");
-        for segment in &written {
-            let hashes = new_ids.remove(&segment.day).unwrap_or_default();
-            seen.add_segment(&segment.day, &segment.relative_path, hashes);
-        }
-        seen.trim(None);
-        drop(seen);
-        Ok(Committed {
-            stored: events.len() as u64,
-            duplicates,
-            segments: written.len() as u64,
-        })
+        Ok((written, events.len() as u64))
     }
 
     /// Removes events whose `event_id` the store holds on the event's UTC day, or that an
-    /// earlier event of the batch repeats. Returns the kept events and the id hashes they add
-    /// per day. Runs inside the batch's write transaction, so the manifest cannot change
+    /// earlier event of the batch repeats. Returns the kept events and the days whose cached
+    /// ids now include this batch's (to be confirmed or forgotten with the commit). Runs inside the batch's write transaction, so the manifest cannot change
     /// underneath; segments committed by other processes are read when first listed.
     async fn drop_seen_ids(
         &self,
         tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
         events: EventBatch,
-    ) -> Result<(EventBatch, HashMap<String, Vec<u64>>)> {
+    ) -> Result<(EventBatch, Vec<String>)> {
         let by_day = tokio::task::block_in_place(|| ids_by_day(&events));
         if by_day.is_empty() {
-            return Ok((events, HashMap::new()));
+            return Ok((events, Vec::new()));
         }
         let listed: Vec<(String, String)> = sqlx::query_as(
             "SELECT day, path FROM segments WHERE day IN (SELECT value FROM json_each($1))",
@@ -311,14 +339,14 @@ impl Store {
         // dropped days are read again when next touched).
         let events_dir = segments::events_dir(&self.data_dir);
         let mut dropped = vec![false; events.len()];
-        let mut new_ids: HashMap<String, Vec<u64>> = HashMap::new();
+        let mut touched: Vec<String> = Vec::with_capacity(by_day.len());
         for (day, entries) in by_day {
             let listed = listed_by_day.remove(&day).unwrap_or_default();
             let unread: Vec<String> = {
                 let seen = self.seen.lock().expect("no panic holds the lock");
                 seen.unread(&day, &listed).into_iter().cloned().collect()
             };
-            let read: Vec<(String, Vec<u64>)> = tokio::task::block_in_place(|| {
+            let read: Result<Vec<(String, Vec<u64>)>> = tokio::task::block_in_place(|| {
                 use rayon::prelude::*;
                 unread
                     .into_par_iter()
@@ -326,25 +354,25 @@ impl Store {
                         let hashes = segments::read_id_hashes(&events_dir.join(&path))?;
                         Ok((path, hashes))
                     })
-                    .collect::<Result<_>>()
-            })?;
+                    .collect()
+            });
             let mut seen = self.seen.lock().expect("no panic holds the lock");
+            let read = match read {
+                Ok(read) => read,
+                Err(error) => {
+                    // The days checked so far hold this batch's ids, which will not commit.
+                    for day in &touched {
+                        seen.forget(day);
+                    }
+                    return Err(error);
+                }
+            };
             for (path, hashes) in read {
                 seen.add_segment(&day, &path, hashes);
             }
-            let hashes: Vec<u64> = entries.iter().map(|&(hash, _)| hash).collect();
-            let stored = seen.known(&day, &hashes);
+            seen.check_and_add(&day, &entries, &mut dropped);
             seen.trim(Some(&day));
-            drop(seen);
-            let mut fresh = seen::HashSet64::default();
-            fresh.reserve(entries.len());
-            for ((hash, index), stored) in entries.into_iter().zip(stored) {
-                // Stored before, or repeating an earlier event of this batch.
-                if stored || !fresh.insert(hash) {
-                    dropped[index] = true;
-                }
-            }
-            new_ids.insert(day, fresh.into_iter().collect());
+            touched.push(day);
         }
         let kept = if dropped.contains(&true) {
             let keep: Vec<bool> = dropped.iter().map(|dropped| !dropped).collect();
@@ -352,7 +380,7 @@ impl Store {
         } else {
             events
         };
-        Ok((kept, new_ids))
+        Ok((kept, touched))
     }
 
     /// Paths of committed segments, optionally only those overlapping `[from_ms, to_ms)`.

@@ -63,17 +63,37 @@ impl SeenIds {
         self.kept += entry.hashes.len() - before;
     }
 
-    /// Marks which of `hashes` `day` holds already.
-    pub fn known(&mut self, day: &str, hashes: &[u64]) -> Vec<bool> {
+    /// Checks a batch's ids of `day` and adds them in the same step: the position of every
+    /// entry whose hash the day holds (stored, or earlier in the batch) is set in `dropped`.
+    /// Until the batch commits, the day holds ids that are not stored: on commit call
+    /// [`SeenIds::committed`], on failure [`SeenIds::forget`].
+    pub fn check_and_add(&mut self, day: &str, entries: &[(u64, usize)], dropped: &mut [bool]) {
         self.clock += 1;
-        let Some(entry) = self.days.get_mut(day) else {
-            return vec![false; hashes.len()];
-        };
+        let entry = self.days.entry(day.to_string()).or_default();
         entry.used = self.clock;
-        hashes
-            .iter()
-            .map(|hash| entry.hashes.contains(hash))
-            .collect()
+        entry.hashes.reserve(entries.len());
+        let before = entry.hashes.len();
+        for &(hash, index) in entries {
+            if !entry.hashes.insert(hash) {
+                dropped[index] = true;
+            }
+        }
+        self.kept += entry.hashes.len() - before;
+    }
+
+    /// Records that a segment of `day` committed; its ids were added by `check_and_add`. A day
+    /// dropped meanwhile is left out: its segments will be read when it is next touched.
+    pub fn committed(&mut self, day: &str, segment: &str) {
+        if let Some(entry) = self.days.get_mut(day) {
+            entry.segments.insert(segment.to_string());
+        }
+    }
+
+    /// Forgets `day` entirely (its batch did not commit; it is read again when next touched).
+    pub fn forget(&mut self, day: &str) {
+        if let Some(entry) = self.days.remove(day) {
+            self.kept -= entry.hashes.len();
+        }
     }
 
     /// Drops the least recently used days, other than `keep`, while more than [`MAX_KEPT`]
@@ -123,15 +143,40 @@ impl Hasher for Spread {
 mod tests {
     use super::*;
 
+    /// Which of `hashes` `check_and_add` drops on `day`.
+    fn dropped(seen: &mut SeenIds, day: &str, hashes: &[u64]) -> Vec<bool> {
+        let entries: Vec<(u64, usize)> = hashes.iter().copied().zip(0..).collect();
+        let mut dropped = vec![false; hashes.len()];
+        seen.check_and_add(day, &entries, &mut dropped);
+        dropped
+    }
+
     #[test]
     fn ids_of_added_segments_are_known_on_their_day_only() {
         let mut seen = SeenIds::default();
         seen.add_segment("2026-11-01", "day=2026-11-01/a.parquet", vec![9, 3, 5, 3]);
         assert_eq!(
-            seen.known("2026-11-01", &[1, 3, 4, 5, 9, 10]),
-            [false, true, false, true, true, false]
+            dropped(&mut seen, "2026-11-01", &[1, 3, 4, 5, 9, 10, 1]),
+            [false, true, false, true, true, false, true],
+            "stored ids, and a repeat within the batch"
         );
-        assert_eq!(seen.known("2026-11-02", &[3, 5]), [false, false]);
+        assert_eq!(dropped(&mut seen, "2026-11-02", &[3, 5]), [false, false]);
+    }
+
+    #[test]
+    fn a_batch_that_did_not_commit_is_forgotten_and_a_committed_one_is_kept() {
+        let mut seen = SeenIds::default();
+        dropped(&mut seen, "d", &[1, 2]);
+        seen.committed("d", "d/a");
+        dropped(&mut seen, "d", &[3]);
+        seen.forget("d");
+        assert_eq!(seen.kept, 0);
+        assert_eq!(
+            seen.unread("d", &["d/a".to_string()]).len(),
+            1,
+            "after forgetting, the committed segment is read again"
+        );
+        assert_eq!(dropped(&mut seen, "d", &[3]), [false]);
     }
 
     #[test]
@@ -142,12 +187,8 @@ mod tests {
         seen.add_segment("d", "a", vec![1, 2]);
         assert_eq!(seen.unread("d", &listed), [&listed[1]]);
         seen.add_segment("d", "a", vec![7]);
-        assert_eq!(
-            seen.known("d", &[7]),
-            [false],
-            "a second add of a is ignored"
-        );
-        assert_eq!(seen.kept, 2);
+        assert_eq!(seen.kept, 2, "a second add of a is ignored");
+        assert_eq!(dropped(&mut seen, "d", &[7, 2]), [false, true]);
     }
 
     #[test]
@@ -156,9 +197,9 @@ mod tests {
         for (day, hashes) in [("d1", vec![1, 2]), ("d2", vec![3, 4]), ("d3", vec![5, 6])] {
             seen.add_segment(day, &format!("{day}/s"), hashes);
         }
-        seen.known("d1", &[1]);
-        seen.known("d3", &[5]);
-        seen.known("d2", &[3]);
+        dropped(&mut seen, "d1", &[1]);
+        dropped(&mut seen, "d3", &[5]);
+        dropped(&mut seen, "d2", &[3]);
         seen.trim_to(4, Some("d1"));
         assert!(seen.days.contains_key("d1"), "kept: the day being checked");
         assert!(seen.days.contains_key("d2"), "used last");
