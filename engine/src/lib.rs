@@ -1,7 +1,7 @@
 //! The nudge engine: events in, well-timed notifications out.
 //!
-//! The modules follow the pipeline: [`ingest`] validates behaviour events and hands them to the
-//! [`store`] (Parquet segments for events, SQL for state), [`synth`] makes synthetic datasets to
+//! The modules follow the pipeline: [`ingest`] validates behaviour events and hands them, as an
+//! [`batch::EventBatch`], to the [`store`] (Parquet segments for events, SQL for state), [`synth`] makes synthetic datasets to
 //! feed it, and [`stats`] reports what is stored.
 
 pub mod batch;

@@ -1,7 +1,8 @@
 //! Ingest: read NDJSON, CSV or Parquet files, validate every record, commit in batches.
 //!
-//! Each input is read in batches of `ingest.batch_size` records; a batch is validated in
-//! parallel and committed atomically (see [`crate::store::Store::commit_batch`]). A file's
+//! Each input is read in batches of `ingest.batch_size` records (the first ones smaller); a
+//! reader thread validates the next batch in parallel while the last one is committed
+//! atomically (see [`crate::store::Store::commit_batch`]). A file's
 //! content hash and progress are stored with each batch, so re-ingesting a file is a no-op and
 //! an interrupted ingest resumes where its last commit ended.
 
