@@ -340,6 +340,10 @@ impl Store {
         let events_dir = segments::events_dir(&self.data_dir);
         let mut dropped = vec![false; events.len()];
         let mut touched: Vec<String> = Vec::with_capacity(by_day.len());
+        self.seen
+            .lock()
+            .expect("no panic holds the lock")
+            .start_batch();
         for (day, entries) in by_day {
             let listed = listed_by_day.remove(&day).unwrap_or_default();
             let unread: Vec<String> = {

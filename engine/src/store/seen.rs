@@ -28,7 +28,9 @@ pub(crate) type HashSet64 = HashSet<u64, BuildHasherDefault<Spread>>;
 pub(crate) struct SeenIds {
     days: HashMap<String, Day>,
     kept: usize,
+    /// Counts checks (each day's use is stamped with it) and batches.
     clock: u64,
+    batch: u64,
 }
 
 #[derive(Debug, Default)]
@@ -37,6 +39,7 @@ struct Day {
     /// Segments (relative paths) whose ids are in `hashes`.
     segments: HashSet<String>,
     used: u64,
+    used_in_batch: u64,
 }
 
 impl SeenIds {
@@ -71,6 +74,7 @@ impl SeenIds {
         self.clock += 1;
         let entry = self.days.entry(day.to_string()).or_default();
         entry.used = self.clock;
+        entry.used_in_batch = self.batch;
         entry.hashes.reserve(entries.len());
         let before = entry.hashes.len();
         for &(hash, index) in entries {
@@ -96,24 +100,38 @@ impl SeenIds {
         }
     }
 
-    /// Drops the least recently used days, other than `keep`, while more than [`MAX_KEPT`]
-    /// hashes are held.
+    /// Marks the start of a batch's checks.
+    pub fn start_batch(&mut self) {
+        self.batch += 1;
+    }
+
+    /// Drops days, never `keep`, while more than [`MAX_KEPT`] hashes are held. Days no batch
+    /// touched in this or the previous batch go first, least recently used first. If every day
+    /// is in use (each batch of a file spans them all), the most recently checked one goes:
+    /// batches then visit the days in the same order again, and dropping the least recently
+    /// used would drop each day just before it is needed, while this keeps a fixed set of days
+    /// in memory for every batch.
     pub fn trim(&mut self, keep: Option<&str>) {
         self.trim_to(MAX_KEPT, keep);
     }
 
     fn trim_to(&mut self, limit: usize, keep: Option<&str>) {
         while self.kept > limit {
-            let Some(oldest) = self
+            let candidates = self
                 .days
                 .iter()
-                .filter(|(day, _)| Some(day.as_str()) != keep)
-                .min_by_key(|(_, entry)| entry.used)
+                .filter(|(day, _)| Some(day.as_str()) != keep);
+            let stale = candidates
+                .clone()
+                .filter(|(_, entry)| entry.used_in_batch + 1 < self.batch)
+                .min_by_key(|(_, entry)| entry.used);
+            let Some(victim) = stale
+                .or_else(|| candidates.max_by_key(|(_, entry)| entry.used))
                 .map(|(day, _)| day.clone())
             else {
                 return;
             };
-            let dropped = self.days.remove(&oldest).expect("the day was just found");
+            let dropped = self.days.remove(&victim).expect("the day was just found");
             self.kept -= dropped.hashes.len();
         }
     }
@@ -192,19 +210,48 @@ mod tests {
     }
 
     #[test]
-    fn the_least_recently_used_days_are_dropped_first_and_kept_days_stay() {
+    fn days_untouched_for_two_batches_go_first_least_recently_used_first() {
         let mut seen = SeenIds::default();
-        for (day, hashes) in [("d1", vec![1, 2]), ("d2", vec![3, 4]), ("d3", vec![5, 6])] {
-            seen.add_segment(day, &format!("{day}/s"), hashes);
+        seen.start_batch();
+        for (day, hashes) in [("d1", [1, 2]), ("d2", [3, 4]), ("d3", [5, 6])] {
+            dropped(&mut seen, day, &hashes);
+            seen.committed(day, &format!("{day}/s"));
         }
-        dropped(&mut seen, "d1", &[1]);
-        dropped(&mut seen, "d3", &[5]);
-        dropped(&mut seen, "d2", &[3]);
+        seen.start_batch();
+        seen.start_batch();
+        dropped(&mut seen, "d4", &[7, 8]);
+        seen.trim_to(6, Some("d4"));
+        assert!(!seen.days.contains_key("d1"), "the oldest stale day");
+        assert!(
+            ["d2", "d3", "d4"]
+                .iter()
+                .all(|day| seen.days.contains_key(*day))
+        );
+        assert_eq!(seen.kept, 6);
+        assert_eq!(
+            seen.unread("d1", &["d1/s".to_string()]).len(),
+            1,
+            "read again"
+        );
+    }
+
+    #[test]
+    fn when_every_day_is_in_use_the_most_recently_checked_goes_so_the_first_days_stay() {
+        let mut seen = SeenIds::default();
+        seen.start_batch();
+        for (day, hashes) in [("d1", [1, 2]), ("d2", [3, 4]), ("d3", [5, 6])] {
+            dropped(&mut seen, day, &hashes);
+        }
+        // The next batch visits the days in the same order again.
+        seen.start_batch();
+        assert_eq!(dropped(&mut seen, "d1", &[1]), [true]);
         seen.trim_to(4, Some("d1"));
         assert!(seen.days.contains_key("d1"), "kept: the day being checked");
-        assert!(seen.days.contains_key("d2"), "used last");
-        assert!(!seen.days.contains_key("d3"));
+        assert!(seen.days.contains_key("d2"));
+        assert!(
+            !seen.days.contains_key("d3"),
+            "checked most recently before d1"
+        );
         assert_eq!(seen.kept, 4);
-        assert_eq!(seen.unread("d3", &["d3/s".to_string()]).len(), 1);
     }
 }
