@@ -376,6 +376,9 @@ impl Store {
             }
             seen.check_and_add(&day, &entries, &mut dropped);
             seen.trim(Some(&day));
+            if std::mem::take(&mut seen.overflowed) {
+                warn_id_cache_overflow();
+            }
             touched.push(day);
         }
         let kept = if dropped.contains(&true) {
@@ -737,4 +740,16 @@ fn ids_by_day(events: &EventBatch) -> Vec<(String, Vec<(u64, usize)>)> {
         .filter(|(_, entries)| !entries.is_empty())
         .map(|(slot, entries)| (segments::day_name(first_day + slot as i64), entries))
         .collect()
+}
+
+/// Says once per process that the event-id cache cannot hold the days the input keeps touching.
+fn warn_id_cache_overflow() {
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        tracing::warn!(
+            "this input's batches span more stored event ids than the id check keeps in memory \
+             (16M); the days it drops are read again from their segments, which slows the ingest. \
+             Files ordered by time ingest fastest."
+        );
+    }
 }

@@ -31,6 +31,9 @@ pub(crate) struct SeenIds {
     /// Counts checks (each day's use is stamped with it) and batches.
     clock: u64,
     batch: u64,
+    /// Set when a day still in use had to be dropped: the input spans more ids per batch than
+    /// the cache holds, and dropped days are read again batch after batch.
+    pub overflowed: bool,
 }
 
 #[derive(Debug, Default)]
@@ -125,12 +128,14 @@ impl SeenIds {
                 .clone()
                 .filter(|(_, entry)| entry.used_in_batch + 1 < self.batch)
                 .min_by_key(|(_, entry)| entry.used);
+            let in_use = stale.is_none();
             let Some(victim) = stale
                 .or_else(|| candidates.max_by_key(|(_, entry)| entry.used))
                 .map(|(day, _)| day.clone())
             else {
                 return;
             };
+            self.overflowed |= in_use;
             let dropped = self.days.remove(&victim).expect("the day was just found");
             self.kept -= dropped.hashes.len();
         }
