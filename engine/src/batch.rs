@@ -151,6 +151,25 @@ impl EventBatch {
         (0..self.len()).map(|row| self.get(row))
     }
 
+    /// The events of `parts`, in order, in buffers sized once.
+    pub fn concat<'a>(parts: impl Iterator<Item = &'a EventBatch> + Clone) -> EventBatch {
+        let mut batch = EventBatch::default();
+        let rows: usize = parts.clone().map(EventBatch::len).sum();
+        let bytes = |column: fn(&EventBatch) -> &Texts| -> usize {
+            parts.clone().map(|part| column(part).data.len()).sum()
+        };
+        batch.user_id.reserve(rows, bytes(|part| &part.user_id));
+        batch.event.reserve(rows, bytes(|part| &part.event));
+        batch.ts.reserve(rows);
+        batch.props.reserve(rows, bytes(|part| &part.props));
+        batch.event_id.reserve(rows, bytes(|part| &part.event_id));
+        batch.tz.reserve(rows, bytes(|part| &part.tz));
+        for part in parts {
+            batch.append(part);
+        }
+        batch
+    }
+
     /// Appends `other`'s events after these.
     pub fn append(&mut self, other: &EventBatch) {
         self.user_id.append(&other.user_id);
@@ -213,9 +232,7 @@ mod tests {
         let mut part = EventBatch::default();
         part.push(&valid("a", 1, None));
         part.push(&valid("b", 2, None));
-        let mut whole = EventBatch::default();
-        whole.append(&part);
-        whole.append(&part);
+        let whole = EventBatch::concat([&part, &part].into_iter());
         assert_eq!(whole.len(), 4);
         assert!(
             whole

@@ -90,11 +90,10 @@ where
         })
         .collect();
     let mut parsed = Parsed {
-        events: EventBatch::with_capacity(rows),
+        events: EventBatch::concat(parts.iter().map(|part| &part.events)),
         ..Parsed::default()
     };
     for part in parts {
-        parsed.events.append(&part.events);
         parsed.rejects.extend(part.rejects);
         parsed.warnings.extend(part.warnings);
     }
