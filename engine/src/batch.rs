@@ -128,12 +128,23 @@ impl EventBatch {
     }
 
     pub fn push(&mut self, event: &Valid<'_>) {
-        self.user_id.push(Some(&event.user_id));
-        self.event.push(Some(&event.event));
+        self.push_ref(EventRef {
+            user_id: &event.user_id,
+            event: &event.event,
+            ts_ms: event.ts_ms,
+            props: event.props.as_deref(),
+            event_id: event.event_id.as_deref(),
+            tz: event.tz.as_deref(),
+        });
+    }
+
+    fn push_ref(&mut self, event: EventRef<'_>) {
+        self.user_id.push(Some(event.user_id));
+        self.event.push(Some(event.event));
         self.ts.push(event.ts_ms);
-        self.props.push(event.props.as_deref());
-        self.event_id.push(event.event_id.as_deref());
-        self.tz.push(event.tz.as_deref());
+        self.props.push(event.props);
+        self.event_id.push(event.event_id);
+        self.tz.push(event.tz);
     }
 
     pub fn get(&self, row: usize) -> EventRef<'_> {
@@ -184,13 +195,7 @@ impl EventBatch {
     pub fn filtered(&self, keep: &[bool]) -> EventBatch {
         let mut out = EventBatch::default();
         for (row, _) in keep.iter().enumerate().filter(|(_, keep)| **keep) {
-            let event = self.get(row);
-            out.user_id.push(Some(event.user_id));
-            out.event.push(Some(event.event));
-            out.ts.push(event.ts_ms);
-            out.props.push(event.props);
-            out.event_id.push(event.event_id);
-            out.tz.push(event.tz);
+            out.push_ref(self.get(row));
         }
         out
     }

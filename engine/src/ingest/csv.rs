@@ -97,9 +97,9 @@ impl Source for CsvSource {
         let name = &self.name;
         let checked = super::validate_rows(rows.len(), |row| {
             let (line, record) = &rows[row];
-            match draft_of(record, &index).and_then(event::validate) {
-                Ok((event, warning)) => Outcome::Event(event, warning),
-                Err(invalid) => Outcome::Reject(Reject {
+            Outcome::of(
+                draft_of(record, &index).and_then(event::validate),
+                |invalid| Reject {
                     location: format!("{name}:{line}"),
                     invalid,
                     raw: record
@@ -107,8 +107,8 @@ impl Source for CsvSource {
                         .map(String::from_utf8_lossy)
                         .collect::<Vec<_>>()
                         .join(","),
-                }),
-            }
+                },
+            )
         });
         parsed.events = checked.events;
         parsed.rejects.extend(checked.rejects);

@@ -56,6 +56,19 @@ pub(crate) enum Outcome<'a> {
     Blank,
 }
 
+impl<'a> Outcome<'a> {
+    /// A record's validation result; `reject` describes a refused record.
+    pub fn of(
+        checked: std::result::Result<(Valid<'a>, Option<Warning>), Invalid>,
+        reject: impl FnOnce(Invalid) -> Reject,
+    ) -> Outcome<'a> {
+        match checked {
+            Ok((event, warning)) => Outcome::Event(event, warning),
+            Err(invalid) => Outcome::Reject(reject(invalid)),
+        }
+    }
+}
+
 /// The size of the first batch read; each next one doubles up to `ingest.batch_size`.
 const FIRST_BATCH: usize = 100_000;
 

@@ -108,26 +108,21 @@ fn parse_line<'a>(bytes: &'a [u8], name: &str, line: u64) -> Outcome<'a> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Outcome::Blank;
     }
-    let reject = |invalid: Invalid| {
-        Outcome::Reject(Reject {
-            location: format!("{name}:{line}"),
-            invalid,
-            raw: String::from_utf8_lossy(bytes).into_owned(),
-        })
+    let reject = |invalid: Invalid| Reject {
+        location: format!("{name}:{line}"),
+        invalid,
+        raw: String::from_utf8_lossy(bytes).into_owned(),
     };
     let text = match std::str::from_utf8(bytes) {
         Ok(text) => text,
         Err(error) => {
-            return reject(Invalid::new(
+            return Outcome::Reject(reject(Invalid::new(
                 RejectKind::BadUtf8,
                 format!("invalid UTF-8 at byte {}", error.valid_up_to() + 1),
-            ));
+            )));
         }
     };
-    match draft_of(text).and_then(event::validate) {
-        Ok((event, warning)) => Outcome::Event(event, warning),
-        Err(invalid) => reject(invalid),
-    }
+    Outcome::of(draft_of(text).and_then(event::validate), reject)
 }
 
 fn draft_of(text: &str) -> Result<Draft<'_>, Invalid> {

@@ -164,14 +164,11 @@ impl Source for ParquetSource {
                 tz: get(3),
                 event_id: get(4),
             };
-            match event::validate(draft.clone()) {
-                Ok((event, warning)) => Outcome::Event(event, warning),
-                Err(invalid) => Outcome::Reject(Reject {
-                    location: format!("{name} row {}", first_row + row),
-                    invalid,
-                    raw: format!("{draft:?}"),
-                }),
-            }
+            Outcome::of(event::validate(draft.clone()), |invalid| Reject {
+                location: format!("{name} row {}", first_row + row),
+                invalid,
+                raw: format!("{draft:?}"),
+            })
         });
         parsed.records = length as u64;
         Ok(Some(parsed))

@@ -171,18 +171,27 @@ impl Store {
         let started = std::time::Instant::now();
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let received = batch.events.len() as u64;
-        let (events, touched) = self.drop_seen_ids(&mut tx, batch.events).await?;
-        let duplicates = received - events.len() as u64;
-        tracing::debug!(
-            dedup_s = started.elapsed().as_secs_f64(),
-            "batch ids checked"
-        );
-        let outcome = self
-            .write_and_record(tx, events, batch.changes, batch.file, duplicates == 0)
-            .await;
-        // The cache took this batch's ids when they were checked: keep them only if it committed.
+        // The cache takes this batch's ids as they are checked: it keeps them only if the batch
+        // commits, and forgets the days it touched otherwise.
+        let mut touched = Vec::new();
+        let outcome = match self
+            .drop_seen_ids(&mut tx, batch.events, &mut touched)
+            .await
+        {
+            Ok(events) => {
+                let duplicates = received - events.len() as u64;
+                tracing::debug!(
+                    dedup_s = started.elapsed().as_secs_f64(),
+                    "batch ids checked"
+                );
+                self.write_and_record(tx, events, batch.changes, batch.file, duplicates == 0)
+                    .await
+                    .map(|(written, stored)| (written, stored, duplicates))
+            }
+            Err(error) => Err(error),
+        };
         let mut seen = self.seen.lock().expect("no panic holds the lock");
-        let (written, stored) = match outcome {
+        let (written, stored, duplicates) = match outcome {
             Ok(done) => done,
             Err(error) => {
                 for day in &touched {
@@ -267,7 +276,7 @@ impl Store {
                  SELECT value->>0, value->>1, value->>2, value->>3, value->>4, $2, $3
                  FROM json_each($1)",
             )
-            .bind(serde_json::to_string(&manifest).expect("plain values serialise"))
+            .bind(state::json_list(&manifest))
             .bind(&batch_name)
             .bind(now)
             .execute(&mut *tx)
@@ -309,25 +318,26 @@ impl Store {
     }
 
     /// Removes events whose `event_id` the store holds on the event's UTC day, or that an
-    /// earlier event of the batch repeats. Returns the kept events and the days whose cached
-    /// ids now include this batch's (to be confirmed or forgotten with the commit). Runs inside the batch's write transaction, so the manifest cannot change
+    /// earlier event of the batch repeats, and returns the others. The days whose cached ids
+    /// now include this batch's are listed in `touched` (to be confirmed or forgotten with the
+    /// commit). Runs inside the batch's write transaction, so the manifest cannot change
     /// underneath; segments committed by other processes are read when first listed.
     async fn drop_seen_ids(
         &self,
         tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
         events: EventBatch,
-    ) -> Result<(EventBatch, Vec<String>)> {
+        touched: &mut Vec<String>,
+    ) -> Result<EventBatch> {
         let by_day = tokio::task::block_in_place(|| ids_by_day(&events));
         if by_day.is_empty() {
-            return Ok((events, Vec::new()));
+            return Ok(events);
         }
         let listed: Vec<(String, String)> = sqlx::query_as(
             "SELECT day, path FROM segments WHERE day IN (SELECT value FROM json_each($1))",
         )
-        .bind(
-            serde_json::to_string(&by_day.iter().map(|(day, _)| day).collect::<Vec<_>>())
-                .expect("strings serialise"),
-        )
+        .bind(state::json_list(
+            &by_day.iter().map(|(day, _)| day).collect::<Vec<_>>(),
+        ))
         .fetch_all(&mut **tx)
         .await?;
         let mut listed_by_day: HashMap<String, Vec<String>> = HashMap::new();
@@ -339,7 +349,6 @@ impl Store {
         // dropped days are read again when next touched).
         let events_dir = segments::events_dir(&self.data_dir);
         let mut dropped = vec![false; events.len()];
-        let mut touched: Vec<String> = Vec::with_capacity(by_day.len());
         self.seen
             .lock()
             .expect("no panic holds the lock")
@@ -350,7 +359,7 @@ impl Store {
                 let seen = self.seen.lock().expect("no panic holds the lock");
                 seen.unread(&day, &listed).into_iter().cloned().collect()
             };
-            let read: Result<Vec<(String, Vec<u64>)>> = tokio::task::block_in_place(|| {
+            let read: Vec<(String, Vec<u64>)> = tokio::task::block_in_place(|| {
                 use rayon::prelude::*;
                 unread
                     .into_par_iter()
@@ -358,19 +367,9 @@ impl Store {
                         let hashes = segments::read_id_hashes(&events_dir.join(&path))?;
                         Ok((path, hashes))
                     })
-                    .collect()
-            });
+                    .collect::<Result<_>>()
+            })?;
             let mut seen = self.seen.lock().expect("no panic holds the lock");
-            let read = match read {
-                Ok(read) => read,
-                Err(error) => {
-                    // The days checked so far hold this batch's ids, which will not commit.
-                    for day in &touched {
-                        seen.forget(day);
-                    }
-                    return Err(error);
-                }
-            };
             for (path, hashes) in read {
                 seen.add_segment(&day, &path, hashes);
             }
@@ -381,13 +380,12 @@ impl Store {
             }
             touched.push(day);
         }
-        let kept = if dropped.contains(&true) {
+        Ok(if dropped.contains(&true) {
             let keep: Vec<bool> = dropped.iter().map(|dropped| !dropped).collect();
             events.filtered(&keep)
         } else {
             events
-        };
-        Ok((kept, touched))
+        })
     }
 
     /// Paths of committed segments, optionally only those overlapping `[from_ms, to_ms)`.

@@ -161,7 +161,7 @@ pub(super) async fn apply(
 
 /// Rows as one JSON array, bound as a single parameter and unpacked by `json_each`: binding
 /// each value on its own costs more than the statement.
-fn json_list<T: serde::Serialize>(rows: &[T]) -> String {
+pub(super) fn json_list<T: serde::Serialize>(rows: &[T]) -> String {
     serde_json::to_string(rows).expect("plain values serialise")
 }
 
@@ -180,18 +180,15 @@ async fn apply_subscriptions(
         .collect::<HashSet<_>>()
         .into_iter()
         .collect();
-    let text: Option<String> = sqlx::query_scalar(
-        "SELECT json_group_array(json_array(user_id, template_id, balance, updated_ts)) FROM credits
-         WHERE user_id IN (SELECT value FROM json_each($1))",
+    let stored: Vec<(String, String, i64, i64)> = json_rows(
+        sqlx::query_scalar(
+            "SELECT json_group_array(json_array(user_id, template_id, balance, updated_ts)) FROM credits
+             WHERE user_id IN (SELECT value FROM json_each($1))",
+        )
+        .bind(json_list(&users)),
+        &mut **tx,
     )
-    .bind(json_list(&users))
-    .fetch_one(&mut **tx)
     .await?;
-    let stored: Vec<(String, String, i64, i64)> = match text {
-        None => Vec::new(),
-        Some(text) => serde_json::from_str(&text)
-            .map_err(|error| crate::Error::Database(format!("reading credits: {error}")))?,
-    };
     let mut balances: HashMap<(String, String), (i64, i64)> = stored
         .into_iter()
         .map(|(user, template, balance, updated)| ((user, template), (balance, updated)))
@@ -324,7 +321,7 @@ pub(super) async fn zones_of(
 ) -> Result<std::collections::HashMap<String, String>> {
     let mut zones = std::collections::HashMap::new();
     for chunk in users.chunks(ID_CHUNK) {
-        let list = serde_json::to_string(chunk).expect("strings serialise");
+        let list = json_list(chunk);
         let rows: Vec<(String, String)> = json_rows(
             sqlx::query_scalar(
                 "SELECT json_group_array(json_array(user_id, tz)) FROM users
@@ -368,7 +365,7 @@ pub(super) async fn user_state(pool: &SqlitePool, query: StateQuery<'_>) -> Resu
     if query.credits {
         let only = query
             .credit_templates
-            .map(|templates| serde_json::to_string(templates).expect("strings serialise"));
+            .map(|templates| json_list(&templates.iter().collect::<Vec<_>>()));
         let credits: Vec<(String, String, i64)> = json_rows(
             sqlx::query_scalar(
                 "SELECT json_group_array(json_array(user_id, template_id, balance))
@@ -395,11 +392,11 @@ type ProfileRow = (String, Option<String>, Option<Map<String, Value>>);
 
 /// Runs a query that returns its rows as one JSON array built inside SQLite: decoding rows one
 /// at a time through sqlx cost about 5 µs each, a million users' zones and credits took seconds.
-async fn json_rows<T: serde::de::DeserializeOwned>(
+async fn json_rows<'e, T: serde::de::DeserializeOwned>(
     query: sqlx::query::QueryScalar<'_, Sqlite, Option<String>, sqlx::sqlite::SqliteArguments>,
-    pool: &SqlitePool,
+    executor: impl sqlx::SqliteExecutor<'e>,
 ) -> Result<Vec<T>> {
-    let text = query.fetch_one(pool).await?;
+    let text = query.fetch_one(executor).await?;
     match text {
         None => Ok(Vec::new()),
         Some(text) => serde_json::from_str(&text)
