@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use rayon::prelude::*;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 
@@ -19,10 +20,46 @@ const ID_CHUNK: usize = 100_000;
 pub struct StateChanges {
     /// The latest zone per user, with the timestamp it was seen at.
     pub zones: BTreeMap<String, (i64, String)>,
-    /// Attributes to merge per user, applied in event-time order.
-    pub attrs: BTreeMap<String, Map<String, Value>>,
+    /// Attributes to merge per user, as one JSON object: a user's only `profile` event of the
+    /// batch passes its props through as written; several are merged in event-time order.
+    pub attrs: BTreeMap<String, String>,
     /// Subscription events in event-time order: (user, template, status, ts).
     pub subscriptions: Vec<(String, String, String, i64)>,
+}
+
+/// The keys of `profile` and `subscription` props the engine reads. Validated props are JSON
+/// objects; the other keys are skipped without being built.
+#[derive(serde::Deserialize)]
+struct Reserved<'a> {
+    #[serde(borrow, default)]
+    tz: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    template_id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    status: Option<&'a RawValue>,
+}
+
+/// The reserved keys' values of `props` that are strings: (tz, template_id, status).
+type ReservedTexts = (Option<String>, Option<String>, Option<String>);
+
+fn reserved_texts(props: &str) -> Option<ReservedTexts> {
+    let text = |value: Option<&RawValue>| -> Option<String> {
+        let raw = value?.get();
+        raw.starts_with('"')
+            .then(|| serde_json::from_str(raw).ok())
+            .flatten()
+    };
+    match serde_json::from_str::<Reserved>(props) {
+        Ok(keys) => Some((text(keys.tz), text(keys.template_id), text(keys.status))),
+        // A key given twice: the whole object decides, the last value winning.
+        Err(_) => {
+            let Ok(Value::Object(map)) = serde_json::from_str(props) else {
+                return None;
+            };
+            let text = |key: &str| map.get(key).and_then(Value::as_str).map(str::to_string);
+            Some((text("tz"), text("template_id"), text("status")))
+        }
+    }
 }
 
 impl StateChanges {
@@ -52,43 +89,36 @@ impl StateChanges {
             }
         }
         reserved.sort_by_key(|event| event.ts_ms);
-        // Parsing the props is most of the work: on every core, then applied in time order.
-        let parsed: Vec<Option<Map<String, Value>>> = reserved
+        // Reading the reserved keys is most of the work: on every core, applied in time order.
+        let parsed: Vec<Option<ReservedTexts>> = reserved
             .par_iter()
-            .map(|event| match event.props.map(serde_json::from_str) {
-                Some(Ok(Value::Object(props))) => Some(props),
-                _ => None,
-            })
+            .map(|event| event.props.and_then(reserved_texts))
             .collect();
-        for (event, props) in reserved.into_iter().zip(parsed) {
-            let Some(props) = props else {
+        // Profile props per user in time order; most users have one per batch.
+        let mut profiles: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for (event, keys) in reserved.iter().zip(parsed) {
+            let (Some(keys), Some(props)) = (keys, event.props) else {
                 continue;
             };
+            let (tz, template_id, status) = keys;
             if event.event == event::PROFILE {
-                if let Some(Value::String(tz)) = props.get("tz") {
-                    note_zone(&mut zones, event.user_id, event.ts_ms, tz);
+                if let Some(tz) = tz {
+                    note_zone(&mut zones, event.user_id, event.ts_ms, &tz);
                 }
-                changes
-                    .attrs
-                    .entry(event.user_id.to_string())
-                    .or_default()
-                    .extend(props);
+                profiles.entry(event.user_id).or_default().push(props);
             } else {
-                let text = |key: &str| {
-                    props
-                        .get(key)
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_string()
-                };
                 changes.subscriptions.push((
                     event.user_id.to_string(),
-                    text("template_id"),
-                    text("status"),
+                    template_id.unwrap_or_default(),
+                    status.unwrap_or_default(),
                     event.ts_ms,
                 ));
             }
         }
+        changes.attrs = profiles
+            .into_iter()
+            .map(|(user, props)| (user.to_string(), merge_objects(&props)))
+            .collect();
         let mut zones: Vec<(String, (i64, String))> = zones
             .into_iter()
             .map(|(user, zone)| (user.to_string(), zone))
@@ -99,37 +129,63 @@ impl StateChanges {
     }
 }
 
+/// JSON objects merged by top-level key, later ones winning; one object is returned as it is.
+fn merge_objects(objects: &[&str]) -> String {
+    if let [only] = objects {
+        return only.to_string();
+    }
+    let mut merged = Map::new();
+    for object in objects {
+        if let Ok(Value::Object(props)) = serde_json::from_str(object) {
+            merged.extend(props);
+        }
+    }
+    Value::Object(merged).to_string()
+}
+
+/// Users upserted per statement (five bound values each).
+const USERS_PER_STATEMENT: usize = 1_000;
+
 /// Applies a batch's state changes inside its transaction.
 pub(super) async fn apply(
     tx: &mut Transaction<'static, Sqlite>,
     changes: &StateChanges,
 ) -> Result<()> {
     let now = chrono::Utc::now().timestamp_millis();
-    // One row per user named by a zone or attributes: [user, tz, tz_ts, attrs]. A new user is
+    // One row per user named by a zone or attributes: (user, tz, tz_ts, attrs). A new user is
     // one insert; a known one keeps the later zone, and its stored attributes get the batch's
     // top-level keys (later values win), merged inside SQLite.
-    let mut rows: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
+    let mut rows: BTreeMap<&str, (Option<&str>, Option<i64>, Option<&str>)> = BTreeMap::new();
     for (user, (ts, tz)) in &changes.zones {
-        rows.insert(user, vec![Value::from(tz.as_str()), Value::from(*ts)]);
+        rows.insert(user, (Some(tz), Some(*ts), None));
     }
     for (user, attrs) in &changes.attrs {
-        let row = rows
-            .entry(user)
-            .or_insert_with(|| vec![Value::Null, Value::Null]);
-        row.push(Value::Object(attrs.clone()));
+        rows.entry(user).or_insert((None, None, None)).2 = Some(attrs);
     }
-    if !rows.is_empty() {
-        let list: Vec<Value> = rows
-            .into_iter()
-            .map(|(user, mut row)| {
-                row.insert(0, Value::from(user));
-                Value::Array(row)
-            })
-            .collect();
-        sqlx::query(
-            "INSERT INTO users (user_id, tz, tz_ts, attrs, updated_ms)
-             SELECT value->>0, value->>1, value->>2, COALESCE(value->3, '{}'), $2
-             FROM json_each($1) WHERE true
+    let rows: Vec<_> = rows.into_iter().collect();
+    // Bound values, many rows per statement: cheaper than one JSON list unpacked by SQLite.
+    for chunk in rows.chunks(USERS_PER_STATEMENT) {
+        let sql = sqlx::AssertSqlSafe(users_upsert(chunk.len()));
+        // Full chunks share one prepared statement; a last, shorter one is not worth keeping.
+        let mut query = sqlx::query(sql).persistent(chunk.len() == USERS_PER_STATEMENT);
+        for (user, (tz, tz_ts, attrs)) in chunk {
+            query = query
+                .bind(*user)
+                .bind(*tz)
+                .bind(*tz_ts)
+                .bind(attrs.unwrap_or("{}"))
+                .bind(now);
+        }
+        query.execute(&mut **tx).await?;
+    }
+    apply_subscriptions(tx, &changes.subscriptions).await
+}
+
+/// The upsert of `rows` users, each bound as (user_id, tz, tz_ts, attrs, updated_ms).
+fn users_upsert(rows: usize) -> String {
+    let values = vec!["(?, ?, ?, ?, ?)"; rows].join(", ");
+    format!(
+            "INSERT INTO users (user_id, tz, tz_ts, attrs, updated_ms) VALUES {values}
              ON CONFLICT (user_id) DO UPDATE SET
                  tz = CASE WHEN excluded.tz IS NOT NULL
                      AND (users.tz_ts IS NULL OR excluded.tz_ts >= users.tz_ts)
@@ -138,8 +194,8 @@ pub(super) async fn apply(
                      AND (users.tz_ts IS NULL OR excluded.tz_ts >= users.tz_ts)
                      THEN excluded.tz_ts ELSE users.tz_ts END,
                  attrs = CASE
-                     WHEN excluded.attrs = '{}' THEN users.attrs
-                     WHEN users.attrs = '{}' OR NOT json_valid(users.attrs) THEN excluded.attrs
+                     WHEN excluded.attrs = '{{}}' THEN users.attrs
+                     WHEN users.attrs = '{{}}' OR NOT json_valid(users.attrs) THEN excluded.attrs
                      ELSE (SELECT json_group_object(key, json(CASE type
                              WHEN 'object' THEN value WHEN 'array' THEN value
                              WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' WHEN 'null' THEN 'null'
@@ -149,18 +205,13 @@ pub(super) async fn apply(
                          UNION ALL
                          SELECT key, value, type FROM json_each(excluded.attrs)))
                  END,
-                 updated_ms = excluded.updated_ms",
+                 updated_ms = excluded.updated_ms"
         )
-        .bind(Value::Array(list).to_string())
-        .bind(now)
-        .execute(&mut **tx)
-        .await?;
-    }
-    apply_subscriptions(tx, &changes.subscriptions).await
 }
 
-/// Rows as one JSON array, bound as a single parameter and unpacked by `json_each`: binding
-/// each value on its own costs more than the statement.
+/// Rows as one JSON array, bound as a single parameter and unpacked by `json_each`: one
+/// statement for any number of rows (the users upsert, the bulk of a batch's rows, binds its
+/// values instead, which SQLite reads faster than JSON).
 pub(super) fn json_list<T: serde::Serialize>(rows: &[T]) -> String {
     serde_json::to_string(rows).expect("plain values serialise")
 }
@@ -401,5 +452,63 @@ async fn json_rows<'e, T: serde::de::DeserializeOwned>(
         None => Ok(Vec::new()),
         Some(text) => serde_json::from_str(&text)
             .map_err(|error| crate::Error::Database(format!("reading users' state: {error}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Valid;
+    use std::borrow::Cow;
+
+    fn batch(events: &[(&str, &str, i64, &str)]) -> EventBatch {
+        let mut batch = EventBatch::default();
+        for (user, name, ts_ms, props) in events {
+            batch.push(&Valid {
+                user_id: Cow::Borrowed(user),
+                event: Cow::Borrowed(name),
+                ts_ms: *ts_ms,
+                props: Some(Cow::Borrowed(props)),
+                event_id: None,
+                tz: None,
+            });
+        }
+        batch
+    }
+
+    #[test]
+    fn a_single_profile_passes_through_and_several_merge_in_time_order() {
+        let changes = StateChanges::from_events(&batch(&[
+            ("solo", "profile", 5, r#"{"city": "Wuhan", "vip": 2}"#),
+            ("many", "profile", 9, r#"{"city":"Xian","tz":"Asia/Tokyo"}"#),
+            ("many", "profile", 3, r#"{"city":"Hefei","vip":1,"tz":"Europe/Paris"}"#),
+        ]));
+        assert_eq!(changes.attrs["solo"], r#"{"city": "Wuhan", "vip": 2}"#);
+        let merged: Value = serde_json::from_str(&changes.attrs["many"]).unwrap();
+        assert_eq!(
+            merged,
+            serde_json::json!({"city": "Xian", "vip": 1, "tz": "Asia/Tokyo"})
+        );
+        assert_eq!(changes.zones["many"], (9, "Asia/Tokyo".to_string()));
+        assert!(!changes.zones.contains_key("solo"));
+    }
+
+    #[test]
+    fn reserved_keys_count_only_as_strings_and_a_repeated_key_takes_its_last_value() {
+        let changes = StateChanges::from_events(&batch(&[
+            ("a", "profile", 1, r#"{"tz": 8}"#),
+            ("b", "profile", 1, r#"{"tz":"Asia/Tokyo","tz":"Asia/Seoul"}"#),
+            ("c", "subscription", 2, r#"{"template_id":"t\u0031","status":"accept","x":[1,{"y":2}]}"#),
+            ("d", "subscription", 3, r#"{"template_id":7,"status":"reject"}"#),
+        ]));
+        assert!(!changes.zones.contains_key("a"));
+        assert_eq!(changes.zones["b"].1, "Asia/Seoul");
+        assert_eq!(
+            changes.subscriptions,
+            [
+                ("c".into(), "t1".into(), "accept".into(), 2),
+                ("d".into(), String::new(), "reject".into(), 3),
+            ]
+        );
     }
 }
