@@ -155,7 +155,8 @@ pub(super) async fn apply(
     // One row per user named by a zone or attributes: (user, tz, tz_ts, attrs). A new user is
     // one insert; a known one keeps the later zone, and its stored attributes get the batch's
     // top-level keys (later values win), merged inside SQLite.
-    let mut rows: BTreeMap<&str, (Option<&str>, Option<i64>, Option<&str>)> = BTreeMap::new();
+    type UserRow<'a> = (Option<&'a str>, Option<i64>, Option<&'a str>);
+    let mut rows: BTreeMap<&str, UserRow> = BTreeMap::new();
     for (user, (ts, tz)) in &changes.zones {
         rows.insert(user, (Some(tz), Some(*ts), None));
     }
@@ -481,7 +482,12 @@ mod tests {
         let changes = StateChanges::from_events(&batch(&[
             ("solo", "profile", 5, r#"{"city": "Wuhan", "vip": 2}"#),
             ("many", "profile", 9, r#"{"city":"Xian","tz":"Asia/Tokyo"}"#),
-            ("many", "profile", 3, r#"{"city":"Hefei","vip":1,"tz":"Europe/Paris"}"#),
+            (
+                "many",
+                "profile",
+                3,
+                r#"{"city":"Hefei","vip":1,"tz":"Europe/Paris"}"#,
+            ),
         ]));
         assert_eq!(changes.attrs["solo"], r#"{"city": "Wuhan", "vip": 2}"#);
         let merged: Value = serde_json::from_str(&changes.attrs["many"]).unwrap();
@@ -497,9 +503,24 @@ mod tests {
     fn reserved_keys_count_only_as_strings_and_a_repeated_key_takes_its_last_value() {
         let changes = StateChanges::from_events(&batch(&[
             ("a", "profile", 1, r#"{"tz": 8}"#),
-            ("b", "profile", 1, r#"{"tz":"Asia/Tokyo","tz":"Asia/Seoul"}"#),
-            ("c", "subscription", 2, r#"{"template_id":"t\u0031","status":"accept","x":[1,{"y":2}]}"#),
-            ("d", "subscription", 3, r#"{"template_id":7,"status":"reject"}"#),
+            (
+                "b",
+                "profile",
+                1,
+                r#"{"tz":"Asia/Tokyo","tz":"Asia/Seoul"}"#,
+            ),
+            (
+                "c",
+                "subscription",
+                2,
+                r#"{"template_id":"t\u0031","status":"accept","x":[1,{"y":2}]}"#,
+            ),
+            (
+                "d",
+                "subscription",
+                3,
+                r#"{"template_id":7,"status":"reject"}"#,
+            ),
         ]));
         assert!(!changes.zones.contains_key("a"));
         assert_eq!(changes.zones["b"].1, "Asia/Seoul");
