@@ -1,7 +1,7 @@
 //! SQL state the engine keeps beside the events: user zones and attributes, and the
 //! subscription-credit ledger.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
 use rayon::prelude::*;
 use serde_json::value::RawValue;
@@ -18,13 +18,21 @@ const ID_CHUNK: usize = 100_000;
 /// The SQL-side effects of a batch of events, collapsed per user and (user, template).
 #[derive(Debug, Default, PartialEq)]
 pub struct StateChanges {
-    /// The latest zone per user, with the timestamp it was seen at.
-    pub zones: BTreeMap<String, (i64, String)>,
-    /// Attributes to merge per user, as one JSON object: a user's only `profile` event of the
-    /// batch passes its props through as written; several are merged in event-time order.
-    pub attrs: BTreeMap<String, String>,
+    /// Per user named by a zone or a `profile` event, sorted by user id.
+    pub users: Vec<UserChange>,
     /// Subscription events in event-time order: (user, template, status, ts).
     pub subscriptions: Vec<(String, String, String, i64)>,
+}
+
+/// What a batch changes of one user.
+#[derive(Debug, Default, PartialEq)]
+pub struct UserChange {
+    pub user_id: String,
+    /// The latest zone, with the timestamp it was seen at.
+    pub zone: Option<(i64, String)>,
+    /// Attributes to merge, as one JSON object: a user's only `profile` event of the batch
+    /// passes its props through as written; several are merged in event-time order.
+    pub attrs: Option<String>,
 }
 
 /// The keys of `profile` and `subscription` props the engine reads. Validated props are JSON
@@ -62,30 +70,54 @@ fn reserved_texts(props: &str) -> Option<ReservedTexts> {
     }
 }
 
+/// A hasher for the user map of a batch (ids are not chosen by an attacker here, and SipHash
+/// was a tenth of the work).
+type FastHash = std::hash::BuildHasherDefault<xxhash_rust::xxh3::Xxh3Default>;
+
+/// One user's changes while a batch is gathered, borrowing from the batch.
+#[derive(Default)]
+struct Gathered<'a> {
+    zone: Option<(i64, std::borrow::Cow<'a, str>)>,
+    profiles: Vec<&'a str>,
+}
+
+impl<'a> Gathered<'a> {
+    fn note_zone(&mut self, ts: i64, tz: std::borrow::Cow<'a, str>) {
+        if self.zone.as_ref().is_none_or(|seen| ts >= seen.0) {
+            self.zone = Some((ts, tz));
+        }
+    }
+}
+
 impl StateChanges {
     pub fn from_events(events: &EventBatch) -> StateChanges {
-        let mut changes = StateChanges::default();
-        // Zones are gathered by borrowed id (most batches name many users) and sorted once.
-        let mut zones: HashMap<&str, (i64, String)> = HashMap::new();
-        fn note_zone<'a>(
-            zones: &mut HashMap<&'a str, (i64, String)>,
-            user: &'a str,
-            ts: i64,
-            tz: &str,
-        ) {
-            if zones.get(user).is_none_or(|seen| ts >= seen.0) {
-                zones.insert(user, (ts, tz.to_string()));
-            }
-        }
+        // The rows that matter (a zone or a reserved event name) are found on every core.
+        const CHUNK: usize = 16_384;
+        let wanted: Vec<usize> = (0..events.len().div_ceil(CHUNK))
+            .into_par_iter()
+            .flat_map_iter(|chunk| {
+                let rows = chunk * CHUNK..((chunk + 1) * CHUNK).min(events.len());
+                rows.filter(|&row| {
+                    let name = events.event.get(row).unwrap_or_default();
+                    events.tz.get(row).is_some()
+                        || name == event::PROFILE
+                        || name == event::SUBSCRIPTION
+                })
+                .collect::<Vec<_>>()
+            })
+            .collect();
+        let mut users: HashMap<&str, Gathered, FastHash> = HashMap::default();
         let mut reserved = Vec::new();
-        for row in 0..events.len() {
-            if let Some(tz) = events.tz.get(row) {
-                let user = events.user_id.get(row).unwrap_or_default();
-                note_zone(&mut zones, user, events.ts[row], tz);
+        for &row in &wanted {
+            let event = events.get(row);
+            if let Some(tz) = event.tz {
+                users
+                    .entry(event.user_id)
+                    .or_default()
+                    .note_zone(event.ts_ms, tz.into());
             }
-            let name = events.event.get(row).unwrap_or_default();
-            if name == event::PROFILE || name == event::SUBSCRIPTION {
-                reserved.push(events.get(row));
+            if event.event == event::PROFILE || event.event == event::SUBSCRIPTION {
+                reserved.push(event);
             }
         }
         reserved.sort_by_key(|event| event.ts_ms);
@@ -94,18 +126,17 @@ impl StateChanges {
             .par_iter()
             .map(|event| event.props.and_then(reserved_texts))
             .collect();
-        // Profile props per user in time order; most users have one per batch.
-        let mut profiles: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        let mut changes = StateChanges::default();
         for (event, keys) in reserved.iter().zip(parsed) {
-            let (Some(keys), Some(props)) = (keys, event.props) else {
+            let (Some((tz, template_id, status)), Some(props)) = (keys, event.props) else {
                 continue;
             };
-            let (tz, template_id, status) = keys;
             if event.event == event::PROFILE {
+                let user = users.entry(event.user_id).or_default();
                 if let Some(tz) = tz {
-                    note_zone(&mut zones, event.user_id, event.ts_ms, &tz);
+                    user.note_zone(event.ts_ms, tz.into());
                 }
-                profiles.entry(event.user_id).or_default().push(props);
+                user.profiles.push(props);
             } else {
                 changes.subscriptions.push((
                     event.user_id.to_string(),
@@ -115,16 +146,16 @@ impl StateChanges {
                 ));
             }
         }
-        changes.attrs = profiles
+        let mut users: Vec<(&str, Gathered)> = users.into_iter().collect();
+        users.par_sort_unstable_by(|a, b| a.0.cmp(b.0));
+        changes.users = users
             .into_iter()
-            .map(|(user, props)| (user.to_string(), merge_objects(&props)))
+            .map(|(user_id, gathered)| UserChange {
+                user_id: user_id.to_string(),
+                zone: gathered.zone.map(|(ts, tz)| (ts, tz.into_owned())),
+                attrs: (!gathered.profiles.is_empty()).then(|| merge_objects(&gathered.profiles)),
+            })
             .collect();
-        let mut zones: Vec<(String, (i64, String))> = zones
-            .into_iter()
-            .map(|(user, zone)| (user.to_string(), zone))
-            .collect();
-        zones.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        changes.zones = zones.into_iter().collect();
         changes
     }
 }
@@ -152,29 +183,20 @@ pub(super) async fn apply(
     changes: &StateChanges,
 ) -> Result<()> {
     let now = chrono::Utc::now().timestamp_millis();
-    // One row per user named by a zone or attributes: (user, tz, tz_ts, attrs). A new user is
-    // one insert; a known one keeps the later zone, and its stored attributes get the batch's
-    // top-level keys (later values win), merged inside SQLite.
-    type UserRow<'a> = (Option<&'a str>, Option<i64>, Option<&'a str>);
-    let mut rows: BTreeMap<&str, UserRow> = BTreeMap::new();
-    for (user, (ts, tz)) in &changes.zones {
-        rows.insert(user, (Some(tz), Some(*ts), None));
-    }
-    for (user, attrs) in &changes.attrs {
-        rows.entry(user).or_insert((None, None, None)).2 = Some(attrs);
-    }
-    let rows: Vec<_> = rows.into_iter().collect();
-    // Bound values, many rows per statement: cheaper than one JSON list unpacked by SQLite.
-    for chunk in rows.chunks(USERS_PER_STATEMENT) {
+    // One row per user named by a zone or attributes. A new user is one insert; a known one
+    // keeps the later zone, and its stored attributes get the batch's top-level keys (later
+    // values win), merged inside SQLite. Bound values, many rows per statement: cheaper than
+    // one JSON list unpacked by SQLite.
+    for chunk in changes.users.chunks(USERS_PER_STATEMENT) {
         let sql = sqlx::AssertSqlSafe(users_upsert(chunk.len()));
         // Full chunks share one prepared statement; a last, shorter one is not worth keeping.
         let mut query = sqlx::query(sql).persistent(chunk.len() == USERS_PER_STATEMENT);
-        for (user, (tz, tz_ts, attrs)) in chunk {
+        for user in chunk {
             query = query
-                .bind(*user)
-                .bind(*tz)
-                .bind(*tz_ts)
-                .bind(attrs.unwrap_or("{}"))
+                .bind(user.user_id.as_str())
+                .bind(user.zone.as_ref().map(|(_, tz)| tz.as_str()))
+                .bind(user.zone.as_ref().map(|(ts, _)| *ts))
+                .bind(user.attrs.as_deref().unwrap_or("{}"))
                 .bind(now);
         }
         query.execute(&mut **tx).await?;
@@ -489,14 +511,20 @@ mod tests {
                 r#"{"city":"Hefei","vip":1,"tz":"Europe/Paris"}"#,
             ),
         ]));
-        assert_eq!(changes.attrs["solo"], r#"{"city": "Wuhan", "vip": 2}"#);
-        let merged: Value = serde_json::from_str(&changes.attrs["many"]).unwrap();
+        let user = |id: &str| changes.users.iter().find(|u| u.user_id == id).unwrap();
+        assert_eq!(
+            user("solo").attrs.as_deref(),
+            Some(r#"{"city": "Wuhan", "vip": 2}"#)
+        );
+        let merged: Value = serde_json::from_str(user("many").attrs.as_deref().unwrap()).unwrap();
         assert_eq!(
             merged,
             serde_json::json!({"city": "Xian", "vip": 1, "tz": "Asia/Tokyo"})
         );
-        assert_eq!(changes.zones["many"], (9, "Asia/Tokyo".to_string()));
-        assert!(!changes.zones.contains_key("solo"));
+        assert_eq!(user("many").zone, Some((9, "Asia/Tokyo".to_string())));
+        assert_eq!(user("solo").zone, None);
+        let ids: Vec<&str> = changes.users.iter().map(|u| u.user_id.as_str()).collect();
+        assert_eq!(ids, ["many", "solo"], "users are sorted by id");
     }
 
     #[test]
@@ -522,8 +550,12 @@ mod tests {
                 r#"{"template_id":7,"status":"reject"}"#,
             ),
         ]));
-        assert!(!changes.zones.contains_key("a"));
-        assert_eq!(changes.zones["b"].1, "Asia/Seoul");
+        let zone = |id: &str| {
+            let user = changes.users.iter().find(|u| u.user_id == id).unwrap();
+            user.zone.as_ref().map(|(_, tz)| tz.clone())
+        };
+        assert_eq!(zone("a"), None);
+        assert_eq!(zone("b").as_deref(), Some("Asia/Seoul"));
         assert_eq!(
             changes.subscriptions,
             [
