@@ -174,8 +174,35 @@ fn merge_objects(objects: &[&str]) -> String {
     Value::Object(merged).to_string()
 }
 
-/// Users upserted per statement (five bound values each).
-const USERS_PER_STATEMENT: usize = 1_000;
+/// Rows bound per statement by [`insert_bound`] (at most seven values each: far below
+/// SQLite's limit of 32,766 bound values).
+const ROWS_PER_STATEMENT: usize = 1_000;
+
+/// A query over bound values.
+type Bound<'q> = sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments>;
+
+/// Runs `{head} VALUES (?, ...), ... {tail}` over `rows`, [`ROWS_PER_STATEMENT`] rows per
+/// statement, `bind` binding one row's `width` values. Bound values are cheaper for SQLite
+/// than a JSON list unpacked by `json_each`, which matters for the rows of every batch.
+async fn insert_bound<T>(
+    tx: &mut Transaction<'static, Sqlite>,
+    (head, width, tail): (&str, usize, &str),
+    rows: &[T],
+    bind: impl for<'q> Fn(Bound<'q>, &T) -> Bound<'q>,
+) -> Result<()> {
+    let row = format!("({})", vec!["?"; width].join(", "));
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let values = vec![row.as_str(); chunk.len()].join(", ");
+        let sql = sqlx::AssertSqlSafe(format!("{head} VALUES {values} {tail}"));
+        // Full chunks share one prepared statement; a last, shorter one is not worth keeping.
+        let mut query = sqlx::query(sql).persistent(chunk.len() == ROWS_PER_STATEMENT);
+        for row in chunk {
+            query = bind(query, row);
+        }
+        query.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
 
 /// Applies a batch's state changes inside its transaction.
 pub(super) async fn apply(
@@ -185,56 +212,48 @@ pub(super) async fn apply(
     let now = chrono::Utc::now().timestamp_millis();
     // One row per user named by a zone or attributes. A new user is one insert; a known one
     // keeps the later zone, and its stored attributes get the batch's top-level keys (later
-    // values win), merged inside SQLite. Bound values, many rows per statement: cheaper than
-    // one JSON list unpacked by SQLite.
-    for chunk in changes.users.chunks(USERS_PER_STATEMENT) {
-        let sql = sqlx::AssertSqlSafe(users_upsert(chunk.len()));
-        // Full chunks share one prepared statement; a last, shorter one is not worth keeping.
-        let mut query = sqlx::query(sql).persistent(chunk.len() == USERS_PER_STATEMENT);
-        for user in chunk {
-            query = query
-                .bind(user.user_id.as_str())
-                .bind(user.zone.as_ref().map(|(_, tz)| tz.as_str()))
-                .bind(user.zone.as_ref().map(|(ts, _)| *ts))
-                .bind(user.attrs.as_deref().unwrap_or("{}"))
-                .bind(now);
-        }
-        query.execute(&mut **tx).await?;
-    }
+    // values win), merged inside SQLite.
+    insert_bound(tx, USERS_UPSERT, &changes.users, |query, user| {
+        query
+            .bind(user.user_id.clone())
+            .bind(user.zone.as_ref().map(|(_, tz)| tz.clone()))
+            .bind(user.zone.as_ref().map(|(ts, _)| *ts))
+            .bind(user.attrs.clone().unwrap_or_else(|| "{}".into()))
+            .bind(now)
+    })
+    .await?;
     apply_subscriptions(tx, &changes.subscriptions).await
 }
 
-/// The upsert of `rows` users, each bound as (user_id, tz, tz_ts, attrs, updated_ms).
-fn users_upsert(rows: usize) -> String {
-    let values = vec!["(?, ?, ?, ?, ?)"; rows].join(", ");
-    format!(
-            "INSERT INTO users (user_id, tz, tz_ts, attrs, updated_ms) VALUES {values}
-             ON CONFLICT (user_id) DO UPDATE SET
-                 tz = CASE WHEN excluded.tz IS NOT NULL
-                     AND (users.tz_ts IS NULL OR excluded.tz_ts >= users.tz_ts)
-                     THEN excluded.tz ELSE users.tz END,
-                 tz_ts = CASE WHEN excluded.tz IS NOT NULL
-                     AND (users.tz_ts IS NULL OR excluded.tz_ts >= users.tz_ts)
-                     THEN excluded.tz_ts ELSE users.tz_ts END,
-                 attrs = CASE
-                     WHEN excluded.attrs = '{{}}' THEN users.attrs
-                     WHEN users.attrs = '{{}}' OR NOT json_valid(users.attrs) THEN excluded.attrs
-                     ELSE (SELECT json_group_object(key, json(CASE type
-                             WHEN 'object' THEN value WHEN 'array' THEN value
-                             WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' WHEN 'null' THEN 'null'
-                             ELSE json_quote(value) END)) FROM (
-                         SELECT key, value, type FROM json_each(users.attrs)
-                         WHERE key NOT IN (SELECT key FROM json_each(excluded.attrs))
-                         UNION ALL
-                         SELECT key, value, type FROM json_each(excluded.attrs)))
-                 END,
-                 updated_ms = excluded.updated_ms"
-        )
-}
+/// The upsert of users, each bound as (user_id, tz, tz_ts, attrs, updated_ms).
+const USERS_UPSERT: (&str, usize, &str) = (
+    "INSERT INTO users (user_id, tz, tz_ts, attrs, updated_ms)",
+    5,
+    "ON CONFLICT (user_id) DO UPDATE SET
+         tz = CASE WHEN excluded.tz IS NOT NULL
+             AND (users.tz_ts IS NULL OR excluded.tz_ts >= users.tz_ts)
+             THEN excluded.tz ELSE users.tz END,
+         tz_ts = CASE WHEN excluded.tz IS NOT NULL
+             AND (users.tz_ts IS NULL OR excluded.tz_ts >= users.tz_ts)
+             THEN excluded.tz_ts ELSE users.tz_ts END,
+         attrs = CASE
+             WHEN excluded.attrs = '{}' THEN users.attrs
+             WHEN users.attrs = '{}' OR NOT json_valid(users.attrs) THEN excluded.attrs
+             ELSE (SELECT json_group_object(key, json(CASE type
+                     WHEN 'object' THEN value WHEN 'array' THEN value
+                     WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' WHEN 'null' THEN 'null'
+                     ELSE json_quote(value) END)) FROM (
+                 SELECT key, value, type FROM json_each(users.attrs)
+                 WHERE key NOT IN (SELECT key FROM json_each(excluded.attrs))
+                 UNION ALL
+                 SELECT key, value, type FROM json_each(excluded.attrs)))
+         END,
+         updated_ms = excluded.updated_ms",
+);
 
 /// Rows as one JSON array, bound as a single parameter and unpacked by `json_each`: one
-/// statement for any number of rows (the users upsert, the bulk of a batch's rows, binds its
-/// values instead, which SQLite reads faster than JSON).
+/// statement for any number of rows, for lists read back or bounded by the batch's days
+/// (the state rows of every batch go through [`insert_bound`]).
 pub(super) fn json_list<T: serde::Serialize>(rows: &[T]) -> String {
     serde_json::to_string(rows).expect("plain values serialise")
 }
@@ -291,29 +310,49 @@ async fn apply_subscriptions(
         *balance = after;
         *updated = *ts;
     }
-    if !ledger.is_empty() {
-        sqlx::query(
-            "INSERT INTO credit_ledger (user_id, template_id, change, delta, balance_after, ts, source)
-             SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6
-             FROM json_each($1)",
-        )
-        .bind(json_list(&ledger))
-        .execute(&mut **tx)
-        .await?;
-    }
+    insert_bound(
+        tx,
+        (
+            "INSERT INTO credit_ledger (user_id, template_id, change, delta, balance_after, ts, source)",
+            7,
+            "",
+        ),
+        &ledger,
+        |query, (user, template, change, delta, after, ts, source)| {
+            query
+                .bind(user.to_string())
+                .bind(template.to_string())
+                .bind(*change)
+                .bind(*delta)
+                .bind(*after)
+                .bind(*ts)
+                .bind(source.clone())
+        },
+    )
+    .await?;
     let touched: Vec<(&str, &str, i64, i64)> = balances
         .iter()
         .map(|((user, template), (balance, updated))| {
             (user.as_str(), template.as_str(), *balance, *updated)
         })
         .collect();
-    sqlx::query(
-        "INSERT INTO credits (user_id, template_id, balance, updated_ts)
-         SELECT value->>0, value->>1, value->>2, value->>3 FROM json_each($1) WHERE true
-         ON CONFLICT (user_id, template_id) DO UPDATE SET balance = excluded.balance, updated_ts = excluded.updated_ts",
+    insert_bound(
+        tx,
+        (
+            "INSERT INTO credits (user_id, template_id, balance, updated_ts)",
+            4,
+            "ON CONFLICT (user_id, template_id) DO UPDATE SET balance = excluded.balance,
+                 updated_ts = excluded.updated_ts",
+        ),
+        &touched,
+        |query, (user, template, balance, updated)| {
+            query
+                .bind(user.to_string())
+                .bind(template.to_string())
+                .bind(*balance)
+                .bind(*updated)
+        },
     )
-    .bind(json_list(&touched))
-    .execute(&mut **tx)
     .await?;
     Ok(())
 }
