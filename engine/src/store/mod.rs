@@ -307,7 +307,14 @@ impl Store {
             "batch commit"
         );
         match result {
-            Ok(()) => tx.commit().await?,
+            Ok(()) => {
+                let committing = std::time::Instant::now();
+                tx.commit().await?;
+                tracing::debug!(
+                    commit_s = committing.elapsed().as_secs_f64(),
+                    "batch transaction committed"
+                );
+            }
             Err(error) => {
                 drop(tx);
                 segments::remove(&events_dir, &written);
