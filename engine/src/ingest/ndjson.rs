@@ -192,7 +192,13 @@ fn json_string<'a>(raw: &'a str, field: &str) -> Result<Cow<'a, str>, Invalid> {
             format!("{field} must be a string, got {}", preview(raw)),
         ));
     }
-    if let Ok(text) = serde_json::from_str::<&str>(raw) {
+    // `raw` is a whole JSON string that serde_json has already checked while reading the line:
+    // without a backslash, its text is what lies between the quotes.
+    if let Some(text) = raw
+        .strip_prefix('"')
+        .and_then(|rest| rest.strip_suffix('"'))
+        .filter(|text| !text.contains('\\'))
+    {
         return Ok(Cow::Borrowed(text));
     }
     serde_json::from_str::<String>(raw)
@@ -280,6 +286,23 @@ mod tests {
             parse(b"{\"user_id\":\"u\xff\",\"event\":\"a\",\"ts\":1793491200000}").unwrap_err();
         assert_eq!(invalid.kind, RejectKind::BadUtf8);
         assert!(invalid.detail.contains("byte 14"), "{}", invalid.detail);
+    }
+
+    #[test]
+    fn strings_are_taken_as_written_unless_escaped_and_raw_control_characters_are_refused() {
+        let event = parse(
+            br#"{"user_id":"plain","event":"a","ts":1793491200000,"event_id":"x\"y\/z","tz":""}"#,
+        )
+        .unwrap();
+        assert_eq!(event.user_id, "plain");
+        assert!(matches!(event.user_id, Cow::Borrowed(_)));
+        assert_eq!(event.event_id.as_deref(), Some(r#"x"y/z"#));
+        assert_eq!(event.tz, None);
+        let invalid = parse(
+            b"{\"user_id\":\"u\",\"event\":\"a\",\"ts\":1793491200000,\"event_id\":\"a\x01b\"}",
+        )
+        .unwrap_err();
+        assert_eq!(invalid.kind, RejectKind::Malformed, "{}", invalid.detail);
     }
 
     #[test]
