@@ -63,37 +63,28 @@ impl Scan<'_> {
     }
 
     fn object(&mut self, depth: usize) -> bool {
-        self.at += 1;
-        if self.eat(b'}') {
-            return true;
-        }
-        loop {
-            self.skip_space();
-            if self.peek() != Some(b'"') || !self.string() || !self.eat(b':') {
-                return false;
-            }
-            if !self.value(depth) {
-                return false;
-            }
-            if self.eat(b'}') {
-                return true;
-            }
-            if !self.eat(b',') {
-                return false;
-            }
-        }
+        self.items(b'}', |scan| {
+            scan.skip_space();
+            scan.peek() == Some(b'"') && scan.string() && scan.eat(b':') && scan.value(depth)
+        })
     }
 
     fn array(&mut self, depth: usize) -> bool {
+        self.items(b']', |scan| scan.value(depth))
+    }
+
+    /// The items of an object or array, the opening bracket at `at`: none, or `item`s
+    /// separated by commas, then `close`.
+    fn items(&mut self, close: u8, item: impl Fn(&mut Self) -> bool) -> bool {
         self.at += 1;
-        if self.eat(b']') {
+        if self.eat(close) {
             return true;
         }
         loop {
-            if !self.value(depth) {
+            if !item(self) {
                 return false;
             }
-            if self.eat(b']') {
+            if self.eat(close) {
                 return true;
             }
             if !self.eat(b',') {

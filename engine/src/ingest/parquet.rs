@@ -145,7 +145,8 @@ impl Source for ParquetSource {
             TsColumn::Millis(_) => Vec::new(),
         };
         let name = path.display().to_string();
-        let mut parsed = super::validate_rows(frame.height(), |row| {
+        // A row's draft, built again for the rejects file only when the row is refused.
+        let draft_of = |row: usize| {
             let get = |column: usize| {
                 text[column]
                     .as_ref()
@@ -156,18 +157,20 @@ impl Source for ParquetSource {
                 TsColumn::Millis(values) => values[row].map(TsInput::Millis),
                 TsColumn::Text(_) => ts_text[row].map(|t| TsInput::Text(Cow::Borrowed(t))),
             };
-            let draft = Draft {
+            Draft {
                 user_id: get(0),
                 event: get(1),
                 ts,
                 props: get(2),
                 tz: get(3),
                 event_id: get(4),
-            };
-            Outcome::of(event::validate(draft.clone()), |invalid| Reject {
+            }
+        };
+        let mut parsed = super::validate_rows(frame.height(), |row| {
+            Outcome::of(event::validate(draft_of(row)), |invalid| Reject {
                 location: format!("{name} row {}", first_row + row),
                 invalid,
-                raw: format!("{draft:?}"),
+                raw: format!("{:?}", draft_of(row)),
             })
         });
         parsed.records = length as u64;

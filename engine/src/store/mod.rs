@@ -259,27 +259,25 @@ impl Store {
         crash_point_after_segments();
         let result = async {
             let now = chrono::Utc::now().timestamp_millis();
-            let manifest: Vec<_> = written
-                .iter()
-                .map(|segment| {
-                    (
-                        &segment.relative_path,
-                        &segment.day,
-                        segment.rows,
-                        segment.min_ts,
-                        segment.max_ts,
-                    )
-                })
-                .collect();
-            sqlx::query(
-                "INSERT INTO segments (path, day, rows, min_ts, max_ts, batch, created_ms)
-                 SELECT value->>0, value->>1, value->>2, value->>3, value->>4, $2, $3
-                 FROM json_each($1)",
+            state::insert_bound(
+                &mut tx,
+                (
+                    "INSERT INTO segments (path, day, rows, min_ts, max_ts, batch, created_ms)",
+                    7,
+                    "",
+                ),
+                &written,
+                |query, segment| {
+                    query
+                        .bind(segment.relative_path.clone())
+                        .bind(segment.day.clone())
+                        .bind(segment.rows as i64)
+                        .bind(segment.min_ts)
+                        .bind(segment.max_ts)
+                        .bind(batch_name.clone())
+                        .bind(now)
+                },
             )
-            .bind(state::json_list(&manifest))
-            .bind(&batch_name)
-            .bind(now)
-            .execute(&mut *tx)
             .await?;
             if let Some(file) = &file {
                 sqlx::query(

@@ -179,12 +179,12 @@ fn merge_objects(objects: &[&str]) -> String {
 const ROWS_PER_STATEMENT: usize = 1_000;
 
 /// A query over bound values.
-type Bound<'q> = sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments>;
+pub(super) type Bound<'q> = sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments>;
 
 /// Runs `{head} VALUES (?, ...), ... {tail}` over `rows`, [`ROWS_PER_STATEMENT`] rows per
 /// statement, `bind` binding one row's `width` values. Bound values are cheaper for SQLite
 /// than a JSON list unpacked by `json_each`, which matters for the rows of every batch.
-async fn insert_bound<T>(
+pub(super) async fn insert_bound<T>(
     tx: &mut Transaction<'static, Sqlite>,
     (head, width, tail): (&str, usize, &str),
     rows: &[T],
@@ -251,9 +251,9 @@ const USERS_UPSERT: (&str, usize, &str) = (
          updated_ms = excluded.updated_ms",
 );
 
-/// Rows as one JSON array, bound as a single parameter and unpacked by `json_each`: one
-/// statement for any number of rows, for lists read back or bounded by the batch's days
-/// (the state rows of every batch go through [`insert_bound`]).
+/// Values as one JSON array, bound as a single parameter and unpacked by `json_each`: the
+/// lists of ids or days a query selects by, in one statement however long (rows written go
+/// through [`insert_bound`]).
 pub(super) fn json_list<T: serde::Serialize>(rows: &[T]) -> String {
     serde_json::to_string(rows).expect("plain values serialise")
 }
