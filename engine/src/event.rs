@@ -145,7 +145,7 @@ pub fn validate(draft: Draft<'_>) -> Result<(Valid<'_>, Option<Warning>), Invali
         None => return Err(Invalid::new(RejectKind::MissingField, "missing field ts")),
         Some(ts) => parse_ts(ts)?,
     };
-    let props = match draft.props.filter(|text| !text.trim().is_empty()) {
+    let props = match draft.props.filter(|text| !trim(text).is_empty()) {
         None => None,
         Some(text) => Some(check_props(text)?),
     };
@@ -297,6 +297,16 @@ pub fn parse_ts(ts: TsInput<'_>) -> Result<i64, Invalid> {
     Ok(millis)
 }
 
+/// `text` without the whitespace around it, as [`str::trim`], with a quick look at the two ends
+/// first: almost every value has none.
+fn trim(text: &str) -> &str {
+    let plain = |byte: &u8| byte.is_ascii_graphic();
+    match (text.as_bytes().first(), text.as_bytes().last()) {
+        (Some(first), Some(last)) if plain(first) && plain(last) => text,
+        _ => text.trim(),
+    }
+}
+
 /// Checks that `props` is a JSON object within the size limit; returns it without the
 /// whitespace around it.
 fn check_props(text: Cow<'_, str>) -> Result<Cow<'_, str>, Invalid> {
@@ -306,7 +316,7 @@ fn check_props(text: Cow<'_, str>) -> Result<Cow<'_, str>, Invalid> {
             format!("props is {} bytes; at most {MAX_PROPS_BYTES}", text.len()),
         ));
     }
-    let trimmed = text.trim();
+    let trimmed = trim(&text);
     if !trimmed.starts_with('{') {
         return Err(Invalid::new(
             RejectKind::BadProps,
@@ -323,8 +333,8 @@ fn check_props(text: Cow<'_, str>) -> Result<Cow<'_, str>, Invalid> {
         ));
     }
     Ok(match text {
-        Cow::Borrowed(text) => Cow::Borrowed(text.trim()),
-        Cow::Owned(text) if text.trim().len() == text.len() => Cow::Owned(text),
+        Cow::Borrowed(text) => Cow::Borrowed(trim(text)),
+        Cow::Owned(text) if trim(&text).len() == text.len() => Cow::Owned(text),
         Cow::Owned(text) => Cow::Owned(text.trim().to_string()),
     })
 }
@@ -414,6 +424,27 @@ mod tests {
                 sample.chars().any(char::is_control),
                 "{sample:?}"
             );
+        }
+    }
+
+    #[test]
+    fn trimming_agrees_with_str_trim() {
+        let samples = [
+            "",
+            " ",
+            "{}",
+            " {} ",
+            "{}\n",
+            "\t{\"a\":1}",
+            "\u{3000}{}",
+            "{}\u{a0}",
+            "é",
+            "x",
+            "{\"城市\":\"上海\"}",
+            " é ",
+        ];
+        for sample in samples {
+            assert_eq!(trim(sample), sample.trim(), "{sample:?}");
         }
     }
 

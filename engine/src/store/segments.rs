@@ -10,6 +10,13 @@ use std::path::{Path, PathBuf};
 
 use chrono::DateTime;
 use polars::prelude::*;
+use polars_arrow::array::{Array, MutableBinaryViewArray, PrimitiveArray};
+use polars_arrow::datatypes::{ArrowDataType, ArrowSchema, Field};
+use polars_arrow::record_batch::RecordBatchT;
+use polars_parquet::write::{
+    CompressionOptions, Encoding, FileWriter, RowGroupIterator, StatisticsOptions, Version,
+    WriteOptions,
+};
 use rayon::prelude::*;
 
 use crate::batch::EventBatch;
@@ -86,13 +93,8 @@ pub(crate) fn write_staged(
         .map(|(day_index, rows)| {
             let day = day_name(day_index);
             let staged = staging.join(format!("{batch}-{day}.parquet"));
-            let mut frame = events_frame(events, &rows)?;
             let file = File::create(&staged).map_err(|source| Error::io(&staged, source))?;
-            // One file per day in parallel already: each is encoded on one thread.
-            ParquetWriter::new(&file)
-                .with_compression(ParquetCompression::Lz4Raw)
-                .set_parallel(false)
-                .finish(&mut frame)?;
+            write_segment(&file, events, &rows)?;
             file.sync_all()
                 .map_err(|source| Error::io(&staged, source))?;
             let ts = rows.iter().map(|&row| events.ts[row]);
@@ -108,23 +110,80 @@ pub(crate) fn write_staged(
         .collect()
 }
 
-/// The segment columns of `rows` of a batch.
-fn events_frame(events: &EventBatch, rows: &[usize]) -> Result<DataFrame> {
-    let text = |name: &str, column: &crate::batch::Texts| -> Column {
-        let values: StringChunked = rows.iter().map(|&row| column.get(row)).collect();
-        values.with_name(name.into()).into_column()
+/// The segment columns, in file order, and how each is encoded. Only the columns with few
+/// distinct values are dictionary-encoded: for `props` and `event_id` the writer would first
+/// estimate the cardinality, then build a dictionary it mostly throws away.
+const SEGMENT_COLUMNS: [(&str, Encoding); 5] = [
+    ("user_id", Encoding::RleDictionary),
+    ("event", Encoding::RleDictionary),
+    ("ts", Encoding::Plain),
+    ("props", Encoding::Plain),
+    ("event_id", Encoding::Plain),
+];
+
+/// Writes `rows` of a batch to `file` as one Parquet row group, LZ4-compressed, on this thread.
+fn write_segment(file: &File, events: &EventBatch, rows: &[usize]) -> Result<()> {
+    let text = |column: &crate::batch::Texts| -> Box<dyn Array> {
+        let mut values = MutableBinaryViewArray::<str>::with_capacity(rows.len());
+        for &row in rows {
+            values.push(column.get(row));
+        }
+        values.freeze().boxed()
     };
     let ts: Vec<i64> = rows.iter().map(|&row| events.ts[row]).collect();
-    Ok(DataFrame::new(
-        rows.len(),
-        vec![
-            text("user_id", &events.user_id),
-            text("event", &events.event),
-            Column::new("ts".into(), ts),
-            text("props", &events.props),
-            text("event_id", &events.event_id),
-        ],
-    )?)
+    let arrays = vec![
+        text(&events.user_id),
+        text(&events.event),
+        PrimitiveArray::from_vec(ts).boxed(),
+        text(&events.props),
+        text(&events.event_id),
+    ];
+    let schema: ArrowSchema = SEGMENT_COLUMNS
+        .iter()
+        .map(|(name, _)| {
+            let dtype = if *name == "ts" {
+                ArrowDataType::Int64
+            } else {
+                ArrowDataType::Utf8View
+            };
+            Field::new((*name).into(), dtype, true)
+        })
+        .collect();
+    let schema = Arc::new(schema);
+    // No min/max statistics: every file is one row group of one day, and the manifest already
+    // picks files by their time range; min/max of `props` and `event_id` cost a string
+    // comparison per value for nothing.
+    let options = WriteOptions {
+        statistics: StatisticsOptions {
+            min_value: false,
+            max_value: false,
+            ..StatisticsOptions::default()
+        },
+        compression: CompressionOptions::Lz4Raw,
+        version: Version::V1,
+        data_page_size: None,
+    };
+    let encodings = SEGMENT_COLUMNS
+        .iter()
+        .map(|(_, encoding)| vec![*encoding])
+        .collect::<Vec<_>>()
+        .into();
+    let batch = RecordBatchT::new(rows.len(), Arc::clone(&schema), arrays);
+    let groups =
+        RowGroupIterator::try_new(std::iter::once(Ok(batch)), &schema, options, encodings)?;
+    let mut writer = FileWriter::try_new(
+        std::io::BufWriter::with_capacity(1 << 20, file),
+        (*schema).clone(),
+        options,
+    )?;
+    for group in groups {
+        writer.write(rows.len() as u64, group?)?;
+    }
+    writer.end(None)?;
+    let mut buffered = writer.into_inner();
+    std::io::Write::flush(&mut buffered)
+        .map_err(|source| Error::Segments(format!("writing a segment: {source}")))?;
+    Ok(())
 }
 
 /// Moves staged segments to their day folders. They stay invisible until committed.
@@ -200,4 +259,72 @@ pub(crate) fn collect_all(frames: Vec<LazyFrame>) -> Result<Vec<DataFrame>> {
         Engine::Streaming,
         OptFlags::default(),
     )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Valid;
+    use std::borrow::Cow;
+
+    #[test]
+    fn a_segment_reads_back_as_written_one_file_per_day() {
+        let dir = tempfile::tempdir().unwrap();
+        let day = 20_000 * MS_PER_DAY;
+        let rows = [
+            ("u1", day + 5, Some(r#"{"city":"上海"}"#), Some("e1")),
+            ("u2", day + MS_PER_DAY + 1, None, None),
+            (
+                "a-user-id-longer-than-twelve-bytes",
+                day + 7,
+                Some("{}"),
+                None,
+            ),
+        ];
+        let mut events = EventBatch::default();
+        for (user, ts_ms, props, id) in rows {
+            events.push(&Valid {
+                user_id: Cow::Borrowed(user),
+                event: Cow::Borrowed("page_view"),
+                ts_ms,
+                props: props.map(Cow::Borrowed),
+                event_id: id.map(Cow::Borrowed),
+                tz: None,
+            });
+        }
+        let written = write_staged(dir.path(), "b", &events).unwrap();
+        assert_eq!(written.len(), 2, "two days, two files");
+        assert_eq!(
+            (written[0].rows, written[0].min_ts, written[0].max_ts),
+            (2, day + 5, day + 7)
+        );
+        let frame = ParquetReader::new(File::open(&written[0].staged).unwrap())
+            .finish()
+            .unwrap();
+        let names: Vec<&str> = frame
+            .get_column_names()
+            .iter()
+            .map(|n| n.as_str())
+            .collect();
+        assert_eq!(names, ["user_id", "event", "ts", "props", "event_id"]);
+        assert_eq!(frame.column("ts").unwrap().dtype(), &DataType::Int64);
+        let text = |name: &str| -> Vec<Option<String>> {
+            let column = frame.column(name).unwrap().str().unwrap().clone();
+            column.iter().map(|v| v.map(str::to_string)).collect()
+        };
+        assert_eq!(
+            text("user_id"),
+            [
+                Some("u1".into()),
+                Some("a-user-id-longer-than-twelve-bytes".into())
+            ]
+        );
+        assert_eq!(
+            text("props"),
+            [Some(r#"{"city":"上海"}"#.into()), Some("{}".into())]
+        );
+        assert_eq!(text("event_id"), [Some("e1".into()), None]);
+        let ts: Vec<Option<i64>> = frame.column("ts").unwrap().i64().unwrap().iter().collect();
+        assert_eq!(ts, [Some(day + 5), Some(day + 7)]);
+    }
 }
