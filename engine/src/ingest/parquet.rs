@@ -5,12 +5,11 @@ use std::borrow::Cow;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use rayon::prelude::*;
-
 use super::{Outcome, Parsed, Reject, Source};
 use crate::event::{self, Draft, TsInput};
 use crate::{Error, Result};
 use polars::prelude::*;
+use polars_arrow::array::Utf8ViewArray;
 
 pub(crate) struct ParquetSource {
     path: PathBuf,
@@ -89,31 +88,25 @@ fn text_column<'a>(
 }
 
 enum TsColumn {
-    Millis(Vec<Option<i64>>),
+    /// Integers and how many of them make a millisecond.
+    Ints(Int64Chunked, i64),
     Text(StringChunked),
 }
 
 fn ts_column(frame: &DataFrame, path: &Path) -> Result<TsColumn> {
-    let column = frame.column("ts")?.as_materialized_series().clone();
-    let to_millis = |series: &Series, per_ms: i64, ms_per: i64| -> Result<TsColumn> {
-        let ints = series.cast(&DataType::Int64)?;
-        Ok(TsColumn::Millis(
-            ints.i64()?
-                .iter()
-                .map(|v| v.map(|v| v.div_euclid(per_ms) * ms_per))
-                .collect(),
-        ))
+    let column = frame.column("ts")?.as_materialized_series();
+    let ints = |per_ms: i64| -> Result<TsColumn> {
+        let ints = column.cast(&DataType::Int64)?;
+        Ok(TsColumn::Ints(ints.i64()?.rechunk().into_owned(), per_ms))
     };
     match column.dtype() {
         DataType::Datetime(unit, _) => match unit {
-            TimeUnit::Milliseconds => to_millis(&column, 1, 1),
-            TimeUnit::Microseconds => to_millis(&column, 1_000, 1),
-            TimeUnit::Nanoseconds => to_millis(&column, 1_000_000, 1),
+            TimeUnit::Milliseconds => ints(1),
+            TimeUnit::Microseconds => ints(1_000),
+            TimeUnit::Nanoseconds => ints(1_000_000),
         },
-        DataType::Int64 | DataType::Int32 | DataType::UInt32 | DataType::UInt64 => {
-            to_millis(&column, 1, 1)
-        }
-        DataType::String => Ok(TsColumn::Text(column.str()?.clone())),
+        DataType::Int64 | DataType::Int32 | DataType::UInt32 | DataType::UInt64 => ints(1),
+        DataType::String => Ok(TsColumn::Text(column.str()?.rechunk().into_owned())),
         other => Err(Error::Input {
             path: path.to_path_buf(),
             message: format!(
@@ -134,33 +127,34 @@ impl Source for ParquetSource {
         self.offset += length;
 
         let path = self.path.as_path();
-        // Each column's values in a plain vector (one column per core), so a row is one index.
-        let text: Vec<Option<Vec<Option<&str>>>> = TEXT_COLUMNS
-            .par_iter()
-            .map(|name| Ok(text_column(&frame, name, path)?.map(|c| c.iter().collect())))
+        // Each column as one Arrow array, so a row's value is one lookup.
+        let text: Vec<Option<StringChunked>> = TEXT_COLUMNS
+            .iter()
+            .map(|name| Ok(text_column(&frame, name, path)?.map(|c| c.rechunk().into_owned())))
             .collect::<Result<_>>()?;
+        let text: Vec<Option<&Utf8ViewArray>> = text
+            .iter()
+            .map(|column| column.as_ref().map(|c| c.downcast_as_array()))
+            .collect();
         let ts = ts_column(&frame, path)?;
-        let ts_text: Vec<Option<&str>> = match &ts {
-            TsColumn::Text(column) => column.iter().collect(),
-            TsColumn::Millis(_) => Vec::new(),
+        let ts_value = |row: usize| match &ts {
+            TsColumn::Ints(values, per_ms) => values
+                .downcast_as_array()
+                .get(row)
+                .map(|v| TsInput::Millis(v.div_euclid(*per_ms))),
+            TsColumn::Text(values) => values
+                .downcast_as_array()
+                .get(row)
+                .map(|t| TsInput::Text(Cow::Borrowed(t))),
         };
         let name = path.display().to_string();
         // A row's draft, built again for the rejects file only when the row is refused.
         let draft_of = |row: usize| {
-            let get = |column: usize| {
-                text[column]
-                    .as_ref()
-                    .and_then(|c| c[row])
-                    .map(Cow::Borrowed)
-            };
-            let ts = match &ts {
-                TsColumn::Millis(values) => values[row].map(TsInput::Millis),
-                TsColumn::Text(_) => ts_text[row].map(|t| TsInput::Text(Cow::Borrowed(t))),
-            };
+            let get = |column: usize| text[column].and_then(|c| c.get(row)).map(Cow::Borrowed);
             Draft {
                 user_id: get(0),
                 event: get(1),
-                ts,
+                ts: ts_value(row),
                 props: get(2),
                 tz: get(3),
                 event_id: get(4),
