@@ -171,3 +171,112 @@ impl Source for ParquetSource {
         Ok(Some(parsed))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::RejectKind;
+
+    /// Writes `columns` as a Parquet file and returns its path.
+    fn parquet_file(dir: &Path, columns: Vec<Column>) -> PathBuf {
+        let path = dir.join("input.parquet");
+        let mut frame = DataFrame::new(columns[0].len(), columns).unwrap();
+        ParquetWriter::new(File::create(&path).unwrap())
+            .finish(&mut frame)
+            .unwrap();
+        path
+    }
+
+    fn texts(name: &str, values: &[Option<&str>]) -> Column {
+        Column::new(name.into(), values)
+    }
+
+    #[test]
+    fn rows_are_validated_with_their_row_number_and_microseconds_become_milliseconds() {
+        let dir = tempfile::tempdir().unwrap();
+        let ts_us: Vec<i64> = vec![
+            1_793_491_200_123_456,
+            1_793_491_201_000_000,
+            5,
+            1_793_491_202_000_999,
+        ];
+        let ts = Column::new("ts".into(), ts_us)
+            .cast(&DataType::Datetime(TimeUnit::Microseconds, None))
+            .unwrap();
+        let path = parquet_file(
+            dir.path(),
+            vec![
+                texts("user_id", &[Some("u1"), None, Some("u3"), Some("u4")]),
+                texts("event", &[Some("app_open"); 4]),
+                ts,
+                texts("props", &[Some(r#" {"a":1} "#), None, None, Some("{bad")]),
+                texts("event_id", &[Some("e1"), Some("e2"), Some(""), None]),
+            ],
+        );
+        let mut source = ParquetSource::open(&path).unwrap();
+        let parsed = source.read_batch(10).unwrap().unwrap();
+        assert_eq!(parsed.records, 4);
+        assert_eq!(parsed.events.len(), 1, "only the first row is valid");
+        let event = parsed.events.get(0);
+        assert_eq!(event.ts_ms, 1_793_491_200_123);
+        assert_eq!(event.props, Some(r#"{"a":1}"#), "props are stored trimmed");
+        assert_eq!(event.event_id, Some("e1"));
+        let rejects: Vec<(String, RejectKind)> = parsed
+            .rejects
+            .iter()
+            .map(|reject| (reject.location.clone(), reject.invalid.kind))
+            .collect();
+        let name = path.display();
+        assert_eq!(
+            rejects,
+            [
+                (format!("{name} row 2"), RejectKind::MissingField),
+                (format!("{name} row 3"), RejectKind::BadTimestamp),
+                (format!("{name} row 4"), RejectKind::BadProps),
+            ]
+        );
+        assert!(
+            source.read_batch(10).unwrap().is_none(),
+            "the input is done"
+        );
+    }
+
+    #[test]
+    fn text_timestamps_are_parsed_and_a_ts_of_another_type_names_the_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = parquet_file(
+            dir.path(),
+            vec![
+                texts("user_id", &[Some("u1"), Some("u2")]),
+                texts("event", &[Some("app_open"), Some("app_open")]),
+                texts(
+                    "ts",
+                    &[Some("2026-11-01T08:00:00+08:00"), Some("1793491200000")],
+                ),
+            ],
+        );
+        let parsed = ParquetSource::open(&path)
+            .unwrap()
+            .read_batch(10)
+            .unwrap()
+            .unwrap();
+        let ts: Vec<i64> = parsed.events.iter().map(|event| event.ts_ms).collect();
+        assert_eq!(ts, [1_793_491_200_000, 1_793_491_200_000]);
+
+        let path = parquet_file(
+            dir.path(),
+            vec![
+                texts("user_id", &[Some("u1")]),
+                texts("event", &[Some("app_open")]),
+                Column::new("ts".into(), [1.5f64]),
+            ],
+        );
+        let error = ParquetSource::open(&path)
+            .unwrap()
+            .read_batch(10)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("column 'ts' has type f64"), "{error}");
+        assert!(error.contains("input.parquet"), "{error}");
+    }
+}
