@@ -14,7 +14,7 @@ use rayon::prelude::*;
 
 pub use write::OutputFormat;
 
-use crate::Result;
+use crate::{Error, Result};
 
 /// Users generated together (one unit of parallel work).
 const BLOCK_USERS: u64 = 2_048;
@@ -43,10 +43,12 @@ pub struct GenSummary {
     pub max_user_events: u64,
 }
 
-/// Generates the dataset and writes it (and the truth, if asked).
+/// Generates the dataset and writes it (and the truth, if asked). Users are simulated in
+/// parallel, a wave of blocks at a time, while a writer thread writes the wave before in order,
+/// so generating and encoding overlap.
 pub fn generate(options: &GenOptions) -> Result<GenSummary> {
-    let mut events_out = write::EventsWriter::create(&options.out)?;
-    let mut truth_out = options
+    let events_out = write::EventsWriter::create(&options.out)?;
+    let truth_out = options
         .truth
         .as_deref()
         .map(write::TruthWriter::create)
@@ -56,10 +58,21 @@ pub fn generate(options: &GenOptions) -> Result<GenSummary> {
     } else {
         indicatif::ProgressBar::new(options.users)
     };
+    // One wave waits while the next is generated: two or three waves are in memory at once.
+    let (sender, blocks_in) = std::sync::mpsc::sync_channel::<Vec<user::SyntheticUser>>(
+        rayon::current_num_threads().max(1) * 2,
+    );
+    let writer = {
+        let progress = progress.clone();
+        std::thread::Builder::new()
+            .name("nudge-gen-writer".into())
+            .spawn(move || write_blocks(blocks_in, events_out, truth_out, &progress))
+            .map_err(|source| Error::io(&options.out, source))?
+    };
     let mut summary = GenSummary::default();
     let blocks: Vec<u64> = (0..options.users.div_ceil(BLOCK_USERS)).collect();
     let wave = rayon::current_num_threads().max(1) * 2;
-    for wave_blocks in blocks.chunks(wave) {
+    'waves: for wave_blocks in blocks.chunks(wave) {
         let generated: Vec<Vec<user::SyntheticUser>> = wave_blocks
             .par_iter()
             .map(|block| {
@@ -71,9 +84,6 @@ pub fn generate(options: &GenOptions) -> Result<GenSummary> {
             })
             .collect();
         for block in generated {
-            let mut events: Vec<_> = block.iter().flat_map(|user| user.events.iter()).collect();
-            events.sort_by_key(|event| event.ts_ms);
-            events_out.write_block(&events)?;
             for user in &block {
                 let count = user.events.len() as u64;
                 summary.users += 1;
@@ -81,16 +91,39 @@ pub fn generate(options: &GenOptions) -> Result<GenSummary> {
                 summary.sparse_users += u64::from(count < 10);
                 summary.max_user_events = summary.max_user_events.max(count);
             }
-            if let Some(truth) = &mut truth_out {
-                truth.write_block(&block)?;
+            if sender.send(block).is_err() {
+                // The writer stopped on an error, which its join returns.
+                break 'waves;
             }
-            progress.inc(block.len() as u64);
         }
+    }
+    drop(sender);
+    writer
+        .join()
+        .map_err(|_| Error::Usage("the generator's writer thread panicked".into()))??;
+    progress.finish_and_clear();
+    Ok(summary)
+}
+
+/// Writes the blocks in the order they arrive, each block's events in time order.
+fn write_blocks(
+    blocks: std::sync::mpsc::Receiver<Vec<user::SyntheticUser>>,
+    mut events_out: write::EventsWriter,
+    mut truth_out: Option<write::TruthWriter>,
+    progress: &indicatif::ProgressBar,
+) -> Result<()> {
+    for block in blocks {
+        let mut events: Vec<_> = block.iter().flat_map(|user| user.events.iter()).collect();
+        events.sort_by_key(|event| event.ts_ms);
+        events_out.write_block(&events)?;
+        if let Some(truth) = &mut truth_out {
+            truth.write_block(&block)?;
+        }
+        progress.inc(block.len() as u64);
     }
     events_out.finish()?;
     if let Some(truth) = truth_out {
         truth.finish()?;
     }
-    progress.finish_and_clear();
-    Ok(summary)
+    Ok(())
 }

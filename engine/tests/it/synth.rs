@@ -27,6 +27,27 @@ fn the_same_seed_writes_the_same_bytes() {
 }
 
 #[test]
+fn several_waves_of_blocks_are_written_in_the_same_order_every_time() {
+    // 10,000 users are five blocks, more than one wave of parallel generation on two cores:
+    // the writer thread must receive and write them in order.
+    let dir = tempfile::tempdir().unwrap();
+    let many = |name: &str| GenOptions {
+        users: 10_000,
+        days: 7,
+        truth: None,
+        ..options(dir.path(), 8, name)
+    };
+    let first = synth::generate(&many("a.csv")).unwrap();
+    let second = synth::generate(&many("b.csv")).unwrap();
+    assert_eq!(first.events, second.events);
+    let read = |name: &str| std::fs::read(dir.path().join(name)).unwrap();
+    let written = read("a.csv");
+    assert_eq!(written, read("b.csv"));
+    let lines = written.iter().filter(|byte| **byte == b'\n').count() as u64;
+    assert_eq!(lines, first.events + 1, "a header and one line per event");
+}
+
+#[test]
 fn most_users_are_sparse_and_a_few_are_very_active() {
     let dir = tempfile::tempdir().unwrap();
     let summary = synth::generate(&options(dir.path(), 1, "d.ndjson")).unwrap();
