@@ -58,9 +58,10 @@ pub fn generate(options: &GenOptions) -> Result<GenSummary> {
     } else {
         indicatif::ProgressBar::new(options.users)
     };
-    // One wave waits while the next is generated: two or three waves are in memory at once.
+    // Half a wave waits for the writer while the next wave is generated, so memory stays near
+    // two waves' worth of users.
     let (sender, blocks_in) = std::sync::mpsc::sync_channel::<Vec<user::SyntheticUser>>(
-        rayon::current_num_threads().max(1) * 2,
+        rayon::current_num_threads().max(1),
     );
     let writer = {
         let progress = progress.clone();
