@@ -88,102 +88,112 @@ pub(crate) fn write_staged(
     }
     let staging = events_dir.join(STAGING);
     std::fs::create_dir_all(&staging).map_err(|source| Error::io(&staging, source))?;
+    let layout = SegmentLayout::new();
     by_day
         .into_par_iter()
         .map(|(day_index, rows)| {
             let day = day_name(day_index);
             let staged = staging.join(format!("{batch}-{day}.parquet"));
-            let file = File::create(&staged).map_err(|source| Error::io(&staged, source))?;
-            write_segment(&file, events, &rows)?;
-            file.sync_all()
-                .map_err(|source| Error::io(&staged, source))?;
-            let ts = rows.iter().map(|&row| events.ts[row]);
-            Ok(Segment {
+            let ts: Vec<i64> = rows.iter().map(|&row| events.ts[row]).collect();
+            let segment = Segment {
                 relative_path: format!("day={day}/{batch}.parquet"),
                 day,
                 rows: rows.len(),
-                min_ts: ts.clone().min().unwrap_or_default(),
-                max_ts: ts.max().unwrap_or_default(),
+                min_ts: ts.iter().copied().min().unwrap_or_default(),
+                max_ts: ts.iter().copied().max().unwrap_or_default(),
                 staged,
-            })
+            };
+            layout.write(&segment.staged, events, &rows, ts)?;
+            Ok(segment)
         })
         .collect()
 }
 
-/// The segment columns, in file order, and how each is encoded. Only the columns with few
-/// distinct values are dictionary-encoded: for `props` and `event_id` the writer would first
-/// estimate the cardinality, then build a dictionary it mostly throws away.
-const SEGMENT_COLUMNS: [(&str, Encoding); 5] = [
-    ("user_id", Encoding::RleDictionary),
-    ("event", Encoding::RleDictionary),
-    ("ts", Encoding::Plain),
-    ("props", Encoding::Plain),
-    ("event_id", Encoding::Plain),
+/// The segment columns, in file order, with their types and encodings. Only the columns with
+/// few distinct values are dictionary-encoded: for `props` and `event_id` the writer would
+/// first estimate the cardinality, then build a dictionary it mostly throws away.
+const SEGMENT_COLUMNS: [(&str, ArrowDataType, Encoding); 5] = [
+    ("user_id", ArrowDataType::Utf8View, Encoding::RleDictionary),
+    ("event", ArrowDataType::Utf8View, Encoding::RleDictionary),
+    ("ts", ArrowDataType::Int64, Encoding::Plain),
+    ("props", ArrowDataType::Utf8View, Encoding::Plain),
+    ("event_id", ArrowDataType::Utf8View, Encoding::Plain),
 ];
 
-/// Writes `rows` of a batch to `file` as one Parquet row group, LZ4-compressed, on this thread.
-fn write_segment(file: &File, events: &EventBatch, rows: &[usize]) -> Result<()> {
-    let text = |column: &crate::batch::Texts| -> Box<dyn Array> {
-        let mut values = MutableBinaryViewArray::<str>::with_capacity(rows.len());
-        for &row in rows {
-            values.push(column.get(row));
+/// What every segment file shares: schema, encodings and writer options, made once per batch.
+struct SegmentLayout {
+    schema: Arc<ArrowSchema>,
+    encodings: Vec<Vec<Encoding>>,
+    options: WriteOptions,
+}
+
+impl SegmentLayout {
+    fn new() -> SegmentLayout {
+        SegmentLayout {
+            schema: Arc::new(
+                SEGMENT_COLUMNS
+                    .iter()
+                    .map(|(name, dtype, _)| Field::new((*name).into(), dtype.clone(), true))
+                    .collect(),
+            ),
+            encodings: SEGMENT_COLUMNS
+                .iter()
+                .map(|(_, _, encoding)| vec![*encoding])
+                .collect(),
+            // No min/max statistics: every file is one row group of one day, and the manifest
+            // already picks files by their time range; min/max of `props` and `event_id` cost
+            // a string comparison per value for nothing.
+            options: WriteOptions {
+                statistics: StatisticsOptions {
+                    min_value: false,
+                    max_value: false,
+                    ..StatisticsOptions::default()
+                },
+                compression: CompressionOptions::Lz4Raw,
+                version: Version::V1,
+                data_page_size: None,
+            },
         }
-        values.freeze().boxed()
-    };
-    let ts: Vec<i64> = rows.iter().map(|&row| events.ts[row]).collect();
-    let arrays = vec![
-        text(&events.user_id),
-        text(&events.event),
-        PrimitiveArray::from_vec(ts).boxed(),
-        text(&events.props),
-        text(&events.event_id),
-    ];
-    let schema: ArrowSchema = SEGMENT_COLUMNS
-        .iter()
-        .map(|(name, _)| {
-            let dtype = if *name == "ts" {
-                ArrowDataType::Int64
-            } else {
-                ArrowDataType::Utf8View
-            };
-            Field::new((*name).into(), dtype, true)
-        })
-        .collect();
-    let schema = Arc::new(schema);
-    // No min/max statistics: every file is one row group of one day, and the manifest already
-    // picks files by their time range; min/max of `props` and `event_id` cost a string
-    // comparison per value for nothing.
-    let options = WriteOptions {
-        statistics: StatisticsOptions {
-            min_value: false,
-            max_value: false,
-            ..StatisticsOptions::default()
-        },
-        compression: CompressionOptions::Lz4Raw,
-        version: Version::V1,
-        data_page_size: None,
-    };
-    let encodings = SEGMENT_COLUMNS
-        .iter()
-        .map(|(_, encoding)| vec![*encoding])
-        .collect::<Vec<_>>()
-        .into();
-    let batch = RecordBatchT::new(rows.len(), Arc::clone(&schema), arrays);
-    let groups =
-        RowGroupIterator::try_new(std::iter::once(Ok(batch)), &schema, options, encodings)?;
-    let mut writer = FileWriter::try_new(
-        std::io::BufWriter::with_capacity(1 << 20, file),
-        (*schema).clone(),
-        options,
-    )?;
-    for group in groups {
-        writer.write(rows.len() as u64, group?)?;
     }
-    writer.end(None)?;
-    let mut buffered = writer.into_inner();
-    std::io::Write::flush(&mut buffered)
-        .map_err(|source| Error::Segments(format!("writing a segment: {source}")))?;
-    Ok(())
+
+    /// Writes `rows` of a batch (whose timestamps are `ts`) to `path` as one LZ4-compressed
+    /// row group, on this thread, and syncs the file.
+    fn write(&self, path: &Path, events: &EventBatch, rows: &[usize], ts: Vec<i64>) -> Result<()> {
+        let text = |column: &crate::batch::Texts| -> Box<dyn Array> {
+            let mut values = MutableBinaryViewArray::<str>::with_capacity(rows.len());
+            for &row in rows {
+                values.push(column.get(row));
+            }
+            values.freeze().boxed()
+        };
+        let arrays = vec![
+            text(&events.user_id),
+            text(&events.event),
+            PrimitiveArray::from_vec(ts).boxed(),
+            text(&events.props),
+            text(&events.event_id),
+        ];
+        let batch = RecordBatchT::new(rows.len(), Arc::clone(&self.schema), arrays);
+        let groups = RowGroupIterator::try_new(
+            std::iter::once(Ok(batch)),
+            &self.schema,
+            self.options,
+            self.encodings.clone().into(),
+        )?;
+        let file = File::create(path).map_err(|source| Error::io(path, source))?;
+        let mut writer = FileWriter::try_new(
+            std::io::BufWriter::with_capacity(1 << 20, &file),
+            (*self.schema).clone(),
+            self.options,
+        )?;
+        for group in groups {
+            writer.write(rows.len() as u64, group?)?;
+        }
+        writer.end(None)?;
+        std::io::Write::flush(&mut writer.into_inner())
+            .and_then(|()| file.sync_all())
+            .map_err(|source| Error::io(path, source))
+    }
 }
 
 /// Moves staged segments to their day folders. They stay invisible until committed.

@@ -58,11 +58,10 @@ pub fn generate(options: &GenOptions) -> Result<GenSummary> {
     } else {
         indicatif::ProgressBar::new(options.users)
     };
+    let wave = rayon::current_num_threads().max(1) * 2;
     // Half a wave waits for the writer while the next wave is generated, so memory stays near
     // two waves' worth of users.
-    let (sender, blocks_in) = std::sync::mpsc::sync_channel::<Vec<user::SyntheticUser>>(
-        rayon::current_num_threads().max(1),
-    );
+    let (sender, blocks_in) = std::sync::mpsc::sync_channel::<Vec<user::SyntheticUser>>(wave / 2);
     let writer = {
         let progress = progress.clone();
         std::thread::Builder::new()
@@ -72,7 +71,6 @@ pub fn generate(options: &GenOptions) -> Result<GenSummary> {
     };
     let mut summary = GenSummary::default();
     let blocks: Vec<u64> = (0..options.users.div_ceil(BLOCK_USERS)).collect();
-    let wave = rayon::current_num_threads().max(1) * 2;
     'waves: for wave_blocks in blocks.chunks(wave) {
         let generated: Vec<Vec<user::SyntheticUser>> = wave_blocks
             .par_iter()
@@ -99,9 +97,10 @@ pub fn generate(options: &GenOptions) -> Result<GenSummary> {
         }
     }
     drop(sender);
-    writer
-        .join()
-        .map_err(|_| Error::Usage("the generator's writer thread panicked".into()))??;
+    writer.join().map_err(|_| Error::Input {
+        path: options.out.clone(),
+        message: "the writer thread panicked".into(),
+    })??;
     progress.finish_and_clear();
     Ok(summary)
 }
