@@ -19,7 +19,7 @@ use rayon::prelude::*;
 
 use crate::batch::EventBatch;
 use crate::event::{Invalid, Valid, Warning};
-use crate::store::{Batch, FileMark, StateChanges, Store};
+use crate::store::{Batch, FileMark, Prepared, Store};
 use crate::{Error, Result};
 
 pub use rejects::RejectsFile;
@@ -45,8 +45,8 @@ pub(crate) struct Parsed {
     pub warnings: Vec<Warning>,
     /// Records consumed (lines or rows, blank lines included), for resuming.
     pub records: u64,
-    /// What the events change in SQL state, worked out on the reader's thread.
-    pub changes: Option<StateChanges>,
+    /// What the commit needs worked out from the events, done on the reader's thread.
+    pub prepared: Option<Prepared>,
 }
 
 /// What became of one record.
@@ -276,7 +276,7 @@ async fn ingest_one(
                 ramp = ramp.saturating_mul(2);
                 let next = source.read_batch(size).transpose().map(|read| {
                     read.map(|mut parsed| {
-                        parsed.changes = Some(StateChanges::from_events(&parsed.events));
+                        parsed.prepared = Some(Prepared::of(&parsed.events));
                         parsed
                     })
                 });
@@ -325,7 +325,7 @@ async fn ingest_one(
         let committed = store
             .commit_batch(Batch {
                 events: parsed.events,
-                changes: parsed.changes,
+                prepared: parsed.prepared,
                 file: content_hash.as_deref().map(|hash| FileMark {
                     content_hash: hash,
                     path: &display,

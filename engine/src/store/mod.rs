@@ -69,10 +69,29 @@ pub struct FileProgress {
 /// One batch to commit atomically: its events, and the progress of the file it came from.
 pub struct Batch<'a> {
     pub events: EventBatch,
-    /// The state changes of `events`, if the caller worked them out already (off the commit
-    /// path); used when no event of the batch turns out to be a duplicate.
-    pub changes: Option<StateChanges>,
+    /// What the commit needs worked out from `events`, if the caller did so already, off the
+    /// commit path ([`Prepared::of`] these very events).
+    pub prepared: Option<Prepared>,
     pub file: Option<FileMark<'a>>,
+}
+
+/// The work a batch's commit does on its events alone, before it looks at the store: the
+/// event ids to check, by day, and the SQL state changes. The ingest reader prepares the next
+/// batch while the last one commits.
+#[derive(Debug)]
+pub struct Prepared {
+    ids: IdsByDay,
+    /// Used only when no event of the batch turns out to be a duplicate.
+    changes: StateChanges,
+}
+
+impl Prepared {
+    pub fn of(events: &EventBatch) -> Prepared {
+        Prepared {
+            ids: ids_by_day(events),
+            changes: StateChanges::from_events(events),
+        }
+    }
 }
 
 /// The input file a batch came from, and how far it reaches after this batch.
@@ -171,11 +190,15 @@ impl Store {
         let started = std::time::Instant::now();
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let received = batch.events.len() as u64;
+        let (ids, changes) = match batch.prepared {
+            Some(prepared) => (Some(prepared.ids), Some(prepared.changes)),
+            None => (None, None),
+        };
         // The cache takes this batch's ids as they are checked: it keeps them only if the batch
         // commits, and forgets the days it touched otherwise.
         let mut touched = Vec::new();
         let outcome = match self
-            .drop_seen_ids(&mut tx, batch.events, &mut touched)
+            .drop_seen_ids(&mut tx, batch.events, ids, &mut touched)
             .await
         {
             Ok(events) => {
@@ -184,7 +207,7 @@ impl Store {
                     dedup_s = started.elapsed().as_secs_f64(),
                     "batch ids checked"
                 );
-                self.write_and_record(tx, events, batch.changes, batch.file, duplicates == 0)
+                self.write_and_record(tx, events, changes, batch.file, duplicates == 0)
                     .await
                     .map(|(written, stored)| (written, stored, duplicates))
             }
@@ -331,9 +354,13 @@ impl Store {
         &self,
         tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
         events: EventBatch,
+        ids: Option<IdsByDay>,
         touched: &mut Vec<String>,
     ) -> Result<EventBatch> {
-        let by_day = tokio::task::block_in_place(|| ids_by_day(&events));
+        let by_day = match ids {
+            Some(ids) => ids,
+            None => tokio::task::block_in_place(|| ids_by_day(&events)),
+        };
         if by_day.is_empty() {
             return Ok(events);
         }
@@ -349,16 +376,28 @@ impl Store {
         for (day, path) in listed {
             listed_by_day.entry(day).or_default().push(path);
         }
-        // Day by day: read the day's segments not known yet, check, then drop other days while
-        // over the memory budget, so a file that touches many days keeps memory bounded (the
-        // dropped days are read again when next touched).
         let events_dir = segments::events_dir(&self.data_dir);
         let mut dropped = vec![false; events.len()];
-        self.seen
-            .lock()
-            .expect("no panic holds the lock")
-            .start_batch();
-        for (day, entries) in by_day {
+        touched.extend(by_day.iter().map(|(day, _)| day.clone()));
+        // The days whose committed segments are all known already (every day after a batch
+        // first touched it, and new days) are checked on every core at once.
+        let (known, unknown) = {
+            let mut seen = self.seen.lock().expect("no panic holds the lock");
+            seen.start_batch();
+            let (known, unknown): (IdsByDay, IdsByDay) =
+                by_day.into_iter().partition(|(day, _)| {
+                    let listed = listed_by_day.get(day).map_or(&[][..], Vec::as_slice);
+                    seen.unread(day, listed).is_empty()
+                });
+            tokio::task::block_in_place(|| seen.check_and_add_days(&known, &mut dropped));
+            seen.trim(None);
+            (known, unknown)
+        };
+        drop(known);
+        // The others day by day: read the day's segments not known yet, check, then drop other
+        // days while over the memory budget, so a file that touches many days keeps memory
+        // bounded (the dropped days are read again when next touched).
+        for (day, entries) in unknown {
             let listed = listed_by_day.remove(&day).unwrap_or_default();
             let unread: Vec<String> = {
                 let seen = self.seen.lock().expect("no panic holds the lock");
@@ -380,10 +419,15 @@ impl Store {
             }
             seen.check_and_add(&day, &entries, &mut dropped);
             seen.trim(Some(&day));
-            if std::mem::take(&mut seen.overflowed) {
-                warn_id_cache_overflow();
-            }
-            touched.push(day);
+        }
+        if std::mem::take(
+            &mut self
+                .seen
+                .lock()
+                .expect("no panic holds the lock")
+                .overflowed,
+        ) {
+            warn_id_cache_overflow();
         }
         Ok(if dropped.contains(&true) {
             let keep: Vec<bool> = dropped.iter().map(|dropped| !dropped).collect();
@@ -714,10 +758,13 @@ impl Store {
     }
 }
 
+/// Per UTC day, the (id hash, position in the batch) of a batch's events that carry an id.
+type IdsByDay = Vec<(String, Vec<(u64, usize)>)>;
+
 /// The events that carry an id, per UTC day (`YYYY-MM-DD`): (id hash, position in the batch), in
 /// batch order. Hashing runs on every core; days index a vector while grouping (validated
 /// timestamps span at most a century of days).
-fn ids_by_day(events: &EventBatch) -> Vec<(String, Vec<(u64, usize)>)> {
+fn ids_by_day(events: &EventBatch) -> IdsByDay {
     use rayon::prelude::*;
     let keys: Vec<Option<(i64, u64)>> = (0..events.len())
         .into_par_iter()

@@ -74,18 +74,52 @@ impl SeenIds {
     /// Until the batch commits, the day holds ids that are not stored: on commit call
     /// [`SeenIds::committed`], on failure [`SeenIds::forget`].
     pub fn check_and_add(&mut self, day: &str, entries: &[(u64, usize)], dropped: &mut [bool]) {
+        let entry = self.stamp(day);
+        let (added, repeated) = entry.check_and_add(entries);
+        self.kept += added;
+        for index in repeated {
+            dropped[index] = true;
+        }
+    }
+
+    /// [`SeenIds::check_and_add`] for several days at once, the days on every core.
+    pub fn check_and_add_days(
+        &mut self,
+        days: &[(String, Vec<(u64, usize)>)],
+        dropped: &mut [bool],
+    ) {
+        use rayon::prelude::*;
+        for (day, _) in days {
+            self.stamp(day);
+        }
+        let wanted: HashMap<&str, &[(u64, usize)]> = days
+            .iter()
+            .map(|(day, entries)| (day.as_str(), entries.as_slice()))
+            .collect();
+        let mut work: Vec<(&mut Day, &[(u64, usize)])> = self
+            .days
+            .iter_mut()
+            .filter_map(|(day, entry)| Some((entry, *wanted.get(day.as_str())?)))
+            .collect();
+        let results: Vec<(usize, Vec<usize>)> = work
+            .par_iter_mut()
+            .map(|(entry, entries)| entry.check_and_add(entries))
+            .collect();
+        for (added, repeated) in results {
+            self.kept += added;
+            for index in repeated {
+                dropped[index] = true;
+            }
+        }
+    }
+
+    /// The entry of `day`, created if new, marked as used now.
+    fn stamp(&mut self, day: &str) -> &mut Day {
         self.clock += 1;
         let entry = self.days.entry(day.to_string()).or_default();
         entry.used = self.clock;
         entry.used_in_batch = self.batch;
-        entry.hashes.reserve(entries.len());
-        let before = entry.hashes.len();
-        for &(hash, index) in entries {
-            if !entry.hashes.insert(hash) {
-                dropped[index] = true;
-            }
-        }
-        self.kept += entry.hashes.len() - before;
+        entry
     }
 
     /// Records that a segment of `day` committed; its ids were added by `check_and_add`. A day
@@ -139,6 +173,21 @@ impl SeenIds {
             let dropped = self.days.remove(&victim).expect("the day was just found");
             self.kept -= dropped.hashes.len();
         }
+    }
+}
+
+impl Day {
+    /// Adds `entries`' hashes; returns how many were new, and the positions of those the day
+    /// held already.
+    fn check_and_add(&mut self, entries: &[(u64, usize)]) -> (usize, Vec<usize>) {
+        let before = self.hashes.len();
+        self.hashes.reserve(entries.len());
+        let repeated = entries
+            .iter()
+            .filter(|&&(hash, _)| !self.hashes.insert(hash))
+            .map(|&(_, index)| index)
+            .collect();
+        (self.hashes.len() - before, repeated)
     }
 }
 
@@ -258,5 +307,37 @@ mod tests {
             "checked most recently before d1"
         );
         assert_eq!(seen.kept, 4);
+    }
+
+    #[test]
+    fn days_checked_together_drop_what_day_by_day_checks_would() {
+        let batch: Vec<(String, Vec<(u64, usize)>)> = vec![
+            ("d1".into(), vec![(9, 0), (4, 2), (9, 5)]),
+            ("d2".into(), vec![(9, 1), (7, 3)]),
+            ("d3".into(), vec![(1, 4)]),
+        ];
+        let mut together = SeenIds::default();
+        together.add_segment("d1", "d1/a", vec![4]);
+        together.add_segment("d2", "d2/a", vec![7, 8]);
+        let mut one_by_one = SeenIds::default();
+        one_by_one.add_segment("d1", "d1/a", vec![4]);
+        one_by_one.add_segment("d2", "d2/a", vec![7, 8]);
+
+        let mut dropped_together = vec![false; 6];
+        together.check_and_add_days(&batch, &mut dropped_together);
+        let mut dropped_one_by_one = vec![false; 6];
+        for (day, entries) in &batch {
+            one_by_one.check_and_add(day, entries, &mut dropped_one_by_one);
+        }
+
+        assert_eq!(
+            dropped_together,
+            [false, false, true, true, false, true],
+            "stored on its own day (positions 2, 3) and repeated within the day (5); the same \
+             id on another day (1) is kept"
+        );
+        assert_eq!(dropped_together, dropped_one_by_one);
+        assert_eq!((together.kept, one_by_one.kept), (6, 6));
+        assert_eq!(together.clock, one_by_one.clock, "each day stamped as used");
     }
 }
