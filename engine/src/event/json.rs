@@ -13,18 +13,26 @@ pub fn is_object(text: &str) -> bool {
     let mut scan = Scan {
         bytes: text.as_bytes(),
         at: 0,
+        unsure: false,
     };
     scan.skip_space();
     if scan.peek() != Some(b'{') || !scan.value(0) {
         return false;
     }
     scan.skip_space();
-    scan.at == scan.bytes.len()
+    scan.at == scan.bytes.len() && !scan.unsure
 }
+
+/// Integer digits a number may have before its range is left to serde_json (an f64 reaches
+/// about 1.8e308; serde_json refuses numbers beyond).
+const SURE_DIGITS: usize = 300;
 
 struct Scan<'a> {
     bytes: &'a [u8],
     at: usize,
+    /// Set by a number whose range this check does not judge (one with an exponent, or very
+    /// long): the answer is then "no", and serde_json decides.
+    unsure: bool,
 }
 
 impl Scan<'_> {
@@ -171,7 +179,7 @@ impl Scan<'_> {
         match self.peek() {
             Some(b'0') => self.at += 1,
             Some(b'1'..=b'9') => {
-                self.digits();
+                self.unsure |= self.digits() > SURE_DIGITS;
             }
             _ => return false,
         }
@@ -182,6 +190,7 @@ impl Scan<'_> {
             }
         }
         if matches!(self.peek(), Some(b'e' | b'E')) {
+            self.unsure = true;
             self.at += 1;
             if matches!(self.peek(), Some(b'+' | b'-')) {
                 self.at += 1;
@@ -211,7 +220,7 @@ mod tests {
         let samples = [
             r#"{}"#,
             r#" { "a" : 1 } "#,
-            r#"{"price":12.5,"n":-0,"e":1E+9,"f":2.5e-3,"neg":-12}"#,
+            r#"{"price":12.5,"n":-0,"neg":-12}"#,
             r#"{"s":"tab\tinside"}"#,
             r#"{"s":"esc \" \\ \/ \b \f \n \r \t \u00e9 \uD83D\uDE00"}"#,
             r#"{"city":"上海","ok":true,"no":false,"x":null,"list":[1,"a",{"b":[]}]}"#,
@@ -241,6 +250,32 @@ mod tests {
         ];
         for sample in samples {
             assert_eq!(is_object(sample), serde_accepts(sample), "{sample:?}");
+        }
+    }
+
+    #[test]
+    fn numbers_whose_range_it_does_not_judge_are_left_to_serde_json() {
+        let long = "9".repeat(400);
+        let tiny = format!("0.{}1", "0".repeat(400));
+        for (sample, serde_says) in [
+            (r#"{"a":1e400}"#.to_string(), false),
+            (r#"{"a":-2.5E+309}"#.to_string(), false),
+            (format!("{{\"a\":{long}}}"), false),
+            (format!("{{\"a\":{long}.5}}"), false),
+            (r#"{"e":1E+9,"f":2.5e-3}"#.to_string(), true),
+        ] {
+            assert_eq!(serde_accepts(&sample), serde_says, "{sample:?}");
+            assert!(!is_object(&sample), "{sample:?}: left to serde_json");
+        }
+        for sure in [
+            format!("{{\"a\":{tiny}}}"),
+            format!("{{\"a\":{}}}", "9".repeat(300)),
+        ] {
+            assert!(
+                is_object(&sure),
+                "no exponent, integer part short enough: {sure:?}"
+            );
+            assert!(serde_accepts(&sure));
         }
         assert!(!is_object("{\"a\":\"raw\u{1}control\"}"));
     }

@@ -93,9 +93,12 @@ async fn csv_rows_are_validated_and_a_bad_header_names_the_column() {
     let test = TestStore::new().await;
     let mut text = b"user_id,event,ts,props\nu1,app_open,2026-11-01T08:00:00+08:00,\nu2,purchase,1793491200000,\"{\"\"amount\"\":3}\"\nu3,app_open\nu\xff,app_open,1793491200000,\n".to_vec();
     text.extend_from_slice(b"u4,page_view,1793491200000,[1]\n");
+    // A number beyond an f64's range would fail every later read of the props.
+    text.extend_from_slice(b"u5,page_view,1793491200000,\"{\"\"price\"\":1e400}\"\n");
+    text.extend_from_slice(b"u6,page_view,1793491200000,\"{\"\"price\"\":1.5e3}\"\n");
     let path = test.file("events.csv", text);
     let report = test.ingest(&[&path]).await;
-    assert_eq!(report.accepted, 2);
+    assert_eq!(report.accepted, 3);
     let reasons: Vec<(String, String)> = test
         .rejects()
         .iter()
@@ -113,6 +116,7 @@ async fn csv_rows_are_validated_and_a_bad_header_names_the_column() {
             (format!("{name}:4"), "malformed_record".to_string()),
             (format!("{name}:5"), "bad_utf8".to_string()),
             (format!("{name}:6"), "bad_props".to_string()),
+            (format!("{name}:7"), "bad_props".to_string()),
         ]
     );
 
