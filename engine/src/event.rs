@@ -1,6 +1,6 @@
 //! The behaviour event and every rule a record must pass before it is stored.
 
-mod json;
+pub(crate) mod json;
 
 use std::borrow::Cow;
 
@@ -133,6 +133,23 @@ pub struct Warning {
 /// Validates a draft into an event. An unknown zone does not reject the record: the zone is
 /// dropped (the user keeps the default) and a warning says which user and value.
 pub fn validate(draft: Draft<'_>) -> Result<(Valid<'_>, Option<Warning>), Invalid> {
+    validate_with(draft, PropsCheck::Scan)
+}
+
+/// Whether [`validate`] must still check that `props` is a JSON object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PropsCheck {
+    Scan,
+    /// The reader found props, if they are an object, to be one [`json::is_object`] accepts
+    /// while reading the record.
+    Done,
+}
+
+/// [`validate`], telling whether `props` still needs its JSON check.
+pub fn validate_with(
+    draft: Draft<'_>,
+    props_check: PropsCheck,
+) -> Result<(Valid<'_>, Option<Warning>), Invalid> {
     let user_id = draft
         .user_id
         .ok_or_else(|| Invalid::new(RejectKind::MissingField, "missing field user_id"))?;
@@ -147,7 +164,7 @@ pub fn validate(draft: Draft<'_>) -> Result<(Valid<'_>, Option<Warning>), Invali
     };
     let props = match draft.props.filter(|text| !trim(text).is_empty()) {
         None => None,
-        Some(text) => Some(check_props(text)?),
+        Some(text) => Some(check_props(text, props_check)?),
     };
     let event_id = match draft.event_id.filter(|id| !id.is_empty()) {
         None => None,
@@ -309,7 +326,7 @@ fn trim(text: &str) -> &str {
 
 /// Checks that `props` is a JSON object within the size limit; returns it without the
 /// whitespace around it.
-fn check_props(text: Cow<'_, str>) -> Result<Cow<'_, str>, Invalid> {
+fn check_props(text: Cow<'_, str>, check: PropsCheck) -> Result<Cow<'_, str>, Invalid> {
     if text.len() > MAX_PROPS_BYTES {
         return Err(Invalid::new(
             RejectKind::PropsTooLarge,
@@ -324,7 +341,7 @@ fn check_props(text: Cow<'_, str>) -> Result<Cow<'_, str>, Invalid> {
         ));
     }
     // The fast check decides almost every record; serde_json has the last word and the message.
-    if !json::is_object(trimmed)
+    if (check == PropsCheck::Scan && !json::is_object(trimmed))
         && let Err(error) = serde_json::from_str::<Value>(trimmed)
     {
         return Err(Invalid::new(

@@ -23,6 +23,55 @@ pub fn is_object(text: &str) -> bool {
     scan.at == scan.bytes.len() && !scan.unsure
 }
 
+/// The members of `text` when it is exactly one JSON object that [`is_object`] accepts and no key
+/// holds an escape: each key's text and its value's raw text (without surrounding whitespace),
+/// in order. `None` means "not sure": the caller parses with serde_json instead, which has the
+/// last word and the error message. Each value that is an object is one [`is_object`] accepts.
+pub fn members(text: &str) -> Option<Vec<(&str, &str)>> {
+    let mut scan = Scan {
+        bytes: text.as_bytes(),
+        at: 0,
+        unsure: false,
+    };
+    scan.skip_space();
+    if scan.peek() != Some(b'{') {
+        return None;
+    }
+    scan.at += 1;
+    let mut members = Vec::with_capacity(8);
+    if !scan.eat(b'}') {
+        loop {
+            scan.skip_space();
+            if scan.peek() != Some(b'"') {
+                return None;
+            }
+            let key_start = scan.at + 1;
+            if !scan.string() {
+                return None;
+            }
+            let key = &text[key_start..scan.at - 1];
+            if key.contains('\\') || !scan.eat(b':') {
+                return None;
+            }
+            scan.skip_space();
+            let value_start = scan.at;
+            // Depth 1, as inside the object `is_object` would scan.
+            if !scan.value(1) {
+                return None;
+            }
+            members.push((key, &text[value_start..scan.at]));
+            if scan.eat(b'}') {
+                break;
+            }
+            if !scan.eat(b',') {
+                return None;
+            }
+        }
+    }
+    scan.skip_space();
+    (scan.at == scan.bytes.len() && !scan.unsure).then_some(members)
+}
+
 /// Integer digits a number may have before its range is left to serde_json (an f64 reaches
 /// about 1.8e308; serde_json refuses numbers beyond).
 const SURE_DIGITS: usize = 300;

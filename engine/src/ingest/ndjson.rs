@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::{Outcome, Parsed, Reject, Source};
-use crate::event::{self, Draft, Invalid, RejectKind, TsInput};
+use crate::event::{self, Draft, Invalid, PropsCheck, RejectKind, TsInput};
 use crate::{Error, Result};
 
 /// Reads lines into one buffer per batch and validates them in parallel.
@@ -102,6 +102,66 @@ struct Line<'a> {
     tz: Option<&'a RawValue>,
 }
 
+/// The raw JSON text of the fields nudge reads.
+#[derive(Debug, Default, PartialEq)]
+struct Fields<'a> {
+    user_id: Option<&'a str>,
+    event: Option<&'a str>,
+    ts: Option<&'a str>,
+    props: Option<&'a str>,
+    event_id: Option<&'a str>,
+    tz: Option<&'a str>,
+}
+
+impl<'a> Fields<'a> {
+    /// The fields as serde_json reads them, or why the line is not a JSON object.
+    fn parse(text: &'a str) -> Result<Fields<'a>, Invalid> {
+        let line: Line<'_> = serde_json::from_str(text).map_err(|error| {
+            let detail = if text.trim_start().starts_with('{') {
+                format!("not valid JSON: {error}")
+            } else {
+                "not a JSON object: each line must be {\"user_id\": ..., \"event\": ..., \"ts\": ...}"
+                    .to_string()
+            };
+            Invalid::new(RejectKind::Malformed, detail)
+        })?;
+        Ok(Fields {
+            user_id: line.user_id.map(RawValue::get),
+            event: line.event.map(RawValue::get),
+            ts: line.ts.map(RawValue::get),
+            props: line.props.map(RawValue::get),
+            event_id: line.event_id.map(RawValue::get),
+            tz: line.tz.map(RawValue::get),
+        })
+    }
+
+    /// The fields in one pass of the fast JSON check, when it is sure the line is valid and
+    /// reads as [`Fields::parse`] would read it; `None` otherwise (a key given twice, an escaped
+    /// key, anything it does not judge). Props that are an object are then checked already.
+    fn scan(text: &'a str) -> Option<Fields<'a>> {
+        let mut fields = Fields::default();
+        let mut seen = [false; 6];
+        for (key, value) in event::json::members(text)? {
+            let (slot, index) = match key {
+                "user_id" => (&mut fields.user_id, 0),
+                "event" => (&mut fields.event, 1),
+                "ts" => (&mut fields.ts, 2),
+                "props" => (&mut fields.props, 3),
+                "event_id" => (&mut fields.event_id, 4),
+                "tz" => (&mut fields.tz, 5),
+                _ => continue,
+            };
+            // serde_json refuses a field given twice (null or not), with its own message.
+            if std::mem::replace(&mut seen[index], true) {
+                return None;
+            }
+            // As serde_json reads an optional field, null is none.
+            *slot = (value != "null").then_some(value);
+        }
+        Some(fields)
+    }
+}
+
 fn parse_line<'a>(bytes: &'a [u8], name: &str, line: u64) -> Outcome<'a> {
     let bytes = bytes.strip_suffix(b"\n").unwrap_or(bytes);
     let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
@@ -122,20 +182,19 @@ fn parse_line<'a>(bytes: &'a [u8], name: &str, line: u64) -> Outcome<'a> {
             )));
         }
     };
-    Outcome::of(draft_of(text).and_then(event::validate), reject)
+    // Most lines are read in one pass that also checks their props; the rest by serde_json.
+    let (fields, props_check) = match Fields::scan(text) {
+        Some(fields) => (Ok(fields), PropsCheck::Done),
+        None => (Fields::parse(text), PropsCheck::Scan),
+    };
+    let checked = fields
+        .and_then(draft_of)
+        .and_then(|draft| event::validate_with(draft, props_check));
+    Outcome::of(checked, reject)
 }
 
-fn draft_of(text: &str) -> Result<Draft<'_>, Invalid> {
-    let line: Line<'_> = serde_json::from_str(text).map_err(|error| {
-        let detail = if text.trim_start().starts_with('{') {
-            format!("not valid JSON: {error}")
-        } else {
-            "not a JSON object: each line must be {\"user_id\": ..., \"event\": ..., \"ts\": ...}"
-                .to_string()
-        };
-        Invalid::new(RejectKind::Malformed, detail)
-    })?;
-    let ts = match line.ts.map(RawValue::get).filter(|raw| *raw != "null") {
+fn draft_of(line: Fields<'_>) -> Result<Draft<'_>, Invalid> {
+    let ts = match line.ts.filter(|raw| *raw != "null") {
         None => None,
         Some(raw) if raw.starts_with('"') => Some(TsInput::Text(json_string(raw, "ts")?)),
         Some(raw) => Some(TsInput::Millis(raw.parse::<i64>().map_err(|_| {
@@ -145,7 +204,7 @@ fn draft_of(text: &str) -> Result<Draft<'_>, Invalid> {
             )
         })?)),
     };
-    let props = match line.props.map(RawValue::get).filter(|raw| *raw != "null") {
+    let props = match line.props.filter(|raw| *raw != "null") {
         None => None,
         Some(raw) if raw.starts_with('{') => Some(Cow::Borrowed(raw)),
         Some(raw) => {
@@ -155,11 +214,7 @@ fn draft_of(text: &str) -> Result<Draft<'_>, Invalid> {
             ));
         }
     };
-    let event_id = match line
-        .event_id
-        .map(RawValue::get)
-        .filter(|raw| *raw != "null")
-    {
+    let event_id = match line.event_id.filter(|raw| *raw != "null") {
         None => None,
         Some(raw) if raw.bytes().all(|b| b.is_ascii_digit()) => Some(Cow::Borrowed(raw)),
         Some(raw) => Some(json_string(raw, "event_id")?),
@@ -174,11 +229,8 @@ fn draft_of(text: &str) -> Result<Draft<'_>, Invalid> {
     })
 }
 
-fn optional_string<'a>(
-    raw: Option<&'a RawValue>,
-    field: &str,
-) -> Result<Option<Cow<'a, str>>, Invalid> {
-    match raw.map(RawValue::get) {
+fn optional_string<'a>(raw: Option<&'a str>, field: &str) -> Result<Option<Cow<'a, str>>, Invalid> {
+    match raw {
         None | Some("null") => Ok(None),
         Some(raw) => json_string(raw, field).map(Some),
     }
@@ -192,7 +244,7 @@ fn json_string<'a>(raw: &'a str, field: &str) -> Result<Cow<'a, str>, Invalid> {
             format!("{field} must be a string, got {}", preview(raw)),
         ));
     }
-    // `raw` is a whole JSON string that serde_json has already checked while reading the line:
+    // `raw` is a whole JSON string already checked while reading the line:
     // without a backslash, its text is what lies between the quotes.
     if let Some(text) = raw
         .strip_prefix('"')
@@ -308,5 +360,81 @@ mod tests {
     #[test]
     fn blank_lines_are_not_records() {
         assert!(matches!(parse_line(b"  \r\n", "f", 1), Outcome::Blank));
+    }
+
+    /// A small deterministic generator for the mutation test.
+    fn next(state: &mut u64) -> usize {
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        (*state >> 33) as usize
+    }
+
+    #[test]
+    fn the_one_pass_read_agrees_with_serde_json_or_leaves_the_line_to_it() {
+        let seeds = [
+            r#"{"user_id":"u1","event":"purchase","ts":1793491200000,"props":{"price":12.5,"items":[1,{"a":null}],"ok":true},"event_id":"e-1","tz":"Asia/Tokyo"}"#,
+            r#" { "user_id" : "o\u0041b" , "event":"a", "ts":"2026-11-01T08:00:00+08:00", "extra": [ -0.5 , "x\"y" ] } "#,
+            r#"{"user_id":"u","event":"a","ts":1,"props":{"s":"\uD83D\uDE00","n":-12}}"#,
+            r#"{"user_id":null,"user_id":"v","event":"a","ts":1}"#,
+            r#"{"user_\u0069d":"u","event":"a","ts":1}"#,
+            r#"{"user_id":"u","event":"a","ts":1,"props":{"big":1e400}}"#,
+            r#"{"user_id":"u","event":"a","ts":1,"other":{"x":"\uDE00"},"other":2}"#,
+            r#"{"user_id":null,"event":"a","ts":null,"props":null,"tz":""}"#,
+            r#"{}"#,
+        ];
+        let alphabet = br#"{}[]",:\ 0123456789.eE+-truefalsnul_idxyzu"#;
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut fast = 0;
+        for seed in seeds {
+            for round in 0..400 {
+                let mut bytes = seed.as_bytes().to_vec();
+                for _ in 0..round % 4 {
+                    let at = next(&mut state) % (bytes.len() + 1);
+                    let byte = alphabet[next(&mut state) % alphabet.len()];
+                    match next(&mut state) % 3 {
+                        0 if at < bytes.len() => {
+                            bytes.remove(at);
+                        }
+                        1 if at < bytes.len() => bytes[at] = byte,
+                        _ => bytes.insert(at, byte),
+                    }
+                }
+                let Ok(text) = std::str::from_utf8(&bytes) else {
+                    continue;
+                };
+                let Some(fields) = Fields::scan(text) else {
+                    continue;
+                };
+                fast += usize::from(round % 4 != 0);
+                assert_eq!(Fields::parse(text).ok().as_ref(), Some(&fields), "{text}");
+                if let Some(props) = fields.props.filter(|p| p.starts_with('{')) {
+                    assert!(
+                        event::json::is_object(props),
+                        "props taken as checked must pass the check: {text}"
+                    );
+                }
+            }
+        }
+        assert!(fast > 200, "mutated lines read in one pass: {fast}");
+        for left_to_serde in [seeds[3], seeds[4], seeds[5], seeds[6]] {
+            assert!(Fields::scan(left_to_serde).is_none(), "{left_to_serde}");
+        }
+    }
+
+    #[test]
+    fn a_line_read_either_way_gives_the_same_event() {
+        let text = br#"{"user_id":"u\u00e9","event":"purchase","ts":"2026-11-01T08:00:00+08:00","props":{"price":1},"event_id":7,"tz":"Asia/Tokyo","x":1e400}"#;
+        // An out-of-range number in an unknown field: left to serde_json, which ignores it.
+        let event = parse(text).unwrap();
+        assert_eq!(event.user_id, "ué");
+        assert_eq!(event.props.as_deref(), Some(r#"{"price":1}"#));
+        let text = br#"{"user_id":"u\u00e9","event":"purchase","ts":"2026-11-01T08:00:00+08:00","props":{"price":1},"event_id":7,"tz":"Asia/Tokyo","x":1}"#;
+        let fast = parse(text).unwrap();
+        assert_eq!(fast, event);
+        let invalid =
+            parse(br#"{"user_id":"u","event":"a","ts":1793491200000,"props":{"a":1e400}}"#)
+                .unwrap_err();
+        assert_eq!(invalid.kind, RejectKind::BadProps, "{}", invalid.detail);
     }
 }
