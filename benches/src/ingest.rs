@@ -70,8 +70,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         crate::machine(),
         nudge.display()
     );
-    println!("| input | events | nudge ingest | events/s | peak memory | DuckDB COPY to Parquet |");
-    println!("|---|---|---|---|---|---|");
+    println!(
+        "| input | events | nudge ingest | events/s | CPU (user+sys) | peak memory | DuckDB COPY to Parquet |"
+    );
+    println!("|---|---|---|---|---|---|---|");
     for target in args.events {
         let dir = tempfile::tempdir()?;
         let users = (target as f64 / EVENTS_PER_USER) as u64;
@@ -107,7 +109,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 "{}",
                 String::from_utf8_lossy(&output.stderr)
             );
-            let peak = String::from_utf8_lossy(&output.stderr)
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            let peak = stderr
                 .lines()
                 .find_map(|l| {
                     l.strip_prefix("peak memory: ")?
@@ -116,6 +119,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                         .ok()
                 })
                 .unwrap_or(0.0);
+            // User plus system time: steadier than the wall clock on a shared machine.
+            let cpu = stderr
+                .lines()
+                .find_map(|l| {
+                    let (user, system) = l
+                        .strip_prefix("cpu time: ")?
+                        .strip_suffix(" s system")?
+                        .split_once(" s user, ")?;
+                    Some(user.parse::<f64>().ok()? + system.parse::<f64>().ok()?)
+                })
+                .map_or("?".to_string(), |cpu| format!("{cpu:.1} s"));
             let duckdb = duckdb_seconds(
                 &input,
                 &dir.path().join(format!("duck-{extension}.parquet")),
@@ -125,7 +139,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 |s| format!("{s:.2} s ({:.0} events/s)", summary.events as f64 / s),
             );
             println!(
-                "| {extension} | {} | {seconds:.2} s | {:.0} | {peak:.0} MiB | {duckdb} |",
+                "| {extension} | {} | {seconds:.2} s | {:.0} | {cpu} | {peak:.0} MiB | {duckdb} |",
                 summary.events,
                 summary.events as f64 / seconds
             );
