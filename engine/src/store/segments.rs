@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use chrono::DateTime;
 use polars::prelude::*;
-use polars_arrow::array::{Array, MutableBinaryViewArray, PrimitiveArray};
+use polars_arrow::array::{Array, DictionaryArray, MutableBinaryViewArray, PrimitiveArray};
 use polars_arrow::datatypes::{ArrowDataType, ArrowSchema, Field};
 use polars_arrow::record_batch::RecordBatchT;
 use polars_parquet::write::{
@@ -110,8 +110,10 @@ pub(crate) fn write_staged(
 }
 
 /// The segment columns, in file order, with their types and encodings. Only the columns with
-/// few distinct values are dictionary-encoded: for `props` and `event_id` the writer would
-/// first estimate the cardinality, then build a dictionary it mostly throws away.
+/// few distinct values are dictionary-encoded (their arrays are handed to the writer as
+/// dictionaries, see [`dictionary`]; the file's schema still says text): for `props` and
+/// `event_id` the writer would first estimate the cardinality, then build a dictionary it
+/// mostly throws away.
 const SEGMENT_COLUMNS: [(&str, ArrowDataType, Encoding); 5] = [
     ("user_id", ArrowDataType::Utf8View, Encoding::RleDictionary),
     ("event", ArrowDataType::Utf8View, Encoding::RleDictionary),
@@ -167,8 +169,8 @@ impl SegmentLayout {
             values.freeze().boxed()
         };
         let arrays = vec![
-            text(&events.user_id),
-            text(&events.event),
+            dictionary(&events.user_id, rows)?,
+            dictionary(&events.event, rows)?,
             PrimitiveArray::from_vec(ts).boxed(),
             text(&events.props),
             text(&events.event_id),
@@ -194,6 +196,51 @@ impl SegmentLayout {
             .and_then(|()| file.sync_all())
             .map_err(|source| Error::io(path, source))
     }
+}
+
+/// `rows` of a column that is never missing (`user_id`, `event`) as a dictionary array, which the
+/// Parquet writer takes as it is: the file's dictionary is each distinct value once, and each
+/// row a key. A row repeating the value before it (a user's events in a row) is not even looked
+/// up. The writer would otherwise estimate the column's cardinality and then build the same
+/// dictionary by hashing every value, after every value had been copied for it.
+fn dictionary(column: &crate::batch::Texts, rows: &[usize]) -> Result<Box<dyn Array>> {
+    /// Up to this many distinct values are looked up by comparing them all (event names).
+    const SCANNED: usize = 16;
+    let mut values = MutableBinaryViewArray::<str>::new();
+    let mut distinct: Vec<&str> = Vec::new();
+    let mut index: std::collections::HashMap<&str, u32, foldhash::fast::RandomState> =
+        Default::default();
+    let mut keys = Vec::with_capacity(rows.len());
+    let mut last: Option<(&str, u32)> = None;
+    for &row in rows {
+        let value = column.get(row).unwrap_or_default();
+        let key = match last {
+            Some((previous, key)) if previous == value => key,
+            _ if distinct.len() <= SCANNED => {
+                match distinct.iter().position(|known| *known == value) {
+                    Some(at) => at as u32,
+                    None => {
+                        distinct.push(value);
+                        index.insert(value, (distinct.len() - 1) as u32);
+                        values.push_value(value);
+                        (distinct.len() - 1) as u32
+                    }
+                }
+            }
+            _ => *index.entry(value).or_insert_with(|| {
+                values.push_value(value);
+                (values.len() - 1) as u32
+            }),
+        };
+        last = Some((value, key));
+        keys.push(key);
+    }
+    let array = DictionaryArray::<u32>::try_from_keys(
+        PrimitiveArray::from_vec(keys),
+        values.freeze().boxed(),
+        false,
+    )?;
+    Ok(array.boxed())
 }
 
 /// Moves staged segments to their day folders. They stay invisible until committed.
