@@ -282,15 +282,17 @@ async fn apply_subscriptions(
         &mut **tx,
     )
     .await?;
-    let mut balances: HashMap<(String, String), (i64, i64)> = stored
+    // Each (user, template) of these users: balance, last change, and whether this batch
+    // changed it (only those rows are written back).
+    let mut balances: HashMap<(String, String), (i64, i64, bool)> = stored
         .into_iter()
-        .map(|(user, template, balance, updated)| ((user, template), (balance, updated)))
+        .map(|(user, template, balance, updated)| ((user, template), (balance, updated, false)))
         .collect();
     let mut ledger = Vec::new();
     for (user, template, status, ts) in subscriptions {
-        let (balance, updated) = balances
+        let (balance, updated, changed) = balances
             .entry((user.clone(), template.clone()))
-            .or_insert((0, *ts));
+            .or_insert((0, *ts, false));
         let (change, after) = if status.starts_with("accept") {
             ("grant", *balance + 1)
         } else if status == "reject" || status == "ban" {
@@ -309,6 +311,7 @@ async fn apply_subscriptions(
         ));
         *balance = after;
         *updated = *ts;
+        *changed = true;
     }
     insert_bound(
         tx,
@@ -332,7 +335,8 @@ async fn apply_subscriptions(
     .await?;
     let touched: Vec<(&str, &str, i64, i64)> = balances
         .iter()
-        .map(|((user, template), (balance, updated))| {
+        .filter(|(_, (_, _, changed))| *changed)
+        .map(|((user, template), (balance, updated, _))| {
             (user.as_str(), template.as_str(), *balance, *updated)
         })
         .collect();
