@@ -10,17 +10,8 @@ const MAX_DEPTH: usize = 128;
 
 /// Whether `text` is exactly one JSON object, with optional whitespace around it.
 pub fn is_object(text: &str) -> bool {
-    let mut scan = Scan {
-        bytes: text.as_bytes(),
-        at: 0,
-        unsure: false,
-    };
-    scan.skip_space();
-    if scan.peek() != Some(b'{') || !scan.value(0) {
-        return false;
-    }
-    scan.skip_space();
-    scan.at == scan.bytes.len() && !scan.unsure
+    let mut scan = Scan::new(text);
+    scan.peek() == Some(b'{') && scan.value(0) && scan.finished()
 }
 
 /// The members of `text` when it is exactly one JSON object that [`is_object`] accepts and no key
@@ -28,48 +19,23 @@ pub fn is_object(text: &str) -> bool {
 /// in order. `None` means "not sure": the caller parses with serde_json instead, which has the
 /// last word and the error message. Each value that is an object is one [`is_object`] accepts.
 pub fn members(text: &str) -> Option<Vec<(&str, &str)>> {
-    let mut scan = Scan {
-        bytes: text.as_bytes(),
-        at: 0,
-        unsure: false,
-    };
-    scan.skip_space();
+    let mut scan = Scan::new(text);
     if scan.peek() != Some(b'{') {
         return None;
     }
-    scan.at += 1;
     let mut members = Vec::with_capacity(8);
-    if !scan.eat(b'}') {
-        loop {
-            scan.skip_space();
-            if scan.peek() != Some(b'"') {
-                return None;
-            }
-            let key_start = scan.at + 1;
-            if !scan.string() {
-                return None;
-            }
-            let key = &text[key_start..scan.at - 1];
-            if key.contains('\\') || !scan.eat(b':') {
-                return None;
-            }
-            scan.skip_space();
-            let value_start = scan.at;
-            // Depth 1, as inside the object `is_object` would scan.
-            if !scan.value(1) {
-                return None;
-            }
-            members.push((key, &text[value_start..scan.at]));
-            if scan.eat(b'}') {
-                break;
-            }
-            if !scan.eat(b',') {
-                return None;
-            }
-        }
-    }
-    scan.skip_space();
-    (scan.at == scan.bytes.len() && !scan.unsure).then_some(members)
+    let mut plain_keys = true;
+    // Depth 1, as inside the object `is_object` would scan.
+    let read = scan.items(b'}', |scan| {
+        let Some((key, value_start)) = scan.member(1) else {
+            return false;
+        };
+        let key = &text[key];
+        plain_keys &= !key.contains('\\');
+        members.push((key, &text[value_start..scan.at]));
+        true
+    });
+    (read && plain_keys && scan.finished()).then_some(members)
 }
 
 /// Integer digits a number may have before its range is left to serde_json (an f64 reaches
@@ -84,7 +50,24 @@ struct Scan<'a> {
     unsure: bool,
 }
 
-impl Scan<'_> {
+impl<'a> Scan<'a> {
+    /// A scan of `text`, past the whitespace it starts with.
+    fn new(text: &'a str) -> Scan<'a> {
+        let mut scan = Scan {
+            bytes: text.as_bytes(),
+            at: 0,
+            unsure: false,
+        };
+        scan.skip_space();
+        scan
+    }
+
+    /// Whether only whitespace is left and no number was left to serde_json.
+    fn finished(&mut self) -> bool {
+        self.skip_space();
+        self.at == self.bytes.len() && !self.unsure
+    }
+
     fn peek(&self) -> Option<u8> {
         self.bytes.get(self.at).copied()
     }
@@ -120,10 +103,27 @@ impl Scan<'_> {
     }
 
     fn object(&mut self, depth: usize) -> bool {
-        self.items(b'}', |scan| {
-            scan.skip_space();
-            scan.peek() == Some(b'"') && scan.string() && scan.eat(b':') && scan.value(depth)
-        })
+        self.items(b'}', |scan| scan.member(depth).is_some())
+    }
+
+    /// One `"key": value` of an object at `depth`: where the key's text lies (between its
+    /// quotes) and where the value starts; it ends at `at`.
+    fn member(&mut self, depth: usize) -> Option<(std::ops::Range<usize>, usize)> {
+        self.skip_space();
+        if self.peek() != Some(b'"') {
+            return None;
+        }
+        let key_start = self.at + 1;
+        if !self.string() {
+            return None;
+        }
+        let key = key_start..self.at - 1;
+        if !self.eat(b':') {
+            return None;
+        }
+        self.skip_space();
+        let value_start = self.at;
+        self.value(depth).then_some((key, value_start))
     }
 
     fn array(&mut self, depth: usize) -> bool {
@@ -132,7 +132,7 @@ impl Scan<'_> {
 
     /// The items of an object or array, the opening bracket at `at`: none, or `item`s
     /// separated by commas, then `close`.
-    fn items(&mut self, close: u8, item: impl Fn(&mut Self) -> bool) -> bool {
+    fn items(&mut self, close: u8, mut item: impl FnMut(&mut Self) -> bool) -> bool {
         self.at += 1;
         if self.eat(close) {
             return true;

@@ -102,7 +102,8 @@ struct Line<'a> {
     tz: Option<&'a RawValue>,
 }
 
-/// The raw JSON text of the fields nudge reads.
+/// The raw JSON text of the fields nudge reads; a field that is `null` is absent, as serde_json
+/// reads an optional field.
 #[derive(Debug, Default, PartialEq)]
 struct Fields<'a> {
     user_id: Option<&'a str>,
@@ -155,7 +156,6 @@ impl<'a> Fields<'a> {
             if std::mem::replace(&mut seen[index], true) {
                 return None;
             }
-            // As serde_json reads an optional field, null is none.
             *slot = (value != "null").then_some(value);
         }
         Some(fields)
@@ -194,7 +194,7 @@ fn parse_line<'a>(bytes: &'a [u8], name: &str, line: u64) -> Outcome<'a> {
 }
 
 fn draft_of(line: Fields<'_>) -> Result<Draft<'_>, Invalid> {
-    let ts = match line.ts.filter(|raw| *raw != "null") {
+    let ts = match line.ts {
         None => None,
         Some(raw) if raw.starts_with('"') => Some(TsInput::Text(json_string(raw, "ts")?)),
         Some(raw) => Some(TsInput::Millis(raw.parse::<i64>().map_err(|_| {
@@ -204,7 +204,7 @@ fn draft_of(line: Fields<'_>) -> Result<Draft<'_>, Invalid> {
             )
         })?)),
     };
-    let props = match line.props.filter(|raw| *raw != "null") {
+    let props = match line.props {
         None => None,
         Some(raw) if raw.starts_with('{') => Some(Cow::Borrowed(raw)),
         Some(raw) => {
@@ -214,7 +214,7 @@ fn draft_of(line: Fields<'_>) -> Result<Draft<'_>, Invalid> {
             ));
         }
     };
-    let event_id = match line.event_id.filter(|raw| *raw != "null") {
+    let event_id = match line.event_id {
         None => None,
         Some(raw) if raw.bytes().all(|b| b.is_ascii_digit()) => Some(Cow::Borrowed(raw)),
         Some(raw) => Some(json_string(raw, "event_id")?),
@@ -230,10 +230,7 @@ fn draft_of(line: Fields<'_>) -> Result<Draft<'_>, Invalid> {
 }
 
 fn optional_string<'a>(raw: Option<&'a str>, field: &str) -> Result<Option<Cow<'a, str>>, Invalid> {
-    match raw {
-        None | Some("null") => Ok(None),
-        Some(raw) => json_string(raw, field).map(Some),
-    }
+    raw.map(|raw| json_string(raw, field)).transpose()
 }
 
 /// Decodes a JSON string, borrowing when it has no escapes.

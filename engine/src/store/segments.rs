@@ -206,34 +206,37 @@ impl SegmentLayout {
 fn dictionary(column: &crate::batch::Texts, rows: &[usize]) -> Result<Box<dyn Array>> {
     /// Up to this many distinct values are looked up by comparing them all (event names).
     const SCANNED: usize = 16;
-    let mut values = MutableBinaryViewArray::<str>::new();
     let mut distinct: Vec<&str> = Vec::new();
-    let mut index: std::collections::HashMap<&str, u32, foldhash::fast::RandomState> =
-        Default::default();
+    let mut index: std::collections::HashMap<&str, u32, super::FastHash> = Default::default();
     let mut keys = Vec::with_capacity(rows.len());
     let mut last: Option<(&str, u32)> = None;
     for &row in rows {
         let value = column.get(row).unwrap_or_default();
         let key = match last {
             Some((previous, key)) if previous == value => key,
-            _ if distinct.len() <= SCANNED => {
-                match distinct.iter().position(|known| *known == value) {
-                    Some(at) => at as u32,
-                    None => {
-                        distinct.push(value);
-                        index.insert(value, (distinct.len() - 1) as u32);
-                        values.push_value(value);
-                        (distinct.len() - 1) as u32
-                    }
-                }
+            _ => {
+                let known = if distinct.len() <= SCANNED {
+                    distinct
+                        .iter()
+                        .position(|known| *known == value)
+                        .map(|at| at as u32)
+                } else {
+                    index.get(value).copied()
+                };
+                known.unwrap_or_else(|| {
+                    let key = distinct.len() as u32;
+                    distinct.push(value);
+                    index.insert(value, key);
+                    key
+                })
             }
-            _ => *index.entry(value).or_insert_with(|| {
-                values.push_value(value);
-                (values.len() - 1) as u32
-            }),
         };
         last = Some((value, key));
         keys.push(key);
+    }
+    let mut values = MutableBinaryViewArray::<str>::with_capacity(distinct.len());
+    for value in distinct {
+        values.push_value(value);
     }
     let array = DictionaryArray::<u32>::try_from_keys(
         PrimitiveArray::from_vec(keys),

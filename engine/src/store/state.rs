@@ -70,10 +70,6 @@ fn reserved_texts(props: &str) -> Option<ReservedTexts> {
     }
 }
 
-/// A hasher for the user map of a batch (ids are not chosen by an attacker here, and SipHash
-/// was a tenth of the work).
-type FastHash = std::hash::BuildHasherDefault<xxhash_rust::xxh3::Xxh3Default>;
-
 /// One user's changes while a batch is gathered, borrowing from the batch.
 #[derive(Default)]
 struct Gathered<'a> {
@@ -106,7 +102,7 @@ impl StateChanges {
                 .collect::<Vec<_>>()
             })
             .collect();
-        let mut users: HashMap<&str, Gathered, FastHash> = HashMap::default();
+        let mut users: HashMap<&str, Gathered, super::FastHash> = HashMap::default();
         let mut reserved = Vec::new();
         for &row in &wanted {
             let event = events.get(row);
