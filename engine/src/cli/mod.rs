@@ -42,7 +42,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Generate a dataset, ingest it and print what the store holds (the quick tour)
+    /// The tour: generate a dataset, ingest it, compute windows, run a rule and the example campaigns, deliver to a local WeChat mock
     Quickstart(quickstart::Args),
     /// Ingest behaviour events from NDJSON, CSV or Parquet files (or - for NDJSON on stdin)
     Ingest(ingest::Args),
