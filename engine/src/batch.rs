@@ -138,7 +138,7 @@ impl EventBatch {
         });
     }
 
-    fn push_ref(&mut self, event: EventRef<'_>) {
+    pub fn push_ref(&mut self, event: EventRef<'_>) {
         self.user_id.push(Some(event.user_id));
         self.event.push(Some(event.event));
         self.ts.push(event.ts_ms);

@@ -8,6 +8,8 @@ use chrono::DateTime;
 use chrono_tz::Tz;
 use serde_json::Value;
 
+use crate::batch::EventRef;
+
 /// Longest accepted `user_id`, in bytes.
 pub const MAX_USER_ID_BYTES: usize = 128;
 /// Longest accepted event name, in characters.
@@ -208,6 +210,63 @@ pub fn validate_with(
     ))
 }
 
+/// The fields of a record that arrived as plain values (a Parquet row with an integer `ts`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Plain<'a> {
+    pub user_id: Option<&'a str>,
+    pub event: Option<&'a str>,
+    pub ts_ms: Option<i64>,
+    pub props: Option<&'a str>,
+    pub event_id: Option<&'a str>,
+    pub tz: Option<&'a str>,
+}
+
+/// The event [`validate`] would make of `record`, when a few cheap checks show it to be an
+/// ordinary one: every field within its rules, props a JSON object [`json::is_object`] accepts,
+/// no zone, no reserved event name. `None` does not mean invalid, only that [`validate`] must
+/// decide (and explain a refusal).
+pub fn accept_plain(record: Plain<'_>) -> Option<EventRef<'_>> {
+    let user_id = record.user_id?;
+    let event = record.event?;
+    let ts_ms = record.ts_ms?;
+    if check_user_id(user_id).is_err()
+        || check_event_name(event).is_err()
+        || matches!(event, SUBSCRIPTION | NOTIFICATION_CLICK | PROFILE)
+        || parse_ts(TsInput::Millis(ts_ms)).is_err()
+        || record.tz.is_some_and(|tz| !tz.is_empty())
+    {
+        return None;
+    }
+    let props = match record.props {
+        None | Some("") => None,
+        Some(text) => {
+            let plain = |byte: &u8| byte.is_ascii_graphic();
+            let bytes = text.as_bytes();
+            if text.len() > MAX_PROPS_BYTES
+                || bytes.first() != Some(&b'{')
+                || !bytes.last().is_some_and(plain)
+                || !json::is_object(text)
+            {
+                return None;
+            }
+            Some(text)
+        }
+    };
+    let event_id = match record.event_id {
+        None | Some("") => None,
+        Some(id) if id.len() > MAX_USER_ID_BYTES => return None,
+        Some(id) => Some(id),
+    };
+    Some(EventRef {
+        user_id,
+        event,
+        ts_ms,
+        props,
+        event_id,
+        tz: None,
+    })
+}
+
 fn check_user_id(user_id: &str) -> Result<(), Invalid> {
     if user_id.is_empty() {
         return Err(Invalid::new(RejectKind::BadUserId, "user_id is empty"));
@@ -234,12 +293,31 @@ fn check_user_id(user_id: &str) -> Result<(), Invalid> {
 /// U+0080-U+009F), checked on the UTF-8 bytes.
 fn has_control(text: &str) -> bool {
     let bytes = text.as_bytes();
+    // Printable ASCII throughout, the usual case, is told without a branch per byte.
+    if bytes
+        .iter()
+        .fold(true, |plain, &byte| plain & (0x20..0x7f).contains(&byte))
+    {
+        return false;
+    }
     bytes.iter().enumerate().any(|(at, &byte)| {
         byte < 0x20
             || byte == 0x7f
             || (byte == 0xc2 && bytes.get(at + 1).is_some_and(|next| *next <= 0x9f))
     })
 }
+
+/// Which bytes an event name may hold: `[A-Za-z0-9_.:-]`.
+const NAME_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        let b = byte as u8;
+        table[byte] = b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-');
+        byte += 1;
+    }
+    table
+};
 
 fn check_event_name(name: &str) -> Result<(), Invalid> {
     if name.is_empty() {
@@ -248,9 +326,11 @@ fn check_event_name(name: &str) -> Result<(), Invalid> {
             "event name is empty",
         ));
     }
-    if let Some(at) = name
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-');
+    if !name
         .bytes()
-        .position(|b| !(b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-')))
+        .fold(true, |ok, b| ok & NAME_BYTES[usize::from(b)])
+        && let Some(at) = name.bytes().position(|b| !allowed(b))
     {
         // Every byte before `at` is ASCII, so a character starts there.
         let bad = name[at..].chars().next().unwrap_or_default();
@@ -441,6 +521,106 @@ mod tests {
                 sample.chars().any(char::is_control),
                 "{sample:?}"
             );
+        }
+    }
+
+    #[test]
+    fn the_quick_accept_takes_only_records_validate_accepts_and_makes_the_same_event() {
+        let long_id = "u".repeat(MAX_USER_ID_BYTES + 1);
+        let big_props = format!("{{\"a\":\"{}\"}}", "x".repeat(MAX_PROPS_BYTES));
+        let user_ids = [
+            None,
+            Some(""),
+            Some("u1"),
+            Some("u\u{1}"),
+            Some("上海"),
+            Some(long_id.as_str()),
+        ];
+        let events = [
+            None,
+            Some("app_open"),
+            Some("bad name"),
+            Some(""),
+            Some(PROFILE),
+            Some(SUBSCRIPTION),
+            Some(NOTIFICATION_CLICK),
+        ];
+        let timestamps = [
+            None,
+            Some(1_793_491_200_000),
+            Some(1_793_491_200),
+            Some(-5),
+            Some(MAX_TS_MS),
+        ];
+        let props = [
+            None,
+            Some(""),
+            Some("  "),
+            Some(r#"{"a":1}"#),
+            Some(r#" {"a":1} "#),
+            Some(r#"{"a":1}\n"#),
+            Some(r#"{"a":"#),
+            Some("[1]"),
+            Some(r#"{"a":1e400}"#),
+            Some(r#"{"template_id":"t","status":"accept","send_id":"s"}"#),
+            Some(big_props.as_str()),
+        ];
+        let event_ids = [None, Some(""), Some("e1"), Some(long_id.as_str())];
+        let zones = [None, Some(""), Some("Asia/Shanghai"), Some("Mars/Olympus")];
+        let mut quick = 0;
+        for user_id in user_ids {
+            for event in events {
+                for ts_ms in timestamps {
+                    for props in props {
+                        for event_id in event_ids {
+                            for tz in zones {
+                                let record = Plain {
+                                    user_id,
+                                    event,
+                                    ts_ms,
+                                    props,
+                                    event_id,
+                                    tz,
+                                };
+                                let Some(accepted) = accept_plain(record) else {
+                                    continue;
+                                };
+                                quick += 1;
+                                let draft = Draft {
+                                    user_id: user_id.map(Cow::Borrowed),
+                                    event: event.map(Cow::Borrowed),
+                                    ts: ts_ms.map(TsInput::Millis),
+                                    props: props.map(Cow::Borrowed),
+                                    event_id: event_id.map(Cow::Borrowed),
+                                    tz: tz.map(Cow::Borrowed),
+                                };
+                                let (valid, warning) = validate(draft).unwrap_or_else(|invalid| {
+                                    panic!("{record:?} accepted quickly, but: {invalid:?}")
+                                });
+                                assert_eq!(warning, None, "{record:?}");
+                                let mut batch = crate::batch::EventBatch::default();
+                                batch.push(&valid);
+                                assert_eq!(batch.get(0), accepted, "{record:?}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // The usual records are among them: user u1 or 上海, app_open at the good ts, props
+        // absent, empty or one of the two objects, id e1, empty or absent, zone empty or absent.
+        assert_eq!(quick, 2 * 4 * 3 * 2);
+    }
+
+    #[test]
+    fn event_names_take_exactly_letters_digits_and_four_marks() {
+        for byte in 0..=127u8 {
+            let name = format!("a{}b", char::from(byte));
+            let allowed = byte.is_ascii_alphanumeric() || b"_.:-".contains(&byte);
+            assert_eq!(check_event_name(&name).is_ok(), allowed, "{name:?}");
+        }
+        for name in ["caf\u{e9}", "\u{4e0a}\u{6d77}", "a\u{85}"] {
+            assert!(check_event_name(name).is_err(), "{name:?}");
         }
     }
 

@@ -163,6 +163,7 @@ impl<'a> Scan<'a> {
     fn string(&mut self) -> bool {
         self.at += 1;
         loop {
+            self.skip_plain();
             let Some(byte) = self.peek() else {
                 return false;
             };
@@ -200,6 +201,20 @@ impl<'a> Scan<'a> {
                 }
                 _ => {}
             }
+        }
+    }
+
+    /// Moves past the bytes of a string that need no look (not `"`, `\\` or a control byte),
+    /// eight at a time, stopping at the first that does or where fewer than eight are left.
+    fn skip_plain(&mut self) {
+        while let Some(chunk) = self.bytes.get(self.at..self.at + 8) {
+            let word = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+            let special = special_bytes(word);
+            if special != 0 {
+                self.at += (special.trailing_zeros() / 8) as usize;
+                return;
+            }
+            self.at += 8;
         }
     }
 
@@ -252,9 +267,24 @@ impl<'a> Scan<'a> {
     }
 }
 
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// The high bit of each byte of `word` (read little-endian) that is `"`, `\\` or below 0x20, and
+/// maybe of bytes after the first such one: the lowest set bit always marks the first. (A byte is
+/// flagged when subtracting it from the pattern borrows; a borrow only carries into the bytes
+/// above a flagged one.)
+fn special_bytes(word: u64) -> u64 {
+    let zero_byte = |value: u64| value.wrapping_sub(ONES) & !value & HIGHS;
+    let below_space = word.wrapping_sub(ONES * 0x20) & !word & HIGHS;
+    zero_byte(word ^ (ONES * u64::from(b'"')))
+        | zero_byte(word ^ (ONES * u64::from(b'\\')))
+        | below_space
+}
+
 #[cfg(test)]
 mod tests {
-    use super::is_object;
+    use super::{is_object, special_bytes};
 
     fn serde_accepts(text: &str) -> bool {
         text.trim_start().starts_with('{')
@@ -299,6 +329,59 @@ mod tests {
         ];
         for sample in samples {
             assert_eq!(is_object(sample), serde_accepts(sample), "{sample:?}");
+        }
+    }
+
+    #[test]
+    fn the_eight_byte_skip_stops_at_the_first_byte_a_string_must_look_at() {
+        // Every byte value at every position, after plain bytes and before any others.
+        for special in 0..=255u8 {
+            let must_look = special == b'"' || special == b'\\' || special < 0x20;
+            for at in 0..8 {
+                for after in [b'a', 0x00, b'"', 0x80, 0xff] {
+                    let mut bytes = [b'x'; 8];
+                    bytes[at] = special;
+                    for byte in &mut bytes[at + 1..] {
+                        *byte = after;
+                    }
+                    let found = special_bytes(u64::from_le_bytes(bytes));
+                    let first = if found == 0 {
+                        None
+                    } else {
+                        Some(found.trailing_zeros() as usize / 8)
+                    };
+                    let after_looks = after == b'"' || after < 0x20;
+                    let expected = match (must_look, after_looks && at < 7) {
+                        (true, _) => Some(at),
+                        (false, true) => Some(at + 1),
+                        (false, false) => None,
+                    };
+                    assert_eq!(
+                        first, expected,
+                        "byte {special:#04x} at {at}, then {after:#04x}"
+                    );
+                }
+            }
+        }
+        // Strings long enough to be skipped eight bytes at a time, with the byte that matters
+        // at each position.
+        for at in 0..20 {
+            let mut plain = "abcdefghijklmnopqrstuvwxyz".to_string();
+            plain.insert(at, '\u{1}');
+            assert!(
+                !is_object(&format!("{{\"k\":\"{plain}\"}}")),
+                "control at {at}"
+            );
+            let mut escaped = "abcdefghijklmnopqrstuvwxyz".to_string();
+            escaped.insert_str(at, "\\\"");
+            let text = format!("{{\"k\":\"{escaped}\"}}");
+            assert!(is_object(&text), "escaped quote at {at}: {text}");
+            let cut = format!("{{\"k\":\"{}\",\"z\":1}}", &escaped[..at]);
+            assert!(is_object(&cut), "{cut}");
+            let mut broken = "abcdefghijklmnopqrstuvwxyz".to_string();
+            broken.insert(at, '"');
+            let text = format!("{{\"k\":\"{broken}\"}}");
+            assert!(!is_object(&text), "raw quote at {at}: {text}");
         }
     }
 

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
-use crate::batch::EventBatch;
+use crate::batch::{EventBatch, EventRef};
 use crate::event::{Invalid, Valid, Warning};
 use crate::store::{Batch, FileMark, Prepared, Store};
 use crate::{Error, Result};
@@ -52,6 +52,8 @@ pub(crate) struct Parsed {
 /// What became of one record.
 pub(crate) enum Outcome<'a> {
     Event(Valid<'a>, Option<Warning>),
+    /// An event [`crate::event::accept_plain`] accepted.
+    Plain(EventRef<'a>),
     Reject(Reject),
     Blank,
 }
@@ -95,6 +97,7 @@ where
                         part.events.push(&event);
                         part.warnings.extend(warning);
                     }
+                    Outcome::Plain(event) => part.events.push_ref(event),
                     Outcome::Reject(reject) => part.rejects.push(reject),
                     Outcome::Blank => {}
                 }

@@ -275,6 +275,7 @@ mod tests {
                 Err(reject.invalid)
             }
             Outcome::Blank => panic!("not blank"),
+            Outcome::Plain(_) => panic!("NDJSON lines are validated in full"),
         }
     }
 

@@ -6,7 +6,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use super::{Outcome, Parsed, Reject, Source};
-use crate::event::{self, Draft, TsInput};
+use crate::event::{self, Draft, Plain, TsInput};
 use crate::{Error, Result};
 use polars::prelude::*;
 use polars_arrow::array::Utf8ViewArray;
@@ -160,7 +160,28 @@ impl Source for ParquetSource {
                 event_id: get(4),
             }
         };
+        // Most rows are plain values that pass a few cheap checks; the others get the full
+        // validation (and a refused one its message).
+        let ts_ms = match &ts {
+            TsColumn::Ints(values, per_ms) => Some((values.downcast_as_array(), *per_ms)),
+            TsColumn::Text(_) => None,
+        };
+        let plain_of = |row: usize| {
+            let get = |column: usize| text[column].and_then(|c| c.get(row));
+            Plain {
+                user_id: get(0),
+                event: get(1),
+                ts_ms: ts_ms
+                    .and_then(|(values, per_ms)| values.get(row).map(|v| v.div_euclid(per_ms))),
+                props: get(2),
+                tz: get(3),
+                event_id: get(4),
+            }
+        };
         let mut parsed = super::validate_rows(frame.height(), |row| {
+            if let Some(event) = event::accept_plain(plain_of(row)) {
+                return Outcome::Plain(event);
+            }
             Outcome::of(event::validate(draft_of(row)), |invalid| Reject {
                 location: format!("{name} row {}", first_row + row),
                 invalid,

@@ -75,16 +75,22 @@ pub(crate) fn new_batch_name() -> String {
     )
 }
 
-/// Writes `events` as one Parquet file per UTC day under `_staging`, synced to disk. The days
-/// are written in parallel.
+/// Writes `events` as one Parquet file per UTC day under `_staging`, the days in parallel
+/// ([`publish`] syncs them).
 pub(crate) fn write_staged(
     events_dir: &Path,
     batch: &str,
     events: &EventBatch,
 ) -> Result<Vec<Segment>> {
+    // Rows come in runs of one day (a user's events, or input in time order): one lookup a run.
     let mut by_day: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
-    for (row, ts) in events.ts.iter().enumerate() {
-        by_day.entry(day_of(*ts)).or_default().push(row);
+    let mut run_start = 0;
+    for row in 1..=events.len() {
+        let day = day_of(events.ts[run_start]);
+        if row == events.len() || day_of(events.ts[row]) != day {
+            by_day.entry(day).or_default().extend(run_start..row);
+            run_start = row;
+        }
     }
     let staging = events_dir.join(STAGING);
     std::fs::create_dir_all(&staging).map_err(|source| Error::io(&staging, source))?;
@@ -159,7 +165,7 @@ impl SegmentLayout {
     }
 
     /// Writes `rows` of a batch (whose timestamps are `ts`) to `path` as one LZ4-compressed
-    /// row group, on this thread, and syncs the file.
+    /// row group, on this thread (not synced: see [`publish`]).
     fn write(&self, path: &Path, events: &EventBatch, rows: &[usize], ts: Vec<i64>) -> Result<()> {
         let text = |column: &crate::batch::Texts| -> Box<dyn Array> {
             let mut values = MutableBinaryViewArray::<str>::with_capacity(rows.len());
@@ -192,9 +198,7 @@ impl SegmentLayout {
             writer.write(rows.len() as u64, group?)?;
         }
         writer.end(None)?;
-        std::io::Write::flush(&mut writer.into_inner())
-            .and_then(|()| file.sync_all())
-            .map_err(|source| Error::io(path, source))
+        std::io::Write::flush(&mut writer.into_inner()).map_err(|source| Error::io(path, source))
     }
 }
 
@@ -246,8 +250,15 @@ fn dictionary(column: &crate::batch::Texts, rows: &[usize]) -> Result<Box<dyn Ar
     Ok(array.boxed())
 }
 
-/// Moves staged segments to their day folders. They stay invisible until committed.
+/// Syncs staged segments to disk and moves them to their day folders. They stay invisible until
+/// committed. The syncs happen here, on the caller's thread, rather than in [`write_staged`]:
+/// a core waiting on the disk there would be a core the other parallel work cannot use.
 pub(crate) fn publish(events_dir: &Path, segments: Vec<Segment>) -> Result<Vec<Segment>> {
+    for segment in &segments {
+        File::open(&segment.staged)
+            .and_then(|file| file.sync_all())
+            .map_err(|source| Error::io(&segment.staged, source))?;
+    }
     for segment in &segments {
         let target = events_dir.join(&segment.relative_path);
         let folder = target.parent().expect("segment paths have a day folder");
