@@ -38,6 +38,30 @@ pub fn members(text: &str) -> Option<Vec<(&str, &str)>> {
     (read && plain_keys && scan.finished()).then_some(members)
 }
 
+/// The raw values of `keys` in the object `text` (`None` for a key it lacks), when [`members`]
+/// reads it and none of `keys` is given twice. `None` means "not sure": serde_json decides.
+pub fn values_of<'a, const N: usize>(
+    text: &'a str,
+    keys: [&str; N],
+) -> Option<[Option<&'a str>; N]> {
+    let mut found = [None; N];
+    for (key, value) in members(text)? {
+        if let Some(at) = keys.iter().position(|wanted| *wanted == key)
+            && found[at].replace(value).is_some()
+        {
+            return None;
+        }
+    }
+    Some(found)
+}
+
+/// The text of a raw JSON string written without escapes (`"abc"` gives `abc`); `None` for a
+/// string with escapes and for any other value.
+pub fn plain_string(raw: &str) -> Option<&str> {
+    let inner = raw.strip_prefix('"')?.strip_suffix('"')?;
+    (!inner.contains('\\')).then_some(inner)
+}
+
 /// Integer digits a number may have before its range is left to serde_json (an f64 reaches
 /// about 1.8e308; serde_json refuses numbers beyond).
 const SURE_DIGITS: usize = 300;

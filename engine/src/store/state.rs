@@ -51,6 +51,27 @@ struct Reserved<'a> {
 type ReservedTexts = (Option<String>, Option<String>, Option<String>);
 
 fn reserved_texts(props: &str) -> Option<ReservedTexts> {
+    // Most props are read without serde_json: keys given once, strings without escapes.
+    if let Some([tz, template_id, status]) =
+        event::json::values_of(props, ["tz", "template_id", "status"])
+    {
+        let text = |raw: Option<&str>| match raw {
+            Some(raw) if raw.starts_with('"') => {
+                event::json::plain_string(raw).map(|text| Some(text.to_string()))
+            }
+            _ => Some(None),
+        };
+        if let (Some(tz), Some(template_id), Some(status)) =
+            (text(tz), text(template_id), text(status))
+        {
+            return Some((tz, template_id, status));
+        }
+    }
+    reserved_texts_fully(props)
+}
+
+/// [`reserved_texts`] by serde_json, for any props.
+fn reserved_texts_fully(props: &str) -> Option<ReservedTexts> {
     let text = |value: Option<&RawValue>| -> Option<String> {
         let raw = value?.get();
         raw.starts_with('"')
@@ -564,6 +585,25 @@ mod tests {
         assert_eq!(user("solo").zone, None);
         let ids: Vec<&str> = changes.users.iter().map(|u| u.user_id.as_str()).collect();
         assert_eq!(ids, ["many", "solo"], "users are sorted by id");
+    }
+
+    #[test]
+    fn reserved_keys_read_without_serde_json_read_as_with_it() {
+        for props in [
+            r#"{"tz":"Asia/Tokyo","template_id":"t1","status":"accept","n":[1,{"x":"y"}]}"#,
+            r#"{"tz":8,"template_id":null,"status":{"a":"b"}}"#,
+            r#"{"template_id":"t\u0031","status":"accept"}"#,
+            r#"{"tz":"Asia/Tokyo","tz":"Asia/Seoul"}"#,
+            r#"{"t\u007a":"Asia/Tokyo"}"#,
+            r#"{"status":"","city":"上海"}"#,
+            r#"{}"#,
+        ] {
+            assert_eq!(
+                reserved_texts(props),
+                reserved_texts_fully(props),
+                "{props}"
+            );
+        }
     }
 
     #[test]
