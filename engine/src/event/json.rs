@@ -27,12 +27,11 @@ pub fn members(text: &str) -> Option<Vec<(&str, &str)>> {
     let mut plain_keys = true;
     // Depth 1, as inside the object `is_object` would scan.
     let read = scan.items(b'}', |scan| {
-        let Some((key, value_start)) = scan.member(1) else {
+        let Some((key, key_escaped, value_start)) = scan.member(1) else {
             return false;
         };
-        let key = &text[key];
-        plain_keys &= !key.contains('\\');
-        members.push((key, &text[value_start..scan.at]));
+        plain_keys &= !key_escaped;
+        members.push((&text[key], &text[value_start..scan.at]));
         true
     });
     (read && plain_keys && scan.finished()).then_some(members)
@@ -72,6 +71,8 @@ struct Scan<'a> {
     /// Set by a number whose range this check does not judge (one with an exponent, or very
     /// long): the answer is then "no", and serde_json decides.
     unsure: bool,
+    /// Escapes (backslashes) read in strings so far.
+    escapes: usize,
 }
 
 impl<'a> Scan<'a> {
@@ -81,6 +82,7 @@ impl<'a> Scan<'a> {
             bytes: text.as_bytes(),
             at: 0,
             unsure: false,
+            escapes: 0,
         };
         scan.skip_space();
         scan
@@ -131,23 +133,25 @@ impl<'a> Scan<'a> {
     }
 
     /// One `"key": value` of an object at `depth`: where the key's text lies (between its
-    /// quotes) and where the value starts; it ends at `at`.
-    fn member(&mut self, depth: usize) -> Option<(std::ops::Range<usize>, usize)> {
+    /// quotes), whether it holds an escape, and where the value starts; it ends at `at`.
+    fn member(&mut self, depth: usize) -> Option<(std::ops::Range<usize>, bool, usize)> {
         self.skip_space();
         if self.peek() != Some(b'"') {
             return None;
         }
         let key_start = self.at + 1;
+        let escapes = self.escapes;
         if !self.string() {
             return None;
         }
         let key = key_start..self.at - 1;
+        let key_escaped = self.escapes != escapes;
         if !self.eat(b':') {
             return None;
         }
         self.skip_space();
         let value_start = self.at;
-        self.value(depth).then_some((key, value_start))
+        self.value(depth).then_some((key, key_escaped, value_start))
     }
 
     fn array(&mut self, depth: usize) -> bool {
@@ -196,6 +200,7 @@ impl<'a> Scan<'a> {
                 b'"' => return true,
                 0x00..=0x1f => return false,
                 b'\\' => {
+                    self.escapes += 1;
                     let Some(escape) = self.peek() else {
                         return false;
                     };
