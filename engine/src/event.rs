@@ -221,6 +221,19 @@ pub struct Plain<'a> {
     pub tz: Option<&'a str>,
 }
 
+impl<'a> From<Plain<'a>> for Draft<'a> {
+    fn from(record: Plain<'a>) -> Draft<'a> {
+        Draft {
+            user_id: record.user_id.map(Cow::Borrowed),
+            event: record.event.map(Cow::Borrowed),
+            ts: record.ts_ms.map(TsInput::Millis),
+            props: record.props.map(Cow::Borrowed),
+            event_id: record.event_id.map(Cow::Borrowed),
+            tz: record.tz.map(Cow::Borrowed),
+        }
+    }
+}
+
 /// The event [`validate`] would make of `record`, when a few cheap checks show it to be an
 /// ordinary one: every field within its rules, props a JSON object [`json::is_object`] accepts,
 /// no zone, no reserved event name. `None` does not mean invalid, only that [`validate`] must
@@ -240,11 +253,10 @@ pub fn accept_plain(record: Plain<'_>) -> Option<EventRef<'_>> {
     let props = match record.props {
         None | Some("") => None,
         Some(text) => {
-            let plain = |byte: &u8| byte.is_ascii_graphic();
-            let bytes = text.as_bytes();
+            // Whitespace around the props is trimmed by `validate`: left to it.
             if text.len() > MAX_PROPS_BYTES
-                || bytes.first() != Some(&b'{')
-                || !bytes.last().is_some_and(plain)
+                || !text.starts_with('{')
+                || trim(text).len() != text.len()
                 || !json::is_object(text)
             {
                 return None;
@@ -326,10 +338,8 @@ fn check_event_name(name: &str) -> Result<(), Invalid> {
             "event name is empty",
         ));
     }
-    let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-');
-    if !name
-        .bytes()
-        .fold(true, |ok, b| ok & NAME_BYTES[usize::from(b)])
+    let allowed = |b: u8| NAME_BYTES[usize::from(b)];
+    if !name.bytes().fold(true, |ok, b| ok & allowed(b))
         && let Some(at) = name.bytes().position(|b| !allowed(b))
     {
         // Every byte before `at` is ASCII, so a character starts there.
@@ -626,17 +636,10 @@ mod tests {
                                     continue;
                                 };
                                 quick += 1;
-                                let draft = Draft {
-                                    user_id: user_id.map(Cow::Borrowed),
-                                    event: event.map(Cow::Borrowed),
-                                    ts: ts_ms.map(TsInput::Millis),
-                                    props: props.map(Cow::Borrowed),
-                                    event_id: event_id.map(Cow::Borrowed),
-                                    tz: tz.map(Cow::Borrowed),
-                                };
-                                let (valid, warning) = validate(draft).unwrap_or_else(|invalid| {
-                                    panic!("{record:?} accepted quickly, but: {invalid:?}")
-                                });
+                                let (valid, warning) = validate(Draft::from(record))
+                                    .unwrap_or_else(|invalid| {
+                                        panic!("{record:?} accepted quickly, but: {invalid:?}")
+                                    });
                                 assert_eq!(warning, None, "{record:?}");
                                 let mut batch = crate::batch::EventBatch::default();
                                 batch.push(&valid);

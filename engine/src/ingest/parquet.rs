@@ -137,29 +137,7 @@ impl Source for ParquetSource {
             .map(|column| column.as_ref().map(|c| c.downcast_as_array()))
             .collect();
         let ts = ts_column(&frame, path)?;
-        let ts_value = |row: usize| match &ts {
-            TsColumn::Ints(values, per_ms) => values
-                .downcast_as_array()
-                .get(row)
-                .map(|v| TsInput::Millis(v.div_euclid(*per_ms))),
-            TsColumn::Text(values) => values
-                .downcast_as_array()
-                .get(row)
-                .map(|t| TsInput::Text(Cow::Borrowed(t))),
-        };
         let name = path.display().to_string();
-        // A row's draft, built again for the rejects file only when the row is refused.
-        let draft_of = |row: usize| {
-            let get = |column: usize| text[column].and_then(|c| c.get(row)).map(Cow::Borrowed);
-            Draft {
-                user_id: get(0),
-                event: get(1),
-                ts: ts_value(row),
-                props: get(2),
-                tz: get(3),
-                event_id: get(4),
-            }
-        };
         // Most rows are plain values that pass a few cheap checks; the others get the full
         // validation (and a refused one its message).
         let ts_ms = match &ts {
@@ -177,6 +155,18 @@ impl Source for ParquetSource {
                 tz: get(3),
                 event_id: get(4),
             }
+        };
+        // A row's draft, text timestamps included; built again for the rejects file only when
+        // the row is refused.
+        let draft_of = |row: usize| {
+            let mut draft = Draft::from(plain_of(row));
+            if let TsColumn::Text(values) = &ts {
+                draft.ts = values
+                    .downcast_as_array()
+                    .get(row)
+                    .map(|text| TsInput::Text(Cow::Borrowed(text)));
+            }
+            draft
         };
         let mut parsed = super::validate_rows(frame.height(), |row| {
             if let Some(event) = event::accept_plain(plain_of(row)) {

@@ -31,7 +31,7 @@ pub fn events_dir(data_dir: &Path) -> PathBuf {
 }
 
 /// A segment written and (after [`publish`]) in place, not yet committed.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct Segment {
     pub relative_path: String,
     pub day: String,
@@ -39,6 +39,8 @@ pub(crate) struct Segment {
     pub min_ts: i64,
     pub max_ts: i64,
     staged: PathBuf,
+    /// The staged file, open until [`publish`] syncs it.
+    file: Option<File>,
 }
 
 /// The UTC day (days since 1970-01-01) of an epoch-millisecond instant.
@@ -101,15 +103,18 @@ pub(crate) fn write_staged(
             let day = day_name(day_index);
             let staged = staging.join(format!("{batch}-{day}.parquet"));
             let ts: Vec<i64> = rows.iter().map(|&row| events.ts[row]).collect();
+            let min_ts = ts.iter().copied().min().unwrap_or_default();
+            let max_ts = ts.iter().copied().max().unwrap_or_default();
+            let file = layout.write(&staged, events, &rows, ts)?;
             let segment = Segment {
                 relative_path: format!("day={day}/{batch}.parquet"),
                 day,
                 rows: rows.len(),
-                min_ts: ts.iter().copied().min().unwrap_or_default(),
-                max_ts: ts.iter().copied().max().unwrap_or_default(),
+                min_ts,
+                max_ts,
                 staged,
+                file: Some(file),
             };
-            layout.write(&segment.staged, events, &rows, ts)?;
             Ok(segment)
         })
         .collect()
@@ -166,7 +171,13 @@ impl SegmentLayout {
 
     /// Writes `rows` of a batch (whose timestamps are `ts`) to `path` as one LZ4-compressed
     /// row group, on this thread (not synced: see [`publish`]).
-    fn write(&self, path: &Path, events: &EventBatch, rows: &[usize], ts: Vec<i64>) -> Result<()> {
+    fn write(
+        &self,
+        path: &Path,
+        events: &EventBatch,
+        rows: &[usize],
+        ts: Vec<i64>,
+    ) -> Result<File> {
         let text = |column: &crate::batch::Texts| -> Box<dyn Array> {
             let mut values = MutableBinaryViewArray::<str>::with_capacity(rows.len());
             for &row in rows {
@@ -198,7 +209,9 @@ impl SegmentLayout {
             writer.write(rows.len() as u64, group?)?;
         }
         writer.end(None)?;
-        std::io::Write::flush(&mut writer.into_inner()).map_err(|source| Error::io(path, source))
+        std::io::Write::flush(&mut writer.into_inner())
+            .map_err(|source| Error::io(path, source))?;
+        Ok(file)
     }
 }
 
@@ -253,11 +266,12 @@ fn dictionary(column: &crate::batch::Texts, rows: &[usize]) -> Result<Box<dyn Ar
 /// Syncs staged segments to disk and moves them to their day folders. They stay invisible until
 /// committed. The syncs happen here, on the caller's thread, rather than in [`write_staged`]:
 /// a core waiting on the disk there would be a core the other parallel work cannot use.
-pub(crate) fn publish(events_dir: &Path, segments: Vec<Segment>) -> Result<Vec<Segment>> {
-    for segment in &segments {
-        File::open(&segment.staged)
-            .and_then(|file| file.sync_all())
-            .map_err(|source| Error::io(&segment.staged, source))?;
+pub(crate) fn publish(events_dir: &Path, mut segments: Vec<Segment>) -> Result<Vec<Segment>> {
+    for segment in &mut segments {
+        if let Some(file) = segment.file.take() {
+            file.sync_all()
+                .map_err(|source| Error::io(&segment.staged, source))?;
+        }
     }
     for segment in &segments {
         let target = events_dir.join(&segment.relative_path);
