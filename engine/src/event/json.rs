@@ -11,47 +11,71 @@ const MAX_DEPTH: usize = 128;
 /// Whether `text` is exactly one JSON object, with optional whitespace around it.
 pub fn is_object(text: &str) -> bool {
     let mut scan = Scan::new(text);
-    scan.peek() == Some(b'{') && scan.value(0) && scan.finished()
+    scan.byte() == b'{' && scan.object(1) && scan.finished()
 }
 
-/// The members of `text` when it is exactly one JSON object that [`is_object`] accepts and no key
-/// holds an escape: each key's text and its value's raw text (without surrounding whitespace),
-/// in order. `None` means "not sure": the caller parses with serde_json instead, which has the
-/// last word and the error message. Each value that is an object is one [`is_object`] accepts.
-pub fn members(text: &str) -> Option<Vec<(&str, &str)>> {
+/// The members of `text`, handed to `member` one by one: each key's text and its value's raw
+/// text (without surrounding whitespace), in order. True when `text` is exactly one JSON object
+/// that [`is_object`] accepts, no key holds an escape, and `member` returned true for every
+/// member (returning false stops the scan). False means "not sure": the caller parses with
+/// serde_json instead, which has the last word and the error message; `member` may have seen
+/// members of an object that turned out bad further on. Each value that is an object is one
+/// [`is_object`] accepts.
+pub fn each_member<'a>(text: &'a str, mut member: impl FnMut(&'a str, &'a str) -> bool) -> bool {
     let mut scan = Scan::new(text);
-    if scan.peek() != Some(b'{') {
-        return None;
+    if scan.byte() != b'{' {
+        return false;
     }
-    let mut members = Vec::with_capacity(8);
-    let mut plain_keys = true;
-    // Depth 1, as inside the object `is_object` would scan.
-    let read = scan.items(b'}', |scan| {
-        let Some((key, key_escaped, value_start)) = scan.member(1) else {
+    scan.at += 1;
+    if scan.token() == b'}' {
+        scan.at += 1;
+        return scan.finished();
+    }
+    loop {
+        // Depth 1, as inside the object `is_object` would scan.
+        let key_start = scan.at + 1;
+        let escapes = scan.escapes;
+        if scan.byte() != b'"' || !scan.string() || scan.escapes != escapes {
             return false;
-        };
-        plain_keys &= !key_escaped;
-        members.push((&text[key], &text[value_start..scan.at]));
-        true
-    });
-    (read && plain_keys && scan.finished()).then_some(members)
+        }
+        let key_end = scan.at - 1;
+        if scan.token() != b':' {
+            return false;
+        }
+        scan.at += 1;
+        scan.skip_space();
+        let value_start = scan.at;
+        if !scan.value(1) || !member(&text[key_start..key_end], &text[value_start..scan.at]) {
+            return false;
+        }
+        match scan.token() {
+            b',' => {
+                scan.at += 1;
+                scan.skip_space();
+            }
+            b'}' => {
+                scan.at += 1;
+                return scan.finished();
+            }
+            _ => return false,
+        }
+    }
 }
 
-/// The raw values of `keys` in the object `text` (`None` for a key it lacks), when [`members`]
-/// reads it and none of `keys` is given twice. `None` means "not sure": serde_json decides.
+/// The raw values of `keys` in the object `text` (`None` for a key it lacks), when
+/// [`each_member`] reads it and none of `keys` is given twice. `None` means "not sure": serde_json decides.
 pub fn values_of<'a, const N: usize>(
     text: &'a str,
     keys: [&str; N],
 ) -> Option<[Option<&'a str>; N]> {
     let mut found = [None; N];
-    for (key, value) in members(text)? {
-        if let Some(at) = keys.iter().position(|wanted| *wanted == key)
-            && found[at].replace(value).is_some()
-        {
-            return None;
+    each_member(text, |key, value| {
+        match keys.iter().position(|wanted| *wanted == key) {
+            Some(at) => found[at].replace(value).is_none(),
+            None => true,
         }
-    }
-    Some(found)
+    })
+    .then_some(found)
 }
 
 /// The text of a raw JSON string written without escapes (`"abc"` gives `abc`); `None` for a
@@ -94,86 +118,90 @@ impl<'a> Scan<'a> {
         self.at == self.bytes.len() && !self.unsure
     }
 
+    /// The byte at `at`, or 0 past the end (a 0 byte is wrong wherever the scan looks).
+    #[inline(always)]
+    fn byte(&self) -> u8 {
+        self.bytes.get(self.at).copied().unwrap_or(0)
+    }
+
     fn peek(&self) -> Option<u8> {
         self.bytes.get(self.at).copied()
     }
 
+    #[inline(always)]
     fn skip_space(&mut self) {
-        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+        while matches!(self.byte(), b' ' | b'\t' | b'\n' | b'\r') {
             self.at += 1;
         }
     }
 
-    fn eat(&mut self, byte: u8) -> bool {
+    /// The next byte that is not whitespace (0 at the end).
+    #[inline(always)]
+    fn token(&mut self) -> u8 {
         self.skip_space();
-        if self.peek() == Some(byte) {
-            self.at += 1;
-            true
-        } else {
-            false
-        }
+        self.byte()
     }
 
     fn value(&mut self, depth: usize) -> bool {
-        self.skip_space();
-        match self.peek() {
-            Some(b'{') => depth < MAX_DEPTH && self.object(depth + 1),
-            Some(b'[') => depth < MAX_DEPTH && self.array(depth + 1),
-            Some(b'"') => self.string(),
-            Some(b't') => self.literal(b"true"),
-            Some(b'f') => self.literal(b"false"),
-            Some(b'n') => self.literal(b"null"),
-            Some(b'-' | b'0'..=b'9') => self.number(),
+        match self.token() {
+            b'"' => self.string(),
+            b'{' => depth < MAX_DEPTH && self.object(depth + 1),
+            b'[' => depth < MAX_DEPTH && self.array(depth + 1),
+            b'-' | b'0'..=b'9' => self.number(),
+            b't' => self.literal(b"true"),
+            b'f' => self.literal(b"false"),
+            b'n' => self.literal(b"null"),
             _ => false,
         }
     }
 
+    /// An object, its `{` at `at`.
     fn object(&mut self, depth: usize) -> bool {
-        self.items(b'}', |scan| scan.member(depth).is_some())
-    }
-
-    /// One `"key": value` of an object at `depth`: where the key's text lies (between its
-    /// quotes), whether it holds an escape, and where the value starts; it ends at `at`.
-    fn member(&mut self, depth: usize) -> Option<(std::ops::Range<usize>, bool, usize)> {
-        self.skip_space();
-        if self.peek() != Some(b'"') {
-            return None;
-        }
-        let key_start = self.at + 1;
-        let escapes = self.escapes;
-        if !self.string() {
-            return None;
-        }
-        let key = key_start..self.at - 1;
-        let key_escaped = self.escapes != escapes;
-        if !self.eat(b':') {
-            return None;
-        }
-        self.skip_space();
-        let value_start = self.at;
-        self.value(depth).then_some((key, key_escaped, value_start))
-    }
-
-    fn array(&mut self, depth: usize) -> bool {
-        self.items(b']', |scan| scan.value(depth))
-    }
-
-    /// The items of an object or array, the opening bracket at `at`: none, or `item`s
-    /// separated by commas, then `close`.
-    fn items(&mut self, close: u8, mut item: impl FnMut(&mut Self) -> bool) -> bool {
         self.at += 1;
-        if self.eat(close) {
+        if self.token() == b'}' {
+            self.at += 1;
             return true;
         }
         loop {
-            if !item(self) {
+            if self.byte() != b'"' || !self.string() || self.token() != b':' {
                 return false;
             }
-            if self.eat(close) {
-                return true;
-            }
-            if !self.eat(b',') {
+            self.at += 1;
+            if !self.value(depth) {
                 return false;
+            }
+            match self.token() {
+                b',' => {
+                    self.at += 1;
+                    self.skip_space();
+                }
+                b'}' => {
+                    self.at += 1;
+                    return true;
+                }
+                _ => return false,
+            }
+        }
+    }
+
+    /// An array, its `[` at `at`.
+    fn array(&mut self, depth: usize) -> bool {
+        self.at += 1;
+        if self.token() == b']' {
+            self.at += 1;
+            return true;
+        }
+        loop {
+            if !self.value(depth) {
+                return false;
+            }
+            match self.token() {
+                b',' => self.at += 1,
+                b']' => {
+                    self.at += 1;
+                    return true;
+                }
+                _ => return false,
             }
         }
     }
@@ -188,62 +216,65 @@ impl<'a> Scan<'a> {
     }
 
     /// A string, the opening quote at `at`. The text is valid UTF-8 already (it is a `str`).
+    #[inline(always)]
     fn string(&mut self) -> bool {
         self.at += 1;
         loop {
-            self.skip_plain();
-            let Some(byte) = self.peek() else {
-                return false;
-            };
-            self.at += 1;
-            match byte {
-                b'"' => return true,
-                0x00..=0x1f => return false,
-                b'\\' => {
-                    self.escapes += 1;
-                    let Some(escape) = self.peek() else {
-                        return false;
-                    };
+            // Eight bytes at a time while that many are left.
+            while let Some(chunk) = self.bytes.get(self.at..self.at + 8) {
+                let word = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+                let special = special_bytes(word);
+                if special != 0 {
+                    self.at += (special.trailing_zeros() / 8) as usize;
+                    break;
+                }
+                self.at += 8;
+            }
+            match self.byte() {
+                b'"' => {
                     self.at += 1;
-                    match escape {
-                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => {}
-                        b'u' => {
-                            let Some(unit) = self.hex4() else {
-                                return false;
-                            };
-                            if (0xdc00..0xe000).contains(&unit) {
-                                return false;
-                            }
-                            if (0xd800..0xdc00).contains(&unit) {
-                                // A leading surrogate must be followed by an escaped trailing one.
-                                if !self.literal(b"\\u") {
-                                    return false;
-                                }
-                                match self.hex4() {
-                                    Some(low) if (0xdc00..0xe000).contains(&low) => {}
-                                    _ => return false,
-                                }
-                            }
-                        }
-                        _ => return false,
+                    return true;
+                }
+                b'\\' => {
+                    if !self.escape() {
+                        return false;
                     }
                 }
-                _ => {}
+                // A control byte, or the end.
+                0x00..=0x1f => return false,
+                _ => self.at += 1,
             }
         }
     }
 
-    /// Moves past the bytes of a string that need no look (not `"`, `\\` or a control byte),
-    /// eight at a time, stopping at the first that does or where fewer than eight are left.
-    fn skip_plain(&mut self) {
-        while let Some(chunk) = self.bytes.get(self.at..self.at + 8) {
-            let word = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
-            let special = special_bytes(word);
-            if special != 0 {
-                self.at += (special.trailing_zeros() / 8) as usize;
-                return;
+    /// An escape in a string, its backslash at `at`.
+    #[cold]
+    fn escape(&mut self) -> bool {
+        self.escapes += 1;
+        self.at += 1;
+        let Some(escape) = self.peek() else {
+            return false;
+        };
+        self.at += 1;
+        match escape {
+            b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => true,
+            b'u' => {
+                let Some(unit) = self.hex4() else {
+                    return false;
+                };
+                if (0xdc00..0xe000).contains(&unit) {
+                    return false;
+                }
+                if (0xd800..0xdc00).contains(&unit) {
+                    // A leading surrogate must be followed by an escaped trailing one.
+                    if !self.literal(b"\\u") {
+                        return false;
+                    }
+                    return matches!(self.hex4(), Some(low) if (0xdc00..0xe000).contains(&low));
+                }
+                true
             }
-            self.at += 8;
+            _ => false,
         }
     }
 
@@ -257,35 +288,45 @@ impl<'a> Scan<'a> {
         Some(unit)
     }
 
+    #[inline(always)]
     fn digits(&mut self) -> usize {
         let start = self.at;
-        while matches!(self.peek(), Some(b'0'..=b'9')) {
+        while let Some(chunk) = self.bytes.get(self.at..self.at + 8) {
+            let word = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+            let other = non_digits(word);
+            if other != 0 {
+                self.at += (other.trailing_zeros() / 8) as usize;
+                return self.at - start;
+            }
+            self.at += 8;
+        }
+        while self.byte().is_ascii_digit() {
             self.at += 1;
         }
         self.at - start
     }
 
     fn number(&mut self) -> bool {
-        if self.peek() == Some(b'-') {
+        if self.byte() == b'-' {
             self.at += 1;
         }
-        match self.peek() {
-            Some(b'0') => self.at += 1,
-            Some(b'1'..=b'9') => {
+        match self.byte() {
+            b'0' => self.at += 1,
+            b'1'..=b'9' => {
                 self.unsure |= self.digits() > SURE_DIGITS;
             }
             _ => return false,
         }
-        if self.peek() == Some(b'.') {
+        if self.byte() == b'.' {
             self.at += 1;
             if self.digits() == 0 {
                 return false;
             }
         }
-        if matches!(self.peek(), Some(b'e' | b'E')) {
+        if matches!(self.byte(), b'e' | b'E') {
             self.unsure = true;
             self.at += 1;
-            if matches!(self.peek(), Some(b'+' | b'-')) {
+            if matches!(self.byte(), b'+' | b'-') {
                 self.at += 1;
             }
             if self.digits() == 0 {
@@ -311,9 +352,19 @@ fn special_bytes(word: u64) -> u64 {
         | below_space
 }
 
+/// A non-zero byte of the result for each byte of `word` (read little-endian) that is not an
+/// ASCII digit, and maybe for bytes after the first such one: the lowest non-zero byte marks
+/// the first. (A digit is 0x30 to 0x39: its high half is 3, and adding 6 leaves it 3. Adding 6 to
+/// a byte of 0xfa or more carries into the next byte, but that byte is flagged already.)
+fn non_digits(word: u64) -> u64 {
+    const HIGH_HALVES: u64 = 0xf0f0_f0f0_f0f0_f0f0;
+    const THREES: u64 = 0x3030_3030_3030_3030;
+    ((word & HIGH_HALVES) ^ THREES) | ((word.wrapping_add(ONES * 6) & HIGH_HALVES) ^ THREES)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{is_object, special_bytes};
+    use super::{each_member, is_object, non_digits, special_bytes};
 
     fn serde_accepts(text: &str) -> bool {
         text.trim_start().starts_with('{')
@@ -439,5 +490,84 @@ mod tests {
             assert!(serde_accepts(&sure));
         }
         assert!(!is_object("{\"a\":\"raw\u{1}control\"}"));
+    }
+
+    #[test]
+    fn the_eight_byte_digit_skip_stops_at_the_first_byte_that_is_not_a_digit() {
+        for other in 0..=255u8 {
+            for at in 0..8 {
+                // 0xfa and up carry into the next byte when 6 is added.
+                for after in [b'0', b'9', b'a', b'/', b':', 0xfa, 0xff, 0x00] {
+                    let mut bytes = [b'5'; 8];
+                    bytes[at] = other;
+                    for byte in &mut bytes[at + 1..] {
+                        *byte = after;
+                    }
+                    let found = non_digits(u64::from_le_bytes(bytes));
+                    let first = (found != 0).then(|| found.trailing_zeros() as usize / 8);
+                    let expected = if !other.is_ascii_digit() {
+                        Some(at)
+                    } else if !after.is_ascii_digit() && at < 7 {
+                        Some(at + 1)
+                    } else {
+                        None
+                    };
+                    assert_eq!(first, expected, "{other:#04x} at {at}, then {after:#04x}");
+                }
+            }
+        }
+        for number in ["1793491200123", "123456789012345678", "12.5", "-0.25", "7"] {
+            let text = format!("{{\"ts\":{number},\"z\":1}}");
+            let mut values = Vec::new();
+            assert!(each_member(&text, |_, value| {
+                values.push(value);
+                true
+            }));
+            assert_eq!(values, [number, "1"], "{text}");
+        }
+    }
+
+    #[test]
+    fn members_come_as_serde_json_reads_them_and_unsure_objects_are_refused() {
+        let text = r#" { "user_id" : "u1", "ts":17, "props": {"a": [1, {"b": "x\"y"}]}, "n": null } "#;
+        let mut members = Vec::new();
+        assert!(each_member(text, |key, value| {
+            members.push((key, value));
+            true
+        }));
+        assert_eq!(
+            members,
+            [
+                ("user_id", r#""u1""#),
+                ("ts", "17"),
+                ("props", r#"{"a": [1, {"b": "x\"y"}]}"#),
+                ("n", "null"),
+            ]
+        );
+        let parsed: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(text).unwrap();
+        for (key, value) in &members {
+            let raw: serde_json::Value = serde_json::from_str(value).unwrap();
+            assert_eq!(parsed[*key], raw, "{key}");
+        }
+        // An escaped key, a bad value after good members, a number left to serde_json, more
+        // text after the object: all "not sure".
+        for unsure in [
+            r#"{"a\"b":1}"#,
+            r#"{"a":1,"b":tru}"#,
+            r#"{"a":1e5}"#,
+            r#"{"a":1} {}"#,
+            r#"[1]"#,
+        ] {
+            assert!(!each_member(unsure, |_, _| true), "{unsure}");
+        }
+        // Returning false stops the scan at that member.
+        let mut seen = 0;
+        assert!(!each_member(r#"{"a":1,"b":2,"c":3}"#, |key, _| {
+            seen += 1;
+            key != "b"
+        }));
+        assert_eq!(seen, 2);
+        assert!(each_member("{}", |_, _| unreachable!("no members")));
     }
 }

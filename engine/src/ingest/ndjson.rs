@@ -142,7 +142,7 @@ impl<'a> Fields<'a> {
     fn scan(text: &'a str) -> Option<Fields<'a>> {
         let mut fields = Fields::default();
         let mut seen = [false; 6];
-        for (key, value) in event::json::members(text)? {
+        let read = event::json::each_member(text, |key, value| {
             let (slot, index) = match key {
                 "user_id" => (&mut fields.user_id, 0),
                 "event" => (&mut fields.event, 1),
@@ -150,15 +150,13 @@ impl<'a> Fields<'a> {
                 "props" => (&mut fields.props, 3),
                 "event_id" => (&mut fields.event_id, 4),
                 "tz" => (&mut fields.tz, 5),
-                _ => continue,
+                _ => return true,
             };
-            // serde_json refuses a field given twice (null or not), with its own message.
-            if std::mem::replace(&mut seen[index], true) {
-                return None;
-            }
             *slot = (value != "null").then_some(value);
-        }
-        Some(fields)
+            // serde_json refuses a field given twice (null or not), with its own message.
+            !std::mem::replace(&mut seen[index], true)
+        });
+        read.then_some(fields)
     }
 }
 
