@@ -263,29 +263,63 @@ fn dictionary(column: &crate::batch::Texts, rows: &[usize]) -> Result<Box<dyn Ar
     Ok(array.boxed())
 }
 
-/// Syncs staged segments to disk and moves them to their day folders. They stay invisible until
-/// committed. The syncs happen here, on the caller's thread, rather than in [`write_staged`]:
-/// a core waiting on the disk there would be a core the other parallel work cannot use.
+/// Moves staged segments to their day folders and makes them durable (contents and folder
+/// entries). They stay invisible until committed. This runs on the caller's thread rather than
+/// in [`write_staged`]: a core waiting on the disk there would be a core the other parallel work
+/// cannot use.
 pub(crate) fn publish(events_dir: &Path, mut segments: Vec<Segment>) -> Result<Vec<Segment>> {
-    for segment in &mut segments {
-        if let Some(file) = segment.file.take() {
-            file.sync_all()
-                .map_err(|source| Error::io(&segment.staged, source))?;
-        }
-    }
     for segment in &segments {
         let target = events_dir.join(&segment.relative_path);
         let folder = target.parent().expect("segment paths have a day folder");
         std::fs::create_dir_all(folder).map_err(|source| Error::io(folder, source))?;
         std::fs::rename(&segment.staged, &target).map_err(|source| Error::io(&target, source))?;
-        if let Ok(dir) = File::open(folder) {
-            let _ = dir.sync_all();
-        }
     }
+    sync(events_dir, &mut segments)?;
     Ok(segments)
 }
 
-/// Best-effort removal of published segments whose commit failed.
+/// Makes the published `segments` durable: each file and its day folder. The syncs are waits on
+/// the disk, not work, so they are issued together from a few threads: the file system commits
+/// them in fewer journal writes than one after the other (a batch writes a file per day).
+fn sync(events_dir: &Path, segments: &mut [Segment]) -> Result<()> {
+    /// Threads waiting on syncs at once.
+    const SYNCING: usize = 8;
+    let mut waits: Vec<(PathBuf, Option<File>)> = Vec::with_capacity(segments.len() * 2);
+    for segment in segments {
+        let target = events_dir.join(&segment.relative_path);
+        let folder = target.parent().expect("a day folder").to_path_buf();
+        waits.push((target, segment.file.take()));
+        waits.push((folder, None));
+    }
+    let per_thread = waits.len().div_ceil(SYNCING).max(1);
+    std::thread::scope(|scope| {
+        let syncing: Vec<_> = waits
+            .chunks_mut(per_thread)
+            .map(|chunk| {
+                scope.spawn(move || -> Result<()> {
+                    for (path, file) in chunk {
+                        match file.take() {
+                            Some(file) => file
+                                .sync_all()
+                                .map_err(|source| Error::io(&*path, source))?,
+                            // Some file systems cannot sync a folder; the files are synced.
+                            None => {
+                                if let Ok(folder) = File::open(&*path) {
+                                    let _ = folder.sync_all();
+                                }
+                            }
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        syncing
+            .into_iter()
+            .try_for_each(|thread| thread.join().expect("a sync thread does not panic"))
+    })
+}
+
 pub(crate) fn remove(events_dir: &Path, segments: &[Segment]) {
     for segment in segments {
         let _ = std::fs::remove_file(events_dir.join(&segment.relative_path));
