@@ -529,7 +529,8 @@ mod tests {
 
     #[test]
     fn members_come_as_serde_json_reads_them_and_unsure_objects_are_refused() {
-        let text = r#" { "user_id" : "u1", "ts":17, "props": {"a": [1, {"b": "x\"y"}]}, "n": null } "#;
+        let text =
+            r#" { "user_id" : "u1", "ts":17, "props": {"a": [1, {"b": "x\"y"}]}, "n": null } "#;
         let mut members = Vec::new();
         assert!(each_member(text, |key, value| {
             members.push((key, value));
