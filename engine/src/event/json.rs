@@ -14,14 +14,17 @@ pub fn is_object(text: &str) -> bool {
     scan.byte() == b'{' && scan.object(1) && scan.finished()
 }
 
-/// The members of `text`, handed to `member` one by one: each key's text and its value's raw
-/// text (without surrounding whitespace), in order. True when `text` is exactly one JSON object
+/// The members of `text`, handed to `member` one by one: each key's text, its value's raw
+/// text (without surrounding whitespace) and whether that text holds an escape, in order. True when `text` is exactly one JSON object
 /// that [`is_object`] accepts, no key holds an escape, and `member` returned true for every
 /// member (returning false stops the scan). False means "not sure": the caller parses with
 /// serde_json instead, which has the last word and the error message; `member` may have seen
 /// members of an object that turned out bad further on. Each value that is an object is one
 /// [`is_object`] accepts.
-pub fn each_member<'a>(text: &'a str, mut member: impl FnMut(&'a str, &'a str) -> bool) -> bool {
+pub fn each_member<'a>(
+    text: &'a str,
+    mut member: impl FnMut(&'a str, &'a str, bool) -> bool,
+) -> bool {
     let mut scan = Scan::new(text);
     if scan.byte() != b'{' {
         return false;
@@ -45,7 +48,15 @@ pub fn each_member<'a>(text: &'a str, mut member: impl FnMut(&'a str, &'a str) -
         scan.at += 1;
         scan.skip_space();
         let value_start = scan.at;
-        if !scan.value(1) || !member(&text[key_start..key_end], &text[value_start..scan.at]) {
+        if !scan.value(1) {
+            return false;
+        }
+        let escaped = scan.escapes != escapes;
+        if !member(
+            &text[key_start..key_end],
+            &text[value_start..scan.at],
+            escaped,
+        ) {
             return false;
         }
         match scan.token() {
@@ -69,7 +80,7 @@ pub fn values_of<'a, const N: usize>(
     keys: [&str; N],
 ) -> Option<[Option<&'a str>; N]> {
     let mut found = [None; N];
-    each_member(text, |key, value| {
+    each_member(text, |key, value, _| {
         match keys.iter().position(|wanted| *wanted == key) {
             Some(at) => found[at].replace(value).is_none(),
             None => true,
@@ -519,7 +530,7 @@ mod tests {
         for number in ["1793491200123", "123456789012345678", "12.5", "-0.25", "7"] {
             let text = format!("{{\"ts\":{number},\"z\":1}}");
             let mut values = Vec::new();
-            assert!(each_member(&text, |_, value| {
+            assert!(each_member(&text, |_, value, _| {
                 values.push(value);
                 true
             }));
@@ -532,8 +543,10 @@ mod tests {
         let text =
             r#" { "user_id" : "u1", "ts":17, "props": {"a": [1, {"b": "x\"y"}]}, "n": null } "#;
         let mut members = Vec::new();
-        assert!(each_member(text, |key, value| {
+        let mut escaped = Vec::new();
+        assert!(each_member(text, |key, value, escapes| {
             members.push((key, value));
+            escaped.push(escapes);
             true
         }));
         assert_eq!(
@@ -544,6 +557,11 @@ mod tests {
                 ("props", r#"{"a": [1, {"b": "x\"y"}]}"#),
                 ("n", "null"),
             ]
+        );
+        assert_eq!(
+            escaped,
+            [false, false, true, false],
+            "only props holds an escape"
         );
         let parsed: serde_json::Map<String, serde_json::Value> =
             serde_json::from_str(text).unwrap();
@@ -560,15 +578,15 @@ mod tests {
             r#"{"a":1} {}"#,
             r#"[1]"#,
         ] {
-            assert!(!each_member(unsure, |_, _| true), "{unsure}");
+            assert!(!each_member(unsure, |_, _, _| true), "{unsure}");
         }
         // Returning false stops the scan at that member.
         let mut seen = 0;
-        assert!(!each_member(r#"{"a":1,"b":2,"c":3}"#, |key, _| {
+        assert!(!each_member(r#"{"a":1,"b":2,"c":3}"#, |key, _, _| {
             seen += 1;
             key != "b"
         }));
         assert_eq!(seen, 2);
-        assert!(each_member("{}", |_, _| unreachable!("no members")));
+        assert!(each_member("{}", |_, _, _| unreachable!("no members")));
     }
 }

@@ -112,6 +112,8 @@ struct Fields<'a> {
     props: Option<&'a str>,
     event_id: Option<&'a str>,
     tz: Option<&'a str>,
+    /// Whether a field's text may hold an escape (false when the scan saw none).
+    escapes: bool,
 }
 
 impl<'a> Fields<'a> {
@@ -133,6 +135,7 @@ impl<'a> Fields<'a> {
             props: line.props.map(RawValue::get),
             event_id: line.event_id.map(RawValue::get),
             tz: line.tz.map(RawValue::get),
+            escapes: true,
         })
     }
 
@@ -142,7 +145,7 @@ impl<'a> Fields<'a> {
     fn scan(text: &'a str) -> Option<Fields<'a>> {
         let mut fields = Fields::default();
         let mut seen = [false; 6];
-        let read = event::json::each_member(text, |key, value| {
+        let read = event::json::each_member(text, |key, value, escaped| {
             let (slot, index) = match key {
                 "user_id" => (&mut fields.user_id, 0),
                 "event" => (&mut fields.event, 1),
@@ -153,6 +156,7 @@ impl<'a> Fields<'a> {
                 _ => return true,
             };
             *slot = (value != "null").then_some(value);
+            fields.escapes |= escaped;
             // serde_json refuses a field given twice (null or not), with its own message.
             !std::mem::replace(&mut seen[index], true)
         });
@@ -191,7 +195,11 @@ fn parse_line<'a>(bytes: &'a [u8], name: &str, line: u64) -> Outcome<'a> {
     Outcome::of(checked, reject)
 }
 
-fn draft_of(line: Fields<'_>) -> Result<Draft<'_>, Invalid> {
+fn draft_of<'a>(line: Fields<'a>) -> Result<Draft<'a>, Invalid> {
+    let escapes = line.escapes;
+    let json_string = |raw: &'a str, field: &str| json_string(raw, field, escapes);
+    let optional_string =
+        |raw: Option<&'a str>, field: &str| raw.map(|raw| json_string(raw, field)).transpose();
     let ts = match line.ts {
         None => None,
         Some(raw) if raw.starts_with('"') => Some(TsInput::Text(json_string(raw, "ts")?)),
@@ -227,17 +235,17 @@ fn draft_of(line: Fields<'_>) -> Result<Draft<'_>, Invalid> {
     })
 }
 
-fn optional_string<'a>(raw: Option<&'a str>, field: &str) -> Result<Option<Cow<'a, str>>, Invalid> {
-    raw.map(|raw| json_string(raw, field)).transpose()
-}
-
-/// Decodes a JSON string, borrowing when it has no escapes.
-fn json_string<'a>(raw: &'a str, field: &str) -> Result<Cow<'a, str>, Invalid> {
+/// Decodes a JSON string, borrowing when it has no escapes (`escapes` false: the line's scan
+/// saw none, so `raw` is a whole string whose text lies between its quotes).
+fn json_string<'a>(raw: &'a str, field: &str, escapes: bool) -> Result<Cow<'a, str>, Invalid> {
     if !raw.starts_with('"') {
         return Err(Invalid::new(
             RejectKind::WrongType,
             format!("{field} must be a string, got {}", preview(raw)),
         ));
+    }
+    if !escapes && raw.len() >= 2 {
+        return Ok(Cow::Borrowed(&raw[1..raw.len() - 1]));
     }
     // `raw` is a whole JSON string already checked while reading the line:
     // without a backslash, its text is what lies between the quotes.
@@ -403,7 +411,22 @@ mod tests {
                     continue;
                 };
                 fast += usize::from(round % 4 != 0);
-                assert_eq!(Fields::parse(text).ok().as_ref(), Some(&fields), "{text}");
+                // The same raw texts; serde_json does not say where escapes are.
+                let parsed = Fields::parse(text).ok().map(|parsed| Fields {
+                    escapes: fields.escapes,
+                    ..parsed
+                });
+                assert_eq!(parsed.as_ref(), Some(&fields), "{text}");
+                if !fields.escapes {
+                    let raw = [fields.user_id, fields.event, fields.ts, fields.props];
+                    let raw = raw
+                        .into_iter()
+                        .chain([fields.event_id, fields.tz])
+                        .flatten();
+                    for raw in raw {
+                        assert!(!raw.contains('\\'), "an escape the scan missed: {text}");
+                    }
+                }
                 if let Some(props) = fields.props.filter(|p| p.starts_with('{')) {
                     assert!(
                         event::json::is_object(props),
