@@ -16,6 +16,7 @@ pub struct Texts {
 }
 
 impl Texts {
+    #[inline]
     pub fn push(&mut self, value: Option<&str>) {
         match value {
             Some(value) => {
@@ -44,6 +45,7 @@ impl Texts {
     }
 
     /// The value of `row`, if present.
+    #[inline(always)]
     pub fn get(&self, row: usize) -> Option<&str> {
         if self.present.as_ref().is_some_and(|present| !present[row]) {
             return None;
@@ -53,6 +55,7 @@ impl Texts {
     }
 
     /// The value of `row`, or "" when missing (for columns that are never missing).
+    #[inline(always)]
     fn text(&self, row: usize) -> &str {
         self.get(row).unwrap_or_default()
     }
@@ -138,6 +141,7 @@ impl EventBatch {
         });
     }
 
+    #[inline]
     pub fn push_ref(&mut self, event: EventRef<'_>) {
         self.user_id.push(Some(event.user_id));
         self.event.push(Some(event.event));

@@ -120,18 +120,21 @@ pub(crate) fn write_staged(
         .collect()
 }
 
-/// The segment columns, in file order, with their types and encodings. Only the columns with
-/// few distinct values are dictionary-encoded (their arrays are handed to the writer as
-/// dictionaries, see [`dictionary`]; the file's schema still says text): for `props` and
-/// `event_id` the writer would first estimate the cardinality, then build a dictionary it
-/// mostly throws away.
+/// The segment columns, in file order, with their types and encodings. The columns with few
+/// distinct values are dictionary-encoded (their arrays are handed to the writer as
+/// dictionaries, see [`dictionary`]; the file's schema still says text), and so is `props`
+/// while its values repeat (a page's props, say); `event_id`, unique, is not: the writer would
+/// first estimate the cardinality, then build a dictionary it mostly throws away.
 const SEGMENT_COLUMNS: [(&str, ArrowDataType, Encoding); 5] = [
     ("user_id", ArrowDataType::Utf8View, Encoding::RleDictionary),
     ("event", ArrowDataType::Utf8View, Encoding::RleDictionary),
     ("ts", ArrowDataType::Int64, Encoding::Plain),
-    ("props", ArrowDataType::Utf8View, Encoding::Plain),
+    ("props", ArrowDataType::Utf8View, Encoding::RleDictionary),
     ("event_id", ArrowDataType::Utf8View, Encoding::Plain),
 ];
+
+/// Where `props` sits in [`SEGMENT_COLUMNS`].
+const PROPS: usize = 3;
 
 /// What every segment file shares: schema, encodings and writer options, made once per batch.
 struct SegmentLayout {
@@ -185,11 +188,19 @@ impl SegmentLayout {
             }
             values.freeze().boxed()
         };
+        let mut encodings = self.encodings.clone();
+        let props = match dictionary(&events.props, rows, true)? {
+            Some(props) => props,
+            None => {
+                encodings[PROPS] = vec![Encoding::Plain];
+                text(&events.props)
+            }
+        };
         let arrays = vec![
-            dictionary(&events.user_id, rows)?,
-            dictionary(&events.event, rows)?,
+            dictionary(&events.user_id, rows, false)?.expect("kept whatever its values"),
+            dictionary(&events.event, rows, false)?.expect("kept whatever its values"),
             PrimitiveArray::from_vec(ts).boxed(),
-            text(&events.props),
+            props,
             text(&events.event_id),
         ];
         let batch = RecordBatchT::new(rows.len(), Arc::clone(&self.schema), arrays);
@@ -197,7 +208,7 @@ impl SegmentLayout {
             std::iter::once(Ok(batch)),
             &self.schema,
             self.options,
-            self.encodings.clone().into(),
+            encodings.into(),
         )?;
         let file = File::create(path).map_err(|source| Error::io(path, source))?;
         let mut writer = FileWriter::try_new(
@@ -215,20 +226,39 @@ impl SegmentLayout {
     }
 }
 
-/// `rows` of a column that is never missing (`user_id`, `event`) as a dictionary array, which the
-/// Parquet writer takes as it is: the file's dictionary is each distinct value once, and each
-/// row a key. A row repeating the value before it (a user's events in a row) is not even looked
-/// up. The writer would otherwise estimate the column's cardinality and then build the same
-/// dictionary by hashing every value, after every value had been copied for it.
-fn dictionary(column: &crate::batch::Texts, rows: &[usize]) -> Result<Box<dyn Array>> {
+/// `rows` of a column as a dictionary array, which the Parquet writer takes as it is: the file's
+/// dictionary is each distinct value once, and each row a key (a missing value a null key). A
+/// row repeating the value before it (a user's events in a row) is not even looked up. The
+/// writer would otherwise estimate the column's cardinality and then build the same dictionary
+/// by hashing every value, after every value had been copied for it. With `adaptive`, `None`
+/// when most values of the first rows differ: plain text is then smaller and cheaper.
+fn dictionary(
+    column: &crate::batch::Texts,
+    rows: &[usize],
+    adaptive: bool,
+) -> Result<Option<Box<dyn Array>>> {
     /// Up to this many distinct values are looked up by comparing them all (event names).
     const SCANNED: usize = 16;
+    /// Rows after which an adaptive dictionary with more than half as many values gives up.
+    const PROBE: usize = 4_096;
     let mut distinct: Vec<&str> = Vec::new();
     let mut index: std::collections::HashMap<&str, u32, super::FastHash> = Default::default();
     let mut keys = Vec::with_capacity(rows.len());
+    let mut validity = (!column.all_present())
+        .then(|| polars_arrow::bitmap::MutableBitmap::with_capacity(rows.len()));
     let mut last: Option<(&str, u32)> = None;
-    for &row in rows {
-        let value = column.get(row).unwrap_or_default();
+    for (at, &row) in rows.iter().enumerate() {
+        if adaptive && at == PROBE && distinct.len() > PROBE / 2 {
+            return Ok(None);
+        }
+        let value = column.get(row);
+        if let Some(validity) = &mut validity {
+            validity.push(value.is_some());
+        }
+        let Some(value) = value else {
+            keys.push(0);
+            continue;
+        };
         let key = match last {
             Some((previous, key)) if previous == value => key,
             _ => {
@@ -251,16 +281,17 @@ fn dictionary(column: &crate::batch::Texts, rows: &[usize]) -> Result<Box<dyn Ar
         last = Some((value, key));
         keys.push(key);
     }
+    if distinct.is_empty() {
+        // Every value missing: the null keys still point at a value.
+        distinct.push("");
+    }
     let mut values = MutableBinaryViewArray::<str>::with_capacity(distinct.len());
     for value in distinct {
         values.push_value(value);
     }
-    let array = DictionaryArray::<u32>::try_from_keys(
-        PrimitiveArray::from_vec(keys),
-        values.freeze().boxed(),
-        false,
-    )?;
-    Ok(array.boxed())
+    let keys = PrimitiveArray::new(ArrowDataType::UInt32, keys.into(), validity.map(Into::into));
+    let array = DictionaryArray::<u32>::try_from_keys(keys, values.freeze().boxed(), false)?;
+    Ok(Some(array.boxed()))
 }
 
 /// Moves staged segments to their day folders and makes them durable (contents and folder
@@ -383,8 +414,78 @@ pub(crate) fn collect_all(frames: Vec<LazyFrame>) -> Result<Vec<DataFrame>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::batch::Texts;
     use crate::event::Valid;
+    use polars_arrow::array::Utf8ViewArray;
     use std::borrow::Cow;
+
+    /// The values of a dictionary array `dictionary` built, row by row.
+    fn values_of(array: &dyn Array) -> Vec<Option<String>> {
+        let array = array
+            .as_any()
+            .downcast_ref::<DictionaryArray<u32>>()
+            .expect("a dictionary");
+        let values = array
+            .values()
+            .as_any()
+            .downcast_ref::<Utf8ViewArray>()
+            .expect("text values");
+        (0..array.len())
+            .map(|row| {
+                (!array.keys().is_null(row))
+                    .then(|| values.value(array.keys().value(row) as usize).to_string())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn props_are_a_dictionary_while_they_repeat_and_plain_text_when_they_do_not() {
+        let mut repeating = Texts::default();
+        let mut unique = Texts::default();
+        let mut expected = Vec::new();
+        for row in 0..10_000 {
+            let value = (row % 3 != 0).then_some([r#"{"a":1}"#, r#"{"page":"home"}"#][row % 2]);
+            repeating.push(value);
+            expected.push(value.map(str::to_string));
+            unique.push(Some(&format!(r#"{{"n":{row}}}"#)));
+        }
+        let all: Vec<usize> = (0..10_000).collect();
+        let array = dictionary(&repeating, &all, true)
+            .unwrap()
+            .expect("values repeat");
+        assert_eq!(
+            values_of(array.as_ref()),
+            expected,
+            "missing values stay missing"
+        );
+        // Every other row, as a day's rows are a selection of the batch's.
+        let odd: Vec<usize> = (1..10_000).step_by(2).collect();
+        let array = dictionary(&repeating, &odd, true)
+            .unwrap()
+            .expect("values repeat");
+        let odd_expected: Vec<_> = odd.iter().map(|&row| expected[row].clone()).collect();
+        assert_eq!(values_of(array.as_ref()), odd_expected);
+
+        assert!(
+            dictionary(&unique, &all, true).unwrap().is_none(),
+            "unique values are left to plain text"
+        );
+        let array = dictionary(&unique, &all, false)
+            .unwrap()
+            .expect("not adaptive");
+        assert_eq!(
+            values_of(array.as_ref())[9_999].as_deref(),
+            Some(r#"{"n":9999}"#)
+        );
+
+        let mut missing = Texts::default();
+        missing.push(None);
+        missing.push(None);
+        let array = dictionary(&missing, &[0, 1], true)
+            .unwrap()
+            .expect("two rows");
+        assert_eq!(values_of(array.as_ref()), [None, None]);
+    }
 
     #[test]
     fn a_segment_reads_back_as_written_one_file_per_day() {
