@@ -239,6 +239,15 @@ impl<'a> From<Plain<'a>> for Draft<'a> {
 /// no zone, no reserved event name. `None` does not mean invalid, only that [`validate`] must
 /// decide (and explain a refusal).
 pub fn accept_plain(record: Plain<'_>) -> Option<EventRef<'_>> {
+    accept_plain_with(record, plain_props)
+}
+
+/// [`accept_plain`] with `props_plain` answering [`plain_props`] for the record's props (a
+/// reader that sees the same props again may remember the answer).
+pub fn accept_plain_with<'a>(
+    record: Plain<'a>,
+    props_plain: impl FnOnce(&str) -> bool,
+) -> Option<EventRef<'a>> {
     let user_id = record.user_id?;
     let event = record.event?;
     let ts_ms = record.ts_ms?;
@@ -252,17 +261,8 @@ pub fn accept_plain(record: Plain<'_>) -> Option<EventRef<'_>> {
     }
     let props = match record.props {
         None | Some("") => None,
-        Some(text) => {
-            // Whitespace around the props is trimmed by `validate`: left to it.
-            if text.len() > MAX_PROPS_BYTES
-                || !text.starts_with('{')
-                || trim(text).len() != text.len()
-                || !json::is_object(text)
-            {
-                return None;
-            }
-            Some(text)
-        }
+        Some(text) if props_plain(text) => Some(text),
+        Some(_) => return None,
     };
     let event_id = match record.event_id {
         None | Some("") => None,
@@ -277,6 +277,15 @@ pub fn accept_plain(record: Plain<'_>) -> Option<EventRef<'_>> {
         event_id,
         tz: None,
     })
+}
+
+/// Whether `props` are what [`accept_plain`] takes as they are: a JSON object [`json::is_object`]
+/// accepts, within the size limit, without whitespace around it (which `validate` trims).
+pub fn plain_props(props: &str) -> bool {
+    props.len() <= MAX_PROPS_BYTES
+        && props.starts_with('{')
+        && trim(props).len() == props.len()
+        && json::is_object(props)
 }
 
 fn check_user_id(user_id: &str) -> Result<(), Invalid> {

@@ -83,6 +83,16 @@ pub(crate) fn validate_rows<'a, F>(rows: usize, check: F) -> Parsed
 where
     F: Fn(usize) -> Outcome<'a> + Sync,
 {
+    validate_rows_with(rows, |_: &mut (), row| check(row))
+}
+
+/// [`validate_rows`] where `check` also gets a state of its own for each run of rows it is
+/// handed (one per unit of parallel work), to remember what it learnt from the rows before.
+pub(crate) fn validate_rows_with<'a, S, F>(rows: usize, check: F) -> Parsed
+where
+    S: Default,
+    F: Fn(&mut S, usize) -> Outcome<'a> + Sync,
+{
     let parts: Vec<Parsed> = (0..rows.div_ceil(CHUNK_ROWS))
         .into_par_iter()
         .map(|chunk| {
@@ -91,8 +101,9 @@ where
                 events: EventBatch::with_capacity(range.len()),
                 ..Parsed::default()
             };
+            let mut state = S::default();
             for row in range {
-                match check(row) {
+                match check(&mut state, row) {
                     Outcome::Event(event, warning) => {
                         part.events.push(&event);
                         part.warnings.extend(warning);

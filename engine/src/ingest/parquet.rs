@@ -168,8 +168,15 @@ impl Source for ParquetSource {
             }
             draft
         };
-        let mut parsed = super::validate_rows(frame.height(), |row| {
-            if let Some(event) = event::accept_plain(plain_of(row)) {
+        // Props often repeat (a dictionary-encoded column gives each repeat the same view).
+        let props_views = text[2].map(|props| props.views());
+        let mut parsed = super::validate_rows_with(frame.height(), |seen: &mut PropsSeen, row| {
+            let plain = plain_of(row);
+            let props_plain = |props: &str| match props_views {
+                Some(views) => seen.plain(views[row].as_u128(), props),
+                None => event::plain_props(props),
+            };
+            if let Some(event) = event::accept_plain_with(plain, props_plain) {
                 return Outcome::Plain(event);
             }
             Outcome::of(event::validate(draft_of(row)), |invalid| Reject {
@@ -180,6 +187,35 @@ impl Source for ParquetSource {
         });
         parsed.records = length as u64;
         Ok(Some(parsed))
+    }
+}
+
+/// What [`event::plain_props`] answered for the props views a run of rows has seen: the same
+/// view of one array is the same text. A run whose props hardly repeat stops remembering.
+#[derive(Default)]
+struct PropsSeen {
+    answers: std::collections::HashMap<u128, bool, crate::store::FastHash>,
+    /// Rows looked up, and how many of them were seen before.
+    looked_up: u32,
+    repeats: u32,
+}
+
+impl PropsSeen {
+    /// Rows after which a run that repeated fewer than a quarter of its props stops remembering.
+    const PROBE: u32 = 1_024;
+
+    fn plain(&mut self, view: u128, props: &str) -> bool {
+        if self.looked_up >= Self::PROBE && self.repeats < Self::PROBE / 4 {
+            return event::plain_props(props);
+        }
+        self.looked_up += 1;
+        if let Some(&answer) = self.answers.get(&view) {
+            self.repeats += 1;
+            return answer;
+        }
+        let answer = event::plain_props(props);
+        self.answers.insert(view, answer);
+        answer
     }
 }
 
@@ -289,5 +325,51 @@ mod tests {
             .to_string();
         assert!(error.contains("column 'ts' has type f64"), "{error}");
         assert!(error.contains("input.parquet"), "{error}");
+    }
+
+    #[test]
+    fn repeated_props_get_the_answer_each_of_them_would_get_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let cycle = [
+            Some(r#"{"page":"home","item":"item-1"}"#),
+            Some("{bad"),
+            None,
+            Some(r#" {"page":"cart"} "#),
+            Some(r#"{"page":"detail","item":"item-2"}"#),
+        ];
+        let rows = 5_000;
+        let props: Vec<Option<&str>> = (0..rows).map(|row| cycle[row % cycle.len()]).collect();
+        let path = parquet_file(
+            dir.path(),
+            vec![
+                texts("user_id", &vec![Some("u1"); rows]),
+                texts("event", &vec![Some("page_view"); rows]),
+                Column::new("ts".into(), vec![1_793_491_200_000i64; rows]),
+                texts("props", &props),
+            ],
+        );
+        let parsed = ParquetSource::open(&path)
+            .unwrap()
+            .read_batch(rows)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            parsed.rejects.len(),
+            rows / cycle.len(),
+            "every '{{bad' row"
+        );
+        assert!(
+            parsed
+                .rejects
+                .iter()
+                .all(|reject| reject.invalid.kind == RejectKind::BadProps)
+        );
+        let stored: Vec<Option<&str>> = parsed.events.iter().map(|event| event.props).collect();
+        let expected: Vec<Option<&str>> = props
+            .iter()
+            .filter(|props| **props != Some("{bad"))
+            .map(|props| props.map(str::trim))
+            .collect();
+        assert_eq!(stored, expected);
     }
 }
