@@ -18,6 +18,8 @@ pub(crate) struct NdjsonSource {
     name: String,
     line: u64,
     buffer: Vec<u8>,
+    /// Bytes read past the last line of the last batch: the start of the next one.
+    rest: Vec<u8>,
 }
 
 impl NdjsonSource {
@@ -27,6 +29,7 @@ impl NdjsonSource {
             name,
             line: 0,
             buffer: Vec::new(),
+            rest: Vec::new(),
         }
     }
 
@@ -55,19 +58,44 @@ pub(crate) fn open_maybe_gzip(path: &Path) -> Result<Box<dyn BufRead + Send>> {
 
 impl Source for NdjsonSource {
     fn read_batch(&mut self, max: usize) -> Result<Option<Parsed>> {
+        // The batch's bytes: what the last one read past its end, then whole blocks of input
+        // until `max` lines are complete or the input ends; lines are found a block at a time.
         self.buffer.clear();
+        std::mem::swap(&mut self.buffer, &mut self.rest);
         let mut spans = Vec::with_capacity(max.min(1 << 20));
-        while spans.len() < max {
-            let start = self.buffer.len();
-            let read = self
-                .reader
-                .read_until(b'\n', &mut self.buffer)
-                .map_err(|source| Error::io(&self.name, source))?;
-            if read == 0 {
+        let mut line_start = 0;
+        let mut searched = 0;
+        loop {
+            for at in memchr::memchr_iter(b'\n', &self.buffer[searched..]) {
+                let end = searched + at + 1;
+                spans.push((line_start, end));
+                line_start = end;
+                if spans.len() == max {
+                    break;
+                }
+            }
+            if spans.len() == max {
                 break;
             }
-            spans.push((start, self.buffer.len()));
+            searched = self.buffer.len();
+            let block = self
+                .reader
+                .fill_buf()
+                .map_err(|source| Error::io(&self.name, source))?;
+            if block.is_empty() {
+                // The input's last line may lack its newline.
+                if line_start < self.buffer.len() {
+                    spans.push((line_start, self.buffer.len()));
+                    line_start = self.buffer.len();
+                }
+                break;
+            }
+            let read = block.len();
+            self.buffer.extend_from_slice(block);
+            self.reader.consume(read);
         }
+        self.rest.extend_from_slice(&self.buffer[line_start..]);
+        self.buffer.truncate(line_start);
         if spans.is_empty() {
             return Ok(None);
         }
@@ -455,5 +483,30 @@ mod tests {
             parse(br#"{"user_id":"u","event":"a","ts":1793491200000,"props":{"a":1e400}}"#)
                 .unwrap_err();
         assert_eq!(invalid.kind, RejectKind::BadProps, "{}", invalid.detail);
+    }
+
+    #[test]
+    fn batches_end_on_line_boundaries_whatever_the_blocks_read() {
+        let text = concat!(
+            r#"{"user_id":"u1","event":"a","ts":1793491200000}"#,
+            "\n\n",
+            r#"{"user_id":"u2","event":"a","ts":1793491200000}"#,
+            "\r\nnot json\n",
+            r#"{"user_id":"u3","event":"a","ts":1793491200000}"#,
+        );
+        for block in [1, 3, 7, 64, 4096] {
+            let input = std::io::Cursor::new(text.as_bytes().to_vec());
+            let reader = BufReader::with_capacity(block, input);
+            let mut source = NdjsonSource::new(Box::new(reader), "t".into());
+            let (mut records, mut users, mut rejects) = (Vec::new(), Vec::new(), Vec::new());
+            while let Some(parsed) = source.read_batch(2).unwrap() {
+                records.push(parsed.records);
+                users.extend(parsed.events.iter().map(|event| event.user_id.to_string()));
+                rejects.extend(parsed.rejects.iter().map(|reject| reject.location.clone()));
+            }
+            assert_eq!(records, [2, 2, 1], "lines per batch, blocks of {block}");
+            assert_eq!(users, ["u1", "u2", "u3"], "blocks of {block}");
+            assert_eq!(rejects, ["t:4"], "blocks of {block}");
+        }
     }
 }
