@@ -242,6 +242,7 @@ fn dictionary(
     /// Rows after which an adaptive dictionary with more than half as many values gives up.
     const PROBE: usize = 4_096;
     let mut distinct: Vec<&str> = Vec::new();
+    // Built once there are more than `SCANNED` values.
     let mut index: std::collections::HashMap<&str, u32, super::FastHash> = Default::default();
     let mut keys = Vec::with_capacity(rows.len());
     let mut validity = (!column.all_present())
@@ -273,7 +274,16 @@ fn dictionary(
                 known.unwrap_or_else(|| {
                     let key = distinct.len() as u32;
                     distinct.push(value);
-                    index.insert(value, key);
+                    if distinct.len() > SCANNED {
+                        if index.is_empty() {
+                            // Sized for a value in every few rows, so it seldom grows.
+                            index.reserve((rows.len() / 4).max(4 * SCANNED));
+                            index
+                                .extend(distinct.iter().zip(0..).map(|(value, key)| (*value, key)));
+                        } else {
+                            index.insert(value, key);
+                        }
+                    }
                     key
                 })
             }
