@@ -5,6 +5,8 @@
 //! escape, say, which later reads of the props would fail on). It builds no value, which makes
 //! it several times faster than deserialising.
 
+use std::ops::Range;
+
 /// Nesting deeper than this is refused (serde_json's own limit is 128).
 const MAX_DEPTH: usize = 128;
 
@@ -26,51 +28,12 @@ pub fn each_member<'a>(
     mut member: impl FnMut(&'a str, &'a str, bool) -> bool,
 ) -> bool {
     let mut scan = Scan::new(text);
-    if scan.byte() != b'{' {
-        return false;
-    }
-    scan.at += 1;
-    if scan.token() == b'}' {
-        scan.at += 1;
-        return scan.finished();
-    }
-    loop {
-        // Depth 1, as inside the object `is_object` would scan.
-        let key_start = scan.at + 1;
-        let escapes = scan.escapes;
-        if scan.byte() != b'"' || !scan.string() || scan.escapes != escapes {
-            return false;
-        }
-        let key_end = scan.at - 1;
-        if scan.token() != b':' {
-            return false;
-        }
-        scan.at += 1;
-        scan.skip_space();
-        let value_start = scan.at;
-        if !scan.value(1) {
-            return false;
-        }
-        let escaped = scan.escapes != escapes;
-        if !member(
-            &text[key_start..key_end],
-            &text[value_start..scan.at],
-            escaped,
-        ) {
-            return false;
-        }
-        match scan.token() {
-            b',' => {
-                scan.at += 1;
-                scan.skip_space();
-            }
-            b'}' => {
-                scan.at += 1;
-                return scan.finished();
-            }
-            _ => return false,
-        }
-    }
+    // Depth 1, as inside the object `is_object` would scan.
+    scan.byte() == b'{'
+        && scan.object_members(1, |key, key_escaped, value, value_escaped| {
+            !key_escaped && member(&text[key], &text[value], value_escaped)
+        })
+        && scan.finished()
 }
 
 /// The raw values of `keys` in the object `text` (`None` for a key it lacks), when
@@ -168,17 +131,45 @@ impl<'a> Scan<'a> {
 
     /// An object, its `{` at `at`.
     fn object(&mut self, depth: usize) -> bool {
+        self.object_members(depth, |_, _, _, _| true)
+    }
+
+    /// An object, its `{` at `at`, each member handed to `member`: where its key's text lies
+    /// (between the quotes), whether that holds an escape, where the value's text lies (without
+    /// whitespace), whether that holds one. `member` returning false stops the scan (false).
+    #[inline(always)]
+    fn object_members(
+        &mut self,
+        depth: usize,
+        mut member: impl FnMut(Range<usize>, bool, Range<usize>, bool) -> bool,
+    ) -> bool {
         self.at += 1;
         if self.token() == b'}' {
             self.at += 1;
             return true;
         }
         loop {
-            if self.byte() != b'"' || !self.string() || self.token() != b':' {
+            let key_start = self.at + 1;
+            let escapes = self.escapes;
+            if self.byte() != b'"' || !self.string() {
+                return false;
+            }
+            let key = key_start..self.at - 1;
+            let key_escapes = self.escapes;
+            if self.token() != b':' {
                 return false;
             }
             self.at += 1;
-            if !self.value(depth) {
+            self.skip_space();
+            let value_start = self.at;
+            if !self.value(depth)
+                || !member(
+                    key,
+                    key_escapes != escapes,
+                    value_start..self.at,
+                    self.escapes != key_escapes,
+                )
+            {
                 return false;
             }
             match self.token() {
