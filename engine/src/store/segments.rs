@@ -124,11 +124,13 @@ pub(crate) fn write_staged(
 /// distinct values are dictionary-encoded (their arrays are handed to the writer as
 /// dictionaries, see [`dictionary`]; the file's schema still says text), and so is `props`
 /// while its values repeat (a page's props, say); `event_id`, unique, is not: the writer would
-/// first estimate the cardinality, then build a dictionary it mostly throws away.
+/// first estimate the cardinality, then build a dictionary it mostly throws away. `ts` is
+/// delta-encoded: a day's timestamps differ by less than a day, so each takes ~3.5 bytes
+/// instead of 8, which LZ4 only brought to ~5.4.
 const SEGMENT_COLUMNS: [(&str, ArrowDataType, Encoding); 5] = [
     ("user_id", ArrowDataType::Utf8View, Encoding::RleDictionary),
     ("event", ArrowDataType::Utf8View, Encoding::RleDictionary),
-    ("ts", ArrowDataType::Int64, Encoding::Plain),
+    ("ts", ArrowDataType::Int64, Encoding::DeltaBinaryPacked),
     ("props", ArrowDataType::Utf8View, Encoding::RleDictionary),
     ("event_id", ArrowDataType::Utf8View, Encoding::Plain),
 ];
