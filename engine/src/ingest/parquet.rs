@@ -9,7 +9,7 @@ use super::{Outcome, Parsed, Reject, Source};
 use crate::event::{self, Draft, Plain, TsInput};
 use crate::{Error, Result};
 use polars::prelude::*;
-use polars_arrow::array::Utf8ViewArray;
+use polars_arrow::array::{PrimitiveArray, Utf8ViewArray};
 
 pub(crate) struct ParquetSource {
     path: PathBuf,
@@ -97,7 +97,7 @@ fn ts_column(frame: &DataFrame, path: &Path) -> Result<TsColumn> {
     let column = frame.column("ts")?.as_materialized_series();
     let ints = |per_ms: i64| -> Result<TsColumn> {
         let ints = column.cast(&DataType::Int64)?;
-        Ok(TsColumn::Ints(ints.i64()?.rechunk().into_owned(), per_ms))
+        Ok(TsColumn::Ints(ints.i64()?.clone(), per_ms))
     };
     match column.dtype() {
         DataType::Datetime(unit, _) => match unit {
@@ -106,7 +106,7 @@ fn ts_column(frame: &DataFrame, path: &Path) -> Result<TsColumn> {
             TimeUnit::Nanoseconds => ints(1_000_000),
         },
         DataType::Int64 | DataType::Int32 | DataType::UInt32 | DataType::UInt64 => ints(1),
-        DataType::String => Ok(TsColumn::Text(column.str()?.rechunk().into_owned())),
+        DataType::String => Ok(TsColumn::Text(column.str()?.clone())),
         other => Err(Error::Input {
             path: path.to_path_buf(),
             message: format!(
@@ -127,56 +127,51 @@ impl Source for ParquetSource {
         self.offset += length;
 
         let path = self.path.as_path();
-        // Each column as one Arrow array, so a row's value is one lookup.
         let text: Vec<Option<StringChunked>> = TEXT_COLUMNS
             .iter()
-            .map(|name| Ok(text_column(&frame, name, path)?.map(|c| c.rechunk().into_owned())))
+            .map(|name| Ok(text_column(&frame, name, path)?.cloned()))
             .collect::<Result<_>>()?;
-        let text: Vec<Option<&Utf8ViewArray>> = text
-            .iter()
-            .map(|column| column.as_ref().map(|c| c.downcast_as_array()))
-            .collect();
         let ts = ts_column(&frame, path)?;
+        let (text, ts) = aligned(text, ts);
+        let pieces = pieces(&text, &ts);
         let name = path.display().to_string();
-        // Most rows are plain values that pass a few cheap checks; the others get the full
-        // validation (and a refused one its message).
-        let ts_ms = match &ts {
-            TsColumn::Ints(values, per_ms) => Some((values.downcast_as_array(), *per_ms)),
-            TsColumn::Text(_) => None,
-        };
-        let plain_of = |row: usize| {
-            let get = |column: usize| text[column].and_then(|c| c.get(row));
-            Plain {
-                user_id: get(0),
-                event: get(1),
-                ts_ms: ts_ms
-                    .and_then(|(values, per_ms)| values.get(row).map(|v| v.div_euclid(per_ms))),
-                props: get(2),
-                tz: get(3),
-                event_id: get(4),
+        // The piece holding `row`, found from `piece` onwards (rows come in order).
+        let piece_of = |row: usize, piece: &mut usize| {
+            while *piece + 1 < pieces.len() && row >= pieces[*piece + 1].start {
+                *piece += 1;
             }
+            &pieces[*piece]
         };
         // A row's draft, text timestamps included; built again for the rejects file only when
         // the row is refused.
         let draft_of = |row: usize| {
-            let mut draft = Draft::from(plain_of(row));
-            if let TsColumn::Text(values) = &ts {
+            let piece = &pieces[pieces.partition_point(|piece| piece.start <= row) - 1];
+            let at = row - piece.start;
+            let mut draft = Draft::from(piece.plain(at));
+            if let Some(values) = piece.ts_text {
                 draft.ts = values
-                    .downcast_as_array()
-                    .get(row)
+                    .get(at)
                     .map(|text| TsInput::Text(Cow::Borrowed(text)));
             }
             draft
         };
-        // Props often repeat (a dictionary-encoded column gives each repeat the same view).
-        let props_views = text[2].map(|props| props.views());
-        let mut parsed = super::validate_rows_with(frame.height(), |seen: &mut PropsSeen, row| {
-            let plain = plain_of(row);
-            let props_plain = |props: &str| match props_views {
-                Some(views) => seen.plain(views[row].as_u128(), props),
+        // Most rows are plain values that pass a few cheap checks; the others get the full
+        // validation (and a refused one its message).
+        let mut parsed = super::validate_rows_with(frame.height(), |run: &mut Run, row| {
+            let piece = piece_of(row, &mut run.piece);
+            if run.seen_piece != run.piece {
+                // Views are the same text only within one array.
+                run.seen.forget();
+                run.seen_piece = run.piece;
+            }
+            let at = row - piece.start;
+            let seen = &mut run.seen;
+            // Props often repeat (a dictionary-encoded column gives each repeat the same view).
+            let props_plain = |props: &str| match piece.text[2] {
+                Some(values) => seen.plain(values.views()[at].as_u128(), props),
                 None => event::plain_props(props),
             };
-            if let Some(event) = event::accept_plain_with(plain, props_plain) {
+            if let Some(event) = event::accept_plain_with(piece.plain(at), props_plain) {
                 return Outcome::Plain(event);
             }
             Outcome::of(event::validate(draft_of(row)), |invalid| Reject {
@@ -188,6 +183,117 @@ impl Source for ParquetSource {
         parsed.records = length as u64;
         Ok(Some(parsed))
     }
+}
+
+/// The columns as they are when every one is cut into the same stretches of rows (polars reads
+/// a row group as one array per column), else each made one array.
+fn aligned(
+    text: Vec<Option<StringChunked>>,
+    ts: TsColumn,
+) -> (Vec<Option<StringChunked>>, TsColumn) {
+    let ts_lengths: Vec<usize> = match &ts {
+        TsColumn::Ints(values, _) => values.chunk_lengths().collect(),
+        TsColumn::Text(values) => values.chunk_lengths().collect(),
+    };
+    if text
+        .iter()
+        .flatten()
+        .all(|column| column.chunk_lengths().eq(ts_lengths.iter().copied()))
+    {
+        return (text, ts);
+    }
+    let text = text
+        .into_iter()
+        .map(|column| column.map(|column| column.rechunk().into_owned()))
+        .collect();
+    let ts = match ts {
+        TsColumn::Ints(values, per_ms) => TsColumn::Ints(values.rechunk().into_owned(), per_ms),
+        TsColumn::Text(values) => TsColumn::Text(values.rechunk().into_owned()),
+    };
+    (text, ts)
+}
+
+/// One stretch of rows held in one Arrow array per column.
+struct Piece<'a> {
+    /// The batch row of its first row.
+    start: usize,
+    /// The columns of [`TEXT_COLUMNS`], where present.
+    text: [Option<&'a Utf8ViewArray>; 5],
+    /// Integer timestamps and how many make a millisecond, or text ones.
+    ts_ms: Option<(&'a PrimitiveArray<i64>, i64)>,
+    ts_text: Option<&'a Utf8ViewArray>,
+}
+
+impl<'a> Piece<'a> {
+    /// The plain values of the piece's row `at`.
+    fn plain(&self, at: usize) -> Plain<'a> {
+        let get = |column: usize| self.text[column].and_then(|values| values.get(at));
+        Plain {
+            user_id: get(0),
+            event: get(1),
+            ts_ms: self
+                .ts_ms
+                .and_then(|(values, per_ms)| values.get(at).map(|ts| ts.div_euclid(per_ms))),
+            props: get(2),
+            tz: get(3),
+            event_id: get(4),
+        }
+    }
+}
+
+/// The pieces of columns [`aligned`] made, in row order.
+fn pieces<'a>(text: &'a [Option<StringChunked>], ts: &'a TsColumn) -> Vec<Piece<'a>> {
+    let mut pieces: Vec<Piece<'a>> = Vec::new();
+    let mut start = 0;
+    let chunks: Vec<usize> = match ts {
+        TsColumn::Ints(values, _) => values.chunk_lengths().collect(),
+        TsColumn::Text(values) => values.chunk_lengths().collect(),
+    };
+    for (index, rows) in chunks.into_iter().enumerate() {
+        let mut columns = [None; 5];
+        for (column, values) in columns.iter_mut().zip(text) {
+            *column = values
+                .as_ref()
+                .map(|values| values.downcast_iter().nth(index).expect("aligned chunks"));
+        }
+        let (ts_ms, ts_text) = match ts {
+            TsColumn::Ints(values, per_ms) => (
+                Some((
+                    values.downcast_iter().nth(index).expect("aligned chunks"),
+                    *per_ms,
+                )),
+                None,
+            ),
+            TsColumn::Text(values) => (
+                None,
+                Some(values.downcast_iter().nth(index).expect("aligned chunks")),
+            ),
+        };
+        pieces.push(Piece {
+            start,
+            text: columns,
+            ts_ms,
+            ts_text,
+        });
+        start += rows;
+    }
+    if pieces.is_empty() {
+        pieces.push(Piece {
+            start: 0,
+            text: [None; 5],
+            ts_ms: None,
+            ts_text: None,
+        });
+    }
+    pieces
+}
+
+/// What a run of rows carries from one row to the next: where it is, and the props it has seen.
+#[derive(Default)]
+struct Run {
+    piece: usize,
+    seen_piece: usize,
+    seen: PropsSeen,
 }
 
 /// What [`event::plain_props`] answered for the props views a run of rows has seen: the same
@@ -203,6 +309,11 @@ struct PropsSeen {
 impl PropsSeen {
     /// Rows after which a run that repeated fewer than a quarter of its props stops remembering.
     const PROBE: u32 = 1_024;
+
+    /// Forgets the answers (not whether remembering pays).
+    fn forget(&mut self) {
+        self.answers.clear();
+    }
 
     fn plain(&mut self, view: u128, props: &str) -> bool {
         if self.looked_up >= Self::PROBE && self.repeats < Self::PROBE / 4 {
@@ -369,6 +480,61 @@ mod tests {
             .iter()
             .filter(|props| **props != Some("{bad"))
             .map(|props| props.map(str::trim))
+            .collect();
+        assert_eq!(stored, expected);
+    }
+
+    #[test]
+    fn rows_of_every_row_group_keep_their_order_and_row_numbers() {
+        let dir = tempfile::tempdir().unwrap();
+        let rows = 5_000;
+        let users: Vec<String> = (0..rows).map(|row| format!("u{row}")).collect();
+        let mut user_ids: Vec<Option<&str>> =
+            users.iter().map(|user| Some(user.as_str())).collect();
+        user_ids[1_500] = None;
+        let mut props: Vec<Option<&str>> = (0..rows)
+            .map(|row| Some([r#"{"page":"home"}"#, r#"{"page":"cart"}"#][row % 2]))
+            .collect();
+        props[3_999] = Some("{bad");
+        let ts: Vec<i64> = (0..rows as i64)
+            .map(|row| 1_793_491_200_000 + row)
+            .collect();
+        let mut frame = DataFrame::new(
+            rows,
+            vec![
+                texts("user_id", &user_ids),
+                texts("event", &vec![Some("page_view"); rows]),
+                Column::new("ts".into(), ts),
+                texts("props", &props),
+            ],
+        )
+        .unwrap();
+        let path = dir.path().join("groups.parquet");
+        ParquetWriter::new(File::create(&path).unwrap())
+            .with_row_group_size(Some(700))
+            .finish(&mut frame)
+            .unwrap();
+        let mut source = ParquetSource::open(&path).unwrap();
+        let mut stored = Vec::new();
+        let mut rejects = Vec::new();
+        // Batches that start and end inside row groups.
+        while let Some(parsed) = source.read_batch(2_300).unwrap() {
+            stored.extend(
+                parsed
+                    .events
+                    .iter()
+                    .map(|event| (event.user_id.to_string(), event.ts_ms)),
+            );
+            rejects.extend(parsed.rejects.iter().map(|reject| reject.location.clone()));
+        }
+        let name = path.display();
+        assert_eq!(
+            rejects,
+            [format!("{name} row 1501"), format!("{name} row 4000")]
+        );
+        let expected: Vec<(String, i64)> = (0..rows)
+            .filter(|row| ![1_500, 3_999].contains(row))
+            .map(|row| (format!("u{row}"), 1_793_491_200_000 + row as i64))
             .collect();
         assert_eq!(stored, expected);
     }
