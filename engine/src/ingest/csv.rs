@@ -63,7 +63,9 @@ impl Source for CsvSource {
         let mut rows = Vec::with_capacity(max.min(1 << 16));
         let mut parsed = Parsed::default();
         while rows.len() + parsed.rejects.len() < max {
-            let mut record = csv::ByteRecord::new();
+            // Room for a typical row up front: a record grown from empty is reallocated several
+            // times over.
+            let mut record = csv::ByteRecord::with_capacity(256, COLUMNS.len());
             match self.reader.read_byte_record(&mut record) {
                 Ok(false) => break,
                 Ok(true) => {
