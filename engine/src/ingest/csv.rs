@@ -125,19 +125,26 @@ fn draft_of<'a>(
     index: &[Option<usize>; 6],
 ) -> Result<Draft<'a>, Invalid> {
     let mut fields: [Option<Cow<'a, str>>; 6] = Default::default();
+    // The record's bytes checked once; a field is then a slice of them (a field is checked on
+    // its own only when the whole is not text, for the error's position).
+    let whole = std::str::from_utf8(record.as_slice()).ok();
     for (slot, (column, at)) in fields.iter_mut().zip(COLUMNS.iter().zip(index)) {
-        let Some(bytes) = at.and_then(|at| record.get(at)) else {
+        let Some(range) = at.and_then(|at| record.range(at)) else {
             continue;
         };
-        let text = std::str::from_utf8(bytes).map_err(|error| {
-            Invalid::new(
-                RejectKind::BadUtf8,
-                format!(
-                    "invalid UTF-8 in column {column} at byte {}",
-                    error.valid_up_to() + 1
-                ),
-            )
-        })?;
+        let checked = whole.and_then(|whole| whole.get(range.clone()));
+        let text = match checked {
+            Some(text) => text,
+            None => std::str::from_utf8(&record.as_slice()[range]).map_err(|error| {
+                Invalid::new(
+                    RejectKind::BadUtf8,
+                    format!(
+                        "invalid UTF-8 in column {column} at byte {}",
+                        error.valid_up_to() + 1
+                    ),
+                )
+            })?,
+        };
         if !text.is_empty() {
             *slot = Some(Cow::Borrowed(text));
         }
@@ -151,4 +158,49 @@ fn draft_of<'a>(
         event_id,
         tz,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INDEX: [Option<usize>; 6] = [Some(0), Some(1), Some(2), Some(3), None, None];
+
+    fn record(fields: &[&[u8]]) -> csv::ByteRecord {
+        let mut record = csv::ByteRecord::new();
+        for field in fields {
+            record.push_field(field);
+        }
+        record
+    }
+
+    #[test]
+    fn fields_are_text_when_the_record_is_and_bad_bytes_name_their_column() {
+        let good = record(&[b"u1", "上海".as_bytes(), b"1793491200000", br#"{"a":1}"#]);
+        let draft = draft_of(&good, &INDEX).unwrap();
+        assert_eq!(draft.user_id.as_deref(), Some("u1"));
+        assert_eq!(draft.event.as_deref(), Some("上海"));
+        assert_eq!(draft.props.as_deref(), Some(r#"{"a":1}"#));
+
+        let bad = record(&[b"u1", b"a", b"1", b"{\"a\":\"\xff\"}"]);
+        let invalid = draft_of(&bad, &INDEX).unwrap_err();
+        assert_eq!(invalid.kind, RejectKind::BadUtf8);
+        assert!(
+            invalid.detail.contains("column props at byte 7"),
+            "{}",
+            invalid.detail
+        );
+
+        // The record's bytes read as text (a character split between two fields), each field
+        // on its own does not.
+        let split = record(&[b"u1", b"\xe4\xb8", b"\xaa1", b"{}"]);
+        assert!(std::str::from_utf8(split.as_slice()).is_ok());
+        let invalid = draft_of(&split, &INDEX).unwrap_err();
+        assert_eq!(invalid.kind, RejectKind::BadUtf8);
+        assert!(
+            invalid.detail.contains("column event"),
+            "{}",
+            invalid.detail
+        );
+    }
 }
