@@ -235,16 +235,11 @@ impl<'a> From<Plain<'a>> for Draft<'a> {
 }
 
 /// The event [`validate`] would make of `record`, when a few cheap checks show it to be an
-/// ordinary one: every field within its rules, props a JSON object [`json::is_object`] accepts,
-/// no zone, no reserved event name. `None` does not mean invalid, only that [`validate`] must
-/// decide (and explain a refusal).
-pub fn accept_plain(record: Plain<'_>) -> Option<EventRef<'_>> {
-    accept_plain_with(record, plain_props)
-}
-
-/// [`accept_plain`] with `props_plain` answering [`plain_props`] for the record's props (a
-/// reader that sees the same props again may remember the answer).
-pub fn accept_plain_with<'a>(
+/// ordinary one: every field within its rules, props that `props_plain` says [`plain_props`]
+/// takes (a reader that sees the same props again may remember the answer), no zone, no
+/// reserved event name. `None` does not mean invalid, only that [`validate`] must decide (and
+/// explain a refusal).
+pub fn accept_plain<'a>(
     record: Plain<'a>,
     props_plain: impl FnOnce(&str) -> bool,
 ) -> Option<EventRef<'a>> {
@@ -641,7 +636,7 @@ mod tests {
                                     event_id,
                                     tz,
                                 };
-                                let Some(accepted) = accept_plain(record) else {
+                                let Some(accepted) = accept_plain(record, plain_props) else {
                                     continue;
                                 };
                                 quick += 1;

@@ -17,12 +17,12 @@ pub fn is_object(text: &str) -> bool {
 }
 
 /// The members of `text`, handed to `member` one by one: each key's text, its value's raw
-/// text (without surrounding whitespace) and whether that text holds an escape, in order. True when `text` is exactly one JSON object
-/// that [`is_object`] accepts, no key holds an escape, and `member` returned true for every
-/// member (returning false stops the scan). False means "not sure": the caller parses with
-/// serde_json instead, which has the last word and the error message; `member` may have seen
-/// members of an object that turned out bad further on. Each value that is an object is one
-/// [`is_object`] accepts.
+/// text (without surrounding whitespace) and whether that text holds an escape, in order. True
+/// when `text` is exactly one JSON object that [`is_object`] accepts, no key holds an escape,
+/// and `member` returned true for every member (returning false stops the scan). False means
+/// "not sure": the caller parses with serde_json instead, which has the last word and the
+/// error message; `member` may have seen members of an object that turned out bad further on.
+/// Each value that is an object is one [`is_object`] accepts.
 pub fn each_member<'a>(
     text: &'a str,
     mut member: impl FnMut(&'a str, &'a str, bool) -> bool,
@@ -37,7 +37,8 @@ pub fn each_member<'a>(
 }
 
 /// The raw values of `keys` in the object `text` (`None` for a key it lacks), when
-/// [`each_member`] reads it and none of `keys` is given twice. `None` means "not sure": serde_json decides.
+/// [`each_member`] reads it and none of `keys` is given twice. `None` means "not sure":
+/// serde_json decides.
 pub fn values_of<'a, const N: usize>(
     text: &'a str,
     keys: [&str; N],
@@ -96,10 +97,6 @@ impl<'a> Scan<'a> {
     #[inline(always)]
     fn byte(&self) -> u8 {
         self.bytes.get(self.at).copied().unwrap_or(0)
-    }
-
-    fn peek(&self) -> Option<u8> {
-        self.bytes.get(self.at).copied()
     }
 
     #[inline(always)]
@@ -222,16 +219,7 @@ impl<'a> Scan<'a> {
     fn string(&mut self) -> bool {
         self.at += 1;
         loop {
-            // Eight bytes at a time while that many are left.
-            while let Some(chunk) = self.bytes.get(self.at..self.at + 8) {
-                let word = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
-                let special = special_bytes(word);
-                if special != 0 {
-                    self.at += (special.trailing_zeros() / 8) as usize;
-                    break;
-                }
-                self.at += 8;
-            }
+            self.skip_words(special_bytes);
             match self.byte() {
                 b'"' => {
                     self.at += 1;
@@ -254,9 +242,8 @@ impl<'a> Scan<'a> {
     fn escape(&mut self) -> bool {
         self.escapes += 1;
         self.at += 1;
-        let Some(escape) = self.peek() else {
-            return false;
-        };
+        // The end reads as 0, which is no escape.
+        let escape = self.byte();
         self.at += 1;
         match escape {
             b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => true,
@@ -293,19 +280,25 @@ impl<'a> Scan<'a> {
     #[inline(always)]
     fn digits(&mut self) -> usize {
         let start = self.at;
-        while let Some(chunk) = self.bytes.get(self.at..self.at + 8) {
-            let word = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
-            let other = non_digits(word);
-            if other != 0 {
-                self.at += (other.trailing_zeros() / 8) as usize;
-                return self.at - start;
-            }
-            self.at += 8;
-        }
+        self.skip_words(non_digits);
         while self.byte().is_ascii_digit() {
             self.at += 1;
         }
         self.at - start
+    }
+
+    /// Moves past the bytes `flagged` leaves unmarked, eight at a time, stopping at the first
+    /// it marks (see [`special_bytes`]) or where fewer than eight are left.
+    #[inline(always)]
+    fn skip_words(&mut self, flagged: fn(u64) -> u64) {
+        while let Some(chunk) = self.bytes.get(self.at..self.at + 8) {
+            let marks = flagged(u64::from_le_bytes(chunk.try_into().expect("eight bytes")));
+            if marks != 0 {
+                self.at += (marks.trailing_zeros() / 8) as usize;
+                return;
+            }
+            self.at += 8;
+        }
     }
 
     fn number(&mut self) -> bool {

@@ -277,11 +277,7 @@ fn json_string<'a>(raw: &'a str, field: &str, escapes: bool) -> Result<Cow<'a, s
     }
     // `raw` is a whole JSON string already checked while reading the line:
     // without a backslash, its text is what lies between the quotes.
-    if let Some(text) = raw
-        .strip_prefix('"')
-        .and_then(|rest| rest.strip_suffix('"'))
-        .filter(|text| !text.contains('\\'))
-    {
+    if let Some(text) = event::json::plain_string(raw) {
         return Ok(Cow::Borrowed(text));
     }
     serde_json::from_str::<String>(raw)

@@ -93,6 +93,16 @@ enum TsColumn {
     Text(StringChunked),
 }
 
+impl TsColumn {
+    /// How many rows each of the column's arrays holds.
+    fn chunk_lengths(&self) -> Vec<usize> {
+        match self {
+            TsColumn::Ints(values, _) => values.chunk_lengths().collect(),
+            TsColumn::Text(values) => values.chunk_lengths().collect(),
+        }
+    }
+}
+
 fn ts_column(frame: &DataFrame, path: &Path) -> Result<TsColumn> {
     let column = frame.column("ts")?.as_materialized_series();
     let ints = |per_ms: i64| -> Result<TsColumn> {
@@ -135,13 +145,6 @@ impl Source for ParquetSource {
         let (text, ts) = aligned(text, ts);
         let pieces = pieces(&text, &ts);
         let name = path.display().to_string();
-        // The piece holding `row`, found from `piece` onwards (rows come in order).
-        let piece_of = |row: usize, piece: &mut usize| {
-            while *piece + 1 < pieces.len() && row >= pieces[*piece + 1].start {
-                *piece += 1;
-            }
-            &pieces[*piece]
-        };
         // A row's draft, text timestamps included; built again for the rejects file only when
         // the row is refused.
         let draft_of = |row: usize| {
@@ -158,12 +161,7 @@ impl Source for ParquetSource {
         // Most rows are plain values that pass a few cheap checks; the others get the full
         // validation (and a refused one its message).
         let mut parsed = super::validate_rows_with(frame.height(), |run: &mut Run, row| {
-            let piece = piece_of(row, &mut run.piece);
-            if run.seen_piece != run.piece {
-                // Views are the same text only within one array.
-                run.seen.forget();
-                run.seen_piece = run.piece;
-            }
+            let piece = run.locate(&pieces, row);
             let at = row - piece.start;
             let seen = &mut run.seen;
             // Props often repeat (a dictionary-encoded column gives each repeat the same view).
@@ -171,7 +169,7 @@ impl Source for ParquetSource {
                 Some(values) => seen.plain(values.views()[at].as_u128(), props),
                 None => event::plain_props(props),
             };
-            if let Some(event) = event::accept_plain_with(piece.plain(at), props_plain) {
+            if let Some(event) = event::accept_plain(piece.plain(at), props_plain) {
                 return Outcome::Plain(event);
             }
             Outcome::of(event::validate(draft_of(row)), |invalid| Reject {
@@ -191,10 +189,7 @@ fn aligned(
     text: Vec<Option<StringChunked>>,
     ts: TsColumn,
 ) -> (Vec<Option<StringChunked>>, TsColumn) {
-    let ts_lengths: Vec<usize> = match &ts {
-        TsColumn::Ints(values, _) => values.chunk_lengths().collect(),
-        TsColumn::Text(values) => values.chunk_lengths().collect(),
-    };
+    let ts_lengths = ts.chunk_lengths();
     if text
         .iter()
         .flatten()
@@ -243,57 +238,58 @@ impl<'a> Piece<'a> {
 
 /// The pieces of columns [`aligned`] made, in row order.
 fn pieces<'a>(text: &'a [Option<StringChunked>], ts: &'a TsColumn) -> Vec<Piece<'a>> {
-    let mut pieces: Vec<Piece<'a>> = Vec::new();
-    let mut start = 0;
-    let chunks: Vec<usize> = match ts {
-        TsColumn::Ints(values, _) => values.chunk_lengths().collect(),
-        TsColumn::Text(values) => values.chunk_lengths().collect(),
+    let arrays = |values: &'a StringChunked| values.downcast_iter().collect::<Vec<_>>();
+    let text: Vec<Option<Vec<&Utf8ViewArray>>> = text
+        .iter()
+        .map(|values| values.as_ref().map(arrays))
+        .collect();
+    let ts_ms: Option<(Vec<&PrimitiveArray<i64>>, i64)> = match ts {
+        TsColumn::Ints(values, per_ms) => Some((values.downcast_iter().collect(), *per_ms)),
+        TsColumn::Text(_) => None,
     };
-    for (index, rows) in chunks.into_iter().enumerate() {
-        let mut columns = [None; 5];
-        for (column, values) in columns.iter_mut().zip(text) {
-            *column = values
-                .as_ref()
-                .map(|values| values.downcast_iter().nth(index).expect("aligned chunks"));
-        }
-        let (ts_ms, ts_text) = match ts {
-            TsColumn::Ints(values, per_ms) => (
-                Some((
-                    values.downcast_iter().nth(index).expect("aligned chunks"),
-                    *per_ms,
-                )),
-                None,
-            ),
-            TsColumn::Text(values) => (
-                None,
-                Some(values.downcast_iter().nth(index).expect("aligned chunks")),
-            ),
-        };
-        pieces.push(Piece {
-            start,
-            text: columns,
-            ts_ms,
-            ts_text,
-        });
-        start += rows;
-    }
-    if pieces.is_empty() {
-        pieces.push(Piece {
-            start: 0,
-            text: [None; 5],
-            ts_ms: None,
-            ts_text: None,
-        });
-    }
-    pieces
+    let ts_text = match ts {
+        TsColumn::Text(values) => Some(arrays(values)),
+        TsColumn::Ints(..) => None,
+    };
+    let mut start = 0;
+    ts.chunk_lengths()
+        .into_iter()
+        .enumerate()
+        .map(|(index, rows)| {
+            let piece = Piece {
+                start,
+                text: std::array::from_fn(|column| {
+                    text[column].as_ref().map(|arrays| arrays[index])
+                }),
+                ts_ms: ts_ms
+                    .as_ref()
+                    .map(|(arrays, per_ms)| (arrays[index], *per_ms)),
+                ts_text: ts_text.as_ref().map(|arrays| arrays[index]),
+            };
+            start += rows;
+            piece
+        })
+        .collect()
 }
 
-/// What a run of rows carries from one row to the next: where it is, and the props it has seen.
+/// What a run of rows carries from one row to the next: the piece it is in, and the props it
+/// has seen there.
 #[derive(Default)]
 struct Run {
     piece: usize,
-    seen_piece: usize,
     seen: PropsSeen,
+}
+
+impl Run {
+    /// The piece holding `row`, found from the run's last one on (a run's rows come in order).
+    fn locate<'p, 'a>(&mut self, pieces: &'p [Piece<'a>], row: usize) -> &'p Piece<'a> {
+        while self.piece + 1 < pieces.len() && row >= pieces[self.piece + 1].start {
+            self.piece += 1;
+            // Views are the same text only within one array.
+            self.seen.forget();
+        }
+        &pieces[self.piece]
+    }
 }
 
 /// What [`event::plain_props`] answered for the props views a run of rows has seen: the same

@@ -87,11 +87,13 @@ pub(crate) fn write_staged(
     // Rows come in runs of one day (a user's events, or input in time order): one lookup a run.
     let mut by_day: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
     let mut run_start = 0;
+    let mut run_day = events.ts.first().copied().map(day_of).unwrap_or_default();
     for row in 1..=events.len() {
-        let day = day_of(events.ts[run_start]);
-        if row == events.len() || day_of(events.ts[row]) != day {
-            by_day.entry(day).or_default().extend(run_start..row);
+        let day = events.ts.get(row).copied().map(day_of);
+        if day != Some(run_day) {
+            by_day.entry(run_day).or_default().extend(run_start..row);
             run_start = row;
+            run_day = day.unwrap_or_default();
         }
     }
     let staging = events_dir.join(STAGING);
@@ -239,19 +241,15 @@ fn dictionary(
     rows: &[usize],
     adaptive: bool,
 ) -> Result<Option<Box<dyn Array>>> {
-    /// Up to this many distinct values are looked up by comparing them all (event names).
-    const SCANNED: usize = 16;
     /// Rows after which an adaptive dictionary with more than half as many values gives up.
     const PROBE: usize = 4_096;
-    let mut distinct: Vec<&str> = Vec::new();
-    // Built once there are more than `SCANNED` values.
-    let mut index: std::collections::HashMap<&str, u32, super::FastHash> = Default::default();
+    let mut distinct = Distinct::new(rows.len());
     let mut keys = Vec::with_capacity(rows.len());
     let mut validity = (!column.all_present())
         .then(|| polars_arrow::bitmap::MutableBitmap::with_capacity(rows.len()));
     let mut last: Option<(&str, u32)> = None;
     for (at, &row) in rows.iter().enumerate() {
-        if adaptive && at == PROBE && distinct.len() > PROBE / 2 {
+        if adaptive && at == PROBE && distinct.values.len() > PROBE / 2 {
             return Ok(None);
         }
         let value = column.get(row);
@@ -264,35 +262,12 @@ fn dictionary(
         };
         let key = match last {
             Some((previous, key)) if previous == value => key,
-            _ => {
-                let known = if distinct.len() <= SCANNED {
-                    distinct
-                        .iter()
-                        .position(|known| *known == value)
-                        .map(|at| at as u32)
-                } else {
-                    index.get(value).copied()
-                };
-                known.unwrap_or_else(|| {
-                    let key = distinct.len() as u32;
-                    distinct.push(value);
-                    if distinct.len() > SCANNED {
-                        if index.is_empty() {
-                            // Sized for a value in every few rows, so it seldom grows.
-                            index.reserve((rows.len() / 4).max(4 * SCANNED));
-                            index
-                                .extend(distinct.iter().zip(0..).map(|(value, key)| (*value, key)));
-                        } else {
-                            index.insert(value, key);
-                        }
-                    }
-                    key
-                })
-            }
+            _ => distinct.key(value),
         };
         last = Some((value, key));
         keys.push(key);
     }
+    let mut distinct = distinct.values;
     if distinct.is_empty() {
         // Every value missing: the null keys still point at a value.
         distinct.push("");
@@ -306,34 +281,80 @@ fn dictionary(
     Ok(Some(array.boxed()))
 }
 
+/// A column's distinct values in the order first seen, each one's key its place. While they are
+/// few (event names) a value is looked up by comparing them all; past that, by a hash index.
+struct Distinct<'a> {
+    values: Vec<&'a str>,
+    /// Empty until there are more than [`Distinct::SCANNED`] values.
+    index: std::collections::HashMap<&'a str, u32, super::FastHash>,
+    /// The rows the column has, to size the index once.
+    rows: usize,
+}
+
+impl<'a> Distinct<'a> {
+    const SCANNED: usize = 16;
+
+    fn new(rows: usize) -> Distinct<'a> {
+        Distinct {
+            values: Vec::new(),
+            index: Default::default(),
+            rows,
+        }
+    }
+
+    /// The key of `value`, which it gets now if it is new.
+    fn key(&mut self, value: &'a str) -> u32 {
+        let known = if self.index.is_empty() {
+            self.values
+                .iter()
+                .position(|known| *known == value)
+                .map(|at| at as u32)
+        } else {
+            self.index.get(value).copied()
+        };
+        if let Some(key) = known {
+            return key;
+        }
+        let key = self.values.len() as u32;
+        self.values.push(value);
+        if !self.index.is_empty() {
+            self.index.insert(value, key);
+        } else if self.values.len() > Self::SCANNED {
+            // Sized for a value in every few rows, so it seldom grows.
+            self.index.reserve((self.rows / 4).max(4 * Self::SCANNED));
+            self.index.extend(self.values.iter().copied().zip(0..));
+        }
+        key
+    }
+}
+
 /// Moves staged segments to their day folders and makes them durable (contents and folder
 /// entries). They stay invisible until committed. This runs on the caller's thread rather than
 /// in [`write_staged`]: a core waiting on the disk there would be a core the other parallel work
 /// cannot use.
 pub(crate) fn publish(events_dir: &Path, mut segments: Vec<Segment>) -> Result<Vec<Segment>> {
-    for segment in &segments {
+    // Each file, then its day folder, to sync.
+    let mut waits: Vec<(PathBuf, Option<File>)> = Vec::with_capacity(segments.len() * 2);
+    for segment in &mut segments {
         let target = events_dir.join(&segment.relative_path);
         let folder = target.parent().expect("segment paths have a day folder");
         std::fs::create_dir_all(folder).map_err(|source| Error::io(folder, source))?;
         std::fs::rename(&segment.staged, &target).map_err(|source| Error::io(&target, source))?;
-    }
-    sync(events_dir, &mut segments)?;
-    Ok(segments)
-}
-
-/// Makes the published `segments` durable: each file and its day folder. The syncs are waits on
-/// the disk, not work, so they are issued together from a few threads: the file system commits
-/// them in fewer journal writes than one after the other (a batch writes a file per day).
-fn sync(events_dir: &Path, segments: &mut [Segment]) -> Result<()> {
-    /// Threads waiting on syncs at once.
-    const SYNCING: usize = 8;
-    let mut waits: Vec<(PathBuf, Option<File>)> = Vec::with_capacity(segments.len() * 2);
-    for segment in segments {
-        let target = events_dir.join(&segment.relative_path);
-        let folder = target.parent().expect("a day folder").to_path_buf();
+        let folder = folder.to_path_buf();
         waits.push((target, segment.file.take()));
         waits.push((folder, None));
     }
+    sync(waits)?;
+    Ok(segments)
+}
+
+/// Syncs each open file of `waits`, and each folder (a path without a file). The syncs are waits
+/// on the disk, not work, so they are issued together from a few threads: the file system
+/// commits them in fewer journal writes than one after the other (a batch writes a file per
+/// day).
+fn sync(mut waits: Vec<(PathBuf, Option<File>)>) -> Result<()> {
+    /// Threads waiting on syncs at once.
+    const SYNCING: usize = 8;
     let per_thread = waits.len().div_ceil(SYNCING).max(1);
     std::thread::scope(|scope| {
         let syncing: Vec<_> = waits
@@ -363,6 +384,7 @@ fn sync(events_dir: &Path, segments: &mut [Segment]) -> Result<()> {
     })
 }
 
+/// Best-effort removal of published segments whose commit failed.
 pub(crate) fn remove(events_dir: &Path, segments: &[Segment]) {
     for segment in segments {
         let _ = std::fs::remove_file(events_dir.join(&segment.relative_path));
