@@ -151,14 +151,18 @@ async fn reingesting_a_file_is_a_no_op_and_known_event_ids_are_skipped() {
         r#"{"user_id":"u1","event":"a","ts":1793491200000,"event_id":"e1"}
 {"user_id":"u1","event":"a","ts":1793491200001,"event_id":"e2"}
 {"user_id":"u1","event":"a","ts":1793491200002,"event_id":"e2"}
+{"user_id":"u1","event":"a"}
 "#,
     );
     let report = test.ingest(&[&first]).await;
     assert_eq!((report.accepted, report.duplicates), (2, 1));
+    assert_eq!(report.rejected(), 1);
 
+    // The file is read while its hash is computed; what was read is dropped unreported.
     let again = test.ingest(&[&first]).await;
     assert!(again.files[0].already_ingested);
-    assert_eq!(again.accepted, 0);
+    assert_eq!((again.accepted, again.rejected()), (0, 0));
+    assert_eq!(test.rejects().len(), 1, "no reject is written twice");
 
     let renamed_copy = test.file("copy.ndjson", std::fs::read(&first).unwrap());
     assert!(test.ingest(&[&renamed_copy]).await.files[0].already_ingested);
