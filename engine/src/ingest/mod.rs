@@ -356,7 +356,7 @@ async fn ingest_one(
     Ok(file_report)
 }
 
-/// The reader of an input, for `-` standard input (NDJSON).
+/// The reader of `path`, or of standard input (read as NDJSON) when `stdin`.
 fn open_source(path: &Path, stdin: bool) -> Result<Box<dyn Source>> {
     if stdin {
         return Ok(Box::new(ndjson::NdjsonSource::new(

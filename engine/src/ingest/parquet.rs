@@ -16,6 +16,8 @@ pub(crate) struct ParquetSource {
     rows: usize,
     offset: usize,
     columns: Vec<String>,
+    /// Where each row group ends (rows from the start of the file).
+    group_ends: Vec<usize>,
 }
 
 const TEXT_COLUMNS: [&str; 5] = ["user_id", "event", "props", "tz", "event_id"];
@@ -34,6 +36,16 @@ impl ParquetSource {
         let rows = reader
             .num_rows()
             .map_err(|error| input_error(error.to_string()))?;
+        let group_ends = reader
+            .get_metadata()
+            .map_err(|error| input_error(error.to_string()))?
+            .row_groups
+            .iter()
+            .scan(0, |end, group| {
+                *end += group.num_rows();
+                Some(*end)
+            })
+            .collect();
         let mut columns = Vec::new();
         for name in ["user_id", "event", "ts"] {
             if schema.get(name).is_none() {
@@ -53,7 +65,21 @@ impl ParquetSource {
             rows,
             offset: 0,
             columns,
+            group_ends,
         })
+    }
+
+    /// How many rows the next batch of at most `max` takes: up to the last row group it can
+    /// hold whole, or `max` when it cannot hold the row group it starts in. polars decompresses
+    /// the pages of every row group a batch touches whole, so a row group cut by two batches was
+    /// decompressed twice (Snappy input: 18% of its decompression at 1M rows).
+    fn next_length(&self, max: usize) -> usize {
+        let limit = self.offset + max.min(self.rows - self.offset);
+        let whole = self.group_ends.partition_point(|&end| end <= limit);
+        match whole.checked_sub(1).map(|last| self.group_ends[last]) {
+            Some(end) if end > self.offset => end - self.offset,
+            _ => limit - self.offset,
+        }
     }
 
     fn read_frame(&self, length: usize) -> Result<DataFrame> {
@@ -131,7 +157,7 @@ impl Source for ParquetSource {
         if self.offset >= self.rows {
             return Ok(None);
         }
-        let length = max.min(self.rows - self.offset);
+        let length = self.next_length(max);
         let frame = self.read_frame(length)?;
         let first_row = self.offset + 1;
         self.offset += length;
@@ -513,8 +539,16 @@ mod tests {
         let mut source = ParquetSource::open(&path).unwrap();
         let mut stored = Vec::new();
         let mut rejects = Vec::new();
-        // Batches that start and end inside row groups.
-        while let Some(parsed) = source.read_batch(2_300).unwrap() {
+        let mut batches = Vec::new();
+        let mut sizes = [2_300, 500, 1_000, 300].into_iter().cycle();
+        let mut start = 0;
+        loop {
+            let max = sizes.next().unwrap();
+            let Some(parsed) = source.read_batch(max).unwrap() else {
+                break;
+            };
+            batches.push((start, max, parsed.records as usize));
+            start += parsed.records as usize;
             stored.extend(
                 parsed
                     .events
@@ -523,6 +557,39 @@ mod tests {
             );
             rejects.extend(parsed.rejects.iter().map(|reject| reject.location.clone()));
         }
+        // A batch ends where the last row group it can hold whole ends; one that can hold none
+        // whole ends inside a row group.
+        let group_ends: Vec<usize> = ParquetReader::new(File::open(&path).unwrap())
+            .get_metadata()
+            .unwrap()
+            .row_groups
+            .iter()
+            .scan(0, |end, group| {
+                *end += group.num_rows();
+                Some(*end)
+            })
+            .collect();
+        assert!(group_ends.len() > 5, "{group_ends:?}");
+        let mut cut = 0;
+        for &(start, max, length) in &batches {
+            let limit = (start + max).min(rows);
+            let expected = match group_ends
+                .iter()
+                .rev()
+                .find(|&&end| end > start && end <= limit)
+            {
+                Some(end) => end - start,
+                None => {
+                    cut += 1;
+                    limit - start
+                }
+            };
+            assert_eq!(
+                length, expected,
+                "batch at row {start}, at most {max}: {batches:?}"
+            );
+        }
+        assert!(cut > 0 && cut < batches.len(), "{batches:?}");
         let name = path.display();
         assert_eq!(
             rejects,
