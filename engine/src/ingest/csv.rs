@@ -11,7 +11,7 @@ const COLUMNS: [&str; 6] = ["user_id", "event", "ts", "props", "tz", "event_id"]
 const REQUIRED: [&str; 3] = ["user_id", "event", "ts"];
 
 pub(crate) struct CsvSource {
-    reader: csv::Reader<Box<dyn std::io::BufRead + Send>>,
+    reader: csv::Reader<Box<dyn std::io::Read + Send>>,
     name: String,
     /// Position of each known column in the header, by `COLUMNS` order.
     index: [Option<usize>; 6],
@@ -22,6 +22,7 @@ impl CsvSource {
         let input = super::ndjson::open_maybe_gzip(path)?;
         let mut reader = csv::ReaderBuilder::new()
             .has_headers(true)
+            .buffer_capacity(1 << 20)
             .from_reader(input);
         let name = path.display().to_string();
         let header = reader.byte_headers().map_err(|error| Error::Input {

@@ -360,7 +360,7 @@ async fn ingest_one(
 fn open_source(path: &Path, stdin: bool) -> Result<Box<dyn Source>> {
     if stdin {
         return Ok(Box::new(ndjson::NdjsonSource::new(
-            Box::new(std::io::BufReader::new(std::io::stdin())),
+            Box::new(std::io::stdin()),
             "stdin".into(),
         )));
     }

@@ -2,7 +2,7 @@
 
 use std::borrow::Cow;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::Path;
 
 use serde::Deserialize;
@@ -14,7 +14,10 @@ use crate::{Error, Result};
 
 /// Reads lines into one buffer per batch and validates them in parallel.
 pub(crate) struct NdjsonSource {
-    reader: Box<dyn BufRead + Send>,
+    /// Read straight into `buffer`, a block at a time: a buffered reader in between would copy
+    /// every byte once more on the reader's thread, which the other stages wait for.
+    reader: Box<dyn Read + Send>,
+    block: usize,
     name: String,
     line: u64,
     buffer: Vec<u8>,
@@ -22,10 +25,18 @@ pub(crate) struct NdjsonSource {
     rest: Vec<u8>,
 }
 
+/// Bytes asked of the input at a time.
+const BLOCK: usize = 1 << 20;
+
 impl NdjsonSource {
-    pub fn new(reader: Box<dyn BufRead + Send>, name: String) -> Self {
+    pub fn new(reader: Box<dyn Read + Send>, name: String) -> Self {
+        NdjsonSource::with_block(reader, name, BLOCK)
+    }
+
+    fn with_block(reader: Box<dyn Read + Send>, name: String, block: usize) -> Self {
         NdjsonSource {
             reader,
+            block,
             name,
             line: 0,
             buffer: Vec::new(),
@@ -40,19 +51,17 @@ impl NdjsonSource {
     }
 }
 
-/// A buffered reader of `path`, decompressed if it is gzip.
-pub(crate) fn open_maybe_gzip(path: &Path) -> Result<Box<dyn BufRead + Send>> {
+/// A reader of `path`, decompressed if it is gzip; unbuffered (each caller reads in blocks of
+/// its own).
+pub(crate) fn open_maybe_gzip(path: &Path) -> Result<Box<dyn Read + Send>> {
     let mut file = File::open(path).map_err(|source| Error::io(path, source))?;
     let mut magic = [0u8; 2];
     let is_gzip = file.read_exact(&mut magic).is_ok() && magic == [0x1f, 0x8b];
     let file = File::open(path).map_err(|source| Error::io(path, source))?;
     Ok(if is_gzip {
-        Box::new(BufReader::with_capacity(
-            1 << 20,
-            flate2::read::MultiGzDecoder::new(file),
-        ))
+        Box::new(flate2::read::MultiGzDecoder::new(file))
     } else {
-        Box::new(BufReader::with_capacity(1 << 20, file))
+        Box::new(file)
     })
 }
 
@@ -78,11 +87,12 @@ impl Source for NdjsonSource {
                 break;
             }
             searched = self.buffer.len();
-            let block = self
-                .reader
-                .fill_buf()
+            self.buffer.reserve(self.block);
+            let read = (&mut self.reader)
+                .take(self.block as u64)
+                .read_to_end(&mut self.buffer)
                 .map_err(|source| Error::io(&self.name, source))?;
-            if block.is_empty() {
+            if read == 0 {
                 // The input's last line may lack its newline.
                 if line_start < self.buffer.len() {
                     spans.push((line_start, self.buffer.len()));
@@ -90,9 +100,6 @@ impl Source for NdjsonSource {
                 }
                 break;
             }
-            let read = block.len();
-            self.buffer.extend_from_slice(block);
-            self.reader.consume(read);
         }
         self.rest.extend_from_slice(&self.buffer[line_start..]);
         self.buffer.truncate(line_start);
@@ -492,8 +499,7 @@ mod tests {
         );
         for block in [1, 3, 7, 64, 4096] {
             let input = std::io::Cursor::new(text.as_bytes().to_vec());
-            let reader = BufReader::with_capacity(block, input);
-            let mut source = NdjsonSource::new(Box::new(reader), "t".into());
+            let mut source = NdjsonSource::with_block(Box::new(input), "t".into(), block);
             let (mut records, mut users, mut rejects) = (Vec::new(), Vec::new(), Vec::new());
             while let Some(parsed) = source.read_batch(2).unwrap() {
                 records.push(parsed.records);
