@@ -11,11 +11,15 @@ use nudge_engine::synth::{self, GenOptions};
 use super::support::{HOUR, NOV_1, TestStore, line};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_three_formats_store_the_same_events() {
+async fn the_three_formats_store_the_same_events_gzipped_or_not() {
     let test = TestStore::new().await;
     let mut counts = Vec::new();
-    for extension in ["ndjson", "csv", "parquet"] {
-        let out = test.dir.path().join(format!("events.{extension}"));
+    for extension in ["ndjson", "csv", "parquet", "ndjson.gz", "csv.gz"] {
+        let plain = extension.strip_suffix(".gz");
+        let out = test
+            .dir
+            .path()
+            .join(format!("events.{}", plain.unwrap_or(extension)));
         let options = GenOptions {
             users: 300,
             days: 14,
@@ -26,6 +30,19 @@ async fn the_three_formats_store_the_same_events() {
             quiet: true,
         };
         let summary = synth::generate(&options).unwrap();
+        let out = match plain {
+            None => out,
+            Some(_) => {
+                let zipped = test.dir.path().join(format!("events.{extension}"));
+                let mut encoder = flate2::write::GzEncoder::new(
+                    std::fs::File::create(&zipped).unwrap(),
+                    flate2::Compression::fast(),
+                );
+                std::io::copy(&mut std::fs::File::open(&out).unwrap(), &mut encoder).unwrap();
+                encoder.finish().unwrap();
+                zipped
+            }
+        };
         let separate = TestStore::new().await;
         let report = separate.ingest(&[&out]).await;
         assert_eq!(
@@ -42,6 +59,8 @@ async fn the_three_formats_store_the_same_events() {
     }
     assert_eq!(counts[0], counts[1], "ndjson and csv differ");
     assert_eq!(counts[0], counts[2], "ndjson and parquet differ");
+    assert_eq!(counts[0], counts[3], "gzipped ndjson differs");
+    assert_eq!(counts[0], counts[4], "gzipped csv differs");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -335,6 +354,45 @@ async fn an_empty_store_reports_zero_events() {
     let test = TestStore::new().await;
     let stats = stats::collect(&test.store).await.unwrap();
     assert_eq!((stats.events, stats.segments), (0, 0));
+}
+
+/// `-` reads NDJSON from standard input, a bad line named by its line number on `stdin`.
+#[test]
+fn a_dash_reads_ndjson_from_standard_input() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("nudge.toml");
+    std::fs::write(&config_path, "data_dir = 'data'\n").unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nudge"))
+        .arg("--config")
+        .arg(&config_path)
+        .args(["--quiet", "ingest", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let input = [
+        line("u1", "app_open", NOV_1, ""),
+        r#"{"user_id":"u2","event":"app_open"}"#.to_string(),
+        line("u3", "page_view", NOV_1 + HOUR, ""),
+    ]
+    .join("\n");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("-: 2 accepted, 1 rejected"), "{stdout}");
+    let rejects_dir = dir.path().join("data").join("rejects");
+    let rejects: String = std::fs::read_dir(&rejects_dir)
+        .unwrap()
+        .map(|entry| std::fs::read_to_string(entry.unwrap().path()).unwrap())
+        .collect();
+    assert!(rejects.contains(r#""location":"stdin:2""#), "{rejects}");
 }
 
 /// The process is killed between writing a batch's segments and committing them: the store
