@@ -13,10 +13,10 @@ use polars_arrow::array::{PrimitiveArray, Utf8ViewArray};
 
 pub(crate) struct ParquetSource {
     path: PathBuf,
-    rows: usize,
     offset: usize,
     columns: Vec<String>,
-    /// Where each row group ends (rows from the start of the file).
+    /// Where each row group ends (rows from the start of the file; the last end is the file's
+    /// row count).
     group_ends: Vec<usize>,
 }
 
@@ -33,9 +33,6 @@ impl ParquetSource {
         let schema = reader
             .schema()
             .map_err(|error| input_error(format!("not a readable Parquet file: {error}")))?;
-        let rows = reader
-            .num_rows()
-            .map_err(|error| input_error(error.to_string()))?;
         let group_ends = reader
             .get_metadata()
             .map_err(|error| input_error(error.to_string()))?
@@ -62,11 +59,14 @@ impl ParquetSource {
         }
         Ok(ParquetSource {
             path: path.to_path_buf(),
-            rows,
             offset: 0,
             columns,
             group_ends,
         })
+    }
+
+    fn rows(&self) -> usize {
+        self.group_ends.last().copied().unwrap_or(0)
     }
 
     /// How many rows the next batch of at most `max` takes: up to the last row group it can
@@ -74,7 +74,7 @@ impl ParquetSource {
     /// the pages of every row group a batch touches whole, so a row group cut by two batches was
     /// decompressed twice (Snappy input: 18% of its decompression at 1M rows).
     fn next_length(&self, max: usize) -> usize {
-        let limit = self.offset + max.min(self.rows - self.offset);
+        let limit = self.offset + max.min(self.rows() - self.offset);
         let whole = self.group_ends.partition_point(|&end| end <= limit);
         match whole.checked_sub(1).map(|last| self.group_ends[last]) {
             Some(end) if end > self.offset => end - self.offset,
@@ -154,7 +154,7 @@ fn ts_column(frame: &DataFrame, path: &Path) -> Result<TsColumn> {
 
 impl Source for ParquetSource {
     fn read_batch(&mut self, max: usize) -> Result<Option<Parsed>> {
-        if self.offset >= self.rows {
+        if self.offset >= self.rows() {
             return Ok(None);
         }
         let length = self.next_length(max);
