@@ -52,6 +52,7 @@ async fn measure(sends: usize, rate: Option<f64>) -> anyhow::Result<(f64, u64)> 
             expires_at_ms: now + 3_600_000,
             priority: 0,
             run_at_ms: None,
+            quiet: None,
         })
         .collect();
     store.enqueue_sends(&planned, now).await?;

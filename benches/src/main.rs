@@ -152,6 +152,7 @@ pub async fn generated_store(
     let (config, store) = fresh_store(dir).await?;
     let ingest_options = nudge_engine::ingest::IngestOptions {
         strict: false,
+        max_record_bytes: 1 << 20,
         batch_size: 1_000_000,
         rejects_path: dir.join("rejects.ndjson"),
         quiet: true,

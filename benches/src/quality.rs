@@ -120,6 +120,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     let ingest_options = IngestOptions {
         strict: false,
+        max_record_bytes: 1 << 20,
         batch_size: 1_000_000,
         rejects_path: dir.join("rejects.ndjson"),
         quiet: true,

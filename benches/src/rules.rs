@@ -17,7 +17,7 @@ pub struct Args {
     users: u64,
 }
 
-const CART: &str = include_str!("../../examples/rules/cart_abandonment.rhai");
+const CART: &str = include_str!("../../examples/campaigns/rules/cart_abandonment.rhai");
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let dir = crate::work_dir(args.keep.clone())?;

@@ -27,6 +27,11 @@ pub struct WebhookConfig {
     /// Request timeout in milliseconds.
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
+    /// Retry a send whose request may have reached the receiver (a timeout after sending, a
+    /// dropped connection, HTTP 500/502/504). Only for receivers that drop repeats by the
+    /// `Idempotency-Key` header; otherwise such a send is `unknown` and never resent.
+    #[serde(default)]
+    pub retry_ambiguous: bool,
 }
 
 /// `type = "file"`: append each notification as one NDJSON line (dry runs, demos, audits).

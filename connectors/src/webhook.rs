@@ -1,7 +1,14 @@
 //! The `webhook` connector: POST JSON with an HMAC-SHA256 signature over the timestamp and body.
 //!
-//! Headers: `X-Nudge-Timestamp: <unix seconds>` and
-//! `X-Nudge-Signature: sha256=<hex(hmac_sha256(secret, "<timestamp>.<body>"))>`.
+//! Headers: `X-Nudge-Timestamp: <unix seconds>`,
+//! `X-Nudge-Signature: sha256=<hex(hmac_sha256(secret, "<timestamp>.<body>"))>`, and the send's
+//! identity, the same on every attempt: `X-Nudge-Send-Id` (the outbox id) and `Idempotency-Key`
+//! (a hash of the dedup key, stable across stores).
+//!
+//! A failure that may come after the receiver got the request (a timeout once the request was
+//! sent, a broken connection, HTTP 500, 502, 504) is `Unknown` and never resent, unless the
+//! connector is told the receiver drops repeats by `Idempotency-Key` (`retry_ambiguous`).
+//! A refused connection, 429 and 503 are retried.
 
 use std::time::Duration;
 
@@ -13,6 +20,17 @@ use crate::{BoxedSend, Connector, Notification, Receipt, SendError};
 
 pub const TIMESTAMP_HEADER: &str = "x-nudge-timestamp";
 pub const SIGNATURE_HEADER: &str = "x-nudge-signature";
+pub const SEND_ID_HEADER: &str = "x-nudge-send-id";
+pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
+
+/// The `Idempotency-Key` of a send: hex SHA-256 of its dedup key (ASCII whatever the key holds).
+pub fn idempotency_key(dedup_key: &str) -> String {
+    use sha2::Digest;
+    Sha256::digest(dedup_key.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
 
 /// The signature of `body` sent at `timestamp`, as the header carries it.
 pub fn signature(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
@@ -32,6 +50,7 @@ pub struct WebhookConnector {
     url: String,
     secret: Vec<u8>,
     client: reqwest::Client,
+    retry_ambiguous: bool,
 }
 
 impl WebhookConnector {
@@ -56,6 +75,7 @@ impl WebhookConnector {
             url: config.url.clone(),
             secret: secret.into_bytes(),
             client,
+            retry_ambiguous: config.retry_ambiguous,
         })
     }
 }
@@ -88,11 +108,20 @@ impl Connector for WebhookConnector {
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .header(TIMESTAMP_HEADER, timestamp.to_string())
                 .header(SIGNATURE_HEADER, signature(&self.secret, timestamp, &body))
+                .header(SEND_ID_HEADER, notification.send_id.as_str())
+                .header(IDEMPOTENCY_HEADER, idempotency_key(&notification.dedup_key))
                 .body(body)
                 .send()
                 .await
                 .map_err(|error| {
-                    SendError::Transient(format!("webhook request failed: {}", without_url(&error)))
+                    if error.is_connect() {
+                        SendError::Transient(format!(
+                            "webhook request failed: {}",
+                            without_url(&error)
+                        ))
+                    } else {
+                        self.ambiguous(format!("webhook request failed: {}", without_url(&error)))
+                    }
                 })?;
             let status = response.status();
             if status.is_success() {
@@ -110,8 +139,11 @@ impl Connector for WebhookConnector {
                     reason: "HTTP 429".into(),
                 });
             }
-            if status.is_server_error() {
+            if status.as_u16() == 503 {
                 return Err(SendError::Transient(format!("HTTP {status}")));
+            }
+            if status.is_server_error() {
+                return Err(self.ambiguous(format!("HTTP {status}")));
             }
             Err(SendError::Rejected {
                 code: i64::from(status.as_u16()),
@@ -119,6 +151,19 @@ impl Connector for WebhookConnector {
                 credit_gone: false,
             })
         })
+    }
+}
+
+impl WebhookConnector {
+    /// A failure after the receiver may have got the request.
+    fn ambiguous(&self, reason: String) -> SendError {
+        if self.retry_ambiguous {
+            SendError::Transient(format!("{reason} (retried: the receiver dedups by Idempotency-Key)"))
+        } else {
+            SendError::Unknown(format!(
+                "{reason}; the receiver may have got it (set retry_ambiguous = true if it dedups by Idempotency-Key)"
+            ))
+        }
     }
 }
 

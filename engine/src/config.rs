@@ -45,6 +45,9 @@ pub struct Config {
 pub struct IngestConfig {
     /// Records per committed batch: the unit of atomicity and the bound on memory.
     pub batch_size: usize,
+    /// Longest text record (an NDJSON line, a CSV row) in bytes; a longer one is rejected as
+    /// `record_too_long` without being held in memory.
+    pub max_record_bytes: usize,
 }
 
 impl Default for Config {
@@ -68,6 +71,7 @@ impl Default for IngestConfig {
     fn default() -> Self {
         IngestConfig {
             batch_size: 500_000,
+            max_record_bytes: 1 << 20,
         }
     }
 }
@@ -128,6 +132,13 @@ impl Config {
         if self.ingest.batch_size == 0 {
             return Err(invalid("ingest.batch_size must be at least 1".to_string()));
         }
+        if self.ingest.max_record_bytes < 64 {
+            return Err(invalid(
+                "ingest.max_record_bytes must be at least 64".to_string(),
+            ));
+        }
+        self.rules.validate().map_err(&invalid)?;
+        self.dispatch.validate().map_err(&invalid)?;
         Ok(())
     }
 
@@ -203,5 +214,36 @@ mod tests {
             error.contains("'Mars/Olympus' is not an IANA time zone"),
             "{error}"
         );
+    }
+
+    // See: #18 (17). Values the engine cannot honour are errors that name the key.
+    #[test]
+    fn limits_the_engine_cannot_honour_are_errors() {
+        for (text, key) in [
+            ("[rules]\nmax_operations = 0", "rules.max_operations"),
+            ("[rules]\ndeadline_ms = 0", "rules.deadline_ms"),
+            ("[rules]\nmax_string_size = 0", "rules.max_string_size"),
+            ("[rules]\nmax_error_share = 1.5", "rules.max_error_share"),
+            ("[dispatch]\nrate_per_s = 1e-12", "dispatch.rate_per_s"),
+            ("[dispatch]\nrate_per_s = 1e300", "dispatch.rate_per_s"),
+            ("[dispatch]\nrate_per_s = -1.0", "dispatch.rate_per_s"),
+            ("[dispatch]\nrate_per_s = nan", "dispatch.rate_per_s"),
+            ("[dispatch]\nconcurrency = 0", "dispatch.concurrency"),
+            ("[dispatch]\nlease_s = 0", "dispatch.lease_s"),
+            ("[dispatch]\nbatch = 0", "dispatch.batch"),
+            (
+                "[dispatch.connectors.wechat]\nrate_per_s = 1e-9",
+                "dispatch.connectors.wechat.rate_per_s",
+            ),
+            ("[ingest]\nmax_record_bytes = 3", "ingest.max_record_bytes"),
+        ] {
+            let error = Config::parse(text, "nudge.toml")
+                .err()
+                .unwrap_or_else(|| panic!("{text} was accepted"))
+                .to_string();
+            assert!(error.contains(key), "{text}: {error}");
+        }
+        assert!(Config::parse("[dispatch]\nrate_per_s = 0.5", "nudge.toml").is_ok());
+        assert!(Config::parse("[dispatch]\nrate_per_s = 0", "nudge.toml").is_ok());
     }
 }

@@ -70,6 +70,7 @@ pub enum RejectKind {
     Malformed,
     BadEventId,
     BadReservedProps,
+    RecordTooLong,
 }
 
 impl RejectKind {
@@ -86,6 +87,7 @@ impl RejectKind {
             RejectKind::Malformed => "malformed_record",
             RejectKind::BadEventId => "bad_event_id",
             RejectKind::BadReservedProps => "bad_reserved_props",
+            RejectKind::RecordTooLong => "record_too_long",
         }
     }
 }
@@ -130,6 +132,8 @@ pub struct Draft<'a> {
 pub struct Warning {
     pub user_id: String,
     pub detail: String,
+    /// A click the app could not attribute (no `props.send_id`): stored, said once per file.
+    pub unattributed_click: bool,
 }
 
 /// Validates a draft into an event. An unknown zone does not reject the record: the zone is
@@ -184,6 +188,13 @@ pub fn validate_with(
     check_reserved(&event, props.as_deref())?;
 
     let mut warning = None;
+    if event == NOTIFICATION_CLICK && send_id_absent(props.as_deref()) {
+        warning = Some(Warning {
+            user_id: user_id.to_string(),
+            detail: "notification_click without props.send_id: stored as an unattributed click (it counts as activity, not for a campaign)".into(),
+            unattributed_click: true,
+        });
+    }
     let tz = match draft.tz.filter(|tz| !tz.is_empty()) {
         None => None,
         Some(tz) if tz.parse::<Tz>().is_ok() => Some(tz),
@@ -193,6 +204,7 @@ pub fn validate_with(
                 detail: format!(
                     "unknown time zone '{tz}' for user '{user_id}': kept the default zone"
                 ),
+                unattributed_click: false,
             });
             None
         }
@@ -208,6 +220,20 @@ pub fn validate_with(
         },
         warning,
     ))
+}
+
+/// Whether a click's props carry no send id (absent or null): an unattributed click.
+pub fn send_id_absent(props: Option<&str>) -> bool {
+    let Some(props) = props else {
+        return true;
+    };
+    match json::values_of(props, ["send_id"]) {
+        Some([raw]) => raw.is_none_or(|raw| raw == "null"),
+        None => serde_json::from_str::<Value>(props)
+            .ok()
+            .and_then(|value| value.get("send_id").cloned())
+            .is_none_or(|value| value.is_null()),
+    }
 }
 
 /// The fields of a record that arrived as plain values (a Parquet row with an integer `ts`).
@@ -482,11 +508,11 @@ fn reserved_props_are_sure(event: &str, props: &str) -> bool {
                     .and_then(json::plain_string)
                     .is_some_and(subscription_status_is_valid)
         }
-        NOTIFICATION_CLICK => {
-            non_empty_string(send_id)
-                || send_id
-                    .is_some_and(|raw| raw.starts_with(|c: char| c == '-' || c.is_ascii_digit()))
-        }
+        // A click without a send id is an unattributed click; one that has one must be usable.
+        NOTIFICATION_CLICK => send_id.is_none_or(|raw| {
+            (raw.starts_with('"') && raw.len() > 2)
+                || raw.starts_with(|c: char| c == '-' || c.is_ascii_digit())
+        }),
         PROFILE => {
             tz.is_none_or(|raw| json::plain_string(raw).is_some_and(|tz| tz.parse::<Tz>().is_ok()))
         }
@@ -504,10 +530,16 @@ fn check_reserved_fully(event: &str, props: Option<&str>) -> Result<(), Invalid>
     };
     let bad = |detail: String| Invalid::new(RejectKind::BadReservedProps, detail);
     let Some(props) = props else {
+        if event == NOTIFICATION_CLICK {
+            return Ok(()); // an unattributed click
+        }
         return Err(bad(format!("a '{event}' event needs props")));
     };
     let value: Value = serde_json::from_str(props).map_err(|error| bad(error.to_string()))?;
     for key in required {
+        if event == NOTIFICATION_CLICK && value.get(*key).is_none_or(Value::is_null) {
+            continue; // an unattributed click
+        }
         match value.get(*key) {
             Some(Value::String(text)) if !text.is_empty() => {}
             Some(Value::Number(_)) if *key == "send_id" => {}
@@ -705,10 +737,12 @@ mod tests {
                 );
             }
         }
-        // subscription: the first three; click: s1, 12, -1.5; profile: all but the three bad
-        // or escaped zones and the escaped key; app_open: all but the duplicate and the
-        // escaped key (not sure, so the full check, which accepts them).
-        assert_eq!(sure, 3 + 3 + 20 + 22);
+        // subscription: the first three; click: all but the empty, null and true send ids, the
+        // duplicate and the escaped key (a click without a send id is an unattributed click);
+        // profile: all but the three bad or escaped zones, the duplicate and the escaped key;
+        // app_open: all but the duplicate and the escaped key (not sure, so the full check,
+        // which accepts them).
+        assert_eq!(sure, 3 + 19 + 20 + 22);
     }
 
     #[test]
@@ -925,11 +959,29 @@ mod tests {
         let status = rejected(subscription(r#"{"template_id":"t1","status":"maybe"}"#));
         assert!(status.detail.contains("'maybe'"), "{}", status.detail);
 
-        let click = Draft {
+        // See: #18. A click the app could not attribute is activity all the same: stored, with
+        // a warning; only a send id that is there and unusable is refused.
+        let click = |props: Option<&str>| Draft {
             event: Some(NOTIFICATION_CLICK.into()),
+            props: props.map(|p| p.to_string().into()),
             ..draft()
         };
-        assert_eq!(rejected(click).kind, RejectKind::BadReservedProps);
+        for unattributed in [None, Some(r#"{"campaign":"c"}"#), Some(r#"{"send_id":null}"#)] {
+            let (_, warning) = validate(click(unattributed)).unwrap();
+            assert!(
+                warning.is_some_and(|w| w.unattributed_click),
+                "{unattributed:?}"
+            );
+        }
+        let (_, warning) = validate(click(Some(r#"{"send_id":"s1"}"#))).unwrap();
+        assert_eq!(warning, None);
+        for bad in [r#"{"send_id":""}"#, r#"{"send_id":true}"#] {
+            assert_eq!(
+                rejected(click(Some(bad))).kind,
+                RejectKind::BadReservedProps,
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -391,10 +391,8 @@ async fn attach_sends(store: &Store, facts: &mut [UserFacts], as_of: DateTime<Ut
             *entry = (*entry).min(click.ts_ms);
         }
     }
+    // A send planned for later counts too: a rule that avoids repeats must see it.
     for (id, user, campaign, sent_ms) in store.sent_sends().await? {
-        if sent_ms > as_of.timestamp_millis() {
-            continue;
-        }
         if let Ok(pos) = facts.binary_search_by(|f| f.id.as_str().cmp(user.as_str()))
             && let Some(user_facts) = facts.get_mut(pos)
         {

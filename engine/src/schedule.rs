@@ -3,7 +3,7 @@
 
 use std::str::FromStr;
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, LocalResult, TimeZone, Utc};
 use chrono_tz::Tz;
 use serde::Deserialize;
 
@@ -52,6 +52,22 @@ impl ScheduleConfig {
         after: DateTime<Utc>,
         until: DateTime<Utc>,
     ) -> Vec<DateTime<Utc>> {
+        self.instants_noted(default_zone, after, until)
+            .into_iter()
+            .map(|(at, _)| at)
+            .collect()
+    }
+
+    /// [`instants`](Self::instants), each with a note when DST moved it. The cron expression is
+    /// matched against local wall-clock times, and each matching local time runs once: a time
+    /// the clocks pass twice (going back) runs at its first occurrence; a time they skip (going
+    /// forward) runs at the first instant after the gap, noted.
+    pub fn instants_noted(
+        &self,
+        default_zone: Tz,
+        after: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Vec<(DateTime<Utc>, Option<String>)> {
         if let Some(at) = self
             .at
             .as_deref()
@@ -59,7 +75,7 @@ impl ScheduleConfig {
         {
             let at = at.with_timezone(&Utc);
             return if at > after && at <= until {
-                vec![at]
+                vec![(at, None)]
             } else {
                 Vec::new()
             };
@@ -76,12 +92,42 @@ impl ScheduleConfig {
             .as_deref()
             .and_then(|tz| tz.parse().ok())
             .unwrap_or(default_zone);
-        schedule
-            .after(&after.with_timezone(&zone))
-            .map(|instant| instant.with_timezone(&Utc))
-            .take_while(|instant| *instant <= until)
-            .take(10_000)
-            .collect()
+        // Wall-clock times, carried as if UTC, from a few hours before `after` (a local time
+        // moved by a gap lands later than it reads) to a few hours past `until`.
+        let wall = |t: DateTime<Utc>| t.with_timezone(&zone).naive_local().and_utc();
+        let margin = Duration::hours(3);
+        let last_wall = wall(until) + margin;
+        let mut out: Vec<(DateTime<Utc>, Option<String>)> = Vec::new();
+        for local in schedule
+            .after(&(wall(after) - margin))
+            .take_while(|local| *local <= last_wall)
+            .take(20_000)
+        {
+            let naive = local.naive_utc();
+            let (at, note) = match zone.from_local_datetime(&naive) {
+                LocalResult::Single(t) => (t.with_timezone(&Utc), None),
+                LocalResult::Ambiguous(first, _) => (first.with_timezone(&Utc), None),
+                LocalResult::None => {
+                    let Some(moved) = (1..=240).find_map(|minutes| {
+                        zone.from_local_datetime(&(naive + Duration::minutes(minutes)))
+                            .earliest()
+                    }) else {
+                        continue;
+                    };
+                    let note = format!(
+                        "{naive} does not exist in {zone} (clocks go forward); run at {}",
+                        moved.naive_local()
+                    );
+                    (moved.with_timezone(&Utc), Some(note))
+                }
+            };
+            // A gap can move several wall-clock times onto one instant: it runs once.
+            if at <= after || at > until || out.last().is_some_and(|(seen, _)| *seen == at) {
+                continue;
+            }
+            out.push((at, note));
+        }
+        out
     }
 }
 
@@ -106,8 +152,16 @@ pub enum RunRecord {
     },
 }
 
+/// How long a run's claim lasts without renewal; a `running` run past it belonged to a process
+/// that died, and is taken over (a run is idempotent: its sends carry the run's dedup keys).
+const RUN_LEASE_MS: i64 = 5 * 60_000;
+/// Attempts of a run that fails (a database error, a rule over its error share) before it is
+/// left `failed`; retries wait 1, 2, 4... minutes and stop at the grace period.
+pub const RUN_ATTEMPTS: i64 = 3;
+
 /// Runs every instant due in `(after, now]`: within `grace` of now it runs (once, across
-/// processes); older ones are recorded as missed.
+/// processes); older ones are recorded as missed. Then takes over runs whose process died and
+/// retries failed ones, both while within `grace` of their instant.
 pub async fn tick(
     store: &Store,
     config: &Config,
@@ -116,29 +170,26 @@ pub async fn tick(
     now: DateTime<Utc>,
     grace: Duration,
 ) -> Result<Vec<RunRecord>> {
+    let owner = format!("pid-{}", std::process::id());
     let mut records = Vec::new();
     // Oldest first; at one instant the higher priority plans first and takes capped users.
-    let mut due: Vec<(DateTime<Utc>, &Campaign)> = campaigns
+    let mut due: Vec<(DateTime<Utc>, Option<String>, &Campaign)> = campaigns
         .iter()
         .filter_map(|c| c.schedule.as_ref().map(|s| (c, s)))
         .flat_map(|(campaign, schedule)| {
             schedule
-                .instants(config.default_zone(), after, now)
+                .instants_noted(config.default_zone(), after, now)
                 .into_iter()
-                .map(move |at| (at, campaign))
+                .map(move |(at, note)| (at, note, campaign))
         })
         .collect();
-    due.sort_by_key(|(at, campaign)| (*at, std::cmp::Reverse(campaign.priority)));
-    for (at, campaign) in due {
+    due.sort_by_key(|(at, _, campaign)| (*at, std::cmp::Reverse(campaign.priority)));
+    let now_ms = now.timestamp_millis();
+    for (at, note, campaign) in due {
         let name = campaign.name.clone();
         if now - at > grace {
             if store
-                .claim_run(
-                    &name,
-                    at.timestamp_millis(),
-                    now.timestamp_millis(),
-                    "missed",
-                )
+                .claim_run(&name, at.timestamp_millis(), now_ms, "missed", &owner, 0)
                 .await?
             {
                 tracing::warn!(campaign = %name, scheduled = %at, "missed run skipped: past its grace period");
@@ -150,43 +201,105 @@ pub async fn tick(
             .claim_run(
                 &name,
                 at.timestamp_millis(),
-                now.timestamp_millis(),
+                now_ms,
                 "running",
+                &owner,
+                now_ms + RUN_LEASE_MS,
             )
             .await?
         {
             records.push(RunRecord::AlreadyTaken { campaign: name, at });
             continue;
         }
-        match crate::campaign::run::run(store, config, campaign, at, now, false).await {
-            Ok(report) => {
-                store
-                    .finish_run(
-                        &name,
-                        at.timestamp_millis(),
-                        "done",
-                        report.planned as i64,
-                        "",
-                    )
-                    .await?;
-                records.push(RunRecord::Ran {
-                    campaign: name,
-                    at,
-                    planned: report.planned,
-                });
-            }
-            Err(error) => {
-                let reason = error.to_string();
-                store
-                    .finish_run(&name, at.timestamp_millis(), "failed", 0, &reason)
-                    .await?;
-                records.push(RunRecord::Failed {
-                    campaign: name,
-                    at,
-                    reason,
-                });
-            }
+        if let Some(note) = &note {
+            tracing::warn!(campaign = %name, "{note}");
         }
+        records.push(run_claimed(store, config, campaign, at, now, &owner, note).await?);
+    }
+    let oldest = (now - grace).timestamp_millis();
+    for (name, at_ms) in store.runs_to_resume(now_ms, oldest).await? {
+        let Some(campaign) = campaigns.iter().find(|c| c.name == name) else {
+            continue;
+        };
+        if !store
+            .retake_run(&name, at_ms, now_ms, &owner, now_ms + RUN_LEASE_MS)
+            .await?
+        {
+            continue;
+        }
+        let Some(at) = DateTime::from_timestamp_millis(at_ms) else {
+            continue;
+        };
+        tracing::warn!(campaign = %name, scheduled = %at, "running again: its last attempt failed or its process stopped");
+        records.push(run_claimed(store, config, campaign, at, now, &owner, None).await?);
     }
     Ok(records)
+}
+
+/// Runs a claimed run, its claim renewed meanwhile, and records how it ended.
+async fn run_claimed(
+    store: &Store,
+    config: &Config,
+    campaign: &Campaign,
+    at: DateTime<Utc>,
+    now: DateTime<Utc>,
+    owner: &str,
+    note: Option<String>,
+) -> Result<RunRecord> {
+    let name = campaign.name.clone();
+    let at_ms = at.timestamp_millis();
+    let renewing = {
+        let (store, name, owner) = (store.clone(), name.clone(), owner.to_string());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(RUN_LEASE_MS as u64 / 3))
+                    .await;
+                let until = chrono::Utc::now().timestamp_millis() + RUN_LEASE_MS;
+                if store.renew_run(&name, at_ms, &owner, until).await.is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    let result = crate::campaign::run::run(store, config, campaign, at, now, false).await;
+    renewing.abort();
+    Ok(match result {
+        Ok(report) => {
+            store
+                .finish_run(
+                    &name,
+                    at_ms,
+                    owner,
+                    "done",
+                    report.planned as i64,
+                    note.as_deref().unwrap_or_default(),
+                    now.timestamp_millis(),
+                )
+                .await?;
+            RunRecord::Ran {
+                campaign: name,
+                at,
+                planned: report.planned,
+            }
+        }
+        Err(error) => {
+            let reason = error.to_string();
+            store
+                .finish_run(
+                    &name,
+                    at_ms,
+                    owner,
+                    "failed",
+                    0,
+                    &reason,
+                    now.timestamp_millis(),
+                )
+                .await?;
+            RunRecord::Failed {
+                campaign: name,
+                at,
+                reason,
+            }
+        }
+    })
 }

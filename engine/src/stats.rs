@@ -16,6 +16,8 @@ pub struct Stats {
     pub segments: u64,
     /// Events per name, most frequent first.
     pub by_event: Vec<(String, u64)>,
+    /// `notification_click` events without a send id (clicks the app could not attribute).
+    pub unattributed_clicks: u64,
     pub credits: Vec<CreditSummary>,
 }
 
@@ -32,7 +34,7 @@ pub async fn collect(store: &Store) -> Result<Stats> {
     if paths.is_empty() {
         return Ok(stats);
     }
-    let scanned = tokio::task::block_in_place(|| -> Result<(DataFrame, DataFrame)> {
+    let scanned = tokio::task::block_in_place(|| -> Result<(DataFrame, DataFrame, DataFrame)> {
         let events = segments::scan(&paths)?;
         let totals = events
             .clone()
@@ -43,6 +45,11 @@ pub async fn collect(store: &Store) -> Result<Stats> {
                 col("ts").max().alias("last"),
             ])
             .collect()?;
+        let clicks = events
+            .clone()
+            .filter(col("event").eq(lit(crate::event::NOTIFICATION_CLICK)))
+            .select([col("props")])
+            .collect()?;
         let by_event = events
             .group_by([col("event")])
             .agg([len().alias("count")])
@@ -51,9 +58,15 @@ pub async fn collect(store: &Store) -> Result<Stats> {
                 SortMultipleOptions::default().with_order_descending(true),
             )
             .collect()?;
-        Ok((totals, by_event))
+        Ok((totals, by_event, clicks))
     })?;
-    let (totals, by_event) = scanned;
+    let (totals, by_event, clicks) = scanned;
+    stats.unattributed_clicks = clicks
+        .column("props")?
+        .str()?
+        .iter()
+        .filter(|props| crate::event::send_id_absent(*props))
+        .count() as u64;
     let number = |name: &str| -> Result<i64> {
         let column = totals.column(name)?.cast(&DataType::Int64)?;
         Ok(column.i64()?.get(0).unwrap_or_default())

@@ -18,12 +18,16 @@ pub enum Error {
     #[error(transparent)]
     Compile(#[from] CompileError),
     /// Too many users errored: the run stops rather than send to a skewed audience.
+    /// The run stops as soon as the outcome is certain (or the failures are the rule, not the
+    /// exception), so `evaluated` may be far below `users`.
     #[error(
-        "rule {rule}: {errors} of {users} users failed ({share:.1}% > the {limit:.1}% allowed); first error: {first}"
+        "rule {rule}: {errors} of {evaluated} users evaluated failed ({share:.1}% > the {limit:.1}% allowed; {users} users in all); first error: {first}"
     )]
     TooManyErrors {
         rule: String,
         errors: u64,
+        /// Users evaluated before the run stopped.
+        evaluated: u64,
         users: u64,
         share: f64,
         limit: f64,

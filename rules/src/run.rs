@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use rayon::prelude::*;
 
@@ -21,13 +22,34 @@ pub struct RunSummary {
     pub errors_by_message: BTreeMap<String, u64>,
 }
 
+/// Users evaluated before a run may stop on its sample alone.
+pub const MIN_SAMPLE: u64 = 200;
+
+/// Whether a run with `errors` of `evaluated` users failed so far (of `total`) is past saving:
+/// the errors already exceed the allowed share of every user, or, after [`MIN_SAMPLE`] users, at
+/// least half of them fail and at least twice the allowed share (a rule broken for everyone,
+/// not an odd user). A rule that loops until its limits stop it costs its limits once per user,
+/// so waiting for the end could take hours.
+pub fn hopeless(errors: u64, evaluated: u64, total: u64, limit: f64) -> bool {
+    let certain = errors as f64 > limit * total as f64;
+    let share = errors as f64 / evaluated.max(1) as f64;
+    let broken = evaluated >= MIN_SAMPLE && share >= (2.0 * limit).max(0.5);
+    certain || broken
+}
+
 /// Evaluates `rule` for every user on all cores. Stops with [`Error::TooManyErrors`] when
-/// more than the rule's `max_error_share` of users fail.
+/// more than the rule's `max_error_share` of users fail, as soon as that is clear (see
+/// [`hopeless`]).
 pub fn evaluate_all(
     rule: &Rule,
     users: &[Arc<UserFacts>],
     now_ms: i64,
 ) -> Result<(Vec<Decision>, RunSummary), Error> {
+    let limit = rule.limits().max_error_share;
+    let total = users.len() as u64;
+    let evaluated = AtomicU64::new(0);
+    let errors = AtomicU64::new(0);
+    let stop = AtomicBool::new(false);
     // An engine per chunk of users: with Rhai's `sync` feature a shared engine's function
     // tables are reference-counted across threads, and `nudge-benches rules` measured an engine
     // per thread 18-33% faster. A few chunks per thread keep the cores busy to the end.
@@ -35,20 +57,34 @@ pub fn evaluate_all(
         .len()
         .div_ceil(rayon::current_num_threads().max(1) * 4)
         .max(1);
-    let decisions: Vec<Decision> = users
+    let decisions: Vec<Option<Decision>> = users
         .par_chunks(chunk)
         .flat_map_iter(|part| {
             let own = rule.with_own_engine();
+            let (evaluated, errors, stop) = (&evaluated, &errors, &stop);
             part.iter()
-                .map(|user| own.evaluate(user.clone(), now_ms))
+                .map(move |user| {
+                    if stop.load(Ordering::Relaxed) {
+                        return None;
+                    }
+                    let decision = own.evaluate(user.clone(), now_ms);
+                    let done = evaluated.fetch_add(1, Ordering::Relaxed) + 1;
+                    if matches!(decision, Decision::Error(_)) {
+                        let failed = errors.fetch_add(1, Ordering::Relaxed) + 1;
+                        if hopeless(failed, done, total, limit) {
+                            stop.store(true, Ordering::Relaxed);
+                        }
+                    }
+                    Some(decision)
+                })
                 .collect::<Vec<_>>()
         })
         .collect();
     let mut summary = RunSummary {
-        users: users.len() as u64,
+        users: total,
         ..RunSummary::default()
     };
-    for decision in &decisions {
+    for decision in decisions.iter().flatten() {
         match decision {
             Decision::Target(_) => summary.targeted += 1,
             Decision::NotTargeted => summary.not_targeted += 1,
@@ -64,25 +100,32 @@ pub fn evaluate_all(
             }
         }
     }
-    let limit = rule.limits().max_error_share;
-    let share = summary.errors as f64 / summary.users.max(1) as f64;
-    if summary.errors > 0 && share > limit {
-        let first = decisions
-            .iter()
-            .zip(users)
-            .find_map(|(decision, user)| match decision {
-                Decision::Error(message) => Some(format!("user {}: {message}", user.id)),
-                _ => None,
-            })
-            .unwrap_or_default();
+    let evaluated = evaluated.into_inner();
+    let share = summary.errors as f64 / evaluated.max(1) as f64;
+    let stopped = stop.into_inner();
+    if stopped || (summary.errors > 0 && summary.errors as f64 / total.max(1) as f64 > limit) {
+        // The first errors, in user order, each distinct message once.
+        let mut first: Vec<String> = Vec::new();
+        for (decision, user) in decisions.iter().zip(users) {
+            if let Some(Decision::Error(message)) = decision
+                && !first.iter().any(|seen| seen.ends_with(message.as_str()))
+            {
+                first.push(format!("user {}: {message}", user.id));
+                if first.len() == 3 {
+                    break;
+                }
+            }
+        }
         return Err(Error::TooManyErrors {
             rule: rule.name().to_string(),
             errors: summary.errors,
-            users: summary.users,
+            evaluated,
+            users: total,
             share: share * 100.0,
             limit: limit * 100.0,
-            first,
+            first: first.join(" | "),
         });
     }
+    let decisions = decisions.into_iter().flatten().collect();
     Ok((decisions, summary))
 }

@@ -44,6 +44,36 @@ impl Default for Limits {
     }
 }
 
+impl Limits {
+    /// Checks the limits: Rhai reads 0 as "no limit", which a sandbox must never be.
+    pub fn validate(&self) -> Result<(), String> {
+        let counts = [
+            ("max_operations", self.max_operations),
+            ("max_call_depth", self.max_call_depth as u64),
+            ("max_expr_depth", self.max_expr_depth as u64),
+            ("max_string_size", self.max_string_size as u64),
+            ("max_array_size", self.max_array_size as u64),
+            ("max_map_size", self.max_map_size as u64),
+            ("deadline_ms", self.deadline_ms),
+        ];
+        if let Some((name, _)) = counts.iter().find(|(_, value)| *value == 0) {
+            return Err(format!(
+                "rules.{name} must be at least 1 (0 would mean no limit in the script engine)"
+            ));
+        }
+        if self.deadline_ms > 60_000 {
+            return Err("rules.deadline_ms must be at most 60000 (one minute per user)".into());
+        }
+        if !(0.0..=1.0).contains(&self.max_error_share) {
+            return Err(format!(
+                "rules.max_error_share = {} must be a share between 0 and 1 (0.01 is 1%)",
+                self.max_error_share
+            ));
+        }
+        Ok(())
+    }
+}
+
 thread_local! {
     /// When the evaluation running on this thread must stop.
     static DEADLINE: Cell<Option<Instant>> = const { Cell::new(None) };

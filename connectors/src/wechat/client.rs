@@ -71,10 +71,13 @@ pub fn check_notification(
             credit_gone: false,
         })?;
     }
+    // A bad page here is this send's (the rule built it from the user's data): it fails alone.
+    // WeChat's own 41030 (a path the released mini-program lacks) still pauses the campaign.
     if let Some(page) = &notification.page {
-        check_page(page).map_err(|reason| SendError::Misconfigured {
+        check_page(page).map_err(|reason| SendError::Rejected {
             code: 41030,
             reason,
+            credit_gone: false,
         })?;
     }
     Ok(())
@@ -168,11 +171,17 @@ impl WechatConnector {
                     SendError::Unknown("the connection broke after the request was sent".into())
                 }
             })?;
-        if !response.status().is_success() {
-            return Err(SendError::Transient(format!(
-                "WeChat answered HTTP {}",
-                response.status()
-            )));
+        let status = response.status();
+        if !status.is_success() {
+            // 429 and 503 say the request was turned away before it was handled; any other
+            // status (a gateway's 502 or 504 above all) may come after WeChat took the message.
+            return Err(if matches!(status.as_u16(), 429 | 503) {
+                SendError::Transient(format!("WeChat answered HTTP {status}"))
+            } else {
+                SendError::Unknown(format!(
+                    "WeChat answered HTTP {status}; the message may have been delivered"
+                ))
+            });
         }
         let answer: SendResponse = response.json().await.map_err(|_| {
             SendError::Unknown(

@@ -30,13 +30,17 @@ pub struct MockTemplate {
 
 /// Share of requests that fail in each way, and added latency.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Faults {
     /// Answer errcode -1 (system busy).
     pub busy_share: f64,
     /// Answer HTTP 500.
     pub http500_share: f64,
-    /// Drop the connection without answering (after delivering, if `deliver_then_drop`).
+    /// Deliver, then drop the connection without answering.
     pub drop_share: f64,
+    /// Deliver, then answer HTTP 502 as a gateway in front of WeChat would when WeChat's answer
+    /// did not reach it.
+    pub gateway_502_share: f64,
     pub latency_ms: u64,
 }
 
@@ -407,11 +411,16 @@ async fn send(
         data,
     });
     drop(ledger);
-    let dropped = mock
-        .rng
-        .lock()
-        .unwrap()
-        .random_bool(faults.drop_share.clamp(0.0, 1.0));
+    let (dropped, gateway) = {
+        let mut rng = mock.rng.lock().unwrap();
+        (
+            rng.random_bool(faults.drop_share.clamp(0.0, 1.0)),
+            rng.random_bool(faults.gateway_502_share.clamp(0.0, 1.0)),
+        )
+    };
+    if gateway {
+        return StatusCode::BAD_GATEWAY.into_response();
+    }
     if dropped {
         // Delivered, but the answer never arrives: the caller cannot know.
         return Response::builder()

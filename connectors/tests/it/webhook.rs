@@ -8,13 +8,20 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::post;
 use nudge_connectors::config::WebhookConfig;
-use nudge_connectors::webhook::{SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookConnector, signature};
+use nudge_connectors::webhook::{
+    IDEMPOTENCY_HEADER, SEND_ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookConnector,
+    idempotency_key, signature,
+};
 use nudge_connectors::{Connector, Notification, SendError};
 
 #[derive(Clone, Default)]
 struct Receiver {
     verified: Arc<Mutex<Vec<serde_json::Value>>>,
     answer: Arc<Mutex<u16>>,
+    /// Every request's (send id, idempotency key) headers, as it arrives.
+    arrived: Arc<Mutex<Vec<(String, String)>>>,
+    /// How long to take over the answer.
+    delay_ms: Arc<Mutex<u64>>,
 }
 
 async fn receive(
@@ -22,6 +29,22 @@ async fn receive(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> impl IntoResponse {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    receiver
+        .arrived
+        .lock()
+        .unwrap()
+        .push((header(SEND_ID_HEADER), header(IDEMPOTENCY_HEADER)));
+    let delay = *receiver.delay_ms.lock().unwrap();
+    if delay > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+    }
     let status = *receiver.answer.lock().unwrap();
     if status != 200 {
         let mut response = StatusCode::from_u16(status).unwrap().into_response();
@@ -69,10 +92,20 @@ fn notification() -> Notification {
 const SECRET: &str = "webhook-test-secret";
 
 fn connector(url: String, secret: &str) -> WebhookConnector {
+    connector_with(url, secret, 2_000, false)
+}
+
+fn connector_with(
+    url: String,
+    secret: &str,
+    timeout_ms: u64,
+    retry_ambiguous: bool,
+) -> WebhookConnector {
     let config = WebhookConfig {
         url,
         secret_env: "UNUSED".into(),
-        timeout_ms: 2_000,
+        timeout_ms,
+        retry_ambiguous,
     };
     WebhookConnector::with_secret(&config, secret.into()).unwrap()
 }
@@ -132,6 +165,58 @@ async fn statuses_are_classified() {
     let closed = connector("http://127.0.0.1:9/hook".into(), SECRET);
     assert!(matches!(
         closed.send(&notification()).await,
+        Err(SendError::Transient(_))
+    ));
+}
+
+// See: #18 (a slow receiver got the same send 14 times)
+#[tokio::test]
+async fn a_timeout_after_the_request_left_is_unknown_unless_the_receiver_dedups() {
+    let receiver = Receiver {
+        answer: Arc::new(Mutex::new(200)),
+        delay_ms: Arc::new(Mutex::new(1_500)),
+        ..Receiver::default()
+    };
+    let url = start(receiver.clone()).await;
+    let error = connector_with(url.clone(), SECRET, 300, false)
+        .send(&notification())
+        .await
+        .unwrap_err();
+    assert!(matches!(error, SendError::Unknown(_)), "{error:?}");
+    assert!(error.to_string().contains("retry_ambiguous"), "{error}");
+    let error = connector_with(url, SECRET, 300, true)
+        .send(&notification())
+        .await
+        .unwrap_err();
+    assert!(matches!(error, SendError::Transient(_)), "{error:?}");
+    let arrived = receiver.arrived.lock().unwrap().clone();
+    assert_eq!(arrived.len(), 2, "both attempts reached the receiver");
+    assert_eq!(arrived[0], arrived[1], "a repeat carries the same identity");
+    assert_eq!(arrived[0].0, "s1");
+    assert_eq!(arrived[0].1, idempotency_key("c:u1"));
+    assert_eq!(arrived[0].1.len(), 64);
+}
+
+// See: #18
+#[tokio::test]
+async fn server_errors_that_may_follow_processing_are_unknown_and_503_is_retried() {
+    let receiver = Receiver::default();
+    let url = start(receiver.clone()).await;
+    let hook = connector(url.clone(), SECRET);
+    for status in [500, 502, 504] {
+        *receiver.answer.lock().unwrap() = status;
+        let error = hook.send(&notification()).await.unwrap_err();
+        assert!(matches!(error, SendError::Unknown(_)), "{status}: {error:?}");
+    }
+    let dedups = connector_with(url, SECRET, 2_000, true);
+    *receiver.answer.lock().unwrap() = 502;
+    assert!(matches!(
+        dedups.send(&notification()).await,
+        Err(SendError::Transient(_))
+    ));
+    *receiver.answer.lock().unwrap() = 503;
+    assert!(matches!(
+        hook.send(&notification()).await,
         Err(SendError::Transient(_))
     ));
 }

@@ -143,7 +143,7 @@ async fn bad_keyword_values_are_caught_before_sending() {
 }
 
 #[tokio::test]
-async fn busy_and_server_errors_are_transient_and_the_quota_pauses_the_app() {
+async fn busy_is_transient_a_server_error_is_unknown_and_the_quota_pauses_the_app() {
     let mock = mock(MockConfig {
         daily_quota: Some(1),
         ..MockConfig::default()
@@ -159,13 +159,14 @@ async fn busy_and_server_errors_are_transient_and_the_quota_pauses_the_app() {
         wechat.send(&cart("o5")).await,
         Err(SendError::Transient(_))
     ));
+    // An HTTP 500 may come after WeChat took the message: never resent. See: #18
     mock.set_faults(Faults {
         http500_share: 1.0,
         ..Faults::default()
     });
     assert!(matches!(
         wechat.send(&cart("o5")).await,
-        Err(SendError::Transient(_))
+        Err(SendError::Unknown(_))
     ));
     mock.set_faults(Faults::default());
     wechat.send(&cart("o5")).await.unwrap();
@@ -355,6 +356,41 @@ async fn the_mock_names_the_invalid_keyword_as_wechat_does() {
     assert_eq!(
         answer["errmsg"],
         "argument invalid! data.amount2.value invalid"
+    );
+    assert!(mock.delivered().is_empty());
+}
+
+// See: #18 (a gateway's 502 after WeChat accepted the message must not be resent)
+#[tokio::test]
+async fn a_gateway_error_after_delivery_is_unknown_not_retried() {
+    let mock = mock(MockConfig::default()).await;
+    mock.grant("o7", "tmpl_cart_reminder", 2);
+    mock.set_faults(Faults {
+        gateway_502_share: 1.0,
+        ..Faults::default()
+    });
+    let error = connector(&mock, TokenMode::Stable)
+        .send(&cart("o7"))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, SendError::Unknown(_)), "{error:?}");
+    assert_eq!(mock.delivered().len(), 1, "WeChat had taken it");
+}
+
+// See: #18 (a page the rule built badly is that send's failure, not the campaign's)
+#[tokio::test]
+async fn a_malformed_page_fails_that_send_only() {
+    let mock = mock(MockConfig::default()).await;
+    mock.grant("o8", "tmpl_cart_reminder", 1);
+    let mut bad = cart("o8");
+    bad.page = Some("pages/cart/index?item=red shoe".into());
+    let error = connector(&mock, TokenMode::Stable)
+        .send(&bad)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, SendError::Rejected { code: 41030, .. }),
+        "{error:?}"
     );
     assert!(mock.delivered().is_empty());
 }

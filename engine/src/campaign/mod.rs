@@ -135,10 +135,30 @@ impl Campaign {
                 delivery.local_time
             )));
         }
-        if delivery.horizon_hours < 1 || delivery.ttl_hours < 1 {
-            return Err(invalid(
-                "delivery.horizon_hours and delivery.ttl_hours must be at least 1".into(),
-            ));
+        for (key, hours) in [
+            ("delivery.horizon_hours", delivery.horizon_hours),
+            ("delivery.ttl_hours", delivery.ttl_hours),
+        ] {
+            if !(1..=MAX_HOURS).contains(&hours) {
+                return Err(invalid(format!(
+                    "{key} = {hours} must be 1 to {MAX_HOURS} (a year)"
+                )));
+            }
+        }
+        if !(0..=MAX_HOURS * 10).contains(&delivery.min_interval_hours) {
+            return Err(invalid(format!(
+                "delivery.min_interval_hours = {} must be 0 to {}",
+                delivery.min_interval_hours,
+                MAX_HOURS * 10
+            )));
+        }
+        if let Some(hours) = delivery.skip_if_clicked_within_hours
+            && !(1..=MAX_HOURS * 10).contains(&hours)
+        {
+            return Err(invalid(format!(
+                "delivery.skip_if_clicked_within_hours = {hours} must be 1 to {}",
+                MAX_HOURS * 10
+            )));
         }
         if let Some([start, end]) = delivery.quiet_hours
             && (start > 23 || end > 23 || start == end)
@@ -147,13 +167,9 @@ impl Campaign {
                 "delivery.quiet_hours must be two different hours 0-23, e.g. [22, 8]".into(),
             ));
         }
-        if delivery
-            .rate_per_s
-            .is_some_and(|rate| rate.is_nan() || rate <= 0.0)
-        {
-            return Err(invalid(
-                "delivery.rate_per_s must be above 0 (leave it out for no limit)".into(),
-            ));
+        if let Some(rate) = delivery.rate_per_s {
+            crate::dispatch::check_rate("delivery.rate_per_s", rate, false)
+                .map_err(|message| invalid(format!("{message} (leave it out for no limit)")))?;
         }
         if !(0.0..=100.0).contains(&delivery.holdout_percent) {
             return Err(invalid(
@@ -172,15 +188,34 @@ impl Campaign {
         if let Some(template) = &campaign.dedup_key {
             check_dedup_key(template).map_err(&invalid)?;
         }
-        if campaign.goal_window_hours.is_some_and(|h| h < 1) {
-            return Err(invalid("goal_window_hours must be at least 1".into()));
+        if campaign
+            .goal_window_hours
+            .is_some_and(|h| !(1..=MAX_HOURS).contains(&h))
+        {
+            return Err(invalid(format!("goal_window_hours must be 1 to {MAX_HOURS}")));
         }
-        if campaign.rule.is_relative() {
-            campaign.rule = path.parent().unwrap_or(Path::new(".")).join(&campaign.rule);
+        // The rule is read from the campaigns folder only: a campaign file cannot make nudge
+        // run (or quote in an error) a file from anywhere else on the machine.
+        let inside = campaign.rule.components().all(|part| {
+            matches!(
+                part,
+                std::path::Component::Normal(_) | std::path::Component::CurDir
+            )
+        });
+        if !inside {
+            return Err(invalid(format!(
+                "rule '{}' must be a path inside the campaigns folder (relative, without '..')",
+                campaign.rule.display()
+            )));
         }
+        campaign.rule = path.parent().unwrap_or(Path::new(".")).join(&campaign.rule);
         Ok(campaign)
     }
 }
+
+/// The longest span, in hours, a campaign setting may name (a year): longer ones would overflow
+/// the millisecond arithmetic, or are a mistake.
+pub const MAX_HOURS: i64 = 24 * 366;
 
 const DEDUP_PLACEHOLDERS: [&str; 5] = ["campaign", "user", "template", "run", "run_date"];
 
@@ -245,6 +280,42 @@ impl Campaign {
         }
         key.push_str(rest);
         key
+    }
+
+    /// The identity of a run started by hand at `now` without an explicit instant: the latest
+    /// scheduled instant at or before `now` (a cron campaign, or a one-off already due), else
+    /// the start of `now`'s day in the schedule's zone (else `default_zone`). Two manual runs in
+    /// one period share their dedup keys, so the second adds nothing.
+    pub fn manual_run_at(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        default_zone: chrono_tz::Tz,
+    ) -> chrono::DateTime<chrono::Utc> {
+        use chrono::TimeZone;
+        if let Some(schedule) = &self.schedule {
+            // Widening look-backs keep a per-second cron's list short.
+            for hours in [1, 24, 24 * 32, 24 * 366] {
+                let after = now - chrono::Duration::hours(hours);
+                if let Some(last) = schedule.instants(default_zone, after, now).last() {
+                    return *last;
+                }
+            }
+        }
+        let zone = self
+            .schedule
+            .as_ref()
+            .and_then(|s| s.tz.as_deref())
+            .and_then(|tz| tz.parse::<chrono_tz::Tz>().ok())
+            .unwrap_or(default_zone);
+        let midnight = now
+            .with_timezone(&zone)
+            .date_naive()
+            .and_hms_opt(0, 0, 0)
+            .expect("midnight exists");
+        zone.from_local_datetime(&midnight)
+            .earliest()
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .unwrap_or(now)
     }
 
     /// The goal event and window for the holdout comparison.

@@ -220,6 +220,13 @@ pub fn plan_user(
         .clone()
         .or_else(|| campaign.page.clone())
         .map(|page| page.replace("{campaign}", &campaign.name));
+    // A page the connector would refuse is this user's problem (an item id with a space in the
+    // query, say), not the campaign's: skip the user rather than fail at send time.
+    if let Some(page) = &page
+        && nudge_connectors::wechat::client::check_page(&page.replace("{send_id}", "1")).is_err()
+    {
+        return Planned::Skip("invalid page".into());
+    }
     Planned::Send {
         send_at,
         data: message.fields.clone(),

@@ -12,7 +12,7 @@ use super::plan::{History, Planned, UserInput, plan_user};
 use crate::config::Config;
 use crate::features::{self, Audience};
 use crate::store::Store;
-use crate::store::outbox::{NewSend, PlannedSend};
+use crate::store::outbox::{NewSend, PlannedSend, Quiet};
 use crate::{Error, Result, scoring};
 
 /// What a run planned.
@@ -201,6 +201,11 @@ pub async fn run_explained(
             expires_at_ms: send_at.timestamp_millis() + campaign.delivery.ttl_hours * 3_600_000,
             priority: campaign.priority,
             run_at_ms: Some(run_at.timestamp_millis()),
+            quiet: campaign.delivery.quiet_hours.map(|[start, end]| Quiet {
+                start,
+                end,
+                zone: zone.name().to_string(),
+            }),
         };
         match planned {
             Planned::Skip(reason) => *report.skipped.entry(reason).or_default() += 1,

@@ -30,11 +30,18 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
     },
+    /// Put a campaign's paused sends back to planned, once what paused it is fixed
+    Resume {
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
     /// Plan a run of a campaign and write its sends to the outbox
     Run {
         #[arg(value_name = "NAME")]
         name: String,
-        /// The run's instant [default: now]
+        /// The run's instant, which is also its identity: a second run of the same instant adds
+        /// nothing [default: now, with the identity of the current schedule period: the latest
+        /// scheduled instant, else today in the campaign's zone]
         #[arg(long, value_name = "TIME")]
         now: Option<String>,
         /// Plan and report, write nothing to the outbox
@@ -75,6 +82,15 @@ pub async fn run(context: &Context, command: Command) -> anyhow::Result<ExitCode
                 .and_then(|all| all.into_iter().find(|c| c.name == name));
             status(context, &name, campaign.as_ref()).await?
         }
+        Command::Resume { name } => {
+            let store = Store::open(&context.config).await?;
+            let (resumed, expired) = store
+                .resume_campaign(&name, chrono::Utc::now().timestamp_millis())
+                .await?;
+            println!(
+                "campaign {name}: {resumed} paused sends planned again, {expired} expired while paused"
+            );
+        }
         Command::Run {
             name,
             now,
@@ -93,18 +109,26 @@ pub async fn run(context: &Context, command: Command) -> anyhow::Result<ExitCode
                     names.join(", ")
                 );
             };
-            let now = now
-                .as_deref()
-                .map(clock::parse_instant)
-                .transpose()?
-                .unwrap_or_else(chrono::Utc::now);
+            // A manual run without --now is one of the current period: run again, it adds nothing.
+            let (now, run_at) = match now.as_deref().map(clock::parse_instant).transpose()? {
+                Some(now) => (now, now),
+                None => {
+                    let now = chrono::Utc::now();
+                    let run_at = campaign.manual_run_at(now, context.config.default_zone());
+                    println!(
+                        "run identity {} (the current period: running again adds nothing; --now T plans the instant T)",
+                        run_at.to_rfc3339()
+                    );
+                    (now, run_at)
+                }
+            };
             let store = Store::open(&context.config).await?;
             let started = std::time::Instant::now();
             let report = campaign::run::run_explained(
                 &store,
                 &context.config,
                 campaign,
-                now,
+                run_at,
                 now,
                 dry_run,
                 explain.as_deref(),

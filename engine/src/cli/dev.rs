@@ -18,9 +18,15 @@ pub enum Command {
         /// Share of sends answered -1 (busy)
         #[arg(long, default_value_t = 0.0)]
         busy_share: f64,
-        /// Share of sends answered HTTP 500
+        /// Share of sends answered HTTP 500 (not delivered)
         #[arg(long, default_value_t = 0.0)]
         http500_share: f64,
+        /// Share of sends delivered, then answered HTTP 502 (a gateway that lost WeChat's answer)
+        #[arg(long, default_value_t = 0.0)]
+        gateway_502_share: f64,
+        /// Share of sends delivered, then the connection dropped without an answer
+        #[arg(long, default_value_t = 0.0)]
+        drop_share: f64,
         /// Added latency per send, in milliseconds
         #[arg(long, default_value_t = 0)]
         latency_ms: u64,
@@ -43,6 +49,8 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         appid,
         busy_share,
         http500_share,
+        gateway_502_share,
+        drop_share,
         latency_ms,
         token_ttl_s,
         default_credits,
@@ -56,7 +64,8 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
             busy_share,
             http500_share,
             latency_ms,
-            drop_share: 0.0,
+            drop_share,
+            gateway_502_share,
         },
         default_credits,
         ..MockConfig::default()

@@ -72,7 +72,8 @@ fn hostname() -> String {
         .unwrap_or_else(|_| "nudge".into())
 }
 
-async fn wait_for_signal() {
+/// Waits for Ctrl-C or SIGTERM (what systemd and Kubernetes send to stop a service).
+pub(super) async fn wait_for_signal() {
     let mut terminate =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     tokio::select! {

@@ -28,6 +28,7 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
     let store = Store::open(&context.config).await?;
     let options = IngestOptions {
         strict: args.strict,
+        max_record_bytes: context.config.ingest.max_record_bytes,
         batch_size: args
             .batch_size
             .unwrap_or(context.config.ingest.batch_size)

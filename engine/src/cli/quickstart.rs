@@ -55,6 +55,7 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
     let store = Store::open(&context.config).await?;
     let ingest_options = IngestOptions {
         strict: false,
+        max_record_bytes: context.config.ingest.max_record_bytes,
         batch_size: context.config.ingest.batch_size,
         rejects_path: super::ingest::default_rejects_path(data_dir),
         quiet: context.quiet,
@@ -94,7 +95,7 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
     );
     let windows = scoring::load(&store)?.unwrap_or_default();
 
-    println!("\n5/6 evaluating the cart-abandonment rule (examples/rules/cart_abandonment.rhai)");
+    println!("\n5/6 evaluating the cart-abandonment rule (examples/campaigns/rules/cart_abandonment.rhai)");
     let rule = Rule::compile("cart_abandonment.rhai", CART_RULE, context.config.rules)
         .map_err(|error| anyhow::anyhow!("{error}"))?;
     let started = std::time::Instant::now();
@@ -164,8 +165,8 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The example rule the tour evaluates (kept in one place: examples/rules/).
-const CART_RULE: &str = include_str!("../../../examples/rules/cart_abandonment.rhai");
+/// The example rule the tour evaluates (kept in one place: examples/campaigns/rules/).
+const CART_RULE: &str = include_str!("../../../examples/campaigns/rules/cart_abandonment.rhai");
 
 /// The example campaigns and the rules they name, written into the data directory so the tour
 /// runs from any working directory.
@@ -182,14 +183,14 @@ const EXAMPLES: [(&str, &str); 6] = [
         "campaigns/win_back.toml",
         include_str!("../../../examples/campaigns/win_back.toml"),
     ),
-    ("rules/cart_abandonment.rhai", CART_RULE),
+    ("campaigns/rules/cart_abandonment.rhai", CART_RULE),
     (
-        "rules/daily_checkin.rhai",
-        include_str!("../../../examples/rules/daily_checkin.rhai"),
+        "campaigns/rules/daily_checkin.rhai",
+        include_str!("../../../examples/campaigns/rules/daily_checkin.rhai"),
     ),
     (
-        "rules/win_back.rhai",
-        include_str!("../../../examples/rules/win_back.rhai"),
+        "campaigns/rules/win_back.rhai",
+        include_str!("../../../examples/campaigns/rules/win_back.rhai"),
     ),
 ];
 

@@ -102,6 +102,7 @@ pub async fn run(context: &Context, command: Command) -> anyhow::Result<ExitCode
                     expires_at_ms,
                     priority: 0,
                     run_at_ms: None,
+                    quiet: None,
                 });
             }
             let added = store

@@ -32,10 +32,13 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
 
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
-        let _ = tokio::signal::ctrl_c().await;
+        super::dispatch::wait_for_signal().await;
+        eprintln!("stopping: finishing sends in flight, releasing the rest");
         let _ = stop.send(true);
     });
-    // The dispatcher runs beside the scheduler, sending what the runs plan.
+    // The dispatcher runs beside the scheduler, sending what the runs plan. An error (the
+    // database away, say) is logged and the dispatcher started again, with backoff: sending must
+    // not stop silently while campaigns keep planning.
     let dispatcher = {
         let (store, config, shutdown) = (
             store.clone(),
@@ -50,7 +53,16 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
             campaign_rates: dispatch::campaign_rates(&campaigns),
         };
         tokio::spawn(async move {
-            dispatch::run(&store, &connectors, &config, &options, shutdown).await
+            let failures = dispatch::supervise(
+                || dispatch::run(&store, &connectors, &config, &options, shutdown.clone()),
+                shutdown.clone(),
+                std::time::Duration::from_secs(1),
+                std::time::Duration::from_secs(60),
+            )
+            .await;
+            if failures > 0 {
+                eprintln!("the dispatcher was restarted {failures} times after errors (see the log)");
+            }
         })
     };
 
@@ -77,8 +89,16 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
             _ = shutdown_watch.changed() => break,
         }
         let now = chrono::Utc::now();
-        for record in schedule::tick(&store, &context.config, &campaigns, after, now, grace).await?
-        {
+        let records = match schedule::tick(&store, &context.config, &campaigns, after, now, grace).await {
+            Ok(records) => records,
+            Err(error) => {
+                // The instants stay due: the next tick (same `after`) tries them again.
+                tracing::error!(error = %error, "scheduling failed; trying again next tick");
+                eprintln!("scheduling error: {error}");
+                continue;
+            }
+        };
+        for record in records {
             match record {
                 RunRecord::Ran {
                     campaign,

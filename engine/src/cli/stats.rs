@@ -34,6 +34,12 @@ pub fn print(stats: &Stats, data_dir: &str) {
     for (name, count) in &stats.by_event {
         println!("  {name:<20} {count:>12}");
     }
+    if stats.unattributed_clicks > 0 {
+        println!(
+            "unattributed clicks: {} (notification_click without props.send_id)",
+            stats.unattributed_clicks
+        );
+    }
     if stats.credits.is_empty() {
         println!("credits:  none");
     } else {

@@ -1,23 +1,29 @@
 //! Dispatch: claims due sends from the outbox and sends them through their connector, paced,
 //! concurrent, retried with backoff, and never twice.
 //!
-//! Per connector, a loop claims a batch (rows become `sending` with a lease), sends each at most
-//! once, and records the outcomes in one transaction. A process that dies mid-batch leaves
-//! `sending` rows behind; once their lease expires they become `unknown` and are not resent,
-//! because WeChat has no idempotency key and a duplicate is worse than a miss.
+//! Per connector, a loop claims as many due sends as it has free request slots (rows become
+//! `sending` with a lease), sends each at most once, and records what finished in one
+//! transaction before it claims again; the leases of sends still waiting (pacing) are renewed.
+//! A process that dies leaves at most `concurrency` rows `sending`; once their lease expires
+//! they become `unknown` and are not resent, because WeChat has no idempotency key and a
+//! duplicate is worse than a miss. A send due inside the user's quiet hours (a retry, a pause
+//! that lifted at night) is held to their end, or expires.
 
 mod pacing;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use nudge_connectors::{Connector, Notification, SendError};
 use serde::Deserialize;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
 
 use crate::Result;
 use crate::store::Store;
+use crate::scoring::timing::{QuietHours, out_of_quiet_hours_after};
 use crate::store::outbox::{ClaimedSend, Outcome};
 
 pub use pacing::Pacer;
@@ -28,7 +34,8 @@ pub use pacing::Pacer;
 pub struct DispatchConfig {
     /// How long a claim lasts; a `sending` row older than this belonged to a dead process.
     pub lease_s: u64,
-    /// Sends claimed at a time, per connector.
+    /// Most sends claimed at a time, per connector. A claim never exceeds the free request
+    /// slots (`concurrency`), so a killed dispatcher leaves at most that many sends `unknown`.
     pub batch: usize,
     /// Sends in flight at once, per connector (unless overridden below).
     pub concurrency: usize,
@@ -61,6 +68,65 @@ impl Default for DispatchConfig {
             connectors: BTreeMap::new(),
         }
     }
+}
+
+impl DispatchConfig {
+    /// Checks the settings; a value the dispatcher cannot honour is an error, never a panic or
+    /// a silent wrap.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if !(1..=86_400).contains(&self.lease_s) {
+            return Err(format!("dispatch.lease_s = {} must be 1 to 86400", self.lease_s));
+        }
+        if self.batch == 0 || self.batch > 100_000 {
+            return Err(format!("dispatch.batch = {} must be 1 to 100000", self.batch));
+        }
+        if self.base_backoff_ms == 0 || self.max_backoff_ms < self.base_backoff_ms {
+            return Err("dispatch.base_backoff_ms must be at least 1 and max_backoff_ms at least base_backoff_ms".into());
+        }
+        if self.max_backoff_ms > 86_400_000 {
+            return Err("dispatch.max_backoff_ms must be at most 86400000 (a day)".into());
+        }
+        check_limits("dispatch", Some(self.rate_per_s), Some(self.concurrency))?;
+        for (name, limits) in &self.connectors {
+            check_limits(
+                &format!("dispatch.connectors.{name}"),
+                limits.rate_per_s,
+                limits.concurrency,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// The highest rate a limit may name, and the lowest above 0 (one message in ~17 minutes).
+pub const MAX_RATE_PER_S: f64 = 1_000_000.0;
+pub const MIN_RATE_PER_S: f64 = 0.001;
+
+/// Checks a messages-per-second limit: 0 (no limit, where `zero_ok`) or within the bounds.
+pub fn check_rate(key: &str, rate: f64, zero_ok: bool) -> std::result::Result<(), String> {
+    if rate.is_finite() && ((zero_ok && rate == 0.0) || (MIN_RATE_PER_S..=MAX_RATE_PER_S).contains(&rate)) {
+        return Ok(());
+    }
+    Err(format!(
+        "{key} = {rate} must be {}between {MIN_RATE_PER_S} and {MAX_RATE_PER_S} messages per second",
+        if zero_ok { "0 (no limit) or " } else { "" }
+    ))
+}
+
+fn check_limits(
+    key: &str,
+    rate: Option<f64>,
+    concurrency: Option<usize>,
+) -> std::result::Result<(), String> {
+    if let Some(rate) = rate {
+        check_rate(&format!("{key}.rate_per_s"), rate, true)?;
+    }
+    if let Some(concurrency) = concurrency
+        && !(1..=10_000).contains(&concurrency)
+    {
+        return Err(format!("{key}.concurrency = {concurrency} must be 1 to 10000"));
+    }
+    Ok(())
 }
 
 /// A run's options.
@@ -97,6 +163,10 @@ pub struct DispatchReport {
     pub released: u64,
     pub recovered_unknown: u64,
     pub expired: u64,
+    /// Sends held to the end of the user's quiet hours at send time.
+    pub held: u64,
+    /// Outcomes not recorded because the send's lease had been taken over.
+    pub lost_lease: u64,
     /// Connectors paused (quota) when the run ended, with why.
     pub paused: Vec<(String, String)>,
 }
@@ -181,9 +251,58 @@ pub async fn run(
         report.retried += part.retried;
         report.unknown += part.unknown;
         report.released += part.released;
+        report.expired += part.expired;
+        report.held += part.held;
+        report.lost_lease += part.lost_lease;
         report.paused.extend(part.paused);
     }
     Ok(report)
+}
+
+/// Runs `attempt` (a dispatcher run) until `shutdown`, starting it again after an error: the
+/// error is logged and the restart waits `first_backoff`, doubling up to `max_backoff` (back to
+/// the start after a run that lasted a minute). Sending must not stop silently while campaigns
+/// keep planning. Returns how many runs failed.
+pub async fn supervise<F, Fut>(
+    mut attempt: F,
+    shutdown: watch::Receiver<bool>,
+    first_backoff: Duration,
+    max_backoff: Duration,
+) -> u64
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<DispatchReport>>,
+{
+    let mut failures = 0;
+    let mut backoff = first_backoff;
+    loop {
+        let started = Instant::now();
+        match attempt().await {
+            Ok(_) if *shutdown.borrow() => break,
+            Ok(_) => {}
+            Err(error) => {
+                failures += 1;
+                tracing::error!(
+                    error = %error,
+                    retry_in_ms = backoff.as_millis() as u64,
+                    "the dispatcher stopped on an error; sends wait until it starts again"
+                );
+            }
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            backoff = first_backoff;
+        }
+        let mut stopping = shutdown.clone();
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stopping.changed() => {}
+        }
+        if *shutdown.borrow() {
+            break;
+        }
+        backoff = (backoff * 2).min(max_backoff);
+    }
+    failures
 }
 
 struct ConnectorLoop {
@@ -204,70 +323,215 @@ struct ConnectorLoop {
 /// How long `until_idle` waits, by default, for a retry that is due soon.
 pub const IDLE_WAIT_MS: i64 = 60_000;
 
+/// Sends of one loop that finished or never left, waiting to be recorded.
+#[derive(Default)]
+struct Finished {
+    outcomes: Vec<(ClaimedSend, Outcome)>,
+    unsent: Vec<ClaimedSend>,
+}
+
 impl ConnectorLoop {
+    /// Claims only what can start now (free request slots), so the rows a killed process
+    /// leaves `sending` are at most its concurrency; records what finished before each claim;
+    /// renews the leases of what is still in flight; expires what waited past its expiry.
     async fn run(self) -> Result<DispatchReport> {
         let mut report = DispatchReport::default();
         let mut paused_until: Option<(i64, String)> = None;
         let lease_ms = self.config.lease_s as i64 * 1_000;
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut tasks: JoinSet<(ClaimedSend, Option<Outcome>)> = JoinSet::new();
+        let mut in_flight: HashMap<tokio::task::Id, ClaimedSend> = HashMap::new();
+        let mut finished = Finished::default();
+        let mut last_renew = self.clock.now_ms();
+        let mut last_sweep = self.clock.now_ms();
         loop {
-            if *self.shutdown.borrow() {
-                break;
+            while let Some(joined) = tasks.try_join_next_with_id() {
+                self.collect(joined, &mut in_flight, &mut finished);
             }
+            let stopping = *self.shutdown.borrow();
             let now = self.clock.now_ms();
+            let free = self.concurrency.saturating_sub(tasks.len());
+            // Record before claiming (and when all is quiet), so claimed-but-unrecorded rows
+            // never exceed the concurrency.
+            let claim_now = !stopping && paused_until.is_none() && (free * 2 >= self.concurrency || tasks.is_empty());
+            if claim_now || tasks.is_empty() || stopping {
+                if let Some(pause) = self.flush(&mut finished, &mut report, now).await? {
+                    tracing::warn!(connector = %self.name, reason = %pause.1, "connector paused");
+                    paused_until = Some(pause);
+                    continue;
+                }
+            }
+            if stopping {
+                if tasks.is_empty() {
+                    break;
+                }
+                self.wait_one(&mut tasks, &mut in_flight, &mut finished).await;
+                continue;
+            }
+            if now - last_renew >= (lease_ms / 3).max(1) && !in_flight.is_empty() {
+                let ids: Vec<i64> = in_flight.values().map(|c| c.id).collect();
+                self.store.renew_sends(&self.worker, &ids, now + lease_ms).await?;
+                last_renew = now;
+            }
+            if now - last_sweep >= 1_000 {
+                report.expired += self.store.expire_sends(now).await?;
+                last_sweep = now;
+            }
             if let Some((until, why)) = &paused_until {
                 if *until > now {
-                    if self.until_idle && until - now > self.idle_wait_ms {
-                        report.paused.push((self.name.clone(), why.clone()));
-                        break;
+                    if tasks.is_empty() {
+                        if self.until_idle && until - now > self.idle_wait_ms {
+                            report.paused.push((self.name.clone(), why.clone()));
+                            break;
+                        }
+                        self.sleep_ms((until - now).min(1_000)).await;
+                    } else {
+                        self.wait_one(&mut tasks, &mut in_flight, &mut finished).await;
                     }
-                    self.sleep_ms((until - now).min(1_000)).await;
                     continue;
                 }
                 paused_until = None;
+                stop.store(false, Ordering::SeqCst);
             }
-            let claimed = self
-                .store
-                .claim_sends(
-                    &self.name,
-                    &self.worker,
-                    self.config.batch.max(1),
-                    now,
-                    lease_ms,
-                )
-                .await?;
-            if claimed.is_empty() {
-                let next = self.store.next_due_send(&self.name).await?;
-                match next {
-                    Some(at) if at <= now + self.idle_wait_ms || !self.until_idle => {
-                        self.sleep_ms((at - now).clamp(10, 1_000)).await
+            if claim_now {
+                let claimed = self
+                    .store
+                    .claim_sends(
+                        &self.name,
+                        &self.worker,
+                        free.min(self.config.batch.max(1)),
+                        now,
+                        lease_ms,
+                    )
+                    .await?;
+                if claimed.is_empty() && tasks.is_empty() {
+                    let next = self.store.next_due_send(&self.name, now).await?;
+                    match next {
+                        Some(at) if at <= now + self.idle_wait_ms || !self.until_idle => {
+                            self.sleep_ms((at - now).clamp(10, 1_000)).await
+                        }
+                        None if !self.until_idle => self.sleep_ms(1_000).await,
+                        _ => {
+                            // Idle: what expired while waiting is marked before stopping.
+                            report.expired += self.store.expire_sends(now).await?;
+                            break;
+                        }
                     }
-                    None if !self.until_idle => self.sleep_ms(1_000).await,
-                    _ => break,
+                    continue;
                 }
-                continue;
+                for send in claimed {
+                    let handle = tasks.spawn(self.send_one(send.clone(), stop.clone()));
+                    in_flight.insert(handle.id(), send);
+                }
             }
-            let (outcomes, unsent, pause) = self.send_batch(claimed).await;
-            let now = self.clock.now_ms();
-            for (_, outcome) in &outcomes {
+            if !tasks.is_empty() {
+                self.wait_one(&mut tasks, &mut in_flight, &mut finished).await;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Waits for one send to finish (or a short while, to renew leases and claim again).
+    async fn wait_one(
+        &self,
+        tasks: &mut JoinSet<(ClaimedSend, Option<Outcome>)>,
+        in_flight: &mut HashMap<tokio::task::Id, ClaimedSend>,
+        finished: &mut Finished,
+    ) {
+        tokio::select! {
+            joined = tasks.join_next_with_id() => {
+                if let Some(joined) = joined {
+                    self.collect(joined, in_flight, finished);
+                }
+            }
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+        }
+    }
+
+    /// Takes a finished task's result; a task that panicked may have sent its request, so its
+    /// send becomes `unknown` rather than staying `sending` until a restart.
+    fn collect(
+        &self,
+        joined: std::result::Result<
+            (tokio::task::Id, (ClaimedSend, Option<Outcome>)),
+            tokio::task::JoinError,
+        >,
+        in_flight: &mut HashMap<tokio::task::Id, ClaimedSend>,
+        finished: &mut Finished,
+    ) {
+        match joined {
+            Ok((id, (send, outcome))) => {
+                in_flight.remove(&id);
+                match outcome {
+                    Some(outcome) => finished.outcomes.push((send, outcome)),
+                    None => finished.unsent.push(send),
+                }
+            }
+            Err(error) => {
+                let Some(send) = in_flight.remove(&error.id()) else {
+                    return;
+                };
+                tracing::error!(connector = %self.name, send = send.id, "a send task panicked; the send is marked unknown");
+                finished.outcomes.push((
+                    send,
+                    Outcome::Unknown {
+                        reason: "the dispatcher's send task panicked; the request may have left"
+                            .into(),
+                    },
+                ));
+            }
+        }
+    }
+
+    /// Records finished sends and releases unsent ones; returns a connector-wide pause if an
+    /// outcome asked for one.
+    async fn flush(
+        &self,
+        finished: &mut Finished,
+        report: &mut DispatchReport,
+        now: i64,
+    ) -> Result<Option<(i64, String)>> {
+        let mut pause = None;
+        if !finished.outcomes.is_empty() {
+            for (_, outcome) in &finished.outcomes {
                 match outcome {
                     Outcome::Sent { .. } => report.sent += 1,
-                    Outcome::Retry { .. } => report.retried += 1,
+                    Outcome::Retry {
+                        at_ms,
+                        reason,
+                        count_attempt,
+                    } => {
+                        report.retried += 1;
+                        if !count_attempt {
+                            pause = Some((*at_ms, reason.clone()));
+                        }
+                    }
+                    Outcome::Hold { .. } => report.held += 1,
                     Outcome::Failed { .. } | Outcome::PauseCampaign { .. } => report.failed += 1,
                     Outcome::Unknown { .. } => report.unknown += 1,
                 }
             }
-            self.store.record_sends(&outcomes, now).await?;
-            if !unsent.is_empty() {
-                report.released += unsent.len() as u64;
-                let ids: Vec<i64> = unsent.iter().map(|c| c.id).collect();
-                self.store.release_sends(&ids, now).await?;
+            let recorded = self
+                .store
+                .record_sends(&self.worker, &finished.outcomes, now)
+                .await?;
+            if recorded.lost_lease > 0 {
+                tracing::warn!(
+                    connector = %self.name,
+                    sends = recorded.lost_lease,
+                    "outcomes not recorded: those sends' leases ran out and another process marked them unknown"
+                );
+                report.lost_lease += recorded.lost_lease;
             }
-            if let Some(pause) = pause {
-                tracing::warn!(connector = %self.name, reason = %pause.1, "connector paused");
-                paused_until = Some(pause);
-            }
+            finished.outcomes.clear();
         }
-        Ok(report)
+        if !finished.unsent.is_empty() {
+            report.released += finished.unsent.len() as u64;
+            let ids: Vec<i64> = finished.unsent.iter().map(|c| c.id).collect();
+            self.store.release_sends(&self.worker, &ids, now).await?;
+            finished.unsent.clear();
+        }
+        Ok(pause)
     }
 
     async fn sleep_ms(&self, ms: i64) {
@@ -278,92 +542,76 @@ impl ConnectorLoop {
         }
     }
 
-    /// Sends a claimed batch; returns outcomes, the sends that never left (shutdown or pause),
-    /// and a connector-wide pause if one was asked for.
-    async fn send_batch(
+    /// One send: wait for the pacers, hold it if the user's quiet hours began meanwhile, send,
+    /// classify. `None` when it never left (shutdown, or the connector was paused meanwhile).
+    fn send_one(
         &self,
-        claimed: Vec<ClaimedSend>,
-    ) -> (
-        Vec<(ClaimedSend, Outcome)>,
-        Vec<ClaimedSend>,
-        Option<(i64, String)>,
-    ) {
-        let semaphore = Arc::new(Semaphore::new(self.concurrency));
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let mut tasks = tokio::task::JoinSet::new();
-        for send in claimed {
-            let permit = semaphore
-                .clone()
-                .acquire_owned()
-                .await
-                .expect("the semaphore is never closed");
-            let connector = self.connector.clone();
-            let pacer = self.pacer.clone();
-            let campaign_pacer = self.campaign_pacers.get(&send.send.campaign).cloned();
-            let clock = self.clock.clone();
-            let shutdown = self.shutdown.clone();
-            let stop = stop.clone();
-            let config = self.config.clone();
-            tasks.spawn(async move {
-                let _permit = permit;
-                if let Some(campaign_pacer) = campaign_pacer {
-                    campaign_pacer.wait().await;
-                }
-                pacer.wait().await;
-                if *shutdown.borrow() || stop.load(std::sync::atomic::Ordering::SeqCst) {
-                    return (send, None);
-                }
-                let notification = Notification {
-                    user_id: send.send.user_id.clone(),
-                    template_id: send.send.template_id.clone(),
-                    data: send.send.data.clone(),
-                    page: send
-                        .send
-                        .page
-                        .as_ref()
-                        .map(|p| p.replace("{send_id}", &send.id.to_string())),
-                    campaign: send.send.campaign.clone(),
-                    send_id: send.id.to_string(),
-                    dedup_key: send.send.dedup_key.clone(),
-                };
-                let result = connector.send(&notification).await;
-                if matches!(
-                    result,
-                    Err(SendError::RateLimited {
-                        whole_app: true,
-                        ..
-                    })
-                ) {
-                    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-                }
-                let outcome = classify(result, &send, clock.now_ms(), &config);
-                (send, Some(outcome))
-            });
-        }
-        let mut outcomes = Vec::new();
-        let mut unsent = Vec::new();
-        let mut pause = None;
-        while let Some(joined) = tasks.join_next().await {
-            let Ok((send, outcome)) = joined else {
-                continue;
-            };
-            match outcome {
-                None => unsent.push(send),
-                Some(outcome) => {
-                    if let Outcome::Retry {
-                        at_ms,
-                        reason,
-                        count_attempt: false,
-                    } = &outcome
-                    {
-                        pause = Some((*at_ms, reason.clone()));
-                    }
-                    outcomes.push((send, outcome));
-                }
+        send: ClaimedSend,
+        stop: Arc<AtomicBool>,
+    ) -> impl std::future::Future<Output = (ClaimedSend, Option<Outcome>)> + Send + 'static {
+        let connector = self.connector.clone();
+        let pacer = self.pacer.clone();
+        let campaign_pacer = self.campaign_pacers.get(&send.send.campaign).cloned();
+        let clock = self.clock.clone();
+        let shutdown = self.shutdown.clone();
+        let config = self.config.clone();
+        async move {
+            if let Some(campaign_pacer) = campaign_pacer {
+                campaign_pacer.wait().await;
             }
+            pacer.wait().await;
+            if *shutdown.borrow() || stop.load(Ordering::SeqCst) {
+                return (send, None);
+            }
+            if let Some(held) = quiet_until(&send, clock.now_ms()) {
+                return (send, Some(held));
+            }
+            let notification = Notification {
+                user_id: send.send.user_id.clone(),
+                template_id: send.send.template_id.clone(),
+                data: send.send.data.clone(),
+                page: send
+                    .send
+                    .page
+                    .as_ref()
+                    .map(|p| p.replace("{send_id}", &send.id.to_string())),
+                campaign: send.send.campaign.clone(),
+                send_id: send.id.to_string(),
+                dedup_key: send.send.dedup_key.clone(),
+            };
+            let result = connector.send(&notification).await;
+            if matches!(
+                result,
+                Err(SendError::RateLimited {
+                    whole_app: true,
+                    ..
+                })
+            ) {
+                stop.store(true, Ordering::SeqCst);
+            }
+            let outcome = classify(result, &send, clock.now_ms(), &config);
+            (send, Some(outcome))
         }
-        (outcomes, unsent, pause)
     }
+}
+
+/// If `now_ms` falls in the send's quiet hours (in the user's zone), the hold until they end.
+fn quiet_until(send: &ClaimedSend, now_ms: i64) -> Option<Outcome> {
+    let quiet = send.send.quiet.as_ref()?;
+    let zone: chrono_tz::Tz = quiet.zone.parse().ok()?;
+    let now = chrono::DateTime::from_timestamp_millis(now_ms)?;
+    let hours = QuietHours {
+        start: quiet.start,
+        end: quiet.end,
+    };
+    let allowed = out_of_quiet_hours_after(now, zone, hours, now);
+    (allowed > now).then(|| Outcome::Hold {
+        at_ms: allowed.timestamp_millis(),
+        reason: format!(
+            "held: quiet hours {}-{} in {} at send time",
+            quiet.start, quiet.end, quiet.zone
+        ),
+    })
 }
 
 /// Exponential backoff with jitter: base * 2^(attempt-1), capped, times [0.5, 1.5).
@@ -440,5 +688,33 @@ mod tests {
             backoff_ms(2, &config, 2),
             "jitter spreads retries"
         );
+    }
+
+    // See: #18 (10). A dispatcher error under `serve` stopped all sending, silently.
+    #[tokio::test]
+    async fn a_failing_dispatcher_is_started_again_until_shutdown() {
+        let (stop, shutdown) = watch::channel(false);
+        let stop = Arc::new(stop);
+        let runs = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counted = runs.clone();
+        let failures = supervise(
+            move || {
+                let run = counted.fetch_add(1, Ordering::SeqCst) + 1;
+                let stop = stop.clone();
+                async move {
+                    if run < 3 {
+                        return Err(crate::Error::Usage("database is locked".into()));
+                    }
+                    let _ = stop.send(true);
+                    Ok(DispatchReport::default())
+                }
+            },
+            shutdown,
+            Duration::from_millis(5),
+            Duration::from_millis(20),
+        )
+        .await;
+        assert_eq!(failures, 2);
+        assert_eq!(runs.load(Ordering::SeqCst), 3, "started again after each error");
     }
 }

@@ -12,14 +12,19 @@ const REQUIRED: [&str; 3] = ["user_id", "event", "ts"];
 
 pub(crate) struct CsvSource {
     reader: csv::Reader<Box<dyn std::io::Read + Send>>,
+    /// Lines the record limit cut: their records are rejected.
+    cut: super::limit::CutLines,
+    max_record: usize,
     name: String,
     /// Position of each known column in the header, by `COLUMNS` order.
     index: [Option<usize>; 6],
 }
 
 impl CsvSource {
-    pub fn open(path: &Path) -> Result<Self> {
+    pub fn open(path: &Path, max_record: usize) -> Result<Self> {
         let input = super::ndjson::open_maybe_gzip(path)?;
+        let (input, cut) = super::limit::LineCap::csv(input, max_record);
+        let input: Box<dyn std::io::Read + Send> = Box::new(input);
         let mut reader = csv::ReaderBuilder::new()
             .has_headers(true)
             .buffer_capacity(1 << 20)
@@ -53,6 +58,8 @@ impl CsvSource {
         }
         Ok(CsvSource {
             reader,
+            cut,
+            max_record,
             name,
             index,
         })
@@ -96,10 +103,29 @@ impl Source for CsvSource {
             return Ok(None);
         }
         let records = (rows.len() + parsed.rejects.len()) as u64;
+        // A cut line belongs to the last record that starts at or before it; the cut lines
+        // before the next record's start are this batch's.
+        let next_start = self.reader.position().line();
+        let mut too_long: std::collections::HashMap<usize, u64> = Default::default();
+        for (line, length) in self.cut.take_before(next_start) {
+            let row = rows.partition_point(|(start, _)| *start <= line);
+            if row > 0 {
+                too_long.insert(row - 1, length);
+            }
+        }
         let index = self.index;
         let name = &self.name;
+        let max_record = self.max_record;
         let checked = super::validate_rows(rows.len(), |row| {
             let (line, record) = &rows[row];
+            if let Some(length) = too_long.get(&row) {
+                return Outcome::Reject(super::too_long(
+                    format!("{name}:{line}"),
+                    *length,
+                    max_record,
+                    &String::from_utf8_lossy(record.as_slice()),
+                ));
+            }
             Outcome::of(
                 draft_of(record, &index).and_then(event::validate),
                 |invalid| Reject {

@@ -8,6 +8,7 @@
 //! first batch is read; the store is asked about the file before that batch commits.
 
 mod csv;
+mod limit;
 mod ndjson;
 mod parquet;
 mod rejects;
@@ -36,6 +37,20 @@ pub struct Reject {
     pub invalid: Invalid,
     /// The record as read (lossy UTF-8), for the rejects file.
     pub raw: String,
+}
+
+/// The reject of a text record longer than the limit; `kept` is what the reader kept of it.
+pub(crate) fn too_long(location: String, length: u64, max: usize, kept: &str) -> Reject {
+    Reject {
+        location,
+        invalid: Invalid::new(
+            crate::event::RejectKind::RecordTooLong,
+            format!(
+                "record of {length} bytes is longer than ingest.max_record_bytes ({max}); raise the limit if such records are real"
+            ),
+        ),
+        raw: kept.to_string(),
+    }
 }
 
 /// One batch as a reader produced it.
@@ -170,6 +185,9 @@ impl Format {
 pub struct IngestOptions {
     pub strict: bool,
     pub batch_size: usize,
+    /// Longest text record (an NDJSON line, a CSV row) in bytes: a longer one is cut, rejected
+    /// and not held in memory whole.
+    pub max_record_bytes: usize,
     pub rejects_path: PathBuf,
     pub quiet: bool,
 }
@@ -184,8 +202,11 @@ pub struct FileReport {
     pub warnings: u64,
     /// Set when the file had been ingested before and nothing was done.
     pub already_ingested: bool,
-    /// Records skipped because an earlier, interrupted run had committed them.
+    /// Records skipped because an earlier run had committed them (it was interrupted, or the
+    /// file was appended to since).
     pub resumed_after: u64,
+    /// `notification_click` events without a send id, stored as unattributed clicks.
+    pub unattributed_clicks: u64,
 }
 
 /// Totals of a run.
@@ -257,38 +278,60 @@ async fn ingest_one(
                 .map_err(|source| Error::io(path, source))?,
         )
     };
-    let mut reader = Reader::start(open_source(path, stdin)?, options.batch_size, path)?;
-    let content_hash = match hashing {
+    let mut reader = Reader::start(
+        open_source(path, stdin, options.max_record_bytes)?,
+        options.batch_size,
+        path,
+    )?;
+    let (content_hash, size) = match hashing {
         Some(hashing) => {
-            Some(
+            let (hash, size) =
                 tokio::task::block_in_place(|| hashing.join()).map_err(|_| Error::Input {
                     path: path.to_path_buf(),
                     message: "the content hash thread panicked".into(),
-                })??,
-            )
+                })??;
+            (Some(hash), size)
         }
-        None => None,
+        None => (None, 0),
     };
     let mut records_done = 0u64;
-    if let Some(hash) = &content_hash
-        && let Some(done) = store.file_progress(hash).await?
-    {
-        reader.stop(path)?;
-        if done.complete {
-            file_report.already_ingested = true;
-            return Ok(file_report);
-        }
-        // An interrupted ingest of this file: read again, past what its commits hold.
-        file_report.resumed_after = done.records_done;
-        let mut source = open_source(path, stdin)?;
-        while done.records_done > records_done {
-            let wanted = (done.records_done - records_done).min(options.batch_size as u64) as usize;
-            match tokio::task::block_in_place(|| source.read_batch(wanted))? {
-                Some(parsed) => records_done += parsed.records,
-                None => break,
+    if let Some(hash) = &content_hash {
+        let skip = if let Some(done) = store.file_progress(hash).await? {
+            if done.complete {
+                reader.stop(path)?;
+                file_report.already_ingested = true;
+                return Ok(file_report);
             }
+            // An interrupted ingest of this file: read again, past what its commits hold.
+            Some(done.records_done)
+        } else {
+            // A file that grew since it was ingested (a log appended to): go on after the part
+            // already stored, which is recognised by its hash.
+            let prefix = appended_prefix(store, path, &display, size).await?;
+            if let Some((bytes, records)) = prefix
+                && !options.quiet
+            {
+                progress.suspend(|| {
+                    eprintln!(
+                        "{display}: grew since it was ingested ({bytes} bytes, {records} records stored); reading what was appended"
+                    )
+                });
+            }
+            prefix.map(|(_, records)| records)
+        };
+        if let Some(skip) = skip {
+            reader.stop(path)?;
+            file_report.resumed_after = skip;
+            let mut source = open_source(path, stdin, options.max_record_bytes)?;
+            while skip > records_done {
+                let wanted = (skip - records_done).min(options.batch_size as u64) as usize;
+                match tokio::task::block_in_place(|| source.read_batch(wanted))? {
+                    Some(parsed) => records_done += parsed.records,
+                    None => break,
+                }
+            }
+            reader = Reader::start(source, options.batch_size, path)?;
         }
-        reader = Reader::start(source, options.batch_size, path)?;
     }
     let mut warnings_shown = 0;
     let (mut reading, mut committing) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
@@ -315,12 +358,24 @@ async fn ingest_one(
         }
         file_report.rejected += parsed.rejects.len() as u64;
         for warning in &parsed.warnings {
+            if warning.unattributed_click {
+                // Said once per file, counted in the file's report.
+                if file_report.unattributed_clicks == 0 && !options.quiet {
+                    progress.suspend(|| eprintln!("warning: {display}: {}", warning.detail));
+                }
+                file_report.unattributed_clicks += 1;
+                continue;
+            }
             if warnings_shown < WARNINGS_SHOWN && !options.quiet {
                 progress.suspend(|| eprintln!("warning: {display}: {}", warning.detail));
                 warnings_shown += 1;
             }
         }
-        file_report.warnings += parsed.warnings.len() as u64;
+        file_report.warnings += parsed
+            .warnings
+            .iter()
+            .filter(|w| !w.unattributed_click)
+            .count() as u64;
         let committed = store
             .commit_batch(Batch {
                 events: parsed.events,
@@ -342,7 +397,9 @@ async fn ingest_one(
     }
     reader.stop(path)?;
     if let Some(hash) = &content_hash {
-        store.complete_file(hash, &display, records_done).await?;
+        store
+            .complete_file(hash, &display, records_done, size)
+            .await?;
     }
     tracing::debug!(
         file = ?path,
@@ -357,16 +414,17 @@ async fn ingest_one(
 }
 
 /// The reader of `path`, or of standard input (read as NDJSON) when `stdin`.
-fn open_source(path: &Path, stdin: bool) -> Result<Box<dyn Source>> {
+fn open_source(path: &Path, stdin: bool, max_record: usize) -> Result<Box<dyn Source>> {
     if stdin {
         return Ok(Box::new(ndjson::NdjsonSource::new(
             Box::new(std::io::stdin()),
             "stdin".into(),
+            max_record,
         )));
     }
     Ok(match Format::of(path)? {
-        Format::Ndjson => Box::new(ndjson::NdjsonSource::open(path)?),
-        Format::Csv => Box::new(csv::CsvSource::open(path)?),
+        Format::Ndjson => Box::new(ndjson::NdjsonSource::open(path, max_record)?),
+        Format::Csv => Box::new(csv::CsvSource::open(path, max_record)?),
         Format::Parquet => Box::new(parquet::ParquetSource::open(path)?),
     })
 }
@@ -425,10 +483,19 @@ impl Reader {
 }
 
 /// A 128-bit content hash of a file: re-ingesting the same bytes is recognised under any name.
-fn hash_file(path: &Path) -> Result<String> {
-    let mut file = std::fs::File::open(path).map_err(|source| Error::io(path, source))?;
+/// The content hash of a file and its length in bytes.
+fn hash_file(path: &Path) -> Result<(String, u64)> {
+    hash_prefix(path, u64::MAX)
+}
+
+/// The content hash of a file's first `limit` bytes (all of it if shorter), and how many
+/// bytes it covers.
+fn hash_prefix(path: &Path, limit: u64) -> Result<(String, u64)> {
+    let file = std::fs::File::open(path).map_err(|source| Error::io(path, source))?;
+    let mut file = file.take(limit);
     let mut hasher = xxhash_rust::xxh3::Xxh3::new();
     let mut buffer = vec![0u8; 1 << 20];
+    let mut size = 0u64;
     loop {
         let read = file
             .read(&mut buffer)
@@ -436,9 +503,42 @@ fn hash_file(path: &Path) -> Result<String> {
         if read == 0 {
             break;
         }
+        size += read as u64;
         hasher.update(&buffer[..read]);
     }
-    Ok(format!("{:032x}", hasher.digest128()))
+    Ok((format!("{:032x}", hasher.digest128()), size))
+}
+
+/// If `path` (of `size` bytes) begins with a file ingested wholly from the same path, that
+/// file's (bytes, records): the records to skip. The longest such prefix wins (a file appended
+/// to several times). Only text ending in a newline counts: a last line still being written
+/// when the file was ingested is not an appendable boundary.
+async fn appended_prefix(
+    store: &Store,
+    path: &Path,
+    display: &str,
+    size: u64,
+) -> Result<Option<(u64, u64)>> {
+    for (hash, bytes, records) in store.shorter_ingested(display, size).await? {
+        let matches = tokio::task::block_in_place(|| -> Result<bool> {
+            let (prefix, covered) = hash_prefix(path, bytes)?;
+            if prefix != hash || covered != bytes || bytes == 0 {
+                return Ok(false);
+            }
+            let mut file = std::fs::File::open(path).map_err(|source| Error::io(path, source))?;
+            use std::io::Seek;
+            file.seek(std::io::SeekFrom::Start(bytes - 1))
+                .map_err(|source| Error::io(path, source))?;
+            let mut last = [0u8; 1];
+            file.read_exact(&mut last)
+                .map_err(|source| Error::io(path, source))?;
+            Ok(last[0] == b'\n')
+        })?;
+        if matches {
+            return Ok(Some((bytes, records)));
+        }
+    }
+    Ok(None)
 }
 
 fn progress_bar(quiet: bool) -> indicatif::ProgressBar {

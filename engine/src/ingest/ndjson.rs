@@ -23,31 +23,47 @@ pub(crate) struct NdjsonSource {
     buffer: Vec<u8>,
     /// Bytes read past the last line of the last batch: the start of the next one.
     rest: Vec<u8>,
+    /// Lines the record limit cut: rejected by number.
+    cut: super::limit::CutLines,
+    max_record: usize,
 }
 
 /// Bytes asked of the input at a time.
 const BLOCK: usize = 1 << 20;
 
 impl NdjsonSource {
-    pub fn new(reader: Box<dyn Read + Send>, name: String) -> Self {
-        NdjsonSource::with_block(reader, name, BLOCK)
+    /// Reads `reader`; a line longer than `max_record` bytes is cut there and rejected.
+    pub fn new(reader: Box<dyn Read + Send>, name: String, max_record: usize) -> Self {
+        NdjsonSource::with_block(reader, name, BLOCK, max_record)
     }
 
-    fn with_block(reader: Box<dyn Read + Send>, name: String, block: usize) -> Self {
+    fn with_block(
+        reader: Box<dyn Read + Send>,
+        name: String,
+        block: usize,
+        max_record: usize,
+    ) -> Self {
+        let (reader, cut) = super::limit::LineCap::new(reader, max_record);
         NdjsonSource {
-            reader,
+            reader: Box::new(reader),
             block,
             name,
             line: 0,
             buffer: Vec::new(),
             rest: Vec::new(),
+            cut,
+            max_record,
         }
     }
 
     /// Opens a file, looking through gzip when the file starts with its magic bytes.
-    pub fn open(path: &Path) -> Result<Self> {
+    pub fn open(path: &Path, max_record: usize) -> Result<Self> {
         let reader = open_maybe_gzip(path)?;
-        Ok(NdjsonSource::new(reader, path.display().to_string()))
+        Ok(NdjsonSource::new(
+            reader,
+            path.display().to_string(),
+            max_record,
+        ))
     }
 }
 
@@ -108,11 +124,23 @@ impl Source for NdjsonSource {
         }
         let first_line = self.line + 1;
         self.line += spans.len() as u64;
+        let too_long: std::collections::HashMap<u64, u64> =
+            self.cut.take_before(self.line + 1).into_iter().collect();
         let buffer = &self.buffer;
         let name = &self.name;
+        let max_record = self.max_record;
         let mut parsed = super::validate_rows(spans.len(), |index| {
             let (start, end) = spans[index];
-            parse_line(&buffer[start..end], name, first_line + index as u64)
+            let line = first_line + index as u64;
+            if let Some(length) = too_long.get(&line) {
+                return Outcome::Reject(super::too_long(
+                    format!("{name}:{line}"),
+                    *length,
+                    max_record,
+                    &String::from_utf8_lossy(&buffer[start..end]),
+                ));
+            }
+            parse_line(&buffer[start..end], name, line)
         });
         parsed.records = spans.len() as u64;
         Ok(Some(parsed))
@@ -499,7 +527,7 @@ mod tests {
         );
         for block in [1, 3, 7, 64, 4096] {
             let input = std::io::Cursor::new(text.as_bytes().to_vec());
-            let mut source = NdjsonSource::with_block(Box::new(input), "t".into(), block);
+            let mut source = NdjsonSource::with_block(Box::new(input), "t".into(), block, 1 << 20);
             let (mut records, mut users, mut rejects) = (Vec::new(), Vec::new(), Vec::new());
             while let Some(parsed) = source.read_batch(2).unwrap() {
                 records.push(parsed.records);

@@ -58,6 +58,8 @@ fn crash_point_after_segments() {
 pub struct Store {
     pool: SqlitePool,
     data_dir: PathBuf,
+    /// This store's id (in `store_meta`): the prefix of its batch names.
+    id: Arc<str>,
     /// Event ids of the days batches touched, shared by the clones of this store.
     seen: Arc<Mutex<seen::SeenIds>>,
 }
@@ -131,7 +133,9 @@ impl Store {
         let options = SqliteConnectOptions::from_str(&url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
+            // FULL: a commit is on disk when it returns. With NORMAL a power loss could roll back
+            // a committed claim or `sent`, and the send would go out again.
+            .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(30))
             // 64 MiB of page cache: event-id lookups and state upserts stay in memory.
             .pragma("cache_size", "-65536")
@@ -148,9 +152,11 @@ impl Store {
             .connect_with(options)
             .await?;
         migrations::run(&pool).await?;
+        let id = store_id(&pool).await?;
         let store = Store {
             pool,
             data_dir,
+            id,
             seen: Arc::default(),
         };
         store.sweep_orphans().await?;
@@ -177,21 +183,51 @@ impl Store {
         }))
     }
 
-    /// Marks a file as wholly ingested.
-    pub async fn complete_file(&self, content_hash: &str, path: &str, records: u64) -> Result<()> {
+    /// Marks a file of `bytes` bytes as wholly ingested.
+    pub async fn complete_file(
+        &self,
+        content_hash: &str,
+        path: &str,
+        records: u64,
+        bytes: u64,
+    ) -> Result<()> {
         sqlx::query(
-            "INSERT INTO ingested_files (content_hash, path, records_done, complete, accepted, updated_ms)
-             VALUES ($1, $2, $3, 1, 0, $4)
+            "INSERT INTO ingested_files (content_hash, path, records_done, complete, accepted, updated_ms, bytes)
+             VALUES ($1, $2, $3, 1, 0, $4, $5)
              ON CONFLICT (content_hash) DO UPDATE SET complete = 1, records_done = excluded.records_done,
-                 path = excluded.path, updated_ms = excluded.updated_ms",
+                 path = excluded.path, updated_ms = excluded.updated_ms, bytes = excluded.bytes",
         )
         .bind(content_hash)
         .bind(path)
         .bind(records as i64)
         .bind(chrono::Utc::now().timestamp_millis())
+        .bind(bytes as i64)
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// Files wholly ingested from `path` that were shorter than `size` bytes, longest first:
+    /// (content hash, bytes, records), the candidates for a file that was appended to.
+    pub async fn shorter_ingested(&self, path: &str, size: u64) -> Result<Vec<(String, u64, u64)>> {
+        let rows = sqlx::query(
+            "SELECT content_hash, bytes, records_done FROM ingested_files
+             WHERE path = $1 AND complete = 1 AND bytes IS NOT NULL AND bytes < $2 ORDER BY bytes DESC LIMIT 8",
+        )
+        .bind(path)
+        .bind(size as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                (
+                    row.get(0),
+                    row.get::<i64, _>(1) as u64,
+                    row.get::<i64, _>(2) as u64,
+                )
+            })
+            .collect())
     }
 
     /// Commits one batch: drops events whose `event_id` is already stored, writes the rest as
@@ -258,7 +294,7 @@ impl Store {
         no_duplicates: bool,
     ) -> Result<(Vec<segments::Segment>, u64)> {
         let started = std::time::Instant::now();
-        let batch_name = segments::new_batch_name();
+        let batch_name = segments::new_batch_name(&self.id);
         let events_dir = segments::events_dir(&self.data_dir);
         // The segments are written on other threads while this one applies the state changes
         // in the transaction; both finish before the commit.
@@ -551,23 +587,39 @@ impl Store {
         outbox::claim(&self.pool, connector, worker, limit, now_ms, lease_ms).await
     }
 
-    /// Gives back claimed sends that never left.
-    pub async fn release_sends(&self, ids: &[i64], now_ms: i64) -> Result<()> {
-        outbox::release(&self.pool, ids, now_ms).await
+    /// Gives back `worker`'s claimed sends that never left.
+    pub async fn release_sends(&self, worker: &str, ids: &[i64], now_ms: i64) -> Result<()> {
+        outbox::release(&self.pool, worker, ids, now_ms).await
     }
 
-    /// Records send outcomes (and their credit effects) in one transaction.
+    /// Records `worker`'s send outcomes (and their credit effects) in one transaction.
     pub async fn record_sends(
         &self,
+        worker: &str,
         outcomes: &[(outbox::ClaimedSend, outbox::Outcome)],
         now_ms: i64,
-    ) -> Result<()> {
-        outbox::record(&self.pool, outcomes, now_ms).await
+    ) -> Result<outbox::Recorded> {
+        outbox::record(&self.pool, worker, outcomes, now_ms).await
     }
 
-    /// When the next planned send of a connector is due.
-    pub async fn next_due_send(&self, connector: &str) -> Result<Option<i64>> {
-        outbox::next_due(&self.pool, connector).await
+    /// Extends the lease of `worker`'s sends among `ids`.
+    pub async fn renew_sends(&self, worker: &str, ids: &[i64], until_ms: i64) -> Result<u64> {
+        outbox::renew(&self.pool, worker, ids, until_ms).await
+    }
+
+    /// Expires planned sends past their expiry; returns how many.
+    pub async fn expire_sends(&self, now_ms: i64) -> Result<u64> {
+        outbox::expire(&self.pool, now_ms).await
+    }
+
+    /// Puts a campaign's paused sends back to planned: (resumed, expired).
+    pub async fn resume_campaign(&self, campaign: &str, now_ms: i64) -> Result<(u64, u64)> {
+        outbox::resume(&self.pool, campaign, now_ms).await
+    }
+
+    /// When the next planned (unexpired) send of a connector is due.
+    pub async fn next_due_send(&self, connector: &str, now_ms: i64) -> Result<Option<i64>> {
+        outbox::next_due(&self.pool, connector, now_ms).await
     }
 
     /// Sends by state and failure reason.
@@ -589,12 +641,17 @@ impl Store {
         outbox::history(&self.pool, campaign, from_ms, to_ms).await
     }
 
-    /// Every sent send: (id, user, campaign, sent at), for the rules' `user.sent` and `clicked`.
+    /// Every send that went out or may still go out: `sent`, `unknown` (it may have reached
+    /// the user), `sending`, `planned` and `paused`, as (id, user, campaign, planned time), for
+    /// the rules' `user.sent` and `clicked`. Failed, expired, cancelled and holdout rows never
+    /// reached anyone and never will.
     pub async fn sent_sends(&self) -> Result<Vec<(i64, String, String, i64)>> {
-        let rows =
-            sqlx::query("SELECT id, user_id, campaign, send_at FROM sends WHERE state = 'sent'")
-                .fetch_all(&self.pool)
-                .await?;
+        let rows = sqlx::query(
+            "SELECT id, user_id, campaign, send_at FROM sends
+             WHERE state IN ('sent', 'unknown', 'sending', 'planned', 'paused')",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         Ok(rows
             .into_iter()
             .map(|row| (row.get(0), row.get(1), row.get(2), row.get(3)))
@@ -673,45 +730,130 @@ impl Store {
             .collect())
     }
 
-    /// Records a run of `campaign` at `scheduled_at` in `state`; false when it was recorded
-    /// already (by this or another process): the UNIQUE key makes a run happen once.
+    /// Records a run of `campaign` at `scheduled_at` in `state`, claimed by `owner` until
+    /// `lease_until`; false when it was recorded already (by this or another process): the
+    /// UNIQUE key makes a run happen once.
     pub async fn claim_run(
         &self,
         campaign: &str,
         scheduled_at: i64,
         now_ms: i64,
         state: &str,
+        owner: &str,
+        lease_until: i64,
     ) -> Result<bool> {
         let inserted = sqlx::query(
-            "INSERT INTO campaign_runs (campaign, scheduled_at, state, started_ms) VALUES ($1, $2, $3, $4)
+            "INSERT INTO campaign_runs (campaign, scheduled_at, state, started_ms, owner, lease_until, attempts)
+             VALUES ($1, $2, $3, $4, $5, $6, 1)
              ON CONFLICT (campaign, scheduled_at) DO NOTHING",
         )
         .bind(campaign)
         .bind(scheduled_at)
         .bind(state)
         .bind(now_ms)
+        .bind(owner)
+        .bind(lease_until)
         .execute(&self.pool)
         .await?
         .rows_affected();
         Ok(inserted == 1)
     }
 
-    /// Marks a claimed run finished.
+    /// Runs scheduled at or after `oldest_ms` to run again now: `running` ones whose claim ran
+    /// out (their process died) and `failed` ones whose backoff passed, with attempts left.
+    pub async fn runs_to_resume(&self, now_ms: i64, oldest_ms: i64) -> Result<Vec<(String, i64)>> {
+        let rows = sqlx::query(
+            "SELECT campaign, scheduled_at, state, attempts, COALESCE(finished_ms, started_ms), COALESCE(lease_until, 0)
+             FROM campaign_runs WHERE scheduled_at >= $1 AND state IN ('running', 'failed')",
+        )
+        .bind(oldest_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .filter(|row| {
+                let attempts: i64 = row.get(3);
+                match row.get::<&str, _>(2) {
+                    "running" => row.get::<i64, _>(5) < now_ms,
+                    _ => {
+                        let backoff = 60_000i64 << (attempts - 1).clamp(0, 10);
+                        attempts < crate::schedule::RUN_ATTEMPTS
+                            && row.get::<i64, _>(4) + backoff <= now_ms
+                    }
+                }
+            })
+            .map(|row| (row.get(0), row.get(1)))
+            .collect())
+    }
+
+    /// Takes over a run [`runs_to_resume`](Self::runs_to_resume) found, if it is still in the
+    /// state it was found in (one process wins).
+    pub async fn retake_run(
+        &self,
+        campaign: &str,
+        scheduled_at: i64,
+        now_ms: i64,
+        owner: &str,
+        lease_until: i64,
+    ) -> Result<bool> {
+        let taken = sqlx::query(
+            "UPDATE campaign_runs SET state = 'running', owner = $3, lease_until = $4, started_ms = $5,
+                 attempts = attempts + 1, finished_ms = NULL
+             WHERE campaign = $1 AND scheduled_at = $2
+               AND ((state = 'running' AND COALESCE(lease_until, 0) < $5) OR state = 'failed')",
+        )
+        .bind(campaign)
+        .bind(scheduled_at)
+        .bind(owner)
+        .bind(lease_until)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(taken == 1)
+    }
+
+    /// Extends `owner`'s claim on a running run.
+    pub async fn renew_run(
+        &self,
+        campaign: &str,
+        scheduled_at: i64,
+        owner: &str,
+        lease_until: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE campaign_runs SET lease_until = $4
+             WHERE campaign = $1 AND scheduled_at = $2 AND owner = $3 AND state = 'running'",
+        )
+        .bind(campaign)
+        .bind(scheduled_at)
+        .bind(owner)
+        .bind(lease_until)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Marks `owner`'s claimed run finished.
     pub async fn finish_run(
         &self,
         campaign: &str,
         scheduled_at: i64,
+        owner: &str,
         state: &str,
         planned: i64,
         note: &str,
+        finished_ms: i64,
     ) -> Result<()> {
-        sqlx::query("UPDATE campaign_runs SET state = $3, planned = $4, note = $5, finished_ms = $6 WHERE campaign = $1 AND scheduled_at = $2")
+        sqlx::query("UPDATE campaign_runs SET state = $3, planned = $4, note = $5, finished_ms = $6, lease_until = NULL
+                     WHERE campaign = $1 AND scheduled_at = $2 AND owner = $7 AND state = 'running'")
             .bind(campaign)
             .bind(scheduled_at)
             .bind(state)
             .bind(planned)
             .bind(note)
-            .bind(chrono::Utc::now().timestamp_millis())
+            .bind(finished_ms)
+            .bind(owner)
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -747,8 +889,9 @@ impl Store {
         state::user_profile(&self.pool, user_id).await
     }
 
-    /// Deletes segment files that no manifest row names. Runs under the write lock, so no other
-    /// process can be between writing its segments and committing them.
+    /// Deletes this store's staged segment files and moves aside day files that no manifest
+    /// row names. Runs under the write lock, so no other process of this store can be between
+    /// writing its segments and committing them.
     async fn sweep_orphans(&self) -> Result<()> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let known: std::collections::HashSet<String> = sqlx::query("SELECT path FROM segments")
@@ -757,16 +900,94 @@ impl Store {
             .into_iter()
             .map(|row| row.get(0))
             .collect();
-        let removed = segments::remove_unknown(&segments::events_dir(&self.data_dir), &known)?;
+        let swept = segments::sweep(&segments::events_dir(&self.data_dir), &known, &self.id)?;
         tx.commit().await?;
-        if removed > 0 {
+        if swept.staged_removed > 0 {
+            tracing::info!(
+                files = swept.staged_removed,
+                "removed staged segment files of an interrupted ingest"
+            );
+        }
+        if let Some(folder) = &swept.moved_to {
             tracing::warn!(
-                files = removed,
-                "removed segment files of an interrupted ingest"
+                "moved {} segment files that the database does not list to {}: an interrupted \
+                 ingest leaves one (its events are ingested again when the file is), but if the \
+                 database was restored from a backup or database_url points at another database, \
+                 they hold events it does not know: ingest them (`nudge ingest {}/*/*.parquet`) or \
+                 delete the folder",
+                swept.moved,
+                folder.display(),
+                folder.display()
+            );
+        }
+        if swept.foreign_staged > 0 {
+            tracing::warn!(
+                files = swept.foreign_staged,
+                "staged segment files of another store are in this data folder; left alone (two databases share events/?)"
             );
         }
         Ok(())
     }
+
+    /// This store's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The SQLite `synchronous` level of the store's connections: `full`, so a commit is on
+    /// disk when it returns.
+    pub async fn synchronous(&self) -> Result<String> {
+        let level: i64 = sqlx::query("PRAGMA synchronous")
+            .fetch_one(&self.pool)
+            .await?
+            .get(0);
+        Ok(match level {
+            0 => "off",
+            1 => "normal",
+            2 => "full",
+            3 => "extra",
+            _ => "unknown",
+        }
+        .to_string())
+    }
+
+    /// Copies the write-ahead log into the database file (before a file-level backup).
+    pub async fn checkpoint(&self) -> Result<()> {
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Closes the store's connections, waiting for them.
+    pub async fn close(self) {
+        self.pool.close().await;
+    }
+}
+
+/// The store's id, made on first open: 12 hex digits from the clock, the process and a counter.
+async fn store_id(pool: &SqlitePool) -> Result<Arc<str>> {
+    let made = format!(
+        "{:012x}",
+        xxhash_rust::xxh3::xxh3_64(
+            format!(
+                "{}:{}:{:?}",
+                chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default(),
+                std::process::id(),
+                std::thread::current().id()
+            )
+            .as_bytes()
+        ) & 0xffff_ffff_ffff
+    );
+    sqlx::query("INSERT INTO store_meta (key, value) VALUES ('store_id', $1) ON CONFLICT (key) DO NOTHING")
+        .bind(&made)
+        .execute(pool)
+        .await?;
+    let id: String = sqlx::query("SELECT value FROM store_meta WHERE key = 'store_id'")
+        .fetch_one(pool)
+        .await?
+        .get(0);
+    Ok(Arc::from(id))
 }
 
 /// Per UTC day, the (id hash, position in the batch) of a batch's events that carry an id.

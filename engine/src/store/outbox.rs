@@ -8,8 +8,11 @@
 //! ```
 //! `holdout` rows are never sent: they record when a held-out user would have been, so the
 //! campaign's lift can be measured against them.
-//! A claimed row is `sending`: the request may leave at any moment. A `sending` row whose lease
-//! expired belonged to a process that died; it becomes `unknown` and is never sent again.
+//! A claimed row is `sending`: the request may leave at any moment. A dispatcher claims only as
+//! many rows as it can start at once (its concurrency), so a process that dies loses at most
+//! those. A `sending` row whose lease expired belonged to a process that died; it becomes
+//! `unknown` and is never sent again. Every update of a `sending` row names the expected state
+//! and the claimer, so a process whose lease was taken over cannot overwrite the verdict.
 
 use std::collections::BTreeMap;
 
@@ -33,6 +36,17 @@ pub struct PlannedSend {
     pub priority: i64,
     /// The scheduled instant of the run that planned it, if a campaign run did.
     pub run_at_ms: Option<i64>,
+    /// The campaign's quiet hours in the user's zone, checked again at send time.
+    pub quiet: Option<Quiet>,
+}
+
+/// Local hours `[start, end)` in `zone` when a send may not land (a send due then is held to
+/// the end of the quiet stretch, or expires if that is past its expiry).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quiet {
+    pub start: u32,
+    pub end: u32,
+    pub zone: String,
 }
 
 /// One row of a plan for the outbox.
@@ -100,9 +114,25 @@ pub enum Outcome {
     PauseCampaign {
         reason: String,
     },
+    /// Not now (quiet hours at send time): planned again at `at_ms`, or expired if that is past
+    /// the send's expiry. Not an attempt.
+    Hold {
+        at_ms: i64,
+        reason: String,
+    },
+}
+
+/// What [`record`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Recorded {
+    /// Outcomes not recorded because the row was no longer this worker's `sending` row (its
+    /// lease ran out and another process marked it `unknown`).
+    pub lost_lease: u64,
 }
 
 const CHUNK: usize = 3_000;
+/// Bound values per inserted row.
+const COLUMNS: usize = 17;
 
 /// Inserts sends, ignoring those whose dedup key is already there. Returns how many were new.
 pub(super) async fn enqueue(pool: &SqlitePool, sends: &[NewSend], now_ms: i64) -> Result<Enqueued> {
@@ -155,14 +185,14 @@ pub(super) async fn enqueue(pool: &SqlitePool, sends: &[NewSend], now_ms: i64) -
         .iter()
         .filter(|n| n.cancel.is_empty() && !n.holdout)
         .collect();
-    for chunk in plain.chunks(CHUNK / 14) {
+    for chunk in plain.chunks(CHUNK / COLUMNS) {
         let added = insert_refs(&mut tx, chunk, now_ms).await?;
         done.added += added;
         done.duplicates += chunk.len() as u64 - added;
     }
     // Holdout records: a re-run finds them there already, which is not a duplicate send.
     let held: Vec<&NewSend> = sends.iter().filter(|n| n.holdout).collect();
-    for chunk in held.chunks(CHUNK / 14) {
+    for chunk in held.chunks(CHUNK / COLUMNS) {
         insert_refs(&mut tx, chunk, now_ms).await?;
     }
     tx.commit().await?;
@@ -188,7 +218,7 @@ async fn insert_refs(
         return Ok(0);
     }
     let mut query = QueryBuilder::<Sqlite>::new(
-        "INSERT INTO sends (dedup_key, campaign, user_id, template_id, connector, page, data, send_at, expires_at, state, next_attempt_at, updated_ms, priority, run_at) ",
+        "INSERT INTO sends (dedup_key, campaign, user_id, template_id, connector, page, data, send_at, expires_at, state, next_attempt_at, updated_ms, priority, run_at, quiet_start, quiet_end, tz) ",
     );
     query.push_values(sends, |mut row, new| {
         let send = &new.send;
@@ -205,7 +235,10 @@ async fn insert_refs(
             .push_bind(send.send_at_ms)
             .push_bind(now_ms)
             .push_bind(send.priority)
-            .push_bind(send.run_at_ms);
+            .push_bind(send.run_at_ms)
+            .push_bind(send.quiet.as_ref().map(|q| q.start as i64))
+            .push_bind(send.quiet.as_ref().map(|q| q.end as i64))
+            .push_bind(send.quiet.as_ref().map(|q| q.zone.as_str()));
     });
     query.push(" ON CONFLICT (dedup_key) DO NOTHING");
     Ok(query.build().execute(&mut **tx).await?.rows_affected())
@@ -223,16 +256,84 @@ pub(super) async fn recover(pool: &SqlitePool, now_ms: i64) -> Result<(u64, u64)
     .execute(&mut *tx)
     .await?
     .rows_affected();
-    let expired = sqlx::query(
+    let expired = expire_in(&mut tx, now_ms).await?;
+    tx.commit().await?;
+    Ok((unknown, expired))
+}
+
+/// Marks `planned` rows past their expiry as `expired`; the dispatcher sweeps while it runs,
+/// so a send that expires waiting is never left due forever. Returns how many.
+pub(super) async fn expire(pool: &SqlitePool, now_ms: i64) -> Result<u64> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let expired = expire_in(&mut tx, now_ms).await?;
+    tx.commit().await?;
+    Ok(expired)
+}
+
+async fn expire_in(tx: &mut sqlx::Transaction<'static, Sqlite>, now_ms: i64) -> Result<u64> {
+    Ok(sqlx::query(
         "UPDATE sends SET state = 'expired', failure = COALESCE(failure, 'not sent before its expiry'), updated_ms = $1
          WHERE state = 'planned' AND expires_at <= $1",
     )
+    .bind(now_ms)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected())
+}
+
+/// Extends the lease of `worker`'s `sending` rows among `ids` to `until_ms` (a paced send may
+/// wait longer than one lease). Returns how many were still this worker's.
+pub(super) async fn renew(
+    pool: &SqlitePool,
+    worker: &str,
+    ids: &[i64],
+    until_ms: i64,
+) -> Result<u64> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let mut query = QueryBuilder::<Sqlite>::new("UPDATE sends SET lease_until = ");
+    query
+        .push_bind(until_ms)
+        .push(" WHERE state = 'sending' AND claimed_by = ")
+        .push_bind(worker)
+        .push(" AND id IN (");
+    let mut list = query.separated(", ");
+    for id in ids {
+        list.push_bind(*id);
+    }
+    query.push(")");
+    let renewed = query.build().execute(&mut *tx).await?.rows_affected();
+    tx.commit().await?;
+    Ok(renewed)
+}
+
+/// Puts a campaign's `paused` sends back to `planned` (after a person fixed what paused it).
+/// Sends past their expiry are expired instead. Returns (resumed, expired).
+pub(super) async fn resume(pool: &SqlitePool, campaign: &str, now_ms: i64) -> Result<(u64, u64)> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let expired = sqlx::query(
+        "UPDATE sends SET state = 'expired', failure = 'expired while paused', updated_ms = $2
+         WHERE campaign = $1 AND state = 'paused' AND expires_at <= $2",
+    )
+    .bind(campaign)
+    .bind(now_ms)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    let resumed = sqlx::query(
+        "UPDATE sends SET state = 'planned', failure = NULL, updated_ms = $2,
+             next_attempt_at = CASE WHEN next_attempt_at > $2 THEN next_attempt_at ELSE $2 END
+         WHERE campaign = $1 AND state = 'paused'",
+    )
+    .bind(campaign)
     .bind(now_ms)
     .execute(&mut *tx)
     .await?
     .rows_affected();
     tx.commit().await?;
-    Ok((unknown, expired))
+    Ok((resumed, expired))
 }
 
 /// Claims up to `limit` due sends of `connector` for `worker` with a lease.
@@ -249,7 +350,8 @@ pub(super) async fn claim(
         "UPDATE sends SET state = 'sending', lease_until = $1, claimed_by = $2, attempts = attempts + 1, updated_ms = $3
          WHERE id IN (SELECT id FROM sends WHERE state = 'planned' AND connector = $4 AND next_attempt_at <= $3
                       AND expires_at > $3 ORDER BY next_attempt_at LIMIT $5)
-         RETURNING id, dedup_key, campaign, user_id, template_id, connector, page, data, send_at, expires_at, attempts, priority, run_at",
+         RETURNING id, dedup_key, campaign, user_id, template_id, connector, page, data, send_at, expires_at, attempts, priority, run_at,
+                   quiet_start, quiet_end, tz",
     )
     .bind(now_ms + lease_ms)
     .bind(worker)
@@ -276,18 +378,36 @@ pub(super) async fn claim(
                 expires_at_ms: row.get(9),
                 priority: row.get(11),
                 run_at_ms: row.get(12),
+                quiet: match (
+                    row.get::<Option<i64>, _>(13),
+                    row.get::<Option<i64>, _>(14),
+                    row.get::<Option<String>, _>(15),
+                ) {
+                    (Some(start), Some(end), Some(zone)) => Some(Quiet {
+                        start: start as u32,
+                        end: end as u32,
+                        zone,
+                    }),
+                    _ => None,
+                },
             },
         })
         .collect())
 }
 
 /// Gives back claimed sends that never left (graceful shutdown).
-pub(super) async fn release(pool: &SqlitePool, ids: &[i64], now_ms: i64) -> Result<()> {
+pub(super) async fn release(
+    pool: &SqlitePool,
+    worker: &str,
+    ids: &[i64],
+    now_ms: i64,
+) -> Result<()> {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     for id in ids {
-        sqlx::query("UPDATE sends SET state = 'planned', attempts = attempts - 1, lease_until = NULL, updated_ms = $2 WHERE id = $1 AND state = 'sending'")
+        sqlx::query("UPDATE sends SET state = 'planned', attempts = attempts - 1, lease_until = NULL, updated_ms = $2 WHERE id = $1 AND state = 'sending' AND claimed_by = $3")
             .bind(id)
             .bind(now_ms)
+            .bind(worker)
             .execute(&mut *tx)
             .await?;
     }
@@ -296,23 +416,32 @@ pub(super) async fn release(pool: &SqlitePool, ids: &[i64], now_ms: i64) -> Resu
 }
 
 /// Records outcomes in one transaction: sent sends consume one credit (never below zero), a
-/// refused credit is zeroed, a misconfigured campaign is paused.
+/// refused credit is zeroed, a misconfigured campaign is paused. Each row is updated only if it
+/// is still `sending` under `worker`'s claim.
 pub(super) async fn record(
     pool: &SqlitePool,
+    worker: &str,
     outcomes: &[(ClaimedSend, Outcome)],
     now_ms: i64,
-) -> Result<()> {
+) -> Result<Recorded> {
+    let mut done = Recorded::default();
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     for (claimed, outcome) in outcomes {
         let send = &claimed.send;
-        match outcome {
+        let matched = match outcome {
             Outcome::Sent { provider_id } => {
-                sqlx::query("UPDATE sends SET state = 'sent', provider_id = $2, lease_until = NULL, updated_ms = $3 WHERE id = $1")
-                    .bind(claimed.id)
-                    .bind(provider_id.as_deref())
-                    .bind(now_ms)
-                    .execute(&mut *tx)
-                    .await?;
+                let matched = sqlx::query(
+                    "UPDATE sends SET state = 'sent', provider_id = $2, lease_until = NULL, updated_ms = $3
+                     WHERE id = $1 AND state = 'sending' AND claimed_by = $4",
+                )
+                .bind(claimed.id)
+                .bind(provider_id.as_deref())
+                .bind(now_ms)
+                .bind(worker)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                // The provider took the message: its credit is gone whoever records it.
                 let consumed = sqlx::query(
                     "UPDATE credits SET balance = balance - 1, updated_ts = $3 WHERE user_id = $1 AND template_id = $2 AND balance > 0",
                 )
@@ -333,35 +462,32 @@ pub(super) async fn record(
                     )
                     .await?;
                 }
+                matched
             }
             Outcome::Retry {
                 at_ms,
                 reason,
                 count_attempt,
             } => {
-                let state = if *at_ms >= send.expires_at_ms {
-                    "expired"
-                } else {
-                    "planned"
-                };
-                sqlx::query(
-                    "UPDATE sends SET state = $2, next_attempt_at = $3, failure = $4, lease_until = NULL,
-                         attempts = attempts - $5, updated_ms = $6 WHERE id = $1",
+                again(
+                    &mut tx,
+                    worker,
+                    claimed,
+                    *at_ms,
+                    reason,
+                    *count_attempt,
+                    now_ms,
                 )
-                .bind(claimed.id)
-                .bind(state)
-                .bind(at_ms)
-                .bind(reason)
-                .bind(i64::from(!count_attempt))
-                .bind(now_ms)
-                .execute(&mut *tx)
-                .await?;
+                .await?
+            }
+            Outcome::Hold { at_ms, reason } => {
+                again(&mut tx, worker, claimed, *at_ms, reason, false, now_ms).await?
             }
             Outcome::Failed {
                 reason,
                 zero_credit,
             } => {
-                set_final(&mut tx, claimed.id, "failed", reason, now_ms).await?;
+                let matched = set_final(&mut tx, worker, claimed.id, "failed", reason, now_ms).await?;
                 if *zero_credit {
                     let zeroed = sqlx::query(
                         "UPDATE credits SET balance = 0, updated_ts = $3 WHERE user_id = $1 AND template_id = $2 AND balance > 0",
@@ -376,40 +502,81 @@ pub(super) async fn record(
                         ledger(&mut tx, send, "reset", 0, now_ms, "wechat:43101").await?;
                     }
                 }
+                matched
             }
             Outcome::Unknown { reason } => {
-                set_final(&mut tx, claimed.id, "unknown", reason, now_ms).await?
+                set_final(&mut tx, worker, claimed.id, "unknown", reason, now_ms).await?
             }
             Outcome::PauseCampaign { reason } => {
-                set_final(&mut tx, claimed.id, "failed", reason, now_ms).await?;
+                let matched = set_final(&mut tx, worker, claimed.id, "failed", reason, now_ms).await?;
                 sqlx::query("UPDATE sends SET state = 'paused', failure = $2, updated_ms = $3 WHERE campaign = $1 AND state = 'planned'")
                     .bind(&send.campaign)
-                    .bind(format!("campaign paused: {reason}"))
+                    .bind(format!("campaign paused: {reason} (fix it, then `nudge campaign resume {}`)", send.campaign))
                     .bind(now_ms)
                     .execute(&mut *tx)
                     .await?;
+                matched
             }
+        };
+        if matched == 0 {
+            done.lost_lease += 1;
         }
     }
     tx.commit().await?;
-    Ok(())
+    Ok(done)
+}
+
+/// Back to `planned` at `at_ms`, or `expired` when that is past the send's expiry.
+async fn again(
+    tx: &mut sqlx::Transaction<'static, Sqlite>,
+    worker: &str,
+    claimed: &ClaimedSend,
+    at_ms: i64,
+    reason: &str,
+    count_attempt: bool,
+    now_ms: i64,
+) -> Result<u64> {
+    let state = if at_ms >= claimed.send.expires_at_ms {
+        "expired"
+    } else {
+        "planned"
+    };
+    Ok(sqlx::query(
+        "UPDATE sends SET state = $2, next_attempt_at = $3, failure = $4, lease_until = NULL,
+             attempts = attempts - $5, updated_ms = $6 WHERE id = $1 AND state = 'sending' AND claimed_by = $7",
+    )
+    .bind(claimed.id)
+    .bind(state)
+    .bind(at_ms)
+    .bind(reason)
+    .bind(i64::from(!count_attempt))
+    .bind(now_ms)
+    .bind(worker)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected())
 }
 
 async fn set_final(
     tx: &mut sqlx::Transaction<'static, Sqlite>,
+    worker: &str,
     id: i64,
     state: &str,
     reason: &str,
     now_ms: i64,
-) -> Result<()> {
-    sqlx::query("UPDATE sends SET state = $2, failure = $3, lease_until = NULL, updated_ms = $4 WHERE id = $1")
-        .bind(id)
-        .bind(state)
-        .bind(reason)
-        .bind(now_ms)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
+) -> Result<u64> {
+    Ok(sqlx::query(
+        "UPDATE sends SET state = $2, failure = $3, lease_until = NULL, updated_ms = $4
+         WHERE id = $1 AND state = 'sending' AND claimed_by = $5",
+    )
+    .bind(id)
+    .bind(state)
+    .bind(reason)
+    .bind(now_ms)
+    .bind(worker)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected())
 }
 
 async fn ledger(
@@ -435,12 +602,14 @@ async fn ledger(
     Ok(())
 }
 
-/// When the next planned send of `connector` is due, if any.
-pub(super) async fn next_due(pool: &SqlitePool, connector: &str) -> Result<Option<i64>> {
+/// When the next planned send of `connector` is due, if any (sends already past their expiry
+/// are not due: the next sweep expires them).
+pub(super) async fn next_due(pool: &SqlitePool, connector: &str, now_ms: i64) -> Result<Option<i64>> {
     Ok(sqlx::query(
-        "SELECT MIN(next_attempt_at) FROM sends WHERE state = 'planned' AND connector = $1",
+        "SELECT MIN(next_attempt_at) FROM sends WHERE state = 'planned' AND connector = $1 AND expires_at > $2",
     )
     .bind(connector)
+    .bind(now_ms)
     .fetch_one(pool)
     .await?
     .get(0))

@@ -66,12 +66,13 @@ pub(crate) fn read_id_hashes(path: &Path) -> Result<Vec<u64>> {
     Ok(ids.iter().flatten().map(super::seen::id_hash).collect())
 }
 
-/// A name unique to this batch, sortable by creation time.
-pub(crate) fn new_batch_name() -> String {
+/// A name unique to this batch, starting with the store's id (so a sweep can tell this store's
+/// staged files from another's), then sortable by creation time.
+pub(crate) fn new_batch_name(store_id: &str) -> String {
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let count = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     format!(
-        "{:013x}-{:08x}-{count:06x}",
+        "{store_id}.{:013x}-{:08x}-{count:06x}",
         chrono::Utc::now().timestamp_millis(),
         std::process::id()
     )
@@ -391,27 +392,69 @@ pub(crate) fn remove(events_dir: &Path, segments: &[Segment]) {
     }
 }
 
-/// Deletes staged files and day files the manifest does not name. Returns how many.
-pub(crate) fn remove_unknown(events_dir: &Path, known: &HashSet<String>) -> Result<usize> {
-    let mut removed = 0;
+/// Where segment files the database does not know are moved, one folder per sweep.
+pub const ORPHANED: &str = "_orphaned";
+
+/// What [`sweep`] did.
+#[derive(Debug, Default)]
+pub(crate) struct Swept {
+    /// This store's staged files of batches that never committed: deleted.
+    pub staged_removed: usize,
+    /// Day files no manifest row names: moved aside (not deleted) into `moved_to`.
+    pub moved: usize,
+    pub moved_to: Option<PathBuf>,
+    /// Staged files of another store sharing the folder: left alone.
+    pub foreign_staged: usize,
+}
+
+/// Deletes this store's (`store_id`) staged files: under the write lock no batch of this store
+/// is between staging and commit, so they are provably uncommitted. Day files the manifest
+/// does not name are moved to `_orphaned/<now>/`, never deleted: they may be a crash's
+/// leftovers, but also the newer segments of a database restored from a backup, or of another
+/// database pointed at this folder.
+pub(crate) fn sweep(events_dir: &Path, known: &HashSet<String>, store_id: &str) -> Result<Swept> {
+    let mut swept = Swept::default();
     let Ok(entries) = std::fs::read_dir(events_dir) else {
-        return Ok(0);
+        return Ok(swept);
     };
+    let ours = format!("{store_id}.");
     for folder in entries.flatten() {
         let folder_name = folder.file_name().to_string_lossy().to_string();
+        if folder_name == ORPHANED || !folder.path().is_dir() {
+            continue;
+        }
         let Ok(files) = std::fs::read_dir(folder.path()) else {
             continue;
         };
         for file in files.flatten() {
-            let relative = format!("{folder_name}/{}", file.file_name().to_string_lossy());
-            if folder_name == STAGING || !known.contains(&relative) {
-                std::fs::remove_file(file.path())
-                    .map_err(|source| Error::io(file.path(), source))?;
-                removed += 1;
+            let name = file.file_name().to_string_lossy().to_string();
+            let relative = format!("{folder_name}/{name}");
+            if folder_name == STAGING {
+                if name.starts_with(&ours) {
+                    std::fs::remove_file(file.path())
+                        .map_err(|source| Error::io(file.path(), source))?;
+                    swept.staged_removed += 1;
+                } else {
+                    swept.foreign_staged += 1;
+                }
+            } else if !known.contains(&relative) {
+                let target_dir = swept.moved_to.get_or_insert_with(|| {
+                    events_dir.join(ORPHANED).join(
+                        chrono::Utc::now()
+                            .format("%Y%m%dT%H%M%S%.3fZ")
+                            .to_string(),
+                    )
+                });
+                let target = target_dir.join(&folder_name);
+                std::fs::create_dir_all(&target).map_err(|source| Error::io(&target, source))?;
+                let target = target.join(&name);
+                std::fs::rename(file.path(), &target)
+                    .map_err(|source| Error::io(&target, source))?;
+                swept.moved += 1;
             }
         }
     }
-    Ok(removed)
+    Ok(swept)
 }
 
 /// A lazy scan over committed segment files (crate-internal: polars does not leave the crate).

@@ -176,7 +176,7 @@ async fn frequency_caps_across_two_campaigns_let_the_higher_priority_win() {
     let gone = claimed[0].send.user_id.clone();
     let outcome = Outcome::Sent { provider_id: None };
     test.store
-        .record_sends(&[(claimed[0].clone(), outcome)], now.timestamp_millis())
+        .record_sends("test", &[(claimed[0].clone(), outcome)], now.timestamp_millis())
         .await
         .unwrap();
 
@@ -362,7 +362,7 @@ async fn lift_compares_goal_events_of_sent_and_held_out_users_within_the_window(
         .map(|c| (c, Outcome::Sent { provider_id: None }))
         .collect();
     test.store
-        .record_sends(&outcomes, now.timestamp_millis())
+        .record_sends("test", &outcomes, now.timestamp_millis())
         .await
         .unwrap();
     // Every sent user buys within the hour; one held-out user buys too, another only after
@@ -398,4 +398,30 @@ async fn lift_compares_goal_events_of_sent_and_held_out_users_within_the_window(
     assert_eq!((run.held_out, run.held_out_converted), (report.holdout, 1));
     let expected = 100.0 * (1.0 - 1.0 / report.holdout as f64);
     assert!((run.lift_points() - expected).abs() < 1e-9);
+}
+
+// See: #18 (17). A campaign value the engine cannot honour, or a rule outside the campaigns
+// folder, is an error naming the file and the key.
+#[test]
+fn campaign_values_out_of_range_and_rules_outside_the_folder_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let load = |extra: &str| {
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, format!("name = \"c\"\ntemplate = \"t\"\n{extra}\n")).unwrap();
+        Campaign::load(&path).map_err(|e| e.to_string())
+    };
+    for (extra, key) in [
+        ("rule = \"/etc/passwd\"", "must be a path inside the campaigns folder"),
+        ("rule = \"../secret.rhai\"", "must be a path inside the campaigns folder"),
+        ("rule = \"r.rhai\"\n[delivery]\nttl_hours = 9223372036854775", "delivery.ttl_hours"),
+        ("rule = \"r.rhai\"\n[delivery]\nhorizon_hours = 100000000", "delivery.horizon_hours"),
+        ("rule = \"r.rhai\"\n[delivery]\nrate_per_s = 1e-12", "delivery.rate_per_s"),
+        ("rule = \"r.rhai\"\n[delivery]\nrate_per_s = 1e12", "delivery.rate_per_s"),
+        ("rule = \"r.rhai\"\n[delivery]\nmin_interval_hours = -1", "delivery.min_interval_hours"),
+    ] {
+        let error = load(extra).expect_err(extra);
+        assert!(error.contains(key) && error.contains("c.toml"), "{extra}: {error}");
+    }
+    let fine = load("rule = \"rules/r.rhai\"").unwrap();
+    assert_eq!(fine.rule, dir.path().join("rules/r.rhai"));
 }

@@ -590,6 +590,7 @@ async fn rules_see_sends_from_the_outbox_and_their_clicks() {
         expires_at_ms: t + 3_600_000,
         priority: 0,
         run_at_ms: None,
+        quiet: None,
     };
     test.store
         .enqueue_sends(&[planned("u1"), planned("u2")], t)
@@ -662,4 +663,329 @@ async fn rules_see_sends_from_the_outbox_and_their_clicks() {
         ["u2"],
         "u1 was sent and clicked; u2 was sent and did not click"
     );
+}
+
+// See: #18 (3). On the day clocks go back a cron time happened twice (two runs, two sends per
+// user); on the day they go forward it was silently skipped.
+#[test]
+fn a_cron_time_the_clocks_pass_twice_runs_once_and_one_they_skip_runs_after_the_gap() {
+    let back = ScheduleConfig {
+        cron: Some("0 30 1 * * *".into()),
+        tz: Some("America/New_York".into()),
+        at: None,
+    };
+    // 2026-11-01: 01:30 happens at 05:30Z (EDT) and again at 06:30Z (EST).
+    let runs = back.instants(
+        chrono_tz::UTC,
+        at("2026-10-31T12:00:00Z"),
+        at("2026-11-02T12:00:00Z"),
+    );
+    assert_eq!(
+        runs,
+        [at("2026-11-01T05:30:00Z"), at("2026-11-02T06:30:00Z")]
+    );
+    let forward = ScheduleConfig {
+        cron: Some("0 30 2 * * *".into()),
+        tz: Some("America/New_York".into()),
+        at: None,
+    };
+    // 2027-03-14: 02:00 EST jumps to 03:00 EDT, so 02:30 runs at 03:00 EDT (07:00Z), noted.
+    let runs = forward.instants_noted(
+        chrono_tz::UTC,
+        at("2027-03-13T12:00:00Z"),
+        at("2027-03-15T12:00:00Z"),
+    );
+    let instants: Vec<_> = runs.iter().map(|(at, _)| *at).collect();
+    assert_eq!(
+        instants,
+        [at("2027-03-14T07:00:00Z"), at("2027-03-15T06:30:00Z")]
+    );
+    assert!(
+        runs[0]
+            .1
+            .as_deref()
+            .is_some_and(|note| note.contains("does not exist") && note.contains("03:00")),
+        "{runs:?}"
+    );
+    assert_eq!(runs[1].1, None);
+    // Every half hour across the gap: 02:00 and 02:30 both land on 03:00, which runs once.
+    let half_hourly = ScheduleConfig {
+        cron: Some("0 0,30 * * * *".into()),
+        tz: Some("America/New_York".into()),
+        at: None,
+    };
+    let runs = half_hourly.instants(
+        chrono_tz::UTC,
+        at("2027-03-14T06:15:00Z"),
+        at("2027-03-14T07:45:00Z"),
+    );
+    assert_eq!(
+        runs,
+        [
+            at("2027-03-14T06:30:00Z"),
+            at("2027-03-14T07:00:00Z"),
+            at("2027-03-14T07:30:00Z")
+        ]
+    );
+}
+
+// See: #18 (4). A manual run took the current nanosecond as its identity: a second manual run
+// planned every send again.
+#[test]
+fn a_manual_run_takes_the_identity_of_the_current_period() {
+    let mut daily = campaign(immediate());
+    daily.schedule = Some(ScheduleConfig {
+        cron: Some("0 0 10 * * *".into()),
+        tz: Some("UTC".into()),
+        at: None,
+    });
+    let zone = chrono_tz::Asia::Shanghai;
+    assert_eq!(
+        daily.manual_run_at(at("2026-11-02T12:34:56.789Z"), zone),
+        at("2026-11-02T10:00:00Z")
+    );
+    assert_eq!(
+        daily.manual_run_at(at("2026-11-02T09:59:59Z"), zone),
+        at("2026-11-01T10:00:00Z")
+    );
+    // No schedule: the day, in the default zone (00:00 in Shanghai is 16:00Z the day before).
+    let manual = campaign(immediate());
+    assert_eq!(
+        manual.manual_run_at(at("2026-11-02T12:34:56Z"), zone),
+        at("2026-11-01T16:00:00Z")
+    );
+    assert_eq!(
+        manual.manual_run_at(at("2026-11-02T15:59:59Z"), zone),
+        manual.manual_run_at(at("2026-11-02T12:00:00Z"), zone)
+    );
+}
+
+// See: #18 (4), through the binary: `campaign run NAME` twice without --now plans once.
+#[test]
+fn running_a_campaign_by_hand_twice_plans_its_sends_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("campaigns")).unwrap();
+    std::fs::write(
+        root.join("nudge.toml"),
+        "data_dir = 'data'\ncampaigns_dir = 'campaigns'\n",
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("campaigns/all.rhai"),
+        "fn target(user) { true }\nfn message(user) { #{ thing1: \"hi\" } }",
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("campaigns/hand.toml"),
+        "name = 'hand'\nrule = 'all.rhai'\ntemplate = 'tmpl'\n\
+         [delivery]\nmode = 'immediate'\nrequires_credit = false\n",
+    )
+    .unwrap();
+    let events = ["u1", "u2"].map(|u| line(u, "app_open", 1_793_491_200_000, ""));
+    std::fs::write(root.join("events.ndjson"), events.join("\n")).unwrap();
+    let nudge = |args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_nudge"))
+            .current_dir(root)
+            .args(["--config", "nudge.toml", "--quiet"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).to_string()
+    };
+    nudge(&["ingest", "events.ndjson"]);
+    let first = nudge(&["campaign", "run", "hand"]);
+    let second = nudge(&["campaign", "run", "hand"]);
+    assert!(first.contains("run identity"), "{first}");
+    let status = nudge(&["sends", "status"]);
+    let total: u64 = status
+        .lines()
+        .filter_map(|row| {
+            let mut words = row.split_whitespace();
+            words.next()?;
+            words.next()?.parse::<u64>().ok()
+        })
+        .sum();
+    assert_eq!(total, 2, "two users, one send each:\n{status}\n{second}");
+}
+
+// See: #18 (5). `user.sent` counted only `sent` sends: a rule avoiding repeats did not see the
+// send planned (or lost in `unknown`) for the same user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_sent_counts_sends_that_may_still_go_out() {
+    let test = TestStore::new().await;
+    let t = 1_793_491_200_000;
+    test.ingest(&[&test.file(
+        "e.ndjson",
+        ["u1", "u2", "u3"]
+            .map(|u| line(u, "app_open", t - 3_600_000, ""))
+            .join("\n"),
+    )])
+    .await;
+    let send = |user: &str, send_at_ms: i64| nudge_engine::store::outbox::PlannedSend {
+        dedup_key: format!("c:{user}"),
+        campaign: "c".into(),
+        user_id: user.into(),
+        template_id: "t".into(),
+        connector: "dry-run".into(),
+        page: None,
+        data: BTreeMap::new(),
+        send_at_ms,
+        expires_at_ms: send_at_ms + 3_600_000,
+        priority: 0,
+        run_at_ms: None,
+        quiet: None,
+    };
+    // u1: planned for later; u2: claimed and lost in `unknown`; u3: nothing.
+    test.store
+        .enqueue_sends(&[send("u1", t + 7_200_000), send("u2", t - 60_000)], t)
+        .await
+        .unwrap();
+    let claimed = test
+        .store
+        .claim_sends("dry-run", "w", 10, t, 1)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    test.store.recover_sends(t + 1_000).await.unwrap();
+    let rule = nudge_rules::Rule::compile(
+        "r.rhai",
+        "fn target(user) { user.sent(\"c\", 7) == 0 }",
+        Default::default(),
+    )
+    .unwrap();
+    let facts = nudge_engine::features::user_facts(
+        &test.store,
+        rule.needs(),
+        DateTime::from_timestamp_millis(t).unwrap(),
+        "Asia/Shanghai",
+        nudge_engine::features::Audience::Everyone,
+    )
+    .await
+    .unwrap();
+    let (decisions, _) = nudge_rules::evaluate_all(&rule, &facts, t).unwrap();
+    let targeted: Vec<&str> = facts
+        .iter()
+        .zip(&decisions)
+        .filter(|(_, d)| matches!(d, Decision::Target(_)))
+        .map(|(f, _)| f.id.as_str())
+        .collect();
+    assert_eq!(targeted, ["u3"]);
+}
+
+// See: #18 (8). A page the connector would refuse is that user's skip at plan time.
+#[test]
+fn a_page_with_a_space_is_a_skip_for_that_user() {
+    let facts = user(1);
+    let decision = Decision::Target(Message {
+        fields: BTreeMap::from([("thing1".to_string(), "hi".to_string())]),
+        page: Some("pages/item/index?id=red shoe".into()),
+        priority: None,
+    });
+    let planned = plan(
+        immediate(),
+        &facts,
+        &decision,
+        History::default(),
+        None,
+        "2026-11-02T12:00:00+08:00",
+    );
+    assert_eq!(skip_reason(planned), "invalid page");
+}
+
+// See: #18 (12). A run whose process died in `running` never ran; a failed run was never
+// retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_left_running_by_a_dead_process_or_failed_is_run_again() {
+    let test = TestStore::new().await;
+    test.ingest(&[&test.file("e.ndjson", line("u1", "app_open", 1_793_491_200_000, ""))])
+        .await;
+    let rule = test.dir.path().join("later.rhai");
+    let mut hourly = campaign(immediate());
+    hourly.rule = rule.clone();
+    hourly.delivery.requires_credit = false;
+    hourly.schedule = Some(ScheduleConfig {
+        cron: Some("0 0 * * * *".into()),
+        tz: None,
+        at: None,
+    });
+    let config = nudge_engine::config::Config {
+        data_dir: test.store.data_dir().to_path_buf(),
+        ..Default::default()
+    };
+    let campaigns = [hourly];
+    let grace = chrono::Duration::minutes(30);
+    // The rule file is missing: the 12:00 run fails.
+    let records = tick(
+        &test.store,
+        &config,
+        &campaigns,
+        at("2026-11-02T11:59:00Z"),
+        at("2026-11-02T12:00:05Z"),
+        grace,
+    )
+    .await
+    .unwrap();
+    assert!(
+        matches!(records.as_slice(), [RunRecord::Failed { .. }]),
+        "{records:?}"
+    );
+    std::fs::write(&rule, "fn target(user) { true }\nfn message(user) { #{ thing1: \"hi\" } }")
+        .unwrap();
+    // Within its first backoff (a minute) it waits; after it, it runs again.
+    let waiting = tick(
+        &test.store,
+        &config,
+        &campaigns,
+        at("2026-11-02T12:00:05Z"),
+        at("2026-11-02T12:00:30Z"),
+        grace,
+    )
+    .await
+    .unwrap();
+    assert!(waiting.is_empty(), "{waiting:?}");
+    let retried = tick(
+        &test.store,
+        &config,
+        &campaigns,
+        at("2026-11-02T12:00:30Z"),
+        at("2026-11-02T12:01:10Z"),
+        grace,
+    )
+    .await
+    .unwrap();
+    assert!(
+        matches!(retried.as_slice(), [RunRecord::Ran { planned: 1, .. }]),
+        "{retried:?}"
+    );
+    // A process claimed 13:00 and died: once its claim runs out, another takes the run over.
+    let one = at("2026-11-02T13:00:00Z").timestamp_millis();
+    assert!(
+        test.store
+            .claim_run("cart", one, one, "running", "dead", one + 1_000)
+            .await
+            .unwrap()
+    );
+    let taken = tick(
+        &test.store,
+        &config,
+        &campaigns,
+        at("2026-11-02T13:00:01Z"),
+        at("2026-11-02T13:00:30Z"),
+        grace,
+    )
+    .await
+    .unwrap();
+    assert!(
+        matches!(taken.as_slice(), [RunRecord::Ran { .. }]),
+        "{taken:?}"
+    );
+    let runs = test.store.campaign_runs("cart").await.unwrap();
+    let states: Vec<&str> = runs.iter().map(|r| r.1.as_str()).collect();
+    assert_eq!(states, ["done", "done"]);
 }

@@ -441,10 +441,17 @@ async fn a_crash_between_segment_write_and_commit_loses_and_duplicates_nothing()
     let store = Store::open(&config).await.unwrap();
     let stats = stats::collect(&store).await.unwrap();
     assert_eq!(stats.events, 200, "two committed batches, not the third");
+    let live = walk(&data_dir.join("events"))
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .filter(|p| !p.to_string_lossy().contains("_orphaned"))
+        .count();
+    assert_eq!(live, stats.segments as usize, "orphans leave the day folders");
+    // See: #18. Moved aside, never deleted: the database may be the one that is behind.
     assert_eq!(
-        count_files(&data_dir.join("events")),
-        stats.segments as usize,
-        "orphans are swept on open"
+        count_files(&data_dir.join("events").join("_orphaned")),
+        orphan_files - stats.segments as usize,
+        "the crash's leftovers are kept aside"
     );
     drop(store);
 

@@ -5,6 +5,7 @@ mod campaign;
 mod dispatch;
 mod facts;
 mod ingest;
+mod reliability;
 mod serve;
 mod support;
 mod synth;

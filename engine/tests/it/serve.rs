@@ -119,3 +119,38 @@ fn two_serve_processes_run_each_cron_instant_once() {
         "{total} delivered of {planned}"
     );
 }
+
+// See: #18 (9). `serve` stopped only on Ctrl-C: under systemd or Kubernetes (SIGTERM) its
+// claimed sends were left to become `unknown`.
+#[test]
+fn serve_stops_gracefully_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("campaigns")).unwrap();
+    std::fs::write(
+        root.join("nudge.toml"),
+        "data_dir = 'data'\ncampaigns_dir = 'campaigns'\n",
+    )
+    .unwrap();
+    let child = nudge(&root.join("nudge.toml"))
+        .current_dir(root)
+        .args(["serve", "--lookback-hours", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1_500));
+    let signalled = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(signalled.success());
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "serve exited with {} on SIGTERM: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("stopping"));
+}

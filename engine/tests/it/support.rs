@@ -37,6 +37,7 @@ impl TestStore {
     pub fn options(&self) -> IngestOptions {
         IngestOptions {
             strict: false,
+            max_record_bytes: 1 << 20,
             batch_size: 1_000,
             rejects_path: self.rejects_path(),
             quiet: true,
