@@ -158,7 +158,9 @@ impl WebhookConnector {
     /// A failure after the receiver may have got the request.
     fn ambiguous(&self, reason: String) -> SendError {
         if self.retry_ambiguous {
-            SendError::Transient(format!("{reason} (retried: the receiver dedups by Idempotency-Key)"))
+            SendError::Transient(format!(
+                "{reason} (retried: the receiver dedups by Idempotency-Key)"
+            ))
         } else {
             SendError::Unknown(format!(
                 "{reason}; the receiver may have got it (set retry_ambiguous = true if it dedups by Idempotency-Key)"

@@ -966,7 +966,11 @@ mod tests {
             props: props.map(|p| p.to_string().into()),
             ..draft()
         };
-        for unattributed in [None, Some(r#"{"campaign":"c"}"#), Some(r#"{"send_id":null}"#)] {
+        for unattributed in [
+            None,
+            Some(r#"{"campaign":"c"}"#),
+            Some(r#"{"send_id":null}"#),
+        ] {
             let (_, warning) = validate(click(unattributed)).unwrap();
             assert!(
                 warning.is_some_and(|w| w.unattributed_click),

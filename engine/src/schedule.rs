@@ -10,7 +10,7 @@ use serde::Deserialize;
 use crate::Result;
 use crate::campaign::Campaign;
 use crate::config::Config;
-use crate::store::Store;
+use crate::store::{RunEnd, Store};
 
 /// A campaign's `[schedule]`: a cron expression in a zone, or a one-off instant.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -252,8 +252,7 @@ async fn run_claimed(
         let (store, name, owner) = (store.clone(), name.clone(), owner.to_string());
         tokio::spawn(async move {
             loop {
-                tokio::time::sleep(std::time::Duration::from_millis(RUN_LEASE_MS as u64 / 3))
-                    .await;
+                tokio::time::sleep(std::time::Duration::from_millis(RUN_LEASE_MS as u64 / 3)).await;
                 let until = chrono::Utc::now().timestamp_millis() + RUN_LEASE_MS;
                 if store.renew_run(&name, at_ms, &owner, until).await.is_err() {
                     break;
@@ -270,10 +269,12 @@ async fn run_claimed(
                     &name,
                     at_ms,
                     owner,
-                    "done",
-                    report.planned as i64,
-                    note.as_deref().unwrap_or_default(),
-                    now.timestamp_millis(),
+                    RunEnd {
+                        state: "done",
+                        planned: report.planned as i64,
+                        note: note.as_deref().unwrap_or_default(),
+                        finished_ms: now.timestamp_millis(),
+                    },
                 )
                 .await?;
             RunRecord::Ran {
@@ -289,10 +290,12 @@ async fn run_claimed(
                     &name,
                     at_ms,
                     owner,
-                    "failed",
-                    0,
-                    &reason,
-                    now.timestamp_millis(),
+                    RunEnd {
+                        state: "failed",
+                        planned: 0,
+                        note: &reason,
+                        finished_ms: now.timestamp_millis(),
+                    },
                 )
                 .await?;
             RunRecord::Failed {

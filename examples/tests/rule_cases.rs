@@ -6,7 +6,9 @@ use nudge_rules::{Limits, Rule, cases};
 
 #[test]
 fn every_example_rule_passes_its_cases() {
-    let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("campaigns").join("rules");
+    let folder = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("campaigns")
+        .join("rules");
     let mut checked = Vec::new();
     for entry in std::fs::read_dir(&folder).unwrap() {
         let path = entry.unwrap().path();

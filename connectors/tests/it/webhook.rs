@@ -206,7 +206,10 @@ async fn server_errors_that_may_follow_processing_are_unknown_and_503_is_retried
     for status in [500, 502, 504] {
         *receiver.answer.lock().unwrap() = status;
         let error = hook.send(&notification()).await.unwrap_err();
-        assert!(matches!(error, SendError::Unknown(_)), "{status}: {error:?}");
+        assert!(
+            matches!(error, SendError::Unknown(_)),
+            "{status}: {error:?}"
+        );
     }
     let dedups = connector_with(url, SECRET, 2_000, true);
     *receiver.answer.lock().unwrap() = 502;

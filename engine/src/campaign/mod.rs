@@ -192,7 +192,9 @@ impl Campaign {
             .goal_window_hours
             .is_some_and(|h| !(1..=MAX_HOURS).contains(&h))
         {
-            return Err(invalid(format!("goal_window_hours must be 1 to {MAX_HOURS}")));
+            return Err(invalid(format!(
+                "goal_window_hours must be 1 to {MAX_HOURS}"
+            )));
         }
         // The rule is read from the campaigns folder only: a campaign file cannot make nudge
         // run (or quote in an error) a file from anywhere else on the machine.

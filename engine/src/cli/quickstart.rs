@@ -95,7 +95,9 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
     );
     let windows = scoring::load(&store)?.unwrap_or_default();
 
-    println!("\n5/6 evaluating the cart-abandonment rule (examples/campaigns/rules/cart_abandonment.rhai)");
+    println!(
+        "\n5/6 evaluating the cart-abandonment rule (examples/campaigns/rules/cart_abandonment.rhai)"
+    );
     let rule = Rule::compile("cart_abandonment.rhai", CART_RULE, context.config.rules)
         .map_err(|error| anyhow::anyhow!("{error}"))?;
     let started = std::time::Instant::now();

@@ -61,7 +61,9 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
             )
             .await;
             if failures > 0 {
-                eprintln!("the dispatcher was restarted {failures} times after errors (see the log)");
+                eprintln!(
+                    "the dispatcher was restarted {failures} times after errors (see the log)"
+                );
             }
         })
     };
@@ -89,15 +91,16 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
             _ = shutdown_watch.changed() => break,
         }
         let now = chrono::Utc::now();
-        let records = match schedule::tick(&store, &context.config, &campaigns, after, now, grace).await {
-            Ok(records) => records,
-            Err(error) => {
-                // The instants stay due: the next tick (same `after`) tries them again.
-                tracing::error!(error = %error, "scheduling failed; trying again next tick");
-                eprintln!("scheduling error: {error}");
-                continue;
-            }
-        };
+        let records =
+            match schedule::tick(&store, &context.config, &campaigns, after, now, grace).await {
+                Ok(records) => records,
+                Err(error) => {
+                    // The instants stay due: the next tick (same `after`) tries them again.
+                    tracing::error!(error = %error, "scheduling failed; trying again next tick");
+                    eprintln!("scheduling error: {error}");
+                    continue;
+                }
+            };
         for record in records {
             match record {
                 RunRecord::Ran {

@@ -22,8 +22,8 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::Result;
-use crate::store::Store;
 use crate::scoring::timing::{QuietHours, out_of_quiet_hours_after};
+use crate::store::Store;
 use crate::store::outbox::{ClaimedSend, Outcome};
 
 pub use pacing::Pacer;
@@ -75,10 +75,16 @@ impl DispatchConfig {
     /// a silent wrap.
     pub fn validate(&self) -> std::result::Result<(), String> {
         if !(1..=86_400).contains(&self.lease_s) {
-            return Err(format!("dispatch.lease_s = {} must be 1 to 86400", self.lease_s));
+            return Err(format!(
+                "dispatch.lease_s = {} must be 1 to 86400",
+                self.lease_s
+            ));
         }
         if self.batch == 0 || self.batch > 100_000 {
-            return Err(format!("dispatch.batch = {} must be 1 to 100000", self.batch));
+            return Err(format!(
+                "dispatch.batch = {} must be 1 to 100000",
+                self.batch
+            ));
         }
         if self.base_backoff_ms == 0 || self.max_backoff_ms < self.base_backoff_ms {
             return Err("dispatch.base_backoff_ms must be at least 1 and max_backoff_ms at least base_backoff_ms".into());
@@ -104,7 +110,9 @@ pub const MIN_RATE_PER_S: f64 = 0.001;
 
 /// Checks a messages-per-second limit: 0 (no limit, where `zero_ok`) or within the bounds.
 pub fn check_rate(key: &str, rate: f64, zero_ok: bool) -> std::result::Result<(), String> {
-    if rate.is_finite() && ((zero_ok && rate == 0.0) || (MIN_RATE_PER_S..=MAX_RATE_PER_S).contains(&rate)) {
+    if rate.is_finite()
+        && ((zero_ok && rate == 0.0) || (MIN_RATE_PER_S..=MAX_RATE_PER_S).contains(&rate))
+    {
         return Ok(());
     }
     Err(format!(
@@ -124,7 +132,9 @@ fn check_limits(
     if let Some(concurrency) = concurrency
         && !(1..=10_000).contains(&concurrency)
     {
-        return Err(format!("{key}.concurrency = {concurrency} must be 1 to 10000"));
+        return Err(format!(
+            "{key}.concurrency = {concurrency} must be 1 to 10000"
+        ));
     }
     Ok(())
 }
@@ -353,24 +363,29 @@ impl ConnectorLoop {
             let free = self.concurrency.saturating_sub(tasks.len());
             // Record before claiming (and when all is quiet), so claimed-but-unrecorded rows
             // never exceed the concurrency.
-            let claim_now = !stopping && paused_until.is_none() && (free * 2 >= self.concurrency || tasks.is_empty());
-            if claim_now || tasks.is_empty() || stopping {
-                if let Some(pause) = self.flush(&mut finished, &mut report, now).await? {
-                    tracing::warn!(connector = %self.name, reason = %pause.1, "connector paused");
-                    paused_until = Some(pause);
-                    continue;
-                }
+            let claim_now = !stopping
+                && paused_until.is_none()
+                && (free * 2 >= self.concurrency || tasks.is_empty());
+            if (claim_now || tasks.is_empty() || stopping)
+                && let Some(pause) = self.flush(&mut finished, &mut report, now).await?
+            {
+                tracing::warn!(connector = %self.name, reason = %pause.1, "connector paused");
+                paused_until = Some(pause);
+                continue;
             }
             if stopping {
                 if tasks.is_empty() {
                     break;
                 }
-                self.wait_one(&mut tasks, &mut in_flight, &mut finished).await;
+                self.wait_one(&mut tasks, &mut in_flight, &mut finished)
+                    .await;
                 continue;
             }
             if now - last_renew >= (lease_ms / 3).max(1) && !in_flight.is_empty() {
                 let ids: Vec<i64> = in_flight.values().map(|c| c.id).collect();
-                self.store.renew_sends(&self.worker, &ids, now + lease_ms).await?;
+                self.store
+                    .renew_sends(&self.worker, &ids, now + lease_ms)
+                    .await?;
                 last_renew = now;
             }
             if now - last_sweep >= 1_000 {
@@ -386,7 +401,8 @@ impl ConnectorLoop {
                         }
                         self.sleep_ms((until - now).min(1_000)).await;
                     } else {
-                        self.wait_one(&mut tasks, &mut in_flight, &mut finished).await;
+                        self.wait_one(&mut tasks, &mut in_flight, &mut finished)
+                            .await;
                     }
                     continue;
                 }
@@ -425,7 +441,8 @@ impl ConnectorLoop {
                 }
             }
             if !tasks.is_empty() {
-                self.wait_one(&mut tasks, &mut in_flight, &mut finished).await;
+                self.wait_one(&mut tasks, &mut in_flight, &mut finished)
+                    .await;
             }
         }
         Ok(report)
@@ -715,6 +732,10 @@ mod tests {
         )
         .await;
         assert_eq!(failures, 2);
-        assert_eq!(runs.load(Ordering::SeqCst), 3, "started again after each error");
+        assert_eq!(
+            runs.load(Ordering::SeqCst),
+            3,
+            "started again after each error"
+        );
     }
 }

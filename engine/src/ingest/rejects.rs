@@ -81,7 +81,11 @@ mod tests {
         let raw = "é".repeat(5_000);
         let kept = kept(&raw);
         assert!(kept.len() < RejectsFile::KEPT_BYTES + 64, "{}", kept.len());
-        assert!(kept.ends_with("[5904 more bytes not kept]"), "{}", &kept[kept.len() - 40..]);
+        assert!(
+            kept.ends_with("[5904 more bytes not kept]"),
+            "{}",
+            &kept[kept.len() - 40..]
+        );
         assert_eq!(super::kept("short"), "short");
     }
 }

@@ -64,6 +64,17 @@ pub struct Store {
     seen: Arc<Mutex<seen::SeenIds>>,
 }
 
+/// How a claimed campaign run ended.
+#[derive(Debug, Clone, Copy)]
+pub struct RunEnd<'a> {
+    /// `done` or `failed`.
+    pub state: &'a str,
+    pub planned: i64,
+    /// Why it failed, or a note (a DST shift).
+    pub note: &'a str,
+    pub finished_ms: i64,
+}
+
 /// How far an input file has been ingested.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FileProgress {
@@ -840,19 +851,16 @@ impl Store {
         campaign: &str,
         scheduled_at: i64,
         owner: &str,
-        state: &str,
-        planned: i64,
-        note: &str,
-        finished_ms: i64,
+        end: RunEnd<'_>,
     ) -> Result<()> {
         sqlx::query("UPDATE campaign_runs SET state = $3, planned = $4, note = $5, finished_ms = $6, lease_until = NULL
                      WHERE campaign = $1 AND scheduled_at = $2 AND owner = $7 AND state = 'running'")
             .bind(campaign)
             .bind(scheduled_at)
-            .bind(state)
-            .bind(planned)
-            .bind(note)
-            .bind(finished_ms)
+            .bind(end.state)
+            .bind(end.planned)
+            .bind(end.note)
+            .bind(end.finished_ms)
             .bind(owner)
             .execute(&self.pool)
             .await?;
@@ -979,10 +987,12 @@ async fn store_id(pool: &SqlitePool) -> Result<Arc<str>> {
             .as_bytes()
         ) & 0xffff_ffff_ffff
     );
-    sqlx::query("INSERT INTO store_meta (key, value) VALUES ('store_id', $1) ON CONFLICT (key) DO NOTHING")
-        .bind(&made)
-        .execute(pool)
-        .await?;
+    sqlx::query(
+        "INSERT INTO store_meta (key, value) VALUES ('store_id', $1) ON CONFLICT (key) DO NOTHING",
+    )
+    .bind(&made)
+    .execute(pool)
+    .await?;
     let id: String = sqlx::query("SELECT value FROM store_meta WHERE key = 'store_id'")
         .fetch_one(pool)
         .await?

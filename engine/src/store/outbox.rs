@@ -487,7 +487,8 @@ pub(super) async fn record(
                 reason,
                 zero_credit,
             } => {
-                let matched = set_final(&mut tx, worker, claimed.id, "failed", reason, now_ms).await?;
+                let matched =
+                    set_final(&mut tx, worker, claimed.id, "failed", reason, now_ms).await?;
                 if *zero_credit {
                     let zeroed = sqlx::query(
                         "UPDATE credits SET balance = 0, updated_ts = $3 WHERE user_id = $1 AND template_id = $2 AND balance > 0",
@@ -508,7 +509,8 @@ pub(super) async fn record(
                 set_final(&mut tx, worker, claimed.id, "unknown", reason, now_ms).await?
             }
             Outcome::PauseCampaign { reason } => {
-                let matched = set_final(&mut tx, worker, claimed.id, "failed", reason, now_ms).await?;
+                let matched =
+                    set_final(&mut tx, worker, claimed.id, "failed", reason, now_ms).await?;
                 sqlx::query("UPDATE sends SET state = 'paused', failure = $2, updated_ms = $3 WHERE campaign = $1 AND state = 'planned'")
                     .bind(&send.campaign)
                     .bind(format!("campaign paused: {reason} (fix it, then `nudge campaign resume {}`)", send.campaign))
@@ -604,7 +606,11 @@ async fn ledger(
 
 /// When the next planned send of `connector` is due, if any (sends already past their expiry
 /// are not due: the next sweep expires them).
-pub(super) async fn next_due(pool: &SqlitePool, connector: &str, now_ms: i64) -> Result<Option<i64>> {
+pub(super) async fn next_due(
+    pool: &SqlitePool,
+    connector: &str,
+    now_ms: i64,
+) -> Result<Option<i64>> {
     Ok(sqlx::query(
         "SELECT MIN(next_attempt_at) FROM sends WHERE state = 'planned' AND connector = $1 AND expires_at > $2",
     )

@@ -439,11 +439,9 @@ pub(crate) fn sweep(events_dir: &Path, known: &HashSet<String>, store_id: &str) 
                 }
             } else if !known.contains(&relative) {
                 let target_dir = swept.moved_to.get_or_insert_with(|| {
-                    events_dir.join(ORPHANED).join(
-                        chrono::Utc::now()
-                            .format("%Y%m%dT%H%M%S%.3fZ")
-                            .to_string(),
-                    )
+                    events_dir
+                        .join(ORPHANED)
+                        .join(chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ").to_string())
                 });
                 let target = target_dir.join(&folder_name);
                 std::fs::create_dir_all(&target).map_err(|source| Error::io(&target, source))?;

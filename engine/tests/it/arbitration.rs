@@ -176,7 +176,11 @@ async fn frequency_caps_across_two_campaigns_let_the_higher_priority_win() {
     let gone = claimed[0].send.user_id.clone();
     let outcome = Outcome::Sent { provider_id: None };
     test.store
-        .record_sends("test", &[(claimed[0].clone(), outcome)], now.timestamp_millis())
+        .record_sends(
+            "test",
+            &[(claimed[0].clone(), outcome)],
+            now.timestamp_millis(),
+        )
         .await
         .unwrap();
 
@@ -411,16 +415,40 @@ fn campaign_values_out_of_range_and_rules_outside_the_folder_are_refused() {
         Campaign::load(&path).map_err(|e| e.to_string())
     };
     for (extra, key) in [
-        ("rule = \"/etc/passwd\"", "must be a path inside the campaigns folder"),
-        ("rule = \"../secret.rhai\"", "must be a path inside the campaigns folder"),
-        ("rule = \"r.rhai\"\n[delivery]\nttl_hours = 9223372036854775", "delivery.ttl_hours"),
-        ("rule = \"r.rhai\"\n[delivery]\nhorizon_hours = 100000000", "delivery.horizon_hours"),
-        ("rule = \"r.rhai\"\n[delivery]\nrate_per_s = 1e-12", "delivery.rate_per_s"),
-        ("rule = \"r.rhai\"\n[delivery]\nrate_per_s = 1e12", "delivery.rate_per_s"),
-        ("rule = \"r.rhai\"\n[delivery]\nmin_interval_hours = -1", "delivery.min_interval_hours"),
+        (
+            "rule = \"/etc/passwd\"",
+            "must be a path inside the campaigns folder",
+        ),
+        (
+            "rule = \"../secret.rhai\"",
+            "must be a path inside the campaigns folder",
+        ),
+        (
+            "rule = \"r.rhai\"\n[delivery]\nttl_hours = 9223372036854775",
+            "delivery.ttl_hours",
+        ),
+        (
+            "rule = \"r.rhai\"\n[delivery]\nhorizon_hours = 100000000",
+            "delivery.horizon_hours",
+        ),
+        (
+            "rule = \"r.rhai\"\n[delivery]\nrate_per_s = 1e-12",
+            "delivery.rate_per_s",
+        ),
+        (
+            "rule = \"r.rhai\"\n[delivery]\nrate_per_s = 1e12",
+            "delivery.rate_per_s",
+        ),
+        (
+            "rule = \"r.rhai\"\n[delivery]\nmin_interval_hours = -1",
+            "delivery.min_interval_hours",
+        ),
     ] {
         let error = load(extra).expect_err(extra);
-        assert!(error.contains(key) && error.contains("c.toml"), "{extra}: {error}");
+        assert!(
+            error.contains(key) && error.contains("c.toml"),
+            "{extra}: {error}"
+        );
     }
     let fine = load("rule = \"rules/r.rhai\"").unwrap();
     assert_eq!(fine.rule, dir.path().join("rules/r.rhai"));

@@ -935,8 +935,11 @@ async fn a_run_left_running_by_a_dead_process_or_failed_is_run_again() {
         matches!(records.as_slice(), [RunRecord::Failed { .. }]),
         "{records:?}"
     );
-    std::fs::write(&rule, "fn target(user) { true }\nfn message(user) { #{ thing1: \"hi\" } }")
-        .unwrap();
+    std::fs::write(
+        &rule,
+        "fn target(user) { true }\nfn message(user) { #{ thing1: \"hi\" } }",
+    )
+    .unwrap();
     // Within its first backoff (a minute) it waits; after it, it runs again.
     let waiting = tick(
         &test.store,

@@ -446,7 +446,10 @@ async fn a_crash_between_segment_write_and_commit_loses_and_duplicates_nothing()
         .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
         .filter(|p| !p.to_string_lossy().contains("_orphaned"))
         .count();
-    assert_eq!(live, stats.segments as usize, "orphans leave the day folders");
+    assert_eq!(
+        live, stats.segments as usize,
+        "orphans leave the day folders"
+    );
     // See: #18. Moved aside, never deleted: the database may be the one that is behind.
     assert_eq!(
         count_files(&data_dir.join("events").join("_orphaned")),

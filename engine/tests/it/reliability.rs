@@ -135,8 +135,8 @@ async fn a_slow_webhook_receiver_gets_a_send_once_and_it_is_unknown() {
         timeout_ms: 300,
         retry_ambiguous: false,
     };
-    let hook = nudge_connectors::webhook::WebhookConnector::with_secret(&config, "s".into())
-        .unwrap();
+    let hook =
+        nudge_connectors::webhook::WebhookConnector::with_secret(&config, "s".into()).unwrap();
     let t = now();
     test.store
         .enqueue_sends(&[planned("w1", "hook", t)], t)
@@ -231,7 +231,11 @@ async fn a_send_that_expires_while_the_dispatcher_waits_is_expired_and_the_run_e
     .unwrap();
     let report = dispatch_with(&test.store, connectors, &DispatchConfig::default(), 5_000).await;
     assert_eq!(report.sent, 0);
-    assert_eq!(states(&test.store).await.get("expired"), Some(&1), "{report:?}");
+    assert_eq!(
+        states(&test.store).await.get("expired"),
+        Some(&1),
+        "{report:?}"
+    );
 }
 
 // 8. One bad page paused every planned send of its campaign.
@@ -277,18 +281,20 @@ async fn a_malformed_page_fails_its_send_alone_and_a_paused_campaign_can_resume(
     dispatch_with(&test.store, connectors, &config, 1_000).await;
     let paused = test.store.send_status(Some("broken")).await.unwrap();
     assert!(
-        paused
-            .iter()
-            .any(|(state, reason, n)| state == "paused"
-                && *n == 4
-                && reason.as_deref().is_some_and(|r| r.contains("nudge campaign resume broken"))),
+        paused.iter().any(|(state, reason, n)| state == "paused"
+            && *n == 4
+            && reason
+                .as_deref()
+                .is_some_and(|r| r.contains("nudge campaign resume broken"))),
         "{paused:?}"
     );
     let (resumed, expired) = test.store.resume_campaign("broken", now()).await.unwrap();
     assert_eq!((resumed, expired), (4, 0));
     let after = test.store.send_status(Some("broken")).await.unwrap();
     assert!(
-        after.iter().any(|(state, _, n)| state == "planned" && *n == 4),
+        after
+            .iter()
+            .any(|(state, _, n)| state == "planned" && *n == 4),
         "{after:?}"
     );
 }
@@ -363,7 +369,10 @@ async fn a_send_task_that_panics_leaves_its_send_unknown_and_the_others_go_out()
         .map(|u| planned(u, "fragile", t))
         .collect();
     test.store.enqueue_sends(&sends, t).await.unwrap();
-    let connectors = BTreeMap::from([("fragile".to_string(), Arc::new(Fragile) as Arc<dyn Connector>)]);
+    let connectors = BTreeMap::from([(
+        "fragile".to_string(),
+        Arc::new(Fragile) as Arc<dyn Connector>,
+    )]);
     let report = dispatch_with(&test.store, connectors, &DispatchConfig::default(), 1_000).await;
     assert_eq!((report.sent, report.unknown), (3, 1), "{report:?}");
     let counts = states(&test.store).await;
@@ -457,8 +466,15 @@ async fn opening_a_store_restored_from_a_backup_keeps_the_newer_segments_aside()
     let stats = nudge_engine::stats::collect(&store).await.unwrap();
     assert_eq!(stats.events, 1, "the restored database knows day 1");
     let aside = walk(&config.data_dir.join("events").join("_orphaned"));
-    assert_eq!(aside.len(), 1, "day 2's segment is kept, moved aside: {aside:?}");
-    assert!(aside[0].to_string_lossy().contains("day=2026-11-02"), "{aside:?}");
+    assert_eq!(
+        aside.len(),
+        1,
+        "day 2's segment is kept, moved aside: {aside:?}"
+    );
+    assert!(
+        aside[0].to_string_lossy().contains("day=2026-11-02"),
+        "{aside:?}"
+    );
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
@@ -511,7 +527,10 @@ async fn a_record_over_the_byte_limit_is_rejected_without_stopping_the_file() {
     );
     let ok = |u: &str| line(u, "app_open", NOV_1, "");
     let ndjson = test.file("big.ndjson", [ok("u1"), huge.clone(), ok("u3")].join("\n"));
-    let csv_row = format!("u2,page_view,{NOV_1},\"{{\"\"blob\"\":\"\"{}\"\"}}\"", "y".repeat(200_000));
+    let csv_row = format!(
+        "u2,page_view,{NOV_1},\"{{\"\"blob\"\":\"\"{}\"\"}}\"",
+        "y".repeat(200_000)
+    );
     let csv = test.file(
         "big.csv",
         format!("user_id,event,ts,props\nu4,app_open,{NOV_1},\n{csv_row}\nu5,app_open,{NOV_1},\n"),
@@ -527,13 +546,26 @@ async fn a_record_over_the_byte_limit_is_rejected_without_stopping_the_file() {
     assert_eq!(report.rejected_by_reason.get("record_too_long"), Some(&2));
     let rejects = test.rejects();
     assert_eq!(rejects.len(), 2);
-    assert_eq!(rejects[0]["location"], format!("{}:2", test.dir.path().join("big.ndjson").display()));
-    assert_eq!(rejects[1]["location"], format!("{}:3", test.dir.path().join("big.csv").display()));
+    assert_eq!(
+        rejects[0]["location"],
+        format!("{}:2", test.dir.path().join("big.ndjson").display())
+    );
+    assert_eq!(
+        rejects[1]["location"],
+        format!("{}:3", test.dir.path().join("big.csv").display())
+    );
     for reject in &rejects {
         let kept = reject["record"].as_str().unwrap();
-        assert!(kept.len() < 10_000, "the rejects file keeps a part: {}", kept.len());
         assert!(
-            reject["detail"].as_str().unwrap().contains("max_record_bytes"),
+            kept.len() < 10_000,
+            "the rejects file keeps a part: {}",
+            kept.len()
+        );
+        assert!(
+            reject["detail"]
+                .as_str()
+                .unwrap()
+                .contains("max_record_bytes"),
             "{reject}"
         );
     }
@@ -589,7 +621,10 @@ async fn a_click_without_a_send_id_is_stored_as_an_unattributed_click() {
     let report = test.ingest(&[&path]).await;
     assert_eq!(report.accepted, 3);
     assert_eq!(report.files[0].unattributed_clicks, 2);
-    assert_eq!(report.rejected_by_reason.get("bad_reserved_props"), Some(&1));
+    assert_eq!(
+        report.rejected_by_reason.get("bad_reserved_props"),
+        Some(&1)
+    );
     let stats = nudge_engine::stats::collect(&test.store).await.unwrap();
     assert_eq!(stats.unattributed_clicks, 2);
 }
