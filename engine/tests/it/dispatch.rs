@@ -13,7 +13,7 @@ use nudge_connectors::wechat::mock::{Faults, MockConfig, MockWechat};
 use nudge_engine::dispatch::{self, DispatchConfig, DispatchOptions};
 use nudge_engine::store::outbox::PlannedSend;
 
-use super::support::{NOV_1, TestStore, line};
+use super::support::{NOV_1, TestStore, line, wechat_mock};
 
 fn wechat(mock: &MockWechat) -> Arc<dyn Connector> {
     let config = WechatConfig::for_mock(mock.api_base());
@@ -149,15 +149,7 @@ async fn sent_sends_consume_credits_and_a_refused_credit_is_zeroed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_misconfigured_campaign_is_paused() {
     let test = TestStore::new().await;
-    let mock = MockWechat::start(
-        MockConfig {
-            default_credits: 5,
-            ..MockConfig::default()
-        },
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await
-    .unwrap();
+    let mock = wechat_mock(5).await;
     let t = now();
     let sends: Vec<_> = (0..20)
         .map(|i| send(&format!("u{i}"), "tmpl_unknown", "broken", t, 60_000))

@@ -8,7 +8,7 @@ use nudge_engine::stats;
 use nudge_engine::store::Store;
 use nudge_engine::synth::{self, GenOptions};
 
-use super::support::{HOUR, NOV_1, TestStore, line};
+use super::support::{HOUR, NOV_1, TestStore, line, walk};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_three_formats_store_the_same_events_gzipped_or_not() {
@@ -474,16 +474,4 @@ fn count_files(dir: &std::path::Path) -> usize {
         .into_iter()
         .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
         .count()
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        if entry.path().is_dir() {
-            files.extend(walk(&entry.path()));
-        } else {
-            files.push(entry.path());
-        }
-    }
-    files
 }

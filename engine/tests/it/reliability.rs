@@ -8,14 +8,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use nudge_connectors::wechat::WechatConfig;
 use nudge_connectors::wechat::client::WechatConnector;
-use nudge_connectors::wechat::mock::{MockConfig, MockWechat};
+use nudge_connectors::wechat::mock::MockWechat;
 use nudge_connectors::{BoxedSend, Connector, Notification, Receipt};
 use nudge_engine::config::Config;
 use nudge_engine::dispatch::{self, DispatchConfig, DispatchOptions, DispatchReport};
 use nudge_engine::store::Store;
 use nudge_engine::store::outbox::{Outcome, PlannedSend, Quiet};
 
-use super::support::{HOUR, NOV_1, TestStore, line};
+use super::support::{HOUR, NOV_1, TestStore, line, walk, wechat_mock};
 
 fn now() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -242,15 +242,7 @@ async fn a_send_that_expires_while_the_dispatcher_waits_is_expired_and_the_run_e
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malformed_page_fails_its_send_alone_and_a_paused_campaign_can_resume() {
     let test = TestStore::new().await;
-    let mock = MockWechat::start(
-        MockConfig {
-            default_credits: 5,
-            ..MockConfig::default()
-        },
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await
-    .unwrap();
+    let mock = wechat_mock(5).await;
     let t = now();
     let mut sends: Vec<_> = (0..10)
         .map(|i| planned(&format!("p{i}"), "wechat", t))
@@ -384,15 +376,7 @@ async fn a_send_task_that_panics_leaves_its_send_unknown_and_the_others_go_out()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_send_due_inside_the_users_quiet_hours_is_held_to_their_end() {
     let test = TestStore::new().await;
-    let mock = MockWechat::start(
-        MockConfig {
-            default_credits: 5,
-            ..MockConfig::default()
-        },
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await
-    .unwrap();
+    let mock = wechat_mock(5).await;
     let t = now();
     // Quiet from this UTC hour for two hours: the send is due now, inside them.
     let hour = chrono::DateTime::from_timestamp_millis(t).unwrap();
@@ -475,18 +459,6 @@ async fn opening_a_store_restored_from_a_backup_keeps_the_newer_segments_aside()
         aside[0].to_string_lossy().contains("day=2026-11-02"),
         "{aside:?}"
     );
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        if entry.path().is_dir() {
-            files.extend(walk(&entry.path()));
-        } else {
-            files.push(entry.path());
-        }
-    }
-    files
 }
 
 // 15. A file that grew since it was ingested was read again from the start: events without

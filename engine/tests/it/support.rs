@@ -73,3 +73,30 @@ pub fn line(user: &str, event: &str, ts_ms: i64, props: &str) -> String {
 /// 2026-11-01T00:00:00Z in epoch milliseconds.
 pub const NOV_1: i64 = 1_793_491_200_000;
 pub const HOUR: i64 = 3_600_000;
+
+/// Every file below `dir`, at any depth.
+pub fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.path().is_dir() {
+            files.extend(walk(&entry.path()));
+        } else {
+            files.push(entry.path());
+        }
+    }
+    files
+}
+
+/// A WeChat mock on loopback where every (user, template) starts with `credits` credits.
+pub async fn wechat_mock(credits: i64) -> nudge_connectors::wechat::mock::MockWechat {
+    use nudge_connectors::wechat::mock::{MockConfig, MockWechat};
+    MockWechat::start(
+        MockConfig {
+            default_credits: credits,
+            ..MockConfig::default()
+        },
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap()
+}
