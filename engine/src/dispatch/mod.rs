@@ -24,7 +24,7 @@ use tokio::task::JoinSet;
 use crate::Result;
 use crate::scoring::timing::{QuietHours, out_of_quiet_hours_after};
 use crate::store::Store;
-use crate::store::outbox::{ClaimedSend, Outcome};
+use crate::store::outbox::{Claim, ClaimedSend, Outcome};
 
 pub use pacing::Pacer;
 
@@ -360,18 +360,53 @@ impl ConnectorLoop {
             }
             let stopping = *self.shutdown.borrow();
             let now = self.clock.now_ms();
+            if let Some((until, _)) = &paused_until
+                && *until <= now
+            {
+                paused_until = None;
+                stop.store(false, Ordering::SeqCst);
+            }
+            // Claim when half the request slots are free (or all are): what finished is recorded
+            // in the same transaction first, so claimed-but-unrecorded rows never exceed the
+            // concurrency.
             let free = self.concurrency.saturating_sub(tasks.len());
-            // Record before claiming (and when all is quiet), so claimed-but-unrecorded rows
-            // never exceed the concurrency.
-            let claim_now = !stopping
+            let mut claim_now = !stopping
                 && paused_until.is_none()
                 && (free * 2 >= self.concurrency || tasks.is_empty());
-            if (claim_now || tasks.is_empty() || stopping)
-                && let Some(pause) = self.flush(&mut finished, &mut report, now).await?
-            {
-                tracing::warn!(connector = %self.name, reason = %pause.1, "connector paused");
-                paused_until = Some(pause);
-                continue;
+            let mut claimed = Vec::new();
+            if claim_now || tasks.is_empty() || stopping {
+                let pause = self.count(&finished, &mut report);
+                if pause.is_some() {
+                    claim_now = false;
+                }
+                let next = claim_now.then(|| Claim {
+                    connector: &self.name,
+                    limit: free.min(self.config.batch.max(1)),
+                    lease_ms,
+                });
+                if next.is_some() || !finished.outcomes.is_empty() || !finished.unsent.is_empty() {
+                    let unsent: Vec<i64> = finished.unsent.iter().map(|c| c.id).collect();
+                    let (recorded, got) = self
+                        .store
+                        .settle_sends(&self.worker, &finished.outcomes, &unsent, next, now)
+                        .await?;
+                    if recorded.lost_lease > 0 {
+                        tracing::warn!(
+                            connector = %self.name,
+                            sends = recorded.lost_lease,
+                            "outcomes not recorded: those sends' leases ran out and another process marked them unknown"
+                        );
+                        report.lost_lease += recorded.lost_lease;
+                    }
+                    report.released += unsent.len() as u64;
+                    finished.outcomes.clear();
+                    finished.unsent.clear();
+                    claimed = got;
+                }
+                if let Some(pause) = pause {
+                    tracing::warn!(connector = %self.name, reason = %pause.1, "connector paused");
+                    paused_until = Some(pause);
+                }
             }
             if stopping {
                 if tasks.is_empty() {
@@ -392,57 +427,34 @@ impl ConnectorLoop {
                 report.expired += self.store.expire_sends(now).await?;
                 last_sweep = now;
             }
-            if let Some((until, why)) = &paused_until {
-                if *until > now {
-                    if tasks.is_empty() {
-                        if self.until_idle && until - now > self.idle_wait_ms {
-                            report.paused.push((self.name.clone(), why.clone()));
-                            break;
-                        }
-                        self.sleep_ms((until - now).min(1_000)).await;
-                    } else {
-                        self.wait_one(&mut tasks, &mut in_flight, &mut finished)
-                            .await;
+            if claim_now && claimed.is_empty() && tasks.is_empty() {
+                let next = self.store.next_due_send(&self.name, now).await?;
+                match next {
+                    Some(at) if at <= now + self.idle_wait_ms || !self.until_idle => {
+                        self.sleep_ms((at - now).clamp(10, 1_000)).await
                     }
-                    continue;
+                    None if !self.until_idle => self.sleep_ms(1_000).await,
+                    _ => {
+                        // Idle: what expired while waiting is marked before stopping.
+                        report.expired += self.store.expire_sends(now).await?;
+                        break;
+                    }
                 }
-                paused_until = None;
-                stop.store(false, Ordering::SeqCst);
+                continue;
             }
-            if claim_now {
-                let claimed = self
-                    .store
-                    .claim_sends(
-                        &self.name,
-                        &self.worker,
-                        free.min(self.config.batch.max(1)),
-                        now,
-                        lease_ms,
-                    )
-                    .await?;
-                if claimed.is_empty() && tasks.is_empty() {
-                    let next = self.store.next_due_send(&self.name, now).await?;
-                    match next {
-                        Some(at) if at <= now + self.idle_wait_ms || !self.until_idle => {
-                            self.sleep_ms((at - now).clamp(10, 1_000)).await
-                        }
-                        None if !self.until_idle => self.sleep_ms(1_000).await,
-                        _ => {
-                            // Idle: what expired while waiting is marked before stopping.
-                            report.expired += self.store.expire_sends(now).await?;
-                            break;
-                        }
-                    }
-                    continue;
-                }
-                for send in claimed {
-                    let handle = tasks.spawn(self.send_one(send.clone(), stop.clone()));
-                    in_flight.insert(handle.id(), send);
-                }
+            for send in claimed {
+                let handle = tasks.spawn(self.send_one(send.clone(), stop.clone()));
+                in_flight.insert(handle.id(), send);
             }
             if !tasks.is_empty() {
                 self.wait_one(&mut tasks, &mut in_flight, &mut finished)
                     .await;
+            } else if let Some((until, why)) = &paused_until {
+                if self.until_idle && until - now > self.idle_wait_ms {
+                    report.paused.push((self.name.clone(), why.clone()));
+                    break;
+                }
+                self.sleep_ms((until - now).min(1_000)).await;
             }
         }
         Ok(report)
@@ -500,55 +512,29 @@ impl ConnectorLoop {
         }
     }
 
-    /// Records finished sends and releases unsent ones; returns a connector-wide pause if an
-    /// outcome asked for one.
-    async fn flush(
-        &self,
-        finished: &mut Finished,
-        report: &mut DispatchReport,
-        now: i64,
-    ) -> Result<Option<(i64, String)>> {
+    /// Counts finished outcomes into the report; returns a connector-wide pause if one asked
+    /// for it (a rate limit).
+    fn count(&self, finished: &Finished, report: &mut DispatchReport) -> Option<(i64, String)> {
         let mut pause = None;
-        if !finished.outcomes.is_empty() {
-            for (_, outcome) in &finished.outcomes {
-                match outcome {
-                    Outcome::Sent { .. } => report.sent += 1,
-                    Outcome::Retry {
-                        at_ms,
-                        reason,
-                        count_attempt,
-                    } => {
-                        report.retried += 1;
-                        if !count_attempt {
-                            pause = Some((*at_ms, reason.clone()));
-                        }
+        for (_, outcome) in &finished.outcomes {
+            match outcome {
+                Outcome::Sent { .. } => report.sent += 1,
+                Outcome::Retry {
+                    at_ms,
+                    reason,
+                    count_attempt,
+                } => {
+                    report.retried += 1;
+                    if !count_attempt {
+                        pause = Some((*at_ms, reason.clone()));
                     }
-                    Outcome::Hold { .. } => report.held += 1,
-                    Outcome::Failed { .. } | Outcome::PauseCampaign { .. } => report.failed += 1,
-                    Outcome::Unknown { .. } => report.unknown += 1,
                 }
+                Outcome::Hold { .. } => report.held += 1,
+                Outcome::Failed { .. } | Outcome::PauseCampaign { .. } => report.failed += 1,
+                Outcome::Unknown { .. } => report.unknown += 1,
             }
-            let recorded = self
-                .store
-                .record_sends(&self.worker, &finished.outcomes, now)
-                .await?;
-            if recorded.lost_lease > 0 {
-                tracing::warn!(
-                    connector = %self.name,
-                    sends = recorded.lost_lease,
-                    "outcomes not recorded: those sends' leases ran out and another process marked them unknown"
-                );
-                report.lost_lease += recorded.lost_lease;
-            }
-            finished.outcomes.clear();
         }
-        if !finished.unsent.is_empty() {
-            report.released += finished.unsent.len() as u64;
-            let ids: Vec<i64> = finished.unsent.iter().map(|c| c.id).collect();
-            self.store.release_sends(&self.worker, &ids, now).await?;
-            finished.unsent.clear();
-        }
-        Ok(pause)
+        pause
     }
 
     async fn sleep_ms(&self, ms: i64) {

@@ -595,7 +595,25 @@ impl Store {
         now_ms: i64,
         lease_ms: i64,
     ) -> Result<Vec<outbox::ClaimedSend>> {
-        outbox::claim(&self.pool, connector, worker, limit, now_ms, lease_ms).await
+        let claim = outbox::Claim {
+            connector,
+            limit,
+            lease_ms,
+        };
+        outbox::claim(&self.pool, worker, claim, now_ms).await
+    }
+
+    /// In one transaction: records `worker`'s outcomes, releases its sends that never left,
+    /// and makes the next claim, if any.
+    pub async fn settle_sends(
+        &self,
+        worker: &str,
+        outcomes: &[(outbox::ClaimedSend, outbox::Outcome)],
+        unsent: &[i64],
+        next: Option<outbox::Claim<'_>>,
+        now_ms: i64,
+    ) -> Result<(outbox::Recorded, Vec<outbox::ClaimedSend>)> {
+        outbox::settle(&self.pool, worker, outcomes, unsent, next, now_ms).await
     }
 
     /// Gives back `worker`'s claimed sends that never left.

@@ -336,16 +336,57 @@ pub(super) async fn resume(pool: &SqlitePool, campaign: &str, now_ms: i64) -> Re
     Ok((resumed, expired))
 }
 
+/// A claim to make: up to `limit` due sends of `connector`, leased for `lease_ms`.
+#[derive(Debug, Clone, Copy)]
+pub struct Claim<'a> {
+    pub connector: &'a str,
+    pub limit: usize,
+    pub lease_ms: i64,
+}
+
 /// Claims up to `limit` due sends of `connector` for `worker` with a lease.
 pub(super) async fn claim(
     pool: &SqlitePool,
-    connector: &str,
     worker: &str,
-    limit: usize,
+    claim: Claim<'_>,
     now_ms: i64,
-    lease_ms: i64,
 ) -> Result<Vec<ClaimedSend>> {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let claimed = claim_in(&mut tx, worker, claim, now_ms).await?;
+    tx.commit().await?;
+    Ok(claimed)
+}
+
+/// What a dispatcher hands back in one transaction: outcomes to record, sends that never left,
+/// and (optionally) the next claim. One commit (one sync of the disk) instead of three.
+pub(super) async fn settle(
+    pool: &SqlitePool,
+    worker: &str,
+    outcomes: &[(ClaimedSend, Outcome)],
+    unsent: &[i64],
+    next: Option<Claim<'_>>,
+    now_ms: i64,
+) -> Result<(Recorded, Vec<ClaimedSend>)> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let recorded = record_in(&mut tx, worker, outcomes, now_ms).await?;
+    release_in(&mut tx, worker, unsent, now_ms).await?;
+    let claimed = match next {
+        Some(claim) => claim_in(&mut tx, worker, claim, now_ms).await?,
+        None => Vec::new(),
+    };
+    tx.commit().await?;
+    Ok((recorded, claimed))
+}
+
+async fn claim_in(
+    tx: &mut sqlx::Transaction<'static, Sqlite>,
+    worker: &str,
+    claim: Claim<'_>,
+    now_ms: i64,
+) -> Result<Vec<ClaimedSend>> {
+    if claim.limit == 0 {
+        return Ok(Vec::new());
+    }
     let rows = sqlx::query(
         "UPDATE sends SET state = 'sending', lease_until = $1, claimed_by = $2, attempts = attempts + 1, updated_ms = $3
          WHERE id IN (SELECT id FROM sends WHERE state = 'planned' AND connector = $4 AND next_attempt_at <= $3
@@ -353,14 +394,13 @@ pub(super) async fn claim(
          RETURNING id, dedup_key, campaign, user_id, template_id, connector, page, data, send_at, expires_at, attempts, priority, run_at,
                    quiet_start, quiet_end, tz",
     )
-    .bind(now_ms + lease_ms)
+    .bind(now_ms + claim.lease_ms)
     .bind(worker)
     .bind(now_ms)
-    .bind(connector)
-    .bind(limit as i64)
-    .fetch_all(&mut *tx)
+    .bind(claim.connector)
+    .bind(claim.limit as i64)
+    .fetch_all(&mut **tx)
     .await?;
-    tx.commit().await?;
     Ok(rows
         .into_iter()
         .map(|row| ClaimedSend {
@@ -403,15 +443,25 @@ pub(super) async fn release(
     now_ms: i64,
 ) -> Result<()> {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    release_in(&mut tx, worker, ids, now_ms).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn release_in(
+    tx: &mut sqlx::Transaction<'static, Sqlite>,
+    worker: &str,
+    ids: &[i64],
+    now_ms: i64,
+) -> Result<()> {
     for id in ids {
         sqlx::query("UPDATE sends SET state = 'planned', attempts = attempts - 1, lease_until = NULL, updated_ms = $2 WHERE id = $1 AND state = 'sending' AND claimed_by = $3")
             .bind(id)
             .bind(now_ms)
             .bind(worker)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
     }
-    tx.commit().await?;
     Ok(())
 }
 
@@ -424,8 +474,19 @@ pub(super) async fn record(
     outcomes: &[(ClaimedSend, Outcome)],
     now_ms: i64,
 ) -> Result<Recorded> {
-    let mut done = Recorded::default();
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let done = record_in(&mut tx, worker, outcomes, now_ms).await?;
+    tx.commit().await?;
+    Ok(done)
+}
+
+async fn record_in(
+    tx: &mut sqlx::Transaction<'static, Sqlite>,
+    worker: &str,
+    outcomes: &[(ClaimedSend, Outcome)],
+    now_ms: i64,
+) -> Result<Recorded> {
+    let mut done = Recorded::default();
     for (claimed, outcome) in outcomes {
         let send = &claimed.send;
         let matched = match outcome {
@@ -438,7 +499,7 @@ pub(super) async fn record(
                 .bind(provider_id.as_deref())
                 .bind(now_ms)
                 .bind(worker)
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?
                 .rows_affected();
                 // The provider took the message: its credit is gone whoever records it.
@@ -448,12 +509,12 @@ pub(super) async fn record(
                 .bind(&send.user_id)
                 .bind(&send.template_id)
                 .bind(now_ms)
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?
                 .rows_affected();
                 if consumed > 0 {
                     ledger(
-                        &mut tx,
+                        tx,
                         send,
                         "consume",
                         -1,
@@ -468,27 +529,15 @@ pub(super) async fn record(
                 at_ms,
                 reason,
                 count_attempt,
-            } => {
-                again(
-                    &mut tx,
-                    worker,
-                    claimed,
-                    *at_ms,
-                    reason,
-                    *count_attempt,
-                    now_ms,
-                )
-                .await?
-            }
+            } => again(tx, worker, claimed, *at_ms, reason, *count_attempt, now_ms).await?,
             Outcome::Hold { at_ms, reason } => {
-                again(&mut tx, worker, claimed, *at_ms, reason, false, now_ms).await?
+                again(tx, worker, claimed, *at_ms, reason, false, now_ms).await?
             }
             Outcome::Failed {
                 reason,
                 zero_credit,
             } => {
-                let matched =
-                    set_final(&mut tx, worker, claimed.id, "failed", reason, now_ms).await?;
+                let matched = set_final(tx, worker, claimed.id, "failed", reason, now_ms).await?;
                 if *zero_credit {
                     let zeroed = sqlx::query(
                         "UPDATE credits SET balance = 0, updated_ts = $3 WHERE user_id = $1 AND template_id = $2 AND balance > 0",
@@ -496,26 +545,25 @@ pub(super) async fn record(
                     .bind(&send.user_id)
                     .bind(&send.template_id)
                     .bind(now_ms)
-                    .execute(&mut *tx)
+                    .execute(&mut **tx)
                     .await?
                     .rows_affected();
                     if zeroed > 0 {
-                        ledger(&mut tx, send, "reset", 0, now_ms, "wechat:43101").await?;
+                        ledger(tx, send, "reset", 0, now_ms, "wechat:43101").await?;
                     }
                 }
                 matched
             }
             Outcome::Unknown { reason } => {
-                set_final(&mut tx, worker, claimed.id, "unknown", reason, now_ms).await?
+                set_final(tx, worker, claimed.id, "unknown", reason, now_ms).await?
             }
             Outcome::PauseCampaign { reason } => {
-                let matched =
-                    set_final(&mut tx, worker, claimed.id, "failed", reason, now_ms).await?;
+                let matched = set_final(tx, worker, claimed.id, "failed", reason, now_ms).await?;
                 sqlx::query("UPDATE sends SET state = 'paused', failure = $2, updated_ms = $3 WHERE campaign = $1 AND state = 'planned'")
                     .bind(&send.campaign)
                     .bind(format!("campaign paused: {reason} (fix it, then `nudge campaign resume {}`)", send.campaign))
                     .bind(now_ms)
-                    .execute(&mut *tx)
+                    .execute(&mut **tx)
                     .await?;
                 matched
             }
@@ -524,7 +572,6 @@ pub(super) async fn record(
             done.lost_lease += 1;
         }
     }
-    tx.commit().await?;
     Ok(done)
 }
 
