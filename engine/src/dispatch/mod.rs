@@ -692,36 +692,4 @@ mod tests {
             "jitter spreads retries"
         );
     }
-
-    // See: #18 (10). A dispatcher error under `serve` stopped all sending, silently.
-    #[tokio::test]
-    async fn a_failing_dispatcher_is_started_again_until_shutdown() {
-        let (stop, shutdown) = watch::channel(false);
-        let stop = Arc::new(stop);
-        let runs = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let counted = runs.clone();
-        let failures = supervise(
-            move || {
-                let run = counted.fetch_add(1, Ordering::SeqCst) + 1;
-                let stop = stop.clone();
-                async move {
-                    if run < 3 {
-                        return Err(crate::Error::Usage("database is locked".into()));
-                    }
-                    let _ = stop.send(true);
-                    Ok(DispatchReport::default())
-                }
-            },
-            shutdown,
-            Duration::from_millis(5),
-            Duration::from_millis(20),
-        )
-        .await;
-        assert_eq!(failures, 2);
-        assert_eq!(
-            runs.load(Ordering::SeqCst),
-            3,
-            "started again after each error"
-        );
-    }
 }

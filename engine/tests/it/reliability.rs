@@ -600,3 +600,72 @@ async fn a_click_without_a_send_id_is_stored_as_an_unattributed_click() {
     let stats = nudge_engine::stats::collect(&test.store).await.unwrap();
     assert_eq!(stats.unattributed_clicks, 2);
 }
+
+// 10. A dispatcher error under `serve` stopped all sending, silently, while campaigns kept
+// planning: it is logged and the dispatcher started again, with backoff.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_dispatcher_is_started_again_until_shutdown() {
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let stop = Arc::new(stop);
+    let runs = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted = runs.clone();
+    let failures = dispatch::supervise(
+        move || {
+            let run = counted.fetch_add(1, Ordering::SeqCst) + 1;
+            let stop = stop.clone();
+            async move {
+                if run < 3 {
+                    return Err(nudge_engine::Error::Usage("database is locked".into()));
+                }
+                let _ = stop.send(true);
+                Ok(DispatchReport::default())
+            }
+        },
+        shutdown,
+        std::time::Duration::from_millis(5),
+        std::time::Duration::from_millis(20),
+    )
+    .await;
+    assert_eq!(failures, 2);
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        3,
+        "started again after each error"
+    );
+}
+
+// 17. A rate of 1e-12, a horizon of a million years or a rule limit of 0 (unlimited in Rhai)
+// panicked, wrapped or was taken as it was: values the engine cannot honour are errors naming the key.
+#[test]
+fn limits_the_engine_cannot_honour_are_errors() {
+    for (text, key) in [
+        ("[rules]\nmax_operations = 0", "rules.max_operations"),
+        ("[rules]\ndeadline_ms = 0", "rules.deadline_ms"),
+        ("[rules]\nmax_string_size = 0", "rules.max_string_size"),
+        ("[rules]\nmax_error_share = 1.5", "rules.max_error_share"),
+        ("[dispatch]\nrate_per_s = 1e-12", "dispatch.rate_per_s"),
+        ("[dispatch]\nrate_per_s = 1e300", "dispatch.rate_per_s"),
+        ("[dispatch]\nrate_per_s = -1.0", "dispatch.rate_per_s"),
+        ("[dispatch]\nrate_per_s = nan", "dispatch.rate_per_s"),
+        ("[dispatch]\nconcurrency = 0", "dispatch.concurrency"),
+        ("[dispatch]\nlease_s = 0", "dispatch.lease_s"),
+        ("[dispatch]\nbatch = 0", "dispatch.batch"),
+        (
+            "[dispatch.connectors.wechat]\nrate_per_s = 1e-9",
+            "dispatch.connectors.wechat.rate_per_s",
+        ),
+        ("[ingest]\nmax_record_bytes = 3", "ingest.max_record_bytes"),
+    ] {
+        let error = nudge_engine::config::Config::parse(text, "nudge.toml")
+            .err()
+            .unwrap_or_else(|| panic!("{text} was accepted"))
+            .to_string();
+        assert!(error.contains(key), "{text}: {error}");
+    }
+    assert!(
+        nudge_engine::config::Config::parse("[dispatch]\nrate_per_s = 0.5", "nudge.toml").is_ok()
+    );
+    assert!(
+        nudge_engine::config::Config::parse("[dispatch]\nrate_per_s = 0", "nudge.toml").is_ok()
+    );
+}
