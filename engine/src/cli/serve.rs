@@ -18,6 +18,10 @@ pub struct Args {
     /// How far back to look for missed runs at start, in hours
     #[arg(long, default_value_t = 24)]
     lookback_hours: i64,
+    /// Answer probes on this address: GET /healthz (200 while the process runs) and GET /readyz
+    /// (200 while the dispatcher runs, 503 while it restarts after an error)
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<std::net::SocketAddr>,
 }
 
 pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
@@ -30,6 +34,20 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
     );
     let connectors = context.config.build_connectors()?;
 
+    let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if let Some(addr) = args.listen {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        println!(
+            "probes on http://{}/healthz and /readyz",
+            listener.local_addr()?
+        );
+        let ready = ready.clone();
+        tokio::spawn(async move {
+            if let Err(error) = axum::serve(listener, probes(ready)).await {
+                tracing::error!(error = %error, "the probe listener stopped");
+            }
+        });
+    }
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         super::dispatch::wait_for_signal().await;
@@ -52,12 +70,14 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
             idle_wait_ms: dispatch::IDLE_WAIT_MS,
             campaign_rates: dispatch::campaign_rates(&campaigns),
         };
+        let ready = ready.clone();
         tokio::spawn(async move {
             let failures = dispatch::supervise(
                 || dispatch::run(&store, &connectors, &config, &options, shutdown.clone()),
                 shutdown.clone(),
                 std::time::Duration::from_secs(1),
                 std::time::Duration::from_secs(60),
+                &ready,
             )
             .await;
             if failures > 0 {
@@ -125,4 +145,27 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
     println!("stopping");
     let _ = dispatcher.await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The probe routes: liveness, and readiness from the dispatcher's state.
+fn probes(ready: Arc<std::sync::atomic::AtomicBool>) -> axum::Router {
+    use axum::http::StatusCode;
+    axum::Router::new()
+        .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            axum::routing::get(move || {
+                let ready = ready.load(std::sync::atomic::Ordering::SeqCst);
+                async move {
+                    if ready {
+                        (StatusCode::OK, "ready\n")
+                    } else {
+                        (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "not ready: the dispatcher is starting or restarting after an error (see the log)\n",
+                        )
+                    }
+                }
+            }),
+        )
 }

@@ -272,12 +272,14 @@ pub async fn run(
 /// Runs `attempt` (a dispatcher run) until `shutdown`, starting it again after an error: the
 /// error is logged and the restart waits `first_backoff`, doubling up to `max_backoff` (back to
 /// the start after a run that lasted a minute). Sending must not stop silently while campaigns
-/// keep planning. Returns how many runs failed.
+/// keep planning. `ready` is false from an error until a run has lasted `first_backoff` (what a
+/// readiness probe reports). Returns how many runs failed.
 pub async fn supervise<F, Fut>(
     mut attempt: F,
     shutdown: watch::Receiver<bool>,
     first_backoff: Duration,
     max_backoff: Duration,
+    ready: &AtomicBool,
 ) -> u64
 where
     F: FnMut() -> Fut,
@@ -287,7 +289,19 @@ where
     let mut backoff = first_backoff;
     loop {
         let started = Instant::now();
-        match attempt().await {
+        let run = attempt();
+        tokio::pin!(run);
+        let result = tokio::select! {
+            result = &mut run => result,
+            _ = tokio::time::sleep(first_backoff) => {
+                ready.store(true, Ordering::SeqCst);
+                run.await
+            }
+        };
+        if result.is_err() {
+            ready.store(false, Ordering::SeqCst);
+        }
+        match result {
             Ok(_) if *shutdown.borrow() => break,
             Ok(_) => {}
             Err(error) => {

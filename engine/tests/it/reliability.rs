@@ -609,14 +609,26 @@ async fn a_failing_dispatcher_is_started_again_until_shutdown() {
     let stop = Arc::new(stop);
     let runs = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let counted = runs.clone();
+    let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = ready.clone();
+    // Readiness as a probe would see it when each run starts and before each failure.
+    let at_start = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let noted = at_start.clone();
     let failures = dispatch::supervise(
         move || {
             let run = counted.fetch_add(1, Ordering::SeqCst) + 1;
             let stop = stop.clone();
+            noted.lock().unwrap().push(seen.load(Ordering::SeqCst));
+            let (seen, noted) = (seen.clone(), noted.clone());
             async move {
                 if run < 3 {
+                    // Ready once it has run a while; then the database goes away.
+                    tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+                    noted.lock().unwrap().push(seen.load(Ordering::SeqCst));
                     return Err(nudge_engine::Error::Usage("database is locked".into()));
                 }
+                // A healthy run lasts: readiness comes back, then the service stops.
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 let _ = stop.send(true);
                 Ok(DispatchReport::default())
             }
@@ -624,9 +636,16 @@ async fn a_failing_dispatcher_is_started_again_until_shutdown() {
         shutdown,
         std::time::Duration::from_millis(5),
         std::time::Duration::from_millis(20),
+        &ready,
     )
     .await;
     assert_eq!(failures, 2);
+    // Start, ready, failed; start, ready, failed; start (each start after a failure: not ready).
+    assert_eq!(*at_start.lock().unwrap(), [false, true, false, true, false]);
+    assert!(
+        ready.load(Ordering::SeqCst),
+        "ready again once a run lasted"
+    );
     assert_eq!(
         runs.load(Ordering::SeqCst),
         3,

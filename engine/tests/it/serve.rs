@@ -132,25 +132,62 @@ fn serve_stops_gracefully_on_sigterm() {
         "data_dir = 'data'\ncampaigns_dir = 'campaigns'\n",
     )
     .unwrap();
-    let child = nudge(&root.join("nudge.toml"))
+    let mut child = nudge(&root.join("nudge.toml"))
         .current_dir(root)
-        .args(["serve", "--lookback-hours", "0"])
+        .args(["serve", "--lookback-hours", "0", "--listen", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // Among the first lines: where the probes answer.
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    while !first.contains("/healthz") {
+        first.clear();
+        assert!(std::io::BufRead::read_line(&mut stdout, &mut first).unwrap() > 0);
+    }
+    let base = first
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .and_then(|w| w.strip_suffix("/healthz"))
+        .unwrap_or_else(|| panic!("no probe address in {first:?}"))
+        .to_string();
+    // Live at once; ready once the dispatcher has run a second without an error.
+    assert_eq!(http_get(&base, "/healthz").0, 200);
     std::thread::sleep(std::time::Duration::from_millis(1_500));
+    assert_eq!(http_get(&base, "/readyz"), (200, "ready\n".to_string()));
     let signalled = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(signalled.success());
-    let output = child.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "serve exited with {} on SIGTERM: {}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(String::from_utf8_lossy(&output.stdout).contains("stopping"));
+    let status = child.wait().unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    assert!(status.success(), "serve exited with {status} on SIGTERM");
+    assert!(rest.contains("stopping"), "{rest}");
+}
+
+/// A plain HTTP/1.1 GET: (status, body).
+fn http_get(base: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let host = base.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(host).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default();
+    (status, body)
 }
