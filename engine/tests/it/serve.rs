@@ -123,7 +123,7 @@ fn two_serve_processes_run_each_cron_instant_once() {
 // See: #18 (9). `serve` stopped only on Ctrl-C: under systemd or Kubernetes (SIGTERM) its
 // claimed sends were left to become `unknown`.
 #[test]
-fn serve_stops_gracefully_on_sigterm() {
+fn serve_answers_probes_and_stops_gracefully_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     std::fs::create_dir_all(root.join("campaigns")).unwrap();
