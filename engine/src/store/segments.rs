@@ -161,15 +161,12 @@ impl SegmentLayout {
                 .iter()
                 .map(|(_, _, encoding)| vec![*encoding])
                 .collect(),
-            // No min/max statistics: every file is one row group of one day, and the manifest
-            // already picks files by their time range; min/max of `props` and `event_id` cost
-            // a string comparison per value for nothing.
+            // Min/max statistics on every column, so the page index other readers use is right:
+            // without them polars' writer marks every page of the column index as all-null, and
+            // readers that prune by it (DuckDB) answered every filter with no rows. They also let
+            // readers skip files and pages by time, user and event.
             options: WriteOptions {
-                statistics: StatisticsOptions {
-                    min_value: false,
-                    max_value: false,
-                    ..StatisticsOptions::default()
-                },
+                statistics: StatisticsOptions::default(),
                 compression: CompressionOptions::Lz4Raw,
                 version: Version::V1,
                 data_page_size: None,

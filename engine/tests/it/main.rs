@@ -6,6 +6,7 @@ mod dispatch;
 mod facts;
 mod ingest;
 mod reliability;
+mod segments;
 mod serve;
 mod support;
 mod synth;
