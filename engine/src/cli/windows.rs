@@ -24,6 +24,16 @@ pub enum Command {
         #[arg(long, value_name = "TIME")]
         as_of: Option<String>,
     },
+    /// Backtest: fit on the events before the last N days, score each user's chosen hour
+    /// against what they did in those days, for nudge and the simple baselines
+    Evaluate {
+        /// Days held out at the end
+        #[arg(long, default_value_t = 7)]
+        holdout_days: i64,
+        /// The end of the held-out days [default: the latest stored event]
+        #[arg(long, value_name = "TIME")]
+        as_of: Option<String>,
+    },
     /// Print a user's week as a heatmap (local time) beside the population's
     Show {
         #[arg(value_name = "USER")]
@@ -63,6 +73,23 @@ pub async fn run(context: &Context, command: Command) -> anyhow::Result<ExitCode
             let started = std::time::Instant::now();
             let report = scoring::update(&store, config, zone, as_of).await?;
             print_report(&report, as_of, started.elapsed());
+        }
+        Command::Evaluate {
+            holdout_days,
+            as_of,
+        } => {
+            let as_of = match as_of.as_deref().map(clock::parse_instant).transpose()? {
+                Some(as_of) => as_of,
+                None => store
+                    .latest_event_ms()
+                    .await?
+                    .and_then(chrono::DateTime::from_timestamp_millis)
+                    .context("no events stored: ingest some first (`nudge ingest FILE`)")?,
+            };
+            let started = std::time::Instant::now();
+            let evaluation =
+                scoring::evaluate::evaluate(&store, config, zone, as_of, holdout_days).await?;
+            print_evaluation(&evaluation, holdout_days, started.elapsed());
         }
         Command::Show { user } => {
             let windows = scoring::load_users(&store, std::slice::from_ref(&user))?
@@ -116,6 +143,46 @@ fn print_report(
             "warning: {} users in all have an unknown time zone",
             report.zone_problem_count
         );
+    }
+}
+
+fn print_evaluation(
+    evaluation: &scoring::evaluate::Evaluation,
+    holdout_days: i64,
+    elapsed: std::time::Duration,
+) {
+    println!(
+        "backtest: fitted on events up to {}, scored on the {holdout_days} days to {} ({} users active in them), in {:.2}s",
+        evaluation.cutoff.to_rfc3339(),
+        evaluation.as_of.to_rfc3339(),
+        evaluation.all.users,
+        elapsed.as_secs_f64()
+    );
+    println!(
+        "share: of a user's held-out activity at the chosen local hour; hit: any activity within an hour of it; loglik: per held-out event"
+    );
+    println!(
+        "{:<14} {:>8}  {:<20} {:>6} {:>6} {:>8}",
+        "users", "count", "strategy", "share", "hit", "loglik"
+    );
+    for band in std::iter::once(&evaluation.all).chain(&evaluation.bands) {
+        let best = band.scores.iter().map(|s| s.share).fold(f64::MIN, f64::max);
+        for (i, (name, score)) in scoring::evaluate::STRATEGIES
+            .iter()
+            .zip(&band.scores)
+            .enumerate()
+        {
+            let (label, count) = if i == 0 {
+                (band.name.to_string(), band.users.to_string())
+            } else {
+                (String::new(), String::new())
+            };
+            let mark = if score.share == best { " *" } else { "" };
+            println!(
+                "{label:<14} {count:>8}  {name:<20} {:>6.3} {:>6.3} {:>8.3}{mark}",
+                score.share, score.hit, score.log_likelihood
+            );
+        }
     }
 }
 

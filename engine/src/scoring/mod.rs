@@ -11,6 +11,7 @@
 //! a dense profile per user.
 //! polars is private to [`histogram`]; everything public here is plain Rust.
 
+pub mod evaluate;
 mod histogram;
 pub mod local;
 pub mod mixture;
@@ -195,14 +196,30 @@ pub async fn compute(
     })?;
     let as_of_ms = as_of.timestamp_millis();
     let from_ms = as_of_ms - config.lookback_days * DAY_MS;
-    let segments = store
-        .segment_rows(Some((from_ms + 1, as_of_ms + 1)))
-        .await?;
-    if segments.is_empty() {
+    let Some((state, report)) = build_state(store, config, default_tz, from_ms, as_of_ms).await?
+    else {
         return Err(Error::Usage(format!(
             "no events in the {} days before {as_of}: ingest some first (`nudge ingest FILE`), or pass --as-of inside the data's range",
             config.lookback_days
         )));
+    };
+    finish(store, config, state, report).await
+}
+
+/// Every user's counts of the events in `(from_ms, as_of_ms]`, decayed to `as_of_ms`; `None`
+/// when no segment holds events in that span.
+pub(crate) async fn build_state(
+    store: &Store,
+    config: &WindowsConfig,
+    default_tz: Tz,
+    from_ms: i64,
+    as_of_ms: i64,
+) -> Result<Option<(local::State, ComputeReport)>> {
+    let segments = store
+        .segment_rows(Some((from_ms + 1, as_of_ms + 1)))
+        .await?;
+    if segments.is_empty() {
+        return Ok(None);
     }
     let started = std::time::Instant::now();
     let mut state = local::State::new(as_of_ms);
@@ -233,7 +250,7 @@ pub async fn compute(
         })?;
     }
     report.seconds_histogram = started.elapsed().as_secs_f64();
-    finish(store, config, state, report).await
+    Ok(Some((state, report)))
 }
 
 /// Rolls stored profiles forward to `as_of`: decays the stored counters, adds the events since

@@ -955,6 +955,14 @@ impl Store {
         Ok(())
     }
 
+    /// The timestamp of the latest stored event, if any (epoch ms).
+    pub async fn latest_event_ms(&self) -> Result<Option<i64>> {
+        Ok(sqlx::query("SELECT MAX(max_ts) FROM segments")
+            .fetch_one(&self.pool)
+            .await?
+            .get(0))
+    }
+
     /// This store's id.
     pub fn id(&self) -> &str {
         &self.id

@@ -370,3 +370,77 @@ fn quiet_hours_move_a_send_to_the_nearest_edge() {
     let fine = at("2026-10-30T12:00:00+08:00");
     assert_eq!(scoring::timing::out_of_quiet_hours(fine, zone, quiet), fine);
 }
+
+// The backtest (#19): fitted on the days before the held-out ones, each strategy is scored on
+// what users did in them. Users who open the app at 03:00 local every day: nudge and the
+// user's most frequent hour find it; a fixed evening hour never does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backtest_scores_each_strategy_on_the_held_out_days() {
+    use nudge_engine::scoring::evaluate::{STRATEGIES, evaluate};
+    let test = TestStore::new().await;
+    let start = ms("2026-10-05T19:10:00Z"); // 03:10 in Shanghai
+    let mut events = Vec::new();
+    for user in 0..20 {
+        for day in 0..28 {
+            events.push(line(
+                &format!("night{user:02}"),
+                "app_open",
+                start + day * 86_400_000 + user * 60_000,
+                "",
+            ));
+        }
+    }
+    // Sparse users: twice before the held-out week, once in it, always at 03:00.
+    for user in 0..10 {
+        for day in [3, 12, 25] {
+            events.push(line(
+                &format!("rare{user:02}"),
+                "app_open",
+                start + day * 86_400_000,
+                "",
+            ));
+        }
+    }
+    test.ingest(&[&test.file("night.ndjson", events.join("\n"))])
+        .await;
+    let as_of = at("2026-11-02T00:00:00Z");
+    let evaluation = evaluate(
+        &test.store,
+        &WindowsConfig::default(),
+        chrono_tz::Asia::Shanghai,
+        as_of,
+        7,
+    )
+    .await
+    .unwrap();
+    assert_eq!(evaluation.cutoff, at("2026-10-26T00:00:00Z"));
+    assert_eq!(evaluation.all.users, 30);
+    let bands: Vec<(&str, u64)> = evaluation.bands.iter().map(|b| (b.name, b.users)).collect();
+    assert_eq!(bands, [("sparse (1-9)", 10), ("10-49", 20)]);
+    let score = |band: &str, strategy: &str| {
+        let band = evaluation.bands.iter().find(|b| b.name == band).unwrap();
+        let at = STRATEGIES.iter().position(|s| *s == strategy).unwrap();
+        band.scores[at].clone()
+    };
+    for band in ["sparse (1-9)", "10-49"] {
+        let nudge = score(band, "nudge");
+        let fixed = score(band, "fixed 20:00");
+        let frequent = score(band, "most frequent hour");
+        assert_eq!((nudge.share, nudge.hit), (1.0, 1.0), "{band}: {nudge:?}");
+        assert_eq!((frequent.share, frequent.hit), (1.0, 1.0), "{band}");
+        assert_eq!((fixed.share, fixed.hit), (0.0, 0.0), "{band}");
+        assert!(nudge.log_likelihood > fixed.log_likelihood, "{band}");
+    }
+    // Nothing to fit on: a clear error, not an empty table.
+    let error = evaluate(
+        &test.store,
+        &WindowsConfig::default(),
+        chrono_tz::Asia::Shanghai,
+        at("2026-10-06T00:00:00Z"),
+        7,
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(error.contains("--holdout-days"), "{error}");
+}

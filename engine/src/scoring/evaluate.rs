@@ -1,0 +1,284 @@
+//! The backtest: fit the windows on the events before a cut-off, then score each user's chosen
+//! hour against what they really did after it, for nudge and for the simple answers. Real
+//! customers' data looks like no generator; this is how an operator sees whether the model
+//! works for theirs.
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+
+use super::local::{State, UserCounts};
+use super::{HOURS_OF_WEEK, WindowsConfig, build_state, fit, profile};
+use crate::store::Store;
+use crate::{Error, Result};
+
+const DAY_MS: i64 = 86_400_000;
+
+/// The hour the fixed-hour baseline always picks (local 20:00: evenings are when most apps
+/// peak).
+pub const FIXED_HOUR: usize = 20;
+
+/// The strategies compared, in table order.
+pub const STRATEGIES: [&str; 5] = [
+    "nudge",
+    "fixed 20:00",
+    "population best",
+    "most frequent hour",
+    "shrunk hour-of-day",
+];
+
+/// Users grouped by how many events they had before the cut-off.
+pub const BANDS: [(&str, u64, u64); 4] = [
+    ("no history", 0, 0),
+    ("sparse (1-9)", 1, 9),
+    ("10-49", 10, 49),
+    ("50+", 50, u64::MAX),
+];
+
+/// One strategy's scores over a group of users (each user weighs the same).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Score {
+    /// Mean share of a user's held-out activity at the chosen local hour of day.
+    pub share: f64,
+    /// Share of users with held-out activity within one hour of the chosen hour.
+    pub hit: f64,
+    /// Mean log-likelihood per held-out event of the strategy's hour-of-week distribution.
+    pub log_likelihood: f64,
+}
+
+/// The scores of one band of users.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Band {
+    pub name: &'static str,
+    pub users: u64,
+    /// In [`STRATEGIES`] order.
+    pub scores: Vec<Score>,
+}
+
+/// What a backtest found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evaluation {
+    pub cutoff: DateTime<Utc>,
+    pub as_of: DateTime<Utc>,
+    /// Users with held-out activity: every band together, then each band with users.
+    pub all: Band,
+    pub bands: Vec<Band>,
+}
+
+/// Fits on the events of the lookback before `as_of - holdout_days` and scores on the events
+/// after, up to `as_of`.
+pub async fn evaluate(
+    store: &Store,
+    config: &WindowsConfig,
+    default_tz: Tz,
+    as_of: DateTime<Utc>,
+    holdout_days: i64,
+) -> Result<Evaluation> {
+    if !(1..=365).contains(&holdout_days) {
+        return Err(Error::Usage(format!(
+            "--holdout-days {holdout_days} must be 1 to 365"
+        )));
+    }
+    let as_of_ms = as_of.timestamp_millis();
+    let cutoff_ms = as_of_ms - holdout_days * DAY_MS;
+    let from_ms = cutoff_ms - config.lookback_days * DAY_MS;
+    let Some((train, _)) = build_state(store, config, default_tz, from_ms, cutoff_ms).await? else {
+        return Err(Error::Usage(format!(
+            "no events to fit on before the held-out {holdout_days} days: shorten --holdout-days, or pass --as-of"
+        )));
+    };
+    // The held-out days counted as they are: no decay.
+    let plain = WindowsConfig {
+        half_life_days: 1e12,
+        ..config.clone()
+    };
+    let Some((held, _)) = build_state(store, &plain, default_tz, cutoff_ms, as_of_ms).await? else {
+        return Err(Error::Usage(format!(
+            "no events in the held-out {holdout_days} days before {as_of}: pass --as-of inside the data's range"
+        )));
+    };
+    let model = fit(&train, config);
+    let windows = profile(&train, model, config);
+    let population: Vec<f64> = windows.population.iter().map(|p| f64::from(*p)).collect();
+    let mut all = Tally::default();
+    let mut bands: Vec<Tally> = BANDS.iter().map(|_| Tally::default()).collect();
+    for user in held.users.iter().filter(|u| u.events > 0) {
+        let trained = find(&train, &user.user_id);
+        let own: Vec<f64> = match windows.find(&user.user_id) {
+            Some(window) => window.probabilities.iter().map(|p| f64::from(*p)).collect(),
+            None => population.clone(),
+        };
+        let events = trained.map_or(0, |t| t.events);
+        let distributions = strategies(&own, &population, trained, config.pseudo_count);
+        let outcome = user.counts.dense();
+        let scores: Vec<Score> = distributions.iter().map(|d| score(d, &outcome)).collect();
+        all.add(&scores);
+        if let Some(band) = BANDS
+            .iter()
+            .position(|(_, low, high)| (*low..=*high).contains(&events))
+        {
+            bands[band].add(&scores);
+        }
+    }
+    Ok(Evaluation {
+        cutoff: DateTime::from_timestamp_millis(cutoff_ms).unwrap_or(as_of),
+        as_of,
+        all: all.band("all"),
+        bands: BANDS
+            .iter()
+            .zip(bands)
+            .filter(|(_, tally)| tally.users > 0)
+            .map(|((name, ..), tally)| tally.band(name))
+            .collect(),
+    })
+}
+
+fn find<'a>(state: &'a State, user_id: &str) -> Option<&'a UserCounts> {
+    state
+        .users
+        .binary_search_by(|u| u.user_id.as_str().cmp(user_id))
+        .ok()
+        .map(|i| &state.users[i])
+}
+
+/// Each strategy's distribution over the 168 local hours of the week, in [`STRATEGIES`] order.
+fn strategies(
+    own: &[f64],
+    population: &[f64],
+    trained: Option<&UserCounts>,
+    pseudo_count: f64,
+) -> Vec<Vec<f64>> {
+    let daily_population = fold(population);
+    let daily_own = trained
+        .map(|t| fold(&t.counts.dense()))
+        .unwrap_or([0.0; 24]);
+    let seen: f64 = daily_own.iter().sum();
+    // The user's most frequent hour of day, all its mass there (the population's when no
+    // history); the shrunk histogram: the user's hours plus `pseudo_count` events of the
+    // population's.
+    let frequent = if seen > 0.0 {
+        daily_own
+    } else {
+        daily_population
+    };
+    let shrunk: [f64; 24] =
+        std::array::from_fn(|h| daily_own[h] + pseudo_count * daily_population[h]);
+    vec![
+        own.to_vec(),
+        spread(&peak(FIXED_HOUR)),
+        population.to_vec(),
+        spread(&peak(argmax(&frequent))),
+        spread(&shrunk),
+    ]
+}
+
+/// A day's distribution with all its mass at `hour`.
+fn peak(hour: usize) -> [f64; 24] {
+    std::array::from_fn(|h| if h == hour { 1.0 } else { 0.0 })
+}
+
+/// A day's weights as a week's distribution: the same every day, normalised.
+fn spread(daily: &[f64; 24]) -> Vec<f64> {
+    let total: f64 = daily.iter().sum::<f64>() * 7.0;
+    (0..HOURS_OF_WEEK)
+        .map(|h| daily[h % 24] / total.max(f64::MIN_POSITIVE))
+        .collect()
+}
+
+/// A week's weights summed by hour of day.
+fn fold(week: &[f64]) -> [f64; 24] {
+    let mut day = [0.0; 24];
+    for (h, value) in week.iter().enumerate() {
+        day[h % 24] += value;
+    }
+    day
+}
+
+fn argmax(values: &[f64]) -> usize {
+    values
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map_or(0, |(i, _)| i)
+}
+
+/// How a distribution over the week did against one user's held-out counts. The chosen hour is
+/// the distribution's best hour of day; the log-likelihood floors each hour at 1e-4 of a
+/// uniform week, so a strategy that rules an hour out is punished, not infinitely.
+fn score(distribution: &[f64], outcome: &[f64; HOURS_OF_WEEK]) -> Score {
+    let chosen = argmax(&fold(distribution));
+    let daily = fold(outcome);
+    let total: f64 = daily.iter().sum();
+    let near = (0..3).map(|d| daily[(chosen + 23 + d) % 24]).sum::<f64>();
+    let floor = 1e-4 / HOURS_OF_WEEK as f64;
+    let log_likelihood = outcome
+        .iter()
+        .zip(distribution)
+        .map(|(count, p)| count * p.max(floor).ln())
+        .sum::<f64>()
+        / total;
+    Score {
+        share: daily[chosen] / total,
+        hit: if near > 0.0 { 1.0 } else { 0.0 },
+        log_likelihood,
+    }
+}
+
+#[derive(Default)]
+struct Tally {
+    users: u64,
+    sums: Vec<Score>,
+}
+
+impl Tally {
+    fn add(&mut self, scores: &[Score]) {
+        if self.sums.is_empty() {
+            self.sums = vec![Score::default(); scores.len()];
+        }
+        for (sum, score) in self.sums.iter_mut().zip(scores) {
+            sum.share += score.share;
+            sum.hit += score.hit;
+            sum.log_likelihood += score.log_likelihood;
+        }
+        self.users += 1;
+    }
+
+    fn band(self, name: &'static str) -> Band {
+        let n = self.users.max(1) as f64;
+        Band {
+            name,
+            users: self.users,
+            scores: self
+                .sums
+                .into_iter()
+                .map(|s| Score {
+                    share: s.share / n,
+                    hit: s.hit / n,
+                    log_likelihood: s.log_likelihood / n,
+                })
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_distribution_peaked_where_the_user_was_active_scores_best() {
+        let mut outcome = [0.0; HOURS_OF_WEEK];
+        outcome[2 * 24 + 9] = 3.0; // Wednesday 09:00
+        outcome[4 * 24 + 9] = 1.0; // Friday 09:00
+        outcome[4 * 24 + 21] = 1.0; // Friday 21:00
+        let right = score(&spread(&peak(9)), &outcome);
+        let near = score(&spread(&peak(10)), &outcome);
+        let wrong = score(&spread(&peak(3)), &outcome);
+        assert_eq!(right.share, 0.8);
+        assert_eq!((right.hit, near.hit, wrong.hit), (1.0, 1.0, 0.0));
+        assert_eq!(near.share, 0.0);
+        assert!(right.log_likelihood > wrong.log_likelihood);
+        let uniform = vec![1.0 / HOURS_OF_WEEK as f64; HOURS_OF_WEEK];
+        let flat = score(&uniform, &outcome);
+        assert!((flat.log_likelihood - (1.0 / 168.0f64).ln()).abs() < 1e-9);
+    }
+}
