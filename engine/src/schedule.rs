@@ -217,6 +217,13 @@ pub async fn tick(
         records.push(run_claimed(store, config, campaign, at, now, &owner, note).await?);
     }
     let oldest = (now - grace).timestamp_millis();
+    let abandoned = store.abandon_stale_runs(now_ms, oldest).await?;
+    if abandoned > 0 {
+        tracing::warn!(
+            runs = abandoned,
+            "runs whose process stopped are past their grace period: marked failed, not run"
+        );
+    }
     for (name, at_ms) in store.runs_to_resume(now_ms, oldest).await? {
         let Some(campaign) = campaigns.iter().find(|c| c.name == name) else {
             continue;

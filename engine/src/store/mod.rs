@@ -815,6 +815,21 @@ impl Store {
             .collect())
     }
 
+    /// Marks `failed` the runs left `running` by a process that stopped, whose instant is older
+    /// than `oldest_ms` (past the grace period: too late to run). Returns how many.
+    pub async fn abandon_stale_runs(&self, now_ms: i64, oldest_ms: i64) -> Result<u64> {
+        Ok(sqlx::query(
+            "UPDATE campaign_runs SET state = 'failed', finished_ms = $1, lease_until = NULL,
+                 note = 'the process running it stopped; past the grace period, not run again'
+             WHERE state = 'running' AND COALESCE(lease_until, 0) < $1 AND scheduled_at < $2",
+        )
+        .bind(now_ms)
+        .bind(oldest_ms)
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+
     /// Takes over a run [`runs_to_resume`](Self::runs_to_resume) found, if it is still in the
     /// state it was found in (one process wins).
     pub async fn retake_run(

@@ -991,4 +991,26 @@ async fn a_run_left_running_by_a_dead_process_or_failed_is_run_again() {
     let runs = test.store.campaign_runs("cart").await.unwrap();
     let states: Vec<&str> = runs.iter().map(|r| r.1.as_str()).collect();
     assert_eq!(states, ["done", "done"]);
+    // A run whose process died, found only after its grace period: recorded failed, not run.
+    let two = at("2026-11-02T14:00:00Z").timestamp_millis();
+    assert!(
+        test.store
+            .claim_run("cart", two, two, "running", "dead", two + 1_000)
+            .await
+            .unwrap()
+    );
+    let late = tick(
+        &test.store,
+        &config,
+        &campaigns,
+        at("2026-11-02T15:00:00Z"),
+        at("2026-11-02T15:00:01Z"),
+        grace,
+    )
+    .await
+    .unwrap();
+    assert!(late.is_empty(), "{late:?}");
+    let runs = test.store.campaign_runs("cart").await.unwrap();
+    assert_eq!(runs[0].1, "failed");
+    assert!(runs[0].3.contains("past the grace period"), "{:?}", runs[0]);
 }
