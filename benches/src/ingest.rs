@@ -83,6 +83,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 users,
                 days: 30,
                 seed: 3,
+                family: Default::default(),
                 start: NaiveDate::from_ymd_opt(2026, 10, 1).unwrap(),
                 out: input.clone(),
                 truth: None,

@@ -133,6 +133,7 @@ pub async fn generated_store(
                 users,
                 days,
                 seed,
+                family: Default::default(),
                 start,
                 out: input.clone(),
                 truth: None,

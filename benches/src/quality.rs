@@ -1,14 +1,17 @@
 //! Send-time quality: for each user, the true activity probability at the chosen hour divided by
-//! the true best within the same 24-hour horizon (1.0 = oracle), for four methods.
+//! the true best within the same 24-hour horizon (1.0 = oracle), averaged over four horizons
+//! across the week, for nudge, the simple answers and a ceiling that knows the generator's
+//! rhythm types; on every behaviour family the generator has. Then the backtest
+//! (`windows evaluate`) on the same store, and whether its ranking agrees with the truth.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use chrono::{Duration, NaiveDate, TimeZone, Timelike, Utc};
+use chrono::{DateTime, Duration, NaiveDate, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
 use nudge_engine::ingest::{self, IngestOptions};
-use nudge_engine::scoring::{self, local::local_hour_of_week};
-use nudge_engine::synth::{self, GenOptions};
+use nudge_engine::scoring::{self, HOURS_OF_WEEK, local::local_hour_of_week};
+use nudge_engine::synth::{self, Family, GenOptions};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -18,7 +21,10 @@ pub struct Args {
     days: u32,
     #[arg(long, default_value_t = 11)]
     seed: u64,
-    /// Keep the dataset here instead of a temporary directory
+    /// Behaviour families to run (comma-separated) [default: all]
+    #[arg(long, value_delimiter = ',')]
+    profile: Vec<Family>,
+    /// Keep the datasets here instead of a temporary directory
     #[arg(long)]
     dir: Option<PathBuf>,
     /// A nudge.toml whose [windows] section to use (to compare settings)
@@ -26,13 +32,23 @@ pub struct Args {
     config: Option<PathBuf>,
 }
 
-const METHODS: [&str; 5] = [
-    "fixed 10:00 local",
-    "population best hour",
-    "user's most frequent hour (naive)",
+/// Methods in table order; the first five are the backtest's strategies, by the same rules.
+const METHODS: [&str; 7] = [
     "nudge",
+    "fixed 20:00 local",
+    "population best hour",
+    "most frequent hour of day (naive)",
+    "hour-of-day histogram shrunk to the population (classic)",
+    "ceiling: posterior over the generator's true types",
     "oracle",
 ];
+const NUDGE: usize = 0;
+const NAIVE: usize = 3;
+const CEILING: usize = 5;
+/// Days after the data's end at which the four 24-hour horizons start.
+const HORIZONS: [i64; 4] = [0, 2, 4, 5];
+/// The classic baseline's prior weight, in events.
+const CLASSIC_PSEUDO_COUNT: f64 = 5.0;
 
 struct Truth {
     zone: Tz,
@@ -65,13 +81,13 @@ fn read_truth(path: &std::path::Path) -> anyhow::Result<HashMap<String, Truth>> 
     Ok(truth)
 }
 
-/// Per user: local hour-of-day counts of engagement events (the naive baseline's input).
-fn hour_counts(
+/// Per user: counts of engagement events per local hour of week (the baselines' input).
+fn week_counts(
     path: &std::path::Path,
     truth: &HashMap<String, Truth>,
-) -> anyhow::Result<HashMap<String, [u32; 24]>> {
+) -> anyhow::Result<HashMap<String, Vec<u32>>> {
     let text = std::fs::read_to_string(path)?;
-    let mut counts: HashMap<String, [u32; 24]> = HashMap::new();
+    let mut counts: HashMap<String, Vec<u32>> = HashMap::new();
     for line in text.lines().skip(1) {
         let mut fields = line.splitn(4, ',');
         let (Some(user), Some(event), Some(ts)) = (fields.next(), fields.next(), fields.next())
@@ -84,22 +100,84 @@ fn hour_counts(
         let Some(zone) = truth.get(user).map(|t| t.zone) else {
             continue;
         };
-        let at = Utc
-            .timestamp_millis_opt(ts.parse()?)
-            .single()
-            .unwrap_or_default()
-            .with_timezone(&zone);
-        counts.entry(user.to_string()).or_insert([0; 24])[at.hour() as usize] += 1;
+        let hour = ts.parse::<i64>()?.div_euclid(3_600_000);
+        counts
+            .entry(user.to_string())
+            .or_insert_with(|| vec![0; HOURS_OF_WEEK])[local_hour_of_week(zone, hour)] += 1;
     }
     Ok(counts)
 }
 
+fn fold(week: &[u32]) -> [f64; 24] {
+    let mut day = [0.0; 24];
+    week.iter()
+        .enumerate()
+        .for_each(|(bin, n)| day[bin % 24] += f64::from(*n));
+    day
+}
+
+fn argmax(values: &[f64]) -> usize {
+    (0..values.len())
+        .max_by(|a, b| values[*a].total_cmp(&values[*b]).then(b.cmp(a)))
+        .unwrap_or(0)
+}
+
+/// The posterior mixture of the generator's types given a user's counts.
+fn ceiling_profile(types: &[(&str, f64, [f64; HOURS_OF_WEEK])], counts: &[u32]) -> Vec<f64> {
+    let logs: Vec<f64> = types
+        .iter()
+        .map(|(_, share, profile)| {
+            share.ln()
+                + counts
+                    .iter()
+                    .zip(profile)
+                    .map(|(n, p)| f64::from(*n) * p.ln())
+                    .sum::<f64>()
+        })
+        .collect();
+    let top = logs.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let weights: Vec<f64> = logs.iter().map(|l| (l - top).exp()).collect();
+    (0..HOURS_OF_WEEK)
+        .map(|bin| {
+            types
+                .iter()
+                .zip(&weights)
+                .map(|(t, w)| w * t.2[bin])
+                .sum()
+        })
+        .collect()
+}
+
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    let families = if args.profile.is_empty() {
+        Family::ALL.to_vec()
+    } else {
+        args.profile.clone()
+    };
+    println!(
+        "\n### Send-time quality: {} users, {} days, seed {}\n",
+        args.users, args.days, args.seed
+    );
+    println!(
+        "Machine: {}. Quality = true probability at the chosen hour / true best in the 24 h \
+         horizon, averaged over horizons starting {:?} days after the data ends.",
+        crate::machine(),
+        HORIZONS
+    );
+    for family in families {
+        run_family(&args, family).await?;
+    }
+    Ok(())
+}
+
+async fn run_family(args: &Args, family: Family) -> anyhow::Result<()> {
     let temporary = tempfile::tempdir()?;
     let dir = args
         .dir
         .clone()
-        .unwrap_or_else(|| temporary.path().to_path_buf());
+        .unwrap_or_else(|| temporary.path().to_path_buf())
+        .join(family.name());
+    let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
     let start = NaiveDate::from_ymd_opt(2026, 10, 1).unwrap();
     let events_path = dir.join("events.csv");
@@ -108,6 +186,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         users: args.users,
         days: args.days,
         seed: args.seed,
+        family,
         start,
         out: events_path.clone(),
         truth: Some(truth_path.clone()),
@@ -130,100 +209,195 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .and_hms_opt(0, 0, 0)
         .unwrap()
         .and_utc();
+    let computing = std::time::Instant::now();
     scoring::compute(&store, &config.windows, config.default_zone(), as_of).await?;
+    let compute_s = computing.elapsed().as_secs_f64();
     let windows = scoring::load(&store)?.expect("just computed");
     let truth = read_truth(&truth_path)?;
-    let counts = hour_counts(&events_path, &truth)?;
+    let counts = week_counts(&events_path, &truth)?;
+    let types = family.types();
 
-    // The population's best local hour of day, from every user's events.
-    let mut population_hours = [0u64; 24];
+    let mut population_day = [0.0; 24];
     counts.values().for_each(|c| {
-        c.iter()
-            .enumerate()
-            .for_each(|(h, n)| population_hours[h] += *n as u64)
-    });
-    let population_best = (0..24).max_by_key(|h| population_hours[*h]).unwrap_or(20);
-
-    let mut sums = [[0.0f64; 5]; 2];
-    let mut users = [0u64; 2];
-    for (user_id, user_truth) in &truth {
-        let events: u32 = counts.get(user_id).map_or(0, |c| c.iter().sum());
-        let group = usize::from(events < 10);
-        // The 24 hourly slots after `as_of`, in the user's zone.
-        let slots: Vec<(usize, u32)> = (0..24)
-            .map(|offset| {
-                let hour = as_of.timestamp() / 3_600 + offset;
-                let local = Utc
-                    .timestamp_opt(hour * 3_600, 0)
-                    .unwrap()
-                    .with_timezone(&user_truth.zone);
-                (local_hour_of_week(user_truth.zone, hour), local.hour())
-            })
-            .collect();
-        let best_true = slots
+        fold(c)
             .iter()
-            .map(|(bin, _)| user_truth.probabilities[*bin])
-            .fold(0.0, f64::max);
-        let at_hour = |hour: usize| {
-            slots
-                .iter()
-                .find(|(_, h)| *h as usize == hour)
-                .map(|(bin, _)| *bin)
-                .unwrap_or(slots[0].0)
+            .enumerate()
+            .for_each(|(h, n)| population_day[h] += n)
+    });
+    let population_total: f64 = population_day.iter().sum();
+    let population_share: Vec<f64> = population_day
+        .iter()
+        .map(|n| n / population_total.max(1.0))
+        .collect();
+    let population_best = argmax(&population_day);
+
+    let mut sums = [[0.0f64; METHODS.len()]; 2];
+    let mut users = [0u64; 2];
+    let empty = vec![0u32; HOURS_OF_WEEK];
+    for (user_id, user_truth) in &truth {
+        let week = counts.get(user_id).unwrap_or(&empty);
+        let day = fold(week);
+        let events: f64 = day.iter().sum();
+        let group = usize::from(events < 10.0);
+        let naive_hour = if events > 0.0 {
+            argmax(&day)
+        } else {
+            population_best
         };
-        let naive_hour = counts.get(user_id).map_or(population_best, |c| {
-            (0..24)
-                .max_by_key(|h| (c[*h], 24 - h))
-                .unwrap_or(population_best)
-        });
-        let nudge_bin = windows
-            .find(user_id)
-            .and_then(|w| {
-                scoring::best_send_time(
-                    &w.probabilities,
-                    user_truth.zone,
-                    as_of,
-                    Duration::hours(24),
-                    None,
-                    0,
-                    None,
-                )
-            })
-            .map(|choice| choice.hour_of_week)
-            .unwrap_or_else(|| at_hour(population_best));
-        let chosen = [
-            at_hour(10),
-            at_hour(population_best),
-            at_hour(naive_hour),
-            nudge_bin,
-        ];
-        for (method, bin) in chosen.iter().enumerate() {
-            sums[group][method] += user_truth.probabilities[*bin] / best_true;
+        let shrunk: Vec<f64> = (0..24)
+            .map(|h| day[h] + CLASSIC_PSEUDO_COUNT * population_share[h])
+            .collect();
+        let classic_hour = argmax(&shrunk);
+        let ceiling = ceiling_profile(&types, week);
+        let window = windows.find(user_id);
+        for offset in HORIZONS {
+            let from = as_of + Duration::days(offset);
+            let slots = horizon(user_truth.zone, from);
+            let best_true = slots
+                .iter()
+                .map(|(bin, _)| user_truth.probabilities[*bin])
+                .fold(0.0, f64::max);
+            let at_hour = |hour: usize| {
+                slots
+                    .iter()
+                    .find(|(_, h)| *h as usize == hour)
+                    .map_or(slots[0].0, |(bin, _)| *bin)
+            };
+            let nudge_bin = window
+                .and_then(|w| {
+                    scoring::best_send_time(
+                        &w.probabilities,
+                        user_truth.zone,
+                        from,
+                        Duration::hours(24),
+                        None,
+                        0,
+                        None,
+                    )
+                })
+                .map_or_else(|| at_hour(population_best), |choice| choice.hour_of_week);
+            let ceiling_bin = slots
+                .iter()
+                .map(|(bin, _)| *bin)
+                .max_by(|a, b| ceiling[*a].total_cmp(&ceiling[*b]))
+                .unwrap_or(slots[0].0);
+            let chosen = [
+                nudge_bin,
+                at_hour(20),
+                at_hour(population_best),
+                at_hour(naive_hour),
+                at_hour(classic_hour),
+                ceiling_bin,
+            ];
+            for (method, bin) in chosen.iter().enumerate() {
+                sums[group][method] += user_truth.probabilities[*bin] / best_true;
+            }
+            sums[group][METHODS.len() - 1] += 1.0;
         }
-        sums[group][4] += 1.0;
-        users[group] += 1;
+        users[group] += HORIZONS.len() as u64;
     }
+    let quality = |method: usize, group: Option<usize>| match group {
+        Some(g) => sums[g][method] / users[g].max(1) as f64,
+        None => (sums[0][method] + sums[1][method]) / (users[0] + users[1]).max(1) as f64,
+    };
+    let per_horizon = HORIZONS.len() as u64;
     println!(
-        "\n### Send-time quality: {} users, {} days, seed {} ({} events)\n",
-        args.users, args.days, args.seed, summary.events
-    );
-    println!(
-        "Machine: {}. Quality = true probability at the chosen hour / true best in the 24 h horizon.\n",
-        crate::machine()
+        "\n#### Family `{}`: {} events, windows compute {compute_s:.2}s\n",
+        family, summary.events
     );
     println!(
         "| method | all users ({}) | sparse users, < 10 events ({}) | dense users ({}) |",
-        users[0] + users[1],
-        users[1],
-        users[0]
+        (users[0] + users[1]) / per_horizon,
+        users[1] / per_horizon,
+        users[0] / per_horizon
     );
     println!("|---|---|---|---|");
     for (method, name) in METHODS.iter().enumerate() {
-        let all = (sums[0][method] + sums[1][method]) / (users[0] + users[1]).max(1) as f64;
-        let sparse = sums[1][method] / users[1].max(1) as f64;
-        let dense = sums[0][method] / users[0].max(1) as f64;
-        println!("| {name} | {all:.3} | {sparse:.3} | {dense:.3} |");
+        println!(
+            "| {name} | {:.3} | {:.3} | {:.3} |",
+            quality(method, None),
+            quality(method, Some(1)),
+            quality(method, Some(0))
+        );
     }
+    println!(
+        "\nnudge over naive: {:+.3} all, {:+.3} sparse; ceiling gap: {:.3} all, {:.3} sparse",
+        quality(NUDGE, None) - quality(NAIVE, None),
+        quality(NUDGE, Some(1)) - quality(NAIVE, Some(1)),
+        quality(CEILING, None) - quality(NUDGE, None),
+        quality(CEILING, Some(1)) - quality(NUDGE, Some(1)),
+    );
+
+    let calibration = &windows.calibration;
+    let s = &calibration.settings;
+    println!(
+        "Settings{}: daily {}, class {}, day {}, share {}, smoothing {}; fallbacks: {}",
+        match &calibration.untuned {
+            Some(reason) => format!(" (not tuned: {reason})"),
+            None => format!(" (tuned on {} users)", calibration.users),
+        },
+        s.daily,
+        s.class,
+        s.day,
+        s.share,
+        s.smoothing,
+        if calibration.fallbacks.is_empty() {
+            "none".to_string()
+        } else {
+            calibration
+                .fallbacks
+                .iter()
+                .map(|f| format!("{} -> {}", f.band, f.strategy))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    );
+
+    // The backtest on the same store: does its ranking agree with the truth?
+    let evaluation =
+        scoring::evaluate::evaluate(&store, &config.windows, config.default_zone(), as_of, 7)
+            .await?;
+    let shares: Vec<f64> = evaluation.all.scores.iter().map(|s| s.share).collect();
+    let picked = argmax(&shares);
+    let truth_of = |strategy: usize| quality(strategy, None);
+    let best_by_truth = (0..scoring::evaluate::STRATEGIES.len())
+        .map(truth_of)
+        .fold(f64::NEG_INFINITY, f64::max);
+    println!(
+        "\nBacktest (7 held-out days, share of the held-out activity at the chosen hour, all users):"
+    );
+    for (i, name) in scoring::evaluate::STRATEGIES.iter().enumerate() {
+        println!(
+            "- {name}: backtest {:.3}, truth {:.3}",
+            shares[i],
+            truth_of(i)
+        );
+    }
+    println!(
+        "The backtest picks `{}`: {:.3} by the truth, {:.3} below the best ({}).",
+        scoring::evaluate::STRATEGIES[picked],
+        truth_of(picked),
+        best_by_truth - truth_of(picked),
+        if best_by_truth - truth_of(picked) <= 0.01 {
+            "agrees"
+        } else {
+            "DISAGREES"
+        }
+    );
     drop(store);
     Ok(())
+}
+
+/// The 24 hourly slots from `from`: each one's local hour of week and local hour of day.
+fn horizon(zone: Tz, from: DateTime<Utc>) -> Vec<(usize, u32)> {
+    (0..24)
+        .map(|offset| {
+            let hour = from.timestamp() / 3_600 + offset;
+            let local = Utc
+                .timestamp_opt(hour * 3_600, 0)
+                .unwrap()
+                .with_timezone(&zone);
+            (local_hour_of_week(zone, hour), local.hour())
+        })
+        .collect()
 }

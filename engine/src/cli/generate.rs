@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use chrono::NaiveDate;
-use nudge_engine::synth::{self, GenOptions, GenSummary};
+use nudge_engine::synth::{self, Family, GenOptions, GenSummary};
 
 use super::Context;
 
@@ -25,6 +25,11 @@ pub struct EventsArgs {
     /// Random seed: the same seed gives the same dataset
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// The kind of behaviour: classic (weekly rhythm types, mostly China), daily (routines that
+    /// repeat every day, weekends moved), shifted (routines moved by a personal phase of up to
+    /// two hours), mixed (each user splits their time between two routines)
+    #[arg(long, default_value_t = Family::Classic, value_name = "KIND")]
+    profile: Family,
     /// First day (local) of the window [default: `days` days before today]
     #[arg(long, value_name = "DATE")]
     start: Option<NaiveDate>,
@@ -45,6 +50,7 @@ pub fn run(context: &Context, command: Command) -> anyhow::Result<ExitCode> {
         users: args.users,
         days: args.days,
         seed: args.seed,
+        family: args.profile,
         start,
         out: args.out,
         truth: args.truth,
@@ -59,9 +65,10 @@ pub fn run(context: &Context, command: Command) -> anyhow::Result<ExitCode> {
 pub fn print_summary(summary: &GenSummary, options: &GenOptions, elapsed: std::time::Duration) {
     let seconds = elapsed.as_secs_f64().max(1e-9);
     println!(
-        "generated {} events for {} users over {} days from {} (seed {}) into {} in {:.2}s ({:.0} events/s)",
+        "generated {} events for {} {} users over {} days from {} (seed {}) into {} in {:.2}s ({:.0} events/s)",
         summary.events,
         summary.users,
+        options.family,
         options.days,
         options.start,
         options.seed,

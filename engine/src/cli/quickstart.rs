@@ -42,6 +42,7 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
         users: args.users,
         days: args.days,
         seed: args.seed,
+        family: Default::default(),
         start,
         out: dataset.clone(),
         truth: Some(dataset.with_extension("truth.parquet")),

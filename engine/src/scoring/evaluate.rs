@@ -6,6 +6,9 @@
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 
+use serde::{Deserialize, Serialize};
+
+use super::calibrate::{Calibration, calibrate};
 use super::local::{State, UserCounts};
 use super::{HOURS_OF_WEEK, WindowsConfig, build_state, fit, profile};
 use crate::store::Store;
@@ -16,6 +19,8 @@ const DAY_MS: i64 = 86_400_000;
 /// The hour the fixed-hour baseline always picks (local 20:00: evenings are when most apps
 /// peak).
 pub const FIXED_HOUR: usize = 20;
+/// The shrunk hour-of-day baseline's weight of the population, in events.
+pub const SHRUNK_PSEUDO_COUNT: f64 = 5.0;
 
 /// The strategies compared, in table order.
 pub const STRATEGIES: [&str; 5] = [
@@ -35,7 +40,7 @@ pub const BANDS: [(&str, u64, u64); 4] = [
 ];
 
 /// One strategy's scores over a group of users (each user weighs the same).
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Score {
     /// Mean share of a user's held-out activity at the chosen local hour of day.
     pub share: f64,
@@ -46,9 +51,9 @@ pub struct Score {
 }
 
 /// The scores of one band of users.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Band {
-    pub name: &'static str,
+    pub name: String,
     pub users: u64,
     /// In [`STRATEGIES`] order.
     pub scores: Vec<Score>,
@@ -62,9 +67,12 @@ pub struct Evaluation {
     /// Users with held-out activity: every band together, then each band with users.
     pub all: Band,
     pub bands: Vec<Band>,
+    /// The settings the fitted model used (tuned on the days before the cut-off).
+    pub calibration: Calibration,
 }
 
-/// Fits on the events of the lookback before `as_of - holdout_days` and scores on the events
+/// Fits on the events of the lookback before `as_of - holdout_days` (tuning the settings on
+/// the same number of days before that, as `windows compute` does) and scores on the events
 /// after, up to `as_of`.
 pub async fn evaluate(
     store: &Store,
@@ -81,34 +89,54 @@ pub async fn evaluate(
     let as_of_ms = as_of.timestamp_millis();
     let cutoff_ms = as_of_ms - holdout_days * DAY_MS;
     let from_ms = cutoff_ms - config.lookback_days * DAY_MS;
-    let Some((train, _)) = build_state(store, config, default_tz, from_ms, cutoff_ms).await? else {
+    let cuts = [cutoff_ms, cutoff_ms - holdout_days * DAY_MS];
+    let Some((full, mut held, _)) =
+        build_state(store, config, default_tz, from_ms, as_of_ms, &cuts).await?
+    else {
         return Err(Error::Usage(format!(
-            "no events to fit on before the held-out {holdout_days} days: shorten --holdout-days, or pass --as-of"
+            "no events in the {} days before {as_of}: pass --as-of inside the data's range",
+            config.lookback_days
         )));
     };
-    // The held-out days counted as they are: no decay.
-    let plain = WindowsConfig {
-        half_life_days: 1e12,
-        ..config.clone()
-    };
-    let Some((held, _)) = build_state(store, &plain, default_tz, cutoff_ms, as_of_ms).await? else {
+    let (scored, mut tuning) = (held.remove(0), held.remove(0));
+    if scored.plain.users.is_empty() {
         return Err(Error::Usage(format!(
             "no events in the held-out {holdout_days} days before {as_of}: pass --as-of inside the data's range"
         )));
-    };
-    let model = fit(&train, config);
-    let windows = profile(&train, model, config);
+    }
+    let mut train = full;
+    train.subtract(&scored.decayed);
+    train.decay_to(cutoff_ms, config);
+    if train.users.is_empty() {
+        return Err(Error::Usage(format!(
+            "no events to fit on before the held-out {holdout_days} days: shorten --holdout-days, or pass --as-of"
+        )));
+    }
+    tuning.decayed.decay_to(cutoff_ms, config);
+    let calibration = tokio::task::block_in_place(|| {
+        if config.tune {
+            calibrate(&train, &tuning, holdout_days, config)
+        } else {
+            Calibration::configured(config, "windows.tune is off")
+        }
+    });
+    let windows = tokio::task::block_in_place(|| {
+        let model = fit(&train, config);
+        profile(&train, model, calibration, config)
+    });
     let population: Vec<f64> = windows.population.iter().map(|p| f64::from(*p)).collect();
+    let population: [f64; HOURS_OF_WEEK] = std::array::from_fn(|h| population[h]);
     let mut all = Tally::default();
     let mut bands: Vec<Tally> = BANDS.iter().map(|_| Tally::default()).collect();
-    for user in held.users.iter().filter(|u| u.events > 0) {
+    for user in scored.plain.users.iter().filter(|u| u.events > 0) {
         let trained = find(&train, &user.user_id);
-        let own: Vec<f64> = match windows.find(&user.user_id) {
-            Some(window) => window.probabilities.iter().map(|p| f64::from(*p)).collect(),
-            None => population.clone(),
+        let own: [f64; HOURS_OF_WEEK] = match windows.find(&user.user_id) {
+            Some(window) => std::array::from_fn(|h| f64::from(window.probabilities[h])),
+            None => population,
         };
         let events = trained.map_or(0, |t| t.events);
-        let distributions = strategies(&own, &population, trained, config.pseudo_count);
+        let counts = trained.map_or([0.0; HOURS_OF_WEEK], |t| t.counts.dense());
+        let distributions = strategies(&own, &population, &counts);
         let outcome = user.counts.dense();
         let scores: Vec<Score> = distributions.iter().map(|d| score(d, &outcome)).collect();
         all.add(&scores);
@@ -129,6 +157,7 @@ pub async fn evaluate(
             .filter(|(_, tally)| tally.users > 0)
             .map(|((name, ..), tally)| tally.band(name))
             .collect(),
+        calibration: windows.calibration,
     })
 }
 
@@ -140,35 +169,45 @@ fn find<'a>(state: &'a State, user_id: &str) -> Option<&'a UserCounts> {
         .map(|i| &state.users[i])
 }
 
-/// Each strategy's distribution over the 168 local hours of the week, in [`STRATEGIES`] order.
-fn strategies(
-    own: &[f64],
-    population: &[f64],
-    trained: Option<&UserCounts>,
-    pseudo_count: f64,
+/// Each strategy's distribution over the 168 local hours of the week, in [`STRATEGIES`] order:
+/// `own` is nudge's, `counts` the user's decayed counts (all zero without history).
+pub fn strategies(
+    own: &[f64; HOURS_OF_WEEK],
+    population: &[f64; HOURS_OF_WEEK],
+    counts: &[f64; HOURS_OF_WEEK],
 ) -> Vec<Vec<f64>> {
+    (0..STRATEGIES.len())
+        .map(|index| match index {
+            0 => own.to_vec(),
+            index => baseline(index, population, counts),
+        })
+        .collect()
+}
+
+/// The distribution of baseline `index` (of [`STRATEGIES`], not 0) for a user with `counts`.
+pub fn baseline(
+    index: usize,
+    population: &[f64; HOURS_OF_WEEK],
+    counts: &[f64; HOURS_OF_WEEK],
+) -> Vec<f64> {
     let daily_population = fold(population);
-    let daily_own = trained
-        .map(|t| fold(&t.counts.dense()))
-        .unwrap_or([0.0; 24]);
+    let daily_own = fold(counts);
     let seen: f64 = daily_own.iter().sum();
-    // The user's most frequent hour of day, all its mass there (the population's when no
-    // history); the shrunk histogram: the user's hours plus `pseudo_count` events of the
-    // population's.
-    let frequent = if seen > 0.0 {
-        daily_own
-    } else {
-        daily_population
-    };
-    let shrunk: [f64; 24] =
-        std::array::from_fn(|h| daily_own[h] + pseudo_count * daily_population[h]);
-    vec![
-        own.to_vec(),
-        spread(&peak(FIXED_HOUR)),
-        population.to_vec(),
-        spread(&peak(argmax(&frequent))),
-        spread(&shrunk),
-    ]
+    match index {
+        1 => spread(&peak(FIXED_HOUR)),
+        2 => population.to_vec(),
+        // The user's most frequent hour of day, all its mass there (the population's when no
+        // history).
+        3 => spread(&peak(argmax(if seen > 0.0 {
+            &daily_own
+        } else {
+            &daily_population
+        }))),
+        // The user's hours plus a few events' worth of the population's.
+        _ => spread(&std::array::from_fn(|h| {
+            daily_own[h] + SHRUNK_PSEUDO_COUNT * daily_population[h]
+        })),
+    }
 }
 
 /// A day's distribution with all its mass at `hour`.
@@ -204,7 +243,7 @@ fn argmax(values: &[f64]) -> usize {
 /// How a distribution over the week did against one user's held-out counts. The chosen hour is
 /// the distribution's best hour of day; the log-likelihood floors each hour at 1e-4 of a
 /// uniform week, so a strategy that rules an hour out is punished, not infinitely.
-fn score(distribution: &[f64], outcome: &[f64; HOURS_OF_WEEK]) -> Score {
+pub fn score(distribution: &[f64], outcome: &[f64; HOURS_OF_WEEK]) -> Score {
     let chosen = argmax(&fold(distribution));
     let daily = fold(outcome);
     let total: f64 = daily.iter().sum();
@@ -242,10 +281,10 @@ impl Tally {
         self.users += 1;
     }
 
-    fn band(self, name: &'static str) -> Band {
+    fn band(self, name: &str) -> Band {
         let n = self.users.max(1) as f64;
         Band {
-            name,
+            name: name.to_string(),
             users: self.users,
             scores: self
                 .sums

@@ -26,6 +26,23 @@ pub struct HourlyCounts {
 }
 
 impl HourlyCounts {
+    /// The rows of the hours in `[from_hour, to_hour)`, with only the users they name.
+    pub fn between(&self, from_hour: i64, to_hour: i64) -> HourlyCounts {
+        let mut out = HourlyCounts::default();
+        for &(user, hour, weight, count) in &self.rows {
+            if hour < from_hour || hour >= to_hour {
+                continue;
+            }
+            let name = &self.users[user as usize];
+            if out.users.last() != Some(name) {
+                out.users.push(name.clone());
+            }
+            out.rows
+                .push((out.users.len() as u32 - 1, hour, weight, count));
+        }
+        out
+    }
+
     /// Puts users in order (and rows with them) if whoever built this did not.
     pub fn into_sorted(mut self) -> Self {
         let sorted = self.users.windows(2).all(|pair| pair[0] < pair[1])
@@ -308,6 +325,34 @@ impl State {
             })
             .map(String::as_str)
             .collect()
+    }
+
+    /// Takes `other`'s counts (a subset of the events, decayed to the same instant) out of this
+    /// state; users left with no events are dropped.
+    pub fn subtract(&mut self, other: &State) {
+        debug_assert_eq!(self.as_of_ms, other.as_of_ms);
+        let mut others = other.users.iter().peekable();
+        for user in &mut self.users {
+            while others.next_if(|o| o.user_id < user.user_id).is_some() {}
+            let Some(taken) = others.next_if(|o| o.user_id == user.user_id) else {
+                continue;
+            };
+            let mut dense = user.counts.dense();
+            let before: f64 = dense.iter().sum();
+            for &(hour, value) in taken.counts.entries() {
+                dense[hour as usize] -= value;
+            }
+            // What is left of a taken hour is rounding: below a millionth of the total, zero.
+            let tiny = before * 1e-9;
+            dense.iter_mut().for_each(|v| {
+                if *v < tiny {
+                    *v = 0.0;
+                }
+            });
+            user.events = user.events.saturating_sub(taken.events);
+            user.counts = Hours::from_dense(&dense);
+        }
+        self.users.retain(|u| u.events > 0);
     }
 
     /// Rolls every counter forward to `as_of_ms` (exponential decay composes exactly).

@@ -4,18 +4,22 @@
 //! segments ─histogram (polars)─▶ weighted counts per (user, UTC hour)
 //!          ─local──────────────▶ decayed counts per local hour of week
 //!          ─mixture────────────▶ rhythm types learned from dense users; each user's posterior
-//!          ─profile────────────▶ smoothed, shrunk probabilities + confidence
+//!          ─pooled─────────────▶ hour of day ▸ weekday/weekend ▸ day, each shrunk to the one above
+//!          ─calibrate──────────▶ those weights tuned on the last days' events; bands of users
+//!                                where a simple answer did better get the simple answer
 //! ```
 //! What is stored is the state (each user's decayed counts, sparse) and the model; a user's
 //! probabilities are derived when loaded, so an update rewrites kilobytes per thousand users, not
 //! a dense profile per user.
 //! polars is private to [`histogram`]; everything public here is plain Rust.
 
+pub mod calibrate;
 pub mod evaluate;
 mod histogram;
 pub mod local;
 pub mod mixture;
 mod persist;
+pub mod pooled;
 pub mod timing;
 
 use std::collections::HashMap;
@@ -42,10 +46,14 @@ pub struct WindowsConfig {
     pub half_life_days: f64,
     /// Events older than this are ignored.
     pub lookback_days: i64,
-    /// Weight of the prior, in events: a user with this much evidence is half their own.
+    /// Weight of each level's prior, in events, when the weights are not tuned (see `tune`).
     pub pseudo_count: f64,
-    /// Share of an hour's weight given to each neighbouring hour (circular over the week).
+    /// Share of an hour's weight given to each neighbouring hour, when not tuned.
     pub smoothing: f64,
+    /// Tune the weights and the smoothing on the last `holdout_days` of the store's events, and
+    /// answer bands of users where a simple rule did better with that rule.
+    pub tune: bool,
+    pub holdout_days: i64,
     /// Rhythm types learned from dense users.
     pub types: usize,
     /// Users with at least this many events in the lookback teach the rhythm types.
@@ -72,8 +80,10 @@ impl Default for WindowsConfig {
         WindowsConfig {
             half_life_days: 21.0,
             lookback_days: 90,
-            pseudo_count: 10.0,
+            pseudo_count: 30.0,
             smoothing: 0.2,
+            tune: true,
+            holdout_days: 7,
             types: 8,
             fit_min_events: 25,
             event_weights,
@@ -95,6 +105,9 @@ impl WindowsConfig {
         }
         if self.types == 0 || self.types > 64 {
             return Err("windows.types must be between 1 and 64".into());
+        }
+        if !(1..=60).contains(&self.holdout_days) {
+            return Err("windows.holdout_days must be 1 to 60".into());
         }
         if self.pseudo_count.is_nan() || self.pseudo_count < 0.0 {
             return Err("windows.pseudo_count must be 0 or more".into());
@@ -156,6 +169,7 @@ pub struct Windows {
     pub users: Vec<UserWindow>,
     pub population: Vec<f32>,
     pub model: mixture::Model,
+    pub calibration: calibrate::Calibration,
 }
 
 impl Windows {
@@ -181,6 +195,8 @@ pub struct ComputeReport {
     pub added_events: u64,
     pub seconds_histogram: f64,
     pub seconds_model: f64,
+    /// The settings used: tuned by this compute, or kept by an update.
+    pub calibration: calibrate::Calibration,
 }
 
 /// Recomputes every profile from the events in `(as_of - lookback, as_of]` and stores them.
@@ -196,25 +212,42 @@ pub async fn compute(
     })?;
     let as_of_ms = as_of.timestamp_millis();
     let from_ms = as_of_ms - config.lookback_days * DAY_MS;
-    let Some((state, report)) = build_state(store, config, default_tz, from_ms, as_of_ms).await?
+    let cuts: &[i64] = if config.tune {
+        &[as_of_ms - config.holdout_days * DAY_MS]
+    } else {
+        &[]
+    };
+    let Some((state, held, report)) =
+        build_state(store, config, default_tz, from_ms, as_of_ms, cuts).await?
     else {
         return Err(Error::Usage(format!(
             "no events in the {} days before {as_of}: ingest some first (`nudge ingest FILE`), or pass --as-of inside the data's range",
             config.lookback_days
         )));
     };
-    finish(store, config, state, report).await
+    let calibrating = std::time::Instant::now();
+    let calibration = tokio::task::block_in_place(|| match held.first() {
+        Some(held) => calibrate::calibrate(&state, held, config.holdout_days, config),
+        None => calibrate::Calibration::configured(config, "windows.tune is off"),
+    });
+    tracing::debug!(
+        calibrate_s = calibrating.elapsed().as_secs_f64(),
+        "windows calibrated"
+    );
+    finish(store, config, state, calibration, report).await
 }
 
-/// Every user's counts of the events in `(from_ms, as_of_ms]`, decayed to `as_of_ms`; `None`
-/// when no segment holds events in that span.
+/// Every user's counts of the events in `(from_ms, as_of_ms]`, decayed to `as_of_ms`, and for
+/// each of the descending `cuts` the events from it to the previous cut (or `as_of_ms`) on their
+/// own (rounded to the hour); `None` when no segment holds events in that span.
 pub(crate) async fn build_state(
     store: &Store,
     config: &WindowsConfig,
     default_tz: Tz,
     from_ms: i64,
     as_of_ms: i64,
-) -> Result<Option<(local::State, ComputeReport)>> {
+    cuts: &[i64],
+) -> Result<Option<(local::State, Vec<calibrate::Held>, ComputeReport)>> {
     let segments = store
         .segment_rows(Some((from_ms + 1, as_of_ms + 1)))
         .await?;
@@ -223,6 +256,19 @@ pub(crate) async fn build_state(
     }
     let started = std::time::Instant::now();
     let mut state = local::State::new(as_of_ms);
+    let mut held: Vec<calibrate::Held> = cuts
+        .iter()
+        .map(|_| calibrate::Held {
+            plain: local::State::new(as_of_ms),
+            decayed: local::State::new(as_of_ms),
+        })
+        .collect();
+    // Held-out days are counted as they are: no decay.
+    let plain = WindowsConfig {
+        half_life_days: 1e12,
+        ..config.clone()
+    };
+    let cut_hours: Vec<i64> = cuts.iter().map(|cut| cut.div_euclid(HOUR_MS)).collect();
     let mut report = ComputeReport::default();
     // A slice of days at a time: the group-by's table stays small (its cost grew faster than
     // the data: 2.2 s for 18.7M events, 29 s for 100M in one go), and memory with it. Slices
@@ -245,12 +291,27 @@ pub(crate) async fn build_state(
         next = slices.next().map(scan);
         tokio::task::block_in_place(|| -> Result<()> {
             let counts = histogram::index(counts)?;
+            for (index, held) in held.iter_mut().enumerate() {
+                let upper = if index == 0 {
+                    i64::MAX
+                } else {
+                    cut_hours[index - 1]
+                };
+                let part = counts.between(cut_hours[index], upper);
+                if !part.rows.is_empty() {
+                    let mut ignored = ComputeReport::default();
+                    held.plain
+                        .add(&part, &plain, &zones, default_tz, 1.0, &mut ignored);
+                    held.decayed
+                        .add(&part, config, &zones, default_tz, 1.0, &mut ignored);
+                }
+            }
             state.add(&counts, config, &zones, default_tz, 1.0, &mut report);
             Ok(())
         })?;
     }
     report.seconds_histogram = started.elapsed().as_secs_f64();
-    Ok(Some((state, report)))
+    Ok(Some((state, held, report)))
 }
 
 /// Rolls stored profiles forward to `as_of`: decays the stored counters, adds the events since
@@ -266,7 +327,7 @@ pub async fn update(
         message,
     })?;
     let loading = std::time::Instant::now();
-    let Some(mut state) =
+    let Some((mut state, calibration)) =
         tokio::task::block_in_place(|| persist::load_state(store.data_dir(), config))?
     else {
         return Err(Error::Usage(
@@ -323,7 +384,7 @@ pub async fn update(
         }
     }
     report.seconds_histogram = started.elapsed().as_secs_f64();
-    finish(store, config, state, report).await
+    finish(store, config, state, calibration, report).await
 }
 
 /// Events per scan of a full compute (see [`compute`]).
@@ -366,6 +427,7 @@ async fn finish(
     store: &Store,
     config: &WindowsConfig,
     state: local::State,
+    calibration: calibrate::Calibration,
     mut report: ComputeReport,
 ) -> Result<ComputeReport> {
     let started = std::time::Instant::now();
@@ -385,8 +447,9 @@ async fn finish(
     report.sparse_users = state.users.iter().filter(|u| u.events < 10).count() as u64;
     let saving = std::time::Instant::now();
     tokio::task::block_in_place(|| {
-        persist::save_meta(store.data_dir(), config, state.as_of_ms, &model)
+        persist::save_meta(store.data_dir(), config, state.as_of_ms, &model, &calibration)
     })?;
+    report.calibration = calibration;
     tracing::debug!(
         scan_s = report.seconds_histogram,
         fit_s = report.seconds_model,
@@ -419,48 +482,56 @@ pub fn fit(state: &local::State, config: &WindowsConfig) -> mixture::Model {
     mixture::fit(&refs, config.types)
 }
 
-/// Every user's window from their counts and the fitted model: the posterior mixture of types
-/// as a prior, the user's own smoothed counts shrunk toward it.
-pub fn profile(state: &local::State, model: mixture::Model, config: &WindowsConfig) -> Windows {
+/// Every user's window from their counts, the fitted types and the calibrated settings: the
+/// posterior mixture of types as the prior of the pooled profile, or a simple rule's answer for
+/// the bands of users the calibration gave one.
+pub fn profile(
+    state: &local::State,
+    model: mixture::Model,
+    calibration: calibrate::Calibration,
+    config: &WindowsConfig,
+) -> Windows {
     use rayon::prelude::*;
     let scorer = model.scorer();
+    let population = model.population();
     let users: Vec<UserWindow> = state
         .users
         .par_iter()
-        .map(|user| window_of(user, &scorer, config))
+        .map(|user| window_of(user, &scorer, &population, &calibration, config))
         .collect();
-    let population = model.population();
     Windows {
         as_of: DateTime::from_timestamp_millis(state.as_of_ms),
         users,
         population: population.iter().map(|p| *p as f32).collect(),
         model,
+        calibration,
     }
 }
 
 fn window_of(
     user: &local::UserCounts,
     scorer: &mixture::Scorer<'_>,
+    population: &[f64; HOURS_OF_WEEK],
+    calibration: &calibrate::Calibration,
     config: &WindowsConfig,
 ) -> UserWindow {
-    let counts = local::smooth(&user.counts.dense(), config.smoothing);
-    let prior = scorer.posterior_mixture(&counts);
-    let evidence: f64 = counts.iter().sum();
-    let total = evidence + config.pseudo_count;
-    let probabilities = (0..HOURS_OF_WEEK)
-        .map(|h| {
-            if total > 0.0 {
-                ((counts[h] + config.pseudo_count * prior[h]) / total) as f32
-            } else {
-                prior[h] as f32
-            }
-        })
-        .collect();
+    let raw = user.counts.dense();
+    let settings = &calibration.settings;
+    let probabilities: Vec<f64> = match calibration.fallback_for(user.events) {
+        Some(strategy) => evaluate::baseline(strategy, population, &raw),
+        None => {
+            // The types are fitted on counts smoothed as configured: the posterior over them too.
+            let prior = scorer.posterior_mixture(&local::smooth(&raw, config.smoothing));
+            pooled::profile(&local::smooth(&raw, settings.smoothing), &prior, settings).to_vec()
+        }
+    };
+    let evidence: f64 = raw.iter().sum();
+    let total = evidence + settings.daily;
     UserWindow {
         user_id: user.user_id.clone(),
         tz: user.tz.name().to_string(),
         events: user.events,
-        probabilities,
+        probabilities: probabilities.iter().map(|p| *p as f32).collect(),
         confidence: if total > 0.0 {
             (evidence / total) as f32
         } else {

@@ -9,12 +9,13 @@ use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::local::{HOURS_OF_WEEK, Hours, State, UserCounts};
+use super::calibrate::Calibration;
 use super::mixture::Model;
 use super::{UserWindow, Windows, WindowsConfig, windows_dir};
 use crate::{Error, Result};
 
 /// The format of `state.parquet` / `state.json`; older files are refused with a hint.
-const FORMAT: u32 = 3;
+const FORMAT: u32 = 4;
 /// Bytes per stored hour: the hour of week, then the count as a little-endian f64.
 const ENTRY: usize = 9;
 
@@ -26,6 +27,8 @@ struct Meta {
     config: WindowsConfig,
     #[serde(default)]
     model: Model,
+    #[serde(default)]
+    calibration: Calibration,
 }
 
 fn write_atomically(path: &Path, write: impl FnOnce(File) -> Result<()>) -> Result<()> {
@@ -137,6 +140,7 @@ pub(super) fn save_meta(
     config: &WindowsConfig,
     as_of_ms: i64,
     model: &Model,
+    calibration: &Calibration,
 ) -> Result<()> {
     let (_, meta) = paths(data_dir);
     write_json(
@@ -146,6 +150,7 @@ pub(super) fn save_meta(
             as_of_ms,
             config: config.clone(),
             model: model.clone(),
+            calibration: calibration.clone(),
         },
     )?;
     let dir = windows_dir(data_dir);
@@ -221,8 +226,11 @@ fn read(data_dir: &Path, only: Option<&[String]>) -> Result<Option<(Meta, State)
     Ok(Some((meta, state)))
 }
 
-/// The stored counters, if they were computed with the same configuration.
-pub(super) fn load_state(data_dir: &Path, config: &WindowsConfig) -> Result<Option<State>> {
+/// The stored counters and calibration, if they were computed with the same configuration.
+pub(super) fn load_state(
+    data_dir: &Path,
+    config: &WindowsConfig,
+) -> Result<Option<(State, Calibration)>> {
     let Some((meta, state)) = read(data_dir, None)? else {
         return Ok(None);
     };
@@ -231,7 +239,7 @@ pub(super) fn load_state(data_dir: &Path, config: &WindowsConfig) -> Result<Opti
             "the [windows] configuration changed since the stored windows were computed: run `nudge windows compute`".into(),
         ));
     }
-    Ok(Some(state))
+    Ok(Some((state, meta.calibration)))
 }
 
 /// The stored windows; with `only`, just those users' (the rest of the file is not decoded).
@@ -239,7 +247,12 @@ pub(super) fn load_windows(data_dir: &Path, only: Option<&[String]>) -> Result<O
     let Some((meta, state)) = read(data_dir, only)? else {
         return Ok(None);
     };
-    Ok(Some(super::profile(&state, meta.model, &meta.config)))
+    Ok(Some(super::profile(
+        &state,
+        meta.model,
+        meta.calibration,
+        &meta.config,
+    )))
 }
 
 pub(super) fn export(users: &[UserWindow], out: &Path, full: bool) -> Result<()> {

@@ -3,6 +3,7 @@
 //! Users are generated in blocks on all cores (each user has its own seeded generator, so the
 //! output does not depend on the thread count) and written in order.
 
+pub mod family;
 pub mod rhythm;
 pub mod user;
 mod write;
@@ -12,6 +13,7 @@ use std::path::PathBuf;
 use chrono::NaiveDate;
 use rayon::prelude::*;
 
+pub use family::Family;
 pub use write::OutputFormat;
 
 use crate::{Error, Result};
@@ -25,6 +27,8 @@ pub struct GenOptions {
     pub users: u64,
     pub days: u32,
     pub seed: u64,
+    /// The kind of behaviour the users follow.
+    pub family: Family,
     /// First local day of the window.
     pub start: NaiveDate,
     pub out: PathBuf,
@@ -78,7 +82,15 @@ pub fn generate(options: &GenOptions) -> Result<GenSummary> {
                 let first = block * BLOCK_USERS;
                 let last = (first + BLOCK_USERS).min(options.users);
                 (first..last)
-                    .map(|index| user::simulate(options.seed, index, options.start, options.days))
+                    .map(|index| {
+                        user::simulate(
+                            options.family,
+                            options.seed,
+                            index,
+                            options.start,
+                            options.days,
+                        )
+                    })
                     .collect()
             })
             .collect();

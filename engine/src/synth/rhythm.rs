@@ -51,11 +51,11 @@ pub const TYPES: [RhythmType; 6] = [
 ];
 
 /// Share of users whose dominant rhythm is each type.
-const TYPE_SHARES: [f64; 6] = [0.24, 0.18, 0.26, 0.12, 0.1, 0.1];
+pub const TYPE_SHARES: [f64; 6] = [0.24, 0.18, 0.26, 0.12, 0.1, 0.1];
 
-/// A user's latent profile: the dominant type and 168 probabilities summing to 1.
+/// A user's latent profile: the name of their dominant rhythm and 168 probabilities summing to 1.
 pub struct Profile {
-    pub dominant: usize,
+    pub rhythm: &'static str,
     pub probabilities: [f64; HOURS_OF_WEEK],
 }
 
@@ -79,12 +79,12 @@ pub fn draw_profile(rng: &mut Pcg64) -> Profile {
     let total: f64 = probabilities.iter().sum();
     probabilities.iter_mut().for_each(|p| *p /= total);
     Profile {
-        dominant,
+        rhythm: TYPES[dominant].name,
         probabilities,
     }
 }
 
-fn type_level(rhythm: &RhythmType, weekend: bool, hour: usize, shift: f64) -> f64 {
+pub fn type_level(rhythm: &RhythmType, weekend: bool, hour: usize, shift: f64) -> f64 {
     let bumps = if weekend {
         rhythm.weekend
     } else {

@@ -5,19 +5,10 @@ use chrono_tz::Tz;
 use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64;
 
+use super::family::Family;
 use super::rhythm::{self, HOURS_OF_WEEK, Profile};
 use crate::event::Event;
 
-/// Zones and their shares: mostly China, some elsewhere (two with DST).
-const ZONES: [(&str, f64); 7] = [
-    ("Asia/Shanghai", 0.82),
-    ("Asia/Tokyo", 0.04),
-    ("Asia/Singapore", 0.04),
-    ("Europe/London", 0.03),
-    ("America/New_York", 0.03),
-    ("America/Los_Angeles", 0.02),
-    ("Australia/Sydney", 0.02),
-];
 const CITIES: [&str; 8] = [
     "上海", "北京", "广州", "深圳", "杭州", "成都", "武汉", "南京",
 ];
@@ -40,13 +31,20 @@ pub struct SyntheticUser {
 }
 
 /// Deterministic per-user generator state.
-pub fn simulate(seed: u64, index: u64, start: NaiveDate, days: u32) -> SyntheticUser {
+pub fn simulate(
+    family: Family,
+    seed: u64,
+    index: u64,
+    start: NaiveDate,
+    days: u32,
+) -> SyntheticUser {
     let mut rng = Pcg64::seed_from_u64(seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let user_id = format!("u{index:07}");
-    let zone_weights: Vec<f64> = ZONES.iter().map(|(_, share)| *share).collect();
-    let zone = ZONES[rhythm::pick(&mut rng, &zone_weights)].0;
+    let zones = family.zones();
+    let zone_weights: Vec<f64> = zones.iter().map(|(_, share)| *share).collect();
+    let zone = zones[rhythm::pick(&mut rng, &zone_weights)].0;
     let tz: Tz = zone.parse().expect("zone table holds IANA names");
-    let profile = rhythm::draw_profile(&mut rng);
+    let profile = family.draw(&mut rng);
 
     // Heavy-tailed activity: median about 0.08 sessions a day, a few users many a day.
     let rate = (0.08f64.ln() + 1.4 * rhythm::normal(&mut rng))
@@ -242,10 +240,10 @@ mod tests {
     #[test]
     fn the_same_seed_gives_the_same_user() {
         let start = NaiveDate::from_ymd_opt(2026, 10, 1).unwrap();
-        let first = simulate(42, 17, start, 30);
-        let second = simulate(42, 17, start, 30);
+        let first = simulate(Family::Classic, 42, 17, start, 30);
+        let second = simulate(Family::Classic, 42, 17, start, 30);
         assert_eq!(first.events, second.events);
-        assert_ne!(simulate(43, 17, start, 30).events, first.events);
+        assert_ne!(simulate(Family::Classic, 43, 17, start, 30).events, first.events);
     }
 
     #[test]
@@ -259,7 +257,7 @@ mod tests {
             - 86_400_000;
         let to = from + 33 * 86_400_000;
         for index in 0..200 {
-            for event in simulate(1, index, start, 30).events {
+            for event in simulate(Family::Classic, 1, index, start, 30).events {
                 assert!((from..to).contains(&event.ts_ms), "{event:?}");
             }
         }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use polars::prelude::*;
 
-use super::rhythm::{HOURS_OF_WEEK, TYPES};
+use super::rhythm::HOURS_OF_WEEK;
 use super::user::SyntheticUser;
 use crate::event::Event;
 use crate::{Error, Result};
@@ -275,7 +275,7 @@ impl TruthWriter {
                     let _ = write!(
                         text,
                         "{},{},{}",
-                        user.user_id, user.zone, TYPES[user.profile.dominant].name
+                        user.user_id, user.zone, user.profile.rhythm
                     );
                     for p in user.profile.probabilities {
                         let _ = write!(text, ",{p:.7}");
@@ -299,7 +299,7 @@ impl TruthWriter {
                         "rhythm".into(),
                         users
                             .iter()
-                            .map(|u| TYPES[u.profile.dominant].name)
+                            .map(|u| u.profile.rhythm)
                             .collect::<Vec<_>>(),
                     ),
                 ];

@@ -24,6 +24,7 @@ async fn the_three_formats_store_the_same_events_gzipped_or_not() {
             users: 300,
             days: 14,
             seed: 9,
+            family: Default::default(),
             start: chrono::NaiveDate::from_ymd_opt(2026, 10, 1).unwrap(),
             out: out.clone(),
             truth: None,

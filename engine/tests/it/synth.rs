@@ -7,6 +7,7 @@ fn options(dir: &std::path::Path, seed: u64, name: &str) -> GenOptions {
         users: 2_000,
         days: 30,
         seed,
+        family: Default::default(),
         start: chrono::NaiveDate::from_ymd_opt(2026, 10, 1).unwrap(),
         out: dir.join(name),
         truth: Some(dir.join(format!("{name}.truth.csv"))),

@@ -186,6 +186,7 @@ async fn an_incremental_update_agrees_with_a_full_recompute() {
         users: 400,
         days: 60,
         seed: 4,
+        family: Default::default(),
         start,
         out: input.clone(),
         truth: None,

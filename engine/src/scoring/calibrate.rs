@@ -1,0 +1,320 @@
+//! Self-tuning on the store's own history: the pooled model's settings are picked by the
+//! likelihood of the last days' events under a model fitted on the days before them, and any
+//! band of users for whom a simple answer did better in that backtest gets the simple answer.
+//! Real customers' data looks like no generator: their own days decide.
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::evaluate::{self, BANDS, Band, STRATEGIES, Score};
+use super::local::{HOURS_OF_WEEK, State, UserCounts, smooth};
+use super::pooled::{self, Settings};
+use super::{WindowsConfig, fit};
+
+/// Users at most scored per candidate setting (a deterministic subsample).
+const MAX_CASES: usize = 20_000;
+/// Fewest users active on both sides of the cut-off for the settings to be tuned.
+pub const MIN_USERS: usize = 200;
+/// Pseudo-event weights tried for each level.
+const WEIGHTS: [f64; 13] = [
+    0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 2048.0, 8192.0,
+];
+/// Smoothing shares tried.
+const SMOOTHINGS: [f64; 7] = [0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4];
+/// Rounds of the coordinate search at most.
+const ROUNDS: usize = 3;
+
+/// The events of some held-out days: as counted (to score on) and decayed like the rest of the
+/// state (to take out of it).
+#[derive(Debug, Clone, Default)]
+pub struct Held {
+    pub plain: State,
+    pub decayed: State,
+}
+
+/// A band of users answered by a baseline instead of the model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Fallback {
+    pub band: String,
+    pub strategy: String,
+}
+
+/// How the windows were calibrated: stored with them, shown by `windows show --model`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Calibration {
+    pub settings: Settings,
+    /// Why the settings are the configured ones, when they were not tuned.
+    pub untuned: Option<String>,
+    pub holdout_days: i64,
+    /// Users active on both sides of the cut-off (those the settings were tuned on).
+    pub users: u64,
+    /// Mean held-out log-likelihood per event with the configured settings, then the chosen.
+    pub log_likelihood: Option<[f64; 2]>,
+    /// The backtest on the held-out days with the chosen settings: every band of users.
+    pub bands: Vec<Band>,
+    pub fallbacks: Vec<Fallback>,
+}
+
+impl Calibration {
+    /// Settings from the configuration, not tuned, for `reason`.
+    pub fn configured(config: &WindowsConfig, reason: impl Into<String>) -> Self {
+        Calibration {
+            settings: configured(config),
+            untuned: Some(reason.into()),
+            holdout_days: config.holdout_days,
+            users: 0,
+            log_likelihood: None,
+            bands: Vec::new(),
+            fallbacks: Vec::new(),
+        }
+    }
+
+    /// The baseline (index into [`STRATEGIES`]) answering users with this many events, if any.
+    pub fn fallback_for(&self, events: u64) -> Option<usize> {
+        let (band, ..) = BANDS
+            .iter()
+            .find(|(_, low, high)| (*low..=*high).contains(&events))?;
+        let fallback = self.fallbacks.iter().find(|f| f.band == *band)?;
+        STRATEGIES.iter().position(|s| *s == fallback.strategy)
+    }
+}
+
+impl Default for Calibration {
+    fn default() -> Self {
+        Calibration::configured(&WindowsConfig::default(), "not computed")
+    }
+}
+
+/// The settings the configuration names: every level weighs `pseudo_count` events.
+pub fn configured(config: &WindowsConfig) -> Settings {
+    Settings {
+        daily: config.pseudo_count,
+        class: config.pseudo_count,
+        day: config.pseudo_count,
+        share: config.pseudo_count,
+        smoothing: config.smoothing,
+    }
+}
+
+/// One user of the backtest: counts before the cut-off, the prior the types give them, what
+/// they did after it.
+struct Case {
+    counts: [f64; HOURS_OF_WEEK],
+    prior: [f64; HOURS_OF_WEEK],
+    held: Vec<(u8, f64)>,
+    events: u64,
+}
+
+/// Tunes the settings on `full` less the `held` days (the last `holdout_days` up to `full`'s
+/// as-of; their decayed counts decayed to it too), and runs the backtest that decides the
+/// fallbacks.
+pub fn calibrate(
+    full: &State,
+    held: &Held,
+    holdout_days: i64,
+    config: &WindowsConfig,
+) -> Calibration {
+    let mut train = full.clone();
+    train.subtract(&held.decayed);
+    let cutoff_ms = full.as_of_ms - holdout_days * 86_400_000;
+    train.decay_to(cutoff_ms, config);
+    let active = held
+        .plain
+        .users
+        .iter()
+        .filter(|u| find(&train, &u.user_id).is_some())
+        .count();
+    if active < MIN_USERS {
+        return Calibration::configured(
+            config,
+            format!(
+                "{active} users were active both in the last {holdout_days} days and before (tuning needs {MIN_USERS})"
+            ),
+        );
+    }
+    let model = fit(&train, config);
+    let scorer = model.scorer();
+    let population = model.population();
+    let stride = held.plain.users.len().div_ceil(MAX_CASES).max(1);
+    let cases: Vec<Case> = held
+        .plain
+        .users
+        .iter()
+        .step_by(stride)
+        .collect::<Vec<_>>()
+        .par_iter()
+        .map(|user| {
+            let trained = find(&train, &user.user_id);
+            let counts = trained.map_or([0.0; HOURS_OF_WEEK], |t| t.counts.dense());
+            let prior = match trained {
+                Some(_) => scorer.posterior_mixture(&smooth(&counts, config.smoothing)),
+                None => population,
+            };
+            Case {
+                counts,
+                prior,
+                held: user.counts.entries().to_vec(),
+                events: trained.map_or(0, |t| t.events),
+            }
+        })
+        .collect();
+    let start = configured(config);
+    let start_score = log_likelihood(&cases, &start);
+    let (settings, score) = search(&cases, start, start_score);
+    let (bands, fallbacks) = backtest(&cases, &settings, &population);
+    Calibration {
+        settings,
+        untuned: None,
+        holdout_days,
+        users: active as u64,
+        log_likelihood: Some([start_score, score]),
+        bands,
+        fallbacks,
+    }
+}
+
+fn find<'a>(state: &'a State, user_id: &str) -> Option<&'a UserCounts> {
+    state
+        .users
+        .binary_search_by(|u| u.user_id.as_str().cmp(user_id))
+        .ok()
+        .map(|i| &state.users[i])
+}
+
+/// Coordinate search over the settings, one at a time on its grid, until a round changes
+/// nothing.
+fn search(cases: &[Case], start: Settings, start_score: f64) -> (Settings, f64) {
+    let (mut best, mut best_score) = (start, start_score);
+    type Field = fn(&mut Settings) -> &mut f64;
+    let fields: [(Field, &[f64]); 5] = [
+        (|s| &mut s.daily, &WEIGHTS),
+        (|s| &mut s.class, &WEIGHTS),
+        (|s| &mut s.day, &WEIGHTS),
+        (|s| &mut s.share, &WEIGHTS),
+        (|s| &mut s.smoothing, &SMOOTHINGS),
+    ];
+    for _ in 0..ROUNDS {
+        let before = best;
+        for (field, grid) in &fields {
+            for value in grid.iter() {
+                let mut candidate = best;
+                *field(&mut candidate) = *value;
+                if candidate == best {
+                    continue;
+                }
+                let score = log_likelihood(cases, &candidate);
+                if score > best_score {
+                    (best, best_score) = (candidate, score);
+                }
+            }
+        }
+        if best == before {
+            break;
+        }
+    }
+    (best, best_score)
+}
+
+/// The user's pooled profile from raw counts.
+fn pooled_profile(case: &Case, settings: &Settings) -> [f64; HOURS_OF_WEEK] {
+    pooled::profile(
+        &smooth(&case.counts, settings.smoothing),
+        &case.prior,
+        settings,
+    )
+}
+
+/// Mean over users (with history) of the log-likelihood per held-out event.
+fn log_likelihood(cases: &[Case], settings: &Settings) -> f64 {
+    let floor = 1e-4 / HOURS_OF_WEEK as f64;
+    let (sum, users) = cases
+        .par_iter()
+        .filter(|case| case.events > 0)
+        .map(|case| {
+            let p = pooled_profile(case, settings);
+            let total: f64 = case.held.iter().map(|(_, c)| c).sum();
+            let ll: f64 = case
+                .held
+                .iter()
+                .map(|(bin, c)| c * p[*bin as usize].max(floor).ln())
+                .sum();
+            (ll / total, 1usize)
+        })
+        .reduce(|| (0.0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+    sum / users.max(1) as f64
+}
+
+/// Every strategy scored per band with `settings`; a band falls back to the baseline whose share
+/// beats the model's by more than twice the standard error of the paired difference.
+fn backtest(
+    cases: &[Case],
+    settings: &Settings,
+    population: &[f64; HOURS_OF_WEEK],
+) -> (Vec<Band>, Vec<Fallback>) {
+    let per_user: Vec<(usize, Vec<Score>)> = cases
+        .par_iter()
+        .filter_map(|case| {
+            let band = BANDS
+                .iter()
+                .position(|(_, low, high)| (*low..=*high).contains(&case.events))?;
+            let own = if case.events > 0 {
+                pooled_profile(case, settings)
+            } else {
+                *population
+            };
+            let mut outcome = [0.0; HOURS_OF_WEEK];
+            case.held
+                .iter()
+                .for_each(|(bin, c)| outcome[*bin as usize] += c);
+            let scores = evaluate::strategies(&own, population, &case.counts)
+                .iter()
+                .map(|d| evaluate::score(d, &outcome))
+                .collect();
+            Some((band, scores))
+        })
+        .collect();
+    let mut bands = Vec::new();
+    let mut fallbacks = Vec::new();
+    for (index, (name, ..)) in BANDS.iter().enumerate() {
+        let rows: Vec<&Vec<Score>> = per_user
+            .iter()
+            .filter(|(band, _)| *band == index)
+            .map(|(_, scores)| scores)
+            .collect();
+        if rows.is_empty() {
+            continue;
+        }
+        let n = rows.len() as f64;
+        let scores: Vec<Score> = (0..STRATEGIES.len())
+            .map(|s| Score {
+                share: rows.iter().map(|r| r[s].share).sum::<f64>() / n,
+                hit: rows.iter().map(|r| r[s].hit).sum::<f64>() / n,
+                log_likelihood: rows.iter().map(|r| r[s].log_likelihood).sum::<f64>() / n,
+            })
+            .collect();
+        // Users with no history get the population whatever the settings: nothing to change.
+        if index > 0 {
+            let better = (1..STRATEGIES.len())
+                .filter_map(|s| {
+                    let diffs: Vec<f64> = rows.iter().map(|r| r[s].share - r[0].share).collect();
+                    let mean = diffs.iter().sum::<f64>() / n;
+                    let variance =
+                        diffs.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
+                    (mean > 0.0 && mean > 2.0 * (variance / n).sqrt()).then_some((s, mean))
+                })
+                .max_by(|a, b| a.1.total_cmp(&b.1));
+            if let Some((strategy, _)) = better {
+                fallbacks.push(Fallback {
+                    band: name.to_string(),
+                    strategy: STRATEGIES[strategy].to_string(),
+                });
+            }
+        }
+        bands.push(Band {
+            name: name.to_string(),
+            users: rows.len() as u64,
+            scores,
+        });
+    }
+    (bands, fallbacks)
+}
