@@ -138,13 +138,7 @@ fn ceiling_profile(types: &[(&str, f64, [f64; HOURS_OF_WEEK])], counts: &[u32]) 
     let top = logs.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
     let weights: Vec<f64> = logs.iter().map(|l| (l - top).exp()).collect();
     (0..HOURS_OF_WEEK)
-        .map(|bin| {
-            types
-                .iter()
-                .zip(&weights)
-                .map(|(t, w)| w * t.2[bin])
-                .sum()
-        })
+        .map(|bin| types.iter().zip(&weights).map(|(t, w)| w * t.2[bin]).sum())
         .collect()
 }
 

@@ -34,10 +34,14 @@ pub enum Command {
         #[arg(long, value_name = "TIME")]
         as_of: Option<String>,
     },
-    /// Print a user's week as a heatmap (local time) beside the population's
+    /// Print a user's week as a heatmap (local time) beside the population's, or with
+    /// --model the settings the windows were computed with and their backtest
     Show {
-        #[arg(value_name = "USER")]
-        user: String,
+        #[arg(value_name = "USER", required_unless_present = "model")]
+        user: Option<String>,
+        /// Show the model: tuned settings, fallbacks, the backtest table, the rhythm types
+        #[arg(long, conflicts_with = "user")]
+        model: bool,
     },
     /// Write every user's window to a file (.csv or .parquet)
     Export {
@@ -90,8 +94,16 @@ pub async fn run(context: &Context, command: Command) -> anyhow::Result<ExitCode
             let evaluation =
                 scoring::evaluate::evaluate(&store, config, zone, as_of, holdout_days).await?;
             print_evaluation(&evaluation, holdout_days, started.elapsed());
+            println!();
+            print_calibration(&evaluation.calibration);
         }
-        Command::Show { user } => {
+        Command::Show { model: true, .. } => {
+            let windows = scoring::load_users(&store, &[])?
+                .context("no windows yet: run `nudge windows compute`")?;
+            show_model(&windows);
+        }
+        Command::Show { user, .. } => {
+            let user = user.context("name a user, or pass --model")?;
             let windows = scoring::load_users(&store, std::slice::from_ref(&user))?
                 .context("no windows yet: run `nudge windows compute`")?;
             let Some(window) = windows.find(&user) else {
@@ -135,6 +147,9 @@ fn print_report(
         report.seconds_histogram,
         report.seconds_model
     );
+    if !report.incremental {
+        print_calibration(&report.calibration);
+    }
     for (user, zone) in &report.zone_problems {
         eprintln!("warning: user '{user}' has unknown time zone '{zone}': used the default zone");
     }
@@ -161,11 +176,81 @@ fn print_evaluation(
     println!(
         "share: of a user's held-out activity at the chosen local hour; hit: any activity within an hour of it; loglik: per held-out event"
     );
+    print_bands(std::iter::once(&evaluation.all).chain(&evaluation.bands));
+}
+
+/// The settings a compute chose, and why; the bands answered by a baseline.
+fn print_calibration(calibration: &scoring::calibrate::Calibration) {
+    let s = &calibration.settings;
+    let settings = format!(
+        "daily {}, weekday/weekend {}, day {}, day shares {} (pseudo-events); smoothing {}",
+        s.daily, s.class, s.day, s.share, s.smoothing
+    );
+    match (&calibration.untuned, calibration.log_likelihood) {
+        (Some(reason), _) => {
+            println!("model settings (configured, not tuned: {reason}): {settings}")
+        }
+        (None, ll) => {
+            println!(
+                "model settings tuned on the last {} days ({} users active before and in them): {settings}",
+                calibration.holdout_days, calibration.users
+            );
+            if let Some([configured, tuned]) = ll {
+                println!(
+                    "held-out log-likelihood per event: {tuned:.3} (configured settings: {configured:.3})"
+                );
+            }
+        }
+    }
+    for fallback in &calibration.fallbacks {
+        println!(
+            "users with {} events get `{}`: it beat the model in the backtest",
+            fallback.band, fallback.strategy
+        );
+    }
+}
+
+fn show_model(windows: &scoring::Windows) {
+    let calibration = &windows.calibration;
+    println!(
+        "windows as of {}: {} rhythm types",
+        windows
+            .as_of
+            .map(|t| t.to_rfc3339())
+            .unwrap_or_else(|| "?".into()),
+        windows.model.types.len()
+    );
+    print_calibration(calibration);
+    if !calibration.bands.is_empty() {
+        println!("\nbacktest with these settings (share, hit, loglik as in `windows evaluate`):");
+        print_bands(calibration.bands.iter());
+    }
+    println!("\nrhythm types (share; local peak hours, weekday / weekend):");
+    for (weight, profile) in windows.model.weights.iter().zip(&windows.model.types) {
+        let peak = |days: std::ops::Range<usize>| {
+            let mut hours = [0.0; 24];
+            for day in days {
+                (0..24).for_each(|h| hours[h] += profile[day * 24 + h]);
+            }
+            (0..24)
+                .max_by(|a, b| hours[*a].total_cmp(&hours[*b]))
+                .unwrap_or(0)
+        };
+        println!(
+            "  {:>5.1}%  {:02}:00 / {:02}:00",
+            weight * 100.0,
+            peak(0..5),
+            peak(5..7)
+        );
+    }
+}
+
+fn print_bands<'a>(bands: impl Iterator<Item = &'a scoring::evaluate::Band>) {
     println!(
         "{:<14} {:>8}  {:<20} {:>6} {:>6} {:>8}",
         "users", "count", "strategy", "share", "hit", "loglik"
     );
-    for band in std::iter::once(&evaluation.all).chain(&evaluation.bands) {
+    for band in bands {
         let best = band.scores.iter().map(|s| s.share).fold(f64::MIN, f64::max);
         for (i, (name, score)) in scoring::evaluate::STRATEGIES
             .iter()

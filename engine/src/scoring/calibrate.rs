@@ -318,3 +318,179 @@ fn backtest(
     }
     (bands, fallbacks)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const AS_OF_MS: i64 = 100 * 86_400_000;
+
+    /// A state of users from `(id, counts per local hour of week, events)`.
+    fn state(users: Vec<(String, [f64; HOURS_OF_WEEK], u64)>) -> State {
+        let mut users: Vec<UserCounts> = users
+            .into_iter()
+            .map(|(user_id, counts, events)| UserCounts {
+                user_id,
+                tz: chrono_tz::Asia::Shanghai,
+                events,
+                counts: super::super::local::Hours::from_dense(&counts),
+            })
+            .collect();
+        users.sort_by(|a, b| a.user_id.cmp(&b.user_id));
+        State {
+            as_of_ms: AS_OF_MS,
+            users,
+        }
+    }
+
+    /// 400 users over 4 weeks, the first three before the cut-off, the last one held out; on
+    /// each day a user is active `per_day` times at `hour(user, day, event)`.
+    fn dataset(hour: impl Fn(usize, usize, usize) -> usize, per_day: usize) -> (State, Held) {
+        let (mut full, mut held) = (Vec::new(), Vec::new());
+        for user in 0..400 {
+            let (mut all, mut last) = ([0.0; HOURS_OF_WEEK], [0.0; HOURS_OF_WEEK]);
+            for day in 0..28 {
+                for event in 0..per_day {
+                    let bin = (day % 7) * 24 + hour(user, day, event) % 24;
+                    all[bin] += 1.0;
+                    if day >= 21 {
+                        last[bin] += 1.0;
+                    }
+                }
+            }
+            let id = format!("u{user:03}");
+            full.push((id.clone(), all, (28 * per_day) as u64));
+            held.push((id, last, (7 * per_day) as u64));
+        }
+        let held = state(held);
+        (
+            state(full),
+            Held {
+                plain: held.clone(),
+                decayed: held,
+            },
+        )
+    }
+
+    /// A deterministic draw in `0..n` for a user's event.
+    fn draw(user: usize, day: usize, event: usize, n: usize) -> usize {
+        (super::super::timing::mix((user * 1_000 + day * 10 + event) as u64) % n as u64) as usize
+    }
+
+    fn no_decay() -> WindowsConfig {
+        WindowsConfig {
+            half_life_days: 1e12,
+            types: 4,
+            ..WindowsConfig::default()
+        }
+    }
+
+    #[test]
+    fn a_rhythm_that_repeats_every_day_is_pooled_across_days() {
+        // Every day alike, an event a day within two hours of the user's own hour: a day's own
+        // few events add only noise to its weekday/weekend profile.
+        let (full, held) = dataset(
+            |user, day, event| 6 + user % 12 + draw(user, day, event, 5),
+            1,
+        );
+        let calibration = calibrate(&full, &held, 7, &no_decay());
+        assert_eq!(calibration.untuned, None);
+        assert!(
+            calibration.settings.day >= 64.0 && calibration.settings.class >= 64.0,
+            "{:?}",
+            calibration.settings
+        );
+        let [configured, tuned] = calibration.log_likelihood.unwrap();
+        assert!(tuned > configured, "{tuned} vs {configured}");
+    }
+
+    #[test]
+    fn weekends_unlike_weekdays_keep_their_own_profile() {
+        // Mornings on weekdays, late evenings on weekends, for everyone.
+        let (full, held) = dataset(
+            |user, day, event| {
+                let base = if day % 7 < 5 { 7 } else { 21 };
+                base + user % 3 + draw(user, day, event, 2)
+            },
+            2,
+        );
+        let calibration = calibrate(&full, &held, 7, &no_decay());
+        assert!(
+            calibration.settings.class <= 8.0,
+            "{:?}",
+            calibration.settings
+        );
+    }
+
+    #[test]
+    fn too_few_users_keep_the_configured_settings_and_say_why() {
+        let (full, held) = dataset(|_, _, _| 9, 1);
+        let few = State {
+            users: full.users[..50].to_vec(),
+            ..full
+        };
+        let calibration = calibrate(&few, &held, 7, &no_decay());
+        assert_eq!(calibration.settings, configured(&no_decay()));
+        assert!(calibration.untuned.unwrap().contains("50 users"));
+    }
+
+    #[test]
+    fn a_band_where_a_baseline_beats_the_model_falls_back_to_it() {
+        // Sparse users whose few events all sit at their own hour, and a prior that points
+        // elsewhere and weighs 8192 events: the most frequent hour wins the backtest.
+        let mut prior = [1e-4; HOURS_OF_WEEK];
+        (0..7).for_each(|day| prior[day * 24 + 3] = 1.0);
+        let total: f64 = prior.iter().sum();
+        prior.iter_mut().for_each(|p| *p /= total);
+        let cases: Vec<Case> = (0..300)
+            .map(|user| {
+                let hour = 8 + user % 12;
+                let mut counts = [0.0; HOURS_OF_WEEK];
+                counts[hour] = 2.0;
+                counts[24 + hour] = 1.0;
+                Case {
+                    counts,
+                    prior,
+                    held: vec![((2 * 24 + hour) as u8, 1.0)],
+                    events: 3,
+                }
+            })
+            .collect();
+        let blind = Settings {
+            daily: 8192.0,
+            class: 8192.0,
+            day: 8192.0,
+            share: 8192.0,
+            smoothing: 0.0,
+        };
+        let (bands, fallbacks) = backtest(&cases, &blind, &prior);
+        assert_eq!(bands.len(), 1);
+        assert_eq!(bands[0].name, "sparse (1-9)");
+        assert_eq!(
+            fallbacks,
+            [Fallback {
+                band: "sparse (1-9)".into(),
+                strategy: "most frequent hour".into()
+            }]
+        );
+        // Settings that listen to the user leave the model in charge.
+        let listening = Settings {
+            daily: 0.5,
+            class: 0.5,
+            day: 0.5,
+            share: 0.5,
+            smoothing: 0.0,
+        };
+        let (_, fallbacks) = backtest(&cases, &listening, &prior);
+        assert_eq!(fallbacks, []);
+        let calibration = Calibration {
+            fallbacks: vec![Fallback {
+                band: "sparse (1-9)".into(),
+                strategy: "most frequent hour".into(),
+            }],
+            ..Calibration::default()
+        };
+        assert_eq!(calibration.fallback_for(3), Some(3));
+        assert_eq!(calibration.fallback_for(10), None);
+    }
+}

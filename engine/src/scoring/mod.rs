@@ -447,7 +447,13 @@ async fn finish(
     report.sparse_users = state.users.iter().filter(|u| u.events < 10).count() as u64;
     let saving = std::time::Instant::now();
     tokio::task::block_in_place(|| {
-        persist::save_meta(store.data_dir(), config, state.as_of_ms, &model, &calibration)
+        persist::save_meta(
+            store.data_dir(),
+            config,
+            state.as_of_ms,
+            &model,
+            &calibration,
+        )
     })?;
     report.calibration = calibration;
     tracing::debug!(

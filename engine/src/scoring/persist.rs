@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::local::{HOURS_OF_WEEK, Hours, State, UserCounts};
 use super::calibrate::Calibration;
+use super::local::{HOURS_OF_WEEK, Hours, State, UserCounts};
 use super::mixture::Model;
 use super::{UserWindow, Windows, WindowsConfig, windows_dir};
 use crate::{Error, Result};

@@ -154,7 +154,10 @@ mod tests {
     #[test]
     fn no_events_give_the_prior() {
         let mut prior = [0.0; HOURS_OF_WEEK];
-        prior.iter_mut().enumerate().for_each(|(h, p)| *p = 1.0 + (h % 24) as f64);
+        prior
+            .iter_mut()
+            .enumerate()
+            .for_each(|(h, p)| *p = 1.0 + (h % 24) as f64);
         let total: f64 = prior.iter().sum();
         prior.iter_mut().for_each(|p| *p /= total);
         let p = profile(&[0.0; HOURS_OF_WEEK], &prior, &Settings::default());

@@ -136,8 +136,7 @@ impl Family {
         };
         let mut week = normalised(ROUTINES[first].week(shift, weekend_volume, Some(&noise)));
         if let Some((other, weight)) = second {
-            let other_week =
-                normalised(ROUTINES[other].week(shift, weekend_volume, Some(&noise)));
+            let other_week = normalised(ROUTINES[other].week(shift, weekend_volume, Some(&noise)));
             week.iter_mut()
                 .zip(other_week)
                 .for_each(|(p, q)| *p = (1.0 - weight) * *p + weight * q);
@@ -256,7 +255,11 @@ impl Routine {
         for (bin, p) in week.iter_mut().enumerate() {
             let (weekend, hour) = (bin / 24 >= 5, bin % 24);
             let (moved, widen, scale) = if weekend {
-                (shift + self.weekend_shift, 1.3, self.weekend_volume * volume)
+                (
+                    shift + self.weekend_shift,
+                    1.3,
+                    self.weekend_volume * volume,
+                )
             } else {
                 (shift, 1.0, 1.0)
             };
@@ -320,7 +323,8 @@ mod tests {
         }
         // The commute routine's weekend is two hours later than its weekdays.
         let commute = &ROUTINES[1].week(0.0, 1.0, None);
-        let best = |from: usize| (from..from + 12).max_by(|a, b| commute[*a].total_cmp(&commute[*b]));
+        let best =
+            |from: usize| (from..from + 12).max_by(|a, b| commute[*a].total_cmp(&commute[*b]));
         assert_eq!(best(0), Some(8));
         assert_eq!(best(5 * 24).map(|b| b - 5 * 24), Some(10));
     }
@@ -336,6 +340,9 @@ mod tests {
             let peak = |week: &[f64]| (0..24).max_by(|a, b| week[*a].total_cmp(&week[*b]));
             moved += usize::from(peak(&profile.probabilities) != peak(base));
         }
-        assert!(moved > 120, "only {moved} of 200 users peak off their routine");
+        assert!(
+            moved > 120,
+            "only {moved} of 200 users peak off their routine"
+        );
     }
 }

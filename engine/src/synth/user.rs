@@ -243,7 +243,10 @@ mod tests {
         let first = simulate(Family::Classic, 42, 17, start, 30);
         let second = simulate(Family::Classic, 42, 17, start, 30);
         assert_eq!(first.events, second.events);
-        assert_ne!(simulate(Family::Classic, 43, 17, start, 30).events, first.events);
+        assert_ne!(
+            simulate(Family::Classic, 43, 17, start, 30).events,
+            first.events
+        );
     }
 
     #[test]

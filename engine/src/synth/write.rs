@@ -297,10 +297,7 @@ impl TruthWriter {
                     ),
                     Column::new(
                         "rhythm".into(),
-                        users
-                            .iter()
-                            .map(|u| u.profile.rhythm)
-                            .collect::<Vec<_>>(),
+                        users.iter().map(|u| u.profile.rhythm).collect::<Vec<_>>(),
                     ),
                 ];
                 for bin in 0..HOURS_OF_WEEK {

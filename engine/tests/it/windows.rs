@@ -31,6 +31,7 @@ async fn compute(test: &TestStore, config: &WindowsConfig, as_of: &str) -> Vec<U
 /// No smoothing and no prior: probabilities are the user's own decayed counts.
 fn raw() -> WindowsConfig {
     WindowsConfig {
+        tune: false,
         smoothing: 0.0,
         pseudo_count: 0.0,
         types: 1,
@@ -195,9 +196,11 @@ async fn an_incremental_update_agrees_with_a_full_recompute() {
     nudge_engine::synth::generate(&options).unwrap();
     let test = TestStore::new().await;
     test.ingest(&[&input]).await;
-    // A short lookback, so events also leave the window during the update.
+    // A short lookback, so events also leave the window during the update; fixed settings, so
+    // the full recompute uses the same ones as the update (which keeps the stored ones).
     let config = WindowsConfig {
         lookback_days: 20,
+        tune: false,
         ..WindowsConfig::default()
     };
     let zone = chrono_tz::Asia::Shanghai;
@@ -416,7 +419,11 @@ async fn the_backtest_scores_each_strategy_on_the_held_out_days() {
     .unwrap();
     assert_eq!(evaluation.cutoff, at("2026-10-26T00:00:00Z"));
     assert_eq!(evaluation.all.users, 30);
-    let bands: Vec<(&str, u64)> = evaluation.bands.iter().map(|b| (b.name, b.users)).collect();
+    let bands: Vec<(&str, u64)> = evaluation
+        .bands
+        .iter()
+        .map(|b| (b.name.as_str(), b.users))
+        .collect();
     assert_eq!(bands, [("sparse (1-9)", 10), ("10-49", 20)]);
     let score = |band: &str, strategy: &str| {
         let band = evaluation.bands.iter().find(|b| b.name == band).unwrap();
@@ -444,4 +451,65 @@ async fn the_backtest_scores_each_strategy_on_the_held_out_days() {
     .unwrap_err()
     .to_string();
     assert!(error.contains("--holdout-days"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compute_tunes_its_settings_on_the_last_days_and_an_update_keeps_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("events.parquet");
+    let options = nudge_engine::synth::GenOptions {
+        users: 1_500,
+        days: 35,
+        seed: 8,
+        family: nudge_engine::synth::Family::Daily,
+        start: chrono::NaiveDate::from_ymd_opt(2026, 9, 1).unwrap(),
+        out: input.clone(),
+        truth: None,
+        quiet: true,
+    };
+    nudge_engine::synth::generate(&options).unwrap();
+    let test = TestStore::new().await;
+    test.ingest(&[&input]).await;
+    let zone = chrono_tz::Asia::Shanghai;
+    let end = at("2026-10-06T00:00:00Z");
+    let config = WindowsConfig::default();
+
+    let report = scoring::compute(&test.store, &config, zone, end)
+        .await
+        .unwrap();
+    let calibration = &report.calibration;
+    assert_eq!(calibration.untuned, None);
+    assert_eq!(calibration.holdout_days, 7);
+    assert!(calibration.users >= 200, "{}", calibration.users);
+    let [configured, tuned] = calibration.log_likelihood.unwrap();
+    assert!(tuned >= configured);
+    let bands: Vec<&str> = calibration.bands.iter().map(|b| b.name.as_str()).collect();
+    assert!(bands.contains(&"sparse (1-9)"), "{bands:?}");
+    // Stored with the windows, and kept by an update (which does not re-tune).
+    // (JSON keeps floats to the last digit or so: the settings and bands are compared.)
+    let same = |a: &scoring::calibrate::Calibration| {
+        a.settings == calibration.settings
+            && a.fallbacks == calibration.fallbacks
+            && a.bands.len() == calibration.bands.len()
+            && a.users == calibration.users
+    };
+    let stored = scoring::load(&test.store).unwrap().unwrap();
+    assert!(same(&stored.calibration), "{:?}", stored.calibration);
+    let updated = scoring::update(&test.store, &config, zone, end + Duration::hours(12))
+        .await
+        .unwrap();
+    assert!(same(&updated.calibration), "{:?}", updated.calibration);
+
+    let fixed = WindowsConfig {
+        tune: false,
+        ..WindowsConfig::default()
+    };
+    let report = scoring::compute(&test.store, &fixed, zone, end)
+        .await
+        .unwrap();
+    assert_eq!(
+        report.calibration.untuned.as_deref(),
+        Some("windows.tune is off")
+    );
+    assert_eq!(report.calibration.settings.day, fixed.pseudo_count);
 }
