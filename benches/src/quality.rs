@@ -325,11 +325,12 @@ async fn run_family(args: &Args, family: Family) -> anyhow::Result<()> {
     let calibration = &windows.calibration;
     let s = &calibration.settings;
     println!(
-        "Settings{}: daily {}, class {}, day {}, share {}, smoothing {}; fallbacks: {}",
+        "Settings{}: {} types, daily {}, class {}, day {}, share {}, smoothing {}; fallbacks: {}",
         match &calibration.untuned {
             Some(reason) => format!(" (not tuned: {reason})"),
             None => format!(" (tuned on {} users)", calibration.users),
         },
+        calibration.types,
         s.daily,
         s.class,
         s.day,

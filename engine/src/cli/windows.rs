@@ -183,8 +183,8 @@ fn print_evaluation(
 fn print_calibration(calibration: &scoring::calibrate::Calibration) {
     let s = &calibration.settings;
     let settings = format!(
-        "daily {}, weekday/weekend {}, day {}, day shares {} (pseudo-events); smoothing {}",
-        s.daily, s.class, s.day, s.share, s.smoothing
+        "{} rhythm types; weights daily {}, weekday/weekend {}, day {}, day shares {} (pseudo-events); smoothing {}",
+        calibration.types, s.daily, s.class, s.day, s.share, s.smoothing
     );
     match (&calibration.untuned, calibration.log_likelihood) {
         (Some(reason), _) => {

@@ -21,6 +21,8 @@ const WEIGHTS: [f64; 13] = [
 ];
 /// Smoothing shares tried.
 const SMOOTHINGS: [f64; 7] = [0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4];
+/// Numbers of rhythm types tried (besides the configured one).
+const TYPES: [usize; 3] = [8, 16, 32];
 /// Rounds of the coordinate search at most.
 const ROUNDS: usize = 3;
 
@@ -43,12 +45,15 @@ pub struct Fallback {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Calibration {
     pub settings: Settings,
+    /// Rhythm types fitted.
+    pub types: usize,
     /// Why the settings are the configured ones, when they were not tuned.
     pub untuned: Option<String>,
     pub holdout_days: i64,
     /// Users active on both sides of the cut-off (those the settings were tuned on).
     pub users: u64,
-    /// Mean held-out log-likelihood per event with the configured settings, then the chosen.
+    /// Mean held-out log-likelihood per event with the configured settings and types, then with
+    /// the chosen.
     pub log_likelihood: Option<[f64; 2]>,
     /// The backtest on the held-out days with the chosen settings: every band of users.
     pub bands: Vec<Band>,
@@ -60,6 +65,7 @@ impl Calibration {
     pub fn configured(config: &WindowsConfig, reason: impl Into<String>) -> Self {
         Calibration {
             settings: configured(config),
+            types: config.types,
             untuned: Some(reason.into()),
             holdout_days: config.holdout_days,
             users: 0,
@@ -132,19 +138,66 @@ pub fn calibrate(
             ),
         );
     }
-    let model = fit(&train, config);
-    let scorer = model.scorer();
-    let population = model.population();
     let stride = held.plain.users.len().div_ceil(MAX_CASES).max(1);
-    let cases: Vec<Case> = held
+    let users: Vec<(&UserCounts, Option<&UserCounts>)> = held
         .plain
         .users
         .iter()
         .step_by(stride)
-        .collect::<Vec<_>>()
+        .map(|user| (user, find(&train, &user.user_id)))
+        .collect();
+    let start = configured(config);
+    let mut candidates: Vec<usize> = TYPES.into_iter().chain([config.types]).collect();
+    candidates.sort_unstable();
+    candidates.dedup();
+    // For each number of types: its model, the cases' priors under it, the best weights by
+    // likelihood; the number of types is then picked by the backtest's share (the hour chosen
+    // is what matters, and more types can win it while losing a little likelihood).
+    let mut best: Option<(usize, Settings, f64, f64, Vec<Case>, [f64; HOURS_OF_WEEK])> = None;
+    let mut configured_score = f64::NAN;
+    for types in candidates {
+        let model = fit(&train, config, types);
+        let population = model.population();
+        let cases = cases(&users, &model, config);
+        if types == config.types {
+            configured_score = log_likelihood(&cases, &start);
+        }
+        let from = best.as_ref().map_or(start, |b| b.1);
+        let from_score = log_likelihood(&cases, &from);
+        let (settings, score) = search(&cases, from, from_score);
+        let share = mean_share(&cases, &settings);
+        tracing::debug!(types, score, share, ?settings, "calibration candidate");
+        if best.as_ref().is_none_or(|b| share > b.3) {
+            best = Some((types, settings, score, share, cases, population));
+        }
+    }
+    let (types, settings, score, _, cases, population) =
+        best.expect("at least one number of types is tried");
+    let (bands, fallbacks) = backtest(&cases, &settings, &population);
+    Calibration {
+        settings,
+        types,
+        untuned: None,
+        holdout_days,
+        users: active as u64,
+        log_likelihood: Some([configured_score, score]),
+        bands,
+        fallbacks,
+    }
+}
+
+/// The backtest's users: their counts before the cut-off, the prior the types give them, what
+/// they did after it.
+fn cases(
+    users: &[(&UserCounts, Option<&UserCounts>)],
+    model: &super::mixture::Model,
+    config: &WindowsConfig,
+) -> Vec<Case> {
+    let scorer = model.scorer();
+    let population = model.population();
+    users
         .par_iter()
-        .map(|user| {
-            let trained = find(&train, &user.user_id);
+        .map(|(user, trained)| {
             let counts = trained.map_or([0.0; HOURS_OF_WEEK], |t| t.counts.dense());
             let prior = match trained {
                 Some(_) => scorer.posterior_mixture(&smooth(&counts, config.smoothing)),
@@ -157,20 +210,7 @@ pub fn calibrate(
                 events: trained.map_or(0, |t| t.events),
             }
         })
-        .collect();
-    let start = configured(config);
-    let start_score = log_likelihood(&cases, &start);
-    let (settings, score) = search(&cases, start, start_score);
-    let (bands, fallbacks) = backtest(&cases, &settings, &population);
-    Calibration {
-        settings,
-        untuned: None,
-        holdout_days,
-        users: active as u64,
-        log_likelihood: Some([start_score, score]),
-        bands,
-        fallbacks,
-    }
+        .collect()
 }
 
 fn find<'a>(state: &'a State, user_id: &str) -> Option<&'a UserCounts> {
@@ -222,6 +262,24 @@ fn pooled_profile(case: &Case, settings: &Settings) -> [f64; HOURS_OF_WEEK] {
         &case.prior,
         settings,
     )
+}
+
+/// Mean over users (with history) of the share of their held-out activity at the hour of day
+/// the model picks.
+fn mean_share(cases: &[Case], settings: &Settings) -> f64 {
+    let (sum, users) = cases
+        .par_iter()
+        .filter(|case| case.events > 0)
+        .map(|case| {
+            let mut outcome = [0.0; HOURS_OF_WEEK];
+            case.held
+                .iter()
+                .for_each(|(bin, c)| outcome[*bin as usize] += c);
+            let share = evaluate::score(&pooled_profile(case, settings), &outcome).share;
+            (share, 1usize)
+        })
+        .reduce(|| (0.0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+    sum / users.max(1) as f64
 }
 
 /// Mean over users (with history) of the log-likelihood per held-out event.

@@ -121,7 +121,7 @@ pub async fn evaluate(
         }
     });
     let windows = tokio::task::block_in_place(|| {
-        let model = fit(&train, config);
+        let model = fit(&train, config, calibration.types);
         profile(&train, model, calibration, config)
     });
     let population: Vec<f64> = windows.population.iter().map(|p| f64::from(*p)).collect();

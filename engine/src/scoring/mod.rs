@@ -436,7 +436,7 @@ async fn finish(
     let (model, saved) = tokio::task::block_in_place(|| {
         std::thread::scope(|scope| {
             let saving = scope.spawn(|| persist::save_counters(store.data_dir(), &state));
-            let model = fit(&state, config);
+            let model = fit(&state, config, calibration.types);
             (model, saving.join())
         })
     });
@@ -467,13 +467,13 @@ async fn finish(
 
 /// Learns the rhythm types from the users with plenty of events (all users when too few have),
 /// on a deterministic subsample of at most [`mixture::FIT_SAMPLE`] of them.
-pub fn fit(state: &local::State, config: &WindowsConfig) -> mixture::Model {
+pub fn fit(state: &local::State, config: &WindowsConfig, types: usize) -> mixture::Model {
     let dense: Vec<&local::UserCounts> = state
         .users
         .iter()
         .filter(|u| u.events >= config.fit_min_events)
         .collect();
-    let pool = if dense.len() >= config.types * 5 {
+    let pool = if dense.len() >= types * 5 {
         dense
     } else {
         state.users.iter().collect()
@@ -485,7 +485,7 @@ pub fn fit(state: &local::State, config: &WindowsConfig) -> mixture::Model {
         .map(|u| local::smooth(&u.counts.dense(), config.smoothing))
         .collect();
     let refs: Vec<&[f64; HOURS_OF_WEEK]> = sample.iter().collect();
-    mixture::fit(&refs, config.types)
+    mixture::fit(&refs, types)
 }
 
 /// Every user's window from their counts, the fitted types and the calibrated settings: the

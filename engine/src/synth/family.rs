@@ -7,7 +7,9 @@
 //! - `daily`: one routine each, with a weekday/weekend modulation (weekends later, wider, with
 //!   more or less activity);
 //! - `shifted`: the same routines moved by a personal phase of half an hour to two hours;
-//! - `mixed`: every user splits their time between two routines.
+//! - `mixed`: every user splits their time between two routines;
+//! - `blend`: all of it at once: a personal phase of up to two hours either way, and half the
+//!   users mixing two routines.
 
 use std::str::FromStr;
 
@@ -24,14 +26,16 @@ pub enum Family {
     Daily,
     Shifted,
     Mixed,
+    Blend,
 }
 
 impl Family {
-    pub const ALL: [Family; 4] = [
+    pub const ALL: [Family; 5] = [
         Family::Classic,
         Family::Daily,
         Family::Shifted,
         Family::Mixed,
+        Family::Blend,
     ];
 
     pub fn name(self) -> &'static str {
@@ -40,6 +44,7 @@ impl Family {
             Family::Daily => "daily",
             Family::Shifted => "shifted",
             Family::Mixed => "mixed",
+            Family::Blend => "blend",
         }
     }
 
@@ -86,6 +91,27 @@ impl Family {
                 }
                 types
             }
+            // Each routine and each even pair of routines, at phases every half hour.
+            Family::Blend => {
+                let shifts: Vec<f64> = (0..9).map(|step| -2.0 + 0.5 * step as f64).collect();
+                let mut types = Vec::new();
+                for shift in &shifts {
+                    let weeks: Vec<[f64; HOURS_OF_WEEK]> = ROUTINES
+                        .iter()
+                        .map(|r| normalised(r.week(*shift, 1.0, None)))
+                        .collect();
+                    for (i, first) in ROUTINES.iter().enumerate() {
+                        let single = first.share / 2.0 / shifts.len() as f64;
+                        types.push((first.name, single, weeks[i]));
+                        for (j, second) in ROUTINES.iter().enumerate().skip(i + 1) {
+                            let pair = first.share * second.share / shifts.len() as f64;
+                            let week = std::array::from_fn(|h| 0.5 * (weeks[i][h] + weeks[j][h]));
+                            types.push((first.name, pair, week));
+                        }
+                    }
+                }
+                types
+            }
             // Every pair of routines at a grid of weights.
             Family::Mixed => {
                 let mut types = Vec::new();
@@ -124,6 +150,18 @@ impl Family {
                 let size = rng.random_range(0.5..2.0);
                 let sign = if rng.random_bool(0.5) { 1.0 } else { -1.0 };
                 (sign * size, None)
+            }
+            Family::Blend => {
+                let shift = rng.random_range(-2.0..2.0);
+                if rng.random_bool(0.5) {
+                    (shift, None)
+                } else {
+                    let mut other = rhythm::pick(rng, &shares);
+                    while other == first {
+                        other = rhythm::pick(rng, &shares);
+                    }
+                    (shift, Some((other, rng.random_range(0.3..0.7))))
+                }
             }
             _ => {
                 let mut other = rhythm::pick(rng, &shares);
