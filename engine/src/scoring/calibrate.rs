@@ -8,23 +8,22 @@ use serde::{Deserialize, Serialize};
 
 use super::evaluate::{self, BANDS, Band, STRATEGIES, Score};
 use super::local::{HOURS_OF_WEEK, State, UserCounts, smooth};
+use super::mixture::Model;
 use super::pooled::{self, Settings};
 use super::{WindowsConfig, fit};
 
 /// Users at most scored per candidate setting (a deterministic subsample).
-const MAX_CASES: usize = 20_000;
+const MAX_CASES: usize = 8_000;
 /// Fewest users active on both sides of the cut-off for the settings to be tuned.
 pub const MIN_USERS: usize = 200;
 /// Pseudo-event weights tried for each level.
-const WEIGHTS: [f64; 13] = [
-    0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 2048.0, 8192.0,
-];
+const WEIGHTS: [f64; 9] = [0.5, 2.0, 8.0, 32.0, 128.0, 512.0, 2048.0, 8192.0, 32768.0];
 /// Smoothing shares tried.
-const SMOOTHINGS: [f64; 7] = [0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4];
+const SMOOTHINGS: [f64; 5] = [0.0, 0.1, 0.2, 0.3, 0.4];
 /// Numbers of rhythm types tried (besides the configured one).
 const TYPES: [usize; 3] = [8, 16, 32];
 /// Rounds of the coordinate search at most.
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 2;
 
 /// The events of some held-out days: as counted (to score on) and decayed like the rest of the
 /// state (to take out of it).
@@ -113,13 +112,15 @@ struct Case {
 
 /// Tunes the settings on `full` less the `held` days (the last `holdout_days` up to `full`'s
 /// as-of; their decayed counts decayed to it too), and runs the backtest that decides the
-/// fallbacks.
+/// fallbacks. The rhythm types of each candidate number are fitted on `full` (types describe
+/// the population: one user's last days weigh nothing in them), so the winner's are returned
+/// for the windows, or `None` when nothing was tuned.
 pub fn calibrate(
     full: &State,
     held: &Held,
     holdout_days: i64,
     config: &WindowsConfig,
-) -> Calibration {
+) -> (Calibration, Option<Model>) {
     let mut train = full.clone();
     train.subtract(&held.decayed);
     let cutoff_ms = full.as_of_ms - holdout_days * 86_400_000;
@@ -131,12 +132,10 @@ pub fn calibrate(
         .filter(|u| find(&train, &u.user_id).is_some())
         .count();
     if active < MIN_USERS {
-        return Calibration::configured(
-            config,
-            format!(
-                "{active} users were active both in the last {holdout_days} days and before (tuning needs {MIN_USERS})"
-            ),
+        let reason = format!(
+            "{active} users were active both in the last {holdout_days} days and before (tuning needs {MIN_USERS})"
         );
+        return (Calibration::configured(config, reason), None);
     }
     let stride = held.plain.users.len().div_ceil(MAX_CASES).max(1);
     let users: Vec<(&UserCounts, Option<&UserCounts>)> = held
@@ -153,11 +152,10 @@ pub fn calibrate(
     // For each number of types: its model, the cases' priors under it, the best weights by
     // likelihood; the number of types is then picked by the backtest's share (the hour chosen
     // is what matters, and more types can win it while losing a little likelihood).
-    let mut best: Option<(usize, Settings, f64, f64, Vec<Case>, [f64; HOURS_OF_WEEK])> = None;
+    let mut best: Option<(usize, Settings, f64, f64, Vec<Case>, Model)> = None;
     let mut configured_score = f64::NAN;
     for types in candidates {
-        let model = fit(&train, config, types);
-        let population = model.population();
+        let model = fit(full, config, types);
         let cases = cases(&users, &model, config);
         if types == config.types {
             configured_score = log_likelihood(&cases, &start);
@@ -168,13 +166,13 @@ pub fn calibrate(
         let share = mean_share(&cases, &settings);
         tracing::debug!(types, score, share, ?settings, "calibration candidate");
         if best.as_ref().is_none_or(|b| share > b.3) {
-            best = Some((types, settings, score, share, cases, population));
+            best = Some((types, settings, score, share, cases, model));
         }
     }
-    let (types, settings, score, _, cases, population) =
+    let (types, settings, score, _, cases, model) =
         best.expect("at least one number of types is tried");
-    let (bands, fallbacks) = backtest(&cases, &settings, &population);
-    Calibration {
+    let (bands, fallbacks) = backtest(&cases, &settings, &model.population());
+    let calibration = Calibration {
         settings,
         types,
         untuned: None,
@@ -183,14 +181,15 @@ pub fn calibrate(
         log_likelihood: Some([configured_score, score]),
         bands,
         fallbacks,
-    }
+    };
+    (calibration, Some(model))
 }
 
 /// The backtest's users: their counts before the cut-off, the prior the types give them, what
 /// they did after it.
 fn cases(
     users: &[(&UserCounts, Option<&UserCounts>)],
-    model: &super::mixture::Model,
+    model: &Model,
     config: &WindowsConfig,
 ) -> Vec<Case> {
     let scorer = model.scorer();
@@ -451,7 +450,7 @@ mod tests {
             |user, day, event| 6 + user % 12 + draw(user, day, event, 5),
             1,
         );
-        let calibration = calibrate(&full, &held, 7, &no_decay());
+        let (calibration, _) = calibrate(&full, &held, 7, &no_decay());
         assert_eq!(calibration.untuned, None);
         assert!(
             calibration.settings.day >= 64.0 && calibration.settings.class >= 64.0,
@@ -472,7 +471,7 @@ mod tests {
             },
             2,
         );
-        let calibration = calibrate(&full, &held, 7, &no_decay());
+        let (calibration, _) = calibrate(&full, &held, 7, &no_decay());
         assert!(
             calibration.settings.class <= 8.0,
             "{:?}",
@@ -487,7 +486,8 @@ mod tests {
             users: full.users[..50].to_vec(),
             ..full
         };
-        let calibration = calibrate(&few, &held, 7, &no_decay());
+        let (calibration, model) = calibrate(&few, &held, 7, &no_decay());
+        assert_eq!(model, None);
         assert_eq!(calibration.settings, configured(&no_decay()));
         assert!(calibration.untuned.unwrap().contains("50 users"));
     }

@@ -113,15 +113,13 @@ pub async fn evaluate(
         )));
     }
     tuning.decayed.decay_to(cutoff_ms, config);
-    let calibration = tokio::task::block_in_place(|| {
-        if config.tune {
+    let windows = tokio::task::block_in_place(|| {
+        let (calibration, model) = if config.tune {
             calibrate(&train, &tuning, holdout_days, config)
         } else {
-            Calibration::configured(config, "windows.tune is off")
-        }
-    });
-    let windows = tokio::task::block_in_place(|| {
-        let model = fit(&train, config, calibration.types);
+            (Calibration::configured(config, "windows.tune is off"), None)
+        };
+        let model = model.unwrap_or_else(|| fit(&train, config, calibration.types));
         profile(&train, model, calibration, config)
     });
     let population: Vec<f64> = windows.population.iter().map(|p| f64::from(*p)).collect();

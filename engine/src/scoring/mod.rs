@@ -226,15 +226,18 @@ pub async fn compute(
         )));
     };
     let calibrating = std::time::Instant::now();
-    let calibration = tokio::task::block_in_place(|| match held.first() {
+    let (calibration, model) = tokio::task::block_in_place(|| match held.first() {
         Some(held) => calibrate::calibrate(&state, held, config.holdout_days, config),
-        None => calibrate::Calibration::configured(config, "windows.tune is off"),
+        None => (
+            calibrate::Calibration::configured(config, "windows.tune is off"),
+            None,
+        ),
     });
     tracing::debug!(
         calibrate_s = calibrating.elapsed().as_secs_f64(),
         "windows calibrated"
     );
-    finish(store, config, state, calibration, report).await
+    finish(store, config, state, calibration, model, report).await
 }
 
 /// Every user's counts of the events in `(from_ms, as_of_ms]`, decayed to `as_of_ms`, and for
@@ -384,7 +387,7 @@ pub async fn update(
         }
     }
     report.seconds_histogram = started.elapsed().as_secs_f64();
-    finish(store, config, state, calibration, report).await
+    finish(store, config, state, calibration, None, report).await
 }
 
 /// Events per scan of a full compute (see [`compute`]).
@@ -428,6 +431,7 @@ async fn finish(
     config: &WindowsConfig,
     state: local::State,
     calibration: calibrate::Calibration,
+    model: Option<mixture::Model>,
     mut report: ComputeReport,
 ) -> Result<ComputeReport> {
     let started = std::time::Instant::now();
@@ -436,7 +440,7 @@ async fn finish(
     let (model, saved) = tokio::task::block_in_place(|| {
         std::thread::scope(|scope| {
             let saving = scope.spawn(|| persist::save_counters(store.data_dir(), &state));
-            let model = fit(&state, config, calibration.types);
+            let model = model.unwrap_or_else(|| fit(&state, config, calibration.types));
             (model, saving.join())
         })
     });
