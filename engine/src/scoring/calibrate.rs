@@ -121,15 +121,12 @@ pub fn calibrate(
     holdout_days: i64,
     config: &WindowsConfig,
 ) -> (Calibration, Option<Model>) {
-    let mut train = full.clone();
-    train.subtract(&held.decayed);
-    let cutoff_ms = full.as_of_ms - holdout_days * 86_400_000;
-    train.decay_to(cutoff_ms, config);
+    // Users with events both before the cut-off and in the held-out days.
     let active = held
         .plain
         .users
         .iter()
-        .filter(|u| find(&train, &u.user_id).is_some())
+        .filter(|u| find(full, &u.user_id).is_some_and(|f| f.events > u.events))
         .count();
     if active < MIN_USERS {
         let reason = format!(
@@ -137,13 +134,30 @@ pub fn calibrate(
         );
         return (Calibration::configured(config, reason), None);
     }
+    // The sampled users' counts before the cut-off: theirs in `full` less the held-out days',
+    // decayed to the cut-off (only theirs: a copy of the whole state would cost more than all
+    // the tuning).
     let stride = held.plain.users.len().div_ceil(MAX_CASES).max(1);
-    let users: Vec<(&UserCounts, Option<&UserCounts>)> = held
-        .plain
-        .users
+    let sampled: Vec<&UserCounts> = held.plain.users.iter().step_by(stride).collect();
+    let mut train = State {
+        as_of_ms: full.as_of_ms,
+        users: sampled
+            .iter()
+            .filter_map(|u| find(full, &u.user_id).cloned())
+            .collect(),
+    };
+    let taken = State {
+        as_of_ms: full.as_of_ms,
+        users: sampled
+            .iter()
+            .filter_map(|u| find(&held.decayed, &u.user_id).cloned())
+            .collect(),
+    };
+    train.subtract(&taken);
+    train.decay_to(full.as_of_ms - holdout_days * 86_400_000, config);
+    let users: Vec<(&UserCounts, Option<&UserCounts>)> = sampled
         .iter()
-        .step_by(stride)
-        .map(|user| (user, find(&train, &user.user_id)))
+        .map(|user| (*user, find(&train, &user.user_id)))
         .collect();
     let start = configured(config);
     let mut candidates: Vec<usize> = TYPES.into_iter().chain([config.types]).collect();
