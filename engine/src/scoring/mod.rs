@@ -318,7 +318,8 @@ pub(crate) async fn build_state(
 }
 
 /// Rolls stored profiles forward to `as_of`: decays the stored counters, adds the events since
-/// the last run and removes those that left the lookback. Costs in proportion to those events.
+/// the last run and removes those that left the lookback. Costs in proportion to those events;
+/// the rhythm types and the calibrated settings are kept (a full compute refits them).
 pub async fn update(
     store: &Store,
     config: &WindowsConfig,
@@ -330,7 +331,7 @@ pub async fn update(
         message,
     })?;
     let loading = std::time::Instant::now();
-    let Some((mut state, calibration)) =
+    let Some((mut state, calibration, model)) =
         tokio::task::block_in_place(|| persist::load_state(store.data_dir(), config))?
     else {
         return Err(Error::Usage(
@@ -387,7 +388,9 @@ pub async fn update(
         }
     }
     report.seconds_histogram = started.elapsed().as_secs_f64();
-    finish(store, config, state, calibration, None, report).await
+    // The rhythm types and settings stay those of the last compute (which a nightly compute
+    // refreshes): an update costs in proportion to the new events only.
+    finish(store, config, state, calibration, Some(model), report).await
 }
 
 /// Events per scan of a full compute (see [`compute`]).

@@ -226,11 +226,12 @@ fn read(data_dir: &Path, only: Option<&[String]>) -> Result<Option<(Meta, State)
     Ok(Some((meta, state)))
 }
 
-/// The stored counters and calibration, if they were computed with the same configuration.
+/// The stored counters, calibration and rhythm types, if they were computed with the same
+/// configuration.
 pub(super) fn load_state(
     data_dir: &Path,
     config: &WindowsConfig,
-) -> Result<Option<(State, Calibration)>> {
+) -> Result<Option<(State, Calibration, Model)>> {
     let Some((meta, state)) = read(data_dir, None)? else {
         return Ok(None);
     };
@@ -239,7 +240,7 @@ pub(super) fn load_state(
             "the [windows] configuration changed since the stored windows were computed: run `nudge windows compute`".into(),
         ));
     }
-    Ok(Some((state, meta.calibration)))
+    Ok(Some((state, meta.calibration, meta.model)))
 }
 
 /// The stored windows; with `only`, just those users' (the rest of the file is not decoded).

@@ -196,11 +196,13 @@ async fn an_incremental_update_agrees_with_a_full_recompute() {
     nudge_engine::synth::generate(&options).unwrap();
     let test = TestStore::new().await;
     test.ingest(&[&input]).await;
-    // A short lookback, so events also leave the window during the update; fixed settings, so
-    // the full recompute uses the same ones as the update (which keeps the stored ones).
+    // A short lookback, so events also leave the window during the update. An update keeps the
+    // stored types and settings where a compute refits them: with no prior weight (and no
+    // tuning) the probabilities are each user's own counts, so they compare the counters.
     let config = WindowsConfig {
         lookback_days: 20,
         tune: false,
+        pseudo_count: 0.0,
         ..WindowsConfig::default()
     };
     let zone = chrono_tz::Asia::Shanghai;
