@@ -515,3 +515,55 @@ async fn compute_tunes_its_settings_on_the_last_days_and_an_update_keeps_them() 
     );
     assert_eq!(report.calibration.settings.day, fixed.pseudo_count);
 }
+
+#[test]
+fn the_cli_prints_the_tuned_model_and_show_model_reads_it_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("nudge.toml");
+    std::fs::write(&config_path, "data_dir = 'data'\n").unwrap();
+    let nudge = |args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_nudge"))
+            .current_dir(dir.path())
+            .arg("--config")
+            .arg(&config_path)
+            .args(args)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&output.stdout).to_string();
+        assert!(
+            output.status.success(),
+            "nudge {args:?}: {text}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        text
+    };
+    nudge(&[
+        "gen",
+        "events",
+        "--users",
+        "1500",
+        "--days",
+        "35",
+        "--seed",
+        "2",
+        "--profile",
+        "mixed",
+        "--start",
+        "2026-09-01",
+        "--out",
+        "ev.parquet",
+    ]);
+    nudge(&["--quiet", "ingest", "ev.parquet"]);
+    let computed = nudge(&["windows", "compute", "--as-of", "2026-10-06T00:00:00Z"]);
+    assert!(
+        computed.contains("model settings tuned on the last 7 days"),
+        "{computed}"
+    );
+    let shown = nudge(&["windows", "show", "--model"]);
+    assert!(shown.contains("model settings tuned"), "{shown}");
+    assert!(shown.contains("backtest with these settings"), "{shown}");
+    for band in ["sparse (1-9)", "10-49"] {
+        assert!(shown.contains(band), "{band} missing from: {shown}");
+    }
+    assert!(shown.contains("rhythm types (share"), "{shown}");
+}
