@@ -138,7 +138,14 @@ pub fn calibrate(
     // decayed to the cut-off (only theirs: a copy of the whole state would cost more than all
     // the tuning).
     let stride = held.plain.users.len().div_ceil(MAX_CASES).max(1);
-    let sampled: Vec<&UserCounts> = held.plain.users.iter().step_by(stride).collect();
+    // Users whose held-out events all weigh nothing (profile updates) have nothing to score.
+    let sampled: Vec<&UserCounts> = held
+        .plain
+        .users
+        .iter()
+        .step_by(stride)
+        .filter(|u| has_weight(u))
+        .collect();
     let mut train = State {
         as_of_ms: full.as_of_ms,
         users: sampled
@@ -169,7 +176,9 @@ pub fn calibrate(
     let mut best: Option<(usize, Settings, f64, f64, Vec<Case>, Model)> = None;
     let mut configured_score = f64::NAN;
     for types in candidates {
+        let fitting = std::time::Instant::now();
         let model = fit(full, config, types);
+        let fit_s = fitting.elapsed().as_secs_f64();
         let cases = cases(&users, &model, config);
         if types == config.types {
             configured_score = log_likelihood(&cases, &start);
@@ -178,7 +187,15 @@ pub fn calibrate(
         let from_score = log_likelihood(&cases, &from);
         let (settings, score) = search(&cases, from, from_score);
         let share = mean_share(&cases, &settings);
-        tracing::debug!(types, score, share, ?settings, "calibration candidate");
+        tracing::debug!(
+            types,
+            fit_s,
+            total_s = fitting.elapsed().as_secs_f64(),
+            score,
+            share,
+            ?settings,
+            "calibration candidate"
+        );
         if best.as_ref().is_none_or(|b| share > b.3) {
             best = Some((types, settings, score, share, cases, model));
         }
@@ -224,6 +241,11 @@ fn cases(
             }
         })
         .collect()
+}
+
+/// Whether any of the user's counted events weighs something.
+pub(super) fn has_weight(user: &UserCounts) -> bool {
+    user.counts.entries().iter().any(|(_, value)| *value > 0.0)
 }
 
 fn find<'a>(state: &'a State, user_id: &str) -> Option<&'a UserCounts> {

@@ -8,7 +8,7 @@ use chrono_tz::Tz;
 
 use serde::{Deserialize, Serialize};
 
-use super::calibrate::{Calibration, calibrate};
+use super::calibrate::{Calibration, calibrate, has_weight};
 use super::local::{State, UserCounts};
 use super::{HOURS_OF_WEEK, WindowsConfig, build_state, fit, profile};
 use crate::store::Store;
@@ -126,7 +126,8 @@ pub async fn evaluate(
     let population: [f64; HOURS_OF_WEEK] = std::array::from_fn(|h| population[h]);
     let mut all = Tally::default();
     let mut bands: Vec<Tally> = BANDS.iter().map(|_| Tally::default()).collect();
-    for user in scored.plain.users.iter().filter(|u| u.events > 0) {
+    // (Users whose held-out events all weigh nothing have no activity to score.)
+    for user in scored.plain.users.iter().filter(|u| has_weight(u)) {
         let trained = find(&train, &user.user_id);
         let own: [f64; HOURS_OF_WEEK] = match windows.find(&user.user_id) {
             Some(window) => std::array::from_fn(|h| f64::from(window.probabilities[h])),

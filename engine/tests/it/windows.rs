@@ -407,6 +407,9 @@ async fn the_backtest_scores_each_strategy_on_the_held_out_days() {
             ));
         }
     }
+    // A user whose only held-out event weighs nothing (a profile update): nothing to score.
+    events.push(line("quiet", "app_open", start + 86_400_000, ""));
+    events.push(line("quiet", "profile", start + 25 * 86_400_000, ""));
     test.ingest(&[&test.file("night.ndjson", events.join("\n"))])
         .await;
     let as_of = at("2026-11-02T00:00:00Z");
@@ -421,6 +424,15 @@ async fn the_backtest_scores_each_strategy_on_the_held_out_days() {
     .unwrap();
     assert_eq!(evaluation.cutoff, at("2026-10-26T00:00:00Z"));
     assert_eq!(evaluation.all.users, 30);
+    assert!(
+        evaluation
+            .all
+            .scores
+            .iter()
+            .all(|s| s.share.is_finite() && s.log_likelihood.is_finite()),
+        "{:?}",
+        evaluation.all
+    );
     let bands: Vec<(&str, u64)> = evaluation
         .bands
         .iter()
