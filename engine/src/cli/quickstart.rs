@@ -94,6 +94,8 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
         windows_report.sparse_users,
         started.elapsed().as_secs_f64()
     );
+    super::windows::print_calibration(&windows_report.calibration, "  ");
+    println!("  (`nudge windows show --model` shows the backtest behind these settings)");
     let windows = scoring::load(&store)?.unwrap_or_default();
 
     println!(

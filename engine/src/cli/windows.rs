@@ -95,7 +95,7 @@ pub async fn run(context: &Context, command: Command) -> anyhow::Result<ExitCode
                 scoring::evaluate::evaluate(&store, config, zone, as_of, holdout_days).await?;
             print_evaluation(&evaluation, holdout_days, started.elapsed());
             println!();
-            print_calibration(&evaluation.calibration);
+            print_calibration(&evaluation.calibration, "");
         }
         Command::Show { model: true, .. } => {
             let windows = scoring::load_users(&store, &[])?
@@ -148,7 +148,7 @@ fn print_report(
         report.seconds_model
     );
     if !report.incremental {
-        print_calibration(&report.calibration);
+        print_calibration(&report.calibration, "");
     }
     for (user, zone) in &report.zone_problems {
         eprintln!("warning: user '{user}' has unknown time zone '{zone}': used the default zone");
@@ -180,7 +180,7 @@ fn print_evaluation(
 }
 
 /// The settings a compute chose, and why; the bands answered by a baseline.
-fn print_calibration(calibration: &scoring::calibrate::Calibration) {
+pub(super) fn print_calibration(calibration: &scoring::calibrate::Calibration, indent: &str) {
     let s = &calibration.settings;
     let settings = format!(
         "{} rhythm types; weights daily {}, weekday/weekend {}, day {}, day shares {} (pseudo-events); smoothing {}",
@@ -188,23 +188,23 @@ fn print_calibration(calibration: &scoring::calibrate::Calibration) {
     );
     match (&calibration.untuned, calibration.log_likelihood) {
         (Some(reason), _) => {
-            println!("model settings (configured, not tuned: {reason}): {settings}")
+            println!("{indent}model settings (configured, not tuned: {reason}): {settings}")
         }
         (None, ll) => {
             println!(
-                "model settings tuned on the last {} days ({} users active before and in them): {settings}",
+                "{indent}model settings tuned on the last {} days ({} users active before and in them): {settings}",
                 calibration.holdout_days, calibration.users
             );
             if let Some([configured, tuned]) = ll {
                 println!(
-                    "held-out log-likelihood per event: {tuned:.3} (configured settings: {configured:.3})"
+                    "{indent}held-out log-likelihood per event: {tuned:.3} (configured settings: {configured:.3})"
                 );
             }
         }
     }
     for fallback in &calibration.fallbacks {
         println!(
-            "users with {} events get `{}`: it beat the model in the backtest",
+            "{indent}users with {} events get `{}`: it beat the model in the backtest",
             fallback.band, fallback.strategy
         );
     }
@@ -220,7 +220,7 @@ fn show_model(windows: &scoring::Windows) {
             .unwrap_or_else(|| "?".into()),
         windows.model.types.len()
     );
-    print_calibration(calibration);
+    print_calibration(calibration, "");
     if !calibration.bands.is_empty() {
         println!("\nbacktest with these settings (share, hit, loglik as in `windows evaluate`):");
         print_bands(calibration.bands.iter());
