@@ -10,7 +10,7 @@ use super::evaluate::{self, BANDS, Band, STRATEGIES, Score};
 use super::local::{HOURS_OF_WEEK, State, UserCounts, smooth};
 use super::mixture::Model;
 use super::pooled::{self, Settings};
-use super::{WindowsConfig, fit};
+use super::{DAY_MS, WindowsConfig, fit};
 
 /// Users at most scored per candidate setting (a deterministic subsample).
 const MAX_CASES: usize = 8_000;
@@ -161,7 +161,7 @@ pub fn calibrate(
             .collect(),
     };
     train.subtract(&taken);
-    train.decay_to(full.as_of_ms - holdout_days * 86_400_000, config);
+    train.decay_to(full.as_of_ms - holdout_days * DAY_MS, config);
     let users: Vec<(&UserCounts, Option<&UserCounts>)> = sampled
         .iter()
         .map(|user| (*user, find(&train, &user.user_id)))
@@ -416,7 +416,7 @@ fn backtest(
 mod tests {
     use super::*;
 
-    const AS_OF_MS: i64 = 100 * 86_400_000;
+    const AS_OF_MS: i64 = 100 * DAY_MS;
 
     /// A state of users from `(id, counts per local hour of week, events)`.
     fn state(users: Vec<(String, [f64; HOURS_OF_WEEK], u64)>) -> State {

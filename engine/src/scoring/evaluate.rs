@@ -10,11 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use super::calibrate::{Calibration, calibrate, has_weight};
 use super::local::{State, UserCounts};
-use super::{HOURS_OF_WEEK, WindowsConfig, build_state, fit, profile};
+use super::{DAY_MS, HOURS_OF_WEEK, WindowsConfig, build_state, fit, profile};
 use crate::store::Store;
 use crate::{Error, Result};
-
-const DAY_MS: i64 = 86_400_000;
 
 /// The hour the fixed-hour baseline always picks (local 20:00: evenings are when most apps
 /// peak).

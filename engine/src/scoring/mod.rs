@@ -36,7 +36,7 @@ pub use local::HOURS_OF_WEEK;
 pub use timing::{QuietHours, SendChoice, best_send_time};
 
 const HOUR_MS: i64 = 3_600_000;
-const DAY_MS: i64 = 86_400_000;
+pub(crate) const DAY_MS: i64 = 86_400_000;
 
 /// The `[windows]` section of the configuration.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
