@@ -118,30 +118,53 @@ pub async fn evaluate(
             (Calibration::configured(config, "windows.tune is off"), None)
         };
         let model = model.unwrap_or_else(|| fit(&train, config, calibration.types));
-        profile(&train, model, calibration, config)
+        // Only the windows of the users scored: a user's window depends on nobody else's.
+        let scored_train = State {
+            as_of_ms: train.as_of_ms,
+            users: scored
+                .plain
+                .users
+                .iter()
+                .filter_map(|u| find(&train, &u.user_id).cloned())
+                .collect(),
+        };
+        profile(&scored_train, model, calibration, config)
     });
     let population: Vec<f64> = windows.population.iter().map(|p| f64::from(*p)).collect();
     let population: [f64; HOURS_OF_WEEK] = std::array::from_fn(|h| population[h]);
+    // (Users whose held-out events all weigh nothing have no activity to score.) Scored on
+    // every core, summed in the users' order.
+    use rayon::prelude::*;
+    let scored_users: Vec<(Option<usize>, Vec<Score>)> = scored
+        .plain
+        .users
+        .par_iter()
+        .filter(|u| has_weight(u))
+        .map(|user| {
+            let trained = find(&train, &user.user_id);
+            let own: [f64; HOURS_OF_WEEK] = match windows.find(&user.user_id) {
+                Some(window) => std::array::from_fn(|h| f64::from(window.probabilities[h])),
+                None => population,
+            };
+            let events = trained.map_or(0, |t| t.events);
+            let counts = trained.map_or([0.0; HOURS_OF_WEEK], |t| t.counts.dense());
+            let outcome = user.counts.dense();
+            let scores = strategies(&own, &population, &counts)
+                .iter()
+                .map(|d| score(d, &outcome))
+                .collect();
+            let band = BANDS
+                .iter()
+                .position(|(_, low, high)| (*low..=*high).contains(&events));
+            (band, scores)
+        })
+        .collect();
     let mut all = Tally::default();
     let mut bands: Vec<Tally> = BANDS.iter().map(|_| Tally::default()).collect();
-    // (Users whose held-out events all weigh nothing have no activity to score.)
-    for user in scored.plain.users.iter().filter(|u| has_weight(u)) {
-        let trained = find(&train, &user.user_id);
-        let own: [f64; HOURS_OF_WEEK] = match windows.find(&user.user_id) {
-            Some(window) => std::array::from_fn(|h| f64::from(window.probabilities[h])),
-            None => population,
-        };
-        let events = trained.map_or(0, |t| t.events);
-        let counts = trained.map_or([0.0; HOURS_OF_WEEK], |t| t.counts.dense());
-        let distributions = strategies(&own, &population, &counts);
-        let outcome = user.counts.dense();
-        let scores: Vec<Score> = distributions.iter().map(|d| score(d, &outcome)).collect();
-        all.add(&scores);
-        if let Some(band) = BANDS
-            .iter()
-            .position(|(_, low, high)| (*low..=*high).contains(&events))
-        {
-            bands[band].add(&scores);
+    for (band, scores) in &scored_users {
+        all.add(scores);
+        if let Some(band) = band {
+            bands[*band].add(scores);
         }
     }
     Ok(Evaluation {
