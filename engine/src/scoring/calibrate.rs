@@ -76,10 +76,8 @@ impl Calibration {
 
     /// The baseline (index into [`STRATEGIES`]) answering users with this many events, if any.
     pub fn fallback_for(&self, events: u64) -> Option<usize> {
-        let (band, ..) = BANDS
-            .iter()
-            .find(|(_, low, high)| (*low..=*high).contains(&events))?;
-        let fallback = self.fallbacks.iter().find(|f| f.band == *band)?;
+        let (band, ..) = BANDS[evaluate::band_of(events)?];
+        let fallback = self.fallbacks.iter().find(|f| f.band == band)?;
         STRATEGIES.iter().position(|s| *s == fallback.strategy)
     }
 }
@@ -126,7 +124,7 @@ pub fn calibrate(
         .plain
         .users
         .iter()
-        .filter(|u| find(full, &u.user_id).is_some_and(|f| f.events > u.events))
+        .filter(|u| full.find(&u.user_id).is_some_and(|f| f.events > u.events))
         .count();
     if active < MIN_USERS {
         let reason = format!(
@@ -150,21 +148,21 @@ pub fn calibrate(
         as_of_ms: full.as_of_ms,
         users: sampled
             .iter()
-            .filter_map(|u| find(full, &u.user_id).cloned())
+            .filter_map(|u| full.find(&u.user_id).cloned())
             .collect(),
     };
     let taken = State {
         as_of_ms: full.as_of_ms,
         users: sampled
             .iter()
-            .filter_map(|u| find(&held.decayed, &u.user_id).cloned())
+            .filter_map(|u| held.decayed.find(&u.user_id).cloned())
             .collect(),
     };
     train.subtract(&taken);
     train.decay_to(full.as_of_ms - holdout_days * DAY_MS, config);
     let users: Vec<(&UserCounts, Option<&UserCounts>)> = sampled
         .iter()
-        .map(|user| (*user, find(&train, &user.user_id)))
+        .map(|user| (*user, train.find(&user.user_id)))
         .collect();
     let start = configured(config);
     let mut candidates: Vec<usize> = TYPES.into_iter().chain([config.types]).collect();
@@ -246,14 +244,6 @@ fn cases(
 /// Whether any of the user's counted events weighs something.
 pub(super) fn has_weight(user: &UserCounts) -> bool {
     user.counts.entries().iter().any(|(_, value)| *value > 0.0)
-}
-
-fn find<'a>(state: &'a State, user_id: &str) -> Option<&'a UserCounts> {
-    state
-        .users
-        .binary_search_by(|u| u.user_id.as_str().cmp(user_id))
-        .ok()
-        .map(|i| &state.users[i])
 }
 
 /// Coordinate search over the settings, one at a time on its grid, until a round changes
@@ -347,9 +337,7 @@ fn backtest(
     let per_user: Vec<(usize, Vec<Score>)> = cases
         .par_iter()
         .filter_map(|case| {
-            let band = BANDS
-                .iter()
-                .position(|(_, low, high)| (*low..=*high).contains(&case.events))?;
+            let band = evaluate::band_of(case.events)?;
             let own = if case.events > 0 {
                 pooled_profile(case, settings)
             } else {

@@ -9,7 +9,7 @@ use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
 use super::calibrate::{Calibration, calibrate, has_weight};
-use super::local::{State, UserCounts};
+use super::local::State;
 use super::{DAY_MS, HOURS_OF_WEEK, WindowsConfig, build_state, fit, profile};
 use crate::store::Store;
 use crate::{Error, Result};
@@ -36,6 +36,13 @@ pub const BANDS: [(&str, u64, u64); 4] = [
     ("10-49", 10, 49),
     ("50+", 50, u64::MAX),
 ];
+
+/// The index in [`BANDS`] of a user with this many events.
+pub fn band_of(events: u64) -> Option<usize> {
+    BANDS
+        .iter()
+        .position(|(_, low, high)| (*low..=*high).contains(&events))
+}
 
 /// One strategy's scores over a group of users (each user weighs the same).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -125,13 +132,13 @@ pub async fn evaluate(
                 .plain
                 .users
                 .iter()
-                .filter_map(|u| find(&train, &u.user_id).cloned())
+                .filter_map(|u| train.find(&u.user_id).cloned())
                 .collect(),
         };
         profile(&scored_train, model, calibration, config)
     });
-    let population: Vec<f64> = windows.population.iter().map(|p| f64::from(*p)).collect();
-    let population: [f64; HOURS_OF_WEEK] = std::array::from_fn(|h| population[h]);
+    let population: [f64; HOURS_OF_WEEK] =
+        std::array::from_fn(|h| f64::from(windows.population[h]));
     // (Users whose held-out events all weigh nothing have no activity to score.) Scored on
     // every core, summed in the users' order.
     use rayon::prelude::*;
@@ -141,7 +148,7 @@ pub async fn evaluate(
         .par_iter()
         .filter(|u| has_weight(u))
         .map(|user| {
-            let trained = find(&train, &user.user_id);
+            let trained = train.find(&user.user_id);
             let own: [f64; HOURS_OF_WEEK] = match windows.find(&user.user_id) {
                 Some(window) => std::array::from_fn(|h| f64::from(window.probabilities[h])),
                 None => population,
@@ -153,10 +160,7 @@ pub async fn evaluate(
                 .iter()
                 .map(|d| score(d, &outcome))
                 .collect();
-            let band = BANDS
-                .iter()
-                .position(|(_, low, high)| (*low..=*high).contains(&events));
-            (band, scores)
+            (band_of(events), scores)
         })
         .collect();
     let mut all = Tally::default();
@@ -179,14 +183,6 @@ pub async fn evaluate(
             .collect(),
         calibration: windows.calibration,
     })
-}
-
-fn find<'a>(state: &'a State, user_id: &str) -> Option<&'a UserCounts> {
-    state
-        .users
-        .binary_search_by(|u| u.user_id.as_str().cmp(user_id))
-        .ok()
-        .map(|i| &state.users[i])
 }
 
 /// Each strategy's distribution over the 168 local hours of the week, in [`STRATEGIES`] order:

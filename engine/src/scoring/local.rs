@@ -313,6 +313,14 @@ impl State {
         );
     }
 
+    /// A user's counts, if the state has them.
+    pub fn find(&self, user_id: &str) -> Option<&UserCounts> {
+        self.users
+            .binary_search_by(|u| u.user_id.as_str().cmp(user_id))
+            .ok()
+            .map(|i| &self.users[i])
+    }
+
     /// The users of `hourly` this state does not have yet (both lists are sorted).
     pub fn new_users<'a>(&self, hourly: &'a HourlyCounts) -> Vec<&'a str> {
         let mut known = self.users.iter().map(|u| u.user_id.as_str()).peekable();

@@ -21,6 +21,31 @@ fn bin(day: usize, hour: usize) -> usize {
     day * 24 + hour
 }
 
+/// A store holding a generated dataset starting 2026-09-01.
+async fn generated_store(
+    users: u64,
+    days: u32,
+    seed: u64,
+    family: nudge_engine::synth::Family,
+) -> TestStore {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("events.parquet");
+    let options = nudge_engine::synth::GenOptions {
+        users,
+        days,
+        seed,
+        family,
+        start: chrono::NaiveDate::from_ymd_opt(2026, 9, 1).unwrap(),
+        out: input.clone(),
+        truth: None,
+        quiet: true,
+    };
+    nudge_engine::synth::generate(&options).unwrap();
+    let test = TestStore::new().await;
+    test.ingest(&[&input]).await;
+    test
+}
+
 async fn compute(test: &TestStore, config: &WindowsConfig, as_of: &str) -> Vec<UserWindow> {
     scoring::compute(&test.store, config, chrono_tz::Asia::Shanghai, at(as_of))
         .await
@@ -180,22 +205,7 @@ async fn a_user_with_one_event_gets_a_full_sensible_profile() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_incremental_update_agrees_with_a_full_recompute() {
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("events.parquet");
-    let start = chrono::NaiveDate::from_ymd_opt(2026, 9, 1).unwrap();
-    let options = nudge_engine::synth::GenOptions {
-        users: 400,
-        days: 60,
-        seed: 4,
-        family: Default::default(),
-        start,
-        out: input.clone(),
-        truth: None,
-        quiet: true,
-    };
-    nudge_engine::synth::generate(&options).unwrap();
-    let test = TestStore::new().await;
-    test.ingest(&[&input]).await;
+    let test = generated_store(400, 60, 4, Default::default()).await;
     // A short lookback, so events also leave the window during the update. An update keeps the
     // stored types and settings where a compute refits them: with no prior weight (and no
     // tuning) the probabilities are each user's own counts, so they compare the counters.
@@ -469,21 +479,7 @@ async fn the_backtest_scores_each_strategy_on_the_held_out_days() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compute_tunes_its_settings_on_the_last_days_and_an_update_keeps_them() {
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("events.parquet");
-    let options = nudge_engine::synth::GenOptions {
-        users: 1_500,
-        days: 35,
-        seed: 8,
-        family: nudge_engine::synth::Family::Daily,
-        start: chrono::NaiveDate::from_ymd_opt(2026, 9, 1).unwrap(),
-        out: input.clone(),
-        truth: None,
-        quiet: true,
-    };
-    nudge_engine::synth::generate(&options).unwrap();
-    let test = TestStore::new().await;
-    test.ingest(&[&input]).await;
+    let test = generated_store(1_500, 35, 8, nudge_engine::synth::Family::Daily).await;
     let zone = chrono_tz::Asia::Shanghai;
     let end = at("2026-10-06T00:00:00Z");
     let config = WindowsConfig::default();
