@@ -48,6 +48,9 @@ pub struct IngestConfig {
     /// Longest text record (an NDJSON line, a CSV row) in bytes; a longer one is rejected as
     /// `record_too_long` without being held in memory.
     pub max_record_bytes: usize,
+    /// Memory for the stored event ids the duplicate check keeps (~10 bytes an id). Past it,
+    /// the days least in use are dropped and read again from their segments when next touched.
+    pub id_cache_mib: usize,
 }
 
 impl Default for Config {
@@ -72,6 +75,7 @@ impl Default for IngestConfig {
         IngestConfig {
             batch_size: 500_000,
             max_record_bytes: 1 << 20,
+            id_cache_mib: crate::store::DEFAULT_ID_CACHE_MIB,
         }
     }
 }

@@ -18,6 +18,7 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
+pub use seen::DEFAULT_BUDGET_MIB as DEFAULT_ID_CACHE_MIB;
 pub use state::{CreditSummary, StateChanges, StateQuery, UserState};
 
 use crate::batch::EventBatch;
@@ -168,7 +169,9 @@ impl Store {
             pool,
             data_dir,
             id,
-            seen: Arc::default(),
+            seen: Arc::new(Mutex::new(seen::SeenIds::with_budget(
+                config.ingest.id_cache_mib.saturating_mul(1 << 20),
+            ))),
         };
         store.sweep_orphans().await?;
         Ok(store)
@@ -471,9 +474,7 @@ impl Store {
                     .collect::<Result<_>>()
             })?;
             let mut seen = self.seen.lock().expect("no panic holds the lock");
-            for (path, hashes) in read {
-                seen.add_segment(&day, &path, hashes);
-            }
+            seen.add_segments(&day, read);
             seen.check_and_add(&day, &entries, &mut dropped);
             seen.trim(Some(&day));
         }
@@ -1081,8 +1082,8 @@ fn warn_id_cache_overflow() {
     if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
         tracing::warn!(
             "this input's batches span more stored event ids than the id check keeps in memory \
-             (16M); the days it drops are read again from their segments, which slows the ingest. \
-             Files ordered by time ingest fastest."
+             (ingest.id_cache_mib); the days it drops are read again from their segments, which \
+             slows the ingest. Raise ingest.id_cache_mib, or ingest files ordered by time."
         );
     }
 }

@@ -4,15 +4,21 @@
 //! the timestamp it had). The segments are the truth: the first time a batch touches a day, the
 //! ids of that day's committed segments are read (hashed, sorted) and kept for the rest of the
 //! process; segments another process committed since are read when the manifest shows them.
+//! A day keeps its ids as a sorted array of 64-bit hashes (8 bytes an id, found by
+//! interpolation: the hashes are uniform) plus a small hash set of the ids added since the
+//! array was last merged, so a store's ids fit in memory at a few bytes over 8 each and a batch
+//! that touches every day reads nothing again.
 //! This file does no IO: the store lists and reads segments, [`SeenIds`] only remembers.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 
-/// Hashes kept in memory across all days before the least recently used days are dropped
-/// (16M: 200-300 MiB in hash sets). A dropped day is read again from its segments when next
-/// touched, so a file whose batches each span more days than fit pays in time, not memory.
-const MAX_KEPT: usize = 16 << 20;
+/// Bytes an id costs on average: 8 in the sorted array, the recent set's share, growth slack.
+pub(crate) const BYTES_PER_ID: usize = 10;
+
+/// The default memory budget of the id check (`ingest.id_cache_mib`): 1 GiB holds ~100M ids,
+/// the whole of a 100M-event store, so any input order ingests without reading a day twice.
+pub const DEFAULT_BUDGET_MIB: usize = 1024;
 
 /// A 64-bit hash of an event id. At 10^9 ids *per day* the chance of any collision is about 3%;
 /// a collision would drop one event as a duplicate.
@@ -24,10 +30,14 @@ pub(crate) fn id_hash(id: &str) -> u64 {
 pub(crate) type HashSet64 = HashSet<u64, BuildHasherDefault<Spread>>;
 
 /// The id hashes of the days seen so far.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct SeenIds {
     days: HashMap<String, Day>,
     kept: usize,
+    /// Ids kept in memory across all days before the least recently used days are dropped. A
+    /// dropped day is read again from its segments when next touched, so an input whose batches
+    /// each span more ids than fit pays in time, not memory.
+    max_kept: usize,
     /// Counts checks (each day's use is stamped with it) and batches.
     clock: u64,
     batch: u64,
@@ -38,14 +48,35 @@ pub(crate) struct SeenIds {
 
 #[derive(Debug, Default)]
 struct Day {
-    hashes: HashSet64,
-    /// Segments (relative paths) whose ids are in `hashes`.
+    /// Sorted and distinct.
+    sorted: Vec<u64>,
+    /// Added since the last merge into `sorted`, none of them in it.
+    recent: HashSet64,
+    /// Segments (relative paths) whose ids the day holds.
     segments: HashSet<String>,
     used: u64,
     used_in_batch: u64,
 }
 
+impl Default for SeenIds {
+    fn default() -> SeenIds {
+        SeenIds::with_budget(DEFAULT_BUDGET_MIB << 20)
+    }
+}
+
 impl SeenIds {
+    /// An empty cache that keeps at most about `bytes` of ids.
+    pub fn with_budget(bytes: usize) -> SeenIds {
+        SeenIds {
+            days: HashMap::new(),
+            kept: 0,
+            max_kept: (bytes / BYTES_PER_ID).max(1),
+            clock: 0,
+            batch: 0,
+            overflowed: false,
+        }
+    }
+
     /// The segments of `day` (from the manifest) whose ids are not known yet.
     pub fn unread<'a>(&self, day: &str, listed: &'a [String]) -> Vec<&'a String> {
         match self.days.get(day) {
@@ -58,15 +89,28 @@ impl SeenIds {
     }
 
     /// Adds the ids of a committed segment of `day` (nothing if it was added before).
+    #[cfg(test)]
     pub fn add_segment(&mut self, day: &str, segment: &str, hashes: Vec<u64>) {
+        self.add_segments(day, vec![(segment.to_string(), hashes)]);
+    }
+
+    /// Adds the ids of committed segments of `day` (those added before are skipped), merged
+    /// into the day's array at once.
+    pub fn add_segments(&mut self, day: &str, segments: Vec<(String, Vec<u64>)>) {
         let entry = self.days.entry(day.to_string()).or_default();
-        if !entry.segments.insert(segment.to_string()) {
-            return;
+        let mut hashes = Vec::new();
+        for (segment, ids) in segments {
+            if entry.segments.insert(segment) {
+                if hashes.is_empty() {
+                    hashes = ids;
+                } else {
+                    hashes.extend(ids);
+                }
+            }
         }
-        let before = entry.hashes.len();
-        entry.hashes.reserve(hashes.len());
-        entry.hashes.extend(hashes);
-        self.kept += entry.hashes.len() - before;
+        let before = entry.len();
+        entry.merge(hashes);
+        self.kept = self.kept + entry.len() - before;
     }
 
     /// Checks a batch's ids of `day` and adds them in the same step: the position of every
@@ -133,7 +177,7 @@ impl SeenIds {
     /// Forgets `day` entirely (its batch did not commit; it is read again when next touched).
     pub fn forget(&mut self, day: &str) {
         if let Some(entry) = self.days.remove(day) {
-            self.kept -= entry.hashes.len();
+            self.kept -= entry.len();
         }
     }
 
@@ -142,14 +186,14 @@ impl SeenIds {
         self.batch += 1;
     }
 
-    /// Drops days, never `keep`, while more than [`MAX_KEPT`] hashes are held. Days no batch
+    /// Drops days, never `keep`, while more than the budget's ids are held. Days no batch
     /// touched in this or the previous batch go first, least recently used first. If every day
     /// is in use (each batch of a file spans them all), the most recently checked one goes:
     /// batches then visit the days in the same order again, and dropping the least recently
     /// used would drop each day just before it is needed, while this keeps a fixed set of days
     /// in memory for every batch.
     pub fn trim(&mut self, keep: Option<&str>) {
-        self.trim_to(MAX_KEPT, keep);
+        self.trim_to(self.max_kept, keep);
     }
 
     fn trim_to(&mut self, limit: usize, keep: Option<&str>) {
@@ -171,24 +215,91 @@ impl SeenIds {
             };
             self.overflowed |= in_use;
             let dropped = self.days.remove(&victim).expect("the day was just found");
-            self.kept -= dropped.hashes.len();
+            self.kept -= dropped.len();
         }
     }
 }
 
 impl Day {
+    /// Ids added since a merge, past which they are merged into the sorted array: an eighth
+    /// of it, so each id is moved a bounded number of times as the day grows.
+    const MERGE_AT: usize = 4_096;
+
+    fn len(&self) -> usize {
+        self.sorted.len() + self.recent.len()
+    }
+
     /// Adds `entries`' hashes; returns how many were new, and the positions of those the day
     /// held already.
     fn check_and_add(&mut self, entries: &[(u64, usize)]) -> (usize, Vec<usize>) {
-        let before = self.hashes.len();
-        self.hashes.reserve(entries.len());
+        let before = self.recent.len();
+        self.recent.reserve(entries.len());
         let repeated = entries
             .iter()
-            .filter(|&&(hash, _)| !self.hashes.insert(hash))
+            .filter(|&&(hash, _)| contains(&self.sorted, hash) || !self.recent.insert(hash))
             .map(|&(_, index)| index)
             .collect();
-        (self.hashes.len() - before, repeated)
+        let added = self.recent.len() - before;
+        if self.recent.len() > Self::MERGE_AT.max(self.sorted.len() / 8) {
+            self.merge(Vec::new());
+        }
+        (added, repeated)
     }
+
+    /// Merges `more` (in any order, repeats allowed) and the recent ids into the sorted array.
+    fn merge(&mut self, mut more: Vec<u64>) {
+        more.extend(self.recent.drain());
+        if more.is_empty() {
+            return;
+        }
+        more.sort_unstable();
+        more.dedup();
+        if self.sorted.is_empty() {
+            self.sorted = more;
+            return;
+        }
+        let mut merged = Vec::with_capacity(self.sorted.len() + more.len());
+        let (mut old, mut new) = (self.sorted.iter().peekable(), more.iter().peekable());
+        loop {
+            let next = match (old.peek(), new.peek()) {
+                (Some(&&a), Some(&&b)) if a < b => old.next(),
+                (Some(&&a), Some(&&b)) if a > b => new.next(),
+                (Some(_), Some(_)) => {
+                    new.next();
+                    old.next()
+                }
+                (Some(_), None) => old.next(),
+                (None, Some(_)) => new.next(),
+                (None, None) => break,
+            };
+            merged.extend(next);
+        }
+        self.sorted = merged;
+    }
+}
+
+/// Whether the sorted, uniformly distributed `hashes` hold `hash`: the search starts where a
+/// uniform hash of that value would sit and widens from there in doubling steps, which is one
+/// or two cache misses where a binary search over a large day takes twenty.
+fn contains(hashes: &[u64], hash: u64) -> bool {
+    let len = hashes.len();
+    if len < 64 {
+        return hashes.binary_search(&hash).is_ok();
+    }
+    let guess = ((u128::from(hash) * len as u128) >> 64) as usize;
+    let (mut low, mut high) = (guess, guess + 1);
+    let mut step = 1;
+    // Widen [low, high) until hashes[low] <= hash < hashes[high] (or an end is reached).
+    while low > 0 && hashes[low] > hash {
+        low = low.saturating_sub(step);
+        step *= 2;
+    }
+    step = 1;
+    while high < len && hashes[high] <= hash {
+        high = (high + step).min(len);
+        step *= 2;
+    }
+    hashes[low..high].binary_search(&hash).is_ok()
 }
 
 /// The keys are xxh3 hashes already, uniform in every bit: a hasher that passes them through.
@@ -339,5 +450,55 @@ mod tests {
         assert_eq!(dropped_together, dropped_one_by_one);
         assert_eq!((together.kept, one_by_one.kept), (6, 6));
         assert_eq!(together.clock, one_by_one.clock, "each day stamped as used");
+    }
+
+    #[test]
+    fn a_day_growing_through_many_merges_drops_exactly_the_repeats() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_pcg::Pcg64::seed_from_u64(11);
+        let mut seen = SeenIds::default();
+        seen.add_segment("d", "d/a", (0..50_000).map(|_| rng.random()).collect());
+        let mut truth: HashSet<u64> = HashSet::new();
+        truth.extend(seen.days["d"].sorted.iter().copied());
+        // Batches of new ids, each with some stored ones and some repeated within the batch,
+        // through many merges of the recent ids into the sorted array.
+        for _ in 0..60 {
+            let known: Vec<u64> = truth.iter().copied().take(300).collect();
+            let mut batch: Vec<u64> = (0..2_700).map(|_| rng.random()).collect();
+            batch.extend(known);
+            let again = batch[..50].to_vec();
+            batch.extend(again);
+            let mut expected = Vec::new();
+            let mut in_batch = HashSet::new();
+            for hash in &batch {
+                expected.push(truth.contains(hash) || !in_batch.insert(*hash));
+            }
+            truth.extend(in_batch);
+            assert_eq!(dropped(&mut seen, "d", &batch), expected);
+        }
+        assert_eq!(seen.kept, truth.len());
+        let day = &seen.days["d"];
+        assert!(day.sorted.windows(2).all(|pair| pair[0] < pair[1]));
+        assert!(day.recent.len() <= Day::MERGE_AT.max(day.sorted.len() / 8));
+    }
+
+    #[test]
+    fn the_interpolated_search_finds_every_stored_hash_and_no_other() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_pcg::Pcg64::seed_from_u64(3);
+        let mut hashes: Vec<u64> = (0..10_000).map(|_| rng.random()).collect();
+        // The extremes, where the search starts at an end of the array.
+        hashes.extend([0, 1, u64::MAX, u64::MAX - 1]);
+        hashes.sort_unstable();
+        hashes.dedup();
+        assert!(hashes.iter().all(|&hash| contains(&hashes, hash)));
+        let stored: HashSet<u64> = hashes.iter().copied().collect();
+        for _ in 0..10_000 {
+            let probe: u64 = rng.random();
+            assert_eq!(contains(&hashes, probe), stored.contains(&probe));
+        }
+        for probe in [2, u64::MAX - 2] {
+            assert!(!contains(&hashes, probe));
+        }
     }
 }
