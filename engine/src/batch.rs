@@ -56,7 +56,7 @@ impl Texts {
 
     /// The value of `row`, or "" when missing (for columns that are never missing).
     #[inline(always)]
-    fn text(&self, row: usize) -> &str {
+    pub(crate) fn text(&self, row: usize) -> &str {
         self.get(row).unwrap_or_default()
     }
 

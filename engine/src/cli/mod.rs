@@ -1,6 +1,7 @@
 //! Command-line interface: one module per subcommand, each a thin layer over the library.
 
 mod campaign;
+mod compact;
 mod dev;
 mod dispatch;
 mod generate;
@@ -48,6 +49,8 @@ enum Command {
     Ingest(ingest::Args),
     /// Print what the store holds: events, users, date range, segments, credits
     Stats,
+    /// Merge each day's small segment files into a few large ones (scans get faster)
+    Compact(compact::Args),
     /// Generate synthetic data
     #[command(subcommand)]
     Gen(generate::Command),
@@ -115,6 +118,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Quickstart(args) => quickstart::run(&context, args).await,
             Command::Ingest(args) => ingest::run(&context, args).await,
             Command::Stats => stats::run(&context).await,
+            Command::Compact(args) => compact::run(&context, args).await,
             Command::Gen(command) => generate::run(&context, command),
             Command::Rules(command) => rules::run(&context, command).await,
             Command::Windows(command) => windows::run(&context, command).await,

@@ -144,6 +144,13 @@ CREATE TABLE store_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 ALTER TABLE ingested_files ADD COLUMN bytes BIGINT;
 "#,
     ),
+    (
+        8,
+        "segments replaced by a compaction, until their files are deleted",
+        r#"
+CREATE TABLE retired_segments (path TEXT PRIMARY KEY, retired_ms BIGINT NOT NULL);
+"#,
+    ),
 ];
 
 pub(super) async fn run(pool: &SqlitePool) -> Result<()> {

@@ -3,6 +3,7 @@
 //! Only this module issues SQL. Statements use `$n` placeholders and `ON CONFLICT` so they run
 //! unchanged on SQLite and PostgreSQL.
 
+mod compact;
 mod migrations;
 pub mod outbox;
 mod seen;
@@ -18,6 +19,7 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
+pub use compact::{CompactOptions, DayCompacted, DayToCompact};
 pub use seen::DEFAULT_BUDGET_MIB as DEFAULT_ID_CACHE_MIB;
 pub use state::{CreditSummary, StateChanges, StateQuery, UserState};
 
@@ -30,28 +32,35 @@ use crate::{Error, Result};
 /// own files, and the seed is random per process).
 pub(crate) type FastHash = foldhash::fast::RandomState;
 
-/// Environment variable naming a point where the process aborts, so tests can crash it there.
-/// The only point is `ingest:after-segments[:N]`: the N-th batch (default 1) of this process
-/// has its segments written and published but its SQL transaction not committed.
+/// Environment variable naming a point where the process aborts, so tests can crash it there:
+/// `POINT[:N]` aborts the N-th time (default 1) this process reaches `POINT`. The points:
+/// `ingest:after-segments` (a batch's segments written and published, its SQL transaction not
+/// committed), `compact:after-segments` (a day's merged files published, the swap not
+/// committed) and `compact:after-commit` (the swap committed, the old files not deleted).
 pub const CRASH_POINT_ENV: &str = "NUDGE_CRASH_AT";
+
+fn crash_point(point: &str, hits: &std::sync::atomic::AtomicU64) {
+    let Ok(wanted) = std::env::var(CRASH_POINT_ENV) else {
+        return;
+    };
+    let Some(rest) = wanted.strip_prefix(point) else {
+        return;
+    };
+    let at: u64 = match rest.strip_prefix(':') {
+        Some(n) => n.parse().unwrap_or(1),
+        None if rest.is_empty() => 1,
+        None => return,
+    };
+    let hit = hits.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+    if hit == at {
+        eprintln!("{CRASH_POINT_ENV}: aborting at {point} ({hit})");
+        std::process::abort();
+    }
+}
 
 fn crash_point_after_segments() {
     static BATCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let Ok(point) = std::env::var(CRASH_POINT_ENV) else {
-        return;
-    };
-    let Some(rest) = point.strip_prefix("ingest:after-segments") else {
-        return;
-    };
-    let at: u64 = rest
-        .strip_prefix(':')
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(1);
-    let batch = BATCHES.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-    if batch == at {
-        eprintln!("{CRASH_POINT_ENV}: aborting between segment write and commit of batch {batch}");
-        std::process::abort();
-    }
+    crash_point("ingest:after-segments", &BATCHES);
 }
 
 /// The opened store.
@@ -935,6 +944,13 @@ impl Store {
     /// row names. Runs under the write lock, so no other process of this store can be between
     /// writing its segments and committing them.
     async fn sweep_orphans(&self) -> Result<()> {
+        let retired = self.remove_retired_all().await?;
+        if retired > 0 {
+            tracing::info!(
+                files = retired,
+                "removed segment files a compaction had replaced before it stopped"
+            );
+        }
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let known: std::collections::HashSet<String> = sqlx::query("SELECT path FROM segments")
             .fetch_all(&mut *tx)

@@ -108,7 +108,7 @@ pub(crate) fn write_staged(
             let ts: Vec<i64> = rows.iter().map(|&row| events.ts[row]).collect();
             let min_ts = ts.iter().copied().min().unwrap_or_default();
             let max_ts = ts.iter().copied().max().unwrap_or_default();
-            let file = layout.write(&staged, events, &rows, ts)?;
+            let file = layout.write(&staged, events, &rows, ts, usize::MAX)?;
             let segment = Segment {
                 relative_path: format!("day={day}/{batch}.parquet"),
                 day,
@@ -119,6 +119,98 @@ pub(crate) fn write_staged(
                 file: Some(file),
             };
             Ok(segment)
+        })
+        .collect()
+}
+
+/// The events of committed segments read back into a batch, in file order (for compaction).
+/// Zones are not in the segments (they live in the users' state): `tz` is left empty.
+pub(crate) fn read_events(paths: &[PathBuf]) -> Result<EventBatch> {
+    let frame = collect(scan(paths)?.select([
+        col("user_id"),
+        col("event"),
+        col("ts"),
+        col("props"),
+        col("event_id"),
+    ]))?;
+    let rows = frame.height();
+    let mut events = EventBatch::with_capacity(rows);
+    let text = |name: &str| -> Result<StringChunked> { Ok(frame.column(name)?.str()?.clone()) };
+    let (user_id, event, props, event_id) = (
+        text("user_id")?,
+        text("event")?,
+        text("props")?,
+        text("event_id")?,
+    );
+    let ts = frame.column("ts")?.i64()?.clone();
+    for (column, values) in [
+        (&mut events.user_id, &user_id),
+        (&mut events.event, &event),
+        (&mut events.props, &props),
+        (&mut events.event_id, &event_id),
+    ] {
+        for value in values.iter() {
+            column.push(value);
+        }
+    }
+    for value in ts.iter() {
+        let ts = value.ok_or_else(|| {
+            Error::Segments(format!(
+                "a segment of {} has a row without ts; the file was not written by nudge",
+                paths
+                    .first()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            ))
+        })?;
+        events.ts.push(ts);
+        events.tz.push(None);
+    }
+    Ok(events)
+}
+
+/// Writes one day's `events` (read from its segments) sorted by user, then time, as files of
+/// at most `file_rows` rows in row groups of at most `group_rows`, under `_staging` ([`publish`]
+/// syncs them). Sorted by user, a row group's user ids are a narrow range (readers filtering on
+/// a user skip the others) and a user's events sit together for group-bys.
+pub(crate) fn write_compacted(
+    events_dir: &Path,
+    batch: &str,
+    day: &str,
+    events: &EventBatch,
+    file_rows: usize,
+    group_rows: usize,
+) -> Result<Vec<Segment>> {
+    let mut order: Vec<usize> = (0..events.len()).collect();
+    order.par_sort_unstable_by(|&a, &b| {
+        events
+            .user_id
+            .text(a)
+            .cmp(events.user_id.text(b))
+            .then(events.ts[a].cmp(&events.ts[b]))
+    });
+    let staging = events_dir.join(STAGING);
+    std::fs::create_dir_all(&staging).map_err(|source| Error::io(&staging, source))?;
+    let layout = SegmentLayout::new();
+    order
+        .par_chunks(file_rows.max(1))
+        .enumerate()
+        .map(|(part, rows)| {
+            let name = format!("{batch}.c{part}");
+            let staged = staging.join(format!("{name}-{day}.parquet"));
+            let ts: Vec<i64> = rows.iter().map(|&row| events.ts[row]).collect();
+            let min_ts = ts.iter().copied().min().unwrap_or_default();
+            let max_ts = ts.iter().copied().max().unwrap_or_default();
+            let file = layout.write(&staged, events, rows, ts, group_rows)?;
+            Ok(Segment {
+                relative_path: format!("day={day}/{name}.parquet"),
+                day: day.to_string(),
+                rows: rows.len(),
+                min_ts,
+                max_ts,
+                staged,
+                file: Some(file),
+            })
         })
         .collect()
 }
@@ -174,15 +266,50 @@ impl SegmentLayout {
         }
     }
 
-    /// Writes `rows` of a batch (whose timestamps are `ts`) to `path` as one LZ4-compressed
-    /// row group, on this thread (not synced: see [`publish`]).
+    /// Writes `rows` of a batch (whose timestamps are `ts`) to `path`, LZ4-compressed, in row
+    /// groups of at most `group_rows` rows, on this thread (not synced: see [`publish`]).
     fn write(
         &self,
         path: &Path,
         events: &EventBatch,
         rows: &[usize],
         ts: Vec<i64>,
+        group_rows: usize,
     ) -> Result<File> {
+        let file = File::create(path).map_err(|source| Error::io(path, source))?;
+        let mut writer = FileWriter::try_new(
+            std::io::BufWriter::with_capacity(1 << 20, &file),
+            (*self.schema).clone(),
+            self.options,
+        )?;
+        for (group, ts) in rows
+            .chunks(group_rows.max(1))
+            .zip(ts.chunks(group_rows.max(1)))
+        {
+            let (batch, encodings) = self.record_batch(events, group, ts.to_vec())?;
+            let groups = RowGroupIterator::try_new(
+                std::iter::once(Ok(batch)),
+                &self.schema,
+                self.options,
+                encodings.into(),
+            )?;
+            for row_group in groups {
+                writer.write(group.len() as u64, row_group?)?;
+            }
+        }
+        writer.end(None)?;
+        std::io::Write::flush(&mut writer.into_inner())
+            .map_err(|source| Error::io(path, source))?;
+        Ok(file)
+    }
+
+    /// `rows` of a batch as one row group's arrays, with the encoding of each column.
+    fn record_batch(
+        &self,
+        events: &EventBatch,
+        rows: &[usize],
+        ts: Vec<i64>,
+    ) -> Result<(RecordBatchT<Box<dyn Array>>, Vec<Vec<Encoding>>)> {
         let text = |column: &crate::batch::Texts| -> Box<dyn Array> {
             let mut values = MutableBinaryViewArray::<str>::with_capacity(rows.len());
             for &row in rows {
@@ -205,26 +332,10 @@ impl SegmentLayout {
             props,
             text(&events.event_id),
         ];
-        let batch = RecordBatchT::new(rows.len(), Arc::clone(&self.schema), arrays);
-        let groups = RowGroupIterator::try_new(
-            std::iter::once(Ok(batch)),
-            &self.schema,
-            self.options,
-            encodings.into(),
-        )?;
-        let file = File::create(path).map_err(|source| Error::io(path, source))?;
-        let mut writer = FileWriter::try_new(
-            std::io::BufWriter::with_capacity(1 << 20, &file),
-            (*self.schema).clone(),
-            self.options,
-        )?;
-        for group in groups {
-            writer.write(rows.len() as u64, group?)?;
-        }
-        writer.end(None)?;
-        std::io::Write::flush(&mut writer.into_inner())
-            .map_err(|source| Error::io(path, source))?;
-        Ok(file)
+        Ok((
+            RecordBatchT::new(rows.len(), Arc::clone(&self.schema), arrays),
+            encodings,
+        ))
     }
 }
 

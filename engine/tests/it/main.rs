@@ -2,6 +2,7 @@
 
 mod arbitration;
 mod campaign;
+mod compact;
 mod dispatch;
 mod facts;
 mod ingest;

@@ -1,0 +1,114 @@
+//! `nudge compact`: merge each day's small segment files into a few large ones.
+
+use std::process::ExitCode;
+
+use nudge_engine::store::{CompactOptions, DayCompacted, Store};
+
+use super::Context;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Only this UTC day (YYYY-MM-DD)
+    #[arg(long, value_name = "DAY")]
+    day: Option<String>,
+    /// Merge segments smaller than this; a merged file holds at most this many rows
+    #[arg(long, value_name = "ROWS", default_value_t = CompactOptions::default().file_rows)]
+    file_rows: usize,
+    /// List what would be merged, change nothing
+    #[arg(long)]
+    dry_run: bool,
+}
+
+pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
+    if let Some(day) = &args.day
+        && chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d").is_err()
+    {
+        anyhow::bail!("--day {day}: expected a UTC day as YYYY-MM-DD, e.g. 2026-04-01");
+    }
+    if args.file_rows < 2 {
+        anyhow::bail!("--file-rows {}: must be at least 2", args.file_rows);
+    }
+    let store = Store::open(&context.config).await?;
+    let options = CompactOptions {
+        file_rows: args.file_rows,
+        ..CompactOptions::default()
+    };
+    let (segments_before, _) = store.segment_totals().await?;
+    let days = store.days_to_compact(options, args.day.as_deref()).await?;
+    if days.is_empty() {
+        println!(
+            "nothing to compact: no day has two or more segments under {} rows ({segments_before} segments)",
+            options.file_rows
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let merging: usize = days.iter().map(|day| day.segments.len()).sum();
+    let rows: u64 = days.iter().map(|day| day.rows).sum();
+    if args.dry_run {
+        for day in &days {
+            println!(
+                "{}: {} segments, {} rows",
+                day.day,
+                day.segments.len(),
+                day.rows
+            );
+        }
+        println!(
+            "would merge {merging} segments ({rows} rows) of {} days; nothing changed (--dry-run)",
+            days.len()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let started = std::time::Instant::now();
+    let progress = (!context.quiet).then(|| {
+        let bar = indicatif::ProgressBar::new(days.len() as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "compacting {pos}/{len} days {msg} [{elapsed}]",
+            )
+            .expect("a valid template"),
+        );
+        bar
+    });
+    let (mut files, mut changed) = (0, Vec::new());
+    for day in &days {
+        if let Some(bar) = &progress {
+            bar.set_message(day.day.clone());
+        }
+        match store.compact_day(day, options).await {
+            Ok(DayCompacted::Merged { files: written }) => files += written,
+            Ok(DayCompacted::Changed) => changed.push(day.day.clone()),
+            Err(error) => {
+                if let Some(bar) = &progress {
+                    bar.finish_and_clear();
+                }
+                return Err(anyhow::Error::new(error).context(format!(
+                    "compacting {} (the days before it are compacted; run `nudge compact` again \
+                     to go on)",
+                    day.day
+                )));
+            }
+        }
+        if let Some(bar) = &progress {
+            bar.inc(1);
+        }
+    }
+    if let Some(bar) = progress {
+        bar.finish_and_clear();
+    }
+    let (segments_after, _) = store.segment_totals().await?;
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "compacted {} days: {merging} segments ({rows} rows) into {files} files in {seconds:.2}s; \
+         the store now has {segments_after} segments (was {segments_before})",
+        days.len() - changed.len()
+    );
+    if !changed.is_empty() {
+        println!(
+            "skipped {} days another process compacted meanwhile: {}",
+            changed.len(),
+            changed.join(", ")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

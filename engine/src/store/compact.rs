@@ -1,0 +1,231 @@
+//! Compaction: a day's small segments merged into a few large files, swapped in atomically.
+//!
+//! Ingest writes a file per day per batch, so a store fed by many small batches (or by input
+//! ordered by user, where every batch spans every day) holds thousands of files of a few
+//! thousand rows, and every scan pays per file. Compacting a day reads its small segments,
+//! writes their rows sorted by user then time into files of at most a few million rows, and in
+//! the same write transaction (begun before the read, checking the segments are still listed)
+//! removes their manifest rows, adds the new ones and lists the old files as retired. Only then are the old
+//! files deleted. A crash before the commit leaves the old segments in force (the new file is an
+//! orphan the next open moves aside); a crash after it leaves retired files that the next open
+//! deletes. The event ids do not change, so the duplicate check needs nothing but to re-read
+//! the day.
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+
+use sqlx::Row;
+
+use super::{Store, crash_point, segments, state};
+use crate::{Error, Result};
+
+/// How compaction sizes its files.
+#[derive(Debug, Clone, Copy)]
+pub struct CompactOptions {
+    /// Segments with fewer rows are merged; a merged file holds at most this many.
+    pub file_rows: usize,
+    /// Rows per row group in a merged file.
+    pub group_rows: usize,
+}
+
+impl Default for CompactOptions {
+    fn default() -> Self {
+        CompactOptions {
+            file_rows: 4_000_000,
+            group_rows: 1 << 20,
+        }
+    }
+}
+
+/// One day's segments to merge.
+#[derive(Debug, Clone)]
+pub struct DayToCompact {
+    /// `YYYY-MM-DD`.
+    pub day: String,
+    /// Manifest paths, relative to the events folder.
+    pub segments: Vec<String>,
+    /// The rows they hold, by the manifest.
+    pub rows: u64,
+}
+
+/// What compacting a day did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DayCompacted {
+    /// The day's segments were replaced by `files` files.
+    Merged { files: usize },
+    /// Another compaction replaced some of the segments since they were listed: nothing done.
+    Changed,
+}
+
+static AFTER_SEGMENTS: AtomicU64 = AtomicU64::new(0);
+static AFTER_COMMIT: AtomicU64 = AtomicU64::new(0);
+
+impl Store {
+    /// The days worth compacting: those holding at least two segments smaller than
+    /// `options.file_rows`, optionally only `day`, in day order.
+    pub async fn days_to_compact(
+        &self,
+        options: CompactOptions,
+        day: Option<&str>,
+    ) -> Result<Vec<DayToCompact>> {
+        let rows = sqlx::query(
+            "SELECT day, path, rows FROM segments WHERE rows < $1 AND ($2 IS NULL OR day = $2)
+             ORDER BY day, path",
+        )
+        .bind(options.file_rows as i64)
+        .bind(day)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut days: Vec<DayToCompact> = Vec::new();
+        for row in rows {
+            let (day, path, count): (String, String, i64) = (row.get(0), row.get(1), row.get(2));
+            match days.last_mut() {
+                Some(last) if last.day == day => {
+                    last.segments.push(path);
+                    last.rows += count as u64;
+                }
+                _ => days.push(DayToCompact {
+                    day,
+                    segments: vec![path],
+                    rows: count as u64,
+                }),
+            }
+        }
+        days.retain(|day| day.segments.len() >= 2);
+        Ok(days)
+    }
+
+    /// Merges one day's segments (as listed by [`Store::days_to_compact`]) into new files and
+    /// swaps them in. Ingest can run meanwhile: its batches add segments beside these.
+    pub async fn compact_day(
+        &self,
+        plan: &DayToCompact,
+        options: CompactOptions,
+    ) -> Result<DayCompacted> {
+        let events_dir = segments::events_dir(&self.data_dir);
+        let batch_name = segments::new_batch_name(&self.id);
+        let old = state::json_list(&plan.segments);
+        // The write lock is held from the check to the commit, as a batch's is: no sweep of
+        // another process can take the merged files for orphans before they are recorded.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let still: i64 = sqlx::query(
+            "SELECT COUNT(*) FROM segments WHERE path IN (SELECT value FROM json_each($1))",
+        )
+        .bind(&old)
+        .fetch_one(&mut *tx)
+        .await?
+        .get(0);
+        if still as usize != plan.segments.len() {
+            return Ok(DayCompacted::Changed);
+        }
+        let written = {
+            let events_dir = events_dir.clone();
+            let (plan, batch_name) = (plan.clone(), batch_name.clone());
+            tokio::task::spawn_blocking(move || {
+                let paths: Vec<PathBuf> =
+                    plan.segments.iter().map(|p| events_dir.join(p)).collect();
+                let events = segments::read_events(&paths)?;
+                if events.len() as u64 != plan.rows {
+                    return Err(Error::Segments(format!(
+                        "the segments of {} hold {} rows where the manifest says {}: a file under \
+                         {} was changed outside nudge; the day was left as it is",
+                        plan.day,
+                        events.len(),
+                        plan.rows,
+                        events_dir.join(format!("day={}", plan.day)).display()
+                    )));
+                }
+                let staged = segments::write_compacted(
+                    &events_dir,
+                    &batch_name,
+                    &plan.day,
+                    &events,
+                    options.file_rows,
+                    options.group_rows,
+                )?;
+                segments::publish(&events_dir, staged)
+            })
+            .await
+            .map_err(|error| Error::Segments(format!("the compaction writer stopped: {error}")))??
+        };
+        crash_point("compact:after-segments", &AFTER_SEGMENTS);
+        let swapped = async {
+            let now = chrono::Utc::now().timestamp_millis();
+            sqlx::query("DELETE FROM segments WHERE path IN (SELECT value FROM json_each($1))")
+                .bind(&old)
+                .execute(&mut *tx)
+                .await?;
+            for segment in &written {
+                sqlx::query(
+                    "INSERT INTO segments (path, day, rows, min_ts, max_ts, batch, created_ms)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(&segment.relative_path)
+                .bind(&segment.day)
+                .bind(segment.rows as i64)
+                .bind(segment.min_ts)
+                .bind(segment.max_ts)
+                .bind(&batch_name)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            sqlx::query(
+                "INSERT INTO retired_segments (path, retired_ms)
+                 SELECT value, $2 FROM json_each($1)",
+            )
+            .bind(&old)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok::<_, Error>(())
+        }
+        .await;
+        if let Err(error) = swapped {
+            segments::remove(&events_dir, &written);
+            return Err(error);
+        }
+        crash_point("compact:after-commit", &AFTER_COMMIT);
+        // The day's ids are the same, in other files: read again when next touched.
+        self.seen
+            .lock()
+            .expect("no panic holds the lock")
+            .forget(&plan.day);
+        self.remove_retired(&plan.segments).await?;
+        Ok(DayCompacted::Merged {
+            files: written.len(),
+        })
+    }
+
+    /// Deletes every retired segment file left by a compaction that stopped after its commit,
+    /// and their rows; returns how many were listed.
+    pub(super) async fn remove_retired_all(&self) -> Result<usize> {
+        let paths: Vec<String> = sqlx::query("SELECT path FROM retired_segments")
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(|row| row.get(0))
+            .collect();
+        self.remove_retired(&paths).await?;
+        Ok(paths.len())
+    }
+
+    /// Deletes the retired segment files `paths` (gone already is fine), then their rows.
+    async fn remove_retired(&self, paths: &[String]) -> Result<()> {
+        let events_dir = segments::events_dir(&self.data_dir);
+        for path in paths {
+            let file = events_dir.join(path);
+            match std::fs::remove_file(&file) {
+                Ok(()) => {}
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => return Err(Error::io(&file, source)),
+            }
+        }
+        sqlx::query("DELETE FROM retired_segments WHERE path IN (SELECT value FROM json_each($1))")
+            .bind(state::json_list(paths))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,303 @@
+//! Compaction: a day's small segments become one file holding the same events, swapped in
+//! atomically; a crash at either side of the swap loses and doubles nothing; the event-id check
+//! still knows every id afterwards. See: #20.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use nudge_engine::config::Config;
+use nudge_engine::stats;
+use nudge_engine::store::{CompactOptions, DayCompacted, Store};
+use parquet::file::reader::{FileReader, SerializedFileReader};
+use parquet::record::{Field, RowAccessor};
+
+use super::support::{HOUR, NOV_1, TestStore, walk};
+
+/// (user, event, ts, props, event_id) of one stored row.
+type Row = (String, String, i64, Option<String>, Option<String>);
+
+/// Every row of the committed segments, read by arrow-rs, sorted.
+async fn stored_rows(store: &Store) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for path in store.segment_paths(None).await.unwrap() {
+        let reader = SerializedFileReader::new(std::fs::File::open(&path).unwrap()).unwrap();
+        for row in reader.get_row_iter(None).unwrap() {
+            let row = row.unwrap();
+            let fields: Vec<&Field> = row.get_column_iter().map(|(_, field)| field).collect();
+            let text = |field: &Field| match field {
+                Field::Str(value) => Some(value.clone()),
+                Field::Null => None,
+                other => panic!("unexpected {other:?}"),
+            };
+            let Field::Long(ts) = fields[2] else {
+                panic!("ts is an int64")
+            };
+            rows.push((
+                text(fields[0]).unwrap(),
+                text(fields[1]).unwrap(),
+                *ts,
+                text(fields[3]),
+                text(fields[4]),
+            ));
+        }
+    }
+    rows.sort();
+    rows
+}
+
+/// Segment files in the day folders (not set aside).
+fn live_files(data_dir: &Path) -> Vec<PathBuf> {
+    walk(&data_dir.join("events"))
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .filter(|p| {
+            let p = p.to_string_lossy();
+            !p.contains("_orphaned") && !p.contains("_staging")
+        })
+        .collect()
+}
+
+/// `count` events over two UTC days, ids `{prefix}{i}`, half of them with props.
+fn events_file(test: &TestStore, name: &str, prefix: &str, count: i64) -> PathBuf {
+    let lines: Vec<String> = (0..count)
+        .map(|i| {
+            let props = if i % 2 == 0 {
+                format!(r#","props":{{"n":{i}}}"#)
+            } else {
+                String::new()
+            };
+            format!(
+                r#"{{"user_id":"u{}","event":"page_view","ts":{},"event_id":"{prefix}{i}"{props}}}"#,
+                (i * 7919) % 97,
+                NOV_1 + (i * 613_000) % (48 * HOUR)
+            )
+        })
+        .collect();
+    test.file(name, lines.join("\n"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_days_small_segments_become_one_file_holding_the_same_events() {
+    let test = TestStore::new().await;
+    for batch in 0..4 {
+        let file = events_file(
+            &test,
+            &format!("{batch}.ndjson"),
+            &format!("b{batch}-"),
+            300,
+        );
+        test.ingest(&[&file]).await;
+    }
+    let data_dir = test.store.data_dir().to_path_buf();
+    let before = stored_rows(&test.store).await;
+    assert_eq!(before.len(), 1_200);
+    assert_eq!(
+        test.store.segment_totals().await.unwrap().0,
+        8,
+        "4 batches x 2 days"
+    );
+
+    let options = CompactOptions::default();
+    let days = test.store.days_to_compact(options, None).await.unwrap();
+    assert_eq!(days.len(), 2);
+    assert!(days.iter().all(|day| day.segments.len() == 4));
+    for day in &days {
+        let outcome = test.store.compact_day(day, options).await.unwrap();
+        assert_eq!(outcome, DayCompacted::Merged { files: 1 });
+    }
+
+    assert_eq!(stored_rows(&test.store).await, before, "the same rows");
+    assert_eq!(test.store.segment_totals().await.unwrap(), (2, 1_200));
+    assert_eq!(live_files(&data_dir).len(), 2, "the old files are deleted");
+    assert!(
+        test.store
+            .days_to_compact(options, None)
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing left to merge"
+    );
+
+    // The event-id check knows every id after the swap, in this process and in a new one.
+    let again = events_file(&test, "again.ndjson", "b2-", 299);
+    let report = test.ingest(&[&again]).await;
+    assert_eq!((report.accepted, report.duplicates), (0, 299));
+    let fresh = Store::open(&Config {
+        data_dir: data_dir.clone(),
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    let mixed = events_file(&test, "mixed.ndjson", "b1-", 310);
+    let paths = vec![mixed];
+    let report = nudge_engine::ingest::ingest(&fresh, &paths, &test.options())
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.accepted, report.duplicates),
+        (10, 300),
+        "only ids b1-300.. are new"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merged_files_are_sorted_by_user_then_time_in_row_groups_with_statistics() {
+    let test = TestStore::new().await;
+    for batch in 0..3 {
+        let file = events_file(
+            &test,
+            &format!("{batch}.ndjson"),
+            &format!("b{batch}-"),
+            400,
+        );
+        test.ingest(&[&file]).await;
+    }
+    let before = stored_rows(&test.store).await;
+    let options = CompactOptions {
+        file_rows: 300,
+        group_rows: 64,
+    };
+    for day in test.store.days_to_compact(options, None).await.unwrap() {
+        let outcome = test.store.compact_day(&day, options).await.unwrap();
+        assert!(
+            matches!(outcome, DayCompacted::Merged { files: 2.. }),
+            "{outcome:?} for {} rows",
+            day.rows
+        );
+    }
+    assert_eq!(stored_rows(&test.store).await, before);
+    for path in test.store.segment_paths(None).await.unwrap() {
+        let reader = SerializedFileReader::new(std::fs::File::open(&path).unwrap()).unwrap();
+        let metadata = reader.metadata();
+        assert!(metadata.file_metadata().num_rows() <= 300);
+        let mut previous: Option<(String, i64)> = None;
+        for row in reader.get_row_iter(None).unwrap() {
+            let row = row.unwrap();
+            let key = (row.get_string(0).unwrap().clone(), row.get_long(2).unwrap());
+            if let Some(previous) = &previous {
+                assert!(*previous <= key, "{previous:?} before {key:?}");
+            }
+            previous = Some(key);
+        }
+        for group in metadata.row_groups() {
+            assert!(group.num_rows() <= 64);
+            for column in group.columns() {
+                let statistics = column.statistics().expect("statistics on every column");
+                if column.column_descr().name() != "props" {
+                    assert!(statistics.min_bytes_opt().is_some(), "a minimum");
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_plan_changes_nothing() {
+    let test = TestStore::new().await;
+    for batch in 0..2 {
+        let file = events_file(&test, &format!("{batch}.ndjson"), &format!("b{batch}-"), 50);
+        test.ingest(&[&file]).await;
+    }
+    let options = CompactOptions::default();
+    let days = test.store.days_to_compact(options, None).await.unwrap();
+    let other = Store::open(&Config {
+        data_dir: test.store.data_dir().to_path_buf(),
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    other.compact_day(&days[0], options).await.unwrap();
+    let segments = test.store.segment_totals().await.unwrap();
+    assert_eq!(
+        test.store.compact_day(&days[0], options).await.unwrap(),
+        DayCompacted::Changed
+    );
+    assert_eq!(test.store.segment_totals().await.unwrap(), segments);
+    assert_eq!(
+        live_files(test.store.data_dir()).len(),
+        segments.0 as usize,
+        "the second merge's file was removed"
+    );
+}
+
+/// `nudge compact` killed at `point`: a reopened store holds every event once, its files match
+/// the manifest, and a second `nudge compact` finishes the work.
+async fn crash_during_compaction(point: &str) -> (usize, usize) {
+    let test = TestStore::new().await;
+    for batch in 0..3 {
+        let file = events_file(
+            &test,
+            &format!("{batch}.ndjson"),
+            &format!("b{batch}-"),
+            200,
+        );
+        test.ingest(&[&file]).await;
+    }
+    let before = stored_rows(&test.store).await;
+    let data_dir = test.store.data_dir().to_path_buf();
+    let config_path = test.file(
+        "nudge.toml",
+        format!("data_dir = '{}'\n", data_dir.display()),
+    );
+    let nudge = |crash: Option<&str>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_nudge"));
+        command
+            .arg("--config")
+            .arg(&config_path)
+            .arg("--quiet")
+            .arg("compact");
+        if let Some(point) = crash {
+            command.env(nudge_engine::store::CRASH_POINT_ENV, point);
+        }
+        command.output().unwrap()
+    };
+    let crashed = nudge(Some(point));
+    assert!(!crashed.status.success(), "the process should have aborted");
+
+    let store = Store::open(&Config {
+        data_dir: data_dir.clone(),
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(stored_rows(&store).await, before, "every event, once");
+    let (segments, _) = store.segment_totals().await.unwrap();
+    assert_eq!(
+        live_files(&data_dir).len(),
+        segments as usize,
+        "the day folders hold the manifest's files and no others"
+    );
+    let set_aside = walk(&data_dir.join("events").join("_orphaned")).len();
+    drop(store);
+
+    let finished = nudge(None);
+    assert!(
+        finished.status.success(),
+        "{}",
+        String::from_utf8_lossy(&finished.stderr)
+    );
+    let store = Store::open(&Config {
+        data_dir: data_dir.clone(),
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(stored_rows(&store).await, before);
+    assert_eq!(store.segment_totals().await.unwrap().0, 2, "one file a day");
+    assert_eq!(stats::collect(&store).await.unwrap().events, 600);
+    (segments as usize, set_aside)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_before_the_swap_commits_leaves_the_old_segments_in_force() {
+    let (segments, set_aside) = crash_during_compaction("compact:after-segments").await;
+    assert_eq!(segments, 6, "3 batches x 2 days, none merged");
+    assert_eq!(set_aside, 1, "the unrecorded merged file is moved aside");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_after_the_swap_commits_deletes_the_replaced_files_on_open() {
+    let (segments, set_aside) = crash_during_compaction("compact:after-commit").await;
+    assert_eq!(segments, 4, "the first day merged, the second not yet");
+    assert_eq!(set_aside, 0, "retired files are deleted, not set aside");
+}
