@@ -230,6 +230,9 @@ const SEGMENT_COLUMNS: [(&str, ArrowDataType, Encoding); 5] = [
     ("event_id", ArrowDataType::Utf8View, Encoding::Plain),
 ];
 
+/// One row group's columns, as the writer takes them.
+type RowGroupArrays = RecordBatchT<Box<dyn Array>>;
+
 /// Where `props` sits in [`SEGMENT_COLUMNS`].
 const PROPS: usize = 3;
 
@@ -309,7 +312,7 @@ impl SegmentLayout {
         events: &EventBatch,
         rows: &[usize],
         ts: Vec<i64>,
-    ) -> Result<(RecordBatchT<Box<dyn Array>>, Vec<Vec<Encoding>>)> {
+    ) -> Result<(RowGroupArrays, Vec<Vec<Encoding>>)> {
         let text = |column: &crate::batch::Texts| -> Box<dyn Array> {
             let mut values = MutableBinaryViewArray::<str>::with_capacity(rows.len());
             for &row in rows {
