@@ -16,7 +16,7 @@ use std::sync::atomic::AtomicU64;
 
 use sqlx::Row;
 
-use super::{Store, crash_point, segments, state};
+use super::{Store, crash_point, record_segments, segments, state};
 use crate::{Error, Result};
 
 /// How compaction sizes its files.
@@ -155,21 +155,7 @@ impl Store {
                 .bind(&old)
                 .execute(&mut *tx)
                 .await?;
-            for segment in &written {
-                sqlx::query(
-                    "INSERT INTO segments (path, day, rows, min_ts, max_ts, batch, created_ms)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                )
-                .bind(&segment.relative_path)
-                .bind(&segment.day)
-                .bind(segment.rows as i64)
-                .bind(segment.min_ts)
-                .bind(segment.max_ts)
-                .bind(&batch_name)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-            }
+            record_segments(&mut tx, &written, &batch_name, now).await?;
             sqlx::query(
                 "INSERT INTO retired_segments (path, retired_ms)
                  SELECT value, $2 FROM json_each($1)",

@@ -352,26 +352,7 @@ impl Store {
         crash_point_after_segments();
         let result = async {
             let now = chrono::Utc::now().timestamp_millis();
-            state::insert_bound(
-                &mut tx,
-                (
-                    "INSERT INTO segments (path, day, rows, min_ts, max_ts, batch, created_ms)",
-                    7,
-                    "",
-                ),
-                &written,
-                |query, segment| {
-                    query
-                        .bind(segment.relative_path.clone())
-                        .bind(segment.day.clone())
-                        .bind(segment.rows as i64)
-                        .bind(segment.min_ts)
-                        .bind(segment.max_ts)
-                        .bind(batch_name.clone())
-                        .bind(now)
-                },
-            )
-            .await?;
+            record_segments(&mut tx, &written, &batch_name, now).await?;
             if let Some(file) = &file {
                 sqlx::query(
                     "INSERT INTO ingested_files (content_hash, path, records_done, complete, accepted, updated_ms)
@@ -1056,6 +1037,35 @@ async fn store_id(pool: &SqlitePool) -> Result<Arc<str>> {
         .await?
         .get(0);
     Ok(Arc::from(id))
+}
+
+/// Adds manifest rows for `written`, the segments of batch (or compaction) `batch_name`.
+async fn record_segments(
+    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    written: &[segments::Segment],
+    batch_name: &str,
+    now_ms: i64,
+) -> Result<()> {
+    state::insert_bound(
+        tx,
+        (
+            "INSERT INTO segments (path, day, rows, min_ts, max_ts, batch, created_ms)",
+            7,
+            "",
+        ),
+        written,
+        |query, segment| {
+            query
+                .bind(segment.relative_path.clone())
+                .bind(segment.day.clone())
+                .bind(segment.rows as i64)
+                .bind(segment.min_ts)
+                .bind(segment.max_ts)
+                .bind(batch_name.to_string())
+                .bind(now_ms)
+        },
+    )
+    .await
 }
 
 /// Per UTC day, the (id hash, position in the batch) of a batch's events that carry an id.

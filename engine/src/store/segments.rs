@@ -102,23 +102,8 @@ pub(crate) fn write_staged(
     let layout = SegmentLayout::new();
     by_day
         .into_par_iter()
-        .map(|(day_index, rows)| {
-            let day = day_name(day_index);
-            let staged = staging.join(format!("{batch}-{day}.parquet"));
-            let ts: Vec<i64> = rows.iter().map(|&row| events.ts[row]).collect();
-            let min_ts = ts.iter().copied().min().unwrap_or_default();
-            let max_ts = ts.iter().copied().max().unwrap_or_default();
-            let file = layout.write(&staged, events, &rows, ts, usize::MAX)?;
-            let segment = Segment {
-                relative_path: format!("day={day}/{batch}.parquet"),
-                day,
-                rows: rows.len(),
-                min_ts,
-                max_ts,
-                staged,
-                file: Some(file),
-            };
-            Ok(segment)
+        .map(|(day, rows)| {
+            layout.segment(&staging, batch, &day_name(day), events, &rows, usize::MAX)
         })
         .collect()
 }
@@ -196,21 +181,14 @@ pub(crate) fn write_compacted(
         .par_chunks(file_rows.max(1))
         .enumerate()
         .map(|(part, rows)| {
-            let name = format!("{batch}.c{part}");
-            let staged = staging.join(format!("{name}-{day}.parquet"));
-            let ts: Vec<i64> = rows.iter().map(|&row| events.ts[row]).collect();
-            let min_ts = ts.iter().copied().min().unwrap_or_default();
-            let max_ts = ts.iter().copied().max().unwrap_or_default();
-            let file = layout.write(&staged, events, rows, ts, group_rows)?;
-            Ok(Segment {
-                relative_path: format!("day={day}/{name}.parquet"),
-                day: day.to_string(),
-                rows: rows.len(),
-                min_ts,
-                max_ts,
-                staged,
-                file: Some(file),
-            })
+            layout.segment(
+                &staging,
+                &format!("{batch}.c{part}"),
+                day,
+                events,
+                rows,
+                group_rows,
+            )
         })
         .collect()
 }
@@ -267,6 +245,32 @@ impl SegmentLayout {
                 data_page_size: None,
             },
         }
+    }
+
+    /// Stages `rows` of `events` (all of `day`) as segment `name` of that day.
+    fn segment(
+        &self,
+        staging: &Path,
+        name: &str,
+        day: &str,
+        events: &EventBatch,
+        rows: &[usize],
+        group_rows: usize,
+    ) -> Result<Segment> {
+        let staged = staging.join(format!("{name}-{day}.parquet"));
+        let ts: Vec<i64> = rows.iter().map(|&row| events.ts[row]).collect();
+        let min_ts = ts.iter().copied().min().unwrap_or_default();
+        let max_ts = ts.iter().copied().max().unwrap_or_default();
+        let file = self.write(&staged, events, rows, ts, group_rows)?;
+        Ok(Segment {
+            relative_path: format!("day={day}/{name}.parquet"),
+            day: day.to_string(),
+            rows: rows.len(),
+            min_ts,
+            max_ts,
+            staged,
+            file: Some(file),
+        })
     }
 
     /// Writes `rows` of a batch (whose timestamps are `ts`) to `path`, LZ4-compressed, in row

@@ -76,18 +76,24 @@ fn events_file(test: &TestStore, name: &str, prefix: &str, count: i64) -> PathBu
     test.file(name, lines.join("\n"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_days_small_segments_become_one_file_holding_the_same_events() {
+/// A store holding `batches` ingested files of `count` events each (ids `b{batch}-{i}`).
+async fn store_of_batches(batches: usize, count: i64) -> TestStore {
     let test = TestStore::new().await;
-    for batch in 0..4 {
+    for batch in 0..batches {
         let file = events_file(
             &test,
             &format!("{batch}.ndjson"),
             &format!("b{batch}-"),
-            300,
+            count,
         );
         test.ingest(&[&file]).await;
     }
+    test
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_days_small_segments_become_one_file_holding_the_same_events() {
+    let test = store_of_batches(4, 300).await;
     let data_dir = test.store.data_dir().to_path_buf();
     let before = stored_rows(&test.store).await;
     assert_eq!(before.len(), 1_200);
@@ -142,16 +148,7 @@ async fn a_days_small_segments_become_one_file_holding_the_same_events() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn merged_files_are_sorted_by_user_then_time_in_row_groups_with_statistics() {
-    let test = TestStore::new().await;
-    for batch in 0..3 {
-        let file = events_file(
-            &test,
-            &format!("{batch}.ndjson"),
-            &format!("b{batch}-"),
-            400,
-        );
-        test.ingest(&[&file]).await;
-    }
+    let test = store_of_batches(3, 400).await;
     let before = stored_rows(&test.store).await;
     let options = CompactOptions {
         file_rows: 300,
@@ -193,11 +190,7 @@ async fn merged_files_are_sorted_by_user_then_time_in_row_groups_with_statistics
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_plan_changes_nothing() {
-    let test = TestStore::new().await;
-    for batch in 0..2 {
-        let file = events_file(&test, &format!("{batch}.ndjson"), &format!("b{batch}-"), 50);
-        test.ingest(&[&file]).await;
-    }
+    let test = store_of_batches(2, 50).await;
     let options = CompactOptions::default();
     let days = test.store.days_to_compact(options, None).await.unwrap();
     let other = Store::open(&Config {
@@ -223,16 +216,7 @@ async fn a_stale_plan_changes_nothing() {
 /// `nudge compact` killed at `point`: a reopened store holds every event once, its files match
 /// the manifest, and a second `nudge compact` finishes the work.
 async fn crash_during_compaction(point: &str) -> (usize, usize) {
-    let test = TestStore::new().await;
-    for batch in 0..3 {
-        let file = events_file(
-            &test,
-            &format!("{batch}.ndjson"),
-            &format!("b{batch}-"),
-            200,
-        );
-        test.ingest(&[&file]).await;
-    }
+    let test = store_of_batches(3, 200).await;
     let before = stored_rows(&test.store).await;
     let data_dir = test.store.data_dir().to_path_buf();
     let config_path = test.file(
