@@ -15,34 +15,170 @@ const ZONE_PROBLEMS_SHOWN: usize = 10;
 /// row by row): 2^22 hours is over 400 years.
 const TABULATED_HOURS: i64 = 1 << 22;
 
+/// (user number, hours since the epoch, summed kind weight, raw event count).
+pub type HourRow = (u32, i64, f64, u32);
+
 /// Weighted event counts per (user, UTC hour), as the histogram produces them.
 #[derive(Debug, Default)]
 pub struct HourlyCounts {
     /// Sorted, without repeats.
     pub users: Vec<String>,
-    /// (index into `users`, hours since the epoch, summed kind weight, raw event count), sorted
-    /// by user index.
-    pub rows: Vec<(u32, i64, f64, u32)>,
+    /// Rows numbered by their index into `users`, sorted by it.
+    pub rows: Vec<HourRow>,
 }
 
-impl HourlyCounts {
-    /// The rows of the hours in `[from_hour, to_hour)`, with only the users they name.
-    pub fn between(&self, from_hour: i64, to_hour: i64) -> HourlyCounts {
-        let mut out = HourlyCounts::default();
-        for &(user, hour, weight, count) in &self.rows {
-            if hour < from_hour || hour >= to_hour {
-                continue;
+/// Numbers for user ids, in order of first sight: a full compute numbers every user once and
+/// keeps each user's counts at that index, so its slices never sort or merge by id.
+#[derive(Default)]
+pub struct UserNumbers {
+    /// Open addressing with linear probing, at most half full: (the id's 128-bit hash, its
+    /// number), `FREE` as the number of an empty slot. A match on the hash is taken as a match
+    /// on the id (two of a billion ids share a hash with odds of about 1e-21), so a lookup reads
+    /// one slot and neither the id nor a list of ids.
+    slots: Vec<(UserKey, u32)>,
+    names: Vec<String>,
+}
+
+/// A user id's 128-bit hash, the key of [`UserNumbers`].
+pub type UserKey = [u64; 2];
+
+const FREE: u32 = u32::MAX;
+
+impl std::fmt::Debug for UserNumbers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserNumbers")
+            .field("users", &self.names.len())
+            .finish()
+    }
+}
+
+impl UserNumbers {
+    pub fn key(user: &str) -> UserKey {
+        let hash = xxhash_rust::xxh3::xxh3_128(user.as_bytes());
+        [hash as u64, (hash >> 64) as u64]
+    }
+
+    /// `user`'s number, given on first sight.
+    pub fn number(&mut self, user: &str) -> u32 {
+        self.number_of(Self::key(user), user)
+    }
+
+    /// The number of `user`, whose key is `key`.
+    pub fn number_of(&mut self, key: UserKey, user: &str) -> u32 {
+        if self.names.len() * 2 >= self.slots.len() {
+            self.grow();
+        }
+        let mask = self.slots.len() - 1;
+        let mut slot = key[0] as usize & mask;
+        loop {
+            let (known, number) = self.slots[slot];
+            if number == FREE {
+                let number = self.names.len() as u32;
+                self.slots[slot] = (key, number);
+                self.names.push(user.to_string());
+                return number;
             }
-            let name = &self.users[user as usize];
-            if out.users.last() != Some(name) {
-                out.users.push(name.clone());
+            if known == key {
+                return number;
             }
-            out.rows
-                .push((out.users.len() as u32 - 1, hour, weight, count));
+            slot = (slot + 1) & mask;
+        }
+    }
+
+    /// Reads the first slot of each key, all at once, so the memory reads of a run of lookups
+    /// overlap instead of waiting one after the other (the table is larger than the caches).
+    pub fn touch(&self, keys: impl Iterator<Item = UserKey>) {
+        if self.slots.is_empty() {
+            return;
+        }
+        let mask = self.slots.len() - 1;
+        let sum = keys.fold(0u32, |sum, key| sum ^ self.slots[key[0] as usize & mask].1);
+        std::hint::black_box(sum);
+    }
+
+    fn grow(&mut self) {
+        let size = (self.slots.len() * 2).max(1 << 12);
+        let old = std::mem::replace(&mut self.slots, vec![([0, 0], FREE); size]);
+        let mask = size - 1;
+        for (key, number) in old.into_iter().filter(|slot| slot.1 != FREE) {
+            let mut slot = key[0] as usize & mask;
+            while self.slots[slot].1 != FREE {
+                slot = (slot + 1) & mask;
+            }
+            self.slots[slot] = (key, number);
+        }
+    }
+
+    /// The ids, indexed by number.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    pub fn into_names(self) -> Vec<String> {
+        self.names
+    }
+}
+
+/// Rows grouped by user number: user `n`'s rows are `rows[starts[n]..starts[n + 1]]`.
+#[derive(Debug, Default)]
+pub struct Grouped {
+    rows: Vec<HourRow>,
+    starts: Vec<usize>,
+}
+
+impl Grouped {
+    /// Groups rows (in any order) of users numbered below `users`, keeping each user's rows in
+    /// their order: a counting sort, linear in rows and users.
+    pub fn new(rows: Vec<HourRow>, users: usize) -> Grouped {
+        let mut starts = vec![0usize; users + 1];
+        for row in &rows {
+            starts[row.0 as usize + 1] += 1;
+        }
+        for n in 0..users {
+            starts[n + 1] += starts[n];
+        }
+        let mut next = starts.clone();
+        let mut grouped = vec![(0, 0, 0.0, 0); rows.len()];
+        for row in rows {
+            let slot = &mut next[row.0 as usize];
+            grouped[*slot] = row;
+            *slot += 1;
+        }
+        Grouped {
+            rows: grouped,
+            starts,
+        }
+    }
+
+    /// The rows of the hours in `[from_hour, to_hour)`.
+    pub fn between(&self, from_hour: i64, to_hour: i64) -> Grouped {
+        let mut out = Grouped {
+            rows: Vec::new(),
+            starts: Vec::with_capacity(self.starts.len()),
+        };
+        out.starts.push(0);
+        for range in self.starts.windows(2) {
+            out.rows.extend(
+                self.rows[range[0]..range[1]]
+                    .iter()
+                    .filter(|row| row.1 >= from_hour && row.1 < to_hour),
+            );
+            out.starts.push(out.rows.len());
         }
         out
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Users covered (numbered below this).
+    fn users(&self) -> usize {
+        self.starts.len().saturating_sub(1)
+    }
+}
+
+impl HourlyCounts {
     /// Puts users in order (and rows with them) if whoever built this did not.
     pub fn into_sorted(mut self) -> Self {
         let sorted = self.users.windows(2).all(|pair| pair[0] < pair[1])
@@ -159,13 +295,13 @@ struct HourTable {
 
 impl HourTable {
     fn new(
-        hourly: &HourlyCounts,
+        rows: &[HourRow],
         config: &WindowsConfig,
         as_of_ms: i64,
         zones: impl IntoIterator<Item = Tz>,
     ) -> Self {
-        let first = hourly.rows.iter().map(|r| r.1).min().unwrap_or(0);
-        let last = hourly.rows.iter().map(|r| r.1).max().unwrap_or(0);
+        let first = rows.iter().map(|r| r.1).min().unwrap_or(0);
+        let last = rows.iter().map(|r| r.1).max().unwrap_or(0);
         if last - first + 1 > TABULATED_HOURS {
             return HourTable {
                 first,
@@ -232,15 +368,8 @@ impl State {
         sign: f64,
         report: &mut ComputeReport,
     ) {
-        use rayon::prelude::*;
         let started = std::time::Instant::now();
-        // Every zone named in the profiles, parsed once: for new users, and tabulated below
-        // with the default (a user kept from an earlier run with a zone since changed is
-        // converted row by row instead).
-        let parsed: HashMap<&str, Option<Tz>> = zones
-            .values()
-            .map(|name| (name.as_str(), name.parse().ok()))
-            .collect();
+        let zones = Zones::new(zones, default_tz);
         let old = std::mem::take(&mut self.users);
         let mut merged = Vec::with_capacity(old.len().max(hourly.users.len()));
         // For each merged user, the range of `hourly.rows` to apply (empty when untouched).
@@ -252,22 +381,9 @@ impl State {
                 merged.push(before);
                 ranges.push((0, 0));
             }
-            let entry = old.next_if(|u| u.user_id == *user).unwrap_or_else(|| {
-                let named = zones.get(user);
-                let zone = named.and_then(|name| parsed.get(name.as_str()).copied().flatten());
-                if let (Some(name), None) = (named, zone) {
-                    report.zone_problem_count += 1;
-                    if report.zone_problems.len() < ZONE_PROBLEMS_SHOWN {
-                        report.zone_problems.push((user.clone(), name.clone()));
-                    }
-                }
-                UserCounts {
-                    user_id: user.clone(),
-                    tz: zone.unwrap_or(default_tz),
-                    events: 0,
-                    counts: Hours::default(),
-                }
-            });
+            let entry = old
+                .next_if(|u| u.user_id == *user)
+                .unwrap_or_else(|| zones.new_user(user, report));
             let end =
                 next_row + hourly.rows[next_row..].partition_point(|row| row.0 as usize == index);
             merged.push(entry);
@@ -278,30 +394,15 @@ impl State {
             merged.push(rest);
             ranges.push((0, 0));
         }
-        let zones_used = parsed
-            .values()
-            .flatten()
-            .copied()
-            .chain([default_tz])
-            .collect::<std::collections::HashSet<Tz>>();
         let merged_s = started.elapsed().as_secs_f64();
-        let table = HourTable::new(hourly, config, self.as_of_ms, zones_used);
+        let table = zones.table(&hourly.rows, config, self.as_of_ms);
         let as_of_ms = self.as_of_ms;
+        use rayon::prelude::*;
         merged
             .par_iter_mut()
             .zip(ranges.par_iter())
-            .filter(|(_, (start, end))| end > start)
             .for_each(|(entry, &(start, end))| {
-                let zone = entry.tz;
-                let mut scratch = entry.counts.dense();
-                let mut events = entry.events as i64;
-                for &(_, hour, weight, count) in &hourly.rows[start..end] {
-                    scratch[table.bin(zone, hour)] +=
-                        sign * weight * table.decay(hour, config, as_of_ms);
-                    events += sign as i64 * count as i64;
-                }
-                entry.events = events.max(0) as u64;
-                entry.counts = Hours::from_dense(&scratch);
+                apply(entry, &hourly.rows[start..end], &table, config, as_of_ms, sign);
             });
         merged.retain(|u| u.events > 0);
         self.users = merged;
@@ -370,6 +471,149 @@ impl State {
             user.counts.scale(factor);
         }
         self.as_of_ms = as_of_ms;
+    }
+}
+
+/// Adds `rows` (one user's, decayed to `as_of_ms`, times `sign`) to `entry`.
+fn apply(
+    entry: &mut UserCounts,
+    rows: &[HourRow],
+    table: &HourTable,
+    config: &WindowsConfig,
+    as_of_ms: i64,
+    sign: f64,
+) {
+    if rows.is_empty() {
+        return;
+    }
+    let zone = entry.tz;
+    let mut scratch = entry.counts.dense();
+    let mut events = entry.events as i64;
+    for &(_, hour, weight, count) in rows {
+        scratch[table.bin(zone, hour)] += sign * weight * table.decay(hour, config, as_of_ms);
+        events += sign as i64 * count as i64;
+    }
+    entry.events = events.max(0) as u64;
+    entry.counts = Hours::from_dense(&scratch);
+}
+
+/// The profiles' zones, each name parsed once, for placing users new to a state.
+struct Zones<'a> {
+    named: &'a HashMap<String, String>,
+    parsed: HashMap<&'a str, Option<Tz>>,
+    default_tz: Tz,
+}
+
+impl<'a> Zones<'a> {
+    fn new(named: &'a HashMap<String, String>, default_tz: Tz) -> Self {
+        let parsed = named
+            .values()
+            .map(|name| (name.as_str(), name.parse().ok()))
+            .collect();
+        Zones {
+            named,
+            parsed,
+            default_tz,
+        }
+    }
+
+    /// An empty entry for `user` in their zone (the default when unknown; an invalid one is
+    /// reported and replaced by the default).
+    fn new_user(&self, user: &str, report: &mut ComputeReport) -> UserCounts {
+        let named = self.named.get(user);
+        let zone = named.and_then(|name| self.parsed.get(name.as_str()).copied().flatten());
+        if let (Some(name), None) = (named, zone) {
+            report.zone_problem_count += 1;
+            if report.zone_problems.len() < ZONE_PROBLEMS_SHOWN {
+                report.zone_problems.push((user.to_string(), name.clone()));
+            }
+        }
+        UserCounts {
+            user_id: user.to_string(),
+            tz: zone.unwrap_or(self.default_tz),
+            events: 0,
+            counts: Hours::default(),
+        }
+    }
+
+    /// The table of `rows`' hours for every zone named and the default (a user kept from an
+    /// earlier run with a zone since changed is converted row by row instead).
+    fn table(&self, rows: &[HourRow], config: &WindowsConfig, as_of_ms: i64) -> HourTable {
+        let used = self
+            .parsed
+            .values()
+            .flatten()
+            .copied()
+            .chain([self.default_tz])
+            .collect::<std::collections::HashSet<Tz>>();
+        HourTable::new(rows, config, as_of_ms, used)
+    }
+}
+
+/// A [`State`] built by a full compute, slice by slice: each user's counts sit at the user's
+/// [`UserNumbers`] index, so adding a slice neither merges nor sorts by id; the users are sorted
+/// once, by [`Building::finish`].
+#[derive(Debug)]
+pub struct Building {
+    as_of_ms: i64,
+    users: Vec<Option<UserCounts>>,
+}
+
+impl Building {
+    pub fn new(as_of_ms: i64) -> Self {
+        Building {
+            as_of_ms,
+            users: Vec::new(),
+        }
+    }
+
+    /// Adds `grouped` (numbered by `names`' indices), decayed to `as_of`, on every core.
+    pub fn add(
+        &mut self,
+        grouped: &Grouped,
+        names: &[String],
+        config: &WindowsConfig,
+        zones: &HashMap<String, String>,
+        default_tz: Tz,
+        report: &mut ComputeReport,
+    ) {
+        let zones = Zones::new(zones, default_tz);
+        let users = grouped.users();
+        if self.users.len() < users {
+            self.users.resize_with(users, || None);
+        }
+        for (number, range) in grouped.starts.windows(2).enumerate() {
+            if range[1] > range[0] && self.users[number].is_none() {
+                self.users[number] = Some(zones.new_user(&names[number], report));
+            }
+        }
+        let table = zones.table(&grouped.rows, config, self.as_of_ms);
+        let as_of_ms = self.as_of_ms;
+        use rayon::prelude::*;
+        self.users[..users]
+            .par_iter_mut()
+            .zip(grouped.starts.par_windows(2))
+            .for_each(|(entry, range)| {
+                if let Some(entry) = entry {
+                    let rows = &grouped.rows[range[0]..range[1]];
+                    apply(entry, rows, &table, config, as_of_ms, 1.0);
+                }
+            });
+    }
+
+    /// The state: users with events, sorted by id.
+    pub fn finish(self) -> State {
+        let mut users: Vec<UserCounts> = self
+            .users
+            .into_iter()
+            .flatten()
+            .filter(|user| user.events > 0)
+            .collect();
+        users.sort_unstable_by(|a, b| a.user_id.cmp(&b.user_id));
+        State {
+            as_of_ms: self.as_of_ms,
+            users,
+        }
     }
 }
 
@@ -443,6 +687,91 @@ mod tests {
             assert_eq!((&a.user_id, a.events, a.tz), (&b.user_id, b.events, b.tz));
             let (a, b) = (a.counts.dense(), b.counts.dense());
             for (x, y) in a.iter().zip(&b) {
+                assert!((x - y).abs() < 1e-12, "{x} vs {y}");
+            }
+        }
+    }
+
+    #[test]
+    fn user_numbers_are_given_once_and_survive_the_table_growing() {
+        let mut numbers = UserNumbers::default();
+        let ids: Vec<String> = (0..20_000).map(|i| format!("user-{i}")).collect();
+        let first: Vec<u32> = ids.iter().map(|id| numbers.number(id)).collect();
+        assert_eq!(first, (0..20_000).collect::<Vec<u32>>());
+        // Asked again, after the table grew several times, in another order.
+        for (i, id) in ids.iter().enumerate().rev() {
+            assert_eq!(numbers.number(id), i as u32);
+        }
+        assert_eq!(numbers.names().len(), 20_000);
+        assert_eq!(numbers.names()[1234], "user-1234");
+    }
+
+    #[test]
+    fn grouping_puts_each_users_rows_together_in_their_order() {
+        let rows = vec![
+            (2, 10, 1.0, 1),
+            (0, 11, 1.0, 1),
+            (2, 9, 2.0, 2),
+            (0, 12, 3.0, 1),
+        ];
+        let grouped = Grouped::new(rows, 4);
+        assert_eq!(
+            grouped.rows,
+            [(0, 11, 1.0, 1), (0, 12, 3.0, 1), (2, 10, 1.0, 1), (2, 9, 2.0, 2)]
+        );
+        assert_eq!(grouped.starts, [0, 2, 2, 4, 4]);
+        let late = grouped.between(11, 13);
+        assert_eq!(late.rows, [(0, 11, 1.0, 1), (0, 12, 3.0, 1)]);
+        assert_eq!(late.starts, [0, 2, 2, 2, 2]);
+    }
+
+    #[test]
+    fn building_from_numbered_slices_gives_the_state_of_adding_them_at_once() {
+        let config = WindowsConfig::default();
+        let as_of_ms = 1_000 * hour_ms();
+        let zones = HashMap::from([
+            ("d".to_string(), "America/New_York".to_string()),
+            ("c".to_string(), "Mars/Olympus".to_string()),
+        ]);
+        let shanghai = chrono_tz::Asia::Shanghai;
+        // Users numbered in order of sight ("c" first), slices by time.
+        let mut numbers = UserNumbers::default();
+        let mut building = Building::new(as_of_ms);
+        let mut report = ComputeReport::default();
+        for slice in [
+            vec![("c", 905, 2.0), ("a", 900, 1.0), ("a", 901, 1.5)],
+            vec![("d", 990, 1.0), ("a", 950, 0.5), ("b", 951, 4.0), ("d", 999, 1.0)],
+        ] {
+            let rows = slice
+                .iter()
+                .map(|&(user, hour, weight)| (numbers.number(user), hour, weight, 1))
+                .collect();
+            let grouped = Grouped::new(rows, numbers.names().len());
+            building.add(&grouped, numbers.names(), &config, &zones, shanghai, &mut report);
+        }
+        let built = building.finish();
+        assert_eq!(report.zone_problem_count, 1, "{:?}", report.zone_problems);
+        let all = HourlyCounts {
+            users: vec!["a".into(), "b".into(), "c".into(), "d".into()],
+            rows: vec![
+                (0, 900, 1.0, 1),
+                (0, 901, 1.5, 1),
+                (0, 950, 0.5, 1),
+                (1, 951, 4.0, 1),
+                (2, 905, 2.0, 1),
+                (3, 990, 1.0, 1),
+                (3, 999, 1.0, 1),
+            ],
+        };
+        let mut whole = State::new(as_of_ms);
+        whole.add(&all, &config, &zones, shanghai, 1.0, &mut ComputeReport::default());
+        let ids: Vec<&str> = built.users.iter().map(|u| u.user_id.as_str()).collect();
+        assert_eq!(ids, ["a", "b", "c", "d"]);
+        assert_eq!(built.users[3].tz, chrono_tz::America::New_York);
+        assert_eq!(built.users[2].tz, shanghai, "an invalid zone falls back");
+        for (a, b) in built.users.iter().zip(&whole.users) {
+            assert_eq!((&a.user_id, a.events, a.tz), (&b.user_id, b.events, b.tz));
+            for (x, y) in a.counts.dense().iter().zip(&b.counts.dense()) {
                 assert!((x - y).abs() < 1e-12, "{x} vs {y}");
             }
         }
