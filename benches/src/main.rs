@@ -34,6 +34,63 @@ enum Benchmark {
     Dispatch(dispatch::Args),
     /// Campaign planning (facts, rule, windows, caps, dedup) into the SQLite outbox
     Plan(plan::Args),
+    /// Every benchmark above, one after the other, each printing its table
+    All(AllArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct AllArgs {
+    /// Sizes that run in a few minutes in all (100k users, 1M events): the guard run with
+    /// every change to the store's format or the ingest path
+    #[arg(long)]
+    quick: bool,
+}
+
+/// Each benchmark's arguments in `all --quick`, and in `all` (their defaults).
+const QUICK: [(&str, &[&str]); 6] = [
+    ("ingest", &["--events", "1000000"]),
+    ("quality", &["--users", "10000"]),
+    ("windows", &["--users", "100000", "--days", "30"]),
+    ("rules", &["--users", "100000"]),
+    ("plan", &["--users", "100000"]),
+    ("dispatch", &["--sends", "20000", "--paced-sends", "5000"]),
+];
+
+/// Parses one benchmark's arguments from words, as its subcommand would.
+fn parse<A: clap::Args>(words: &[&str]) -> anyhow::Result<A> {
+    #[derive(Debug, Parser)]
+    struct Words<A: clap::Args> {
+        #[command(flatten)]
+        args: A,
+    }
+    let line = std::iter::once("nudge-benches").chain(words.iter().copied());
+    Ok(Words::<A>::try_parse_from(line)?.args)
+}
+
+async fn all(args: AllArgs) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let mut timings = Vec::new();
+    for (name, quick) in QUICK {
+        let words: &[&str] = if args.quick { quick } else { &[] };
+        println!("\n## {name} {}\n", words.join(" "));
+        let begun = std::time::Instant::now();
+        match name {
+            "ingest" => ingest::run(parse(words)?).await?,
+            "quality" => quality::run(parse(words)?).await?,
+            "windows" => windows::run(parse(words)?).await?,
+            "rules" => rules::run(parse(words)?).await?,
+            "plan" => plan::run(parse(words)?).await?,
+            "dispatch" => dispatch::run(parse(words)?).await?,
+            other => anyhow::bail!("no benchmark named {other}"),
+        }
+        timings.push(format!("{name} {:.0} s", begun.elapsed().as_secs_f64()));
+    }
+    println!(
+        "\nAll benchmarks in {:.0} s ({}).",
+        started.elapsed().as_secs_f64(),
+        timings.join(", ")
+    );
+    Ok(())
 }
 
 /// The same allocator as the `nudge` binary, so figures are the command's.
@@ -58,6 +115,7 @@ fn main() -> anyhow::Result<()> {
         Benchmark::Rules(args) => runtime.block_on(rules::run(args)),
         Benchmark::Dispatch(args) => runtime.block_on(dispatch::run(args)),
         Benchmark::Plan(args) => runtime.block_on(plan::run(args)),
+        Benchmark::All(args) => runtime.block_on(all(args)),
     }
 }
 
@@ -91,7 +149,8 @@ pub async fn fresh_store(
     Ok((config, store))
 }
 
-/// A store filled with a generated dataset (Parquet, one seed): config, store, summary.
+/// A store filled with a generated dataset (Parquet, one seed) and compacted: config, store,
+/// summary.
 ///
 /// With `keep`, the dataset and store live in that folder and are reused by the next run with
 /// the same parameters (the file is recognised by its content and not ingested twice), so the
@@ -159,6 +218,20 @@ pub async fn generated_store(
         quiet: true,
     };
     nudge_engine::ingest::ingest(&store, &[input], &ingest_options).await?;
+    // Stores are compacted as a production store would be (`nudge compact`): a day's ingest
+    // batches merged into files sorted by user.
+    let options = nudge_engine::store::CompactOptions::default();
+    let days = store.days_to_compact(options, None).await?;
+    if !days.is_empty() {
+        let started = std::time::Instant::now();
+        let done = store.compact_days(&days, options, |_| {}).await?;
+        eprintln!(
+            "compacted {} segments into {} files in {:.1} s",
+            done.segments,
+            done.files,
+            started.elapsed().as_secs_f64()
+        );
+    }
     Ok((config, store, summary))
 }
 

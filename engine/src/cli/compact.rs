@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use nudge_engine::store::{CompactOptions, DayCompacted, Store};
+use nudge_engine::store::{CompactOptions, Store};
 
 use super::Context;
 
@@ -70,44 +70,30 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
         );
         bar
     });
-    let (mut files, mut changed) = (0, Vec::new());
-    for day in &days {
-        if let Some(bar) = &progress {
-            bar.set_message(day.day.clone());
-        }
-        match store.compact_day(day, options).await {
-            Ok(DayCompacted::Merged { files: written }) => files += written,
-            Ok(DayCompacted::Changed) => changed.push(day.day.clone()),
-            Err(error) => {
-                if let Some(bar) = &progress {
-                    bar.finish_and_clear();
-                }
-                return Err(anyhow::Error::new(error).context(format!(
-                    "compacting {} (the days before it are compacted; run `nudge compact` again \
-                     to go on)",
-                    day.day
-                )));
+    let done = store
+        .compact_days(&days, options, |day| {
+            if let Some(bar) = &progress {
+                bar.set_message(day.day.clone());
+                bar.inc(1);
             }
-        }
-        if let Some(bar) = &progress {
-            bar.inc(1);
-        }
-    }
+        })
+        .await;
     if let Some(bar) = progress {
         bar.finish_and_clear();
     }
+    let done = done?;
     let (segments_after, _) = store.segment_totals().await?;
     let seconds = started.elapsed().as_secs_f64();
     println!(
-        "compacted {} days: {merging} segments ({rows} rows) into {files} files in {seconds:.2}s; \
+        "compacted {} days: {} segments ({rows} rows) into {} files in {seconds:.2}s; \
          the store now has {segments_after} segments (was {segments_before})",
-        days.len() - changed.len()
+        done.days, done.segments, done.files
     );
-    if !changed.is_empty() {
+    if !done.changed.is_empty() {
         println!(
             "skipped {} days another process compacted meanwhile: {}",
-            changed.len(),
-            changed.join(", ")
+            done.changed.len(),
+            done.changed.join(", ")
         );
     }
     Ok(ExitCode::SUCCESS)

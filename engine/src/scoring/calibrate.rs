@@ -173,10 +173,19 @@ pub fn calibrate(
     // is what matters, and more types can win it while losing a little likelihood).
     let mut best: Option<(usize, Settings, f64, f64, Vec<Case>, Model)> = None;
     let mut configured_score = f64::NAN;
-    for types in candidates {
+    // The candidates' types are fitted side by side: each fit's sequential steps leave cores
+    // idle that another fit can use.
+    let fitting = std::time::Instant::now();
+    let models: Vec<Model> = candidates
+        .par_iter()
+        .map(|types| fit(full, config, *types))
+        .collect();
+    tracing::debug!(
+        fit_s = fitting.elapsed().as_secs_f64(),
+        "calibration candidates fitted"
+    );
+    for (types, model) in candidates.into_iter().zip(models) {
         let fitting = std::time::Instant::now();
-        let model = fit(full, config, types);
-        let fit_s = fitting.elapsed().as_secs_f64();
         let cases = cases(&users, &model, config);
         if types == config.types {
             configured_score = log_likelihood(&cases, &start);
@@ -187,7 +196,6 @@ pub fn calibrate(
         let share = mean_share(&cases, &settings);
         tracing::debug!(
             types,
-            fit_s,
             total_s = fitting.elapsed().as_secs_f64(),
             score,
             share,

@@ -8,7 +8,10 @@ use super::local::HOURS_OF_WEEK;
 
 /// Users at most used to fit the types (a deterministic subsample of the dense ones).
 pub const FIT_SAMPLE: usize = 20_000;
+/// EM rounds at most; fewer when the fit has converged (see [`CONVERGED`]).
 const ITERATIONS: usize = 40;
+/// A round that raises the sample's log-likelihood by less than this share of it ends the fit.
+const CONVERGED: f64 = 1e-4;
 /// Floor of every type's probability, so no hour is impossible.
 const FLOOR: f64 = 1e-4;
 
@@ -59,12 +62,22 @@ pub fn fit(users: &[&[f64; HOURS_OF_WEEK]], k: usize) -> Model {
                 .collect()
         })
         .collect();
+    let mut previous = f64::NEG_INFINITY;
+    let mut rounds = 0;
     for _ in 0..ITERATIONS {
         let scorer = model.scorer();
-        let responsibilities: Vec<Vec<f64>> = entries
+        let (responsibilities, log_likelihoods): (Vec<Vec<f64>>, Vec<f64>) = entries
             .par_iter()
             .map(|entries| scorer.responsibilities_sparse(entries))
-            .collect();
+            .unzip();
+        // The likelihood of the model that gave these responsibilities: once a round no longer
+        // raises it, the next rounds would not move the types either.
+        let log_likelihood: f64 = log_likelihoods.iter().sum();
+        if log_likelihood - previous < CONVERGED * log_likelihood.abs() {
+            break;
+        }
+        previous = log_likelihood;
+        rounds += 1;
         let mut types = vec![vec![0.0; HOURS_OF_WEEK]; k];
         let mut weights = vec![0.0; k];
         for (entries, r) in entries.iter().zip(&responsibilities) {
@@ -84,6 +97,7 @@ pub fn fit(users: &[&[f64; HOURS_OF_WEEK]], k: usize) -> Model {
         normalise(&mut weights);
         model = Model { weights, types };
     }
+    tracing::debug!(k, users = sample.len(), rounds, "rhythm types fitted");
     model
 }
 
@@ -168,8 +182,10 @@ impl Scorer<'_> {
     }
 
     /// The same from `(hour, count)` pairs of the non-zero hours.
-    pub fn responsibilities_sparse(&self, entries: &[(usize, f64)]) -> Vec<f64> {
-        self.posterior(|log_profile| {
+    /// The posterior over the types of a user given as the hours with counts, and the log of
+    /// the user's likelihood under the model (up to a constant of the counts).
+    pub fn responsibilities_sparse(&self, entries: &[(usize, f64)]) -> (Vec<f64>, f64) {
+        self.posterior_and_likelihood(|log_profile| {
             entries
                 .iter()
                 .map(|(hour, c)| c * log_profile[*hour])
@@ -178,6 +194,10 @@ impl Scorer<'_> {
     }
 
     fn posterior(&self, log_likelihood: impl Fn(&[f64]) -> f64) -> Vec<f64> {
+        self.posterior_and_likelihood(log_likelihood).0
+    }
+
+    fn posterior_and_likelihood(&self, log_likelihood: impl Fn(&[f64]) -> f64) -> (Vec<f64>, f64) {
         let logs: Vec<f64> = self
             .log_types
             .iter()
@@ -188,7 +208,7 @@ impl Scorer<'_> {
         let mut r: Vec<f64> = logs.iter().map(|l| (l - top).exp()).collect();
         let total: f64 = r.iter().sum();
         r.iter_mut().for_each(|v| *v /= total);
-        r
+        (r, top + total.ln())
     }
 
     /// The prior a user gets: the types mixed by the user's posterior over them.

@@ -225,19 +225,24 @@ pub async fn compute(
             config.lookback_days
         )));
     };
-    let calibrating = std::time::Instant::now();
-    let (calibration, model) = tokio::task::block_in_place(|| match held.first() {
-        Some(held) => calibrate::calibrate(&state, held, config.holdout_days, config),
-        None => (
-            calibrate::Calibration::configured(config, "windows.tune is off"),
-            None,
-        ),
-    });
-    tracing::debug!(
-        calibrate_s = calibrating.elapsed().as_secs_f64(),
-        "windows calibrated"
-    );
-    finish(store, config, state, calibration, model, report).await
+    let tuned = held.into_iter().next();
+    let choose = move |state: &local::State| {
+        let calibrating = std::time::Instant::now();
+        let (calibration, model) = match &tuned {
+            Some(held) => calibrate::calibrate(state, held, config.holdout_days, config),
+            None => (
+                calibrate::Calibration::configured(config, "windows.tune is off"),
+                None,
+            ),
+        };
+        let model = model.unwrap_or_else(|| fit(state, config, calibration.types));
+        tracing::debug!(
+            calibrate_s = calibrating.elapsed().as_secs_f64(),
+            "windows calibrated"
+        );
+        (calibration, model)
+    };
+    finish(store, config, state, choose, report).await
 }
 
 /// Every user's counts of the events in `(from_ms, as_of_ms]`, decayed to `as_of_ms`, and for
@@ -398,7 +403,7 @@ pub async fn update(
     report.seconds_histogram = started.elapsed().as_secs_f64();
     // The rhythm types and settings stay those of the last compute (which a nightly compute
     // refreshes): an update costs in proportion to the new events only.
-    finish(store, config, state, calibration, Some(model), report).await
+    finish(store, config, state, |_| (calibration, model), report).await
 }
 
 /// Events per scan of a full compute (see [`compute`]).
@@ -437,22 +442,22 @@ async fn zones(store: &Store, default_tz: Tz) -> Result<HashMap<String, String>>
         .collect())
 }
 
+/// Stores `state` and the model `choose` gives for it (tuned, fitted or kept), writing the
+/// counters while the model is chosen.
 async fn finish(
     store: &Store,
     config: &WindowsConfig,
     state: local::State,
-    calibration: calibrate::Calibration,
-    model: Option<mixture::Model>,
+    choose: impl FnOnce(&local::State) -> (calibrate::Calibration, mixture::Model) + Send,
     mut report: ComputeReport,
 ) -> Result<ComputeReport> {
     let started = std::time::Instant::now();
-    // The counters are written while the model is fitted; the model's file, written last,
+    // The counters are written while the model is chosen; the model's file, written last,
     // makes them current.
-    let (model, saved) = tokio::task::block_in_place(|| {
+    let ((calibration, model), saved) = tokio::task::block_in_place(|| {
         std::thread::scope(|scope| {
             let saving = scope.spawn(|| persist::save_counters(store.data_dir(), &state));
-            let model = model.unwrap_or_else(|| fit(&state, config, calibration.types));
-            (model, saving.join())
+            (choose(&state), saving.join())
         })
     });
     saved.map_err(|_| Error::Usage("writing the windows failed".into()))??;

@@ -57,6 +57,18 @@ pub enum DayCompacted {
     Changed,
 }
 
+/// What compacting a list of days did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Compacted {
+    /// Days whose segments were merged.
+    pub days: usize,
+    /// Segments replaced, and the files that replaced them.
+    pub segments: usize,
+    pub files: usize,
+    /// Days another process compacted meanwhile (left as they were).
+    pub changed: Vec<String>,
+}
+
 static AFTER_SEGMENTS: AtomicU64 = AtomicU64::new(0);
 static AFTER_COMMIT: AtomicU64 = AtomicU64::new(0);
 
@@ -93,6 +105,37 @@ impl Store {
         }
         days.retain(|day| day.segments.len() >= 2);
         Ok(days)
+    }
+
+    /// Compacts `days` one after the other (see [`Store::compact_day`]), telling `starting` of
+    /// each before it begins. On an error the days before it stay compacted; the error names
+    /// the day and that running again goes on.
+    pub async fn compact_days(
+        &self,
+        days: &[DayToCompact],
+        options: CompactOptions,
+        mut starting: impl FnMut(&DayToCompact),
+    ) -> Result<Compacted> {
+        let mut done = Compacted::default();
+        for day in days {
+            starting(day);
+            match self.compact_day(day, options).await {
+                Ok(DayCompacted::Merged { files }) => {
+                    done.days += 1;
+                    done.segments += day.segments.len();
+                    done.files += files;
+                }
+                Ok(DayCompacted::Changed) => done.changed.push(day.day.clone()),
+                Err(error) => {
+                    return Err(Error::Segments(format!(
+                        "compacting {}: {error} (the days before it are compacted; compacting \
+                         again goes on from there)",
+                        day.day
+                    )));
+                }
+            }
+        }
+        Ok(done)
     }
 
     /// Merges one day's segments (as listed by [`Store::days_to_compact`]) into new files and

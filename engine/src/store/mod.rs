@@ -19,7 +19,7 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
-pub use compact::{CompactOptions, DayCompacted, DayToCompact};
+pub use compact::{CompactOptions, Compacted, DayCompacted, DayToCompact};
 pub use seen::DEFAULT_BUDGET_MIB as DEFAULT_ID_CACHE_MIB;
 pub use state::{CreditSummary, StateChanges, StateQuery, UserState};
 
