@@ -10,6 +10,7 @@ use polars::prelude::*;
 
 use crate::Result;
 use crate::store::{StateQuery, Store, segments};
+use crate::users::UserNumbers;
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -25,8 +26,8 @@ pub enum Audience<'a> {
 /// Facts for every user of the audience as of `as_of`, sorted by user id. Events after `as_of`
 /// are ignored.
 ///
-/// The event scan (polars, on every core) and the SQL state read run at the same time; polars
-/// also joins each fact row to its user's position, so assembling the structs hashes no ids.
+/// The event scan and the structs built from it (polars and Rust, on every core) run while the
+/// SQL state is read; the state is then filled in.
 pub async fn user_facts(
     store: &Store,
     needs: &FactNeeds,
@@ -46,7 +47,12 @@ pub async fn user_facts(
     let needs_owned = needs.clone();
     let started = std::time::Instant::now();
     let scan = tokio::task::spawn_blocking(move || {
-        scan_facts(&paths, &needs_owned, as_of_ms, audience.as_deref())
+        assemble(scan_facts(
+            &paths,
+            &needs_owned,
+            as_of_ms,
+            audience.as_deref(),
+        )?)
     });
     let state = store
         .user_state(StateQuery {
@@ -57,16 +63,16 @@ pub async fn user_facts(
         })
         .await?;
     let state_s = started.elapsed().as_secs_f64();
-    let frames = scan
+    let mut facts = scan
         .await
         .map_err(|error| crate::Error::Usage(format!("fact scan failed: {error}")))??;
     tracing::debug!(
         state_s,
         scan_s = started.elapsed().as_secs_f64(),
-        users = frames.users.height(),
+        users = facts.len(),
         "facts scanned"
     );
-    let mut facts = assemble(frames, state, default_tz)?;
+    fill_state(&mut facts, state, default_tz);
     if needs.sends {
         attach_sends(store, &mut facts, as_of).await?;
     }
@@ -75,8 +81,8 @@ pub async fn user_facts(
     Ok(facts.into_par_iter().map(Arc::new).collect())
 }
 
-/// What the scan yields, all sorted by user id: the users and, per (user, event name), the latest
-/// occurrence and the timestamps inside the rule's window.
+/// What the scan yields, in no particular order: every event's user, and per (user, event name)
+/// the latest occurrence and the timestamps inside the rule's window.
 struct FactFrames {
     users: DataFrame,
     latest: DataFrame,
@@ -93,11 +99,9 @@ fn scan_facts(
     if let Some(user) = audience {
         events = events.filter(col("user_id").eq(lit(user)));
     }
-    // Everything comes out sorted by user id: assembling is then a merge walk, no join or hash.
-    let users = events
-        .clone()
-        .select([col("user_id").unique()])
-        .sort(["user_id"], SortMultipleOptions::default());
+    // No unique, group or sort by user id in polars: the users are numbered in Rust as their
+    // runs go by (see `crate::users`), then sorted once.
+    let users = events.clone().select([col("user_id")]);
     let wanted = if needs.all_events {
         Some(lit(true))
     } else {
@@ -124,15 +128,13 @@ fn scan_facts(
                 .sort_by([col("ts")], SortMultipleOptions::default())
                 .last()
                 .alias("last_props"),
-        ])
-        .sort(["user_id"], SortMultipleOptions::default());
+        ]);
     let window_from = needs.max_days.map(|days| as_of_ms - days * DAY_MS);
     let windowed = match window_from {
         Some(from) => chosen.filter(col("ts").gt(lit(from))),
         None => chosen,
     }
-    .select([col("user_id"), col("event"), col("ts")])
-    .sort(["user_id", "event", "ts"], SortMultipleOptions::default());
+    .select([col("user_id"), col("event"), col("ts")]);
     // One plan for the three: the shared scan runs once.
     let mut frames = segments::collect_all(vec![users, latest, windowed])?.into_iter();
     let (Some(users), Some(latest), Some(windowed)) = (frames.next(), frames.next(), frames.next())
@@ -148,149 +150,142 @@ fn scan_facts(
     })
 }
 
-/// Builds the structs in the users' order, on every core: the users, then each chunk of users
-/// takes its fact rows, joined by walking both sorted lists together.
-fn assemble(
-    frames: FactFrames,
-    state: crate::store::UserState,
-    default_tz: &str,
-) -> Result<Vec<UserFacts>> {
+/// Builds the structs in the users' order: every event's user numbered, the numbers sorted by
+/// id, the structs made on every core, then each fact row put in its user's struct by number.
+/// Zones, attributes and credits are left to [`fill_state`].
+fn assemble(frames: FactFrames) -> Result<Vec<UserFacts>> {
     use rayon::prelude::*;
     let started = std::time::Instant::now();
-    let mut ids: Vec<&str> = frames
-        .users
-        .column("user_id")?
-        .str()?
-        .iter()
-        .flatten()
-        .collect();
-    // polars sorts strings by their bytes, as Rust does; should that ever differ, every list
-    // is put in Rust's order here (stable, so timestamps stay in order within a user), which
-    // the walks below and the callers' binary searches rely on.
-    if !ids.is_sorted() {
-        ids.sort_unstable();
+    let mut numbers = UserNumbers::default();
+    crate::users::number_runs(
+        frames.users.column("user_id")?.str()?,
+        &mut numbers,
+        |_, _, _| {},
+    )?;
+    let numbered_s = started.elapsed().as_secs_f64();
+    let names = numbers.names();
+    let mut order: Vec<u32> = (0..names.len() as u32).collect();
+    order.par_sort_unstable_by(|a, b| names[*a as usize].cmp(&names[*b as usize]));
+    let mut position = vec![0u32; names.len()];
+    for (at, number) in order.iter().enumerate() {
+        position[*number as usize] = at as u32;
     }
-    let mut facts: Vec<UserFacts> = ids
+    let sorted_s = started.elapsed().as_secs_f64();
+    let mut facts: Vec<UserFacts> = order
         .par_iter()
-        .map(|user| {
-            let (tz, attrs) = state.profiles.get(*user).cloned().unwrap_or_default();
-            UserFacts {
-                id: user.to_string(),
-                tz: tz.unwrap_or_else(|| default_tz.to_string()),
-                attrs,
-                credits: state.credits.get(*user).cloned().unwrap_or_default(),
-                ..UserFacts::default()
-            }
+        .map(|number| UserFacts {
+            id: names[*number as usize].clone(),
+            ..UserFacts::default()
         })
         .collect();
     let users_s = started.elapsed().as_secs_f64();
-    let mut latest: Vec<(&str, &str, Option<i64>, Option<&str>)> = Vec::new();
-    if frames.latest.height() > 0 {
-        let users = frames.latest.column("user_id")?.str()?;
-        let names = frames.latest.column("event")?.str()?;
-        let last = frames.latest.column("last_ms")?.i64()?;
-        let props = frames.latest.column("last_props")?.str()?;
-        latest.reserve(frames.latest.height());
-        for (((user, name), last), props) in users
+    // A group-by's output comes in many small chunks; walking it as one is quicker.
+    let (mut latest, mut windowed) = (frames.latest, frames.windowed);
+    latest.rechunk_mut_par();
+    windowed.rechunk_mut_par();
+    // Every row's user is one of the users numbered above (the rows come from the same events).
+    let mut at = |users: &StringChunked| -> Vec<(u32, u32)> {
+        users
             .iter()
-            .zip(names.iter())
-            .zip(last.iter())
-            .zip(props.iter())
-        {
-            if let (Some(user), Some(name)) = (user, name) {
-                latest.push((user, name, last, props));
+            .enumerate()
+            .filter_map(|(row, user)| Some((position[numbers.number(user?) as usize], row as u32)))
+            .collect()
+    };
+    if latest.height() > 0 {
+        let names = latest.column("event")?.str()?;
+        let last = latest.column("last_ms")?.i64()?;
+        let props = latest.column("last_props")?.str()?;
+        let rows = at(latest.column("user_id")?.str()?);
+        for_each_row(&mut facts, rows, |user_facts, row| {
+            let Some(name) = names.get(row) else { return };
+            let entry = user_facts.events.entry(name.to_string()).or_default();
+            entry.last_ms = last.get(row);
+            entry.last_props = props.get(row).map(str::to_string);
+        });
+    }
+    let latest_s = started.elapsed().as_secs_f64();
+    if windowed.height() > 0 {
+        let names = windowed.column("event")?.str()?;
+        let stamps = windowed.column("ts")?.i64()?;
+        let rows = at(windowed.column("user_id")?.str()?);
+        for_each_row(&mut facts, rows, |user_facts, row| {
+            let (Some(name), Some(ts)) = (names.get(row), stamps.get(row)) else {
+                return;
+            };
+            // The latest-occurrence rows created most entries: look up before allocating.
+            match user_facts.events.get_mut(name) {
+                Some(entry) => entry.timestamps.push(ts),
+                None => {
+                    user_facts.events.insert(
+                        name.to_string(),
+                        EventFacts {
+                            timestamps: vec![ts],
+                            ..EventFacts::default()
+                        },
+                    );
+                }
             }
-        }
-    }
-    let mut windowed: Vec<(&str, &str, i64)> = Vec::new();
-    if frames.windowed.height() > 0 {
-        let users = frames.windowed.column("user_id")?.str()?;
-        let names = frames.windowed.column("event")?.str()?;
-        let stamps = frames.windowed.column("ts")?.i64()?;
-        windowed.reserve(frames.windowed.height());
-        for ((user, name), ts) in users.iter().zip(names.iter()).zip(stamps.iter()) {
-            if let (Some(user), Some(name), Some(ts)) = (user, name, ts) {
-                windowed.push((user, name, ts));
+        });
+        // The rows came in the files' order: put each list in time order.
+        facts.par_iter_mut().for_each(|user| {
+            for entry in user.events.values_mut() {
+                if !entry.timestamps.is_sorted() {
+                    entry.timestamps.sort_unstable();
+                }
             }
-        }
+        });
     }
-    if !latest.is_sorted_by(|a, b| a.0 <= b.0) {
-        latest.sort_by(|a, b| a.0.cmp(b.0));
-    }
-    if !windowed.is_sorted_by(|a, b| a.0 <= b.0) {
-        windowed.sort_by(|a, b| a.0.cmp(b.0));
-    }
-    // Each chunk of users takes its slice of the rows (found by bisection) on its own core.
-    let chunk = ids
+    tracing::debug!(
+        numbered_s,
+        sorted_s,
+        users_s,
+        latest_s,
+        total_s = started.elapsed().as_secs_f64(),
+        "facts assembled"
+    );
+    // Dropping a million-entry map takes a while; let another thread do it.
+    std::thread::spawn(move || drop((frames.users, latest, windowed, numbers)));
+    Ok(facts)
+}
+
+/// Each user's zone (the default when none is stored), attributes and credits, on every core.
+fn fill_state(facts: &mut [UserFacts], state: crate::store::UserState, default_tz: &str) {
+    use rayon::prelude::*;
+    facts.par_iter_mut().for_each(|user| {
+        let (tz, attrs) = state.profiles.get(&user.id).cloned().unwrap_or_default();
+        user.tz = tz.unwrap_or_else(|| default_tz.to_string());
+        user.attrs = attrs;
+        user.credits = state.credits.get(&user.id).cloned().unwrap_or_default();
+    });
+    // Dropping a million-entry map takes a while; let another thread do it.
+    std::thread::spawn(move || drop(state));
+}
+
+/// Calls `apply` with each `(position, row)`'s user struct and row, on every core: the pairs are
+/// put in order first (so each user's rows come in row order), then each core takes a run of
+/// users and their rows.
+fn for_each_row(
+    facts: &mut [UserFacts],
+    mut rows: Vec<(u32, u32)>,
+    apply: impl Fn(&mut UserFacts, usize) + Sync,
+) {
+    use rayon::prelude::*;
+    rows.par_sort_unstable();
+    let chunk = facts
         .len()
         .div_ceil(rayon::current_num_threads().max(1) * 8)
         .max(1);
     facts
         .par_chunks_mut(chunk)
-        .zip(ids.par_chunks(chunk))
-        .for_each(|(part, part_ids)| {
-            let (Some(first), Some(last)) = (part_ids.first(), part_ids.last()) else {
-                return;
-            };
-            let from = latest.partition_point(|row| row.0 < *first);
-            let to = latest.partition_point(|row| row.0 <= *last);
-            let mut walk = Walk::new(part_ids);
-            for &(user, name, last, props) in &latest[from..to] {
-                if let Some(pos) = walk.find(user) {
-                    let entry = part[pos].events.entry(name.to_string()).or_default();
-                    entry.last_ms = last;
-                    entry.last_props = props.map(str::to_string);
-                }
-            }
-            let from = windowed.partition_point(|row| row.0 < *first);
-            let to = windowed.partition_point(|row| row.0 <= *last);
-            let mut walk = Walk::new(part_ids);
-            for &(user, name, ts) in &windowed[from..to] {
-                let Some(pos) = walk.find(user) else { continue };
-                // The latest-occurrence pass created most entries: look up before allocating.
-                match part[pos].events.get_mut(name) {
-                    Some(entry) => entry.timestamps.push(ts),
-                    None => {
-                        part[pos].events.insert(
-                            name.to_string(),
-                            EventFacts {
-                                timestamps: vec![ts],
-                                ..EventFacts::default()
-                            },
-                        );
-                    }
-                }
+        .enumerate()
+        .for_each(|(index, part)| {
+            let first = (index * chunk) as u32;
+            let from = rows.partition_point(|row| row.0 < first);
+            let to = rows.partition_point(|row| row.0 < first + part.len() as u32);
+            for &(position, row) in &rows[from..to] {
+                apply(&mut part[(position - first) as usize], row as usize);
             }
         });
-    tracing::debug!(
-        users_s,
-        rows_s = started.elapsed().as_secs_f64() - users_s,
-        "facts assembled"
-    );
-    drop((latest, windowed, ids));
-    // Dropping a million-entry map takes a while; let another thread do it.
-    std::thread::spawn(move || drop((state, frames)));
-    Ok(facts)
-}
-
-/// Finds users of a sorted list in ascending order, stepping forward instead of searching.
-struct Walk<'a> {
-    ids: &'a [&'a str],
-    at: usize,
-}
-
-impl<'a> Walk<'a> {
-    fn new(ids: &'a [&'a str]) -> Self {
-        Walk { ids, at: 0 }
-    }
-
-    /// The position of `user`, asked in ascending order.
-    fn find(&mut self, user: &str) -> Option<usize> {
-        while self.at < self.ids.len() && self.ids[self.at] < user {
-            self.at += 1;
-        }
-        (self.ids.get(self.at) == Some(&user)).then_some(self.at)
-    }
 }
 
 /// Every `notification_click` up to `as_of`.

@@ -18,5 +18,6 @@ pub mod scoring;
 pub mod stats;
 pub mod store;
 pub mod synth;
+pub mod users;
 
 pub use error::{Error, Result};

@@ -3,9 +3,8 @@
 use std::path::PathBuf;
 
 use polars::prelude::*;
-use polars_arrow::array::Array;
 
-use super::local::{Grouped, HourRow, HourlyCounts, UserKey, UserNumbers};
+use super::local::{Grouped, HourRow, HourlyCounts, UserNumbers};
 use super::{WindowsConfig, hour_ms};
 use crate::Result;
 use crate::store::segments;
@@ -71,9 +70,6 @@ pub(super) fn scan(
     Ok(Scanned(frame))
 }
 
-/// User lookups whose memory reads are issued together.
-const LOOKUP_BATCH: usize = 16;
-
 /// The scanned events as (user, hour) rows, users numbered by `users`: consecutive events of the
 /// same user and hour are one row; the same pair further apart is another row (rows add up).
 pub(super) fn rows(scanned: Scanned, users: &mut UserNumbers) -> Result<Vec<HourRow>> {
@@ -81,52 +77,36 @@ pub(super) fn rows(scanned: Scanned, users: &mut UserNumbers) -> Result<Vec<Hour
     let mut frame = scanned.0;
     // The same chunks in every column, so each chunk is walked as plain slices.
     frame.align_chunks_par();
-    let names = frame.column("user_id")?.str()?;
-    let hours = frame.column("hour")?.i32()?;
-    let weights = frame.column("weight")?.f64()?;
-    let mut rows: Vec<HourRow> = Vec::with_capacity(frame.height() / 2);
-    let chunks = names
+    let hours: Vec<&[i32]> = frame
+        .column("hour")?
+        .i32()?
         .downcast_iter()
-        .zip(hours.downcast_iter())
-        .zip(weights.downcast_iter());
-    for ((names, hours), weights) in chunks {
-        let all_valid = names.null_count() + hours.null_count() + weights.null_count() == 0;
-        let valid = |i: usize| {
-            all_valid || (names.is_valid(i) && hours.is_valid(i) && weights.is_valid(i))
-        };
-        let hours = hours.values().as_slice();
-        let weights = weights.values().as_slice();
-        // A view is the string's length and prefix (or the whole string when short) and its
-        // place in the chunk's buffers: the same view again is the same user, with no look at
-        // the text (dictionary-encoded columns repeat views). Each run of one view is looked up
-        // once, a batch of runs at a time (see `UserNumbers::touch`).
-        let views = names.views().as_slice();
-        let mut runs: Vec<(usize, UserKey)> = Vec::new();
-        for (i, view) in views.iter().enumerate() {
-            if i == 0 || *view != views[i - 1] {
-                runs.push((i, UserNumbers::key(names.value(i))));
-            }
-        }
-        for (batch_start, batch) in runs.chunks(LOOKUP_BATCH).enumerate() {
-            users.touch(batch.iter().map(|run| run.1));
-            for (offset, &(start, key)) in batch.iter().enumerate() {
-                let end = runs
-                    .get(batch_start * LOOKUP_BATCH + offset + 1)
-                    .map_or(views.len(), |next| next.0);
-                let number = users.number_of(key, names.value(start));
-                for i in (start..end).filter(|&i| valid(i)) {
-                    let (hour, weight) = (i64::from(hours[i]), weights[i]);
-                    match rows.last_mut() {
-                        Some(last) if last.0 == number && last.1 == hour => {
-                            last.2 += weight;
-                            last.3 += 1;
-                        }
-                        _ => rows.push((number, hour, weight, 1)),
+        .map(|chunk| chunk.values().as_slice())
+        .collect();
+    let weights: Vec<&[f64]> = frame
+        .column("weight")?
+        .f64()?
+        .downcast_iter()
+        .map(|chunk| chunk.values().as_slice())
+        .collect();
+    // Both are computed from non-null columns (`ts`, `event`): they have no nulls.
+    let mut rows: Vec<HourRow> = Vec::with_capacity(frame.height() / 2);
+    crate::users::number_runs(
+        frame.column("user_id")?.str()?,
+        users,
+        |chunk, run, number| {
+            for i in run {
+                let (hour, weight) = (i64::from(hours[chunk][i]), weights[chunk][i]);
+                match rows.last_mut() {
+                    Some(last) if last.0 == number && last.1 == hour => {
+                        last.2 += weight;
+                        last.3 += 1;
                     }
+                    _ => rows.push((number, hour, weight, 1)),
                 }
             }
-        }
-    }
+        },
+    )?;
     tracing::debug!(
         index_s = started.elapsed().as_secs_f64(),
         rows = rows.len(),

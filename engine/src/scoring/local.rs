@@ -6,6 +6,7 @@ use chrono::{DateTime, Datelike, Timelike};
 use chrono_tz::Tz;
 
 use super::{ComputeReport, WindowsConfig, hour_ms};
+pub use crate::users::UserNumbers;
 
 /// Hours in a week; bin `day * 24 + hour`, Monday 00:00 first, in local time.
 pub const HOURS_OF_WEEK: usize = 168;
@@ -25,98 +26,6 @@ pub struct HourlyCounts {
     pub users: Vec<String>,
     /// Rows numbered by their index into `users`, sorted by it.
     pub rows: Vec<HourRow>,
-}
-
-/// Numbers for user ids, in order of first sight: a full compute numbers every user once and
-/// keeps each user's counts at that index, so its slices never sort or merge by id.
-#[derive(Default)]
-pub struct UserNumbers {
-    /// Open addressing with linear probing, at most half full: (the id's 128-bit hash, its
-    /// number), `FREE` as the number of an empty slot. A match on the hash is taken as a match
-    /// on the id (two of a billion ids share a hash with odds of about 1e-21), so a lookup reads
-    /// one slot and neither the id nor a list of ids.
-    slots: Vec<(UserKey, u32)>,
-    names: Vec<String>,
-}
-
-/// A user id's 128-bit hash, the key of [`UserNumbers`].
-pub type UserKey = [u64; 2];
-
-const FREE: u32 = u32::MAX;
-
-impl std::fmt::Debug for UserNumbers {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UserNumbers")
-            .field("users", &self.names.len())
-            .finish()
-    }
-}
-
-impl UserNumbers {
-    pub fn key(user: &str) -> UserKey {
-        let hash = xxhash_rust::xxh3::xxh3_128(user.as_bytes());
-        [hash as u64, (hash >> 64) as u64]
-    }
-
-    /// `user`'s number, given on first sight.
-    pub fn number(&mut self, user: &str) -> u32 {
-        self.number_of(Self::key(user), user)
-    }
-
-    /// The number of `user`, whose key is `key`.
-    pub fn number_of(&mut self, key: UserKey, user: &str) -> u32 {
-        if self.names.len() * 2 >= self.slots.len() {
-            self.grow();
-        }
-        let mask = self.slots.len() - 1;
-        let mut slot = key[0] as usize & mask;
-        loop {
-            let (known, number) = self.slots[slot];
-            if number == FREE {
-                let number = self.names.len() as u32;
-                self.slots[slot] = (key, number);
-                self.names.push(user.to_string());
-                return number;
-            }
-            if known == key {
-                return number;
-            }
-            slot = (slot + 1) & mask;
-        }
-    }
-
-    /// Reads the first slot of each key, all at once, so the memory reads of a run of lookups
-    /// overlap instead of waiting one after the other (the table is larger than the caches).
-    pub fn touch(&self, keys: impl Iterator<Item = UserKey>) {
-        if self.slots.is_empty() {
-            return;
-        }
-        let mask = self.slots.len() - 1;
-        let sum = keys.fold(0u32, |sum, key| sum ^ self.slots[key[0] as usize & mask].1);
-        std::hint::black_box(sum);
-    }
-
-    fn grow(&mut self) {
-        let size = (self.slots.len() * 2).max(1 << 12);
-        let old = std::mem::replace(&mut self.slots, vec![([0, 0], FREE); size]);
-        let mask = size - 1;
-        for (key, number) in old.into_iter().filter(|slot| slot.1 != FREE) {
-            let mut slot = key[0] as usize & mask;
-            while self.slots[slot].1 != FREE {
-                slot = (slot + 1) & mask;
-            }
-            self.slots[slot] = (key, number);
-        }
-    }
-
-    /// The ids, indexed by number.
-    pub fn names(&self) -> &[String] {
-        &self.names
-    }
-
-    pub fn into_names(self) -> Vec<String> {
-        self.names
-    }
 }
 
 /// Rows grouped by user number: user `n`'s rows are `rows[starts[n]..starts[n + 1]]`.
@@ -402,7 +311,14 @@ impl State {
             .par_iter_mut()
             .zip(ranges.par_iter())
             .for_each(|(entry, &(start, end))| {
-                apply(entry, &hourly.rows[start..end], &table, config, as_of_ms, sign);
+                apply(
+                    entry,
+                    &hourly.rows[start..end],
+                    &table,
+                    config,
+                    as_of_ms,
+                    sign,
+                );
             });
         merged.retain(|u| u.events > 0);
         self.users = merged;
@@ -693,20 +609,6 @@ mod tests {
     }
 
     #[test]
-    fn user_numbers_are_given_once_and_survive_the_table_growing() {
-        let mut numbers = UserNumbers::default();
-        let ids: Vec<String> = (0..20_000).map(|i| format!("user-{i}")).collect();
-        let first: Vec<u32> = ids.iter().map(|id| numbers.number(id)).collect();
-        assert_eq!(first, (0..20_000).collect::<Vec<u32>>());
-        // Asked again, after the table grew several times, in another order.
-        for (i, id) in ids.iter().enumerate().rev() {
-            assert_eq!(numbers.number(id), i as u32);
-        }
-        assert_eq!(numbers.names().len(), 20_000);
-        assert_eq!(numbers.names()[1234], "user-1234");
-    }
-
-    #[test]
     fn grouping_puts_each_users_rows_together_in_their_order() {
         let rows = vec![
             (2, 10, 1.0, 1),
@@ -717,7 +619,12 @@ mod tests {
         let grouped = Grouped::new(rows, 4);
         assert_eq!(
             grouped.rows,
-            [(0, 11, 1.0, 1), (0, 12, 3.0, 1), (2, 10, 1.0, 1), (2, 9, 2.0, 2)]
+            [
+                (0, 11, 1.0, 1),
+                (0, 12, 3.0, 1),
+                (2, 10, 1.0, 1),
+                (2, 9, 2.0, 2)
+            ]
         );
         assert_eq!(grouped.starts, [0, 2, 2, 4, 4]);
         let late = grouped.between(11, 13);
@@ -740,14 +647,26 @@ mod tests {
         let mut report = ComputeReport::default();
         for slice in [
             vec![("c", 905, 2.0), ("a", 900, 1.0), ("a", 901, 1.5)],
-            vec![("d", 990, 1.0), ("a", 950, 0.5), ("b", 951, 4.0), ("d", 999, 1.0)],
+            vec![
+                ("d", 990, 1.0),
+                ("a", 950, 0.5),
+                ("b", 951, 4.0),
+                ("d", 999, 1.0),
+            ],
         ] {
             let rows = slice
                 .iter()
                 .map(|&(user, hour, weight)| (numbers.number(user), hour, weight, 1))
                 .collect();
             let grouped = Grouped::new(rows, numbers.names().len());
-            building.add(&grouped, numbers.names(), &config, &zones, shanghai, &mut report);
+            building.add(
+                &grouped,
+                numbers.names(),
+                &config,
+                &zones,
+                shanghai,
+                &mut report,
+            );
         }
         let built = building.finish();
         assert_eq!(report.zone_problem_count, 1, "{:?}", report.zone_problems);
@@ -764,7 +683,14 @@ mod tests {
             ],
         };
         let mut whole = State::new(as_of_ms);
-        whole.add(&all, &config, &zones, shanghai, 1.0, &mut ComputeReport::default());
+        whole.add(
+            &all,
+            &config,
+            &zones,
+            shanghai,
+            1.0,
+            &mut ComputeReport::default(),
+        );
         let ids: Vec<&str> = built.users.iter().map(|u| u.user_id.as_str()).collect();
         assert_eq!(ids, ["a", "b", "c", "d"]);
         assert_eq!(built.users[3].tz, chrono_tz::America::New_York);
