@@ -1,11 +1,12 @@
-//! `nudge serve`: run campaigns on their schedules and dispatch their sends, until stopped.
+//! `nudge serve`: run campaigns on their schedules and dispatch their sends, compacting the
+//! event store now and then, until stopped.
 
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use nudge_engine::dispatch::{self, DispatchOptions};
 use nudge_engine::schedule::{self, RunRecord};
-use nudge_engine::store::Store;
+use nudge_engine::store::{CompactOptions, Compacted, Store};
 use tokio_cron_scheduler::{Job, JobScheduler};
 
 use super::Context;
@@ -22,6 +23,10 @@ pub struct Args {
     /// (200 while the dispatcher runs, 503 while it restarts after an error)
     #[arg(long, value_name = "ADDR")]
     listen: Option<std::net::SocketAddr>,
+    /// Merge each day's small segment files (as `nudge compact` does) this often, in seconds;
+    /// 0 never
+    #[arg(long, value_name = "SECONDS", default_value_t = 3_600)]
+    compact_every: u64,
 }
 
 pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
@@ -88,6 +93,15 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
         })
     };
 
+    let compactor = (args.compact_every > 0).then(|| {
+        let every = std::time::Duration::from_secs(args.compact_every);
+        tokio::spawn(compact_in_background(
+            store.clone(),
+            every,
+            shutdown.clone(),
+        ))
+    });
+
     // tokio-cron-scheduler is the local ticker: once a second it asks which runs are due.
     let (tick_sender, mut ticks) = tokio::sync::mpsc::channel::<()>(4);
     let ticker = JobScheduler::new().await?;
@@ -144,7 +158,65 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
     }
     println!("stopping");
     let _ = dispatcher.await;
+    if let Some(compactor) = compactor {
+        let _ = compactor.await;
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Every `every`, compacts the days with small segments, a day at a time, until shut down
+/// (a day begun is finished: each is one atomic swap). A failure is logged and tried again next
+/// time; ingest goes on beside it (see `Store::compact_day`).
+async fn compact_in_background(
+    store: Store,
+    every: std::time::Duration,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let options = CompactOptions::default();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => return,
+        }
+        let days = match store.days_to_compact(options, None).await {
+            Ok(days) => days,
+            Err(error) => {
+                tracing::error!(error = %error, "listing the days to compact failed");
+                continue;
+            }
+        };
+        let started = std::time::Instant::now();
+        let mut done = Compacted::default();
+        for day in &days {
+            if *shutdown.borrow() {
+                return;
+            }
+            match store
+                .compact_days(std::slice::from_ref(day), options, |_| {})
+                .await
+            {
+                Ok(one) => {
+                    done.days += one.days;
+                    done.segments += one.segments;
+                    done.files += one.files;
+                }
+                Err(error) => {
+                    tracing::error!(error = %error, "background compaction failed");
+                    eprintln!("compaction error: {error}");
+                    break;
+                }
+            }
+        }
+        if done.days > 0 {
+            println!(
+                "compacted {} days: {} segments into {} files in {:.1}s",
+                done.days,
+                done.segments,
+                done.files,
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
 }
 
 /// The probe routes: liveness, and readiness from the dispatcher's state.

@@ -191,3 +191,93 @@ fn http_get(base: &str, path: &str) -> (u16, String) {
         .unwrap_or_default();
     (status, body)
 }
+
+// See: #20. Ingest makes a file per day per batch; the service merges them in the background.
+#[test]
+fn serve_compacts_small_segments_in_the_background() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("campaigns")).unwrap();
+    std::fs::write(
+        root.join("nudge.toml"),
+        "data_dir = 'data'\ncampaigns_dir = 'campaigns'\n",
+    )
+    .unwrap();
+    let config = root.join("nudge.toml");
+    // Three batches of one day: three segments.
+    for batch in 0..3 {
+        let events: Vec<String> = (0..4)
+            .map(|i| line(&format!("u{batch}-{i}"), "app_open", NOV_1 + i * 1000, ""))
+            .collect();
+        let file = root.join(format!("events-{batch}.ndjson"));
+        std::fs::write(&file, events.join("\n")).unwrap();
+        let ingested = nudge(&config)
+            .current_dir(root)
+            .args(["--quiet", "ingest"])
+            .arg(&file)
+            .status()
+            .unwrap();
+        assert!(ingested.success());
+    }
+    let segments = || {
+        walk(&root.join("data/events"))
+            .into_iter()
+            .filter(|path| {
+                path.extension().is_some_and(|e| e == "parquet")
+                    && !path.to_string_lossy().contains("_staging")
+            })
+            .count()
+    };
+    assert_eq!(segments(), 3);
+    let mut child = nudge(&config)
+        .current_dir(root)
+        .args(["serve", "--lookback-hours", "0", "--compact-every", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line_read = String::new();
+    while !line_read.contains("compacted") {
+        line_read.clear();
+        assert!(std::io::BufRead::read_line(&mut stdout, &mut line_read).unwrap() > 0);
+    }
+    assert!(line_read.contains("3 segments into 1 files"), "{line_read}");
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert!(child.wait().unwrap().success());
+    assert_eq!(segments(), 1);
+    // Every event is still there, once.
+    let stats = nudge(&config)
+        .current_dir(root)
+        .args(["stats"])
+        .output()
+        .unwrap();
+    let stats = String::from_utf8_lossy(&stats.stdout);
+    let line_of = |key: &str| {
+        stats
+            .lines()
+            .find(|l| l.starts_with(key))
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+    };
+    assert_eq!(line_of("events:"), Some(vec!["events:", "12"]), "{stats}");
+    assert_eq!(
+        line_of("segments:"),
+        Some(vec!["segments:", "1"]),
+        "{stats}"
+    );
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(walk(&path));
+        } else {
+            found.push(path);
+        }
+    }
+    found
+}
