@@ -40,8 +40,9 @@ enum Benchmark {
 
 #[derive(Debug, clap::Args)]
 struct AllArgs {
-    /// Sizes that run in a few minutes in all (100k users, 1M events): the guard run with
-    /// every change to the store's format or the ingest path
+    /// Sizes that run in minutes in all (1M events to ingest, 10k users per behaviour family,
+    /// 100k users elsewhere): the guard run with every change to the store's format or the
+    /// ingest path
     #[arg(long)]
     quick: bool,
 }
@@ -50,10 +51,10 @@ struct AllArgs {
 const QUICK: [(&str, &[&str]); 6] = [
     ("ingest", &["--events", "1000000"]),
     ("quality", &["--users", "10000"]),
-    ("windows", &["--users", "100000", "--days", "30"]),
+    ("windows", &["--users", "100000"]),
     ("rules", &["--users", "100000"]),
     ("plan", &["--users", "100000"]),
-    ("dispatch", &["--sends", "20000", "--paced-sends", "5000"]),
+    ("dispatch", &["--sends", "100000", "--paced-sends", "20000"]),
 ];
 
 /// Parses one benchmark's arguments from words, as its subcommand would.
