@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use nudge_engine::store::{CompactOptions, Store};
+use nudge_engine::store::{CompactOptions, KEEP_REPLACED_MS, Store};
 
 use super::Context;
 
@@ -17,6 +17,9 @@ pub struct Args {
     /// List what would be merged, change nothing
     #[arg(long)]
     dry_run: bool,
+    /// Keep replaced files this many seconds (out of the manifest) for scans already running
+    #[arg(long, value_name = "SECONDS", default_value_t = KEEP_REPLACED_MS / 1000)]
+    keep_replaced: i64,
 }
 
 pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
@@ -29,12 +32,23 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
         anyhow::bail!("--file-rows {}: must be at least 2", args.file_rows);
     }
     let store = Store::open(&context.config).await?;
+    if args.keep_replaced < 0 {
+        anyhow::bail!(
+            "--keep-replaced {}: must be 0 or more seconds",
+            args.keep_replaced
+        );
+    }
     let options = CompactOptions {
         file_rows: args.file_rows,
+        keep_replaced_ms: args.keep_replaced * 1000,
         ..CompactOptions::default()
     };
     let (segments_before, _) = store.segment_totals().await?;
     let days = store.days_to_compact(options, args.day.as_deref()).await?;
+    let now = chrono::Utc::now().timestamp_millis();
+    store
+        .remove_retired_before(now - options.keep_replaced_ms)
+        .await?;
     if days.is_empty() {
         println!(
             "nothing to compact: no day has two or more segments under {} rows ({segments_before} segments)",

@@ -5,10 +5,11 @@
 //! thousand rows, and every scan pays per file. Compacting a day reads its small segments,
 //! writes their rows sorted by user then time into files of at most a few million rows, and in
 //! the same write transaction (begun before the read, checking the segments are still listed)
-//! removes their manifest rows, adds the new ones and lists the old files as retired. Only then are the old
-//! files deleted. A crash before the commit leaves the old segments in force (the new file is an
-//! orphan the next open moves aside); a crash after it leaves retired files that the next open
-//! deletes. The event ids do not change, so the duplicate check needs nothing but to re-read
+//! removes their manifest rows, adds the new ones and lists the old files as retired. Retired
+//! files leave the manifest at once but stay on disk for `keep_replaced_ms` (15 minutes), so a
+//! scan that listed them before the swap, here or in another process, still reads them; a later
+//! compaction or open deletes them. A crash before the commit leaves the old segments in force
+//! (the new file is an orphan the next open moves aside); a crash after it changes nothing more. The event ids do not change, so the duplicate check needs nothing but to re-read
 //! the day.
 
 use std::path::PathBuf;
@@ -26,13 +27,20 @@ pub struct CompactOptions {
     pub file_rows: usize,
     /// Rows per row group in a merged file.
     pub group_rows: usize,
+    /// How long replaced files stay on disk (out of the manifest) before they are deleted, so
+    /// that a scan which listed them before the swap (in this or another process) can finish.
+    pub keep_replaced_ms: i64,
 }
+
+/// The default of [`CompactOptions::keep_replaced_ms`]: scans take seconds to minutes.
+pub const KEEP_REPLACED_MS: i64 = 15 * 60 * 1000;
 
 impl Default for CompactOptions {
     fn default() -> Self {
         CompactOptions {
             file_rows: 4_000_000,
             group_rows: 1 << 20,
+            keep_replaced_ms: KEEP_REPLACED_MS,
         }
     }
 }
@@ -221,21 +229,25 @@ impl Store {
             .lock()
             .expect("no panic holds the lock")
             .forget(&plan.day);
-        self.remove_retired(&plan.segments).await?;
+        let now = chrono::Utc::now().timestamp_millis();
+        self.remove_retired_before(now - options.keep_replaced_ms)
+            .await?;
         Ok(DayCompacted::Merged {
             files: written.len(),
         })
     }
 
-    /// Deletes every retired segment file left by a compaction that stopped after its commit,
-    /// and their rows; returns how many were listed.
-    pub(super) async fn remove_retired_all(&self) -> Result<usize> {
-        let paths: Vec<String> = sqlx::query("SELECT path FROM retired_segments")
-            .fetch_all(&self.pool)
-            .await?
-            .into_iter()
-            .map(|row| row.get(0))
-            .collect();
+    /// Deletes the segment files compactions replaced before `cutoff_ms` (epoch ms), and their
+    /// rows; returns how many there were.
+    pub async fn remove_retired_before(&self, cutoff_ms: i64) -> Result<usize> {
+        let paths: Vec<String> =
+            sqlx::query("SELECT path FROM retired_segments WHERE retired_ms <= $1")
+                .bind(cutoff_ms)
+                .fetch_all(&self.pool)
+                .await?
+                .into_iter()
+                .map(|row| row.get(0))
+                .collect();
         self.remove_retired(&paths).await?;
         Ok(paths.len())
     }

@@ -19,7 +19,7 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
-pub use compact::{CompactOptions, Compacted, DayCompacted, DayToCompact};
+pub use compact::{CompactOptions, Compacted, DayCompacted, DayToCompact, KEEP_REPLACED_MS};
 pub use seen::DEFAULT_BUDGET_MIB as DEFAULT_ID_CACHE_MIB;
 pub use state::{CreditSummary, StateChanges, StateQuery, UserState};
 
@@ -925,20 +925,23 @@ impl Store {
     /// row names. Runs under the write lock, so no other process of this store can be between
     /// writing its segments and committing them.
     async fn sweep_orphans(&self) -> Result<()> {
-        let retired = self.remove_retired_all().await?;
+        let cutoff = chrono::Utc::now().timestamp_millis() - compact::KEEP_REPLACED_MS;
+        let retired = self.remove_retired_before(cutoff).await?;
         if retired > 0 {
             tracing::info!(
                 files = retired,
-                "removed segment files a compaction had replaced before it stopped"
+                "removed segment files compactions replaced"
             );
         }
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let known: std::collections::HashSet<String> = sqlx::query("SELECT path FROM segments")
-            .fetch_all(&mut *tx)
-            .await?
-            .into_iter()
-            .map(|row| row.get(0))
-            .collect();
+        // Replaced files still kept for running scans are not orphans.
+        let known: std::collections::HashSet<String> =
+            sqlx::query("SELECT path FROM segments UNION ALL SELECT path FROM retired_segments")
+                .fetch_all(&mut *tx)
+                .await?
+                .into_iter()
+                .map(|row| row.get(0))
+                .collect();
         let swept = segments::sweep(&segments::events_dir(&self.data_dir), &known, &self.id)?;
         tx.commit().await?;
         if swept.staged_removed > 0 {

@@ -107,10 +107,45 @@ async fn a_days_small_segments_become_one_file_holding_the_same_events() {
     let days = test.store.days_to_compact(options, None).await.unwrap();
     assert_eq!(days.len(), 2);
     assert!(days.iter().all(|day| day.segments.len() == 4));
-    for day in &days {
-        let outcome = test.store.compact_day(day, options).await.unwrap();
-        assert_eq!(outcome, DayCompacted::Merged { files: 1 });
-    }
+    // A scan lists its files before the swap and reads them after it.
+    let listed = test.store.segment_paths(None).await.unwrap();
+    let outcome = test.store.compact_day(&days[0], options).await.unwrap();
+    assert_eq!(outcome, DayCompacted::Merged { files: 1 });
+    assert_eq!(test.store.segment_totals().await.unwrap(), (5, 1_200));
+    assert_eq!(
+        live_files(&data_dir).len(),
+        9,
+        "the replaced files leave the manifest but stay on disk for scans already running"
+    );
+    let rows: i64 = listed
+        .iter()
+        .map(|path| {
+            let file = std::fs::File::open(path).unwrap();
+            SerializedFileReader::new(file)
+                .unwrap()
+                .metadata()
+                .file_metadata()
+                .num_rows()
+        })
+        .sum();
+    assert_eq!(rows, 1_200, "the scan's files all still read");
+    // Another process opening the store neither deletes them nor takes them for orphans.
+    let other = Store::open(&Config {
+        data_dir: data_dir.clone(),
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(live_files(&data_dir).len(), 9);
+    assert_eq!(walk(&data_dir.join("events").join("_orphaned")).len(), 0);
+    drop(other);
+    // Past the grace (none here), the next compaction deletes them.
+    let now = CompactOptions {
+        keep_replaced_ms: 0,
+        ..options
+    };
+    let outcome = test.store.compact_day(&days[1], now).await.unwrap();
+    assert_eq!(outcome, DayCompacted::Merged { files: 1 });
 
     assert_eq!(stored_rows(&test.store).await, before, "the same rows");
     assert_eq!(test.store.segment_totals().await.unwrap(), (2, 1_200));
@@ -153,6 +188,7 @@ async fn merged_files_are_sorted_by_user_then_time_in_row_groups_with_statistics
     let options = CompactOptions {
         file_rows: 300,
         group_rows: 64,
+        ..CompactOptions::default()
     };
     for day in test.store.days_to_compact(options, None).await.unwrap() {
         let outcome = test.store.compact_day(&day, options).await.unwrap();
@@ -191,7 +227,10 @@ async fn merged_files_are_sorted_by_user_then_time_in_row_groups_with_statistics
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_plan_changes_nothing() {
     let test = store_of_batches(2, 50).await;
-    let options = CompactOptions::default();
+    let options = CompactOptions {
+        keep_replaced_ms: 0,
+        ..CompactOptions::default()
+    };
     let days = test.store.days_to_compact(options, None).await.unwrap();
     let other = Store::open(&Config {
         data_dir: test.store.data_dir().to_path_buf(),
@@ -213,9 +252,11 @@ async fn a_stale_plan_changes_nothing() {
     );
 }
 
-/// `nudge compact` killed at `point`: a reopened store holds every event once, its files match
-/// the manifest, and a second `nudge compact` finishes the work.
-async fn crash_during_compaction(point: &str) -> (usize, usize) {
+/// `nudge compact` killed at `point`: a reopened store holds every event once, its files are the
+/// manifest's and the replaced ones kept for running scans, and a second `nudge compact` (keeping
+/// no replaced file) finishes the work. Returns the segments after the crash, the files set
+/// aside, and the replaced files kept.
+async fn crash_during_compaction(point: &str) -> (usize, usize, usize) {
     let test = store_of_batches(3, 200).await;
     let before = stored_rows(&test.store).await;
     let data_dir = test.store.data_dir().to_path_buf();
@@ -233,6 +274,7 @@ async fn crash_during_compaction(point: &str) -> (usize, usize) {
         if let Some(point) = crash {
             command.env(nudge_engine::store::CRASH_POINT_ENV, point);
         }
+        command.args(["--keep-replaced", "0"]);
         command.output().unwrap()
     };
     let crashed = nudge(Some(point));
@@ -246,11 +288,18 @@ async fn crash_during_compaction(point: &str) -> (usize, usize) {
     .unwrap();
     assert_eq!(stored_rows(&store).await, before, "every event, once");
     let (segments, _) = store.segment_totals().await.unwrap();
-    assert_eq!(
-        live_files(&data_dir).len(),
-        segments as usize,
-        "the day folders hold the manifest's files and no others"
+    let listed: std::collections::HashSet<PathBuf> = store
+        .segment_paths(None)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    let live = live_files(&data_dir);
+    assert!(
+        listed.iter().all(|path| live.contains(path)),
+        "every manifest file is on disk"
     );
+    let kept = live.len() - listed.len();
     let set_aside = walk(&data_dir.join("events").join("_orphaned")).len();
     drop(store);
 
@@ -268,20 +317,26 @@ async fn crash_during_compaction(point: &str) -> (usize, usize) {
     .unwrap();
     assert_eq!(stored_rows(&store).await, before);
     assert_eq!(store.segment_totals().await.unwrap().0, 2, "one file a day");
+    assert_eq!(live_files(&data_dir).len(), 2, "and no other file");
     assert_eq!(stats::collect(&store).await.unwrap().events, 600);
-    (segments as usize, set_aside)
+    (segments as usize, set_aside, kept)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_before_the_swap_commits_leaves_the_old_segments_in_force() {
-    let (segments, set_aside) = crash_during_compaction("compact:after-segments").await;
+    let (segments, set_aside, kept) = crash_during_compaction("compact:after-segments").await;
     assert_eq!(segments, 6, "3 batches x 2 days, none merged");
     assert_eq!(set_aside, 1, "the unrecorded merged file is moved aside");
+    assert_eq!(kept, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_crash_after_the_swap_commits_deletes_the_replaced_files_on_open() {
-    let (segments, set_aside) = crash_during_compaction("compact:after-commit").await;
+async fn a_crash_after_the_swap_commits_keeps_the_replaced_files_only_until_their_grace() {
+    let (segments, set_aside, kept) = crash_during_compaction("compact:after-commit").await;
     assert_eq!(segments, 4, "the first day merged, the second not yet");
-    assert_eq!(set_aside, 0, "retired files are deleted, not set aside");
+    assert_eq!(set_aside, 0, "replaced files are not taken for orphans");
+    assert_eq!(
+        kept, 3,
+        "the first day's replaced files, within their grace"
+    );
 }
