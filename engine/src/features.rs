@@ -1,6 +1,7 @@
 //! Features: every user's facts for a rule, computed at once with polars from the event store
 //! and the SQL state. Only the facts the rule reads are computed (see [`FactNeeds`]).
 
+use crate::time::DAY_MS;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -11,8 +12,6 @@ use polars::prelude::*;
 use crate::Result;
 use crate::store::{StateQuery, Store, segments};
 use crate::users::UserNumbers;
-
-const DAY_MS: i64 = 86_400_000;
 
 /// Which users to compute facts for.
 #[derive(Debug, Clone, Copy)]

@@ -18,6 +18,7 @@ pub mod scoring;
 pub mod stats;
 pub mod store;
 pub mod synth;
+pub mod time;
 pub mod users;
 
 pub use error::{Error, Result};

@@ -1,6 +1,7 @@
 //! Lift: per run, the share of sent users and of held-out users who did the campaign's goal
 //! event within the goal window after their (would-be) send time.
 
+use crate::time::HOUR_MS;
 use chrono::{DateTime, Utc};
 
 use super::Campaign;
@@ -38,7 +39,7 @@ impl RunLift {
 pub async fn lift(store: &Store, campaign: &Campaign, now: DateTime<Utc>) -> Result<Vec<RunLift>> {
     let groups = store.campaign_groups(&campaign.name).await?;
     let (goal, window_hours) = campaign.goal();
-    let window_ms = window_hours * 3_600_000;
+    let window_ms = window_hours * HOUR_MS;
     let mut users: Vec<String> = groups.iter().map(|g| g.1.clone()).collect();
     users.sort();
     users.dedup();

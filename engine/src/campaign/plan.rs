@@ -1,6 +1,7 @@
 //! Planning: a pure function of (now, campaign, user facts, decision, window, history, credits)
 //! that yields a send (time, data, dedup key) or the reason there is none.
 
+use crate::time::{DAY_MS, HOUR_MS};
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
@@ -61,8 +62,6 @@ pub enum Planned {
     },
     Skip(String),
 }
-
-const DAY_MS: i64 = 86_400_000;
 
 /// Fits a send at `at_ms` into the user's caps: `Some(ids)` of lower-priority pending sends to
 /// cancel (empty when it fits as is), `None` when it cannot fit (capped).
@@ -148,14 +147,14 @@ pub fn plan_user(
     }
     if let Some(last) = user.history.last_of_campaign_ms
         && delivery.min_interval_hours > 0
-        && now.timestamp_millis() - last < delivery.min_interval_hours * 3_600_000
+        && now.timestamp_millis() - last < delivery.min_interval_hours * HOUR_MS
     {
         return Planned::Skip("re-eligibility".into());
     }
     if let (Some(hours), Some(clicked)) = (
         delivery.skip_if_clicked_within_hours,
         user.history.last_click_ms,
-    ) && now.timestamp_millis() - clicked < hours * 3_600_000
+    ) && now.timestamp_millis() - clicked < hours * HOUR_MS
     {
         return Planned::Skip("clicked".into());
     }

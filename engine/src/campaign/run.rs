@@ -1,6 +1,7 @@
 //! One run of a campaign: facts, rule, windows and history for every user, a plan per user,
 //! and the sends written to the outbox (insert-or-ignore on the dedup key).
 
+use crate::time::{DAY_MS, HOUR_MS};
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Timelike, Utc};
@@ -118,7 +119,7 @@ pub async fn run_explained(
     };
     let now_ms = now.timestamp_millis();
     // Caps look a week either side of every instant the run may plan.
-    let horizon_ms = campaign.delivery.horizon_hours * 3_600_000;
+    let horizon_ms = campaign.delivery.horizon_hours * HOUR_MS;
     let mut history = store
         .send_history(
             &campaign.name,
@@ -198,7 +199,7 @@ pub async fn run_explained(
             page,
             data,
             send_at_ms: send_at.timestamp_millis(),
-            expires_at_ms: send_at.timestamp_millis() + campaign.delivery.ttl_hours * 3_600_000,
+            expires_at_ms: send_at.timestamp_millis() + campaign.delivery.ttl_hours * HOUR_MS,
             priority: campaign.priority,
             run_at_ms: Some(run_at.timestamp_millis()),
             quiet: campaign.delivery.quiet_hours.map(|[start, end]| Quiet {
@@ -251,8 +252,6 @@ pub async fn run_explained(
     }
     Ok(report)
 }
-
-const DAY_MS: i64 = 86_400_000;
 
 /// Each user's latest click on this campaign: a `notification_click` whose props name the
 /// campaign, or whose `send_id` is one of the campaign's sends.

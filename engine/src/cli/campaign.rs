@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
+use chrono::{DateTime, Utc};
 use nudge_engine::campaign::plan::Planned;
 use nudge_engine::campaign::run::{Explained, RunReport};
 use nudge_engine::campaign::{self, Campaign};
@@ -42,8 +43,8 @@ pub enum Command {
         /// The run's instant, which is also its identity: a second run of the same instant adds
         /// nothing [default: now, with the identity of the current schedule period: the latest
         /// scheduled instant, else today in the campaign's zone]
-        #[arg(long, value_name = "TIME")]
-        now: Option<String>,
+        #[arg(long, value_name = "TIME", value_parser = clock::parse_instant)]
+        now: Option<DateTime<Utc>>,
         /// Plan and report, write nothing to the outbox
         #[arg(long)]
         dry_run: bool,
@@ -110,7 +111,7 @@ pub async fn run(context: &Context, command: Command) -> anyhow::Result<ExitCode
                 );
             };
             // A manual run without --now is one of the current period: run again, it adds nothing.
-            let (now, run_at) = match now.as_deref().map(clock::parse_instant).transpose()? {
+            let (now, run_at) = match now {
                 Some(now) => (now, now),
                 None => {
                     let now = chrono::Utc::now();

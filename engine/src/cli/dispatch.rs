@@ -2,6 +2,7 @@
 
 use std::process::ExitCode;
 
+use chrono::{DateTime, Utc};
 use nudge_engine::clock;
 use nudge_engine::dispatch::{self, DispatchOptions};
 use nudge_engine::store::Store;
@@ -14,8 +15,8 @@ pub struct Args {
     #[arg(long)]
     until_idle: bool,
     /// Start the clock at this instant (it then runs at real speed)
-    #[arg(long, value_name = "TIME")]
-    now: Option<String>,
+    #[arg(long, value_name = "TIME", value_parser = clock::parse_instant)]
+    now: Option<DateTime<Utc>>,
 }
 
 pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
@@ -23,12 +24,7 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
     let connectors = context.config.build_connectors()?;
     let options = DispatchOptions {
         until_idle: args.until_idle,
-        start_ms: args
-            .now
-            .as_deref()
-            .map(clock::parse_instant)
-            .transpose()?
-            .map(|t| t.timestamp_millis()),
+        start_ms: args.now.map(|t| t.timestamp_millis()),
         worker: format!("{}-{}", hostname(), std::process::id()),
         idle_wait_ms: dispatch::IDLE_WAIT_MS,
         campaign_rates: campaign_rates(&context.config.campaigns_dir)?,

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
+use chrono::{DateTime, Utc};
 use nudge_engine::clock;
 use nudge_engine::features::{self, Audience};
 use nudge_engine::store::Store;
@@ -34,15 +35,15 @@ pub enum Command {
         #[arg(long, value_name = "ID")]
         user: String,
         /// Evaluate as of this instant [default: now]
-        #[arg(long, value_name = "TIME")]
-        as_of: Option<String>,
+        #[arg(long, value_name = "TIME", value_parser = clock::parse_instant)]
+        as_of: Option<DateTime<Utc>>,
     },
     /// Evaluate a rule against every user in the store
     Run {
         #[arg(value_name = "FILE")]
         file: PathBuf,
-        #[arg(long, value_name = "TIME")]
-        as_of: Option<String>,
+        #[arg(long, value_name = "TIME", value_parser = clock::parse_instant)]
+        as_of: Option<DateTime<Utc>>,
         /// Write targeted users and their messages (.ndjson or .csv)
         #[arg(long, value_name = "PATH")]
         out: Option<PathBuf>,
@@ -54,10 +55,16 @@ pub async fn run(context: &Context, command: Command) -> anyhow::Result<ExitCode
         Command::Check { files } => check(context, &files).await,
         Command::Test { file, cases } => test(context, &file, cases),
         Command::Explain { file, user, as_of } => {
-            explain(context, &file, &user, as_of.as_deref()).await
+            explain(context, &file, &user, as_of.unwrap_or_else(Utc::now)).await
         }
         Command::Run { file, as_of, out } => {
-            run_rule(context, &file, as_of.as_deref(), out.as_deref()).await
+            run_rule(
+                context,
+                &file,
+                as_of.unwrap_or_else(Utc::now),
+                out.as_deref(),
+            )
+            .await
         }
     }
 }
@@ -147,21 +154,13 @@ fn test(context: &Context, file: &Path, cases_path: Option<PathBuf>) -> anyhow::
     })
 }
 
-fn as_of(text: Option<&str>) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
-    Ok(text
-        .map(clock::parse_instant)
-        .transpose()?
-        .unwrap_or_else(chrono::Utc::now))
-}
-
 async fn explain(
     context: &Context,
     file: &Path,
     user: &str,
-    as_of_text: Option<&str>,
+    as_of: DateTime<Utc>,
 ) -> anyhow::Result<ExitCode> {
     let rule = load(context, file)?;
-    let as_of = as_of(as_of_text)?;
     let store = Store::open(&context.config).await?;
     let facts = features::user_facts(
         &store,
@@ -244,11 +243,10 @@ fn describe(decision: &Decision) -> String {
 async fn run_rule(
     context: &Context,
     file: &Path,
-    as_of_text: Option<&str>,
+    as_of: DateTime<Utc>,
     out: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
     let rule = load(context, file)?;
-    let as_of = as_of(as_of_text)?;
     let store = Store::open(&context.config).await?;
     let started = std::time::Instant::now();
     let users = features::user_facts(

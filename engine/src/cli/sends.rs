@@ -1,5 +1,6 @@
 //! `nudge sends`: the outbox: status, and enqueueing a plan file.
 
+use nudge_engine::time::HOUR_MS;
 use std::io::BufRead;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -88,7 +89,7 @@ pub async fn run(context: &Context, command: Command) -> anyhow::Result<ExitCode
                     .with_context(|| format!("{}:{}: send_at", plan.display(), number + 1))?;
                 let expires_at_ms = match &parsed.expires_at {
                     Some(text) => at(text)?,
-                    None => send_at_ms + ttl_hours * 3_600_000,
+                    None => send_at_ms + ttl_hours * HOUR_MS,
                 };
                 sends.push(PlannedSend {
                     dedup_key: parsed.dedup_key,

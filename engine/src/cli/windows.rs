@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
+use chrono::{DateTime, Utc};
 use nudge_engine::clock;
 use nudge_engine::scoring::{self, ComputeReport, HOURS_OF_WEEK, UserWindow};
 use nudge_engine::store::Store;
@@ -16,13 +17,13 @@ pub enum Command {
     /// Recompute every user's window from the event store
     Compute {
         /// Ignore events after this instant [default: now]
-        #[arg(long, value_name = "TIME")]
-        as_of: Option<String>,
+        #[arg(long, value_name = "TIME", value_parser = clock::parse_instant)]
+        as_of: Option<DateTime<Utc>>,
     },
     /// Roll the stored windows forward with the events since they were computed
     Update {
-        #[arg(long, value_name = "TIME")]
-        as_of: Option<String>,
+        #[arg(long, value_name = "TIME", value_parser = clock::parse_instant)]
+        as_of: Option<DateTime<Utc>>,
     },
     /// Backtest: fit on the events before the last N days, score each user's chosen hour
     /// against what they did in those days, for nudge and the simple baselines
@@ -31,8 +32,8 @@ pub enum Command {
         #[arg(long, default_value_t = 7)]
         holdout_days: i64,
         /// The end of the held-out days [default: the latest stored event]
-        #[arg(long, value_name = "TIME")]
-        as_of: Option<String>,
+        #[arg(long, value_name = "TIME", value_parser = clock::parse_instant)]
+        as_of: Option<DateTime<Utc>>,
     },
     /// Print a user's week as a heatmap (local time) beside the population's, or with
     /// --model the settings the windows were computed with and their backtest
@@ -59,21 +60,13 @@ pub async fn run(context: &Context, command: Command) -> anyhow::Result<ExitCode
     let zone = context.config.default_zone();
     match command {
         Command::Compute { as_of } => {
-            let as_of = as_of
-                .as_deref()
-                .map(clock::parse_instant)
-                .transpose()?
-                .unwrap_or_else(chrono::Utc::now);
+            let as_of = as_of.unwrap_or_else(Utc::now);
             let started = std::time::Instant::now();
             let report = scoring::compute(&store, config, zone, as_of).await?;
             print_report(&report, as_of, started.elapsed());
         }
         Command::Update { as_of } => {
-            let as_of = as_of
-                .as_deref()
-                .map(clock::parse_instant)
-                .transpose()?
-                .unwrap_or_else(chrono::Utc::now);
+            let as_of = as_of.unwrap_or_else(Utc::now);
             let started = std::time::Instant::now();
             let report = scoring::update(&store, config, zone, as_of).await?;
             print_report(&report, as_of, started.elapsed());
@@ -82,7 +75,7 @@ pub async fn run(context: &Context, command: Command) -> anyhow::Result<ExitCode
             holdout_days,
             as_of,
         } => {
-            let as_of = match as_of.as_deref().map(clock::parse_instant).transpose()? {
+            let as_of = match as_of {
                 Some(as_of) => as_of,
                 None => store
                     .latest_event_ms()

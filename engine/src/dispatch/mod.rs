@@ -11,6 +11,7 @@
 
 mod pacing;
 
+use crate::time::DAY_MS;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -89,7 +90,7 @@ impl DispatchConfig {
         if self.base_backoff_ms == 0 || self.max_backoff_ms < self.base_backoff_ms {
             return Err("dispatch.base_backoff_ms must be at least 1 and max_backoff_ms at least base_backoff_ms".into());
         }
-        if self.max_backoff_ms > 86_400_000 {
+        if self.max_backoff_ms > DAY_MS as u64 {
             return Err("dispatch.max_backoff_ms must be at most 86400000 (a day)".into());
         }
         check_limits("dispatch", Some(self.rate_per_s), Some(self.concurrency))?;

@@ -10,7 +10,8 @@ use super::evaluate::{self, BANDS, Band, STRATEGIES, Score};
 use super::local::{HOURS_OF_WEEK, State, UserCounts, smooth};
 use super::mixture::Model;
 use super::pooled::{self, Settings};
-use super::{DAY_MS, WindowsConfig, fit};
+use super::{WindowsConfig, fit};
+use crate::time::DAY_MS;
 
 /// Users at most scored per candidate setting (a deterministic subsample).
 const MAX_CASES: usize = 8_000;

@@ -10,8 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use super::calibrate::{Calibration, calibrate, has_weight};
 use super::local::State;
-use super::{DAY_MS, HOURS_OF_WEEK, WindowsConfig, build_state, fit, profile};
+use super::{HOURS_OF_WEEK, WindowsConfig, build_state, fit, profile};
 use crate::store::Store;
+use crate::time::DAY_MS;
 use crate::{Error, Result};
 
 /// The hour the fixed-hour baseline always picks (local 20:00: evenings are when most apps

@@ -4,10 +4,11 @@ use std::path::PathBuf;
 
 use polars::prelude::*;
 
+use super::WindowsConfig;
 use super::local::{Grouped, HourRow, HourlyCounts, UserNumbers};
-use super::{WindowsConfig, hour_ms};
 use crate::Result;
 use crate::store::segments;
+use crate::time::HOUR_MS;
 
 /// The scan's result, still in polars' hands (polars stays inside this file).
 pub(super) struct Scanned(DataFrame);
@@ -55,7 +56,7 @@ pub(super) fn scan(
         .select([
             col("user_id"),
             col("ts")
-                .floor_div(lit(hour_ms()))
+                .floor_div(lit(HOUR_MS))
                 .cast(DataType::Int32)
                 .alias("hour"),
             weight.alias("weight"),

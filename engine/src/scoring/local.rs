@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use chrono::{DateTime, Datelike, Timelike};
 use chrono_tz::Tz;
 
-use super::{ComputeReport, WindowsConfig, hour_ms};
+use super::{ComputeReport, WindowsConfig};
+use crate::time::HOUR_MS;
 pub use crate::users::UserNumbers;
 
 /// Hours in a week; bin `day * 24 + hour`, Monday 00:00 first, in local time.
@@ -219,7 +220,7 @@ impl HourTable {
             };
         }
         let decays = (first..=last)
-            .map(|hour| config.decay(hour * hour_ms(), as_of_ms))
+            .map(|hour| config.decay(hour * HOUR_MS, as_of_ms))
             .collect();
         let bins = zones
             .into_iter()
@@ -240,7 +241,7 @@ impl HourTable {
     fn decay(&self, hour: i64, config: &WindowsConfig, as_of_ms: i64) -> f64 {
         match self.decays.get((hour - self.first) as usize) {
             Some(decay) => *decay,
-            None => config.decay(hour * hour_ms(), as_of_ms),
+            None => config.decay(hour * HOUR_MS, as_of_ms),
         }
     }
 
@@ -566,7 +567,7 @@ mod tests {
     #[test]
     fn adding_counts_in_slices_gives_the_state_of_adding_them_at_once() {
         let config = WindowsConfig::default();
-        let as_of_ms = 1_000 * hour_ms();
+        let as_of_ms = 1_000 * HOUR_MS;
         let row = |user: u32, hour: i64| (user, hour, 1.0 + hour as f64 / 100.0, 1 + user);
         // Slices by time, as a full compute scans them: users come and go between slices.
         let first = HourlyCounts {
@@ -635,7 +636,7 @@ mod tests {
     #[test]
     fn building_from_numbered_slices_gives_the_state_of_adding_them_at_once() {
         let config = WindowsConfig::default();
-        let as_of_ms = 1_000 * hour_ms();
+        let as_of_ms = 1_000 * HOUR_MS;
         let zones = HashMap::from([
             ("d".to_string(), "America/New_York".to_string()),
             ("c".to_string(), "Mars/Olympus".to_string()),

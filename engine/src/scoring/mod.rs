@@ -22,6 +22,7 @@ mod persist;
 pub mod pooled;
 pub mod timing;
 
+use crate::time::{DAY_MS, HOUR_MS};
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -34,9 +35,6 @@ use crate::{Error, Result};
 
 pub use local::HOURS_OF_WEEK;
 pub use timing::{QuietHours, SendChoice, best_send_time};
-
-const HOUR_MS: i64 = 3_600_000;
-pub(crate) const DAY_MS: i64 = 86_400_000;
 
 /// The `[windows]` section of the configuration.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -580,10 +578,6 @@ pub fn load_users(store: &Store, users: &[String]) -> Result<Option<Windows>> {
 /// Where the windows live inside the data directory.
 pub fn windows_dir(data_dir: &std::path::Path) -> std::path::PathBuf {
     data_dir.join("windows")
-}
-
-pub(crate) const fn hour_ms() -> i64 {
-    HOUR_MS
 }
 
 /// Writes windows as Parquet: `user_id, tz, best_hour_of_week, best_hour, confidence, events`

@@ -4,6 +4,7 @@
 //! They become visible only when the SQL transaction that records them commits: readers list
 //! segments from the manifest, never from the directory. polars is private to this file.
 
+use crate::time::DAY_MS;
 use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -23,7 +24,6 @@ use crate::batch::EventBatch;
 use crate::{Error, Result};
 
 const STAGING: &str = "_staging";
-const MS_PER_DAY: i64 = 86_400_000;
 
 /// The events folder inside the data directory.
 pub fn events_dir(data_dir: &Path) -> PathBuf {
@@ -45,12 +45,12 @@ pub(crate) struct Segment {
 
 /// The UTC day (days since 1970-01-01) of an epoch-millisecond instant.
 pub(crate) fn day_of(ts_ms: i64) -> i64 {
-    ts_ms.div_euclid(MS_PER_DAY)
+    ts_ms.div_euclid(DAY_MS)
 }
 
 /// A day as the manifest and the folder names write it: `YYYY-MM-DD`.
 pub(crate) fn day_name(day: i64) -> String {
-    DateTime::from_timestamp_millis(day * MS_PER_DAY)
+    DateTime::from_timestamp_millis(day * DAY_MS)
         .expect("validated timestamps are in range")
         .format("%Y-%m-%d")
         .to_string()
@@ -680,10 +680,10 @@ mod tests {
     #[test]
     fn a_segment_reads_back_as_written_one_file_per_day() {
         let dir = tempfile::tempdir().unwrap();
-        let day = 20_000 * MS_PER_DAY;
+        let day = 20_000 * DAY_MS;
         let rows = [
             ("u1", day + 5, Some(r#"{"city":"上海"}"#), Some("e1")),
-            ("u2", day + MS_PER_DAY + 1, None, None),
+            ("u2", day + DAY_MS + 1, None, None),
             (
                 "a-user-id-longer-than-twelve-bytes",
                 day + 7,

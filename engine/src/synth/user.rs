@@ -236,6 +236,7 @@ fn poisson(rng: &mut Pcg64, mean: f64) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::time::DAY_MS;
 
     #[test]
     fn the_same_seed_gives_the_same_user() {
@@ -257,8 +258,8 @@ mod tests {
             .unwrap()
             .and_utc()
             .timestamp_millis()
-            - 86_400_000;
-        let to = from + 33 * 86_400_000;
+            - DAY_MS;
+        let to = from + 33 * DAY_MS;
         for index in 0..200 {
             for event in simulate(Family::Classic, 1, index, start, 30).events {
                 assert!((from..to).contains(&event.ts_ms), "{event:?}");
