@@ -158,3 +158,33 @@ pub(crate) fn register(engine: &mut Engine) {
         )))
     });
 }
+
+#[cfg(test)]
+mod tests {
+    /// The names this file registers on `User`: functions whose first parameter is a `User`,
+    /// and property getters, read off its source (rhai lists signatures only with its
+    /// `metadata` feature).
+    fn registered_user_methods() -> std::collections::BTreeSet<String> {
+        let source = include_str!("api.rs");
+        let calls: Vec<&str> = source.split("engine.register_").skip(1).collect();
+        calls
+            .iter()
+            .filter(|call| call.starts_with("fn(") || call.starts_with("get("))
+            .filter_map(|call| {
+                let (_, rest) = call.split_once('"')?;
+                let (name, after) = rest.split_once('"')?;
+                let first_parameter = after.split_once('|')?.1.split([',', '|']).next()?;
+                first_parameter.contains("User").then(|| name.to_string())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_list_of_user_methods_is_what_the_api_registers() {
+        let listed: std::collections::BTreeSet<String> = crate::USER_METHODS
+            .iter()
+            .map(|method| method.to_string())
+            .collect();
+        assert_eq!(registered_user_methods(), listed);
+    }
+}

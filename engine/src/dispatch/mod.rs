@@ -513,6 +513,8 @@ impl ConnectorLoop {
             }
             Err(error) => {
                 let Some(send) = in_flight.remove(&error.id()) else {
+                    // Every task is spawned with its send recorded: this cannot be one of ours.
+                    tracing::error!(connector = %self.name, error = %error, "a send task of no known send failed");
                     return;
                 };
                 tracing::error!(connector = %self.name, send = send.id, "a send task panicked; the send is marked unknown");
