@@ -137,14 +137,8 @@ pub async fn run_explained(
         .templates()
         .await?
         .into_iter()
-        .find(|t| t.0 == campaign.template)
-        .map(|t| {
-            serde_json::from_str::<Vec<(String, String)>>(&t.3)
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(_, keyword)| keyword)
-                .collect()
-        });
+        .find(|t| t.id == campaign.template)
+        .map(|t| t.keywords.into_iter().map(|(_, keyword)| keyword).collect());
     tracing::debug!(s = started.elapsed().as_secs_f64(), "history loaded");
     let mut report = RunReport {
         considered: users.len() as u64,

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use nudge_connectors::ConnectorConfig;
 use nudge_connectors::wechat::client::WechatConnector;
-use nudge_engine::store::Store;
+use nudge_engine::store::{Store, TemplateRow};
 
 use super::Context;
 
@@ -64,15 +64,13 @@ pub async fn save(
     store: &Store,
     templates: &[nudge_connectors::wechat::templates::Template],
 ) -> anyhow::Result<()> {
-    let rows: Vec<_> = templates
+    let rows: Vec<TemplateRow> = templates
         .iter()
-        .map(|t| {
-            (
-                t.id.clone(),
-                t.title.clone(),
-                t.kind,
-                serde_json::to_string(&t.keywords).expect("strings serialise"),
-            )
+        .map(|t| TemplateRow {
+            id: t.id.clone(),
+            title: t.title.clone(),
+            kind: t.kind,
+            keywords: t.keywords.clone(),
         })
         .collect();
     store
@@ -86,8 +84,13 @@ async fn print_list(store: &Store) -> anyhow::Result<()> {
     if templates.is_empty() {
         println!("no templates: run `nudge templates sync`");
     }
-    for (id, title, kind, keywords) in templates {
-        let keywords: Vec<(String, String)> = serde_json::from_str(&keywords).unwrap_or_default();
+    for TemplateRow {
+        id,
+        title,
+        kind,
+        keywords,
+    } in templates
+    {
         let list: Vec<String> = keywords
             .iter()
             .map(|(label, key)| format!("{key} ({label})"))

@@ -32,6 +32,17 @@ use crate::{Error, Result};
 /// own files, and the seed is random per process).
 pub(crate) type FastHash = foldhash::fast::RandomState;
 
+/// A message template as synced from a connector: the registry campaigns are checked against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateRow {
+    pub id: String,
+    pub title: String,
+    /// 2 one-time, 3 long-term (WeChat's `type`).
+    pub kind: i64,
+    /// (label, keyword) in order, e.g. ("物品名称", "thing1").
+    pub keywords: Vec<(String, String)>,
+}
+
 /// Environment variable naming a point where the process aborts, so tests can crash it there:
 /// `POINT[:N]` aborts the N-th time (default 1) this process reaches `POINT`. The points:
 /// `ingest:after-segments` (a batch's segments written and published, its SQL transaction not
@@ -713,21 +724,19 @@ impl Store {
         outbox::connectors_with_work(&self.pool).await
     }
 
-    /// Replaces the template registry with `templates`: (id, title, kind, keywords as JSON).
-    pub async fn save_templates(
-        &self,
-        templates: &[(String, String, i64, String)],
-        now_ms: i64,
-    ) -> Result<()> {
+    /// Replaces the template registry with `templates`.
+    pub async fn save_templates(&self, templates: &[TemplateRow], now_ms: i64) -> Result<()> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query("DELETE FROM templates")
             .execute(&mut *tx)
             .await?;
-        for (id, title, kind, keywords) in templates {
+        for template in templates {
+            let keywords =
+                serde_json::to_string(&template.keywords).expect("pairs of strings serialise");
             sqlx::query("INSERT INTO templates (template_id, title, kind, keywords, synced_ms) VALUES ($1, $2, $3, $4, $5)")
-                .bind(id)
-                .bind(title)
-                .bind(kind)
+                .bind(&template.id)
+                .bind(&template.title)
+                .bind(template.kind)
                 .bind(keywords)
                 .bind(now_ms)
                 .execute(&mut *tx)
@@ -737,17 +746,30 @@ impl Store {
         Ok(())
     }
 
-    /// The template registry: (id, title, kind, keywords as JSON).
-    pub async fn templates(&self) -> Result<Vec<(String, String, i64, String)>> {
+    /// The template registry, by id.
+    pub async fn templates(&self) -> Result<Vec<TemplateRow>> {
         let rows = sqlx::query(
             "SELECT template_id, title, kind, keywords FROM templates ORDER BY template_id",
         )
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|row| (row.get(0), row.get(1), row.get(2), row.get(3)))
-            .collect())
+        rows.into_iter()
+            .map(|row| {
+                let id: String = row.get(0);
+                let keywords: String = row.get(3);
+                let keywords = serde_json::from_str(&keywords).map_err(|error| {
+                    Error::Database(format!(
+                        "template {id}: stored keywords unreadable: {error}"
+                    ))
+                })?;
+                Ok(TemplateRow {
+                    id,
+                    title: row.get(1),
+                    kind: row.get(2),
+                    keywords,
+                })
+            })
+            .collect()
     }
 
     /// Records a run of `campaign` at `scheduled_at` in `state`, claimed by `owner` until
