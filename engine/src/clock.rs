@@ -27,23 +27,36 @@ pub fn parse_instant(text: &str) -> Result<DateTime<Utc>> {
     )))
 }
 
-/// The clock a run uses: the real one, or a fixed instant given with `--now` / `--as-of`.
+/// The clock a run reads: real time, or real time running on from an instant given with `--now`
+/// (a dispatcher started "at" 2026-11-01 08:00 sees 08:00:01 a second later), so a run can be
+/// replayed at any instant.
 #[derive(Debug, Clone, Copy)]
-pub enum Clock {
-    System,
-    Fixed(DateTime<Utc>),
+pub struct Clock {
+    started: std::time::Instant,
+    base_ms: i64,
 }
 
 impl Clock {
-    pub fn from_option(fixed: Option<DateTime<Utc>>) -> Self {
-        fixed.map_or(Clock::System, Clock::Fixed)
+    /// Real time.
+    pub fn system() -> Self {
+        Clock::starting_at(Utc::now().timestamp_millis())
+    }
+
+    /// Real time shifted so that now is `base_ms` (epoch milliseconds).
+    pub fn starting_at(base_ms: i64) -> Self {
+        Clock {
+            started: std::time::Instant::now(),
+            base_ms,
+        }
+    }
+
+    /// Epoch milliseconds.
+    pub fn now_ms(&self) -> i64 {
+        self.base_ms + self.started.elapsed().as_millis() as i64
     }
 
     pub fn now(&self) -> DateTime<Utc> {
-        match self {
-            Clock::System => Utc::now(),
-            Clock::Fixed(instant) => *instant,
-        }
+        DateTime::from_timestamp_millis(self.now_ms()).unwrap_or_default()
     }
 }
 
@@ -62,5 +75,21 @@ mod tests {
         assert_eq!(parse_instant("1793491200000").unwrap(), expected);
         let error = parse_instant("next tuesday").unwrap_err().to_string();
         assert!(error.contains("'next tuesday' is not a time"), "{error}");
+    }
+
+    #[test]
+    fn a_clock_started_at_an_instant_runs_on_from_it() {
+        let start = 1_793_491_200_000;
+        let clock = Clock::starting_at(start);
+        let first = clock.now_ms();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let later = clock.now_ms();
+        assert!((start..start + 1_000).contains(&first), "{first}");
+        assert!(later >= first + 20, "{first} then {later}");
+        let system = Clock::system().now_ms() - Utc::now().timestamp_millis();
+        assert!(
+            system.abs() < 1_000,
+            "the system clock is off by {system} ms"
+        );
     }
 }

@@ -23,6 +23,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::Result;
+use crate::clock::Clock;
 use crate::scoring::timing::{QuietHours, out_of_quiet_hours_after};
 use crate::store::Store;
 use crate::store::outbox::{Claim, ClaimedSend, Outcome};
@@ -182,17 +183,6 @@ pub struct DispatchReport {
     pub paused: Vec<(String, String)>,
 }
 
-struct Clock {
-    start: Instant,
-    base_ms: i64,
-}
-
-impl Clock {
-    fn now_ms(&self) -> i64 {
-        self.base_ms + self.start.elapsed().as_millis() as i64
-    }
-}
-
 /// Runs the dispatcher over every connector with work, until idle (with `until_idle`) or until
 /// `shutdown` turns true.
 pub async fn run(
@@ -202,12 +192,11 @@ pub async fn run(
     options: &DispatchOptions,
     shutdown: watch::Receiver<bool>,
 ) -> Result<DispatchReport> {
-    let clock = Arc::new(Clock {
-        start: Instant::now(),
-        base_ms: options
+    let clock = Arc::new(
+        options
             .start_ms
-            .unwrap_or_else(|| chrono::Utc::now().timestamp_millis()),
-    });
+            .map_or_else(Clock::system, Clock::starting_at),
+    );
     let (recovered_unknown, expired) = store.recover_sends(clock.now_ms()).await?;
     let mut report = DispatchReport {
         recovered_unknown,
