@@ -147,12 +147,8 @@ impl WechatConnector {
         body
     }
 
-    /// One attempt with `token`: `Ok(Err(code))` when the token was refused.
-    async fn attempt(
-        &self,
-        token: &str,
-        body: &serde_json::Value,
-    ) -> Result<Result<Receipt, i64>, SendError> {
+    /// One attempt with `token`; an error is a failure of the send itself.
+    async fn attempt(&self, token: &str, body: &serde_json::Value) -> Result<Attempt, SendError> {
         let response = self
             .client
             .post(format!("{}/cgi-bin/message/subscribe/send", self.api_base))
@@ -189,14 +185,14 @@ impl WechatConnector {
             )
         })?;
         match answer.errcode.unwrap_or(0) {
-            0 => Ok(Ok(Receipt {
+            0 => Ok(Attempt::Sent(Receipt {
                 provider_id: answer.msgid.map(|id| {
                     id.as_str()
                         .map(str::to_string)
                         .unwrap_or_else(|| id.to_string())
                 }),
             })),
-            code if errcode::is_token_error(code) => Ok(Err(code)),
+            code if errcode::is_token_error(code) => Ok(Attempt::TokenRefused(code)),
             code => Err(errcode::classify(
                 code,
                 &answer.errmsg.unwrap_or_default(),
@@ -214,13 +210,13 @@ impl Connector for WechatConnector {
             let body = self.body(notification);
             let token = self.tokens.get().await?;
             match self.attempt(&token, &body).await? {
-                Ok(receipt) => Ok(receipt),
-                Err(_) => {
+                Attempt::Sent(receipt) => Ok(receipt),
+                Attempt::TokenRefused(_) => {
                     self.tokens.invalidate(&token).await;
                     let fresh = self.tokens.get().await?;
                     match self.attempt(&fresh, &body).await? {
-                        Ok(receipt) => Ok(receipt),
-                        Err(code) => Err(errcode::classify(
+                        Attempt::Sent(receipt) => Ok(receipt),
+                        Attempt::TokenRefused(code) => Err(errcode::classify(
                             code,
                             "token refused twice",
                             chrono::Utc::now(),
@@ -231,6 +227,13 @@ impl Connector for WechatConnector {
             }
         })
     }
+}
+
+/// How one send attempt with a given access token ended, short of a send error.
+enum Attempt {
+    Sent(Receipt),
+    /// WeChat refused the token (this errcode): fetch a fresh one and try once more.
+    TokenRefused(i64),
 }
 
 #[cfg(test)]

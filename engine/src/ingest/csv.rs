@@ -3,7 +3,7 @@
 use std::borrow::Cow;
 use std::path::Path;
 
-use super::{Outcome, Parsed, Reject, Source};
+use super::{Checked, Parsed, Reject, Source};
 use crate::event::{self, Draft, Invalid, RejectKind, TsInput};
 use crate::{Error, Result};
 
@@ -119,14 +119,14 @@ impl Source for CsvSource {
         let checked = super::validate_rows(rows.len(), |row| {
             let (line, record) = &rows[row];
             if let Some(length) = too_long.get(&row) {
-                return Outcome::Reject(super::too_long(
+                return Checked::Reject(super::too_long(
                     format!("{name}:{line}"),
                     *length,
                     max_record,
                     &String::from_utf8_lossy(record.as_slice()),
                 ));
             }
-            Outcome::of(
+            Checked::of(
                 draft_of(record, &index).and_then(event::validate),
                 |invalid| Reject {
                     location: format!("{name}:{line}"),

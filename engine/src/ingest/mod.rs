@@ -65,8 +65,8 @@ pub(crate) struct Parsed {
     pub prepared: Option<Prepared>,
 }
 
-/// What became of one record.
-pub(crate) enum Outcome<'a> {
+/// One record after validation: an event, a reject, or a blank line.
+pub(crate) enum Checked<'a> {
     Event(Valid<'a>, Option<Warning>),
     /// An event [`crate::event::accept_plain`] accepted.
     Plain(EventRef<'a>),
@@ -74,15 +74,15 @@ pub(crate) enum Outcome<'a> {
     Blank,
 }
 
-impl<'a> Outcome<'a> {
+impl<'a> Checked<'a> {
     /// A record's validation result; `reject` describes a refused record.
     pub fn of(
         checked: std::result::Result<(Valid<'a>, Option<Warning>), Invalid>,
         reject: impl FnOnce(Invalid) -> Reject,
-    ) -> Outcome<'a> {
+    ) -> Checked<'a> {
         match checked {
-            Ok((event, warning)) => Outcome::Event(event, warning),
-            Err(invalid) => Outcome::Reject(reject(invalid)),
+            Ok((event, warning)) => Checked::Event(event, warning),
+            Err(invalid) => Checked::Reject(reject(invalid)),
         }
     }
 }
@@ -97,7 +97,7 @@ const CHUNK_ROWS: usize = 8_192;
 /// the accepted events in their order. `records` is left for the caller to set.
 pub(crate) fn validate_rows<'a, F>(rows: usize, check: F) -> Parsed
 where
-    F: Fn(usize) -> Outcome<'a> + Sync,
+    F: Fn(usize) -> Checked<'a> + Sync,
 {
     validate_rows_with(rows, |_: &mut (), row| check(row))
 }
@@ -107,7 +107,7 @@ where
 pub(crate) fn validate_rows_with<'a, S, F>(rows: usize, check: F) -> Parsed
 where
     S: Default,
-    F: Fn(&mut S, usize) -> Outcome<'a> + Sync,
+    F: Fn(&mut S, usize) -> Checked<'a> + Sync,
 {
     let parts: Vec<Parsed> = (0..rows.div_ceil(CHUNK_ROWS))
         .into_par_iter()
@@ -120,13 +120,13 @@ where
             let mut state = S::default();
             for row in range {
                 match check(&mut state, row) {
-                    Outcome::Event(event, warning) => {
+                    Checked::Event(event, warning) => {
                         part.events.push(&event);
                         part.warnings.extend(warning);
                     }
-                    Outcome::Plain(event) => part.events.push_ref(event),
-                    Outcome::Reject(reject) => part.rejects.push(reject),
-                    Outcome::Blank => {}
+                    Checked::Plain(event) => part.events.push_ref(event),
+                    Checked::Reject(reject) => part.rejects.push(reject),
+                    Checked::Blank => {}
                 }
             }
             part

@@ -8,7 +8,7 @@ use std::path::Path;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::{Outcome, Parsed, Reject, Source};
+use super::{Checked, Parsed, Reject, Source};
 use crate::event::{self, Draft, Invalid, PropsCheck, RejectKind, TsInput};
 use crate::{Error, Result};
 
@@ -133,7 +133,7 @@ impl Source for NdjsonSource {
             let (start, end) = spans[index];
             let line = first_line + index as u64;
             if let Some(length) = too_long.get(&line) {
-                return Outcome::Reject(super::too_long(
+                return Checked::Reject(super::too_long(
                     format!("{name}:{line}"),
                     *length,
                     max_record,
@@ -227,11 +227,11 @@ impl<'a> Fields<'a> {
     }
 }
 
-fn parse_line<'a>(bytes: &'a [u8], name: &str, line: u64) -> Outcome<'a> {
+fn parse_line<'a>(bytes: &'a [u8], name: &str, line: u64) -> Checked<'a> {
     let bytes = bytes.strip_suffix(b"\n").unwrap_or(bytes);
     let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Outcome::Blank;
+        return Checked::Blank;
     }
     let reject = |invalid: Invalid| Reject {
         location: format!("{name}:{line}"),
@@ -241,7 +241,7 @@ fn parse_line<'a>(bytes: &'a [u8], name: &str, line: u64) -> Outcome<'a> {
     let text = match std::str::from_utf8(bytes) {
         Ok(text) => text,
         Err(error) => {
-            return Outcome::Reject(reject(Invalid::new(
+            return Checked::Reject(reject(Invalid::new(
                 RejectKind::BadUtf8,
                 format!("invalid UTF-8 at byte {}", error.valid_up_to() + 1),
             )));
@@ -255,7 +255,7 @@ fn parse_line<'a>(bytes: &'a [u8], name: &str, line: u64) -> Outcome<'a> {
     let checked = fields
         .and_then(draft_of)
         .and_then(|draft| event::validate_with(draft, props_check));
-    Outcome::of(checked, reject)
+    Checked::of(checked, reject)
 }
 
 fn draft_of<'a>(line: Fields<'a>) -> Result<Draft<'a>, Invalid> {
@@ -334,13 +334,13 @@ mod tests {
 
     fn parse(text: &[u8]) -> std::result::Result<event::Valid<'_>, Invalid> {
         match parse_line(text, "f.ndjson", 7) {
-            Outcome::Event(event, _) => Ok(event),
-            Outcome::Reject(reject) => {
+            Checked::Event(event, _) => Ok(event),
+            Checked::Reject(reject) => {
                 assert_eq!(reject.location, "f.ndjson:7");
                 Err(reject.invalid)
             }
-            Outcome::Blank => panic!("not blank"),
-            Outcome::Plain(_) => panic!("NDJSON lines are validated in full"),
+            Checked::Blank => panic!("not blank"),
+            Checked::Plain(_) => panic!("NDJSON lines are validated in full"),
         }
     }
 
@@ -422,7 +422,7 @@ mod tests {
 
     #[test]
     fn blank_lines_are_not_records() {
-        assert!(matches!(parse_line(b"  \r\n", "f", 1), Outcome::Blank));
+        assert!(matches!(parse_line(b"  \r\n", "f", 1), Checked::Blank));
     }
 
     /// A small deterministic generator for the mutation test.

@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use super::{Outcome, Parsed, Reject, Source};
+use super::{Checked, Parsed, Reject, Source};
 use crate::event::{self, Draft, Plain, TsInput};
 use crate::{Error, Result};
 use polars::prelude::*;
@@ -196,9 +196,9 @@ impl Source for ParquetSource {
                 None => event::plain_props(props),
             };
             if let Some(event) = event::accept_plain(piece.plain(at), props_plain) {
-                return Outcome::Plain(event);
+                return Checked::Plain(event);
             }
-            Outcome::of(event::validate(draft_of(row)), |invalid| Reject {
+            Checked::of(event::validate(draft_of(row)), |invalid| Reject {
                 location: format!("{name} row {}", first_row + row),
                 invalid,
                 raw: format!("{:?}", draft_of(row)),
