@@ -12,37 +12,80 @@ use crate::campaign::Campaign;
 use crate::config::Config;
 use crate::store::{RunEnd, Store};
 
-/// A campaign's `[schedule]`: a cron expression in a zone, or a one-off instant.
+/// A campaign's `[schedule]`: a cron expression in a zone, or a one-off instant, parsed when the
+/// campaign file is read (a bad value is a load error naming the file, line and key).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScheduleConfig {
     /// Six fields with seconds: `0 0 10 * * *` is 10:00:00 every day.
-    pub cron: Option<String>,
+    pub cron: Option<Cron>,
     /// The zone the cron expression is read in [default: the configured default zone].
-    pub tz: Option<String>,
-    /// A one-off run, RFC 3339.
-    pub at: Option<String>,
+    #[serde(default, deserialize_with = "zone")]
+    pub tz: Option<Tz>,
+    /// A one-off run, RFC 3339 (any offset).
+    #[serde(default, deserialize_with = "instant")]
+    pub at: Option<DateTime<Utc>>,
+}
+
+/// A parsed cron expression (six fields, with seconds).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cron(cron::Schedule);
+
+impl FromStr for Cron {
+    type Err = String;
+
+    fn from_str(expression: &str) -> std::result::Result<Self, String> {
+        cron::Schedule::from_str(expression)
+            .map(Cron)
+            .map_err(|error| {
+                format!("'{expression}': {error} (six fields: sec min hour day month weekday)")
+            })
+    }
+}
+
+impl<'de> Deserialize<'de> for Cron {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+fn zone<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> std::result::Result<Option<Tz>, D::Error> {
+    let Some(name) = Option::<String>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    name.parse().map(Some).map_err(|_| {
+        serde::de::Error::custom(format!(
+            "'{name}' is not an IANA time zone (e.g. 'Asia/Shanghai')"
+        ))
+    })
+}
+
+fn instant<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> std::result::Result<Option<DateTime<Utc>>, D::Error> {
+    let Some(text) = Option::<String>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    DateTime::parse_from_rfc3339(&text)
+        .map(|at| Some(at.with_timezone(&Utc)))
+        .map_err(|_| {
+            serde::de::Error::custom(format!(
+                "'{text}' is not an RFC 3339 instant (e.g. 2026-11-01T10:00:00+08:00)"
+            ))
+        })
 }
 
 impl ScheduleConfig {
     pub fn validate(&self) -> std::result::Result<(), String> {
         match (&self.cron, &self.at) {
-            (Some(expression), None) => {
-                cron::Schedule::from_str(expression)
-                    .map_err(|error| format!("schedule.cron '{expression}': {error} (six fields: sec min hour day month weekday)"))?;
-            }
-            (None, Some(at)) => {
-                DateTime::parse_from_rfc3339(at)
-                    .map_err(|error| format!("schedule.at '{at}': {error}"))?;
-            }
-            _ => return Err("schedule needs exactly one of cron or at".into()),
+            (Some(_), None) | (None, Some(_)) => Ok(()),
+            _ => Err("schedule needs exactly one of cron or at".into()),
         }
-        if let Some(tz) = &self.tz
-            && tz.parse::<Tz>().is_err()
-        {
-            return Err(format!("schedule.tz '{tz}' is not an IANA time zone"));
-        }
-        Ok(())
     }
 
     /// Scheduled instants in `(after, until]`, cron evaluated in its zone (DST-correct).
@@ -68,30 +111,17 @@ impl ScheduleConfig {
         after: DateTime<Utc>,
         until: DateTime<Utc>,
     ) -> Vec<(DateTime<Utc>, Option<String>)> {
-        if let Some(at) = self
-            .at
-            .as_deref()
-            .and_then(|at| DateTime::parse_from_rfc3339(at).ok())
-        {
-            let at = at.with_timezone(&Utc);
+        if let Some(at) = self.at {
             return if at > after && at <= until {
                 vec![(at, None)]
             } else {
                 Vec::new()
             };
         }
-        let Some(schedule) = self
-            .cron
-            .as_deref()
-            .and_then(|c| cron::Schedule::from_str(c).ok())
-        else {
+        let Some(Cron(schedule)) = &self.cron else {
             return Vec::new();
         };
-        let zone = self
-            .tz
-            .as_deref()
-            .and_then(|tz| tz.parse().ok())
-            .unwrap_or(default_zone);
+        let zone = self.tz.unwrap_or(default_zone);
         // Wall-clock times, carried as if UTC, from a few hours before `after` (a local time
         // moved by a gap lands later than it reads) to a few hours past `until`.
         let wall = |t: DateTime<Utc>| t.with_timezone(&zone).naive_local().and_utc();

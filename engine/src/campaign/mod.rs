@@ -251,11 +251,10 @@ impl Campaign {
             .dedup_key
             .as_deref()
             .unwrap_or("{campaign}:{user}:{run}");
-        let zone: chrono_tz::Tz = self
+        let zone = self
             .schedule
             .as_ref()
-            .and_then(|s| s.tz.as_deref())
-            .and_then(|tz| tz.parse().ok())
+            .and_then(|s| s.tz)
             .unwrap_or(chrono_tz::UTC);
         // One pass, so a user id that happens to contain `{run}` is left as it is.
         let mut key = String::with_capacity(template.len() + user.len() + 32);
@@ -306,8 +305,7 @@ impl Campaign {
         let zone = self
             .schedule
             .as_ref()
-            .and_then(|s| s.tz.as_deref())
-            .and_then(|tz| tz.parse::<chrono_tz::Tz>().ok())
+            .and_then(|s| s.tz)
             .unwrap_or(default_zone);
         let midnight = now
             .with_timezone(&zone)

@@ -443,6 +443,19 @@ fn campaign_values_out_of_range_and_rules_outside_the_folder_are_refused() {
             "rule = \"r.rhai\"\n[delivery]\nmin_interval_hours = -1",
             "delivery.min_interval_hours",
         ),
+        // Schedules are parsed when the file is read, not at each tick.
+        (
+            "rule = \"r.rhai\"\n[schedule]\ncron = \"every day\"",
+            "six fields",
+        ),
+        (
+            "rule = \"r.rhai\"\n[schedule]\ncron = \"0 0 9 * * *\"\ntz = \"Mars/Olympus\"",
+            "'Mars/Olympus' is not an IANA time zone",
+        ),
+        (
+            "rule = \"r.rhai\"\n[schedule]\nat = \"tomorrow\"",
+            "'tomorrow' is not an RFC 3339 instant",
+        ),
     ] {
         let error = load(extra).expect_err(extra);
         assert!(

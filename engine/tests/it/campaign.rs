@@ -393,8 +393,8 @@ async fn running_the_same_instant_twice_adds_nothing() {
 #[test]
 fn cron_instants_follow_the_campaign_zone_across_dst() {
     let schedule = ScheduleConfig {
-        cron: Some("0 0 9 * * *".into()),
-        tz: Some("America/New_York".into()),
+        cron: Some("0 0 9 * * *".parse().unwrap()),
+        tz: Some("America/New_York".parse().unwrap()),
         at: None,
     };
     let instants = schedule.instants(
@@ -409,12 +409,8 @@ fn cron_instants_follow_the_campaign_zone_across_dst() {
         "2026-11-02T14:00:00Z",
     ];
     assert_eq!(instants, expected.map(at));
-    let bad = ScheduleConfig {
-        cron: Some("every day".into()),
-        tz: None,
-        at: None,
-    };
-    assert!(bad.validate().unwrap_err().contains("six fields"));
+    let bad = "every day".parse::<nudge_engine::schedule::Cron>();
+    assert!(bad.unwrap_err().contains("six fields"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -426,7 +422,7 @@ async fn a_scheduled_instant_runs_once_and_missed_ones_are_skipped() {
     let mut hourly = campaign(immediate());
     hourly.rule = rule;
     hourly.schedule = Some(ScheduleConfig {
-        cron: Some("0 0 * * * *".into()),
+        cron: Some("0 0 * * * *".parse().unwrap()),
         tz: None,
         at: None,
     });
@@ -670,8 +666,8 @@ async fn rules_see_sends_from_the_outbox_and_their_clicks() {
 #[test]
 fn a_cron_time_the_clocks_pass_twice_runs_once_and_one_they_skip_runs_after_the_gap() {
     let back = ScheduleConfig {
-        cron: Some("0 30 1 * * *".into()),
-        tz: Some("America/New_York".into()),
+        cron: Some("0 30 1 * * *".parse().unwrap()),
+        tz: Some("America/New_York".parse().unwrap()),
         at: None,
     };
     // 2026-11-01: 01:30 happens at 05:30Z (EDT) and again at 06:30Z (EST).
@@ -685,8 +681,8 @@ fn a_cron_time_the_clocks_pass_twice_runs_once_and_one_they_skip_runs_after_the_
         [at("2026-11-01T05:30:00Z"), at("2026-11-02T06:30:00Z")]
     );
     let forward = ScheduleConfig {
-        cron: Some("0 30 2 * * *".into()),
-        tz: Some("America/New_York".into()),
+        cron: Some("0 30 2 * * *".parse().unwrap()),
+        tz: Some("America/New_York".parse().unwrap()),
         at: None,
     };
     // 2027-03-14: 02:00 EST jumps to 03:00 EDT, so 02:30 runs at 03:00 EDT (07:00Z), noted.
@@ -710,8 +706,8 @@ fn a_cron_time_the_clocks_pass_twice_runs_once_and_one_they_skip_runs_after_the_
     assert_eq!(runs[1].1, None);
     // Every half hour across the gap: 02:00 and 02:30 both land on 03:00, which runs once.
     let half_hourly = ScheduleConfig {
-        cron: Some("0 0,30 * * * *".into()),
-        tz: Some("America/New_York".into()),
+        cron: Some("0 0,30 * * * *".parse().unwrap()),
+        tz: Some("America/New_York".parse().unwrap()),
         at: None,
     };
     let runs = half_hourly.instants(
@@ -735,8 +731,8 @@ fn a_cron_time_the_clocks_pass_twice_runs_once_and_one_they_skip_runs_after_the_
 fn a_manual_run_takes_the_identity_of_the_current_period() {
     let mut daily = campaign(immediate());
     daily.schedule = Some(ScheduleConfig {
-        cron: Some("0 0 10 * * *".into()),
-        tz: Some("UTC".into()),
+        cron: Some("0 0 10 * * *".parse().unwrap()),
+        tz: Some("UTC".parse().unwrap()),
         at: None,
     });
     let zone = chrono_tz::Asia::Shanghai;
@@ -910,7 +906,7 @@ async fn a_run_left_running_by_a_dead_process_or_failed_is_run_again() {
     hourly.rule = rule.clone();
     hourly.delivery.requires_credit = false;
     hourly.schedule = Some(ScheduleConfig {
-        cron: Some("0 0 * * * *".into()),
+        cron: Some("0 0 * * * *".parse().unwrap()),
         tz: None,
         at: None,
     });
