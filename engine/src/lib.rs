@@ -1,7 +1,10 @@
 //! The nudge engine: events in, well-timed notifications out.
 //!
 //! The modules follow the pipeline: [`ingest`] validates behaviour events and hands them, as an
-//! [`batch::EventBatch`], to the [`store`] (Parquet segments for events, SQL for state), [`synth`] makes synthetic datasets to
+//! [`batch::EventBatch`], to the [`store`] (Parquet segments for events, SQL for state);
+//! [`scoring`] learns each user's active hours from the segments and [`features`] computes the
+//! facts a rule reads; [`campaign`] plans sends (run by [`schedule`] on cron) into the outbox,
+//! which [`dispatch`] delivers through the connectors. [`synth`] makes synthetic datasets to
 //! feed it, and [`stats`] reports what is stored.
 
 pub mod batch;
