@@ -146,7 +146,7 @@ pub async fn fresh_store(
         data_dir: dir.join("data"),
         ..Default::default()
     };
-    let store = nudge_engine::store::Store::open(&config).await?;
+    let store = nudge_engine::store::Store::open(&config.store()).await?;
     Ok((config, store))
 }
 

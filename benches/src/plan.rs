@@ -33,7 +33,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     println!("|---|---|---|---|---|---|");
     for campaign in &campaigns {
         let started = std::time::Instant::now();
-        let report = run::run(&store, &config, campaign, now, now, false).await?;
+        let report = run::run(&store, &config.run_settings(), campaign, now, now, false).await?;
         let seconds = started.elapsed().as_secs_f64();
         let skipped: u64 = report.skipped.values().sum();
         println!(

@@ -3,6 +3,7 @@
 //! Each column is one buffer, so a batch of half a million events costs a handful of
 //! allocations instead of five per event, and the segment writer reads it column by column.
 
+pub use crate::event::EventRef;
 use crate::event::Valid;
 
 /// A column of optional texts held in one buffer.
@@ -97,17 +98,6 @@ pub struct EventBatch {
     pub event_id: Texts,
     /// Valid IANA zone names, where the record carried one.
     pub tz: Texts,
-}
-
-/// One event of a batch, borrowed.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct EventRef<'a> {
-    pub user_id: &'a str,
-    pub event: &'a str,
-    pub ts_ms: i64,
-    pub props: Option<&'a str>,
-    pub event_id: Option<&'a str>,
-    pub tz: Option<&'a str>,
 }
 
 impl EventBatch {

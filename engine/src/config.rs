@@ -10,8 +10,7 @@ use crate::{Error, Result};
 /// The file looked for in the working directory when `--config` is not given.
 pub const DEFAULT_CONFIG_FILE: &str = "nudge.toml";
 
-/// The connector every configuration has: appends sends to a file in the data directory.
-pub const DRY_RUN: &str = "dry-run";
+pub use crate::dispatch::DRY_RUN;
 
 /// The whole configuration. Every key is optional; unknown keys are errors.
 #[derive(Debug, Clone, Deserialize)]
@@ -179,6 +178,25 @@ impl Config {
         match &self.database_url {
             Some(url) => url.clone(),
             None => format!("sqlite://{}", self.data_dir.join("nudge.db").display()),
+        }
+    }
+
+    /// What planning a campaign run needs of this configuration.
+    pub fn run_settings(&self) -> crate::campaign::run::RunSettings {
+        crate::campaign::run::RunSettings {
+            rules: self.rules,
+            default_tz: self.default_tz.clone(),
+            default_zone: self.default_zone(),
+            caps: self.caps,
+        }
+    }
+
+    /// What opening the store needs of this configuration.
+    pub fn store(&self) -> crate::store::StoreOptions {
+        crate::store::StoreOptions {
+            data_dir: self.data_dir.clone(),
+            database_url: self.database_url(),
+            id_cache_bytes: self.ingest.id_cache_mib.saturating_mul(1 << 20),
         }
     }
 }

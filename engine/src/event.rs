@@ -8,8 +8,6 @@ use chrono::DateTime;
 use chrono_tz::Tz;
 use serde_json::Value;
 
-use crate::batch::EventRef;
-
 /// Longest accepted `user_id`, in bytes.
 pub const MAX_USER_ID_BYTES: usize = 128;
 /// Longest accepted event name, in characters.
@@ -568,6 +566,17 @@ fn check_reserved_fully(event: &str, props: Option<&str>) -> Result<(), Invalid>
         )));
     }
     Ok(())
+}
+
+/// One event, borrowed (from a batch, or accepted as it was read).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EventRef<'a> {
+    pub user_id: &'a str,
+    pub event: &'a str,
+    pub ts_ms: i64,
+    pub props: Option<&'a str>,
+    pub event_id: Option<&'a str>,
+    pub tz: Option<&'a str>,
 }
 
 #[cfg(test)]

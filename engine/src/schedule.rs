@@ -1,165 +1,14 @@
 //! Scheduling: which runs of which campaigns are due, each recorded once per (campaign,
 //! scheduled instant) under a UNIQUE key, so a run happens once however many processes tick.
 
-use std::str::FromStr;
+use chrono::{DateTime, Duration, Utc};
 
-use chrono::{DateTime, Duration, LocalResult, TimeZone, Utc};
-use chrono_tz::Tz;
-use serde::Deserialize;
+pub use crate::campaign::trigger::{Cron, ScheduleConfig};
 
 use crate::Result;
 use crate::campaign::Campaign;
 use crate::config::Config;
 use crate::store::{RunEnd, Store};
-
-/// A campaign's `[schedule]`: a cron expression in a zone, or a one-off instant, parsed when the
-/// campaign file is read (a bad value is a load error naming the file, line and key).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ScheduleConfig {
-    /// Six fields with seconds: `0 0 10 * * *` is 10:00:00 every day.
-    pub cron: Option<Cron>,
-    /// The zone the cron expression is read in [default: the configured default zone].
-    #[serde(default, deserialize_with = "zone")]
-    pub tz: Option<Tz>,
-    /// A one-off run, RFC 3339 (any offset).
-    #[serde(default, deserialize_with = "instant")]
-    pub at: Option<DateTime<Utc>>,
-}
-
-/// A parsed cron expression (six fields, with seconds).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Cron(cron::Schedule);
-
-impl FromStr for Cron {
-    type Err = String;
-
-    fn from_str(expression: &str) -> std::result::Result<Self, String> {
-        cron::Schedule::from_str(expression)
-            .map(Cron)
-            .map_err(|error| {
-                format!("'{expression}': {error} (six fields: sec min hour day month weekday)")
-            })
-    }
-}
-
-impl<'de> Deserialize<'de> for Cron {
-    fn deserialize<D: serde::Deserializer<'de>>(
-        deserializer: D,
-    ) -> std::result::Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        text.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-fn zone<'de, D: serde::Deserializer<'de>>(
-    deserializer: D,
-) -> std::result::Result<Option<Tz>, D::Error> {
-    let Some(name) = Option::<String>::deserialize(deserializer)? else {
-        return Ok(None);
-    };
-    name.parse().map(Some).map_err(|_| {
-        serde::de::Error::custom(format!(
-            "'{name}' is not an IANA time zone (e.g. 'Asia/Shanghai')"
-        ))
-    })
-}
-
-fn instant<'de, D: serde::Deserializer<'de>>(
-    deserializer: D,
-) -> std::result::Result<Option<DateTime<Utc>>, D::Error> {
-    let Some(text) = Option::<String>::deserialize(deserializer)? else {
-        return Ok(None);
-    };
-    DateTime::parse_from_rfc3339(&text)
-        .map(|at| Some(at.with_timezone(&Utc)))
-        .map_err(|_| {
-            serde::de::Error::custom(format!(
-                "'{text}' is not an RFC 3339 instant (e.g. 2026-11-01T10:00:00+08:00)"
-            ))
-        })
-}
-
-impl ScheduleConfig {
-    pub fn validate(&self) -> std::result::Result<(), String> {
-        match (&self.cron, &self.at) {
-            (Some(_), None) | (None, Some(_)) => Ok(()),
-            _ => Err("schedule needs exactly one of cron or at".into()),
-        }
-    }
-
-    /// Scheduled instants in `(after, until]`, cron evaluated in its zone (DST-correct).
-    pub fn instants(
-        &self,
-        default_zone: Tz,
-        after: DateTime<Utc>,
-        until: DateTime<Utc>,
-    ) -> Vec<DateTime<Utc>> {
-        self.instants_noted(default_zone, after, until)
-            .into_iter()
-            .map(|(at, _)| at)
-            .collect()
-    }
-
-    /// [`instants`](Self::instants), each with a note when DST moved it. The cron expression is
-    /// matched against local wall-clock times, and each matching local time runs once: a time
-    /// the clocks pass twice (going back) runs at its first occurrence; a time they skip (going
-    /// forward) runs at the first instant after the gap, noted.
-    pub fn instants_noted(
-        &self,
-        default_zone: Tz,
-        after: DateTime<Utc>,
-        until: DateTime<Utc>,
-    ) -> Vec<(DateTime<Utc>, Option<String>)> {
-        if let Some(at) = self.at {
-            return if at > after && at <= until {
-                vec![(at, None)]
-            } else {
-                Vec::new()
-            };
-        }
-        let Some(Cron(schedule)) = &self.cron else {
-            return Vec::new();
-        };
-        let zone = self.tz.unwrap_or(default_zone);
-        // Wall-clock times, carried as if UTC, from a few hours before `after` (a local time
-        // moved by a gap lands later than it reads) to a few hours past `until`.
-        let wall = |t: DateTime<Utc>| t.with_timezone(&zone).naive_local().and_utc();
-        let margin = Duration::hours(3);
-        let last_wall = wall(until) + margin;
-        let mut out: Vec<(DateTime<Utc>, Option<String>)> = Vec::new();
-        for local in schedule
-            .after(&(wall(after) - margin))
-            .take_while(|local| *local <= last_wall)
-            .take(20_000)
-        {
-            let naive = local.naive_utc();
-            let (at, note) = match zone.from_local_datetime(&naive) {
-                LocalResult::Single(t) => (t.with_timezone(&Utc), None),
-                LocalResult::Ambiguous(first, _) => (first.with_timezone(&Utc), None),
-                LocalResult::None => {
-                    let Some(moved) = (1..=240).find_map(|minutes| {
-                        zone.from_local_datetime(&(naive + Duration::minutes(minutes)))
-                            .earliest()
-                    }) else {
-                        continue;
-                    };
-                    let note = format!(
-                        "{naive} does not exist in {zone} (clocks go forward); run at {}",
-                        moved.naive_local()
-                    );
-                    (moved.with_timezone(&Utc), Some(note))
-                }
-            };
-            // A gap can move several wall-clock times onto one instant: it runs once.
-            if at <= after || at > until || out.last().is_some_and(|(seen, _)| *seen == at) {
-                continue;
-            }
-            out.push((at, note));
-        }
-        out
-    }
-}
 
 /// What a tick did with one scheduled instant.
 #[derive(Debug, Clone, PartialEq)]
@@ -254,7 +103,7 @@ pub async fn tick(
             "runs whose process stopped are past their grace period: marked failed, not run"
         );
     }
-    for (name, at_ms) in store.runs_to_resume(now_ms, oldest).await? {
+    for (name, at_ms) in store.runs_to_resume(now_ms, oldest, RUN_ATTEMPTS).await? {
         let Some(campaign) = campaigns.iter().find(|c| c.name == name) else {
             continue;
         };
@@ -297,7 +146,8 @@ async fn run_claimed(
             }
         })
     };
-    let result = crate::campaign::run::run(store, config, campaign, at, now, false).await;
+    let result =
+        crate::campaign::run::run(store, &config.run_settings(), campaign, at, now, false).await;
     renewing.abort();
     Ok(match result {
         Ok(report) => {

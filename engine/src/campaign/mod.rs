@@ -4,6 +4,7 @@
 pub mod lift;
 pub mod plan;
 pub mod run;
+pub mod trigger;
 
 use std::path::{Path, PathBuf};
 
@@ -45,11 +46,11 @@ pub struct Campaign {
     #[serde(default)]
     pub delivery: Delivery,
     /// When it runs by itself under `nudge serve`.
-    pub schedule: Option<crate::schedule::ScheduleConfig>,
+    pub schedule: Option<trigger::ScheduleConfig>,
 }
 
 fn default_connector() -> String {
-    crate::config::DRY_RUN.to_string()
+    crate::dispatch::DRY_RUN.to_string()
 }
 
 /// When a targeted user's send lands.
@@ -345,4 +346,12 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Campaign>> {
     }
     campaigns.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(campaigns)
+}
+
+/// The per-campaign rate limits of these campaigns (`delivery.rate_per_s`), for the dispatcher.
+pub fn rates(campaigns: &[Campaign]) -> std::collections::BTreeMap<String, f64> {
+    campaigns
+        .iter()
+        .filter_map(|c| c.delivery.rate_per_s.map(|rate| (c.name.clone(), rate)))
+        .collect()
 }

@@ -10,7 +10,6 @@ use nudge_rules::{Decision, Rule, UserFacts, evaluate_all};
 
 use super::Campaign;
 use super::plan::{History, Planned, UserInput, plan_user};
-use crate::config::Config;
 use crate::features::{self, Audience};
 use crate::store::Store;
 use crate::store::outbox::{NewSend, PlannedSend, Quiet};
@@ -57,11 +56,23 @@ pub struct Explained {
     pub planned: Option<Planned>,
 }
 
+/// What planning a run needs of the configuration (`Config::run_settings` gathers it).
+#[derive(Debug, Clone)]
+pub struct RunSettings {
+    /// Limits of the rule scripts.
+    pub rules: nudge_rules::Limits,
+    /// The zone of users without one, by name and parsed.
+    pub default_tz: String,
+    pub default_zone: chrono_tz::Tz,
+    /// Frequency caps across campaigns.
+    pub caps: super::plan::Caps,
+}
+
 /// Plans `campaign` for the run scheduled at `run_at`, as of `now`; writes the sends unless
 /// `dry_run`.
 pub async fn run(
     store: &Store,
-    config: &Config,
+    config: &RunSettings,
     campaign: &Campaign,
     run_at: DateTime<Utc>,
     now: DateTime<Utc>,
@@ -73,7 +84,7 @@ pub async fn run(
 /// [`run`], keeping everything about one user for `--explain`.
 pub async fn run_explained(
     store: &Store,
-    config: &Config,
+    config: &RunSettings,
     campaign: &Campaign,
     run_at: DateTime<Utc>,
     now: DateTime<Utc>,
@@ -127,7 +138,7 @@ pub async fn run_explained(
             now_ms + horizon_ms + 7 * DAY_MS,
         )
         .await?;
-    let default_zone = config.default_zone();
+    let default_zone = config.default_zone;
     let last_clicks = if campaign.delivery.skip_if_clicked_within_hours.is_some() {
         campaign_clicks(store, &campaign.name, now).await?
     } else {

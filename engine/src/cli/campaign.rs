@@ -84,7 +84,7 @@ pub async fn run(context: &Context, command: Command) -> anyhow::Result<ExitCode
             status(context, &name, campaign.as_ref()).await?
         }
         Command::Resume { name } => {
-            let store = Store::open(&context.config).await?;
+            let store = Store::open(&context.config.store()).await?;
             let (resumed, expired) = store
                 .resume_campaign(&name, chrono::Utc::now().timestamp_millis())
                 .await?;
@@ -123,11 +123,11 @@ pub async fn run(context: &Context, command: Command) -> anyhow::Result<ExitCode
                     (now, run_at)
                 }
             };
-            let store = Store::open(&context.config).await?;
+            let store = Store::open(&context.config.store()).await?;
             let started = std::time::Instant::now();
             let report = campaign::run::run_explained(
                 &store,
-                &context.config,
+                &context.config.run_settings(),
                 campaign,
                 run_at,
                 now,
@@ -149,7 +149,7 @@ pub async fn run(context: &Context, command: Command) -> anyhow::Result<ExitCode
 }
 
 async fn status(context: &Context, name: &str, campaign: Option<&Campaign>) -> anyhow::Result<()> {
-    let store = Store::open(&context.config).await?;
+    let store = Store::open(&context.config.store()).await?;
     let runs = store.campaign_runs(name).await?;
     println!("campaign {name}: {} scheduled runs recorded", runs.len());
     for (at, state, planned, note) in runs.iter().take(20) {

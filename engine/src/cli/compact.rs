@@ -31,7 +31,7 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
     if args.file_rows < 2 {
         anyhow::bail!("--file-rows {}: must be at least 2", args.file_rows);
     }
-    let store = Store::open(&context.config).await?;
+    let store = Store::open(&context.config.store()).await?;
     if args.keep_replaced < 0 {
         anyhow::bail!(
             "--keep-replaced {}: must be 0 or more seconds",

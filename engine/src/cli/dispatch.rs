@@ -20,7 +20,7 @@ pub struct Args {
 }
 
 pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
-    let store = Store::open(&context.config).await?;
+    let store = Store::open(&context.config.store()).await?;
     let connectors = context.config.build_connectors()?;
     let options = DispatchOptions {
         until_idle: args.until_idle,
@@ -85,7 +85,7 @@ fn campaign_rates(
     if !dir.is_dir() {
         return Ok(Default::default());
     }
-    Ok(dispatch::campaign_rates(&nudge_engine::campaign::load_dir(
-        dir,
-    )?))
+    Ok(nudge_engine::campaign::rates(
+        &nudge_engine::campaign::load_dir(dir)?,
+    ))
 }

@@ -25,7 +25,7 @@ pub struct Args {
 }
 
 pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
-    let store = Store::open(&context.config).await?;
+    let store = Store::open(&context.config.store()).await?;
     let options = IngestOptions {
         strict: args.strict,
         max_record_bytes: context.config.ingest.max_record_bytes,

@@ -53,7 +53,7 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
     super::generate::print_summary(&summary, &options, started.elapsed());
 
     println!("\n2/6 ingesting into {}", data_dir.display());
-    let store = Store::open(&context.config).await?;
+    let store = Store::open(&context.config.store()).await?;
     let ingest_options = IngestOptions {
         strict: false,
         max_record_bytes: context.config.ingest.max_record_bytes,
@@ -244,9 +244,15 @@ async fn deliver(
     campaigns.sort_by_key(|c| std::cmp::Reverse(c.priority));
     let mut reports = Vec::new();
     for campaign in &campaigns {
-        let report =
-            nudge_engine::campaign::run::run(store, &context.config, campaign, now, now, false)
-                .await?;
+        let report = nudge_engine::campaign::run::run(
+            store,
+            &context.config.run_settings(),
+            campaign,
+            now,
+            now,
+            false,
+        )
+        .await?;
         reports.push(report);
     }
     // Deliver hour by hour through the next day on a simulated clock, so nothing waits for real
@@ -260,7 +266,7 @@ async fn deliver(
             start_ms: Some((now + chrono::Duration::hours(hour)).timestamp_millis()),
             worker: "quickstart".into(),
             idle_wait_ms: 0,
-            campaign_rates: nudge_engine::dispatch::campaign_rates(&campaigns),
+            campaign_rates: nudge_engine::campaign::rates(&campaigns),
         };
         let (_stop, shutdown) = tokio::sync::watch::channel(false);
         let dispatched = nudge_engine::dispatch::run(

@@ -88,7 +88,7 @@ fn print_compile_error(error: &CompileError) {
 }
 
 async fn check(context: &Context, files: &[PathBuf]) -> anyhow::Result<ExitCode> {
-    let known_events: Option<Vec<String>> = match Store::open(&context.config).await {
+    let known_events: Option<Vec<String>> = match Store::open(&context.config.store()).await {
         Ok(store) => {
             let stats = nudge_engine::stats::collect(&store).await?;
             (stats.events > 0).then(|| stats.by_event.into_iter().map(|(name, _)| name).collect())
@@ -161,7 +161,7 @@ async fn explain(
     as_of: DateTime<Utc>,
 ) -> anyhow::Result<ExitCode> {
     let rule = load(context, file)?;
-    let store = Store::open(&context.config).await?;
+    let store = Store::open(&context.config.store()).await?;
     let facts = features::user_facts(
         &store,
         rule.needs(),
@@ -247,7 +247,7 @@ async fn run_rule(
     out: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
     let rule = load(context, file)?;
-    let store = Store::open(&context.config).await?;
+    let store = Store::open(&context.config.store()).await?;
     let started = std::time::Instant::now();
     let users = features::user_facts(
         &store,

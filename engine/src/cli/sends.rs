@@ -53,7 +53,7 @@ struct PlanLine {
 }
 
 pub async fn run(context: &Context, command: Command) -> anyhow::Result<ExitCode> {
-    let store = Store::open(&context.config).await?;
+    let store = Store::open(&context.config.store()).await?;
     match command {
         Command::Status { campaign } => {
             let rows = store.send_status(campaign.as_deref()).await?;

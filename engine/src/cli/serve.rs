@@ -30,7 +30,7 @@ pub struct Args {
 }
 
 pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
-    let store = Store::open(&context.config).await?;
+    let store = Store::open(&context.config.store()).await?;
     let campaigns = nudge_engine::campaign::load_dir(&context.config.campaigns_dir)?;
     let scheduled = campaigns.iter().filter(|c| c.schedule.is_some()).count();
     println!(
@@ -73,7 +73,7 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
             start_ms: None,
             worker: format!("serve-{}", std::process::id()),
             idle_wait_ms: dispatch::IDLE_WAIT_MS,
-            campaign_rates: dispatch::campaign_rates(&campaigns),
+            campaign_rates: nudge_engine::campaign::rates(&campaigns),
         };
         let ready = ready.clone();
         tokio::spawn(async move {

@@ -8,7 +8,7 @@ use nudge_engine::store::Store;
 use super::Context;
 
 pub async fn run(context: &Context) -> anyhow::Result<ExitCode> {
-    let store = Store::open(&context.config).await?;
+    let store = Store::open(&context.config.store()).await?;
     print(
         &stats::collect(&store).await?,
         &context.config.data_dir.display().to_string(),

@@ -22,7 +22,7 @@ pub enum Command {
 }
 
 pub async fn run(context: &Context, command: Command) -> anyhow::Result<ExitCode> {
-    let store = Store::open(&context.config).await?;
+    let store = Store::open(&context.config.store()).await?;
     match command {
         Command::Sync { connector } => {
             let wechat: Vec<_> = context

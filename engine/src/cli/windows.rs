@@ -55,7 +55,7 @@ pub enum Command {
 }
 
 pub async fn run(context: &Context, command: Command) -> anyhow::Result<ExitCode> {
-    let store = Store::open(&context.config).await?;
+    let store = Store::open(&context.config.store()).await?;
     let config = &context.config.windows;
     let zone = context.config.default_zone();
     match command {

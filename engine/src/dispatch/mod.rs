@@ -153,17 +153,12 @@ pub struct DispatchOptions {
     /// With `until_idle`: how long to wait for sends due soon (retries) before stopping.
     pub idle_wait_ms: i64,
     /// Per-campaign limits in messages per second (a campaign's `delivery.rate_per_s`), on
-    /// top of the connector's; see [`campaign_rates`].
+    /// top of the connector's (see `campaign::rates`).
     pub campaign_rates: BTreeMap<String, f64>,
 }
 
-/// The per-campaign rate limits of these campaigns.
-pub fn campaign_rates(campaigns: &[crate::campaign::Campaign]) -> BTreeMap<String, f64> {
-    campaigns
-        .iter()
-        .filter_map(|c| c.delivery.rate_per_s.map(|rate| (c.name.clone(), rate)))
-        .collect()
-}
+/// The connector every configuration has: appends sends to a file in the data directory.
+pub const DRY_RUN: &str = "dry-run";
 
 /// What a run did.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -24,7 +24,6 @@ pub use seen::DEFAULT_BUDGET_MIB as DEFAULT_ID_CACHE_MIB;
 pub use state::{CreditSummary, StateChanges, StateQuery, UserState};
 
 use crate::batch::EventBatch;
-use crate::config::Config;
 use crate::{Error, Result};
 
 /// The hasher of the store's in-memory maps keyed by ids and names: foldhash, quick on short
@@ -148,21 +147,32 @@ pub struct Committed {
     pub segments: u64,
 }
 
+/// What opening a store needs: where its files are, its SQL database, the event-id cache's
+/// budget (`Config::store` gathers them from the configuration).
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub data_dir: PathBuf,
+    /// `sqlite://…`.
+    pub database_url: String,
+    /// Memory for the event ids the duplicate check keeps (`ingest.id_cache_mib`).
+    pub id_cache_bytes: usize,
+}
+
 impl Store {
     /// Opens (creating if needed) the data directory and SQL store, runs migrations and removes
     /// segment files that no committed manifest row names (left by a crash).
-    pub async fn open(config: &Config) -> Result<Store> {
-        let data_dir = config.data_dir.clone();
+    pub async fn open(options: &StoreOptions) -> Result<Store> {
+        let data_dir = options.data_dir.clone();
         std::fs::create_dir_all(segments::events_dir(&data_dir))
             .map_err(|source| Error::io(&data_dir, source))?;
-        let url = config.database_url();
+        let url = options.database_url.clone();
         if !url.starts_with("sqlite:") {
             return Err(Error::Usage(format!(
                 "database_url: only sqlite: URLs are supported by this build (got scheme '{}')",
                 url.split(':').next().unwrap_or_default()
             )));
         }
-        let options = SqliteConnectOptions::from_str(&url)?
+        let connect = SqliteConnectOptions::from_str(&url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             // FULL: a commit is on disk when it returns. With NORMAL a power loss could roll back
@@ -181,7 +191,7 @@ impl Store {
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
-            .connect_with(options)
+            .connect_with(connect)
             .await?;
         migrations::run(&pool).await?;
         let id = store_id(&pool).await?;
@@ -190,7 +200,7 @@ impl Store {
             data_dir,
             id,
             seen: Arc::new(Mutex::new(seen::SeenIds::with_budget(
-                config.ingest.id_cache_mib.saturating_mul(1 << 20),
+                options.id_cache_bytes,
             ))),
         };
         store.sweep_orphans().await?;
@@ -802,8 +812,14 @@ impl Store {
     }
 
     /// Runs scheduled at or after `oldest_ms` to run again now: `running` ones whose claim ran
-    /// out (their process died) and `failed` ones whose backoff passed, with attempts left.
-    pub async fn runs_to_resume(&self, now_ms: i64, oldest_ms: i64) -> Result<Vec<(String, i64)>> {
+    /// out (their process died) and `failed` ones whose backoff passed, with fewer than
+    /// `max_attempts` attempts.
+    pub async fn runs_to_resume(
+        &self,
+        now_ms: i64,
+        oldest_ms: i64,
+        max_attempts: i64,
+    ) -> Result<Vec<(String, i64)>> {
         let rows = sqlx::query(
             "SELECT campaign, scheduled_at, state, attempts, COALESCE(finished_ms, started_ms), COALESCE(lease_until, 0)
              FROM campaign_runs WHERE scheduled_at >= $1 AND state IN ('running', 'failed')",
@@ -819,8 +835,7 @@ impl Store {
                     "running" => row.get::<i64, _>(5) < now_ms,
                     _ => {
                         let backoff = 60_000i64 << (attempts - 1).clamp(0, 10);
-                        attempts < crate::schedule::RUN_ATTEMPTS
-                            && row.get::<i64, _>(4) + backoff <= now_ms
+                        attempts < max_attempts && row.get::<i64, _>(4) + backoff <= now_ms
                     }
                 }
             })

@@ -162,7 +162,7 @@ async fn frequency_caps_across_two_campaigns_let_the_higher_priority_win() {
     let high = campaign(&test, "high", 5);
     let lowest = campaign(&test, "lowest", 0);
 
-    let first = run(&test.store, &config, &low, now, now, false)
+    let first = run(&test.store, &config.run_settings(), &low, now, now, false)
         .await
         .unwrap();
     assert_eq!(first.planned, 3);
@@ -184,7 +184,7 @@ async fn frequency_caps_across_two_campaigns_let_the_higher_priority_win() {
         .await
         .unwrap();
 
-    let second = run(&test.store, &config, &high, now, now, false)
+    let second = run(&test.store, &config.run_settings(), &high, now, now, false)
         .await
         .unwrap();
     assert_eq!(second.planned, 2, "{second:?}");
@@ -199,9 +199,16 @@ async fn frequency_caps_across_two_campaigns_let_the_higher_priority_win() {
     assert_eq!(states(&test, "high").await, counts(&[("planned", 2)]));
 
     // A lower priority cannot take the slots back.
-    let third = run(&test.store, &config, &lowest, now, now, false)
-        .await
-        .unwrap();
+    let third = run(
+        &test.store,
+        &config.run_settings(),
+        &lowest,
+        now,
+        now,
+        false,
+    )
+    .await
+    .unwrap();
     assert_eq!((third.planned, third.skipped.get("capped")), (0, Some(&3)));
 }
 
@@ -217,15 +224,36 @@ async fn a_dedup_key_by_day_sends_once_however_often_the_campaign_runs() {
     let morning = at("2026-11-02T09:00:00+08:00");
     let evening = at("2026-11-02T20:00:00+08:00");
     let next_day = at("2026-11-03T09:00:00+08:00");
-    let first = run(&test.store, &config, &daily, morning, morning, false)
-        .await
-        .unwrap();
-    let again = run(&test.store, &config, &daily, evening, evening, false)
-        .await
-        .unwrap();
-    let tomorrow = run(&test.store, &config, &daily, next_day, next_day, false)
-        .await
-        .unwrap();
+    let first = run(
+        &test.store,
+        &config.run_settings(),
+        &daily,
+        morning,
+        morning,
+        false,
+    )
+    .await
+    .unwrap();
+    let again = run(
+        &test.store,
+        &config.run_settings(),
+        &daily,
+        evening,
+        evening,
+        false,
+    )
+    .await
+    .unwrap();
+    let tomorrow = run(
+        &test.store,
+        &config.run_settings(),
+        &daily,
+        next_day,
+        next_day,
+        false,
+    )
+    .await
+    .unwrap();
     assert_eq!((first.planned, first.duplicates), (3, 0));
     assert_eq!((again.planned, again.duplicates), (3, 3));
     assert_eq!((tomorrow.planned, tomorrow.duplicates), (3, 0));
@@ -267,9 +295,16 @@ async fn held_out_users_are_recorded_and_never_dispatched() {
     let mut everyone_held = campaign(&test, "held", 0);
     everyone_held.delivery.holdout_percent = 100.0;
     let now = at("2026-11-02T12:00:00+08:00");
-    let report: RunReport = run(&test.store, &config, &everyone_held, now, now, false)
-        .await
-        .unwrap();
+    let report: RunReport = run(
+        &test.store,
+        &config.run_settings(),
+        &everyone_held,
+        now,
+        now,
+        false,
+    )
+    .await
+    .unwrap();
     assert_eq!((report.planned, report.holdout), (0, 3));
     assert_eq!(states(&test, "held").await, counts(&[("holdout", 3)]));
     let claimed = test
@@ -287,7 +322,7 @@ async fn held_out_users_are_recorded_and_never_dispatched() {
     // Held-out records take no cap slot.
     let other = run(
         &test.store,
-        &config,
+        &config.run_settings(),
         &campaign(&test, "other", 0),
         now,
         now,
@@ -304,7 +339,7 @@ async fn explain_shows_what_one_users_plan_rests_on() {
     let now = at("2026-11-02T12:00:00+08:00");
     let report = run_explained(
         &test.store,
-        &config,
+        &config.run_settings(),
         &campaign(&test, "low", 1),
         now,
         now,
@@ -322,7 +357,7 @@ async fn explain_shows_what_one_users_plan_rests_on() {
     assert!(matches!(explained.planned, Some(Planned::Send { send_at, .. }) if send_at == now));
     let nobody = run_explained(
         &test.store,
-        &config,
+        &config.run_settings(),
         &campaign(&test, "low", 1),
         now,
         now,
@@ -351,9 +386,16 @@ async fn lift_compares_goal_events_of_sent_and_held_out_users_within_the_window(
     halves.delivery.holdout_percent = 50.0;
     halves.goal_event = Some("purchase".into());
     let now = at("2026-11-02T12:00:00Z");
-    let report = run(&test.store, &config, &halves, now, now, false)
-        .await
-        .unwrap();
+    let report = run(
+        &test.store,
+        &config.run_settings(),
+        &halves,
+        now,
+        now,
+        false,
+    )
+    .await
+    .unwrap();
     assert!(report.holdout > 5 && report.planned > 5, "{report:?}");
     // Every send goes out.
     let claimed = test

@@ -371,13 +371,12 @@ async fn running_the_same_instant_twice_adds_nothing() {
         ..Default::default()
     };
     let now = at("2026-11-02T12:00:00+08:00");
-    let first = nudge_engine::campaign::run::run(&test.store, &config, &campaign, now, now, false)
-        .await
-        .unwrap();
+    let settings = config.run_settings();
+    let run =
+        || nudge_engine::campaign::run::run(&test.store, &settings, &campaign, now, now, false);
+    let first = run().await.unwrap();
     assert_eq!((first.planned, first.duplicates), (5, 0));
-    let second = nudge_engine::campaign::run::run(&test.store, &config, &campaign, now, now, false)
-        .await
-        .unwrap();
+    let second = run().await.unwrap();
     assert_eq!((second.planned, second.duplicates), (5, 5));
     let total: u64 = test
         .store
@@ -545,9 +544,16 @@ async fn a_user_who_clicked_the_campaign_recently_is_not_sent_again() {
         data_dir: test.store.data_dir().to_path_buf(),
         ..Default::default()
     };
-    let report = nudge_engine::campaign::run::run(&test.store, &config, &campaign, now, now, true)
-        .await
-        .unwrap();
+    let report = nudge_engine::campaign::run::run(
+        &test.store,
+        &config.run_settings(),
+        &campaign,
+        now,
+        now,
+        true,
+    )
+    .await
+    .unwrap();
     assert_eq!(
         report.skipped.get("clicked"),
         Some(&1),

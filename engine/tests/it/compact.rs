@@ -130,10 +130,13 @@ async fn a_days_small_segments_become_one_file_holding_the_same_events() {
         .sum();
     assert_eq!(rows, 1_200, "the scan's files all still read");
     // Another process opening the store neither deletes them nor takes them for orphans.
-    let other = Store::open(&Config {
-        data_dir: data_dir.clone(),
-        ..Config::default()
-    })
+    let other = Store::open(
+        &Config {
+            data_dir: data_dir.clone(),
+            ..Config::default()
+        }
+        .store(),
+    )
     .await
     .unwrap();
     assert_eq!(live_files(&data_dir).len(), 9);
@@ -163,10 +166,13 @@ async fn a_days_small_segments_become_one_file_holding_the_same_events() {
     let again = events_file(&test, "again.ndjson", "b2-", 299);
     let report = test.ingest(&[&again]).await;
     assert_eq!((report.accepted, report.duplicates), (0, 299));
-    let fresh = Store::open(&Config {
-        data_dir: data_dir.clone(),
-        ..Config::default()
-    })
+    let fresh = Store::open(
+        &Config {
+            data_dir: data_dir.clone(),
+            ..Config::default()
+        }
+        .store(),
+    )
     .await
     .unwrap();
     let mixed = events_file(&test, "mixed.ndjson", "b1-", 310);
@@ -232,10 +238,13 @@ async fn a_stale_plan_changes_nothing() {
         ..CompactOptions::default()
     };
     let days = test.store.days_to_compact(options, None).await.unwrap();
-    let other = Store::open(&Config {
-        data_dir: test.store.data_dir().to_path_buf(),
-        ..Config::default()
-    })
+    let other = Store::open(
+        &Config {
+            data_dir: test.store.data_dir().to_path_buf(),
+            ..Config::default()
+        }
+        .store(),
+    )
     .await
     .unwrap();
     other.compact_day(&days[0], options).await.unwrap();
@@ -280,10 +289,13 @@ async fn crash_during_compaction(point: &str) -> (usize, usize, usize) {
     let crashed = nudge(Some(point));
     assert!(!crashed.status.success(), "the process should have aborted");
 
-    let store = Store::open(&Config {
-        data_dir: data_dir.clone(),
-        ..Config::default()
-    })
+    let store = Store::open(
+        &Config {
+            data_dir: data_dir.clone(),
+            ..Config::default()
+        }
+        .store(),
+    )
     .await
     .unwrap();
     assert_eq!(stored_rows(&store).await, before, "every event, once");
@@ -309,10 +321,13 @@ async fn crash_during_compaction(point: &str) -> (usize, usize, usize) {
         "{}",
         String::from_utf8_lossy(&finished.stderr)
     );
-    let store = Store::open(&Config {
-        data_dir: data_dir.clone(),
-        ..Config::default()
-    })
+    let store = Store::open(
+        &Config {
+            data_dir: data_dir.clone(),
+            ..Config::default()
+        }
+        .store(),
+    )
     .await
     .unwrap();
     assert_eq!(stored_rows(&store).await, before);

@@ -213,14 +213,14 @@ async fn event_ids_are_checked_against_the_stored_segments_of_their_day() {
         data_dir: test.dir.path().join("data"),
         ..Config::default()
     };
-    let other = Store::open(&config).await.unwrap();
+    let other = Store::open(&config.store()).await.unwrap();
     let options = test.options();
     let third = test.file("third.ndjson", event("e3", NOV_1 + 2 * HOUR));
     let report = ingest::ingest(&other, &[third], &options).await.unwrap();
     assert_eq!(report.accepted, 1);
 
     // A fresh handle knows nothing in memory: ids come from the segments on disk.
-    let reopened = Store::open(&config).await.unwrap();
+    let reopened = Store::open(&config.store()).await.unwrap();
     let replay = [
         event("e1", NOV_1),
         event("e3", NOV_1 + 2 * HOUR),
@@ -439,7 +439,7 @@ async fn a_crash_between_segment_write_and_commit_loses_and_duplicates_nothing()
         orphan_files > 2,
         "the third batch's segment should be on disk before reopening"
     );
-    let store = Store::open(&config).await.unwrap();
+    let store = Store::open(&config.store()).await.unwrap();
     let stats = stats::collect(&store).await.unwrap();
     assert_eq!(stats.events, 200, "two committed batches, not the third");
     let live = walk(&data_dir.join("events"))
@@ -466,7 +466,7 @@ async fn a_crash_between_segment_write_and_commit_loses_and_duplicates_nothing()
         String::from_utf8_lossy(&resumed.stderr)
     );
     assert!(String::from_utf8_lossy(&resumed.stdout).contains("resumed after record 200"));
-    let store = Store::open(&config).await.unwrap();
+    let store = Store::open(&config.store()).await.unwrap();
     assert_eq!(stats::collect(&store).await.unwrap().events, 450);
 }
 

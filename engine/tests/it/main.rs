@@ -9,6 +9,7 @@ mod ingest;
 mod reliability;
 mod segments;
 mod serve;
+mod structure;
 mod support;
 mod synth;
 mod windows;

@@ -424,7 +424,7 @@ async fn opening_a_store_restored_from_a_backup_keeps_the_newer_segments_aside()
     std::fs::write(&day2, line("u1", "app_open", NOV_1 + 24 * HOUR, "")).unwrap();
     let db = config.data_dir.join("nudge.db");
     {
-        let store = Store::open(&config).await.unwrap();
+        let store = Store::open(&config.store()).await.unwrap();
         nudge_engine::ingest::ingest(&store, &[day1], &options("a"))
             .await
             .unwrap();
@@ -434,7 +434,7 @@ async fn opening_a_store_restored_from_a_backup_keeps_the_newer_segments_aside()
     let backup = dir.path().join("backup.db");
     std::fs::copy(&db, &backup).unwrap();
     {
-        let store = Store::open(&config).await.unwrap();
+        let store = Store::open(&config.store()).await.unwrap();
         nudge_engine::ingest::ingest(&store, &[day2], &options("b"))
             .await
             .unwrap();
@@ -446,7 +446,7 @@ async fn opening_a_store_restored_from_a_backup_keeps_the_newer_segments_aside()
         let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
     }
     std::fs::copy(&backup, &db).unwrap();
-    let store = Store::open(&config).await.unwrap();
+    let store = Store::open(&config.store()).await.unwrap();
     let stats = nudge_engine::stats::collect(&store).await.unwrap();
     assert_eq!(stats.events, 1, "the restored database knows day 1");
     let aside = walk(&config.data_dir.join("events").join("_orphaned"));

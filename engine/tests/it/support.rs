@@ -19,7 +19,7 @@ impl TestStore {
             data_dir: dir.path().join("data"),
             ..Config::default()
         };
-        let store = Store::open(&config).await.unwrap();
+        let store = Store::open(&config.store()).await.unwrap();
         TestStore { dir, store }
     }
 

@@ -1,0 +1,159 @@
+//! The engine's modules point one way: no module reaches, through `crate::` paths in its
+//! non-test code, a module that reaches back to it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// The library's top-level modules and, for each, the top-level modules its code names.
+fn module_graph() -> BTreeMap<String, BTreeSet<String>> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for file in rust_files(&src) {
+        let relative = file.strip_prefix(&src).unwrap();
+        let first = relative.components().next().unwrap().as_os_str();
+        let module = Path::new(first)
+            .file_stem()
+            .unwrap()
+            .to_string_lossy()
+            .to_string();
+        // The binary's own files are not part of the library.
+        if module == "cli" || module == "main" || module == "lib" {
+            continue;
+        }
+        let text = std::fs::read_to_string(&file).unwrap();
+        // Unit tests sit at the end of a file; they may use anything.
+        let code = text.split("#[cfg(test)]").next().unwrap();
+        let code: String = code
+            .lines()
+            .filter(|line| !line.trim_start().starts_with("//"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let uses = graph.entry(module.clone()).or_default();
+        for named in crate_paths(&code) {
+            let named = match named.as_str() {
+                "Error" | "Result" => "error".to_string(),
+                _ => named,
+            };
+            if named != module {
+                uses.insert(named);
+            }
+        }
+    }
+    let modules: BTreeSet<String> = graph.keys().cloned().collect();
+    for uses in graph.values_mut() {
+        uses.retain(|named| modules.contains(named));
+    }
+    graph
+}
+
+fn rust_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(rust_files(&path));
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            files.push(path);
+        }
+    }
+    files
+}
+
+/// The first segment of every `crate::` path, braces included (`crate::{a, b::c}` names a, b).
+fn crate_paths(code: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = code;
+    while let Some(at) = rest.find("crate::") {
+        rest = &rest[at + "crate::".len()..];
+        if let Some(inner) = rest.strip_prefix('{') {
+            let mut depth = 1;
+            let end = inner
+                .char_indices()
+                .find(|(_, c)| {
+                    match c {
+                        '{' => depth += 1,
+                        '}' => depth -= 1,
+                        _ => {}
+                    }
+                    depth == 0
+                })
+                .map_or(inner.len(), |(i, _)| i);
+            let mut depth = 0;
+            let mut item = String::new();
+            for c in inner[..end].chars().chain([',']) {
+                match c {
+                    '{' => depth += 1,
+                    '}' => depth -= 1,
+                    ',' if depth == 0 => {
+                        names.push(first_segment(&item));
+                        item.clear();
+                        continue;
+                    }
+                    _ => {}
+                }
+                item.push(c);
+            }
+        } else {
+            names.push(first_segment(rest));
+        }
+    }
+    names.retain(|name| !name.is_empty());
+    names
+}
+
+fn first_segment(path: &str) -> String {
+    path.trim_start()
+        .chars()
+        .take_while(|c| c.is_alphanumeric() || *c == '_')
+        .collect()
+}
+
+/// A cycle through `start`, if there is one.
+fn cycle_from(graph: &BTreeMap<String, BTreeSet<String>>, start: &str) -> Option<Vec<String>> {
+    let mut stack = vec![(start.to_string(), vec![start.to_string()])];
+    let mut seen = BTreeSet::new();
+    while let Some((module, path)) = stack.pop() {
+        for next in graph.get(&module).into_iter().flatten() {
+            if next == start {
+                let mut cycle = path.clone();
+                cycle.push(start.to_string());
+                return Some(cycle);
+            }
+            if seen.insert(next.clone()) {
+                let mut longer = path.clone();
+                longer.push(next.clone());
+                stack.push((next.clone(), longer));
+            }
+        }
+    }
+    None
+}
+
+#[test]
+fn no_module_of_the_engine_reaches_back_to_itself() {
+    let graph = module_graph();
+    assert!(
+        !graph["store"].contains("config"),
+        "the store takes plain values (StoreOptions), not the whole Config"
+    );
+    let cycles: Vec<String> = graph
+        .keys()
+        .filter_map(|module| cycle_from(&graph, module))
+        .map(|cycle| cycle.join(" -> "))
+        .collect();
+    assert!(cycles.is_empty(), "import cycles:\n{}", cycles.join("\n"));
+}
+
+#[test]
+fn the_import_reader_sees_braced_and_nested_paths() {
+    let code = "use crate::{store::{Store, segments}, event};\nlet x = crate::time::DAY_MS;";
+    assert_eq!(crate_paths(code), ["store", "event", "time"]);
+    let graph = BTreeMap::from([
+        ("a".to_string(), BTreeSet::from(["b".to_string()])),
+        ("b".to_string(), BTreeSet::from(["a".to_string()])),
+    ]);
+    assert_eq!(
+        cycle_from(&graph, "a"),
+        Some(vec!["a".to_string(), "b".to_string(), "a".to_string()])
+    );
+}
