@@ -661,7 +661,7 @@ fn classify(
             credit_gone,
         }) => Outcome::Failed {
             reason: format!("rejected ({code}): {reason}"),
-            zero_credit: credit_gone,
+            credit_gone: credit_gone.then(|| format!("{}:{code}", send.send.connector)),
         },
         Err(SendError::Misconfigured { code, reason }) => Outcome::PauseCampaign {
             reason: format!("misconfigured ({code}): {reason}"),

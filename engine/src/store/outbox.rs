@@ -103,9 +103,11 @@ pub enum Outcome {
         reason: String,
         count_attempt: bool,
     },
+    /// Failed for good. `credit_gone`: the channel said the user holds no credit for the
+    /// template; the balance is zeroed and the ledger row names who said so (`connector:code`).
     Failed {
         reason: String,
-        zero_credit: bool,
+        credit_gone: Option<String>,
     },
     Unknown {
         reason: String,
@@ -535,10 +537,10 @@ async fn record_in(
             }
             Outcome::Failed {
                 reason,
-                zero_credit,
+                credit_gone,
             } => {
                 let matched = set_final(tx, worker, claimed.id, "failed", reason, now_ms).await?;
-                if *zero_credit {
+                if let Some(said_by) = credit_gone {
                     let zeroed = sqlx::query(
                         "UPDATE credits SET balance = 0, updated_ts = $3 WHERE user_id = $1 AND template_id = $2 AND balance > 0",
                     )
@@ -549,7 +551,7 @@ async fn record_in(
                     .await?
                     .rows_affected();
                     if zeroed > 0 {
-                        ledger(tx, send, "reset", 0, now_ms, "wechat:43101").await?;
+                        ledger(tx, send, "reset", 0, now_ms, said_by).await?;
                     }
                 }
                 matched
