@@ -31,13 +31,13 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
     if args.file_rows < 2 {
         anyhow::bail!("--file-rows {}: must be at least 2", args.file_rows);
     }
-    let store = Store::open(&context.config.store()).await?;
     if args.keep_replaced < 0 {
         anyhow::bail!(
             "--keep-replaced {}: must be 0 or more seconds",
             args.keep_replaced
         );
     }
+    let store = Store::open(&context.config.store()).await?;
     let options = CompactOptions {
         file_rows: args.file_rows,
         keep_replaced_ms: args.keep_replaced * 1000,
@@ -45,11 +45,11 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
     };
     let (segments_before, _) = store.segment_totals().await?;
     let days = store.days_to_compact(options, args.day.as_deref()).await?;
-    let now = chrono::Utc::now().timestamp_millis();
-    store
-        .remove_retired_before(now - options.keep_replaced_ms)
-        .await?;
     if days.is_empty() {
+        if !args.dry_run {
+            // Still deletes the files earlier compactions replaced, once past their grace.
+            store.compact_days(&days, options, |_| true).await?;
+        }
         println!(
             "nothing to compact: no day has two or more segments under {} rows ({segments_before} segments)",
             options.file_rows
@@ -90,6 +90,7 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
                 bar.set_message(day.day.clone());
                 bar.inc(1);
             }
+            true
         })
         .await;
     if let Some(bar) = progress {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use nudge_engine::dispatch::{self, DispatchOptions};
 use nudge_engine::schedule::{self, RunRecord};
-use nudge_engine::store::{CompactOptions, Compacted, Store};
+use nudge_engine::store::{CompactOptions, Store};
 use tokio_cron_scheduler::{Job, JobScheduler};
 
 use super::Context;
@@ -186,27 +186,17 @@ async fn compact_in_background(
             }
         };
         let started = std::time::Instant::now();
-        let mut done = Compacted::default();
-        for day in &days {
-            if *shutdown.borrow() {
-                return;
+        let done = match store
+            .compact_days(&days, options, |_| !*shutdown.borrow())
+            .await
+        {
+            Ok(done) => done,
+            Err(error) => {
+                tracing::error!(error = %error, "background compaction failed");
+                eprintln!("compaction error: {error}");
+                continue;
             }
-            match store
-                .compact_days(std::slice::from_ref(day), options, |_| {})
-                .await
-            {
-                Ok(one) => {
-                    done.days += one.days;
-                    done.segments += one.segments;
-                    done.files += one.files;
-                }
-                Err(error) => {
-                    tracing::error!(error = %error, "background compaction failed");
-                    eprintln!("compaction error: {error}");
-                    break;
-                }
-            }
-        }
+        };
         if done.days > 0 {
             println!(
                 "compacted {} days: {} segments into {} files in {:.1}s",

@@ -78,18 +78,8 @@ pub(super) fn rows(scanned: Scanned, users: &mut UserNumbers) -> Result<Vec<Hour
     let mut frame = scanned.0;
     // The same chunks in every column, so each chunk is walked as plain slices.
     frame.align_chunks_par();
-    let hours: Vec<&[i32]> = frame
-        .column("hour")?
-        .i32()?
-        .downcast_iter()
-        .map(|chunk| chunk.values().as_slice())
-        .collect();
-    let weights: Vec<&[f64]> = frame
-        .column("weight")?
-        .f64()?
-        .downcast_iter()
-        .map(|chunk| chunk.values().as_slice())
-        .collect();
+    let hours = chunk_values(frame.column("hour")?.i32()?);
+    let weights = chunk_values(frame.column("weight")?.f64()?);
     // Both are computed from non-null columns (`ts`, `event`): they have no nulls.
     let mut rows: Vec<HourRow> = Vec::with_capacity(frame.height() / 2);
     crate::users::number_runs(
@@ -115,6 +105,14 @@ pub(super) fn rows(scanned: Scanned, users: &mut UserNumbers) -> Result<Vec<Hour
         "events added up"
     );
     Ok(rows)
+}
+
+/// A numeric column's values, chunk by chunk.
+fn chunk_values<T: PolarsNumericType>(column: &ChunkedArray<T>) -> Vec<&[T::Native]> {
+    column
+        .downcast_iter()
+        .map(|chunk| chunk.values().as_slice())
+        .collect()
 }
 
 /// [`rows`], grouped by user number.

@@ -414,19 +414,22 @@ fn apply(
     entry.counts = Hours::from_dense(&scratch);
 }
 
-/// The profiles' zones, each name parsed once, for placing users new to a state.
-struct Zones<'a> {
+/// The profiles' zones (user → zone name, the users outside the default zone), each distinct
+/// name parsed once, for placing users new to a state.
+pub struct Zones<'a> {
     named: &'a HashMap<String, String>,
     parsed: HashMap<&'a str, Option<Tz>>,
     default_tz: Tz,
 }
 
 impl<'a> Zones<'a> {
-    fn new(named: &'a HashMap<String, String>, default_tz: Tz) -> Self {
-        let parsed = named
-            .values()
-            .map(|name| (name.as_str(), name.parse().ok()))
-            .collect();
+    pub fn new(named: &'a HashMap<String, String>, default_tz: Tz) -> Self {
+        let mut parsed: HashMap<&str, Option<Tz>> = HashMap::new();
+        for name in named.values() {
+            parsed
+                .entry(name.as_str())
+                .or_insert_with(|| name.parse().ok());
+        }
         Zones {
             named,
             parsed,
@@ -490,11 +493,9 @@ impl Building {
         grouped: &Grouped,
         names: &[String],
         config: &WindowsConfig,
-        zones: &HashMap<String, String>,
-        default_tz: Tz,
+        zones: &Zones,
         report: &mut ComputeReport,
     ) {
-        let zones = Zones::new(zones, default_tz);
         let users = grouped.users();
         if self.users.len() < users {
             self.users.resize_with(users, || None);
@@ -645,6 +646,7 @@ mod tests {
         // Users numbered in order of sight ("c" first), slices by time.
         let mut numbers = UserNumbers::default();
         let mut building = Building::new(as_of_ms);
+        let placed = Zones::new(&zones, shanghai);
         let mut report = ComputeReport::default();
         for slice in [
             vec![("c", 905, 2.0), ("a", 900, 1.0), ("a", 901, 1.5)],
@@ -660,14 +662,7 @@ mod tests {
                 .map(|&(user, hour, weight)| (numbers.number(user), hour, weight, 1))
                 .collect();
             let grouped = Grouped::new(rows, numbers.names().len());
-            building.add(
-                &grouped,
-                numbers.names(),
-                &config,
-                &zones,
-                shanghai,
-                &mut report,
-            );
+            building.add(&grouped, numbers.names(), &config, &placed, &mut report);
         }
         let built = building.finish();
         assert_eq!(report.zone_problem_count, 1, "{:?}", report.zone_problems);

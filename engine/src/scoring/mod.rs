@@ -290,7 +290,8 @@ pub(crate) async fn build_state(
     let mut slices = day_slices(segments, SLICE_ROWS).into_iter();
     let mut next = slices.next().map(scan);
     // The first slice is scanned while the zones are read from SQL.
-    let zones = zones(store, default_tz).await?;
+    let named = zones(store, default_tz).await?;
+    let zones = local::Zones::new(&named, default_tz);
     while let Some(pending) = next.take() {
         let scanned = pending
             .await
@@ -308,11 +309,11 @@ pub(crate) async fn build_state(
                 let part = grouped.between(cut_hours[index], upper);
                 if !part.is_empty() {
                     let mut ignored = ComputeReport::default();
-                    held_plain.add(&part, names, &plain, &zones, default_tz, &mut ignored);
-                    held_decayed.add(&part, names, config, &zones, default_tz, &mut ignored);
+                    held_plain.add(&part, names, &plain, &zones, &mut ignored);
+                    held_decayed.add(&part, names, config, &zones, &mut ignored);
                 }
             }
-            state.add(&grouped, names, config, &zones, default_tz, &mut report);
+            state.add(&grouped, names, config, &zones, &mut report);
             Ok(())
         })?;
     }

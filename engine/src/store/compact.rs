@@ -115,18 +115,24 @@ impl Store {
         Ok(days)
     }
 
-    /// Compacts `days` one after the other (see [`Store::compact_day`]), telling `starting` of
-    /// each before it begins. On an error the days before it stay compacted; the error names
-    /// the day and that running again goes on.
+    /// Deletes the replaced files past their grace, then compacts `days` one after the other
+    /// (see [`Store::compact_day`]), asking `next` before each whether to go on (false stops
+    /// there). On an error the days before it stay compacted; the error names the day and that
+    /// running again goes on.
     pub async fn compact_days(
         &self,
         days: &[DayToCompact],
         options: CompactOptions,
-        mut starting: impl FnMut(&DayToCompact),
+        mut next: impl FnMut(&DayToCompact) -> bool,
     ) -> Result<Compacted> {
+        let now = chrono::Utc::now().timestamp_millis();
+        self.remove_retired_before(now - options.keep_replaced_ms)
+            .await?;
         let mut done = Compacted::default();
         for day in days {
-            starting(day);
+            if !next(day) {
+                break;
+            }
             match self.compact_day(day, options).await {
                 Ok(DayCompacted::Merged { files }) => {
                     done.days += 1;

@@ -5,13 +5,12 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use nudge_engine::config::Config;
 use nudge_engine::stats;
 use nudge_engine::store::{CompactOptions, DayCompacted, Store};
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::record::{Field, RowAccessor};
 
-use super::support::{HOUR, NOV_1, TestStore, walk};
+use super::support::{HOUR, NOV_1, TestStore, open_store, walk};
 
 /// (user, event, ts, props, event_id) of one stored row.
 type Row = (String, String, i64, Option<String>, Option<String>);
@@ -130,15 +129,7 @@ async fn a_days_small_segments_become_one_file_holding_the_same_events() {
         .sum();
     assert_eq!(rows, 1_200, "the scan's files all still read");
     // Another process opening the store neither deletes them nor takes them for orphans.
-    let other = Store::open(
-        &Config {
-            data_dir: data_dir.clone(),
-            ..Config::default()
-        }
-        .store(),
-    )
-    .await
-    .unwrap();
+    let other = open_store(&data_dir).await;
     assert_eq!(live_files(&data_dir).len(), 9);
     assert_eq!(walk(&data_dir.join("events").join("_orphaned")).len(), 0);
     drop(other);
@@ -166,15 +157,7 @@ async fn a_days_small_segments_become_one_file_holding_the_same_events() {
     let again = events_file(&test, "again.ndjson", "b2-", 299);
     let report = test.ingest(&[&again]).await;
     assert_eq!((report.accepted, report.duplicates), (0, 299));
-    let fresh = Store::open(
-        &Config {
-            data_dir: data_dir.clone(),
-            ..Config::default()
-        }
-        .store(),
-    )
-    .await
-    .unwrap();
+    let fresh = open_store(&data_dir).await;
     let mixed = events_file(&test, "mixed.ndjson", "b1-", 310);
     let paths = vec![mixed];
     let report = nudge_engine::ingest::ingest(&fresh, &paths, &test.options())
@@ -238,15 +221,7 @@ async fn a_stale_plan_changes_nothing() {
         ..CompactOptions::default()
     };
     let days = test.store.days_to_compact(options, None).await.unwrap();
-    let other = Store::open(
-        &Config {
-            data_dir: test.store.data_dir().to_path_buf(),
-            ..Config::default()
-        }
-        .store(),
-    )
-    .await
-    .unwrap();
+    let other = open_store(test.store.data_dir()).await;
     other.compact_day(&days[0], options).await.unwrap();
     let segments = test.store.segment_totals().await.unwrap();
     assert_eq!(
@@ -289,15 +264,7 @@ async fn crash_during_compaction(point: &str) -> (usize, usize, usize) {
     let crashed = nudge(Some(point));
     assert!(!crashed.status.success(), "the process should have aborted");
 
-    let store = Store::open(
-        &Config {
-            data_dir: data_dir.clone(),
-            ..Config::default()
-        }
-        .store(),
-    )
-    .await
-    .unwrap();
+    let store = open_store(&data_dir).await;
     assert_eq!(stored_rows(&store).await, before, "every event, once");
     let (segments, _) = store.segment_totals().await.unwrap();
     let listed: std::collections::HashSet<PathBuf> = store
@@ -321,15 +288,7 @@ async fn crash_during_compaction(point: &str) -> (usize, usize, usize) {
         "{}",
         String::from_utf8_lossy(&finished.stderr)
     );
-    let store = Store::open(
-        &Config {
-            data_dir: data_dir.clone(),
-            ..Config::default()
-        }
-        .store(),
-    )
-    .await
-    .unwrap();
+    let store = open_store(&data_dir).await;
     assert_eq!(stored_rows(&store).await, before);
     assert_eq!(store.segment_totals().await.unwrap().0, 2, "one file a day");
     assert_eq!(live_files(&data_dir).len(), 2, "and no other file");

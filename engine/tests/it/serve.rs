@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 
-use super::support::{NOV_1, line};
+use super::support::{NOV_1, line, walk};
 
 fn nudge(config: &std::path::Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_nudge"));
@@ -141,11 +141,7 @@ fn serve_answers_probes_and_stops_gracefully_on_sigterm() {
         .unwrap();
     // Among the first lines: where the probes answer.
     let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut first = String::new();
-    while !first.contains("/healthz") {
-        first.clear();
-        assert!(std::io::BufRead::read_line(&mut stdout, &mut first).unwrap() > 0);
-    }
+    let first = line_with(&mut stdout, "/healthz");
     let base = first
         .split_whitespace()
         .find(|w| w.starts_with("http://"))
@@ -166,6 +162,19 @@ fn serve_answers_probes_and_stops_gracefully_on_sigterm() {
     std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
     assert!(status.success(), "serve exited with {status} on SIGTERM");
     assert!(rest.contains("stopping"), "{rest}");
+}
+
+/// The first line of `output` holding `needle` (the lines before it are read and dropped).
+fn line_with(output: &mut impl std::io::BufRead, needle: &str) -> String {
+    let mut line = String::new();
+    while !line.contains(needle) {
+        line.clear();
+        assert!(
+            output.read_line(&mut line).unwrap() > 0,
+            "no line with {needle}"
+        );
+    }
+    line
 }
 
 /// A plain HTTP/1.1 GET: (status, body).
@@ -237,11 +246,7 @@ fn serve_compacts_small_segments_in_the_background() {
         .spawn()
         .unwrap();
     let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut line_read = String::new();
-    while !line_read.contains("compacted") {
-        line_read.clear();
-        assert!(std::io::BufRead::read_line(&mut stdout, &mut line_read).unwrap() > 0);
-    }
+    let line_read = line_with(&mut stdout, "compacted");
     assert!(line_read.contains("3 segments into 1 files"), "{line_read}");
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -271,17 +276,4 @@ fn serve_compacts_small_segments_in_the_background() {
         Some(vec!["segments:", "1"]),
         "{stats}"
     );
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            found.extend(walk(&path));
-        } else {
-            found.push(path);
-        }
-    }
-    found
 }

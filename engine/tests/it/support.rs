@@ -75,6 +75,19 @@ pub const NOV_1: i64 = 1_793_491_200_000;
 pub const HOUR: i64 = 3_600_000;
 
 /// Every file below `dir`, at any depth.
+/// Another handle on the store in `data_dir`, as another process would open it.
+pub async fn open_store(data_dir: &Path) -> nudge_engine::store::Store {
+    nudge_engine::store::Store::open(
+        &nudge_engine::config::Config {
+            data_dir: data_dir.to_path_buf(),
+            ..Default::default()
+        }
+        .store(),
+    )
+    .await
+    .unwrap()
+}
+
 pub fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
