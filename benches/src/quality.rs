@@ -204,7 +204,7 @@ async fn run_family(args: &Args, family: Family) -> anyhow::Result<()> {
         .unwrap()
         .and_utc();
     let computing = std::time::Instant::now();
-    scoring::compute(&store, &config.windows, config.default_zone(), as_of).await?;
+    scoring::compute(&store, &config.windows, config.default_tz, as_of).await?;
     let compute_s = computing.elapsed().as_secs_f64();
     let windows = scoring::load(&store)?.expect("just computed");
     let truth = read_truth(&truth_path)?;
@@ -350,8 +350,7 @@ async fn run_family(args: &Args, family: Family) -> anyhow::Result<()> {
 
     // The backtest on the same store: does its ranking agree with the truth?
     let evaluation =
-        scoring::evaluate::evaluate(&store, &config.windows, config.default_zone(), as_of, 7)
-            .await?;
+        scoring::evaluate::evaluate(&store, &config.windows, config.default_tz, as_of, 7).await?;
     let shares: Vec<f64> = evaluation.all.scores.iter().map(|s| s.share).collect();
     let picked = argmax(&shares);
     let truth_of = |strategy: usize| quality(strategy, None);

@@ -32,7 +32,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         &store,
         rule.needs(),
         now,
-        &config.default_tz,
+        config.default_tz,
         Audience::Everyone,
     )
     .await?;

@@ -39,12 +39,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     // Peak memory of the compute alone, not of generating and ingesting the data before it.
     crate::reset_peak_memory();
     let started = std::time::Instant::now();
-    let full = scoring::compute(&store, &config.windows, config.default_zone(), end).await?;
+    let full = scoring::compute(&store, &config.windows, config.default_tz, end).await?;
     let full_seconds = started.elapsed().as_secs_f64();
     let full_peak = crate::peak_memory_mib();
-    scoring::compute(&store, &config.windows, config.default_zone(), day_before).await?;
+    scoring::compute(&store, &config.windows, config.default_tz, day_before).await?;
     let started = std::time::Instant::now();
-    let update = scoring::update(&store, &config.windows, config.default_zone(), end).await?;
+    let update = scoring::update(&store, &config.windows, config.default_tz, end).await?;
     let update_seconds = started.elapsed().as_secs_f64();
     let mut references = Vec::new();
     for engine in ["duckdb", "polars"] {
@@ -81,7 +81,7 @@ async fn reference(
 ) -> String {
     let zones = store.data_dir().join("zones.csv");
     let query = nudge_engine::store::StateQuery {
-        except_zone: Some(&config.default_tz),
+        except_zone: Some(config.default_tz.name()),
         ..Default::default()
     };
     let state = match store.user_state(query).await {
@@ -106,7 +106,7 @@ async fn reference(
         .arg(engine)
         .arg(store.data_dir().join("events"))
         .arg(&zones)
-        .arg(&config.default_tz)
+        .arg(config.default_tz.name())
         .arg(from.timestamp_millis().to_string())
         .arg(end.timestamp_millis().to_string())
         .arg(windows.half_life_days.to_string())

@@ -124,6 +124,26 @@ mod tests {
             parse("type = 'wechat'\nappid = ''\nsecret_env = 'S'")
                 .unwrap_err()
                 .contains("appid")
-        );
+        ); // Enumerated values are parsed at load, naming the value and the choices.
+        for (line, named) in [
+            ("lang = 'fr_FR'", ["fr_FR", "en_US"]),
+            ("miniprogram_state = 'beta'", ["beta", "trial"]),
+            ("quota_tz = 'Mars/Olympus'", ["Mars/Olympus", "quota_tz"]),
+        ] {
+            let error = parse(&format!(
+                "type = 'wechat'\nappid = 'wx1'\nsecret_env = 'S'\n{line}"
+            ))
+            .unwrap_err();
+            assert!(named.iter().all(|n| error.contains(n)), "{line}: {error}");
+        }
+        let ConnectorConfig::Wechat(wechat) = parse(
+            "type = 'wechat'\nappid = 'wx1'\nsecret_env = 'S'\nlang = 'en_US'\nminiprogram_state = 'trial'\nquota_tz = 'Europe/Paris'",
+        )
+        .unwrap() else {
+            panic!("a wechat connector");
+        };
+        assert_eq!(wechat.lang.map(|l| l.as_str()), Some("en_US"));
+        assert_eq!(wechat.miniprogram_state.map(|s| s.as_str()), Some("trial"));
+        assert_eq!(wechat.quota_tz, chrono_tz::Europe::Paris);
     }
 }

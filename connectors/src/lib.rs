@@ -4,6 +4,7 @@
 //! [`SendError`]; it never retries by itself. The dispatcher (in the engine) decides what a
 //! classification means for the send. This crate knows nothing of the engine or of rules.
 
+pub mod checks;
 pub mod config;
 pub mod file;
 pub mod webhook;
@@ -14,6 +15,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+pub use checks::{Checks, dry_run_checks};
 pub use config::ConnectorConfig;
 
 /// The future a connector's `send` returns.

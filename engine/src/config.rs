@@ -21,7 +21,8 @@ pub struct Config {
     /// SQL store location. Default: `sqlite://<data_dir>/nudge.db`.
     pub database_url: Option<String>,
     /// IANA zone used for users whose zone is unknown.
-    pub default_tz: String,
+    #[serde(deserialize_with = "crate::time::deserialize_zone")]
+    pub default_tz: Tz,
     pub ingest: IngestConfig,
     /// Limits of rule scripts (`[rules]`).
     pub rules: nudge_rules::Limits,
@@ -57,7 +58,7 @@ impl Default for Config {
         Config {
             data_dir: PathBuf::from("nudge-data"),
             database_url: None,
-            default_tz: "Asia/Shanghai".to_string(),
+            default_tz: chrono_tz::Asia::Shanghai,
             ingest: IngestConfig::default(),
             rules: nudge_rules::Limits::default(),
             windows: crate::scoring::WindowsConfig::default(),
@@ -120,12 +121,6 @@ impl Config {
             path: origin.to_string(),
             message,
         };
-        if self.default_tz.parse::<Tz>().is_err() {
-            return Err(invalid(format!(
-                "default_tz = '{}' is not an IANA time zone (e.g. 'Asia/Shanghai')",
-                self.default_tz
-            )));
-        }
         self.windows.validate().map_err(invalid)?;
         for (name, connector) in &self.connectors {
             connector
@@ -145,11 +140,6 @@ impl Config {
         Ok(())
     }
 
-    /// The default zone, already validated.
-    pub fn default_zone(&self) -> Tz {
-        self.default_tz.parse().unwrap_or(chrono_tz::Asia::Shanghai)
-    }
-
     /// The connectors to dispatch through, built (secrets read from the environment).
     pub fn build_connectors(
         &self,
@@ -164,11 +154,15 @@ impl Config {
             built.insert(name.clone(), std::sync::Arc::from(connector));
         }
         if !built.contains_key(DRY_RUN) {
-            let path = self.data_dir.join("dry-run-sends.ndjson");
-            built.insert(
-                DRY_RUN.to_string(),
-                std::sync::Arc::new(nudge_connectors::file::FileConnector::new(path)) as _,
-            );
+            let dry_run =
+                nudge_connectors::ConnectorConfig::File(nudge_connectors::config::FileConfig {
+                    path: self.data_dir.join("dry-run-sends.ndjson"),
+                });
+            let connector = nudge_connectors::build(&dry_run).map_err(|message| Error::Config {
+                path: format!("[connectors.{DRY_RUN}]"),
+                message,
+            })?;
+            built.insert(DRY_RUN.to_string(), std::sync::Arc::from(connector));
         }
         Ok(built)
     }
@@ -185,9 +179,13 @@ impl Config {
     pub fn run_settings(&self) -> crate::campaign::run::RunSettings {
         crate::campaign::run::RunSettings {
             rules: self.rules,
-            default_tz: self.default_tz.clone(),
-            default_zone: self.default_zone(),
+            default_tz: self.default_tz,
             caps: self.caps,
+            checks: self
+                .connectors
+                .iter()
+                .map(|(name, connector)| (name.clone(), connector.checks()))
+                .collect(),
         }
     }
 
@@ -209,7 +207,7 @@ mod tests {
     fn no_file_gives_usable_defaults() {
         let config = Config::parse("", "nudge.toml").unwrap();
         assert_eq!(config.data_dir, PathBuf::from("nudge-data"));
-        assert_eq!(config.default_zone(), chrono_tz::Asia::Shanghai);
+        assert_eq!(config.default_tz, chrono_tz::Asia::Shanghai);
         assert_eq!(config.database_url(), "sqlite://nudge-data/nudge.db");
     }
 
@@ -233,7 +231,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            error.contains("'Mars/Olympus' is not an IANA time zone"),
+            error.contains("'Mars/Olympus' is not an IANA time zone")
+                && error.contains("default_tz")
+                && error.contains("line 1"),
             "{error}"
         );
     }

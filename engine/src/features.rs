@@ -31,7 +31,7 @@ pub async fn user_facts(
     store: &Store,
     needs: &FactNeeds,
     as_of: DateTime<Utc>,
-    default_tz: &str,
+    default_tz: chrono_tz::Tz,
     audience: Audience<'_>,
 ) -> Result<Vec<Arc<UserFacts>>> {
     let as_of_ms = as_of.timestamp_millis();
@@ -58,7 +58,7 @@ pub async fn user_facts(
             attrs: needs.attrs,
             credits: needs.credits,
             credit_templates: (!needs.all_templates).then_some(&needs.templates),
-            except_zone: Some(default_tz),
+            except_zone: Some(default_tz.name()),
         })
         .await?;
     let state_s = started.elapsed().as_secs_f64();
@@ -71,7 +71,7 @@ pub async fn user_facts(
         users = facts.len(),
         "facts scanned"
     );
-    fill_state(&mut facts, state, default_tz);
+    fill_state(&mut facts, state, default_tz.name());
     if needs.sends {
         attach_sends(store, &mut facts, as_of).await?;
     }

@@ -57,7 +57,7 @@ pub async fn tick(
         .filter_map(|c| c.schedule.as_ref().map(|s| (c, s)))
         .flat_map(|(campaign, schedule)| {
             schedule
-                .instants_noted(config.default_zone(), after, now)
+                .instants_noted(config.default_tz, after, now)
                 .into_iter()
                 .map(move |(at, note)| (at, note, campaign))
         })

@@ -15,8 +15,8 @@ use crate::{BoxedSend, Connector, Notification, Receipt, SendError};
 /// Sends subscription messages for one mini-program.
 pub struct WechatConnector {
     api_base: String,
-    miniprogram_state: Option<String>,
-    lang: Option<String>,
+    miniprogram_state: Option<super::MiniprogramState>,
+    lang: Option<super::Lang>,
     quota_zone: Tz,
     client: reqwest::Client,
     tokens: TokenManager,
@@ -51,6 +51,21 @@ pub fn check_page(page: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// WeChat's rules for a message, for the planner: the page's shape and each value against its
+/// keyword's type (an enum keyword's value is checked when sent, against the template).
+pub struct WechatChecks;
+
+impl crate::Checks for WechatChecks {
+    fn page(&self, page: &str) -> Result<(), String> {
+        check_page(page)
+    }
+
+    fn field(&self, field: &str, value: &str) -> Result<(), String> {
+        keywords::check_value(field, value, std::slice::from_ref(&value.to_string()))
+            .map_err(|error| error.to_string())
+    }
 }
 
 /// Checks every keyword value of a notification (the planner calls this too).
@@ -104,9 +119,9 @@ impl WechatConnector {
             .map_err(|error| error.to_string())?;
         Ok(WechatConnector {
             api_base: config.api_base.trim_end_matches('/').to_string(),
-            miniprogram_state: config.miniprogram_state.clone(),
-            lang: config.lang.clone(),
-            quota_zone: config.quota_tz.parse().unwrap_or(chrono_tz::Asia::Shanghai),
+            miniprogram_state: config.miniprogram_state,
+            lang: config.lang,
+            quota_zone: config.quota_tz,
             tokens: TokenManager::new(config, secret, client.clone()),
             client,
         })
@@ -138,11 +153,11 @@ impl WechatConnector {
         if let Some(page) = &notification.page {
             body["page"] = page.clone().into();
         }
-        if let Some(state) = &self.miniprogram_state {
-            body["miniprogram_state"] = state.clone().into();
+        if let Some(state) = self.miniprogram_state {
+            body["miniprogram_state"] = state.as_str().into();
         }
-        if let Some(lang) = &self.lang {
-            body["lang"] = lang.clone().into();
+        if let Some(lang) = self.lang {
+            body["lang"] = lang.as_str().into();
         }
         body
     }

@@ -24,13 +24,13 @@ pub struct WechatConfig {
     pub api_base: String,
     #[serde(default)]
     pub token_mode: TokenMode,
-    /// `developer`, `trial` or `formal` (WeChat's default).
-    pub miniprogram_state: Option<String>,
-    /// `zh_CN` (default), `en_US`, `zh_HK`, `zh_TW`.
-    pub lang: Option<String>,
+    /// Which version of the mini-program a tap opens [default: WeChat's, `formal`].
+    pub miniprogram_state: Option<MiniprogramState>,
+    /// The language of the message's fixed text [default: WeChat's, `zh_CN`].
+    pub lang: Option<Lang>,
     /// Zone in which the daily quota resets.
-    #[serde(default = "default_quota_tz")]
-    pub quota_tz: String,
+    #[serde(default = "default_quota_tz", deserialize_with = "zone")]
+    pub quota_tz: chrono_tz::Tz,
     /// Refresh a token this many seconds before it expires.
     #[serde(default = "default_refresh_ahead")]
     pub refresh_ahead_s: u64,
@@ -42,8 +42,60 @@ fn default_api_base() -> String {
     "https://api.weixin.qq.com".into()
 }
 
-fn default_quota_tz() -> String {
-    "Asia/Shanghai".into()
+/// The `miniprogram_state` a send asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MiniprogramState {
+    Developer,
+    Trial,
+    Formal,
+}
+
+impl MiniprogramState {
+    /// The value WeChat's API takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MiniprogramState::Developer => "developer",
+            MiniprogramState::Trial => "trial",
+            MiniprogramState::Formal => "formal",
+        }
+    }
+}
+
+/// The `lang` a send asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum Lang {
+    #[serde(rename = "zh_CN")]
+    ZhCn,
+    #[serde(rename = "en_US")]
+    EnUs,
+    #[serde(rename = "zh_HK")]
+    ZhHk,
+    #[serde(rename = "zh_TW")]
+    ZhTw,
+}
+
+impl Lang {
+    /// The value WeChat's API takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lang::ZhCn => "zh_CN",
+            Lang::EnUs => "en_US",
+            Lang::ZhHk => "zh_HK",
+            Lang::ZhTw => "zh_TW",
+        }
+    }
+}
+
+fn default_quota_tz() -> chrono_tz::Tz {
+    chrono_tz::Asia::Shanghai
+}
+
+fn zone<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<chrono_tz::Tz, D::Error> {
+    let name = String::deserialize(deserializer)?;
+    name.parse().map_err(|_| {
+        serde::de::Error::custom(format!("quota_tz '{name}' is not an IANA time zone"))
+    })
 }
 
 fn default_refresh_ahead() -> u64 {
@@ -68,26 +120,6 @@ impl WechatConfig {
             return Err(format!(
                 "wechat api_base '{}' must start with http:// or https://",
                 self.api_base
-            ));
-        }
-        if let Some(state) = &self.miniprogram_state
-            && !matches!(state.as_str(), "developer" | "trial" | "formal")
-        {
-            return Err(format!(
-                "wechat miniprogram_state '{state}' must be developer, trial or formal"
-            ));
-        }
-        if let Some(lang) = &self.lang
-            && !matches!(lang.as_str(), "zh_CN" | "en_US" | "zh_HK" | "zh_TW")
-        {
-            return Err(format!(
-                "wechat lang '{lang}' must be zh_CN, en_US, zh_HK or zh_TW"
-            ));
-        }
-        if self.quota_tz.parse::<chrono_tz::Tz>().is_err() {
-            return Err(format!(
-                "wechat quota_tz '{}' is not an IANA time zone",
-                self.quota_tz
             ));
         }
         Ok(())

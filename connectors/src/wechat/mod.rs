@@ -9,4 +9,4 @@ pub mod push;
 pub mod templates;
 mod token;
 
-pub use config::{TokenMode, WechatConfig};
+pub use config::{Lang, MiniprogramState, TokenMode, WechatConfig};

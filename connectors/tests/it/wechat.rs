@@ -24,7 +24,7 @@ fn connector(mock: &MockWechat, mode: TokenMode) -> WechatConnector {
         token_mode: mode,
         miniprogram_state: None,
         lang: None,
-        quota_tz: "Asia/Shanghai".into(),
+        quota_tz: chrono_tz::Asia::Shanghai,
         refresh_ahead_s: 300,
         timeout_ms: 5_000,
     };

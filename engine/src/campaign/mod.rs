@@ -177,11 +177,14 @@ impl Campaign {
                 "delivery.holdout_percent must be between 0 and 100".into(),
             ));
         }
-        if let Some(page) = &campaign.page {
-            nudge_connectors::wechat::client::check_page(
-                &page.replace("{campaign}", "c").replace("{send_id}", "1"),
-            )
-            .map_err(|message| invalid(format!("page: {message}")))?;
+        if campaign
+            .page
+            .as_deref()
+            .is_some_and(|page| page.trim().is_empty())
+        {
+            return Err(invalid(
+                "page must not be empty (leave it out for none)".into(),
+            ));
         }
         if let Some(schedule) = &campaign.schedule {
             schedule.validate().map_err(&invalid)?;

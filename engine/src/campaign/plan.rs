@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use chrono_tz::Tz;
+use nudge_connectors::Checks;
 use nudge_rules::{Decision, UserFacts};
 use serde::Deserialize;
 
@@ -117,7 +118,8 @@ pub struct UserInput<'a> {
     pub keywords: Option<&'a [String]>,
 }
 
-/// Plans one user for a run of `campaign` scheduled at `run_at`, decided at `now`.
+/// Plans one user for a run of `campaign` scheduled at `run_at`, decided at `now`; `checks`
+/// are what the campaign's connector accepts of a message.
 pub fn plan_user(
     campaign: &Campaign,
     run_at: DateTime<Utc>,
@@ -125,6 +127,7 @@ pub fn plan_user(
     user: &UserInput<'_>,
     caps: Caps,
     population: &[f32],
+    checks: &dyn Checks,
 ) -> Planned {
     let message = match user.decision {
         Decision::Target(message) => message,
@@ -169,14 +172,12 @@ pub fn plan_user(
             ));
         }
     }
-    for (keyword, value) in &message.fields {
-        if let Err(error) = nudge_connectors::wechat::keywords::check_value(
-            keyword,
-            value,
-            std::slice::from_ref(value),
-        ) {
-            return Planned::Skip(format!("invalid data: {}", error.keyword));
-        }
+    if let Some((field, _)) = message
+        .fields
+        .iter()
+        .find(|(field, value)| checks.field(field, value).is_err())
+    {
+        return Planned::Skip(format!("invalid data: {field}"));
     }
     let quiet = delivery
         .quiet_hours
@@ -222,7 +223,7 @@ pub fn plan_user(
     // A page the connector would refuse is this user's problem (an item id with a space in the
     // query, say), not the campaign's: skip the user rather than fail at send time.
     if let Some(page) = &page
-        && nudge_connectors::wechat::client::check_page(&page.replace("{send_id}", "1")).is_err()
+        && checks.page(&page.replace("{send_id}", "1")).is_err()
     {
         return Planned::Skip("invalid page".into());
     }

@@ -57,15 +57,27 @@ pub struct Explained {
 }
 
 /// What planning a run needs of the configuration (`Config::run_settings` gathers it).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RunSettings {
     /// Limits of the rule scripts.
     pub rules: nudge_rules::Limits,
-    /// The zone of users without one, by name and parsed.
-    pub default_tz: String,
-    pub default_zone: chrono_tz::Tz,
+    /// The zone of users without one.
+    pub default_tz: chrono_tz::Tz,
     /// Frequency caps across campaigns.
     pub caps: super::plan::Caps,
+    /// What each configured connector accepts of a message, by connector name.
+    pub checks: std::collections::BTreeMap<String, &'static dyn nudge_connectors::Checks>,
+}
+
+impl RunSettings {
+    /// What `connector` accepts. A name not configured gets the dry-run connector's checks
+    /// (WeChat's): its sends wait for the connector to be configured, most likely WeChat.
+    pub fn checks_for(&self, connector: &str) -> &'static dyn nudge_connectors::Checks {
+        self.checks
+            .get(connector)
+            .copied()
+            .unwrap_or_else(nudge_connectors::dry_run_checks)
+    }
 }
 
 /// Plans `campaign` for the run scheduled at `run_at`, as of `now`; writes the sends unless
@@ -92,6 +104,17 @@ pub async fn run_explained(
     explain: Option<&str>,
 ) -> Result<RunReport> {
     let started = std::time::Instant::now();
+    let checks = config.checks_for(&campaign.connector);
+    if let Some(page) = &campaign.page {
+        checks
+            .page(&page.replace("{campaign}", "c").replace("{send_id}", "1"))
+            .map_err(|message| {
+                Error::Usage(format!(
+                    "campaign {}: page: {message} (connector {})",
+                    campaign.name, campaign.connector
+                ))
+            })?;
+    }
     let source = std::fs::read_to_string(&campaign.rule)
         .map_err(|source| Error::io(&campaign.rule, source))?;
     let rule = Rule::compile(&campaign.rule.display().to_string(), &source, config.rules)
@@ -103,7 +126,7 @@ pub async fn run_explained(
         needs.templates.insert(campaign.template.clone());
     }
     let users =
-        features::user_facts(store, &needs, now, &config.default_tz, Audience::Everyone).await?;
+        features::user_facts(store, &needs, now, config.default_tz, Audience::Everyone).await?;
     let (decisions, _) =
         tokio::task::block_in_place(|| evaluate_all(&rule, &users, now.timestamp_millis()))
             .map_err(|error| {
@@ -138,7 +161,7 @@ pub async fn run_explained(
             now_ms + horizon_ms + 7 * DAY_MS,
         )
         .await?;
-    let default_zone = config.default_zone;
+    let default_zone = config.default_tz;
     let last_clicks = if campaign.delivery.skip_if_clicked_within_hours.is_some() {
         campaign_clicks(store, &campaign.name, now).await?
     } else {
@@ -160,7 +183,7 @@ pub async fn run_explained(
             user_id: user.to_string(),
             facts: None,
             decision: None,
-            zone: config.default_tz.clone(),
+            zone: config.default_tz.name().to_string(),
             best_hours: Vec::new(),
             confidence: None,
             history: History::default(),
@@ -183,7 +206,15 @@ pub async fn run_explained(
             },
             keywords: keywords.as_deref(),
         };
-        let planned = plan_user(campaign, run_at, now, &input, config.caps, &population);
+        let planned = plan_user(
+            campaign,
+            run_at,
+            now,
+            &input,
+            config.caps,
+            &population,
+            checks,
+        );
         if let Some(explained) = report.explained.as_mut().filter(|e| e.user_id == facts.id) {
             explained.facts = Some((**facts).clone());
             explained.decision = Some(decision.clone());

@@ -15,7 +15,7 @@ pub struct ScheduleConfig {
     /// Six fields with seconds: `0 0 10 * * *` is 10:00:00 every day.
     pub cron: Option<Cron>,
     /// The zone the cron expression is read in [default: the configured default zone].
-    #[serde(default, deserialize_with = "zone")]
+    #[serde(default, deserialize_with = "crate::time::deserialize_optional_zone")]
     pub tz: Option<Tz>,
     /// A one-off run, RFC 3339 (any offset).
     #[serde(default, deserialize_with = "instant")]
@@ -45,19 +45,6 @@ impl<'de> Deserialize<'de> for Cron {
         let text = String::deserialize(deserializer)?;
         text.parse().map_err(serde::de::Error::custom)
     }
-}
-
-fn zone<'de, D: serde::Deserializer<'de>>(
-    deserializer: D,
-) -> std::result::Result<Option<Tz>, D::Error> {
-    let Some(name) = Option::<String>::deserialize(deserializer)? else {
-        return Ok(None);
-    };
-    name.parse().map(Some).map_err(|_| {
-        serde::de::Error::custom(format!(
-            "'{name}' is not an IANA time zone (e.g. 'Asia/Shanghai')"
-        ))
-    })
 }
 
 fn instant<'de, D: serde::Deserializer<'de>>(

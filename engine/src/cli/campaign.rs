@@ -115,7 +115,7 @@ pub async fn run(context: &Context, command: Command) -> anyhow::Result<ExitCode
                 Some(now) => (now, now),
                 None => {
                     let now = chrono::Utc::now();
-                    let run_at = campaign.manual_run_at(now, context.config.default_zone());
+                    let run_at = campaign.manual_run_at(now, context.config.default_tz);
                     println!(
                         "run identity {} (the current period: running again adds nothing; --now T plans the instant T)",
                         run_at.to_rfc3339()

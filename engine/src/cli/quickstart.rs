@@ -84,7 +84,7 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
     let windows_report = scoring::compute(
         &store,
         &context.config.windows,
-        context.config.default_zone(),
+        context.config.default_tz,
         now,
     )
     .await?;
@@ -108,7 +108,7 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
         &store,
         rule.needs(),
         now,
-        &context.config.default_tz,
+        context.config.default_tz,
         Audience::Everyone,
     )
     .await?;
@@ -132,7 +132,7 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
         let Some(window) = windows.find(&user.id) else {
             continue;
         };
-        let zone: chrono_tz::Tz = window.tz.parse().unwrap_or(context.config.default_zone());
+        let zone: chrono_tz::Tz = window.tz.parse().unwrap_or(context.config.default_tz);
         let quiet = Some(QuietHours { start: 22, end: 8 });
         let key = xxhash_rust::xxh3::xxh3_64(user.id.as_bytes());
         if let Some(choice) = best_send_time(
@@ -229,7 +229,7 @@ async fn deliver(
         }
     }
     let wechat = WechatConfig {
-        quota_tz: context.config.default_tz.clone(),
+        quota_tz: context.config.default_tz,
         ..WechatConfig::for_mock(mock.api_base())
     };
     let connector: std::sync::Arc<dyn nudge_connectors::Connector> = std::sync::Arc::new(

@@ -166,7 +166,7 @@ async fn explain(
         &store,
         rule.needs(),
         as_of,
-        &context.config.default_tz,
+        context.config.default_tz,
         Audience::One(user),
     )
     .await?;
@@ -253,7 +253,7 @@ async fn run_rule(
         &store,
         rule.needs(),
         as_of,
-        &context.config.default_tz,
+        context.config.default_tz,
         Audience::Everyone,
     )
     .await?;

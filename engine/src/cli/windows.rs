@@ -57,7 +57,7 @@ pub enum Command {
 pub async fn run(context: &Context, command: Command) -> anyhow::Result<ExitCode> {
     let store = Store::open(&context.config.store()).await?;
     let config = &context.config.windows;
-    let zone = context.config.default_zone();
+    let zone = context.config.default_tz;
     match command {
         Command::Compute { as_of } => {
             let as_of = as_of.unwrap_or_else(Utc::now);

@@ -80,6 +80,7 @@ fn plan(
             per_week: 5,
         },
         &population,
+        nudge_connectors::dry_run_checks(),
     )
 }
 
@@ -650,7 +651,7 @@ async fn rules_see_sends_from_the_outbox_and_their_clicks() {
         &test.store,
         rule.needs(),
         now,
-        "Asia/Shanghai",
+        chrono_tz::Asia::Shanghai,
         nudge_engine::features::Audience::Everyone,
     )
     .await
@@ -865,7 +866,7 @@ async fn user_sent_counts_sends_that_may_still_go_out() {
         &test.store,
         rule.needs(),
         DateTime::from_timestamp_millis(t).unwrap(),
-        "Asia/Shanghai",
+        chrono_tz::Asia::Shanghai,
         nudge_engine::features::Audience::Everyone,
     )
     .await
@@ -898,6 +899,46 @@ fn a_page_with_a_space_is_a_skip_for_that_user() {
         "2026-11-02T12:00:00+08:00",
     );
     assert_eq!(skip_reason(planned), "invalid page");
+}
+
+// See: #21. What a message may hold is the connector's rule, not the planner's: text WeChat
+// refuses (over 20 characters in a `thing`, a URL as the page) is planned for a webhook.
+#[test]
+fn the_campaigns_connector_decides_which_messages_are_valid() {
+    let facts = user(1);
+    let decision = Decision::Target(Message {
+        fields: BTreeMap::from([("thing1".to_string(), "长".repeat(21))]),
+        page: Some("https://shop.test/item?id=1".into()),
+        priority: None,
+    });
+    let through = |checks: &dyn nudge_connectors::Checks| {
+        let input = UserInput {
+            facts: &facts,
+            decision: &decision,
+            window: None,
+            zone: chrono_tz::Asia::Shanghai,
+            history: History::default(),
+            keywords: None,
+        };
+        plan_user(
+            &campaign(immediate()),
+            at(NOON),
+            at(NOON),
+            &input,
+            Caps::default(),
+            &[1.0 / 168.0; 168],
+            checks,
+        )
+    };
+    assert_eq!(
+        skip_reason(through(nudge_connectors::dry_run_checks())),
+        "invalid data: thing1"
+    );
+    let Planned::Send { data, page, .. } = through(&nudge_connectors::checks::AcceptAll) else {
+        panic!("a webhook takes the message as it is");
+    };
+    assert_eq!(data["thing1"].chars().count(), 21);
+    assert_eq!(page.as_deref(), Some("https://shop.test/item?id=1"));
 }
 
 // See: #18 (12). A run whose process died in `running` never ran; a failed run was never

@@ -26,7 +26,7 @@ async fn facts_for(test: &TestStore, rule: &str) -> Vec<std::sync::Arc<nudge_rul
         &test.store,
         rule.needs(),
         now,
-        "Asia/Shanghai",
+        chrono_tz::Asia::Shanghai,
         Audience::Everyone,
     )
     .await

@@ -4,10 +4,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-/// The library's top-level modules and, for each, the top-level modules its code names.
-fn module_graph() -> BTreeMap<String, BTreeSet<String>> {
+/// The library's files (not the binary's `cli` and `main`) as (top-level module, non-test code
+/// without comments).
+fn library_code() -> Vec<(String, String)> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut files = Vec::new();
     for file in rust_files(&src) {
         let relative = file.strip_prefix(&src).unwrap();
         let first = relative.components().next().unwrap().as_os_str();
@@ -28,8 +29,17 @@ fn module_graph() -> BTreeMap<String, BTreeSet<String>> {
             .filter(|line| !line.trim_start().starts_with("//"))
             .collect::<Vec<_>>()
             .join("\n");
+        files.push((module, code));
+    }
+    files
+}
+
+/// The library's top-level modules and, for each, the top-level modules its code names.
+fn module_graph() -> BTreeMap<String, BTreeSet<String>> {
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (module, code) in library_code() {
         let uses = graph.entry(module.clone()).or_default();
-        for named in crate_paths(&code) {
+        for named in paths_after(&code, "crate::") {
             let named = match named.as_str() {
                 "Error" | "Result" => "error".to_string(),
                 _ => named,
@@ -59,12 +69,13 @@ fn rust_files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-/// The first segment of every `crate::` path, braces included (`crate::{a, b::c}` names a, b).
-fn crate_paths(code: &str) -> Vec<String> {
+/// The first segment of every path under `root` (`crate::`, `nudge_connectors::`), braces
+/// included (`crate::{a, b::c}` names a and b).
+fn paths_after(code: &str, root: &str) -> Vec<String> {
     let mut names = Vec::new();
     let mut rest = code;
-    while let Some(at) = rest.find("crate::") {
-        rest = &rest[at + "crate::".len()..];
+    while let Some(at) = rest.find(root) {
+        rest = &rest[at + root.len()..];
         if let Some(inner) = rest.strip_prefix('{') {
             let mut depth = 1;
             let end = inner
@@ -147,7 +158,7 @@ fn no_module_of_the_engine_reaches_back_to_itself() {
 #[test]
 fn the_import_reader_sees_braced_and_nested_paths() {
     let code = "use crate::{store::{Store, segments}, event};\nlet x = crate::time::DAY_MS;";
-    assert_eq!(crate_paths(code), ["store", "event", "time"]);
+    assert_eq!(paths_after(code, "crate::"), ["store", "event", "time"]);
     let graph = BTreeMap::from([
         ("a".to_string(), BTreeSet::from(["b".to_string()])),
         ("b".to_string(), BTreeSet::from(["a".to_string()])),
@@ -155,5 +166,27 @@ fn the_import_reader_sees_braced_and_nested_paths() {
     assert_eq!(
         cycle_from(&graph, "a"),
         Some(vec!["a".to_string(), "b".to_string(), "a".to_string()])
+    );
+}
+
+// See: #21. A new channel is a new folder under `connectors/` and nothing else: the engine's
+// library (planner, store, dispatcher) knows connectors through the crate's traits and config
+// types only, never a channel's own module. The CLI may name them (the mock, template sync).
+#[test]
+fn the_engine_knows_no_channel_by_name() {
+    let channels = ["wechat", "webhook", "file"];
+    let mut named = Vec::new();
+    for (module, code) in library_code() {
+        for path in paths_after(&code, "nudge_connectors::") {
+            if channels.contains(&path.as_str()) {
+                named.push(format!("{module} names nudge_connectors::{path}"));
+            }
+        }
+    }
+    assert!(named.is_empty(), "{}", named.join("\n"));
+    let code = "use nudge_connectors::{Checks, wechat::keywords};";
+    assert_eq!(
+        paths_after(code, "nudge_connectors::"),
+        ["Checks", "wechat"]
     );
 }
