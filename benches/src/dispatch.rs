@@ -77,7 +77,7 @@ async fn measure(sends: usize, rate: Option<f64>) -> anyhow::Result<(f64, u64)> 
     }
     let options = DispatchOptions {
         until_idle: true,
-        start_ms: None,
+        clock: nudge_engine::clock::Clock::system(),
         worker: "bench".into(),
         idle_wait_ms: dispatch::IDLE_WAIT_MS,
         campaign_rates: Default::default(),

@@ -7,6 +7,7 @@ pub use crate::campaign::trigger::{Cron, ScheduleConfig};
 
 use crate::Result;
 use crate::campaign::Campaign;
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::store::{RunEnd, Store};
 
@@ -40,13 +41,14 @@ pub const RUN_ATTEMPTS: i64 = 3;
 
 /// Runs every instant due in `(after, now]`: within `grace` of now it runs (once, across
 /// processes); older ones are recorded as missed. Then takes over runs whose process died and
-/// retries failed ones, both while within `grace` of their instant.
+/// retries failed ones, both while within `grace` of their instant. `clock` times the renewal
+/// of a run's lease while it runs (`now` is where the tick stands, read from it by the caller).
 pub async fn tick(
     store: &Store,
     config: &Config,
     campaigns: &[Campaign],
-    after: DateTime<Utc>,
-    now: DateTime<Utc>,
+    (after, now): (DateTime<Utc>, DateTime<Utc>),
+    clock: &Clock,
     grace: Duration,
 ) -> Result<Vec<RunRecord>> {
     let owner = format!("pid-{}", std::process::id());
@@ -93,7 +95,7 @@ pub async fn tick(
         if let Some(note) = &note {
             tracing::warn!(campaign = %name, "{note}");
         }
-        records.push(run_claimed(store, config, campaign, at, now, &owner, note).await?);
+        records.push(run_claimed(store, config, campaign, (at, now), clock, &owner, note).await?);
     }
     let oldest = (now - grace).timestamp_millis();
     let abandoned = store.abandon_stale_runs(now_ms, oldest).await?;
@@ -117,7 +119,7 @@ pub async fn tick(
             continue;
         };
         tracing::warn!(campaign = %name, scheduled = %at, "running again: its last attempt failed or its process stopped");
-        records.push(run_claimed(store, config, campaign, at, now, &owner, None).await?);
+        records.push(run_claimed(store, config, campaign, (at, now), clock, &owner, None).await?);
     }
     Ok(records)
 }
@@ -127,19 +129,19 @@ async fn run_claimed(
     store: &Store,
     config: &Config,
     campaign: &Campaign,
-    at: DateTime<Utc>,
-    now: DateTime<Utc>,
+    (at, now): (DateTime<Utc>, DateTime<Utc>),
+    clock: &Clock,
     owner: &str,
     note: Option<String>,
 ) -> Result<RunRecord> {
     let name = campaign.name.clone();
     let at_ms = at.timestamp_millis();
     let renewing = {
-        let (store, name, owner) = (store.clone(), name.clone(), owner.to_string());
+        let (store, name, owner, clock) = (store.clone(), name.clone(), owner.to_string(), *clock);
         tokio::spawn(async move {
             loop {
-                tokio::time::sleep(std::time::Duration::from_millis(RUN_LEASE_MS as u64 / 3)).await;
-                let until = chrono::Utc::now().timestamp_millis() + RUN_LEASE_MS;
+                clock.sleep(RUN_LEASE_MS / 3).await;
+                let until = clock.now_ms() + RUN_LEASE_MS;
                 if store.renew_run(&name, at_ms, &owner, until).await.is_err() {
                     break;
                 }

@@ -17,6 +17,10 @@ async fn mock(config: MockConfig) -> MockWechat {
 const SECRET: &str = "mock-secret";
 
 fn connector(mock: &MockWechat, mode: TokenMode) -> WechatConnector {
+    connector_with_timeout(mock, mode, 5_000)
+}
+
+fn connector_with_timeout(mock: &MockWechat, mode: TokenMode, timeout_ms: u64) -> WechatConnector {
     let config = WechatConfig {
         appid: "wxmock".into(),
         secret_env: "NUDGE_TEST_WECHAT_SECRET".into(),
@@ -26,7 +30,7 @@ fn connector(mock: &MockWechat, mode: TokenMode) -> WechatConnector {
         lang: None,
         quota_tz: chrono_tz::Asia::Shanghai,
         refresh_ahead_s: 300,
-        timeout_ms: 5_000,
+        timeout_ms,
     };
     WechatConnector::with_secret(&config, SECRET.into()).unwrap()
 }
@@ -188,7 +192,8 @@ async fn a_dropped_answer_is_unknown_not_retried() {
         drop_share: 1.0,
         ..Faults::default()
     });
-    let error = connector(&mock, TokenMode::Stable)
+    // The answer never completes: the request times out (kept short here) with the message out.
+    let error = connector_with_timeout(&mock, TokenMode::Stable, 300)
         .send(&cart("o6"))
         .await
         .unwrap_err();

@@ -2,8 +2,6 @@
 
 use std::process::ExitCode;
 
-use chrono::{DateTime, Utc};
-use nudge_engine::clock;
 use nudge_engine::dispatch::{self, DispatchOptions};
 use nudge_engine::store::Store;
 
@@ -14,9 +12,8 @@ pub struct Args {
     /// Stop when nothing is due (instead of waiting for more)
     #[arg(long)]
     until_idle: bool,
-    /// Start the clock at this instant (it then runs at real speed)
-    #[arg(long, value_name = "TIME", value_parser = clock::parse_instant)]
-    now: Option<DateTime<Utc>>,
+    #[command(flatten)]
+    clock: super::ClockArgs,
 }
 
 pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
@@ -24,7 +21,7 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
     let connectors = context.config.build_connectors()?;
     let options = DispatchOptions {
         until_idle: args.until_idle,
-        start_ms: args.now.map(|t| t.timestamp_millis()),
+        clock: args.clock.clock(),
         worker: format!("{}-{}", hostname(), std::process::id()),
         idle_wait_ms: dispatch::IDLE_WAIT_MS,
         campaign_rates: campaign_rates(&context.config.campaigns_dir)?,

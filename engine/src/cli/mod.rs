@@ -164,3 +164,31 @@ fn init_logging(quiet: bool) {
         .with_target(false)
         .init();
 }
+
+/// `--now` and `--clock-rate`, for the commands that run on a clock (dispatch, serve).
+#[derive(Debug, clap::Args)]
+struct ClockArgs {
+    /// Start the clock at this instant instead of the real time (RFC 3339, a date or epoch ms)
+    #[arg(long, value_name = "TIME", value_parser = nudge_engine::clock::parse_instant)]
+    now: Option<chrono::DateTime<chrono::Utc>>,
+    /// Run the clock this many times faster than real time, e.g. 60 to play an hour of
+    /// schedules in a minute (for simulations against the dry-run connector or the mock)
+    #[arg(long, value_name = "RATE", default_value_t = 1.0, value_parser = clock_rate)]
+    clock_rate: f64,
+}
+
+impl ClockArgs {
+    fn clock(&self) -> nudge_engine::clock::Clock {
+        let start = self.now.unwrap_or_else(chrono::Utc::now);
+        nudge_engine::clock::Clock::running(start.timestamp_millis(), self.clock_rate)
+    }
+}
+
+fn clock_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rate) if (0.001..=100_000.0).contains(&rate) => Ok(rate),
+        _ => Err(format!(
+            "'{text}' is not a clock rate: use a number from 0.001 to 100000 (1 is real time)"
+        )),
+    }
+}

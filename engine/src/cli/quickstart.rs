@@ -263,7 +263,9 @@ async fn deliver(
     for hour in 0..=25 {
         let options = nudge_engine::dispatch::DispatchOptions {
             until_idle: true,
-            start_ms: Some((now + chrono::Duration::hours(hour)).timestamp_millis()),
+            clock: nudge_engine::clock::Clock::starting_at(
+                (now + chrono::Duration::hours(hour)).timestamp_millis(),
+            ),
             worker: "quickstart".into(),
             idle_wait_ms: 0,
             campaign_rates: nudge_engine::campaign::rates(&campaigns),

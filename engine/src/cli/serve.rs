@@ -27,10 +27,13 @@ pub struct Args {
     /// 0 never
     #[arg(long, value_name = "SECONDS", default_value_t = 3_600)]
     compact_every: u64,
+    #[command(flatten)]
+    clock: super::ClockArgs,
 }
 
 pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
     let store = Store::open(&context.config.store()).await?;
+    let clock = args.clock.clock();
     let campaigns = nudge_engine::campaign::load_dir(&context.config.campaigns_dir)?;
     let scheduled = campaigns.iter().filter(|c| c.schedule.is_some()).count();
     println!(
@@ -70,7 +73,7 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
         );
         let options = DispatchOptions {
             until_idle: false,
-            start_ms: None,
+            clock,
             worker: format!("serve-{}", std::process::id()),
             idle_wait_ms: dispatch::IDLE_WAIT_MS,
             campaign_rates: nudge_engine::campaign::rates(&campaigns),
@@ -102,7 +105,8 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
         ))
     });
 
-    // tokio-cron-scheduler is the local ticker: once a second it asks which runs are due.
+    // tokio-cron-scheduler is the local ticker: once a second (of real time) it asks which runs
+    // are due by the clock, all of them when a fast clock has passed several.
     let (tick_sender, mut ticks) = tokio::sync::mpsc::channel::<()>(4);
     let ticker = JobScheduler::new().await?;
     let sender = Arc::new(tick_sender);
@@ -117,24 +121,31 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
     ticker.start().await?;
 
     let grace = chrono::Duration::minutes(args.grace_minutes);
-    let mut after = chrono::Utc::now() - chrono::Duration::hours(args.lookback_hours);
+    let mut after = clock.now() - chrono::Duration::hours(args.lookback_hours);
     let mut shutdown_watch = shutdown.clone();
     loop {
         tokio::select! {
             _ = ticks.recv() => {}
             _ = shutdown_watch.changed() => break,
         }
-        let now = chrono::Utc::now();
-        let records =
-            match schedule::tick(&store, &context.config, &campaigns, after, now, grace).await {
-                Ok(records) => records,
-                Err(error) => {
-                    // The instants stay due: the next tick (same `after`) tries them again.
-                    tracing::error!(error = %error, "scheduling failed; trying again next tick");
-                    eprintln!("scheduling error: {error}");
-                    continue;
-                }
-            };
+        let now = clock.now();
+        let ticked = schedule::tick(
+            &store,
+            &context.config,
+            &campaigns,
+            (after, now),
+            &clock,
+            grace,
+        );
+        let records = match ticked.await {
+            Ok(records) => records,
+            Err(error) => {
+                // The instants stay due: the next tick (same `after`) tries them again.
+                tracing::error!(error = %error, "scheduling failed; trying again next tick");
+                eprintln!("scheduling error: {error}");
+                continue;
+            }
+        };
         for record in records {
             match record {
                 RunRecord::Ran {

@@ -146,8 +146,9 @@ fn check_limits(
 pub struct DispatchOptions {
     /// Stop when nothing is due and nothing is due soon.
     pub until_idle: bool,
-    /// The clock starts here (`--now`) and runs at real speed.
-    pub start_ms: Option<i64>,
+    /// What "now" is: real time, or a clock started at `--now` (kept across the restarts of
+    /// a supervised dispatcher, so its time never runs backwards).
+    pub clock: Clock,
     /// This process's name in claims.
     pub worker: String,
     /// With `until_idle`: how long to wait for sends due soon (retries) before stopping.
@@ -187,11 +188,7 @@ pub async fn run(
     options: &DispatchOptions,
     shutdown: watch::Receiver<bool>,
 ) -> Result<DispatchReport> {
-    let clock = Arc::new(
-        options
-            .start_ms
-            .map_or_else(Clock::system, Clock::starting_at),
-    );
+    let clock = Arc::new(options.clock);
     let (recovered_unknown, expired) = store.recover_sends(clock.now_ms()).await?;
     let mut report = DispatchReport {
         recovered_unknown,
@@ -541,7 +538,7 @@ impl ConnectorLoop {
     async fn sleep_ms(&self, ms: i64) {
         let mut shutdown = self.shutdown.clone();
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(ms.max(1) as u64)) => {}
+            _ = tokio::time::sleep(self.clock.real_duration(ms.max(1))) => {}
             _ = shutdown.changed() => {}
         }
     }

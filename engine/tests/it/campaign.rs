@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use nudge_engine::campaign::plan::{Caps, History, Planned, UserInput, next_local_time, plan_user};
 use nudge_engine::campaign::{Campaign, Delivery, Mode};
+use nudge_engine::clock::Clock;
 use nudge_engine::schedule::{RunRecord, ScheduleConfig, tick};
 use nudge_engine::store::outbox::LiveSend;
 use nudge_rules::{Decision, Message, UserFacts};
@@ -438,8 +439,8 @@ async fn a_scheduled_instant_runs_once_and_missed_ones_are_skipped() {
         &test.store,
         &config,
         &campaigns,
-        at("2026-11-02T09:30:00Z"),
-        now,
+        (at("2026-11-02T09:30:00Z"), now),
+        &Clock::frozen(now),
         grace,
     )
     .await
@@ -462,8 +463,8 @@ async fn a_scheduled_instant_runs_once_and_missed_ones_are_skipped() {
         &test.store,
         &config,
         &campaigns,
-        at("2026-11-02T09:30:00Z"),
-        now,
+        (at("2026-11-02T09:30:00Z"), now),
+        &Clock::frozen(now),
         grace,
     )
     .await
@@ -606,7 +607,7 @@ async fn rules_see_sends_from_the_outbox_and_their_clicks() {
     let connectors = config.build_connectors().unwrap();
     let options = nudge_engine::dispatch::DispatchOptions {
         until_idle: true,
-        start_ms: Some(t),
+        clock: nudge_engine::clock::Clock::starting_at(t),
         worker: "t".into(),
         idle_wait_ms: 0,
         campaign_rates: Default::default(),
@@ -968,8 +969,8 @@ async fn a_run_left_running_by_a_dead_process_or_failed_is_run_again() {
         &test.store,
         &config,
         &campaigns,
-        at("2026-11-02T11:59:00Z"),
-        at("2026-11-02T12:00:05Z"),
+        (at("2026-11-02T11:59:00Z"), at("2026-11-02T12:00:05Z")),
+        &Clock::frozen(at("2026-11-02T12:00:05Z")),
         grace,
     )
     .await
@@ -988,8 +989,8 @@ async fn a_run_left_running_by_a_dead_process_or_failed_is_run_again() {
         &test.store,
         &config,
         &campaigns,
-        at("2026-11-02T12:00:05Z"),
-        at("2026-11-02T12:00:30Z"),
+        (at("2026-11-02T12:00:05Z"), at("2026-11-02T12:00:30Z")),
+        &Clock::frozen(at("2026-11-02T12:00:30Z")),
         grace,
     )
     .await
@@ -999,8 +1000,8 @@ async fn a_run_left_running_by_a_dead_process_or_failed_is_run_again() {
         &test.store,
         &config,
         &campaigns,
-        at("2026-11-02T12:00:30Z"),
-        at("2026-11-02T12:01:10Z"),
+        (at("2026-11-02T12:00:30Z"), at("2026-11-02T12:01:10Z")),
+        &Clock::frozen(at("2026-11-02T12:01:10Z")),
         grace,
     )
     .await
@@ -1021,8 +1022,8 @@ async fn a_run_left_running_by_a_dead_process_or_failed_is_run_again() {
         &test.store,
         &config,
         &campaigns,
-        at("2026-11-02T13:00:01Z"),
-        at("2026-11-02T13:00:30Z"),
+        (at("2026-11-02T13:00:01Z"), at("2026-11-02T13:00:30Z")),
+        &Clock::frozen(at("2026-11-02T13:00:30Z")),
         grace,
     )
     .await
@@ -1046,8 +1047,8 @@ async fn a_run_left_running_by_a_dead_process_or_failed_is_run_again() {
         &test.store,
         &config,
         &campaigns,
-        at("2026-11-02T15:00:00Z"),
-        at("2026-11-02T15:00:01Z"),
+        (at("2026-11-02T15:00:00Z"), at("2026-11-02T15:00:01Z")),
+        &Clock::frozen(at("2026-11-02T15:00:01Z")),
         grace,
     )
     .await

@@ -10,6 +10,7 @@ use nudge_connectors::Connector;
 use nudge_connectors::wechat::WechatConfig;
 use nudge_connectors::wechat::client::WechatConnector;
 use nudge_connectors::wechat::mock::{Faults, MockConfig, MockWechat};
+use nudge_engine::clock::Clock;
 use nudge_engine::dispatch::{self, DispatchConfig, DispatchOptions};
 use nudge_engine::store::outbox::PlannedSend;
 
@@ -54,10 +55,20 @@ async fn dispatch_all(
     mock: &MockWechat,
     config: &DispatchConfig,
 ) -> dispatch::DispatchReport {
+    dispatch_all_on(test, mock, config, Clock::system()).await
+}
+
+/// [`dispatch_all`] on `clock` (a fast one lets retries and deadlines pass without waiting).
+async fn dispatch_all_on(
+    test: &TestStore,
+    mock: &MockWechat,
+    config: &DispatchConfig,
+    clock: Clock,
+) -> dispatch::DispatchReport {
     let connectors = BTreeMap::from([("wechat".to_string(), wechat(mock))]);
     let options = DispatchOptions {
         until_idle: true,
-        start_ms: None,
+        clock,
         worker: "test".into(),
         idle_wait_ms: dispatch::IDLE_WAIT_MS,
         campaign_rates: Default::default(),
@@ -189,22 +200,24 @@ async fn transient_failures_are_retried_and_expire_at_the_deadline() {
     assert_eq!(states(&test).await.get("sent"), Some(&40));
     assert_eq!(mock.delivered().len(), 40);
 
-    // Always busy, with a one-second life: retried, then expired.
+    // Always busy, with a ten-second life: retried, then expired. The clock runs 20 times as
+    // fast as real time, so the retries (every ~3 s of it) and the deadline take half a second.
     mock.set_faults(Faults {
         busy_share: 1.0,
         ..Faults::default()
     });
     let t = now();
     test.store
-        .enqueue_sends(&[send("x", "tmpl_cart_reminder", "doomed", t, 1_000)], t)
+        .enqueue_sends(&[send("x", "tmpl_cart_reminder", "doomed", t, 10_000)], t)
         .await
         .unwrap();
     let config = DispatchConfig {
-        base_backoff_ms: 300,
-        max_backoff_ms: 300,
+        base_backoff_ms: 3_000,
+        max_backoff_ms: 3_000,
         ..DispatchConfig::default()
     };
-    dispatch_all(&test, &mock, &config).await;
+    let report = dispatch_all_on(&test, &mock, &config, Clock::running(t, 20.0)).await;
+    assert!(report.retried >= 2, "{report:?}");
     let status = test.store.send_status(Some("doomed")).await.unwrap();
     assert_eq!(status.len(), 1);
     assert_eq!(status[0].0, "expired", "{status:?}");
@@ -339,8 +352,9 @@ async fn killing_the_dispatcher_never_duplicates_a_send() {
             "the dispatcher must die mid-run, not finish first"
         );
     }
-    std::thread::sleep(std::time::Duration::from_millis(1_100)); // leases run out
-    let last = nudge(&config, &["dispatch", "--until-idle"])
+    // The last dispatcher's clock starts past the dead ones' leases (1 s) instead of waiting.
+    let later = (chrono::Utc::now().timestamp_millis() + 1_100).to_string();
+    let last = nudge(&config, &["dispatch", "--until-idle", "--now", &later])
         .output()
         .unwrap();
     assert!(
@@ -485,7 +499,7 @@ async fn a_graceful_stop_finishes_or_releases_every_claimed_send() {
     let connectors = BTreeMap::from([("wechat".to_string(), wechat(&mock))]);
     let options = DispatchOptions {
         until_idle: true,
-        start_ms: None,
+        clock: Clock::system(),
         worker: "stopper".into(),
         idle_wait_ms: 0,
         campaign_rates: Default::default(),
@@ -565,7 +579,7 @@ async fn a_campaign_rate_limit_spaces_that_campaigns_sends_only() {
         BTreeMap::from([("wechat".to_string(), recorder.clone() as Arc<dyn Connector>)]);
     let options = DispatchOptions {
         until_idle: true,
-        start_ms: None,
+        clock: Clock::system(),
         worker: "test".into(),
         idle_wait_ms: 0,
         campaign_rates: BTreeMap::from([("slow".to_string(), 20.0)]),

@@ -10,6 +10,7 @@ use nudge_connectors::wechat::WechatConfig;
 use nudge_connectors::wechat::client::WechatConnector;
 use nudge_connectors::wechat::mock::MockWechat;
 use nudge_connectors::{BoxedSend, Connector, Notification, Receipt};
+use nudge_engine::clock::Clock;
 use nudge_engine::config::Config;
 use nudge_engine::dispatch::{self, DispatchConfig, DispatchOptions, DispatchReport};
 use nudge_engine::store::Store;
@@ -48,9 +49,20 @@ async fn dispatch_with(
     config: &DispatchConfig,
     idle_wait_ms: i64,
 ) -> DispatchReport {
+    dispatch_on(store, connectors, config, idle_wait_ms, Clock::system()).await
+}
+
+/// [`dispatch_with`] on `clock`: a fast one lets deadlines pass without waiting for them.
+async fn dispatch_on(
+    store: &Store,
+    connectors: BTreeMap<String, Arc<dyn Connector>>,
+    config: &DispatchConfig,
+    idle_wait_ms: i64,
+    clock: Clock,
+) -> DispatchReport {
     let options = DispatchOptions {
         until_idle: true,
-        start_ms: None,
+        clock,
         worker: "test".into(),
         idle_wait_ms,
         campaign_rates: Default::default(),
@@ -220,8 +232,8 @@ async fn a_send_that_expires_while_the_dispatcher_waits_is_expired_and_the_run_e
     let test = TestStore::new().await;
     let t = now();
     let mut late = planned("x1", "dry-run", t);
-    late.send_at_ms = t + 1_500;
-    late.expires_at_ms = t + 500;
+    late.send_at_ms = t + 15_000;
+    late.expires_at_ms = t + 5_000;
     test.store.enqueue_sends(&[late], t).await.unwrap();
     let connectors = Config {
         data_dir: test.store.data_dir().to_path_buf(),
@@ -229,7 +241,16 @@ async fn a_send_that_expires_while_the_dispatcher_waits_is_expired_and_the_run_e
     }
     .build_connectors()
     .unwrap();
-    let report = dispatch_with(&test.store, connectors, &DispatchConfig::default(), 5_000).await;
+    // Five seconds of the clock pass in half a second.
+    let clock = Clock::running(t, 10.0);
+    let report = dispatch_on(
+        &test.store,
+        connectors,
+        &DispatchConfig::default(),
+        50_000,
+        clock,
+    )
+    .await;
     assert_eq!(report.sent, 0);
     assert_eq!(
         states(&test.store).await.get("expired"),

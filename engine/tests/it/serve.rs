@@ -47,17 +47,21 @@ fn two_serve_processes_run_each_cron_instant_once() {
         .unwrap();
     assert!(ingested.success());
 
+    // Both start their clocks at the same instant, the day after the events, and run them ten
+    // times as fast as real time: 2.5 s hold about 25 s of schedule.
+    let start = (NOV_1 + 86_400_000 + 12 * 3_600_000).to_string();
     let spawn = || {
         nudge(&config)
             .current_dir(root)
-            .args(["serve", "--lookback-hours", "0"])
+            .args(["serve", "--lookback-hours", "0", "--now", &start])
+            .args(["--clock-rate", "10"])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .unwrap()
     };
     let (first, second) = (spawn(), spawn());
-    std::thread::sleep(std::time::Duration::from_secs(7));
+    std::thread::sleep(std::time::Duration::from_millis(2_500));
     for child in [&first, &second] {
         let stopped = Command::new("kill")
             .args(["-INT", &child.id().to_string()])
@@ -93,8 +97,12 @@ fn two_serve_processes_run_each_cron_instant_once() {
         }
     }
     assert!(
-        runs.len() >= 2,
-        "expected several instants in 7 s: {runs:?}"
+        runs.len() >= 4,
+        "expected several instants in 25 s of the clock: {runs:?}"
+    );
+    assert!(
+        runs.keys().all(|at| at.starts_with("2026-11-02 12:00:")),
+        "the instants are the clock's, not real time: {runs:?}"
     );
     assert!(
         runs.values().all(|n| *n == 1),
