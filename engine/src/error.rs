@@ -62,6 +62,19 @@ impl From<sqlx::Error> for Error {
     }
 }
 
+impl From<sqlx::migrate::MigrateError> for Error {
+    fn from(error: sqlx::migrate::MigrateError) -> Self {
+        let message = match error {
+            sqlx::migrate::MigrateError::Execute(inner)
+            | sqlx::migrate::MigrateError::ExecuteMigration(inner, _) => {
+                return Error::from(inner);
+            }
+            other => other.to_string(),
+        };
+        Error::Database(format!("schema migration: {message}"))
+    }
+}
+
 impl From<polars::error::PolarsError> for Error {
     fn from(error: polars::error::PolarsError) -> Self {
         Error::Segments(error.to_string())

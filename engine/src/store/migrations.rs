@@ -1,177 +1,126 @@
-//! Embedded schema migrations, applied in order on start and recorded in `schema_migrations`.
+//! Schema migrations: the SQL files under `engine/migrations/sqlite/`, embedded in the binary
+//! and applied in order on open by sqlx's migrator (recorded, with checksums, in
+//! `_sqlx_migrations`). Never edit a migration that has shipped: add another file, and its line
+//! below (a test fails on a file not listed).
+//!
+//! The files are listed by hand rather than found by `sqlx::migrate!`: that macro needs sqlx's
+//! `macros` feature, whose dependencies change the features polars is built with and so cost a
+//! full polars rebuild (18 minutes here).
 
-use sqlx::{Row, SqlitePool};
+use std::sync::LazyLock;
+
+use sqlx::SqlSafeStr;
+use sqlx::SqlitePool;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
 
 use crate::Result;
 
-/// Each migration is applied once, in order. Never edit one that has shipped: add another.
-const MIGRATIONS: &[(i64, &str, &str)] = &[
-    (
-        1,
-        "events manifest, ingest progress, event ids, users, credits",
-        r#"
-CREATE TABLE segments (
-    path TEXT PRIMARY KEY,
-    day TEXT NOT NULL,
-    rows BIGINT NOT NULL,
-    min_ts BIGINT NOT NULL,
-    max_ts BIGINT NOT NULL,
-    batch TEXT NOT NULL,
-    created_ms BIGINT NOT NULL
-);
-CREATE INDEX segments_day ON segments (day);
-CREATE TABLE ingested_files (
-    content_hash TEXT PRIMARY KEY,
-    path TEXT NOT NULL,
-    records_done BIGINT NOT NULL,
-    complete INTEGER NOT NULL,
-    accepted BIGINT NOT NULL,
-    updated_ms BIGINT NOT NULL
-);
-CREATE TABLE event_ids (
-    hash INTEGER PRIMARY KEY
-);
-CREATE TABLE users (
-    user_id TEXT PRIMARY KEY,
-    tz TEXT,
-    tz_ts BIGINT,
-    attrs TEXT NOT NULL DEFAULT '{}',
-    updated_ms BIGINT NOT NULL
-);
-CREATE TABLE credits (
-    user_id TEXT NOT NULL,
-    template_id TEXT NOT NULL,
-    balance BIGINT NOT NULL CHECK (balance >= 0),
-    updated_ts BIGINT NOT NULL,
-    PRIMARY KEY (user_id, template_id)
-);
-CREATE TABLE credit_ledger (
-    user_id TEXT NOT NULL,
-    template_id TEXT NOT NULL,
-    change TEXT NOT NULL,
-    delta BIGINT NOT NULL,
-    balance_after BIGINT NOT NULL,
-    ts BIGINT NOT NULL,
-    source TEXT NOT NULL
-);
-CREATE INDEX credit_ledger_user ON credit_ledger (user_id, template_id);
-"#,
-    ),
-    (
-        2,
-        "send outbox",
-        r#"
-CREATE TABLE sends (
-    id INTEGER PRIMARY KEY,
-    dedup_key TEXT NOT NULL UNIQUE,
-    campaign TEXT NOT NULL,
-    user_id TEXT NOT NULL,
-    template_id TEXT NOT NULL,
-    connector TEXT NOT NULL,
-    page TEXT,
-    data TEXT NOT NULL,
-    send_at BIGINT NOT NULL,
-    expires_at BIGINT NOT NULL,
-    state TEXT NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    next_attempt_at BIGINT NOT NULL,
-    lease_until BIGINT,
-    claimed_by TEXT,
-    provider_id TEXT,
-    failure TEXT,
-    updated_ms BIGINT NOT NULL
-);
-CREATE INDEX sends_due ON sends (state, next_attempt_at);
-CREATE INDEX sends_campaign ON sends (campaign, state);
-"#,
-    ),
-    (
-        3,
-        "template registry",
-        r#"
-CREATE TABLE templates (
-    template_id TEXT PRIMARY KEY,
-    title TEXT NOT NULL,
-    kind BIGINT NOT NULL,
-    keywords TEXT NOT NULL,
-    synced_ms BIGINT NOT NULL
-);
-"#,
-    ),
-    (
-        4,
-        "campaign runs",
-        r#"
-CREATE TABLE campaign_runs (
-    campaign TEXT NOT NULL,
-    scheduled_at BIGINT NOT NULL,
-    state TEXT NOT NULL,
-    started_ms BIGINT NOT NULL,
-    finished_ms BIGINT,
-    planned BIGINT NOT NULL DEFAULT 0,
-    note TEXT NOT NULL DEFAULT '',
-    PRIMARY KEY (campaign, scheduled_at)
-);
-"#,
-    ),
-    (
-        5,
-        "send priority, run instant, holdout and cancelled sends",
-        r#"
-ALTER TABLE sends ADD COLUMN priority BIGINT NOT NULL DEFAULT 0;
-ALTER TABLE sends ADD COLUMN run_at BIGINT;
-CREATE INDEX sends_user ON sends (user_id, send_at);
-"#,
-    ),
-    (
-        6,
-        "event ids are checked against the segments of their day, not a table",
-        r#"
-DROP TABLE event_ids;
-"#,
-    ),
-    (
-        7,
-        "quiet hours held at send time, run leases and retries, the store's id, ingested file sizes",
-        r#"
-ALTER TABLE sends ADD COLUMN quiet_start INTEGER;
-ALTER TABLE sends ADD COLUMN quiet_end INTEGER;
-ALTER TABLE sends ADD COLUMN tz TEXT;
-ALTER TABLE campaign_runs ADD COLUMN attempts BIGINT NOT NULL DEFAULT 1;
-ALTER TABLE campaign_runs ADD COLUMN lease_until BIGINT;
-ALTER TABLE campaign_runs ADD COLUMN owner TEXT;
-CREATE TABLE store_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-ALTER TABLE ingested_files ADD COLUMN bytes BIGINT;
-"#,
-    ),
-    (
-        8,
-        "segments replaced by a compaction, until their files are deleted",
-        r#"
-CREATE TABLE retired_segments (path TEXT PRIMARY KEY, retired_ms BIGINT NOT NULL);
-"#,
-    ),
+/// A migration file's (name, contents), embedded at build time.
+macro_rules! sqlite_file {
+    ($name:literal) => {
+        (
+            $name,
+            include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/migrations/sqlite/",
+                $name
+            )),
+        )
+    };
+}
+
+/// (file name, contents), in version order.
+const SQLITE_FILES: &[(&str, &str)] = &[
+    sqlite_file!("0001_events_manifest_event_ids_users_credits.sql"),
+    sqlite_file!("0002_send_outbox.sql"),
+    sqlite_file!("0003_template_registry.sql"),
+    sqlite_file!("0004_campaign_runs.sql"),
+    sqlite_file!("0005_send_priority_run_instant_holdout.sql"),
+    sqlite_file!("0006_event_ids_checked_against_their_day.sql"),
+    sqlite_file!("0007_quiet_hours_run_leases_retries.sql"),
+    sqlite_file!("0008_retired_segments.sql"),
 ];
 
+static SQLITE: LazyLock<Migrator> =
+    LazyLock::new(|| Migrator::with_migrations(migrations(SQLITE_FILES)));
+
+/// sqlx migrations from `NNNN_words.sql` files: version NNNN, description "words".
+fn migrations(files: &[(&'static str, &'static str)]) -> Vec<Migration> {
+    files
+        .iter()
+        .map(|(name, sql)| {
+            let stem = name.trim_end_matches(".sql");
+            let (version, words) = stem.split_once('_').expect("NNNN_words.sql");
+            Migration::new(
+                version.parse().expect("a numbered migration"),
+                words.replace('_', " ").into(),
+                MigrationType::Simple,
+                sql.into_sql_str(),
+                false,
+            )
+        })
+        .collect()
+}
+
+/// Brings the schema up to date. A store written before nudge used sqlx's migrator records what
+/// it applied in `schema_migrations`: those versions are marked applied (not run again) first.
 pub(super) async fn run(pool: &SqlitePool) -> Result<()> {
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    sqlx::query(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, description TEXT NOT NULL)",
-    )
-    .execute(&mut *tx)
-    .await?;
-    let applied: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
-        .fetch_one(&mut *tx)
-        .await?
-        .get(0);
-    for (version, description, sql) in MIGRATIONS.iter().filter(|(v, ..)| *v > applied) {
-        sqlx::raw_sql(*sql).execute(&mut *tx).await?;
-        sqlx::query("INSERT INTO schema_migrations (version, description) VALUES ($1, $2)")
-            .bind(version)
-            .bind(description)
-            .execute(&mut *tx)
-            .await?;
+    adopt_legacy_record(pool).await?;
+    if let Err(first) = SQLITE.run(pool).await {
+        // Two processes opening a new store at once: the one that lost the race sees tables the
+        // other just made. What is applied is read again; a real failure fails again.
+        tracing::debug!(error = %first, "migrations raced; checking again");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        SQLITE.run(pool).await?;
     }
-    tx.commit().await?;
     Ok(())
+}
+
+async fn adopt_legacy_record(pool: &SqlitePool) -> Result<()> {
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'table'
+             AND name IN ('schema_migrations', '_sqlx_migrations')",
+    )
+    .fetch_all(pool)
+    .await?;
+    if tables.iter().any(|t| t == "_sqlx_migrations")
+        || !tables.iter().any(|t| t == "schema_migrations")
+    {
+        return Ok(());
+    }
+    let applied: i64 =
+        sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
+            .fetch_one(pool)
+            .await?;
+    if applied > 0 {
+        SQLITE.skip(pool, Some(applied)).await?;
+    }
+    sqlx::query("DROP TABLE schema_migrations")
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_migration_file_is_listed() {
+        let folder = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
+        let mut on_disk: Vec<String> = std::fs::read_dir(folder)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        on_disk.sort();
+        let listed: Vec<&str> = SQLITE_FILES.iter().map(|(name, _)| *name).collect();
+        assert_eq!(on_disk, listed);
+    }
+
+    #[test]
+    fn migrations_are_numbered_from_one_without_gaps() {
+        let versions: Vec<i64> = SQLITE.iter().map(|m| m.version).collect();
+        let expected: Vec<i64> = (1..=versions.len() as i64).collect();
+        assert_eq!(versions, expected);
+    }
 }

@@ -3,6 +3,7 @@
 //! Only this module issues SQL. Statements use `$n` placeholders and `ON CONFLICT` so they run
 //! unchanged on SQLite and PostgreSQL.
 
+mod bulk;
 mod compact;
 mod migrations;
 pub mod outbox;
@@ -1086,26 +1087,25 @@ async fn record_segments(
     batch_name: &str,
     now_ms: i64,
 ) -> Result<()> {
-    state::insert_bound(
+    bulk::insert(
         tx,
         (
             "INSERT INTO segments (path, day, rows, min_ts, max_ts, batch, created_ms)",
-            7,
             "",
         ),
         written,
-        |query, segment| {
-            query
-                .bind(segment.relative_path.clone())
-                .bind(segment.day.clone())
-                .bind(segment.rows as i64)
-                .bind(segment.min_ts)
-                .bind(segment.max_ts)
-                .bind(batch_name.to_string())
-                .bind(now_ms)
+        |mut row, segment| {
+            row.push_bind(segment.relative_path.as_str())
+                .push_bind(segment.day.as_str())
+                .push_bind(segment.rows as i64)
+                .push_bind(segment.min_ts)
+                .push_bind(segment.max_ts)
+                .push_bind(batch_name)
+                .push_bind(now_ms);
         },
     )
-    .await
+    .await?;
+    Ok(())
 }
 
 /// Per UTC day, the (id hash, position in the batch) of a batch's events that carry an id.

@@ -132,10 +132,6 @@ pub struct Recorded {
     pub lost_lease: u64,
 }
 
-const CHUNK: usize = 3_000;
-/// Bound values per inserted row.
-const COLUMNS: usize = 17;
-
 /// Inserts sends, ignoring those whose dedup key is already there. Returns how many were new.
 pub(super) async fn enqueue(pool: &SqlitePool, sends: &[NewSend], now_ms: i64) -> Result<Enqueued> {
     let mut done = Enqueued::default();
@@ -187,16 +183,12 @@ pub(super) async fn enqueue(pool: &SqlitePool, sends: &[NewSend], now_ms: i64) -
         .iter()
         .filter(|n| n.cancel.is_empty() && !n.holdout)
         .collect();
-    for chunk in plain.chunks(CHUNK / COLUMNS) {
-        let added = insert_refs(&mut tx, chunk, now_ms).await?;
-        done.added += added;
-        done.duplicates += chunk.len() as u64 - added;
-    }
+    let added = insert_refs(&mut tx, &plain, now_ms).await?;
+    done.added += added;
+    done.duplicates += plain.len() as u64 - added;
     // Holdout records: a re-run finds them there already, which is not a duplicate send.
     let held: Vec<&NewSend> = sends.iter().filter(|n| n.holdout).collect();
-    for chunk in held.chunks(CHUNK / COLUMNS) {
-        insert_refs(&mut tx, chunk, now_ms).await?;
-    }
+    insert_refs(&mut tx, &held, now_ms).await?;
     tx.commit().await?;
     Ok(done)
 }
@@ -216,34 +208,35 @@ async fn insert_refs(
     sends: &[&NewSend],
     now_ms: i64,
 ) -> Result<u64> {
-    if sends.is_empty() {
-        return Ok(0);
-    }
-    let mut query = QueryBuilder::<Sqlite>::new(
-        "INSERT INTO sends (dedup_key, campaign, user_id, template_id, connector, page, data, send_at, expires_at, state, next_attempt_at, updated_ms, priority, run_at, quiet_start, quiet_end, tz) ",
-    );
-    query.push_values(sends, |mut row, new| {
-        let send = &new.send;
-        row.push_bind(send.dedup_key.as_str())
-            .push_bind(send.campaign.as_str())
-            .push_bind(send.user_id.as_str())
-            .push_bind(send.template_id.as_str())
-            .push_bind(send.connector.as_str())
-            .push_bind(send.page.as_deref())
-            .push_bind(serde_json::to_string(&send.data).expect("strings serialise"))
-            .push_bind(send.send_at_ms)
-            .push_bind(send.expires_at_ms)
-            .push_bind(if new.holdout { "holdout" } else { "planned" })
-            .push_bind(send.send_at_ms)
-            .push_bind(now_ms)
-            .push_bind(send.priority)
-            .push_bind(send.run_at_ms)
-            .push_bind(send.quiet.as_ref().map(|q| q.start as i64))
-            .push_bind(send.quiet.as_ref().map(|q| q.end as i64))
-            .push_bind(send.quiet.as_ref().map(|q| q.zone.as_str()));
-    });
-    query.push(" ON CONFLICT (dedup_key) DO NOTHING");
-    Ok(query.build().execute(&mut **tx).await?.rows_affected())
+    super::bulk::insert(
+        tx,
+        (
+            "INSERT INTO sends (dedup_key, campaign, user_id, template_id, connector, page, data, send_at, expires_at, state, next_attempt_at, updated_ms, priority, run_at, quiet_start, quiet_end, tz)",
+            "ON CONFLICT (dedup_key) DO NOTHING",
+        ),
+        sends,
+        |mut row, new| {
+            let send = &new.send;
+            row.push_bind(send.dedup_key.as_str())
+                .push_bind(send.campaign.as_str())
+                .push_bind(send.user_id.as_str())
+                .push_bind(send.template_id.as_str())
+                .push_bind(send.connector.as_str())
+                .push_bind(send.page.as_deref())
+                .push_bind(serde_json::to_string(&send.data).expect("strings serialise"))
+                .push_bind(send.send_at_ms)
+                .push_bind(send.expires_at_ms)
+                .push_bind(if new.holdout { "holdout" } else { "planned" })
+                .push_bind(send.send_at_ms)
+                .push_bind(now_ms)
+                .push_bind(send.priority)
+                .push_bind(send.run_at_ms)
+                .push_bind(send.quiet.as_ref().map(|q| q.start as i64))
+                .push_bind(send.quiet.as_ref().map(|q| q.end as i64))
+                .push_bind(send.quiet.as_ref().map(|q| q.zone.as_str()));
+        },
+    )
+    .await
 }
 
 /// Marks `sending` rows whose lease expired as `unknown`, and `planned` rows past their expiry

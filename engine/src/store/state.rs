@@ -8,6 +8,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 
+use super::bulk;
 use crate::Result;
 use crate::batch::EventBatch;
 use crate::event;
@@ -191,36 +192,6 @@ fn merge_objects(objects: &[&str]) -> String {
     Value::Object(merged).to_string()
 }
 
-/// Rows bound per statement by [`insert_bound`] (at most seven values each: far below
-/// SQLite's limit of 32,766 bound values).
-const ROWS_PER_STATEMENT: usize = 1_000;
-
-/// A query over bound values.
-pub(super) type Bound<'q> = sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments>;
-
-/// Runs `{head} VALUES (?, ...), ... {tail}` over `rows`, [`ROWS_PER_STATEMENT`] rows per
-/// statement, `bind` binding one row's `width` values. Bound values are cheaper for SQLite
-/// than a JSON list unpacked by `json_each`, which matters for the rows of every batch.
-pub(super) async fn insert_bound<T>(
-    tx: &mut Transaction<'static, Sqlite>,
-    (head, width, tail): (&str, usize, &str),
-    rows: &[T],
-    bind: impl for<'q> Fn(Bound<'q>, &T) -> Bound<'q>,
-) -> Result<()> {
-    let row = format!("({})", vec!["?"; width].join(", "));
-    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-        let values = vec![row.as_str(); chunk.len()].join(", ");
-        let sql = sqlx::AssertSqlSafe(format!("{head} VALUES {values} {tail}"));
-        // Full chunks share one prepared statement; a last, shorter one is not worth keeping.
-        let mut query = sqlx::query(sql).persistent(chunk.len() == ROWS_PER_STATEMENT);
-        for row in chunk {
-            query = bind(query, row);
-        }
-        query.execute(&mut **tx).await?;
-    }
-    Ok(())
-}
-
 /// Applies a batch's state changes inside its transaction.
 pub(super) async fn apply(
     tx: &mut Transaction<'static, Sqlite>,
@@ -230,22 +201,20 @@ pub(super) async fn apply(
     // One row per user named by a zone or attributes. A new user is one insert; a known one
     // keeps the later zone, and its stored attributes get the batch's top-level keys (later
     // values win), merged inside SQLite.
-    insert_bound(tx, USERS_UPSERT, &changes.users, |query, user| {
-        query
-            .bind(user.user_id.clone())
-            .bind(user.zone.as_ref().map(|(_, tz)| tz.clone()))
-            .bind(user.zone.as_ref().map(|(ts, _)| *ts))
-            .bind(user.attrs.clone().unwrap_or_else(|| "{}".into()))
-            .bind(now)
+    bulk::insert(tx, USERS_UPSERT, &changes.users, |mut row, user| {
+        row.push_bind(user.user_id.as_str())
+            .push_bind(user.zone.as_ref().map(|(_, tz)| tz.as_str()))
+            .push_bind(user.zone.as_ref().map(|(ts, _)| *ts))
+            .push_bind(user.attrs.as_deref().unwrap_or("{}"))
+            .push_bind(now);
     })
     .await?;
     apply_subscriptions(tx, &changes.subscriptions).await
 }
 
 /// The upsert of users, each bound as (user_id, tz, tz_ts, attrs, updated_ms).
-const USERS_UPSERT: (&str, usize, &str) = (
+const USERS_UPSERT: (&str, &str) = (
     "INSERT INTO users (user_id, tz, tz_ts, attrs, updated_ms)",
-    5,
     "ON CONFLICT (user_id) DO UPDATE SET
          tz = CASE WHEN excluded.tz IS NOT NULL
              AND (users.tz_ts IS NULL OR excluded.tz_ts >= users.tz_ts)
@@ -270,7 +239,7 @@ const USERS_UPSERT: (&str, usize, &str) = (
 
 /// Values as one JSON array, bound as a single parameter and unpacked by `json_each`: the
 /// lists of ids or days a query selects by, in one statement however long (rows written go
-/// through [`insert_bound`]).
+/// through [`bulk::insert`]).
 pub(super) fn json_list<T: serde::Serialize>(rows: &[T]) -> String {
     serde_json::to_string(rows).expect("plain values serialise")
 }
@@ -330,23 +299,21 @@ async fn apply_subscriptions(
         *updated = *ts;
         *changed = true;
     }
-    insert_bound(
+    bulk::insert(
         tx,
         (
             "INSERT INTO credit_ledger (user_id, template_id, change, delta, balance_after, ts, source)",
-            7,
             "",
         ),
         &ledger,
-        |query, (user, template, change, delta, after, ts, source)| {
-            query
-                .bind(user.to_string())
-                .bind(template.to_string())
-                .bind(*change)
-                .bind(*delta)
-                .bind(*after)
-                .bind(*ts)
-                .bind(source.clone())
+        |mut row, (user, template, change, delta, after, ts, source)| {
+            row.push_bind(*user)
+                .push_bind(*template)
+                .push_bind(*change)
+                .push_bind(*delta)
+                .push_bind(*after)
+                .push_bind(*ts)
+                .push_bind(source.as_str());
         },
     )
     .await?;
@@ -357,21 +324,19 @@ async fn apply_subscriptions(
             (user.as_str(), template.as_str(), *balance, *updated)
         })
         .collect();
-    insert_bound(
+    bulk::insert(
         tx,
         (
             "INSERT INTO credits (user_id, template_id, balance, updated_ts)",
-            4,
             "ON CONFLICT (user_id, template_id) DO UPDATE SET balance = excluded.balance,
                  updated_ts = excluded.updated_ts",
         ),
         &touched,
-        |query, (user, template, balance, updated)| {
-            query
-                .bind(user.to_string())
-                .bind(template.to_string())
-                .bind(*balance)
-                .bind(*updated)
+        |mut row, (user, template, balance, updated)| {
+            row.push_bind(*user)
+                .push_bind(*template)
+                .push_bind(*balance)
+                .push_bind(*updated);
         },
     )
     .await?;

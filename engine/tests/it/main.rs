@@ -6,6 +6,7 @@ mod compact;
 mod dispatch;
 mod facts;
 mod ingest;
+mod migrations;
 mod reliability;
 mod segments;
 mod serve;
