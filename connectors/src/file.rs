@@ -27,16 +27,8 @@ impl Connector for FileConnector {
     fn send<'a>(&'a self, notification: &'a Notification) -> BoxedSend<'a> {
         Box::pin(async move {
             let _appending = self.lock.lock().await;
-            let line = serde_json::json!({
-                "sent_at": chrono::Utc::now().to_rfc3339(),
-                "user_id": notification.user_id,
-                "template_id": notification.template_id,
-                "data": notification.data,
-                "page": notification.page,
-                "campaign": notification.campaign,
-                "send_id": notification.send_id,
-                "dedup_key": notification.dedup_key,
-            });
+            let mut line = serde_json::to_value(notification).expect("JSON values serialise");
+            line["sent_at"] = chrono::Utc::now().to_rfc3339().into();
             let path = self.path.clone();
             let written = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
                 let mut file = std::fs::OpenOptions::new()

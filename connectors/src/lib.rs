@@ -36,8 +36,9 @@ pub fn build(config: &ConnectorConfig) -> Result<Box<dyn Connector>, String> {
     })
 }
 
-/// One rendered notification, ready to send.
-#[derive(Debug, Clone, PartialEq)]
+/// One rendered notification, ready to send. Its JSON form (every field, by name) is what the
+/// webhook posts and the file connector writes.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Notification {
     /// The recipient: the WeChat openid, or the app's own id for other connectors.
     pub user_id: String,

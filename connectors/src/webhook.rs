@@ -91,16 +91,7 @@ fn retry_after(response: &reqwest::Response) -> Duration {
 impl Connector for WebhookConnector {
     fn send<'a>(&'a self, notification: &'a Notification) -> BoxedSend<'a> {
         Box::pin(async move {
-            let body = serde_json::to_vec(&serde_json::json!({
-                "user_id": notification.user_id,
-                "template_id": notification.template_id,
-                "data": notification.data,
-                "page": notification.page,
-                "campaign": notification.campaign,
-                "send_id": notification.send_id,
-                "dedup_key": notification.dedup_key,
-            }))
-            .expect("JSON values serialise");
+            let body = serde_json::to_vec(notification).expect("JSON values serialise");
             let timestamp = chrono::Utc::now().timestamp();
             let response = self
                 .client

@@ -151,47 +151,33 @@ async fn run_claimed(
     let result =
         crate::campaign::run::run(store, &config.run_settings(), campaign, at, now, false).await;
     renewing.abort();
+    let (state, planned, note) = match &result {
+        Ok(report) => ("done", report.planned, note.unwrap_or_default()),
+        Err(error) => ("failed", 0, error.to_string()),
+    };
+    store
+        .finish_run(
+            &name,
+            at_ms,
+            owner,
+            RunEnd {
+                state,
+                planned: planned as i64,
+                note: &note,
+                finished_ms: now.timestamp_millis(),
+            },
+        )
+        .await?;
     Ok(match result {
-        Ok(report) => {
-            store
-                .finish_run(
-                    &name,
-                    at_ms,
-                    owner,
-                    RunEnd {
-                        state: "done",
-                        planned: report.planned as i64,
-                        note: note.as_deref().unwrap_or_default(),
-                        finished_ms: now.timestamp_millis(),
-                    },
-                )
-                .await?;
-            RunRecord::Ran {
-                campaign: name,
-                at,
-                planned: report.planned,
-            }
-        }
-        Err(error) => {
-            let reason = error.to_string();
-            store
-                .finish_run(
-                    &name,
-                    at_ms,
-                    owner,
-                    RunEnd {
-                        state: "failed",
-                        planned: 0,
-                        note: &reason,
-                        finished_ms: now.timestamp_millis(),
-                    },
-                )
-                .await?;
-            RunRecord::Failed {
-                campaign: name,
-                at,
-                reason,
-            }
-        }
+        Ok(_) => RunRecord::Ran {
+            campaign: name,
+            at,
+            planned,
+        },
+        Err(_) => RunRecord::Failed {
+            campaign: name,
+            at,
+            reason: note,
+        },
     })
 }

@@ -252,6 +252,11 @@ pub fn print_report(
         },
         elapsed.as_secs_f64()
     );
+    print_details(report, dry_run);
+}
+
+/// A run's skips by reason, holdout, cancelled sends and send hours, below its first line.
+pub fn print_details(report: &RunReport, dry_run: bool) {
     for (reason, count) in &report.skipped {
         println!("  skipped, {reason}: {count}");
     }

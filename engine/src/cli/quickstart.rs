@@ -305,39 +305,15 @@ async fn deliver(
             count("failed"),
             count("sent")
         );
-        for (reason, skipped) in &report.skipped {
-            println!("  skipped, {reason}: {skipped}");
-        }
         if report.duplicates > 0 {
             println!(
                 "  already in the outbox from an earlier run (same dedup key): {}",
                 report.duplicates
             );
         }
-        if report.holdout > 0 {
-            println!(
-                "  held out to measure lift (recorded, not sent): {}",
-                report.holdout
-            );
-        }
-        if report.cancelled > 0 {
-            println!(
-                "  lower-priority sends cancelled to fit the frequency caps: {}",
-                report.cancelled
-            );
-        }
+        super::campaign::print_details(report, false);
         for (state, reason, n) in states.iter().filter(|(s, ..)| s == "failed") {
             println!("  {state}: {n} {}", reason.clone().unwrap_or_default());
-        }
-        let top = report.hours.iter().copied().max().unwrap_or(0).max(1);
-        if report.planned > 0 {
-            println!("  landing hour (user-local):");
-            for (hour, n) in report.hours.iter().enumerate().filter(|(_, c)| **c > 0) {
-                println!(
-                    "    {hour:02}:00 {n:>6} {}",
-                    "#".repeat((n * 40).div_ceil(top) as usize)
-                );
-            }
         }
     }
     println!(

@@ -197,6 +197,14 @@ pub struct ComputeReport {
     pub calibration: calibrate::Calibration,
 }
 
+/// `config`, or the error naming `[windows]` and what is wrong with it.
+fn checked(config: &WindowsConfig) -> Result<()> {
+    config.validate().map_err(|message| Error::Config {
+        path: "[windows]".into(),
+        message,
+    })
+}
+
 /// Recomputes every profile from the events in `(as_of - lookback, as_of]` and stores them.
 pub async fn compute(
     store: &Store,
@@ -204,10 +212,7 @@ pub async fn compute(
     default_tz: Tz,
     as_of: DateTime<Utc>,
 ) -> Result<ComputeReport> {
-    config.validate().map_err(|message| Error::Config {
-        path: "[windows]".into(),
-        message,
-    })?;
+    checked(config)?;
     let as_of_ms = as_of.timestamp_millis();
     let from_ms = as_of_ms - config.lookback_days * DAY_MS;
     let cuts: &[i64] = if config.tune {
@@ -338,10 +343,7 @@ pub async fn update(
     default_tz: Tz,
     as_of: DateTime<Utc>,
 ) -> Result<ComputeReport> {
-    config.validate().map_err(|message| Error::Config {
-        path: "[windows]".into(),
-        message,
-    })?;
+    checked(config)?;
     let loading = std::time::Instant::now();
     let Some((mut state, calibration, model)) =
         tokio::task::block_in_place(|| persist::load_state(store.data_dir(), config))?

@@ -54,7 +54,9 @@ async fn a_store_from_the_old_runner_opens_with_its_data() {
     let mut old = SqliteConnection::connect(&url).await.unwrap();
     let files = migration_files();
     for sql in &files {
-        old.execute(sqlx::AssertSqlSafe(sql.as_str())).await.unwrap();
+        old.execute(sqlx::AssertSqlSafe(sql.as_str()))
+            .await
+            .unwrap();
     }
     old.execute(
         "CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, description TEXT NOT NULL)",
@@ -89,11 +91,10 @@ async fn a_store_from_the_old_runner_opens_with_its_data() {
     let mut db = connect(dir.path()).await;
     let expected: Vec<i64> = (1..=files.len() as i64).collect();
     assert_eq!(applied(&mut db).await, expected);
-    let legacy: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM sqlite_master WHERE name = 'schema_migrations'",
-    )
-    .fetch_one(&mut db)
-    .await
-    .unwrap();
+    let legacy: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM sqlite_master WHERE name = 'schema_migrations'")
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
     assert_eq!(legacy, 0, "the old record is folded into sqlx's");
 }
