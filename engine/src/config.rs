@@ -37,6 +37,8 @@ pub struct Config {
     /// Named connectors (`[connectors.NAME]`, `type = "wechat" | "webhook" | "file"`). Without
     /// any, sends go to the `dry-run` file connector (`<data_dir>/dry-run-sends.ndjson`).
     pub connectors: std::collections::BTreeMap<String, nudge_connectors::ConnectorConfig>,
+    /// The HTTP service of `nudge serve` (`[server]`).
+    pub server: crate::service::ServerConfig,
 }
 
 /// The `[ingest]` section.
@@ -66,6 +68,7 @@ impl Default for Config {
             campaigns_dir: PathBuf::from("campaigns"),
             dispatch: crate::dispatch::DispatchConfig::default(),
             connectors: std::collections::BTreeMap::new(),
+            server: crate::service::ServerConfig::default(),
         }
     }
 }
@@ -137,6 +140,7 @@ impl Config {
         }
         self.rules.validate().map_err(&invalid)?;
         self.dispatch.validate().map_err(&invalid)?;
+        self.server.validate().map_err(&invalid)?;
         Ok(())
     }
 

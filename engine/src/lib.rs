@@ -18,6 +18,7 @@ pub mod features;
 pub mod ingest;
 pub mod schedule;
 pub mod scoring;
+pub mod service;
 pub mod stats;
 pub mod store;
 pub mod synth;

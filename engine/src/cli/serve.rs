@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use nudge_engine::dispatch::{self, DispatchOptions};
 use nudge_engine::schedule::{self, RunRecord};
+use nudge_engine::service::{self, Service};
 use nudge_engine::store::{CompactOptions, Store};
 use tokio_cron_scheduler::{Job, JobScheduler};
 
@@ -19,8 +20,9 @@ pub struct Args {
     /// How far back to look for missed runs at start, in hours
     #[arg(long, default_value_t = 24)]
     lookback_hours: i64,
-    /// Answer probes on this address: GET /healthz (200 while the process runs) and GET /readyz
-    /// (200 while the dispatcher runs, 503 while it restarts after an error)
+    /// Serve HTTP on this address (overrides [server] listen): POST /v1/events, GET /healthz (200
+    /// while the process runs) and GET /readyz (200 while the dispatcher runs, 503 while it
+    /// restarts after an error)
     #[arg(long, value_name = "ADDR")]
     listen: Option<std::net::SocketAddr>,
     /// Merge each day's small segment files (as `nudge compact` does) this often, in seconds;
@@ -43,25 +45,25 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
     let connectors = context.config.build_connectors()?;
 
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    if let Some(addr) = args.listen {
-        let listener = tokio::net::TcpListener::bind(addr).await?;
-        println!(
-            "probes on http://{}/healthz and /readyz",
-            listener.local_addr()?
-        );
-        let ready = ready.clone();
-        tokio::spawn(async move {
-            if let Err(error) = axum::serve(listener, probes(ready)).await {
-                tracing::error!(error = %error, "the probe listener stopped");
-            }
-        });
-    }
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         super::dispatch::wait_for_signal().await;
         eprintln!("stopping: finishing sends in flight, releasing the rest");
         let _ = stop.send(true);
     });
+    let listener = match args.listen.or(context.config.server.listen) {
+        Some(addr) => Some(
+            listen(
+                &store,
+                &context.config,
+                addr,
+                ready.clone(),
+                shutdown.clone(),
+            )
+            .await?,
+        ),
+        None => None,
+    };
     // The dispatcher runs beside the scheduler, sending what the runs plan. An error (the
     // database away, say) is logged and the dispatcher started again, with backoff: sending must
     // not stop silently while campaigns keep planning.
@@ -168,6 +170,9 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
         after = now;
     }
     println!("stopping");
+    if let Some(listener) = listener {
+        let _ = listener.await;
+    }
     let _ = dispatcher.await;
     if let Some(compactor) = compactor {
         let _ = compactor.await;
@@ -218,6 +223,38 @@ async fn compact_in_background(
             );
         }
     }
+}
+
+/// Starts the HTTP service on `addr`: the API routes and the probes. On shutdown it stops taking
+/// requests (503) and drains those in flight.
+async fn listen(
+    store: &Store,
+    config: &nudge_engine::config::Config,
+    addr: std::net::SocketAddr,
+    ready: Arc<std::sync::atomic::AtomicBool>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let service = Arc::new(Service::new(store.clone(), config.server.clone(), addr)?);
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|error| {
+        anyhow::anyhow!("cannot listen on {addr}: {error} (is another process using it?)")
+    })?;
+    let bound = listener.local_addr()?;
+    println!(
+        "probes on http://{bound}/healthz and /readyz; events to POST http://{bound}/v1/events"
+    );
+    let app = service::router(service.clone()).merge(probes(ready));
+    Ok(tokio::spawn(async move {
+        let stopped = async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+            service.stop();
+        };
+        if let Err(error) = axum::serve(listener, app)
+            .with_graceful_shutdown(stopped)
+            .await
+        {
+            tracing::error!(error = %error, "the HTTP listener stopped");
+        }
+    }))
 }
 
 /// The probe routes: liveness, and readiness from the dispatcher's state.

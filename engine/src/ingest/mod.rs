@@ -12,6 +12,7 @@ mod limit;
 mod ndjson;
 mod parquet;
 mod rejects;
+pub mod request;
 
 use std::collections::BTreeMap;
 use std::io::Read;

@@ -140,7 +140,7 @@ impl Source for NdjsonSource {
                     &String::from_utf8_lossy(&buffer[start..end]),
                 ));
             }
-            parse_line(&buffer[start..end], name, line)
+            check_line(&buffer[start..end], name, line)
         });
         parsed.records = spans.len() as u64;
         Ok(Some(parsed))
@@ -227,7 +227,9 @@ impl<'a> Fields<'a> {
     }
 }
 
-fn parse_line<'a>(bytes: &'a [u8], name: &str, line: u64) -> Checked<'a> {
+/// Validates one NDJSON record (a line, or an object of a posted array); `name:line` locates
+/// its reject.
+pub(crate) fn check_line<'a>(bytes: &'a [u8], name: &str, line: u64) -> Checked<'a> {
     let bytes = bytes.strip_suffix(b"\n").unwrap_or(bytes);
     let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
     if bytes.iter().all(u8::is_ascii_whitespace) {
@@ -333,7 +335,7 @@ mod tests {
     use super::*;
 
     fn parse(text: &[u8]) -> std::result::Result<event::Valid<'_>, Invalid> {
-        match parse_line(text, "f.ndjson", 7) {
+        match check_line(text, "f.ndjson", 7) {
             Checked::Event(event, _) => Ok(event),
             Checked::Reject(reject) => {
                 assert_eq!(reject.location, "f.ndjson:7");
@@ -422,7 +424,7 @@ mod tests {
 
     #[test]
     fn blank_lines_are_not_records() {
-        assert!(matches!(parse_line(b"  \r\n", "f", 1), Checked::Blank));
+        assert!(matches!(check_line(b"  \r\n", "f", 1), Checked::Blank));
     }
 
     /// A small deterministic generator for the mutation test.

@@ -10,6 +10,7 @@ mod migrations;
 mod reliability;
 mod segments;
 mod serve;
+mod service;
 mod structure;
 mod support;
 mod synth;

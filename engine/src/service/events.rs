@@ -1,0 +1,119 @@
+//! `POST /v1/events`: a batch of events as a JSON array or NDJSON, gzip or not. Answered 200
+//! with what was stored, what was already there and what was refused, once the batch is on disk
+//! (its segment files synced and its manifest committed), so a client that retries after a
+//! timeout loses and doubles nothing.
+
+use std::io::Read;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::{Scope, Service, refuse};
+use crate::ingest::request::{self, RequestError, RequestLimits};
+use crate::store::Batch;
+
+pub async fn post(
+    State(service): State<Arc<Service>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if service.stopping() {
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting down: retry on another node or later",
+        );
+    }
+    if !service.allowed(&headers, Scope::Events) {
+        return refuse(
+            StatusCode::UNAUTHORIZED,
+            "a valid key is needed: Authorization: Bearer <key>",
+        );
+    }
+    let config = &service.config;
+    let gzip = headers
+        .get(header::CONTENT_ENCODING)
+        .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"gzip"))
+        || body.starts_with(&[0x1f, 0x8b]);
+    let body = if gzip {
+        match gunzip(&body, config.max_decompressed_bytes) {
+            Ok(Some(plain)) => Bytes::from(plain),
+            Ok(None) => {
+                return refuse(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!(
+                        "the body is over {} bytes once decompressed (server.max_decompressed_bytes): send smaller batches",
+                        config.max_decompressed_bytes
+                    ),
+                );
+            }
+            Err(error) => {
+                return refuse(
+                    StatusCode::BAD_REQUEST,
+                    format!("the gzip body is unreadable: {error}"),
+                );
+            }
+        }
+    } else {
+        body
+    };
+    let limits = RequestLimits {
+        max_events: config.max_events,
+        max_event_bytes: config.max_event_bytes,
+    };
+    let checked = match tokio::task::block_in_place(|| request::check(&body, limits)) {
+        Ok(checked) => checked,
+        Err(error @ RequestError::TooManyEvents { .. }) => {
+            return refuse(StatusCode::PAYLOAD_TOO_LARGE, error.to_string());
+        }
+        Err(error) => return refuse(StatusCode::BAD_REQUEST, error.to_string()),
+    };
+    let (mut accepted, mut duplicates) = (0, 0);
+    if !checked.events.is_empty() {
+        let Ok(_permit) = service.waiting.try_acquire() else {
+            let mut answer = refuse(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many batches are waiting to be written: retry after a second",
+            );
+            answer
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+            return answer;
+        };
+        let batch = Batch {
+            events: checked.events,
+            prepared: None,
+            file: None,
+        };
+        match service.store.commit_batch(batch).await {
+            Ok(committed) => {
+                accepted = committed.stored;
+                duplicates = committed.duplicates;
+            }
+            Err(error) => {
+                tracing::error!(error = %error, "a posted batch was not stored");
+                return refuse(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("the batch was not stored ({error}): retry it"),
+                );
+            }
+        }
+    }
+    axum::Json(serde_json::json!({
+        "accepted": accepted,
+        "duplicates": duplicates,
+        "rejected": checked.rejected,
+    }))
+    .into_response()
+}
+
+/// The decompressed body, or `None` when it is over `max` bytes.
+fn gunzip(body: &[u8], max: usize) -> std::io::Result<Option<Vec<u8>>> {
+    let mut plain = Vec::new();
+    flate2::read::MultiGzDecoder::new(body)
+        .take(max as u64 + 1)
+        .read_to_end(&mut plain)?;
+    Ok((plain.len() <= max).then_some(plain))
+}

@@ -1,0 +1,221 @@
+//! The HTTP service of `nudge serve`: events posted by apps and backends (`POST /v1/events`)
+//! and the probes, on one listener configured by `[server]`. Handlers call the same library
+//! code as the commands (an event is validated as a line of an NDJSON file is, and committed as
+//! an ingest batch is), so nothing here decides what an event means.
+
+pub mod events;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::http::{HeaderMap, StatusCode};
+use serde::Deserialize;
+
+use crate::store::Store;
+use crate::{Error, Result};
+
+/// `[server]` in `nudge.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Where `nudge serve` listens (`--listen` overrides it); none: no HTTP at all.
+    pub listen: Option<SocketAddr>,
+    /// API keys, each read from the environment variable it names, with what it may do.
+    pub keys: Vec<KeyConfig>,
+    /// Events in one request.
+    pub max_events: usize,
+    /// A request body as sent (gzip or not).
+    pub max_body_bytes: usize,
+    /// A gzip body once decompressed.
+    pub max_decompressed_bytes: usize,
+    /// One event (a line, or an object of the array).
+    pub max_event_bytes: usize,
+    /// Requests waiting to commit before more are answered 429.
+    pub max_waiting: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: None,
+            keys: Vec::new(),
+            max_events: 2_500,
+            max_body_bytes: 500 << 10,
+            max_decompressed_bytes: 5 << 20,
+            max_event_bytes: 32 << 10,
+            max_waiting: 64,
+        }
+    }
+}
+
+/// One API key: the environment variable holding it and its scope.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConfig {
+    pub env: String,
+    pub scope: Scope,
+}
+
+/// What a key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Post events (SDKs, backends).
+    Events,
+    /// Everything.
+    Admin,
+}
+
+impl ServerConfig {
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        for (value, key) in [
+            (self.max_events, "max_events"),
+            (self.max_body_bytes, "max_body_bytes"),
+            (self.max_decompressed_bytes, "max_decompressed_bytes"),
+            (self.max_event_bytes, "max_event_bytes"),
+            (self.max_waiting, "max_waiting"),
+        ] {
+            if value == 0 {
+                return Err(format!("server.{key} must be above 0"));
+            }
+        }
+        if self.keys.iter().any(|key| key.env.trim().is_empty()) {
+            return Err("server.keys: each key needs env, the variable holding it".into());
+        }
+        Ok(())
+    }
+}
+
+/// A key as read from the environment; never printed.
+struct Key {
+    secret: Vec<u8>,
+    scope: Scope,
+}
+
+/// What the handlers share.
+pub struct Service {
+    store: Store,
+    config: ServerConfig,
+    keys: Vec<Key>,
+    /// Requests admitted to commit; past `max_waiting` a request is answered 429.
+    waiting: tokio::sync::Semaphore,
+    stopping: AtomicBool,
+}
+
+impl Service {
+    /// Reads the keys from the environment. Without any key the service only listens on a
+    /// loopback address: anyone who can reach it could write events.
+    pub fn new(store: Store, config: ServerConfig, listen: SocketAddr) -> Result<Service> {
+        let mut keys = Vec::new();
+        for key in &config.keys {
+            let secret = std::env::var(&key.env).map_err(|_| Error::Config {
+                path: "[server]".into(),
+                message: format!(
+                    "the key variable {} is not set in the environment: set it, or remove the key",
+                    key.env
+                ),
+            })?;
+            if secret.len() < 16 {
+                return Err(Error::Config {
+                    path: "[server]".into(),
+                    message: format!(
+                        "the key in {} is shorter than 16 characters: use a long random key",
+                        key.env
+                    ),
+                });
+            }
+            keys.push(Key {
+                secret: secret.into_bytes(),
+                scope: key.scope,
+            });
+        }
+        if keys.is_empty() && !listen.ip().is_loopback() {
+            return Err(Error::Config {
+                path: "[server]".into(),
+                message: format!(
+                    "no API key is configured, so nudge serve listens on loopback only, not {listen}: add [[server.keys]] env = \"NUDGE_API_KEY\", scope = \"admin\""
+                ),
+            });
+        }
+        Ok(Service {
+            store,
+            waiting: tokio::sync::Semaphore::new(config.max_waiting),
+            config,
+            keys,
+            stopping: AtomicBool::new(false),
+        })
+    }
+
+    /// From now on requests are answered 503 (the listener drains what is in flight).
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// Whether the request carries a key allowed to do what `needs` names (any request, when
+    /// no key is configured).
+    fn allowed(&self, headers: &HeaderMap, needs: Scope) -> bool {
+        if self.keys.is_empty() {
+            return true;
+        }
+        let Some(given) = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+        else {
+            return false;
+        };
+        self.keys.iter().any(|key| {
+            constant_time_eq(key.secret.as_slice(), given.trim().as_bytes())
+                && (key.scope == Scope::Admin || key.scope == needs)
+        })
+    }
+}
+
+/// Compares without stopping at the first difference, so timing does not tell how much of a
+/// guessed key was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The service's routes.
+pub fn router(service: Arc<Service>) -> Router {
+    let body_limit = service.config.max_body_bytes;
+    Router::new()
+        .route(
+            "/v1/events",
+            axum::routing::post(events::post)
+                .layer(axum::extract::DefaultBodyLimit::max(body_limit)),
+        )
+        .with_state(service)
+}
+
+/// A JSON error answer: `{"error": message}`.
+fn refuse(status: StatusCode, message: impl Into<String>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (
+        status,
+        axum::Json(serde_json::json!({ "error": message.into() })),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_compare_whole() {
+        assert!(constant_time_eq(b"abcdef", b"abcdef"));
+        assert!(!constant_time_eq(b"abcdef", b"abcdeg"));
+        assert!(!constant_time_eq(b"abcdef", b"abcde"));
+    }
+}

@@ -1,0 +1,286 @@
+//! `nudge serve`'s HTTP API over real HTTP on loopback: `POST /v1/events` stores a batch once
+//! however often it is posted, reads JSON arrays, NDJSON and gzip, answers every limit, a bad
+//! key and a bad body with its own status, and acknowledges only what is stored.
+
+use std::io::{BufRead, Write};
+use std::process::{Child, Command, Stdio};
+
+use super::support::NOV_1;
+
+const KEY: &str = "test-key-0123456789abcdef";
+
+/// A `nudge serve` on a free loopback port with `server` as its `[server]` table; returns the
+/// process and the base URL.
+fn serve(dir: &std::path::Path, server: &str) -> (Child, String) {
+    std::fs::create_dir_all(dir.join("campaigns")).unwrap();
+    std::fs::write(
+        dir.join("nudge.toml"),
+        format!("data_dir = 'data'\ncampaigns_dir = 'campaigns'\n[server]\n{server}\n"),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nudge"))
+        .arg("--config")
+        .arg(dir.join("nudge.toml"))
+        .args(["serve", "--lookback-hours", "0", "--listen", "127.0.0.1:0"])
+        .env("NUDGE_TEST_KEY", KEY)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("/v1/events") {
+        line.clear();
+        assert!(
+            stdout.read_line(&mut line).unwrap() > 0,
+            "serve printed no address"
+        );
+    }
+    let base = line
+        .split_whitespace()
+        .find_map(|w| w.strip_suffix("/v1/events"))
+        .unwrap()
+        .to_string();
+    // Keep reading its output so the pipe never fills.
+    std::thread::spawn(move || for _ in stdout.lines() {});
+    (child, base)
+}
+
+fn stop(mut child: Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    child.wait().unwrap();
+}
+
+fn event(i: usize) -> String {
+    format!(
+        r#"{{"user_id":"u{}","event":"app_open","ts":{},"event_id":"e{i}"}}"#,
+        i % 7,
+        NOV_1 + i as i64 * 1_000
+    )
+}
+
+async fn post(base: &str, body: Vec<u8>, headers: &[(&str, &str)]) -> (u16, serde_json::Value) {
+    let mut request = reqwest::Client::new()
+        .post(format!("{base}/v1/events"))
+        .body(body);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+    )
+}
+
+const AUTH: (&str, &str) = ("authorization", "Bearer test-key-0123456789abcdef");
+
+fn stored_events(dir: &std::path::Path) -> u64 {
+    let out = Command::new(env!("CARGO_BIN_EXE_nudge"))
+        .arg("--config")
+        .arg(dir.join("nudge.toml"))
+        .arg("stats")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("events:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.replace(',', "").parse().ok())
+        .unwrap_or_else(|| panic!("no event count in {text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn posted_events_are_stored_once_however_often_they_are_posted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, base) = serve(
+        dir.path(),
+        "keys = [{ env = 'NUDGE_TEST_KEY', scope = 'events' }]",
+    );
+    let batch: Vec<String> = (0..100).map(event).collect();
+    let array = format!("[{}]", batch.join(","));
+    let (status, answer) = post(&base, array.clone().into_bytes(), &[AUTH]).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["accepted"], 100, "{answer}");
+    // The client timed out and posts the batch again: nothing is stored twice.
+    let (status, again) = post(&base, array.into_bytes(), &[AUTH]).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (again["accepted"].as_u64(), again["duplicates"].as_u64()),
+        (Some(0), Some(100))
+    );
+
+    // NDJSON, gzip (by header, and sniffed without it), one bad record named by its index.
+    let mut ndjson: Vec<String> = (100..150).map(event).collect();
+    ndjson.insert(3, r#"{"user_id":"u1","event":"app_open"}"#.to_string());
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(ndjson.join("\n").as_bytes()).unwrap();
+    let gzipped = encoder.finish().unwrap();
+    let (status, answer) = post(
+        &base,
+        gzipped.clone(),
+        &[AUTH, ("content-encoding", "gzip")],
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["accepted"], 50);
+    assert_eq!(answer["rejected"][0]["index"], 3, "{answer}");
+    assert!(
+        answer["rejected"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("ts")
+    );
+    let (_, sniffed) = post(&base, gzipped, &[AUTH]).await;
+    assert_eq!(sniffed["duplicates"], 50, "{sniffed}");
+
+    stop(child);
+    assert_eq!(stored_events(dir.path()), 150);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_refusal_has_its_status_and_stores_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, base) = serve(
+        dir.path(),
+        "keys = [{ env = 'NUDGE_TEST_KEY', scope = 'admin' }]\nmax_events = 10\nmax_body_bytes = 4096\nmax_decompressed_bytes = 8192",
+    );
+    let ten = (0..10).map(event).collect::<Vec<_>>().join("\n");
+    // (body, headers, status, a word the answer must hold)
+    type Case<'a> = (Vec<u8>, Vec<(&'a str, &'a str)>, u16, &'a str);
+    let cases: Vec<Case> = vec![
+        (ten.clone().into_bytes(), vec![], 401, "key"),
+        (
+            ten.clone().into_bytes(),
+            vec![("authorization", "Bearer wrong-key-0123456789abc")],
+            401,
+            "key",
+        ),
+        (b"[{\"user_id\": ".to_vec(), vec![AUTH], 400, "JSON array"),
+        (
+            (0..11)
+                .map(event)
+                .collect::<Vec<_>>()
+                .join("\n")
+                .into_bytes(),
+            vec![AUTH],
+            413,
+            "max_events",
+        ),
+        (vec![b' '; 5_000], vec![AUTH], 413, ""),
+        (
+            {
+                let mut encoder =
+                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+                encoder.write_all(&vec![b' '; 20_000]).unwrap();
+                encoder.finish().unwrap()
+            },
+            vec![AUTH],
+            413,
+            "decompressed",
+        ),
+        (b"\x1f\x8bnot gzip".to_vec(), vec![AUTH], 400, "gzip"),
+    ];
+    for (body, headers, expected, says) in cases {
+        let (status, answer) = post(&base, body, &headers).await;
+        assert_eq!(status, expected, "{answer}");
+        assert!(answer.to_string().contains(says), "{expected}: {answer}");
+    }
+    let (status, answer) = post(&base, ten.into_bytes(), &[AUTH]).await;
+    assert_eq!(
+        (status, answer["accepted"].as_u64()),
+        (200, Some(10)),
+        "{answer}"
+    );
+    stop(child);
+    assert_eq!(stored_events(dir.path()), 10);
+}
+
+#[test]
+fn without_a_key_the_service_refuses_a_non_loopback_address() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("nudge.toml"), "data_dir = 'data'\n").unwrap();
+    std::fs::create_dir_all(dir.path().join("campaigns")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_nudge"))
+        .current_dir(dir.path())
+        .args(["serve", "--listen", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no API key") && stderr.contains("server.keys"),
+        "{stderr}"
+    );
+}
+
+// See: #22. An acknowledged batch is on disk: kill -9 the server mid-stream, and after a restart
+// every batch that got a 200 is there, and posting everything again stores each event once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_server_keeps_every_acknowledged_batch_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = "keys = [{ env = 'NUDGE_TEST_KEY', scope = 'events' }]";
+    let (mut child, base) = serve(dir.path(), config);
+    let batches: Vec<Vec<u8>> = (0..400)
+        .map(|b| {
+            (b * 100..(b + 1) * 100)
+                .map(event)
+                .collect::<Vec<_>>()
+                .join("\n")
+                .into_bytes()
+        })
+        .collect();
+    // The client posts as fast as it can on its own task; the kill lands while it does.
+    let posting = {
+        let (base, batches) = (base.clone(), batches.clone());
+        tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut acknowledged = Vec::new();
+            for (b, body) in batches.into_iter().enumerate() {
+                let answer = client
+                    .post(format!("{base}/v1/events"))
+                    .header(AUTH.0, AUTH.1)
+                    .body(body)
+                    .send()
+                    .await;
+                match answer {
+                    Ok(answer) if answer.status() == 200 => acknowledged.push(b),
+                    Ok(_) => {}
+                    Err(_) => break, // the server is gone
+                }
+            }
+            acknowledged
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    child.kill().unwrap(); // SIGKILL, mid-stream
+    child.wait().unwrap();
+    let acknowledged = posting.await.unwrap();
+    assert!(
+        acknowledged.len() < batches.len(),
+        "the kill came after the last batch: make the stream longer"
+    );
+    assert!(
+        acknowledged.len() >= 3,
+        "too few batches before the kill: {}",
+        acknowledged.len()
+    );
+
+    let (child, base) = serve(dir.path(), config);
+    for (b, body) in batches.iter().enumerate() {
+        let (status, answer) = post(&base, body.clone(), &[AUTH]).await;
+        assert_eq!(status, 200, "{answer}");
+        if acknowledged.contains(&b) {
+            assert_eq!(
+                answer["duplicates"], 100,
+                "batch {b} was acknowledged but lost: {answer}"
+            );
+        }
+    }
+    stop(child);
+    assert_eq!(stored_events(dir.path()), 400 * 100);
+}
