@@ -2,6 +2,7 @@
 
 pub mod client;
 mod config;
+pub mod crypto;
 pub mod errcode;
 pub mod keywords;
 pub mod mock;
