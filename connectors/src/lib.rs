@@ -7,6 +7,7 @@
 pub mod checks;
 pub mod config;
 pub mod file;
+pub mod inbound;
 pub mod webhook;
 pub mod wechat;
 

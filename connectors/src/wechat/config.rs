@@ -36,6 +36,14 @@ pub struct WechatConfig {
     pub refresh_ahead_s: u64,
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
+    /// Environment variable holding the message-push Token (set in the mini-program console);
+    /// without it the connector takes no pushes.
+    pub push_token_env: Option<String>,
+    /// Environment variable holding the EncodingAESKey, for safe (encrypted) mode.
+    pub push_aes_key_env: Option<String>,
+    /// Environment variable holding the previous EncodingAESKey, tried when the current one
+    /// fails (during a key change).
+    pub push_previous_aes_key_env: Option<String>,
 }
 
 fn default_api_base() -> String {
@@ -139,6 +147,9 @@ impl WechatConfig {
             quota_tz: default_quota_tz(),
             refresh_ahead_s: default_refresh_ahead(),
             timeout_ms: default_timeout_ms(),
+            push_token_env: None,
+            push_aes_key_env: None,
+            push_previous_aes_key_env: None,
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod errcode;
 pub mod keywords;
 pub mod mock;
 pub mod push;
+pub mod receiver;
 pub mod templates;
 mod token;
 

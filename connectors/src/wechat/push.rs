@@ -85,6 +85,45 @@ fn item_from(fields: &BTreeMap<String, String>) -> PushItem {
     }
 }
 
+/// The `Encrypt` field of a safe-mode body (XML `<Encrypt>` or JSON `"Encrypt"`).
+pub fn encrypted_field(body: &str) -> Result<String, PushError> {
+    let body = body.trim_start();
+    if body.starts_with('{') {
+        let value: Value =
+            serde_json::from_str(body).map_err(|e| PushError::Malformed(e.to_string()))?;
+        return value
+            .get("Encrypt")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or(PushError::Missing("Encrypt"));
+    }
+    if !body.starts_with('<') {
+        return Err(PushError::UnknownFormat);
+    }
+    use quick_xml::events::Event;
+    let mut reader = quick_xml::Reader::from_str(body);
+    let mut inside = false;
+    let mut text = String::new();
+    loop {
+        match reader
+            .read_event()
+            .map_err(|e| PushError::Malformed(e.to_string()))?
+        {
+            Event::Start(start) => inside = start.name().as_ref() == b"Encrypt",
+            Event::Text(t) if inside => text.push_str(
+                &t.decode()
+                    .map_err(|e| PushError::Malformed(e.to_string()))?,
+            ),
+            Event::CData(c) if inside => text.push_str(&String::from_utf8_lossy(&c)),
+            Event::End(end) if end.name().as_ref() == b"Encrypt" => {
+                return Ok(text.trim().to_string());
+            }
+            Event::Eof => return Err(PushError::Missing("Encrypt")),
+            _ => {}
+        }
+    }
+}
+
 /// Parses a push body (XML or JSON, detected from its first character).
 pub fn parse(body: &str) -> Result<PushEvent, PushError> {
     let body = body.trim_start();

@@ -31,6 +31,9 @@ fn connector_with_timeout(mock: &MockWechat, mode: TokenMode, timeout_ms: u64) -
         quota_tz: chrono_tz::Asia::Shanghai,
         refresh_ahead_s: 300,
         timeout_ms,
+        push_token_env: None,
+        push_aes_key_env: None,
+        push_previous_aes_key_env: None,
     };
     WechatConnector::with_secret(&config, SECRET.into()).unwrap()
 }

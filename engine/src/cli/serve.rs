@@ -234,13 +234,18 @@ async fn listen(
     ready: Arc<std::sync::atomic::AtomicBool>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let service = Arc::new(Service::new(store.clone(), config.server.clone(), addr)?);
+    let service = Arc::new(Service::new(
+        store.clone(),
+        config.server.clone(),
+        addr,
+        &config.connectors,
+    )?);
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|error| {
         anyhow::anyhow!("cannot listen on {addr}: {error} (is another process using it?)")
     })?;
     let bound = listener.local_addr()?;
     println!(
-        "probes on http://{bound}/healthz and /readyz; events to POST http://{bound}/v1/events"
+        "probes on http://{bound}/healthz and /readyz; events to POST http://{bound}/v1/events; pushes to http://{bound}/wechat/push/CONNECTOR"
     );
     let app = service::router(service.clone()).merge(probes(ready));
     Ok(tokio::spawn(async move {

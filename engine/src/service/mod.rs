@@ -1,9 +1,11 @@
-//! The HTTP service of `nudge serve`: events posted by apps and backends (`POST /v1/events`)
-//! and the probes, on one listener configured by `[server]`. Handlers call the same library
+//! The HTTP service of `nudge serve`: events posted by apps and backends (`POST /v1/events`),
+//! providers' message pushes (`/wechat/push/{connector}`) and the probes, on one listener
+//! configured by `[server]`. Handlers call the same library
 //! code as the commands (an event is validated as a line of an NDJSON file is, and committed as
 //! an ingest batch is), so nothing here decides what an event means.
 
 pub mod events;
+pub mod push;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -102,12 +104,29 @@ pub struct Service {
     /// Requests admitted to commit; past `max_waiting` a request is answered 429.
     waiting: tokio::sync::Semaphore,
     stopping: AtomicBool,
+    /// Push receivers by connector name.
+    receivers: std::collections::BTreeMap<String, Box<dyn nudge_connectors::inbound::Receiver>>,
 }
 
 impl Service {
     /// Reads the keys from the environment. Without any key the service only listens on a
     /// loopback address: anyone who can reach it could write events.
-    pub fn new(store: Store, config: ServerConfig, listen: SocketAddr) -> Result<Service> {
+    pub fn new(
+        store: Store,
+        config: ServerConfig,
+        listen: SocketAddr,
+        connectors: &std::collections::BTreeMap<String, nudge_connectors::ConnectorConfig>,
+    ) -> Result<Service> {
+        let mut receivers = std::collections::BTreeMap::new();
+        for (name, connector) in connectors {
+            let receiver = connector.receiver().map_err(|message| Error::Config {
+                path: format!("[connectors.{name}]"),
+                message,
+            })?;
+            if let Some(receiver) = receiver {
+                receivers.insert(name.clone(), receiver);
+            }
+        }
         let mut keys = Vec::new();
         for key in &config.keys {
             let secret = std::env::var(&key.env).map_err(|_| Error::Config {
@@ -145,6 +164,7 @@ impl Service {
             config,
             keys,
             stopping: AtomicBool::new(false),
+            receivers,
         })
     }
 
@@ -193,6 +213,12 @@ pub fn router(service: Arc<Service>) -> Router {
         .route(
             "/v1/events",
             axum::routing::post(events::post)
+                .layer(axum::extract::DefaultBodyLimit::max(body_limit)),
+        )
+        .route(
+            "/wechat/push/{connector}",
+            axum::routing::get(push::receive)
+                .post(push::receive)
                 .layer(axum::extract::DefaultBodyLimit::max(body_limit)),
         )
         .with_state(service)

@@ -39,6 +39,7 @@ const SQLITE_FILES: &[(&str, &str)] = &[
     sqlite_file!("0006_event_ids_checked_against_their_day.sql"),
     sqlite_file!("0007_quiet_hours_run_leases_retries.sql"),
     sqlite_file!("0008_retired_segments.sql"),
+    sqlite_file!("0009_delivery_results.sql"),
 ];
 
 static SQLITE: LazyLock<Migrator> =

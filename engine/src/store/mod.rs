@@ -672,6 +672,16 @@ impl Store {
         outbox::status(&self.pool, campaign).await
     }
 
+    /// Records delivery results pushed by `connector` ((its message id, code, status); code 0
+    /// is delivered). Returns the sends updated.
+    pub async fn record_deliveries(
+        &self,
+        connector: &str,
+        results: &[(String, i64, Option<String>)],
+    ) -> Result<u64> {
+        outbox::record_deliveries(&self.pool, connector, results).await
+    }
+
     /// Per user: the latest live send of `campaign`, and every live send (any campaign) with
     /// `send_at` between `from_ms` and `to_ms`.
     pub async fn send_history(

@@ -669,7 +669,10 @@ pub(super) async fn status(
     campaign: Option<&str>,
 ) -> Result<Vec<(String, Option<String>, u64)>> {
     let rows = sqlx::query(
-        "SELECT state, CASE WHEN state IN ('failed', 'unknown', 'expired', 'paused', 'cancelled') THEN failure END AS reason, COUNT(*)
+        "SELECT state, CASE WHEN state IN ('failed', 'unknown', 'expired', 'paused', 'cancelled') THEN failure
+                 WHEN state = 'sent' AND delivery_code <> 0
+                 THEN 'accepted, then not delivered (' || delivery_code || '): ' || COALESCE(delivery_status, '') END AS reason,
+             COUNT(*)
          FROM sends WHERE ($1 IS NULL OR campaign = $1) GROUP BY state, reason ORDER BY state, reason",
     )
     .bind(campaign)
@@ -679,6 +682,33 @@ pub(super) async fn status(
         .into_iter()
         .map(|row| (row.get(0), row.get(1), row.get::<i64, _>(2) as u64))
         .collect())
+}
+
+/// Records the provider's delivery result of sends it accepted, by its message id; returns the
+/// sends updated (a repeated result changes nothing).
+pub(super) async fn record_deliveries(
+    pool: &SqlitePool,
+    connector: &str,
+    results: &[(String, i64, Option<String>)],
+) -> Result<u64> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let mut updated = 0;
+    for (provider_id, code, status) in results {
+        updated += sqlx::query(
+            "UPDATE sends SET delivery_code = $3, delivery_status = $4
+             WHERE connector = $1 AND provider_id = $2 AND state = 'sent'
+               AND delivery_code IS NOT $3",
+        )
+        .bind(connector)
+        .bind(provider_id)
+        .bind(code)
+        .bind(status.as_deref())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    }
+    tx.commit().await?;
+    Ok(updated)
 }
 
 /// Connectors that have planned sends.

@@ -157,6 +157,64 @@ async fn sent_sends_consume_credits_and_a_refused_credit_is_zeroed() {
     );
 }
 
+// See: #22. A send WeChat accepted can still fail to reach the user: its pushed delivery result
+// (by message id) is recorded once, and campaign status shows it beside the sent count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pushed_delivery_failure_shows_on_the_sent_send() {
+    let test = TestStore::new().await;
+    let mock = wechat_mock(5).await;
+    let t = now();
+    let sends: Vec<_> = (0..3)
+        .map(|i| send(&format!("d{i}"), "tmpl_cart_reminder", "deliv", t, 60_000))
+        .collect();
+    test.store.enqueue_sends(&sends, t).await.unwrap();
+    dispatch_all(&test, &mock, &fast()).await;
+    let delivered = mock.delivered();
+    assert_eq!(delivered.len(), 3);
+    let results = vec![
+        (
+            delivered[0].msgid.to_string(),
+            0,
+            Some("success".to_string()),
+        ),
+        (
+            delivered[1].msgid.to_string(),
+            10003,
+            Some("user blocked".to_string()),
+        ),
+        ("no-such-msgid".to_string(), 10003, None),
+    ];
+    assert_eq!(
+        test.store
+            .record_deliveries("wechat", &results)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        test.store
+            .record_deliveries("wechat", &results)
+            .await
+            .unwrap(),
+        0,
+        "a repeated result changes nothing"
+    );
+    let status = test.store.send_status(Some("deliv")).await.unwrap();
+    let failed: Vec<_> = status
+        .iter()
+        .filter(|(state, reason, _)| state == "sent" && reason.is_some())
+        .collect();
+    assert_eq!(failed.len(), 1, "{status:?}");
+    assert_eq!(failed[0].2, 1);
+    assert!(
+        failed[0]
+            .1
+            .as_deref()
+            .unwrap()
+            .contains("not delivered (10003): user blocked")
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_misconfigured_campaign_is_paused() {
     let test = TestStore::new().await;

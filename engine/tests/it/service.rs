@@ -12,10 +12,15 @@ const KEY: &str = "test-key-0123456789abcdef";
 /// A `nudge serve` on a free loopback port with `server` as its `[server]` table; returns the
 /// process and the base URL.
 fn serve(dir: &std::path::Path, server: &str) -> (Child, String) {
+    serve_with(dir, &format!("[server]\n{server}\n"), &[])
+}
+
+/// [`serve`] with `tables` added to its configuration and `env` to its environment.
+fn serve_with(dir: &std::path::Path, tables: &str, env: &[(&str, &str)]) -> (Child, String) {
     std::fs::create_dir_all(dir.join("campaigns")).unwrap();
     std::fs::write(
         dir.join("nudge.toml"),
-        format!("data_dir = 'data'\ncampaigns_dir = 'campaigns'\n[server]\n{server}\n"),
+        format!("data_dir = 'data'\ncampaigns_dir = 'campaigns'\n{tables}"),
     )
     .unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_nudge"))
@@ -23,6 +28,7 @@ fn serve(dir: &std::path::Path, server: &str) -> (Child, String) {
         .arg(dir.join("nudge.toml"))
         .args(["serve", "--lookback-hours", "0", "--listen", "127.0.0.1:0"])
         .env("NUDGE_TEST_KEY", KEY)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -38,8 +44,8 @@ fn serve(dir: &std::path::Path, server: &str) -> (Child, String) {
     }
     let base = line
         .split_whitespace()
-        .find_map(|w| w.strip_suffix("/v1/events"))
-        .unwrap()
+        .find_map(|w| w.strip_suffix("/v1/events;"))
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
         .to_string();
     // Keep reading its output so the pipe never fills.
     std::thread::spawn(move || for _ in stdout.lines() {});
@@ -283,4 +289,96 @@ async fn a_killed_server_keeps_every_acknowledged_batch_once() {
     }
     stop(child);
     assert_eq!(stored_events(dir.path()), 400 * 100);
+}
+
+/// The shared note's safe-mode vector: token `AAAAA`, this key and app, a popup accepting TMPL_A.
+const AES_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
+const ENCRYPT: &str = "Q3stYC6hdFzMh9T8HCvyDF9xVkfK2YwAhIiXDOMgzhvVYPevHbts8tD6KAxhOniU90i0T/+mni5Um9+5JbiPirfgWS6O3uJLXv3+I0eZ2RfCYlNyzcZpl4tB1cTVJgJ3i3HBn/myc6Ml/Nj1/EGEQX/UgZZXHi51LTkbtwQIDv+kK0TfmSDY/4tr81fpN3dZt2GE7KmwTCjosd7QMHa5h8N4hDZrrt9zv0zZ/LSsf7SHqS8Kd9LM3dnswRrX3k4uIDmznG/CMcOB3G12wiUGqPJWcNjczkPY8RPwWzwOdpTMrk0FGnnXYDs4jO4q1/vqwDN7MigO3JZ4ePbrNBVs5YUcLvYf0zhI02CPoRz+kDGHJ28AUiQc2AvsfPGtNfO4";
+
+fn credits(dir: &std::path::Path, template: &str) -> Option<String> {
+    let out = Command::new(env!("CARGO_BIN_EXE_nudge"))
+        .arg("--config")
+        .arg(dir.join("nudge.toml"))
+        .arg("stats")
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.trim_start().starts_with(template))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wechat_pushes_are_verified_stored_once_and_grant_credits() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, base) = serve_with(
+        dir.path(),
+        "[connectors.mp]\ntype = 'wechat'\nappid = 'wx0123456789abcdef'\nsecret_env = 'NUDGE_TEST_SECRET'\n\
+         push_token_env = 'NUDGE_TEST_PUSH_TOKEN'\npush_aes_key_env = 'NUDGE_TEST_PUSH_KEY'\n",
+        &[
+            ("NUDGE_TEST_SECRET", "secret"),
+            ("NUDGE_TEST_PUSH_TOKEN", "AAAAA"),
+            ("NUDGE_TEST_PUSH_KEY", AES_KEY),
+        ],
+    );
+    let client = reqwest::Client::new();
+    let url = format!("{base}/wechat/push/mp");
+
+    // The console's URL check, with the note's known answer; a wrong signature is 401.
+    let check = client
+        .get(format!(
+            "{url}?signature=f464b24fc39322e44b38aa78f5edd27bd1441696&timestamp=1714036504&nonce=1514711492&echostr=ok-echo"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(check.status(), 200);
+    assert_eq!(check.text().await.unwrap(), "ok-echo");
+    let forged = client
+        .get(format!(
+            "{url}?signature=0000&timestamp=1714036504&nonce=1514711492&echostr=x"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 401);
+
+    // Safe mode, XML envelope: the popup accepting TMPL_A, pushed three times (WeChat retries).
+    let safe = format!(
+        "{url}?timestamp=1714037059&nonce=486452656&encrypt_type=aes&msg_signature=c5ba47eecdbf90bf38d69d1721adb00eb777cd52"
+    );
+    let envelope = format!(
+        "<xml><ToUserName><![CDATA[gh_0123456789ab]]></ToUserName><Encrypt><![CDATA[{ENCRYPT}]]></Encrypt></xml>"
+    );
+    for _ in 0..3 {
+        let answer = client
+            .post(&safe)
+            .body(envelope.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200);
+        assert_eq!(answer.text().await.unwrap(), "success");
+    }
+    // Tampered: one character of the ciphertext changed, so msg_signature no longer matches.
+    let tampered = envelope.replacen("Q3st", "Q3sx", 1);
+    let answer = client.post(&safe).body(tampered).send().await.unwrap();
+    assert_eq!(answer.status(), 401);
+
+    // Plain mode, JSON: the user turns the template off in settings.
+    let change = r#"{"ToUserName":"gh_0123456789ab","FromUserName":"oUser0001","CreateTime":1714040000,"MsgType":"event","Event":"subscribe_msg_change_event","List":{"TemplateId":"TMPL_B","SubscribeStatusString":"reject"}}"#;
+    let plain = format!(
+        "{url}?signature=899cf89e464efb63f54ddac96b0a0a235f53aa78&timestamp=1714037059&nonce=486452656"
+    );
+    let answer = client.post(&plain).body(change).send().await.unwrap();
+    assert_eq!(answer.status(), 200);
+    stop(child);
+
+    let granted = credits(dir.path(), "TMPL_A").unwrap_or_default();
+    assert!(granted.ends_with("1 users 1 credits"), "{granted}");
+    assert_eq!(
+        stored_events(dir.path()),
+        2,
+        "one popup item and one change, each once"
+    );
 }

@@ -1,0 +1,116 @@
+//! `GET|POST /wechat/push/{connector}`: a provider's message push, verified and decoded by the
+//! named connector's receiver. Subscription answers become `subscription` events (the credit
+//! ledger), stored through the same validation and commit as posted events, with an id per
+//! push item so a retried push changes nothing twice; delivery results update their sends.
+//! Answered within WeChat's deadline with its acknowledgement.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use nudge_connectors::inbound::{Fact, PushRefused, PushRequest, Received};
+
+use super::{Service, refuse};
+use crate::ingest::request::{self, RequestLimits};
+use crate::store::Batch;
+
+pub async fn receive(
+    State(service): State<Arc<Service>>,
+    Path(connector): Path<String>,
+    Query(query): Query<BTreeMap<String, String>>,
+    method: Method,
+    body: Bytes,
+) -> Response {
+    let Some(receiver) = service.receivers.get(&connector) else {
+        return refuse(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no connector {connector} takes pushes (set push_token_env in [connectors.{connector}])"
+            ),
+        );
+    };
+    let request = PushRequest {
+        is_get: method == Method::GET,
+        query: &query,
+        body: &body,
+    };
+    let facts = match receiver.receive(request) {
+        Ok(Received::Echo(text)) => return text.into_response(),
+        Ok(Received::Facts(facts)) => facts,
+        Err(refused @ PushRefused::Unauthorized(_)) => {
+            tracing::warn!(connector = %connector, "push refused: {refused}");
+            return refuse(StatusCode::UNAUTHORIZED, refused.to_string());
+        }
+        Err(refused) => {
+            tracing::warn!(connector = %connector, "push refused: {refused}");
+            return refuse(StatusCode::BAD_REQUEST, refused.to_string());
+        }
+    };
+    if let Err(error) = store(&service, &connector, facts).await {
+        tracing::error!(connector = %connector, error = %error, "a push was not stored");
+        // Not acknowledged: the provider retries, and the retry stores it once.
+        return refuse(StatusCode::SERVICE_UNAVAILABLE, error.to_string());
+    }
+    receiver.acknowledgement().into_response()
+}
+
+async fn store(service: &Service, connector: &str, facts: Vec<Fact>) -> crate::Result<()> {
+    let mut lines = Vec::new();
+    let mut deliveries = Vec::new();
+    for fact in facts {
+        match fact {
+            Fact::Subscription {
+                user_id,
+                template_id,
+                status,
+                ts_ms,
+                event_id,
+            } => lines.push(
+                serde_json::json!({
+                    "user_id": user_id,
+                    "event": "subscription",
+                    "ts": ts_ms,
+                    "event_id": event_id,
+                    "props": { "template_id": template_id, "status": status, "source": connector },
+                })
+                .to_string(),
+            ),
+            Fact::Delivery {
+                provider_id,
+                code,
+                status,
+            } => deliveries.push((provider_id, code, status)),
+        }
+    }
+    if !lines.is_empty() {
+        let limits = RequestLimits {
+            max_events: lines.len(),
+            max_event_bytes: service.config.max_event_bytes,
+        };
+        let checked = request::check(lines.join("\n").as_bytes(), limits)
+            .map_err(|error| crate::Error::Usage(error.to_string()))?;
+        for reject in &checked.rejected {
+            tracing::warn!(connector = %connector, reason = %reject.reason, "a pushed subscription was refused");
+        }
+        if !checked.events.is_empty() {
+            service
+                .store
+                .commit_batch(Batch {
+                    events: checked.events,
+                    prepared: None,
+                    file: None,
+                })
+                .await?;
+        }
+    }
+    if !deliveries.is_empty() {
+        service
+            .store
+            .record_deliveries(connector, &deliveries)
+            .await?;
+    }
+    Ok(())
+}
