@@ -9,12 +9,12 @@ pub enum Error {
     #[error("config {path}: {message}")]
     Config { path: String, message: String },
 
-    /// A file could not be read or written.
-    #[error("{}: {source}", path.display())]
+    /// A file could not be read or written. (The cause is in the message, not a `source`, so
+    /// a printed chain says it once.)
+    #[error("{}: {cause}", path.display())]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 
     /// An input file is unusable as a whole (wrong header, unreadable format).
@@ -45,7 +45,7 @@ impl Error {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            source,
+            cause: source,
         }
     }
 }

@@ -36,11 +36,12 @@ pub struct Args {
 pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
     let store = Store::open(&context.config.store()).await?;
     let clock = args.clock.clock();
-    let campaigns = nudge_engine::campaign::load_dir(&context.config.campaigns_dir)?;
+    let folder = campaigns_folder(&context.config)?;
+    let campaigns = nudge_engine::campaign::load_dir(&folder)?;
     let scheduled = campaigns.iter().filter(|c| c.schedule.is_some()).count();
     println!(
         "serving {scheduled} scheduled campaigns from {}",
-        context.config.campaigns_dir.display()
+        folder.display()
     );
     let connectors = context.config.build_connectors()?;
 
@@ -178,6 +179,28 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
         let _ = compactor.await;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The campaigns folder: `campaigns_dir`, or, when that is the default and missing, the one
+/// `nudge quickstart` wrote into the data folder (so `nudge serve` runs right after it).
+fn campaigns_folder(config: &nudge_engine::config::Config) -> anyhow::Result<std::path::PathBuf> {
+    let configured = &config.campaigns_dir;
+    if configured.is_dir() {
+        return Ok(configured.clone());
+    }
+    let quickstart = config.data_dir.join("quickstart").join("campaigns");
+    if *configured == nudge_engine::config::Config::default().campaigns_dir && quickstart.is_dir() {
+        println!(
+            "no {} folder here: using the quickstart's campaigns in {} (set campaigns_dir in nudge.toml for your own)",
+            configured.display(),
+            quickstart.display()
+        );
+        return Ok(quickstart);
+    }
+    anyhow::bail!(
+        "the campaigns folder {} does not exist: create it (one TOML file per campaign, see examples/campaigns) or set campaigns_dir in nudge.toml",
+        configured.display()
+    )
 }
 
 /// Every `every`, compacts the days with small segments, a day at a time, until shut down

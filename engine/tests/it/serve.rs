@@ -285,3 +285,38 @@ fn serve_compacts_small_segments_in_the_background() {
         "{stats}"
     );
 }
+
+// See: #22. `nudge serve` right after `nudge quickstart` (no campaigns folder of one's own) runs
+// on the quickstart's campaigns; elsewhere a missing folder is one clear error.
+#[test]
+fn serve_finds_the_quickstarts_campaigns_or_says_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let nudge = || {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_nudge"));
+        command.current_dir(dir.path());
+        command
+    };
+    let out = nudge().args(["serve"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("the campaigns folder campaigns does not exist")
+            && stderr.contains("campaigns_dir")
+            && stderr.matches("No such file").count() <= 1,
+        "{stderr}"
+    );
+    std::fs::create_dir_all(dir.path().join("nudge-data/quickstart/campaigns")).unwrap();
+    let mut child = nudge()
+        .args(["serve", "--lookback-hours", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let first = line_with(&mut stdout, "serving");
+    assert!(first.contains("nudge-data/quickstart/campaigns"), "{first}");
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert!(child.wait().unwrap().success());
+}
