@@ -4,6 +4,7 @@
 //! code as the commands (an event is validated as a line of an NDJSON file is, and committed as
 //! an ingest batch is), so nothing here decides what an event means.
 
+pub mod click;
 pub mod events;
 pub mod push;
 
@@ -36,6 +37,8 @@ pub struct ServerConfig {
     pub max_event_bytes: usize,
     /// Requests waiting to commit before more are answered 429.
     pub max_waiting: usize,
+    /// Hosts a click link (`/c/{send_id}?to=URL`) may redirect to.
+    pub click_hosts: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -48,6 +51,7 @@ impl Default for ServerConfig {
             max_decompressed_bytes: 5 << 20,
             max_event_bytes: 32 << 10,
             max_waiting: 64,
+            click_hosts: Vec::new(),
         }
     }
 }
@@ -221,6 +225,7 @@ pub fn router(service: Arc<Service>) -> Router {
                 .post(push::receive)
                 .layer(axum::extract::DefaultBodyLimit::max(body_limit)),
         )
+        .route("/c/{send_id}", axum::routing::get(click::follow))
         .with_state(service)
 }
 

@@ -697,6 +697,15 @@ impl Store {
     /// the user), `sending`, `planned` and `paused`, as (id, user, campaign, planned time), for
     /// the rules' `user.sent` and `clicked`. Failed, expired, cancelled and holdout rows never
     /// reached anyone and never will.
+    /// The recipient and campaign of send `id`, if there is such a send.
+    pub async fn send_recipient(&self, id: i64) -> Result<Option<(String, String)>> {
+        let row = sqlx::query("SELECT user_id, campaign FROM sends WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|row| (row.get(0), row.get(1))))
+    }
+
     pub async fn sent_sends(&self) -> Result<Vec<(i64, String, String, i64)>> {
         let rows = sqlx::query(
             "SELECT id, user_id, campaign, send_at FROM sends

@@ -382,3 +382,61 @@ async fn wechat_pushes_are_verified_stored_once_and_grant_credits() {
         "one popup item and one change, each once"
     );
 }
+
+// See: #22. A web channel's click link records the click on its send and redirects, only to
+// hosts on the allow-list: never an open redirect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_click_link_records_the_click_and_redirects_only_to_allowed_hosts() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    let plan = dir.path().join("plan.ndjson");
+    let send = serde_json::json!({
+        "user_id": "clicker", "campaign": "web", "send_at": chrono::Utc::now().to_rfc3339(),
+        "dedup_key": "web:clicker", "template_id": "t", "data": {"thing1": "hi"}, "connector": "crm"
+    });
+    std::fs::write(&plan, send.to_string()).unwrap();
+    std::fs::write(dir.path().join("nudge.toml"), "data_dir = 'data'\n").unwrap();
+    let enqueued = Command::new(env!("CARGO_BIN_EXE_nudge"))
+        .arg("--config")
+        .arg(dir.path().join("nudge.toml"))
+        .args(["sends", "enqueue"])
+        .arg(&plan)
+        .status()
+        .unwrap();
+    assert!(enqueued.success());
+    let (child, base) = serve(dir.path(), "click_hosts = ['shop.example.com']");
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let get = |path: String| {
+        let request = client.get(format!("{base}{path}"));
+        async move { request.send().await.unwrap() }
+    };
+    let followed = get("/c/1?to=https://shop.example.com/item?id=7".into()).await;
+    assert_eq!(followed.status(), 302);
+    assert_eq!(
+        followed.headers()["location"],
+        "https://shop.example.com/item?id=7"
+    );
+    for refused in [
+        "/c/1?to=https://evil.example/",
+        "/c/1?to=https://shop.example.com@evil.example/",
+        "/c/1?to=javascript:alert(1)",
+        "/c/1",
+    ] {
+        assert_eq!(get(refused.into()).await.status(), 400, "{refused}");
+    }
+    assert_eq!(
+        get("/c/999?to=https://shop.example.com/".into())
+            .await
+            .status(),
+        404
+    );
+    stop(child);
+    assert_eq!(
+        stored_events(dir.path()),
+        1,
+        "one click, for the one real send"
+    );
+}
