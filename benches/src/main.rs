@@ -6,6 +6,7 @@ mod ingest;
 mod plan;
 mod quality;
 mod rules;
+mod serve;
 mod windows;
 
 use clap::{Parser, Subcommand};
@@ -34,6 +35,8 @@ enum Benchmark {
     Dispatch(dispatch::Args),
     /// Campaign planning (facts, rule, windows, caps, dedup) into the SQLite outbox
     Plan(plan::Args),
+    /// Events posted over HTTP to `nudge serve`, beside `nudge ingest` of the same events
+    Serve(serve::Args),
     /// Every benchmark above, one after the other, each printing its table
     All(AllArgs),
 }
@@ -48,13 +51,14 @@ struct AllArgs {
 }
 
 /// Each benchmark's arguments in `all --quick`, and in `all` (their defaults).
-const QUICK: [(&str, &[&str]); 6] = [
+const QUICK: [(&str, &[&str]); 7] = [
     ("ingest", &["--events", "1000000"]),
     ("quality", &["--users", "10000"]),
     ("windows", &["--users", "100000"]),
     ("rules", &["--users", "100000"]),
     ("plan", &["--users", "100000"]),
     ("dispatch", &["--sends", "100000", "--paced-sends", "20000"]),
+    ("serve", &["--events", "200000"]),
 ];
 
 /// Parses one benchmark's arguments from words, as its subcommand would.
@@ -82,6 +86,7 @@ async fn all(args: AllArgs) -> anyhow::Result<()> {
             "rules" => rules::run(parse(words)?).await?,
             "plan" => plan::run(parse(words)?).await?,
             "dispatch" => dispatch::run(parse(words)?).await?,
+            "serve" => serve::run(parse(words)?).await?,
             other => anyhow::bail!("no benchmark named {other}"),
         }
         timings.push(format!("{name} {:.0} s", begun.elapsed().as_secs_f64()));
@@ -116,6 +121,7 @@ fn main() -> anyhow::Result<()> {
         Benchmark::Rules(args) => runtime.block_on(rules::run(args)),
         Benchmark::Dispatch(args) => runtime.block_on(dispatch::run(args)),
         Benchmark::Plan(args) => runtime.block_on(plan::run(args)),
+        Benchmark::Serve(args) => runtime.block_on(serve::run(args)),
         Benchmark::All(args) => runtime.block_on(all(args)),
     }
 }

@@ -29,6 +29,11 @@ pub struct Args {
     /// 0 never
     #[arg(long, value_name = "SECONDS", default_value_t = 3_600)]
     compact_every: u64,
+    /// Roll the users' time windows forward (`windows update`) this often, in seconds of the
+    /// clock, and recompute them fully (`windows compute`) once a night after 03:00 in the
+    /// default zone; 0 never
+    #[arg(long, value_name = "SECONDS", default_value_t = 900)]
+    windows_every: u64,
     #[command(flatten)]
     clock: super::ClockArgs,
 }
@@ -108,6 +113,16 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
         ))
     });
 
+    let freshener = (args.windows_every > 0).then(|| {
+        tokio::spawn(keep_windows_fresh(
+            store.clone(),
+            context.config.clone(),
+            clock,
+            args.windows_every as i64 * 1_000,
+            shutdown.clone(),
+        ))
+    });
+
     // tokio-cron-scheduler is the local ticker: once a second (of real time) it asks which runs
     // are due by the clock, all of them when a fast clock has passed several.
     let (tick_sender, mut ticks) = tokio::sync::mpsc::channel::<()>(4);
@@ -178,6 +193,9 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
     if let Some(compactor) = compactor {
         let _ = compactor.await;
     }
+    if let Some(freshener) = freshener {
+        freshener.abort();
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -201,6 +219,62 @@ fn campaigns_folder(config: &nudge_engine::config::Config) -> anyhow::Result<std
         "the campaigns folder {} does not exist: create it (one TOML file per campaign, see examples/campaigns) or set campaigns_dir in nudge.toml",
         configured.display()
     )
+}
+
+/// Every `every_ms` of the clock, rolls the windows forward to now so scheduled runs use today's
+/// behaviour; once a night (after 03:00 in the default zone), or when there are none yet,
+/// computes them fully (new rhythm types and tuned settings). A failure is logged and tried
+/// again next time.
+async fn keep_windows_fresh(
+    store: Store,
+    config: nudge_engine::config::Config,
+    clock: nudge_engine::clock::Clock,
+    every_ms: i64,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    use nudge_engine::scoring;
+    let mut last_full: Option<chrono::NaiveDate> = None;
+    loop {
+        tokio::select! {
+            _ = clock.sleep(every_ms) => {}
+            _ = shutdown.changed() => return,
+        }
+        let now = clock.now();
+        let local = now.with_timezone(&config.default_tz);
+        let nightly = last_full != Some(local.date_naive()) && chrono::Timelike::hour(&local) >= 3;
+        let started = std::time::Instant::now();
+        let updated = if nightly {
+            Err(None)
+        } else {
+            scoring::update(&store, &config.windows, config.default_tz, now)
+                .await
+                .map_err(Some)
+        };
+        let result = match updated {
+            Ok(report) => Ok(("updated", report)),
+            Err(reason) => {
+                if let Some(reason) = reason {
+                    tracing::info!(reason = %reason, "windows: a full compute instead of an update");
+                }
+                let computed =
+                    scoring::compute(&store, &config.windows, config.default_tz, now).await;
+                if computed.is_ok() {
+                    last_full = Some(local.date_naive());
+                }
+                computed.map(|report| ("computed", report))
+            }
+        };
+        match result {
+            Ok((done, report)) => println!(
+                "windows {done} as of {now}: {} users in {:.1}s",
+                report.users,
+                started.elapsed().as_secs_f64()
+            ),
+            Err(error) => {
+                tracing::warn!(error = %error, "windows not refreshed; trying again next time")
+            }
+        }
+    }
 }
 
 /// Every `every`, compacts the days with small segments, a day at a time, until shut down

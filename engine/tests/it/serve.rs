@@ -320,3 +320,59 @@ fn serve_finds_the_quickstarts_campaigns_or_says_what_to_do() {
         .status();
     assert!(child.wait().unwrap().success());
 }
+
+// See: #22. Under `serve` the windows stay fresh: a full compute first (and nightly), then
+// incremental updates on the clock.
+#[test]
+fn serve_keeps_the_windows_fresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("campaigns")).unwrap();
+    std::fs::write(
+        root.join("nudge.toml"),
+        "data_dir = 'data'\ncampaigns_dir = 'campaigns'\n[windows]\ntune = false\n",
+    )
+    .unwrap();
+    let events: Vec<String> = (0..200)
+        .map(|i| {
+            line(
+                &format!("u{}", i % 20),
+                "app_open",
+                NOV_1 + i * 3_600_000,
+                "",
+            )
+        })
+        .collect();
+    std::fs::write(root.join("events.ndjson"), events.join("\n")).unwrap();
+    let config = root.join("nudge.toml");
+    assert!(
+        nudge(&config)
+            .current_dir(root)
+            .args(["--quiet", "ingest", "events.ndjson"])
+            .status()
+            .unwrap()
+            .success()
+    );
+    // A refresh every 60 s of a clock running 200 times as fast: one every 0.3 s.
+    let start = (NOV_1 + 10 * 86_400_000 + 12 * 3_600_000).to_string();
+    let mut child = nudge(&config)
+        .current_dir(root)
+        .args(["serve", "--lookback-hours", "0", "--windows-every", "60"])
+        .args(["--now", &start, "--clock-rate", "200"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let computed = line_with(&mut stdout, "windows ");
+    assert!(
+        computed.contains("windows computed") && computed.contains("20 users"),
+        "{computed}"
+    );
+    let updated = line_with(&mut stdout, "windows ");
+    assert!(updated.contains("windows updated"), "{updated}");
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert!(child.wait().unwrap().success());
+}

@@ -1,0 +1,153 @@
+//! Events over HTTP: `nudge serve` on loopback taking `POST /v1/events` batches (keep-alive,
+//! several clients at once), each acknowledged once stored, beside `nudge ingest` of the same
+//! events from one file.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use chrono::NaiveDate;
+use nudge_engine::synth::{self, GenOptions};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Approximate events to post
+    #[arg(long, default_value_t = 500_000)]
+    events: u64,
+    /// Events per request
+    #[arg(long, default_value_t = 500)]
+    batch: usize,
+    /// Clients posting at once
+    #[arg(long, default_value_t = 4)]
+    clients: usize,
+    /// The nudge binary [default: next to this benchmark's binary]
+    #[arg(long)]
+    nudge: Option<PathBuf>,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let nudge = args
+        .nudge
+        .unwrap_or_else(|| std::env::current_exe().unwrap().with_file_name("nudge"));
+    let dir = tempfile::tempdir()?;
+    let input = dir.path().join("events.ndjson");
+    let summary = synth::generate(&GenOptions {
+        users: (args.events as f64 / 18.8) as u64,
+        days: 30,
+        seed: 5,
+        family: Default::default(),
+        start: NaiveDate::from_ymd_opt(2026, 10, 1).unwrap(),
+        out: input.clone(),
+        truth: None,
+        quiet: true,
+    })?;
+    let text = std::fs::read_to_string(&input)?;
+    let lines: Vec<&str> = text.lines().collect();
+    let batches: Arc<Vec<String>> =
+        Arc::new(lines.chunks(args.batch).map(|c| c.join("\n")).collect());
+
+    // The service, on a store of its own, compaction off so it measures the write path.
+    let served = dir.path().join("served");
+    std::fs::create_dir_all(served.join("campaigns"))?;
+    let config = served.join("nudge.toml");
+    std::fs::write(&config, "data_dir = 'data'\ncampaigns_dir = 'campaigns'\n")?;
+    let mut child = Command::new(&nudge)
+        .arg("--config")
+        .arg(&config)
+        .args(["serve", "--listen", "127.0.0.1:0", "--compact-every", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
+    let mut line = String::new();
+    let base = loop {
+        line.clear();
+        anyhow::ensure!(
+            stdout.read_line(&mut line)? > 0,
+            "nudge serve printed no address"
+        );
+        if let Some(base) = line
+            .split_whitespace()
+            .find_map(|w| w.strip_suffix("/v1/events;"))
+        {
+            break base.to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in stdout.lines() {});
+
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut clients = Vec::new();
+    for _ in 0..args.clients {
+        let (batches, next, url) = (batches.clone(), next.clone(), format!("{base}/v1/events"));
+        clients.push(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut latencies = Vec::new();
+            let mut accepted = 0u64;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(body) = batches.get(i) else { break };
+                let sent = Instant::now();
+                let answer = client.post(&url).body(body.clone()).send().await?;
+                anyhow::ensure!(answer.status() == 200, "batch {i}: {}", answer.status());
+                let json: serde_json::Value = answer.json().await?;
+                latencies.push(sent.elapsed().as_secs_f64());
+                accepted += json["accepted"].as_u64().unwrap_or(0);
+            }
+            anyhow::Ok((latencies, accepted))
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut accepted = 0;
+    for client in clients {
+        let (mine, count) = client.await??;
+        latencies.extend(mine);
+        accepted += count;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    child.wait()?;
+    latencies.sort_by(f64::total_cmp);
+    let quantile = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize] * 1_000.0;
+
+    let ingested = dir.path().join("ingested");
+    std::fs::create_dir_all(&ingested)?;
+    std::fs::write(ingested.join("nudge.toml"), "data_dir = 'data'\n")?;
+    let ingest_started = Instant::now();
+    let status = Command::new(&nudge)
+        .arg("--config")
+        .arg(ingested.join("nudge.toml"))
+        .args(["--quiet", "ingest"])
+        .arg(&input)
+        .status()?;
+    anyhow::ensure!(status.success(), "nudge ingest failed");
+    let ingest_seconds = ingest_started.elapsed().as_secs_f64();
+
+    println!(
+        "\n### Events over HTTP\n\nMachine: {}. {} events in {} requests of {} from {} clients (keep-alive), each answered once stored.\n",
+        crate::machine(),
+        summary.events,
+        batches.len(),
+        args.batch,
+        args.clients
+    );
+    println!("| path | events | time | events/s | p50 | p99 |");
+    println!("|---|---|---|---|---|---|");
+    println!(
+        "| POST /v1/events | {accepted} | {seconds:.2} s | {:.0} | {:.1} ms | {:.1} ms |",
+        accepted as f64 / seconds,
+        quantile(0.5),
+        quantile(0.99)
+    );
+    println!(
+        "| nudge ingest (one file) | {} | {ingest_seconds:.2} s | {:.0} | | |",
+        summary.events,
+        summary.events as f64 / ingest_seconds
+    );
+    Ok(())
+}
