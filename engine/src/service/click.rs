@@ -61,8 +61,11 @@ pub async fn follow(
                 file: None,
             };
             // The user is sent on even if the click could not be stored: it is logged.
-            if let Err(error) = service.store.commit_batch(batch).await {
-                tracing::error!(send = id, error = %error, "a click was not stored");
+            match service.store.commit_batch(batch).await {
+                Ok(committed) => service
+                    .metrics
+                    .events("click", "accepted", committed.stored),
+                Err(error) => tracing::error!(send = id, error = %error, "a click was not stored"),
             }
         }
         other => tracing::error!(send = id, "a click was refused: {other:?}"),

@@ -20,6 +20,15 @@ pub async fn post(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let started = std::time::Instant::now();
+    let answer = answer(&service, headers, body).await;
+    service
+        .metrics
+        .duration("/v1/events", started.elapsed().as_secs_f64());
+    answer
+}
+
+async fn answer(service: &Service, headers: HeaderMap, body: Bytes) -> Response {
     if service.stopping() {
         return refuse(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -101,6 +110,10 @@ pub async fn post(
             }
         }
     }
+    let metrics = &service.metrics;
+    metrics.events("http", "accepted", accepted);
+    metrics.events("http", "duplicate", duplicates);
+    metrics.events("http", "rejected", checked.rejected.len() as u64);
     axum::Json(serde_json::json!({
         "accepted": accepted,
         "duplicates": duplicates,

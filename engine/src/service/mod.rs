@@ -6,6 +6,7 @@
 
 pub mod click;
 pub mod events;
+pub mod metrics;
 pub mod push;
 
 use std::net::SocketAddr;
@@ -108,6 +109,7 @@ pub struct Service {
     /// Requests admitted to commit; past `max_waiting` a request is answered 429.
     waiting: tokio::sync::Semaphore,
     stopping: AtomicBool,
+    metrics: metrics::Metrics,
     /// Push receivers by connector name.
     receivers: std::collections::BTreeMap<String, Box<dyn nudge_connectors::inbound::Receiver>>,
 }
@@ -168,6 +170,7 @@ impl Service {
             config,
             keys,
             stopping: AtomicBool::new(false),
+            metrics: metrics::Metrics::default(),
             receivers,
         })
     }
@@ -226,6 +229,7 @@ pub fn router(service: Arc<Service>) -> Router {
                 .layer(axum::extract::DefaultBodyLimit::max(body_limit)),
         )
         .route("/c/{send_id}", axum::routing::get(click::follow))
+        .route("/metrics", axum::routing::get(metrics::scrape))
         .with_state(service)
 }
 

@@ -24,37 +24,61 @@ pub async fn receive(
     method: Method,
     body: Bytes,
 ) -> Response {
-    let Some(receiver) = service.receivers.get(&connector) else {
-        return refuse(
-            StatusCode::NOT_FOUND,
-            format!(
-                "no connector {connector} takes pushes (set push_token_env in [connectors.{connector}])"
-            ),
+    let started = std::time::Instant::now();
+    let (result, answer) = answer(&service, &connector, &query, method, &body).await;
+    service.metrics.push(result);
+    service
+        .metrics
+        .duration("/wechat/push", started.elapsed().as_secs_f64());
+    answer
+}
+
+/// The answer, and the result it counts as in `/metrics`.
+async fn answer(
+    service: &Service,
+    connector: &str,
+    query: &BTreeMap<String, String>,
+    method: Method,
+    body: &[u8],
+) -> (&'static str, Response) {
+    let Some(receiver) = service.receivers.get(connector) else {
+        let message = format!(
+            "no connector {connector} takes pushes (set push_token_env in [connectors.{connector}])"
         );
+        return ("unknown_connector", refuse(StatusCode::NOT_FOUND, message));
     };
     let request = PushRequest {
         is_get: method == Method::GET,
-        query: &query,
-        body: &body,
+        query,
+        body,
     };
     let facts = match receiver.receive(request) {
-        Ok(Received::Echo(text)) => return text.into_response(),
+        Ok(Received::Echo(text)) => return ("url_check", text.into_response()),
         Ok(Received::Facts(facts)) => facts,
         Err(refused @ PushRefused::Unauthorized(_)) => {
             tracing::warn!(connector = %connector, "push refused: {refused}");
-            return refuse(StatusCode::UNAUTHORIZED, refused.to_string());
+            return (
+                "unauthorized",
+                refuse(StatusCode::UNAUTHORIZED, refused.to_string()),
+            );
         }
         Err(refused) => {
             tracing::warn!(connector = %connector, "push refused: {refused}");
-            return refuse(StatusCode::BAD_REQUEST, refused.to_string());
+            return (
+                "malformed",
+                refuse(StatusCode::BAD_REQUEST, refused.to_string()),
+            );
         }
     };
-    if let Err(error) = store(&service, &connector, facts).await {
+    if let Err(error) = store(service, connector, facts).await {
         tracing::error!(connector = %connector, error = %error, "a push was not stored");
         // Not acknowledged: the provider retries, and the retry stores it once.
-        return refuse(StatusCode::SERVICE_UNAVAILABLE, error.to_string());
+        return (
+            "failed",
+            refuse(StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
+        );
     }
-    receiver.acknowledgement().into_response()
+    ("stored", receiver.acknowledgement().into_response())
 }
 
 async fn store(service: &Service, connector: &str, facts: Vec<Fact>) -> crate::Result<()> {
@@ -95,8 +119,11 @@ async fn store(service: &Service, connector: &str, facts: Vec<Fact>) -> crate::R
         for reject in &checked.rejected {
             tracing::warn!(connector = %connector, reason = %reject.reason, "a pushed subscription was refused");
         }
+        service
+            .metrics
+            .events("push", "rejected", checked.rejected.len() as u64);
         if !checked.events.is_empty() {
-            service
+            let committed = service
                 .store
                 .commit_batch(Batch {
                     events: checked.events,
@@ -104,6 +131,10 @@ async fn store(service: &Service, connector: &str, facts: Vec<Fact>) -> crate::R
                     file: None,
                 })
                 .await?;
+            service.metrics.events("push", "accepted", committed.stored);
+            service
+                .metrics
+                .events("push", "duplicate", committed.duplicates);
         }
     }
     if !deliveries.is_empty() {

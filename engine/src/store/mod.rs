@@ -697,6 +697,30 @@ impl Store {
     /// the user), `sending`, `planned` and `paused`, as (id, user, campaign, planned time), for
     /// the rules' `user.sent` and `clicked`. Failed, expired, cancelled and holdout rows never
     /// reached anyone and never will.
+    /// Sends by (connector, state), and when the oldest planned send that is due at `now_ms`
+    /// was due: what `/metrics` reports of the outbox.
+    pub async fn outbox_gauges(
+        &self,
+        now_ms: i64,
+    ) -> Result<(Vec<(String, String, i64)>, Option<i64>)> {
+        let rows =
+            sqlx::query("SELECT connector, state, COUNT(*) FROM sends GROUP BY connector, state")
+                .fetch_all(&self.pool)
+                .await?;
+        let oldest: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(next_attempt_at) FROM sends WHERE state = 'planned' AND next_attempt_at <= $1",
+        )
+        .bind(now_ms)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((
+            rows.into_iter()
+                .map(|row| (row.get(0), row.get(1), row.get(2)))
+                .collect(),
+            oldest,
+        ))
+    }
+
     /// The recipient and campaign of send `id`, if there is such a send.
     pub async fn send_recipient(&self, id: i64) -> Result<Option<(String, String)>> {
         let row = sqlx::query("SELECT user_id, campaign FROM sends WHERE id = $1")

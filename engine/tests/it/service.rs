@@ -144,6 +144,17 @@ async fn posted_events_are_stored_once_however_often_they_are_posted() {
     let (_, sniffed) = post(&base, gzipped, &[AUTH]).await;
     assert_eq!(sniffed["duplicates"], 50, "{sniffed}");
 
+    // /metrics needs an admin key; this one may only post events.
+    let (status, _) = {
+        let answer = reqwest::Client::new()
+            .get(format!("{base}/metrics"))
+            .header(AUTH.0, AUTH.1)
+            .send()
+            .await
+            .unwrap();
+        (answer.status().as_u16(), ())
+    };
+    assert_eq!(status, 401);
     stop(child);
     assert_eq!(stored_events(dir.path()), 150);
 }
@@ -372,6 +383,29 @@ async fn wechat_pushes_are_verified_stored_once_and_grant_credits() {
     );
     let answer = client.post(&plain).body(change).send().await.unwrap();
     assert_eq!(answer.status(), 200);
+
+    // What /metrics says of all that (no key is configured on this loopback service).
+    let metrics = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "nudge_pushes_total{result=\"stored\"} 4",
+        "nudge_pushes_total{result=\"unauthorized\"} 2",
+        "nudge_pushes_total{result=\"url_check\"} 1",
+        "nudge_events_total{source=\"push\",result=\"accepted\"} 2",
+        "nudge_events_total{source=\"push\",result=\"duplicate\"} 2",
+        "nudge_http_request_duration_seconds_count{route=\"/wechat/push\"} 7",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} not in:\n{metrics}"
+        );
+    }
     stop(child);
 
     let granted = credits(dir.path(), "TMPL_A").unwrap_or_default();
@@ -432,6 +466,20 @@ async fn a_click_link_records_the_click_and_redirects_only_to_allowed_hosts() {
             .await
             .status(),
         404
+    );
+    let metrics = get("/metrics".into()).await.text().await.unwrap();
+    for line in [
+        "nudge_events_total{source=\"click\",result=\"accepted\"} 1",
+        "nudge_sends{connector=\"crm\",state=\"planned\"} 1",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} not in:\n{metrics}"
+        );
+    }
+    assert!(
+        metrics.contains("nudge_oldest_due_send_age_seconds "),
+        "{metrics}"
     );
     stop(child);
     assert_eq!(
