@@ -230,7 +230,27 @@ pub fn router(service: Arc<Service>) -> Router {
         )
         .route("/c/{send_id}", axum::routing::get(click::follow))
         .route("/metrics", axum::routing::get(metrics::scrape))
+        .layer(axum::middleware::from_fn(log_request))
         .with_state(service)
+}
+
+/// One debug line per request: method, path (never the query: it may carry signatures), status
+/// and time taken.
+async fn log_request(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let (method, path) = (request.method().clone(), request.uri().path().to_string());
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    tracing::debug!(
+        %method,
+        path,
+        status = response.status().as_u16(),
+        seconds = started.elapsed().as_secs_f64(),
+        "request"
+    );
+    response
 }
 
 /// A JSON error answer: `{"error": message}`.
