@@ -28,7 +28,7 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
     };
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
-        wait_for_signal().await;
+        signals().await;
         eprintln!("stopping: finishing sends in flight, releasing the rest");
         let _ = stop.send(true);
     });
@@ -66,12 +66,28 @@ fn hostname() -> String {
 }
 
 /// Waits for Ctrl-C or SIGTERM (what systemd and Kubernetes send to stop a service).
-pub(super) async fn wait_for_signal() {
-    let mut terminate =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = async { match terminate.as_mut() { Some(signal) => { signal.recv().await; } None => std::future::pending::<()>().await } } => {}
+/// Resolves on SIGTERM or SIGINT (Ctrl-C). The handlers are installed when this is called, not
+/// when the future is first polled, so a signal that comes right after start is not lost (it
+/// would otherwise kill the process with sends in flight).
+pub(super) fn signals() -> impl std::future::Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).ok();
+    let mut interrupt = signal(SignalKind::interrupt()).ok();
+    async move {
+        tokio::select! {
+            _ = received(terminate.as_mut()) => {}
+            _ = received(interrupt.as_mut()) => {}
+        }
+    }
+}
+
+/// Waits for `signal`; forever when its handler could not be installed.
+async fn received(signal: Option<&mut tokio::signal::unix::Signal>) {
+    match signal {
+        Some(signal) => {
+            signal.recv().await;
+        }
+        None => std::future::pending::<()>().await,
     }
 }
 

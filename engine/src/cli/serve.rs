@@ -39,6 +39,7 @@ pub struct Args {
 }
 
 pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
+    let signalled = super::dispatch::signals();
     let store = Store::open(&context.config.store()).await?;
     let clock = args.clock.clock();
     let folder = campaigns_folder(&context.config)?;
@@ -53,7 +54,7 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
-        super::dispatch::wait_for_signal().await;
+        signalled.await;
         eprintln!("stopping: finishing sends in flight, releasing the rest");
         let _ = stop.send(true);
     });
