@@ -44,6 +44,14 @@ pub struct WechatConfig {
     /// Environment variable holding the previous EncodingAESKey, tried when the current one
     /// fails (during a key change).
     pub push_previous_aes_key_env: Option<String>,
+    /// A push whose `timestamp` is further than this many seconds from now is refused as a
+    /// replay [default: 300]; 0 accepts any age (to replay recorded pushes in tests).
+    #[serde(default = "default_push_max_age_s")]
+    pub push_max_age_s: u64,
+}
+
+fn default_push_max_age_s() -> u64 {
+    300
 }
 
 fn default_api_base() -> String {
@@ -150,6 +158,7 @@ impl WechatConfig {
             push_token_env: None,
             push_aes_key_env: None,
             push_previous_aes_key_env: None,
+            push_max_age_s: default_push_max_age_s(),
         }
     }
 }

@@ -14,6 +14,8 @@ pub struct WechatReceiver {
     token: String,
     /// The current EncodingAESKey, then the previous one during a rotation.
     keys: Vec<AesKey>,
+    /// Pushes stamped further than this from now are refused as replays; `None` takes any.
+    max_age_s: Option<i64>,
 }
 
 impl WechatReceiver {
@@ -37,7 +39,9 @@ impl WechatReceiver {
         {
             keys.push(AesKey::parse(&read(name)?).map_err(|error| format!("{name}: {error}"))?);
         }
-        Ok(Some(WechatReceiver::new(&config.appid, token, keys)))
+        let mut receiver = WechatReceiver::new(&config.appid, token, keys);
+        receiver.max_age_s = (config.push_max_age_s > 0).then_some(config.push_max_age_s as i64);
+        Ok(Some(receiver))
     }
 
     pub fn new(appid: &str, token: String, keys: Vec<AesKey>) -> WechatReceiver {
@@ -45,7 +49,26 @@ impl WechatReceiver {
             appid: appid.to_string(),
             token,
             keys,
+            max_age_s: Some(300),
         }
+    }
+
+    /// Refuses a push stamped too far from now: a signed request recorded and sent again.
+    fn fresh(&self, query: &BTreeMap<String, String>) -> Result<(), PushRefused> {
+        let Some(max) = self.max_age_s else {
+            return Ok(());
+        };
+        let stamped = query
+            .get("timestamp")
+            .and_then(|t| t.trim().parse::<i64>().ok())
+            .ok_or_else(|| PushRefused::Unauthorized("the push has no timestamp".into()))?;
+        let age = chrono::Utc::now().timestamp() - stamped;
+        if age.abs() > max {
+            return Err(PushRefused::Unauthorized(format!(
+                "the push is stamped {age} s from now, over push_max_age_s ({max}): a replay, or a clock that is off"
+            )));
+        }
+        Ok(())
     }
 
     fn signed(&self, query: &BTreeMap<String, String>) -> Result<(), PushRefused> {
@@ -97,6 +120,7 @@ impl WechatReceiver {
 
 impl Receiver for WechatReceiver {
     fn receive(&self, request: PushRequest<'_>) -> Result<Received, PushRefused> {
+        self.fresh(request.query)?;
         if request.is_get {
             self.signed(request.query)?;
             return Ok(Received::Echo(
@@ -165,7 +189,20 @@ mod tests {
 
     #[test]
     fn the_url_check_echoes_only_with_the_published_signature() {
-        let receiver = WechatReceiver::new("wx1", "AAAAA".into(), Vec::new());
+        let mut receiver = WechatReceiver::new("wx1", "AAAAA".into(), Vec::new());
+        // The note's vector is stamped in 2024: a receiver with the default window refuses it.
+        let stale = PushRequest {
+            is_get: true,
+            query: &query(&[
+                ("timestamp", "1714036504"),
+                ("nonce", "1514711492"),
+                ("signature", "f464b24fc39322e44b38aa78f5edd27bd1441696"),
+            ]),
+            body: b"",
+        };
+        let refused = receiver.receive(stale).unwrap_err().to_string();
+        assert!(refused.contains("push_max_age_s"), "{refused}");
+        receiver.max_age_s = None;
         let good = query(&[
             ("timestamp", "1714036504"),
             ("nonce", "1514711492"),
@@ -187,5 +224,47 @@ mod tests {
             receiver.receive(request(&bad)),
             Err(PushRefused::Unauthorized(_))
         ));
+    }
+
+    #[test]
+    fn a_fresh_safe_mode_push_built_here_is_opened_and_a_stale_one_refused() {
+        let key = AesKey::parse("abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG").unwrap();
+        let receiver = WechatReceiver::new("wxapp", "tok".into(), vec![key.clone()]);
+        let message = r#"<xml><FromUserName>o1</FromUserName><CreateTime>1800000000</CreateTime><Event>subscribe_msg_popup_event</Event><List><TemplateId>T1</TemplateId><SubscribeStatusString>accept</SubscribeStatusString></List></xml>"#;
+        let sealed = crypto::encrypt(&key, message, "wxapp", [7; 16]);
+        let body = format!("<xml><Encrypt><![CDATA[{sealed}]]></Encrypt></xml>");
+        let push = |timestamp: String| {
+            let signature = crypto::msg_signature("tok", &timestamp, "n1", &sealed);
+            query(&[
+                ("timestamp", &timestamp),
+                ("nonce", "n1"),
+                ("encrypt_type", "aes"),
+                ("msg_signature", &signature),
+            ])
+        };
+        let now = push(chrono::Utc::now().timestamp().to_string());
+        let received = receiver.receive(PushRequest {
+            is_get: false,
+            query: &now,
+            body: body.as_bytes(),
+        });
+        let Ok(Received::Facts(facts)) = received else {
+            panic!("{received:?}");
+        };
+        assert!(matches!(
+            &facts[..],
+            [Fact::Subscription { user_id, template_id, status, .. }]
+                if user_id == "o1" && template_id == "T1" && status == "accept"
+        ));
+        let hour_ago = push((chrono::Utc::now().timestamp() - 3_600).to_string());
+        let stale = receiver.receive(PushRequest {
+            is_get: false,
+            query: &hour_ago,
+            body: body.as_bytes(),
+        });
+        assert!(
+            matches!(stale, Err(PushRefused::Unauthorized(_))),
+            "{stale:?}"
+        );
     }
 }

@@ -34,6 +34,7 @@ fn connector_with_timeout(mock: &MockWechat, mode: TokenMode, timeout_ms: u64) -
         push_token_env: None,
         push_aes_key_env: None,
         push_previous_aes_key_env: None,
+        push_max_age_s: 300,
     };
     WechatConnector::with_secret(&config, SECRET.into()).unwrap()
 }

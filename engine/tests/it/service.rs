@@ -321,11 +321,13 @@ fn credits(dir: &std::path::Path, template: &str) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wechat_pushes_are_verified_stored_once_and_grant_credits() {
+    // The note's vectors are stamped in 2024: this connector takes pushes of any age.
     let dir = tempfile::tempdir().unwrap();
     let (child, base) = serve_with(
         dir.path(),
         "[connectors.mp]\ntype = 'wechat'\nappid = 'wx0123456789abcdef'\nsecret_env = 'NUDGE_TEST_SECRET'\n\
-         push_token_env = 'NUDGE_TEST_PUSH_TOKEN'\npush_aes_key_env = 'NUDGE_TEST_PUSH_KEY'\n",
+         push_token_env = 'NUDGE_TEST_PUSH_TOKEN'\npush_aes_key_env = 'NUDGE_TEST_PUSH_KEY'\n\
+         push_max_age_s = 0\n",
         &[
             ("NUDGE_TEST_SECRET", "secret"),
             ("NUDGE_TEST_PUSH_TOKEN", "AAAAA"),
