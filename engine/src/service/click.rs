@@ -10,8 +10,6 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::{Service, refuse};
-use crate::ingest::request::{self, RequestLimits};
-use crate::store::Batch;
 
 pub async fn follow(
     State(service): State<Arc<Service>>,
@@ -49,26 +47,9 @@ pub async fn follow(
         "props": { "send_id": id, "via": "redirect" },
     })
     .to_string();
-    let limits = RequestLimits {
-        max_events: 1,
-        max_event_bytes: service.config.max_event_bytes,
-    };
-    match request::check(click.as_bytes(), limits) {
-        Ok(checked) if !checked.events.is_empty() => {
-            let batch = Batch {
-                events: checked.events,
-                prepared: None,
-                file: None,
-            };
-            // The user is sent on even if the click could not be stored: it is logged.
-            match service.store.commit_batch(batch).await {
-                Ok(committed) => service
-                    .metrics
-                    .events("click", "accepted", committed.stored),
-                Err(error) => tracing::error!(send = id, error = %error, "a click was not stored"),
-            }
-        }
-        other => tracing::error!(send = id, "a click was refused: {other:?}"),
+    // The user is sent on even if the click could not be stored: it is logged.
+    if let Err(error) = service.store_generated("click", &[click]).await {
+        tracing::error!(send = id, error = %error, "a click was not stored");
     }
     (StatusCode::FOUND, [(header::LOCATION, to.as_str())]).into_response()
 }

@@ -204,6 +204,42 @@ impl Service {
     }
 }
 
+impl Service {
+    /// Stores events the service made itself (a click, the items of a push) as JSON lines,
+    /// through the same check and batch commit as posted events, and counts them under
+    /// `source`. A line the check refuses is logged and counted, not stored.
+    async fn store_generated(&self, source: &'static str, lines: &[String]) -> Result<()> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let limits = crate::ingest::request::RequestLimits {
+            max_events: lines.len(),
+            max_event_bytes: self.config.max_event_bytes,
+        };
+        let checked = crate::ingest::request::check(lines.join("\n").as_bytes(), limits)
+            .map_err(|error| Error::Usage(error.to_string()))?;
+        for reject in &checked.rejected {
+            tracing::warn!(source, reason = %reject.reason, "an event the service made was refused");
+        }
+        self.metrics
+            .events(source, "rejected", checked.rejected.len() as u64);
+        if !checked.events.is_empty() {
+            let committed = self
+                .store
+                .commit_batch(crate::store::Batch {
+                    events: checked.events,
+                    prepared: None,
+                    file: None,
+                })
+                .await?;
+            self.metrics.events(source, "accepted", committed.stored);
+            self.metrics
+                .events(source, "duplicate", committed.duplicates);
+        }
+        Ok(())
+    }
+}
+
 /// Compares without stopping at the first difference, so timing does not tell how much of a
 /// guessed key was right.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -14,8 +14,6 @@ use axum::response::{IntoResponse, Response};
 use nudge_connectors::inbound::{Fact, PushRefused, PushRequest, Received};
 
 use super::{Service, refuse};
-use crate::ingest::request::{self, RequestLimits};
-use crate::store::Batch;
 
 pub async fn receive(
     State(service): State<Arc<Service>>,
@@ -109,34 +107,7 @@ async fn store(service: &Service, connector: &str, facts: Vec<Fact>) -> crate::R
             } => deliveries.push((provider_id, code, status)),
         }
     }
-    if !lines.is_empty() {
-        let limits = RequestLimits {
-            max_events: lines.len(),
-            max_event_bytes: service.config.max_event_bytes,
-        };
-        let checked = request::check(lines.join("\n").as_bytes(), limits)
-            .map_err(|error| crate::Error::Usage(error.to_string()))?;
-        for reject in &checked.rejected {
-            tracing::warn!(connector = %connector, reason = %reject.reason, "a pushed subscription was refused");
-        }
-        service
-            .metrics
-            .events("push", "rejected", checked.rejected.len() as u64);
-        if !checked.events.is_empty() {
-            let committed = service
-                .store
-                .commit_batch(Batch {
-                    events: checked.events,
-                    prepared: None,
-                    file: None,
-                })
-                .await?;
-            service.metrics.events("push", "accepted", committed.stored);
-            service
-                .metrics
-                .events("push", "duplicate", committed.duplicates);
-        }
-    }
+    service.store_generated("push", &lines).await?;
     if !deliveries.is_empty() {
         service
             .store
