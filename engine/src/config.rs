@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use chrono_tz::Tz;
 use serde::Deserialize;
 
+pub mod server;
+
 use crate::{Error, Result};
 
 /// The file looked for in the working directory when `--config` is not given.
@@ -38,7 +40,7 @@ pub struct Config {
     /// any, sends go to the `dry-run` file connector (`<data_dir>/dry-run-sends.ndjson`).
     pub connectors: std::collections::BTreeMap<String, nudge_connectors::ConnectorConfig>,
     /// The HTTP service of `nudge serve` (`[server]`).
-    pub server: crate::service::ServerConfig,
+    pub server: server::ServerConfig,
 }
 
 /// The `[ingest]` section.
@@ -68,7 +70,7 @@ impl Default for Config {
             campaigns_dir: PathBuf::from("campaigns"),
             dispatch: crate::dispatch::DispatchConfig::default(),
             connectors: std::collections::BTreeMap::new(),
-            server: crate::service::ServerConfig::default(),
+            server: server::ServerConfig::default(),
         }
     }
 }

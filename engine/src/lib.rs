@@ -16,6 +16,7 @@ pub mod error;
 pub mod event;
 pub mod features;
 pub mod ingest;
+pub mod inspect;
 pub mod schedule;
 pub mod scoring;
 pub mod service;

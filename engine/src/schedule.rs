@@ -9,6 +9,7 @@ use crate::Result;
 use crate::campaign::Campaign;
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::scoring;
 use crate::store::{RunEnd, Store};
 
 /// What a tick did with one scheduled instant.
@@ -148,6 +149,7 @@ async fn run_claimed(
             }
         })
     };
+    refresh_windows(store, config, &name, now).await;
     let result =
         crate::campaign::run::run(store, &config.run_settings(), campaign, at, now, false).await;
     renewing.abort();
@@ -180,4 +182,27 @@ async fn run_claimed(
             reason: note,
         },
     })
+}
+
+/// Rolls the stored windows forward when they are older than [`scoring::FRESH_FOR_MS`], so a
+/// run uses today's behaviour. A failure is logged: the run goes on with the stored windows (or
+/// the population's rhythm).
+pub async fn refresh_windows(store: &Store, config: &Config, campaign: &str, now: DateTime<Utc>) {
+    match scoring::refresh(
+        store,
+        &config.windows,
+        config.default_tz,
+        now,
+        scoring::FRESH_FOR_MS,
+    )
+    .await
+    {
+        Ok(scoring::Refreshed::Fresh) => {}
+        Ok(done) => tracing::info!(campaign, ?done, "windows refreshed before the run"),
+        Err(error) => tracing::warn!(
+            campaign,
+            error = %error,
+            "windows not refreshed before the run: it uses the stored ones"
+        ),
+    }
 }

@@ -2,10 +2,10 @@
 
 use std::collections::HashMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// One user's facts at evaluation time.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct UserFacts {
     pub id: String,
@@ -24,7 +24,7 @@ pub struct UserFacts {
 }
 
 /// The history of one event name for one user.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EventFacts {
     /// Epoch milliseconds, ascending (the engine may keep only the window the rule reads).
@@ -36,7 +36,7 @@ pub struct EventFacts {
 }
 
 /// One past send of a campaign to the user.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SendFact {
     pub campaign: String,

@@ -24,7 +24,7 @@ pub struct Rule {
 }
 
 /// The rendered content of a targeted user's notification.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct Message {
     /// Template keyword values (`thing1`, `time2`, ...), as text.
     pub fields: BTreeMap<String, String>,

@@ -17,7 +17,7 @@ use crate::rule::Rule;
 use crate::sandbox;
 
 /// One traced expression.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Step {
     /// 1-based line in the rule file.
     pub line: usize,

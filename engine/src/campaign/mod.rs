@@ -54,7 +54,7 @@ fn default_connector() -> String {
 }
 
 /// When a targeted user's send lands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     /// The user's best hour within the horizon, from their time window.
@@ -74,7 +74,9 @@ pub struct Delivery {
     /// `HH:MM` for `local_time`.
     pub local_time: String,
     pub horizon_hours: i64,
-    /// Local hours `[start, end)` when nothing lands, e.g. `[22, 8]`.
+    /// Local hours `[start, end)` when nothing lands, e.g. `[22, 8]` (the default); `[]`: none
+    /// (a message the user waits for, such as an order update).
+    #[serde(deserialize_with = "quiet_hours")]
     pub quiet_hours: Option<[u32; 2]>,
     /// An unsent send expires this long after its planned time.
     pub ttl_hours: i64,
@@ -88,6 +90,20 @@ pub struct Delivery {
     /// At most this many of the campaign's messages per second, per dispatcher process (on top
     /// of the connector's limit).
     pub rate_per_s: Option<f64>,
+}
+
+/// `[start, end]`, or `[]` for no quiet hours.
+fn quiet_hours<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> std::result::Result<Option<[u32; 2]>, D::Error> {
+    let hours = Vec::<u32>::deserialize(deserializer)?;
+    match hours.as_slice() {
+        [] => Ok(None),
+        [start, end] => Ok(Some([*start, *end])),
+        _ => Err(serde::de::Error::custom(
+            "quiet_hours is [start, end] (local hours, e.g. [22, 8]) or [] for none",
+        )),
+    }
 }
 
 impl Default for Delivery {
@@ -165,7 +181,7 @@ impl Campaign {
             && (start > 23 || end > 23 || start == end)
         {
             return Err(invalid(
-                "delivery.quiet_hours must be two different hours 0-23, e.g. [22, 8]".into(),
+                "delivery.quiet_hours must be two different hours 0-23, e.g. [22, 8], or [] for none".into(),
             ));
         }
         if let Some(rate) = delivery.rate_per_s {

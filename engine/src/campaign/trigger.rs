@@ -26,6 +26,12 @@ pub struct ScheduleConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Cron(cron::Schedule);
 
+impl std::fmt::Display for Cron {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
 impl FromStr for Cron {
     type Err = String;
 

@@ -9,8 +9,8 @@ use chrono::{DateTime, Utc};
 use nudge_engine::campaign::plan::Planned;
 use nudge_engine::campaign::run::{Explained, RunReport};
 use nudge_engine::campaign::{self, Campaign};
-use nudge_engine::clock;
 use nudge_engine::store::Store;
+use nudge_engine::{clock, inspect};
 use nudge_rules::Decision;
 
 use super::Context;
@@ -150,80 +150,59 @@ pub async fn run(context: &Context, command: Command) -> anyhow::Result<ExitCode
 
 async fn status(context: &Context, name: &str, campaign: Option<&Campaign>) -> anyhow::Result<()> {
     let store = Store::open(&context.config.store()).await?;
-    let runs = store.campaign_runs(name).await?;
-    println!("campaign {name}: {} scheduled runs recorded", runs.len());
-    for (at, state, planned, note) in runs.iter().take(20) {
-        let at = chrono::DateTime::from_timestamp_millis(*at)
-            .unwrap_or_default()
-            .to_rfc3339();
-        println!("  {at}  {state:<8} {planned:>7} planned  {note}");
+    let status = inspect::campaign::status(&store, name, campaign, chrono::Utc::now()).await?;
+    println!(
+        "campaign {name}: {} scheduled runs recorded",
+        status.runs.len()
+    );
+    for run in status.runs.iter().take(20) {
+        println!(
+            "  {}  {:<8} {:>7} planned  {}",
+            run.at, run.state, run.planned, run.note
+        );
     }
-    let states = store.send_status(Some(name)).await?;
-    if states.is_empty() {
+    if status.sends.is_empty() {
         println!("no sends yet");
         return Ok(());
     }
     println!("sends:");
-    for (state, reason, count) in &states {
+    for send in &status.sends {
         println!(
-            "  {state:<8} {count:>9}  {}",
-            reason.as_deref().unwrap_or("")
+            "  {:<8} {:>9}  {}",
+            send.state,
+            send.count,
+            send.reason.as_deref().unwrap_or("")
         );
     }
-    let ids = store.send_ids(name).await?;
-    let sent: u64 = states
-        .iter()
-        .filter(|(s, ..)| s == "sent")
-        .map(|(.., n)| n)
-        .sum();
-    let clicked: std::collections::HashSet<String> =
-        nudge_engine::features::clicks(&store, chrono::Utc::now())
-            .await?
-            .into_iter()
-            .filter_map(|click| click.send_id.filter(|id| ids.contains(id)))
-            .collect();
     println!(
-        "clicks: {} of {sent} sent ({:.1}%)",
-        clicked.len(),
-        100.0 * clicked.len() as f64 / sent.max(1) as f64
+        "clicks: {} of {} sent ({:.1}%)",
+        status.clicked,
+        status.sent,
+        100.0 * status.click_rate()
     );
-    holdout_comparison(&store, name, campaign).await
-}
-
-/// Per run: the share of sent users and of held-out users who did the goal event within the
-/// goal window after their (would-be) send, and the difference (lift).
-async fn holdout_comparison(
-    store: &Store,
-    name: &str,
-    campaign: Option<&Campaign>,
-) -> anyhow::Result<()> {
-    let Some(campaign) = campaign else {
+    let Some(lift) = &status.lift else {
         println!("holdout: campaign file for {name} not found, no goal event to compare");
         return Ok(());
     };
-    let runs = campaign::lift::lift(store, campaign, chrono::Utc::now()).await?;
-    if runs.iter().all(|run| run.held_out == 0) {
+    if !status.has_holdout() {
         println!("holdout: none recorded (set delivery.holdout_percent to measure lift)");
         return Ok(());
     }
-    let (goal, window_hours) = campaign.goal();
     println!(
-        "holdout comparison: users who did {goal} within {window_hours} h of the (would-be) send"
+        "holdout comparison: users who did {} within {} h of the (would-be) send",
+        lift.goal_event, lift.window_hours
     );
     println!("  run                          sent  converted   held out  converted      lift");
-    for run in &runs {
-        let at = run
-            .run_at_ms
-            .and_then(chrono::DateTime::from_timestamp_millis)
-            .map(|t| t.to_rfc3339())
-            .unwrap_or_else(|| "(no run)".into());
+    for run in &lift.runs {
+        let rate = |converted: u64, of: u64| 100.0 * converted as f64 / of.max(1) as f64;
         println!(
-            "  {at:<25} {:>8} {:>9.1}%   {:>8} {:>9.1}%  {:>+6.1} pts",
+            "  {:<25} {:>8} {:>9.1}%   {:>8} {:>9.1}%  {:>+6.1} pts",
+            run.run_at.as_deref().unwrap_or("(no run)"),
             run.sent,
-            100.0 * run.sent_rate(),
+            rate(run.sent_converted, run.sent),
             run.held_out,
-            100.0 * run.held_out_rate(),
-            run.lift_points()
+            rate(run.held_out_converted, run.held_out),
+            run.lift_points
         );
     }
     Ok(())

@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use nudge_engine::clock;
 use nudge_engine::features::{self, Audience};
+use nudge_engine::inspect::{self, rule::Verdict};
 use nudge_engine::store::Store;
 use nudge_rules::{CompileError, Decision, Rule, cases, evaluate_all};
 
@@ -162,52 +163,37 @@ async fn explain(
 ) -> anyhow::Result<ExitCode> {
     let rule = load(context, file)?;
     let store = Store::open(&context.config.store()).await?;
-    let facts = features::user_facts(
-        &store,
-        rule.needs(),
-        as_of,
-        context.config.default_tz,
-        Audience::One(user),
-    )
-    .await?;
-    let Some(facts) = facts.into_iter().next() else {
+    let Some(explained) =
+        inspect::rule::explain(&store, &rule, user, as_of, context.config.default_tz).await?
+    else {
         anyhow::bail!(
             "user '{user}' has no events up to {as_of}: check the id (ids are case-sensitive)"
         );
     };
     println!("rule:   {}", file.display());
-    println!("user:   {} (tz {})", facts.id, facts.tz);
-    println!("as of:  {}", as_of.to_rfc3339());
-    let needs = rule.needs();
+    println!("user:   {} (tz {})", explained.user_id, explained.tz);
+    println!("as of:  {}", explained.as_of);
     println!("facts the rule reads:");
-    for event in &needs.events {
-        match facts.events.get(event) {
-            Some(history) => println!(
-                "  {event}: last {}, {} in the rule's window, last props {}",
-                history
-                    .last_ms
-                    .and_then(chrono::DateTime::from_timestamp_millis)
-                    .map(|t| t.to_rfc3339())
-                    .unwrap_or("-".into()),
-                history.timestamps.len(),
-                history.last_props.as_deref().unwrap_or("-")
+    for event in &explained.events {
+        match &event.last {
+            Some(last) => println!(
+                "  {}: last {last}, {} in the rule's window, last props {}",
+                event.event,
+                event.in_window,
+                event.last_props.as_deref().unwrap_or("-")
             ),
-            None => println!("  {event}: never"),
+            None => println!("  {}: never", event.event),
         }
     }
-    if needs.credits {
-        println!("  credits: {:?}", facts.credits);
+    if let Some(credits) = &explained.credits {
+        println!("  credits: {credits:?}");
     }
-    if needs.attrs {
-        println!(
-            "  attrs: {}",
-            serde_json::Value::Object(facts.attrs.clone())
-        );
+    if let Some(attrs) = &explained.attrs {
+        println!("  attrs: {}", serde_json::Value::Object(attrs.clone()));
     }
-    let steps = rule.trace(facts.clone(), as_of.timestamp_millis());
-    if !steps.is_empty() {
+    if !explained.trace.is_empty() {
         println!("target(user), statement by statement:");
-        for step in &steps {
+        for step in &explained.trace {
             let indent = "  ".repeat(step.depth + 1);
             println!(
                 "{indent}line {:>3}: {}  =>  {}{}",
@@ -218,9 +204,8 @@ async fn explain(
             );
         }
     }
-    let decision = rule.evaluate(facts, as_of.timestamp_millis());
-    println!("decision: {}", describe(&decision));
-    if let Decision::Target(message) = &decision {
+    println!("decision: {}", explained.verdict);
+    if let Verdict::Targeted { message } = &explained.verdict {
         for (key, value) in &message.fields {
             println!("  {key} = {value}");
         }
@@ -229,15 +214,6 @@ async fn explain(
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn describe(decision: &Decision) -> String {
-    match decision {
-        Decision::Target(_) => "targeted".into(),
-        Decision::NotTargeted => "not targeted (target returned false)".into(),
-        Decision::Skip(reason) => format!("skipped: {reason}"),
-        Decision::Error(error) => format!("error: {error}"),
-    }
 }
 
 async fn run_rule(

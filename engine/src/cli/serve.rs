@@ -61,8 +61,7 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
     let listener = match args.listen.or(context.config.server.listen) {
         Some(addr) => Some(
             listen(
-                &store,
-                &context.config,
+                Service::new(store.clone(), &context.config, folder.clone(), addr, clock)?,
                 addr,
                 ready.clone(),
                 shutdown.clone(),
@@ -326,18 +325,12 @@ async fn compact_in_background(
 /// Starts the HTTP service on `addr`: the API routes and the probes. On shutdown it stops taking
 /// requests (503) and drains those in flight.
 async fn listen(
-    store: &Store,
-    config: &nudge_engine::config::Config,
+    service: Service,
     addr: std::net::SocketAddr,
     ready: Arc<std::sync::atomic::AtomicBool>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let service = Arc::new(Service::new(
-        store.clone(),
-        config.server.clone(),
-        addr,
-        &config.connectors,
-    )?);
+    let service = Arc::new(service);
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|error| {
         anyhow::anyhow!("cannot listen on {addr}: {error} (is another process using it?)")
     })?;

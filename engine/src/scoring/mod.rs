@@ -486,6 +486,48 @@ async fn finish(
     Ok(report)
 }
 
+/// How old the stored windows may be when a campaign runs under `nudge serve` before they are
+/// rolled forward first.
+pub const FRESH_FOR_MS: i64 = 15 * 60_000;
+
+/// What [`refresh`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refreshed {
+    /// The stored windows were no older than asked.
+    Fresh,
+    Updated,
+    /// None were stored, or the stored ones could not be rolled forward (another
+    /// configuration, another version): computed from all events.
+    Computed,
+}
+
+/// Makes the stored windows no older than `max_age_ms` at `as_of`: nothing when they are,
+/// an incremental [`update`] when they are older, a full [`compute`] when there are none or the
+/// update refuses.
+pub async fn refresh(
+    store: &Store,
+    config: &WindowsConfig,
+    default_tz: Tz,
+    as_of: DateTime<Utc>,
+    max_age_ms: i64,
+) -> Result<Refreshed> {
+    let stored =
+        tokio::task::block_in_place(|| persist::stored_as_of(store.data_dir())).unwrap_or(None);
+    if let Some(stored_ms) = stored {
+        if as_of.timestamp_millis() - stored_ms <= max_age_ms {
+            return Ok(Refreshed::Fresh);
+        }
+        match update(store, config, default_tz, as_of).await {
+            Ok(_) => return Ok(Refreshed::Updated),
+            Err(error) => {
+                tracing::info!(error = %error, "windows: a full compute instead of an update")
+            }
+        }
+    }
+    compute(store, config, default_tz, as_of).await?;
+    Ok(Refreshed::Computed)
+}
+
 /// Learns the rhythm types from the users with plenty of events (all users when too few have),
 /// on a deterministic subsample of at most [`mixture::FIT_SAMPLE`] of them.
 pub fn fit(state: &local::State, config: &WindowsConfig, types: usize) -> mixture::Model {

@@ -34,7 +34,13 @@ struct Meta {
 fn write_atomically(path: &Path, write: impl FnOnce(File) -> Result<()>) -> Result<()> {
     let folder = path.parent().expect("windows files live in a folder");
     std::fs::create_dir_all(folder).map_err(|source| Error::io(folder, source))?;
-    let aside = path.with_extension("tmp");
+    // One name per process and call: two processes refreshing at once never share a file.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let aside = path.with_extension(format!(
+        "{}-{}.tmp",
+        std::process::id(),
+        WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
     let file = File::create(&aside).map_err(|source| Error::io(&aside, source))?;
     write(file)?;
     std::fs::rename(&aside, path).map_err(|source| Error::io(path, source))
@@ -296,4 +302,11 @@ pub(super) fn export(users: &[UserWindow], out: &Path, full: bool) -> Result<()>
     let file = File::create(out).map_err(|source| Error::io(out, source))?;
     ParquetWriter::new(file).finish(&mut frame)?;
     Ok(())
+}
+
+/// The instant the stored windows are as of (none stored: `None`), read from their metadata
+/// alone.
+pub fn stored_as_of(data_dir: &Path) -> Result<Option<i64>> {
+    let (_, meta) = paths(data_dir);
+    Ok(read_json::<Meta>(&meta)?.map(|meta| meta.as_of_ms))
 }

@@ -43,7 +43,7 @@ pub async fn follow(
     let click = serde_json::json!({
         "user_id": recipient,
         "event": crate::event::NOTIFICATION_CLICK,
-        "ts": chrono::Utc::now().timestamp_millis(),
+        "ts": service.clock.now_ms(),
         "props": { "send_id": id, "via": "redirect" },
     })
     .to_string();

@@ -107,7 +107,7 @@ pub async fn scrape(State(service): State<Arc<Service>>, headers: HeaderMap) -> 
     service.metrics.scrapes.fetch_add(1, Ordering::Relaxed);
     let mut out = String::new();
     service.metrics.render(&mut out);
-    let now_ms = chrono::Utc::now().timestamp_millis();
+    let now_ms = service.clock.now_ms();
     match service.store.outbox_gauges(now_ms).await {
         Ok((by_state, oldest_due_ms)) => {
             out.push_str("# HELP nudge_sends Sends in the outbox, by connector and state.\n# TYPE nudge_sends gauge\n");

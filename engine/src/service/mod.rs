@@ -4,6 +4,7 @@
 //! code as the commands (an event is validated as a line of an NDJSON file is, and committed as
 //! an ingest batch is), so nothing here decides what an event means.
 
+pub mod admin;
 pub mod click;
 pub mod events;
 pub mod metrics;
@@ -15,85 +16,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::http::{HeaderMap, StatusCode};
-use serde::Deserialize;
 
+pub use crate::config::server::{KeyConfig, Scope, ServerConfig};
 use crate::store::Store;
 use crate::{Error, Result};
-
-/// `[server]` in `nudge.toml`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ServerConfig {
-    /// Where `nudge serve` listens (`--listen` overrides it); none: no HTTP at all.
-    pub listen: Option<SocketAddr>,
-    /// API keys, each read from the environment variable it names, with what it may do.
-    pub keys: Vec<KeyConfig>,
-    /// Events in one request.
-    pub max_events: usize,
-    /// A request body as sent (gzip or not).
-    pub max_body_bytes: usize,
-    /// A gzip body once decompressed.
-    pub max_decompressed_bytes: usize,
-    /// One event (a line, or an object of the array).
-    pub max_event_bytes: usize,
-    /// Requests waiting to commit before more are answered 429.
-    pub max_waiting: usize,
-    /// Hosts a click link (`/c/{send_id}?to=URL`) may redirect to.
-    pub click_hosts: Vec<String>,
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        ServerConfig {
-            listen: None,
-            keys: Vec::new(),
-            max_events: 2_500,
-            max_body_bytes: 500 << 10,
-            max_decompressed_bytes: 5 << 20,
-            max_event_bytes: 32 << 10,
-            max_waiting: 64,
-            click_hosts: Vec::new(),
-        }
-    }
-}
-
-/// One API key: the environment variable holding it and its scope.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct KeyConfig {
-    pub env: String,
-    pub scope: Scope,
-}
-
-/// What a key may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Scope {
-    /// Post events (SDKs, backends).
-    Events,
-    /// Everything.
-    Admin,
-}
-
-impl ServerConfig {
-    pub fn validate(&self) -> std::result::Result<(), String> {
-        for (value, key) in [
-            (self.max_events, "max_events"),
-            (self.max_body_bytes, "max_body_bytes"),
-            (self.max_decompressed_bytes, "max_decompressed_bytes"),
-            (self.max_event_bytes, "max_event_bytes"),
-            (self.max_waiting, "max_waiting"),
-        ] {
-            if value == 0 {
-                return Err(format!("server.{key} must be above 0"));
-            }
-        }
-        if self.keys.iter().any(|key| key.env.trim().is_empty()) {
-            return Err("server.keys: each key needs env, the variable holding it".into());
-        }
-        Ok(())
-    }
-}
 
 /// A key as read from the environment; never printed.
 struct Key {
@@ -112,6 +38,12 @@ pub struct Service {
     metrics: metrics::Metrics,
     /// Push receivers by connector name.
     receivers: std::collections::BTreeMap<String, Box<dyn nudge_connectors::inbound::Receiver>>,
+    /// The engine's settings (zones, caps, rule limits) for the admin routes.
+    engine: crate::config::Config,
+    /// Where the campaign files are (read afresh by each admin request).
+    campaigns_dir: std::path::PathBuf,
+    /// The process's clock (`--now`, `--clock-rate`).
+    clock: crate::clock::Clock,
 }
 
 impl Service {
@@ -119,12 +51,14 @@ impl Service {
     /// loopback address: anyone who can reach it could write events.
     pub fn new(
         store: Store,
-        config: ServerConfig,
+        engine: &crate::config::Config,
+        campaigns_dir: std::path::PathBuf,
         listen: SocketAddr,
-        connectors: &std::collections::BTreeMap<String, nudge_connectors::ConnectorConfig>,
+        clock: crate::clock::Clock,
     ) -> Result<Service> {
+        let config = engine.server.clone();
         let mut receivers = std::collections::BTreeMap::new();
-        for (name, connector) in connectors {
+        for (name, connector) in &engine.connectors {
             let receiver = connector.receiver().map_err(|message| Error::Config {
                 path: format!("[connectors.{name}]"),
                 message,
@@ -172,6 +106,9 @@ impl Service {
             stopping: AtomicBool::new(false),
             metrics: metrics::Metrics::default(),
             receivers,
+            engine: engine.clone(),
+            campaigns_dir,
+            clock,
         })
     }
 
@@ -265,6 +202,15 @@ pub fn router(service: Arc<Service>) -> Router {
                 .layer(axum::extract::DefaultBodyLimit::max(body_limit)),
         )
         .route("/c/{send_id}", axum::routing::get(click::follow))
+        .route("/v1/campaigns", axum::routing::get(admin::list))
+        .route("/v1/campaigns/{name}", axum::routing::get(admin::status))
+        .route("/v1/campaigns/{name}/run", axum::routing::post(admin::run))
+        .route("/v1/users/{id}", axum::routing::get(admin::user))
+        .route(
+            "/v1/rules/explain",
+            axum::routing::post(admin::explain)
+                .layer(axum::extract::DefaultBodyLimit::max(body_limit)),
+        )
         .route("/metrics", axum::routing::get(metrics::scrape))
         .layer(axum::middleware::from_fn(log_request))
         .with_state(service)

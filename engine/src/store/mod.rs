@@ -721,6 +721,11 @@ impl Store {
         ))
     }
 
+    /// `user_id`'s latest sends, newest planned time first, at most `limit`.
+    pub async fn user_sends(&self, user_id: &str, limit: i64) -> Result<Vec<outbox::UserSend>> {
+        outbox::of_user(&self.pool, user_id, limit).await
+    }
+
     /// The recipient and campaign of send `id`, if there is such a send.
     pub async fn send_recipient(&self, id: i64) -> Result<Option<(String, String)>> {
         let row = sqlx::query("SELECT user_id, campaign FROM sends WHERE id = $1")

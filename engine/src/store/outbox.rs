@@ -684,6 +684,48 @@ pub(super) async fn status(
         .collect())
 }
 
+/// One send as the user view shows it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct UserSend {
+    pub id: i64,
+    pub campaign: String,
+    pub template_id: String,
+    pub connector: String,
+    pub state: String,
+    pub send_at_ms: i64,
+    /// When the row last changed (sent, failed...).
+    pub updated_ms: i64,
+    pub failure: Option<String>,
+    /// The provider's delivery result of a sent send (0: delivered), when it told.
+    pub delivery_code: Option<i64>,
+}
+
+/// `user_id`'s latest sends (by planned time), at most `limit`.
+pub(super) async fn of_user(pool: &SqlitePool, user_id: &str, limit: i64) -> Result<Vec<UserSend>> {
+    let rows = sqlx::query(
+        "SELECT id, campaign, template_id, connector, state, send_at, updated_ms, failure, delivery_code
+         FROM sends WHERE user_id = $1 ORDER BY send_at DESC, id DESC LIMIT $2",
+    )
+    .bind(user_id)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| UserSend {
+            id: row.get(0),
+            campaign: row.get(1),
+            template_id: row.get(2),
+            connector: row.get(3),
+            state: row.get(4),
+            send_at_ms: row.get(5),
+            updated_ms: row.get(6),
+            failure: row.get(7),
+            delivery_code: row.get(8),
+        })
+        .collect())
+}
+
 /// Records the provider's delivery result of sends it accepted, by its message id; returns the
 /// sends updated (a repeated result changes nothing).
 pub(super) async fn record_deliveries(

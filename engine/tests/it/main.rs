@@ -1,5 +1,6 @@
 //! Integration tests of the engine, one module per pipeline stage.
 
+mod admin;
 mod arbitration;
 mod campaign;
 mod compact;

@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 
 use super::support::NOV_1;
 
-const KEY: &str = "test-key-0123456789abcdef";
+pub(super) const KEY: &str = "test-key-0123456789abcdef";
 
 /// A `nudge serve` on a free loopback port with `server` as its `[server]` table; returns the
 /// process and the base URL.
@@ -16,7 +16,11 @@ fn serve(dir: &std::path::Path, server: &str) -> (Child, String) {
 }
 
 /// [`serve`] with `tables` added to its configuration and `env` to its environment.
-fn serve_with(dir: &std::path::Path, tables: &str, env: &[(&str, &str)]) -> (Child, String) {
+pub(super) fn serve_with(
+    dir: &std::path::Path,
+    tables: &str,
+    env: &[(&str, &str)],
+) -> (Child, String) {
     std::fs::create_dir_all(dir.join("campaigns")).unwrap();
     std::fs::write(
         dir.join("nudge.toml"),
@@ -52,7 +56,7 @@ fn serve_with(dir: &std::path::Path, tables: &str, env: &[(&str, &str)]) -> (Chi
     (child, base)
 }
 
-fn stop(mut child: Child) {
+pub(super) fn stop(mut child: Child) {
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();

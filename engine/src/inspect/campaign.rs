@@ -1,0 +1,187 @@
+//! A campaign's settings, runs, sends by state, clicks and holdout lift.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::instant;
+use crate::Result;
+use crate::campaign::{Campaign, Mode};
+use crate::store::Store;
+
+/// A campaign's settings, as `campaign list` shows them.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Summary {
+    pub name: String,
+    pub description: String,
+    pub template: String,
+    pub connector: String,
+    pub mode: Mode,
+    pub priority: i64,
+    /// The cron expression, when it runs on one.
+    pub cron: Option<String>,
+    /// A one-off run's instant, RFC 3339.
+    pub at: Option<String>,
+}
+
+impl Summary {
+    pub fn of(campaign: &Campaign) -> Summary {
+        let schedule = campaign.schedule.as_ref();
+        Summary {
+            name: campaign.name.clone(),
+            description: campaign.description.clone(),
+            template: campaign.template.clone(),
+            connector: campaign.connector.clone(),
+            mode: campaign.delivery.mode,
+            priority: campaign.priority,
+            cron: schedule
+                .and_then(|s| s.cron.as_ref())
+                .map(|c| c.to_string()),
+            at: schedule.and_then(|s| s.at).map(|at| at.to_rfc3339()),
+        }
+    }
+}
+
+/// What `campaign status` shows.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Status {
+    pub campaign: String,
+    /// Scheduled runs recorded, newest first.
+    pub runs: Vec<Run>,
+    /// Sends by state and reason.
+    pub sends: Vec<SendCount>,
+    pub sent: u64,
+    /// Sent sends with at least one attributed click.
+    pub clicked: u64,
+    /// `None` when the campaign file is not found (no goal event to compare).
+    pub lift: Option<Lift>,
+}
+
+/// One scheduled run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Run {
+    pub at: String,
+    pub state: String,
+    pub planned: i64,
+    pub note: String,
+}
+
+/// Sends in one state (and for one reason).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SendCount {
+    pub state: String,
+    pub reason: Option<String>,
+    pub count: u64,
+}
+
+/// Sent users against held-out users: who did the goal event within the goal window.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Lift {
+    pub goal_event: String,
+    pub window_hours: i64,
+    pub runs: Vec<RunLift>,
+}
+
+/// One run's comparison.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunLift {
+    /// The run's instant; `None` for sends enqueued outside a run.
+    pub run_at: Option<String>,
+    pub sent: u64,
+    pub sent_converted: u64,
+    pub held_out: u64,
+    pub held_out_converted: u64,
+    /// Sent conversion rate minus held-out rate, in percentage points.
+    pub lift_points: f64,
+}
+
+impl Status {
+    /// Clicked sends over sent sends (0 when nothing was sent).
+    pub fn click_rate(&self) -> f64 {
+        self.clicked as f64 / self.sent.max(1) as f64
+    }
+
+    /// Whether any run held users out.
+    pub fn has_holdout(&self) -> bool {
+        self.lift
+            .as_ref()
+            .is_some_and(|lift| lift.runs.iter().any(|run| run.held_out > 0))
+    }
+}
+
+/// The status of campaign `name` as of `now`; `campaign` (its file) gives the goal event of the
+/// lift comparison.
+pub async fn status(
+    store: &Store,
+    name: &str,
+    campaign: Option<&Campaign>,
+    now: DateTime<Utc>,
+) -> Result<Status> {
+    let runs = store
+        .campaign_runs(name)
+        .await?
+        .into_iter()
+        .map(|(at, state, planned, note)| Run {
+            at: instant(at),
+            state,
+            planned,
+            note,
+        })
+        .collect();
+    let sends: Vec<SendCount> = store
+        .send_status(Some(name))
+        .await?
+        .into_iter()
+        .map(|(state, reason, count)| SendCount {
+            state,
+            reason,
+            count,
+        })
+        .collect();
+    let sent = sends
+        .iter()
+        .filter(|s| s.state == "sent")
+        .map(|s| s.count)
+        .sum();
+    let clicked = if sent == 0 {
+        0
+    } else {
+        let ids = store.send_ids(name).await?;
+        crate::features::clicks(store, now)
+            .await?
+            .into_iter()
+            .filter_map(|click| click.send_id.filter(|id| ids.contains(id)))
+            .collect::<std::collections::HashSet<String>>()
+            .len() as u64
+    };
+    let lift = match campaign {
+        None => None,
+        Some(campaign) => {
+            let (goal, window_hours) = campaign.goal();
+            let runs = crate::campaign::lift::lift(store, campaign, now)
+                .await?
+                .into_iter()
+                .map(|run| RunLift {
+                    run_at: run.run_at_ms.map(instant),
+                    sent: run.sent,
+                    sent_converted: run.sent_converted,
+                    held_out: run.held_out,
+                    held_out_converted: run.held_out_converted,
+                    lift_points: run.lift_points(),
+                })
+                .collect();
+            Some(Lift {
+                goal_event: goal.to_string(),
+                window_hours,
+                runs,
+            })
+        }
+    };
+    Ok(Status {
+        campaign: name.to_string(),
+        runs,
+        sends,
+        sent,
+        clicked,
+        lift,
+    })
+}

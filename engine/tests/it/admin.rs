@@ -1,0 +1,264 @@
+//! `nudge serve`'s admin API over real HTTP on loopback, and a subscription's whole life through
+//! the service: WeChat's popup grants a credit, the campaign targets the user and sends through
+//! the WeChat mock, WeChat's delivery result lands on the send, and the API shows each step.
+
+use nudge_connectors::wechat::crypto::{self, AesKey};
+use serde_json::{Value, json};
+
+use super::service::{KEY, serve_with, stop};
+
+const EVENTS_KEY: &str = "events-key-0123456789abcdef";
+const PUSH_TOKEN: &str = "push-token";
+/// 43 characters: WeChat's EncodingAESKey shape.
+const PUSH_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
+const TEMPLATE: &str = "tmpl_cart_reminder";
+
+const RULE: &str = r#"fn target(user) {
+    user.count("add_to_cart", 7) > 0 && user.credits("tmpl_cart_reminder") > 0
+}
+
+fn message(user) {
+    #{ thing1: "跑步鞋", amount2: "¥9.9", time3: "15:01" }
+}
+"#;
+
+/// A safe-mode push as WeChat sends it: the message encrypted with the app's key and signed,
+/// stamped now.
+async fn push(base: &str, message: &Value) -> u16 {
+    let key = AesKey::parse(PUSH_KEY).unwrap();
+    let encrypt = crypto::encrypt(&key, &message.to_string(), "wxmock", [9; 16]);
+    let timestamp = chrono::Utc::now().timestamp().to_string();
+    let signature = crypto::msg_signature(PUSH_TOKEN, &timestamp, "4242", &encrypt);
+    let response = reqwest::Client::new()
+        .post(format!(
+            "{base}/wechat/push/wechat?timestamp={timestamp}&nonce=4242&encrypt_type=aes&msg_signature={signature}"
+        ))
+        .body(json!({ "ToUserName": "gh_mock", "Encrypt": encrypt }).to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    assert_eq!(response.text().await.unwrap(), "success");
+    status
+}
+
+/// A request with `key`, its status and JSON body.
+async fn call(method: &str, url: String, key: &str, body: Option<Value>) -> (u16, Value) {
+    let client = reqwest::Client::new();
+    let mut request = match method {
+        "GET" => client.get(url),
+        _ => client.post(url),
+    }
+    .header("authorization", format!("Bearer {key}"));
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or_else(|_| json!({ "text": text })),
+    )
+}
+
+async fn admin(method: &str, url: String) -> (u16, Value) {
+    call(method, url, KEY, None).await
+}
+
+/// A service on loopback with the cart campaign, a WeChat connector pointed at `api_base` taking
+/// pushes, an admin key and an events-only key.
+fn start(dir: &std::path::Path, api_base: &str) -> (std::process::Child, String) {
+    let campaigns = dir.join("campaigns");
+    std::fs::create_dir_all(&campaigns).unwrap();
+    std::fs::write(campaigns.join("cart.rhai"), RULE).unwrap();
+    std::fs::write(
+        campaigns.join("cart.toml"),
+        format!(
+            "name = 'cart'\nrule = 'cart.rhai'\ntemplate = '{TEMPLATE}'\nconnector = 'wechat'\n\
+             page = 'pages/cart/index?nid={{send_id}}'\n[delivery]\nmode = 'immediate'\nquiet_hours = []\n"
+        ),
+    )
+    .unwrap();
+    serve_with(
+        dir,
+        &format!(
+            "[server]\nkeys = [{{ env = 'NUDGE_TEST_KEY', scope = 'admin' }}, {{ env = 'NUDGE_TEST_EVENTS_KEY', scope = 'events' }}]\n\
+             [connectors.wechat]\ntype = 'wechat'\nappid = 'wxmock'\nsecret_env = 'NUDGE_TEST_SECRET'\napi_base = '{api_base}'\n\
+             push_token_env = 'NUDGE_TEST_PUSH_TOKEN'\npush_aes_key_env = 'NUDGE_TEST_PUSH_KEY'\n"
+        ),
+        &[
+            ("NUDGE_TEST_EVENTS_KEY", EVENTS_KEY),
+            ("NUDGE_TEST_SECRET", "mock-secret"),
+            ("NUDGE_TEST_PUSH_TOKEN", PUSH_TOKEN),
+            ("NUDGE_TEST_PUSH_KEY", PUSH_KEY),
+        ],
+    )
+}
+
+// See: #22. Popup → credit → the campaign targets the user → send → WeChat's delivery result →
+// status, each step seen through the API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_lives_from_popup_to_delivery_result_through_the_service() {
+    let mock = super::support::wechat_mock(0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (child, base) = start(dir.path(), &mock.api_base());
+    let an_hour_ago = chrono::Utc::now().timestamp_millis() - 3_600_000;
+
+    // Two users put something in the cart; only one accepts the reminder in a popup.
+    let events: Vec<Value> = ["oUserA", "oUserB"]
+        .iter()
+        .enumerate()
+        .map(|(i, user)| json!({"user_id": user, "event": "add_to_cart", "ts": an_hour_ago, "event_id": format!("cart-{i}")}))
+        .collect();
+    let (status, answer) = call(
+        "POST",
+        format!("{base}/v1/events"),
+        EVENTS_KEY,
+        Some(Value::Array(events)),
+    )
+    .await;
+    assert_eq!((status, answer["accepted"].as_u64()), (200, Some(2)));
+    let popup = json!({
+        "ToUserName": "gh_mock", "FromUserName": "oUserA", "CreateTime": an_hour_ago / 1_000,
+        "MsgType": "event", "Event": "subscribe_msg_popup_event",
+        "List": {"TemplateId": TEMPLATE, "SubscribeStatusString": "accept", "PopupScene": "0"},
+    });
+    assert_eq!(push(&base, &popup).await, 200);
+    mock.grant("oUserA", TEMPLATE, 1);
+
+    // The user view shows the credit and the event; an events key may not read it.
+    let (status, user) = admin("GET", format!("{base}/v1/users/oUserA")).await;
+    assert_eq!(status, 200, "{user}");
+    assert_eq!(user["credits"][TEMPLATE], 1, "{user}");
+    assert!(
+        user["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["event"] == "add_to_cart" && e["recent"] == 1),
+        "{user}"
+    );
+    let (status, _) = call("GET", format!("{base}/v1/users/oUserA"), EVENTS_KEY, None).await;
+    assert_eq!(status, 401);
+    let (status, _) = admin("GET", format!("{base}/v1/users/nobody")).await;
+    assert_eq!(status, 404);
+
+    // Explain: the rule's verdict on each user, from the same facts.
+    let explain = |user: &str| {
+        call(
+            "POST",
+            format!("{base}/v1/rules/explain"),
+            KEY,
+            Some(json!({ "rule": RULE, "user_id": user })),
+        )
+    };
+    let (status, a) = explain("oUserA").await;
+    assert_eq!(status, 200, "{a}");
+    assert_eq!(a["verdict"]["outcome"], "targeted", "{a}");
+    assert_eq!(a["verdict"]["message"]["fields"]["thing1"], "跑步鞋");
+    assert_eq!(a["credits"][TEMPLATE], 1);
+    let (_, b) = explain("oUserB").await;
+    assert_eq!(b["verdict"]["outcome"], "not_targeted", "{b}");
+    let (status, broken) = call(
+        "POST",
+        format!("{base}/v1/rules/explain"),
+        KEY,
+        Some(json!({ "rule": "fn target(user) {\n  user.count(\n}", "user_id": "oUserA" })),
+    )
+    .await;
+    assert_eq!(status, 422, "{broken}");
+    assert!(broken["line"].as_u64().unwrap() >= 2, "{broken}");
+
+    // The campaign: listed; a dry run plans the one user with a credit and writes nothing;
+    // the real run plans her once however often it is posted.
+    let (status, list) = admin("GET", format!("{base}/v1/campaigns")).await;
+    assert_eq!(status, 200);
+    assert_eq!(list[0]["name"], "cart");
+    assert_eq!(list[0]["mode"], "immediate");
+    let run = format!("{base}/v1/campaigns/cart/run");
+    let (status, dry) = admin("POST", format!("{run}?dry_run=true")).await;
+    assert_eq!(status, 200, "{dry}");
+    assert_eq!(
+        (dry["considered"].as_u64(), dry["planned"].as_u64()),
+        (Some(2), Some(1))
+    );
+    let (_, nothing) = admin("GET", format!("{base}/v1/campaigns/cart")).await;
+    assert_eq!(nothing["sends"], json!([]), "a dry run writes nothing");
+    assert_eq!(dry["enqueued"], 0);
+    let (_, first) = admin("POST", run.clone()).await;
+    assert_eq!(
+        (first["planned"].as_u64(), first["enqueued"].as_u64()),
+        (Some(1), Some(1)),
+        "{first}"
+    );
+    let (_, again) = admin("POST", run.clone()).await;
+    assert_eq!(
+        (again["duplicates"].as_u64(), again["enqueued"].as_u64()),
+        (Some(1), Some(0)),
+        "{again}"
+    );
+    let (status, _) = admin("POST", format!("{base}/v1/campaigns/nope/run")).await;
+    assert_eq!(status, 404);
+    let (status, _) = admin("POST", format!("{run}?now=yesterday-ish")).await;
+    assert_eq!(status, 400);
+
+    // The dispatcher sends it through the mock.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let delivered = loop {
+        if let Some(sent) = mock.delivered().into_iter().next() {
+            break sent;
+        }
+        assert!(std::time::Instant::now() < deadline, "nothing was sent");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(delivered.openid, "oUserA");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (_, status) = admin("GET", format!("{base}/v1/campaigns/cart")).await;
+        if status["sent"] == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never marked sent: {status}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    // WeChat then reports that it did not reach her (pushed twice: retries change nothing twice).
+    let result = json!({
+        "ToUserName": "gh_mock", "FromUserName": "oUserA", "CreateTime": chrono::Utc::now().timestamp(),
+        "MsgType": "event", "Event": "subscribe_msg_sent_event",
+        "List": {"TemplateId": TEMPLATE, "MsgID": delivered.msgid.to_string(), "ErrorCode": "10005", "ErrorStatus": "fail"},
+    });
+    assert_eq!(push(&base, &result).await, 200);
+    assert_eq!(push(&base, &result).await, 200);
+    let (status, campaign) = admin("GET", format!("{base}/v1/campaigns/cart")).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        campaign["sends"],
+        json!([{"state": "sent", "reason": "accepted, then not delivered (10005): fail", "count": 1}]),
+        "{campaign}"
+    );
+    let (_, user) = admin("GET", format!("{base}/v1/users/oUserA")).await;
+    let send = &user["sends"][0];
+    assert_eq!(
+        (send["campaign"].as_str(), send["state"].as_str()),
+        (Some("cart"), Some("sent"))
+    );
+    assert_eq!(send["delivery_code"], 10005, "{user}");
+    assert_eq!(
+        user["credits"][TEMPLATE].as_i64().unwrap_or(0),
+        0,
+        "the send spent the credit: {user}"
+    );
+    assert!(
+        user["window"]["as_of"].is_string(),
+        "the run computed the missing windows first: {user}"
+    );
+    let (status, _) = admin("GET", format!("{base}/v1/campaigns/nope")).await;
+    assert_eq!(status, 404);
+    stop(child);
+    assert_eq!(mock.delivered().len(), 1, "one send, never two");
+}
