@@ -81,6 +81,7 @@ async fn measure(sends: usize, rate: Option<f64>) -> anyhow::Result<(f64, u64)> 
         worker: "bench".into(),
         idle_wait_ms: dispatch::IDLE_WAIT_MS,
         campaign_rates: Default::default(),
+        tally: Default::default(),
     };
     let (_stop, shutdown) = tokio::sync::watch::channel(false);
     let started = std::time::Instant::now();

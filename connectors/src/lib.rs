@@ -25,6 +25,12 @@ pub type BoxedSend<'a> = Pin<Box<dyn Future<Output = Result<Receipt, SendError>>
 /// Sends one notification. Implementations classify failures and never retry.
 pub trait Connector: Send + Sync {
     fn send<'a>(&'a self, notification: &'a Notification) -> BoxedSend<'a>;
+
+    /// The provider's error answers since this connector was built, by code, for metrics:
+    /// (label, count), labels from a bounded list (unlisted codes count as `other`).
+    fn answer_codes(&self) -> Vec<(String, u64)> {
+        Vec::new()
+    }
 }
 
 /// Builds a connector from validated settings. Reads secrets from the environment.

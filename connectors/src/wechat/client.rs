@@ -20,6 +20,8 @@ pub struct WechatConnector {
     quota_zone: Tz,
     client: reqwest::Client,
     tokens: TokenManager,
+    /// Non-zero errcodes answered to sends, by code.
+    codes: std::sync::Mutex<std::collections::BTreeMap<i64, u64>>,
 }
 
 #[derive(Deserialize)]
@@ -123,6 +125,7 @@ impl WechatConnector {
             lang: config.lang,
             quota_zone: config.quota_tz,
             tokens: TokenManager::new(config, secret, client.clone()),
+            codes: Default::default(),
             client,
         })
     }
@@ -199,7 +202,16 @@ impl WechatConnector {
                 "WeChat's answer was unreadable; the message may have been delivered".into(),
             )
         })?;
-        match answer.errcode.unwrap_or(0) {
+        let code = answer.errcode.unwrap_or(0);
+        if code != 0 {
+            *self
+                .codes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(code)
+                .or_default() += 1;
+        }
+        match code {
             0 => Ok(Attempt::Sent(Receipt {
                 provider_id: answer.msgid.map(|id| {
                     id.as_str()
@@ -219,6 +231,14 @@ impl WechatConnector {
 }
 
 impl Connector for WechatConnector {
+    fn answer_codes(&self) -> Vec<(String, u64)> {
+        let mut labelled = std::collections::BTreeMap::<String, u64>::new();
+        for (code, n) in self.codes.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            *labelled.entry(errcode::label(*code)).or_default() += n;
+        }
+        labelled.into_iter().collect()
+    }
+
     fn send<'a>(&'a self, notification: &'a Notification) -> BoxedSend<'a> {
         Box::pin(async move {
             check_notification(notification, &|_| Vec::new())?;

@@ -10,6 +10,22 @@ use crate::SendError;
 /// Codes that mean "the access token is invalid or expired": refresh, then retry once.
 pub const TOKEN_INVALID: [i64; 3] = [40001, 40014, 42001];
 
+/// The codes of the domain notes' table: each is its own metric label, any other is `other`
+/// (so a provider sending new codes cannot grow the label set without bound).
+pub const LISTED: [i64; 17] = [
+    -1, 40001, 40003, 40013, 40014, 40037, 40125, 40164, 41030, 42001, 43101, 43107, 43108, 45009,
+    45011, 45168, 47003,
+];
+
+/// The metric label of `errcode`.
+pub fn label(errcode: i64) -> String {
+    if LISTED.contains(&errcode) {
+        errcode.to_string()
+    } else {
+        "other".into()
+    }
+}
+
 /// Whether `errcode` asks for a token refresh.
 pub fn is_token_error(errcode: i64) -> bool {
     TOKEN_INVALID.contains(&errcode)
@@ -86,6 +102,14 @@ mod tests {
         DateTime::parse_from_rfc3339("2026-11-01T15:30:00Z")
             .unwrap()
             .with_timezone(&Utc)
+    }
+
+    #[test]
+    fn metric_labels_are_the_listed_codes_or_other() {
+        assert_eq!(label(45009), "45009");
+        assert_eq!(label(-1), "-1");
+        assert_eq!(label(99999), "other");
+        assert_eq!(label(0), "other");
     }
 
     #[test]

@@ -121,6 +121,11 @@ async fn an_unknown_template_or_page_misconfigures_the_campaign() {
         5,
         "nothing was consumed"
     );
+    assert_eq!(
+        wechat.answer_codes(),
+        [("40037".to_string(), 1), ("41030".to_string(), 1)],
+        "each error answer counted under its code, for /metrics"
+    );
 }
 
 #[tokio::test]

@@ -25,6 +25,7 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
         worker: format!("{}-{}", hostname(), std::process::id()),
         idle_wait_ms: dispatch::IDLE_WAIT_MS,
         campaign_rates: campaign_rates(&context.config.campaigns_dir)?,
+        tally: Default::default(),
     };
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {

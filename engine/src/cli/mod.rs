@@ -6,6 +6,7 @@ mod dev;
 mod dispatch;
 mod generate;
 mod ingest;
+mod log;
 mod quickstart;
 mod rules;
 mod sends;
@@ -86,7 +87,7 @@ pub struct Context {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.quiet);
+    log::init(cli.quiet);
     let peak_memory = cli.peak_memory;
     let result = run(cli);
     if peak_memory {
@@ -152,17 +153,6 @@ fn cpu_seconds() -> Option<(f64, f64)> {
     // utime and stime are fields 14 and 15 of the line: 11 and 12 counting from 0 after the name.
     let ticks = |at: usize| fields.get(at)?.parse::<f64>().ok();
     Some((ticks(11)? / 100.0, ticks(12)? / 100.0))
-}
-
-fn init_logging(quiet: bool) {
-    let default = if quiet { "error" } else { "warn" };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("NUDGE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
 }
 
 /// `--now` and `--clock-rate`, for the commands that run on a clock (dispatch, serve).

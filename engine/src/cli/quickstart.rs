@@ -269,6 +269,7 @@ async fn deliver(
             worker: "quickstart".into(),
             idle_wait_ms: 0,
             campaign_rates: nudge_engine::campaign::rates(&campaigns),
+            tally: Default::default(),
         };
         let (_stop, shutdown) = tokio::sync::watch::channel(false);
         let dispatched = nudge_engine::dispatch::run(

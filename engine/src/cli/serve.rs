@@ -51,6 +51,7 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
     );
     let connectors = context.config.build_connectors()?;
 
+    let tally = Arc::new(dispatch::Tally::default());
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -61,7 +62,8 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
     let listener = match args.listen.or(context.config.server.listen) {
         Some(addr) => Some(
             listen(
-                Service::new(store.clone(), &context.config, folder.clone(), addr, clock)?,
+                Service::new(store.clone(), &context.config, folder.clone(), addr, clock)?
+                    .observing(tally.clone(), connectors.clone()),
                 addr,
                 ready.clone(),
                 shutdown.clone(),
@@ -85,6 +87,7 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
             worker: format!("serve-{}", std::process::id()),
             idle_wait_ms: dispatch::IDLE_WAIT_MS,
             campaign_rates: nudge_engine::campaign::rates(&campaigns),
+            tally: tally.clone(),
         };
         let ready = ready.clone();
         tokio::spawn(async move {

@@ -10,6 +10,9 @@
 //! that lifted at night) is held to their end, or expires.
 
 mod pacing;
+mod tally;
+
+pub use tally::Tally;
 
 use crate::time::DAY_MS;
 use std::collections::{BTreeMap, HashMap};
@@ -156,6 +159,8 @@ pub struct DispatchOptions {
     /// Per-campaign limits in messages per second (a campaign's `delivery.rate_per_s`), on
     /// top of the connector's (see `campaign::rates`).
     pub campaign_rates: BTreeMap<String, f64>,
+    /// Where finished outcomes are counted (shared with `/metrics` under `nudge serve`).
+    pub tally: Arc<Tally>,
 }
 
 /// The connector every configuration has: appends sends to a file in the data directory.
@@ -231,6 +236,7 @@ pub async fn run(
             until_idle: options.until_idle,
             idle_wait_ms: options.idle_wait_ms,
             shutdown: shutdown.clone(),
+            tally: options.tally.clone(),
         };
         loops.push(tokio::spawn(worker.run()));
     }
@@ -324,6 +330,7 @@ struct ConnectorLoop {
     until_idle: bool,
     idle_wait_ms: i64,
     shutdown: watch::Receiver<bool>,
+    tally: Arc<Tally>,
 }
 
 /// How long `until_idle` waits, by default, for a retry that is due soon.
@@ -515,6 +522,7 @@ impl ConnectorLoop {
     fn count(&self, finished: &Finished, report: &mut DispatchReport) -> Option<(i64, String)> {
         let mut pause = None;
         for (_, outcome) in &finished.outcomes {
+            self.tally.record(&self.name, outcome);
             match outcome {
                 Outcome::Sent { .. } => report.sent += 1,
                 Outcome::Retry {

@@ -26,8 +26,8 @@ type Histogram = ([u64; BUCKETS.len()], u64, f64);
 pub struct Metrics {
     /// (source, result) → events.
     events: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
-    /// result → pushes.
-    pushes: Mutex<BTreeMap<&'static str, u64>>,
+    /// (event, result) → pushes.
+    pushes: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     /// route → (bucket counts, count, sum of seconds).
     durations: Mutex<BTreeMap<&'static str, Histogram>>,
     scrapes: AtomicU64,
@@ -45,8 +45,13 @@ impl Metrics {
         }
     }
 
-    pub fn push(&self, result: &'static str) {
-        *self.pushes.lock().unwrap().entry(result).or_default() += 1;
+    pub fn push(&self, event: &'static str, result: &'static str) {
+        *self
+            .pushes
+            .lock()
+            .unwrap()
+            .entry((event, result))
+            .or_default() += 1;
     }
 
     pub fn duration(&self, route: &'static str, seconds: f64) {
@@ -69,9 +74,12 @@ impl Metrics {
                 "nudge_events_total{{source=\"{source}\",result=\"{result}\"}} {n}"
             );
         }
-        out.push_str("# HELP nudge_pushes_total Provider pushes, by result.\n# TYPE nudge_pushes_total counter\n");
-        for (result, n) in self.pushes.lock().unwrap().iter() {
-            let _ = writeln!(out, "nudge_pushes_total{{result=\"{result}\"}} {n}");
+        out.push_str("# HELP nudge_pushes_total Provider pushes, by event and result.\n# TYPE nudge_pushes_total counter\n");
+        for ((event, result), n) in self.pushes.lock().unwrap().iter() {
+            let _ = writeln!(
+                out,
+                "nudge_pushes_total{{event=\"{event}\",result=\"{result}\"}} {n}"
+            );
         }
         out.push_str("# HELP nudge_http_request_duration_seconds Time to answer a request, by route.\n# TYPE nudge_http_request_duration_seconds histogram\n");
         for (route, (buckets, count, sum)) in self.durations.lock().unwrap().iter() {
@@ -107,6 +115,7 @@ pub async fn scrape(State(service): State<Arc<Service>>, headers: HeaderMap) -> 
     service.metrics.scrapes.fetch_add(1, Ordering::Relaxed);
     let mut out = String::new();
     service.metrics.render(&mut out);
+    render_sends(&service, &mut out);
     let now_ms = service.clock.now_ms();
     match service.store.outbox_gauges(now_ms).await {
         Ok((by_state, oldest_due_ms)) => {
@@ -130,6 +139,29 @@ pub async fn scrape(State(service): State<Arc<Service>>, headers: HeaderMap) -> 
         service.metrics.scrapes.load(Ordering::Relaxed)
     );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+/// The dispatcher's outcomes and the providers' error answers, by connector.
+fn render_sends(service: &Service, out: &mut String) {
+    out.push_str("# HELP nudge_send_outcomes_total Sends finished by the dispatcher, by connector and outcome (retries and holds included).\n# TYPE nudge_send_outcomes_total counter\n");
+    for (connector, outcome, n) in service.tally.snapshot() {
+        let _ = writeln!(
+            out,
+            "nudge_send_outcomes_total{{connector=\"{}\",outcome=\"{outcome}\"}} {n}",
+            label(&connector)
+        );
+    }
+    out.push_str("# HELP nudge_provider_errors_total Error answers of providers to sends, by connector and code (codes of the documented list; others are \"other\").\n# TYPE nudge_provider_errors_total counter\n");
+    for (name, connector) in &service.connectors {
+        for (code, n) in connector.answer_codes() {
+            let _ = writeln!(
+                out,
+                "nudge_provider_errors_total{{connector=\"{}\",code=\"{}\"}} {n}",
+                label(name),
+                label(&code)
+            );
+        }
+    }
 }
 
 /// A label value with `\`, `"` and newlines escaped.

@@ -44,6 +44,9 @@ pub struct Service {
     campaigns_dir: std::path::PathBuf,
     /// The process's clock (`--now`, `--clock-rate`).
     clock: crate::clock::Clock,
+    /// The dispatcher's outcome counts and the connectors it sends through, for `/metrics`.
+    tally: Arc<crate::dispatch::Tally>,
+    connectors: std::collections::BTreeMap<String, Arc<dyn nudge_connectors::Connector>>,
 }
 
 impl Service {
@@ -109,7 +112,21 @@ impl Service {
             engine: engine.clone(),
             campaigns_dir,
             clock,
+            tally: Arc::default(),
+            connectors: Default::default(),
         })
+    }
+
+    /// Reports in `/metrics` what the dispatcher of this process counts in `tally` and what
+    /// its `connectors` were answered.
+    pub fn observing(
+        mut self,
+        tally: Arc<crate::dispatch::Tally>,
+        connectors: std::collections::BTreeMap<String, Arc<dyn nudge_connectors::Connector>>,
+    ) -> Service {
+        self.tally = tally;
+        self.connectors = connectors;
+        self
     }
 
     /// From now on requests are answered 503 (the listener drains what is in flight).

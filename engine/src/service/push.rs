@@ -23,27 +23,31 @@ pub async fn receive(
     body: Bytes,
 ) -> Response {
     let started = std::time::Instant::now();
-    let (result, answer) = answer(&service, &connector, &query, method, &body).await;
-    service.metrics.push(result);
+    let (event, result, answer) = answer(&service, &connector, &query, method, &body).await;
+    service.metrics.push(event, result);
     service
         .metrics
         .duration("/wechat/push", started.elapsed().as_secs_f64());
     answer
 }
 
-/// The answer, and the result it counts as in `/metrics`.
+/// The answer, and the event and result it counts as in `/metrics`.
 async fn answer(
     service: &Service,
     connector: &str,
     query: &BTreeMap<String, String>,
     method: Method,
     body: &[u8],
-) -> (&'static str, Response) {
+) -> (&'static str, &'static str, Response) {
     let Some(receiver) = service.receivers.get(connector) else {
         let message = format!(
             "no connector {connector} takes pushes (set push_token_env in [connectors.{connector}])"
         );
-        return ("unknown_connector", refuse(StatusCode::NOT_FOUND, message));
+        return (
+            "unknown",
+            "unknown_connector",
+            refuse(StatusCode::NOT_FOUND, message),
+        );
     };
     let request = PushRequest {
         is_get: method == Method::GET,
@@ -51,11 +55,12 @@ async fn answer(
         body,
     };
     let facts = match receiver.receive(request) {
-        Ok(Received::Echo(text)) => return ("url_check", text.into_response()),
+        Ok(Received::Echo(text)) => return ("url_check", "answered", text.into_response()),
         Ok(Received::Facts(facts)) => facts,
         Err(refused @ PushRefused::Unauthorized(_)) => {
             tracing::warn!(connector = %connector, "push refused: {refused}");
             return (
+                "unknown",
                 "unauthorized",
                 refuse(StatusCode::UNAUTHORIZED, refused.to_string()),
             );
@@ -63,20 +68,27 @@ async fn answer(
         Err(refused) => {
             tracing::warn!(connector = %connector, "push refused: {refused}");
             return (
+                "unknown",
                 "malformed",
                 refuse(StatusCode::BAD_REQUEST, refused.to_string()),
             );
         }
     };
+    let event = match facts.first() {
+        Some(Fact::Subscription { .. }) => "subscription",
+        Some(Fact::Delivery { .. }) => "delivery",
+        None => "other",
+    };
     if let Err(error) = store(service, connector, facts).await {
         tracing::error!(connector = %connector, error = %error, "a push was not stored");
         // Not acknowledged: the provider retries, and the retry stores it once.
         return (
+            event,
             "failed",
             refuse(StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
         );
     }
-    ("stored", receiver.acknowledgement().into_response())
+    (event, "stored", receiver.acknowledgement().into_response())
 }
 
 async fn store(service: &Service, connector: &str, facts: Vec<Fact>) -> crate::Result<()> {

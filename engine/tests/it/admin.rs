@@ -259,6 +259,92 @@ async fn a_subscription_lives_from_popup_to_delivery_result_through_the_service(
     );
     let (status, _) = admin("GET", format!("{base}/v1/campaigns/nope")).await;
     assert_eq!(status, 404);
+
+    // /metrics counts the send by its outcome and both pushes by their event.
+    let metrics = reqwest::Client::new()
+        .get(format!("{base}/metrics"))
+        .header("authorization", format!("Bearer {KEY}"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "nudge_send_outcomes_total{connector=\"wechat\",outcome=\"sent\"} 1",
+        "nudge_pushes_total{event=\"subscription\",result=\"stored\"} 1",
+        "nudge_pushes_total{event=\"delivery\",result=\"stored\"} 2",
+        "nudge_sends{connector=\"wechat\",state=\"sent\"} 1",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} not in:\n{metrics}"
+        );
+    }
     stop(child);
     assert_eq!(mock.delivered().len(), 1, "one send, never two");
+}
+
+// See: #22. `NUDGE_LOG_FORMAT=json`: every log line is one JSON object, and at debug each request
+// is one line with its method, path, status and time (never its query).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_give_one_object_per_line_and_one_line_per_request() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("campaigns")).unwrap();
+    std::fs::write(
+        dir.path().join("nudge.toml"),
+        "data_dir = 'data'\ncampaigns_dir = 'campaigns'\n",
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_nudge"))
+        .arg("--config")
+        .arg(dir.path().join("nudge.toml"))
+        .args(["serve", "--lookback-hours", "0", "--listen", "127.0.0.1:0"])
+        .env("NUDGE_LOG", "nudge_engine=debug")
+        .env("NUDGE_LOG_FORMAT", "json")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("/v1/events") {
+        line.clear();
+        assert!(stdout.read_line(&mut line).unwrap() > 0);
+    }
+    let base = line
+        .split_whitespace()
+        .find_map(|w| w.strip_suffix("/v1/events;"))
+        .unwrap()
+        .to_string();
+    let answer = reqwest::get(format!("{base}/metrics?secret=do-not-log"))
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let mut logged = Vec::new();
+    for line in stderr.lines().filter(|l| l.starts_with('{')) {
+        let object: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(
+            object["ts"].is_string() && object["level"].is_string(),
+            "{line}"
+        );
+        logged.push(object);
+    }
+    let request = logged
+        .iter()
+        .find(|l| l["message"] == "request" && l["path"] == "/metrics")
+        .unwrap_or_else(|| panic!("no request line in:\n{stderr}"));
+    assert_eq!(request["level"], "DEBUG");
+    assert_eq!(request["status"], 200);
+    assert_eq!(request["method"], "GET");
+    assert!(request["seconds"].as_f64().unwrap() >= 0.0);
+    assert!(!stderr.contains("do-not-log"), "the query was logged");
 }

@@ -611,6 +611,7 @@ async fn rules_see_sends_from_the_outbox_and_their_clicks() {
         worker: "t".into(),
         idle_wait_ms: 0,
         campaign_rates: Default::default(),
+        tally: Default::default(),
     };
     let (_stop, shutdown) = tokio::sync::watch::channel(false);
     nudge_engine::dispatch::run(

@@ -72,6 +72,7 @@ async fn dispatch_all_on(
         worker: "test".into(),
         idle_wait_ms: dispatch::IDLE_WAIT_MS,
         campaign_rates: Default::default(),
+        tally: Default::default(),
     };
     let (_stop, shutdown) = tokio::sync::watch::channel(false);
     dispatch::run(&test.store, &connectors, config, &options, shutdown)
@@ -561,6 +562,7 @@ async fn a_graceful_stop_finishes_or_releases_every_claimed_send() {
         worker: "stopper".into(),
         idle_wait_ms: 0,
         campaign_rates: Default::default(),
+        tally: Default::default(),
     };
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     // Paced well below what 8 requests of 20 ms could carry, so most claimed sends are waiting
@@ -641,6 +643,7 @@ async fn a_campaign_rate_limit_spaces_that_campaigns_sends_only() {
         worker: "test".into(),
         idle_wait_ms: 0,
         campaign_rates: BTreeMap::from([("slow".to_string(), 20.0)]),
+        tally: Default::default(),
     };
     let (_stop, shutdown) = tokio::sync::watch::channel(false);
     let report = dispatch::run(&test.store, &connectors, &fast(), &options, shutdown)

@@ -66,6 +66,7 @@ async fn dispatch_on(
         worker: "test".into(),
         idle_wait_ms,
         campaign_rates: Default::default(),
+        tally: Default::default(),
     };
     let (_stop, shutdown) = tokio::sync::watch::channel(false);
     let run = dispatch::run(store, &connectors, config, &options, shutdown);

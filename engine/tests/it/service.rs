@@ -400,9 +400,9 @@ async fn wechat_pushes_are_verified_stored_once_and_grant_credits() {
         .await
         .unwrap();
     for line in [
-        "nudge_pushes_total{result=\"stored\"} 4",
-        "nudge_pushes_total{result=\"unauthorized\"} 2",
-        "nudge_pushes_total{result=\"url_check\"} 1",
+        "nudge_pushes_total{event=\"subscription\",result=\"stored\"} 4",
+        "nudge_pushes_total{event=\"unknown\",result=\"unauthorized\"} 2",
+        "nudge_pushes_total{event=\"url_check\",result=\"answered\"} 1",
         "nudge_events_total{source=\"push\",result=\"accepted\"} 2",
         "nudge_events_total{source=\"push\",result=\"duplicate\"} 2",
         "nudge_http_request_duration_seconds_count{route=\"/wechat/push\"} 7",

@@ -1,0 +1,54 @@
+//! Running counts of send outcomes by connector, kept while a dispatcher runs, for `/metrics`
+//! (the outbox itself holds the states; these are the attempts as they finish, retries
+//! included).
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use crate::store::outbox::Outcome;
+
+/// Outcomes by (connector, outcome label).
+#[derive(Debug, Default)]
+pub struct Tally {
+    counts: Mutex<BTreeMap<(String, &'static str), u64>>,
+}
+
+impl Tally {
+    /// Counts `outcome` of one send through `connector`.
+    pub(super) fn record(&self, connector: &str, outcome: &Outcome) {
+        let label = label(outcome);
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        match counts.get_mut(&(connector.to_string(), label)) {
+            Some(count) => *count += 1,
+            None => {
+                counts.insert((connector.to_string(), label), 1);
+            }
+        }
+    }
+
+    /// Every (connector, outcome, count), sorted.
+    pub fn snapshot(&self) -> Vec<(String, &'static str, u64)> {
+        self.counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|((connector, outcome), n)| (connector.clone(), *outcome, *n))
+            .collect()
+    }
+}
+
+/// The metric label of an outcome: one of a fixed few.
+fn label(outcome: &Outcome) -> &'static str {
+    match outcome {
+        Outcome::Sent { .. } => "sent",
+        Outcome::Retry {
+            count_attempt: false,
+            ..
+        } => "rate_limited",
+        Outcome::Retry { .. } => "retry",
+        Outcome::Hold { .. } => "held",
+        Outcome::Failed { .. } => "failed",
+        Outcome::PauseCampaign { .. } => "paused",
+        Outcome::Unknown { .. } => "unknown",
+    }
+}
