@@ -1,7 +1,8 @@
 //! `POST /v1/events`: a batch of events as a JSON array or NDJSON, gzip or not. Answered 200
 //! with what was stored, what was already there and what was refused, once the batch is on disk
-//! (its segment files synced and its manifest committed), so a client that retries after a
-//! timeout loses and doubles nothing.
+//! (its segment files synced and its manifest committed, with the batches of other requests
+//! that arrived meanwhile: see [`super::commit`]), so a client that retries after a timeout
+//! loses and doubles nothing.
 
 use std::io::Read;
 use std::sync::Arc;
@@ -13,7 +14,6 @@ use axum::response::{IntoResponse, Response};
 
 use super::{Scope, Service, refuse};
 use crate::ingest::request::{self, RequestError, RequestLimits};
-use crate::store::Batch;
 
 pub async fn post(
     State(service): State<Arc<Service>>,
@@ -91,12 +91,7 @@ async fn answer(service: &Service, headers: HeaderMap, body: Bytes) -> Response 
                 .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
             return answer;
         };
-        let batch = Batch {
-            events: checked.events,
-            prepared: None,
-            file: None,
-        };
-        match service.store.commit_batch(batch).await {
+        match service.committer.commit(checked.events).await {
             Ok(committed) => {
                 accepted = committed.stored;
                 duplicates = committed.duplicates;

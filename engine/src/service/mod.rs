@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod click;
+pub mod commit;
 pub mod events;
 pub mod metrics;
 pub mod push;
@@ -32,6 +33,8 @@ pub struct Service {
     store: Store,
     config: ServerConfig,
     keys: Vec<Key>,
+    /// Where posted and generated events are committed, in groups.
+    committer: commit::Committer,
     /// Requests admitted to commit; past `max_waiting` a request is answered 429.
     waiting: tokio::sync::Semaphore,
     stopping: AtomicBool,
@@ -102,6 +105,7 @@ impl Service {
             });
         }
         Ok(Service {
+            committer: commit::Committer::start(store.clone()),
             store,
             waiting: tokio::sync::Semaphore::new(config.max_waiting),
             config,
@@ -179,13 +183,10 @@ impl Service {
             .events(source, "rejected", checked.rejected.len() as u64);
         if !checked.events.is_empty() {
             let committed = self
-                .store
-                .commit_batch(crate::store::Batch {
-                    events: checked.events,
-                    prepared: None,
-                    file: None,
-                })
-                .await?;
+                .committer
+                .commit(checked.events)
+                .await
+                .map_err(Error::Usage)?;
             self.metrics.events(source, "accepted", committed.stored);
             self.metrics
                 .events(source, "duplicate", committed.duplicates);

@@ -141,11 +141,14 @@ pub struct FileMark<'a> {
 }
 
 /// What a committed batch did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Committed {
     pub stored: u64,
     pub duplicates: u64,
     pub segments: u64,
+    /// The rows of the batch dropped as duplicates, ascending (a group commit tells each of its
+    /// requests its own).
+    pub duplicate_rows: Vec<u32>,
 }
 
 /// What opening a store needs: where its files are, its SQL database, the event-id cache's
@@ -293,7 +296,7 @@ impl Store {
             .drop_seen_ids(&mut tx, batch.events, ids, &mut touched)
             .await
         {
-            Ok(events) => {
+            Ok((events, duplicate_rows)) => {
                 let duplicates = received - events.len() as u64;
                 tracing::debug!(
                     dedup_s = started.elapsed().as_secs_f64(),
@@ -301,12 +304,12 @@ impl Store {
                 );
                 self.write_and_record(tx, events, changes, batch.file, duplicates == 0)
                     .await
-                    .map(|(written, stored)| (written, stored, duplicates))
+                    .map(|(written, stored)| (written, stored, duplicate_rows))
             }
             Err(error) => Err(error),
         };
         let mut seen = self.seen.lock().expect("no panic holds the lock");
-        let (written, stored, duplicates) = match outcome {
+        let (written, stored, duplicate_rows) = match outcome {
             Ok(done) => done,
             Err(error) => {
                 for day in &touched {
@@ -322,8 +325,9 @@ impl Store {
         drop(seen);
         Ok(Committed {
             stored,
-            duplicates,
+            duplicates: duplicate_rows.len() as u64,
             segments: written.len() as u64,
+            duplicate_rows,
         })
     }
 
@@ -429,13 +433,13 @@ impl Store {
         events: EventBatch,
         ids: Option<IdsByDay>,
         touched: &mut Vec<String>,
-    ) -> Result<EventBatch> {
+    ) -> Result<(EventBatch, Vec<u32>)> {
         let by_day = match ids {
             Some(ids) => ids,
             None => tokio::task::block_in_place(|| ids_by_day(&events)),
         };
         if by_day.is_empty() {
-            return Ok(events);
+            return Ok((events, Vec::new()));
         }
         let listed: Vec<(String, String)> = sqlx::query_as(
             "SELECT day, path FROM segments WHERE day IN (SELECT value FROM json_each($1))",
@@ -502,9 +506,12 @@ impl Store {
         }
         Ok(if dropped.contains(&true) {
             let keep: Vec<bool> = dropped.iter().map(|dropped| !dropped).collect();
-            events.filtered(&keep)
+            let rows = (0..dropped.len() as u32)
+                .filter(|row| dropped[*row as usize])
+                .collect();
+            (events.filtered(&keep), rows)
         } else {
-            events
+            (events, Vec::new())
         })
     }
 

@@ -163,6 +163,53 @@ async fn posted_events_are_stored_once_however_often_they_are_posted() {
     assert_eq!(stored_events(dir.path()), 150);
 }
 
+// See: #22. Concurrent requests are committed together (group commit); each is still answered
+// with its own events: clients retrying the same batches at once store every event once, and
+// the answers add up to exactly the events stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_overlapping_batches_are_each_answered_their_own_share() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, base) = serve(dir.path(), "");
+    // 40 batches of 50 events; 8 clients post all of them, each client in its own order.
+    let batches: Vec<Vec<u8>> = (0..40)
+        .map(|b| {
+            let lines: Vec<String> = (b * 50..b * 50 + 50).map(event).collect();
+            lines.join("\n").into_bytes()
+        })
+        .collect();
+    let batches = std::sync::Arc::new(batches);
+    let mut clients = Vec::new();
+    for client in 0..8usize {
+        let (batches, base) = (batches.clone(), base.clone());
+        clients.push(tokio::spawn(async move {
+            let (mut accepted, mut duplicates) = (0, 0);
+            for i in 0..batches.len() {
+                let batch = (i * (client * 2 + 1) + client * 5) % batches.len();
+                let (status, answer) = post(&base, batches[batch].clone(), &[]).await;
+                assert_eq!(status, 200, "{answer}");
+                let (a, d) = (
+                    answer["accepted"].as_u64().unwrap(),
+                    answer["duplicates"].as_u64().unwrap(),
+                );
+                assert_eq!(a + d, 50, "each answer covers its own 50 events: {answer}");
+                accepted += a;
+                duplicates += d;
+            }
+            (accepted, duplicates)
+        }));
+    }
+    let (mut accepted, mut duplicates) = (0, 0);
+    for client in clients {
+        let (a, d) = client.await.unwrap();
+        accepted += a;
+        duplicates += d;
+    }
+    stop(child);
+    assert_eq!(accepted, 2_000, "every event accepted exactly once");
+    assert_eq!(duplicates, 7 * 2_000);
+    assert_eq!(stored_events(dir.path()), 2_000);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_refusal_has_its_status_and_stores_nothing() {
     let dir = tempfile::tempdir().unwrap();
