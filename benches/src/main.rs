@@ -58,7 +58,7 @@ const QUICK: [(&str, &[&str]); 7] = [
     ("rules", &["--users", "100000"]),
     ("plan", &["--users", "100000"]),
     ("dispatch", &["--sends", "100000", "--paced-sends", "20000"]),
-    ("serve", &["--events", "200000"]),
+    ("serve", &["--events", "200000", "--pushes", "5000"]),
 ];
 
 /// Parses one benchmark's arguments from words, as its subcommand would.

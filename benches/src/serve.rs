@@ -1,6 +1,7 @@
 //! Events over HTTP: `nudge serve` on loopback taking `POST /v1/events` batches (keep-alive,
 //! several clients at once), each acknowledged once stored, beside `nudge ingest` of the same
-//! events from one file.
+//! events from one file; then WeChat's message pushes (safe mode, a subscription popup each)
+//! to the same service.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -23,6 +24,13 @@ pub struct Args {
     /// Clients posting at once
     #[arg(long, default_value_t = 4)]
     clients: usize,
+    /// WeChat pushes to post (safe mode, one popup granting a credit each) per client count of
+    /// `--push-clients`; 0 skips them
+    #[arg(long, default_value_t = 20_000)]
+    pushes: usize,
+    /// Connections pushing at once, one run each (WeChat's servers push over many)
+    #[arg(long, value_delimiter = ',', default_value = "4,16")]
+    push_clients: Vec<usize>,
     /// The nudge binary [default: next to this benchmark's binary]
     #[arg(long)]
     nudge: Option<PathBuf>,
@@ -53,11 +61,22 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let served = dir.path().join("served");
     std::fs::create_dir_all(served.join("campaigns"))?;
     let config = served.join("nudge.toml");
-    std::fs::write(&config, "data_dir = 'data'\ncampaigns_dir = 'campaigns'\n")?;
+    // A WeChat connector that takes pushes; nothing is ever sent through it (no campaigns), and
+    // its API address is a closed loopback port in case.
+    std::fs::write(
+        &config,
+        "data_dir = 'data'\ncampaigns_dir = 'campaigns'\n\
+         [connectors.mp]\ntype = 'wechat'\nappid = 'wxbench'\nsecret_env = 'NUDGE_BENCH_SECRET'\n\
+         api_base = 'http://127.0.0.1:9'\npush_token_env = 'NUDGE_BENCH_PUSH_TOKEN'\n\
+         push_aes_key_env = 'NUDGE_BENCH_PUSH_KEY'\n",
+    )?;
     let mut child = Command::new(&nudge)
         .arg("--config")
         .arg(&config)
         .args(["serve", "--listen", "127.0.0.1:0", "--compact-every", "0"])
+        .env("NUDGE_BENCH_SECRET", "bench-secret")
+        .env("NUDGE_BENCH_PUSH_TOKEN", PUSH_TOKEN)
+        .env("NUDGE_BENCH_PUSH_KEY", PUSH_KEY)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()?;
@@ -108,12 +127,20 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         accepted += count;
     }
     let seconds = started.elapsed().as_secs_f64();
+    let mut pushed = Vec::new();
+    if args.pushes > 0 {
+        for (run, &clients) in args.push_clients.iter().enumerate() {
+            let first_user = run * args.pushes;
+            let (count, seconds, quantile) =
+                pushes(&base, first_user, args.pushes, clients).await?;
+            pushed.push((clients, count, seconds, quantile(0.5), quantile(0.99)));
+        }
+    }
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
     child.wait()?;
-    latencies.sort_by(f64::total_cmp);
-    let quantile = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize] * 1_000.0;
+    let quantile = quantiles(latencies);
 
     let ingested = dir.path().join("ingested");
     std::fs::create_dir_all(&ingested)?;
@@ -149,5 +176,85 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         summary.events,
         summary.events as f64 / ingest_seconds
     );
+    for (clients, count, seconds, p50, p99) in pushed {
+        println!(
+            "| POST /wechat/push (safe mode, {clients} clients) | {count} pushes | {seconds:.2} s | {:.0} pushes/s | {p50:.1} ms | {p99:.1} ms |",
+            count as f64 / seconds,
+        );
+    }
     Ok(())
+}
+
+const PUSH_TOKEN: &str = "bench-push-token";
+const PUSH_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
+
+/// Latency quantiles in milliseconds.
+fn quantiles(mut latencies: Vec<f64>) -> impl Fn(f64) -> f64 {
+    latencies.sort_by(f64::total_cmp);
+    move |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize] * 1_000.0
+}
+
+/// Posts `count` safe-mode popups (each a new user's credit, users numbered from
+/// `first_user`), built and encrypted before the clock starts, from `clients` clients; every
+/// one must be acknowledged with `success`.
+async fn pushes(
+    base: &str,
+    first_user: usize,
+    count: usize,
+    clients: usize,
+) -> anyhow::Result<(usize, f64, impl Fn(f64) -> f64)> {
+    use nudge_connectors::wechat::crypto::{self, AesKey};
+    let key = AesKey::parse(PUSH_KEY).map_err(anyhow::Error::msg)?;
+    let now = chrono::Utc::now().timestamp();
+    let requests: Vec<(String, String)> = (first_user..first_user + count)
+        .map(|i| {
+            let message = serde_json::json!({
+                "ToUserName": "gh_bench", "FromUserName": format!("o{i}"), "CreateTime": now,
+                "MsgType": "event", "Event": "subscribe_msg_popup_event",
+                "List": {"TemplateId": "tmpl_cart_reminder", "SubscribeStatusString": "accept", "PopupScene": "0"},
+            });
+            let mut random = [0u8; 16];
+            random[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            let encrypt = crypto::encrypt(&key, &message.to_string(), "wxbench", random);
+            let nonce = i.to_string();
+            let signature = crypto::msg_signature(PUSH_TOKEN, &now.to_string(), &nonce, &encrypt);
+            (
+                format!("{base}/wechat/push/mp?timestamp={now}&nonce={nonce}&encrypt_type=aes&msg_signature={signature}"),
+                serde_json::json!({ "ToUserName": "gh_bench", "Encrypt": encrypt }).to_string(),
+            )
+        })
+        .collect();
+    let requests = Arc::new(requests);
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (requests, next) = (requests.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut latencies = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some((url, body)) = requests.get(i) else {
+                    break;
+                };
+                let sent = Instant::now();
+                let answer = client.post(url).body(body.clone()).send().await?;
+                let status = answer.status();
+                let text = answer.text().await?;
+                anyhow::ensure!(
+                    status == 200 && text == "success",
+                    "push {i}: {status} {text}"
+                );
+                latencies.push(sent.elapsed().as_secs_f64());
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await??);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    Ok((count, seconds, quantiles(latencies)))
 }

@@ -25,8 +25,8 @@ pub struct Args {
     /// restarts after an error)
     #[arg(long, value_name = "ADDR")]
     listen: Option<std::net::SocketAddr>,
-    /// Merge each day's small segment files (as `nudge compact` does) this often, in seconds;
-    /// 0 never
+    /// Merge each day's small segment files (as `nudge compact` does) this often, in seconds,
+    /// and piles of tiny ones (what requests commit) every 30 s; 0 never
     #[arg(long, value_name = "SECONDS", default_value_t = 3_600)]
     compact_every: u64,
     /// Roll the users' time windows forward (`windows update`) this often, in seconds of the
@@ -280,20 +280,30 @@ async fn keep_windows_fresh(
     }
 }
 
-/// Every `every`, compacts the days with small segments, a day at a time, until shut down
-/// (a day begun is finished: each is one atomic swap). A failure is logged and tried again next
-/// time; ingest goes on beside it (see `Store::compact_day`).
+/// Compacts in the background until shut down: every [`SMALL_PASS`], the days that piled up
+/// many tiny segments (what requests and pushes commit) are merged into small files
+/// ([`CompactOptions::small`]); every `every`, the days with small segments are merged into
+/// files of millions (as `nudge compact` does). A day begun is finished (each is one atomic
+/// swap). A failure is logged and tried again next time; ingest goes on beside it (see
+/// `Store::compact_day`).
 async fn compact_in_background(
     store: Store,
     every: std::time::Duration,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    let options = CompactOptions::default();
+    let mut last_full = std::time::Instant::now();
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(every) => {}
+            _ = tokio::time::sleep(SMALL_PASS.min(every)) => {}
             _ = shutdown.changed() => return,
         }
+        let full = last_full.elapsed() >= every;
+        let options = if full {
+            last_full = std::time::Instant::now();
+            CompactOptions::default()
+        } else {
+            CompactOptions::small()
+        };
         let days = match store.days_to_compact(options, None).await {
             Ok(days) => days,
             Err(error) => {
@@ -314,8 +324,13 @@ async fn compact_in_background(
             }
         };
         if done.days > 0 {
+            let pass = if full {
+                "compacted"
+            } else {
+                "merged small segments of"
+            };
             println!(
-                "compacted {} days: {} segments into {} files in {:.1}s",
+                "{pass} {} days: {} segments into {} files in {:.1}s",
                 done.days,
                 done.segments,
                 done.files,
@@ -324,6 +339,9 @@ async fn compact_in_background(
         }
     }
 }
+
+/// How often the service merges piles of tiny segments (see [`CompactOptions::small`]).
+const SMALL_PASS: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Starts the HTTP service on `addr`: the API routes and the probes. On shutdown it stops taking
 /// requests (503) and drains those in flight.

@@ -30,6 +30,9 @@ pub struct CompactOptions {
     /// How long replaced files stay on disk (out of the manifest) before they are deleted, so
     /// that a scan which listed them before the swap (in this or another process) can finish.
     pub keep_replaced_ms: i64,
+    /// A day is compacted once it holds at least this many segments under `file_rows` (2 by
+    /// default; the service's frequent small pass waits for more).
+    pub min_segments: usize,
 }
 
 /// The default of [`CompactOptions::keep_replaced_ms`]: scans take seconds to minutes.
@@ -41,6 +44,21 @@ impl Default for CompactOptions {
             file_rows: 4_000_000,
             group_rows: 1 << 20,
             keep_replaced_ms: KEEP_REPLACED_MS,
+            min_segments: 2,
+        }
+    }
+}
+
+impl CompactOptions {
+    /// The service's frequent pass: a day's segments of under 64k rows (what requests and
+    /// pushes commit, a few events each) merged once there are 32 of them, so a day never
+    /// piles up thousands of files (each commit lists the day's segments) between the full
+    /// passes that merge into files of millions.
+    pub fn small() -> CompactOptions {
+        CompactOptions {
+            file_rows: 1 << 16,
+            min_segments: 32,
+            ..CompactOptions::default()
         }
     }
 }
@@ -81,8 +99,8 @@ static AFTER_SEGMENTS: AtomicU64 = AtomicU64::new(0);
 static AFTER_COMMIT: AtomicU64 = AtomicU64::new(0);
 
 impl Store {
-    /// The days worth compacting: those holding at least two segments smaller than
-    /// `options.file_rows`, optionally only `day`, in day order.
+    /// The days worth compacting: those holding at least `options.min_segments` (and two)
+    /// segments smaller than `options.file_rows`, optionally only `day`, in day order.
     pub async fn days_to_compact(
         &self,
         options: CompactOptions,
@@ -111,7 +129,7 @@ impl Store {
                 }),
             }
         }
-        days.retain(|day| day.segments.len() >= 2);
+        days.retain(|day| day.segments.len() >= options.min_segments.max(2));
         Ok(days)
     }
 

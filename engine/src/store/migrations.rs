@@ -40,6 +40,7 @@ const SQLITE_FILES: &[(&str, &str)] = &[
     sqlite_file!("0007_quiet_hours_run_leases_retries.sql"),
     sqlite_file!("0008_retired_segments.sql"),
     sqlite_file!("0009_delivery_results.sql"),
+    sqlite_file!("0010_segment_sequence.sql"),
 ];
 
 static SQLITE: LazyLock<Migrator> =

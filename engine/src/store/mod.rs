@@ -441,16 +441,29 @@ impl Store {
         if by_day.is_empty() {
             return Ok((events, Vec::new()));
         }
-        let listed: Vec<(String, String)> = sqlx::query_as(
-            "SELECT day, path FROM segments WHERE day IN (SELECT value FROM json_each($1))",
+        // Only the segments committed since this process last listed each day (all of a day
+        // it does not hold): a commit costs the same on the thousandth segment of a day as on
+        // the first.
+        let bounds: Vec<(String, i64)> = {
+            let seen = self.seen.lock().expect("no panic holds the lock");
+            by_day
+                .iter()
+                .map(|(day, _)| (day.clone(), seen.listed_to(day)))
+                .collect()
+        };
+        let listed: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT s.day, s.path, s.seq FROM json_each($1) AS j
+             JOIN segments AS s ON s.day = json_extract(j.value, '$[0]')
+                               AND s.seq > json_extract(j.value, '$[1]')",
         )
-        .bind(state::json_list(
-            &by_day.iter().map(|(day, _)| day).collect::<Vec<_>>(),
-        ))
+        .bind(serde_json::to_string(&bounds).expect("strings and numbers serialise"))
         .fetch_all(&mut **tx)
         .await?;
         let mut listed_by_day: HashMap<String, Vec<String>> = HashMap::new();
-        for (day, path) in listed {
+        let mut listed_to: HashMap<String, i64> = HashMap::new();
+        for (day, path, seq) in listed {
+            let top = listed_to.entry(day.clone()).or_default();
+            *top = (*top).max(seq);
             listed_by_day.entry(day).or_default().push(path);
         }
         let events_dir = segments::events_dir(&self.data_dir);
@@ -494,13 +507,13 @@ impl Store {
             seen.check_and_add(&day, &entries, &mut dropped);
             seen.trim(Some(&day));
         }
-        let overflowed = std::mem::take(
-            &mut self
-                .seen
-                .lock()
-                .expect("no panic holds the lock")
-                .overflowed,
-        );
+        let overflowed = {
+            let mut seen = self.seen.lock().expect("no panic holds the lock");
+            for (day, seq) in &listed_to {
+                seen.listed(day, *seq);
+            }
+            std::mem::take(&mut seen.overflowed)
+        };
         if overflowed {
             warn_id_cache_overflow();
         }

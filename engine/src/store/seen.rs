@@ -54,6 +54,9 @@ struct Day {
     recent: HashSet64,
     /// Segments (relative paths) whose ids the day holds.
     segments: HashSet<String>,
+    /// Every segment of the day up to this manifest sequence number is in `segments` (read, or
+    /// committed here): the next check lists only those after it.
+    listed_to: i64,
     used: u64,
     used_in_batch: u64,
 }
@@ -171,6 +174,19 @@ impl SeenIds {
     pub fn committed(&mut self, day: &str, segment: &str) {
         if let Some(entry) = self.days.get_mut(day) {
             entry.segments.insert(segment.to_string());
+        }
+    }
+
+    /// The manifest sequence number up to which `day`'s segments are all known (0: none).
+    pub fn listed_to(&self, day: &str) -> i64 {
+        self.days.get(day).map_or(0, |entry| entry.listed_to)
+    }
+
+    /// Records that `day`'s segments up to sequence number `seq` are all known now (a day no
+    /// longer held is left out: it is listed whole when next touched).
+    pub fn listed(&mut self, day: &str, seq: i64) {
+        if let Some(entry) = self.days.get_mut(day) {
+            entry.listed_to = entry.listed_to.max(seq);
         }
     }
 

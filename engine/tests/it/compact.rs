@@ -314,3 +314,57 @@ async fn a_crash_after_the_swap_commits_keeps_the_replaced_files_only_until_thei
         "the first day's replaced files, within their grace"
     );
 }
+
+// See: #22. Each commit lists only the segments of its days committed since it last looked (a
+// service commits thousands a day); what another process committed, or compacted into new
+// files, meanwhile is still seen, so its ids are duplicates here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_another_process_committed_or_compacted_since_are_still_duplicates() {
+    let test = TestStore::new().await;
+    // Two commits here: the second lists the days' segments, so later ones list only newer.
+    let first = events_file(&test, "a.ndjson", "a", 200);
+    assert_eq!(test.ingest(&[&first]).await.accepted, 200);
+    let second = events_file(&test, "e.ndjson", "e", 100);
+    assert_eq!(test.ingest(&[&second]).await.accepted, 100);
+
+    // Meanwhile another process stores more on the same days, compacts them, and stores more.
+    let other = open_store(test.store.data_dir()).await;
+    let ingest_there = |name: &str, prefix: &str| {
+        let path = events_file(&test, name, prefix, 200);
+        let options = test.options();
+        let other = other.clone();
+        async move {
+            nudge_engine::ingest::ingest(&other, &[path], &options)
+                .await
+                .unwrap()
+                .accepted
+        }
+    };
+    assert_eq!(ingest_there("b.ndjson", "b").await, 200);
+    let compact = CompactOptions {
+        keep_replaced_ms: 0,
+        ..CompactOptions::default()
+    };
+    let days = other.days_to_compact(compact, None).await.unwrap();
+    assert!(!days.is_empty());
+    other.compact_days(&days, compact, |_| true).await.unwrap();
+    assert_eq!(ingest_there("c.ndjson", "c").await, 200);
+
+    // This process posts all of it again, under another file name.
+    let lines: Vec<String> = ["a.ndjson", "b.ndjson", "c.ndjson"]
+        .iter()
+        .flat_map(|name| {
+            std::fs::read_to_string(test.dir.path().join(name))
+                .unwrap()
+                .lines()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let again = test.file("again.ndjson", lines.join("\n"));
+    let report = test.ingest(&[&again]).await;
+    assert_eq!((report.accepted, report.duplicates), (0, 600));
+    // And new events on those days are still taken.
+    let fresh = events_file(&test, "d.ndjson", "d", 50);
+    assert_eq!(test.ingest(&[&fresh]).await.accepted, 50);
+}

@@ -302,9 +302,11 @@ async fn a_killed_server_keeps_every_acknowledged_batch_once() {
                 .into_bytes()
         })
         .collect();
-    // The client posts as fast as it can on its own task; the kill lands while it does.
+    // The client posts as fast as it can on its own task; the kill lands while it does, once
+    // 50 batches were acknowledged.
+    let progress = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let posting = {
-        let (base, batches) = (base.clone(), batches.clone());
+        let (base, batches, progress) = (base.clone(), batches.clone(), progress.clone());
         tokio::spawn(async move {
             let client = reqwest::Client::new();
             let mut acknowledged = Vec::new();
@@ -316,7 +318,10 @@ async fn a_killed_server_keeps_every_acknowledged_batch_once() {
                     .send()
                     .await;
                 match answer {
-                    Ok(answer) if answer.status() == 200 => acknowledged.push(b),
+                    Ok(answer) if answer.status() == 200 => {
+                        acknowledged.push(b);
+                        progress.store(acknowledged.len(), std::sync::atomic::Ordering::SeqCst);
+                    }
                     Ok(_) => {}
                     Err(_) => break, // the server is gone
                 }
@@ -324,7 +329,9 @@ async fn a_killed_server_keeps_every_acknowledged_batch_once() {
             acknowledged
         })
     };
-    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    while progress.load(std::sync::atomic::Ordering::SeqCst) < 50 {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
     child.kill().unwrap(); // SIGKILL, mid-stream
     child.wait().unwrap();
     let acknowledged = posting.await.unwrap();
