@@ -210,6 +210,69 @@ async fn concurrent_overlapping_batches_are_each_answered_their_own_share() {
     assert_eq!(stored_events(dir.path()), 2_000);
 }
 
+// See: #22. Past `max_waiting` batches waiting to be written a request is 429 with
+// Retry-After; a store that cannot write is 503 and keeps nothing of the batch, which a retry
+// then stores whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_write_queue_is_429_and_a_failing_store_is_503() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, base) = serve(dir.path(), "max_waiting = 1");
+    let batch = |b: usize| -> Vec<u8> {
+        (b * 2_500..(b + 1) * 2_500)
+            .map(event)
+            .collect::<Vec<_>>()
+            .join("\n")
+            .into_bytes()
+    };
+    // 24 batches at once: with one allowed to wait, some are turned away.
+    let mut posts = Vec::new();
+    for b in 0..24 {
+        let (base, body) = (base.clone(), batch(b));
+        posts.push(tokio::spawn(async move {
+            let answer = reqwest::Client::new()
+                .post(format!("{base}/v1/events"))
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let retry_after = answer.headers().get("retry-after").cloned();
+            let status = answer.status().as_u16();
+            let json: serde_json::Value = answer.json().await.unwrap();
+            (status, retry_after, json)
+        }));
+    }
+    let (mut busy, mut accepted) = (0, 0);
+    for post in posts {
+        let (status, retry_after, json) = post.await.unwrap();
+        match status {
+            200 => accepted += json["accepted"].as_u64().unwrap(),
+            429 => {
+                busy += 1;
+                assert_eq!(retry_after.unwrap(), "1");
+            }
+            other => panic!("{other}: {json}"),
+        }
+    }
+    assert!(busy > 0, "24 batches at once never filled a queue of 1");
+
+    // The store cannot write (its events folder replaced by a file): 503, nothing kept.
+    let events = dir.path().join("data/events");
+    std::fs::rename(&events, dir.path().join("events.away")).unwrap();
+    std::fs::write(&events, "not a folder").unwrap();
+    let (status, answer) = post(&base, batch(100), &[]).await;
+    assert_eq!(status, 503, "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("retry"),
+        "{answer}"
+    );
+    std::fs::remove_file(&events).unwrap();
+    std::fs::rename(dir.path().join("events.away"), &events).unwrap();
+    let (status, answer) = post(&base, batch(100), &[]).await;
+    assert_eq!((status, answer["accepted"].as_u64()), (200, Some(2_500)));
+    stop(child);
+    assert_eq!(stored_events(dir.path()), accepted + 2_500);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_refusal_has_its_status_and_stores_nothing() {
     let dir = tempfile::tempdir().unwrap();
