@@ -17,6 +17,7 @@ pub mod event;
 pub mod features;
 pub mod ingest;
 pub mod inspect;
+pub mod leader;
 pub mod schedule;
 pub mod scoring;
 pub mod service;

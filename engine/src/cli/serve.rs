@@ -107,11 +107,34 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
         })
     };
 
+    // Compaction and the windows refresh are done by one of the processes sharing the store:
+    // the holder of the background-duties lease.
+    let leading = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let leader = tokio::spawn(nudge_engine::leader::lead(
+        store.clone(),
+        format!(
+            "serve-{}-{}-{}",
+            std::env::var("HOSTNAME").unwrap_or_default(),
+            std::process::id(),
+            chrono::Utc::now().timestamp_millis()
+        ),
+        leading.clone(),
+        shutdown.clone(),
+        |held| {
+            if held {
+                println!("leading the background duties (compaction, refreshing the time windows)");
+            } else {
+                println!("no longer leading the background duties");
+            }
+        },
+    ));
+
     let compactor = (args.compact_every > 0).then(|| {
         let every = std::time::Duration::from_secs(args.compact_every);
         tokio::spawn(compact_in_background(
             store.clone(),
             every,
+            leading.clone(),
             shutdown.clone(),
         ))
     });
@@ -122,6 +145,7 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
             context.config.clone(),
             clock,
             args.windows_every as i64 * 1_000,
+            leading.clone(),
             shutdown.clone(),
         ))
     });
@@ -199,6 +223,7 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
     if let Some(freshener) = freshener {
         freshener.abort();
     }
+    let _ = leader.await;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -224,7 +249,8 @@ fn campaigns_folder(config: &nudge_engine::config::Config) -> anyhow::Result<std
     )
 }
 
-/// Every `every_ms` of the clock, rolls the windows forward to now so scheduled runs use today's
+/// While this process leads the background duties, every `every_ms` of the clock, rolls the
+/// windows forward to now so scheduled runs use today's
 /// behaviour; once a night (after 03:00 in the default zone), or when there are none yet,
 /// computes them fully (new rhythm types and tuned settings). A failure is logged and tried
 /// again next time.
@@ -233,6 +259,7 @@ async fn keep_windows_fresh(
     config: nudge_engine::config::Config,
     clock: nudge_engine::clock::Clock,
     every_ms: i64,
+    leading: Arc<std::sync::atomic::AtomicBool>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     use nudge_engine::scoring;
@@ -241,6 +268,9 @@ async fn keep_windows_fresh(
         tokio::select! {
             _ = clock.sleep(every_ms) => {}
             _ = shutdown.changed() => return,
+        }
+        if !leading.load(std::sync::atomic::Ordering::SeqCst) {
+            continue;
         }
         let now = clock.now();
         let local = now.with_timezone(&config.default_tz);
@@ -280,7 +310,8 @@ async fn keep_windows_fresh(
     }
 }
 
-/// Compacts in the background until shut down: every [`SMALL_PASS`], the days that piled up
+/// Compacts in the background until shut down, while this process leads the background duties:
+/// every [`SMALL_PASS`], the days that piled up
 /// many tiny segments (what requests and pushes commit) are merged into small files
 /// ([`CompactOptions::small`]); every `every`, the days with small segments are merged into
 /// files of millions (as `nudge compact` does). A day begun is finished (each is one atomic
@@ -289,6 +320,7 @@ async fn keep_windows_fresh(
 async fn compact_in_background(
     store: Store,
     every: std::time::Duration,
+    leading: Arc<std::sync::atomic::AtomicBool>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut last_full = std::time::Instant::now();
@@ -296,6 +328,9 @@ async fn compact_in_background(
         tokio::select! {
             _ = tokio::time::sleep(SMALL_PASS.min(every)) => {}
             _ = shutdown.changed() => return,
+        }
+        if !leading.load(std::sync::atomic::Ordering::SeqCst) {
+            continue;
         }
         let full = last_full.elapsed() >= every;
         let options = if full {

@@ -41,6 +41,7 @@ const SQLITE_FILES: &[(&str, &str)] = &[
     sqlite_file!("0008_retired_segments.sql"),
     sqlite_file!("0009_delivery_results.sql"),
     sqlite_file!("0010_segment_sequence.sql"),
+    sqlite_file!("0011_leases.sql"),
 ];
 
 static SQLITE: LazyLock<Migrator> =

@@ -5,6 +5,7 @@
 
 mod bulk;
 mod compact;
+mod lease;
 mod migrations;
 pub mod outbox;
 mod seen;

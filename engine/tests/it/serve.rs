@@ -376,3 +376,75 @@ fn serve_keeps_the_windows_fresh() {
         .status();
     assert!(child.wait().unwrap().success());
 }
+
+// See: #23. Three `nudge serve` on one store: one leads the background duties at a time; kill -9
+// the leader and another takes them within 15 s.
+#[test]
+fn a_killed_leader_hands_the_background_duties_to_another_process_within_15_s() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("campaigns")).unwrap();
+    std::fs::write(
+        root.join("nudge.toml"),
+        "data_dir = 'data'\ncampaigns_dir = 'campaigns'\n",
+    )
+    .unwrap();
+    let config = root.join("nudge.toml");
+    // Every process's announcements, as (process, leading?) in the order they came.
+    let (sender, announced) = std::sync::mpsc::channel::<(usize, bool)>();
+    let mut children = Vec::new();
+    for index in 0..3 {
+        let mut child = nudge(&config)
+            .current_dir(root)
+            .args(["serve", "--lookback-hours", "0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let sender = sender.clone();
+        std::thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                if line.starts_with("leading the background duties") {
+                    let _ = sender.send((index, true));
+                } else if line.starts_with("no longer leading") {
+                    let _ = sender.send((index, false));
+                }
+            }
+        });
+        children.push(child);
+    }
+    let wait = std::time::Duration::from_secs(15);
+    let (leader, leading) = announced.recv_timeout(wait).expect("nobody leads");
+    assert!(leading);
+    // Nobody else claims it while the leader lives.
+    assert!(
+        announced
+            .recv_timeout(std::time::Duration::from_secs(4))
+            .is_err(),
+        "a second leader while the first lives"
+    );
+    children[leader].kill().unwrap(); // SIGKILL: no release
+    children[leader].wait().unwrap();
+    let killed_at = std::time::Instant::now();
+    let (next, leading) = announced
+        .recv_timeout(wait)
+        .expect("no new leader within 15 s");
+    assert!(leading && next != leader, "{next} {leading}");
+    assert!(killed_at.elapsed() <= wait);
+    assert!(
+        announced
+            .recv_timeout(std::time::Duration::from_secs(4))
+            .is_err(),
+        "two leaders after the takeover"
+    );
+    for (index, child) in children.iter_mut().enumerate() {
+        if index != leader {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            child.wait().unwrap();
+        }
+    }
+}

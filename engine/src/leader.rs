@@ -1,0 +1,62 @@
+//! Leadership of the background duties of `nudge serve` (compaction, the windows refresh):
+//! several processes may share one store, and these are done by one of them at a time, the
+//! holder of a lease it renews every few seconds. A leader killed stops renewing; another takes
+//! the lease within [`TTL_MS`] and a renewal period.
+//!
+//! It saves duplicated work, not correctness: each duty is safe when two run at once (a
+//! compaction swaps under the write lock and a stale plan changes nothing; windows files are
+//! replaced atomically), so a leader that stalls past its lease while another takes over does
+//! no harm.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::store::Store;
+
+/// The lease's name in the store.
+pub const LEASE: &str = "background-duties";
+/// How long a lease lasts without renewal.
+pub const TTL_MS: i64 = 10_000;
+/// How often the holder renews it and the others try to take it.
+pub const RENEW_EVERY: Duration = Duration::from_secs(3);
+
+/// Takes and renews the lease for `owner` until `shutdown`, keeping `leading` true exactly
+/// while it is held (false as soon as a renewal fails), calling `changed` on each change; on
+/// shutdown the lease is released so another process takes it at once.
+pub async fn lead(
+    store: Store,
+    owner: String,
+    leading: Arc<AtomicBool>,
+    mut shutdown: watch::Receiver<bool>,
+    mut changed: impl FnMut(bool) + Send,
+) {
+    loop {
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let held = match store
+            .hold_lease(LEASE, &owner, now_ms, now_ms + TTL_MS)
+            .await
+        {
+            Ok(held) => held,
+            Err(error) => {
+                tracing::warn!(error = %error, "the background-duties lease could not be renewed");
+                false
+            }
+        };
+        if leading.swap(held, Ordering::SeqCst) != held {
+            changed(held);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(RENEW_EVERY) => {}
+            _ = shutdown.changed() => break,
+        }
+    }
+    if leading.swap(false, Ordering::SeqCst) {
+        if let Err(error) = store.release_lease(LEASE, &owner).await {
+            tracing::warn!(error = %error, "the background-duties lease was not released");
+        }
+        changed(false);
+    }
+}
