@@ -17,7 +17,8 @@ use std::sync::atomic::AtomicU64;
 
 use sqlx::Row;
 
-use super::{Store, crash_point, record_segments, segments, state};
+use super::commit::record_segments;
+use super::{Store, crash_point, segments, state};
 use crate::{Error, Result};
 
 /// How compaction sizes its files.

@@ -1,0 +1,178 @@
+//! Campaign runs: each scheduled instant claimed once (UNIQUE campaign + instant) with an owner
+//! and a renewed lease, taken over when its process died, finished with its outcome.
+
+use sqlx::Row;
+
+use super::Store;
+use crate::Result;
+
+/// How a claimed campaign run ended.
+#[derive(Debug, Clone, Copy)]
+pub struct RunEnd<'a> {
+    /// `done` or `failed`.
+    pub state: &'a str,
+    pub planned: i64,
+    /// Why it failed, or a note (a DST shift).
+    pub note: &'a str,
+    pub finished_ms: i64,
+}
+
+impl Store {
+    /// Records a run of `campaign` at `scheduled_at` in `state`, claimed by `owner` until
+    /// `lease_until`; false when it was recorded already (by this or another process): the
+    /// UNIQUE key makes a run happen once.
+    pub async fn claim_run(
+        &self,
+        campaign: &str,
+        scheduled_at: i64,
+        now_ms: i64,
+        state: &str,
+        owner: &str,
+        lease_until: i64,
+    ) -> Result<bool> {
+        let inserted = sqlx::query(
+            "INSERT INTO campaign_runs (campaign, scheduled_at, state, started_ms, owner, lease_until, attempts)
+             VALUES ($1, $2, $3, $4, $5, $6, 1)
+             ON CONFLICT (campaign, scheduled_at) DO NOTHING",
+        )
+        .bind(campaign)
+        .bind(scheduled_at)
+        .bind(state)
+        .bind(now_ms)
+        .bind(owner)
+        .bind(lease_until)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(inserted == 1)
+    }
+
+    /// Runs scheduled at or after `oldest_ms` to run again now: `running` ones whose claim ran
+    /// out (their process died) and `failed` ones whose backoff passed, with fewer than
+    /// `max_attempts` attempts.
+    pub async fn runs_to_resume(
+        &self,
+        now_ms: i64,
+        oldest_ms: i64,
+        max_attempts: i64,
+    ) -> Result<Vec<(String, i64)>> {
+        let rows = sqlx::query(
+            "SELECT campaign, scheduled_at, state, attempts, COALESCE(finished_ms, started_ms), COALESCE(lease_until, 0)
+             FROM campaign_runs WHERE scheduled_at >= $1 AND state IN ('running', 'failed')",
+        )
+        .bind(oldest_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .filter(|row| {
+                let attempts: i64 = row.get(3);
+                match row.get::<&str, _>(2) {
+                    "running" => row.get::<i64, _>(5) < now_ms,
+                    _ => {
+                        let backoff = 60_000i64 << (attempts - 1).clamp(0, 10);
+                        attempts < max_attempts && row.get::<i64, _>(4) + backoff <= now_ms
+                    }
+                }
+            })
+            .map(|row| (row.get(0), row.get(1)))
+            .collect())
+    }
+
+    /// Marks `failed` the runs left `running` by a process that stopped, whose instant is older
+    /// than `oldest_ms` (past the grace period: too late to run). Returns how many.
+    pub async fn abandon_stale_runs(&self, now_ms: i64, oldest_ms: i64) -> Result<u64> {
+        Ok(sqlx::query(
+            "UPDATE campaign_runs SET state = 'failed', finished_ms = $1, lease_until = NULL,
+                 note = 'the process running it stopped; past the grace period, not run again'
+             WHERE state = 'running' AND COALESCE(lease_until, 0) < $1 AND scheduled_at < $2",
+        )
+        .bind(now_ms)
+        .bind(oldest_ms)
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+
+    /// Takes over a run [`runs_to_resume`](Self::runs_to_resume) found, if it is still in the
+    /// state it was found in (one process wins).
+    pub async fn retake_run(
+        &self,
+        campaign: &str,
+        scheduled_at: i64,
+        now_ms: i64,
+        owner: &str,
+        lease_until: i64,
+    ) -> Result<bool> {
+        let taken = sqlx::query(
+            "UPDATE campaign_runs SET state = 'running', owner = $3, lease_until = $4, started_ms = $5,
+                 attempts = attempts + 1, finished_ms = NULL
+             WHERE campaign = $1 AND scheduled_at = $2
+               AND ((state = 'running' AND COALESCE(lease_until, 0) < $5) OR state = 'failed')",
+        )
+        .bind(campaign)
+        .bind(scheduled_at)
+        .bind(owner)
+        .bind(lease_until)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(taken == 1)
+    }
+
+    /// Extends `owner`'s claim on a running run.
+    pub async fn renew_run(
+        &self,
+        campaign: &str,
+        scheduled_at: i64,
+        owner: &str,
+        lease_until: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE campaign_runs SET lease_until = $4
+             WHERE campaign = $1 AND scheduled_at = $2 AND owner = $3 AND state = 'running'",
+        )
+        .bind(campaign)
+        .bind(scheduled_at)
+        .bind(owner)
+        .bind(lease_until)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Marks `owner`'s claimed run finished.
+    pub async fn finish_run(
+        &self,
+        campaign: &str,
+        scheduled_at: i64,
+        owner: &str,
+        end: RunEnd<'_>,
+    ) -> Result<()> {
+        sqlx::query("UPDATE campaign_runs SET state = $3, planned = $4, note = $5, finished_ms = $6, lease_until = NULL
+                     WHERE campaign = $1 AND scheduled_at = $2 AND owner = $7 AND state = 'running'")
+            .bind(campaign)
+            .bind(scheduled_at)
+            .bind(end.state)
+            .bind(end.planned)
+            .bind(end.note)
+            .bind(end.finished_ms)
+            .bind(owner)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Runs of a campaign, newest first: (scheduled_at, state, planned, note).
+    pub async fn campaign_runs(&self, campaign: &str) -> Result<Vec<(i64, String, i64, String)>> {
+        let rows = sqlx::query("SELECT scheduled_at, state, planned, note FROM campaign_runs WHERE campaign = $1 ORDER BY scheduled_at DESC")
+            .bind(campaign)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| (row.get(0), row.get(1), row.get(2), row.get(3)))
+            .collect())
+    }
+}

@@ -1,0 +1,221 @@
+//! The store's side of the outbox: the `Store` methods the planner, the dispatcher, the
+//! service and the commands call (the state machine itself is in [`super::outbox`]).
+
+use sqlx::Row;
+
+use super::{Store, outbox};
+use crate::Result;
+
+impl Store {
+    /// Puts sends in the outbox; existing dedup keys are left alone. Returns how many were new.
+    pub async fn enqueue_sends(&self, sends: &[outbox::PlannedSend], now_ms: i64) -> Result<u64> {
+        let plan: Vec<outbox::NewSend> = sends
+            .iter()
+            .map(|send| outbox::NewSend {
+                send: send.clone(),
+                holdout: false,
+                cancel: Vec::new(),
+            })
+            .collect();
+        Ok(outbox::enqueue(&self.pool, &plan, now_ms).await?.added)
+    }
+
+    /// Writes a campaign run's plan: sends, holdout records, and the cancellation of
+    /// lower-priority sends that higher-priority ones displace, in one transaction.
+    pub async fn enqueue_plan(
+        &self,
+        plan: &[outbox::NewSend],
+        now_ms: i64,
+    ) -> Result<outbox::Enqueued> {
+        outbox::enqueue(&self.pool, plan, now_ms).await
+    }
+
+    /// Marks abandoned `sending` rows `unknown` and overdue planned rows `expired`.
+    pub async fn recover_sends(&self, now_ms: i64) -> Result<(u64, u64)> {
+        outbox::recover(&self.pool, now_ms).await
+    }
+
+    /// Claims due sends of one connector for this worker.
+    pub async fn claim_sends(
+        &self,
+        connector: &str,
+        worker: &str,
+        limit: usize,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<Vec<outbox::ClaimedSend>> {
+        let claim = outbox::Claim {
+            connector,
+            limit,
+            lease_ms,
+        };
+        outbox::claim(&self.pool, worker, claim, now_ms).await
+    }
+
+    /// In one transaction: records `worker`'s outcomes, releases its sends that never left,
+    /// and makes the next claim, if any.
+    pub async fn settle_sends(
+        &self,
+        worker: &str,
+        outcomes: &[(outbox::ClaimedSend, outbox::Outcome)],
+        unsent: &[i64],
+        next: Option<outbox::Claim<'_>>,
+        now_ms: i64,
+    ) -> Result<(outbox::Recorded, Vec<outbox::ClaimedSend>)> {
+        outbox::settle(&self.pool, worker, outcomes, unsent, next, now_ms).await
+    }
+
+    /// Gives back `worker`'s claimed sends that never left.
+    pub async fn release_sends(&self, worker: &str, ids: &[i64], now_ms: i64) -> Result<()> {
+        outbox::release(&self.pool, worker, ids, now_ms).await
+    }
+
+    /// Records `worker`'s send outcomes (and their credit effects) in one transaction.
+    pub async fn record_sends(
+        &self,
+        worker: &str,
+        outcomes: &[(outbox::ClaimedSend, outbox::Outcome)],
+        now_ms: i64,
+    ) -> Result<outbox::Recorded> {
+        outbox::record(&self.pool, worker, outcomes, now_ms).await
+    }
+
+    /// Extends the lease of `worker`'s sends among `ids`.
+    pub async fn renew_sends(&self, worker: &str, ids: &[i64], until_ms: i64) -> Result<u64> {
+        outbox::renew(&self.pool, worker, ids, until_ms).await
+    }
+
+    /// Expires planned sends past their expiry; returns how many.
+    pub async fn expire_sends(&self, now_ms: i64) -> Result<u64> {
+        outbox::expire(&self.pool, now_ms).await
+    }
+
+    /// Puts a campaign's paused sends back to planned: (resumed, expired).
+    pub async fn resume_campaign(&self, campaign: &str, now_ms: i64) -> Result<(u64, u64)> {
+        outbox::resume(&self.pool, campaign, now_ms).await
+    }
+
+    /// When the next planned (unexpired) send of a connector is due.
+    pub async fn next_due_send(&self, connector: &str, now_ms: i64) -> Result<Option<i64>> {
+        outbox::next_due(&self.pool, connector, now_ms).await
+    }
+
+    /// Sends by state and failure reason.
+    pub async fn send_status(
+        &self,
+        campaign: Option<&str>,
+    ) -> Result<Vec<(String, Option<String>, u64)>> {
+        outbox::status(&self.pool, campaign).await
+    }
+
+    /// Records delivery results pushed by `connector` ((its message id, code, status); code 0
+    /// is delivered). Returns the sends updated.
+    pub async fn record_deliveries(
+        &self,
+        connector: &str,
+        results: &[(String, i64, Option<String>)],
+    ) -> Result<u64> {
+        outbox::record_deliveries(&self.pool, connector, results).await
+    }
+
+    /// Per user: the latest live send of `campaign`, and every live send (any campaign) with
+    /// `send_at` between `from_ms` and `to_ms`.
+    pub async fn send_history(
+        &self,
+        campaign: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<std::collections::HashMap<String, (Option<i64>, Vec<outbox::LiveSend>)>> {
+        outbox::history(&self.pool, campaign, from_ms, to_ms).await
+    }
+
+    /// Every send that went out or may still go out: `sent`, `unknown` (it may have reached
+    /// the user), `sending`, `planned` and `paused`, as (id, user, campaign, planned time), for
+    /// the rules' `user.sent` and `clicked`. Failed, expired, cancelled and holdout rows never
+    /// reached anyone and never will.
+    /// Sends by (connector, state), and when the oldest planned send that is due at `now_ms`
+    /// was due: what `/metrics` reports of the outbox.
+    pub async fn outbox_gauges(
+        &self,
+        now_ms: i64,
+    ) -> Result<(Vec<(String, String, i64)>, Option<i64>)> {
+        let rows =
+            sqlx::query("SELECT connector, state, COUNT(*) FROM sends GROUP BY connector, state")
+                .fetch_all(&self.pool)
+                .await?;
+        let oldest: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(next_attempt_at) FROM sends WHERE state = 'planned' AND next_attempt_at <= $1",
+        )
+        .bind(now_ms)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((
+            rows.into_iter()
+                .map(|row| (row.get(0), row.get(1), row.get(2)))
+                .collect(),
+            oldest,
+        ))
+    }
+
+    /// `user_id`'s latest sends, newest planned time first, at most `limit`.
+    pub async fn user_sends(&self, user_id: &str, limit: i64) -> Result<Vec<outbox::UserSend>> {
+        outbox::of_user(&self.pool, user_id, limit).await
+    }
+
+    /// The recipient and campaign of send `id`, if there is such a send.
+    pub async fn send_recipient(&self, id: i64) -> Result<Option<(String, String)>> {
+        let row = sqlx::query("SELECT user_id, campaign FROM sends WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|row| (row.get(0), row.get(1))))
+    }
+
+    pub async fn sent_sends(&self) -> Result<Vec<(i64, String, String, i64)>> {
+        let rows = sqlx::query(
+            "SELECT id, user_id, campaign, send_at FROM sends
+             WHERE state IN ('sent', 'unknown', 'sending', 'planned', 'paused')",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| (row.get(0), row.get(1), row.get(2), row.get(3)))
+            .collect())
+    }
+
+    /// A campaign's sent and held-out users per run: (run instant, user, send_at, holdout).
+    pub async fn campaign_groups(
+        &self,
+        campaign: &str,
+    ) -> Result<Vec<(Option<i64>, String, i64, bool)>> {
+        let rows = sqlx::query(
+            "SELECT run_at, user_id, send_at, state = 'holdout' FROM sends
+             WHERE campaign = $1 AND state IN ('sent', 'holdout')",
+        )
+        .bind(campaign)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| (row.get(0), row.get(1), row.get(2), row.get(3)))
+            .collect())
+    }
+
+    /// The ids of a campaign's sends (what click events carry as `send_id`).
+    pub async fn send_ids(&self, campaign: &str) -> Result<std::collections::HashSet<String>> {
+        let rows = sqlx::query("SELECT id FROM sends WHERE campaign = $1")
+            .bind(campaign)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| row.get::<i64, _>(0).to_string())
+            .collect())
+    }
+
+    /// Connectors with planned or in-flight sends.
+    pub async fn connectors_with_sends(&self) -> Result<Vec<String>> {
+        outbox::connectors_with_work(&self.pool).await
+    }
+}
