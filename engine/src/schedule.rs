@@ -10,7 +10,7 @@ use crate::campaign::Campaign;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::scoring;
-use crate::store::{RunEnd, Store};
+use crate::store::{RunEnd, RunState, Store};
 
 /// What a tick did with one scheduled instant.
 #[derive(Debug, Clone, PartialEq)]
@@ -71,7 +71,14 @@ pub async fn tick(
         let name = campaign.name.clone();
         if now - at > grace {
             if store
-                .claim_run(&name, at.timestamp_millis(), now_ms, "missed", &owner, 0)
+                .claim_run(
+                    &name,
+                    at.timestamp_millis(),
+                    now_ms,
+                    RunState::Missed,
+                    &owner,
+                    0,
+                )
                 .await?
             {
                 tracing::warn!(campaign = %name, scheduled = %at, "missed run skipped: past its grace period");
@@ -84,7 +91,7 @@ pub async fn tick(
                 &name,
                 at.timestamp_millis(),
                 now_ms,
-                "running",
+                RunState::Running,
                 &owner,
                 now_ms + RUN_LEASE_MS,
             )
@@ -154,8 +161,8 @@ async fn run_claimed(
         crate::campaign::run::run(store, &config.run_settings(), campaign, at, now, false).await;
     renewing.abort();
     let (state, planned, note) = match &result {
-        Ok(report) => ("done", report.planned, note.unwrap_or_default()),
-        Err(error) => ("failed", 0, error.to_string()),
+        Ok(report) => (RunState::Done, report.planned, note.unwrap_or_default()),
+        Err(error) => (RunState::Failed, 0, error.to_string()),
     };
     store
         .finish_run(

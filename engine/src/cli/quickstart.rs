@@ -6,7 +6,7 @@ use nudge_engine::features::{self, Audience};
 use nudge_engine::ingest::{self, IngestOptions};
 use nudge_engine::scoring::{self, QuietHours, best_send_time};
 use nudge_engine::stats;
-use nudge_engine::store::{StateQuery, Store};
+use nudge_engine::store::{SendState, StateQuery, Store};
 use nudge_engine::synth::{self, GenOptions};
 use nudge_rules::{Decision, Rule, evaluate_all};
 
@@ -289,10 +289,10 @@ async fn deliver(
     );
     for (campaign, report) in campaigns.iter().zip(&reports) {
         let states = store.send_status(Some(&campaign.name)).await?;
-        let count = |state: &str| {
+        let count = |state: SendState| {
             states
                 .iter()
-                .filter(|(s, ..)| s == state)
+                .filter(|(s, ..)| s == state.as_str())
                 .map(|(.., n)| n)
                 .sum::<u64>()
         };
@@ -302,9 +302,9 @@ async fn deliver(
             campaign.delivery.mode,
             report.considered,
             report.planned,
-            count("sent"),
-            count("failed"),
-            count("sent")
+            count(SendState::Sent),
+            count(SendState::Failed),
+            count(SendState::Sent)
         );
         if report.duplicates > 0 {
             println!(
@@ -313,7 +313,10 @@ async fn deliver(
             );
         }
         super::campaign::print_details(report, false);
-        for (state, reason, n) in states.iter().filter(|(s, ..)| s == "failed") {
+        for (state, reason, n) in states
+            .iter()
+            .filter(|(s, ..)| s == SendState::Failed.as_str())
+        {
             println!("  {state}: {n} {}", reason.clone().unwrap_or_default());
         }
     }

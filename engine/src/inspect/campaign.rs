@@ -6,7 +6,7 @@ use serde::Serialize;
 use super::instant;
 use crate::Result;
 use crate::campaign::{Campaign, Mode};
-use crate::store::Store;
+use crate::store::{SendState, Store};
 
 /// A campaign's settings, as `campaign list` shows them.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -139,7 +139,7 @@ pub async fn status(
         .collect();
     let sent = sends
         .iter()
-        .filter(|s| s.state == "sent")
+        .filter(|s| s.state == SendState::Sent.as_str())
         .map(|s| s.count)
         .sum();
     let clicked = if sent == 0 {

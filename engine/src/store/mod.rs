@@ -14,6 +14,7 @@ mod seen;
 pub mod segments;
 mod sends;
 mod state;
+pub mod states;
 mod templates;
 
 use std::path::{Path, PathBuf};
@@ -29,6 +30,7 @@ pub use compact::{CompactOptions, Compacted, DayCompacted, DayToCompact, KEEP_RE
 pub use runs::RunEnd;
 pub use seen::DEFAULT_BUDGET_MIB as DEFAULT_ID_CACHE_MIB;
 pub use state::{CreditSummary, StateChanges, StateQuery, UserState};
+pub use states::{RunState, SendState};
 pub use templates::TemplateRow;
 
 use crate::{Error, Result};

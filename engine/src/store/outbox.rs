@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
+use super::states::{SendState, Statement, with_states};
 use crate::Result;
 
 /// A send to put in the outbox.
@@ -226,7 +227,11 @@ async fn insert_refs(
                 .push_bind(serde_json::to_string(&send.data).expect("strings serialise"))
                 .push_bind(send.send_at_ms)
                 .push_bind(send.expires_at_ms)
-                .push_bind(if new.holdout { "holdout" } else { "planned" })
+                .push_bind(if new.holdout {
+                    SendState::Holdout.as_str()
+                } else {
+                    SendState::Planned.as_str()
+                })
                 .push_bind(send.send_at_ms)
                 .push_bind(now_ms)
                 .push_bind(send.priority)
@@ -532,7 +537,8 @@ async fn record_in(
                 reason,
                 credit_gone,
             } => {
-                let matched = set_final(tx, worker, claimed.id, "failed", reason, now_ms).await?;
+                let matched =
+                    set_final(tx, worker, claimed.id, SendState::Failed, reason, now_ms).await?;
                 if let Some(said_by) = credit_gone {
                     let zeroed = sqlx::query(
                         "UPDATE credits SET balance = 0, updated_ts = $3 WHERE user_id = $1 AND template_id = $2 AND balance > 0",
@@ -550,10 +556,11 @@ async fn record_in(
                 matched
             }
             Outcome::Unknown { reason } => {
-                set_final(tx, worker, claimed.id, "unknown", reason, now_ms).await?
+                set_final(tx, worker, claimed.id, SendState::Unknown, reason, now_ms).await?
             }
             Outcome::PauseCampaign { reason } => {
-                let matched = set_final(tx, worker, claimed.id, "failed", reason, now_ms).await?;
+                let matched =
+                    set_final(tx, worker, claimed.id, SendState::Failed, reason, now_ms).await?;
                 sqlx::query("UPDATE sends SET state = 'paused', failure = $2, updated_ms = $3 WHERE campaign = $1 AND state = 'planned'")
                     .bind(&send.campaign)
                     .bind(format!("campaign paused: {reason} (fix it, then `nudge campaign resume {}`)", send.campaign))
@@ -581,16 +588,16 @@ async fn again(
     now_ms: i64,
 ) -> Result<u64> {
     let state = if at_ms >= claimed.send.expires_at_ms {
-        "expired"
+        SendState::Expired
     } else {
-        "planned"
+        SendState::Planned
     };
     Ok(sqlx::query(
         "UPDATE sends SET state = $2, next_attempt_at = $3, failure = $4, lease_until = NULL,
              attempts = attempts - $5, updated_ms = $6 WHERE id = $1 AND state = 'sending' AND claimed_by = $7",
     )
     .bind(claimed.id)
-    .bind(state)
+    .bind(state.as_str())
     .bind(at_ms)
     .bind(reason)
     .bind(i64::from(!count_attempt))
@@ -605,7 +612,7 @@ async fn set_final(
     tx: &mut sqlx::Transaction<'static, Sqlite>,
     worker: &str,
     id: i64,
-    state: &str,
+    state: SendState,
     reason: &str,
     now_ms: i64,
 ) -> Result<u64> {
@@ -614,7 +621,7 @@ async fn set_final(
          WHERE id = $1 AND state = 'sending' AND claimed_by = $5",
     )
     .bind(id)
-    .bind(state)
+    .bind(state.as_str())
     .bind(reason)
     .bind(now_ms)
     .bind(worker)
@@ -668,16 +675,19 @@ pub(super) async fn status(
     pool: &SqlitePool,
     campaign: Option<&str>,
 ) -> Result<Vec<(String, Option<String>, u64)>> {
-    let rows = sqlx::query(
-        "SELECT state, CASE WHEN state IN ('failed', 'unknown', 'expired', 'paused', 'cancelled') THEN failure
+    static STATUS: Statement = Statement::new(|| {
+        with_states(
+            "SELECT state, CASE WHEN state IN {with_reason} THEN failure
                  WHEN state = 'sent' AND delivery_code <> 0
                  THEN 'accepted, then not delivered (' || delivery_code || '): ' || COALESCE(delivery_status, '') END AS reason,
              COUNT(*)
          FROM sends WHERE ($1 IS NULL OR campaign = $1) GROUP BY state, reason ORDER BY state, reason",
-    )
-    .bind(campaign)
-    .fetch_all(pool)
-    .await?;
+        )
+    });
+    let rows = sqlx::query(STATUS.as_str())
+        .bind(campaign)
+        .fetch_all(pool)
+        .await?;
     Ok(rows
         .into_iter()
         .map(|row| (row.get(0), row.get(1), row.get::<i64, _>(2) as u64))
@@ -755,14 +765,15 @@ pub(super) async fn record_deliveries(
 
 /// Connectors that have planned sends.
 pub(super) async fn connectors_with_work(pool: &SqlitePool) -> Result<Vec<String>> {
-    Ok(
-        sqlx::query("SELECT DISTINCT connector FROM sends WHERE state IN ('planned', 'sending')")
-            .fetch_all(pool)
-            .await?
-            .into_iter()
-            .map(|row| row.get(0))
-            .collect(),
-    )
+    static PENDING: Statement = Statement::new(|| {
+        with_states("SELECT DISTINCT connector FROM sends WHERE state IN {pending}")
+    });
+    Ok(sqlx::query(PENDING.as_str())
+        .fetch_all(pool)
+        .await?
+        .into_iter()
+        .map(|row| row.get(0))
+        .collect())
 }
 
 /// Per user: the latest send of `campaign`, and all campaigns' sends since `day_from` and
@@ -777,24 +788,30 @@ pub(super) async fn history(
 ) -> Result<std::collections::HashMap<String, (Option<i64>, Vec<LiveSend>)>> {
     let mut history: std::collections::HashMap<String, (Option<i64>, Vec<LiveSend>)> =
         std::collections::HashMap::new();
-    let rows = sqlx::query(
-        "SELECT user_id, MAX(send_at) FROM sends WHERE campaign = $1
-         AND state IN ('planned', 'sending', 'sent', 'unknown') GROUP BY user_id",
-    )
-    .bind(campaign)
-    .fetch_all(pool)
-    .await?;
+    static LAST: Statement = Statement::new(|| {
+        with_states(
+            "SELECT user_id, MAX(send_at) FROM sends WHERE campaign = $1
+             AND state IN {live} GROUP BY user_id",
+        )
+    });
+    static LIVE: Statement = Statement::new(|| {
+        with_states(
+            "SELECT user_id, id, campaign, priority, send_at, dedup_key, state FROM sends
+             WHERE send_at > $1 AND send_at < $2 AND state IN {live}",
+        )
+    });
+    let rows = sqlx::query(LAST.as_str())
+        .bind(campaign)
+        .fetch_all(pool)
+        .await?;
     for row in rows {
         history.entry(row.get(0)).or_default().0 = Some(row.get(1));
     }
-    let rows = sqlx::query(
-        "SELECT user_id, id, campaign, priority, send_at, dedup_key, state FROM sends
-         WHERE send_at > $1 AND send_at < $2 AND state IN ('planned', 'sending', 'sent', 'unknown')",
-    )
-    .bind(from_ms)
-    .bind(to_ms)
-    .fetch_all(pool)
-    .await?;
+    let rows = sqlx::query(LIVE.as_str())
+        .bind(from_ms)
+        .bind(to_ms)
+        .fetch_all(pool)
+        .await?;
     for row in rows {
         history.entry(row.get(0)).or_default().1.push(LiveSend {
             id: row.get(1),
@@ -802,7 +819,7 @@ pub(super) async fn history(
             priority: row.get(3),
             send_at_ms: row.get(4),
             dedup_key: row.get(5),
-            pending: row.get::<&str, _>(6) == "planned",
+            pending: row.get::<&str, _>(6) == SendState::Planned.as_str(),
         });
     }
     Ok(history)

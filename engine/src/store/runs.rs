@@ -3,14 +3,14 @@
 
 use sqlx::Row;
 
-use super::Store;
+use super::{RunState, Store};
 use crate::Result;
 
 /// How a claimed campaign run ended.
 #[derive(Debug, Clone, Copy)]
 pub struct RunEnd<'a> {
-    /// `done` or `failed`.
-    pub state: &'a str,
+    /// `Done` or `Failed`.
+    pub state: RunState,
     pub planned: i64,
     /// Why it failed, or a note (a DST shift).
     pub note: &'a str,
@@ -26,7 +26,7 @@ impl Store {
         campaign: &str,
         scheduled_at: i64,
         now_ms: i64,
-        state: &str,
+        state: RunState,
         owner: &str,
         lease_until: i64,
     ) -> Result<bool> {
@@ -37,7 +37,7 @@ impl Store {
         )
         .bind(campaign)
         .bind(scheduled_at)
-        .bind(state)
+        .bind(state.as_str())
         .bind(now_ms)
         .bind(owner)
         .bind(lease_until)
@@ -67,8 +67,8 @@ impl Store {
             .into_iter()
             .filter(|row| {
                 let attempts: i64 = row.get(3);
-                match row.get::<&str, _>(2) {
-                    "running" => row.get::<i64, _>(5) < now_ms,
+                match RunState::parse(row.get(2)) {
+                    Some(RunState::Running) => row.get::<i64, _>(5) < now_ms,
                     _ => {
                         let backoff = 60_000i64 << (attempts - 1).clamp(0, 10);
                         attempts < max_attempts && row.get::<i64, _>(4) + backoff <= now_ms
@@ -154,7 +154,7 @@ impl Store {
                      WHERE campaign = $1 AND scheduled_at = $2 AND owner = $7 AND state = 'running'")
             .bind(campaign)
             .bind(scheduled_at)
-            .bind(end.state)
+            .bind(end.state.as_str())
             .bind(end.planned)
             .bind(end.note)
             .bind(end.finished_ms)

@@ -3,6 +3,7 @@
 
 use sqlx::Row;
 
+use super::states::{Statement, with_states};
 use super::{Store, outbox};
 use crate::Result;
 
@@ -172,12 +173,10 @@ impl Store {
     }
 
     pub async fn sent_sends(&self) -> Result<Vec<(i64, String, String, i64)>> {
-        let rows = sqlx::query(
-            "SELECT id, user_id, campaign, send_at FROM sends
-             WHERE state IN ('sent', 'unknown', 'sending', 'planned', 'paused')",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+        static LIVE: Statement = Statement::new(|| {
+            with_states("SELECT id, user_id, campaign, send_at FROM sends WHERE state IN {live}")
+        });
+        let rows = sqlx::query(LIVE.as_str()).fetch_all(&self.pool).await?;
         Ok(rows
             .into_iter()
             .map(|row| (row.get(0), row.get(1), row.get(2), row.get(3)))

@@ -7,6 +7,7 @@ use nudge_engine::campaign::plan::{Caps, History, Planned, UserInput, next_local
 use nudge_engine::campaign::{Campaign, Delivery, Mode};
 use nudge_engine::clock::Clock;
 use nudge_engine::schedule::{RunRecord, ScheduleConfig, tick};
+use nudge_engine::store::RunState;
 use nudge_engine::store::outbox::LiveSend;
 use nudge_rules::{Decision, Message, UserFacts};
 
@@ -1015,7 +1016,7 @@ async fn a_run_left_running_by_a_dead_process_or_failed_is_run_again() {
     let one = at("2026-11-02T13:00:00Z").timestamp_millis();
     assert!(
         test.store
-            .claim_run("cart", one, one, "running", "dead", one + 1_000)
+            .claim_run("cart", one, one, RunState::Running, "dead", one + 1_000)
             .await
             .unwrap()
     );
@@ -1040,7 +1041,7 @@ async fn a_run_left_running_by_a_dead_process_or_failed_is_run_again() {
     let two = at("2026-11-02T14:00:00Z").timestamp_millis();
     assert!(
         test.store
-            .claim_run("cart", two, two, "running", "dead", two + 1_000)
+            .claim_run("cart", two, two, RunState::Running, "dead", two + 1_000)
             .await
             .unwrap()
     );

@@ -710,3 +710,54 @@ fn limits_the_engine_cannot_honour_are_errors() {
         nudge_engine::config::Config::parse("[dispatch]\nrate_per_s = 0", "nudge.toml").is_ok()
     );
 }
+
+// See: #23. One list of live sends: a send paused with its campaign may still go out (once the
+// campaign is resumed), so the caps of other campaigns and `user.sent` count it like a planned
+// one, never as gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_send_still_counts_against_the_caps() {
+    let test = TestStore::new().await;
+    let now_ms = now();
+    let mut later = planned("u2", "wechat", now_ms);
+    later.send_at_ms = now_ms + 3_600_000;
+    later.dedup_key = "rel:u2-later".into();
+    test.store
+        .enqueue_sends(&[planned("u1", "wechat", now_ms), later], now_ms)
+        .await
+        .unwrap();
+    // u1's send finds the campaign misconfigured: the campaign's planned sends are paused.
+    let claimed = test
+        .store
+        .claim_sends("wechat", "w", 10, now_ms, 60_000)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    let outcome = Outcome::PauseCampaign {
+        reason: "template_id is invalid".into(),
+    };
+    test.store
+        .settle_sends("w", &[(claimed[0].clone(), outcome)], &[], None, now_ms)
+        .await
+        .unwrap();
+    let states = test.store.send_status(Some("rel")).await.unwrap();
+    assert!(
+        states.iter().any(|(state, ..)| state == "paused"),
+        "{states:?}"
+    );
+
+    // Another campaign planning for u2 sees the paused send among u2's live sends.
+    let history = test
+        .store
+        .send_history("other", now_ms - 86_400_000, now_ms + 2 * 86_400_000)
+        .await
+        .unwrap();
+    let (_, sends) = &history["u2"];
+    assert_eq!(sends.len(), 1, "{sends:?}");
+    assert!(
+        !sends[0].pending,
+        "a paused send is not cancellable as planned"
+    );
+    // And the rules' `user.sent` counts it.
+    let sent = test.store.sent_sends().await.unwrap();
+    assert!(sent.iter().any(|(_, user, ..)| user == "u2"), "{sent:?}");
+}
