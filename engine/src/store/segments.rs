@@ -67,14 +67,23 @@ pub(crate) fn read_id_hashes(path: &Path) -> Result<Vec<u64>> {
 }
 
 /// A name unique to this batch, starting with the store's id (so a sweep can tell this store's
-/// staged files from another's), then sortable by creation time.
+/// staged files from another's), then sortable by creation time, then unique to the process
+/// among all that share the folder, on any host: 64 random bits drawn at its start (process ids
+/// repeat across hosts and containers, where every process may be pid 1), then a counter.
 pub(crate) fn new_batch_name(store_id: &str) -> String {
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    static PROCESS: std::sync::LazyLock<u64> = std::sync::LazyLock::new(|| {
+        use std::hash::{BuildHasher, Hasher};
+        // The standard library seeds each `RandomState` from the system's random source.
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u32(std::process::id());
+        hasher.finish()
+    });
     let count = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     format!(
-        "{store_id}.{:013x}-{:08x}-{count:06x}",
+        "{store_id}.{:013x}-{:016x}-{count:06x}",
         chrono::Utc::now().timestamp_millis(),
-        std::process::id()
+        *PROCESS
     )
 }
 
