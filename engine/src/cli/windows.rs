@@ -19,6 +19,10 @@ pub enum Command {
         /// Ignore events after this instant [default: now]
         #[arg(long, value_name = "TIME", value_parser = clock::parse_instant)]
         as_of: Option<DateTime<Utc>>,
+        /// Tune the model settings now, even if a compute tuned them less than
+        /// `windows.retune_days` ago
+        #[arg(long)]
+        retune: bool,
     },
     /// Roll the stored windows forward with the events since they were computed
     Update {
@@ -59,10 +63,14 @@ pub async fn run(context: &Context, command: Command) -> anyhow::Result<ExitCode
     let config = &context.config.windows;
     let zone = context.config.default_tz;
     match command {
-        Command::Compute { as_of } => {
+        Command::Compute { as_of, retune } => {
             let as_of = as_of.unwrap_or_else(Utc::now);
             let started = std::time::Instant::now();
-            let report = scoring::compute(&store, config, zone, as_of).await?;
+            let config = scoring::WindowsConfig {
+                retune_days: if retune { 0 } else { config.retune_days },
+                ..config.clone()
+            };
+            let report = scoring::compute(&store, &config, zone, as_of).await?;
             print_report(&report, as_of, started.elapsed());
         }
         Command::Update { as_of } => {
@@ -142,6 +150,12 @@ fn print_report(
     );
     if !report.incremental {
         print_calibration(&report.calibration, "");
+        if let Some(tuned) = report.tuning_kept_from {
+            println!(
+                "  (settings kept from the compute of {}, less than windows.retune_days ago; --retune tunes them now)",
+                tuned.to_rfc3339()
+            );
+        }
     }
     for (user, zone) in &report.zone_problems {
         eprintln!("warning: user '{user}' has unknown time zone '{zone}': used the default zone");

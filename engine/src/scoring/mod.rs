@@ -52,6 +52,9 @@ pub struct WindowsConfig {
     /// answer bands of users where a simple rule did better with that rule.
     pub tune: bool,
     pub holdout_days: i64,
+    /// A full compute keeps the settings tuned by an earlier one for this many days (the rhythm
+    /// types are fitted anew every time); 0 tunes on every full compute.
+    pub retune_days: i64,
     /// Rhythm types learned from dense users.
     pub types: usize,
     /// Users with at least this many events in the lookback teach the rhythm types.
@@ -82,6 +85,7 @@ impl Default for WindowsConfig {
             smoothing: 0.2,
             tune: true,
             holdout_days: 7,
+            retune_days: 7,
             types: 8,
             fit_min_events: 25,
             event_weights,
@@ -103,6 +107,9 @@ impl WindowsConfig {
         }
         if self.types == 0 || self.types > 64 {
             return Err("windows.types must be between 1 and 64".into());
+        }
+        if !(0..=365).contains(&self.retune_days) {
+            return Err("windows.retune_days must be 0 to 365".into());
         }
         if !(1..=60).contains(&self.holdout_days) {
             return Err("windows.holdout_days must be 1 to 60".into());
@@ -195,6 +202,20 @@ pub struct ComputeReport {
     pub seconds_model: f64,
     /// The settings used: tuned by this compute, or kept by an update.
     pub calibration: calibrate::Calibration,
+    /// When the settings used were tuned, if they were kept from an earlier compute.
+    pub tuning_kept_from: Option<DateTime<Utc>>,
+}
+
+impl WindowsConfig {
+    /// The same model settings (what the stored windows depend on): equal but for
+    /// `retune_days`, which only says how often to tune.
+    pub fn same_model(&self, other: &WindowsConfig) -> bool {
+        let plain = |config: &WindowsConfig| WindowsConfig {
+            retune_days: 0,
+            ..config.clone()
+        };
+        plain(self) == plain(other)
+    }
 }
 
 /// `config`, or the error naming `[windows]` and what is wrong with it.
@@ -215,7 +236,18 @@ pub async fn compute(
     checked(config)?;
     let as_of_ms = as_of.timestamp_millis();
     let from_ms = as_of_ms - config.lookback_days * DAY_MS;
-    let cuts: &[i64] = if config.tune {
+    // Settings tuned by a compute less than `retune_days` before are kept: tuning costs as
+    // much as the rest, and the behaviour it tunes on changes slowly.
+    let kept = if config.tune && config.retune_days > 0 {
+        tokio::task::block_in_place(|| persist::stored_tuning(store.data_dir(), config))
+            .unwrap_or(None)
+            .filter(|(_, tuned_ms)| {
+                (0..config.retune_days * DAY_MS).contains(&(as_of_ms - tuned_ms))
+            })
+    } else {
+        None
+    };
+    let cuts: &[i64] = if config.tune && kept.is_none() {
         &[as_of_ms - config.holdout_days * DAY_MS]
     } else {
         &[]
@@ -229,11 +261,20 @@ pub async fn compute(
         )));
     };
     let tuned = held.into_iter().next();
+    let tuned_ms = match &kept {
+        Some((_, tuned_ms)) => Some(*tuned_ms),
+        None => tuned.is_some().then_some(as_of_ms),
+    };
+    let mut report = report;
+    report.tuning_kept_from = kept
+        .as_ref()
+        .and_then(|(_, tuned_ms)| DateTime::from_timestamp_millis(*tuned_ms));
     let choose = move |state: &local::State| {
         let calibrating = std::time::Instant::now();
-        let (calibration, model) = match &tuned {
-            Some(held) => calibrate::calibrate(state, held, config.holdout_days, config),
-            None => (
+        let (calibration, model) = match (&tuned, kept) {
+            (_, Some((calibration, _))) => (calibration, None),
+            (Some(held), None) => calibrate::calibrate(state, held, config.holdout_days, config),
+            (None, None) => (
                 calibrate::Calibration::configured(config, "windows.tune is off"),
                 None,
             ),
@@ -245,7 +286,7 @@ pub async fn compute(
         );
         (calibration, model)
     };
-    finish(store, config, state, choose, report).await
+    finish(store, config, state, choose, tuned_ms, report).await
 }
 
 /// Every user's counts of the events in `(from_ms, as_of_ms]`, decayed to `as_of_ms`, and for
@@ -345,7 +386,7 @@ pub async fn update(
 ) -> Result<ComputeReport> {
     checked(config)?;
     let loading = std::time::Instant::now();
-    let Some((mut state, calibration, model)) =
+    let Some((mut state, calibration, model, tuned_ms)) =
         tokio::task::block_in_place(|| persist::load_state(store.data_dir(), config))?
     else {
         return Err(Error::Usage(
@@ -404,7 +445,15 @@ pub async fn update(
     report.seconds_histogram = started.elapsed().as_secs_f64();
     // The rhythm types and settings stay those of the last compute (which a nightly compute
     // refreshes): an update costs in proportion to the new events only.
-    finish(store, config, state, |_| (calibration, model), report).await
+    finish(
+        store,
+        config,
+        state,
+        |_| (calibration, model),
+        tuned_ms,
+        report,
+    )
+    .await
 }
 
 /// Events per scan of a full compute (see [`compute`]).
@@ -450,6 +499,7 @@ async fn finish(
     config: &WindowsConfig,
     state: local::State,
     choose: impl FnOnce(&local::State) -> (calibrate::Calibration, mixture::Model) + Send,
+    tuned_ms: Option<i64>,
     mut report: ComputeReport,
 ) -> Result<ComputeReport> {
     let started = std::time::Instant::now();
@@ -474,6 +524,7 @@ async fn finish(
             state.as_of_ms,
             &model,
             &calibration,
+            tuned_ms,
         )
     })?;
     report.calibration = calibration;

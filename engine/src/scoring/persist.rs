@@ -29,6 +29,10 @@ struct Meta {
     model: Model,
     #[serde(default)]
     calibration: Calibration,
+    /// When `calibration` was tuned (none: not tuned), kept by updates and by computes that
+    /// keep the tuning.
+    #[serde(default)]
+    tuned_ms: Option<i64>,
 }
 
 fn write_atomically(path: &Path, write: impl FnOnce(File) -> Result<()>) -> Result<()> {
@@ -147,6 +151,7 @@ pub(super) fn save_meta(
     as_of_ms: i64,
     model: &Model,
     calibration: &Calibration,
+    tuned_ms: Option<i64>,
 ) -> Result<()> {
     let (_, meta) = paths(data_dir);
     write_json(
@@ -157,6 +162,7 @@ pub(super) fn save_meta(
             config: config.clone(),
             model: model.clone(),
             calibration: calibration.clone(),
+            tuned_ms: tuned_ms.filter(|_| calibration.untuned.is_none()),
         },
     )?;
     let dir = windows_dir(data_dir);
@@ -232,21 +238,41 @@ fn read(data_dir: &Path, only: Option<&[String]>) -> Result<Option<(Meta, State)
     Ok(Some((meta, state)))
 }
 
+/// What an update starts from: the counters, the settings, the rhythm types and when the
+/// settings were tuned.
+pub(super) type Stored = (State, Calibration, Model, Option<i64>);
+
 /// The stored counters, calibration and rhythm types, if they were computed with the same
 /// configuration.
-pub(super) fn load_state(
-    data_dir: &Path,
-    config: &WindowsConfig,
-) -> Result<Option<(State, Calibration, Model)>> {
+pub(super) fn load_state(data_dir: &Path, config: &WindowsConfig) -> Result<Option<Stored>> {
     let Some((meta, state)) = read(data_dir, None)? else {
         return Ok(None);
     };
-    if &meta.config != config {
+    if !meta.config.same_model(config) {
         return Err(Error::Usage(
             "the [windows] configuration changed since the stored windows were computed: run `nudge windows compute`".into(),
         ));
     }
-    Ok(Some((state, meta.calibration, meta.model)))
+    Ok(Some((state, meta.calibration, meta.model, meta.tuned_ms)))
+}
+
+/// The stored tuned settings and when they were tuned, if they were tuned with the same
+/// configuration (read from the metadata alone).
+pub(super) fn stored_tuning(
+    data_dir: &Path,
+    config: &WindowsConfig,
+) -> Result<Option<(Calibration, i64)>> {
+    let (_, meta) = paths(data_dir);
+    let Some(meta) = read_json::<Meta>(&meta)? else {
+        return Ok(None);
+    };
+    if meta.format != FORMAT || !meta.config.same_model(config) {
+        return Ok(None);
+    }
+    Ok(meta
+        .tuned_ms
+        .filter(|_| meta.calibration.untuned.is_none())
+        .map(|tuned_ms| (meta.calibration, tuned_ms)))
 }
 
 /// The stored windows; with `only`, just those users' (the rest of the file is not decoded).

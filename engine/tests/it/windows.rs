@@ -509,6 +509,37 @@ async fn compute_tunes_its_settings_on_the_last_days_and_an_update_keeps_them() 
         .await
         .unwrap();
     assert!(same(&updated.calibration), "{:?}", updated.calibration);
+    assert_eq!(report.tuning_kept_from, None, "the first compute tunes");
+
+    // A full compute within `retune_days` of the tuning keeps it (the types are fitted anew);
+    // past them, or with `retune_days = 0`, it tunes again on its own last days.
+    let nightly = scoring::compute(&test.store, &config, zone, end + Duration::days(1))
+        .await
+        .unwrap();
+    assert_eq!(nightly.tuning_kept_from, Some(end));
+    assert!(same(&nightly.calibration), "{:?}", nightly.calibration);
+    let now_please = WindowsConfig {
+        retune_days: 0,
+        ..config.clone()
+    };
+    let forced = scoring::compute(&test.store, &now_please, zone, end + Duration::days(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        forced.tuning_kept_from, None,
+        "retune_days = 0 always tunes"
+    );
+    let week_later = end + Duration::days(config.retune_days + 1);
+    let retuned = scoring::compute(&test.store, &config, zone, week_later)
+        .await
+        .unwrap();
+    // (It tried: the data end a week before, so too few users remain to tune on.)
+    assert_eq!(retuned.tuning_kept_from, None);
+    assert!(retuned.calibration.untuned.is_some());
+    // Retuning is not a change of model: an update still takes the stored windows.
+    scoring::update(&test.store, &config, zone, week_later + Duration::hours(2))
+        .await
+        .unwrap();
 
     let fixed = WindowsConfig {
         tune: false,
