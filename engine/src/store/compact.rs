@@ -171,6 +171,18 @@ impl Store {
         Ok(done)
     }
 
+    /// Whether all `count` segments of the JSON list `paths` are still in the manifest.
+    async fn still_listed(&self, paths: &str, count: usize) -> Result<bool> {
+        let listed: i64 = sqlx::query(
+            "SELECT COUNT(*) FROM segments WHERE path IN (SELECT value FROM json_each($1))",
+        )
+        .bind(paths)
+        .fetch_one(&self.pool)
+        .await?
+        .get(0);
+        Ok(listed as usize == count)
+    }
+
     /// Merges one day's segments (as listed by [`Store::days_to_compact`]) into new files and
     /// swaps them in. Ingest can run meanwhile: its batches add segments beside these.
     pub async fn compact_day(
@@ -181,20 +193,15 @@ impl Store {
         let events_dir = segments::events_dir(&self.data_dir);
         let batch_name = segments::new_batch_name(&self.id);
         let old = state::json_list(&plan.segments);
-        // The write lock is held from the check to the commit, as a batch's is: no sweep of
-        // another process can take the merged files for orphans before they are recorded.
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let still: i64 = sqlx::query(
-            "SELECT COUNT(*) FROM segments WHERE path IN (SELECT value FROM json_each($1))",
-        )
-        .bind(&old)
-        .fetch_one(&mut *tx)
-        .await?
-        .get(0);
-        if still as usize != plan.segments.len() {
+        // The merge (read, sort, write, sync) runs outside the write lock, so commits of ingest
+        // and of the service go on meanwhile; the merged files wait in `_staging`. Under the
+        // lock, the plan is checked again (another process may have compacted the day) and the
+        // files published and swapped in: a sweep (which takes the lock) never sees them
+        // published and unrecorded.
+        if !self.still_listed(&old, plan.segments.len()).await? {
             return Ok(DayCompacted::Changed);
         }
-        let written = {
+        let staged = {
             let events_dir = events_dir.clone();
             let (plan, batch_name) = (plan.clone(), batch_name.clone());
             tokio::task::spawn_blocking(move || {
@@ -219,10 +226,50 @@ impl Store {
                     options.file_rows,
                     options.group_rows,
                 )?;
-                segments::publish(&events_dir, staged)
+                if let Err(error) = segments::sync_staged(&staged) {
+                    segments::discard_staged(&staged);
+                    return Err(error);
+                }
+                Ok(staged)
             })
             .await
-            .map_err(|error| Error::Segments(format!("the compaction writer stopped: {error}")))??
+            .map_err(|error| Error::Segments(format!("the compaction writer stopped: {error}")))?
+        };
+        let staged = match staged {
+            Ok(staged) => staged,
+            // Another process compacted the day while this one read it (its files went).
+            Err(_) if !self.still_listed(&old, plan.segments.len()).await? => {
+                return Ok(DayCompacted::Changed);
+            }
+            Err(error) => return Err(error),
+        };
+        let mut tx = match self.pool.begin_with("BEGIN IMMEDIATE").await {
+            Ok(tx) => tx,
+            Err(error) => {
+                segments::discard_staged(&staged);
+                return Err(error.into());
+            }
+        };
+        let still: i64 = match sqlx::query(
+            "SELECT COUNT(*) FROM segments WHERE path IN (SELECT value FROM json_each($1))",
+        )
+        .bind(&old)
+        .fetch_one(&mut *tx)
+        .await
+        {
+            Ok(row) => row.get(0),
+            Err(error) => {
+                segments::discard_staged(&staged);
+                return Err(error.into());
+            }
+        };
+        if still as usize != plan.segments.len() {
+            segments::discard_staged(&staged);
+            return Ok(DayCompacted::Changed);
+        }
+        let written = {
+            let events_dir = events_dir.clone();
+            tokio::task::block_in_place(|| segments::publish(&events_dir, staged))?
         };
         crash_point("compact:after-segments", &AFTER_SEGMENTS);
         let swapped = async {

@@ -510,11 +510,33 @@ fn sync(mut waits: Vec<(PathBuf, Option<File>)>) -> Result<()> {
 }
 
 /// Best-effort removal of published segments whose commit failed.
+/// Syncs staged files to disk ahead of [`publish`] (which then finds nothing left to write),
+/// so the part of a compaction done under the write lock stays short.
+pub(crate) fn sync_staged(segments: &[Segment]) -> Result<()> {
+    for segment in segments {
+        if let Some(file) = &segment.file {
+            file.sync_all()
+                .map_err(|source| Error::io(&segment.staged, source))?;
+        }
+    }
+    Ok(())
+}
+
+/// Deletes staged files that will not be published.
+pub(crate) fn discard_staged(segments: &[Segment]) {
+    for segment in segments {
+        let _ = std::fs::remove_file(&segment.staged);
+    }
+}
+
 pub(crate) fn remove(events_dir: &Path, segments: &[Segment]) {
     for segment in segments {
         let _ = std::fs::remove_file(events_dir.join(&segment.relative_path));
     }
 }
+
+/// How long a staged file may belong to a compaction still writing (see [`sweep`]).
+const STAGED_IN_PROGRESS: std::time::Duration = std::time::Duration::from_secs(3_600);
 
 /// Where segment files the database does not know are moved, one folder per sweep.
 pub const ORPHANED: &str = "_orphaned";
@@ -527,12 +549,14 @@ pub(crate) struct Swept {
     /// Day files no manifest row names: moved aside (not deleted) into `moved_to`.
     pub moved: usize,
     pub moved_to: Option<PathBuf>,
-    /// Staged files of another store sharing the folder: left alone.
+    /// Staged files of another store sharing the folder, or written in the last hour (a
+    /// compaction in progress): left alone.
     pub foreign_staged: usize,
 }
 
-/// Deletes this store's (`store_id`) staged files: under the write lock no batch of this store
-/// is between staging and commit, so they are provably uncommitted. Day files the manifest
+/// Deletes this store's (`store_id`) staged files older than an hour: under the write lock no
+/// batch of this store is between staging and commit, and a compaction stages for minutes at
+/// most, so they are provably uncommitted leftovers. Day files the manifest
 /// does not name are moved to `_orphaned/<now>/`, never deleted: they may be a crash's
 /// leftovers, but also the newer segments of a database restored from a backup, or of another
 /// database pointed at this folder.
@@ -554,7 +578,17 @@ pub(crate) fn sweep(events_dir: &Path, known: &HashSet<String>, store_id: &str) 
             let name = file.file_name().to_string_lossy().to_string();
             let relative = format!("{folder_name}/{name}");
             if folder_name == STAGING {
-                if name.starts_with(&ours) {
+                // A compaction stages its files before it takes the write lock: a file written
+                // in the last hour may be one in progress, and is left for a later sweep.
+                let recent = file
+                    .metadata()
+                    .and_then(|meta| meta.modified())
+                    .ok()
+                    .and_then(|modified| modified.elapsed().ok())
+                    .is_some_and(|age| age < STAGED_IN_PROGRESS);
+                if recent {
+                    swept.foreign_staged += 1;
+                } else if name.starts_with(&ours) {
                     std::fs::remove_file(file.path())
                         .map_err(|source| Error::io(file.path(), source))?;
                     swept.staged_removed += 1;

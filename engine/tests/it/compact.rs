@@ -368,3 +368,29 @@ async fn ids_another_process_committed_or_compacted_since_are_still_duplicates()
     let fresh = events_file(&test, "d.ndjson", "d", 50);
     assert_eq!(test.ingest(&[&fresh]).await.accepted, 50);
 }
+
+// See: #22, #23. A compaction merges outside the write lock, its files waiting in `_staging`:
+// opening the store meanwhile (any command) leaves staged files of the last hour alone, and
+// deletes this store's older ones (a crashed batch's leftovers).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opening_a_store_keeps_files_a_compaction_is_staging() {
+    let test = store_of_batches(1, 20).await;
+    let staging = test.store.data_dir().join("events").join("_staging");
+    std::fs::create_dir_all(&staging).unwrap();
+    let id = test.store.id().to_string();
+    let fresh = staging.join(format!("{id}.in-progress-2026-11-01.parquet"));
+    let stale = staging.join(format!("{id}.crashed-2026-11-01.parquet"));
+    std::fs::write(&fresh, "being written").unwrap();
+    std::fs::write(&stale, "left by a crash").unwrap();
+    let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7_200);
+    std::fs::File::options()
+        .write(true)
+        .open(&stale)
+        .unwrap()
+        .set_modified(two_hours_ago)
+        .unwrap();
+    let other = open_store(test.store.data_dir()).await;
+    assert!(fresh.exists(), "a file staged in the last hour was deleted");
+    assert!(!stale.exists(), "an old staged file of this store was kept");
+    drop(other);
+}
