@@ -1,7 +1,8 @@
 //! Leadership of the background duties of `nudge serve` (compaction, the windows refresh):
 //! several processes may share one store, and these are done by one of them at a time, the
-//! holder of a lease it renews every few seconds. A leader killed stops renewing; another takes
-//! the lease within [`TTL_MS`] and a renewal period.
+//! holder of a lease it renews every third of its length. A leader killed stops renewing;
+//! another takes the lease within its length and a renewal period (13 s with the default
+//! [`TTL_MS`]).
 //!
 //! It saves duplicated work, not correctness: each duty is safe when two run at once (a
 //! compaction swaps under the write lock and a stale plan changes nothing; windows files are
@@ -18,17 +19,17 @@ use crate::store::Store;
 
 /// The lease's name in the store.
 pub const LEASE: &str = "background-duties";
-/// How long a lease lasts without renewal.
+/// How long a lease lasts without renewal, by default (`nudge serve --leader-lease-seconds`).
 pub const TTL_MS: i64 = 10_000;
-/// How often the holder renews it and the others try to take it.
-pub const RENEW_EVERY: Duration = Duration::from_secs(3);
 
-/// Takes and renews the lease for `owner` until `shutdown`, keeping `leading` true exactly
-/// while it is held (false as soon as a renewal fails), calling `changed` on each change; on
-/// shutdown the lease is released so another process takes it at once.
+/// Takes and renews the lease (lasting `ttl_ms`, renewed every third of that) for `owner` until
+/// `shutdown`, keeping `leading` true exactly while it is held (false as soon as a renewal
+/// fails), calling `changed` on each change; on shutdown the lease is released so another
+/// process takes it at once.
 pub async fn lead(
     store: Store,
     owner: String,
+    ttl_ms: i64,
     leading: Arc<AtomicBool>,
     mut shutdown: watch::Receiver<bool>,
     mut changed: impl FnMut(bool) + Send,
@@ -36,7 +37,7 @@ pub async fn lead(
     loop {
         let now_ms = chrono::Utc::now().timestamp_millis();
         let held = match store
-            .hold_lease(LEASE, &owner, now_ms, now_ms + TTL_MS)
+            .hold_lease(LEASE, &owner, now_ms, now_ms + ttl_ms)
             .await
         {
             Ok(held) => held,
@@ -49,7 +50,7 @@ pub async fn lead(
             changed(held);
         }
         tokio::select! {
-            _ = tokio::time::sleep(RENEW_EVERY) => {}
+            _ = tokio::time::sleep(Duration::from_millis(ttl_ms.max(3) as u64 / 3)) => {}
             _ = shutdown.changed() => break,
         }
     }

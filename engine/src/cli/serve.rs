@@ -34,6 +34,11 @@ pub struct Args {
     /// default zone; 0 never
     #[arg(long, value_name = "SECONDS", default_value_t = 900)]
     windows_every: u64,
+    /// Of the processes sharing the store, one does the background duties (compaction, the
+    /// windows refresh) under a lease this long, renewed every third of it: a leader that dies
+    /// is replaced within about 4/3 of it
+    #[arg(long, value_name = "SECONDS", default_value_t = nudge_engine::leader::TTL_MS as u64 / 1_000)]
+    leader_lease_seconds: u64,
     #[command(flatten)]
     clock: super::ClockArgs,
 }
@@ -118,6 +123,7 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
             std::process::id(),
             chrono::Utc::now().timestamp_millis()
         ),
+        args.leader_lease_seconds.max(1) as i64 * 1_000,
         leading.clone(),
         shutdown.clone(),
         |held| {
