@@ -20,12 +20,7 @@ pub async fn post(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let started = std::time::Instant::now();
-    let answer = answer(&service, headers, body).await;
-    service
-        .metrics
-        .duration("/v1/events", started.elapsed().as_secs_f64());
-    answer
+    answer(&service, headers, body).await
 }
 
 async fn answer(service: &Service, headers: HeaderMap, body: Bytes) -> Response {

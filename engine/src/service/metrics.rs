@@ -28,8 +28,8 @@ pub struct Metrics {
     events: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     /// (event, result) → pushes.
     pushes: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
-    /// route → (bucket counts, count, sum of seconds).
-    durations: Mutex<BTreeMap<&'static str, Histogram>>,
+    /// route (its template, e.g. `/v1/users/{id}`) → (bucket counts, count, sum of seconds).
+    durations: Mutex<BTreeMap<String, Histogram>>,
     scrapes: AtomicU64,
 }
 
@@ -54,9 +54,12 @@ impl Metrics {
             .or_default() += 1;
     }
 
-    pub fn duration(&self, route: &'static str, seconds: f64) {
+    pub fn duration(&self, route: &str, seconds: f64) {
         let mut durations = self.durations.lock().unwrap();
-        let (buckets, count, sum) = durations.entry(route).or_default();
+        if !durations.contains_key(route) {
+            durations.insert(route.to_string(), Histogram::default());
+        }
+        let (buckets, count, sum) = durations.get_mut(route).expect("inserted above");
         for (bucket, bound) in buckets.iter_mut().zip(BUCKETS) {
             if seconds <= bound {
                 *bucket += 1;

@@ -230,8 +230,32 @@ pub fn router(service: Arc<Service>) -> Router {
                 .layer(axum::extract::DefaultBodyLimit::max(body_limit)),
         )
         .route("/metrics", axum::routing::get(metrics::scrape))
+        .route_layer(axum::middleware::from_fn_with_state(
+            service.clone(),
+            time_request,
+        ))
         .layer(axum::middleware::from_fn(log_request))
         .with_state(service)
+}
+
+/// Counts every matched request's time in `/metrics`, by its route's template (a bounded set of
+/// labels: never a user or send id).
+async fn time_request(
+    axum::extract::State(service): axum::extract::State<Arc<Service>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|path| path.as_str().to_string())
+        .unwrap_or_else(|| "other".into());
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    service
+        .metrics
+        .duration(&route, started.elapsed().as_secs_f64());
+    response
 }
 
 /// One debug line per request: method, path (never the query: it may carry signatures), status

@@ -22,12 +22,8 @@ pub async fn receive(
     method: Method,
     body: Bytes,
 ) -> Response {
-    let started = std::time::Instant::now();
     let (event, result, answer) = answer(&service, &connector, &query, method, &body).await;
     service.metrics.push(event, result);
-    service
-        .metrics
-        .duration("/wechat/push", started.elapsed().as_secs_f64());
     answer
 }
 

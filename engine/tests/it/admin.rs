@@ -275,6 +275,7 @@ async fn a_subscription_lives_from_popup_to_delivery_result_through_the_service(
         "nudge_pushes_total{event=\"subscription\",result=\"stored\"} 1",
         "nudge_pushes_total{event=\"delivery\",result=\"stored\"} 2",
         "nudge_sends{connector=\"wechat\",state=\"sent\"} 1",
+        "nudge_http_request_duration_seconds_count{route=\"/v1/rules/explain\"} 3",
     ] {
         assert!(
             metrics.lines().any(|l| l == line),

@@ -522,7 +522,7 @@ async fn wechat_pushes_are_verified_stored_once_and_grant_credits() {
         "nudge_pushes_total{event=\"url_check\",result=\"answered\"} 1",
         "nudge_events_total{source=\"push\",result=\"accepted\"} 2",
         "nudge_events_total{source=\"push\",result=\"duplicate\"} 2",
-        "nudge_http_request_duration_seconds_count{route=\"/wechat/push\"} 7",
+        "nudge_http_request_duration_seconds_count{route=\"/wechat/push/{connector}\"} 7",
     ] {
         assert!(
             metrics.lines().any(|l| l == line),
