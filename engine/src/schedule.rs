@@ -205,7 +205,12 @@ pub async fn refresh_windows(store: &Store, config: &Config, campaign: &str, now
     .await
     {
         Ok(scoring::Refreshed::Fresh) => {}
-        Ok(done) => tracing::info!(campaign, ?done, "windows refreshed before the run"),
+        Ok(scoring::Refreshed::Updated(_)) => {
+            tracing::info!(campaign, "windows rolled forward before the run")
+        }
+        Ok(scoring::Refreshed::Computed(_)) => {
+            tracing::info!(campaign, "windows computed before the run")
+        }
         Err(error) => tracing::warn!(
             campaign,
             error = %error,

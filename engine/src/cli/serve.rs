@@ -282,26 +282,22 @@ async fn keep_windows_fresh(
         let local = now.with_timezone(&config.default_tz);
         let nightly = last_full != Some(local.date_naive()) && chrono::Timelike::hour(&local) >= 3;
         let started = std::time::Instant::now();
-        let updated = if nightly {
-            Err(None)
-        } else {
-            scoring::update(&store, &config.windows, config.default_tz, now)
+        // An update (a compute when there is nothing to update), or the nightly compute.
+        let refreshed = if nightly {
+            scoring::compute(&store, &config.windows, config.default_tz, now)
                 .await
-                .map_err(Some)
+                .map(scoring::Refreshed::Computed)
+        } else {
+            scoring::refresh(&store, &config.windows, config.default_tz, now, 0).await
         };
-        let result = match updated {
-            Ok(report) => Ok(("updated", report)),
-            Err(reason) => {
-                if let Some(reason) = reason {
-                    tracing::info!(reason = %reason, "windows: a full compute instead of an update");
-                }
-                let computed =
-                    scoring::compute(&store, &config.windows, config.default_tz, now).await;
-                if computed.is_ok() {
-                    last_full = Some(local.date_naive());
-                }
-                computed.map(|report| ("computed", report))
+        let result = match refreshed {
+            Ok(scoring::Refreshed::Fresh) => continue,
+            Ok(scoring::Refreshed::Updated(report)) => Ok(("updated", report)),
+            Ok(scoring::Refreshed::Computed(report)) => {
+                last_full = Some(local.date_naive());
+                Ok(("computed", report))
             }
+            Err(error) => Err(error),
         };
         match result {
             Ok((done, report)) => println!(

@@ -542,14 +542,14 @@ async fn finish(
 pub const FRESH_FOR_MS: i64 = 15 * 60_000;
 
 /// What [`refresh`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Refreshed {
     /// The stored windows were no older than asked.
     Fresh,
-    Updated,
+    Updated(ComputeReport),
     /// None were stored, or the stored ones could not be rolled forward (another
     /// configuration, another version): computed from all events.
-    Computed,
+    Computed(ComputeReport),
 }
 
 /// Makes the stored windows no older than `max_age_ms` at `as_of`: nothing when they are,
@@ -569,14 +569,15 @@ pub async fn refresh(
             return Ok(Refreshed::Fresh);
         }
         match update(store, config, default_tz, as_of).await {
-            Ok(_) => return Ok(Refreshed::Updated),
+            Ok(report) => return Ok(Refreshed::Updated(report)),
             Err(error) => {
                 tracing::info!(error = %error, "windows: a full compute instead of an update")
             }
         }
     }
-    compute(store, config, default_tz, as_of).await?;
-    Ok(Refreshed::Computed)
+    Ok(Refreshed::Computed(
+        compute(store, config, default_tz, as_of).await?,
+    ))
 }
 
 /// Learns the rhythm types from the users with plenty of events (all users when too few have),

@@ -56,10 +56,7 @@ impl Metrics {
 
     pub fn duration(&self, route: &str, seconds: f64) {
         let mut durations = self.durations.lock().unwrap();
-        if !durations.contains_key(route) {
-            durations.insert(route.to_string(), Histogram::default());
-        }
-        let (buckets, count, sum) = durations.get_mut(route).expect("inserted above");
+        let (buckets, count, sum) = durations.entry(route.to_string()).or_default();
         for (bucket, bound) in buckets.iter_mut().zip(BUCKETS) {
             if seconds <= bound {
                 *bucket += 1;

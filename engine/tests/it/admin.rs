@@ -5,7 +5,7 @@
 use nudge_connectors::wechat::crypto::{self, AesKey};
 use serde_json::{Value, json};
 
-use super::service::{KEY, serve_with, stop};
+use super::service::{KEY, assert_metrics, serve_with, stop};
 
 const EVENTS_KEY: &str = "events-key-0123456789abcdef";
 const PUSH_TOKEN: &str = "push-token";
@@ -261,27 +261,18 @@ async fn a_subscription_lives_from_popup_to_delivery_result_through_the_service(
     assert_eq!(status, 404);
 
     // /metrics counts the send by its outcome and both pushes by their event.
-    let metrics = reqwest::Client::new()
-        .get(format!("{base}/metrics"))
-        .header("authorization", format!("Bearer {KEY}"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    for line in [
-        "nudge_send_outcomes_total{connector=\"wechat\",outcome=\"sent\"} 1",
-        "nudge_pushes_total{event=\"subscription\",result=\"stored\"} 1",
-        "nudge_pushes_total{event=\"delivery\",result=\"stored\"} 2",
-        "nudge_sends{connector=\"wechat\",state=\"sent\"} 1",
-        "nudge_http_request_duration_seconds_count{route=\"/v1/rules/explain\"} 3",
-    ] {
-        assert!(
-            metrics.lines().any(|l| l == line),
-            "{line} not in:\n{metrics}"
-        );
-    }
+    assert_metrics(
+        &base,
+        KEY,
+        &[
+            "nudge_send_outcomes_total{connector=\"wechat\",outcome=\"sent\"} 1",
+            "nudge_pushes_total{event=\"subscription\",result=\"stored\"} 1",
+            "nudge_pushes_total{event=\"delivery\",result=\"stored\"} 2",
+            "nudge_sends{connector=\"wechat\",state=\"sent\"} 1",
+            "nudge_http_request_duration_seconds_count{route=\"/v1/rules/explain\"} 3",
+        ],
+    )
+    .await;
     stop(child);
     assert_eq!(mock.delivered().len(), 1, "one send, never two");
 }

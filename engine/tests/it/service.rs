@@ -56,6 +56,21 @@ pub(super) fn serve_with(
     (child, base)
 }
 
+/// Asserts that `/metrics` (read with `key`, if any) has each of `lines` as a whole line.
+pub(super) async fn assert_metrics(base: &str, key: &str, lines: &[&str]) {
+    let mut request = reqwest::Client::new().get(format!("{base}/metrics"));
+    if !key.is_empty() {
+        request = request.header("authorization", format!("Bearer {key}"));
+    }
+    let metrics = request.send().await.unwrap().text().await.unwrap();
+    for line in lines {
+        assert!(
+            metrics.lines().any(|l| l == *line),
+            "{line} not in:\n{metrics}"
+        );
+    }
+}
+
 pub(super) fn stop(mut child: Child) {
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -508,27 +523,19 @@ async fn wechat_pushes_are_verified_stored_once_and_grant_credits() {
     assert_eq!(answer.status(), 200);
 
     // What /metrics says of all that (no key is configured on this loopback service).
-    let metrics = client
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    for line in [
-        "nudge_pushes_total{event=\"subscription\",result=\"stored\"} 4",
-        "nudge_pushes_total{event=\"unknown\",result=\"unauthorized\"} 2",
-        "nudge_pushes_total{event=\"url_check\",result=\"answered\"} 1",
-        "nudge_events_total{source=\"push\",result=\"accepted\"} 2",
-        "nudge_events_total{source=\"push\",result=\"duplicate\"} 2",
-        "nudge_http_request_duration_seconds_count{route=\"/wechat/push/{connector}\"} 7",
-    ] {
-        assert!(
-            metrics.lines().any(|l| l == line),
-            "{line} not in:\n{metrics}"
-        );
-    }
+    assert_metrics(
+        &base,
+        "",
+        &[
+            "nudge_pushes_total{event=\"subscription\",result=\"stored\"} 4",
+            "nudge_pushes_total{event=\"unknown\",result=\"unauthorized\"} 2",
+            "nudge_pushes_total{event=\"url_check\",result=\"answered\"} 1",
+            "nudge_events_total{source=\"push\",result=\"accepted\"} 2",
+            "nudge_events_total{source=\"push\",result=\"duplicate\"} 2",
+            "nudge_http_request_duration_seconds_count{route=\"/wechat/push/{connector}\"} 7",
+        ],
+    )
+    .await;
     stop(child);
 
     let granted = credits(dir.path(), "TMPL_A").unwrap_or_default();
