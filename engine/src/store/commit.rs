@@ -68,7 +68,7 @@ pub struct Committed {
 
 /// Adds manifest rows for `written`, the segments of batch (or compaction) `batch_name`.
 pub(super) async fn record_segments(
-    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     written: &[segments::Segment],
     batch_name: &str,
     now_ms: i64,
@@ -209,7 +209,7 @@ impl Store {
     /// SQL transaction. A crash at any point leaves all of the batch or none of it visible.
     pub async fn commit_batch(&self, batch: Batch<'_>) -> Result<Committed> {
         let started = std::time::Instant::now();
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = super::sql::begin_write(&self.pool).await?;
         let received = batch.events.len() as u64;
         let (ids, changes) = match batch.prepared {
             Some(prepared) => (Some(prepared.ids), Some(prepared.changes)),
@@ -262,7 +262,7 @@ impl Store {
     /// Returns the segments and the number of events stored.
     async fn write_and_record(
         &self,
-        mut tx: sqlx::Transaction<'static, sqlx::Sqlite>,
+        mut tx: sqlx::Transaction<'static, sqlx::Any>,
         events: EventBatch,
         changes: Option<StateChanges>,
         file: Option<FileMark<'_>>,
@@ -355,7 +355,7 @@ impl Store {
     /// underneath; segments committed by other processes are read when first listed.
     async fn drop_seen_ids(
         &self,
-        tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
         events: EventBatch,
         ids: Option<IdsByDay>,
         touched: &mut Vec<String>,
@@ -377,11 +377,13 @@ impl Store {
                 .map(|(day, _)| (day.clone(), seen.listed_to(day)))
                 .collect()
         };
-        let listed: Vec<(String, String, i64)> = sqlx::query_as(
+        let listed: Vec<(String, String, i64)> = sqlx::query_as(super::sql::Backend::of_tx(tx).pick(
             "SELECT s.day, s.path, s.seq FROM json_each($1) AS j
              JOIN segments AS s ON s.day = json_extract(j.value, '$[0]')
                                AND s.seq > json_extract(j.value, '$[1]')",
-        )
+            "SELECT s.day, s.path, s.seq FROM json_array_elements($1::json) AS j
+             JOIN segments AS s ON s.day = j.value->>0 AND s.seq > (j.value->>1)::bigint",
+        ))
         .bind(serde_json::to_string(&bounds).expect("strings and numbers serialise"))
         .fetch_all(&mut **tx)
         .await?;

@@ -17,6 +17,8 @@ use std::sync::atomic::AtomicU64;
 
 use sqlx::Row;
 
+use super::sql::with_json_list;
+
 use super::commit::record_segments;
 use super::{Store, crash_point, segments, state};
 use crate::{Error, Result};
@@ -173,9 +175,11 @@ impl Store {
 
     /// Whether all `count` segments of the JSON list `paths` are still in the manifest.
     async fn still_listed(&self, paths: &str, count: usize) -> Result<bool> {
-        let listed: i64 = sqlx::query(
-            "SELECT COUNT(*) FROM segments WHERE path IN (SELECT value FROM json_each($1))",
-        )
+        let listed: i64 = sqlx::query(with_json_list!(
+            self.backend,
+            "SELECT COUNT(*) FROM segments WHERE path IN (SELECT value FROM ",
+            ")"
+        ))
         .bind(paths)
         .fetch_one(&self.pool)
         .await?
@@ -243,16 +247,18 @@ impl Store {
             }
             Err(error) => return Err(error),
         };
-        let mut tx = match self.pool.begin_with("BEGIN IMMEDIATE").await {
+        let mut tx = match super::sql::begin_write(&self.pool).await {
             Ok(tx) => tx,
             Err(error) => {
                 segments::discard_staged(&staged);
-                return Err(error.into());
+                return Err(error);
             }
         };
-        let still: i64 = match sqlx::query(
-            "SELECT COUNT(*) FROM segments WHERE path IN (SELECT value FROM json_each($1))",
-        )
+        let still: i64 = match sqlx::query(with_json_list!(
+            self.backend,
+            "SELECT COUNT(*) FROM segments WHERE path IN (SELECT value FROM ",
+            ")"
+        ))
         .bind(&old)
         .fetch_one(&mut *tx)
         .await
@@ -274,15 +280,20 @@ impl Store {
         crash_point("compact:after-segments", &AFTER_SEGMENTS);
         let swapped = async {
             let now = chrono::Utc::now().timestamp_millis();
-            sqlx::query("DELETE FROM segments WHERE path IN (SELECT value FROM json_each($1))")
+            sqlx::query(with_json_list!(
+                self.backend,
+                "DELETE FROM segments WHERE path IN (SELECT value FROM ",
+                ")"
+            ))
                 .bind(&old)
                 .execute(&mut *tx)
                 .await?;
             record_segments(&mut tx, &written, &batch_name, now).await?;
-            sqlx::query(
-                "INSERT INTO retired_segments (path, retired_ms)
-                 SELECT value, $2 FROM json_each($1)",
-            )
+            sqlx::query(with_json_list!(
+                self.backend,
+                "INSERT INTO retired_segments (path, retired_ms) SELECT value, $2 FROM ",
+                ""
+            ))
             .bind(&old)
             .bind(now)
             .execute(&mut *tx)
@@ -335,7 +346,11 @@ impl Store {
                 Err(source) => return Err(Error::io(&file, source)),
             }
         }
-        sqlx::query("DELETE FROM retired_segments WHERE path IN (SELECT value FROM json_each($1))")
+        sqlx::query(with_json_list!(
+            self.backend,
+            "DELETE FROM retired_segments WHERE path IN (SELECT value FROM ",
+            ")"
+        ))
             .bind(state::json_list(paths))
             .execute(&self.pool)
             .await?;

@@ -1,7 +1,8 @@
-//! Schema migrations: the SQL files under `engine/migrations/sqlite/`, embedded in the binary
-//! and applied in order on open by sqlx's migrator (recorded, with checksums, in
-//! `_sqlx_migrations`). Never edit a migration that has shipped: add another file, and its line
-//! below (a test fails on a file not listed).
+//! Schema migrations, one folder per backend: the SQL files under `engine/migrations/sqlite/`
+//! and `engine/migrations/postgres/`, embedded in the binary and applied in order on open by
+//! sqlx's migrator (recorded, with checksums, in `_sqlx_migrations`). Never edit a migration
+//! that has shipped: add another file, and its line below (a test fails on a file not listed).
+//! A change to the schema is a file in each folder.
 //!
 //! The files are listed by hand rather than found by `sqlx::migrate!`: that macro needs sqlx's
 //! `macros` feature, whose dependencies change the features polars is built with and so cost a
@@ -9,23 +10,32 @@
 
 use std::sync::LazyLock;
 
+use sqlx::AnyPool;
 use sqlx::SqlSafeStr;
-use sqlx::SqlitePool;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 
+use super::sql::Backend;
 use crate::Result;
 
 /// A migration file's (name, contents), embedded at build time.
-macro_rules! sqlite_file {
-    ($name:literal) => {
+macro_rules! migration_file {
+    ($folder:literal, $name:literal) => {
         (
             $name,
             include_str!(concat!(
                 env!("CARGO_MANIFEST_DIR"),
-                "/migrations/sqlite/",
+                "/migrations/",
+                $folder,
+                "/",
                 $name
             )),
         )
+    };
+}
+
+macro_rules! sqlite_file {
+    ($name:literal) => {
+        migration_file!("sqlite", $name)
     };
 }
 
@@ -44,8 +54,14 @@ const SQLITE_FILES: &[(&str, &str)] = &[
     sqlite_file!("0011_leases.sql"),
 ];
 
+/// The PostgreSQL schema: the state SQLite's files arrive at, then changes made after it.
+const POSTGRES_FILES: &[(&str, &str)] = &[migration_file!("postgres", "0001_schema.sql")];
+
 static SQLITE: LazyLock<Migrator> =
     LazyLock::new(|| Migrator::with_migrations(migrations(SQLITE_FILES)));
+
+static POSTGRES: LazyLock<Migrator> =
+    LazyLock::new(|| Migrator::with_migrations(migrations(POSTGRES_FILES)));
 
 /// sqlx migrations from `NNNN_words.sql` files: version NNNN, description "words".
 fn migrations(files: &[(&'static str, &'static str)]) -> Vec<Migration> {
@@ -67,19 +83,27 @@ fn migrations(files: &[(&'static str, &'static str)]) -> Vec<Migration> {
 
 /// Brings the schema up to date. A store written before nudge used sqlx's migrator records what
 /// it applied in `schema_migrations`: those versions are marked applied (not run again) first.
-pub(super) async fn run(pool: &SqlitePool) -> Result<()> {
-    adopt_legacy_record(pool).await?;
-    if let Err(first) = SQLITE.run(pool).await {
+pub(super) async fn run(pool: &AnyPool, backend: Backend) -> Result<()> {
+    let migrator: &Migrator = match backend {
+        Backend::Sqlite => {
+            adopt_legacy_record(pool).await?;
+            &SQLITE
+        }
+        // sqlx's migrator takes a PostgreSQL advisory lock while it runs: processes opening a
+        // new store at once apply it one after the other.
+        Backend::Postgres => &POSTGRES,
+    };
+    if let Err(first) = migrator.run(pool).await {
         // Two processes opening a new store at once: the one that lost the race sees tables the
         // other just made. What is applied is read again; a real failure fails again.
         tracing::debug!(error = %first, "migrations raced; checking again");
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        SQLITE.run(pool).await?;
+        migrator.run(pool).await?;
     }
     Ok(())
 }
 
-async fn adopt_legacy_record(pool: &SqlitePool) -> Result<()> {
+async fn adopt_legacy_record(pool: &AnyPool) -> Result<()> {
     let tables: Vec<String> = sqlx::query_scalar(
         "SELECT name FROM sqlite_master WHERE type = 'table'
              AND name IN ('schema_migrations', '_sqlx_migrations')",
@@ -110,20 +134,26 @@ mod tests {
 
     #[test]
     fn every_migration_file_is_listed() {
-        let folder = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
-        let mut on_disk: Vec<String> = std::fs::read_dir(folder)
-            .unwrap()
-            .map(|entry| entry.unwrap().file_name().to_string_lossy().to_string())
-            .collect();
-        on_disk.sort();
-        let listed: Vec<&str> = SQLITE_FILES.iter().map(|(name, _)| *name).collect();
-        assert_eq!(on_disk, listed);
+        for (folder, files) in [("sqlite", SQLITE_FILES), ("postgres", POSTGRES_FILES)] {
+            let folder = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("migrations")
+                .join(folder);
+            let mut on_disk: Vec<String> = std::fs::read_dir(folder)
+                .unwrap()
+                .map(|entry| entry.unwrap().file_name().to_string_lossy().to_string())
+                .collect();
+            on_disk.sort();
+            let listed: Vec<&str> = files.iter().map(|(name, _)| *name).collect();
+            assert_eq!(on_disk, listed);
+        }
     }
 
     #[test]
     fn migrations_are_numbered_from_one_without_gaps() {
-        let versions: Vec<i64> = SQLITE.iter().map(|m| m.version).collect();
-        let expected: Vec<i64> = (1..=versions.len() as i64).collect();
-        assert_eq!(versions, expected);
+        for migrator in [&*SQLITE, &*POSTGRES] {
+            let versions: Vec<i64> = migrator.iter().map(|m| m.version).collect();
+            let expected: Vec<i64> = (1..=versions.len() as i64).collect();
+            assert_eq!(versions, expected);
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! The store: SQL state (manifest, credits, profiles) and the columnar event segments.
 //!
 //! Only this module issues SQL. Statements use `$n` placeholders and `ON CONFLICT` so they run
-//! unchanged on SQLite and PostgreSQL.
+//! unchanged on SQLite and PostgreSQL; what differs between the two is in [`sql`].
 
 mod bulk;
 mod commit;
@@ -13,21 +13,20 @@ mod runs;
 mod seen;
 pub mod segments;
 mod sends;
+pub mod sql;
 mod state;
 pub mod states;
 mod templates;
 
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::{AnyPool, Row};
 
 pub use commit::{Batch, Committed, FileMark, FileProgress, Prepared};
 pub use compact::{CompactOptions, Compacted, DayCompacted, DayToCompact, KEEP_REPLACED_MS};
 pub use runs::RunEnd;
+pub use sql::Backend;
 pub use seen::DEFAULT_BUDGET_MIB as DEFAULT_ID_CACHE_MIB;
 pub use state::{CreditSummary, StateChanges, StateQuery, UserState};
 pub use states::{RunState, SendState};
@@ -74,7 +73,8 @@ fn crash_point_after_segments() {
 /// The opened store.
 #[derive(Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    pool: AnyPool,
+    backend: Backend,
     data_dir: PathBuf,
     /// This store's id (in `store_meta`): the prefix of its batch names.
     id: Arc<str>,
@@ -87,7 +87,7 @@ pub struct Store {
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
     pub data_dir: PathBuf,
-    /// `sqlite://…`.
+    /// `sqlite://FILE` or `postgres://USER@HOST/DATABASE`.
     pub database_url: String,
     /// Memory for the event ids the duplicate check keeps (`ingest.id_cache_mib`).
     pub id_cache_bytes: usize,
@@ -100,38 +100,13 @@ impl Store {
         let data_dir = options.data_dir.clone();
         std::fs::create_dir_all(segments::events_dir(&data_dir))
             .map_err(|source| Error::io(&data_dir, source))?;
-        let url = options.database_url.clone();
-        if !url.starts_with("sqlite:") {
-            return Err(Error::Usage(format!(
-                "database_url: only sqlite: URLs are supported by this build (got scheme '{}')",
-                url.split(':').next().unwrap_or_default()
-            )));
-        }
-        let connect = SqliteConnectOptions::from_str(&url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // FULL: a commit is on disk when it returns. With NORMAL a power loss could roll back
-            // a committed claim or `sent`, and the send would go out again.
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(30))
-            // 64 MiB of page cache: event-id lookups and state upserts stay in memory.
-            .pragma("cache_size", "-65536")
-            .pragma("temp_store", "memory")
-            // Checkpoint the WAL at 64 MiB rather than SQLite's 4 MiB: a batch whose users are
-            // spread over the whole user index (a time-ordered export) dirties pages all over
-            // it, and each checkpoint then copies the pages the last few batches rewrote once
-            // instead of after every commit (10M time-ordered events: 1.4-1.6 s of commits
-            // instead of 2.4-2.5 s).
-            .pragma("wal_autocheckpoint", "16384")
-            .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(connect)
-            .await?;
-        migrations::run(&pool).await?;
+        let backend = Backend::of_url(&options.database_url)?;
+        let pool = sql::connect(&options.database_url, backend).await?;
+        migrations::run(&pool, backend).await?;
         let id = store_id(&pool).await?;
         let store = Store {
             pool,
+            backend,
             data_dir,
             id,
             seen: Arc::new(Mutex::new(seen::SeenIds::with_budget(
@@ -180,7 +155,7 @@ impl Store {
 
     /// Number of committed segments and the rows they hold.
     pub async fn segment_totals(&self) -> Result<(u64, u64)> {
-        let row = sqlx::query("SELECT COUNT(*), COALESCE(SUM(rows), 0) FROM segments")
+        let row = sqlx::query("SELECT COUNT(*), CAST(COALESCE(SUM(rows), 0) AS BIGINT) FROM segments")
             .fetch_one(&self.pool)
             .await?;
         Ok((row.get::<i64, _>(0) as u64, row.get::<i64, _>(1) as u64))
@@ -239,7 +214,7 @@ impl Store {
                 "removed segment files compactions replaced"
             );
         }
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = sql::begin_write(&self.pool).await?;
         // Replaced files still kept for running scans are not orphans.
         let known: std::collections::HashSet<String> =
             sqlx::query("SELECT path FROM segments UNION ALL SELECT path FROM retired_segments")
@@ -290,9 +265,20 @@ impl Store {
         &self.id
     }
 
-    /// The SQLite `synchronous` level of the store's connections: `full`, so a commit is on
-    /// disk when it returns.
+    /// Which database holds the store's SQL state.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// How durable a commit is when it returns: SQLite's `synchronous` level (`full`: on disk),
+    /// or PostgreSQL's `synchronous_commit` setting (`on`: flushed to the WAL).
     pub async fn synchronous(&self) -> Result<String> {
+        if self.backend == Backend::Postgres {
+            return Ok(sqlx::query("SELECT current_setting('synchronous_commit')")
+                .fetch_one(&self.pool)
+                .await?
+                .get(0));
+        }
         let level: i64 = sqlx::query("PRAGMA synchronous")
             .fetch_one(&self.pool)
             .await?
@@ -307,8 +293,12 @@ impl Store {
         .to_string())
     }
 
-    /// Copies the write-ahead log into the database file (before a file-level backup).
+    /// Copies the write-ahead log into the database file (before a file-level backup of an
+    /// SQLite store; PostgreSQL is backed up with its own tools, and this does nothing there).
     pub async fn checkpoint(&self) -> Result<()> {
+        if self.backend == Backend::Postgres {
+            return Ok(());
+        }
         sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
             .execute(&self.pool)
             .await?;
@@ -322,7 +312,7 @@ impl Store {
 }
 
 /// The store's id, made on first open: 12 hex digits from the clock, the process and a counter.
-async fn store_id(pool: &SqlitePool) -> Result<Arc<str>> {
+async fn store_id(pool: &AnyPool) -> Result<Arc<str>> {
     let made = format!(
         "{:012x}",
         xxhash_rust::xxh3::xxh3_64(

@@ -16,7 +16,9 @@
 
 use std::collections::BTreeMap;
 
-use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+use sqlx::{AnyPool, Row};
+
+use super::sql::Query;
 
 use super::states::{SendState, Statement, with_states};
 use crate::Result;
@@ -134,9 +136,9 @@ pub struct Recorded {
 }
 
 /// Inserts sends, ignoring those whose dedup key is already there. Returns how many were new.
-pub(super) async fn enqueue(pool: &SqlitePool, sends: &[NewSend], now_ms: i64) -> Result<Enqueued> {
+pub(super) async fn enqueue(pool: &AnyPool, sends: &[NewSend], now_ms: i64) -> Result<Enqueued> {
     let mut done = Enqueued::default();
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let mut tx = super::sql::begin_write(pool).await?;
     // Sends that cancel others go one by one: each needs its victims still `planned`. The
     // write lock is held, so no dispatcher can claim between the check and the update.
     for new in sends.iter().filter(|n| !n.cancel.is_empty()) {
@@ -149,21 +151,14 @@ pub(super) async fn enqueue(pool: &SqlitePool, sends: &[NewSend], now_ms: i64) -
             done.duplicates += 1;
             continue;
         }
-        let mut check = QueryBuilder::<Sqlite>::new(
-            "SELECT COUNT(*) FROM sends WHERE state = 'planned' AND id IN (",
-        );
-        let mut ids = check.separated(", ");
-        for id in &new.cancel {
-            ids.push_bind(*id);
-        }
-        check.push(")");
+        let mut check = Query::new("SELECT COUNT(*) FROM sends WHERE state = 'planned' AND id IN ");
+        check.push_list(new.cancel.iter().copied());
         let pending: i64 = check.build().fetch_one(&mut *tx).await?.get(0);
         if pending as usize != new.cancel.len() {
             done.lost_races += 1;
             continue;
         }
-        let mut cancel =
-            QueryBuilder::<Sqlite>::new("UPDATE sends SET state = 'cancelled', failure = ");
+        let mut cancel = Query::new("UPDATE sends SET state = 'cancelled', failure = ");
         cancel
             .push_bind(format!(
                 "preempted by campaign {} (priority {})",
@@ -171,12 +166,8 @@ pub(super) async fn enqueue(pool: &SqlitePool, sends: &[NewSend], now_ms: i64) -
             ))
             .push(", updated_ms = ")
             .push_bind(now_ms)
-            .push(" WHERE state = 'planned' AND id IN (");
-        let mut ids = cancel.separated(", ");
-        for id in &new.cancel {
-            ids.push_bind(*id);
-        }
-        cancel.push(")");
+            .push(" WHERE state = 'planned' AND id IN ")
+            .push_list(new.cancel.iter().copied());
         done.cancelled += cancel.build().execute(&mut *tx).await?.rows_affected();
         done.added += insert(&mut tx, std::slice::from_ref(new), now_ms).await?;
     }
@@ -195,7 +186,7 @@ pub(super) async fn enqueue(pool: &SqlitePool, sends: &[NewSend], now_ms: i64) -
 }
 
 async fn insert(
-    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     sends: &[NewSend],
     now_ms: i64,
 ) -> Result<u64> {
@@ -205,7 +196,7 @@ async fn insert(
 
 /// Inserts rows, leaving existing dedup keys alone; returns how many were new.
 async fn insert_refs(
-    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     sends: &[&NewSend],
     now_ms: i64,
 ) -> Result<u64> {
@@ -246,8 +237,8 @@ async fn insert_refs(
 
 /// Marks `sending` rows whose lease expired as `unknown`, and `planned` rows past their expiry
 /// as `expired`. Returns (unknown, expired).
-pub(super) async fn recover(pool: &SqlitePool, now_ms: i64) -> Result<(u64, u64)> {
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+pub(super) async fn recover(pool: &AnyPool, now_ms: i64) -> Result<(u64, u64)> {
+    let mut tx = super::sql::begin_write(pool).await?;
     let unknown = sqlx::query(
         "UPDATE sends SET state = 'unknown', failure = 'the dispatcher stopped while sending; not resent (no idempotency key)',
              updated_ms = $1 WHERE state = 'sending' AND lease_until < $1",
@@ -263,14 +254,14 @@ pub(super) async fn recover(pool: &SqlitePool, now_ms: i64) -> Result<(u64, u64)
 
 /// Marks `planned` rows past their expiry as `expired`; the dispatcher sweeps while it runs,
 /// so a send that expires waiting is never left due forever. Returns how many.
-pub(super) async fn expire(pool: &SqlitePool, now_ms: i64) -> Result<u64> {
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+pub(super) async fn expire(pool: &AnyPool, now_ms: i64) -> Result<u64> {
+    let mut tx = super::sql::begin_write(pool).await?;
     let expired = expire_in(&mut tx, now_ms).await?;
     tx.commit().await?;
     Ok(expired)
 }
 
-async fn expire_in(tx: &mut sqlx::Transaction<'static, Sqlite>, now_ms: i64) -> Result<u64> {
+async fn expire_in(tx: &mut sqlx::Transaction<'static, sqlx::Any>, now_ms: i64) -> Result<u64> {
     Ok(sqlx::query(
         "UPDATE sends SET state = 'expired', failure = COALESCE(failure, 'not sent before its expiry'), updated_ms = $1
          WHERE state = 'planned' AND expires_at <= $1",
@@ -284,7 +275,7 @@ async fn expire_in(tx: &mut sqlx::Transaction<'static, Sqlite>, now_ms: i64) -> 
 /// Extends the lease of `worker`'s `sending` rows among `ids` to `until_ms` (a paced send may
 /// wait longer than one lease). Returns how many were still this worker's.
 pub(super) async fn renew(
-    pool: &SqlitePool,
+    pool: &AnyPool,
     worker: &str,
     ids: &[i64],
     until_ms: i64,
@@ -292,18 +283,14 @@ pub(super) async fn renew(
     if ids.is_empty() {
         return Ok(0);
     }
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    let mut query = QueryBuilder::<Sqlite>::new("UPDATE sends SET lease_until = ");
+    let mut tx = super::sql::begin_write(pool).await?;
+    let mut query = Query::new("UPDATE sends SET lease_until = ");
     query
         .push_bind(until_ms)
         .push(" WHERE state = 'sending' AND claimed_by = ")
         .push_bind(worker)
-        .push(" AND id IN (");
-    let mut list = query.separated(", ");
-    for id in ids {
-        list.push_bind(*id);
-    }
-    query.push(")");
+        .push(" AND id IN ")
+        .push_list(ids.iter().copied());
     let renewed = query.build().execute(&mut *tx).await?.rows_affected();
     tx.commit().await?;
     Ok(renewed)
@@ -311,8 +298,8 @@ pub(super) async fn renew(
 
 /// Puts a campaign's `paused` sends back to `planned` (after a person fixed what paused it).
 /// Sends past their expiry are expired instead. Returns (resumed, expired).
-pub(super) async fn resume(pool: &SqlitePool, campaign: &str, now_ms: i64) -> Result<(u64, u64)> {
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+pub(super) async fn resume(pool: &AnyPool, campaign: &str, now_ms: i64) -> Result<(u64, u64)> {
+    let mut tx = super::sql::begin_write(pool).await?;
     let expired = sqlx::query(
         "UPDATE sends SET state = 'expired', failure = 'expired while paused', updated_ms = $2
          WHERE campaign = $1 AND state = 'paused' AND expires_at <= $2",
@@ -346,12 +333,12 @@ pub struct Claim<'a> {
 
 /// Claims up to `limit` due sends of `connector` for `worker` with a lease.
 pub(super) async fn claim(
-    pool: &SqlitePool,
+    pool: &AnyPool,
     worker: &str,
     claim: Claim<'_>,
     now_ms: i64,
 ) -> Result<Vec<ClaimedSend>> {
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let mut tx = super::sql::begin_write(pool).await?;
     let claimed = claim_in(&mut tx, worker, claim, now_ms).await?;
     tx.commit().await?;
     Ok(claimed)
@@ -360,14 +347,14 @@ pub(super) async fn claim(
 /// What a dispatcher hands back in one transaction: outcomes to record, sends that never left,
 /// and (optionally) the next claim. One commit (one sync of the disk) instead of three.
 pub(super) async fn settle(
-    pool: &SqlitePool,
+    pool: &AnyPool,
     worker: &str,
     outcomes: &[(ClaimedSend, Outcome)],
     unsent: &[i64],
     next: Option<Claim<'_>>,
     now_ms: i64,
 ) -> Result<(Recorded, Vec<ClaimedSend>)> {
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let mut tx = super::sql::begin_write(pool).await?;
     let recorded = record_in(&mut tx, worker, outcomes, now_ms).await?;
     release_in(&mut tx, worker, unsent, now_ms).await?;
     let claimed = match next {
@@ -379,7 +366,7 @@ pub(super) async fn settle(
 }
 
 async fn claim_in(
-    tx: &mut sqlx::Transaction<'static, Sqlite>,
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     worker: &str,
     claim: Claim<'_>,
     now_ms: i64,
@@ -437,19 +424,19 @@ async fn claim_in(
 
 /// Gives back claimed sends that never left (graceful shutdown).
 pub(super) async fn release(
-    pool: &SqlitePool,
+    pool: &AnyPool,
     worker: &str,
     ids: &[i64],
     now_ms: i64,
 ) -> Result<()> {
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let mut tx = super::sql::begin_write(pool).await?;
     release_in(&mut tx, worker, ids, now_ms).await?;
     tx.commit().await?;
     Ok(())
 }
 
 async fn release_in(
-    tx: &mut sqlx::Transaction<'static, Sqlite>,
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     worker: &str,
     ids: &[i64],
     now_ms: i64,
@@ -469,19 +456,19 @@ async fn release_in(
 /// refused credit is zeroed, a misconfigured campaign is paused. Each row is updated only if it
 /// is still `sending` under `worker`'s claim.
 pub(super) async fn record(
-    pool: &SqlitePool,
+    pool: &AnyPool,
     worker: &str,
     outcomes: &[(ClaimedSend, Outcome)],
     now_ms: i64,
 ) -> Result<Recorded> {
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let mut tx = super::sql::begin_write(pool).await?;
     let done = record_in(&mut tx, worker, outcomes, now_ms).await?;
     tx.commit().await?;
     Ok(done)
 }
 
 async fn record_in(
-    tx: &mut sqlx::Transaction<'static, Sqlite>,
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     worker: &str,
     outcomes: &[(ClaimedSend, Outcome)],
     now_ms: i64,
@@ -579,7 +566,7 @@ async fn record_in(
 
 /// Back to `planned` at `at_ms`, or `expired` when that is past the send's expiry.
 async fn again(
-    tx: &mut sqlx::Transaction<'static, Sqlite>,
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     worker: &str,
     claimed: &ClaimedSend,
     at_ms: i64,
@@ -609,7 +596,7 @@ async fn again(
 }
 
 async fn set_final(
-    tx: &mut sqlx::Transaction<'static, Sqlite>,
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     worker: &str,
     id: i64,
     state: SendState,
@@ -631,7 +618,7 @@ async fn set_final(
 }
 
 async fn ledger(
-    tx: &mut sqlx::Transaction<'static, Sqlite>,
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     send: &PlannedSend,
     change: &str,
     delta: i64,
@@ -656,7 +643,7 @@ async fn ledger(
 /// When the next planned send of `connector` is due, if any (sends already past their expiry
 /// are not due: the next sweep expires them).
 pub(super) async fn next_due(
-    pool: &SqlitePool,
+    pool: &AnyPool,
     connector: &str,
     now_ms: i64,
 ) -> Result<Option<i64>> {
@@ -672,7 +659,7 @@ pub(super) async fn next_due(
 
 /// Counts by state and failure reason, optionally for one campaign.
 pub(super) async fn status(
-    pool: &SqlitePool,
+    pool: &AnyPool,
     campaign: Option<&str>,
 ) -> Result<Vec<(String, Option<String>, u64)>> {
     static STATUS: Statement = Statement::new(|| {
@@ -711,7 +698,7 @@ pub struct UserSend {
 }
 
 /// `user_id`'s latest sends (by planned time), at most `limit`.
-pub(super) async fn of_user(pool: &SqlitePool, user_id: &str, limit: i64) -> Result<Vec<UserSend>> {
+pub(super) async fn of_user(pool: &AnyPool, user_id: &str, limit: i64) -> Result<Vec<UserSend>> {
     let rows = sqlx::query(
         "SELECT id, campaign, template_id, connector, state, send_at, updated_ms, failure, delivery_code
          FROM sends WHERE user_id = $1 ORDER BY send_at DESC, id DESC LIMIT $2",
@@ -739,11 +726,11 @@ pub(super) async fn of_user(pool: &SqlitePool, user_id: &str, limit: i64) -> Res
 /// Records the provider's delivery result of sends it accepted, by its message id; returns the
 /// sends updated (a repeated result changes nothing).
 pub(super) async fn record_deliveries(
-    pool: &SqlitePool,
+    pool: &AnyPool,
     connector: &str,
     results: &[(String, i64, Option<String>)],
 ) -> Result<u64> {
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let mut tx = super::sql::begin_write(pool).await?;
     let mut updated = 0;
     for (provider_id, code, status) in results {
         updated += sqlx::query(
@@ -764,7 +751,7 @@ pub(super) async fn record_deliveries(
 }
 
 /// Connectors that have planned sends.
-pub(super) async fn connectors_with_work(pool: &SqlitePool) -> Result<Vec<String>> {
+pub(super) async fn connectors_with_work(pool: &AnyPool) -> Result<Vec<String>> {
     static PENDING: Statement = Statement::new(|| {
         with_states("SELECT DISTINCT connector FROM sends WHERE state IN {pending}")
     });
@@ -781,7 +768,7 @@ pub(super) async fn connectors_with_work(pool: &SqlitePool) -> Result<Vec<String
 /// Per user: the latest live send of `campaign`, and every live send of any campaign planned
 /// between `from_ms` and `to_ms` (what caps are checked against).
 pub(super) async fn history(
-    pool: &SqlitePool,
+    pool: &AnyPool,
     campaign: &str,
     from_ms: i64,
     to_ms: i64,

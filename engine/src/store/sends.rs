@@ -189,15 +189,22 @@ impl Store {
         campaign: &str,
     ) -> Result<Vec<(Option<i64>, String, i64, bool)>> {
         let rows = sqlx::query(
-            "SELECT run_at, user_id, send_at, state = 'holdout' FROM sends
-             WHERE campaign = $1 AND state IN ('sent', 'holdout')",
+            "SELECT run_at, user_id, send_at, CASE WHEN state = 'holdout' THEN 1 ELSE 0 END
+             FROM sends WHERE campaign = $1 AND state IN ('sent', 'holdout')",
         )
         .bind(campaign)
         .fetch_all(&self.pool)
         .await?;
         Ok(rows
             .into_iter()
-            .map(|row| (row.get(0), row.get(1), row.get(2), row.get(3)))
+            .map(|row| {
+                (
+                    row.get(0),
+                    row.get(1),
+                    row.get(2),
+                    row.get::<i64, _>(3) != 0,
+                )
+            })
             .collect())
     }
 

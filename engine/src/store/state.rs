@@ -6,7 +6,9 @@ use std::collections::{HashMap, HashSet};
 use rayon::prelude::*;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
-use sqlx::{Row, Sqlite, SqlitePool, Transaction};
+use sqlx::{Any, AnyPool, Row, Transaction};
+
+use super::sql::Backend;
 
 use super::bulk;
 use crate::Result;
@@ -194,14 +196,18 @@ fn merge_objects(objects: &[&str]) -> String {
 
 /// Applies a batch's state changes inside its transaction.
 pub(super) async fn apply(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut Transaction<'static, Any>,
     changes: &StateChanges,
 ) -> Result<()> {
     let now = chrono::Utc::now().timestamp_millis();
     // One row per user named by a zone or attributes. A new user is one insert; a known one
     // keeps the later zone, and its stored attributes get the batch's top-level keys (later
     // values win), merged inside SQLite.
-    bulk::insert(tx, USERS_UPSERT, &changes.users, |mut row, user| {
+    let upsert = match Backend::of_tx(tx) {
+        Backend::Sqlite => USERS_UPSERT,
+        Backend::Postgres => USERS_UPSERT_POSTGRES,
+    };
+    bulk::insert(tx, upsert, &changes.users, |mut row, user| {
         row.push_bind(user.user_id.as_str())
             .push_bind(user.zone.as_ref().map(|(_, tz)| tz.as_str()))
             .push_bind(user.zone.as_ref().map(|(ts, _)| *ts))
@@ -237,6 +243,25 @@ const USERS_UPSERT: (&str, &str) = (
          updated_ms = excluded.updated_ms",
 );
 
+/// [`USERS_UPSERT`] on PostgreSQL: the same rules, the attributes merged as `jsonb` (key order
+/// and spacing of the stored text are PostgreSQL's).
+const USERS_UPSERT_POSTGRES: (&str, &str) = (
+    USERS_UPSERT.0,
+    "ON CONFLICT (user_id) DO UPDATE SET
+         tz = CASE WHEN excluded.tz IS NOT NULL
+             AND (users.tz_ts IS NULL OR excluded.tz_ts >= users.tz_ts)
+             THEN excluded.tz ELSE users.tz END,
+         tz_ts = CASE WHEN excluded.tz IS NOT NULL
+             AND (users.tz_ts IS NULL OR excluded.tz_ts >= users.tz_ts)
+             THEN excluded.tz_ts ELSE users.tz_ts END,
+         attrs = CASE
+             WHEN excluded.attrs = '{}' THEN users.attrs
+             WHEN users.attrs = '{}' THEN excluded.attrs
+             ELSE (users.attrs::jsonb || excluded.attrs::jsonb)::text
+         END,
+         updated_ms = excluded.updated_ms",
+);
+
 /// Values as one JSON array, bound as a single parameter and unpacked by `json_each`: the
 /// lists of ids or days a query selects by, in one statement however long (rows written go
 /// through [`bulk::insert`]).
@@ -247,7 +272,7 @@ pub(super) fn json_list<T: serde::Serialize>(rows: &[T]) -> String {
 /// Accept (any `accept*`) adds one credit; reject and ban set the balance to zero; filter changes
 /// nothing. Every change is written to the ledger.
 async fn apply_subscriptions(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut Transaction<'static, Any>,
     subscriptions: &[(String, String, String, i64)],
 ) -> Result<()> {
     if subscriptions.is_empty() {
@@ -260,10 +285,12 @@ async fn apply_subscriptions(
         .into_iter()
         .collect();
     let stored: Vec<(String, String, i64, i64)> = json_rows(
-        sqlx::query_scalar(
+        sqlx::query_scalar(Backend::of_tx(tx).pick(
             "SELECT json_group_array(json_array(user_id, template_id, balance, updated_ts)) FROM credits
              WHERE user_id IN (SELECT value FROM json_each($1))",
-        )
+            "SELECT json_agg(json_build_array(user_id, template_id, balance, updated_ts))::text FROM credits
+             WHERE user_id IN (SELECT value FROM json_array_elements_text($1::json))",
+        ))
         .bind(json_list(&users)),
         &mut **tx,
     )
@@ -351,9 +378,9 @@ pub struct CreditSummary {
     pub credits: u64,
 }
 
-pub(super) async fn credits_by_template(pool: &SqlitePool) -> Result<Vec<CreditSummary>> {
+pub(super) async fn credits_by_template(pool: &AnyPool) -> Result<Vec<CreditSummary>> {
     let rows = sqlx::query(
-        "SELECT template_id, COUNT(*), SUM(balance) FROM credits WHERE balance > 0
+        "SELECT template_id, COUNT(*), CAST(SUM(balance) AS BIGINT) FROM credits WHERE balance > 0
          GROUP BY template_id ORDER BY template_id",
     )
     .fetch_all(pool)
@@ -368,7 +395,7 @@ pub(super) async fn credits_by_template(pool: &SqlitePool) -> Result<Vec<CreditS
         .collect())
 }
 
-pub(super) async fn credits(pool: &SqlitePool, user_id: &str, template_id: &str) -> Result<i64> {
+pub(super) async fn credits(pool: &AnyPool, user_id: &str, template_id: &str) -> Result<i64> {
     Ok(
         sqlx::query("SELECT balance FROM credits WHERE user_id = $1 AND template_id = $2")
             .bind(user_id)
@@ -380,7 +407,7 @@ pub(super) async fn credits(pool: &SqlitePool, user_id: &str, template_id: &str)
 }
 
 pub(super) async fn user_profile(
-    pool: &SqlitePool,
+    pool: &AnyPool,
     user_id: &str,
 ) -> Result<Option<(Option<String>, String)>> {
     Ok(
@@ -415,17 +442,20 @@ pub struct StateQuery<'a> {
 
 /// The stored zones of these users (those without one are left out).
 pub(super) async fn zones_of(
-    pool: &SqlitePool,
+    pool: &AnyPool,
     users: &[&str],
 ) -> Result<std::collections::HashMap<String, String>> {
     let mut zones = std::collections::HashMap::new();
     for chunk in users.chunks(ID_CHUNK) {
         let list = json_list(chunk);
         let rows: Vec<(String, String)> = json_rows(
-            sqlx::query_scalar(
+            sqlx::query_scalar(Backend::of_pool(pool).pick(
                 "SELECT json_group_array(json_array(user_id, tz)) FROM users
                  WHERE user_id IN (SELECT value FROM json_each($1)) AND tz IS NOT NULL",
-            )
+                "SELECT json_agg(json_build_array(user_id, tz))::text FROM users
+                 WHERE user_id IN (SELECT value FROM json_array_elements_text($1::json))
+                     AND tz IS NOT NULL",
+            ))
             .bind(list),
             pool,
         )
@@ -435,23 +465,26 @@ pub(super) async fn zones_of(
     Ok(zones)
 }
 
-pub(super) async fn user_state(pool: &SqlitePool, query: StateQuery<'_>) -> Result<UserState> {
+pub(super) async fn user_state(pool: &AnyPool, query: StateQuery<'_>) -> Result<UserState> {
     let mut state = UserState::default();
     let profiles: Vec<ProfileRow> = if query.attrs {
         json_rows(
-            sqlx::query_scalar(
+            sqlx::query_scalar(Backend::of_pool(pool).pick(
                 "SELECT json_group_array(json_array(user_id, tz,
                      CASE WHEN json_valid(attrs) THEN json(attrs) END)) FROM users",
-            ),
+                "SELECT json_agg(json_build_array(user_id, tz, attrs::json))::text FROM users",
+            )),
             pool,
         )
         .await?
     } else {
         json_rows(
-            sqlx::query_scalar(
+            sqlx::query_scalar(Backend::of_pool(pool).pick(
                 "SELECT json_group_array(json_array(user_id, tz, NULL)) FROM users
                  WHERE tz IS NOT NULL AND tz != $1",
-            )
+                "SELECT json_agg(json_build_array(user_id, tz, NULL))::text FROM users
+                 WHERE tz IS NOT NULL AND tz != $1",
+            ))
             .bind(query.except_zone.unwrap_or("")),
             pool,
         )
@@ -466,11 +499,15 @@ pub(super) async fn user_state(pool: &SqlitePool, query: StateQuery<'_>) -> Resu
             .credit_templates
             .map(|templates| json_list(&templates.iter().collect::<Vec<_>>()));
         let credits: Vec<(String, String, i64)> = json_rows(
-            sqlx::query_scalar(
+            sqlx::query_scalar(Backend::of_pool(pool).pick(
                 "SELECT json_group_array(json_array(user_id, template_id, balance))
                  FROM credits WHERE balance > 0
                      AND ($1 IS NULL OR template_id IN (SELECT value FROM json_each($1)))",
-            )
+                "SELECT json_agg(json_build_array(user_id, template_id, balance))::text
+                 FROM credits WHERE balance > 0
+                     AND ($1::text IS NULL
+                          OR template_id IN (SELECT value FROM json_array_elements_text($1::json)))",
+            ))
             .bind(only),
             pool,
         )
@@ -492,8 +529,8 @@ type ProfileRow = (String, Option<String>, Option<Map<String, Value>>);
 /// Runs a query that returns its rows as one JSON array built inside SQLite: decoding rows one
 /// at a time through sqlx cost about 5 µs each, a million users' zones and credits took seconds.
 async fn json_rows<'e, T: serde::de::DeserializeOwned>(
-    query: sqlx::query::QueryScalar<'_, Sqlite, Option<String>, sqlx::sqlite::SqliteArguments>,
-    executor: impl sqlx::SqliteExecutor<'e>,
+    query: sqlx::query::QueryScalar<'_, Any, Option<String>, sqlx::any::AnyArguments>,
+    executor: impl sqlx::Executor<'e, Database = Any>,
 ) -> Result<Vec<T>> {
     let text = query.fetch_one(executor).await?;
     match text {

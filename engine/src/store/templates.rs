@@ -20,7 +20,7 @@ pub struct TemplateRow {
 impl Store {
     /// Replaces the template registry with `templates`.
     pub async fn save_templates(&self, templates: &[TemplateRow], now_ms: i64) -> Result<()> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = super::sql::begin_write(&self.pool).await?;
         sqlx::query("DELETE FROM templates")
             .execute(&mut *tx)
             .await?;
