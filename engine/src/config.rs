@@ -12,6 +12,9 @@ use crate::{Error, Result};
 /// The file looked for in the working directory when `--config` is not given.
 pub const DEFAULT_CONFIG_FILE: &str = "nudge.toml";
 
+/// Environment variable that overrides `database_url` (it may hold a password).
+pub const DATABASE_URL_ENV: &str = "NUDGE_DATABASE_URL";
+
 pub use crate::dispatch::DRY_RUN;
 
 /// The whole configuration. Every key is optional; unknown keys are errors.
@@ -173,8 +176,15 @@ impl Config {
         Ok(built)
     }
 
-    /// The SQL store's URL.
+    /// The SQL store's URL: `NUDGE_DATABASE_URL` when set (so a PostgreSQL password need not be
+    /// written in nudge.toml), else `database_url`, else the SQLite file in `data_dir`.
     pub fn database_url(&self) -> String {
+        if let Some(url) = std::env::var(DATABASE_URL_ENV)
+            .ok()
+            .filter(|url| !url.is_empty())
+        {
+            return url;
+        }
         match &self.database_url {
             Some(url) => url.clone(),
             None => format!("sqlite://{}", self.data_dir.join("nudge.db").display()),

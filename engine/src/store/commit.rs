@@ -377,16 +377,17 @@ impl Store {
                 .map(|(day, _)| (day.clone(), seen.listed_to(day)))
                 .collect()
         };
-        let listed: Vec<(String, String, i64)> = sqlx::query_as(super::sql::Backend::of_tx(tx).pick(
-            "SELECT s.day, s.path, s.seq FROM json_each($1) AS j
+        let listed: Vec<(String, String, i64)> =
+            sqlx::query_as(super::sql::Backend::of_tx(tx).pick(
+                "SELECT s.day, s.path, s.seq FROM json_each($1) AS j
              JOIN segments AS s ON s.day = json_extract(j.value, '$[0]')
                                AND s.seq > json_extract(j.value, '$[1]')",
-            "SELECT s.day, s.path, s.seq FROM json_array_elements($1::json) AS j
+                "SELECT s.day, s.path, s.seq FROM json_array_elements($1::json) AS j
              JOIN segments AS s ON s.day = j.value->>0 AND s.seq > (j.value->>1)::bigint",
-        ))
-        .bind(serde_json::to_string(&bounds).expect("strings and numbers serialise"))
-        .fetch_all(&mut **tx)
-        .await?;
+            ))
+            .bind(serde_json::to_string(&bounds).expect("strings and numbers serialise"))
+            .fetch_all(&mut **tx)
+            .await?;
         let mut listed_by_day: HashMap<String, Vec<String>> = HashMap::new();
         let mut listed_to: HashMap<String, i64> = HashMap::new();
         for (day, path, seq) in listed {

@@ -285,9 +285,9 @@ impl Store {
                 "DELETE FROM segments WHERE path IN (SELECT value FROM ",
                 ")"
             ))
-                .bind(&old)
-                .execute(&mut *tx)
-                .await?;
+            .bind(&old)
+            .execute(&mut *tx)
+            .await?;
             record_segments(&mut tx, &written, &batch_name, now).await?;
             sqlx::query(with_json_list!(
                 self.backend,
@@ -351,9 +351,9 @@ impl Store {
             "DELETE FROM retired_segments WHERE path IN (SELECT value FROM ",
             ")"
         ))
-            .bind(state::json_list(paths))
-            .execute(&self.pool)
-            .await?;
+        .bind(state::json_list(paths))
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 }

@@ -26,8 +26,8 @@ use sqlx::{AnyPool, Row};
 pub use commit::{Batch, Committed, FileMark, FileProgress, Prepared};
 pub use compact::{CompactOptions, Compacted, DayCompacted, DayToCompact, KEEP_REPLACED_MS};
 pub use runs::RunEnd;
-pub use sql::Backend;
 pub use seen::DEFAULT_BUDGET_MIB as DEFAULT_ID_CACHE_MIB;
+pub use sql::Backend;
 pub use state::{CreditSummary, StateChanges, StateQuery, UserState};
 pub use states::{RunState, SendState};
 pub use templates::TemplateRow;
@@ -155,9 +155,10 @@ impl Store {
 
     /// Number of committed segments and the rows they hold.
     pub async fn segment_totals(&self) -> Result<(u64, u64)> {
-        let row = sqlx::query("SELECT COUNT(*), CAST(COALESCE(SUM(rows), 0) AS BIGINT) FROM segments")
-            .fetch_one(&self.pool)
-            .await?;
+        let row =
+            sqlx::query("SELECT COUNT(*), CAST(COALESCE(SUM(rows), 0) AS BIGINT) FROM segments")
+                .fetch_one(&self.pool)
+                .await?;
         Ok((row.get::<i64, _>(0) as u64, row.get::<i64, _>(1) as u64))
     }
 

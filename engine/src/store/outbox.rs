@@ -274,12 +274,7 @@ async fn expire_in(tx: &mut sqlx::Transaction<'static, sqlx::Any>, now_ms: i64) 
 
 /// Extends the lease of `worker`'s `sending` rows among `ids` to `until_ms` (a paced send may
 /// wait longer than one lease). Returns how many were still this worker's.
-pub(super) async fn renew(
-    pool: &AnyPool,
-    worker: &str,
-    ids: &[i64],
-    until_ms: i64,
-) -> Result<u64> {
+pub(super) async fn renew(pool: &AnyPool, worker: &str, ids: &[i64], until_ms: i64) -> Result<u64> {
     if ids.is_empty() {
         return Ok(0);
     }
@@ -423,12 +418,7 @@ async fn claim_in(
 }
 
 /// Gives back claimed sends that never left (graceful shutdown).
-pub(super) async fn release(
-    pool: &AnyPool,
-    worker: &str,
-    ids: &[i64],
-    now_ms: i64,
-) -> Result<()> {
+pub(super) async fn release(pool: &AnyPool, worker: &str, ids: &[i64], now_ms: i64) -> Result<()> {
     let mut tx = super::sql::begin_write(pool).await?;
     release_in(&mut tx, worker, ids, now_ms).await?;
     tx.commit().await?;
@@ -642,11 +632,7 @@ async fn ledger(
 
 /// When the next planned send of `connector` is due, if any (sends already past their expiry
 /// are not due: the next sweep expires them).
-pub(super) async fn next_due(
-    pool: &AnyPool,
-    connector: &str,
-    now_ms: i64,
-) -> Result<Option<i64>> {
+pub(super) async fn next_due(pool: &AnyPool, connector: &str, now_ms: i64) -> Result<Option<i64>> {
     Ok(sqlx::query(
         "SELECT MIN(next_attempt_at) FROM sends WHERE state = 'planned' AND connector = $1 AND expires_at > $2",
     )
@@ -736,7 +722,7 @@ pub(super) async fn record_deliveries(
         updated += sqlx::query(
             "UPDATE sends SET delivery_code = $3, delivery_status = $4
              WHERE connector = $1 AND provider_id = $2 AND state = 'sent'
-               AND delivery_code IS NOT $3",
+               AND delivery_code IS DISTINCT FROM $3",
         )
         .bind(connector)
         .bind(provider_id)

@@ -199,7 +199,9 @@ impl Query {
     where
         T: Encode<'t, Any> + Type<Any>,
     {
-        self.args.add(value).expect("the Any driver encodes plain values");
+        self.args
+            .add(value)
+            .expect("the Any driver encodes plain values");
         self.text.push('$');
         self.text.push_str(&self.args.len().to_string());
         self
@@ -285,7 +287,10 @@ mod tests {
         insert.push_values(&[(1_i64, "x"), (2, "y")], |mut row, (a, b)| {
             row.push_bind(*a).push_bind(b.to_string());
         });
-        assert_eq!(insert.text, "INSERT INTO t (a, b) VALUES ($1, $2), ($3, $4)");
+        assert_eq!(
+            insert.text,
+            "INSERT INTO t (a, b) VALUES ($1, $2), ($3, $4)"
+        );
     }
 
     #[test]

@@ -289,9 +289,7 @@ async fn json_logs_give_one_object_per_line_and_one_line_per_request() {
         "data_dir = 'data'\ncampaigns_dir = 'campaigns'\n",
     )
     .unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_nudge"))
-        .arg("--config")
-        .arg(dir.path().join("nudge.toml"))
+    let mut child = super::support::nudge_with(&dir.path().join("nudge.toml"))
         .args(["serve", "--lookback-hours", "0", "--listen", "127.0.0.1:0"])
         .env("NUDGE_LOG", "nudge_engine=debug")
         .env("NUDGE_LOG_FORMAT", "json")

@@ -791,9 +791,9 @@ fn running_a_campaign_by_hand_twice_plans_its_sends_once() {
     let events = ["u1", "u2"].map(|u| line(u, "app_open", 1_793_491_200_000, ""));
     std::fs::write(root.join("events.ndjson"), events.join("\n")).unwrap();
     let nudge = |args: &[&str]| {
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_nudge"))
+        let output = super::support::nudge_with(&root.join("nudge.toml"))
             .current_dir(root)
-            .args(["--config", "nudge.toml", "--quiet"])
+            .arg("--quiet")
             .args(args)
             .output()
             .unwrap();

@@ -3,7 +3,6 @@
 //! still knows every id afterwards. See: #20.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use nudge_engine::stats;
 use nudge_engine::store::{CompactOptions, DayCompacted, Store};
@@ -249,12 +248,8 @@ async fn crash_during_compaction(point: &str) -> (usize, usize, usize) {
         format!("data_dir = '{}'\n", data_dir.display()),
     );
     let nudge = |crash: Option<&str>| {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_nudge"));
-        command
-            .arg("--config")
-            .arg(&config_path)
-            .arg("--quiet")
-            .arg("compact");
+        let mut command = super::support::nudge_with(&config_path);
+        command.arg("--quiet").arg("compact");
         if let Some(point) = crash {
             command.env(nudge_engine::store::CRASH_POINT_ENV, point);
         }

@@ -327,10 +327,8 @@ fn config_file(dir: &std::path::Path, api_base: &str) -> std::path::PathBuf {
 }
 
 fn nudge(config: &std::path::Path, args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_nudge"));
+    let mut command = super::support::nudge_with(config);
     command
-        .arg("--config")
-        .arg(config)
         .arg("--quiet")
         .args(args)
         .env("NUDGE_TEST_MOCK_SECRET", "mock-secret");

@@ -1,14 +1,12 @@
 //! Ingest: formats, validation, rejects, idempotency, state updates, crash safety.
 
-use std::process::Command;
-
 use nudge_engine::config::Config;
 use nudge_engine::ingest::{self, IngestOptions};
 use nudge_engine::stats;
 use nudge_engine::store::Store;
 use nudge_engine::synth::{self, GenOptions};
 
-use super::support::{HOUR, NOV_1, TestStore, line, walk};
+use super::support::{HOUR, NOV_1, TestStore, line, store_options, walk};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_three_formats_store_the_same_events_gzipped_or_not() {
@@ -213,14 +211,14 @@ async fn event_ids_are_checked_against_the_stored_segments_of_their_day() {
         data_dir: test.dir.path().join("data"),
         ..Config::default()
     };
-    let other = Store::open(&config.store()).await.unwrap();
+    let other = Store::open(&store_options(&config.data_dir)).await.unwrap();
     let options = test.options();
     let third = test.file("third.ndjson", event("e3", NOV_1 + 2 * HOUR));
     let report = ingest::ingest(&other, &[third], &options).await.unwrap();
     assert_eq!(report.accepted, 1);
 
     // A fresh handle knows nothing in memory: ids come from the segments on disk.
-    let reopened = Store::open(&config.store()).await.unwrap();
+    let reopened = Store::open(&store_options(&config.data_dir)).await.unwrap();
     let replay = [
         event("e1", NOV_1),
         event("e3", NOV_1 + 2 * HOUR),
@@ -364,9 +362,7 @@ fn a_dash_reads_ndjson_from_standard_input() {
     let dir = tempfile::tempdir().unwrap();
     let config_path = dir.path().join("nudge.toml");
     std::fs::write(&config_path, "data_dir = 'data'\n").unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_nudge"))
-        .arg("--config")
-        .arg(&config_path)
+    let mut child = super::support::nudge_with(&config_path)
         .args(["--quiet", "ingest", "-"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -415,13 +411,8 @@ async fn a_crash_between_segment_write_and_commit_loses_and_duplicates_nothing()
     std::fs::write(&input, lines.join("\n")).unwrap();
 
     let nudge = |crash: Option<&str>| {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_nudge"));
-        command
-            .arg("--config")
-            .arg(&config_path)
-            .arg("--quiet")
-            .arg("ingest")
-            .arg(&input);
+        let mut command = super::support::nudge_with(&config_path);
+        command.arg("--quiet").arg("ingest").arg(&input);
         if let Some(point) = crash {
             command.env(nudge_engine::store::CRASH_POINT_ENV, point);
         }
@@ -439,7 +430,7 @@ async fn a_crash_between_segment_write_and_commit_loses_and_duplicates_nothing()
         orphan_files > 2,
         "the third batch's segment should be on disk before reopening"
     );
-    let store = Store::open(&config.store()).await.unwrap();
+    let store = Store::open(&store_options(&config.data_dir)).await.unwrap();
     let stats = stats::collect(&store).await.unwrap();
     assert_eq!(stats.events, 200, "two committed batches, not the third");
     let live = walk(&data_dir.join("events"))
@@ -466,7 +457,7 @@ async fn a_crash_between_segment_write_and_commit_loses_and_duplicates_nothing()
         String::from_utf8_lossy(&resumed.stderr)
     );
     assert!(String::from_utf8_lossy(&resumed.stdout).contains("resumed after record 200"));
-    let store = Store::open(&config.store()).await.unwrap();
+    let store = Store::open(&store_options(&config.data_dir)).await.unwrap();
     assert_eq!(stats::collect(&store).await.unwrap().events, 450);
 }
 

@@ -1,12 +1,13 @@
 //! The schema is sqlx's to migrate: a new store gets every migration, and a store written by
 //! nudge's earlier hand-written runner (versions in `schema_migrations`) opens with its data,
-//! nothing applied twice.
+//! nothing applied twice. These are SQLite stores whatever backend the suite runs on: the
+//! history they check is SQLite's.
 
 use std::path::Path;
 
 use sqlx::{Connection, Executor, SqliteConnection};
 
-use super::support::open_store;
+use super::support::open_sqlite_store as open_store;
 
 fn migration_files() -> Vec<String> {
     let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");

@@ -171,7 +171,11 @@ async fn a_slow_webhook_receiver_gets_a_send_once_and_it_is_unknown() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_outbox_commits_with_full_durability() {
     let test = TestStore::new().await;
-    assert_eq!(test.store.synchronous().await.unwrap(), "full");
+    let expected = match test.store.backend() {
+        nudge_engine::store::Backend::Sqlite => "full",
+        nudge_engine::store::Backend::Postgres => "on",
+    };
+    assert_eq!(test.store.synchronous().await.unwrap(), expected);
 }
 
 // 6. A SIGKILLed dispatcher lost its whole claimed batch (256) to `unknown`: claims now never

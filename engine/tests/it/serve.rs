@@ -7,9 +7,7 @@ use std::process::{Command, Stdio};
 use super::support::{NOV_1, line, walk};
 
 fn nudge(config: &std::path::Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_nudge"));
-    command.arg("--config").arg(config);
-    command
+    super::support::nudge_with(config)
 }
 
 #[test]
@@ -294,6 +292,7 @@ fn serve_finds_the_quickstarts_campaigns_or_says_what_to_do() {
     let nudge = || {
         let mut command = Command::new(env!("CARGO_BIN_EXE_nudge"));
         command.current_dir(dir.path());
+        super::support::on_test_backend(&mut command, &dir.path().join("nudge-data"));
         command
     };
     let out = nudge().args(["serve"]).output().unwrap();

@@ -27,9 +27,7 @@ pub(super) fn serve_with(
         format!("data_dir = 'data'\ncampaigns_dir = 'campaigns'\n{tables}"),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_nudge"))
-        .arg("--config")
-        .arg(dir.join("nudge.toml"))
+    let mut child = super::support::nudge_with(&dir.join("nudge.toml"))
         .args(["serve", "--lookback-hours", "0", "--listen", "127.0.0.1:0"])
         .env("NUDGE_TEST_KEY", KEY)
         .envs(env.iter().copied())
@@ -105,9 +103,7 @@ async fn post(base: &str, body: Vec<u8>, headers: &[(&str, &str)]) -> (u16, serd
 const AUTH: (&str, &str) = ("authorization", "Bearer test-key-0123456789abcdef");
 
 fn stored_events(dir: &std::path::Path) -> u64 {
-    let out = Command::new(env!("CARGO_BIN_EXE_nudge"))
-        .arg("--config")
-        .arg(dir.join("nudge.toml"))
+    let out = super::support::nudge_with(&dir.join("nudge.toml"))
         .arg("stats")
         .output()
         .unwrap();
@@ -443,9 +439,7 @@ const AES_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
 const ENCRYPT: &str = "Q3stYC6hdFzMh9T8HCvyDF9xVkfK2YwAhIiXDOMgzhvVYPevHbts8tD6KAxhOniU90i0T/+mni5Um9+5JbiPirfgWS6O3uJLXv3+I0eZ2RfCYlNyzcZpl4tB1cTVJgJ3i3HBn/myc6Ml/Nj1/EGEQX/UgZZXHi51LTkbtwQIDv+kK0TfmSDY/4tr81fpN3dZt2GE7KmwTCjosd7QMHa5h8N4hDZrrt9zv0zZ/LSsf7SHqS8Kd9LM3dnswRrX3k4uIDmznG/CMcOB3G12wiUGqPJWcNjczkPY8RPwWzwOdpTMrk0FGnnXYDs4jO4q1/vqwDN7MigO3JZ4ePbrNBVs5YUcLvYf0zhI02CPoRz+kDGHJ28AUiQc2AvsfPGtNfO4";
 
 fn credits(dir: &std::path::Path, template: &str) -> Option<String> {
-    let out = Command::new(env!("CARGO_BIN_EXE_nudge"))
-        .arg("--config")
-        .arg(dir.join("nudge.toml"))
+    let out = super::support::nudge_with(&dir.join("nudge.toml"))
         .arg("stats")
         .output()
         .unwrap();
@@ -560,9 +554,7 @@ async fn a_click_link_records_the_click_and_redirects_only_to_allowed_hosts() {
     });
     std::fs::write(&plan, send.to_string()).unwrap();
     std::fs::write(dir.path().join("nudge.toml"), "data_dir = 'data'\n").unwrap();
-    let enqueued = Command::new(env!("CARGO_BIN_EXE_nudge"))
-        .arg("--config")
-        .arg(dir.path().join("nudge.toml"))
+    let enqueued = super::support::nudge_with(&dir.path().join("nudge.toml"))
         .args(["sends", "enqueue"])
         .arg(&plan)
         .status()

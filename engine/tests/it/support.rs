@@ -15,11 +15,9 @@ pub struct TestStore {
 impl TestStore {
     pub async fn new() -> TestStore {
         let dir = tempfile::tempdir().unwrap();
-        let config = Config {
-            data_dir: dir.path().join("data"),
-            ..Config::default()
-        };
-        let store = Store::open(&config.store()).await.unwrap();
+        let store = Store::open(&store_options(&dir.path().join("data")))
+            .await
+            .unwrap();
         TestStore { dir, store }
     }
 
@@ -77,15 +75,113 @@ pub const HOUR: i64 = 3_600_000;
 /// Every file below `dir`, at any depth.
 /// Another handle on the store in `data_dir`, as another process would open it.
 pub async fn open_store(data_dir: &Path) -> nudge_engine::store::Store {
-    nudge_engine::store::Store::open(
-        &nudge_engine::config::Config {
-            data_dir: data_dir.to_path_buf(),
-            ..Default::default()
-        }
-        .store(),
-    )
-    .await
-    .unwrap()
+    nudge_engine::store::Store::open(&store_options(data_dir))
+        .await
+        .unwrap()
+}
+
+/// A handle on the store in `data_dir` with its SQL state in SQLite, whatever the suite runs on.
+pub async fn open_sqlite_store(data_dir: &Path) -> nudge_engine::store::Store {
+    let options = Config {
+        data_dir: data_dir.to_path_buf(),
+        ..Config::default()
+    }
+    .store();
+    nudge_engine::store::Store::open(&options).await.unwrap()
+}
+
+/// Environment variable naming a PostgreSQL server (`postgres://USER@HOST:PORT/DATABASE`, a
+/// user who may create databases): when set, every store the tests open keeps its SQL state
+/// there, in a database of its own, instead of in SQLite. `scripts/test-postgres start` starts a
+/// throwaway server and prints it.
+pub const TEST_POSTGRES_ENV: &str = "NUDGE_TEST_POSTGRES";
+
+/// What opening the store in `data_dir` takes, on the backend the tests run on.
+pub fn store_options(data_dir: &Path) -> nudge_engine::store::StoreOptions {
+    let mut options = Config {
+        data_dir: data_dir.to_path_buf(),
+        ..Config::default()
+    }
+    .store();
+    if let Some(url) = postgres_database(data_dir) {
+        options.database_url = url;
+    }
+    options
+}
+
+/// Points a `nudge` command whose store is in `data_dir` at that store's database when the tests
+/// run on PostgreSQL (through `NUDGE_DATABASE_URL`, as an operator would pass a password); on
+/// SQLite leaves it alone.
+pub fn on_test_backend<'c>(
+    command: &'c mut std::process::Command,
+    data_dir: &Path,
+) -> &'c mut std::process::Command {
+    if let Some(url) = postgres_database(data_dir) {
+        command.env(nudge_engine::config::DATABASE_URL_ENV, url);
+    }
+    command
+}
+
+/// `nudge --config CONFIG` (a file already written), pointed at its store's database on the
+/// backend the tests run on.
+pub fn nudge_with(config: &Path) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_nudge"));
+    command.arg("--config").arg(config);
+    let loaded =
+        Config::load(Some(config)).unwrap_or_else(|error| panic!("{}: {error}", config.display()));
+    on_test_backend(&mut command, &loaded.data_dir);
+    command
+}
+
+/// With [`TEST_POSTGRES_ENV`] set, the URL of the database of the store in `data_dir`, made
+/// on first use (its name a hash of the folder, so every handle on one store meets the same
+/// database). Panics when the server cannot be reached: a test run that asked for PostgreSQL
+/// never falls back to SQLite.
+fn postgres_database(data_dir: &Path) -> Option<String> {
+    use std::hash::{BuildHasher, BuildHasherDefault};
+    static MADE: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let server = std::env::var(TEST_POSTGRES_ENV)
+        .ok()
+        .filter(|url| !url.is_empty())?;
+    let folder = std::path::absolute(data_dir).unwrap();
+    let hash = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+        .hash_one(folder.to_string_lossy().as_bytes());
+    let name = format!("nudge_test_{hash:016x}");
+    let (base, _) = server
+        .rsplit_once('/')
+        .expect("NUDGE_TEST_POSTGRES is postgres://USER@HOST:PORT/DATABASE");
+    let url = format!("{base}/{name}");
+    let mut made = MADE.lock().unwrap();
+    if !made.contains(&name) {
+        let statement = format!("CREATE DATABASE {name}");
+        // Its own thread and runtime: callers run inside tests' runtimes of either flavour.
+        std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(async {
+                    use sqlx::Connection;
+                    let mut admin =
+                        sqlx::PgConnection::connect(&server)
+                            .await
+                            .unwrap_or_else(|error| {
+                                panic!("{TEST_POSTGRES_ENV}={server}: cannot connect: {error}")
+                            });
+                    match sqlx::Executor::execute(&mut admin, sqlx::AssertSqlSafe(statement)).await
+                    {
+                        Ok(_) => {}
+                        Err(sqlx::Error::Database(error))
+                            if error.code().as_deref() == Some("42P04") => {} // exists
+                        Err(error) => panic!("creating a test database on {server}: {error}"),
+                    }
+                })
+        })
+        .join()
+        .unwrap();
+        made.push(name);
+    }
+    Some(url)
 }
 
 pub fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {

@@ -561,10 +561,8 @@ fn the_cli_prints_the_tuned_model_and_show_model_reads_it_back() {
     let config_path = dir.path().join("nudge.toml");
     std::fs::write(&config_path, "data_dir = 'data'\n").unwrap();
     let nudge = |args: &[&str]| {
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_nudge"))
+        let output = super::support::nudge_with(&config_path)
             .current_dir(dir.path())
-            .arg("--config")
-            .arg(&config_path)
             .args(args)
             .output()
             .unwrap();
