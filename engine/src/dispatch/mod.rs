@@ -427,7 +427,12 @@ impl ConnectorLoop {
                 last_renew = now;
             }
             if now - last_sweep >= 1_000 {
-                report.expired += self.store.expire_sends(now).await?;
+                // Sends of a process that died (another host, or this one before a restart
+                // that came before their lease ran out) become `unknown` once their lease has
+                // run out, not only when a dispatcher starts.
+                let (unknown, expired) = self.store.recover_sends(now).await?;
+                report.recovered_unknown += unknown;
+                report.expired += expired;
                 last_sweep = now;
             }
             if claim_now && claimed.is_empty() && tasks.is_empty() {

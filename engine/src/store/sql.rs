@@ -126,21 +126,43 @@ pub(super) async fn connect(url: &str, backend: Backend) -> Result<AnyPool> {
                 .connect(url)
                 .await?)
         }
-        Backend::Postgres => Ok(AnyPoolOptions::new()
+        Backend::Postgres => Ok(connect_postgres(url).await.map_err(|error| {
+            let Error::Database(cause) = Error::from(error) else {
+                unreachable!("sqlx errors become database errors")
+            };
+            Error::Database(format!(
+                "connecting to PostgreSQL at {}: {cause} (is the server up, and does \
+                     database_url name a database this user may use?)",
+                redacted(url)
+            ))
+        })?),
+    }
+}
+
+/// A pool on PostgreSQL. A server that refuses connections (restarting, or not up yet when the
+/// service starts) is tried again for 20 s before the open fails.
+async fn connect_postgres(url: &str) -> std::result::Result<AnyPool, sqlx::Error> {
+    let started = std::time::Instant::now();
+    loop {
+        let attempt = AnyPoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(30))
             .connect(url)
-            .await
-            .map_err(|error| {
-                let Error::Database(cause) = Error::from(error) else {
-                    unreachable!("sqlx errors become database errors")
-                };
-                Error::Database(format!(
-                    "connecting to PostgreSQL at {}: {cause} (is the server up, and does \
-                     database_url name a database this user may use?)",
-                    redacted(url)
-                ))
-            })?),
+            .await;
+        match attempt {
+            Err(sqlx::Error::Io(error)) if started.elapsed() < Duration::from_secs(20) => {
+                tracing::warn!(error = %error, "PostgreSQL refused the connection; trying again");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(sqlx::Error::Database(error))
+                // 57P03: the server is starting up or shutting down.
+                if error.code().as_deref() == Some("57P03")
+                    && started.elapsed() < Duration::from_secs(20) =>
+            {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            other => return other,
+        }
     }
 }
 

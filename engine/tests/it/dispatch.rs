@@ -283,7 +283,7 @@ async fn transient_failures_are_retried_and_expire_at_the_deadline() {
 }
 
 /// Starts `nudge dev mock-wechat` and returns it with its base URL.
-fn start_mock_process(latency_ms: u64) -> (std::process::Child, String) {
+pub(super) fn start_mock_process(latency_ms: u64) -> (std::process::Child, String) {
     start_mock_with(&["--latency-ms", &latency_ms.to_string()])
 }
 
@@ -313,7 +313,7 @@ fn start_mock_with(extra: &[&str]) -> (std::process::Child, String) {
     (child, base)
 }
 
-fn config_file(dir: &std::path::Path, api_base: &str) -> std::path::PathBuf {
+pub(super) fn config_file(dir: &std::path::Path, api_base: &str) -> std::path::PathBuf {
     let path = dir.join("nudge.toml");
     std::fs::write(
         &path,
@@ -352,7 +352,7 @@ fn write_plan(dir: &std::path::Path, count: usize) -> std::path::PathBuf {
     path
 }
 
-async fn delivered_users(base: &str) -> Vec<String> {
+pub(super) async fn delivered_users(base: &str) -> Vec<String> {
     let delivered: Vec<serde_json::Value> = reqwest::get(format!("{base}/admin/delivered"))
         .await
         .unwrap()
@@ -365,13 +365,14 @@ async fn delivered_users(base: &str) -> Vec<String> {
         .collect()
 }
 
-fn final_states(config: &std::path::Path) -> BTreeMap<String, u64> {
+pub(super) fn final_states(config: &std::path::Path) -> BTreeMap<String, u64> {
     let out = nudge(config, &["sends", "status"]).output().unwrap();
     let mut counts = BTreeMap::new();
     for row in String::from_utf8_lossy(&out.stdout).lines() {
         let mut words = row.split_whitespace();
-        if let (Some(state), Some(count)) = (words.next(), words.next()) {
-            *counts.entry(state.to_string()).or_default() += count.parse::<u64>().unwrap();
+        if let (Some(state), Some(Ok(count))) = (words.next(), words.next().map(str::parse::<u64>))
+        {
+            *counts.entry(state.to_string()).or_default() += count;
         }
     }
     counts

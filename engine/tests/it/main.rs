@@ -8,6 +8,7 @@ mod dispatch;
 mod facts;
 mod ingest;
 mod migrations;
+mod nodes;
 mod reliability;
 mod segments;
 mod serve;
