@@ -467,3 +467,58 @@ fn count_files(dir: &std::path::Path) -> usize {
         .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
         .count()
 }
+
+// See: #23. Two processes ingest files that share half their events, at the same time, into
+// one store (one SQLite file, or one PostgreSQL database with the folder shared): each event is
+// stored once, whichever process commits it first.
+#[test]
+fn two_processes_ingesting_overlapping_files_at_once_store_each_event_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("nudge.toml");
+    std::fs::write(&config_path, "data_dir = 'data'\n[ingest]\nbatch_size = 2000\n").unwrap();
+    // Events 0..200,000 and 100,000..300,000, over three days, each with its id: a hundred
+    // commits each, so the two processes' commits interleave.
+    let file = |name: &str, range: std::ops::Range<usize>| {
+        let lines: Vec<String> = range
+            .map(|i| {
+                format!(
+                    r#"{{"user_id":"u{}","event":"app_open","ts":{},"event_id":"e{i}"}}"#,
+                    i % 1_000,
+                    NOV_1 + (i as i64 % 3) * 24 * HOUR + i as i64
+                )
+            })
+            .collect();
+        let path = dir.path().join(name);
+        std::fs::write(&path, lines.join("\n")).unwrap();
+        path
+    };
+    let first = file("first.ndjson", 0..200_000);
+    let second = file("second.ndjson", 100_000..300_000);
+    let children: Vec<std::process::Child> = [&first, &second]
+        .iter()
+        .map(|path| {
+            super::support::nudge_with(&config_path)
+                .args(["--quiet", "ingest"])
+                .arg(path)
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut child in children {
+        assert!(child.wait().unwrap().success());
+    }
+    let out = super::support::nudge_with(&config_path)
+        .arg("stats")
+        .output()
+        .unwrap();
+    let stats = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stats}");
+    let events: u64 = stats
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("events:"))
+        .and_then(|n| n.split_whitespace().next())
+        .map(|n| n.replace(',', "").parse().unwrap())
+        .unwrap_or_else(|| panic!("no events line in {stats}"));
+    assert_eq!(events, 300_000, "each event once: {stats}");
+}
