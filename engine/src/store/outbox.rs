@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 
 use sqlx::{AnyPool, Row};
 
-use super::sql::Query;
+use super::sql::{Backend, Query};
 
 use super::states::{SendState, Statement, with_states};
 use crate::Result;
@@ -151,10 +151,15 @@ pub(super) async fn enqueue(pool: &AnyPool, sends: &[NewSend], now_ms: i64) -> R
             done.duplicates += 1;
             continue;
         }
-        let mut check = Query::new("SELECT COUNT(*) FROM sends WHERE state = 'planned' AND id IN ");
+        // Counted and locked: on PostgreSQL a dispatcher's claim (which does not take the write
+        // lock) skips these rows until this transaction ends.
+        let mut check = Query::new("SELECT id FROM sends WHERE state = 'planned' AND id IN ");
         check.push_list(new.cancel.iter().copied());
-        let pending: i64 = check.build().fetch_one(&mut *tx).await?.get(0);
-        if pending as usize != new.cancel.len() {
+        if Backend::of_tx(&tx) == Backend::Postgres {
+            check.push(" ORDER BY id FOR UPDATE");
+        }
+        let pending = check.build().fetch_all(&mut *tx).await?.len();
+        if pending != new.cancel.len() {
             done.lost_races += 1;
             continue;
         }
@@ -238,7 +243,7 @@ async fn insert_refs(
 /// Marks `sending` rows whose lease expired as `unknown`, and `planned` rows past their expiry
 /// as `expired`. Returns (unknown, expired).
 pub(super) async fn recover(pool: &AnyPool, now_ms: i64) -> Result<(u64, u64)> {
-    let mut tx = super::sql::begin_write(pool).await?;
+    let mut tx = super::sql::begin_outbox(pool).await?;
     let unknown = sqlx::query(
         "UPDATE sends SET state = 'unknown', failure = 'the dispatcher stopped while sending; not resent (no idempotency key)',
              updated_ms = $1 WHERE state = 'sending' AND lease_until < $1",
@@ -255,7 +260,7 @@ pub(super) async fn recover(pool: &AnyPool, now_ms: i64) -> Result<(u64, u64)> {
 /// Marks `planned` rows past their expiry as `expired`; the dispatcher sweeps while it runs,
 /// so a send that expires waiting is never left due forever. Returns how many.
 pub(super) async fn expire(pool: &AnyPool, now_ms: i64) -> Result<u64> {
-    let mut tx = super::sql::begin_write(pool).await?;
+    let mut tx = super::sql::begin_outbox(pool).await?;
     let expired = expire_in(&mut tx, now_ms).await?;
     tx.commit().await?;
     Ok(expired)
@@ -278,7 +283,7 @@ pub(super) async fn renew(pool: &AnyPool, worker: &str, ids: &[i64], until_ms: i
     if ids.is_empty() {
         return Ok(0);
     }
-    let mut tx = super::sql::begin_write(pool).await?;
+    let mut tx = super::sql::begin_outbox(pool).await?;
     let mut query = Query::new("UPDATE sends SET lease_until = ");
     query
         .push_bind(until_ms)
@@ -333,7 +338,7 @@ pub(super) async fn claim(
     claim: Claim<'_>,
     now_ms: i64,
 ) -> Result<Vec<ClaimedSend>> {
-    let mut tx = super::sql::begin_write(pool).await?;
+    let mut tx = super::sql::begin_outbox(pool).await?;
     let claimed = claim_in(&mut tx, worker, claim, now_ms).await?;
     tx.commit().await?;
     Ok(claimed)
@@ -349,7 +354,7 @@ pub(super) async fn settle(
     next: Option<Claim<'_>>,
     now_ms: i64,
 ) -> Result<(Recorded, Vec<ClaimedSend>)> {
-    let mut tx = super::sql::begin_write(pool).await?;
+    let mut tx = super::sql::begin_outbox(pool).await?;
     let recorded = record_in(&mut tx, worker, outcomes, now_ms).await?;
     release_in(&mut tx, worker, unsent, now_ms).await?;
     let claimed = match next {
@@ -369,13 +374,22 @@ async fn claim_in(
     if claim.limit == 0 {
         return Ok(Vec::new());
     }
-    let rows = sqlx::query(
+    // On PostgreSQL, rows another dispatcher is claiming right now are skipped, not waited for.
+    let rows = sqlx::query(Backend::of_tx(tx).pick(
         "UPDATE sends SET state = 'sending', lease_until = $1, claimed_by = $2, attempts = attempts + 1, updated_ms = $3
          WHERE id IN (SELECT id FROM sends WHERE state = 'planned' AND connector = $4 AND next_attempt_at <= $3
                       AND expires_at > $3 ORDER BY next_attempt_at LIMIT $5)
          RETURNING id, dedup_key, campaign, user_id, template_id, connector, page, data, send_at, expires_at, attempts, priority, run_at,
                    quiet_start, quiet_end, tz",
-    )
+        // The rows chosen once, in a CTE: as an `IN` subquery PostgreSQL may run the limited
+        // select more than once and claim more than the limit.
+        "WITH due AS (SELECT id FROM sends WHERE state = 'planned' AND connector = $4 AND next_attempt_at <= $3
+                          AND expires_at > $3 ORDER BY next_attempt_at LIMIT $5 FOR UPDATE SKIP LOCKED)
+         UPDATE sends SET state = 'sending', lease_until = $1, claimed_by = $2, attempts = attempts + 1, updated_ms = $3
+         FROM due WHERE sends.id = due.id
+         RETURNING sends.id, dedup_key, campaign, user_id, template_id, connector, page, data, send_at, expires_at, attempts, priority, run_at,
+                   quiet_start, quiet_end, tz",
+    ))
     .bind(now_ms + claim.lease_ms)
     .bind(worker)
     .bind(now_ms)
@@ -419,7 +433,7 @@ async fn claim_in(
 
 /// Gives back claimed sends that never left (graceful shutdown).
 pub(super) async fn release(pool: &AnyPool, worker: &str, ids: &[i64], now_ms: i64) -> Result<()> {
-    let mut tx = super::sql::begin_write(pool).await?;
+    let mut tx = super::sql::begin_outbox(pool).await?;
     release_in(&mut tx, worker, ids, now_ms).await?;
     tx.commit().await?;
     Ok(())
@@ -451,7 +465,7 @@ pub(super) async fn record(
     outcomes: &[(ClaimedSend, Outcome)],
     now_ms: i64,
 ) -> Result<Recorded> {
-    let mut tx = super::sql::begin_write(pool).await?;
+    let mut tx = super::sql::begin_outbox(pool).await?;
     let done = record_in(&mut tx, worker, outcomes, now_ms).await?;
     tx.commit().await?;
     Ok(done)
@@ -464,7 +478,17 @@ async fn record_in(
     now_ms: i64,
 ) -> Result<Recorded> {
     let mut done = Recorded::default();
-    for (claimed, outcome) in outcomes {
+    // Credits are touched in (user, template) order, so two transactions recording at once (or
+    // a batch commit granting credits) never wait on each other in a cycle.
+    let mut ordered: Vec<&(ClaimedSend, Outcome)> = outcomes.iter().collect();
+    ordered.sort_by(|(a, _), (b, _)| {
+        (&a.send.user_id, &a.send.template_id, a.id).cmp(&(
+            &b.send.user_id,
+            &b.send.template_id,
+            b.id,
+        ))
+    });
+    for (claimed, outcome) in ordered {
         let send = &claimed.send;
         let matched = match outcome {
             Outcome::Sent { provider_id } => {
@@ -716,7 +740,7 @@ pub(super) async fn record_deliveries(
     connector: &str,
     results: &[(String, i64, Option<String>)],
 ) -> Result<u64> {
-    let mut tx = super::sql::begin_write(pool).await?;
+    let mut tx = super::sql::begin_outbox(pool).await?;
     let mut updated = 0;
     for (provider_id, code, status) in results {
         updated += sqlx::query(

@@ -194,6 +194,19 @@ pub(super) async fn begin_write(pool: &AnyPool) -> Result<Transaction<'static, A
     }
 }
 
+/// Begins a transaction over the outbox alone (claims, outcomes, lease renewals and sweeps): on
+/// SQLite the one writer's `BEGIN IMMEDIATE` as every write; on PostgreSQL a plain transaction,
+/// without the store's write lock, so dispatchers on several hosts do not queue behind each
+/// other or behind a batch commit. What keeps them apart there is row locks: claims take due
+/// rows `FOR UPDATE SKIP LOCKED`, every other statement updates rows by id or by state, and the
+/// statements that read credits to write them back lock those rows first, in one order.
+pub(super) async fn begin_outbox(pool: &AnyPool) -> Result<Transaction<'static, Any>> {
+    match Backend::of_pool(pool) {
+        Backend::Sqlite => Ok(pool.begin_with("BEGIN IMMEDIATE").await?),
+        Backend::Postgres => Ok(pool.begin().await?),
+    }
+}
+
 /// A statement built from parts with numbered placeholders (`$1`, `$2`, ...), which both
 /// backends read; sqlx's `QueryBuilder` writes `?` for the `Any` driver, which PostgreSQL does
 /// not.

@@ -288,8 +288,15 @@ async fn apply_subscriptions(
         sqlx::query_scalar(Backend::of_tx(tx).pick(
             "SELECT json_group_array(json_array(user_id, template_id, balance, updated_ts)) FROM credits
              WHERE user_id IN (SELECT value FROM json_each($1))",
-            "SELECT json_agg(json_build_array(user_id, template_id, balance, updated_ts))::text FROM credits
-             WHERE user_id IN (SELECT value FROM json_array_elements_text($1::json))",
+            // Locked, in (user, template) order, until the batch commits: a dispatcher recording
+            // a send (which does not take the write lock on PostgreSQL) consumes the credit
+            // before this read or after this write, never between them.
+            "WITH locked AS (
+                 SELECT user_id, template_id, balance, updated_ts FROM credits
+                 WHERE user_id IN (SELECT value FROM json_array_elements_text($1::json))
+                 ORDER BY user_id, template_id FOR UPDATE)
+             SELECT json_agg(json_build_array(user_id, template_id, balance, updated_ts))::text
+             FROM locked",
         ))
         .bind(json_list(&users)),
         &mut **tx,

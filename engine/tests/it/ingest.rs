@@ -475,7 +475,11 @@ fn count_files(dir: &std::path::Path) -> usize {
 fn two_processes_ingesting_overlapping_files_at_once_store_each_event_once() {
     let dir = tempfile::tempdir().unwrap();
     let config_path = dir.path().join("nudge.toml");
-    std::fs::write(&config_path, "data_dir = 'data'\n[ingest]\nbatch_size = 2000\n").unwrap();
+    std::fs::write(
+        &config_path,
+        "data_dir = 'data'\n[ingest]\nbatch_size = 2000\n",
+    )
+    .unwrap();
     // Events 0..200,000 and 100,000..300,000, over three days, each with its id: a hundred
     // commits each, so the two processes' commits interleave.
     let file = |name: &str, range: std::ops::Range<usize>| {
