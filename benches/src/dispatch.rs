@@ -24,8 +24,19 @@ pub struct Args {
 }
 
 async fn measure(sends: usize, rate: Option<f64>) -> anyhow::Result<(f64, u64)> {
+    measure_on(sends, rate, None, 1).await
+}
+
+/// Sends per second (and sends) of `dispatchers` dispatchers, each with its own connections to
+/// the store (as processes would have), its SQL state in SQLite or at `database_url`.
+pub async fn measure_on(
+    sends: usize,
+    rate: Option<f64>,
+    database_url: Option<String>,
+    dispatchers: usize,
+) -> anyhow::Result<(f64, u64)> {
     let dir = tempfile::tempdir()?;
-    let (_, store) = crate::fresh_store(dir.path()).await?;
+    let (_, store) = crate::fresh_store_on(dir.path(), database_url.clone()).await?;
     let mock = MockWechat::start(
         MockConfig {
             default_credits: 1,
@@ -75,24 +86,49 @@ async fn measure(sends: usize, rate: Option<f64>) -> anyhow::Result<(f64, u64)> 
             },
         );
     }
-    let options = DispatchOptions {
-        until_idle: true,
-        clock: nudge_engine::clock::Clock::system(),
-        worker: "bench".into(),
-        idle_wait_ms: dispatch::IDLE_WAIT_MS,
-        campaign_rates: Default::default(),
-        tally: Default::default(),
-    };
+    let mut stores = vec![store];
+    for _ in 1..dispatchers {
+        stores.push(
+            crate::fresh_store_on(dir.path(), database_url.clone())
+                .await?
+                .1,
+        );
+    }
     let (_stop, shutdown) = tokio::sync::watch::channel(false);
     let started = std::time::Instant::now();
-    let report = dispatch::run(&store, &connectors, &dispatch_config, &options, shutdown).await?;
+    let runs: Vec<_> = stores
+        .into_iter()
+        .enumerate()
+        .map(|(i, store)| {
+            let options = DispatchOptions {
+                until_idle: true,
+                clock: nudge_engine::clock::Clock::system(),
+                worker: format!("bench-{i}"),
+                idle_wait_ms: dispatch::IDLE_WAIT_MS,
+                campaign_rates: Default::default(),
+                tally: Default::default(),
+            };
+            let (connectors, dispatch_config, shutdown) = (
+                connectors.clone(),
+                dispatch_config.clone(),
+                shutdown.clone(),
+            );
+            tokio::spawn(async move {
+                dispatch::run(&store, &connectors, &dispatch_config, &options, shutdown).await
+            })
+        })
+        .collect();
+    let mut sent = 0;
+    for run in runs {
+        sent += run.await??.sent;
+    }
     let seconds = started.elapsed().as_secs_f64();
     anyhow::ensure!(
         mock.delivered().len() == sends,
         "delivered {} of {sends}",
         mock.delivered().len()
     );
-    Ok((report.sent as f64 / seconds, report.sent))
+    Ok((sent as f64 / seconds, sent))
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {

@@ -1,6 +1,7 @@
 //! End-to-end benchmarks on generated datasets. Each prints a Markdown table to paste into
 //! `benches/README.md`. Run with `cargo run -p nudge-benches -- <benchmark> [options]`.
 
+mod backends;
 mod dispatch;
 mod ingest;
 mod plan;
@@ -37,6 +38,8 @@ enum Benchmark {
     Plan(plan::Args),
     /// Events posted over HTTP to `nudge serve`, beside `nudge ingest` of the same events
     Serve(serve::Args),
+    /// Dispatch, planning and ingest with the SQL state in SQLite and in PostgreSQL, side by side
+    Backends(backends::Args),
     /// Every benchmark above, one after the other, each printing its table
     All(AllArgs),
 }
@@ -122,6 +125,7 @@ fn main() -> anyhow::Result<()> {
         Benchmark::Dispatch(args) => runtime.block_on(dispatch::run(args)),
         Benchmark::Plan(args) => runtime.block_on(plan::run(args)),
         Benchmark::Serve(args) => runtime.block_on(serve::run(args)),
+        Benchmark::Backends(args) => runtime.block_on(backends::run(args)),
         Benchmark::All(args) => runtime.block_on(all(args)),
     }
 }
@@ -148,8 +152,17 @@ pub fn peak_memory_mib() -> f64 {
 pub async fn fresh_store(
     dir: &std::path::Path,
 ) -> anyhow::Result<(nudge_engine::config::Config, nudge_engine::store::Store)> {
+    fresh_store_on(dir, None).await
+}
+
+/// A store in `dir`, its SQL state in SQLite or, given a `database_url`, there.
+pub async fn fresh_store_on(
+    dir: &std::path::Path,
+    database_url: Option<String>,
+) -> anyhow::Result<(nudge_engine::config::Config, nudge_engine::store::Store)> {
     let config = nudge_engine::config::Config {
         data_dir: dir.join("data"),
+        database_url,
         ..Default::default()
     };
     let store = nudge_engine::store::Store::open(&config.store()).await?;

@@ -429,8 +429,13 @@ impl ConnectorLoop {
             if now - last_sweep >= 1_000 {
                 // Sends of a process that died (another host, or this one before a restart
                 // that came before their lease ran out) become `unknown` once their lease has
-                // run out, not only when a dispatcher starts.
-                let (unknown, expired) = self.store.recover_sends(now).await?;
+                // been out for one more lease's length, not only when a dispatcher starts: the
+                // margin keeps a live dispatcher that renewed late (its store busy) from losing
+                // sends it is about to make.
+                let (unknown, expired) = self
+                    .store
+                    .recover_sends_abandoned_before(now - lease_ms, now)
+                    .await?;
                 report.recovered_unknown += unknown;
                 report.expired += expired;
                 last_sweep = now;

@@ -25,8 +25,9 @@ pub(super) async fn insert<T>(
     mut bind: impl FnMut(Row<'_>, &T),
 ) -> Result<u64> {
     let mut changed = 0;
+    let backend = super::sql::Backend::of_tx(tx);
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-        let mut query = Query::new(head);
+        let mut query = Query::new(backend, head);
         query.push(" ");
         query.push_values(chunk, &mut bind);
         query.push(" ");

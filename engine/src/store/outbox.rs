@@ -14,7 +14,7 @@
 //! `unknown` and is never sent again. Every update of a `sending` row names the expected state
 //! and the claimer, so a process whose lease was taken over cannot overwrite the verdict.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use sqlx::{AnyPool, Row};
 
@@ -153,7 +153,10 @@ pub(super) async fn enqueue(pool: &AnyPool, sends: &[NewSend], now_ms: i64) -> R
         }
         // Counted and locked: on PostgreSQL a dispatcher's claim (which does not take the write
         // lock) skips these rows until this transaction ends.
-        let mut check = Query::new("SELECT id FROM sends WHERE state = 'planned' AND id IN ");
+        let mut check = Query::new(
+            Backend::of_tx(&tx),
+            "SELECT id FROM sends WHERE state = 'planned' AND id IN ",
+        );
         check.push_list(new.cancel.iter().copied());
         if Backend::of_tx(&tx) == Backend::Postgres {
             check.push(" ORDER BY id FOR UPDATE");
@@ -163,7 +166,10 @@ pub(super) async fn enqueue(pool: &AnyPool, sends: &[NewSend], now_ms: i64) -> R
             done.lost_races += 1;
             continue;
         }
-        let mut cancel = Query::new("UPDATE sends SET state = 'cancelled', failure = ");
+        let mut cancel = Query::new(
+            Backend::of_tx(&tx),
+            "UPDATE sends SET state = 'cancelled', failure = ",
+        );
         cancel
             .push_bind(format!(
                 "preempted by campaign {} (priority {})",
@@ -242,13 +248,18 @@ async fn insert_refs(
 
 /// Marks `sending` rows whose lease expired as `unknown`, and `planned` rows past their expiry
 /// as `expired`. Returns (unknown, expired).
-pub(super) async fn recover(pool: &AnyPool, now_ms: i64) -> Result<(u64, u64)> {
+pub(super) async fn recover(
+    pool: &AnyPool,
+    lease_before_ms: i64,
+    now_ms: i64,
+) -> Result<(u64, u64)> {
     let mut tx = super::sql::begin_outbox(pool).await?;
     let unknown = sqlx::query(
         "UPDATE sends SET state = 'unknown', failure = 'the dispatcher stopped while sending; not resent (no idempotency key)',
-             updated_ms = $1 WHERE state = 'sending' AND lease_until < $1",
+             updated_ms = $1 WHERE state = 'sending' AND lease_until < $2",
     )
     .bind(now_ms)
+    .bind(lease_before_ms)
     .execute(&mut *tx)
     .await?
     .rows_affected();
@@ -284,7 +295,7 @@ pub(super) async fn renew(pool: &AnyPool, worker: &str, ids: &[i64], until_ms: i
         return Ok(0);
     }
     let mut tx = super::sql::begin_outbox(pool).await?;
-    let mut query = Query::new("UPDATE sends SET lease_until = ");
+    let mut query = Query::new(Backend::of_tx(&tx), "UPDATE sends SET lease_until = ");
     query
         .push_bind(until_ms)
         .push(" WHERE state = 'sending' AND claimed_by = ")
@@ -445,13 +456,18 @@ async fn release_in(
     ids: &[i64],
     now_ms: i64,
 ) -> Result<()> {
-    for id in ids {
-        sqlx::query("UPDATE sends SET state = 'planned', attempts = attempts - 1, lease_until = NULL, updated_ms = $2 WHERE id = $1 AND state = 'sending' AND claimed_by = $3")
-            .bind(id)
-            .bind(now_ms)
-            .bind(worker)
-            .execute(&mut **tx)
-            .await?;
+    for chunk in ids.chunks(super::bulk::ROWS_PER_STATEMENT) {
+        let mut query = Query::new(
+            Backend::of_tx(tx),
+            "UPDATE sends SET state = 'planned', attempts = attempts - 1, lease_until = NULL, updated_ms = ",
+        );
+        query
+            .push_bind(now_ms)
+            .push(" WHERE state = 'sending' AND claimed_by = ")
+            .push_bind(worker)
+            .push(" AND id IN ")
+            .push_list(chunk.iter().copied());
+        query.build().execute(&mut **tx).await?;
     }
     Ok(())
 }
@@ -488,6 +504,26 @@ async fn record_in(
             b.id,
         ))
     });
+    // Sends that went out are recorded a chunk of rows per statement (one round trip for many
+    // rows, which is what PostgreSQL's throughput depends on); a user with two of them in this
+    // batch for one template goes one by one below, so each consumes its credit.
+    let mut pairs: HashMap<(&str, &str), usize> = HashMap::new();
+    for (claimed, outcome) in &ordered {
+        if matches!(outcome, Outcome::Sent { .. }) {
+            *pairs
+                .entry((&claimed.send.user_id, &claimed.send.template_id))
+                .or_default() += 1;
+        }
+    }
+    let (batched, ordered): (Vec<_>, Vec<_>) =
+        ordered.into_iter().partition(|(claimed, outcome)| {
+            matches!(outcome, Outcome::Sent { .. })
+                && pairs[&(
+                    claimed.send.user_id.as_str(),
+                    claimed.send.template_id.as_str(),
+                )] == 1
+        });
+    done.lost_lease += record_sent(tx, worker, &batched, now_ms).await?;
     for (claimed, outcome) in ordered {
         let send = &claimed.send;
         let matched = match outcome {
@@ -576,6 +612,105 @@ async fn record_in(
         }
     }
     Ok(done)
+}
+
+/// Records sends that went out, each of a different (user, template): the rows become `sent`
+/// where they are still `worker`'s `sending` rows, and each consumes its credit whoever records
+/// it (a lost lease does not bring the credit back). Returns how many rows were no longer
+/// `worker`'s.
+async fn record_sent(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    worker: &str,
+    sent: &[&(ClaimedSend, Outcome)],
+    now_ms: i64,
+) -> Result<u64> {
+    let backend = Backend::of_tx(tx);
+    let mut lost = 0;
+    for chunk in sent.chunks(super::bulk::ROWS_PER_STATEMENT) {
+        let mut rows = Query::new(
+            backend,
+            "UPDATE sends SET state = 'sent', provider_id = v.pid, lease_until = NULL, updated_ms = ",
+        );
+        rows.push_bind(now_ms)
+            .push(" FROM (SELECT column1 AS id, column2 AS pid FROM (");
+        rows.push_values(chunk, |mut row, (claimed, outcome)| {
+            let provider_id = match outcome {
+                Outcome::Sent { provider_id } => provider_id.as_deref(),
+                _ => None,
+            };
+            row.push_bind(claimed.id).push_bind(provider_id);
+        });
+        rows.push(") AS x) AS v WHERE sends.id = v.id AND sends.state = 'sending' AND sends.claimed_by = ")
+            .push_bind(worker);
+        let matched = rows.build().execute(&mut **tx).await?.rows_affected();
+        lost += chunk.len() as u64 - matched;
+
+        if backend == Backend::Postgres {
+            // Locked in (user, template) order first, as a batch commit locks the credits it
+            // rewrites: an UPDATE ... FROM locks in whatever order its join runs.
+            let mut lock = Query::new(
+                backend,
+                "SELECT 1 FROM credits WHERE (user_id, template_id) IN (",
+            );
+            lock.push_values(chunk, |mut row, (claimed, _)| {
+                row.push_bind(claimed.send.user_id.as_str())
+                    .push_bind(claimed.send.template_id.as_str());
+            });
+            lock.push(") ORDER BY user_id, template_id FOR UPDATE");
+            lock.build().execute(&mut **tx).await?;
+        }
+        let mut credits = Query::new(
+            backend,
+            "UPDATE credits SET balance = balance - 1, updated_ts = ",
+        );
+        credits
+            .push_bind(now_ms)
+            .push(" FROM (SELECT column1 AS u, column2 AS t FROM (");
+        credits.push_values(chunk, |mut row, (claimed, _)| {
+            row.push_bind(claimed.send.user_id.as_str())
+                .push_bind(claimed.send.template_id.as_str());
+        });
+        credits.push(
+            ") AS x) AS v WHERE credits.user_id = v.u AND credits.template_id = v.t AND credits.balance > 0
+             RETURNING credits.user_id, credits.template_id, credits.balance",
+        );
+        let consumed: HashMap<(String, String), i64> = credits
+            .build()
+            .fetch_all(&mut **tx)
+            .await?
+            .into_iter()
+            .map(|row| ((row.get(0), row.get(1)), row.get(2)))
+            .collect();
+        let ledger: Vec<(&ClaimedSend, i64)> = chunk
+            .iter()
+            .filter_map(|(claimed, _)| {
+                let key = (
+                    claimed.send.user_id.clone(),
+                    claimed.send.template_id.clone(),
+                );
+                consumed.get(&key).map(|after| (claimed, *after))
+            })
+            .collect();
+        super::bulk::insert(
+            tx,
+            (
+                "INSERT INTO credit_ledger (user_id, template_id, change, delta, balance_after, ts, source)",
+                "",
+            ),
+            &ledger,
+            |mut row, (claimed, after)| {
+                row.push_bind(claimed.send.user_id.as_str())
+                    .push_bind(claimed.send.template_id.as_str())
+                    .push_bind("consume")
+                    .push_bind(-1_i64)
+                    .push_bind(*after)
+                    .push_bind(now_ms)
+                    .push_bind(format!("send:{}", claimed.id));
+            },
+        )
+        .await?;
+    }
+    Ok(lost)
 }
 
 /// Back to `planned` at `at_ms`, or `expired` when that is past the send's expiry.

@@ -33,7 +33,17 @@ impl Store {
 
     /// Marks abandoned `sending` rows `unknown` and overdue planned rows `expired`.
     pub async fn recover_sends(&self, now_ms: i64) -> Result<(u64, u64)> {
-        outbox::recover(&self.pool, now_ms).await
+        outbox::recover(&self.pool, now_ms, now_ms).await
+    }
+
+    /// The same, counting as abandoned only the `sending` rows whose lease ran out before
+    /// `lease_before_ms`.
+    pub async fn recover_sends_abandoned_before(
+        &self,
+        lease_before_ms: i64,
+        now_ms: i64,
+    ) -> Result<(u64, u64)> {
+        outbox::recover(&self.pool, lease_before_ms, now_ms).await
     }
 
     /// Claims due sends of one connector for this worker.
