@@ -374,3 +374,62 @@ pub fn rates(campaigns: &[Campaign]) -> std::collections::BTreeMap<String, f64> 
         .filter_map(|c| c.delivery.rate_per_s.map(|rate| (c.name.clone(), rate)))
         .collect()
 }
+
+/// The instant before which the outbox's retention may delete finished sends, at `now_ms`:
+/// `retention_days` back, or further when one of these campaigns looks further back
+/// (`min_interval_hours`, `skip_if_clicked_within_hours`) or the weekly cap does. None when
+/// `retention_days` is 0: keep every send.
+pub fn retention_cutoff_ms(
+    now_ms: i64,
+    retention_days: u32,
+    campaigns: &[Campaign],
+) -> Option<i64> {
+    use crate::time::{DAY_MS, HOUR_MS};
+    if retention_days == 0 {
+        return None;
+    }
+    let longest_look_back = campaigns
+        .iter()
+        .map(|c| {
+            let clicked = c.delivery.skip_if_clicked_within_hours.unwrap_or(0);
+            c.delivery.min_interval_hours.max(clicked) * HOUR_MS
+        })
+        .fold(7 * DAY_MS, i64::max);
+    Some(now_ms - (retention_days as i64 * DAY_MS).max(longest_look_back + DAY_MS))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::time::{DAY_MS, HOUR_MS};
+
+    fn campaign(delivery: &str) -> Campaign {
+        toml::from_str(&format!(
+            "name = \"c\"\nrule = \"r.rhai\"\ntemplate = \"t\"\n[delivery]\n{delivery}"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn retention_reaches_back_as_far_as_the_longest_campaign_look_back() {
+        let now = 1_000 * DAY_MS;
+        assert_eq!(retention_cutoff_ms(now, 0, &[]), None, "0 keeps everything");
+        assert_eq!(retention_cutoff_ms(now, 30, &[]), Some(now - 30 * DAY_MS));
+        // Never shorter than the weekly cap's week (and a day's margin).
+        assert_eq!(retention_cutoff_ms(now, 1, &[]), Some(now - 8 * DAY_MS));
+        let long_interval = campaign("min_interval_hours = 2400");
+        let long_click = campaign("skip_if_clicked_within_hours = 4800");
+        assert_eq!(
+            retention_cutoff_ms(now, 30, std::slice::from_ref(&long_interval)),
+            Some(now - 2_400 * HOUR_MS - DAY_MS)
+        );
+        assert_eq!(
+            retention_cutoff_ms(now, 30, &[long_interval, long_click]),
+            Some(now - 4_800 * HOUR_MS - DAY_MS)
+        );
+        assert_eq!(
+            retention_cutoff_ms(now, 365, &[campaign("min_interval_hours = 72")]),
+            Some(now - 365 * DAY_MS)
+        );
+    }
+}

@@ -1,4 +1,4 @@
-//! `nudge sends`: the outbox: status, and enqueueing a plan file.
+//! `nudge sends`: the outbox: status, enqueueing a plan file, deleting old finished sends.
 
 use nudge_engine::time::HOUR_MS;
 use std::io::BufRead;
@@ -30,6 +30,17 @@ pub enum Command {
         /// Hours after `send_at` that an unsent send expires, for lines without `expires_at`
         #[arg(long, default_value_t = 24)]
         ttl_hours: i64,
+    },
+    /// Delete finished sends older than the retention (what `nudge serve`'s leader does hourly):
+    /// kept are sends still pending or paused, and each user's latest send of a campaign
+    Prune {
+        /// Days to keep [default: `[dispatch] retention_days`, 180]; the campaigns' own look
+        /// back (min_interval_hours, skip_if_clicked_within_hours) keeps more when longer
+        #[arg(long, value_name = "DAYS")]
+        older_than_days: Option<u32>,
+        /// Prune as of this instant instead of now (RFC 3339, a date or epoch ms)
+        #[arg(long, value_name = "TIME", value_parser = nudge_engine::clock::parse_instant)]
+        now: Option<chrono::DateTime<chrono::Utc>>,
     },
 }
 
@@ -68,6 +79,32 @@ pub async fn run(context: &Context, command: Command) -> anyhow::Result<ExitCode
             for (state, reason, count) in rows {
                 println!("{state:<8} {count:>9}  {}", reason.unwrap_or_default());
             }
+        }
+        Command::Prune {
+            older_than_days,
+            now,
+        } => {
+            let days = older_than_days.unwrap_or(context.config.dispatch.retention_days);
+            if days == 0 {
+                anyhow::bail!(
+                    "retention is 0 days (keep forever): pass --older-than-days N to prune anyway"
+                );
+            }
+            // The campaigns' look back counts, when their folder is there.
+            let folder = &context.config.campaigns_dir;
+            let campaigns = if folder.is_dir() {
+                nudge_engine::campaign::load_dir(folder)?
+            } else {
+                Vec::new()
+            };
+            let now_ms = now.unwrap_or_else(chrono::Utc::now).timestamp_millis();
+            let cutoff = nudge_engine::campaign::retention_cutoff_ms(now_ms, days, &campaigns)
+                .expect("days is above 0");
+            let deleted = store.prune_sends(cutoff, || true).await?;
+            println!(
+                "deleted {deleted} finished sends last changed before {}",
+                chrono::DateTime::from_timestamp_millis(cutoff).unwrap_or_default()
+            );
         }
         Command::Enqueue {
             plan,

@@ -34,8 +34,12 @@ pub struct Args {
     /// default zone; 0 never
     #[arg(long, value_name = "SECONDS", default_value_t = 900)]
     windows_every: u64,
+    /// Delete finished sends older than `[dispatch] retention_days` this often, in seconds (and
+    /// once soon after taking the lead); 0 never
+    #[arg(long, value_name = "SECONDS", default_value_t = 3_600)]
+    prune_every: u64,
     /// Of the processes sharing the store, one does the background duties (compaction, the
-    /// windows refresh) under a lease this long, renewed every third of it: a leader that dies
+    /// windows refresh, the outbox's retention) under a lease this long, renewed every third of it: a leader that dies
     /// is replaced within about 4/3 of it
     #[arg(long, value_name = "SECONDS", default_value_t = nudge_engine::leader::TTL_MS as u64 / 1_000)]
     leader_lease_seconds: u64,
@@ -128,7 +132,9 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
         shutdown.clone(),
         |held| {
             if held {
-                println!("leading the background duties (compaction, refreshing the time windows)");
+                println!(
+                    "leading the background duties (compaction, refreshing the time windows, the outbox's retention)"
+                );
             } else {
                 println!("no longer leading the background duties");
             }
@@ -151,6 +157,18 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
             context.config.clone(),
             clock,
             args.windows_every as i64 * 1_000,
+            leading.clone(),
+            shutdown.clone(),
+        ))
+    });
+
+    let pruner = (args.prune_every > 0 && context.config.dispatch.retention_days > 0).then(|| {
+        tokio::spawn(prune_in_background(
+            store.clone(),
+            context.config.dispatch.retention_days,
+            campaigns.clone(),
+            clock,
+            std::time::Duration::from_secs(args.prune_every),
             leading.clone(),
             shutdown.clone(),
         ))
@@ -229,9 +247,64 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
     if let Some(freshener) = freshener {
         freshener.abort();
     }
+    if let Some(pruner) = pruner {
+        let _ = pruner.await;
+    }
     let _ = leader.await;
     Ok(ExitCode::SUCCESS)
 }
+
+/// While this process leads, deletes the outbox's finished sends past their retention: soon
+/// after it takes the lead, then `every`.
+async fn prune_in_background(
+    store: Store,
+    retention_days: u32,
+    campaigns: Vec<nudge_engine::campaign::Campaign>,
+    clock: nudge_engine::clock::Clock,
+    every: std::time::Duration,
+    leading: Arc<std::sync::atomic::AtomicBool>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut last: Option<std::time::Instant> = None;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(PRUNE_POLL.min(every)) => {}
+            _ = shutdown.changed() => return,
+        }
+        if !leading.load(std::sync::atomic::Ordering::SeqCst) {
+            last = None;
+            continue;
+        }
+        if last.is_some_and(|at| at.elapsed() < every) {
+            continue;
+        }
+        last = Some(std::time::Instant::now());
+        let now_ms = clock.now().timestamp_millis();
+        let Some(cutoff) =
+            nudge_engine::campaign::retention_cutoff_ms(now_ms, retention_days, &campaigns)
+        else {
+            return;
+        };
+        let started = std::time::Instant::now();
+        let keep_going =
+            || !*shutdown.borrow() && leading.load(std::sync::atomic::Ordering::SeqCst);
+        match store.prune_sends(cutoff, keep_going).await {
+            Ok(0) => {}
+            Ok(deleted) => println!(
+                "deleted {deleted} finished sends older than {} in {:.1}s",
+                chrono::DateTime::from_timestamp_millis(cutoff).unwrap_or_default(),
+                started.elapsed().as_secs_f64()
+            ),
+            Err(error) => {
+                tracing::error!(error = %error, "pruning the outbox failed");
+                eprintln!("outbox retention error: {error}");
+            }
+        }
+    }
+}
+
+/// How often the pruner looks whether it leads and a pass is due.
+const PRUNE_POLL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The campaigns folder: `campaigns_dir`, or, when that is the default and missing, the one
 /// `nudge quickstart` wrote into the data folder (so `nudge serve` runs right after it).

@@ -51,6 +51,9 @@ pub struct DispatchConfig {
     pub max_backoff_ms: u64,
     /// Per-connector overrides: `[dispatch.connectors.NAME] rate_per_s = 1000`.
     pub connectors: BTreeMap<String, ConnectorLimits>,
+    /// Days a finished send stays in the outbox (see `store::retention` for what is kept
+    /// longer); the leader of `nudge serve` deletes older ones hourly. 0 keeps them forever.
+    pub retention_days: u32,
 }
 
 /// Limits of one connector.
@@ -71,6 +74,7 @@ impl Default for DispatchConfig {
             base_backoff_ms: 1_000,
             max_backoff_ms: 300_000,
             connectors: BTreeMap::new(),
+            retention_days: 180,
         }
     }
 }
@@ -96,6 +100,12 @@ impl DispatchConfig {
         }
         if self.max_backoff_ms > DAY_MS as u64 {
             return Err("dispatch.max_backoff_ms must be at most 86400000 (a day)".into());
+        }
+        if self.retention_days > 36_500 {
+            return Err(format!(
+                "dispatch.retention_days = {} must be 0 (keep forever) to 36500",
+                self.retention_days
+            ));
         }
         check_limits("dispatch", Some(self.rate_per_s), Some(self.concurrency))?;
         for (name, limits) in &self.connectors {

@@ -9,6 +9,7 @@ mod compact;
 mod lease;
 mod migrations;
 pub mod outbox;
+mod retention;
 mod runs;
 mod seen;
 pub mod segments;

@@ -45,6 +45,16 @@ impl SendState {
     /// Sends the dispatcher still has to finish.
     pub const PENDING: [SendState; 2] = [SendState::Planned, SendState::Sending];
 
+    /// States a send never leaves: what the outbox's retention may delete once old.
+    pub const FINISHED: [SendState; 6] = [
+        SendState::Sent,
+        SendState::Failed,
+        SendState::Expired,
+        SendState::Unknown,
+        SendState::Cancelled,
+        SendState::Holdout,
+    ];
+
     /// Final states that carry a reason (`failure`).
     pub const WITH_REASON: [SendState; 5] = [
         SendState::Failed,
@@ -134,7 +144,7 @@ pub fn sql_list(states: &[&'static str]) -> String {
     format!("({})", quoted.join(", "))
 }
 
-/// The statement `template` with `{live}`, `{pending}` and `{with_reason}` replaced by those
+/// The statement `template` with `{live}`, `{pending}`, `{with_reason}` and `{finished}` replaced by those
 /// lists of send states, built once per statement.
 pub(super) fn with_states(template: &str) -> String {
     let list =
@@ -143,6 +153,7 @@ pub(super) fn with_states(template: &str) -> String {
         .replace("{live}", &list(&SendState::LIVE))
         .replace("{pending}", &list(&SendState::PENDING))
         .replace("{with_reason}", &list(&SendState::WITH_REASON))
+        .replace("{finished}", &list(&SendState::FINISHED))
 }
 
 /// A statement with the state lists filled in, made on first use.

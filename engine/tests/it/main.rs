@@ -10,6 +10,7 @@ mod ingest;
 mod migrations;
 mod nodes;
 mod reliability;
+mod retention;
 mod segments;
 mod serve;
 mod service;

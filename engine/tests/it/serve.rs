@@ -378,10 +378,20 @@ fn serve_keeps_the_windows_fresh() {
 
 // See: #23. Three `nudge serve` on one store: one leads the background duties at a time; kill -9
 // the leader and another takes them within 15 s (here with a 3 s lease, for a quicker test:
-// the default 10 s one is replaced within 13 s by the same code).
+// the default 10 s one is replaced within 13 s by the same code). The duty watched is the
+// outbox's retention: the leader deletes old finished sends, then its successor does.
 #[test]
 fn a_killed_leader_hands_the_background_duties_to_another_process_within_15_s() {
     use std::io::BufRead;
+    use std::sync::mpsc::RecvTimeoutError;
+
+    /// What a process said: it took or lost the lead, or it deleted this many sends.
+    #[derive(Debug, PartialEq)]
+    enum Said {
+        Leading(bool),
+        Deleted(u64),
+    }
+
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     std::fs::create_dir_all(root.join("campaigns")).unwrap();
@@ -391,19 +401,41 @@ fn a_killed_leader_hands_the_background_duties_to_another_process_within_15_s() 
     )
     .unwrap();
     let config = root.join("nudge.toml");
-    // Every process's announcements, as (process, leading?) in the order they came.
-    let (sender, announced) = std::sync::mpsc::channel::<(usize, bool)>();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let store = runtime.block_on(super::support::open_store(&root.join("data")));
+    // Sends that expired unsent 400 days ago: past the default 180-day retention.
+    let old_sends = |prefix: &str, count: usize| {
+        let old = chrono::Utc::now().timestamp_millis() - 400 * 86_400_000;
+        let sends: Vec<_> = (0..count)
+            .map(|i| nudge_engine::store::outbox::PlannedSend {
+                dedup_key: format!("{prefix}{i}"),
+                campaign: "old".into(),
+                user_id: format!("u{i}"),
+                template_id: "t".into(),
+                connector: "dry-run".into(),
+                page: None,
+                data: BTreeMap::new(),
+                send_at_ms: old,
+                expires_at_ms: old + 3_600_000,
+                priority: 0,
+                run_at_ms: None,
+                quiet: None,
+            })
+            .collect();
+        runtime.block_on(async {
+            store.enqueue_sends(&sends, old).await.unwrap();
+            store.expire_sends(old + 86_400_000).await.unwrap();
+        });
+    };
+    old_sends("first-", 100);
+
+    let (sender, said) = std::sync::mpsc::channel::<(usize, Said)>();
     let mut children = Vec::new();
     for index in 0..3 {
         let mut child = nudge(&config)
             .current_dir(root)
-            .args([
-                "serve",
-                "--lookback-hours",
-                "0",
-                "--leader-lease-seconds",
-                "3",
-            ])
+            .args(["serve", "--lookback-hours", "0"])
+            .args(["--leader-lease-seconds", "3", "--prune-every", "1"])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -412,38 +444,58 @@ fn a_killed_leader_hands_the_background_duties_to_another_process_within_15_s() 
         let sender = sender.clone();
         std::thread::spawn(move || {
             for line in stdout.lines().map_while(Result::ok) {
-                if line.starts_with("leading the background duties") {
-                    let _ = sender.send((index, true));
+                let note = if line.starts_with("leading the background duties") {
+                    Said::Leading(true)
                 } else if line.starts_with("no longer leading") {
-                    let _ = sender.send((index, false));
-                }
+                    Said::Leading(false)
+                } else if let Some(rest) = line.strip_prefix("deleted ") {
+                    Said::Deleted(rest.split(' ').next().unwrap().parse().unwrap())
+                } else {
+                    continue;
+                };
+                let _ = sender.send((index, note));
             }
         });
         children.push(child);
     }
     let wait = std::time::Duration::from_secs(15);
-    let (leader, leading) = announced.recv_timeout(wait).expect("nobody leads");
-    assert!(leading);
-    // Nobody else claims it while the leader lives (three renewals of the others).
-    assert!(
-        announced
-            .recv_timeout(std::time::Duration::from_secs(3))
-            .is_err(),
+    let (leader, note) = said.recv_timeout(wait).expect("nobody leads");
+    assert_eq!(note, Said::Leading(true));
+    assert_eq!(
+        said.recv_timeout(wait).expect("the leader pruned nothing"),
+        (leader, Said::Deleted(100))
+    );
+    // Nobody else claims the lead (or prunes) while the leader lives: three renewals.
+    assert_eq!(
+        said.recv_timeout(std::time::Duration::from_secs(3)),
+        Err(RecvTimeoutError::Timeout),
         "a second leader while the first lives"
     );
     children[leader].kill().unwrap(); // SIGKILL: no release
     children[leader].wait().unwrap();
     let killed_at = std::time::Instant::now();
-    let (next, leading) = announced
-        .recv_timeout(wait)
-        .expect("no new leader within 15 s");
-    assert!(leading && next != leader, "{next} {leading}");
-    assert!(killed_at.elapsed() <= wait);
+    old_sends("second-", 50);
+    let (next, note) = said.recv_timeout(wait).expect("no new leader within 15 s");
     assert!(
-        announced
-            .recv_timeout(std::time::Duration::from_secs(3))
-            .is_err(),
+        note == Said::Leading(true) && next != leader,
+        "{next} {note:?}"
+    );
+    assert!(killed_at.elapsed() <= wait);
+    assert_eq!(
+        said.recv_timeout(wait)
+            .expect("the new leader pruned nothing"),
+        (next, Said::Deleted(50))
+    );
+    assert_eq!(
+        said.recv_timeout(std::time::Duration::from_secs(3)),
+        Err(RecvTimeoutError::Timeout),
         "two leaders after the takeover"
+    );
+    assert!(
+        runtime
+            .block_on(store.send_status(None))
+            .unwrap()
+            .is_empty()
     );
     for (index, child) in children.iter_mut().enumerate() {
         if index != leader {
