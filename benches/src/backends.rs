@@ -29,6 +29,10 @@ pub struct Args {
     /// Events of the ingest run (10M for the target)
     #[arg(long, default_value_t = 1_000_000)]
     events: u64,
+    /// Requests in flight per dispatcher, one dispatch run per value (what a claim is bounded
+    /// by, so what a store transaction carries)
+    #[arg(long, value_delimiter = ',', default_value = "64,256")]
+    concurrency: Vec<usize>,
     /// Keep the generated datasets in this folder and reuse them
     #[arg(long)]
     keep: Option<PathBuf>,
@@ -125,30 +129,37 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     };
 
     // Dispatch.
-    let mut rates = Vec::new();
-    for dispatchers in [1, 2] {
-        for (_, url) in backends(&args.postgres).await? {
-            let (rate, sent) =
-                crate::dispatch::measure_on(args.sends, None, url.clone(), dispatchers).await?;
-            anyhow::ensure!(sent == args.sends as u64, "sent {sent} of {}", args.sends);
-            rates.push(rate);
-            if let Some(url) = url {
-                drop_database(&args.postgres, &url).await?;
+    for &concurrency in &args.concurrency {
+        let mut rates = Vec::new();
+        for dispatchers in [1, 2] {
+            for (_, url) in backends(&args.postgres).await? {
+                let (rate, sent) = crate::dispatch::measure_on(
+                    args.sends,
+                    None,
+                    url.clone(),
+                    dispatchers,
+                    concurrency,
+                )
+                .await?;
+                anyhow::ensure!(sent == args.sends as u64, "sent {sent} of {}", args.sends);
+                rates.push(rate);
+                if let Some(url) = url {
+                    drop_database(&args.postgres, &url).await?;
+                }
             }
         }
+        for (index, dispatchers) in ["one dispatcher", "two dispatchers"].iter().enumerate() {
+            row(
+                &format!(
+                    "dispatch {} sends, {dispatchers}, concurrency {concurrency} (sends/s)",
+                    args.sends
+                ),
+                rates[2 * index],
+                rates[2 * index + 1],
+                "",
+            );
+        }
     }
-    row(
-        &format!("dispatch {} sends, one dispatcher (sends/s)", args.sends),
-        rates[0],
-        rates[1],
-        "",
-    );
-    row(
-        &format!("dispatch {} sends, two dispatchers (sends/s)", args.sends),
-        rates[2],
-        rates[3],
-        "",
-    );
 
     // Ingest.
     let users = (args.events as f64 / 18.7).max(1.0) as u64;

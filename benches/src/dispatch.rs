@@ -24,16 +24,18 @@ pub struct Args {
 }
 
 async fn measure(sends: usize, rate: Option<f64>) -> anyhow::Result<(f64, u64)> {
-    measure_on(sends, rate, None, 1).await
+    measure_on(sends, rate, None, 1, 64).await
 }
 
 /// Sends per second (and sends) of `dispatchers` dispatchers, each with its own connections to
-/// the store (as processes would have), its SQL state in SQLite or at `database_url`.
+/// the store (as processes would have), its SQL state in SQLite or at `database_url`, each with
+/// `concurrency` requests in flight at most.
 pub async fn measure_on(
     sends: usize,
     rate: Option<f64>,
     database_url: Option<String>,
     dispatchers: usize,
+    concurrency: usize,
 ) -> anyhow::Result<(f64, u64)> {
     let dir = tempfile::tempdir()?;
     let (_, store) = crate::fresh_store_on(dir.path(), database_url.clone()).await?;
@@ -74,7 +76,7 @@ pub async fn measure_on(
     let connectors = BTreeMap::from([("wechat".to_string(), connector)]);
     let mut dispatch_config = DispatchConfig {
         batch: 512,
-        concurrency: 64,
+        concurrency,
         ..DispatchConfig::default()
     };
     if let Some(rate) = rate {

@@ -55,7 +55,10 @@ const SQLITE_FILES: &[(&str, &str)] = &[
 ];
 
 /// The PostgreSQL schema: the state SQLite's files arrive at, then changes made after it.
-const POSTGRES_FILES: &[(&str, &str)] = &[migration_file!("postgres", "0001_schema.sql")];
+const POSTGRES_FILES: &[(&str, &str)] = &[
+    migration_file!("postgres", "0001_schema.sql"),
+    migration_file!("postgres", "0002_claim_index.sql"),
+];
 
 static SQLITE: LazyLock<Migrator> =
     LazyLock::new(|| Migrator::with_migrations(migrations(SQLITE_FILES)));

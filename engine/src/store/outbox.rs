@@ -193,8 +193,17 @@ pub(super) async fn enqueue(pool: &AnyPool, sends: &[NewSend], now_ms: i64) -> R
     let held: Vec<&NewSend> = sends.iter().filter(|n| n.holdout).collect();
     insert_refs(&mut tx, &held, now_ms).await?;
     tx.commit().await?;
+    if done.added >= ANALYZE_AFTER && Backend::of_pool(pool) == Backend::Postgres {
+        // PostgreSQL plans by statistics its autovacuum takes in its own time: an outbox that
+        // was nearly empty when they were taken would be read as such by the dispatchers'
+        // next statements while a campaign's sends wait.
+        sqlx::query("ANALYZE sends").execute(pool).await?;
+    }
     Ok(done)
 }
+
+/// Sends added by one enqueue past which PostgreSQL's statistics of the outbox are taken again.
+const ANALYZE_AFTER: u64 = 10_000;
 
 async fn insert(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
