@@ -47,6 +47,24 @@ pub(crate) type FastHash = foldhash::fast::RandomState;
 /// committed) and `compact:after-commit` (the swap committed, the old files not deleted).
 pub const CRASH_POINT_ENV: &str = "NUDGE_CRASH_AT";
 
+/// Waits for an exclusive lock on the file `path` (created if missing) and holds it until the
+/// returned file is dropped, also when the process dies.
+async fn exclusive_lock(path: &Path) -> Result<std::fs::File> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|source| Error::io(path, source))?;
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || match file.lock() {
+        Ok(()) => Ok(file),
+        Err(source) => Err(Error::io(&path, source)),
+    })
+    .await
+    .expect("locking a file does not panic")
+}
+
 fn crash_point(point: &str, hits: &std::sync::atomic::AtomicU64) {
     let Ok(wanted) = std::env::var(CRASH_POINT_ENV) else {
         return;
@@ -102,9 +120,17 @@ impl Store {
         std::fs::create_dir_all(segments::events_dir(&data_dir))
             .map_err(|source| Error::io(&data_dir, source))?;
         let backend = Backend::of_url(&options.database_url)?;
+        // Processes opening one SQLite store at once migrate it one after the other: sqlx's
+        // migrator locks only on PostgreSQL, and on SQLite the second process's migration
+        // transactions failed with "database is locked" while the first one's ran.
+        let migrating = match backend {
+            Backend::Sqlite => Some(exclusive_lock(&data_dir.join(".open.lock")).await?),
+            Backend::Postgres => None,
+        };
         let pool = sql::connect(&options.database_url, backend).await?;
         migrations::run(&pool, backend).await?;
         let id = store_id(&pool).await?;
+        drop(migrating);
         let store = Store {
             pool,
             backend,

@@ -99,3 +99,35 @@ async fn a_store_from_the_old_runner_opens_with_its_data() {
             .unwrap();
     assert_eq!(legacy, 0, "the old record is folded into sqlx's");
 }
+
+// Processes started together on a new store (two `nudge ingest` of a backfill, several `serve`
+// replicas) each create and migrate it: all of them open it, on whichever backend the suite
+// runs on. (A race: the two-process ingest test once failed "database is locked" under the
+// suite's load before SQLite migrations were put under a file lock; this test makes the race
+// more often than that one, not every time.)
+#[test]
+fn processes_opening_a_new_store_at_once_all_open_it() {
+    for round in 0..3 {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("nudge.toml");
+        std::fs::write(&config, "data_dir = 'data'\n").unwrap();
+        let children: Vec<std::process::Child> = (0..4)
+            .map(|_| {
+                super::support::nudge_with(&config)
+                    .arg("stats")
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for child in children {
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "round {round}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
