@@ -182,3 +182,27 @@ fn clock_rate(text: &str) -> Result<f64, String> {
         )),
     }
 }
+
+/// The campaigns folder: `campaigns_dir`, or, when that is the default and missing, the one
+/// `nudge quickstart` wrote into the data folder (so `nudge serve` runs right after it).
+pub(super) fn campaigns_folder(
+    config: &nudge_engine::config::Config,
+) -> anyhow::Result<std::path::PathBuf> {
+    let configured = &config.campaigns_dir;
+    if configured.is_dir() {
+        return Ok(configured.clone());
+    }
+    let quickstart = config.data_dir.join("quickstart").join("campaigns");
+    if *configured == nudge_engine::config::Config::default().campaigns_dir && quickstart.is_dir() {
+        println!(
+            "no {} folder here: using the quickstart's campaigns in {} (set campaigns_dir in nudge.toml for your own)",
+            configured.display(),
+            quickstart.display()
+        );
+        return Ok(quickstart);
+    }
+    anyhow::bail!(
+        "the campaigns folder {} does not exist: create it (one TOML file per campaign, see examples/campaigns) or set campaigns_dir in nudge.toml",
+        configured.display()
+    )
+}

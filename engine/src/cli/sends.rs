@@ -90,12 +90,10 @@ pub async fn run(context: &Context, command: Command) -> anyhow::Result<ExitCode
                     "retention is 0 days (keep forever): pass --older-than-days N to prune anyway"
                 );
             }
-            // The campaigns' look back counts, when their folder is there.
-            let folder = &context.config.campaigns_dir;
-            let campaigns = if folder.is_dir() {
-                nudge_engine::campaign::load_dir(folder)?
-            } else {
-                Vec::new()
+            // The campaigns' look back counts (those `nudge serve` would run), when there are any.
+            let campaigns = match super::campaigns_folder(&context.config) {
+                Ok(folder) => nudge_engine::campaign::load_dir(&folder)?,
+                Err(_) => Vec::new(),
             };
             let now_ms = now.unwrap_or_else(chrono::Utc::now).timestamp_millis();
             let cutoff = nudge_engine::campaign::retention_cutoff_ms(now_ms, days, &campaigns)

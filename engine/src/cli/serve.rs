@@ -39,8 +39,8 @@ pub struct Args {
     #[arg(long, value_name = "SECONDS", default_value_t = 3_600)]
     prune_every: u64,
     /// Of the processes sharing the store, one does the background duties (compaction, the
-    /// windows refresh, the outbox's retention) under a lease this long, renewed every third of it: a leader that dies
-    /// is replaced within about 4/3 of it
+    /// windows refresh, the outbox's retention) under a lease this long, renewed every third of
+    /// it: a leader that dies is replaced within about 4/3 of it
     #[arg(long, value_name = "SECONDS", default_value_t = nudge_engine::leader::TTL_MS as u64 / 1_000)]
     leader_lease_seconds: u64,
     #[command(flatten)]
@@ -51,7 +51,7 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
     let signalled = super::dispatch::signals();
     let store = Store::open(&context.config.store()).await?;
     let clock = args.clock.clock();
-    let folder = campaigns_folder(&context.config)?;
+    let folder = super::campaigns_folder(&context.config)?;
     let campaigns = nudge_engine::campaign::load_dir(&folder)?;
     let scheduled = campaigns.iter().filter(|c| c.schedule.is_some()).count();
     println!(
@@ -283,7 +283,7 @@ async fn prune_in_background(
         let Some(cutoff) =
             nudge_engine::campaign::retention_cutoff_ms(now_ms, retention_days, &campaigns)
         else {
-            return;
+            return; // a retention of 0 keeps every send
         };
         let started = std::time::Instant::now();
         let keep_going =
@@ -305,28 +305,6 @@ async fn prune_in_background(
 
 /// How often the pruner looks whether it leads and a pass is due.
 const PRUNE_POLL: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// The campaigns folder: `campaigns_dir`, or, when that is the default and missing, the one
-/// `nudge quickstart` wrote into the data folder (so `nudge serve` runs right after it).
-fn campaigns_folder(config: &nudge_engine::config::Config) -> anyhow::Result<std::path::PathBuf> {
-    let configured = &config.campaigns_dir;
-    if configured.is_dir() {
-        return Ok(configured.clone());
-    }
-    let quickstart = config.data_dir.join("quickstart").join("campaigns");
-    if *configured == nudge_engine::config::Config::default().campaigns_dir && quickstart.is_dir() {
-        println!(
-            "no {} folder here: using the quickstart's campaigns in {} (set campaigns_dir in nudge.toml for your own)",
-            configured.display(),
-            quickstart.display()
-        );
-        return Ok(quickstart);
-    }
-    anyhow::bail!(
-        "the campaigns folder {} does not exist: create it (one TOML file per campaign, see examples/campaigns) or set campaigns_dir in nudge.toml",
-        configured.display()
-    )
-}
 
 /// While this process leads the background duties, every `every_ms` of the clock, rolls the
 /// windows forward to now so scheduled runs use today's

@@ -144,8 +144,8 @@ pub fn sql_list(states: &[&'static str]) -> String {
     format!("({})", quoted.join(", "))
 }
 
-/// The statement `template` with `{live}`, `{pending}`, `{with_reason}` and `{finished}` replaced by those
-/// lists of send states, built once per statement.
+/// The statement `template` with `{live}`, `{pending}`, `{with_reason}` and `{finished}`
+/// replaced by those lists of send states, built once per statement.
 pub(super) fn with_states(template: &str) -> String {
     let list =
         |states: &[SendState]| sql_list(&states.iter().map(|s| s.as_str()).collect::<Vec<_>>());
