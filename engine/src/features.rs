@@ -76,8 +76,14 @@ pub async fn user_facts(
         attach_sends(store, &mut facts, as_of).await?;
     }
     tracing::debug!(total_s = started.elapsed().as_secs_f64(), "facts built");
-    use rayon::prelude::*;
-    Ok(facts.into_par_iter().map(Arc::new).collect())
+    Ok(facts)
+}
+
+/// The one reference to a user's facts while they are built (the structs are made in their
+/// `Arc`s at once: moving a million built structs into `Arc`s afterwards took 0.2-0.3 s).
+fn building(user: &mut Arc<UserFacts>) -> &mut UserFacts {
+    // Never shared before `user_facts` returns, so this never clones.
+    Arc::make_mut(user)
 }
 
 /// What the scan yields, in no particular order: every event's user, and per (user, event name)
@@ -123,9 +129,10 @@ fn scan_facts(
         .group_by([col("user_id"), col("event")])
         .agg([
             col("ts").max().alias("last_ms"),
+            // The props of the latest row (the first in the files' order of rows at the same
+            // instant); an arg-max instead of a sort by time: 0.1-0.15 s less at 1M users.
             col("props")
-                .sort_by([col("ts")], SortMultipleOptions::default())
-                .last()
+                .get(col("ts").arg_max(), false)
                 .alias("last_props"),
         ]);
     let window_from = needs.max_days.map(|days| as_of_ms - days * DAY_MS);
@@ -152,7 +159,7 @@ fn scan_facts(
 /// Builds the structs in the users' order: every event's user numbered, the numbers sorted by
 /// id, the structs made on every core, then each fact row put in its user's struct by number.
 /// Zones, attributes and credits are left to [`fill_state`].
-fn assemble(frames: FactFrames) -> Result<Vec<UserFacts>> {
+fn assemble(frames: FactFrames) -> Result<Vec<Arc<UserFacts>>> {
     use rayon::prelude::*;
     let started = std::time::Instant::now();
     let mut numbers = UserNumbers::default();
@@ -170,11 +177,13 @@ fn assemble(frames: FactFrames) -> Result<Vec<UserFacts>> {
         position[*number as usize] = at as u32;
     }
     let sorted_s = started.elapsed().as_secs_f64();
-    let mut facts: Vec<UserFacts> = order
+    let mut facts: Vec<Arc<UserFacts>> = order
         .par_iter()
-        .map(|number| UserFacts {
-            id: names[*number as usize].clone(),
-            ..UserFacts::default()
+        .map(|number| {
+            Arc::new(UserFacts {
+                id: names[*number as usize].clone(),
+                ..UserFacts::default()
+            })
         })
         .collect();
     let users_s = started.elapsed().as_secs_f64();
@@ -227,7 +236,7 @@ fn assemble(frames: FactFrames) -> Result<Vec<UserFacts>> {
         });
         // The rows came in the files' order: put each list in time order.
         facts.par_iter_mut().for_each(|user| {
-            for entry in user.events.values_mut() {
+            for entry in building(user).events.values_mut() {
                 if !entry.timestamps.is_sorted() {
                     entry.timestamps.sort_unstable();
                 }
@@ -248,9 +257,10 @@ fn assemble(frames: FactFrames) -> Result<Vec<UserFacts>> {
 }
 
 /// Each user's zone (the default when none is stored), attributes and credits, on every core.
-fn fill_state(facts: &mut [UserFacts], state: crate::store::UserState, default_tz: &str) {
+fn fill_state(facts: &mut [Arc<UserFacts>], state: crate::store::UserState, default_tz: &str) {
     use rayon::prelude::*;
     facts.par_iter_mut().for_each(|user| {
+        let user = building(user);
         let (tz, attrs) = state.profiles.get(&user.id).cloned().unwrap_or_default();
         user.tz = tz.unwrap_or_else(|| default_tz.to_string());
         user.attrs = attrs;
@@ -264,7 +274,7 @@ fn fill_state(facts: &mut [UserFacts], state: crate::store::UserState, default_t
 /// put in order first (so each user's rows come in row order), then each core takes a run of
 /// users and their rows.
 fn for_each_row(
-    facts: &mut [UserFacts],
+    facts: &mut [Arc<UserFacts>],
     mut rows: Vec<(u32, u32)>,
     apply: impl Fn(&mut UserFacts, usize) + Sync,
 ) {
@@ -282,7 +292,10 @@ fn for_each_row(
             let from = rows.partition_point(|row| row.0 < first);
             let to = rows.partition_point(|row| row.0 < first + part.len() as u32);
             for &(position, row) in &rows[from..to] {
-                apply(&mut part[(position - first) as usize], row as usize);
+                apply(
+                    building(&mut part[(position - first) as usize]),
+                    row as usize,
+                );
             }
         });
 }
@@ -377,7 +390,11 @@ pub struct Click {
 
 /// Fills each user's send history from the outbox, with the click that came back for each send
 /// (a `notification_click` whose `send_id` is the send's id).
-async fn attach_sends(store: &Store, facts: &mut [UserFacts], as_of: DateTime<Utc>) -> Result<()> {
+async fn attach_sends(
+    store: &Store,
+    facts: &mut [Arc<UserFacts>],
+    as_of: DateTime<Utc>,
+) -> Result<()> {
     let mut clicked: HashMap<String, i64> = HashMap::new();
     for click in clicks(store, as_of).await? {
         if let Some(id) = click.send_id {
@@ -391,7 +408,7 @@ async fn attach_sends(store: &Store, facts: &mut [UserFacts], as_of: DateTime<Ut
             && let Some(user_facts) = facts.get_mut(pos)
         {
             let clicked_ms = clicked.get(&id.to_string()).copied();
-            user_facts.sends.push(nudge_rules::SendFact {
+            building(user_facts).sends.push(nudge_rules::SendFact {
                 campaign,
                 sent_ms,
                 clicked_ms,

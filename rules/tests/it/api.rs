@@ -1,6 +1,8 @@
 //! Every function of the script API, pinned by value.
 
-use nudge_rules::{Decision, SendFact, UserFacts};
+use std::sync::Arc;
+
+use nudge_rules::{Decision, Limits, Rule, SendFact, UserFacts};
 
 use super::{DAY, NOW, user, value_of};
 
@@ -164,4 +166,23 @@ fn constants_at_the_top_parameterise_functions() {
         super::decide(source, shopper()),
         Decision::Target(_)
     ));
+}
+
+#[test]
+fn arrays_maps_and_lets_at_the_top_are_seen_by_functions_of_every_copy() {
+    // Each chunk of users gets its own copy of the rule, compiled again with its own constants
+    // (`Rule::with_own_engine`): every copy must see the top-level values.
+    for source in [
+        "const NAMES = [\"a\", \"b\"];\nfn target(user) { NAMES.len() == 2 }",
+        "let NAMES = [\"a\", \"b\"];\nfn target(user) { NAMES.len() == 2 }",
+        "const M = #{a: 1};\nfn target(user) { M.a == 1 }",
+    ] {
+        let rule = Rule::compile("top.rhai", source, Limits::default()).unwrap();
+        for copy in [&rule, &rule.with_own_engine()] {
+            assert!(
+                matches!(copy.evaluate(Arc::new(shopper()), NOW), Decision::Target(_)),
+                "{source}"
+            );
+        }
+    }
 }
