@@ -94,6 +94,19 @@ async fn reference(
     config: &nudge_engine::config::Config,
     end: chrono::DateTime<chrono::Utc>,
 ) -> String {
+    // The peers read every Parquet file of the folder; they must be the manifest's segments.
+    let events = store.data_dir().join("events");
+    let listed = match store.segment_paths(None).await {
+        Ok(paths) => paths.len(),
+        Err(error) => return format!("not run ({error})"),
+    };
+    let on_disk = parquet_files(&events);
+    if on_disk != listed {
+        return format!(
+            "not run ({} holds {on_disk} Parquet files, the manifest {listed} segments)",
+            events.display()
+        );
+    }
     let zones = store.data_dir().join("zones.csv");
     let query = nudge_engine::store::StateQuery {
         except_zone: Some(config.default_tz.name()),
@@ -119,7 +132,7 @@ async fn reference(
     let output = std::process::Command::new("python3")
         .arg(script)
         .arg(engine)
-        .arg(store.data_dir().join("events"))
+        .arg(&events)
         .arg(&zones)
         .arg(config.default_tz.name())
         .arg(from.timestamp_millis().to_string())
@@ -146,4 +159,22 @@ async fn reference(
         ),
         Err(error) => format!("not run: {error}"),
     }
+}
+
+/// How many `.parquet` files lie under `dir`, at any depth.
+fn parquet_files(dir: &std::path::Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|entry| {
+            let path = entry.path();
+            if path.is_dir() {
+                parquet_files(&path)
+            } else {
+                usize::from(path.extension().is_some_and(|e| e == "parquet"))
+            }
+        })
+        .sum()
 }

@@ -538,13 +538,14 @@ impl Building {
 /// Spreads `share` of each hour to each neighbour, circularly: Sunday 23:00 is next to Monday
 /// 00:00. The total is unchanged.
 pub fn smooth(counts: &[f64; HOURS_OF_WEEK], share: f64) -> [f64; HOURS_OF_WEEK] {
-    let mut out = [0.0; HOURS_OF_WEEK];
-    for (h, value) in out.iter_mut().enumerate() {
-        let before = counts[(h + HOURS_OF_WEEK - 1) % HOURS_OF_WEEK];
-        let after = counts[(h + 1) % HOURS_OF_WEEK];
-        *value = (1.0 - 2.0 * share) * counts[h] + share * (before + after);
-    }
-    out
+    std::array::from_fn(|h| smooth_at(counts, h, share))
+}
+
+/// `smooth(counts, share)[h]` alone.
+pub fn smooth_at(counts: &[f64; HOURS_OF_WEEK], h: usize, share: f64) -> f64 {
+    let before = counts[(h + HOURS_OF_WEEK - 1) % HOURS_OF_WEEK];
+    let after = counts[(h + 1) % HOURS_OF_WEEK];
+    (1.0 - 2.0 * share) * counts[h] + share * (before + after)
 }
 
 #[cfg(test)]

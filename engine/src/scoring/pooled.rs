@@ -112,6 +112,156 @@ pub fn profile(
     out
 }
 
+/// What [`profile`] adds up from a user's smoothed counts before it weighs anything. The sums
+/// are linear in the counts, so those at any smoothing come from two: see [`Sums::smoothed`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sums {
+    daily: [f64; 24],
+    classes: [[f64; 24]; 2],
+    days: [f64; 7],
+    total: f64,
+    class_totals: [f64; 2],
+}
+
+impl Sums {
+    fn of(counts: &[f64; HOURS_OF_WEEK]) -> Sums {
+        let mut sums = Sums::default();
+        for (bin, count) in counts.iter().enumerate() {
+            let (day, hour) = (bin / 24, bin % 24);
+            sums.daily[hour] += count;
+            sums.classes[CLASS_OF_DAY[day]][hour] += count;
+            sums.days[day] += count;
+        }
+        sums.total = sums.days.iter().sum();
+        sums.class_totals = [0, 1].map(|class| sums.classes[class].iter().sum());
+        sums
+    }
+
+    /// The sums of `counts` and of each hour's two neighbours (around the week), from which
+    /// [`Sums::smoothed`] gives the sums at any smoothing.
+    pub fn parts(counts: &[f64; HOURS_OF_WEEK]) -> [Sums; 2] {
+        let neighbours: [f64; HOURS_OF_WEEK] = std::array::from_fn(|hour| {
+            counts[(hour + HOURS_OF_WEEK - 1) % HOURS_OF_WEEK] + counts[(hour + 1) % HOURS_OF_WEEK]
+        });
+        [Sums::of(counts), Sums::of(&neighbours)]
+    }
+
+    /// The sums of `smooth(counts, share)` (`local::smooth`): `(1 - 2 share)` of the counts'
+    /// plus `share` of their neighbours'.
+    pub fn smoothed(parts: &[Sums; 2], share: f64) -> Sums {
+        let [own, near] = parts;
+        let keep = 1.0 - 2.0 * share;
+        let mix = |a: f64, b: f64| keep * a + share * b;
+        Sums {
+            daily: std::array::from_fn(|h| mix(own.daily[h], near.daily[h])),
+            classes: [0, 1]
+                .map(|c| std::array::from_fn(|h| mix(own.classes[c][h], near.classes[c][h]))),
+            days: std::array::from_fn(|d| mix(own.days[d], near.days[d])),
+            total: mix(own.total, near.total),
+            class_totals: [0, 1].map(|c| mix(own.class_totals[c], near.class_totals[c])),
+        }
+    }
+}
+
+/// What [`profile`] takes from the prior: its hour-of-day shape within each class of days and
+/// its share of each day.
+#[derive(Debug, Clone, Copy)]
+pub struct PriorSums {
+    hours: [[f64; 24]; 2],
+    days: [f64; 7],
+}
+
+impl PriorSums {
+    pub fn of(prior: &[f64; HOURS_OF_WEEK]) -> PriorSums {
+        let mut classes = [[0.0; 24]; 2];
+        let mut days = [0.0; 7];
+        for (bin, p) in prior.iter().enumerate() {
+            classes[CLASS_OF_DAY[bin / 24]][bin % 24] += p;
+            days[bin / 24] += p;
+        }
+        let total: f64 = days.iter().sum();
+        PriorSums {
+            hours: classes.map(|class| {
+                let sum: f64 = class.iter().sum();
+                class.map(|p| ratio(p, sum, 1.0 / 24.0))
+            }),
+            days: days.map(|p| ratio(p, total, 1.0 / 7.0)),
+        }
+    }
+}
+
+/// [`profile`] at `settings` without writing out the week: [`Weighed::at`] gives one hour's
+/// probability from that hour's smoothed count. The tuning scores a user's few held-out hours
+/// under dozens of settings, and this is what it needs of the 168.
+pub struct Weighed {
+    theta: [[f64; 24]; 2],
+    shares: [f64; 7],
+    days: [f64; 7],
+    day: f64,
+    sum: f64,
+}
+
+impl Weighed {
+    pub fn new(sums: &Sums, prior: &PriorSums, settings: &Settings) -> Weighed {
+        let theta: [[f64; 24]; 2] = [0, 1].map(|class| {
+            std::array::from_fn(|hour| {
+                let q = prior.hours[class][hour];
+                let base = ratio(
+                    sums.daily[hour] + settings.daily * q,
+                    sums.total + settings.daily,
+                    q,
+                );
+                ratio(
+                    sums.classes[class][hour] + settings.class * base,
+                    sums.class_totals[class] + settings.class,
+                    base,
+                )
+            })
+        });
+        let theta_sums: [f64; 2] = theta.map(|hours| hours.iter().sum());
+        let shares: [f64; 7] = std::array::from_fn(|day| {
+            ratio(
+                sums.days[day] + settings.share * prior.days[day],
+                sums.total + settings.share,
+                prior.days[day],
+            )
+        });
+        // The week's total before normalising: a day's levels add up to its count plus the
+        // weight times its class's theta, over its count plus the weight.
+        let sum = (0..7)
+            .map(|day| {
+                let theta_sum = theta_sums[CLASS_OF_DAY[day]];
+                let levels = ratio(
+                    sums.days[day] + settings.day * theta_sum,
+                    sums.days[day] + settings.day,
+                    theta_sum,
+                );
+                shares[day] * levels
+            })
+            .sum();
+        Weighed {
+            theta,
+            shares,
+            days: sums.days,
+            day: settings.day,
+            sum,
+        }
+    }
+
+    /// `profile(...)[bin]`, given the smoothed count at `bin`.
+    pub fn at(&self, bin: usize, smoothed: f64) -> f64 {
+        let (day, hour) = (bin / 24, bin % 24);
+        let theta = self.theta[CLASS_OF_DAY[day]][hour];
+        let level = ratio(
+            smoothed + self.day * theta,
+            self.days[day] + self.day,
+            theta,
+        );
+        let p = self.shares[day] * level;
+        if self.sum > 0.0 { p / self.sum } else { p }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,6 +313,46 @@ mod tests {
         let p = profile(&[0.0; HOURS_OF_WEEK], &prior, &Settings::default());
         for (a, b) in p.iter().zip(&prior) {
             assert!((a - b).abs() < 1e-12);
+        }
+    }
+
+    #[test]
+    fn weighed_sums_give_the_whole_profile_at_every_hour_and_setting() {
+        use crate::scoring::local::smooth;
+        // Uneven counts with empty days and hours, a prior with an empty weekend hour.
+        let counts: [f64; HOURS_OF_WEEK] =
+            std::array::from_fn(|bin| ((bin * 37 % 11) as f64 - 4.0).max(0.0) * 0.7);
+        let mut prior: [f64; HOURS_OF_WEEK] =
+            std::array::from_fn(|bin| 1.0 + ((bin * 13) % 7) as f64);
+        prior[5 * 24 + 3] = 0.0;
+        let total: f64 = prior.iter().sum();
+        prior.iter_mut().for_each(|p| *p /= total);
+        let parts = Sums::parts(&counts);
+        let priors = PriorSums::of(&prior);
+        for (daily, class, day, share, smoothing) in [
+            (4.0, 8.0, 16.0, 8.0, 0.2),
+            (0.5, 32768.0, 2.0, 128.0, 0.0),
+            (2048.0, 0.5, 512.0, 0.5, 0.4),
+            (0.0, 0.0, 0.0, 0.0, 0.15),
+        ] {
+            let settings = Settings {
+                daily,
+                class,
+                day,
+                share,
+                smoothing,
+            };
+            let smoothed = smooth(&counts, smoothing);
+            let whole = profile(&smoothed, &prior, &settings);
+            let weighed = Weighed::new(&Sums::smoothed(&parts, smoothing), &priors, &settings);
+            for bin in 0..HOURS_OF_WEEK {
+                let at = weighed.at(bin, smoothed[bin]);
+                assert!(
+                    (at - whole[bin]).abs() <= 1e-12 * whole[bin].max(1e-3),
+                    "{settings:?} hour {bin}: {at} against {}",
+                    whole[bin]
+                );
+            }
         }
     }
 }
