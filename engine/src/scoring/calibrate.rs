@@ -148,7 +148,7 @@ pub fn calibrate(
     let active = held
         .plain
         .users
-        .iter()
+        .par_iter()
         .filter(|u| full.find(&u.user_id).is_some_and(|f| f.events > u.events))
         .count();
     if active < MIN_USERS {

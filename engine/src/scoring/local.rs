@@ -527,7 +527,8 @@ impl Building {
             .flatten()
             .filter(|user| user.events > 0)
             .collect();
-        users.sort_unstable_by(|a, b| a.user_id.cmp(&b.user_id));
+        use rayon::prelude::*;
+        users.par_sort_unstable_by(|a, b| a.user_id.cmp(&b.user_id));
         State {
             as_of_ms: self.as_of_ms,
             users,

@@ -46,10 +46,12 @@ pub fn fit(users: &[&[f64; HOURS_OF_WEEK]], k: usize) -> Model {
     let stride = users.len().div_ceil(FIT_SAMPLE).max(1);
     let sample: Vec<&[f64; HOURS_OF_WEEK]> = users.iter().step_by(stride).copied().collect();
     let k = k.min(sample.len()).max(1);
+    let t0 = std::time::Instant::now();
     let mut model = Model {
         weights: vec![1.0 / k as f64; k],
         types: initial_types(&sample, k),
     };
+    let init_s = t0.elapsed().as_secs_f64();
     // Dense users still leave most hours empty: EM only visits the hours with counts.
     let entries: Vec<Vec<(usize, f64)>> = sample
         .iter()
@@ -78,26 +80,48 @@ pub fn fit(users: &[&[f64; HOURS_OF_WEEK]], k: usize) -> Model {
         }
         previous = log_likelihood;
         rounds += 1;
-        let mut types = vec![vec![0.0; HOURS_OF_WEEK]; k];
+        // The types' sums hour by hour, each hour's k types side by side (the inner loop runs
+        // over contiguous types); a type whose responsibility is negligible adds zero.
+        let mut by_hour = vec![0.0; HOURS_OF_WEEK * k];
         let mut weights = vec![0.0; k];
+        let mut scale = vec![0.0; k];
         for (entries, r) in entries.iter().zip(&responsibilities) {
             let total: f64 = entries.iter().map(|(_, c)| c).sum();
             for t in 0..k {
                 weights[t] += r[t];
-                if r[t] > 1e-6 && total > 0.0 {
-                    // Each user counts once, whatever their volume: types describe people.
-                    let scale = r[t] / total;
-                    for &(hour, c) in entries {
-                        types[t][hour] += scale * c;
-                    }
-                }
+                // Each user counts once, whatever their volume: types describe people.
+                scale[t] = if r[t] > 1e-6 && total > 0.0 {
+                    r[t] / total
+                } else {
+                    0.0
+                };
+            }
+            for &(hour, c) in entries {
+                let row = &mut by_hour[hour * k..(hour + 1) * k];
+                row.iter_mut()
+                    .zip(&scale)
+                    .for_each(|(sum, s)| *sum += s * c);
             }
         }
+        let mut types: Vec<Vec<f64>> = (0..k)
+            .map(|t| {
+                (0..HOURS_OF_WEEK)
+                    .map(|hour| by_hour[hour * k + t])
+                    .collect()
+            })
+            .collect();
         types.iter_mut().for_each(|t| normalise(t));
         normalise(&mut weights);
         model = Model { weights, types };
     }
-    tracing::debug!(k, users = sample.len(), rounds, "rhythm types fitted");
+    tracing::debug!(
+        k,
+        users = sample.len(),
+        rounds,
+        init_s,
+        total_s = t0.elapsed().as_secs_f64(),
+        "rhythm types fitted"
+    );
     model
 }
 
@@ -130,9 +154,10 @@ fn initial_types(sample: &[&[f64; HOURS_OF_WEEK]], k: usize) -> Vec<Vec<f64>> {
             .max_by(|a, b| nearest[*a].total_cmp(&nearest[*b]))
             .unwrap_or(0);
         chosen.push(next);
-        for (i, p) in profiles.iter().enumerate() {
-            nearest[i] = nearest[i].min(distance(p, &profiles[next]));
-        }
+        nearest
+            .par_iter_mut()
+            .zip(&profiles)
+            .for_each(|(near, p)| *near = near.min(distance(p, &profiles[next])));
     }
     chosen.into_iter().map(|i| profiles[i].clone()).collect()
 }
@@ -140,14 +165,20 @@ fn initial_types(sample: &[&[f64; HOURS_OF_WEEK]], k: usize) -> Vec<Vec<f64>> {
 impl Model {
     /// The model with its logarithms taken once, for scoring many users.
     pub fn scorer(&self) -> Scorer<'_> {
+        let log_types: Vec<Vec<f64>> = self
+            .types
+            .iter()
+            .map(|profile| profile.iter().map(|p| p.ln()).collect())
+            .collect();
+        let k = log_types.len();
+        let log_by_hour = (0..HOURS_OF_WEEK * k)
+            .map(|at| log_types[at % k][at / k])
+            .collect();
         Scorer {
             model: self,
             log_weights: self.weights.iter().map(|w| w.max(1e-12).ln()).collect(),
-            log_types: self
-                .types
-                .iter()
-                .map(|profile| profile.iter().map(|p| p.ln()).collect())
-                .collect(),
+            log_types,
+            log_by_hour,
         }
     }
 
@@ -167,6 +198,8 @@ pub struct Scorer<'a> {
     model: &'a Model,
     log_weights: Vec<f64>,
     log_types: Vec<Vec<f64>>,
+    /// The same logarithms hour by hour: each hour's types side by side.
+    log_by_hour: Vec<f64>,
 }
 
 impl Scorer<'_> {
@@ -185,12 +218,23 @@ impl Scorer<'_> {
     /// The posterior over the types of a user given as the hours with counts, and the log of
     /// the user's likelihood under the model (up to a constant of the counts).
     pub fn responsibilities_sparse(&self, entries: &[(usize, f64)]) -> (Vec<f64>, f64) {
-        self.posterior_and_likelihood(|log_profile| {
-            entries
-                .iter()
-                .map(|(hour, c)| c * log_profile[*hour])
-                .sum::<f64>()
-        })
+        // Every type's sum at once, an hour's types side by side; each type's terms are added in
+        // the entries' order, as `responsibilities` adds them.
+        let k = self.log_weights.len();
+        let mut sums = vec![0.0; k];
+        for &(hour, c) in entries {
+            let row = &self.log_by_hour[hour * k..(hour + 1) * k];
+            sums.iter_mut()
+                .zip(row)
+                .for_each(|(sum, log_p)| *sum += c * log_p);
+        }
+        let logs: Vec<f64> = self
+            .log_weights
+            .iter()
+            .zip(&sums)
+            .map(|(log_weight, sum)| log_weight + sum)
+            .collect();
+        Self::normalised(logs)
     }
 
     fn posterior(&self, log_likelihood: impl Fn(&[f64]) -> f64) -> Vec<f64> {
@@ -204,6 +248,11 @@ impl Scorer<'_> {
             .zip(&self.log_weights)
             .map(|(log_profile, log_weight)| log_weight + log_likelihood(log_profile))
             .collect();
+        Self::normalised(logs)
+    }
+
+    /// The posterior from each type's log weight plus log-likelihood, and the log of their sum.
+    fn normalised(logs: Vec<f64>) -> (Vec<f64>, f64) {
         let top = logs.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
         let mut r: Vec<f64> = logs.iter().map(|l| (l - top).exp()).collect();
         let total: f64 = r.iter().sum();

@@ -354,23 +354,29 @@ pub(crate) async fn build_state(
                 };
                 let part = grouped.between(cut_hours[index], upper);
                 if !part.is_empty() {
-                    let mut ignored = ComputeReport::default();
-                    held_plain.add(&part, names, &plain, &zones, &mut ignored);
-                    held_decayed.add(&part, names, config, &zones, &mut ignored);
+                    // Side by side: each has a sequential part (a struct per new user).
+                    let (mut ignored, mut also_ignored) = Default::default();
+                    rayon::join(
+                        || held_plain.add(&part, names, &plain, &zones, &mut ignored),
+                        || held_decayed.add(&part, names, config, &zones, &mut also_ignored),
+                    );
                 }
             }
             state.add(&grouped, names, config, &zones, &mut report);
             Ok(())
         })?;
     }
-    let state = state.finish();
-    let held = held
-        .into_iter()
-        .map(|(plain, decayed)| calibrate::Held {
-            plain: plain.finish(),
-            decayed: decayed.finish(),
-        })
-        .collect();
+    let (state, held) = rayon::join(
+        || state.finish(),
+        || {
+            held.into_iter()
+                .map(|(plain, decayed)| {
+                    let (plain, decayed) = rayon::join(|| plain.finish(), || decayed.finish());
+                    calibrate::Held { plain, decayed }
+                })
+                .collect()
+        },
+    );
     report.seconds_histogram = started.elapsed().as_secs_f64();
     Ok(Some((state, held, report)))
 }
