@@ -138,9 +138,12 @@ mod tests {
     #[test]
     fn every_migration_file_is_listed() {
         for (folder, files) in [("sqlite", SQLITE_FILES), ("postgres", POSTGRES_FILES)] {
-            let folder = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("migrations")
-                .join(folder);
+            // At run time first: a build cache shared by several checkouts may hold this
+            // binary compiled in another one.
+            let crate_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+                .map(std::path::PathBuf::from)
+                .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
+            let folder = crate_dir.join("migrations").join(folder);
             let mut on_disk: Vec<String> = std::fs::read_dir(folder)
                 .unwrap()
                 .map(|entry| entry.unwrap().file_name().to_string_lossy().to_string())

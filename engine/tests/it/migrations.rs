@@ -10,7 +10,7 @@ use sqlx::{Connection, Executor, SqliteConnection};
 use super::support::open_sqlite_store as open_store;
 
 fn migration_files() -> Vec<String> {
-    let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
+    let folder = super::support::manifest_dir().join("migrations/sqlite");
     let mut files: Vec<_> = std::fs::read_dir(folder)
         .unwrap()
         .map(|e| e.unwrap().path())

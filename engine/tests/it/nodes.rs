@@ -80,7 +80,7 @@ fn restart_postgres() -> bool {
         return false;
     }
     let dir = std::env::var("NUDGE_TEST_POSTGRES_DIR").unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/test-postgres");
+    let script = super::support::manifest_dir().join("../scripts/test-postgres");
     let status = std::process::Command::new(script)
         .args(["restart", &dir])
         .status()

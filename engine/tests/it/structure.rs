@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 /// The library's files (not the binary's `cli` and `main`) as (top-level module, non-test code
 /// without comments).
 fn library_code() -> Vec<(String, String)> {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let src = super::support::manifest_dir().join("src");
     let mut files = Vec::new();
     for file in rust_files(&src) {
         let relative = file.strip_prefix(&src).unwrap();

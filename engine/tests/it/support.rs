@@ -209,3 +209,12 @@ pub async fn wechat_mock(credits: i64) -> nudge_connectors::wechat::mock::MockWe
     .await
     .unwrap()
 }
+
+/// The engine crate's folder, as `cargo test` gives it when the test runs: a test binary reused
+/// from a build cache shared by several checkouts must read this checkout's files, not the
+/// folder it was first compiled in.
+pub fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into())
+}
