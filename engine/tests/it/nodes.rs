@@ -66,27 +66,63 @@ fn spawn(config: &Path, logs: &Path, slot: usize, incarnation: usize) -> Node {
     }
 }
 
-/// Whether the suite runs on a PostgreSQL cluster `scripts/test-postgres` started (as CI's
-/// does), which this test can restart.
-fn postgres_restartable() -> bool {
-    let set = |name: &str| std::env::var(name).is_ok_and(|value| !value.is_empty());
-    set(super::support::TEST_POSTGRES_ENV) && set("NUDGE_TEST_POSTGRES_DIR")
+/// A PostgreSQL cluster of this test's own, started by `scripts/test-postgres` when the suite
+/// runs on one the script started (as CI's does): restarting the suite's server would cut the
+/// tests running beside this one. Stopped and deleted when dropped.
+struct OwnPostgres {
+    url: String,
+    dir: String,
 }
 
-/// Restarts the test cluster's PostgreSQL (`scripts/test-postgres restart`), when the suite
-/// runs on one the script started. False when there is none to restart.
-fn restart_postgres() -> bool {
-    if !postgres_restartable() {
-        return false;
+impl OwnPostgres {
+    fn start() -> Option<OwnPostgres> {
+        let set = |name: &str| std::env::var(name).is_ok_and(|value| !value.is_empty());
+        if !(set(super::support::TEST_POSTGRES_ENV) && set("NUDGE_TEST_POSTGRES_DIR")) {
+            return None;
+        }
+        let output = std::process::Command::new(script())
+            .arg("start")
+            .stderr(Stdio::inherit())
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "starting a PostgreSQL cluster failed"
+        );
+        let printed = String::from_utf8(output.stdout).unwrap();
+        let export = |name: &str| {
+            printed
+                .lines()
+                .find_map(|line| line.strip_prefix(&format!("export {name}=")))
+                .unwrap_or_else(|| panic!("scripts/test-postgres printed no {name}: {printed}"))
+                .to_string()
+        };
+        Some(OwnPostgres {
+            url: export(super::support::TEST_POSTGRES_ENV),
+            dir: export("NUDGE_TEST_POSTGRES_DIR"),
+        })
     }
-    let dir = std::env::var("NUDGE_TEST_POSTGRES_DIR").unwrap();
-    let script = super::support::manifest_dir().join("../scripts/test-postgres");
-    let status = std::process::Command::new(script)
-        .args(["restart", &dir])
-        .status()
-        .unwrap();
-    assert!(status.success(), "restarting PostgreSQL failed");
-    true
+
+    /// `scripts/test-postgres restart`: a fast shutdown (open connections cut) and a start.
+    fn restart(&self) {
+        let status = std::process::Command::new(script())
+            .args(["restart", &self.dir])
+            .status()
+            .unwrap();
+        assert!(status.success(), "restarting PostgreSQL failed");
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(script())
+            .args(["stop", &self.dir])
+            .status();
+    }
+}
+
+fn script() -> PathBuf {
+    super::support::manifest_dir().join("../scripts/test-postgres")
 }
 
 fn write_setup(root: &Path, api_base: &str) -> PathBuf {
@@ -171,6 +207,10 @@ async fn serve_processes_killed_at_random_and_a_database_restart_send_each_messa
     let root = dir.path();
     // 5 ms per send at the mock: 20,000 sends take seconds, so kills land mid-dispatch.
     let (mut mock, base) = start_mock_process(5);
+    let postgres = OwnPostgres::start();
+    if let Some(postgres) = &postgres {
+        super::support::use_own_postgres(&root.join("data"), &postgres.url);
+    }
     let config = write_setup(root, &base);
     let logs = root.join("logs");
 
@@ -220,8 +260,11 @@ async fn serve_processes_killed_at_random_and_a_database_restart_send_each_messa
             node.child.wait().unwrap();
             kills += 1;
             *node = spawn(&config, &logs, node.slot, node.incarnation + 1);
-            if kills == 4 {
-                restarted_database = restart_postgres();
+            if kills == 4
+                && let Some(postgres) = &postgres
+            {
+                postgres.restart();
+                restarted_database = true;
             }
             continue;
         }
@@ -240,7 +283,7 @@ async fn serve_processes_killed_at_random_and_a_database_restart_send_each_messa
         "a process did not stop within 20 s of SIGTERM: {stopped:?}"
     );
     assert!(kills >= KILLS);
-    if postgres_restartable() {
+    if postgres.is_some() {
         assert!(restarted_database, "the database restart did not happen");
     }
     // Zero duplicates at the provider.

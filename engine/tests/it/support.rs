@@ -133,17 +133,39 @@ pub fn nudge_with(config: &Path) -> std::process::Command {
     command
 }
 
-/// With [`TEST_POSTGRES_ENV`] set, the URL of the database of the store in `data_dir`, made
+/// Stores whose SQL state is on a server of their own (a test that restarts its server must not
+/// take the shared one away from the tests running beside it): (data folder, server URL).
+static OWN_SERVERS: std::sync::Mutex<Vec<(PathBuf, String)>> = std::sync::Mutex::new(Vec::new());
+
+/// Keeps the SQL state of the store in `data_dir` on `server` (a `postgres://` URL like
+/// [`TEST_POSTGRES_ENV`]'s) instead of the suite's server, for every handle and command the
+/// helpers open on it from now on.
+pub fn use_own_postgres(data_dir: &Path, server: &str) {
+    OWN_SERVERS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .push((std::path::absolute(data_dir).unwrap(), server.to_string()));
+}
+
+/// With [`TEST_POSTGRES_ENV`] set (or a server of the store's own), the URL of the database of the store in `data_dir`, made
 /// on first use (its name a hash of the folder, so every handle on one store meets the same
 /// database). Panics when the server cannot be reached: a test run that asked for PostgreSQL
 /// never falls back to SQLite.
 fn postgres_database(data_dir: &Path) -> Option<String> {
     use std::hash::{BuildHasher, BuildHasherDefault};
     static MADE: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
-    let server = std::env::var(TEST_POSTGRES_ENV)
-        .ok()
-        .filter(|url| !url.is_empty())?;
     let folder = std::path::absolute(data_dir).unwrap();
+    let own_server = OWN_SERVERS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .iter()
+        .find(|(dir, _)| *dir == folder)
+        .map(|(_, server)| server.clone());
+    let server = own_server.or_else(|| {
+        std::env::var(TEST_POSTGRES_ENV)
+            .ok()
+            .filter(|url| !url.is_empty())
+    })?;
     let hash = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
         .hash_one(folder.to_string_lossy().as_bytes());
     let name = format!("nudge_test_{hash:016x}");
@@ -151,7 +173,8 @@ fn postgres_database(data_dir: &Path) -> Option<String> {
         .rsplit_once('/')
         .expect("NUDGE_TEST_POSTGRES is postgres://USER@HOST:PORT/DATABASE");
     let url = format!("{base}/{name}");
-    let mut made = MADE.lock().unwrap();
+    // A test that panicked holding the list leaves it whole: the others go on.
+    let mut made = MADE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     if !made.contains(&name) {
         let statement = format!("CREATE DATABASE {name}");
         // Its own thread and runtime: callers run inside tests' runtimes of either flavour.
