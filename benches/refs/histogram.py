@@ -14,7 +14,7 @@ from_ms, as_of_ms = int(sys.argv[5]), int(sys.argv[6])
 half_life_ms = float(sys.argv[7]) * 86_400_000
 weights = json.loads(sys.argv[8])
 default_weight = float(sys.argv[9])
-files = f"{events_dir}/**/*.parquet"
+files = f"{events_dir}/day=*/*.parquet"
 
 started = time.time()
 if engine == "duckdb":

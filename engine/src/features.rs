@@ -3,6 +3,7 @@
 
 use crate::time::DAY_MS;
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -35,36 +36,42 @@ pub async fn user_facts(
     audience: Audience<'_>,
 ) -> Result<Vec<Arc<UserFacts>>> {
     let as_of_ms = as_of.timestamp_millis();
-    let paths = store.segment_paths(Some((i64::MIN, as_of_ms + 1))).await?;
-    if paths.is_empty() {
-        return Ok(Vec::new());
-    }
     let audience = match audience {
         Audience::Everyone => None,
         Audience::One(user) => Some(user.to_string()),
     };
-    let needs_owned = needs.clone();
     let started = std::time::Instant::now();
-    let scan = tokio::task::spawn_blocking(move || {
-        assemble(scan_facts(
-            &paths,
-            &needs_owned,
-            as_of_ms,
-            audience.as_deref(),
-        )?)
+    // The scan runs on the blocking pool while the state is read from SQL.
+    let scanning = store.read_segments(Some((i64::MIN, as_of_ms + 1)), |listed| {
+        let (needs, audience) = (needs.clone(), audience.clone());
+        async move {
+            if listed.is_empty() {
+                return Ok(None);
+            }
+            let paths: Vec<PathBuf> = listed.into_iter().map(|(path, _)| path).collect();
+            tokio::task::spawn_blocking(move || {
+                assemble(scan_facts(&paths, &needs, as_of_ms, audience.as_deref())?).map(Some)
+            })
+            .await
+            .map_err(|error| crate::Error::Usage(format!("fact scan failed: {error}")))?
+        }
     });
-    let state = store
-        .user_state(StateQuery {
-            attrs: needs.attrs,
-            credits: needs.credits,
-            credit_templates: (!needs.all_templates).then_some(&needs.templates),
-            except_zone: Some(default_tz.name()),
-        })
-        .await?;
-    let state_s = started.elapsed().as_secs_f64();
-    let mut facts = scan
-        .await
-        .map_err(|error| crate::Error::Usage(format!("fact scan failed: {error}")))??;
+    let reading_state = async {
+        let state = store
+            .user_state(StateQuery {
+                attrs: needs.attrs,
+                credits: needs.credits,
+                credit_templates: (!needs.all_templates).then_some(&needs.templates),
+                except_zone: Some(default_tz.name()),
+            })
+            .await;
+        (state, started.elapsed().as_secs_f64())
+    };
+    let (scanned, (state, state_s)) = tokio::join!(scanning, reading_state);
+    let Some(mut facts) = scanned? else {
+        return Ok(Vec::new());
+    };
+    let state = state?;
     tracing::debug!(
         state_s,
         scan_s = started.elapsed().as_secs_f64(),
@@ -303,20 +310,11 @@ fn for_each_row(
 /// Every `notification_click` up to `as_of`.
 pub async fn clicks(store: &Store, as_of: DateTime<Utc>) -> Result<Vec<Click>> {
     let as_of_ms = as_of.timestamp_millis();
-    let paths = store.segment_paths(Some((i64::MIN, as_of_ms + 1))).await?;
-    if paths.is_empty() {
+    let clicks = col("event").eq(lit(crate::event::NOTIFICATION_CLICK));
+    let columns = [col("user_id"), col("ts"), col("props")];
+    let Some(frame) = events_until(store, as_of_ms, clicks, &columns).await? else {
         return Ok(Vec::new());
-    }
-    let frame = tokio::task::block_in_place(|| -> Result<DataFrame> {
-        Ok(segments::scan(&paths)?
-            .filter(
-                col("event")
-                    .eq(lit(crate::event::NOTIFICATION_CLICK))
-                    .and(col("ts").lt_eq(lit(as_of_ms))),
-            )
-            .select([col("user_id"), col("ts"), col("props")])
-            .collect()?)
-    })?;
+    };
     let users = frame.column("user_id")?.str()?;
     let stamps = frame.column("ts")?.i64()?;
     let props = frame.column("props")?.str()?;
@@ -351,22 +349,17 @@ pub async fn event_times(
     as_of: DateTime<Utc>,
 ) -> Result<HashMap<String, Vec<i64>>> {
     let as_of_ms = as_of.timestamp_millis();
-    let paths = store.segment_paths(Some((i64::MIN, as_of_ms + 1))).await?;
-    if paths.is_empty() || users.is_empty() {
+    if users.is_empty() {
         return Ok(HashMap::new());
     }
     let wanted = Series::new("wanted".into(), users);
-    let frame = tokio::task::block_in_place(|| -> Result<DataFrame> {
-        Ok(segments::scan(&paths)?
-            .filter(
-                col("event")
-                    .eq(lit(event))
-                    .and(col("ts").lt_eq(lit(as_of_ms)))
-                    .and(col("user_id").is_in(lit(wanted).implode(false), false)),
-            )
-            .select([col("user_id"), col("ts")])
-            .collect()?)
-    })?;
+    let theirs = col("event")
+        .eq(lit(event))
+        .and(col("user_id").is_in(lit(wanted).implode(false), false));
+    let columns = [col("user_id"), col("ts")];
+    let Some(frame) = events_until(store, as_of_ms, theirs, &columns).await? else {
+        return Ok(HashMap::new());
+    };
     let mut times: HashMap<String, Vec<i64>> = HashMap::new();
     let ids = frame.column("user_id")?.str()?;
     let stamps = frame.column("ts")?.i64()?;
@@ -416,4 +409,29 @@ async fn attach_sends(
         }
     }
     Ok(())
+}
+
+/// The `columns` of the events up to `as_of_ms` that `filter` keeps; `None` when the store holds
+/// no segment.
+async fn events_until(
+    store: &Store,
+    as_of_ms: i64,
+    filter: Expr,
+    columns: &[Expr],
+) -> Result<Option<DataFrame>> {
+    store
+        .read_segments(Some((i64::MIN, as_of_ms + 1)), |listed| {
+            let filter = filter.clone().and(col("ts").lt_eq(lit(as_of_ms)));
+            async move {
+                if listed.is_empty() {
+                    return Ok(None);
+                }
+                let paths: Vec<PathBuf> = listed.into_iter().map(|(path, _)| path).collect();
+                tokio::task::block_in_place(|| -> Result<_> {
+                    let query = segments::scan(&paths)?.filter(filter).select(columns);
+                    Ok(Some(query.collect()?))
+                })
+            }
+        })
+        .await
 }

@@ -23,44 +23,25 @@ pub struct Stats {
 
 /// Computes the summary with one scan over the committed segments.
 pub async fn collect(store: &Store) -> Result<Stats> {
-    let paths = store.segment_paths(None).await?;
-    let (segment_count, _) = store.segment_totals().await?;
     let credits = store.credits_by_template().await?;
+    let (segment_count, scanned) = store
+        .read_segments(None, |listed| async move {
+            if listed.is_empty() {
+                return Ok((0, None));
+            }
+            let count = listed.len() as u64;
+            let paths: Vec<_> = listed.into_iter().map(|(path, _)| path).collect();
+            Ok((count, Some(tokio::task::block_in_place(|| scan(&paths))?)))
+        })
+        .await?;
     let mut stats = Stats {
         segments: segment_count,
         credits,
         ..Stats::default()
     };
-    if paths.is_empty() {
+    let Some((totals, by_event, clicks)) = scanned else {
         return Ok(stats);
-    }
-    let scanned = tokio::task::block_in_place(|| -> Result<(DataFrame, DataFrame, DataFrame)> {
-        let events = segments::scan(&paths)?;
-        let totals = events
-            .clone()
-            .select([
-                len().alias("events"),
-                col("user_id").n_unique().alias("users"),
-                col("ts").min().alias("first"),
-                col("ts").max().alias("last"),
-            ])
-            .collect()?;
-        let clicks = events
-            .clone()
-            .filter(col("event").eq(lit(crate::event::NOTIFICATION_CLICK)))
-            .select([col("props")])
-            .collect()?;
-        let by_event = events
-            .group_by([col("event")])
-            .agg([len().alias("count")])
-            .sort(
-                ["count"],
-                SortMultipleOptions::default().with_order_descending(true),
-            )
-            .collect()?;
-        Ok((totals, by_event, clicks))
-    })?;
-    let (totals, by_event, clicks) = scanned;
+    };
     stats.unattributed_clicks = clicks
         .column("props")?
         .str()?
@@ -88,4 +69,32 @@ pub async fn collect(store: &Store) -> Result<Stats> {
         })
         .collect();
     Ok(stats)
+}
+
+/// The totals, the counts by event name and the clicks' props, over `paths`.
+fn scan(paths: &[std::path::PathBuf]) -> Result<(DataFrame, DataFrame, DataFrame)> {
+    let events = segments::scan(paths)?;
+    let totals = events
+        .clone()
+        .select([
+            len().alias("events"),
+            col("user_id").n_unique().alias("users"),
+            col("ts").min().alias("first"),
+            col("ts").max().alias("last"),
+        ])
+        .collect()?;
+    let clicks = events
+        .clone()
+        .filter(col("event").eq(lit(crate::event::NOTIFICATION_CLICK)))
+        .select([col("props")])
+        .collect()?;
+    let by_event = events
+        .group_by([col("event")])
+        .agg([len().alias("count")])
+        .sort(
+            ["count"],
+            SortMultipleOptions::default().with_order_descending(true),
+        )
+        .collect()?;
+    Ok((totals, by_event, clicks))
 }

@@ -17,7 +17,9 @@ pub struct Args {
     /// List what would be merged, change nothing
     #[arg(long)]
     dry_run: bool,
-    /// Keep replaced files this many seconds (out of the manifest) for scans already running
+    /// Keep replaced files this many seconds (out of the manifest), for an outside reader that
+    /// listed the folder before and reads slowly; meanwhile a reader globbing the folder sees
+    /// the merged days twice. nudge's own scans need none
     #[arg(long, value_name = "SECONDS", default_value_t = KEEP_REPLACED_MS / 1000)]
     keep_replaced: i64,
 }

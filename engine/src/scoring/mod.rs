@@ -289,6 +289,26 @@ pub async fn compute(
     finish(store, config, state, choose, tuned_ms, report).await
 }
 
+/// The weighted events in `(from_ms, to_ms]` per user and UTC hour; `None` when no segment
+/// holds events in that span.
+async fn hourly(
+    store: &Store,
+    config: &WindowsConfig,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<Option<local::HourlyCounts>> {
+    store
+        .read_segments(Some((from_ms + 1, to_ms + 1)), |listed| async move {
+            if listed.is_empty() {
+                return Ok(None);
+            }
+            let paths: Vec<PathBuf> = listed.into_iter().map(|(path, _)| path).collect();
+            tokio::task::block_in_place(|| histogram::hourly(&paths, config, from_ms, to_ms))
+                .map(Some)
+        })
+        .await
+}
+
 /// Every user's counts of the events in `(from_ms, as_of_ms]`, decayed to `as_of_ms`, and for
 /// each of the descending `cuts` the events from it to the previous cut (or `as_of_ms`) on their
 /// own (rounded to the hour); `None` when no segment holds events in that span.
@@ -300,9 +320,23 @@ pub(crate) async fn build_state(
     as_of_ms: i64,
     cuts: &[i64],
 ) -> Result<Option<(local::State, Vec<calibrate::Held>, ComputeReport)>> {
-    let segments = store
-        .segment_rows(Some((from_ms + 1, as_of_ms + 1)))
-        .await?;
+    store
+        .read_segments(Some((from_ms + 1, as_of_ms + 1)), |segments| async move {
+            build_state_from(store, segments, config, default_tz, from_ms, as_of_ms, cuts).await
+        })
+        .await
+}
+
+/// [`build_state`] over the listed `segments` (path, rows).
+async fn build_state_from(
+    store: &Store,
+    segments: Vec<(PathBuf, u64)>,
+    config: &WindowsConfig,
+    default_tz: Tz,
+    from_ms: i64,
+    as_of_ms: i64,
+    cuts: &[i64],
+) -> Result<Option<(local::State, Vec<calibrate::Held>, ComputeReport)>> {
     if segments.is_empty() {
         return Ok(None);
     }
@@ -419,13 +453,7 @@ pub async fn update(
         incremental: true,
         ..ComputeReport::default()
     };
-    let added_paths = store
-        .segment_paths(Some((previous_ms + 1, as_of_ms + 1)))
-        .await?;
-    if !added_paths.is_empty() {
-        let added = tokio::task::block_in_place(|| {
-            histogram::hourly(&added_paths, config, previous_ms, as_of_ms)
-        })?;
+    if let Some(added) = hourly(store, config, previous_ms, as_of_ms).await? {
         report.added_events = added.rows.iter().map(|row| row.3 as u64).sum();
         // Only users seen for the first time need their zone: the others keep the one their
         // counts are in.
@@ -436,17 +464,11 @@ pub async fn update(
         previous_ms - lookback,
         (as_of_ms - lookback).min(previous_ms),
     );
-    if gone_to > gone_from {
-        let gone_paths = store
-            .segment_paths(Some((gone_from + 1, gone_to + 1)))
-            .await?;
-        if !gone_paths.is_empty() {
-            let gone = tokio::task::block_in_place(|| {
-                histogram::hourly(&gone_paths, config, gone_from, gone_to)
-            })?;
-            let zones = store.zones_of(&state.new_users(&gone)).await?;
-            state.add(&gone, config, &zones, default_tz, -1.0, &mut report);
-        }
+    if gone_to > gone_from
+        && let Some(gone) = hourly(store, config, gone_from, gone_to).await?
+    {
+        let zones = store.zones_of(&state.new_users(&gone)).await?;
+        state.add(&gone, config, &zones, default_tz, -1.0, &mut report);
     }
     report.seconds_histogram = started.elapsed().as_secs_f64();
     // The rhythm types and settings stay those of the last compute (which a nightly compute

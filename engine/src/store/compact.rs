@@ -5,12 +5,15 @@
 //! thousand rows, and every scan pays per file. Compacting a day reads its small segments,
 //! writes their rows sorted by user then time into files of at most a few million rows, and in
 //! the same write transaction (begun before the read, checking the segments are still listed)
-//! removes their manifest rows, adds the new ones and lists the old files as retired. Retired
-//! files leave the manifest at once but stay on disk for `keep_replaced_ms` (15 minutes), so a
-//! scan that listed them before the swap, here or in another process, still reads them; a later
-//! compaction or open deletes them. A crash before the commit leaves the old segments in force
-//! (the new file is an orphan the next open moves aside); a crash after it changes nothing more. The event ids do not change, so the duplicate check needs nothing but to re-read
-//! the day.
+//! removes their manifest rows, adds the new ones and lists the old files as retired; right
+//! after the commit the retired files are deleted. So the Parquet files under the events folder
+//! are the store's events once each, for DuckDB, polars or Spark globbing the folder (keeping
+//! the old files for a grace period, as nudge did before, made such readers count a compacted
+//! day twice meanwhile). A nudge scan that listed the old files before the swap finds one gone
+//! and lists the segments again ([`Store::read_segments`]). A crash before the commit leaves
+//! the old segments in force (the new file is an orphan the next open moves aside); a crash
+//! after it leaves retired files the next compaction or open deletes. The event ids do not
+//! change, so the duplicate check needs nothing but to re-read the day.
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
@@ -30,16 +33,18 @@ pub struct CompactOptions {
     pub file_rows: usize,
     /// Rows per row group in a merged file.
     pub group_rows: usize,
-    /// How long replaced files stay on disk (out of the manifest) before they are deleted, so
-    /// that a scan which listed them before the swap (in this or another process) can finish.
+    /// How long replaced files stay on disk (out of the manifest) before they are deleted: 0
+    /// by default (nudge's own scans list the segments again when one is gone); more only for
+    /// an outside reader that lists the folder once and reads the files slowly, and then other
+    /// readers globbing the folder meanwhile see a compacted day twice.
     pub keep_replaced_ms: i64,
     /// A day is compacted once it holds at least this many segments under `file_rows` (2 by
     /// default; the service's frequent small pass waits for more).
     pub min_segments: usize,
 }
 
-/// The default of [`CompactOptions::keep_replaced_ms`]: scans take seconds to minutes.
-pub const KEEP_REPLACED_MS: i64 = 15 * 60 * 1000;
+/// The default of [`CompactOptions::keep_replaced_ms`]: replaced files go at once.
+pub const KEEP_REPLACED_MS: i64 = 0;
 
 impl Default for CompactOptions {
     fn default() -> Self {
@@ -146,8 +151,7 @@ impl Store {
         options: CompactOptions,
         mut next: impl FnMut(&DayToCompact) -> bool,
     ) -> Result<Compacted> {
-        let now = chrono::Utc::now().timestamp_millis();
-        self.remove_retired_before(now - options.keep_replaced_ms)
+        self.remove_retired_before(chrono::Utc::now().timestamp_millis())
             .await?;
         let mut done = Compacted::default();
         for day in days {
@@ -295,7 +299,8 @@ impl Store {
                 ""
             ))
             .bind(&old)
-            .bind(now)
+            // `retired_ms` is when the file may be deleted.
+            .bind(now + options.keep_replaced_ms)
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;
@@ -312,16 +317,16 @@ impl Store {
             .lock()
             .expect("no panic holds the lock")
             .forget(&plan.day);
-        let now = chrono::Utc::now().timestamp_millis();
-        self.remove_retired_before(now - options.keep_replaced_ms)
+        self.remove_retired_before(chrono::Utc::now().timestamp_millis())
             .await?;
         Ok(DayCompacted::Merged {
             files: written.len(),
         })
     }
 
-    /// Deletes the segment files compactions replaced before `cutoff_ms` (epoch ms), and their
-    /// rows; returns how many there were.
+    /// Deletes the segment files compactions replaced that may go by `cutoff_ms` (epoch ms; at
+    /// once after the swap unless kept with `keep_replaced_ms`), and their rows; returns how
+    /// many there were. The benchmarks pass `i64::MAX` to drop every kept one.
     pub async fn remove_retired_before(&self, cutoff_ms: i64) -> Result<usize> {
         let paths: Vec<String> =
             sqlx::query("SELECT path FROM retired_segments WHERE retired_ms <= $1")
@@ -355,5 +360,107 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::READ_ATTEMPTS;
+    use polars::prelude::*;
+
+    /// A store holding `batches` files of 100 events of one UTC day: a segment each.
+    async fn store_of_batches(dir: &std::path::Path, batches: usize) -> Store {
+        let options = crate::config::Config {
+            data_dir: dir.join("data"),
+            ..crate::config::Config::default()
+        }
+        .store();
+        let store = Store::open(&options).await.unwrap();
+        for batch in 0..batches {
+            let path = dir.join(format!("{batch}.ndjson"));
+            let lines: Vec<String> = (0..100)
+                .map(|i| {
+                    format!(
+                        r#"{{"user_id":"u{i}","event":"app_open","ts":{},"event_id":"{batch}-{i}"}}"#,
+                        1_793_491_200_000_i64 + i * 60_000
+                    )
+                })
+                .collect();
+            std::fs::write(&path, lines.join("\n")).unwrap();
+            let ingest = crate::ingest::IngestOptions {
+                strict: true,
+                batch_size: 1_000,
+                max_record_bytes: 1 << 20,
+                rejects_path: dir.join("rejects.ndjson"),
+                quiet: true,
+            };
+            crate::ingest::ingest(&store, &[path], &ingest)
+                .await
+                .unwrap();
+        }
+        store
+    }
+
+    /// The rows in `paths`, counted by a polars scan as every nudge read does.
+    fn count(paths: &[PathBuf]) -> Result<i64> {
+        let counted = segments::scan(paths)?
+            .select([len().cast(DataType::Int64).alias("rows")])
+            .collect()?;
+        Ok(counted.column("rows")?.i64()?.get(0).unwrap_or_default())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_read_that_listed_the_segments_before_a_swap_lists_them_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_of_batches(dir.path(), 3).await;
+        let days = store
+            .days_to_compact(CompactOptions::default(), None)
+            .await
+            .unwrap();
+        let mut listings = Vec::new();
+        let rows = store
+            .read_segments(None, |listed| {
+                listings.push(listed.len());
+                let (store, days, first) = (&store, &days, listings.len() == 1);
+                async move {
+                    if first {
+                        // A compaction (here or in another process) swaps the day's files
+                        // between the listing and the scan, and deletes the old ones.
+                        store
+                            .compact_days(days, CompactOptions::default(), |_| true)
+                            .await?;
+                    }
+                    let paths: Vec<PathBuf> = listed.into_iter().map(|(path, _)| path).collect();
+                    tokio::task::block_in_place(|| count(&paths))
+                }
+            })
+            .await
+            .unwrap();
+        assert_eq!(listings, [3, 1], "listed again after the swap");
+        assert_eq!(rows, 300);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_segment_gone_for_good_is_an_error_after_a_few_listings() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_of_batches(dir.path(), 2).await;
+        let lost = store.segment_paths(None).await.unwrap().remove(0);
+        std::fs::remove_file(&lost).unwrap();
+        let mut listings = 0;
+        let read = store
+            .read_segments(None, |listed| {
+                listings += 1;
+                async move {
+                    let paths: Vec<PathBuf> = listed.into_iter().map(|(path, _)| path).collect();
+                    tokio::task::block_in_place(|| count(&paths))
+                }
+            })
+            .await;
+        assert!(
+            matches!(&read, Err(Error::SegmentGone(message)) if message.contains("No such file")),
+            "{read:?}"
+        );
+        assert_eq!(listings, READ_ATTEMPTS);
     }
 }

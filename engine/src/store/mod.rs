@@ -47,6 +47,9 @@ pub(crate) type FastHash = foldhash::fast::RandomState;
 /// committed) and `compact:after-commit` (the swap committed, the old files not deleted).
 pub const CRASH_POINT_ENV: &str = "NUDGE_CRASH_AT";
 
+/// How many times [`Store::read_segments`] runs a read that found a segment gone.
+pub(crate) const READ_ATTEMPTS: u32 = 5;
+
 /// Waits for an exclusive lock on the file `path` (created if missing) and holds it until the
 /// returned file is dropped, also when the process dies.
 async fn exclusive_lock(path: &Path) -> Result<std::fs::File> {
@@ -180,6 +183,33 @@ impl Store {
             .collect())
     }
 
+    /// Runs `read` over the committed segments overlapping `range` (as [`Store::segment_rows`]
+    /// lists them). A compaction deletes the files it replaced as soon as it swaps in their
+    /// merge, so the files under the events folder are always the store's events once each, for
+    /// any reader; a read that listed the segments before such a swap finds a file gone, and
+    /// this lists them again and runs `read` again (a few times at most: compactions are
+    /// minutes apart, and a file gone for another reason stays gone).
+    pub async fn read_segments<T, F>(
+        &self,
+        range: Option<(i64, i64)>,
+        mut read: impl FnMut(Vec<(PathBuf, u64)>) -> F,
+    ) -> Result<T>
+    where
+        F: std::future::Future<Output = Result<T>>,
+    {
+        let mut attempt = 1;
+        loop {
+            let listed = self.segment_rows(range).await?;
+            match read(listed).await {
+                Err(Error::SegmentGone(message)) if attempt < READ_ATTEMPTS => {
+                    tracing::debug!(attempt, %message, "a segment was compacted away during a read; reading again");
+                    attempt += 1;
+                }
+                done => return done,
+            }
+        }
+    }
+
     /// Number of committed segments and the rows they hold.
     pub async fn segment_totals(&self) -> Result<(u64, u64)> {
         let row =
@@ -234,8 +264,8 @@ impl Store {
     /// row names. Runs under the write lock, so no other process of this store can be between
     /// writing its segments and committing them.
     async fn sweep_orphans(&self) -> Result<()> {
-        let cutoff = chrono::Utc::now().timestamp_millis() - compact::KEEP_REPLACED_MS;
-        let retired = self.remove_retired_before(cutoff).await?;
+        let now = chrono::Utc::now().timestamp_millis();
+        let retired = self.remove_retired_before(now).await?;
         if retired > 0 {
             tracing::info!(
                 files = retired,
@@ -243,7 +273,7 @@ impl Store {
             );
         }
         let mut tx = sql::begin_write(&self.pool).await?;
-        // Replaced files still kept for running scans are not orphans.
+        // Replaced files kept a while (`nudge compact --keep-replaced`) are not orphans.
         let known: std::collections::HashSet<String> =
             sqlx::query("SELECT path FROM segments UNION ALL SELECT path FROM retired_segments")
                 .fetch_all(&mut *tx)

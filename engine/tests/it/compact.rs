@@ -110,35 +110,39 @@ async fn a_days_small_segments_become_one_file_holding_the_same_events() {
     let outcome = test.store.compact_day(&days[0], options).await.unwrap();
     assert_eq!(outcome, DayCompacted::Merged { files: 1 });
     assert_eq!(test.store.segment_totals().await.unwrap(), (5, 1_200));
+    // The folder holds exactly the manifest's files: a reader globbing it counts each event
+    // once (keeping the replaced files a while made DuckDB count the day twice meanwhile).
+    let mut on_disk = live_files(&data_dir);
+    on_disk.sort();
+    let mut manifest = test.store.segment_paths(None).await.unwrap();
+    manifest.sort();
     assert_eq!(
-        live_files(&data_dir).len(),
-        9,
-        "the replaced files leave the manifest but stay on disk for scans already running"
+        on_disk, manifest,
+        "the replaced files are deleted at the swap"
     );
-    let rows: i64 = listed
-        .iter()
-        .map(|path| {
-            let file = std::fs::File::open(path).unwrap();
-            SerializedFileReader::new(file)
-                .unwrap()
-                .metadata()
-                .file_metadata()
-                .num_rows()
-        })
-        .sum();
-    assert_eq!(rows, 1_200, "the scan's files all still read");
-    // Another process opening the store neither deletes them nor takes them for orphans.
-    let other = open_store(&data_dir).await;
-    assert_eq!(live_files(&data_dir).len(), 9);
-    assert_eq!(walk(&data_dir.join("events").join("_orphaned")).len(), 0);
-    drop(other);
-    // Past the grace (none here), the next compaction deletes them.
-    let now = CompactOptions {
-        keep_replaced_ms: 0,
+    assert_eq!(
+        listed.iter().filter(|path| !path.exists()).count(),
+        4,
+        "what the early scan listed of the day is gone: it lists again (see below)"
+    );
+    // nudge's reads list the segments as they start (and again when a file goes during the
+    // read: `store::compact::tests`), so their counts are whole.
+    let counted = stats::collect(&test.store).await.unwrap();
+    assert_eq!((counted.events, counted.segments), (1_200, 5));
+    // Kept on request (`--keep-replaced`), the replaced files are neither deleted by another
+    // process opening the store nor taken for orphans, until their time is up.
+    let keep = CompactOptions {
+        keep_replaced_ms: 3_600_000,
         ..options
     };
-    let outcome = test.store.compact_day(&days[1], now).await.unwrap();
+    let outcome = test.store.compact_day(&days[1], keep).await.unwrap();
     assert_eq!(outcome, DayCompacted::Merged { files: 1 });
+    let other = open_store(&data_dir).await;
+    assert_eq!(live_files(&data_dir).len(), 2 + 4);
+    assert_eq!(walk(&data_dir.join("events").join("_orphaned")).len(), 0);
+    drop(other);
+    let removed = test.store.remove_retired_before(i64::MAX).await.unwrap();
+    assert_eq!(removed, 4);
 
     assert_eq!(stored_rows(&test.store).await, before, "the same rows");
     assert_eq!(test.store.segment_totals().await.unwrap(), (2, 1_200));
@@ -236,10 +240,10 @@ async fn a_stale_plan_changes_nothing() {
 }
 
 /// `nudge compact` killed at `point`: a reopened store holds every event once, its files are the
-/// manifest's and the replaced ones kept for running scans, and a second `nudge compact` (keeping
-/// no replaced file) finishes the work. Returns the segments after the crash, the files set
-/// aside, and the replaced files kept.
-async fn crash_during_compaction(point: &str) -> (usize, usize, usize) {
+/// manifest's (and replaced ones not yet deleted), and a second `nudge compact` finishes the
+/// work. Returns the files on disk right after the crash, the segments after it, the files set
+/// aside, and the replaced files still on disk once the store is opened again.
+async fn crash_during_compaction(point: &str) -> (usize, usize, usize, usize) {
     let test = store_of_batches(3, 200).await;
     let before = stored_rows(&test.store).await;
     let data_dir = test.store.data_dir().to_path_buf();
@@ -258,6 +262,7 @@ async fn crash_during_compaction(point: &str) -> (usize, usize, usize) {
     };
     let crashed = nudge(Some(point));
     assert!(!crashed.status.success(), "the process should have aborted");
+    let left_by_crash = live_files(&data_dir).len();
 
     let store = open_store(&data_dir).await;
     assert_eq!(stored_rows(&store).await, before, "every event, once");
@@ -288,26 +293,29 @@ async fn crash_during_compaction(point: &str) -> (usize, usize, usize) {
     assert_eq!(store.segment_totals().await.unwrap().0, 2, "one file a day");
     assert_eq!(live_files(&data_dir).len(), 2, "and no other file");
     assert_eq!(stats::collect(&store).await.unwrap().events, 600);
-    (segments as usize, set_aside, kept)
+    (left_by_crash, segments as usize, set_aside, kept)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_before_the_swap_commits_leaves_the_old_segments_in_force() {
-    let (segments, set_aside, kept) = crash_during_compaction("compact:after-segments").await;
+    let (left, segments, set_aside, kept) = crash_during_compaction("compact:after-segments").await;
+    assert_eq!(left, 6 + 1, "the old files and the merged one");
     assert_eq!(segments, 6, "3 batches x 2 days, none merged");
     assert_eq!(set_aside, 1, "the unrecorded merged file is moved aside");
     assert_eq!(kept, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_crash_after_the_swap_commits_keeps_the_replaced_files_only_until_their_grace() {
-    let (segments, set_aside, kept) = crash_during_compaction("compact:after-commit").await;
+async fn a_crash_after_the_swap_commits_leaves_replaced_files_the_next_open_deletes() {
+    let (left, segments, set_aside, kept) = crash_during_compaction("compact:after-commit").await;
+    assert_eq!(
+        left,
+        6 + 1,
+        "the crash came before the first day's replaced files were deleted"
+    );
     assert_eq!(segments, 4, "the first day merged, the second not yet");
     assert_eq!(set_aside, 0, "replaced files are not taken for orphans");
-    assert_eq!(
-        kept, 3,
-        "the first day's replaced files, within their grace"
-    );
+    assert_eq!(kept, 0, "opening the store deleted the replaced files");
 }
 
 // See: #22. Each commit lists only the segments of its days committed since it last looked (a
