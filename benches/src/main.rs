@@ -4,6 +4,7 @@
 mod backends;
 mod dispatch;
 mod ingest;
+mod peers;
 mod plan;
 mod quality;
 mod rules;

@@ -27,6 +27,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let now = start.and_hms_opt(0, 0, 0).unwrap().and_utc() + chrono::Duration::days(30);
 
     let rule = Rule::compile("cart_abandonment.rhai", CART, Limits::default())?;
+    let warmed = crate::peers::warm_page_cache(&store).await?;
+    println!("read {warmed} segment bytes once to warm the page cache");
     let started = std::time::Instant::now();
     let users = features::user_facts(
         &store,
@@ -76,6 +78,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let shared_engine = timed(false);
     let own_engines = timed(true);
 
+    let mut peers = Vec::new();
+    for engine in crate::peers::ENGINES {
+        peers.push(reference(engine, &store, rule.needs(), now).await);
+    }
+
     let total = facts_seconds + script_seconds;
     println!(
         "\n### Rule evaluation: cart abandonment\n\nMachine: {}\n",
@@ -95,5 +102,36 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     println!(
         "{threads} threads: one shared engine {shared_engine:.0} users/s, an engine per thread {own_engines:.0} users/s."
     );
+    println!(
+        "The facts' group-bys alone (every user; per user and event of the rule the latest time and \
+         props, and the times in its window) over the same segments: DuckDB {}; Python polars {}.",
+        peers[0], peers[1]
+    );
     Ok(())
+}
+
+/// Runs `refs/facts.py` with DuckDB or Python polars over the store's segments for a rule that
+/// `needs` these facts; the seconds it took and its row count, or why it could not run.
+async fn reference(
+    engine: &str,
+    store: &nudge_engine::store::Store,
+    needs: &nudge_rules::FactNeeds,
+    now: chrono::DateTime<chrono::Utc>,
+) -> String {
+    let events = match crate::peers::events_folder(store).await {
+        Ok(events) => events,
+        Err(why) => return format!("not run ({why})"),
+    };
+    let (Some(days), false) = (needs.max_days, needs.all_events) else {
+        return "not run (the rule's windows or events are not all literals)".into();
+    };
+    let names: Vec<&String> = needs.events.iter().collect();
+    let as_of_ms = now.timestamp_millis();
+    let args = [
+        events.display().to_string(),
+        serde_json::to_string(&names).unwrap_or_default(),
+        (as_of_ms - days * 86_400_000).to_string(),
+        as_of_ms.to_string(),
+    ];
+    crate::peers::run("facts.py", engine, &args, "user-event rows")
 }

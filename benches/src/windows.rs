@@ -36,9 +36,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .and_utc();
     let day_before = end - Duration::days(args.update_days);
 
-    // Every stage and peer reads the segments from the page cache: otherwise the first stage
-    // timed (nudge's) pays for the disk and warms the files for the rest.
-    let warmed = warm_page_cache(&store).await?;
+    let warmed = crate::peers::warm_page_cache(&store).await?;
     println!("read {warmed} segment bytes once to warm the page cache");
     // Peak memory of the compute alone, not of generating and ingesting the data before it.
     crate::reset_peak_memory();
@@ -64,7 +62,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let update = scoring::update(&store, &config.windows, config.default_tz, end).await?;
     let update_seconds = started.elapsed().as_secs_f64();
     let mut references = Vec::new();
-    for engine in ["duckdb", "polars"] {
+    for engine in crate::peers::ENGINES {
         references.push(reference(engine, &store, &config, end).await);
     }
     println!("\n### Windows compute\n\nMachine: {}\n", crate::machine());
@@ -90,15 +88,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Reads every segment file once (the bytes are dropped); returns how many bytes.
-async fn warm_page_cache(store: &nudge_engine::store::Store) -> anyhow::Result<u64> {
-    let mut bytes = 0;
-    for path in store.segment_paths(None).await? {
-        bytes += std::fs::read(&path)?.len() as u64;
-    }
-    Ok(bytes)
-}
-
 /// Runs `refs/histogram.py` with DuckDB or Python polars over the store's segments; the
 /// seconds it took and its row count, or why it could not run.
 async fn reference(
@@ -107,19 +96,10 @@ async fn reference(
     config: &nudge_engine::config::Config,
     end: chrono::DateTime<chrono::Utc>,
 ) -> String {
-    // The peers read every Parquet file of the folder; they must be the manifest's segments.
-    let events = store.data_dir().join("events");
-    let listed = match store.segment_paths(None).await {
-        Ok(paths) => paths.len(),
-        Err(error) => return format!("not run ({error})"),
+    let events = match crate::peers::events_folder(store).await {
+        Ok(events) => events,
+        Err(why) => return format!("not run ({why})"),
     };
-    let on_disk = parquet_files(&events);
-    if on_disk != listed {
-        return format!(
-            "not run ({} holds {on_disk} Parquet files, the manifest {listed} segments)",
-            events.display()
-        );
-    }
     let zones = store.data_dir().join("zones.csv");
     let query = nudge_engine::store::StateQuery {
         except_zone: Some(config.default_tz.name()),
@@ -141,53 +121,15 @@ async fn reference(
     let windows = &config.windows;
     let weights = serde_json::to_string(&windows.event_weights).unwrap_or_default();
     let from = end - Duration::days(windows.lookback_days);
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/refs/histogram.py");
-    let output = std::process::Command::new("python3")
-        .arg(script)
-        .arg(engine)
-        .arg(&events)
-        .arg(&zones)
-        .arg(config.default_tz.name())
-        .arg(from.timestamp_millis().to_string())
-        .arg(end.timestamp_millis().to_string())
-        .arg(windows.half_life_days.to_string())
-        .arg(weights)
-        .arg(windows.default_weight.to_string())
-        .output();
-    match output {
-        Ok(out) if out.status.success() => {
-            let text = String::from_utf8_lossy(&out.stdout);
-            let mut words = text.split_whitespace();
-            match (words.next(), words.next()) {
-                (Some(seconds), Some(rows)) => format!("{seconds} s ({rows} user-hour rows)"),
-                _ => format!("unreadable output: {text}"),
-            }
-        }
-        Ok(out) => format!(
-            "failed: {} (pip install duckdb polars)",
-            String::from_utf8_lossy(&out.stderr)
-                .lines()
-                .last()
-                .unwrap_or("")
-        ),
-        Err(error) => format!("not run: {error}"),
-    }
-}
-
-/// How many `.parquet` files lie under `dir`, at any depth.
-fn parquet_files(dir: &std::path::Path) -> usize {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|entry| {
-            let path = entry.path();
-            if path.is_dir() {
-                parquet_files(&path)
-            } else {
-                usize::from(path.extension().is_some_and(|e| e == "parquet"))
-            }
-        })
-        .sum()
+    let args = [
+        events.display().to_string(),
+        zones.display().to_string(),
+        config.default_tz.name().to_string(),
+        from.timestamp_millis().to_string(),
+        end.timestamp_millis().to_string(),
+        windows.half_life_days.to_string(),
+        weights,
+        windows.default_weight.to_string(),
+    ];
+    crate::peers::run("histogram.py", engine, &args, "user-hour rows")
 }
