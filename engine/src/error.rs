@@ -33,12 +33,6 @@ pub enum Error {
     #[error("event store: {0}")]
     Segments(String),
 
-    /// A segment file the manifest listed was gone when it was read: a compaction replaced it
-    /// meanwhile (a read over the segments lists them again and starts over), or it was deleted
-    /// outside nudge.
-    #[error("event store: a segment file is gone: {0}")]
-    SegmentGone(String),
-
     /// A command-line value is wrong.
     #[error("{0}")]
     Usage(String),
@@ -83,24 +77,6 @@ impl From<sqlx::migrate::MigrateError> for Error {
 
 impl From<polars::error::PolarsError> for Error {
     fn from(error: polars::error::PolarsError) -> Self {
-        if file_not_found(&error) {
-            Error::SegmentGone(error.to_string())
-        } else {
-            Error::Segments(error.to_string())
-        }
-    }
-}
-
-/// Whether polars failed because a file it was to read does not exist (under any context it
-/// was wrapped in).
-fn file_not_found(error: &polars::error::PolarsError) -> bool {
-    use polars::error::PolarsError;
-    match error {
-        PolarsError::IO { error, .. } => error.kind() == std::io::ErrorKind::NotFound,
-        PolarsError::Context { error, .. } | PolarsError::ExprContext { error, .. } => {
-            file_not_found(error)
-        }
-        // Some readers report the OS error in a message of another kind.
-        other => other.to_string().contains("(os error 2)"),
+        Error::Segments(error.to_string())
     }
 }

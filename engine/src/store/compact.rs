@@ -458,7 +458,7 @@ mod tests {
             })
             .await;
         assert!(
-            matches!(&read, Err(Error::SegmentGone(message)) if message.contains("No such file")),
+            matches!(&read, Err(Error::Segments(message)) if message.contains("No such file")),
             "{read:?}"
         );
         assert_eq!(listings, READ_ATTEMPTS);

@@ -200,9 +200,13 @@ impl Store {
         let mut attempt = 1;
         loop {
             let listed = self.segment_rows(range).await?;
+            let paths: Vec<PathBuf> = listed.iter().map(|(path, _)| path.clone()).collect();
             match read(listed).await {
-                Err(Error::SegmentGone(message)) if attempt < READ_ATTEMPTS => {
-                    tracing::debug!(attempt, %message, "a segment was compacted away during a read; reading again");
+                // Whatever the reader made of it, a listed file that is no longer there is why.
+                Err(error)
+                    if attempt < READ_ATTEMPTS && paths.iter().any(|path| !path.exists()) =>
+                {
+                    tracing::debug!(attempt, %error, "a segment went during a read (compacted away); reading again");
                     attempt += 1;
                 }
                 done => return done,
