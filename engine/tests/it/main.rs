@@ -9,6 +9,7 @@ mod facts;
 mod ingest;
 mod migrations;
 mod nodes;
+mod quickstart;
 mod reliability;
 mod retention;
 mod segments;
