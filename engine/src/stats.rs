@@ -71,30 +71,31 @@ pub async fn collect(store: &Store) -> Result<Stats> {
     Ok(stats)
 }
 
-/// The totals, the counts by event name and the clicks' props, over `paths`.
+/// The totals, the counts by event name and the clicks' props, over `paths`, in one scan.
 fn scan(paths: &[std::path::PathBuf]) -> Result<(DataFrame, DataFrame, DataFrame)> {
     let events = segments::scan(paths)?;
-    let totals = events
-        .clone()
-        .select([
-            len().alias("events"),
-            col("user_id").n_unique().alias("users"),
-            col("ts").min().alias("first"),
-            col("ts").max().alias("last"),
-        ])
-        .collect()?;
+    let totals = events.clone().select([
+        len().alias("events"),
+        col("user_id").n_unique().alias("users"),
+        col("ts").min().alias("first"),
+        col("ts").max().alias("last"),
+    ]);
     let clicks = events
         .clone()
         .filter(col("event").eq(lit(crate::event::NOTIFICATION_CLICK)))
-        .select([col("props")])
-        .collect()?;
-    let by_event = events
-        .group_by([col("event")])
-        .agg([len().alias("count")])
-        .sort(
-            ["count"],
-            SortMultipleOptions::default().with_order_descending(true),
-        )
-        .collect()?;
+        .select([col("props")]);
+    let by_event = events.group_by([col("event")]).agg([len().alias("count")]);
+    let mut frames = segments::collect_all(vec![totals, by_event, clicks])?.into_iter();
+    let (Some(totals), Some(by_event), Some(clicks)) =
+        (frames.next(), frames.next(), frames.next())
+    else {
+        return Err(crate::Error::Segments(
+            "the stats scan returned too few frames".into(),
+        ));
+    };
+    let by_event = by_event.sort(
+        ["count"],
+        SortMultipleOptions::default().with_order_descending(true),
+    )?;
     Ok((totals, by_event, clicks))
 }
