@@ -202,7 +202,7 @@ impl Store {
         let batch_name = segments::new_batch_name(&self.id);
         let old = state::json_list(&plan.segments);
         // The merge (read, sort, write, sync) runs outside the write lock, so commits of ingest
-        // and of the service go on meanwhile; the merged files wait in `_staging`. Under the
+        // and of the service go on meanwhile; the merged files wait in `events-staging`. Under the
         // lock, the plan is checked again (another process may have compacted the day) and the
         // files published and swapped in: a sweep (which takes the lock) never sees them
         // published and unrecorded.

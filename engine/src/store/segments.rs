@@ -1,6 +1,7 @@
 //! Parquet segments: the append-only columnar event store, one folder per UTC day.
 //!
-//! A batch's segments are written under `_staging`, synced, then renamed into `day=YYYY-MM-DD/`.
+//! A batch's segments are written in `events-staging/`, synced, then renamed into the events
+//! folder's `day=YYYY-MM-DD/`.
 //! They become visible only when the SQL transaction that records them commits: readers list
 //! segments from the manifest, never from the directory. polars is private to this file.
 
@@ -23,12 +24,29 @@ use rayon::prelude::*;
 use crate::batch::EventBatch;
 use crate::{Error, Result};
 
-const STAGING: &str = "_staging";
-
-/// The events folder inside the data directory.
+/// The events folder inside the data directory: day folders of committed segments and nothing
+/// else, so that any reader globbing it reads each stored event once.
 pub fn events_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("events")
 }
+
+/// Where segments are written before they are published into their day folders: beside the
+/// events folder (the same file system, so publishing is a rename), not inside it, where a
+/// reader globbing the folder would count them too.
+pub fn staging_dir(events_dir: &Path) -> PathBuf {
+    events_dir.with_file_name("events-staging")
+}
+
+/// Where segment files the database does not know are moved, one folder per sweep (beside the
+/// events folder, for the same reason).
+pub fn orphaned_dir(events_dir: &Path) -> PathBuf {
+    events_dir.with_file_name("events-orphaned")
+}
+
+/// The folders of stores written before 2026-12 inside the events folder: staged files are
+/// swept from there too, and orphans moved out.
+const OLD_STAGING: &str = "_staging";
+const OLD_ORPHANED: &str = "_orphaned";
 
 /// A segment written and (after [`publish`]) in place, not yet committed.
 #[derive(Debug)]
@@ -87,7 +105,7 @@ pub(crate) fn new_batch_name(store_id: &str) -> String {
     )
 }
 
-/// Writes `events` as one Parquet file per UTC day under `_staging`, the days in parallel
+/// Writes `events` as one Parquet file per UTC day in the staging folder, the days in parallel
 /// ([`publish`] syncs them).
 pub(crate) fn write_staged(
     events_dir: &Path,
@@ -106,7 +124,7 @@ pub(crate) fn write_staged(
             run_day = day.unwrap_or_default();
         }
     }
-    let staging = events_dir.join(STAGING);
+    let staging = staging_dir(events_dir);
     std::fs::create_dir_all(&staging).map_err(|source| Error::io(&staging, source))?;
     let layout = SegmentLayout::new();
     by_day
@@ -164,7 +182,7 @@ pub(crate) fn read_events(paths: &[PathBuf]) -> Result<EventBatch> {
 }
 
 /// Writes one day's `events` (read from its segments) sorted by user, then time, as files of
-/// at most `file_rows` rows in row groups of at most `group_rows`, under `_staging` ([`publish`]
+/// at most `file_rows` rows in row groups of at most `group_rows`, staged ([`publish`]
 /// syncs them). Sorted by user, a row group's user ids are a narrow range (readers filtering on
 /// a user skip the others) and a user's events sit together for group-bys.
 pub(crate) fn write_compacted(
@@ -183,7 +201,7 @@ pub(crate) fn write_compacted(
             .cmp(events.user_id.text(b))
             .then(events.ts[a].cmp(&events.ts[b]))
     });
-    let staging = events_dir.join(STAGING);
+    let staging = staging_dir(events_dir);
     std::fs::create_dir_all(&staging).map_err(|source| Error::io(&staging, source))?;
     let layout = SegmentLayout::new();
     order
@@ -538,9 +556,6 @@ pub(crate) fn remove(events_dir: &Path, segments: &[Segment]) {
 /// How long a staged file may belong to a compaction still writing (see [`sweep`]).
 const STAGED_IN_PROGRESS: std::time::Duration = std::time::Duration::from_secs(3_600);
 
-/// Where segment files the database does not know are moved, one folder per sweep.
-pub const ORPHANED: &str = "_orphaned";
-
 /// What [`sweep`] did.
 #[derive(Debug, Default)]
 pub(crate) struct Swept {
@@ -556,19 +571,51 @@ pub(crate) struct Swept {
 
 /// Deletes this store's (`store_id`) staged files older than an hour: under the write lock no
 /// batch of this store is between staging and commit, and a compaction stages for minutes at
-/// most, so they are provably uncommitted leftovers. Day files the manifest
-/// does not name are moved to `_orphaned/<now>/`, never deleted: they may be a crash's
-/// leftovers, but also the newer segments of a database restored from a backup, or of another
-/// database pointed at this folder.
+/// most, so they are provably uncommitted leftovers. Day files the manifest does not name are
+/// moved to `events-orphaned/<now>/`, never deleted: they may be a crash's leftovers, but also
+/// the newer segments of a database restored from a backup, or of another database pointed at
+/// this folder.
 pub(crate) fn sweep(events_dir: &Path, known: &HashSet<String>, store_id: &str) -> Result<Swept> {
     let mut swept = Swept::default();
+    let ours = format!("{store_id}.");
+    for staging in [staging_dir(events_dir), events_dir.join(OLD_STAGING)] {
+        let Ok(files) = std::fs::read_dir(&staging) else {
+            continue;
+        };
+        for file in files.flatten() {
+            // A compaction stages its files before it takes the write lock: a file written in
+            // the last hour may be one in progress, and is left for a later sweep.
+            let recent = file
+                .metadata()
+                .and_then(|meta| meta.modified())
+                .ok()
+                .and_then(|modified| modified.elapsed().ok())
+                .is_some_and(|age| age < STAGED_IN_PROGRESS);
+            let name = file.file_name().to_string_lossy().to_string();
+            if recent || !name.starts_with(&ours) {
+                swept.foreign_staged += 1;
+            } else {
+                std::fs::remove_file(file.path())
+                    .map_err(|source| Error::io(file.path(), source))?;
+                swept.staged_removed += 1;
+            }
+        }
+    }
+    let moved_to =
+        orphaned_dir(events_dir).join(chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ").to_string());
     let Ok(entries) = std::fs::read_dir(events_dir) else {
         return Ok(swept);
     };
-    let ours = format!("{store_id}.");
     for folder in entries.flatten() {
         let folder_name = folder.file_name().to_string_lossy().to_string();
-        if folder_name == ORPHANED || !folder.path().is_dir() {
+        if folder_name == OLD_STAGING || !folder.path().is_dir() {
+            continue;
+        }
+        if folder_name == OLD_ORPHANED {
+            // Set aside by an older nudge inside the events folder: out of it, whole.
+            std::fs::create_dir_all(&moved_to).map_err(|source| Error::io(&moved_to, source))?;
+            let target = moved_to.join(OLD_ORPHANED);
+            std::fs::rename(folder.path(), &target).map_err(|source| Error::io(&target, source))?;
             continue;
         }
         let Ok(files) = std::fs::read_dir(folder.path()) else {
@@ -576,40 +623,19 @@ pub(crate) fn sweep(events_dir: &Path, known: &HashSet<String>, store_id: &str) 
         };
         for file in files.flatten() {
             let name = file.file_name().to_string_lossy().to_string();
-            let relative = format!("{folder_name}/{name}");
-            if folder_name == STAGING {
-                // A compaction stages its files before it takes the write lock: a file written
-                // in the last hour may be one in progress, and is left for a later sweep.
-                let recent = file
-                    .metadata()
-                    .and_then(|meta| meta.modified())
-                    .ok()
-                    .and_then(|modified| modified.elapsed().ok())
-                    .is_some_and(|age| age < STAGED_IN_PROGRESS);
-                if recent {
-                    swept.foreign_staged += 1;
-                } else if name.starts_with(&ours) {
-                    std::fs::remove_file(file.path())
-                        .map_err(|source| Error::io(file.path(), source))?;
-                    swept.staged_removed += 1;
-                } else {
-                    swept.foreign_staged += 1;
-                }
-            } else if !known.contains(&relative) {
-                let target_dir = swept.moved_to.get_or_insert_with(|| {
-                    events_dir
-                        .join(ORPHANED)
-                        .join(chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ").to_string())
-                });
-                let target = target_dir.join(&folder_name);
-                std::fs::create_dir_all(&target).map_err(|source| Error::io(&target, source))?;
-                let target = target.join(&name);
-                std::fs::rename(file.path(), &target)
-                    .map_err(|source| Error::io(&target, source))?;
-                swept.moved += 1;
+            if known.contains(&format!("{folder_name}/{name}")) {
+                continue;
             }
+            let target = moved_to.join(&folder_name);
+            std::fs::create_dir_all(&target).map_err(|source| Error::io(&target, source))?;
+            let target = target.join(&name);
+            std::fs::rename(file.path(), &target).map_err(|source| Error::io(&target, source))?;
+            swept.moved += 1;
+            swept.moved_to = Some(moved_to.clone());
         }
     }
+    // The old staging folder goes once empty.
+    let _ = std::fs::remove_dir(events_dir.join(OLD_STAGING));
     Ok(swept)
 }
 

@@ -48,10 +48,6 @@ fn live_files(data_dir: &Path) -> Vec<PathBuf> {
     walk(&data_dir.join("events"))
         .into_iter()
         .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
-        .filter(|p| {
-            let p = p.to_string_lossy();
-            !p.contains("_orphaned") && !p.contains("_staging")
-        })
         .collect()
 }
 
@@ -139,7 +135,7 @@ async fn a_days_small_segments_become_one_file_holding_the_same_events() {
     assert_eq!(outcome, DayCompacted::Merged { files: 1 });
     let other = open_store(&data_dir).await;
     assert_eq!(live_files(&data_dir).len(), 2 + 4);
-    assert_eq!(walk(&data_dir.join("events").join("_orphaned")).len(), 0);
+    assert_eq!(walk(&data_dir.join("events-orphaned")).len(), 0);
     drop(other);
     let removed = test.store.remove_retired_before(i64::MAX).await.unwrap();
     assert_eq!(removed, 4);
@@ -279,7 +275,7 @@ async fn crash_during_compaction(point: &str) -> (usize, usize, usize, usize) {
         "every manifest file is on disk"
     );
     let kept = live.len() - listed.len();
-    let set_aside = walk(&data_dir.join("events").join("_orphaned")).len();
+    let set_aside = walk(&data_dir.join("events-orphaned")).len();
     drop(store);
 
     let finished = nudge(None);
@@ -372,28 +368,64 @@ async fn ids_another_process_committed_or_compacted_since_are_still_duplicates()
     assert_eq!(test.ingest(&[&fresh]).await.accepted, 50);
 }
 
-// See: #22, #23. A compaction merges outside the write lock, its files waiting in `_staging`:
-// opening the store meanwhile (any command) leaves staged files of the last hour alone, and
-// deletes this store's older ones (a crashed batch's leftovers).
+// See: #22, #23. A compaction merges outside the write lock, its files waiting in
+// `events-staging`: opening the store meanwhile (any command) leaves staged files of the last
+// hour alone, and deletes this store's older ones (a crashed batch's leftovers), also in the
+// `events/_staging` of stores written before staging moved out of the events folder.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn opening_a_store_keeps_files_a_compaction_is_staging() {
     let test = store_of_batches(1, 20).await;
-    let staging = test.store.data_dir().join("events").join("_staging");
-    std::fs::create_dir_all(&staging).unwrap();
+    let data_dir = test.store.data_dir().to_path_buf();
     let id = test.store.id().to_string();
-    let fresh = staging.join(format!("{id}.in-progress-2026-11-01.parquet"));
-    let stale = staging.join(format!("{id}.crashed-2026-11-01.parquet"));
-    std::fs::write(&fresh, "being written").unwrap();
-    std::fs::write(&stale, "left by a crash").unwrap();
     let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7_200);
-    std::fs::File::options()
-        .write(true)
-        .open(&stale)
-        .unwrap()
-        .set_modified(two_hours_ago)
-        .unwrap();
-    let other = open_store(test.store.data_dir()).await;
-    assert!(fresh.exists(), "a file staged in the last hour was deleted");
-    assert!(!stale.exists(), "an old staged file of this store was kept");
+    let mut staged = Vec::new();
+    for staging in [
+        data_dir.join("events-staging"),
+        data_dir.join("events/_staging"),
+    ] {
+        std::fs::create_dir_all(&staging).unwrap();
+        let fresh = staging.join(format!("{id}.in-progress-2026-11-01.parquet"));
+        let stale = staging.join(format!("{id}.crashed-2026-11-01.parquet"));
+        std::fs::write(&fresh, "being written").unwrap();
+        std::fs::write(&stale, "left by a crash").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&stale)
+            .unwrap()
+            .set_modified(two_hours_ago)
+            .unwrap();
+        staged.push((fresh, stale));
+    }
+    let other = open_store(&data_dir).await;
+    for (fresh, stale) in &staged {
+        assert!(fresh.exists(), "a file staged in the last hour was deleted");
+        assert!(!stale.exists(), "an old staged file of this store was kept");
+    }
     drop(other);
+}
+
+// An events folder holds day folders of committed segments and nothing else: what the store
+// sets aside goes beside it, and what an older nudge set aside inside it is moved out whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_events_folder_holds_only_the_stored_events() {
+    let test = store_of_batches(2, 50).await;
+    let data_dir = test.store.data_dir().to_path_buf();
+    let old_orphans = data_dir.join("events/_orphaned/20261101T000000.000Z/day=2026-11-01");
+    std::fs::create_dir_all(&old_orphans).unwrap();
+    std::fs::write(old_orphans.join("old.parquet"), "set aside long ago").unwrap();
+    let stray = data_dir.join("events/day=2026-11-01/stray.parquet");
+    std::fs::write(&stray, "no commit recorded this").unwrap();
+    let other = open_store(&data_dir).await;
+    let mut on_disk = walk(&data_dir.join("events"));
+    on_disk.sort();
+    let mut manifest = other.segment_paths(None).await.unwrap();
+    manifest.sort();
+    assert_eq!(on_disk, manifest);
+    let aside: Vec<String> = walk(&data_dir.join("events-orphaned"))
+        .iter()
+        .map(|path| path.file_name().unwrap().to_string_lossy().to_string())
+        .collect();
+    assert_eq!(aside.len(), 2, "{aside:?}");
+    assert!(aside.contains(&"old.parquet".to_string()), "{aside:?}");
+    assert!(aside.contains(&"stray.parquet".to_string()), "{aside:?}");
 }

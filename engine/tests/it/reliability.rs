@@ -475,7 +475,7 @@ async fn opening_a_store_restored_from_a_backup_keeps_the_newer_segments_aside()
     let store = Store::open(&config.store()).await.unwrap();
     let stats = nudge_engine::stats::collect(&store).await.unwrap();
     assert_eq!(stats.events, 1, "the restored database knows day 1");
-    let aside = walk(&config.data_dir.join("events").join("_orphaned"));
+    let aside = walk(&config.data_dir.join("events-orphaned"));
     assert_eq!(
         aside.len(),
         1,

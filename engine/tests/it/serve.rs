@@ -237,10 +237,7 @@ fn serve_compacts_small_segments_in_the_background() {
     let segments = || {
         walk(&root.join("data/events"))
             .into_iter()
-            .filter(|path| {
-                path.extension().is_some_and(|e| e == "parquet")
-                    && !path.to_string_lossy().contains("_staging")
-            })
+            .filter(|path| path.extension().is_some_and(|e| e == "parquet"))
             .count()
     };
     assert_eq!(segments(), 3);
