@@ -12,7 +12,7 @@ pub const ENGINES: [&str; 2] = ["duckdb", "polars"];
 /// (the peers read the day folders' files, nudge the manifest's); otherwise why the peers cannot
 /// run.
 pub async fn events_folder(store: &Store) -> Result<PathBuf, String> {
-    let events = store.data_dir().join("events");
+    let events = nudge_engine::store::segments::events_dir(store.data_dir());
     let listed = store
         .segment_paths(None)
         .await

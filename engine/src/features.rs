@@ -3,7 +3,6 @@
 
 use crate::time::DAY_MS;
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -42,15 +41,11 @@ pub async fn user_facts(
     };
     let started = std::time::Instant::now();
     // The scan runs on the blocking pool while the state is read from SQL.
-    let scanning = store.read_segments(Some((i64::MIN, as_of_ms + 1)), |listed| {
+    let scanning = store.read_segment_paths(Some((i64::MIN, as_of_ms + 1)), |paths| {
         let (needs, audience) = (needs.clone(), audience.clone());
         async move {
-            if listed.is_empty() {
-                return Ok(None);
-            }
-            let paths: Vec<PathBuf> = listed.into_iter().map(|(path, _)| path).collect();
             tokio::task::spawn_blocking(move || {
-                assemble(scan_facts(&paths, &needs, as_of_ms, audience.as_deref())?).map(Some)
+                assemble(scan_facts(&paths, &needs, as_of_ms, audience.as_deref())?)
             })
             .await
             .map_err(|error| crate::Error::Usage(format!("fact scan failed: {error}")))?
@@ -420,16 +415,14 @@ async fn events_until(
     columns: &[Expr],
 ) -> Result<Option<DataFrame>> {
     store
-        .read_segments(Some((i64::MIN, as_of_ms + 1)), |listed| {
+        .read_segment_paths(Some((i64::MIN, as_of_ms + 1)), |paths| {
             let filter = filter.clone().and(col("ts").lt_eq(lit(as_of_ms)));
             async move {
-                if listed.is_empty() {
-                    return Ok(None);
-                }
-                let paths: Vec<PathBuf> = listed.into_iter().map(|(path, _)| path).collect();
-                tokio::task::block_in_place(|| -> Result<_> {
-                    let query = segments::scan(&paths)?.filter(filter).select(columns);
-                    Ok(Some(query.collect()?))
+                tokio::task::block_in_place(|| {
+                    Ok(segments::scan(&paths)?
+                        .filter(filter)
+                        .select(columns)
+                        .collect()?)
                 })
             }
         })

@@ -24,24 +24,20 @@ pub struct Stats {
 /// Computes the summary with one scan over the committed segments.
 pub async fn collect(store: &Store) -> Result<Stats> {
     let credits = store.credits_by_template().await?;
-    let (segment_count, scanned) = store
-        .read_segments(None, |listed| async move {
-            if listed.is_empty() {
-                return Ok((0, None));
-            }
-            let count = listed.len() as u64;
-            let paths: Vec<_> = listed.into_iter().map(|(path, _)| path).collect();
-            Ok((count, Some(tokio::task::block_in_place(|| scan(&paths))?)))
+    let scanned = store
+        .read_segment_paths(None, |paths| async move {
+            let scanned = tokio::task::block_in_place(|| scan(&paths))?;
+            Ok((paths.len() as u64, scanned))
         })
         .await?;
     let mut stats = Stats {
-        segments: segment_count,
         credits,
         ..Stats::default()
     };
-    let Some((totals, by_event, clicks)) = scanned else {
+    let Some((segments, (totals, by_event, clicks))) = scanned else {
         return Ok(stats);
     };
+    stats.segments = segments;
     stats.unattributed_clicks = clicks
         .column("props")?
         .str()?

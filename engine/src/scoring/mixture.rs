@@ -165,20 +165,13 @@ fn initial_types(sample: &[&[f64; HOURS_OF_WEEK]], k: usize) -> Vec<Vec<f64>> {
 impl Model {
     /// The model with its logarithms taken once, for scoring many users.
     pub fn scorer(&self) -> Scorer<'_> {
-        let log_types: Vec<Vec<f64>> = self
-            .types
-            .iter()
-            .map(|profile| profile.iter().map(|p| p.ln()).collect())
-            .collect();
-        let k = log_types.len();
-        let log_by_hour = (0..HOURS_OF_WEEK * k)
-            .map(|at| log_types[at % k][at / k])
-            .collect();
+        let k = self.types.len();
         Scorer {
             model: self,
             log_weights: self.weights.iter().map(|w| w.max(1e-12).ln()).collect(),
-            log_types,
-            log_by_hour,
+            log_by_hour: (0..HOURS_OF_WEEK * k)
+                .map(|at| self.types[at % k][at / k].ln())
+                .collect(),
         }
     }
 
@@ -197,62 +190,39 @@ impl Model {
 pub struct Scorer<'a> {
     model: &'a Model,
     log_weights: Vec<f64>,
-    log_types: Vec<Vec<f64>>,
-    /// The same logarithms hour by hour: each hour's types side by side.
+    /// The types' logarithms hour by hour: each hour's types side by side.
     log_by_hour: Vec<f64>,
 }
 
 impl Scorer<'_> {
     /// Posterior probability of each type given a user's counts.
     pub fn responsibilities(&self, counts: &[f64]) -> Vec<f64> {
-        self.posterior(|log_profile| {
-            counts
-                .iter()
-                .zip(log_profile)
-                .map(|(c, log_p)| if *c != 0.0 { c * log_p } else { 0.0 })
-                .sum::<f64>()
-        })
+        let entries: Vec<(usize, f64)> = counts
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| **c != 0.0)
+            .map(|(hour, c)| (hour, *c))
+            .collect();
+        self.responsibilities_sparse(&entries).0
     }
 
-    /// The same from `(hour, count)` pairs of the non-zero hours.
-    /// The posterior over the types of a user given as the hours with counts, and the log of
-    /// the user's likelihood under the model (up to a constant of the counts).
+    /// The posterior over the types of a user given as `(hour, count)` pairs of the hours with
+    /// counts, and the log of the user's likelihood under the model (up to a constant of the
+    /// counts).
     pub fn responsibilities_sparse(&self, entries: &[(usize, f64)]) -> (Vec<f64>, f64) {
-        // Every type's sum at once, an hour's types side by side; each type's terms are added in
-        // the entries' order, as `responsibilities` adds them.
+        // Every type's log-likelihood at once, an hour's types side by side, each type's terms
+        // added in the entries' order; then its log weight.
         let k = self.log_weights.len();
-        let mut sums = vec![0.0; k];
+        let mut logs = vec![0.0; k];
         for &(hour, c) in entries {
             let row = &self.log_by_hour[hour * k..(hour + 1) * k];
-            sums.iter_mut()
+            logs.iter_mut()
                 .zip(row)
                 .for_each(|(sum, log_p)| *sum += c * log_p);
         }
-        let logs: Vec<f64> = self
-            .log_weights
-            .iter()
-            .zip(&sums)
-            .map(|(log_weight, sum)| log_weight + sum)
-            .collect();
-        Self::normalised(logs)
-    }
-
-    fn posterior(&self, log_likelihood: impl Fn(&[f64]) -> f64) -> Vec<f64> {
-        self.posterior_and_likelihood(log_likelihood).0
-    }
-
-    fn posterior_and_likelihood(&self, log_likelihood: impl Fn(&[f64]) -> f64) -> (Vec<f64>, f64) {
-        let logs: Vec<f64> = self
-            .log_types
-            .iter()
+        logs.iter_mut()
             .zip(&self.log_weights)
-            .map(|(log_profile, log_weight)| log_weight + log_likelihood(log_profile))
-            .collect();
-        Self::normalised(logs)
-    }
-
-    /// The posterior from each type's log weight plus log-likelihood, and the log of their sum.
-    fn normalised(logs: Vec<f64>) -> (Vec<f64>, f64) {
+            .for_each(|(sum, log_weight)| *sum += log_weight);
         let top = logs.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
         let mut r: Vec<f64> = logs.iter().map(|l| (l - top).exp()).collect();
         let total: f64 = r.iter().sum();

@@ -298,13 +298,8 @@ async fn hourly(
     to_ms: i64,
 ) -> Result<Option<local::HourlyCounts>> {
     store
-        .read_segments(Some((from_ms + 1, to_ms + 1)), |listed| async move {
-            if listed.is_empty() {
-                return Ok(None);
-            }
-            let paths: Vec<PathBuf> = listed.into_iter().map(|(path, _)| path).collect();
+        .read_segment_paths(Some((from_ms + 1, to_ms + 1)), |paths| async move {
             tokio::task::block_in_place(|| histogram::hourly(&paths, config, from_ms, to_ms))
-                .map(Some)
         })
         .await
 }
@@ -327,7 +322,7 @@ pub(crate) async fn build_state(
         .await
 }
 
-/// [`build_state`] over the listed `segments` (path, rows).
+/// [`build_state`] over the listed `segments` (path, rows), at least one.
 async fn build_state_from(
     store: &Store,
     segments: Vec<(PathBuf, u64)>,
@@ -336,10 +331,7 @@ async fn build_state_from(
     from_ms: i64,
     as_of_ms: i64,
     cuts: &[i64],
-) -> Result<Option<(local::State, Vec<calibrate::Held>, ComputeReport)>> {
-    if segments.is_empty() {
-        return Ok(None);
-    }
+) -> Result<(local::State, Vec<calibrate::Held>, ComputeReport)> {
     let started = std::time::Instant::now();
     let mut numbers = local::UserNumbers::default();
     let mut state = local::Building::new(as_of_ms);
@@ -412,7 +404,7 @@ async fn build_state_from(
         },
     );
     report.seconds_histogram = started.elapsed().as_secs_f64();
-    Ok(Some((state, held, report)))
+    Ok((state, held, report))
 }
 
 /// Rolls stored profiles forward to `as_of`: decays the stored counters, adds the events since

@@ -420,8 +420,8 @@ mod tests {
             .unwrap();
         let mut listings = Vec::new();
         let rows = store
-            .read_segments(None, |listed| {
-                listings.push(listed.len());
+            .read_segment_paths(None, |paths| {
+                listings.push(paths.len());
                 let (store, days, first) = (&store, &days, listings.len() == 1);
                 async move {
                     if first {
@@ -431,12 +431,12 @@ mod tests {
                             .compact_days(days, CompactOptions::default(), |_| true)
                             .await?;
                     }
-                    let paths: Vec<PathBuf> = listed.into_iter().map(|(path, _)| path).collect();
                     tokio::task::block_in_place(|| count(&paths))
                 }
             })
             .await
-            .unwrap();
+            .unwrap()
+            .expect("the store holds segments");
         assert_eq!(listings, [3, 1], "listed again after the swap");
         assert_eq!(rows, 300);
     }
@@ -449,12 +449,9 @@ mod tests {
         std::fs::remove_file(&lost).unwrap();
         let mut listings = 0;
         let read = store
-            .read_segments(None, |listed| {
+            .read_segment_paths(None, |paths| {
                 listings += 1;
-                async move {
-                    let paths: Vec<PathBuf> = listed.into_iter().map(|(path, _)| path).collect();
-                    tokio::task::block_in_place(|| count(&paths))
-                }
+                async move { tokio::task::block_in_place(|| count(&paths)) }
             })
             .await;
         assert!(

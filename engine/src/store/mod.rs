@@ -184,22 +184,26 @@ impl Store {
     }
 
     /// Runs `read` over the committed segments overlapping `range` (as [`Store::segment_rows`]
-    /// lists them). A compaction deletes the files it replaced as soon as it swaps in their
-    /// merge, so the files under the events folder are always the store's events once each, for
-    /// any reader; a read that listed the segments before such a swap finds a file gone, and
-    /// this lists them again and runs `read` again (a few times at most: compactions are
-    /// minutes apart, and a file gone for another reason stays gone).
+    /// lists them); `None`, without calling it, when there are none. A compaction deletes the
+    /// files it replaced as soon as it swaps in their merge, so the files under the events
+    /// folder are always the store's events once each, for any reader; a read that listed the
+    /// segments before such a swap finds a file gone, and this lists them again and runs `read`
+    /// again (a few times at most: compactions are minutes apart, and a file gone for another
+    /// reason stays gone).
     pub async fn read_segments<T, F>(
         &self,
         range: Option<(i64, i64)>,
         mut read: impl FnMut(Vec<(PathBuf, u64)>) -> F,
-    ) -> Result<T>
+    ) -> Result<Option<T>>
     where
         F: std::future::Future<Output = Result<T>>,
     {
         let mut attempt = 1;
         loop {
             let listed = self.segment_rows(range).await?;
+            if listed.is_empty() {
+                return Ok(None);
+            }
             let paths: Vec<PathBuf> = listed.iter().map(|(path, _)| path.clone()).collect();
             match read(listed).await {
                 // Whatever the reader made of it, a listed file that is no longer there is why.
@@ -209,9 +213,24 @@ impl Store {
                     tracing::debug!(attempt, %error, "a segment went during a read (compacted away); reading again");
                     attempt += 1;
                 }
-                done => return done,
+                done => return done.map(Some),
             }
         }
+    }
+
+    /// [`Store::read_segments`] for a `read` that needs only the files' paths.
+    pub async fn read_segment_paths<T, F>(
+        &self,
+        range: Option<(i64, i64)>,
+        mut read: impl FnMut(Vec<PathBuf>) -> F,
+    ) -> Result<Option<T>>
+    where
+        F: std::future::Future<Output = Result<T>>,
+    {
+        self.read_segments(range, |listed| {
+            read(listed.into_iter().map(|(path, _)| path).collect())
+        })
+        .await
     }
 
     /// Number of committed segments and the rows they hold.
