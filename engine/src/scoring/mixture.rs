@@ -197,24 +197,24 @@ pub struct Scorer<'a> {
 impl Scorer<'_> {
     /// Posterior probability of each type given a user's counts.
     pub fn responsibilities(&self, counts: &[f64]) -> Vec<f64> {
-        let entries: Vec<(usize, f64)> = counts
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| **c != 0.0)
-            .map(|(hour, c)| (hour, *c))
-            .collect();
-        self.responsibilities_sparse(&entries).0
+        let entries = counts.iter().enumerate().filter(|(_, c)| **c != 0.0);
+        self.posterior(entries.map(|(hour, c)| (hour, *c))).0
     }
 
     /// The posterior over the types of a user given as `(hour, count)` pairs of the hours with
     /// counts, and the log of the user's likelihood under the model (up to a constant of the
     /// counts).
     pub fn responsibilities_sparse(&self, entries: &[(usize, f64)]) -> (Vec<f64>, f64) {
+        self.posterior(entries.iter().copied())
+    }
+
+    /// The posterior from the `(hour, count)` pairs, and the log of the likelihood.
+    fn posterior(&self, entries: impl Iterator<Item = (usize, f64)>) -> (Vec<f64>, f64) {
         // Every type's log-likelihood at once, an hour's types side by side, each type's terms
         // added in the entries' order; then its log weight.
         let k = self.log_weights.len();
         let mut logs = vec![0.0; k];
-        for &(hour, c) in entries {
+        for (hour, c) in entries {
             let row = &self.log_by_hour[hour * k..(hour + 1) * k];
             logs.iter_mut()
                 .zip(row)
