@@ -16,8 +16,8 @@ use polars_arrow::array::{Array, DictionaryArray, MutableBinaryViewArray, Primit
 use polars_arrow::datatypes::{ArrowDataType, ArrowSchema, Field};
 use polars_arrow::record_batch::RecordBatchT;
 use polars_parquet::write::{
-    CompressionOptions, Encoding, FileWriter, RowGroupIterator, StatisticsOptions, Version,
-    WriteOptions,
+    CompressionOptions, Encoding, FileWriter, KeyValue, RowGroupIterator, StatisticsOptions,
+    Version, WriteOptions, schema_to_metadata_key,
 };
 use rayon::prelude::*;
 
@@ -244,19 +244,31 @@ const PROPS: usize = 3;
 /// What every segment file shares: schema, encodings and writer options, made once per batch.
 struct SegmentLayout {
     schema: Arc<ArrowSchema>,
+    /// The Arrow schema the file tells Arrow readers: text as `large_string`, as Python polars
+    /// writes it. The writer's own (string views) made pyarrow read views, on which its filters
+    /// have no kernel: `read_table(filters=...)` failed on every segment.
+    readers_schema: KeyValue,
     encodings: Vec<Vec<Encoding>>,
     options: WriteOptions,
 }
 
 impl SegmentLayout {
     fn new() -> SegmentLayout {
+        let schema = |text: ArrowDataType| -> ArrowSchema {
+            SEGMENT_COLUMNS
+                .iter()
+                .map(|(name, dtype, _)| {
+                    let dtype = match dtype {
+                        ArrowDataType::Utf8View => text.clone(),
+                        other => other.clone(),
+                    };
+                    Field::new((*name).into(), dtype, true)
+                })
+                .collect()
+        };
         SegmentLayout {
-            schema: Arc::new(
-                SEGMENT_COLUMNS
-                    .iter()
-                    .map(|(name, dtype, _)| Field::new((*name).into(), dtype.clone(), true))
-                    .collect(),
-            ),
+            schema: Arc::new(schema(ArrowDataType::Utf8View)),
+            readers_schema: schema_to_metadata_key(&schema(ArrowDataType::LargeUtf8)),
             encodings: SEGMENT_COLUMNS
                 .iter()
                 .map(|(_, _, encoding)| vec![*encoding])
@@ -331,7 +343,7 @@ impl SegmentLayout {
                 writer.write(group.len() as u64, row_group?)?;
             }
         }
-        writer.end(None)?;
+        writer.end(Some(vec![self.readers_schema.clone()]))?;
         std::io::Write::flush(&mut writer.into_inner())
             .map_err(|source| Error::io(path, source))?;
         Ok(file)

@@ -148,3 +148,82 @@ async fn an_independent_reader_using_the_page_index_finds_every_row_a_filter_wan
         }
     }
 }
+
+// See: #20. The Arrow schema a segment's footer declares (which Arrow readers take over the
+// Parquet types) says text is `large_string`, as Python polars writes it, in fresh and in
+// compacted segments: it said string views, which pyarrow 26 read as such and then had no
+// filter kernel for, so `read_table(filters=...)` failed on every segment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn segments_declare_text_columns_every_arrow_reader_can_filter() {
+    use polars_arrow::datatypes::ArrowDataType;
+    let test = TestStore::new().await;
+    for batch in 0..2 {
+        let lines: Vec<String> = (0..50i64)
+            .map(|i| {
+                let user = format!("u{batch}-{i}");
+                line(&user, "app_open", NOV_1 + i * HOUR / 7, r#"{"k":1}"#)
+            })
+            .collect();
+        test.ingest(&[&test.file(&format!("{batch}.ndjson"), lines.join("\n"))])
+            .await;
+    }
+    // The footer's `ARROW:schema` as it is written (arrow-rs reads the footer; polars' own
+    // schema reader would convert the types it names).
+    let declared = |store: &nudge_engine::store::Store| {
+        let store = store.clone();
+        async move {
+            use base64::Engine as _;
+            let mut files = Vec::new();
+            for path in store.segment_paths(None).await.unwrap() {
+                let reader =
+                    SerializedFileReader::new(std::fs::File::open(&path).unwrap()).unwrap();
+                let encoded = reader
+                    .metadata()
+                    .file_metadata()
+                    .key_value_metadata()
+                    .and_then(|pairs| pairs.iter().find(|kv| kv.key == "ARROW:schema"))
+                    .and_then(|kv| kv.value.clone())
+                    .expect("an Arrow schema in the footer");
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(encoded)
+                    .unwrap();
+                // An IPC message: continuation marker and length, then the schema.
+                let message = if bytes[..4] == [255; 4] {
+                    &bytes[8..]
+                } else {
+                    &bytes[..]
+                };
+                let (schema, ..) =
+                    polars_arrow::io::ipc::read::deserialize_schema(message).unwrap();
+                let types: Vec<(String, ArrowDataType)> = schema
+                    .iter_values()
+                    .map(|field| (field.name.to_string(), field.dtype.clone()))
+                    .collect();
+                files.push(types);
+            }
+            files
+        }
+    };
+    let text = ArrowDataType::LargeUtf8;
+    let expected = vec![
+        ("user_id".to_string(), text.clone()),
+        ("event".to_string(), text.clone()),
+        ("ts".to_string(), ArrowDataType::Int64),
+        ("props".to_string(), text.clone()),
+        ("event_id".to_string(), text),
+    ];
+    let fresh = declared(&test.store).await;
+    assert!(fresh.len() >= 2, "{fresh:?}");
+    assert!(fresh.iter().all(|types| *types == expected), "{fresh:?}");
+    let options = nudge_engine::store::CompactOptions::default();
+    let days = test.store.days_to_compact(options, None).await.unwrap();
+    test.store
+        .compact_days(&days, options, |_| true)
+        .await
+        .unwrap();
+    let compacted = declared(&test.store).await;
+    assert!(
+        compacted.iter().all(|types| *types == expected),
+        "{compacted:?}"
+    );
+}
