@@ -110,7 +110,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(body) = batches.get(i) else { break };
                 let sent = Instant::now();
-                let answer = client.post(&url).body(body.clone()).send().await?;
+                let answer = client
+                    .post(&url)
+                    .header("content-type", "application/x-ndjson")
+                    .body(body.clone())
+                    .send()
+                    .await?;
                 anyhow::ensure!(answer.status() == 200, "batch {i}: {}", answer.status());
                 let json: serde_json::Value = answer.json().await?;
                 latencies.push(sent.elapsed().as_secs_f64());
@@ -185,7 +190,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-const PUSH_TOKEN: &str = "bench-push-token";
+const PUSH_TOKEN: &str = "benchPushToken1";
 const PUSH_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
 
 /// Latency quantiles in milliseconds.

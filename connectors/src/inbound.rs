@@ -57,6 +57,11 @@ pub enum PushRefused {
 
 /// Verifies and decodes one channel's pushes.
 pub trait Receiver: Send + Sync {
+    /// What can be checked from the query alone, before the body is read (a stamp, a
+    /// signature that does not cover the body); the default admits every request.
+    fn admit(&self, _query: &BTreeMap<String, String>) -> Result<(), PushRefused> {
+        Ok(())
+    }
     fn receive(&self, request: PushRequest<'_>) -> Result<Received, PushRefused>;
     /// The body that tells the channel a push was taken (so it does not retry).
     fn acknowledgement(&self) -> &'static str;

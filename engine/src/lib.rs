@@ -18,6 +18,7 @@ pub mod features;
 pub mod ingest;
 pub mod inspect;
 pub mod leader;
+pub mod links;
 pub mod schedule;
 pub mod scoring;
 pub mod service;

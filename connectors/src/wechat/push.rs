@@ -60,7 +60,48 @@ pub fn signature_is_valid(token: &str, timestamp: &str, nonce: &str, signature: 
     parts.sort_unstable();
     let digest = Sha1::digest(parts.concat().as_bytes());
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    hex.eq_ignore_ascii_case(signature)
+    hex_eq(&hex, signature)
+}
+
+/// Whether `expected` (lowercase hex) and `given` (hex in either case) name the same digest,
+/// compared without stopping at the first difference: timing does not tell how much of a forged
+/// signature was right.
+pub fn hex_eq(expected: &str, given: &str) -> bool {
+    let (expected, given) = (expected.as_bytes(), given.as_bytes());
+    if expected.len() != given.len() {
+        return false;
+    }
+    expected
+        .iter()
+        .zip(given)
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y.to_ascii_lowercase()))
+        == 0
+}
+
+/// Elements nested deeper than this make a push malformed: WeChat's are three deep, and the
+/// reader's work must not grow with an attacker's nesting.
+pub const MAX_XML_DEPTH: usize = 8;
+
+/// The text of an entity or character reference (`&amp;`, `&#20013;`), or an error for one
+/// XML does not define (a push has no DTD).
+fn reference_text(reference: &quick_xml::events::BytesRef<'_>) -> Result<String, PushError> {
+    if let Some(c) = reference
+        .resolve_char_ref()
+        .map_err(|e| PushError::Malformed(e.to_string()))?
+    {
+        return Ok(c.to_string());
+    }
+    let name = reference
+        .decode()
+        .map_err(|e| PushError::Malformed(e.to_string()))?;
+    match name.as_ref() {
+        "amp" => Ok("&".into()),
+        "lt" => Ok("<".into()),
+        "gt" => Ok(">".into()),
+        "quot" => Ok("\"".into()),
+        "apos" => Ok("'".into()),
+        other => Err(PushError::Malformed(format!("unknown entity &{other};"))),
+    }
 }
 
 fn kind_of(event: &str) -> Result<PushKind, PushError> {
@@ -103,21 +144,32 @@ pub fn encrypted_field(body: &str) -> Result<String, PushError> {
     use quick_xml::events::Event;
     let mut reader = quick_xml::Reader::from_str(body);
     let mut inside = false;
+    let mut depth = 0usize;
     let mut text = String::new();
     loop {
         match reader
             .read_event()
             .map_err(|e| PushError::Malformed(e.to_string()))?
         {
-            Event::Start(start) => inside = start.name().as_ref() == b"Encrypt",
+            Event::Start(start) => {
+                depth += 1;
+                if depth > MAX_XML_DEPTH {
+                    return Err(PushError::Malformed(format!(
+                        "elements nested over {MAX_XML_DEPTH} deep"
+                    )));
+                }
+                inside = start.name().as_ref() == b"Encrypt";
+            }
             Event::Text(t) if inside => text.push_str(
                 &t.decode()
                     .map_err(|e| PushError::Malformed(e.to_string()))?,
             ),
+            Event::GeneralRef(r) if inside => text.push_str(&reference_text(&r)?),
             Event::CData(c) if inside => text.push_str(&String::from_utf8_lossy(&c)),
             Event::End(end) if end.name().as_ref() == b"Encrypt" => {
                 return Ok(text.trim().to_string());
             }
+            Event::End(_) => depth = depth.saturating_sub(1),
             Event::Eof => return Err(PushError::Missing("Encrypt")),
             _ => {}
         }
@@ -197,26 +249,37 @@ fn parse_xml(body: &str) -> Result<PushEvent, PushError> {
     let mut item: BTreeMap<String, String> = BTreeMap::new();
     let mut items = Vec::new();
     let mut text = String::new();
+    // How many of the open elements are `List`s: an item's fields are inside one.
+    let mut lists = 0usize;
     loop {
         match reader
             .read_event()
             .map_err(|e| PushError::Malformed(e.to_string()))?
         {
             Event::Start(start) => {
-                path.push(String::from_utf8_lossy(start.name().as_ref()).into_owned());
+                if path.len() >= MAX_XML_DEPTH {
+                    return Err(PushError::Malformed(format!(
+                        "elements nested over {MAX_XML_DEPTH} deep"
+                    )));
+                }
+                let name = String::from_utf8_lossy(start.name().as_ref()).into_owned();
+                lists += usize::from(name == "List");
+                path.push(name);
                 text.clear();
             }
             Event::Text(t) => text.push_str(
                 &t.decode()
                     .map_err(|e| PushError::Malformed(e.to_string()))?,
             ),
+            Event::GeneralRef(r) => text.push_str(&reference_text(&r)?),
             Event::CData(c) => text.push_str(&String::from_utf8_lossy(&c)),
             Event::End(_) => {
                 let name = path.pop().unwrap_or_default();
                 if name == "List" {
+                    lists -= 1;
                     items.push(item_from(&item));
                     item.clear();
-                } else if path.iter().any(|p| p == "List") {
+                } else if lists > 0 {
                     item.insert(name, text.trim().to_string());
                 } else if path.len() == 1 {
                     top.insert(name, text.trim().to_string());
@@ -312,6 +375,26 @@ mod tests {
     }
 
     #[test]
+    fn xml_entities_are_decoded_and_deep_nesting_is_refused() {
+        let body = "<xml><FromUserName>o&amp;1&#x4e2d;</FromUserName><CreateTime>1</CreateTime>\
+            <Event>subscribe_msg_popup_event</Event><List><TemplateId>T&lt;1&gt;</TemplateId>\
+            <SubscribeStatusString>accept</SubscribeStatusString></List></xml>";
+        let event = parse(body).unwrap();
+        assert_eq!(event.openid, "o&1\u{4e2d}");
+        assert_eq!(event.items[0].template_id, "T<1>");
+        let deep = format!("<xml>{}{}</xml>", "<a>".repeat(50), "</a>".repeat(50));
+        assert!(matches!(parse(&deep), Err(PushError::Malformed(_))));
+        assert!(matches!(
+            encrypted_field(&deep),
+            Err(PushError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse("<xml><FromUserName>&bogus;</FromUserName></xml>"),
+            Err(PushError::Malformed(_))
+        ));
+    }
+
+    #[test]
     fn the_signature_is_sha1_of_the_sorted_parts() {
         // sha1("123" + "abc" + "token"), computed independently with Python's hashlib.
         let expected = "84501b652458690801074dc0b44e9822dfb63245";
@@ -321,5 +404,12 @@ mod tests {
             "order of parts does not matter"
         );
         assert!(!signature_is_valid("token", "124", "abc", expected));
+        assert!(signature_is_valid(
+            "token",
+            "123",
+            "abc",
+            &expected.to_ascii_uppercase()
+        ));
+        assert!(!signature_is_valid("token", "123", "abc", &expected[1..]));
     }
 }

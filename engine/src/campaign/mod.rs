@@ -26,7 +26,8 @@ pub struct Campaign {
     /// The connector to send through [default: dry-run].
     #[serde(default = "default_connector")]
     pub connector: String,
-    /// The page opened on tap; `{campaign}` is filled at plan time, `{send_id}` at send time.
+    /// The page opened on tap; `{campaign}` is filled at plan time, `{send_id}` at send time
+    /// with the send's signed token (`crate::links`), which is what a click must carry back.
     pub page: Option<String>,
     /// Higher wins when campaigns compete for a capped user: its run cancels a lower-priority
     /// send that is still planned.

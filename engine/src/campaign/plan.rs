@@ -223,7 +223,9 @@ pub fn plan_user(
     // A page the connector would refuse is this user's problem (an item id with a space in the
     // query, say), not the campaign's: skip the user rather than fail at send time.
     if let Some(page) = &page
-        && checks.page(&page.replace("{send_id}", "1")).is_err()
+        && checks
+            .page(&page.replace("{send_id}", crate::links::SAMPLE_TOKEN))
+            .is_err()
     {
         return Planned::Skip("invalid page".into());
     }

@@ -107,7 +107,11 @@ pub async fn run_explained(
     let checks = config.checks_for(&campaign.connector);
     if let Some(page) = &campaign.page {
         checks
-            .page(&page.replace("{campaign}", "c").replace("{send_id}", "1"))
+            .page(
+                &page
+                    .replace("{campaign}", "c")
+                    .replace("{send_id}", crate::links::SAMPLE_TOKEN),
+            )
             .map_err(|message| {
                 Error::Usage(format!(
                     "campaign {}: page: {message} (connector {})",

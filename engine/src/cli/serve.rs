@@ -43,12 +43,17 @@ pub struct Args {
     /// it: a leader that dies is replaced within about 4/3 of it
     #[arg(long, value_name = "SECONDS", default_value_t = nudge_engine::leader::TTL_MS as u64 / 1_000)]
     leader_lease_seconds: u64,
+    /// On SIGTERM or Ctrl-C, wait at most this long for requests in progress and sends in
+    /// flight, then cut the connections still open and stop (below Kubernetes' 30 s grace)
+    #[arg(long, value_name = "SECONDS", default_value_t = 20)]
+    shutdown_timeout: u64,
     #[command(flatten)]
     clock: super::ClockArgs,
 }
 
 pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
     let signalled = super::dispatch::signals();
+    let shutdown_timeout = std::time::Duration::from_secs(args.shutdown_timeout);
     let store = Store::open(&context.config.store()).await?;
     let clock = args.clock.clock();
     let folder = super::campaigns_folder(&context.config)?;
@@ -72,9 +77,10 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
         Some(addr) => Some(
             listen(
                 Service::new(store.clone(), &context.config, folder.clone(), addr, clock)?
-                    .observing(tally.clone(), connectors.clone()),
+                    .observing(tally.clone(), connectors.clone())
+                    .readiness(ready.clone()),
                 addr,
-                ready.clone(),
+                shutdown_timeout,
                 shutdown.clone(),
             )
             .await?,
@@ -237,10 +243,26 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
         after = now;
     }
     println!("stopping");
-    if let Some(listener) = listener {
-        let _ = listener.await;
-    }
-    let _ = dispatcher.await;
+    // The listener and the dispatcher drain side by side, each within the shutdown timeout.
+    let listening = async {
+        if let Some(listener) = listener {
+            let _ = listener.await;
+        }
+    };
+    let dispatching = async {
+        if tokio::time::timeout(
+            shutdown_timeout + std::time::Duration::from_secs(2),
+            dispatcher,
+        )
+        .await
+        .is_err()
+        {
+            eprintln!(
+                "sends still in flight after the shutdown timeout are left to their lease (they become unknown, never resent)"
+            );
+        }
+    };
+    tokio::join!(listening, dispatching);
     if let Some(compactor) = compactor {
         let _ = compactor.await;
     }
@@ -431,12 +453,13 @@ async fn compact_in_background(
 /// How often the service merges piles of tiny segments (see [`CompactOptions::small`]).
 const SMALL_PASS: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Starts the HTTP service on `addr`: the API routes and the probes. On shutdown it stops taking
-/// requests (503) and drains those in flight.
+/// Starts the HTTP service on `addr`: the API routes and the probes. On shutdown every new
+/// request is answered 503, those in progress get `shutdown_timeout` to finish, and the
+/// connections still open then are cut.
 async fn listen(
     service: Service,
     addr: std::net::SocketAddr,
-    ready: Arc<std::sync::atomic::AtomicBool>,
+    shutdown_timeout: std::time::Duration,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let service = Arc::new(service);
@@ -447,40 +470,21 @@ async fn listen(
     println!(
         "probes on http://{bound}/healthz and /readyz; events to POST http://{bound}/v1/events; pushes to http://{bound}/wechat/push/CONNECTOR"
     );
-    let app = service::router(service.clone()).merge(probes(ready));
+    let options = service.listen_options(shutdown_timeout);
+    let app = service::router(service.clone());
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let _ = shutdown.wait_for(|stop| *stop).await;
+        service.stop();
+        let _ = stop.send(true);
+    });
     Ok(tokio::spawn(async move {
-        let stopped = async move {
-            let _ = shutdown.wait_for(|stop| *stop).await;
-            service.stop();
-        };
-        if let Err(error) = axum::serve(listener, app)
-            .with_graceful_shutdown(stopped)
-            .await
-        {
-            tracing::error!(error = %error, "the HTTP listener stopped");
+        let drained = service::listen::serve(listener, app, options, stopped).await;
+        if drained.cut > 0 {
+            eprintln!(
+                "cut {} connections still open after the shutdown timeout",
+                drained.cut
+            );
         }
     }))
-}
-
-/// The probe routes: liveness, and readiness from the dispatcher's state.
-fn probes(ready: Arc<std::sync::atomic::AtomicBool>) -> axum::Router {
-    use axum::http::StatusCode;
-    axum::Router::new()
-        .route("/healthz", axum::routing::get(|| async { "ok\n" }))
-        .route(
-            "/readyz",
-            axum::routing::get(move || {
-                let ready = ready.load(std::sync::atomic::Ordering::SeqCst);
-                async move {
-                    if ready {
-                        (StatusCode::OK, "ready\n")
-                    } else {
-                        (
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            "not ready: the dispatcher is starting or restarting after an error (see the log)\n",
-                        )
-                    }
-                }
-            }),
-        )
 }

@@ -584,6 +584,7 @@ impl ConnectorLoop {
         let clock = self.clock.clone();
         let shutdown = self.shutdown.clone();
         let config = self.config.clone();
+        let links = self.store.links();
         async move {
             if let Some(campaign_pacer) = campaign_pacer {
                 campaign_pacer.wait().await;
@@ -603,7 +604,7 @@ impl ConnectorLoop {
                     .send
                     .page
                     .as_ref()
-                    .map(|p| p.replace("{send_id}", &send.id.to_string())),
+                    .map(|p| p.replace("{send_id}", &links.sign(send.id))),
                 campaign: send.send.campaign.clone(),
                 send_id: send.id.to_string(),
                 dedup_key: send.send.dedup_key.clone(),

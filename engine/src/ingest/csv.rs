@@ -70,6 +70,8 @@ impl Source for CsvSource {
     fn read_batch(&mut self, max: usize) -> Result<Option<Parsed>> {
         let mut rows = Vec::with_capacity(max.min(1 << 16));
         let mut parsed = Parsed::default();
+        // Where the records the csv crate refused start: a cut line inside one is theirs.
+        let mut refused_at: Vec<u64> = Vec::new();
         while rows.len() + parsed.rejects.len() < max {
             // Room for a typical row up front: a record grown from empty is reallocated several
             // times over.
@@ -82,6 +84,7 @@ impl Source for CsvSource {
                 }
                 Err(error) => {
                     let line = error.position().map_or(0, csv::Position::line);
+                    refused_at.push(line);
                     if let csv::ErrorKind::Io(_) = error.kind() {
                         return Err(Error::Input {
                             path: self.name.clone().into(),
@@ -109,7 +112,10 @@ impl Source for CsvSource {
         let mut too_long: std::collections::HashMap<usize, u64> = Default::default();
         for (line, length) in self.cut.take_before(next_start) {
             let row = rows.partition_point(|(start, _)| *start <= line);
-            if row > 0 {
+            // A cut line of a record already refused (a cut line often has another number of
+            // fields) is not the row before it.
+            let refused = refused_at.iter().filter(|start| **start <= line).max();
+            if row > 0 && refused.is_none_or(|refused| *refused < rows[row - 1].0) {
                 too_long.insert(row - 1, length);
             }
         }

@@ -11,6 +11,8 @@ mod csv;
 mod limit;
 mod ndjson;
 mod parquet;
+#[cfg(test)]
+mod properties;
 mod rejects;
 pub mod request;
 

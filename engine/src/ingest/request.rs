@@ -44,9 +44,9 @@ pub enum RequestError {
     TooManyEvents { count: usize, max: usize },
 }
 
-/// Reads and validates a request body (already decompressed). A body whose first character is
-/// `[` is a JSON array; anything else is NDJSON.
-pub fn check(body: &[u8], limits: RequestLimits) -> Result<Request, RequestError> {
+/// The records of a body: a JSON array's elements, or NDJSON's non-blank lines; too many is
+/// an error.
+pub fn records(body: &[u8], limits: RequestLimits) -> Result<Vec<&[u8]>, RequestError> {
     let start = body.iter().position(|b| !b.is_ascii_whitespace());
     let records: Vec<&[u8]> = match start.map(|at| body[at]) {
         None => Vec::new(),
@@ -70,6 +70,13 @@ pub fn check(body: &[u8], limits: RequestLimits) -> Result<Request, RequestError
             max: limits.max_events,
         });
     }
+    Ok(records)
+}
+
+/// Reads and validates a request body (already decompressed). A body whose first character is
+/// `[` is a JSON array; anything else is NDJSON.
+pub fn check(body: &[u8], limits: RequestLimits) -> Result<Request, RequestError> {
+    let records = records(body, limits)?;
     let mut request = Request {
         events: EventBatch::with_capacity(records.len()),
         records: records.len(),

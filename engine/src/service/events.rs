@@ -8,34 +8,23 @@ use std::io::Read;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::{Scope, Service, refuse};
+use super::{Granted, Scope, Service, client, internal, refuse};
 use crate::ingest::request::{self, RequestError, RequestLimits};
 
 pub async fn post(
     State(service): State<Arc<Service>>,
+    Extension(Granted(scope)): Extension<Granted>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    answer(&service, headers, body).await
+    answer(&service, scope, headers, body).await
 }
 
-async fn answer(service: &Service, headers: HeaderMap, body: Bytes) -> Response {
-    if service.stopping() {
-        return refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "shutting down: retry on another node or later",
-        );
-    }
-    if !service.allowed(&headers, Scope::Events) {
-        return refuse(
-            StatusCode::UNAUTHORIZED,
-            "a valid key is needed: Authorization: Bearer <key>",
-        );
-    }
+async fn answer(service: &Service, scope: Scope, headers: HeaderMap, body: Bytes) -> Response {
     let config = &service.config;
     let gzip = headers
         .get(header::CONTENT_ENCODING)
@@ -67,13 +56,28 @@ async fn answer(service: &Service, headers: HeaderMap, body: Bytes) -> Response 
         max_events: config.max_events,
         max_event_bytes: config.max_event_bytes,
     };
-    let checked = match tokio::task::block_in_place(|| request::check(&body, limits)) {
+    // A key on users' devices is public: its events are screened first (see `client`).
+    let screened = if scope == Scope::Client {
+        match client::screen(service, &body, limits).await {
+            Ok(screened) => Some(screened),
+            Err(answer) => return answer,
+        }
+    } else {
+        None
+    };
+    let body = screened.as_ref().map_or(&body[..], |s| &s.body[..]);
+    let mut checked = match tokio::task::block_in_place(|| request::check(body, limits)) {
         Ok(checked) => checked,
         Err(error @ RequestError::TooManyEvents { .. }) => {
             return refuse(StatusCode::PAYLOAD_TOO_LARGE, error.to_string());
         }
         Err(error) => return refuse(StatusCode::BAD_REQUEST, error.to_string()),
     };
+    let mut repeats = 0;
+    if let Some(screened) = &screened {
+        screened.renumber(&mut checked.rejected);
+        repeats = screened.repeated_clicks;
+    }
     let (mut accepted, mut duplicates) = (0, 0);
     if !checked.events.is_empty() {
         let Ok(_permit) = service.waiting.try_acquire() else {
@@ -92,14 +96,18 @@ async fn answer(service: &Service, headers: HeaderMap, body: Bytes) -> Response 
                 duplicates = committed.duplicates;
             }
             Err(error) => {
-                tracing::error!(error = %error, "a posted batch was not stored");
-                return refuse(
+                if let Some(screened) = &screened {
+                    screened.release_clicks(service).await;
+                }
+                return internal(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    format!("the batch was not stored ({error}): retry it"),
+                    "the batch was not stored: retry it",
+                    error,
                 );
             }
         }
     }
+    duplicates += repeats;
     let metrics = &service.metrics;
     metrics.events("http", "accepted", accepted);
     metrics.events("http", "duplicate", duplicates);

@@ -7,22 +7,20 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use nudge_connectors::inbound::{Fact, PushRefused, PushRequest, Received};
 
-use super::{Service, refuse};
+use super::{Service, internal, read_body, refuse};
 
 pub async fn receive(
     State(service): State<Arc<Service>>,
     Path(connector): Path<String>,
     Query(query): Query<BTreeMap<String, String>>,
-    method: Method,
-    body: Bytes,
+    request: Request,
 ) -> Response {
-    let (event, result, answer) = answer(&service, &connector, &query, method, &body).await;
+    let (event, result, answer) = answer(&service, &connector, &query, request).await;
     service.metrics.push(event, result);
     answer
 }
@@ -32,8 +30,7 @@ async fn answer(
     service: &Service,
     connector: &str,
     query: &BTreeMap<String, String>,
-    method: Method,
-    body: &[u8],
+    request: Request,
 ) -> (&'static str, &'static str, Response) {
     let Some(receiver) = service.receivers.get(connector) else {
         let message = format!(
@@ -45,10 +42,35 @@ async fn answer(
             refuse(StatusCode::NOT_FOUND, message),
         );
     };
+    // What the query alone proves is checked before the body is read.
+    if let Err(refused) = receiver.admit(query) {
+        tracing::warn!(connector = %connector, "push refused: {refused}");
+        return (
+            "unknown",
+            "unauthorized",
+            refuse(StatusCode::UNAUTHORIZED, refused.to_string()),
+        );
+    }
+    let is_get = request.method() == Method::GET;
+    let timeout = std::time::Duration::from_secs(service.config.body_timeout_s);
+    let request = match read_body(request, service.config.max_body_bytes, timeout).await {
+        Ok(request) => request,
+        Err(answer) => return ("unknown", "malformed", answer),
+    };
+    let body = match axum::body::to_bytes(request.into_body(), usize::MAX).await {
+        Ok(body) => body,
+        Err(_) => {
+            return (
+                "unknown",
+                "malformed",
+                refuse(StatusCode::BAD_REQUEST, "the body could not be read"),
+            );
+        }
+    };
     let request = PushRequest {
-        is_get: method == Method::GET,
+        is_get,
         query,
-        body,
+        body: &body,
     };
     let facts = match receiver.receive(request) {
         Ok(Received::Echo(text)) => return ("url_check", "answered", text.into_response()),
@@ -76,12 +98,15 @@ async fn answer(
         None => "other",
     };
     if let Err(error) = store(service, connector, facts).await {
-        tracing::error!(connector = %connector, error = %error, "a push was not stored");
         // Not acknowledged: the provider retries, and the retry stores it once.
         return (
             event,
             "failed",
-            refuse(StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
+            internal(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the push was not stored: retry it",
+                error,
+            ),
         );
     }
     (event, "stored", receiver.acknowledgement().into_response())

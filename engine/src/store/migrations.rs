@@ -52,12 +52,14 @@ const SQLITE_FILES: &[(&str, &str)] = &[
     sqlite_file!("0009_delivery_results.sql"),
     sqlite_file!("0010_segment_sequence.sql"),
     sqlite_file!("0011_leases.sql"),
+    sqlite_file!("0012_send_clicks.sql"),
 ];
 
 /// The PostgreSQL schema: the state SQLite's files arrive at, then changes made after it.
 const POSTGRES_FILES: &[(&str, &str)] = &[
     migration_file!("postgres", "0001_schema.sql"),
     migration_file!("postgres", "0002_claim_index.sql"),
+    migration_file!("postgres", "0003_send_clicks.sql"),
 ];
 
 static SQLITE: LazyLock<Migrator> =

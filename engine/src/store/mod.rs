@@ -28,6 +28,7 @@ pub use commit::{Batch, Committed, FileMark, FileProgress, Prepared};
 pub use compact::{CompactOptions, Compacted, DayCompacted, DayToCompact, KEEP_REPLACED_MS};
 pub use runs::RunEnd;
 pub use seen::DEFAULT_BUDGET_MIB as DEFAULT_ID_CACHE_MIB;
+pub use sends::ClickMark;
 pub use sql::Backend;
 pub use state::{CreditSummary, StateChanges, StateQuery, UserState};
 pub use states::{RunState, SendState};
@@ -102,6 +103,8 @@ pub struct Store {
     id: Arc<str>,
     /// Event ids of the days batches touched, shared by the clones of this store.
     seen: Arc<Mutex<seen::SeenIds>>,
+    /// Signs the send tokens pages and click links carry.
+    links: Arc<crate::links::Links>,
 }
 
 /// What opening a store needs: where its files are, its SQL database, the event-id cache's
@@ -133,6 +136,7 @@ impl Store {
         let pool = sql::connect(&options.database_url, backend).await?;
         migrations::run(&pool, backend).await?;
         let id = store_id(&pool).await?;
+        let links = Arc::new(crate::links::Links::load(&data_dir)?);
         drop(migrating);
         let store = Store {
             pool,
@@ -142,6 +146,7 @@ impl Store {
             seen: Arc::new(Mutex::new(seen::SeenIds::with_budget(
                 options.id_cache_bytes,
             ))),
+            links,
         };
         store.sweep_orphans().await?;
         Ok(store)
@@ -149,6 +154,11 @@ impl Store {
 
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
+    }
+
+    /// The signer of this store's send tokens (see [`crate::links`]).
+    pub fn links(&self) -> Arc<crate::links::Links> {
+        self.links.clone()
     }
 
     /// Paths of committed segments, optionally only those overlapping `[from_ms, to_ms)`.

@@ -182,6 +182,49 @@ impl Store {
         Ok(row.map(|row| (row.get(0), row.get(1))))
     }
 
+    /// Counts the first click on send `id` at `now_ms`, for a click that came with the send's
+    /// valid token: only a send that went out (`sent`, or `unknown`: it may have) counts, once.
+    pub async fn mark_clicked(&self, id: i64, now_ms: i64) -> Result<ClickMark> {
+        let updated = sqlx::query(
+            "UPDATE sends SET clicked_ms = $2
+             WHERE id = $1 AND clicked_ms IS NULL AND state IN ('sent', 'unknown')",
+        )
+        .bind(id)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        let row = sqlx::query("SELECT user_id, campaign, state FROM sends WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            None => ClickMark::NoSuchSend,
+            Some(row) => {
+                let (user_id, campaign, state): (String, String, String) =
+                    (row.get(0), row.get(1), row.get(2));
+                if updated == 1 {
+                    ClickMark::Counted { user_id, campaign }
+                } else if state == "sent" || state == "unknown" {
+                    ClickMark::Repeat { user_id }
+                } else {
+                    ClickMark::NotSent
+                }
+            }
+        })
+    }
+
+    /// Takes back a click counted by [`Store::mark_clicked`] whose event could not be stored,
+    /// so the client's retry counts it.
+    pub async fn unmark_clicked(&self, id: i64, at_ms: i64) -> Result<()> {
+        sqlx::query("UPDATE sends SET clicked_ms = NULL WHERE id = $1 AND clicked_ms = $2")
+            .bind(id)
+            .bind(at_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     pub async fn sent_sends(&self) -> Result<Vec<(i64, String, String, i64)>> {
         static LIVE: Statement = Statement::new(|| {
             with_states("SELECT id, user_id, campaign, send_at FROM sends WHERE state IN {live}")
@@ -234,4 +277,21 @@ impl Store {
     pub async fn connectors_with_sends(&self) -> Result<Vec<String>> {
         outbox::connectors_with_work(&self.pool).await
     }
+}
+
+/// What [`Store::mark_clicked`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClickMark {
+    /// The send's first click: store it for `user_id`.
+    Counted {
+        user_id: String,
+        campaign: String,
+    },
+    /// The send was clicked before: a duplicate.
+    Repeat {
+        user_id: String,
+    },
+    /// The send never went out (planned, failed, expired, held out...): no click to count.
+    NotSent,
+    NoSuchSend,
 }

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use super::service::{KEY, assert_metrics, serve_with, stop};
 
 const EVENTS_KEY: &str = "events-key-0123456789abcdef";
-const PUSH_TOKEN: &str = "push-token";
+const PUSH_TOKEN: &str = "pushToken1";
 /// 43 characters: WeChat's EncodingAESKey shape.
 const PUSH_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
 const TEMPLATE: &str = "tmpl_cart_reminder";
@@ -52,6 +52,9 @@ async fn call(method: &str, url: String, key: &str, body: Option<Value>) -> (u16
     .header("authorization", format!("Bearer {key}"));
     if let Some(body) = body {
         request = request.json(&body);
+    } else if method != "GET" {
+        // What a cross-site form cannot send, which a state-changing request needs.
+        request = request.header("content-type", "application/json");
     }
     let response = request.send().await.unwrap();
     let status = response.status().as_u16();
@@ -139,8 +142,9 @@ async fn a_subscription_lives_from_popup_to_delivery_result_through_the_service(
             .any(|e| e["event"] == "add_to_cart" && e["recent"] == 1),
         "{user}"
     );
+    // A valid key of another scope: known, not allowed.
     let (status, _) = call("GET", format!("{base}/v1/users/oUserA"), EVENTS_KEY, None).await;
-    assert_eq!(status, 401);
+    assert_eq!(status, 403);
     let (status, _) = admin("GET", format!("{base}/v1/users/nobody")).await;
     assert_eq!(status, 404);
 

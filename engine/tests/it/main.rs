@@ -12,6 +12,7 @@ mod nodes;
 mod quickstart;
 mod reliability;
 mod retention;
+mod security;
 mod segments;
 mod serve;
 mod service;
