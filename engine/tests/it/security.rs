@@ -224,13 +224,24 @@ fn serve_refuses_a_push_token_or_key_wechat_would_not_accept() {
             ),
         )
         .unwrap();
-        let out = super::support::nudge_with(&dir.path().join("nudge.toml"))
+        let mut child = super::support::nudge_with(&dir.path().join("nudge.toml"))
             .args(["serve", "--listen", "127.0.0.1:0"])
             .env("NUDGE_TEST_SECRET", "secret")
             .env("NUDGE_TEST_PUSH_TOKEN", token)
             .env("NUDGE_TEST_PUSH_KEY", key)
-            .output()
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
             .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                child.kill().unwrap();
+                panic!("serve started with push token {token:?} and key {key:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let out = child.wait_with_output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{token:?} {key:?}: {stderr}");
         let named = if token.len() < 3 {
