@@ -137,9 +137,13 @@ const PLAIN_POPUP: &str = "<xml><ToUserName>gh_1</ToUserName><FromUserName>oVict
 
 /// `signature`, `timestamp` and `nonce` for `token`, stamped now.
 fn signed_query(token: &str, nonce: &str) -> String {
+    signed_query_at(token, nonce, &chrono::Utc::now().timestamp().to_string())
+}
+
+/// `signature`, `timestamp` and `nonce` for `token`, stamped `timestamp`.
+fn signed_query_at(token: &str, nonce: &str, timestamp: &str) -> String {
     use sha1::Digest;
-    let timestamp = chrono::Utc::now().timestamp().to_string();
-    let mut parts = [token, timestamp.as_str(), nonce];
+    let mut parts = [token, timestamp, nonce];
     parts.sort_unstable();
     let signature: String = sha1::Sha1::digest(parts.concat().as_bytes())
         .iter()
@@ -203,6 +207,28 @@ async fn a_plain_push_cannot_bypass_safe_mode_nor_reuse_a_seen_signature() {
     );
     stop(child);
     assert_eq!(stored_events(dir.path()), 1);
+}
+
+// Review: a push's age is computed without overflow: a signed push stamped at the far ends of
+// i64 is a replay, not a push of any age.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_stamped_at_the_ends_of_time_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, base) = serve_with(dir.path(), &wechat_connector(false), PUSH_ENV);
+    let client = reqwest::Client::new();
+    let now = chrono::Utc::now().timestamp();
+    for stamp in [i64::MIN, i64::MIN + now, i64::MAX] {
+        let query = signed_query_at("Token123", "t1", &stamp.to_string());
+        let answer = client
+            .post(format!("{base}/wechat/push/mp?{query}"))
+            .body(PLAIN_POPUP)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 401, "stamped {stamp}");
+    }
+    stop(child);
+    assert_eq!(stored_events(dir.path()), 0);
 }
 
 // #35, 3: a push token WeChat would not accept (empty, too short) stops `serve` at start,
