@@ -190,3 +190,54 @@ fn the_engine_knows_no_channel_by_name() {
         ["Checks", "wechat"]
     );
 }
+
+/// Each package of a `cargo tree` as `name version features`, features sorted.
+fn package_features(args: &[&str]) -> BTreeSet<String> {
+    let workspace = super::support::manifest_dir().join("..");
+    let out = std::process::Command::new(env!("CARGO"))
+        .current_dir(&workspace)
+        .args(["tree", "--offline", "--prefix", "none", "-f", "{p} {f}"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cargo tree: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        // "name vX.Y.Z (path)? features": drop the path and the "(*)" of repeats.
+        .map(|line| {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let features = words
+                .iter()
+                .skip(2)
+                .filter(|word| !word.starts_with('(') && !word.ends_with(')'))
+                .copied()
+                .collect::<Vec<_>>()
+                .join(",");
+            let mut features: Vec<&str> = features.split(',').filter(|f| !f.is_empty()).collect();
+            features.sort_unstable();
+            format!("{} {} {}", words[0], words[1], features.join(","))
+        })
+        .collect()
+}
+
+// See: #36 (6). `cargo run -- quickstart` builds the binary without dev-dependencies and
+// `cargo test --workspace` with them; Cargo builds a crate once per feature set, so a crate the
+// binary uses (polars and what it is built from) with other features in the tests' build is
+// built twice, and a newcomer waits for polars twice. The pins in the workspace Cargo.toml keep
+// the two sets equal.
+#[test]
+fn the_binary_and_the_tests_build_polars_with_the_same_features() {
+    let binary = package_features(&["-p", "nudge-engine", "-e", "no-dev"]);
+    let tests = package_features(&["--workspace"]);
+    let differ: Vec<&String> = binary.difference(&tests).collect();
+    assert!(
+        differ.is_empty(),
+        "built with other features by `cargo test --workspace` than by `cargo run`: {differ:#?}\n\
+         pin the tests' features in the workspace Cargo.toml's feature pins"
+    );
+}
