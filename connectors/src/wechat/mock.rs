@@ -133,8 +133,21 @@ pub struct Delivered {
     pub data: BTreeMap<String, String>,
 }
 
+/// One message as a send request names it: WeChat has no idempotency key, so two requests with
+/// the same user, template and page (nudge's pages carry the send's token) are the same message
+/// sent twice, whether WeChat delivered both or refused the second for want of a credit.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct MessageIdentity {
+    pub openid: String,
+    pub template_id: String,
+    pub page: Option<String>,
+}
+
 #[derive(Default)]
 struct Ledger {
+    /// Every `subscribe/send` request that reached the mock, refused ones included, by the
+    /// message it names.
+    requests: HashMap<MessageIdentity, u64>,
     tokens: HashMap<String, Instant>,
     stable: Option<String>,
     credits: HashMap<(String, String), i64>,
@@ -181,6 +194,7 @@ impl MockWechat {
             .route("/admin/delivered", get(delivered))
             .route("/admin/expire_tokens", post(expire_tokens))
             .route("/admin/stats", get(stats))
+            .route("/admin/requests", get(requests))
             .with_state(mock.clone());
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -216,6 +230,12 @@ impl MockWechat {
         self.mock.ledger.lock().unwrap().delivered.clone()
     }
 
+    /// How many send requests named each message, refused ones included (`GET
+    /// /admin/requests`).
+    pub fn requests(&self) -> Vec<(MessageIdentity, u64)> {
+        requests_of(&self.mock.ledger.lock().unwrap())
+    }
+
     /// Tokens fetched so far (to check that refreshes do not stampede).
     pub fn token_fetches(&self) -> u64 {
         self.mock.ledger.lock().unwrap().token_fetches
@@ -236,7 +256,8 @@ impl MockWechat {
             .iter()
             .map(|((o, t), n)| (o, t, *n))
             .collect();
-        json!({ "credits": credits, "delivered": ledger.delivered, "next": ledger.next, "sent_today": ledger.sent_today })
+        json!({ "credits": credits, "delivered": ledger.delivered, "next": ledger.next,
+                "sent_today": ledger.sent_today, "requests": requests_of(&ledger) })
     }
 
     /// Restores a ledger written by [`MockWechat::state`].
@@ -245,7 +266,11 @@ impl MockWechat {
             .map_err(|e| format!("credits: {e}"))?;
         let delivered: Vec<Delivered> = serde_json::from_value(state["delivered"].clone())
             .map_err(|e| format!("delivered: {e}"))?;
+        // Absent from states written before requests were counted.
+        let requests: Vec<(MessageIdentity, u64)> =
+            serde_json::from_value(state["requests"].clone()).unwrap_or_default();
         let mut ledger = self.mock.ledger.lock().unwrap();
+        ledger.requests = requests.into_iter().collect();
         ledger.credits = credits.into_iter().map(|(o, t, n)| ((o, t), n)).collect();
         ledger.delivered = delivered;
         ledger.next = state["next"].as_u64().unwrap_or(ledger.next);
@@ -331,6 +356,19 @@ async fn send(
     Query(query): Query<AccessQuery>,
     Json(body): Json<Value>,
 ) -> Response {
+    // Counted before anything can refuse it: a duplicate is a second request, delivered or not.
+    let identity = MessageIdentity {
+        openid: body["touser"].as_str().unwrap_or_default().to_string(),
+        template_id: body["template_id"].as_str().unwrap_or_default().to_string(),
+        page: body["page"].as_str().map(str::to_string),
+    };
+    *mock
+        .ledger
+        .lock()
+        .unwrap()
+        .requests
+        .entry(identity)
+        .or_default() += 1;
     let faults = mock.faults.lock().unwrap().clone();
     if faults.latency_ms > 0 {
         tokio::time::sleep(Duration::from_millis(faults.latency_ms)).await;
@@ -486,6 +524,33 @@ async fn expire_tokens(State(mock): State<Arc<Mock>>) -> Response {
 
 async fn stats(State(mock): State<Arc<Mock>>) -> Response {
     let ledger = mock.ledger.lock().unwrap();
-    Json(json!({ "token_fetches": ledger.token_fetches, "delivered": ledger.delivered.len() }))
-        .into_response()
+    let requests: u64 = ledger.requests.values().sum();
+    Json(json!({
+        "token_fetches": ledger.token_fetches,
+        "delivered": ledger.delivered.len(),
+        "requests": requests,
+    }))
+    .into_response()
+}
+
+fn requests_of(ledger: &Ledger) -> Vec<(MessageIdentity, u64)> {
+    let mut requests: Vec<(MessageIdentity, u64)> = ledger
+        .requests
+        .iter()
+        .map(|(identity, count)| (identity.clone(), *count))
+        .collect();
+    requests.sort();
+    requests
+}
+
+async fn requests(State(mock): State<Arc<Mock>>) -> Response {
+    let requests = requests_of(&mock.ledger.lock().unwrap());
+    let rows: Vec<Value> = requests
+        .into_iter()
+        .map(|(identity, count)| {
+            json!({ "openid": identity.openid, "template_id": identity.template_id,
+                    "page": identity.page, "count": count })
+        })
+        .collect();
+    Json(rows).into_response()
 }

@@ -6,6 +6,7 @@ use nudge_connectors::wechat::crypto::{self, AesKey};
 use serde_json::{Value, json};
 
 use super::service::{KEY, assert_metrics, serve_with, stop};
+use super::support::SpawnGuarded;
 
 const EVENTS_KEY: &str = "events-key-0123456789abcdef";
 const PUSH_TOKEN: &str = "pushToken1";
@@ -71,7 +72,7 @@ async fn admin(method: &str, url: String) -> (u16, Value) {
 
 /// A service on loopback with the cart campaign, a WeChat connector pointed at `api_base` taking
 /// pushes, an admin key and an events-only key.
-fn start(dir: &std::path::Path, api_base: &str) -> (std::process::Child, String) {
+fn start(dir: &std::path::Path, api_base: &str) -> (super::support::Spawned, String) {
     let campaigns = dir.join("campaigns");
     std::fs::create_dir_all(&campaigns).unwrap();
     std::fs::write(campaigns.join("cart.rhai"), RULE).unwrap();
@@ -299,8 +300,7 @@ async fn json_logs_give_one_object_per_line_and_one_line_per_request() {
         .env("NUDGE_LOG_FORMAT", "json")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+        .spawn_guarded();
     let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     while !line.contains("/v1/events") {
@@ -320,7 +320,7 @@ async fn json_logs_give_one_object_per_line_and_one_line_per_request() {
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
-    let output = child.wait_with_output().unwrap();
+    let output = child.into_inner().wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     let mut logged = Vec::new();
     for line in stderr.lines().filter(|l| l.starts_with('{')) {

@@ -14,6 +14,7 @@ use nudge_engine::clock::Clock;
 use nudge_engine::dispatch::{self, DispatchConfig, DispatchOptions};
 use nudge_engine::store::outbox::PlannedSend;
 
+use super::support::SpawnGuarded;
 use super::support::{NOV_1, TestStore, line, wechat_mock};
 
 fn wechat(mock: &MockWechat) -> Arc<dyn Connector> {
@@ -283,11 +284,16 @@ async fn transient_failures_are_retried_and_expire_at_the_deadline() {
 }
 
 /// Starts `nudge dev mock-wechat` and returns it with its base URL.
-pub(super) fn start_mock_process(latency_ms: u64) -> (std::process::Child, String) {
+pub(super) fn start_mock_process(latency_ms: u64) -> (super::support::Spawned, String) {
     start_mock_with(&["--latency-ms", &latency_ms.to_string()])
 }
 
-fn start_mock_with(extra: &[&str]) -> (std::process::Child, String) {
+/// Credits every user has at the mock: more than the one send each test plans per user, so a
+/// message sent twice would be delivered twice (with one credit, WeChat's 43101 would hide a
+/// resend as a `failed` send).
+const MOCK_CREDITS: &str = "3";
+
+fn start_mock_with(extra: &[&str]) -> (super::support::Spawned, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_nudge"))
         .args([
             "dev",
@@ -295,12 +301,11 @@ fn start_mock_with(extra: &[&str]) -> (std::process::Child, String) {
             "--port",
             "0",
             "--default-credits",
-            "1",
+            MOCK_CREDITS,
         ])
         .args(extra)
         .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .spawn_guarded();
     let mut first = String::new();
     std::io::BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut first)
@@ -342,7 +347,7 @@ fn write_plan(dir: &std::path::Path, count: usize) -> std::path::PathBuf {
         .map(|i| {
             serde_json::json!({
                 "user_id": format!("k{i}"), "campaign": "kill", "send_at": at, "dedup_key": format!("kill:k{i}"),
-                "template_id": "tmpl_cart_reminder", "page": "pages/cart/index",
+                "template_id": "tmpl_cart_reminder", "page": "pages/cart/index?nid={send_id}",
                 "data": {"thing1": "跑步鞋", "amount2": "¥9.9", "time3": "15:01"}, "connector": "wechat"
             })
             .to_string()
@@ -363,6 +368,57 @@ pub(super) async fn delivered_users(base: &str) -> Vec<String> {
         .iter()
         .map(|d| d["openid"].as_str().unwrap().to_string())
         .collect()
+}
+
+/// How many send requests named each message at the mock (refused ones included).
+pub(super) async fn requests_per_message(base: &str) -> Vec<(String, u64)> {
+    let rows: Vec<serde_json::Value> = reqwest::get(format!("{base}/admin/requests"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    rows.iter()
+        .map(|row| {
+            (
+                format!("{} {} {}", row["openid"], row["template_id"], row["page"]),
+                row["count"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Every message was requested at most once, and exactly once for each send recorded `sent`
+/// (an `unknown` send may have been requested or not): `states` are the outbox's final counts.
+pub(super) async fn assert_each_message_requested_once(base: &str, states: &BTreeMap<String, u64>) {
+    let requests = requests_per_message(base).await;
+    let twice: Vec<&(String, u64)> = requests.iter().filter(|(_, n)| *n > 1).collect();
+    assert!(
+        twice.is_empty(),
+        "{} messages were requested more than once, e.g. {:?}",
+        twice.len(),
+        &twice[..twice.len().min(5)]
+    );
+    let (sent, unknown) = (
+        states.get("sent").copied().unwrap_or(0),
+        states.get("unknown").copied().unwrap_or(0),
+    );
+    let requested = requests.len() as u64;
+    assert!(
+        sent <= requested && requested <= sent + unknown,
+        "{requested} messages requested for {states:?}"
+    );
+}
+
+/// The send requests the mock has seen so far.
+async fn requests_seen(base: &str) -> u64 {
+    let stats: serde_json::Value = reqwest::get(format!("{base}/admin/stats"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    stats["requests"].as_u64().unwrap()
 }
 
 pub(super) fn final_states(config: &std::path::Path) -> BTreeMap<String, u64> {
@@ -393,14 +449,24 @@ async fn killing_the_dispatcher_never_duplicates_a_send() {
             .success()
     );
 
-    let mut seed = 7u64;
+    // Each dispatcher is killed once the mock has seen a random number of further requests
+    // (progress, not wall time: a fast machine cannot finish before the kill).
+    let mut seed = super::support::test_seed("killing_the_dispatcher_never_duplicates_a_send");
     for _ in 0..4 {
+        let before = requests_seen(&base).await;
         let mut child = nudge(&config, &["dispatch", "--until-idle"])
             .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
+            .spawn_guarded();
         seed = nudge_engine::scoring::timing::mix(seed);
-        std::thread::sleep(std::time::Duration::from_millis(150 + seed % 900));
+        let kill_at = before + 200 + seed % 1_500;
+        let waiting = std::time::Instant::now();
+        while requests_seen(&base).await < kill_at {
+            assert!(
+                waiting.elapsed() < std::time::Duration::from_secs(60),
+                "the dispatcher made no progress to {kill_at} requests"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
         child.kill().unwrap(); // SIGKILL
         let status = child.wait().unwrap();
         use std::os::unix::process::ExitStatusExt;
@@ -427,12 +493,14 @@ async fn killing_the_dispatcher_never_duplicates_a_send() {
     let states = final_states(&config);
     let total: u64 = states.values().sum();
     assert_eq!(total, 10_000);
+    // Nothing here may fail: every user has credits, so `failed` would hide a resend refused.
     assert!(
         states
             .keys()
-            .all(|s| ["sent", "unknown", "failed"].contains(&s.as_str())),
+            .all(|s| ["sent", "unknown"].contains(&s.as_str())),
         "{states:?}"
     );
+    assert_each_message_requested_once(&base, &states).await;
     let sent = states.get("sent").copied().unwrap_or(0);
     let unknown = states.get("unknown").copied().unwrap_or(0);
     assert!(
@@ -467,21 +535,21 @@ async fn two_dispatchers_on_one_store_send_each_message_once() {
     );
     let first = nudge(&config, &["dispatch", "--until-idle"])
         .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .spawn_guarded();
     let second = nudge(&config, &["dispatch", "--until-idle"])
         .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .spawn_guarded();
     let (first, second) = (
-        first.wait_with_output().unwrap(),
-        second.wait_with_output().unwrap(),
+        first.into_inner().wait_with_output().unwrap(),
+        second.into_inner().wait_with_output().unwrap(),
     );
     assert!(first.status.success() && second.status.success());
     let users = delivered_users(&base).await;
     assert_eq!(users.iter().collect::<HashSet<_>>().len(), 10_000);
     assert_eq!(users.len(), 10_000, "no duplicates");
-    assert_eq!(final_states(&config).get("sent"), Some(&10_000));
+    let states = final_states(&config);
+    assert_eq!(states.get("sent"), Some(&10_000), "{states:?}");
+    assert_each_message_requested_once(&base, &states).await;
     mock.kill().unwrap();
 }
 

@@ -6,6 +6,7 @@ use nudge_engine::stats;
 use nudge_engine::store::Store;
 use nudge_engine::synth::{self, GenOptions};
 
+use super::support::SpawnGuarded;
 use super::support::{HOUR, NOV_1, TestStore, line, store_options, walk};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -366,8 +367,7 @@ fn a_dash_reads_ndjson_from_standard_input() {
         .args(["--quiet", "ingest", "-"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+        .spawn_guarded();
     let input = [
         line("u1", "app_open", NOV_1, ""),
         r#"{"user_id":"u2","event":"app_open"}"#.to_string(),
@@ -380,7 +380,7 @@ fn a_dash_reads_ndjson_from_standard_input() {
         .unwrap()
         .write_all(input.as_bytes())
         .unwrap();
-    let output = child.wait_with_output().unwrap();
+    let output = child.into_inner().wait_with_output().unwrap();
     assert!(output.status.success());
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("-: 2 accepted, 1 rejected"), "{stdout}");
@@ -497,15 +497,14 @@ fn two_processes_ingesting_overlapping_files_at_once_store_each_event_once() {
     };
     let first = file("first.ndjson", 0..200_000);
     let second = file("second.ndjson", 100_000..300_000);
-    let children: Vec<std::process::Child> = [&first, &second]
+    let children: Vec<super::support::Spawned> = [&first, &second]
         .iter()
         .map(|path| {
             super::support::nudge_with(&config_path)
                 .args(["--quiet", "ingest"])
                 .arg(path)
                 .stdout(std::process::Stdio::null())
-                .spawn()
-                .unwrap()
+                .spawn_guarded()
         })
         .collect();
     for mut child in children {

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use sqlx::{Connection, Executor, SqliteConnection};
 
+use super::support::SpawnGuarded;
 use super::support::open_sqlite_store as open_store;
 
 fn migration_files() -> Vec<String> {
@@ -111,18 +112,17 @@ fn processes_opening_a_new_store_at_once_all_open_it() {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("nudge.toml");
         std::fs::write(&config, "data_dir = 'data'\n").unwrap();
-        let children: Vec<std::process::Child> = (0..4)
+        let children: Vec<super::support::Spawned> = (0..4)
             .map(|_| {
                 super::support::nudge_with(&config)
                     .arg("stats")
                     .stdout(std::process::Stdio::null())
                     .stderr(std::process::Stdio::piped())
-                    .spawn()
-                    .unwrap()
+                    .spawn_guarded()
             })
             .collect();
         for child in children {
-            let out = child.wait_with_output().unwrap();
+            let out = child.into_inner().wait_with_output().unwrap();
             assert!(
                 out.status.success(),
                 "round {round}: {}",

@@ -8,6 +8,7 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use super::dispatch::{delivered_users, final_states, start_mock_process};
+use super::support::{SpawnGuarded, Spawned};
 use super::support::{line, nudge_with, open_store};
 
 const USERS: usize = 20_000;
@@ -16,22 +17,13 @@ const KILLS: usize = 6;
 
 /// One slot of the cluster: its current process and where its output goes.
 struct Node {
-    child: Child,
+    child: Spawned,
     slot: usize,
     incarnation: usize,
 }
 
-/// The cluster's processes, killed when the test ends however it ends.
+/// The cluster's processes, killed when the test ends however it ends (each is [`Spawned`]).
 struct Cluster(Vec<Node>);
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for node in &mut self.0 {
-            let _ = node.child.kill();
-            let _ = node.child.wait();
-        }
-    }
-}
 
 /// Stops `child` with SIGTERM, as a supervisor would; true when it stopped within 20 s.
 fn stop(child: &mut Child) -> bool {
@@ -57,8 +49,7 @@ fn spawn(config: &Path, logs: &Path, slot: usize, incarnation: usize) -> Node {
         .env("NUDGE_TEST_MOCK_SECRET", "mock-secret")
         .stdout(Stdio::from(out))
         .stderr(Stdio::from(err))
-        .spawn()
-        .unwrap();
+        .spawn_guarded();
     Node {
         child,
         slot,
@@ -220,7 +211,9 @@ async fn serve_processes_killed_at_random_and_a_database_restart_send_each_messa
             .collect(),
     );
     let nodes = &mut cluster.0;
-    let mut seed = 11u64;
+    let mut seed = super::support::test_seed(
+        "serve_processes_killed_at_random_and_a_database_restart_send_each_message_once",
+    );
     let mut kills = 0;
     let mut exits = 0;
     let mut restarted_database = false;
@@ -310,6 +303,9 @@ async fn serve_processes_killed_at_random_and_a_database_restart_send_each_messa
         "{states:?} vs {} delivered",
         delivered.len()
     );
+    // Counted at the receiver: no message requested twice (users hold more credits at the
+    // mock than nudge plans sends, so a resend would not be hidden as a refusal).
+    super::dispatch::assert_each_message_requested_once(&base, &states).await;
     // Credits never below zero: no user has more live sends than the one credit granted.
     let store = open_store(&root.join("data")).await;
     let mut per_user: HashMap<String, u32> = HashMap::new();

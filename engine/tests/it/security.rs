@@ -9,6 +9,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use super::service::{KEY, serve_with, stop, stored_events};
+use super::support::SpawnGuarded;
 
 const CLIENT_KEY: &str = "client-key-0123456789abcdef";
 const EVENTS_KEY: &str = "events-key-0123456789abcdef";
@@ -257,8 +258,7 @@ fn serve_refuses_a_push_token_or_key_wechat_would_not_accept() {
             .env("NUDGE_TEST_PUSH_KEY", key)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+            .spawn_guarded();
         let deadline = Instant::now() + Duration::from_secs(20);
         while child.try_wait().unwrap().is_none() {
             if Instant::now() > deadline {
@@ -267,7 +267,7 @@ fn serve_refuses_a_push_token_or_key_wechat_would_not_accept() {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        let out = child.wait_with_output().unwrap();
+        let out = child.into_inner().wait_with_output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{token:?} {key:?}: {stderr}");
         let named = if token.len() < 3 {
@@ -461,8 +461,7 @@ async fn stalled_connections_are_closed_capped_and_do_not_hold_shutdown() {
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+        .spawn_guarded();
     let base = super::service::address_of(&mut child);
     let _upload = connect(&base, &STALLED_UPLOAD.replace_auth());
     tokio::time::sleep(Duration::from_millis(500)).await;

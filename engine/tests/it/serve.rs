@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 
+use super::support::SpawnGuarded;
 use super::support::{NOV_1, line, walk};
 
 fn nudge(config: &std::path::Path) -> Command {
@@ -55,8 +56,7 @@ fn two_serve_processes_run_each_cron_instant_once() {
             .args(["--clock-rate", "10"])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
+            .spawn_guarded()
     };
     let (first, second) = (spawn(), spawn());
     std::thread::sleep(std::time::Duration::from_millis(2_500));
@@ -68,8 +68,8 @@ fn two_serve_processes_run_each_cron_instant_once() {
         assert!(stopped.success());
     }
     let outputs = [
-        first.wait_with_output().unwrap(),
-        second.wait_with_output().unwrap(),
+        first.into_inner().wait_with_output().unwrap(),
+        second.into_inner().wait_with_output().unwrap(),
     ];
 
     // "tick @ <instant>: 3 sends planned", from whichever process took the instant.
@@ -143,8 +143,7 @@ fn serve_answers_probes_and_stops_gracefully_on_sigterm() {
         .args(["serve", "--lookback-hours", "0", "--listen", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .spawn_guarded();
     // Among the first lines: where the probes answer.
     let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
     let first = line_with(&mut stdout, "/healthz");
@@ -246,8 +245,7 @@ fn serve_compacts_small_segments_in_the_background() {
         .args(["serve", "--lookback-hours", "0", "--compact-every", "1"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+        .spawn_guarded();
     let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
     let line_read = line_with(&mut stdout, "compacted");
     assert!(line_read.contains("3 segments into 1 files"), "{line_read}");
@@ -306,8 +304,7 @@ fn serve_finds_the_quickstarts_campaigns_or_says_what_to_do() {
         .args(["serve", "--lookback-hours", "0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+        .spawn_guarded();
     let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
     let first = line_with(&mut stdout, "serving");
     assert!(first.contains("nudge-data/quickstart/campaigns"), "{first}");
@@ -357,8 +354,7 @@ fn serve_keeps_the_windows_fresh() {
         .args(["--now", &start, "--clock-rate", "200"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+        .spawn_guarded();
     let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
     let computed = line_with(&mut stdout, "windows ");
     assert!(
@@ -435,8 +431,7 @@ fn a_killed_leader_hands_the_background_duties_to_another_process_within_15_s() 
             .args(["--leader-lease-seconds", "3", "--prune-every", "1"])
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(root.join(format!("stderr-{index}"))).unwrap())
-            .spawn()
-            .unwrap();
+            .spawn_guarded();
         let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
         let sender = sender.clone();
         std::thread::spawn(move || {

@@ -3,7 +3,9 @@
 //! key and a bad body with its own status, and acknowledges only what is stored.
 
 use std::io::{BufRead, Write};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
+
+use super::support::{SpawnGuarded, Spawned};
 
 use super::support::NOV_1;
 
@@ -11,7 +13,7 @@ pub(super) const KEY: &str = "test-key-0123456789abcdef";
 
 /// A `nudge serve` on a free loopback port with `server` as its `[server]` table; returns the
 /// process and the base URL.
-fn serve(dir: &std::path::Path, server: &str) -> (Child, String) {
+fn serve(dir: &std::path::Path, server: &str) -> (Spawned, String) {
     serve_with(dir, &format!("[server]\n{server}\n"), &[])
 }
 
@@ -20,7 +22,7 @@ pub(super) fn serve_with(
     dir: &std::path::Path,
     tables: &str,
     env: &[(&str, &str)],
-) -> (Child, String) {
+) -> (Spawned, String) {
     std::fs::create_dir_all(dir.join("campaigns")).unwrap();
     std::fs::write(
         dir.join("nudge.toml"),
@@ -33,14 +35,13 @@ pub(super) fn serve_with(
         .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+        .spawn_guarded();
     let base = address_of(&mut child);
     (child, base)
 }
 
 /// The base URL a `serve` child prints (its stdout piped); its output is read on after.
-pub(super) fn address_of(child: &mut Child) -> String {
+pub(super) fn address_of(child: &mut std::process::Child) -> String {
     let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     while !line.contains("/v1/events") {
@@ -75,7 +76,7 @@ pub(super) async fn assert_metrics(base: &str, key: &str, lines: &[&str]) {
     }
 }
 
-pub(super) fn stop(mut child: Child) {
+pub(super) fn stop(mut child: Spawned) {
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();

@@ -241,3 +241,65 @@ pub fn manifest_dir() -> std::path::PathBuf {
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into())
 }
+
+/// A child process (a `serve`, a mock, a dispatcher) that is killed when the test lets go of it,
+/// so a test that fails (panics) leaves nothing running to break the tests after it.
+pub struct Spawned(Option<std::process::Child>);
+
+impl Spawned {
+    /// The child, no longer killed on drop (to wait for its output).
+    pub fn into_inner(mut self) -> std::process::Child {
+        self.0.take().expect("a child until taken")
+    }
+}
+
+impl std::ops::Deref for Spawned {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        self.0.as_ref().expect("a child until taken")
+    }
+}
+
+impl std::ops::DerefMut for Spawned {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        self.0.as_mut().expect("a child until taken")
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0
+            && child.try_wait().ok().flatten().is_none()
+        {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// `Command::spawn` that returns a [`Spawned`].
+pub trait SpawnGuarded {
+    fn spawn_guarded(&mut self) -> Spawned;
+}
+
+impl SpawnGuarded for std::process::Command {
+    fn spawn_guarded(&mut self) -> Spawned {
+        Spawned(Some(self.spawn().unwrap()))
+    }
+}
+
+/// The seed of a test's random choices (kill points, say): `NUDGE_TEST_SEED` when set, so a
+/// failure can be run again as it happened, else a new one each run. Printed either way.
+pub fn test_seed(test: &str) -> u64 {
+    let seed = std::env::var("NUDGE_TEST_SEED")
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or_default()
+        });
+    eprintln!("{test}: NUDGE_TEST_SEED={seed} (set it to run these choices again)");
+    seed
+}
