@@ -191,3 +191,109 @@ proptest! {
         let _ = request::check(&junk, limits);
     }
 }
+
+#[test]
+fn the_fast_path_property_sees_accepted_lines() {
+    // The generator must make events, or the property below checks only refusals.
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let accepted = std::sync::atomic::AtomicU64::new(0);
+    runner
+        .run(&json_line(), |line| {
+            let checked = super::ndjson::check_line(line.as_bytes(), "generated", 1);
+            if matches!(
+                checked,
+                super::Checked::Event(..) | super::Checked::Plain(_)
+            ) {
+                accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            Ok(())
+        })
+        .unwrap();
+    let accepted = accepted.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        accepted >= 20,
+        "only {accepted} of 256 generated lines were events"
+    );
+}
+
+/// A JSON value of the kinds an event line holds, written in serde_json's or in a hand's
+/// spelling (spaces, escapes, exponents, repeated keys).
+fn json_line() -> impl Strategy<Value = String> {
+    let value = prop_oneof![
+        "\"[a-zA-Z0-9_ \\\\\"é中]{0,12}\"",
+        "-?[0-9]{1,16}",
+        "-?[0-9]{1,4}\\.[0-9]{1,4}([eE][+-]?[0-9]{1,3})?",
+        Just("null".to_string()),
+        Just("true".to_string()),
+        Just("{}".to_string()),
+        "\\{\"[a-z]{1,3}\":(\"[a-z]{0,4}\"|[0-9]{1,3}|\\[\\]|\\{\\})\\}",
+        "\"\\\\u00[0-7][0-9a-f]\"",
+    ];
+    let key = prop_oneof![
+        Just("user_id".to_string()),
+        Just("event".to_string()),
+        Just("ts".to_string()),
+        Just("props".to_string()),
+        Just("event_id".to_string()),
+        Just("tz".to_string()),
+        Just("us\\u0065r_id".to_string()),
+        "[a-z]{1,4}",
+    ];
+    // A valid core (user, event, ts, in hand-written spellings) among other members, or any
+    // members at all.
+    let core = (
+        "\"[a-zA-Z0-9_ é中]{1,8}(\\\\|\\\"|\\u0041)?\"",
+        "\"[a-z_]{1,8}\"",
+        "1[6-8][0-9]{11}",
+    )
+        .prop_map(|(user, event, ts)| {
+            vec![
+                ("user_id".to_string(), user, String::new()),
+                ("event".to_string(), event, " ".to_string()),
+                ("ts".to_string(), ts, String::new()),
+            ]
+        });
+    let others = proptest::collection::vec((key, value, " {0,2}"), 0..6);
+    (proptest::option::of(core), others, any::<u64>()).prop_map(|(core, others, order)| {
+        let mut members = core.unwrap_or_default();
+        members.extend(others);
+        // A stable shuffle by the drawn number.
+        members.sort_by_key(|(key, value, _)| {
+            let mut hash = order;
+            for b in key.bytes().chain(value.bytes()) {
+                hash = hash.wrapping_mul(31).wrapping_add(u64::from(b));
+            }
+            hash
+        });
+        let body: Vec<String> = members
+            .iter()
+            .map(|(key, value, space)| format!("\"{key}\"{space}:{space}{value}"))
+            .collect();
+        format!("{{{}}}", body.join(","))
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2048))]
+
+    // The fast one-pass reader of a line never accepts what serde_json refuses, and what it
+    // accepts it reads as serde_json does.
+    #[test]
+    fn the_ndjson_fast_path_agrees_with_serde_json(line in json_line()) {
+        let parsed: Result<serde_json::Map<String, serde_json::Value>, _> =
+            serde_json::from_str(&line);
+        match super::ndjson::check_line(line.as_bytes(), "generated", 1) {
+            super::Checked::Event(event, _) => {
+                let object = parsed.expect("accepted a line serde_json refuses");
+                prop_assert_eq!(Some(event.user_id.as_ref()), object.get("user_id").and_then(|v| v.as_str()));
+                prop_assert_eq!(Some(event.event.as_ref()), object.get("event").and_then(|v| v.as_str()));
+            }
+            super::Checked::Plain(event) => {
+                let object = parsed.expect("accepted a line serde_json refuses");
+                prop_assert_eq!(Some(event.user_id), object.get("user_id").and_then(|v| v.as_str()));
+                prop_assert_eq!(Some(event.event), object.get("event").and_then(|v| v.as_str()));
+            }
+            super::Checked::Reject(_) | super::Checked::Blank => {}
+        }
+    }
+}
