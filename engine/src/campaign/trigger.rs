@@ -148,3 +148,64 @@ impl ScheduleConfig {
         out
     }
 }
+
+#[cfg(test)]
+mod properties {
+    //! Generated zones, years and daily times against the cron instants: strictly increasing,
+    //! one run a local day (a repeated hour once, a skipped one after the gap, noted).
+
+    use chrono::{NaiveDate, NaiveTime, Timelike};
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn a_daily_cron_runs_once_a_local_day_in_any_zone_and_year(
+            zone in proptest::sample::select(chrono_tz::TZ_VARIANTS.to_vec()),
+            year in 1990i32..2037,
+            day_of_year in 1u32..360,
+            hour in 0u32..24,
+            minute in prop_oneof![Just(0u32), Just(30), 0u32..60],
+            days in 1i64..20,
+        ) {
+            let first = NaiveDate::from_yo_opt(year, day_of_year).unwrap();
+            let midnight = |date: NaiveDate| zone.from_local_datetime(&date.and_time(NaiveTime::MIN)).earliest();
+            let (Some(after), Some(until)) = (midnight(first), midnight(first + Duration::days(days))) else {
+                return Ok(()); // a midnight the clocks skip: the window has no clean edge
+            };
+            let schedule = ScheduleConfig {
+                cron: Some(format!("0 {minute} {hour} * * *").parse().unwrap()),
+                tz: Some(zone),
+                at: None,
+            };
+            let instants = schedule.instants_noted(zone, after.with_timezone(&Utc), until.with_timezone(&Utc));
+            for pair in instants.windows(2) {
+                prop_assert!(pair[0].0 < pair[1].0, "{zone}: not increasing: {pair:?}");
+            }
+            for (at, note) in &instants {
+                let local = at.with_timezone(&zone);
+                let wanted = (hour, minute);
+                let read = (local.hour(), local.minute());
+                if note.is_some() {
+                    prop_assert!(read > wanted || local.date_naive() > first, "{zone} {at}: moved back: {note:?}");
+                } else {
+                    prop_assert_eq!(read, wanted, "{} {}: at another time with no note", zone, at);
+                }
+            }
+            // One a local day: the days that exist (a zone may skip a whole day).
+            let existing = (0..days)
+                .filter(|d| {
+                    let date = first + Duration::days(*d);
+                    zone.from_local_datetime(&date.and_hms_opt(12, 0, 0).unwrap()).earliest().is_some()
+                })
+                .count();
+            let mut dates: Vec<NaiveDate> = instants.iter().map(|(at, _)| at.with_timezone(&zone).date_naive()).collect();
+            dates.dedup();
+            prop_assert_eq!(dates.len(), instants.len(), "{} ran twice on a day: {:?}", zone, instants);
+            prop_assert_eq!(instants.len(), existing, "{} from {}: {:?}", zone, first, instants);
+        }
+    }
+}
