@@ -147,6 +147,22 @@ async fn connect_postgres(url: &str) -> std::result::Result<AnyPool, sqlx::Error
         let attempt = AnyPoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(30))
+            .after_connect(|connection, _| {
+                Box::pin(async move {
+                    // A commit is durable on the server when it returns, whatever the server,
+                    // database or role default: `off` or `local` would let a crash roll back a
+                    // committed claim or `sent`, and the send would go out again. A stronger
+                    // setting (remote_write, remote_apply) is kept.
+                    let level: String =
+                        sqlx::query_scalar("SELECT current_setting('synchronous_commit')")
+                            .fetch_one(&mut *connection)
+                            .await?;
+                    if level == "off" || level == "local" {
+                        connection.execute("SET synchronous_commit = on").await?;
+                    }
+                    Ok(())
+                })
+            })
             .connect(url)
             .await;
         match attempt {

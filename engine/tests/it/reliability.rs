@@ -171,11 +171,28 @@ async fn a_slow_webhook_receiver_gets_a_send_once_and_it_is_unknown() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_outbox_commits_with_full_durability() {
     let test = TestStore::new().await;
-    let expected = match test.store.backend() {
-        nudge_engine::store::Backend::Sqlite => "full",
-        nudge_engine::store::Backend::Postgres => "on",
-    };
-    assert_eq!(test.store.synchronous().await.unwrap(), expected);
+    match test.store.backend() {
+        nudge_engine::store::Backend::Sqlite => {
+            assert_eq!(test.store.synchronous().await.unwrap(), "full");
+        }
+        nudge_engine::store::Backend::Postgres => {
+            // A database whose default is `off` (an operator's tuning, or a managed server's):
+            // nudge's connections still commit durably.
+            let options = super::support::store_options(&test.dir.path().join("data"));
+            let url = options.database_url.clone();
+            let database = url.rsplit('/').next().unwrap().split('?').next().unwrap();
+            let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+                .await
+                .unwrap();
+            let statement = format!("ALTER DATABASE \"{database}\" SET synchronous_commit = off");
+            sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+                .execute(&mut admin)
+                .await
+                .unwrap();
+            let reopened = Store::open(&options).await.unwrap();
+            assert_eq!(reopened.synchronous().await.unwrap(), "on");
+        }
+    }
 }
 
 // 6. A SIGKILLed dispatcher lost its whole claimed batch (256) to `unknown`: claims now never
