@@ -628,7 +628,12 @@ impl ConnectorLoop {
 /// If `now_ms` falls in the send's quiet hours (in the user's zone), the hold until they end.
 fn quiet_until(send: &ClaimedSend, now_ms: i64) -> Option<Outcome> {
     let quiet = send.send.quiet.as_ref()?;
-    let zone: chrono_tz::Tz = quiet.zone.parse().ok()?;
+    // A zone that no longer parses (the send was planned with another zone database) must not
+    // lift the quiet hours: they are read in UTC instead, and said.
+    let zone: chrono_tz::Tz = quiet.zone.parse().unwrap_or_else(|_| {
+        tracing::warn!(send = send.id, zone = %quiet.zone, "unknown zone: quiet hours read in UTC");
+        chrono_tz::UTC
+    });
     let now = chrono::DateTime::from_timestamp_millis(now_ms)?;
     let hours = QuietHours {
         start: quiet.start,
@@ -717,6 +722,88 @@ mod tests {
             backoff_ms(2, &config, 1),
             backoff_ms(2, &config, 2),
             "jitter spreads retries"
+        );
+    }
+
+    fn claimed(zone: &str) -> ClaimedSend {
+        ClaimedSend {
+            id: 1,
+            send: crate::store::outbox::PlannedSend {
+                dedup_key: "k".into(),
+                campaign: "c".into(),
+                user_id: "u".into(),
+                template_id: "t".into(),
+                connector: "wechat".into(),
+                page: None,
+                data: Default::default(),
+                send_at_ms: 0,
+                expires_at_ms: i64::MAX,
+                priority: 0,
+                run_at_ms: None,
+                quiet: Some(crate::store::outbox::Quiet {
+                    start: 22,
+                    end: 8,
+                    zone: zone.into(),
+                }),
+            },
+            attempts: 0,
+        }
+    }
+
+    fn ms(text: &str) -> i64 {
+        chrono::DateTime::parse_from_rfc3339(text)
+            .unwrap()
+            .timestamp_millis()
+    }
+
+    fn held_until(zone: &str, now: &str) -> Option<i64> {
+        match quiet_until(&claimed(zone), ms(now)) {
+            Some(Outcome::Hold { at_ms, .. }) => Some(at_ms),
+            None => None,
+            Some(other) => panic!("{other:?}"),
+        }
+    }
+
+    // See: #36 (3). A send due in the user's quiet hours is held to their end, in the user's
+    // zone, on ordinary nights and on the nights the clocks change.
+    #[test]
+    fn a_send_due_in_quiet_hours_is_held_to_their_end_in_the_users_zone() {
+        assert_eq!(
+            held_until("Asia/Shanghai", "2026-11-10T23:30:00+08:00"),
+            Some(ms("2026-11-11T08:00:00+08:00"))
+        );
+        assert_eq!(
+            held_until("Asia/Shanghai", "2026-11-11T03:00:00+08:00"),
+            Some(ms("2026-11-11T08:00:00+08:00")),
+            "after midnight, the same night's end"
+        );
+        assert_eq!(
+            held_until("Asia/Shanghai", "2026-11-11T08:00:00+08:00"),
+            None
+        );
+        assert_eq!(
+            held_until("Asia/Shanghai", "2026-11-11T21:59:00+08:00"),
+            None
+        );
+        // New York, clocks back at 02:00 on 2026-11-01: the night is an hour longer.
+        assert_eq!(
+            held_until("America/New_York", "2026-10-31T23:30:00-04:00"),
+            Some(ms("2026-11-01T08:00:00-05:00"))
+        );
+        // Clocks forward at 02:00 on 2026-03-08: an hour shorter.
+        assert_eq!(
+            held_until("America/New_York", "2026-03-07T23:30:00-05:00"),
+            Some(ms("2026-03-08T08:00:00-04:00"))
+        );
+    }
+
+    // A zone the send carries that no longer parses (a zone database without that name) must
+    // not lift the quiet hours: they are read in UTC rather than skipped.
+    #[test]
+    fn a_send_whose_zone_does_not_parse_is_still_held() {
+        assert_eq!(
+            held_until("Mars/Olympus_Mons", "2026-11-10T23:30:00Z"),
+            Some(ms("2026-11-11T08:00:00Z"))
         );
     }
 }
