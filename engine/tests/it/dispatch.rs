@@ -331,7 +331,7 @@ pub(super) fn config_file(dir: &std::path::Path, api_base: &str) -> std::path::P
     path
 }
 
-fn nudge(config: &std::path::Path, args: &[&str]) -> Command {
+pub(super) fn nudge(config: &std::path::Path, args: &[&str]) -> Command {
     let mut command = super::support::nudge_with(config);
     command
         .arg("--quiet")
@@ -340,7 +340,7 @@ fn nudge(config: &std::path::Path, args: &[&str]) -> Command {
     command
 }
 
-fn write_plan(dir: &std::path::Path, count: usize) -> std::path::PathBuf {
+pub(super) fn write_plan(dir: &std::path::Path, count: usize) -> std::path::PathBuf {
     let path = dir.join("plan.ndjson");
     let at = chrono::Utc::now().to_rfc3339();
     let lines: Vec<String> = (0..count)
@@ -411,7 +411,7 @@ pub(super) async fn assert_each_message_requested_once(base: &str, states: &BTre
 }
 
 /// The send requests the mock has seen so far.
-async fn requests_seen(base: &str) -> u64 {
+pub(super) async fn requests_seen(base: &str) -> u64 {
     let stats: serde_json::Value = reqwest::get(format!("{base}/admin/stats"))
         .await
         .unwrap()

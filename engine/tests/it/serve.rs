@@ -520,3 +520,70 @@ fn a_killed_leader_hands_the_background_duties_to_another_process_within_15_s() 
         }
     }
 }
+
+// See: #36 (3). SIGTERM under `serve` while sends are in flight (before, only tested on
+// `dispatch`, or on `serve` with nothing to send): the sends in flight finish, the rest are
+// released to `planned`, nothing is left `sending` or `unknown`, each message requested once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_serve_finishes_the_sends_in_flight_and_releases_the_rest() {
+    use super::dispatch;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    // 300 ms a send at the mock: the signal lands with requests in flight.
+    let (mut mock, base) = dispatch::start_mock_process(300);
+    let config = dispatch::config_file(root, &base);
+    std::fs::create_dir_all(root.join("campaigns")).unwrap();
+    let plan = dispatch::write_plan(root, 500);
+    assert!(
+        dispatch::nudge(&config, &["sends", "enqueue"])
+            .arg(&plan)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut child = dispatch::nudge(&config, &["serve", "--lookback-hours", "0"])
+        .current_dir(root)
+        .stdout(Stdio::null())
+        .spawn_guarded();
+    let waiting = std::time::Instant::now();
+    while dispatch::requests_seen(&base).await < 20 {
+        assert!(
+            waiting.elapsed() < std::time::Duration::from_secs(30),
+            "no send left"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let signalled = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(signalled.success());
+    let stopping = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            stopping.elapsed() < std::time::Duration::from_secs(25),
+            "serve still running 25 s after SIGTERM"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "serve exited with {status}");
+    let states = dispatch::final_states(&config);
+    let (sent, planned) = (
+        states.get("sent").copied().unwrap_or(0),
+        states.get("planned").copied().unwrap_or(0),
+    );
+    assert_eq!(
+        sent + planned,
+        500,
+        "only sent and released sends: {states:?}"
+    );
+    assert!(
+        sent >= 20 && planned > 0,
+        "the stop came mid-run: {states:?}"
+    );
+    dispatch::assert_each_message_requested_once(&base, &states).await;
+    mock.kill().unwrap();
+}
