@@ -171,3 +171,26 @@ fn a_run_stops_when_too_many_users_error() {
         other => panic!("{other:?}"),
     }
 }
+
+// See: #36 (3). The early stop was tested with 4 users; what it promises is that a rule broken
+// for everyone costs a sample, not the audience: 200,000 users, evaluated on every core.
+#[test]
+fn a_rule_broken_for_everyone_stops_after_a_sample_of_a_large_audience() {
+    let source = "fn target(user) { throw \"broken\"; }";
+    let users: Vec<_> = (0..200_000)
+        .map(|i| Arc::new(user(&format!("u{i}"), &[])))
+        .collect();
+    let rule = Rule::compile("r.rhai", source, Limits::default()).unwrap();
+    match evaluate_all(&rule, &users, NOW) {
+        Err(Error::TooManyErrors {
+            evaluated, users, ..
+        }) => {
+            assert_eq!(users, 200_000);
+            assert!(
+                evaluated <= 5_000,
+                "{evaluated} of 200,000 users evaluated before the run stopped"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
