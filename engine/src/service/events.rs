@@ -12,7 +12,7 @@ use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::{Granted, Scope, Service, client, internal, refuse};
+use super::{Granted, Scope, Service, client, internal, refuse, retry_after};
 use crate::ingest::request::{self, RequestError, RequestLimits};
 
 pub async fn post(
@@ -81,14 +81,15 @@ async fn answer(service: &Service, scope: Scope, headers: HeaderMap, body: Bytes
     let (mut accepted, mut duplicates) = (0, 0);
     if !checked.events.is_empty() {
         let Ok(_permit) = service.waiting.try_acquire() else {
-            let mut answer = refuse(
+            // Nothing is stored: the clicks counted for this batch count again on its retry.
+            if let Some(screened) = &screened {
+                screened.release_clicks(service).await;
+            }
+            return retry_after(
                 StatusCode::TOO_MANY_REQUESTS,
                 "too many batches are waiting to be written: retry after a second",
+                1,
             );
-            answer
-                .headers_mut()
-                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
-            return answer;
         };
         match service.committer.commit(checked.events).await {
             Ok(committed) => {
