@@ -27,6 +27,7 @@ use axum::middleware::{Next, from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 
 pub use crate::config::server::{DEFAULT_CLIENT_RATE_PER_S, KeyConfig, Scope, ServerConfig};
+use crate::links::constant_time_eq;
 use crate::store::Store;
 use crate::{Error, Result};
 
@@ -264,15 +265,6 @@ impl Service {
         }
         Ok(())
     }
-}
-
-/// Compares without stopping at the first difference, so timing does not tell how much of a
-/// guessed key was right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The service's routes, each behind the key scope it needs (checked before a body is read),
