@@ -373,7 +373,7 @@ async fn ids_another_process_committed_or_compacted_since_are_still_duplicates()
 // hour alone, and deletes this store's older ones (a crashed batch's leftovers), also in the
 // `events/_staging` of stores written before staging moved out of the events folder.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn opening_a_store_keeps_files_a_compaction_is_staging() {
+async fn opening_a_store_deletes_only_its_own_old_staged_files() {
     let test = store_of_batches(1, 20).await;
     let data_dir = test.store.data_dir().to_path_buf();
     let id = test.store.id().to_string();
@@ -386,20 +386,26 @@ async fn opening_a_store_keeps_files_a_compaction_is_staging() {
         std::fs::create_dir_all(&staging).unwrap();
         let fresh = staging.join(format!("{id}.in-progress-2026-11-01.parquet"));
         let stale = staging.join(format!("{id}.crashed-2026-11-01.parquet"));
+        // Another store (another database pointed at this folder) staging for hours: its
+        // files are its own to clean, whatever their age.
+        let foreign = staging.join("0f0e0d0c0b0a.compacting-2026-11-01.parquet");
         std::fs::write(&fresh, "being written").unwrap();
-        std::fs::write(&stale, "left by a crash").unwrap();
-        std::fs::File::options()
-            .write(true)
-            .open(&stale)
-            .unwrap()
-            .set_modified(two_hours_ago)
-            .unwrap();
-        staged.push((fresh, stale));
+        for (path, text) in [(&stale, "left by a crash"), (&foreign, "another store's")] {
+            std::fs::write(path, text).unwrap();
+            std::fs::File::options()
+                .write(true)
+                .open(path)
+                .unwrap()
+                .set_modified(two_hours_ago)
+                .unwrap();
+        }
+        staged.push((fresh, stale, foreign));
     }
     let other = open_store(&data_dir).await;
-    for (fresh, stale) in &staged {
+    for (fresh, stale, foreign) in &staged {
         assert!(fresh.exists(), "a file staged in the last hour was deleted");
         assert!(!stale.exists(), "an old staged file of this store was kept");
+        assert!(foreign.exists(), "another store's staged file was deleted");
     }
     drop(other);
 }

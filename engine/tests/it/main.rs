@@ -9,6 +9,7 @@ mod facts;
 mod ingest;
 mod migrations;
 mod nodes;
+mod planning;
 mod quickstart;
 mod reliability;
 mod retention;

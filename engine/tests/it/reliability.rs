@@ -781,4 +781,64 @@ async fn a_paused_send_still_counts_against_the_caps() {
     // And the rules' `user.sent` counts it.
     let sent = test.store.sent_sends().await.unwrap();
     assert!(sent.iter().any(|(_, user, ..)| user == "u2"), "{sent:?}");
+
+    // A plan under a cap of one send a day leaves u2 out: its paused send, resumed later, would
+    // be its second. u3, with nothing live, is planned. Each has credits to spare, so only the
+    // cap can skip them.
+    let accept = r#"{"template_id":"tmpl_cart_reminder","status":"accept"}"#;
+    let events: Vec<String> = ["u2", "u3"]
+        .iter()
+        .flat_map(|user| {
+            [
+                line(user, "subscription", now_ms - 2 * HOUR, accept),
+                line(user, "subscription", now_ms - 2 * HOUR + 1, accept),
+                line(user, "app_open", now_ms - HOUR, ""),
+            ]
+        })
+        .collect();
+    test.ingest(&[&test.file("e.ndjson", events.join("\n"))])
+        .await;
+    let rule = test.file(
+        "all.rhai",
+        "fn target(user) { true }\nfn message(user) { #{ thing1: \"hi\" } }",
+    );
+    let other = nudge_engine::campaign::Campaign {
+        name: "other".into(),
+        description: String::new(),
+        rule,
+        template: "tmpl_cart_reminder".into(),
+        connector: "dry-run".into(),
+        page: None,
+        priority: 0,
+        delivery: nudge_engine::campaign::Delivery {
+            mode: nudge_engine::campaign::Mode::Immediate,
+            quiet_hours: None,
+            ..Default::default()
+        },
+        schedule: None,
+        dedup_key: None,
+        goal_event: None,
+        goal_window_hours: None,
+    };
+    let mut settings = Config {
+        data_dir: test.store.data_dir().to_path_buf(),
+        ..Default::default()
+    }
+    .run_settings();
+    settings.caps = nudge_engine::campaign::plan::Caps {
+        per_day: 1,
+        per_week: 5,
+    };
+    let at = chrono::DateTime::from_timestamp_millis(now_ms).unwrap();
+    let report = nudge_engine::campaign::run::run(&test.store, &settings, &other, at, at, true)
+        .await
+        .unwrap();
+    let planned_users: Vec<&str> = report.sends().map(|s| s.user_id.as_str()).collect();
+    assert_eq!(planned_users, ["u3"], "{report:?}");
+    assert_eq!(
+        report.skipped.get("capped"),
+        Some(&1),
+        "{:?}",
+        report.skipped
+    );
 }
