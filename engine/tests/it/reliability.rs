@@ -16,7 +16,10 @@ use nudge_engine::dispatch::{self, DispatchConfig, DispatchOptions, DispatchRepo
 use nudge_engine::store::Store;
 use nudge_engine::store::outbox::{Outcome, PlannedSend, Quiet};
 
-use super::support::{HOUR, NOV_1, TestStore, line, walk, wechat_mock};
+use super::support::{
+    HOUR, NOV_1, TestStore, back_up_database, line, restore_database, store_options, walk,
+    wechat_mock,
+};
 
 fn now() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -465,19 +468,19 @@ async fn opening_a_store_restored_from_a_backup_keeps_the_newer_segments_aside()
     std::fs::write(&day1, line("u1", "app_open", NOV_1, "")).unwrap();
     let day2 = dir.path().join("day2.ndjson");
     std::fs::write(&day2, line("u1", "app_open", NOV_1 + 24 * HOUR, "")).unwrap();
-    let db = config.data_dir.join("nudge.db");
+    let store_at = store_options(&config.data_dir);
+    let open = || Store::open(&store_at);
     {
-        let store = Store::open(&config.store()).await.unwrap();
+        let store = open().await.unwrap();
         nudge_engine::ingest::ingest(&store, &[day1], &options("a"))
             .await
             .unwrap();
         store.checkpoint().await.unwrap();
         store.close().await;
     }
-    let backup = dir.path().join("backup.db");
-    std::fs::copy(&db, &backup).unwrap();
+    back_up_database(&config.data_dir).await;
     {
-        let store = Store::open(&config.store()).await.unwrap();
+        let store = open().await.unwrap();
         nudge_engine::ingest::ingest(&store, &[day2], &options("b"))
             .await
             .unwrap();
@@ -485,11 +488,8 @@ async fn opening_a_store_restored_from_a_backup_keeps_the_newer_segments_aside()
         store.close().await;
     }
     // Restore the backup, as an operator would.
-    for suffix in ["-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
-    }
-    std::fs::copy(&backup, &db).unwrap();
-    let store = Store::open(&config.store()).await.unwrap();
+    restore_database(&config.data_dir).await;
+    let store = open().await.unwrap();
     let stats = nudge_engine::stats::collect(&store).await.unwrap();
     assert_eq!(stats.events, 1, "the restored database knows day 1");
     let aside = walk(&config.data_dir.join("events-orphaned"));

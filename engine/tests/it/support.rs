@@ -152,23 +152,8 @@ pub fn use_own_postgres(data_dir: &Path, server: &str) {
 /// database). Panics when the server cannot be reached: a test run that asked for PostgreSQL
 /// never falls back to SQLite.
 fn postgres_database(data_dir: &Path) -> Option<String> {
-    use std::hash::{BuildHasher, BuildHasherDefault};
     static MADE: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
-    let folder = std::path::absolute(data_dir).unwrap();
-    let own_server = OWN_SERVERS
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .iter()
-        .find(|(dir, _)| *dir == folder)
-        .map(|(_, server)| server.clone());
-    let server = own_server.or_else(|| {
-        std::env::var(TEST_POSTGRES_ENV)
-            .ok()
-            .filter(|url| !url.is_empty())
-    })?;
-    let hash = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
-        .hash_one(folder.to_string_lossy().as_bytes());
-    let name = format!("nudge_test_{hash:016x}");
+    let (server, name) = postgres_server(data_dir)?;
     let (base, _) = server
         .rsplit_once('/')
         .expect("NUDGE_TEST_POSTGRES is postgres://USER@HOST:PORT/DATABASE");
@@ -205,6 +190,84 @@ fn postgres_database(data_dir: &Path) -> Option<String> {
         made.push(name);
     }
     Some(url)
+}
+
+/// With PostgreSQL under the tests, the server (a URL to connect to as its administrator) and
+/// the name of the database of the store in `data_dir`.
+fn postgres_server(data_dir: &Path) -> Option<(String, String)> {
+    use std::hash::{BuildHasher, BuildHasherDefault};
+    let folder = std::path::absolute(data_dir).unwrap();
+    let own_server = OWN_SERVERS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .iter()
+        .find(|(dir, _)| *dir == folder)
+        .map(|(_, server)| server.clone());
+    let server = own_server.or_else(|| {
+        std::env::var(TEST_POSTGRES_ENV)
+            .ok()
+            .filter(|url| !url.is_empty())
+    })?;
+    let hash = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+        .hash_one(folder.to_string_lossy().as_bytes());
+    Some((server, format!("nudge_test_{hash:016x}")))
+}
+
+/// A backup of the SQL state of the closed store in `data_dir`, as an operator takes one: a copy
+/// of the SQLite file, or on PostgreSQL a copy of its database (`CREATE DATABASE .. TEMPLATE`).
+/// [`restore_database`] puts it back.
+pub async fn back_up_database(data_dir: &Path) {
+    match postgres_server(data_dir) {
+        None => {
+            std::fs::copy(data_dir.join("nudge.db"), data_dir.with_extension("backup.db")).unwrap();
+        }
+        Some((server, name)) => {
+            postgres_admin(
+                &server,
+                &[
+                    format!("DROP DATABASE IF EXISTS {name}_backup"),
+                    format!("CREATE DATABASE {name}_backup TEMPLATE {name}"),
+                ],
+            )
+            .await
+        }
+    }
+}
+
+/// Puts back the backup [`back_up_database`] took of the closed store in `data_dir`.
+pub async fn restore_database(data_dir: &Path) {
+    match postgres_server(data_dir) {
+        None => {
+            let db = data_dir.join("nudge.db");
+            for suffix in ["-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+            }
+            std::fs::copy(data_dir.with_extension("backup.db"), &db).unwrap();
+        }
+        Some((server, name)) => {
+            postgres_admin(
+                &server,
+                &[
+                    format!("DROP DATABASE {name} WITH (FORCE)"),
+                    format!("CREATE DATABASE {name} TEMPLATE {name}_backup"),
+                ],
+            )
+            .await
+        }
+    }
+}
+
+/// Runs `statements` on `server` as its administrator.
+async fn postgres_admin(server: &str, statements: &[String]) {
+    use sqlx::Connection;
+    let mut admin = sqlx::PgConnection::connect(server)
+        .await
+        .unwrap_or_else(|error| panic!("{server}: cannot connect: {error}"));
+    for statement in statements {
+        sqlx::Executor::execute(&mut admin, sqlx::AssertSqlSafe(statement.clone()))
+            .await
+            .unwrap_or_else(|error| panic!("{statement}: {error}"));
+    }
 }
 
 pub fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
