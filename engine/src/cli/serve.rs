@@ -22,7 +22,7 @@ pub struct Args {
     lookback_hours: i64,
     /// Serve HTTP on this address (overrides [server] listen): POST /v1/events, GET /healthz (200
     /// while the process runs) and GET /readyz (200 while the dispatcher runs, 503 while it
-    /// restarts after an error)
+    /// restarts after an error or the database does not answer within 2 s)
     #[arg(long, value_name = "ADDR")]
     listen: Option<std::net::SocketAddr>,
     /// Merge each day's small segment files (as `nudge compact` does) this often, in seconds,

@@ -65,6 +65,9 @@ pub struct Service {
     connectors: std::collections::BTreeMap<String, Arc<dyn nudge_connectors::Connector>>,
     /// Whether the dispatcher runs (`/readyz`).
     ready: Arc<AtomicBool>,
+    /// When `/readyz` last asked the database, and whether it answered: probes come every few
+    /// seconds from each balancer, and one question a second is all the database sees of them.
+    store_answered: tokio::sync::Mutex<Option<(std::time::Instant, bool)>>,
     /// Clicks by client address.
     clicks: limit::Limiter<IpAddr>,
 }
@@ -146,6 +149,7 @@ impl Service {
             tally: Arc::default(),
             connectors: Default::default(),
             ready: Arc::new(AtomicBool::new(true)),
+            store_answered: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -317,13 +321,34 @@ pub fn router(service: Arc<Service>) -> Router {
 }
 
 async fn readyz(State(service): State<Arc<Service>>) -> Response {
-    if service.ready.load(Ordering::SeqCst) {
-        (StatusCode::OK, "ready\n").into_response()
-    } else {
-        refuse(
+    if !service.ready.load(Ordering::SeqCst) {
+        return refuse(
             StatusCode::SERVICE_UNAVAILABLE,
             "not ready: the dispatcher is starting or restarting after an error (see the log)",
-        )
+        );
+    }
+    if !service.store_answers().await {
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: the database does not answer within 2 s",
+        );
+    }
+    (StatusCode::OK, "ready\n").into_response()
+}
+
+impl Service {
+    /// Whether the database answered within 2 s, asked at most once a second (concurrent
+    /// probes wait for the one question in flight).
+    async fn store_answers(&self) -> bool {
+        let mut last = self.store_answered.lock().await;
+        if let Some((at, answered)) = *last
+            && at.elapsed() < Duration::from_secs(1)
+        {
+            return answered;
+        }
+        let answered = self.store.answers_within(Duration::from_secs(2)).await;
+        *last = Some((std::time::Instant::now(), answered));
+        answered
     }
 }
 

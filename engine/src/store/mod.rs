@@ -396,6 +396,13 @@ impl Store {
         Ok(())
     }
 
+    /// Whether the database answers a trivial query within `wait` (`/readyz`: a PostgreSQL
+    /// server that went away is seen at once, not after the pool's 30 s acquire timeout).
+    pub async fn answers_within(&self, wait: std::time::Duration) -> bool {
+        let ping = sqlx::query("SELECT 1").execute(&self.pool);
+        matches!(tokio::time::timeout(wait, ping).await, Ok(Ok(_)))
+    }
+
     /// Closes the store's connections, waiting for them.
     pub async fn close(self) {
         self.pool.close().await;

@@ -57,65 +57,6 @@ fn spawn(config: &Path, logs: &Path, slot: usize, incarnation: usize) -> Node {
     }
 }
 
-/// A PostgreSQL cluster of this test's own, started by `scripts/test-postgres` when the suite
-/// runs on one the script started (as CI's does): restarting the suite's server would cut the
-/// tests running beside this one. Stopped and deleted when dropped.
-struct OwnPostgres {
-    url: String,
-    dir: String,
-}
-
-impl OwnPostgres {
-    fn start() -> Option<OwnPostgres> {
-        let set = |name: &str| std::env::var(name).is_ok_and(|value| !value.is_empty());
-        if !(set(super::support::TEST_POSTGRES_ENV) && set("NUDGE_TEST_POSTGRES_DIR")) {
-            return None;
-        }
-        let output = std::process::Command::new(script())
-            .arg("start")
-            .stderr(Stdio::inherit())
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "starting a PostgreSQL cluster failed"
-        );
-        let printed = String::from_utf8(output.stdout).unwrap();
-        let export = |name: &str| {
-            printed
-                .lines()
-                .find_map(|line| line.strip_prefix(&format!("export {name}=")))
-                .unwrap_or_else(|| panic!("scripts/test-postgres printed no {name}: {printed}"))
-                .to_string()
-        };
-        Some(OwnPostgres {
-            url: export(super::support::TEST_POSTGRES_ENV),
-            dir: export("NUDGE_TEST_POSTGRES_DIR"),
-        })
-    }
-
-    /// `scripts/test-postgres restart`: a fast shutdown (open connections cut) and a start.
-    fn restart(&self) {
-        let status = std::process::Command::new(script())
-            .args(["restart", &self.dir])
-            .status()
-            .unwrap();
-        assert!(status.success(), "restarting PostgreSQL failed");
-    }
-}
-
-impl Drop for OwnPostgres {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new(script())
-            .args(["stop", &self.dir])
-            .status();
-    }
-}
-
-fn script() -> PathBuf {
-    super::support::manifest_dir().join("../scripts/test-postgres")
-}
-
 fn write_setup(root: &Path, api_base: &str) -> PathBuf {
     std::fs::create_dir_all(root.join("campaigns")).unwrap();
     std::fs::create_dir_all(root.join("logs")).unwrap();
@@ -198,7 +139,7 @@ async fn serve_processes_killed_at_random_and_a_database_restart_send_each_messa
     let root = dir.path();
     // 5 ms per send at the mock: 20,000 sends take seconds, so kills land mid-dispatch.
     let (mut mock, base) = start_mock_process(5);
-    let postgres = OwnPostgres::start();
+    let postgres = super::support::OwnPostgres::start();
     if let Some(postgres) = &postgres {
         super::support::use_own_postgres(&root.join("data"), &postgres.url);
     }

@@ -587,3 +587,130 @@ async fn sigterm_under_serve_finishes_the_sends_in_flight_and_releases_the_rest(
     dispatch::assert_each_message_requested_once(&base, &states).await;
     mock.kill().unwrap();
 }
+
+/// Reads `output` to its end on a thread of its own (a full pipe would stall the process), the
+/// lines kept for the test to search.
+fn drain(output: impl std::io::Read + Send + 'static) -> std::sync::Arc<std::sync::Mutex<String>> {
+    let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let kept = text.clone();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(output)).map_while(Result::ok) {
+            let mut kept = kept.lock().unwrap();
+            kept.push_str(&line);
+            kept.push('\n');
+        }
+    });
+    text
+}
+
+/// Polls `GET base/readyz` until it answers `status`, for at most `seconds`.
+fn wait_for_readyz(base: &str, status: u16, seconds: u64, log: &std::sync::Mutex<String>) {
+    let waiting = std::time::Instant::now();
+    loop {
+        if http_get(base, "/readyz").0 == status {
+            return;
+        }
+        assert!(
+            waiting.elapsed() < std::time::Duration::from_secs(seconds),
+            "/readyz did not answer {status} within {seconds} s; serve's log:\n{}",
+            log.lock().unwrap()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+// See: #36 (3). The dispatcher's restart with backoff and `/readyz` were tested by driving
+// `supervise` with a closure: here a real `serve` loses its PostgreSQL server. Runs in the
+// PostgreSQL pass (a cluster of its own, started by `scripts/test-postgres`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_under_serve_turns_readyz_503_until_the_dispatcher_runs_again() {
+    use super::dispatch;
+    let Some(postgres) = super::support::OwnPostgres::start() else {
+        eprintln!(
+            "needs a PostgreSQL cluster of its own: runs when NUDGE_TEST_POSTGRES_DIR is set"
+        );
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    super::support::use_own_postgres(&root.join("data"), &postgres.url);
+    let (mut mock, base) = dispatch::start_mock_process(0);
+    let config = dispatch::config_file(root, &base);
+    std::fs::create_dir_all(root.join("campaigns")).unwrap();
+    let mut child = dispatch::nudge(
+        &config,
+        &["serve", "--lookback-hours", "0", "--listen", "127.0.0.1:0"],
+    )
+    .current_dir(root)
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn_guarded();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let first = line_with(&mut stdout, "/healthz");
+    let probes = first
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .and_then(|w| w.strip_suffix("/healthz"))
+        .unwrap_or_else(|| panic!("no probe address in {first:?}"))
+        .to_string();
+    let log = drain(child.stderr.take().unwrap());
+    let _stdout = drain(stdout);
+    wait_for_readyz(&probes, 200, 10, &log);
+
+    // Not ready within seconds of the outage (the probe asks the database itself), live all
+    // along.
+    postgres.down();
+    wait_for_readyz(&probes, 503, 10, &log);
+    assert_eq!(http_get(&probes, "/healthz").0, 200, "live while not ready");
+    // The dispatcher fails once its connection wait (30 s) runs out, and is started again.
+    let waiting = std::time::Instant::now();
+    while !log
+        .lock()
+        .unwrap()
+        .contains("the dispatcher stopped on an error")
+    {
+        assert!(
+            waiting.elapsed() < std::time::Duration::from_secs(60),
+            "no dispatcher error logged in 60 s of outage:\n{}",
+            log.lock().unwrap()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "serve exited on the outage"
+    );
+    assert_eq!(http_get(&probes, "/readyz").0, 503);
+    postgres.up();
+    wait_for_readyz(&probes, 200, 90, &log);
+
+    // The dispatcher that came back delivers: sends enqueued now each reach WeChat once.
+    let plan = dispatch::write_plan(root, 40);
+    assert!(
+        dispatch::nudge(&config, &["sends", "enqueue"])
+            .arg(&plan)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let waiting = std::time::Instant::now();
+    while dispatch::requests_seen(&base).await < 40 {
+        assert!(
+            waiting.elapsed() < std::time::Duration::from_secs(30),
+            "the sends enqueued after the outage did not go out; serve's log:\n{}",
+            log.lock().unwrap()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let signalled = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(signalled.success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "serve exited with {status}");
+    let states = dispatch::final_states(&config);
+    assert_eq!(states.get("sent"), Some(&40), "{states:?}");
+    dispatch::assert_each_message_requested_once(&base, &states).await;
+    mock.kill().unwrap();
+}

@@ -219,7 +219,11 @@ fn postgres_server(data_dir: &Path) -> Option<(String, String)> {
 pub async fn back_up_database(data_dir: &Path) {
     match postgres_server(data_dir) {
         None => {
-            std::fs::copy(data_dir.join("nudge.db"), data_dir.with_extension("backup.db")).unwrap();
+            std::fs::copy(
+                data_dir.join("nudge.db"),
+                data_dir.with_extension("backup.db"),
+            )
+            .unwrap();
         }
         Some((server, name)) => {
             postgres_admin(
@@ -365,4 +369,81 @@ pub fn test_seed(test: &str) -> u64 {
         });
     eprintln!("{test}: NUDGE_TEST_SEED={seed} (set it to run these choices again)");
     seed
+}
+
+/// A PostgreSQL cluster of this test's own, started by `scripts/test-postgres` when the suite
+/// runs on one the script started (as CI's does): restarting the suite's server would cut the
+/// tests running beside this one. Stopped and deleted when dropped.
+pub struct OwnPostgres {
+    pub url: String,
+    dir: String,
+}
+
+impl OwnPostgres {
+    pub fn start() -> Option<OwnPostgres> {
+        let set = |name: &str| std::env::var(name).is_ok_and(|value| !value.is_empty());
+        if !(set(TEST_POSTGRES_ENV) && set("NUDGE_TEST_POSTGRES_DIR")) {
+            return None;
+        }
+        let output = std::process::Command::new(script())
+            .arg("start")
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "starting a PostgreSQL cluster failed"
+        );
+        let printed = String::from_utf8(output.stdout).unwrap();
+        let export = |name: &str| {
+            printed
+                .lines()
+                .find_map(|line| line.strip_prefix(&format!("export {name}=")))
+                .unwrap_or_else(|| panic!("scripts/test-postgres printed no {name}: {printed}"))
+                .to_string()
+        };
+        Some(OwnPostgres {
+            url: export(TEST_POSTGRES_ENV),
+            dir: export("NUDGE_TEST_POSTGRES_DIR"),
+        })
+    }
+
+    /// `scripts/test-postgres restart`: a fast shutdown (open connections cut) and a start.
+    pub fn restart(&self) {
+        let status = std::process::Command::new(script())
+            .args(["restart", &self.dir])
+            .status()
+            .unwrap();
+        assert!(status.success(), "restarting PostgreSQL failed");
+    }
+
+    /// `scripts/test-postgres down`: a fast shutdown, the server left down.
+    pub fn down(&self) {
+        let status = std::process::Command::new(script())
+            .args(["down", &self.dir])
+            .status()
+            .unwrap();
+        assert!(status.success(), "stopping PostgreSQL failed");
+    }
+
+    /// `scripts/test-postgres up`: the server started again on its port.
+    pub fn up(&self) {
+        let status = std::process::Command::new(script())
+            .args(["up", &self.dir])
+            .status()
+            .unwrap();
+        assert!(status.success(), "starting PostgreSQL again failed");
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(script())
+            .args(["stop", &self.dir])
+            .status();
+    }
+}
+
+fn script() -> PathBuf {
+    manifest_dir().join("../scripts/test-postgres")
 }
