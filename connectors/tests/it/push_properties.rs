@@ -1,6 +1,7 @@
 //! Generated inputs against WeChat's push readers: whatever a caller sends, the XML and JSON
 //! readers, the AES envelope and the signature checks answer (never panic, never grow with an
-//! attacker's nesting), and what WeChat would send reads back as it was written.
+//! attacker's nesting), and what WeChat would send reads back as it was written. The AES
+//! envelope also round trips with an encryptor outside the crate: the `openssl` command.
 
 use nudge_connectors::wechat::crypto::{self, AesKey};
 use nudge_connectors::wechat::push::{self, PushKind};
@@ -148,5 +149,87 @@ proptest! {
             crypto::msg_signature(&token, &timestamp, &nonce, &encrypt),
             sha1_hex(&mut [&token, &timestamp, &nonce, &encrypt])
         );
+    }
+}
+
+const ENCODING_AES_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
+const APPID: &str = "wx0123456789abcdef";
+
+/// The AES key and IV WeChat derives from an EncodingAESKey, as hex for `openssl enc`:
+/// the key is the 43 characters plus `=` read as base64, the IV its first 16 bytes.
+fn openssl_key_iv() -> (String, String) {
+    use base64::Engine;
+    use base64::engine::{GeneralPurpose, GeneralPurposeConfig};
+    // The 43rd character may carry bits past the key's 256 (WeChat's keys are random text).
+    let lenient = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        GeneralPurposeConfig::new().with_decode_allow_trailing_bits(true),
+    );
+    let key = lenient.decode(format!("{ENCODING_AES_KEY}=")).unwrap();
+    assert_eq!(key.len(), 32);
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    (hex(&key), hex(&key[..16]))
+}
+
+/// `openssl enc -aes-256-cbc` with WeChat's key and no padding of its own, on `input`.
+fn openssl(decrypt: bool, input: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let (key, iv) = openssl_key_iv();
+    let mut command = std::process::Command::new("openssl");
+    command.args([
+        "enc",
+        "-aes-256-cbc",
+        "-nopad",
+        "-a",
+        "-A",
+        "-K",
+        &key,
+        "-iv",
+        &iv,
+    ]);
+    if decrypt {
+        command.arg("-d");
+    }
+    let mut child = command
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("the openssl command (Debian's openssl package) runs these tests");
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "openssl enc failed");
+    output.stdout
+}
+
+/// WeChat's plaintext layout, written here from its documentation: 16 random bytes, the
+/// message's length (4 bytes, big-endian), the message, the appid, then PKCS#7 padding to a
+/// multiple of 32 bytes (1 to 32 bytes, each holding the count).
+fn wechat_plaintext(random: [u8; 16], message: &str) -> Vec<u8> {
+    let mut plain = random.to_vec();
+    plain.extend_from_slice(&u32::try_from(message.len()).unwrap().to_be_bytes());
+    plain.extend_from_slice(message.as_bytes());
+    plain.extend_from_slice(APPID.as_bytes());
+    let pad = 32 - plain.len() % 32;
+    plain.extend(std::iter::repeat_n(u8::try_from(pad).unwrap(), pad));
+    plain
+}
+
+proptest! {
+    // Each case runs openssl twice.
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_envelope_opens_what_openssl_seals_and_openssl_opens_what_it_seals(
+        message in "\\PC{0,200}",
+        random in any::<[u8; 16]>(),
+    ) {
+        let key = AesKey::parse(ENCODING_AES_KEY).unwrap();
+        // openssl seals, the crate opens.
+        let sealed = String::from_utf8(openssl(false, &wechat_plaintext(random, &message))).unwrap();
+        prop_assert_eq!(crypto::decrypt(&key, &sealed, APPID).unwrap(), message.clone());
+        // The crate seals, openssl opens: byte for byte WeChat's layout.
+        let ours = crypto::encrypt(&key, &message, APPID, random);
+        let opened = openssl(true, ours.as_bytes());
+        prop_assert_eq!(opened, wechat_plaintext(random, &message));
     }
 }
