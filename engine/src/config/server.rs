@@ -96,7 +96,9 @@ pub enum Scope {
     Events,
     /// A metrics scraper: `GET /metrics` only.
     Metrics,
-    /// Everything.
+    /// The web console, read-only: every page, no button that changes anything, no API route.
+    Viewer,
+    /// Everything, the console's buttons included.
     Admin,
 }
 
@@ -108,6 +110,7 @@ impl Scope {
             Scope::Events => matches!(needs, Scope::Events | Scope::Client),
             Scope::Client => needs == Scope::Client,
             Scope::Metrics => needs == Scope::Metrics,
+            Scope::Viewer => needs == Scope::Viewer,
         }
     }
 }

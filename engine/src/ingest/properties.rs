@@ -277,11 +277,26 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(2048))]
 
     // The fast one-pass reader of a line never accepts what serde_json refuses, and what it
-    // accepts it reads as serde_json does.
+    // accepts it reads as serde_json does. serde_json reads the line as the slow path does:
+    // the event's fields as values, any other member skipped (serde's `IgnoredAny`, which
+    // checks its syntax but not a number's range: `{"a":0.1e310,..}` is accepted by both
+    // paths, its `a` dropped).
     #[test]
     fn the_ndjson_fast_path_agrees_with_serde_json(line in json_line()) {
-        let parsed: Result<serde_json::Map<String, serde_json::Value>, _> =
-            serde_json::from_str(&line);
+        #[derive(serde::Deserialize)]
+        struct Line {
+            user_id: Option<serde_json::Value>,
+            event: Option<serde_json::Value>,
+        }
+        let parsed = serde_json::from_str::<Line>(&line).map(|line| {
+            let mut object = serde_json::Map::new();
+            for (key, value) in [("user_id", line.user_id), ("event", line.event)] {
+                if let Some(value) = value {
+                    object.insert(key.to_string(), value);
+                }
+            }
+            object
+        });
         match super::ndjson::check_line(line.as_bytes(), "generated", 1) {
             super::Checked::Event(event, _) => {
                 let object = parsed.expect("accepted a line serde_json refuses");

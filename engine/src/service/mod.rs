@@ -9,6 +9,7 @@ pub mod admin;
 pub mod click;
 mod client;
 pub mod commit;
+mod console;
 pub mod events;
 pub mod limit;
 pub mod listen;
@@ -70,6 +71,8 @@ pub struct Service {
     store_answered: tokio::sync::Mutex<Option<(std::time::Instant, bool)>>,
     /// Clicks by client address.
     clicks: limit::Limiter<IpAddr>,
+    /// Console sign-in attempts by client address.
+    sign_ins: limit::Limiter<IpAddr>,
 }
 
 impl Service {
@@ -138,6 +141,8 @@ impl Service {
             waiting: tokio::sync::Semaphore::new(config.max_waiting),
             in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight)),
             clicks: limit::Limiter::new(config.click_rate_per_s, 10.0 * config.click_rate_per_s),
+            // A person mistyping a key tries a few times; a guesser gets one try a second.
+            sign_ins: limit::Limiter::new(1.0, 5.0),
             config,
             keys,
             stopping: AtomicBool::new(false),
@@ -313,6 +318,7 @@ pub fn router(service: Arc<Service>) -> Router {
         )
         .route("/healthz", axum::routing::get(|| async { "ok\n" }))
         .route("/readyz", axum::routing::get(readyz))
+        .merge(console::routes(service.clone()))
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
         .route_layer(from_fn_with_state(service.clone(), time_request))
         .layer(from_fn_with_state(service.clone(), admit))

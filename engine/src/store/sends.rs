@@ -119,6 +119,20 @@ impl Store {
         outbox::status(&self.pool, campaign).await
     }
 
+    /// Campaigns with paused sends: (campaign, the reason of its latest pause, paused sends).
+    pub async fn paused_campaigns(&self) -> Result<Vec<(String, Option<String>, u64)>> {
+        let rows = sqlx::query(
+            "SELECT campaign, MAX(failure), COUNT(*) FROM sends WHERE state = 'paused'
+             GROUP BY campaign ORDER BY campaign",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| (row.get(0), row.get(1), row.get::<i64, _>(2) as u64))
+            .collect())
+    }
+
     /// Records delivery results pushed by `connector` ((its message id, code, status); code 0
     /// is delivered). Returns the sends updated.
     pub async fn record_deliveries(

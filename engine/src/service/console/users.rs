@@ -1,0 +1,98 @@
+//! The user page: look up an id; their zone, best local hours, credits by template,
+//! attributes, the events they did and their latest sends. The values are
+//! [`crate::inspect::user::view`]'s, as `GET /v1/users/{id}` answers them.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use maud::html;
+
+use super::Ctx;
+use crate::service::Service;
+
+/// `GET /users?id=ID`.
+pub async fn page(
+    State(service): State<Arc<Service>>,
+    Extension(ctx): Extension<Ctx>,
+    Query(query): Query<BTreeMap<String, String>>,
+) -> Response {
+    let t = |key| ctx.lang.t(key);
+    let id = query
+        .get("id")
+        .map(|id| id.trim())
+        .filter(|id| !id.is_empty());
+    let lookup = html! {
+        form.lookup method="get" action="/users" {
+            label { (t("user.lookup")) " " input #user-id name="id" value=(id.unwrap_or("")) size="30"; }
+            button type="submit" { (t("user.find")) }
+        }
+    };
+    let Some(id) = id else {
+        return ctx.page(t("user.title"), lookup);
+    };
+    let now = service.clock.now();
+    let view = match crate::inspect::user::view(&service.store, id, now, service.engine.default_tz)
+        .await
+    {
+        Ok(view) => view,
+        Err(error) => {
+            tracing::error!(error = %error, "the console could not read a user");
+            return ctx.error(StatusCode::SERVICE_UNAVAILABLE, t("error.store"));
+        }
+    };
+    let Some(view) = view else {
+        let body = html! { (lookup) p.notice { (ctx.lang.f("user.unknown", &[("id", id)])) } };
+        let mut response = ctx.page(t("user.title"), body);
+        *response.status_mut() = StatusCode::NOT_FOUND;
+        return response;
+    };
+    let body = html! {
+        (lookup)
+        h2 #user { (view.user_id) }
+        p { (t("user.zone")) ": " (view.tz) }
+        @if let Some(window) = &view.window {
+            h2 { (t("user.week")) }
+            p.best-hours {
+                @for best in &window.best_local_hours {
+                    span.hour { (format!("{:02}:00", best.hour)) " " small { (format!("{:.0} %", best.share * 100.0)) } } " "
+                }
+            }
+        }
+        h2 { (t("user.credits")) }
+        table #credits { tbody {
+            @for (template, credits) in &view.credits { tr { td { (template) } td.num { (credits) } } }
+        } }
+        h2 { (t("user.attributes")) }
+        table #attributes { tbody {
+            @for (name, value) in &view.attrs { tr { td { (name) } td { (value.to_string()) } } }
+        } }
+        h2 { (t("user.timeline")) }
+        table #timeline {
+            thead { tr { th { (t("user.when")) } th { (t("user.kind")) } th { (t("user.detail")) } } }
+            tbody {
+                @for send in &view.sends {
+                    tr.send {
+                        td { (ctx.time(send.send_at_ms)) }
+                        td { (t("user.send")) }
+                        td { (send.campaign) " · " (send.template_id) " · " (send.state)
+                            @if let Some(code) = send.delivery_code { " · " (code) }
+                            @if let Some(failure) = &send.failure { " · " (failure) } }
+                    }
+                }
+                @for event in &view.events {
+                    tr.event {
+                        td { @if let Some(last) = &event.last { (ctx.time_text(last)) } }
+                        td { (t("user.event")) }
+                        td { (event.event) " ×" (event.recent)
+                            @if let Some(props) = &event.last_props { " · " code { (props) } } }
+                    }
+                }
+            }
+        }
+    };
+    ctx.page(t("user.title"), body)
+}
