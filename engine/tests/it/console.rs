@@ -384,3 +384,64 @@ async fn values_from_events_render_as_text() {
     );
     browser.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_previews_audience_is_the_dry_runs() {
+    let console = Console::start();
+    let driver = Driver::start().await;
+    let browser = driver.browser("zh-CN").await;
+    sign_in(&browser, &console.base, VIEWER_KEY).await;
+    // The form on the campaign page previews now; a viewer may (a dry run writes nothing).
+    browser
+        .goto(&format!("{}/campaigns/daily_checkin", console.base))
+        .await;
+    browser.find("#preview").await.click().await;
+    browser
+        .wait_for(|source| source.contains("id=\"audience\""))
+        .await;
+    let mut compared = Vec::new();
+    for (name, at) in [
+        ("daily_checkin", "2026-10-14T16:00:00Z"),
+        ("cart_abandonment", "2026-10-14T16:00:00Z"),
+        ("win_back", "2026-10-14T16:00:00Z"),
+    ] {
+        let printed =
+            run(console
+                .nudge()
+                .args(["campaign", "run", name, "--dry-run", "--now", at]));
+        // "campaign NAME: C users considered, N planned (dry run: nothing written) in ..."
+        let planned: u64 = printed
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("campaign {name}: ")))
+            .and_then(|rest| rest.split(", ").nth(1))
+            .and_then(|part| part.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no planned count in {printed}"));
+        browser
+            .goto(&format!(
+                "{}/campaigns/{name}/preview?at={}",
+                console.base,
+                at.replace(':', "%3A")
+            ))
+            .await;
+        let shown = browser.find("#audience").await.text().await;
+        assert_eq!(shown, planned.to_string(), "{name} at {at}: {printed}");
+        compared.push(planned);
+        if name == "daily_checkin" {
+            browser
+                .screenshot(&screenshots(), "campaign-preview-zh-CN")
+                .await;
+        }
+    }
+    assert!(
+        compared.iter().any(|n| *n > 0),
+        "some preview has an audience: {compared:?}"
+    );
+    // Nothing was written: the outbox is as before.
+    let status = run(console.nudge().args(["sends", "status"]));
+    assert!(
+        !status.contains("planned"),
+        "a preview enqueued sends:\n{status}"
+    );
+    browser.close().await;
+}

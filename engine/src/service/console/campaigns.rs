@@ -190,6 +190,9 @@ pub async fn page(
                 }
             }
         }
+        @if campaign.is_some() {
+            (preview_form(&ctx, &name, &now.with_timezone(&ctx.zone).format("%Y-%m-%dT%H:%M").to_string()))
+        }
         p { (t("campaigns.sent")) ": " span #sent { (sent(&status)) } " · "
             (t("campaigns.click_rate")) ": " span #click-rate { (percent(status.click_rate())) } }
         h2 { (t("campaign.sends")) }
@@ -257,6 +260,122 @@ pub async fn resume(
         Err(error) => {
             tracing::error!(error = %error, "the console could not resume a campaign");
             ctx.error(StatusCode::SERVICE_UNAVAILABLE, ctx.lang.t("error.store"))
+        }
+    }
+}
+
+/// The instant of a preview: `at` as the viewer's local `YYYY-MM-DDTHH:MM` (a datetime-local
+/// field) or RFC 3339; now when absent.
+fn preview_instant(ctx: &Ctx, at: Option<&str>, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    use chrono::TimeZone;
+    let Some(at) = at.map(str::trim).filter(|at| !at.is_empty()) else {
+        return Some(now);
+    };
+    if let Ok(instant) = DateTime::parse_from_rfc3339(at) {
+        return Some(instant.with_timezone(&Utc));
+    }
+    let local = chrono::NaiveDateTime::parse_from_str(at, "%Y-%m-%dT%H:%M").ok()?;
+    ctx.zone
+        .from_local_datetime(&local)
+        .earliest()
+        .map(|at| at.with_timezone(&Utc))
+}
+
+/// A 24-bar histogram of sends per local hour, as inline SVG.
+fn hour_chart(hours: &[u64; 24]) -> Markup {
+    let top = hours.iter().copied().max().unwrap_or(0).max(1) as f64;
+    html! {
+        svg.hours viewBox="0 0 480 130" width="480" height="130" role="img" {
+            @for (hour, count) in hours.iter().enumerate() {
+                @let height = (*count as f64 / top * 100.0).round();
+                rect x=(hour * 20 + 2) y=(105.0 - height) width="16" height=(height) fill="#0a7d5a" {
+                    title { (format!("{hour:02}:00 {count}")) }
+                }
+                @if hour % 3 == 0 {
+                    text x=(hour * 20 + 2) y="122" font-size="10" fill="#5b6675" { (format!("{hour:02}")) }
+                }
+            }
+        }
+    }
+}
+
+/// `GET /campaigns/{name}/preview?at=T`: a dry run at a chosen instant (nothing is written):
+/// the audience, skips by reason, the send hours, and a sample of users with their send time in
+/// their own zone and the rendered message. What `nudge campaign run NAME --dry-run --now T`
+/// prints, from the same run.
+pub async fn preview(
+    State(service): State<Arc<Service>>,
+    Extension(ctx): Extension<Ctx>,
+    Path(name): Path<String>,
+    axum::extract::Query(query): axum::extract::Query<std::collections::BTreeMap<String, String>>,
+) -> Response {
+    let campaigns = match load(&service, &ctx) {
+        Ok(campaigns) => campaigns,
+        Err(response) => return *response,
+    };
+    let Some(campaign) = campaigns.iter().find(|c| c.name == name) else {
+        return ctx.error(StatusCode::NOT_FOUND, ctx.lang.t("error.not_found"));
+    };
+    let Some(at) = preview_instant(
+        &ctx,
+        query.get("at").map(String::as_str),
+        service.clock.now(),
+    ) else {
+        return ctx.error(StatusCode::BAD_REQUEST, ctx.lang.t("campaign.bad_instant"));
+    };
+    let settings = service.engine.run_settings();
+    let report = match campaign::run::run(&service.store, &settings, campaign, at, at, true).await {
+        Ok(report) => report,
+        Err(error) => {
+            tracing::warn!(campaign = %name, error = %error, "a console preview failed");
+            return ctx.error(StatusCode::UNPROCESSABLE_ENTITY, &error.to_string());
+        }
+    };
+    let sample: Vec<&crate::store::outbox::PlannedSend> = report.sends().take(20).collect();
+    let ids: Vec<&str> = sample.iter().map(|s| s.user_id.as_str()).collect();
+    let zones = service.store.zones_of(&ids).await.unwrap_or_default();
+    let t = |key| ctx.lang.t(key);
+    let local = at
+        .with_timezone(&ctx.zone)
+        .format("%Y-%m-%dT%H:%M")
+        .to_string();
+    let body = html! {
+        (preview_form(&ctx, &name, &local))
+        p { (t("campaign.audience")) ": " strong #audience { (report.planned) }
+            " · " (t("campaign.considered")) ": " (report.considered)
+            " · " (t("campaign.holdout")) ": " (report.holdout) }
+        h2 { (t("campaign.skipped")) }
+        table #skipped { tbody {
+            @for (reason, count) in &report.skipped { tr { td { (reason) } td.num { (count) } } }
+        } }
+        h2 { (t("campaign.hours")) }
+        (hour_chart(&report.hours))
+        h2 { (t("campaign.sample")) }
+        table #sample {
+            thead { tr { th { (t("campaign.user")) } th { (t("campaign.send_at_local")) } th { (t("campaign.message")) } } }
+            tbody {
+                @for send in &sample {
+                    @let zone: chrono_tz::Tz = zones.get(&send.user_id).and_then(|z| z.parse().ok()).unwrap_or(service.engine.default_tz);
+                    tr {
+                        td { a href=(format!("/users?id={}", encode(&send.user_id))) { (send.user_id) } }
+                        td { (chrono::DateTime::from_timestamp_millis(send.send_at_ms).map(|at| at.with_timezone(&zone).format("%Y-%m-%d %H:%M %Z").to_string()).unwrap_or_default()) }
+                        td { @for (field, value) in &send.data { code { (field) } " " (value) br; }
+                            @if let Some(page) = &send.page { small { (page) } } }
+                    }
+                }
+            }
+        }
+    };
+    ctx.page(&format!("{name} · {}", t("campaign.preview")), body)
+}
+
+/// The preview's instant picker (the viewer's zone).
+fn preview_form(ctx: &Ctx, name: &str, local: &str) -> Markup {
+    html! {
+        form.preview method="get" action=(format!("/campaigns/{}/preview", encode(name))) {
+            label { (ctx.lang.t("campaign.preview_at")) " "
+                input #preview-at type="datetime-local" name="at" value=(local); " " small { (ctx.zone.name()) } }
+            " " button #preview type="submit" { (ctx.lang.t("campaign.preview_submit")) }
         }
     }
 }

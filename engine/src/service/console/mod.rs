@@ -37,6 +37,10 @@ pub fn routes(service: Arc<Service>) -> Router<Arc<Service>> {
         .route("/campaigns", axum::routing::get(campaigns::list))
         .route("/campaigns/{name}", axum::routing::get(campaigns::page))
         .route(
+            "/campaigns/{name}/preview",
+            axum::routing::get(campaigns::preview),
+        )
+        .route(
             "/campaigns/{name}/resume",
             axum::routing::post(campaigns::resume),
         )
