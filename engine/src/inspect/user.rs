@@ -55,6 +55,10 @@ pub struct Window {
     pub events: u64,
     /// When the stored windows were computed (RFC 3339).
     pub as_of: Option<String>,
+    /// Probability of activity per local hour of the week, Monday 00:00 first (168).
+    pub week: Vec<f32>,
+    /// The population's, the same way.
+    pub population: Vec<f32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -121,6 +125,8 @@ pub async fn view(
             confidence: window.confidence,
             events: window.events,
             as_of: windows.as_of.map(|t| t.to_rfc3339()),
+            week: window.probabilities.clone(),
+            population: windows.population.clone(),
         })
     });
     Ok(Some(UserView {

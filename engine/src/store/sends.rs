@@ -119,6 +119,51 @@ impl Store {
         outbox::status(&self.pool, campaign).await
     }
 
+    /// The outbox, newest first: up to `limit` sends older than `before_id` (the cursor: the
+    /// last id of the previous page), of `campaign` and in `state` when given.
+    pub async fn deliveries(
+        &self,
+        campaign: Option<&str>,
+        state: Option<&str>,
+        before_id: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<Delivery>> {
+        let rows = sqlx::query(
+            "SELECT id, campaign, user_id, template_id, connector, state, send_at, updated_ms,
+                    attempts, failure, delivery_code, delivery_status, clicked_ms, page, data
+             FROM sends
+             WHERE ($1 IS NULL OR campaign = $1) AND ($2 IS NULL OR state = $2)
+               AND ($3 IS NULL OR id < $3)
+             ORDER BY id DESC LIMIT $4",
+        )
+        .bind(campaign)
+        .bind(state)
+        .bind(before_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| Delivery {
+                id: row.get(0),
+                campaign: row.get(1),
+                user_id: row.get(2),
+                template_id: row.get(3),
+                connector: row.get(4),
+                state: row.get(5),
+                send_at_ms: row.get(6),
+                updated_ms: row.get(7),
+                attempts: row.get::<i64, _>(8),
+                failure: row.get(9),
+                delivery_code: row.get(10),
+                delivery_status: row.get(11),
+                clicked_ms: row.get(12),
+                page: row.get(13),
+                data: row.get(14),
+            })
+            .collect())
+    }
+
     /// Campaigns with paused sends: (campaign, the reason of its latest pause, paused sends).
     pub async fn paused_campaigns(&self) -> Result<Vec<(String, Option<String>, u64)>> {
         let rows = sqlx::query(
@@ -308,4 +353,28 @@ pub enum ClickMark {
     /// The send never went out (planned, failed, expired, held out...): no click to count.
     NotSent,
     NoSuchSend,
+}
+
+/// One send as the console's deliveries log shows it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Delivery {
+    pub id: i64,
+    pub campaign: String,
+    pub user_id: String,
+    pub template_id: String,
+    pub connector: String,
+    pub state: String,
+    pub send_at_ms: i64,
+    /// When the row last changed.
+    pub updated_ms: i64,
+    pub attempts: i64,
+    pub failure: Option<String>,
+    /// The provider's delivery result (0: delivered) and its text, when it told.
+    pub delivery_code: Option<i64>,
+    pub delivery_status: Option<String>,
+    /// When the first click on it was counted.
+    pub clicked_ms: Option<i64>,
+    pub page: Option<String>,
+    /// The message's fields, as JSON.
+    pub data: String,
 }

@@ -156,6 +156,7 @@ async fn signing_in_opens_every_page_in_both_languages_and_signing_out_closes_th
         ("campaign", "/campaigns/cart_abandonment"),
         ("user", "/users?id=u0000001"),
         ("users", "/users"),
+        ("deliveries", "/deliveries"),
     ];
     let keys = catalogue_keys();
     for (lang, marker) in [("en", "Overview"), ("zh-CN", "概览")] {
@@ -186,6 +187,13 @@ async fn signing_in_opens_every_page_in_both_languages_and_signing_out_closes_th
                     !source.contains(&format!(">{key}<")),
                     "{path} in {lang} shows the bare key {key}"
                 );
+            }
+            if name == "user" {
+                // The user's week and the population's, 7 x 24 cells each.
+                for heatmap in ["#user-week", "#population-week"] {
+                    let cells = browser.find_all(&format!("{heatmap} rect.cell")).await;
+                    assert_eq!(cells.len(), 168, "{heatmap}");
+                }
             }
             browser
                 .screenshot(&screenshots(), &format!("{name}-{lang}"))
@@ -443,5 +451,71 @@ async fn a_previews_audience_is_the_dry_runs() {
         !status.contains("planned"),
         "a preview enqueued sends:\n{status}"
     );
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deliveries_log_pages_through_a_campaigns_sends_newest_first() {
+    let console = Console::start();
+    let driver = Driver::start().await;
+    let browser = driver.browser("en-US").await;
+    sign_in(&browser, &console.base, VIEWER_KEY).await;
+    let printed = run(console
+        .nudge()
+        .args(["sends", "status", "--campaign", "daily_checkin"]));
+    let sent: usize = printed
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("sent"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no sent count in {printed}"));
+    assert!(sent > 7, "enough sends for pages of 7: {printed}");
+    // The filter form, then pages of 7 by the "Older" link.
+    browser
+        .goto(&format!("{}/deliveries?limit=7", console.base))
+        .await;
+    browser
+        .execute(
+            "document.getElementById('filter-campaign').value = 'daily_checkin';\
+             document.getElementById('filter-state').value = 'sent';",
+        )
+        .await;
+    browser.find("#filter").await.click().await;
+    browser
+        .wait_for_url(|url| url.contains("campaign=daily_checkin"))
+        .await;
+    let mut ids: Vec<i64> = Vec::new();
+    let mut pages = 0;
+    loop {
+        pages += 1;
+        for row in browser.find_all("#deliveries tbody tr").await {
+            let id: i64 = row.property("dataset").await["id"]
+                .as_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            let campaign = row.property("dataset").await["campaign"].clone();
+            assert_eq!(campaign, "daily_checkin");
+            assert_eq!(row.property("dataset").await["state"], "sent");
+            ids.push(id);
+        }
+        if pages == 2 {
+            browser.screenshot(&screenshots(), "deliveries-en").await;
+        }
+        let older = browser.find_all("#older").await;
+        if older.is_empty() {
+            break;
+        }
+        let before = browser.url().await;
+        older[0].click().await;
+        browser.wait_for_url(|url| url != before).await;
+        assert!(pages < 100, "the pager never ends");
+    }
+    assert!(pages >= 2, "more than one page");
+    assert!(
+        ids.windows(2).all(|w| w[0] > w[1]),
+        "newest first, no repeat: {ids:?}"
+    );
+    assert_eq!(ids.len(), sent, "every sent send once across the pages");
     browser.close().await;
 }

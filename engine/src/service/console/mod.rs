@@ -5,6 +5,7 @@
 //! ([`session`]); a viewer sees every page and can press nothing.
 
 mod campaigns;
+mod deliveries;
 mod i18n;
 mod overview;
 mod session;
@@ -45,6 +46,7 @@ pub fn routes(service: Arc<Service>) -> Router<Arc<Service>> {
             axum::routing::post(campaigns::resume),
         )
         .route("/users", axum::routing::get(users::page))
+        .route("/deliveries", axum::routing::get(deliveries::page))
         .route("/zone", axum::routing::post(set_zone))
         .route("/sign-out", axum::routing::post(sign_out))
         .route_layer(signed_in)
@@ -115,6 +117,7 @@ impl Ctx {
             ("/", "nav.overview"),
             ("/campaigns", "nav.campaigns"),
             ("/users", "nav.users"),
+            ("/deliveries", "nav.deliveries"),
         ];
         let markup = html! {
             (DOCTYPE)

@@ -14,6 +14,37 @@ use maud::html;
 use super::Ctx;
 use crate::service::Service;
 
+/// A week of 168 hourly shares (Monday 00:00 first) as a 7 x 24 grid of cells shaded by share,
+/// inline SVG.
+fn heatmap(ctx: &Ctx, week: &[f32], id: &str) -> maud::Markup {
+    let top = week
+        .iter()
+        .copied()
+        .fold(0.0f32, f32::max)
+        .max(f32::MIN_POSITIVE);
+    let days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+    html! {
+        svg.heatmap #(id) viewBox="0 0 530 170" width="530" height="170" role="img" {
+            @for (day, name) in days.iter().enumerate() {
+                text x="0" y=(day * 20 + 34) font-size="11" fill="#5b6675" { (ctx.lang.t(match *name {
+                    "mon" => "day.mon", "tue" => "day.tue", "wed" => "day.wed", "thu" => "day.thu",
+                    "fri" => "day.fri", "sat" => "day.sat", _ => "day.sun" })) }
+                @for hour in 0..24 {
+                    @let share = week.get(day * 24 + hour).copied().unwrap_or(0.0);
+                    @let level = (share / top * 100.0).round() as u32;
+                    rect.cell x=(hour * 20 + 48) y=(day * 20 + 20) width="18" height="18"
+                        fill=(format!("rgb({}, {}, {})", 255 - level * 245 / 100, 255 - level * 130 / 100, 255 - level * 165 / 100)) {
+                        title { (format!("{} {hour:02}:00 {:.1} %", ctx.lang.t("user.week_cell"), share * 100.0)) }
+                    }
+                }
+            }
+            @for hour in (0..24).step_by(3) {
+                text x=(hour * 20 + 48) y="14" font-size="10" fill="#5b6675" { (format!("{hour:02}")) }
+            }
+        }
+    }
+}
+
 /// `GET /users?id=ID`.
 pub async fn page(
     State(service): State<Arc<Service>>,
@@ -55,7 +86,10 @@ pub async fn page(
         h2 #user { (view.user_id) }
         p { (t("user.zone")) ": " (view.tz) }
         @if let Some(window) = &view.window {
-            h2 { (t("user.week")) }
+            div.heatmaps {
+                figure { figcaption { (t("user.week")) } (heatmap(&ctx, &window.week, "user-week")) }
+                figure { figcaption { (t("user.population")) } (heatmap(&ctx, &window.population, "population-week")) }
+            }
             p.best-hours {
                 @for best in &window.best_local_hours {
                     span.hour { (format!("{:02}:00", best.hour)) " " small { (format!("{:.0} %", best.share * 100.0)) } } " "
