@@ -157,6 +157,7 @@ async fn signing_in_opens_every_page_in_both_languages_and_signing_out_closes_th
         ("user", "/users?id=u0000001"),
         ("users", "/users"),
         ("deliveries", "/deliveries"),
+        ("rules", "/rules"),
     ];
     let keys = catalogue_keys();
     for (lang, marker) in [("en", "Overview"), ("zh-CN", "概览")] {
@@ -517,5 +518,109 @@ async fn the_deliveries_log_pages_through_a_campaigns_sends_newest_first() {
         "newest first, no repeat: {ids:?}"
     );
     assert_eq!(ids.len(), sent, "every sent send once across the pages");
+    browser.close().await;
+}
+
+/// Puts `text` in the playground's editor (a textarea's value, set as a paste would).
+async fn set_source(browser: &Browser, text: &str) {
+    let script = format!(
+        "document.getElementById('source').value = {};",
+        serde_json::Value::String(text.to_string())
+    );
+    browser.execute(&script).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rule_playground_shows_errors_at_their_line_explains_and_counts() {
+    let console = Console::start();
+    let driver = Driver::start().await;
+    let browser = driver.browser("en-US").await;
+    sign_in(&browser, &console.base, VIEWER_KEY).await;
+    browser
+        .goto(&format!("{}/rules?from=daily_checkin", console.base))
+        .await;
+    let loaded = browser.find("#source").await.property("value").await;
+    assert!(
+        loaded.as_str().unwrap().contains("tmpl_daily_checkin"),
+        "the campaign's rule is loaded: {loaded}"
+    );
+
+    // A syntax error on line 3 is shown at line 3.
+    set_source(
+        &browser,
+        "fn target(user) {\n    let n = user.count(\"app_open\", 30);\n    n > \n}\n",
+    )
+    .await;
+    browser.find("#check").await.click().await;
+    browser
+        .wait_for(|source| source.contains("id=\"result\""))
+        .await;
+    let error = browser.find("#rule-error").await.text().await;
+    assert!(
+        error.contains("Line 3") || error.contains("Line 4"),
+        "{error}"
+    );
+    browser.screenshot(&screenshots(), "rules-error-en").await;
+
+    // Explain: the trace of target(user) for one user, a step per statement.
+    let rule =
+        "fn target(user) {\n    let opens = user.count(\"app_open\", 3650);\n    opens > 2\n}\n";
+    set_source(&browser, rule).await;
+    browser
+        .execute("document.getElementById('explain-user').value = 'u0000001';")
+        .await;
+    browser.find("#explain").await.click().await;
+    browser
+        .wait_for(|source| source.contains("id=\"verdict\""))
+        .await;
+    let steps = browser.find_all("#trace tr.step").await;
+    assert!(steps.len() >= 2, "one step per statement");
+    let lines: Vec<String> = {
+        let mut lines = Vec::new();
+        for step in &steps {
+            lines.push(
+                step.property("dataset").await["line"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            );
+        }
+        lines
+    };
+    assert!(
+        lines.contains(&"2".to_string()) && lines.contains(&"3".to_string()),
+        "{lines:?}"
+    );
+    let printed = {
+        std::fs::write(console.dir.path().join("opens.rhai"), rule).unwrap();
+        run(console
+            .nudge()
+            .args(["rules", "explain", "opens.rhai", "--user", "u0000001"]))
+    };
+    let verdict = browser.find("#verdict").await.text().await;
+    let targeted_by_cli = printed.contains("targeted") && !printed.contains("not targeted");
+    assert_eq!(
+        verdict.starts_with("targeted"),
+        targeted_by_cli,
+        "page: {verdict}\ncommand:\n{printed}"
+    );
+
+    // The audience: what `nudge rules run` counts over the store.
+    browser.find("#audience").await.click().await;
+    browser
+        .wait_for(|source| source.contains("id=\"audience-count\""))
+        .await;
+    let counted = browser.find("#audience-count").await.text().await;
+    let printed = run(console.nudge().args(["rules", "run", "opens.rhai"]));
+    // "opens.rhai: 400 users, 311 targeted, ..."
+    let targeted = printed
+        .split(", ")
+        .find_map(|part| part.strip_suffix(" targeted"))
+        .unwrap_or_else(|| panic!("{printed}"));
+    assert!(
+        counted.starts_with(&format!("{targeted} of ")),
+        "page: {counted}\ncommand: {printed}"
+    );
+    assert_ne!(targeted, "0", "a rule that targets someone: {printed}");
     browser.close().await;
 }

@@ -11,10 +11,20 @@ use super::support::{SpawnGuarded, Spawned};
 /// The key W3C WebDriver names element references with.
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
-/// A ChromeDriver process, killed when dropped.
+/// A ChromeDriver process, killed with the browsers it started when dropped (a failing test
+/// leaves no Chromium behind).
 pub struct Driver {
     base: String,
-    _process: Spawned,
+    process: Spawned,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let group = format!("-{}", self.process.id());
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .status();
+    }
 }
 
 /// A free loopback port (bound and released: the driver takes it right after).
@@ -36,14 +46,18 @@ impl Driver {
                 "chromedriver is missing: install Debian's chromium and chromium-driver packages (.ci/run does)",
             );
         let port = free_port();
-        let process = std::process::Command::new(binary)
-            .arg(format!("--port={port}"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn_guarded();
+        // Its own process group: dropping the driver kills the browsers it started too.
+        let process = std::os::unix::process::CommandExt::process_group(
+            &mut std::process::Command::new(binary),
+            0,
+        )
+        .arg(format!("--port={port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn_guarded();
         let driver = Driver {
             base: format!("http://127.0.0.1:{port}"),
-            _process: process,
+            process,
         };
         let client = reqwest::Client::new();
         let started = std::time::Instant::now();

@@ -8,6 +8,7 @@ mod campaigns;
 mod deliveries;
 mod i18n;
 mod overview;
+mod rules;
 mod session;
 mod users;
 
@@ -47,6 +48,7 @@ pub fn routes(service: Arc<Service>) -> Router<Arc<Service>> {
         )
         .route("/users", axum::routing::get(users::page))
         .route("/deliveries", axum::routing::get(deliveries::page))
+        .route("/rules", axum::routing::get(rules::page).post(rules::act))
         .route("/zone", axum::routing::post(set_zone))
         .route("/sign-out", axum::routing::post(sign_out))
         .route_layer(signed_in)
@@ -118,6 +120,7 @@ impl Ctx {
             ("/campaigns", "nav.campaigns"),
             ("/users", "nav.users"),
             ("/deliveries", "nav.deliveries"),
+            ("/rules", "nav.rules"),
         ];
         let markup = html! {
             (DOCTYPE)
