@@ -44,6 +44,17 @@ pub struct Config {
     pub connectors: std::collections::BTreeMap<String, nudge_connectors::ConnectorConfig>,
     /// The HTTP service of `nudge serve` (`[server]`).
     pub server: server::ServerConfig,
+    /// The web console (`[console]`).
+    pub console: ConsoleConfig,
+}
+
+/// The web console's settings (`[console]`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleConfig {
+    /// User ids a campaign's test send may go to (the team's own accounts): a test send is a
+    /// real message, so nobody else can be picked from the console.
+    pub test_users: Vec<String>,
 }
 
 /// The `[ingest]` section.
@@ -74,6 +85,7 @@ impl Default for Config {
             dispatch: crate::dispatch::DispatchConfig::default(),
             connectors: std::collections::BTreeMap::new(),
             server: server::ServerConfig::default(),
+            console: ConsoleConfig::default(),
         }
     }
 }

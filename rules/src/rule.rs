@@ -176,6 +176,22 @@ impl Rule {
         })
     }
 
+    /// The message `message(user)` builds for one user whether or not `target` picks them
+    /// (a test send to a team member's own account); an error names its line.
+    pub fn render_message(&self, facts: Arc<UserFacts>, now_ms: i64) -> Result<Message, String> {
+        if !self.has_message {
+            return Ok(Message::default());
+        }
+        sandbox::with_evaluation(now_ms, &self.limits, || {
+            match self.call("message", &User(facts)) {
+                Ok(value) => message_of(value),
+                Err(Decision::Error(error)) => Err(error),
+                Err(Decision::Skip(reason)) => Err(format!("message skipped: {reason}")),
+                Err(other) => Err(format!("message failed: {other:?}")),
+            }
+        })
+    }
+
     fn call(&self, function: &str, user: &User) -> Result<Dynamic, Decision> {
         let mut scope = self.constants.clone();
         let options = CallFnOptions::new().eval_ast(false).rewind_scope(true);

@@ -27,6 +27,7 @@ fn nudge(dir: &Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_nudge"));
     command
         .current_dir(dir)
+        .env("NUDGE_TEST_MOCK_SECRET", "mock-secret")
         .env("CONSOLE_ADMIN_KEY", ADMIN_KEY)
         .env("CONSOLE_VIEWER_KEY", VIEWER_KEY);
     command
@@ -47,16 +48,28 @@ impl Console {
     /// The quickstart's store (its own SQLite file on either test pass: the console is the
     /// subject here), a hostile event, and `serve --listen` on a free port.
     fn start() -> Console {
+        Console::start_with(None)
+    }
+
+    /// [`Console::start`], its `wechat` connector pointed at the WeChat mock at `mock` (the
+    /// campaigns' sends then go out) and `u0000001` allowed for test sends.
+    fn start_with(mock: Option<&str>) -> Console {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         run(nudge(root).args(["quickstart", "--users", "400", "--days", "14"]));
-        std::fs::write(
-            root.join("nudge.toml"),
+        let mut config =
             "data_dir = 'nudge-data'\ncampaigns_dir = 'nudge-data/quickstart/campaigns'\n\
              [[server.keys]]\nenv = 'CONSOLE_ADMIN_KEY'\nscope = 'admin'\n\
-             [[server.keys]]\nenv = 'CONSOLE_VIEWER_KEY'\nscope = 'viewer'\n",
-        )
-        .unwrap();
+             [[server.keys]]\nenv = 'CONSOLE_VIEWER_KEY'\nscope = 'viewer'\n\
+             [console]\ntest_users = ['u0000001']\n"
+                .to_string();
+        if let Some(mock) = mock {
+            config.push_str(&format!(
+                "[connectors.wechat]\ntype = 'wechat'\nappid = 'wxmock'\n\
+                 secret_env = 'NUDGE_TEST_MOCK_SECRET'\napi_base = '{mock}'\n"
+            ));
+        }
+        std::fs::write(root.join("nudge.toml"), config).unwrap();
         let hostile = serde_json::json!({
             "user_id": HOSTILE_USER, "event": "page_view", "ts": 1_792_000_000_000_i64,
             "props": {"title": HOSTILE_PROP},
@@ -98,7 +111,9 @@ impl Console {
         command
     }
 
-    /// Marks a campaign's sent sends paused, as a refusal of its template would have.
+    /// Marks a campaign's sent sends paused, as a refusal of its template would have, and
+    /// without quiet hours (the test may run at night in their users' zones: resumed, they go
+    /// out at once).
     async fn pause(&self, campaign: &str) {
         use sqlx::Connection;
         let db = self.dir.path().join("nudge-data/nudge.db");
@@ -107,7 +122,8 @@ impl Console {
             .unwrap();
         let paused = sqlx::query(
             "UPDATE sends SET state = 'paused', failure = 'template_id is invalid (40037)',
-                 expires_at = ? WHERE campaign = ? AND state = 'sent'",
+                 quiet_start = NULL, quiet_end = NULL, expires_at = ?
+             WHERE campaign = ? AND state = 'sent'",
         )
         // Live for a day more: the service's dispatcher expires paused sends past their time.
         .bind(chrono::Utc::now().timestamp_millis() + 86_400_000)
@@ -623,4 +639,78 @@ async fn the_rule_playground_shows_errors_at_their_line_explains_and_counts() {
     );
     assert_ne!(targeted, "0", "a rule that targets someone: {printed}");
     browser.close().await;
+}
+
+/// Waits (up to 20 s) until the mock has seen `count` send requests.
+async fn mock_sees(mock: &str, count: u64) {
+    let started = std::time::Instant::now();
+    loop {
+        let seen = super::dispatch::requests_seen(mock).await;
+        if seen >= count {
+            assert_eq!(seen, count, "more requests than sends");
+            return;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "the mock saw {seen} of {count} requests in 20 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_test_send_and_a_resumed_campaigns_sends_reach_wechat() {
+    let (_mock, mock) = super::dispatch::start_mock_process(0);
+    let console = Console::start_with(Some(&mock));
+    let driver = Driver::start().await;
+    let page = format!("{}/campaigns/daily_checkin", console.base);
+
+    // A viewer cannot press it.
+    let viewer = driver.browser("en-US").await;
+    sign_in(&viewer, &console.base, VIEWER_KEY).await;
+    viewer.goto(&page).await;
+    assert_eq!(
+        viewer.find("#test-send").await.property("disabled").await,
+        serde_json::json!(true)
+    );
+    viewer.close().await;
+
+    let admin = driver.browser("en-US").await;
+    sign_in(&admin, &console.base, ADMIN_KEY).await;
+    // Only ids on the allow-list.
+    admin.goto(&page).await;
+    admin.find("#test-user").await.type_text("u0000002").await;
+    admin.find("#test-send").await.click().await;
+    admin
+        .wait_for(|source| source.contains("is not on [console] test_users"))
+        .await;
+    admin.goto(&page).await;
+    admin.find("#test-user").await.type_text("u0000001").await;
+    admin.find("#test-send").await.click().await;
+    admin
+        .wait_for(|source| source.contains("id=\"test-sent\""))
+        .await;
+    mock_sees(&mock, 1).await;
+    let status = run(console
+        .nudge()
+        .args(["sends", "status", "--campaign", "daily_checkin:test"]));
+    assert!(status.contains("sent"), "{status}");
+
+    // A paused campaign resumed from its button: its sends go out.
+    console.pause("daily_checkin").await;
+    let paused: u64 = run(console
+        .nudge()
+        .args(["sends", "status", "--campaign", "daily_checkin"]))
+    .lines()
+    .find_map(|line| line.trim().strip_prefix("paused"))
+    .and_then(|rest| rest.split_whitespace().next())
+    .and_then(|n| n.parse().ok())
+    .expect("paused sends");
+    admin.goto(&page).await;
+    admin.find("#resume").await.click().await;
+    admin
+        .wait_for(|source| !source.contains("id=\"resume\""))
+        .await;
+    mock_sees(&mock, 1 + paused).await;
+    admin.close().await;
 }

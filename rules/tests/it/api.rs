@@ -186,3 +186,24 @@ fn arrays_maps_and_lets_at_the_top_are_seen_by_functions_of_every_copy() {
         }
     }
 }
+
+// A test send renders the message for a team member the rule does not pick.
+#[test]
+fn a_message_renders_for_a_user_the_rule_does_not_target() {
+    let rule = super::rule(
+        "fn target(user) { false }\nfn message(user) { #{ thing1: \"hi \" + user.id, page: \"pages/a\" } }",
+    );
+    let facts = std::sync::Arc::new(super::user("u7", &[]));
+    assert_eq!(
+        rule.evaluate(facts.clone(), 0),
+        nudge_rules::Decision::NotTargeted
+    );
+    let message = rule.render_message(facts.clone(), 0).unwrap();
+    assert_eq!(message.fields["thing1"], "hi u7");
+    assert_eq!(message.page.as_deref(), Some("pages/a"));
+    // A message that fails says so, with its line.
+    let broken =
+        super::rule("fn target(user) { true }\nfn message(user) {\n  #{ thing1: 1 / 0 } }");
+    let error = broken.render_message(facts, 0).unwrap_err();
+    assert!(error.contains("line 3"), "{error}");
+}

@@ -13,6 +13,7 @@ use maud::{Markup, html};
 
 use super::{Ctx, encode, redirect};
 use crate::campaign::{self, Campaign};
+use crate::features;
 use crate::inspect::campaign::{Lift, Status};
 use crate::service::Service;
 
@@ -192,6 +193,16 @@ pub async fn page(
         }
         @if campaign.is_some() {
             (preview_form(&ctx, &name, &now.with_timezone(&ctx.zone).format("%Y-%m-%dT%H:%M").to_string()))
+        }
+        @if campaign.is_some() {
+            form.test-send method="post" action=(format!("/campaigns/{}/test-send", encode(&name))) {
+                (ctx.csrf_field())
+                label { (t("campaign.test_user")) " "
+                    input #test-user name="user" size="24" list="test-users";
+                }
+                datalist #test-users { @for user in &service.engine.console.test_users { option value=(user) {} } }
+                " " button #test-send type="submit" disabled[!ctx.session.is_admin()] { (t("campaign.test_submit")) }
+            }
         }
         p { (t("campaigns.sent")) ": " span #sent { (sent(&status)) } " · "
             (t("campaigns.click_rate")) ": " span #click-rate { (percent(status.click_rate())) } }
@@ -376,6 +387,106 @@ fn preview_form(ctx: &Ctx, name: &str, local: &str) -> Markup {
             label { (ctx.lang.t("campaign.preview_at")) " "
                 input #preview-at type="datetime-local" name="at" value=(local); " " small { (ctx.zone.name()) } }
             " " button #preview type="submit" { (ctx.lang.t("campaign.preview_submit")) }
+        }
+    }
+}
+
+/// `POST /campaigns/{name}/test-send`: the campaign's message, rendered for a user on
+/// `[console] test_users`, enqueued to go out at once through the campaign's connector (admin
+/// only). It is recorded under the campaign name `NAME:test`, so the campaign's own numbers and
+/// caps are untouched.
+pub async fn test_send(
+    State(service): State<Arc<Service>>,
+    Extension(ctx): Extension<Ctx>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let fields = super::form_fields(&body);
+    if let Some(refused) = ctx.form_refusal(&fields) {
+        return refused;
+    }
+    if let Some(refused) = ctx.viewer_refusal() {
+        return refused;
+    }
+    let user = fields.get("user").map(|u| u.trim()).unwrap_or("");
+    if !service
+        .engine
+        .console
+        .test_users
+        .iter()
+        .any(|allowed| allowed == user)
+    {
+        return ctx.error(
+            StatusCode::FORBIDDEN,
+            &ctx.lang.f("campaign.test_not_allowed", &[("user", user)]),
+        );
+    }
+    let campaigns = match load(&service, &ctx) {
+        Ok(campaigns) => campaigns,
+        Err(response) => return *response,
+    };
+    let Some(campaign) = campaigns.iter().find(|c| c.name == name) else {
+        return ctx.error(StatusCode::NOT_FOUND, ctx.lang.t("error.not_found"));
+    };
+    let now = service.clock.now();
+    let rendered = async {
+        let text = std::fs::read_to_string(&campaign.rule)
+            .map_err(|error| crate::Error::io(&campaign.rule, error))?;
+        let rule = nudge_rules::Rule::compile(
+            &campaign.rule.display().to_string(),
+            &text,
+            service.engine.rules,
+        )
+        .map_err(|error| crate::Error::Usage(error.to_string()))?;
+        let facts = features::user_facts(
+            &service.store,
+            rule.needs(),
+            now,
+            service.engine.default_tz,
+            features::Audience::One(user),
+        )
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| crate::Error::Usage(ctx.lang.f("user.unknown", &[("id", user)])))?;
+        rule.render_message(facts, now.timestamp_millis())
+            .map_err(crate::Error::Usage)
+    };
+    let message = match rendered.await {
+        Ok(message) => message,
+        Err(error) => return ctx.error(StatusCode::UNPROCESSABLE_ENTITY, &error.to_string()),
+    };
+    let now_ms = now.timestamp_millis();
+    let send = crate::store::outbox::PlannedSend {
+        dedup_key: format!("test:{name}:{user}:{now_ms}"),
+        campaign: format!("{name}:test"),
+        user_id: user.to_string(),
+        template_id: campaign.template.clone(),
+        connector: campaign.connector.clone(),
+        page: message
+            .page
+            .clone()
+            .or_else(|| campaign.page.clone())
+            .map(|page| page.replace("{campaign}", &campaign.name)),
+        data: message.fields.clone(),
+        send_at_ms: now_ms,
+        expires_at_ms: now_ms + 3_600_000,
+        priority: i64::MAX / 2,
+        run_at_ms: None,
+        quiet: None,
+    };
+    match service.store.enqueue_sends(&[send], now_ms).await {
+        Ok(_) => {
+            tracing::info!(campaign = %name, user = %user, "test send enqueued from the console");
+            let body = html! {
+                p #test-sent role="status" { (ctx.lang.f("campaign.test_sent", &[("user", user)])) }
+                p { a href=(format!("/campaigns/{}", encode(&name))) { (name) } }
+            };
+            ctx.page(ctx.lang.t("campaign.test_send"), body)
+        }
+        Err(error) => {
+            tracing::error!(error = %error, "the console could not enqueue a test send");
+            ctx.error(StatusCode::SERVICE_UNAVAILABLE, ctx.lang.t("error.store"))
         }
     }
 }

@@ -43,6 +43,10 @@ pub fn routes(service: Arc<Service>) -> Router<Arc<Service>> {
             axum::routing::get(campaigns::preview),
         )
         .route(
+            "/campaigns/{name}/test-send",
+            axum::routing::post(campaigns::test_send),
+        )
+        .route(
             "/campaigns/{name}/resume",
             axum::routing::post(campaigns::resume),
         )
