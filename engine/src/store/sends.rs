@@ -164,6 +164,30 @@ impl Store {
             .collect())
     }
 
+    /// Finished sends per hour since `from_ms`, by the state they ended in (`sent`, `failed`,
+    /// `unknown`, `expired`): (hour as epoch milliseconds, state, sends), by when they last
+    /// changed.
+    pub async fn outcomes_by_hour(&self, from_ms: i64) -> Result<Vec<(i64, String, u64)>> {
+        let rows = sqlx::query(
+            "SELECT updated_ms / 3600000, state, COUNT(*) FROM sends
+             WHERE updated_ms >= $1 AND state IN ('sent', 'failed', 'unknown', 'expired')
+             GROUP BY updated_ms / 3600000, state",
+        )
+        .bind(from_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                (
+                    row.get::<i64, _>(0) * 3_600_000,
+                    row.get(1),
+                    row.get::<i64, _>(2) as u64,
+                )
+            })
+            .collect())
+    }
+
     /// Campaigns with paused sends: (campaign, the reason of its latest pause, paused sends).
     pub async fn paused_campaigns(&self) -> Result<Vec<(String, Option<String>, u64)>> {
         let rows = sqlx::query(

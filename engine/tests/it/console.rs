@@ -712,5 +712,20 @@ async fn a_test_send_and_a_resumed_campaigns_sends_reach_wechat() {
         .wait_for(|source| !source.contains("id=\"resume\""))
         .await;
     mock_sees(&mock, 1 + paused).await;
+    // The overview's chart shows them among the sends that ended this hour (the quickstart's
+    // own ended on its simulated days, weeks before the chart's 48 hours).
+    admin.goto(&format!("{}/", console.base)).await;
+    let started = std::time::Instant::now();
+    while admin.find_all("#outcomes rect").await.is_empty() {
+        assert!(
+            started.elapsed().as_secs() < 10,
+            "no bar in the outcomes chart"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        admin.goto(&format!("{}/", console.base)).await;
+    }
+    admin
+        .screenshot(&screenshots(), "overview-after-sends-en")
+        .await;
     admin.close().await;
 }
