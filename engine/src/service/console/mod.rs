@@ -355,35 +355,9 @@ async fn require_session(
 
 /// A form's fields (`application/x-www-form-urlencoded`); empty when the body is not one.
 pub fn form_fields(body: &[u8]) -> BTreeMap<String, String> {
-    fn hex(byte: u8) -> Option<u8> {
-        (byte as char).to_digit(16).map(|d| d as u8)
-    }
-    fn decode(text: &[u8]) -> String {
-        let mut out = Vec::with_capacity(text.len());
-        let mut i = 0;
-        while i < text.len() {
-            match text[i] {
-                b'+' => out.push(b' '),
-                b'%' if i + 2 < text.len() => match (hex(text[i + 1]), hex(text[i + 2])) {
-                    (Some(high), Some(low)) => {
-                        out.push(high * 16 + low);
-                        i += 2;
-                    }
-                    _ => out.push(b'%'),
-                },
-                byte => out.push(byte),
-            }
-            i += 1;
-        }
-        String::from_utf8_lossy(&out).into_owned()
-    }
-    body.split(|b| *b == b'&')
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| match pair.iter().position(|b| *b == b'=') {
-            Some(at) => (decode(&pair[..at]), decode(&pair[at + 1..])),
-            None => (decode(pair), String::new()),
-        })
-        .collect()
+    serde_urlencoded::from_bytes::<Vec<(String, String)>>(body)
+        .map(|pairs| pairs.into_iter().collect())
+        .unwrap_or_default()
 }
 
 /// `GET /sign-in`: the key form (with a nonce cookie for its token).
