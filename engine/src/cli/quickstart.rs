@@ -175,7 +175,7 @@ const CART_RULE: &str = include_str!("../../../examples/campaigns/rules/cart_aba
 
 /// The example campaigns and the rules they name, written into the data directory so the tour
 /// runs from any working directory.
-const EXAMPLES: [(&str, &str); 6] = [
+const EXAMPLES: [(&str, &str); 9] = [
     (
         "campaigns/cart_abandonment.toml",
         include_str!("../../../examples/campaigns/cart_abandonment.toml"),
@@ -196,6 +196,19 @@ const EXAMPLES: [(&str, &str); 6] = [
     (
         "campaigns/rules/win_back.rhai",
         include_str!("../../../examples/campaigns/rules/win_back.rhai"),
+    ),
+    // The rules' test cases, for `nudge rules test` and the console's playground.
+    (
+        "campaigns/rules/cart_abandonment.cases.toml",
+        include_str!("../../../examples/campaigns/rules/cart_abandonment.cases.toml"),
+    ),
+    (
+        "campaigns/rules/daily_checkin.cases.toml",
+        include_str!("../../../examples/campaigns/rules/daily_checkin.cases.toml"),
+    ),
+    (
+        "campaigns/rules/win_back.cases.toml",
+        include_str!("../../../examples/campaigns/rules/win_back.cases.toml"),
     ),
 ];
 

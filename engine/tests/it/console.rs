@@ -621,6 +621,37 @@ async fn the_rule_playground_shows_errors_at_their_line_explains_and_counts() {
         "page: {verdict}\ncommand:\n{printed}"
     );
 
+    // The campaign's test cases, against the rule as edited: all pass on the campaign's own
+    // rule, and a rule that targets nobody fails some.
+    browser
+        .goto(&format!("{}/rules?from=daily_checkin", console.base))
+        .await;
+    browser.find("#tests").await.click().await;
+    browser
+        .wait_for(|source| source.contains("id=\"cases-summary\""))
+        .await;
+    let cases = browser.find_all("#cases tr.case").await;
+    assert!(
+        !cases.is_empty(),
+        "the quickstart's daily_checkin has test cases"
+    );
+    for case in &cases {
+        assert_eq!(case.property("dataset").await["passed"], "true");
+    }
+    set_source(&browser, "fn target(user) { false }\n").await;
+    browser.find("#tests").await.click().await;
+    browser
+        .wait_for(|source| source.contains("id=\"cases-summary\""))
+        .await;
+    assert!(
+        !browser
+            .find_all("#cases tr.case[data-passed='false']")
+            .await
+            .is_empty(),
+        "a rule targeting nobody passes every case"
+    );
+    set_source(&browser, rule).await;
+
     // The audience: what `nudge rules run` counts over the store.
     browser.find("#audience").await.click().await;
     browser

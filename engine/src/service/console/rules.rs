@@ -34,19 +34,26 @@ fn examples(service: &Service) -> BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
-fn form(ctx: &Ctx, examples: &BTreeMap<String, String>, source: &str, user: &str) -> Markup {
+fn form(
+    ctx: &Ctx,
+    examples: &BTreeMap<String, String>,
+    from: &str,
+    source: &str,
+    user: &str,
+) -> Markup {
     let t = |key| ctx.lang.t(key);
     html! {
         form.start method="get" action="/rules" {
             label { (t("rules.start_from")) " "
                 select #start-from name="from" {
-                    @for name in examples.keys() { option value=(name) { (name) } }
+                    @for name in examples.keys() { option value=(name) selected[name == from] { (name) } }
                 }
             }
             " " button #load type="submit" { (t("rules.load")) }
         }
         form.playground method="post" action="/rules" {
             (ctx.csrf_field())
+            input type="hidden" name="from" value=(from);
             label { (t("rules.source")) br;
                 textarea #source name="source" rows="18" cols="100" spellcheck="false" { (source) }
             }
@@ -56,7 +63,8 @@ fn form(ctx: &Ctx, examples: &BTreeMap<String, String>, source: &str, user: &str
             p {
                 button #check type="submit" name="action" value="check" { (t("rules.check")) } " "
                 button #explain type="submit" name="action" value="explain" { (t("rules.explain")) } " "
-                button #audience type="submit" name="action" value="audience" { (t("rules.audience")) }
+                button #audience type="submit" name="action" value="audience" { (t("rules.audience")) } " "
+                button #tests type="submit" name="action" value="tests" { (ctx.lang.f("rules.tests", &[("campaign", from)])) }
             }
         }
     }
@@ -69,15 +77,19 @@ pub async fn page(
     Query(query): Query<BTreeMap<String, String>>,
 ) -> Response {
     let examples = examples(&service);
-    let source = query
+    let from = query
         .get("from")
-        .and_then(|name| examples.get(name))
-        .or_else(|| examples.values().next())
+        .filter(|name| examples.contains_key(*name))
+        .or_else(|| examples.keys().next())
+        .cloned()
+        .unwrap_or_default();
+    let source = examples
+        .get(&from)
         .cloned()
         .unwrap_or_else(|| "fn target(user) {\n    true\n}\n".into());
     ctx.page(
         ctx.lang.t("rules.title"),
-        form(&ctx, &examples, &source, ""),
+        form(&ctx, &examples, &from, &source, ""),
     )
 }
 
@@ -95,6 +107,7 @@ pub async fn act(
     let source = fields.get("source").map(String::as_str).unwrap_or("");
     let user = fields.get("user").map(|u| u.trim()).unwrap_or("");
     let action = fields.get("action").map(String::as_str).unwrap_or("check");
+    let from = fields.get("from").map(String::as_str).unwrap_or("");
     let examples = examples(&service);
     let compiled = nudge_rules::Rule::compile("playground", source, service.engine.rules);
     let result = match compiled {
@@ -111,11 +124,12 @@ pub async fn act(
         Ok(rule) => match action {
             "explain" if !user.is_empty() => explain(&service, &ctx, &rule, user).await,
             "audience" => audience(&service, &ctx, &rule).await,
+            "tests" => test_cases(&service, &ctx, &rule, from),
             _ => html! { p #rule-ok { (t("rules.ok")) } },
         },
     };
     let body = html! {
-        (form(&ctx, &examples, source, user))
+        (form(&ctx, &examples, from, source, user))
         section #result { (result) }
     };
     ctx.page(t("rules.title"), body)
@@ -162,6 +176,40 @@ async fn explain(service: &Service, ctx: &Ctx, rule: &nudge_rules::Rule, user: &
             table #events-read { tbody {
                 @for event in &explained.events {
                     tr { td { (event.event) } td.num { (event.in_window) } td { (event.last.as_deref().map(|at| ctx.time_text(at)).unwrap_or_default()) } }
+                }
+            } }
+        },
+    }
+}
+
+/// The edited rule against the test cases of campaign `from`'s rule (its `.cases.toml`), as
+/// `nudge rules test` runs them.
+fn test_cases(service: &Service, ctx: &Ctx, rule: &nudge_rules::Rule, from: &str) -> Markup {
+    let t = |key| ctx.lang.t(key);
+    let path = crate::campaign::load_dir(&service.campaigns_dir)
+        .ok()
+        .and_then(|all| all.into_iter().find(|c| c.name == from))
+        .map(|c| c.rule.with_extension("cases.toml"));
+    let Some((path, text)) =
+        path.and_then(|p| std::fs::read_to_string(&p).ok().map(|text| (p, text)))
+    else {
+        return html! { p.notice #no-cases { (ctx.lang.f("rules.no_cases", &[("campaign", from)])) } };
+    };
+    match nudge_rules::cases::run_cases(rule, &text, &path.display().to_string()) {
+        Err(error) => html! { p.error role="alert" { (error.to_string()) } },
+        Ok(results) => html! {
+            p #cases-summary { (ctx.lang.f("rules.cases_result", &[
+                ("passed", &results.iter().filter(|r| r.passed()).count().to_string()),
+                ("total", &results.len().to_string()),
+            ])) }
+            table #cases { tbody {
+                @for case in &results {
+                    tr.case data-passed=(case.passed()) {
+                        td { (case.name) }
+                        td { @if case.passed() { (t("rules.case_passed")) } @else {
+                            @for difference in &case.differences { code { (difference) } br; }
+                        } }
+                    }
                 }
             } }
         },
