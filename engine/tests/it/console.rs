@@ -760,3 +760,54 @@ async fn a_test_send_and_a_resumed_campaigns_sends_reach_wechat() {
         .await;
     admin.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_an_admin_saves_a_rule_and_only_one_that_compiles() {
+    let console = Console::start();
+    let file = console
+        .dir
+        .path()
+        .join("nudge-data/quickstart/campaigns/rules/win_back.rhai");
+    let original = std::fs::read_to_string(&file).unwrap();
+    let driver = Driver::start().await;
+    let page = format!("{}/rules?from=win_back", console.base);
+
+    let viewer = driver.browser("en-US").await;
+    sign_in(&viewer, &console.base, VIEWER_KEY).await;
+    viewer.goto(&page).await;
+    assert_eq!(
+        viewer.find("#save").await.property("disabled").await,
+        serde_json::json!(true)
+    );
+    viewer
+        .execute("document.getElementById('save').disabled = false;")
+        .await;
+    set_source(&viewer, "fn target(user) { true }\n").await;
+    viewer.find("#save").await.click().await;
+    viewer
+        .wait_for(|source| source.contains("viewer key can look"))
+        .await;
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), original);
+    viewer.close().await;
+
+    let admin = driver.browser("en-US").await;
+    sign_in(&admin, &console.base, ADMIN_KEY).await;
+    // A rule that does not compile is shown its error and not saved.
+    admin.goto(&page).await;
+    set_source(&admin, "fn target(user) {\n").await;
+    admin.find("#save").await.click().await;
+    admin
+        .wait_for(|source| source.contains("id=\"rule-error\""))
+        .await;
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), original);
+    // One that compiles replaces the campaign's rule file.
+    let edited = format!("// edited in the console\n{original}");
+    admin.goto(&page).await;
+    set_source(&admin, &edited).await;
+    admin.find("#save").await.click().await;
+    admin
+        .wait_for(|source| source.contains("id=\"saved\""))
+        .await;
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), edited);
+    admin.close().await;
+}

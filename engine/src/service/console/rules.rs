@@ -1,7 +1,8 @@
 //! The rule playground: edit a rule (starting from a campaign's), check it (errors at their line
 //! and column), explain it for a user (the trace `nudge rules explain` prints, from
 //! [`crate::inspect::rule::explain`]), and count its audience over the store, within a time
-//! bound. Nothing here writes: a viewer may use it too.
+//! bound, run the campaign rule's test cases, and (admin only, on request) save it over the
+//! campaign's rule file. Everything but saving only reads: a viewer may use it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -64,7 +65,8 @@ fn form(
                 button #check type="submit" name="action" value="check" { (t("rules.check")) } " "
                 button #explain type="submit" name="action" value="explain" { (t("rules.explain")) } " "
                 button #audience type="submit" name="action" value="audience" { (t("rules.audience")) } " "
-                button #tests type="submit" name="action" value="tests" { (ctx.lang.f("rules.tests", &[("campaign", from)])) }
+                button #tests type="submit" name="action" value="tests" { (ctx.lang.f("rules.tests", &[("campaign", from)])) } " "
+                button #save type="submit" name="action" value="save" disabled[!ctx.session.is_admin()] { (ctx.lang.f("rules.save", &[("campaign", from)])) }
             }
         }
     }
@@ -125,6 +127,12 @@ pub async fn act(
             "explain" if !user.is_empty() => explain(&service, &ctx, &rule, user).await,
             "audience" => audience(&service, &ctx, &rule).await,
             "tests" => test_cases(&service, &ctx, &rule, from),
+            "save" => {
+                if let Some(refused) = ctx.viewer_refusal() {
+                    return refused;
+                }
+                save(&service, &ctx, from, source)
+            }
             _ => html! { p #rule-ok { (t("rules.ok")) } },
         },
     };
@@ -179,6 +187,33 @@ async fn explain(service: &Service, ctx: &Ctx, rule: &nudge_rules::Rule, user: &
                 }
             } }
         },
+    }
+}
+
+/// Writes the edited rule (it compiled) over campaign `from`'s rule file, whole or not at all
+/// (a sibling file renamed into place). Only that file: the path comes from the campaign, never
+/// from the form.
+fn save(service: &Service, ctx: &Ctx, from: &str, source: &str) -> Markup {
+    let Some(path) = crate::campaign::load_dir(&service.campaigns_dir)
+        .ok()
+        .and_then(|all| all.into_iter().find(|c| c.name == from))
+        .map(|c| c.rule)
+    else {
+        return html! { p.error role="alert" { (ctx.lang.t("error.not_found")) } };
+    };
+    // A browser posts a textarea's lines ending in CRLF; the file keeps LF.
+    let text = source.replace("\r\n", "\n");
+    let staged = path.with_extension("saving");
+    let written = std::fs::write(&staged, text).and_then(|()| std::fs::rename(&staged, &path));
+    match written {
+        Ok(()) => {
+            tracing::info!(campaign = %from, file = %path.display(), "rule saved from the console");
+            html! { p #saved role="status" { (ctx.lang.f("rules.saved", &[("file", &path.display().to_string())])) } }
+        }
+        Err(error) => {
+            tracing::error!(file = %path.display(), error = %error, "the console could not save a rule");
+            html! { p.error role="alert" { (ctx.lang.t("rules.save_failed")) } }
+        }
     }
 }
 
