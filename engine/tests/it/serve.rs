@@ -146,13 +146,7 @@ fn serve_answers_probes_and_stops_gracefully_on_sigterm() {
         .spawn_guarded();
     // Among the first lines: where the probes answer.
     let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-    let first = line_with(&mut stdout, "/healthz");
-    let base = first
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .and_then(|w| w.strip_suffix("/healthz"))
-        .unwrap_or_else(|| panic!("no probe address in {first:?}"))
-        .to_string();
+    let base = probe_base(&mut stdout);
     // Live at once; ready once the dispatcher has run a second without an error.
     assert_eq!(http_get(&base, "/healthz").0, 200);
     std::thread::sleep(std::time::Duration::from_millis(1_500));
@@ -167,6 +161,17 @@ fn serve_answers_probes_and_stops_gracefully_on_sigterm() {
     std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
     assert!(status.success(), "serve exited with {status} on SIGTERM");
     assert!(rest.contains("stopping"), "{rest}");
+}
+
+/// Where `serve --listen`'s probes answer (`http://HOST:PORT`), from its first lines.
+fn probe_base(stdout: &mut impl std::io::BufRead) -> String {
+    let first = line_with(stdout, "/healthz");
+    first
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .and_then(|w| w.strip_suffix("/healthz"))
+        .unwrap_or_else(|| panic!("no probe address in {first:?}"))
+        .to_string()
 }
 
 /// The first line of `output` holding `needle` (the lines before it are read and dropped).
@@ -646,13 +651,7 @@ async fn a_database_outage_under_serve_turns_readyz_503_until_the_dispatcher_run
     .stderr(Stdio::piped())
     .spawn_guarded();
     let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-    let first = line_with(&mut stdout, "/healthz");
-    let probes = first
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .and_then(|w| w.strip_suffix("/healthz"))
-        .unwrap_or_else(|| panic!("no probe address in {first:?}"))
-        .to_string();
+    let probes = probe_base(&mut stdout);
     let log = drain(child.stderr.take().unwrap());
     let _stdout = drain(stdout);
     wait_for_readyz(&probes, 200, 10, &log);

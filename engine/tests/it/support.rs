@@ -410,29 +410,25 @@ impl OwnPostgres {
 
     /// `scripts/test-postgres restart`: a fast shutdown (open connections cut) and a start.
     pub fn restart(&self) {
-        let status = std::process::Command::new(script())
-            .args(["restart", &self.dir])
-            .status()
-            .unwrap();
-        assert!(status.success(), "restarting PostgreSQL failed");
+        self.run("restart", "restarting PostgreSQL failed");
     }
 
     /// `scripts/test-postgres down`: a fast shutdown, the server left down.
     pub fn down(&self) {
-        let status = std::process::Command::new(script())
-            .args(["down", &self.dir])
-            .status()
-            .unwrap();
-        assert!(status.success(), "stopping PostgreSQL failed");
+        self.run("down", "stopping PostgreSQL failed");
     }
 
     /// `scripts/test-postgres up`: the server started again on its port.
     pub fn up(&self) {
+        self.run("up", "starting PostgreSQL again failed");
+    }
+
+    fn run(&self, command: &str, failure: &str) {
         let status = std::process::Command::new(script())
-            .args(["up", &self.dir])
+            .args([command, &self.dir])
             .status()
             .unwrap();
-        assert!(status.success(), "starting PostgreSQL again failed");
+        assert!(status.success(), "{failure}");
     }
 }
 

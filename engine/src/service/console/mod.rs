@@ -340,15 +340,9 @@ async fn require_session(
     }
     let mut response = next.run(request).await;
     if let Some(value) = issued {
-        response.headers_mut().append(
-            header::SET_COOKIE,
-            session::set_cookie(
-                session::SESSION_COOKIE,
-                &value,
-                session::SESSION_HOURS * 3_600,
-                secure,
-            ),
-        );
+        response
+            .headers_mut()
+            .append(header::SET_COOKIE, session::session_cookie(&value, secure));
     }
     response
 }
@@ -488,15 +482,7 @@ async fn sign_in(State(service): State<Arc<Service>>, request: Request) -> Respo
     );
     let mut response = redirect(&next);
     let headers = response.headers_mut();
-    headers.append(
-        header::SET_COOKIE,
-        session::set_cookie(
-            session::SESSION_COOKIE,
-            &value,
-            session::SESSION_HOURS * 3_600,
-            secure,
-        ),
-    );
+    headers.append(header::SET_COOKIE, session::session_cookie(&value, secure));
     headers.append(
         header::SET_COOKIE,
         session::set_cookie(session::FORM_COOKIE, "", 0, secure),

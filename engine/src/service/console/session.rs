@@ -77,6 +77,11 @@ pub fn set_cookie(name: &str, value: &str, max_age_s: i64, secure: bool) -> Head
     .expect("cookie values are ASCII without separators")
 }
 
+/// The `Set-Cookie` of a session cookie value, for its whole life.
+pub fn session_cookie(value: &str, secure: bool) -> HeaderValue {
+    set_cookie(SESSION_COOKIE, value, SESSION_HOURS * 3_600, secure)
+}
+
 /// A session cookie's value for a key of `scope` with `fingerprint`, valid until `expires_ms`.
 pub fn issue(links: &Links, scope: Scope, fingerprint: &str, expires_ms: i64) -> String {
     let scope = scope_name(scope);
