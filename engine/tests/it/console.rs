@@ -811,3 +811,46 @@ async fn only_an_admin_saves_a_rule_and_only_one_that_compiles() {
     assert_eq!(std::fs::read_to_string(&file).unwrap(), edited);
     admin.close().await;
 }
+
+// A form's body is read only after its session checks, and never past 256 KiB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_form_body_is_read_only_for_a_session_and_only_so_far() {
+    let console = Console::start();
+    let driver = Driver::start().await;
+    let browser = driver.browser("en-US").await;
+    sign_in(&browser, &console.base, VIEWER_KEY).await;
+    let session = browser.cookie("nudge_session").await;
+    browser.close().await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let huge = format!("source={}", "x".repeat(300 * 1024));
+    let anonymous = client
+        .post(format!("{}/rules", console.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(huge.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 303, "no session: sent to sign in");
+    let signed_in = client
+        .post(format!("{}/rules", console.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("cookie", format!("nudge_session={session}"))
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), 413, "a form over 256 KiB");
+    let forged = client
+        .get(format!("{}/", console.base))
+        .header(
+            "cookie",
+            format!("nudge_session={}", session.replacen("viewer", "admin", 1)),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 303, "an altered session is no session");
+}

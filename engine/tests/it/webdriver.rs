@@ -262,6 +262,15 @@ impl Browser {
         path
     }
 
+    /// The value of the page's cookie `name` (HttpOnly ones too: the driver sees them all).
+    pub async fn cookie(&self, name: &str) -> String {
+        self.call(reqwest::Method::GET, &format!("/cookie/{name}"), None)
+            .await["value"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
     pub async fn close(self) {
         let _ = self.client.delete(&self.session).send().await;
     }
