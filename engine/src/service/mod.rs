@@ -529,8 +529,16 @@ fn form_content(headers: &HeaderMap) -> bool {
     )
 }
 
-/// The request with its body read whole: 413 past `max` bytes, 408 when it takes longer than
-/// `timeout` to arrive.
+/// The answer to a body over `max` bytes.
+fn too_large(max: usize) -> Response {
+    refuse(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("the body is over {max} bytes (server.max_body_bytes): send smaller batches"),
+    )
+}
+
+/// The request with its body read whole: 413 past `max` bytes (before reading any of it when
+/// its declared length is over), 408 when it takes longer than `timeout` to arrive.
 async fn read_body(
     request: Request,
     max: usize,
@@ -538,6 +546,14 @@ async fn read_body(
 ) -> std::result::Result<Request, Response> {
     use http_body_util::BodyExt;
     let (parts, body) = request.into_parts();
+    let declared = parts
+        .headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|declared| declared > max as u64) {
+        // Refused before a byte of it is read: a declared length says enough.
+        return Err(too_large(max));
+    }
     let limited = http_body_util::Limited::new(body, max);
     match tokio::time::timeout(timeout, limited.collect()).await {
         Err(_) => Err(refuse(
@@ -547,10 +563,7 @@ async fn read_body(
                 timeout.as_secs()
             ),
         )),
-        Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => Err(refuse(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("the body is over {max} bytes (server.max_body_bytes): send smaller batches"),
-        )),
+        Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => Err(too_large(max)),
         Ok(Err(_)) => Err(refuse(
             StatusCode::BAD_REQUEST,
             "the body could not be read",
