@@ -28,7 +28,7 @@ pub use commit::{Batch, Committed, FileMark, FileProgress, Prepared};
 pub use compact::{CompactOptions, Compacted, DayCompacted, DayToCompact, KEEP_REPLACED_MS};
 pub use runs::RunEnd;
 pub use seen::DEFAULT_BUDGET_MIB as DEFAULT_ID_CACHE_MIB;
-pub use sends::ClickMark;
+pub use sends::{ClickMark, Delivery, DeliveryFilter};
 pub use sql::Backend;
 pub use state::{CreditSummary, StateChanges, StateQuery, UserState};
 pub use states::{RunState, SendState};

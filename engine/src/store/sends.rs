@@ -120,26 +120,43 @@ impl Store {
     }
 
     /// The outbox, newest first: up to `limit` sends older than `before_id` (the cursor: the
-    /// last id of the previous page), of `campaign` and in `state` when given.
+    /// last id of the previous page) that pass `filter`.
     pub async fn deliveries(
         &self,
-        campaign: Option<&str>,
-        state: Option<&str>,
+        filter: &DeliveryFilter<'_>,
         before_id: Option<i64>,
         limit: i64,
     ) -> Result<Vec<Delivery>> {
+        // `%`, `_` and the escape itself stand for themselves in the reason's text.
+        let reason = filter.reason.map(|text| {
+            let escaped: String = text
+                .to_lowercase()
+                .chars()
+                .flat_map(|c| match c {
+                    '%' | '_' | '!' => vec!['!', c],
+                    c => vec![c],
+                })
+                .collect();
+            format!("%{escaped}%")
+        });
         let rows = sqlx::query(
             "SELECT id, campaign, user_id, template_id, connector, state, send_at, updated_ms,
                     attempts, failure, delivery_code, delivery_status, clicked_ms, page, data
              FROM sends
              WHERE ($1 IS NULL OR campaign = $1) AND ($2 IS NULL OR state = $2)
                AND ($3 IS NULL OR id < $3)
+               AND ($5 IS NULL OR LOWER(COALESCE(failure, '')) LIKE $5 ESCAPE '!'
+                    OR LOWER(COALESCE(delivery_status, '')) LIKE $5 ESCAPE '!')
+               AND ($6 IS NULL OR send_at >= $6) AND ($7 IS NULL OR send_at < $7)
              ORDER BY id DESC LIMIT $4",
         )
-        .bind(campaign)
-        .bind(state)
+        .bind(filter.campaign)
+        .bind(filter.state)
         .bind(before_id)
         .bind(limit)
+        .bind(reason)
+        .bind(filter.from_ms)
+        .bind(filter.to_ms)
         .fetch_all(&self.pool)
         .await?;
         Ok(rows
@@ -377,6 +394,19 @@ pub enum ClickMark {
     /// The send never went out (planned, failed, expired, held out...): no click to count.
     NotSent,
     NoSuchSend,
+}
+
+/// Which sends the deliveries log lists (every field optional).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DeliveryFilter<'a> {
+    pub campaign: Option<&'a str>,
+    pub state: Option<&'a str>,
+    /// Text the failure or the provider's delivery status contains (any case).
+    pub reason: Option<&'a str>,
+    /// Sends due at or after this instant (epoch milliseconds)...
+    pub from_ms: Option<i64>,
+    /// ...and before this one.
+    pub to_ms: Option<i64>,
 }
 
 /// One send as the console's deliveries log shows it.

@@ -135,6 +135,31 @@ impl Console {
     }
 }
 
+impl Console {
+    /// Marks the `count` oldest sent sends failed with `reason`; returns their ids, ascending.
+    async fn fail_some(&self, reason: &str, count: i64) -> Vec<i64> {
+        use sqlx::Connection;
+        let db = self.dir.path().join("nudge-data/nudge.db");
+        let mut connection = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+            .await
+            .unwrap();
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "UPDATE sends SET state = 'failed', failure = ? WHERE id IN
+                 (SELECT id FROM sends WHERE state = 'sent' ORDER BY id LIMIT ?)
+             RETURNING id",
+        )
+        .bind(reason)
+        .bind(count)
+        .fetch_all(&mut connection)
+        .await
+        .unwrap();
+        assert_eq!(ids.len() as i64, count, "not enough sent sends");
+        let mut ids = ids;
+        ids.sort();
+        ids
+    }
+}
+
 fn screenshots() -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots")
 }
@@ -535,6 +560,118 @@ async fn the_deliveries_log_pages_through_a_campaigns_sends_newest_first() {
     );
     assert_eq!(ids.len(), sent, "every sent send once across the pages");
     browser.close().await;
+}
+
+// The reason filter reads its text literally (`%` and `_` included) in failures and delivery
+// results; the due-time filter reads the viewer's zone; both list exactly the sends of the
+// unfiltered log that match.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deliveries_log_filters_by_reason_and_due_time_in_the_viewers_zone() {
+    let console = Console::start();
+    let failed = console
+        .fail_some("errcode 43101: the user refused (50%_off)", 3)
+        .await;
+    let driver = Driver::start().await;
+    let browser = driver.browser("en-US").await;
+    sign_in(&browser, &console.base, VIEWER_KEY).await;
+    let listed = |query: String| {
+        let browser = &browser;
+        let base = &console.base;
+        async move {
+            browser
+                .goto(&format!("{base}/deliveries?limit=200&{query}"))
+                .await;
+            let mut sends = Vec::new();
+            for row in browser.find_all("#deliveries tbody tr").await {
+                let data = row.property("dataset").await;
+                let number = |key: &str| data[key].as_str().unwrap().parse::<i64>().unwrap();
+                sends.push((number("id"), number("sendAt")));
+            }
+            sends
+        }
+    };
+    let all = listed(String::new()).await;
+    assert!(all.len() > 10 && all.len() < 200, "{} sends", all.len());
+    // Reason: the form's field, typed as a user would.
+    browser.goto(&format!("{}/deliveries", console.base)).await;
+    browser
+        .find("#filter-reason")
+        .await
+        .type_text("REFUSED (50%_off")
+        .await;
+    browser.find("#filter").await.click().await;
+    browser.wait_for_url(|url| url.contains("reason=")).await;
+    let mut ids = listed_ids(&browser).await;
+    ids.sort();
+    assert_eq!(ids, failed, "the failed sends, any case");
+    let percent: Vec<i64> = listed("reason=%25".into())
+        .await
+        .iter()
+        .map(|s| s.0)
+        .collect();
+    assert_eq!(percent.len(), 3, "a % is a percent sign, not a wildcard");
+    assert!(
+        listed("reason=43_01".into()).await.is_empty(),
+        "an _ is an underscore"
+    );
+    // Due time: from the median send's minute to an hour after it, in the zone the page shows.
+    browser.goto(&format!("{}/deliveries", console.base)).await;
+    let zone: chrono_tz::Tz = browser
+        .find("#filter-zone")
+        .await
+        .text()
+        .await
+        .parse()
+        .unwrap();
+    let mut times: Vec<i64> = all.iter().map(|s| s.1).collect();
+    times.sort();
+    let middle = times[times.len() / 2];
+    let minute = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .unwrap()
+            .with_timezone(&zone)
+            .format("%Y-%m-%dT%H:%M")
+            .to_string()
+    };
+    let (from_ms, to_ms) = (
+        middle / 60_000 * 60_000,
+        (middle + 3_600_000) / 60_000 * 60_000,
+    );
+    browser
+        .execute(&format!(
+            "document.getElementById('filter-from').value = '{}';\
+             document.getElementById('filter-to').value = '{}';",
+            minute(from_ms),
+            minute(to_ms)
+        ))
+        .await;
+    browser.find("#filter").await.click().await;
+    browser.wait_for_url(|url| url.contains("from=")).await;
+    let within = listed_ids(&browser).await;
+    let expected: Vec<i64> = all
+        .iter()
+        .filter(|(_, at)| *at >= from_ms && *at < to_ms)
+        .map(|s| s.0)
+        .collect();
+    assert!(!expected.is_empty());
+    assert_eq!(
+        within,
+        expected,
+        "the sends due in [{}, {})",
+        minute(from_ms),
+        minute(to_ms)
+    );
+    browser.close().await;
+}
+
+/// The ids of the sends the deliveries page lists, in its order.
+async fn listed_ids(browser: &Browser) -> Vec<i64> {
+    let mut ids = Vec::new();
+    for row in browser.find_all("#deliveries tbody tr").await {
+        let data = row.property("dataset").await;
+        ids.push(data["id"].as_str().unwrap().parse().unwrap());
+    }
+    ids
 }
 
 /// Puts `text` in the playground's editor (a textarea's value, set as a paste would).

@@ -742,3 +742,100 @@ async fn a_campaign_rate_limit_spaces_that_campaigns_sends_only() {
         span("slow")
     );
 }
+
+// The deliveries log (the console's) filters in SQL on both backends: a reason's text is
+// literal (`%` and `_` are themselves, any case), due times are a half-open range, newest first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deliveries_log_filters_by_campaign_state_reason_and_due_time() {
+    use nudge_engine::store::DeliveryFilter;
+    use nudge_engine::store::outbox::Outcome;
+    let test = TestStore::new().await;
+    let t = NOV_1;
+    let hour = 3_600_000;
+    let mut planned = Vec::new();
+    for (i, user) in ["u1", "u2", "u3", "u4"].into_iter().enumerate() {
+        let mut send = send(user, "t", "c", t, 10 * hour);
+        send.send_at_ms = t + i as i64 * hour;
+        planned.push(send);
+    }
+    planned.push(send("u5", "t", "other", t, 10 * hour));
+    test.store.enqueue_sends(&planned, t).await.unwrap();
+    let now = t + 4 * hour;
+    let mut claimed = test
+        .store
+        .claim_sends("wechat", "w", 10, now, hour)
+        .await
+        .unwrap();
+    claimed.sort_by(|a, b| a.send.user_id.cmp(&b.send.user_id));
+    let failed = |reason: &str| Outcome::Failed {
+        reason: reason.into(),
+        credit_gone: None,
+    };
+    let outcomes: Vec<_> = claimed
+        .into_iter()
+        .zip([
+            failed("errcode 43101: the user refused (50%_off)"),
+            failed("timeout"),
+            Outcome::Sent { provider_id: None },
+            Outcome::Unknown { reason: "x".into() },
+            failed("errcode 43101: the user refused"),
+        ])
+        .collect();
+    test.store.record_sends("w", &outcomes, now).await.unwrap();
+    let users = |filter: DeliveryFilter<'static>| {
+        let store = &test.store;
+        async move {
+            store
+                .deliveries(&filter, None, 50)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|d| d.user_id)
+                .collect::<Vec<_>>()
+        }
+    };
+    let reason = |text: &'static str| DeliveryFilter {
+        reason: Some(text),
+        ..Default::default()
+    };
+    assert_eq!(users(reason("REFUSED (50%_off")).await, ["u1"]);
+    assert_eq!(users(reason("%")).await, ["u1"], "a % is itself");
+    assert_eq!(users(reason("_")).await, ["u1"], "an _ is itself");
+    assert_eq!(users(reason("43101")).await, ["u5", "u1"]);
+    let campaign_c = DeliveryFilter {
+        campaign: Some("c"),
+        reason: Some("43101"),
+        ..Default::default()
+    };
+    assert_eq!(users(campaign_c).await, ["u1"]);
+    let failed_only = DeliveryFilter {
+        state: Some("failed"),
+        ..Default::default()
+    };
+    assert_eq!(users(failed_only).await, ["u5", "u2", "u1"]);
+    let due = DeliveryFilter {
+        from_ms: Some(t + hour),
+        to_ms: Some(t + 3 * hour),
+        ..Default::default()
+    };
+    assert_eq!(
+        users(due).await,
+        ["u3", "u2"],
+        "from inclusive, until exclusive"
+    );
+    let all = test
+        .store
+        .deliveries(&DeliveryFilter::default(), None, 2)
+        .await
+        .unwrap();
+    let rest = test
+        .store
+        .deliveries(&DeliveryFilter::default(), Some(all[1].id), 50)
+        .await
+        .unwrap();
+    assert_eq!(
+        all.len() + rest.len(),
+        5,
+        "the cursor pages through all of them once"
+    );
+}
