@@ -164,6 +164,10 @@ async fn run_claimed(
         Ok(report) => (RunState::Done, report.planned, note.unwrap_or_default()),
         Err(error) => (RunState::Failed, 0, error.to_string()),
     };
+    let (skipped, hours) = match &result {
+        Ok(report) => (report.skipped.clone(), report.hours),
+        Err(_) => (Default::default(), [0; 24]),
+    };
     store
         .finish_run(
             &name,
@@ -174,6 +178,8 @@ async fn run_claimed(
                 planned: planned as i64,
                 note: &note,
                 finished_ms: now.timestamp_millis(),
+                skipped: &skipped,
+                hours: &hours,
             },
         )
         .await?;

@@ -160,6 +160,9 @@ async fn status(context: &Context, name: &str, campaign: Option<&Campaign>) -> a
             "  {}  {:<8} {:>7} planned  {}",
             run.at, run.state, run.planned, run.note
         );
+        for (reason, count) in &run.skipped {
+            println!("  {:<28} {count:>7} skipped, {reason}", "");
+        }
     }
     if status.sends.is_empty() {
         println!("no sends yet");

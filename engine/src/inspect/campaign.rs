@@ -1,5 +1,7 @@
 //! A campaign's settings, runs, sends by state, clicks and holdout lift.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
@@ -63,6 +65,10 @@ pub struct Run {
     pub state: String,
     pub planned: i64,
     pub note: String,
+    /// Users the run skipped, by reason.
+    pub skipped: BTreeMap<String, u64>,
+    /// Its planned sends by the user's local hour of day.
+    pub hours: [u64; 24],
 }
 
 /// Sends in one state (and for one reason).
@@ -120,11 +126,13 @@ pub async fn status(
         .campaign_runs(name)
         .await?
         .into_iter()
-        .map(|(at, state, planned, note)| Run {
-            at: instant(at),
-            state,
-            planned,
-            note,
+        .map(|run| Run {
+            at: instant(run.scheduled_at_ms),
+            state: run.state,
+            planned: run.planned,
+            note: run.note,
+            skipped: run.skipped,
+            hours: run.hours,
         })
         .collect();
     let sends: Vec<SendCount> = store

@@ -26,7 +26,7 @@ use sqlx::{AnyPool, Row};
 
 pub use commit::{Batch, Committed, FileMark, FileProgress, Prepared};
 pub use compact::{CompactOptions, Compacted, DayCompacted, DayToCompact, KEEP_REPLACED_MS};
-pub use runs::RunEnd;
+pub use runs::{RunEnd, RunRow};
 pub use seen::DEFAULT_BUDGET_MIB as DEFAULT_ID_CACHE_MIB;
 pub use sends::{ClickMark, Delivery, DeliveryFilter};
 pub use sql::Backend;

@@ -1,6 +1,8 @@
 //! Campaign runs: each scheduled instant claimed once (UNIQUE campaign + instant) with an owner
 //! and a renewed lease, taken over when its process died, finished with its outcome.
 
+use std::collections::BTreeMap;
+
 use sqlx::Row;
 
 use super::{RunState, Store};
@@ -15,6 +17,24 @@ pub struct RunEnd<'a> {
     /// Why it failed, or a note (a DST shift).
     pub note: &'a str,
     pub finished_ms: i64,
+    /// Users skipped, by reason.
+    pub skipped: &'a BTreeMap<String, u64>,
+    /// Planned sends by the user's local hour of day.
+    pub hours: &'a [u64; 24],
+}
+
+/// One recorded run of a campaign.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRow {
+    pub scheduled_at_ms: i64,
+    pub state: String,
+    pub planned: i64,
+    pub note: String,
+    /// Users skipped, by reason (empty for runs recorded before nudge kept them).
+    pub skipped: BTreeMap<String, u64>,
+    /// Planned sends by the user's local hour of day (all zero for runs recorded before nudge
+    /// kept them).
+    pub hours: [u64; 24],
 }
 
 impl Store {
@@ -150,29 +170,53 @@ impl Store {
         owner: &str,
         end: RunEnd<'_>,
     ) -> Result<()> {
-        sqlx::query("UPDATE campaign_runs SET state = $3, planned = $4, note = $5, finished_ms = $6, lease_until = NULL
-                     WHERE campaign = $1 AND scheduled_at = $2 AND owner = $7 AND state = 'running'")
-            .bind(campaign)
-            .bind(scheduled_at)
-            .bind(end.state.as_str())
-            .bind(end.planned)
-            .bind(end.note)
-            .bind(end.finished_ms)
-            .bind(owner)
-            .execute(&self.pool)
-            .await?;
+        let skipped = serde_json::to_string(end.skipped).expect("counts serialise");
+        let hours = serde_json::to_string(end.hours).expect("counts serialise");
+        sqlx::query(
+            "UPDATE campaign_runs SET state = $3, planned = $4, note = $5, finished_ms = $6,
+                 lease_until = NULL, skipped = $8, hours = $9
+             WHERE campaign = $1 AND scheduled_at = $2 AND owner = $7 AND state = 'running'",
+        )
+        .bind(campaign)
+        .bind(scheduled_at)
+        .bind(end.state.as_str())
+        .bind(end.planned)
+        .bind(end.note)
+        .bind(end.finished_ms)
+        .bind(owner)
+        .bind(skipped)
+        .bind(hours)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
-    /// Runs of a campaign, newest first: (scheduled_at, state, planned, note).
-    pub async fn campaign_runs(&self, campaign: &str) -> Result<Vec<(i64, String, i64, String)>> {
-        let rows = sqlx::query("SELECT scheduled_at, state, planned, note FROM campaign_runs WHERE campaign = $1 ORDER BY scheduled_at DESC")
-            .bind(campaign)
-            .fetch_all(&self.pool)
-            .await?;
+    /// Runs of a campaign, newest first.
+    pub async fn campaign_runs(&self, campaign: &str) -> Result<Vec<RunRow>> {
+        let rows = sqlx::query(
+            "SELECT scheduled_at, state, planned, note, skipped, hours FROM campaign_runs
+             WHERE campaign = $1 ORDER BY scheduled_at DESC",
+        )
+        .bind(campaign)
+        .fetch_all(&self.pool)
+        .await?;
         Ok(rows
             .into_iter()
-            .map(|row| (row.get(0), row.get(1), row.get(2), row.get(3)))
+            .map(|row| {
+                let skipped: String = row.get("skipped");
+                let hours: String = row.get("hours");
+                RunRow {
+                    scheduled_at_ms: row.get("scheduled_at"),
+                    state: row.get("state"),
+                    planned: row.get("planned"),
+                    note: row.get("note"),
+                    skipped: serde_json::from_str(&skipped).unwrap_or_default(),
+                    hours: serde_json::from_str::<Vec<u64>>(&hours)
+                        .ok()
+                        .and_then(|hours| hours.try_into().ok())
+                        .unwrap_or([0; 24]),
+                }
+            })
             .collect())
     }
 }

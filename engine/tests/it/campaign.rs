@@ -477,7 +477,7 @@ async fn a_scheduled_instant_runs_once_and_missed_ones_are_skipped() {
         "{again:?}"
     );
     let runs = test.store.campaign_runs("cart").await.unwrap();
-    let states: Vec<&str> = runs.iter().map(|r| r.1.as_str()).collect();
+    let states: Vec<&str> = runs.iter().map(|r| r.state.as_str()).collect();
     assert_eq!(states, ["done", "missed", "missed"]);
 }
 
@@ -1035,7 +1035,7 @@ async fn a_run_left_running_by_a_dead_process_or_failed_is_run_again() {
         "{taken:?}"
     );
     let runs = test.store.campaign_runs("cart").await.unwrap();
-    let states: Vec<&str> = runs.iter().map(|r| r.1.as_str()).collect();
+    let states: Vec<&str> = runs.iter().map(|r| r.state.as_str()).collect();
     assert_eq!(states, ["done", "done"]);
     // A run whose process died, found only after its grace period: recorded failed, not run.
     let two = at("2026-11-02T14:00:00Z").timestamp_millis();
@@ -1057,6 +1057,83 @@ async fn a_run_left_running_by_a_dead_process_or_failed_is_run_again() {
     .unwrap();
     assert!(late.is_empty(), "{late:?}");
     let runs = test.store.campaign_runs("cart").await.unwrap();
-    assert_eq!(runs[0].1, "failed");
-    assert!(runs[0].3.contains("past the grace period"), "{:?}", runs[0]);
+    assert_eq!(runs[0].state, "failed");
+    assert!(
+        runs[0].note.contains("past the grace period"),
+        "{:?}",
+        runs[0]
+    );
+}
+
+// A scheduled run records the users it skipped by reason and its planned sends by local hour:
+// what a dry run of the same instant reports, and what `campaign status` (and the console's
+// campaign page) read back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_run_records_its_skips_by_reason_and_its_send_hours() {
+    let test = TestStore::new().await;
+    let t = 1_793_491_200_000;
+    let mut events: Vec<String> = (0..6)
+        .map(|i| line(&format!("u{i}"), "app_open", t + i * 1_000, ""))
+        .collect();
+    for user in ["u0", "u1", "u2"] {
+        events.push(line(
+            user,
+            "subscription",
+            t,
+            r#"{"template_id":"tmpl_cart_reminder","status":"accept"}"#,
+        ));
+    }
+    test.ingest(&[&test.file("e.ndjson", events.join("\n"))])
+        .await;
+    let rule = test.file(
+        "some.rhai",
+        "fn target(user) { user.id != \"u5\" }\nfn message(user) { #{ thing1: \"hi\" } }",
+    );
+    let mut hourly = campaign(immediate());
+    hourly.rule = rule;
+    hourly.schedule = Some(ScheduleConfig {
+        cron: Some("0 0 * * * *".parse().unwrap()),
+        tz: None,
+        at: None,
+    });
+    let config = nudge_engine::config::Config {
+        data_dir: test.store.data_dir().to_path_buf(),
+        ..Default::default()
+    };
+    let instant = at("2026-11-02T12:00:00Z");
+    let now = at("2026-11-02T12:00:05Z");
+    let dry = nudge_engine::campaign::run::run(
+        &test.store,
+        &config.run_settings(),
+        &hourly,
+        instant,
+        now,
+        true,
+    )
+    .await
+    .unwrap();
+    assert_eq!(dry.planned, 3, "{dry:?}");
+    assert!(!dry.skipped.is_empty(), "u3 and u4 hold no credit");
+    let campaigns = [hourly];
+    tick(
+        &test.store,
+        &config,
+        &campaigns,
+        (at("2026-11-02T11:59:00Z"), now),
+        &Clock::frozen(now),
+        chrono::Duration::minutes(30),
+    )
+    .await
+    .unwrap();
+    let runs = test.store.campaign_runs("cart").await.unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].planned, 3);
+    assert_eq!(runs[0].skipped, dry.skipped, "skips by reason");
+    assert_eq!(runs[0].hours, dry.hours, "planned sends by local hour");
+    assert_eq!(runs[0].hours.iter().sum::<u64>(), 3);
+    let status = nudge_engine::inspect::campaign::status(&test.store, "cart", None, now)
+        .await
+        .unwrap();
+    assert_eq!(status.runs[0].skipped, dry.skipped);
+    assert_eq!(status.runs[0].hours, dry.hours);
 }

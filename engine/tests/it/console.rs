@@ -4,6 +4,7 @@
 //! token, and values from events rendered as text. Screenshots go to the target folder
 //! (`console-screenshots/`).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -136,6 +137,40 @@ impl Console {
 }
 
 impl Console {
+    /// Records a finished scheduled run of `campaign`, `days_ago` days back, with its skips
+    /// and planned hours (as the scheduler's `finish_run` writes them).
+    async fn record_run(
+        &self,
+        campaign: &str,
+        days_ago: i64,
+        skipped: &[(&str, u64)],
+        hours: &[u64; 24],
+    ) {
+        use sqlx::Connection;
+        let db = self.dir.path().join("nudge-data/nudge.db");
+        let mut connection = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+            .await
+            .unwrap();
+        let at =
+            chrono::Utc::now().timestamp_millis() / 3_600_000 * 3_600_000 - days_ago * 86_400_000;
+        let skipped: BTreeMap<&str, u64> = skipped.iter().copied().collect();
+        sqlx::query(
+            "INSERT INTO campaign_runs (campaign, scheduled_at, state, started_ms, finished_ms,
+                 planned, skipped, hours)
+             VALUES (?, ?, 'done', ?, ?, ?, ?, ?)",
+        )
+        .bind(campaign)
+        .bind(at)
+        .bind(at)
+        .bind(at + 1_000)
+        .bind(hours.iter().sum::<u64>() as i64)
+        .bind(serde_json::to_string(&skipped).unwrap())
+        .bind(serde_json::to_string(hours).unwrap())
+        .execute(&mut connection)
+        .await
+        .unwrap();
+    }
+
     /// Marks the `count` oldest sent sends failed with `reason`; returns their ids, ascending.
     async fn fail_some(&self, reason: &str, count: i64) -> Vec<i64> {
         use sqlx::Connection;
@@ -311,6 +346,68 @@ async fn the_campaign_list_shows_the_numbers_campaign_status_prints() {
     browser
         .screenshot(&screenshots(), "campaign-list-viewer")
         .await;
+    browser.close().await;
+}
+
+// A campaign's page sums its recorded runs: planned sends by local hour and skips by reason,
+// the numbers `campaign status` prints run by run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_campaign_page_sums_the_skips_and_send_hours_of_its_runs() {
+    let console = Console::start();
+    let mut eight = [0u64; 24];
+    eight[8] = 5;
+    eight[9] = 1;
+    console
+        .record_run("daily_checkin", 1, &[("no credit", 3)], &eight)
+        .await;
+    let mut nine = [0u64; 24];
+    nine[9] = 2;
+    console
+        .record_run(
+            "daily_checkin",
+            2,
+            &[("no credit", 2), ("quiet <tag>", 1)],
+            &nine,
+        )
+        .await;
+    let printed = run(console
+        .nudge()
+        .args(["campaign", "status", "daily_checkin"]));
+    let skipped: Vec<&str> = printed
+        .lines()
+        .filter(|line| line.contains(" skipped, "))
+        .map(str::trim)
+        .collect();
+    assert_eq!(
+        skipped,
+        [
+            "3 skipped, no credit",
+            "2 skipped, no credit",
+            "1 skipped, quiet <tag>"
+        ],
+        "newest run first: {printed}"
+    );
+    let driver = Driver::start().await;
+    let browser = driver.browser("en-US").await;
+    sign_in(&browser, &console.base, VIEWER_KEY).await;
+    browser
+        .goto(&format!("{}/campaigns/daily_checkin", console.base))
+        .await;
+    let skips = browser
+        .execute(
+            "return Array.from(document.querySelectorAll('#run-skips tbody tr'))\
+             .map(r => Array.from(r.cells).map(c => c.textContent).join('='));",
+        )
+        .await;
+    assert_eq!(skips, serde_json::json!(["no credit=5", "quiet <tag>=1"]));
+    let bars = browser
+        .execute(
+            "return Array.from(document.querySelectorAll('#run-hours rect title'))\
+             .map(t => t.textContent).filter(t => !t.endsWith(' 0'));",
+        )
+        .await;
+    assert_eq!(bars, serde_json::json!(["08:00 5", "09:00 3"]));
+    browser.screenshot(&screenshots(), "campaign-runs-en").await;
     browser.close().await;
 }
 

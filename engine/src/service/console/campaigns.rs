@@ -2,6 +2,7 @@
 //! one campaign's runs, sends by state and reason, and lift; the resume button of a paused one.
 //! The numbers are [`crate::inspect::campaign::status`]'s, as `nudge campaign status` prints.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Extension;
@@ -172,6 +173,17 @@ pub async fn page(
         return ctx.error(StatusCode::NOT_FOUND, ctx.lang.t("error.not_found"));
     }
     let paused = status.sends.iter().find(|s| s.state == "paused");
+    // The recorded runs together: planned sends by the user's local hour, skips by reason.
+    let mut run_hours = [0u64; 24];
+    let mut run_skips: BTreeMap<&str, u64> = BTreeMap::new();
+    for run in &status.runs {
+        for (total, count) in run_hours.iter_mut().zip(run.hours) {
+            *total += count;
+        }
+        for (reason, count) in &run.skipped {
+            *run_skips.entry(reason).or_default() += count;
+        }
+    }
     let t = |key| ctx.lang.t(key);
     let body = html! {
         @if let Some(campaign) = campaign {
@@ -237,11 +249,30 @@ pub async fn page(
             }
         }
         h2 { (t("campaign.runs")) }
+        @if !status.runs.is_empty() {
+            h3 { (t("campaign.run_hours")) }
+            div #run-hours { (hour_chart(&run_hours)) }
+            h3 { (t("campaign.run_skips")) }
+            @if run_skips.is_empty() {
+                p #run-skips-none { (t("campaign.no_skips")) }
+            } @else {
+                table #run-skips {
+                    thead { tr { th { (t("campaign.reason")) } th.num { (t("campaign.count")) } } }
+                    tbody { @for (reason, count) in &run_skips { tr { td { (reason) } td.num { (count) } } } }
+                }
+            }
+        }
         table #runs {
-            thead { tr { th { (t("campaign.run_at")) } th { (t("campaign.state")) } th.num { (t("campaign.planned")) } th { (t("campaign.note")) } } }
+            thead { tr {
+                th { (t("campaign.run_at")) } th { (t("campaign.state")) } th.num { (t("campaign.planned")) }
+                th.num { (t("campaign.skipped_count")) } th { (t("campaign.note")) }
+            } }
             tbody {
                 @for run in &status.runs {
-                    tr { td { (ctx.time_text(&run.at)) } td { (run.state) } td.num { (run.planned) } td { (run.note) } }
+                    tr {
+                        td { (ctx.time_text(&run.at)) } td { (run.state) } td.num { (run.planned) }
+                        td.num { (run.skipped.values().sum::<u64>()) } td { (run.note) }
+                    }
                 }
             }
         }
