@@ -8,6 +8,9 @@
 //! compaction swaps under the write lock and a stale plan changes nothing; windows files are
 //! replaced atomically), so a leader that stalls past its lease while another takes over does
 //! no harm.
+//!
+//! Each process also says it is alive ([`announce`]), so the console lists the processes
+//! sharing the store and which one leads.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -59,5 +62,33 @@ pub async fn lead(
             tracing::warn!(error = %error, "the background-duties lease was not released");
         }
         changed(false);
+    }
+}
+
+/// How often a process says it is alive ([`announce`]).
+pub const ANNOUNCE_EVERY_MS: i64 = 5_000;
+/// A process not heard from for this long is not listed as sharing the store.
+pub const ALIVE_WITHIN_MS: i64 = 6 * ANNOUNCE_EVERY_MS;
+
+/// Says `process` is alive every [`ANNOUNCE_EVERY_MS`] until `shutdown`, then removes it (a
+/// killed process drops out of the list after [`ALIVE_WITHIN_MS`]). Failures are logged: the
+/// list is for people, nothing depends on it.
+pub async fn announce(
+    store: Store,
+    process: crate::store::Process,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        if let Err(error) = store.announce_process(&process, now_ms).await {
+            tracing::warn!(error = %error, "this process could not say it is alive");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(ANNOUNCE_EVERY_MS as u64)) => {}
+            _ = shutdown.changed() => break,
+        }
+    }
+    if let Err(error) = store.leave_process(&process.id).await {
+        tracing::warn!(error = %error, "this process could not say it stopped");
     }
 }

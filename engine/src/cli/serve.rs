@@ -87,6 +87,10 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
         ),
         None => None,
     };
+    let (listener, bound) = match listener {
+        Some((handle, bound)) => (Some(handle), bound.to_string()),
+        None => (None, String::new()),
+    };
     // The dispatcher runs beside the scheduler, sending what the runs plan. An error (the
     // database away, say) is logged and the dispatcher started again, with backoff: sending must
     // not stop silently while campaigns keep planning.
@@ -125,14 +129,31 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
     // Compaction and the windows refresh are done by one of the processes sharing the store:
     // the holder of the background-duties lease.
     let leading = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|name| !name.is_empty())
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|name| name.trim().to_string())
+        .unwrap_or_default();
+    let started_ms = chrono::Utc::now().timestamp_millis();
+    let owner = format!("serve-{host}-{}-{started_ms}", std::process::id());
+    let announcer = tokio::spawn(nudge_engine::leader::announce(
+        store.clone(),
+        nudge_engine::store::Process {
+            id: owner.clone(),
+            host,
+            pid: i64::from(std::process::id()),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            listen: bound,
+            started_ms,
+            seen_ms: started_ms,
+            leading: false,
+        },
+        shutdown.clone(),
+    ));
     let leader = tokio::spawn(nudge_engine::leader::lead(
         store.clone(),
-        format!(
-            "serve-{}-{}-{}",
-            std::env::var("HOSTNAME").unwrap_or_default(),
-            std::process::id(),
-            chrono::Utc::now().timestamp_millis()
-        ),
+        owner,
         args.leader_lease_seconds.max(1) as i64 * 1_000,
         leading.clone(),
         shutdown.clone(),
@@ -273,6 +294,7 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
         let _ = pruner.await;
     }
     let _ = leader.await;
+    let _ = announcer.await;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -461,7 +483,7 @@ async fn listen(
     addr: std::net::SocketAddr,
     shutdown_timeout: std::time::Duration,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+) -> anyhow::Result<(tokio::task::JoinHandle<()>, std::net::SocketAddr)> {
     let service = Arc::new(service);
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|error| {
         anyhow::anyhow!("cannot listen on {addr}: {error} (is another process using it?)")
@@ -478,7 +500,7 @@ async fn listen(
         service.stop();
         let _ = stop.send(true);
     });
-    Ok(tokio::spawn(async move {
+    let handle = tokio::spawn(async move {
         let drained = service::listen::serve(listener, app, options, stopped).await;
         if drained.cut > 0 {
             eprintln!(
@@ -486,5 +508,6 @@ async fn listen(
                 drained.cut
             );
         }
-    }))
+    });
+    Ok((handle, bound))
 }

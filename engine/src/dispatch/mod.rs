@@ -377,6 +377,7 @@ impl ConnectorLoop {
                 && *until <= now
             {
                 paused_until = None;
+                self.tally.pause(&self.name, None);
                 stop.store(false, Ordering::SeqCst);
             }
             // Claim when half the request slots are free (or all are): what finished is recorded
@@ -418,6 +419,7 @@ impl ConnectorLoop {
                 }
                 if let Some(pause) = pause {
                     tracing::warn!(connector = %self.name, reason = %pause.1, "connector paused");
+                    self.tally.pause(&self.name, Some(pause.clone()));
                     paused_until = Some(pause);
                 }
             }

@@ -1,6 +1,7 @@
 //! Running counts of send outcomes by connector, kept while a dispatcher runs, for `/metrics`
 //! (the outbox itself holds the states; these are the attempts as they finish, retries
-//! included).
+//! included), and the connectors this dispatcher has paused (a quota or frequency limit), for
+//! the console.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -11,6 +12,8 @@ use crate::store::outbox::Outcome;
 #[derive(Debug, Default)]
 pub struct Tally {
     counts: Mutex<BTreeMap<(String, &'static str), u64>>,
+    /// Connector: (paused until, epoch milliseconds; why).
+    paused: Mutex<BTreeMap<String, (i64, String)>>,
 }
 
 impl Tally {
@@ -24,6 +27,25 @@ impl Tally {
                 counts.insert((connector.to_string(), label), 1);
             }
         }
+    }
+
+    /// Notes that `connector` is paused until `until_ms` for `reason`, or (None) runs again.
+    pub(super) fn pause(&self, connector: &str, pause: Option<(i64, String)>) {
+        let mut paused = self.paused.lock().unwrap_or_else(|e| e.into_inner());
+        match pause {
+            Some(pause) => paused.insert(connector.to_string(), pause),
+            None => paused.remove(connector),
+        };
+    }
+
+    /// The paused connectors: (connector, until as epoch milliseconds, reason), sorted.
+    pub fn paused(&self) -> Vec<(String, i64, String)> {
+        self.paused
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(name, (until, why))| (name.clone(), *until, why.clone()))
+            .collect()
     }
 
     /// Every (connector, outcome, count), sorted.

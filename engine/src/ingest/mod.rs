@@ -24,7 +24,7 @@ use rayon::prelude::*;
 
 use crate::batch::{EventBatch, EventRef};
 use crate::event::{Invalid, Valid, Warning};
-use crate::store::{Batch, FileMark, Prepared, Store};
+use crate::store::{Batch, FileMark, Intake, Prepared, Store};
 use crate::{Error, Result};
 
 pub use rejects::RejectsFile;
@@ -339,6 +339,9 @@ async fn ingest_one(
     let mut warnings_shown = 0;
     let (mut reading, mut committing) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
     let mut clock = std::time::Instant::now();
+    // Stored events are counted for the console's intake chart about once a minute, not per
+    // batch: the count is a statement of its own.
+    let (mut uncounted, mut counted_at) = (0u64, std::time::Instant::now());
     while let Some(parsed) = reader.batches.recv().await {
         let parsed = parsed?;
         reading += clock.elapsed();
@@ -394,11 +397,17 @@ async fn ingest_one(
         clock = std::time::Instant::now();
         file_report.accepted += committed.stored;
         file_report.duplicates += committed.duplicates;
+        uncounted += committed.stored;
+        if counted_at.elapsed() >= INTAKE_COUNT_EVERY {
+            count_intake(store, std::mem::take(&mut uncounted)).await;
+            counted_at = std::time::Instant::now();
+        }
         report.segments += committed.segments;
         progress.set_message(format!("{display}: {} events stored", file_report.accepted));
         progress.tick();
     }
     reader.stop(path)?;
+    count_intake(store, uncounted).await;
     if let Some(hash) = &content_hash {
         store
             .complete_file(hash, &display, records_done, size)
@@ -414,6 +423,18 @@ async fn ingest_one(
     report.duplicates += file_report.duplicates;
     report.warnings += file_report.warnings;
     Ok(file_report)
+}
+
+/// How often a long file's stored events are added to the intake counts.
+const INTAKE_COUNT_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Adds `stored` events to this hour's file intake; a failure is logged (the events are
+/// stored: only the console's chart misses them).
+async fn count_intake(store: &Store, stored: u64) {
+    let now = chrono::Utc::now().timestamp_millis();
+    if let Err(error) = store.count_intake(Intake::File, stored, now).await {
+        tracing::warn!(error = %error, stored, "stored events were not counted in the intake chart");
+    }
 }
 
 /// The reader of `path`, or of standard input (read as NDJSON) when `stdin`.

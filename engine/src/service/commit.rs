@@ -3,12 +3,13 @@
 //! [`GROUP_ROWS`] events), so a busy service makes fewer, larger commits instead of waiting in
 //! line for one commit each. Each request is answered with its own share (its events stored
 //! and its duplicates) once the commit holding it is durable; a failed commit fails every
-//! request in it, and they are retried whole (a commit is all or nothing).
+//! request in it, and they are retried whole (a commit is all or nothing). The events a commit
+//! stored are then counted for the console's intake chart.
 
 use tokio::sync::{mpsc, oneshot};
 
 use crate::batch::EventBatch;
-use crate::store::{Batch, Store};
+use crate::store::{Batch, Intake, Store};
 
 /// Events in one group commit at most (a request larger than this is committed alone).
 pub const GROUP_ROWS: usize = 50_000;
@@ -79,6 +80,13 @@ async fn commit_groups(store: Store, mut queue: mpsc::UnboundedReceiver<Job>) {
             .await;
         match committed {
             Ok(committed) => {
+                let now = chrono::Utc::now().timestamp_millis();
+                if let Err(error) = store
+                    .count_intake(Intake::Http, committed.stored, now)
+                    .await
+                {
+                    tracing::warn!(error = %error, "stored events were not counted in the intake chart");
+                }
                 let shares = shares(&sizes, &committed.duplicate_rows);
                 for (job, share) in jobs.into_iter().zip(shares) {
                     let _ = job.done.send(Ok(share));

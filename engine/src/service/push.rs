@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use nudge_connectors::inbound::{Fact, PushRefused, PushRequest, Received};
 
 use super::{Service, internal, read_body, refuse};
+use crate::store::Intake;
 
 pub async fn receive(
     State(service): State<Arc<Service>>,
@@ -108,6 +109,10 @@ async fn answer(
                 error,
             ),
         );
+    }
+    let now = chrono::Utc::now().timestamp_millis();
+    if let Err(error) = service.store.count_intake(Intake::Push, 1, now).await {
+        tracing::warn!(error = %error, "a stored push was not counted in the intake chart");
     }
     (event, "stored", receiver.acknowledgement().into_response())
 }

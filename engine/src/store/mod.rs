@@ -3,6 +3,7 @@
 //! Only this module issues SQL. Statements use `$n` placeholders and `ON CONFLICT` so they run
 //! unchanged on SQLite and PostgreSQL; what differs between the two is in [`sql`].
 
+mod activity;
 mod bulk;
 mod commit;
 mod compact;
@@ -24,6 +25,7 @@ use std::sync::{Arc, Mutex};
 
 use sqlx::{AnyPool, Row};
 
+pub use activity::{Intake, Process};
 pub use commit::{Batch, Committed, FileMark, FileProgress, Prepared};
 pub use compact::{CompactOptions, Compacted, DayCompacted, DayToCompact, KEEP_REPLACED_MS};
 pub use runs::{RunEnd, RunRow};

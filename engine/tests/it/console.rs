@@ -349,6 +349,57 @@ async fn the_campaign_list_shows_the_numbers_campaign_status_prints() {
     browser.close().await;
 }
 
+// The overview: the events the quickstart and the test ingested, in this hour's file bar (as
+// `nudge stats` counts them), and the one `serve` process, leading.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overview_counts_the_stored_events_and_lists_the_leading_process() {
+    let console = Console::start();
+    let printed = run(console.nudge().arg("stats"));
+    let stored: u64 = printed
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("events:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.replace(',', "").parse().ok())
+        .unwrap_or_else(|| panic!("no event count in {printed}"));
+    let driver = Driver::start().await;
+    let browser = driver.browser("zh-CN").await;
+    sign_in(&browser, &console.base, VIEWER_KEY).await;
+    let counted = |series: &'static str| {
+        let browser = &browser;
+        async move {
+            let counts = browser
+                .execute(&format!(
+                    "return Array.from(document.querySelectorAll('#events rect[data-series={series}]'))\
+                     .map(r => Number(r.dataset.count));"
+                ))
+                .await;
+            counts
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|n| n.as_u64().unwrap())
+                .sum::<u64>()
+        }
+    };
+    // The process announces itself as it starts; its lease may take a moment to show.
+    for _ in 0..50 {
+        if browser.source().await.contains("data-leading=\"true\"") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        browser.goto(&format!("{}/", console.base)).await;
+    }
+    assert_eq!(counted("file").await, stored, "{printed}");
+    assert_eq!(counted("http").await, 0);
+    let processes = browser.find_all("#processes tbody tr").await;
+    assert_eq!(processes.len(), 1);
+    assert_eq!(processes[0].property("dataset").await["leading"], "true");
+    browser
+        .screenshot(&screenshots(), "overview-processes-zh")
+        .await;
+    browser.close().await;
+}
+
 // A campaign's page sums its recorded runs: planned sends by local hour and skips by reason,
 // the numbers `campaign status` prints run by run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

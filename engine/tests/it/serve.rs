@@ -486,6 +486,23 @@ fn a_killed_leader_hands_the_background_duties_to_another_process_within_15_s() 
         Err(RecvTimeoutError::Timeout),
         "a second leader while the first lives"
     );
+    // The console's list of processes sharing the store: (pid, leading), by pid.
+    let listed = || {
+        let now = chrono::Utc::now().timestamp_millis();
+        let mut listed: Vec<(i64, bool)> = runtime
+            .block_on(store.processes(nudge_engine::leader::LEASE, 0, now))
+            .unwrap()
+            .into_iter()
+            .map(|p| (p.pid, p.leading))
+            .collect();
+        listed.sort();
+        listed
+    };
+    let pid = |index: usize| i64::from(children[index].id());
+    let mut expected: Vec<(i64, bool)> = (0..3).map(|i| (pid(i), i == leader)).collect();
+    expected.sort();
+    assert_eq!(listed(), expected, "three processes, the leader marked");
+    let killed_pid = pid(leader);
     children[leader].kill().unwrap(); // SIGKILL: no release
     children[leader].wait().unwrap();
     let killed_at = std::time::Instant::now();
@@ -516,6 +533,12 @@ fn a_killed_leader_hands_the_background_duties_to_another_process_within_15_s() 
             .unwrap()
             .is_empty()
     );
+    let leading: Vec<i64> = listed().iter().filter(|p| p.1).map(|p| p.0).collect();
+    assert_eq!(
+        leading,
+        [i64::from(children[next].id())],
+        "the new leader marked"
+    );
     for (index, child) in children.iter_mut().enumerate() {
         if index != leader {
             let _ = Command::new("kill")
@@ -524,6 +547,9 @@ fn a_killed_leader_hands_the_background_duties_to_another_process_within_15_s() 
             child.wait().unwrap();
         }
     }
+    // Processes that stopped took themselves off the list; the killed one could not (the
+    // console hides it once it is 30 s silent).
+    assert_eq!(listed(), [(killed_pid, false)]);
 }
 
 // See: #36 (3). SIGTERM under `serve` while sends are in flight (before, only tested on

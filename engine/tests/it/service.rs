@@ -553,6 +553,16 @@ async fn wechat_pushes_are_verified_stored_once_and_grant_credits() {
         2,
         "one popup item and one change, each once"
     );
+    // The console's intake chart: four pushes stored (two of them retries), two events.
+    let store = super::support::open_store(&dir.path().join("data")).await;
+    let mut intake = std::collections::BTreeMap::new();
+    for (_, source, count) in store.intake_by_hour(0).await.unwrap() {
+        *intake.entry(source.as_str()).or_insert(0) += count;
+    }
+    assert_eq!(
+        intake,
+        std::collections::BTreeMap::from([("http", 2), ("push", 4)])
+    );
 }
 
 // See: #22, #35. A web channel's click link records the click on its send and redirects, only

@@ -1,5 +1,7 @@
-//! The overview page: the outbox (due now, the oldest due send's wait, planned for later),
-//! sends by state and reason, and paused campaigns with their reason and a resume button.
+//! The overview page: the processes sharing the store and the leader, events and pushes stored
+//! per hour, the outbox (the oldest due send's wait, planned for later), sends by outcome per
+//! hour and by state and reason, WeChat errcodes by name, connectors this process's dispatcher
+//! paused, and paused campaigns with their reason and a resume button.
 //! The numbers are the store's, as `/metrics` and `nudge campaign status` read them.
 
 use std::collections::BTreeMap;
@@ -17,14 +19,6 @@ use crate::service::Service;
 /// Hours the overview's chart covers.
 const HOURS: i64 = 48;
 const HOUR_MS: i64 = 3_600_000;
-
-/// Outcomes and their colours, in stacking order.
-const OUTCOMES: [(&str, &str, &str); 4] = [
-    ("sent", "#0a7d5a", "state.sent"),
-    ("failed", "#c0392b", "state.failed"),
-    ("unknown", "#d68910", "state.unknown"),
-    ("expired", "#95a5a6", "state.expired"),
-];
 
 /// The catalogue key naming a WeChat errcode label (the codes of the domain table).
 fn errcode_name(code: &str) -> &'static str {
@@ -44,16 +38,43 @@ fn errcode_name(code: &str) -> &'static str {
     }
 }
 
-/// Finished sends per hour over the last [`HOURS`], stacked by outcome, as inline SVG (the
-/// hours in the viewer's zone under every sixth bar).
-fn outcome_chart(ctx: &Ctx, hourly: &[(i64, String, u64)], now: i64) -> maud::Markup {
-    let first = (now / HOUR_MS - HOURS + 1) * HOUR_MS;
-    let mut bars = vec![[0u64; 4]; HOURS as usize];
-    for (hour, state, count) in hourly {
-        let index = (hour - first) / HOUR_MS;
+/// Series of an hourly chart: (name, colour, catalogue key), in stacking order.
+type Series = [(&'static str, &'static str, &'static str)];
+
+/// Outcomes and their colours.
+const OUTCOMES: &Series = &[
+    ("sent", "#0a7d5a", "state.sent"),
+    ("failed", "#c0392b", "state.failed"),
+    ("unknown", "#d68910", "state.unknown"),
+    ("expired", "#95a5a6", "state.expired"),
+];
+
+/// Stored events by where they came from.
+const EVENTS: &Series = &[
+    ("file", "#2e86c1", "overview.intake_file"),
+    ("http", "#7d3c98", "overview.intake_http"),
+];
+
+/// Provider pushes.
+const PUSHES: &Series = &[("push", "#d35400", "overview.intake_push")];
+
+/// Counts per hour over the last [`HOURS`], stacked by series, as inline SVG with the id `id`
+/// (the hours in the viewer's zone under every sixth bar; each bar's title says its hour,
+/// series and count).
+fn hourly_chart<'a>(
+    ctx: &Ctx,
+    id: &str,
+    series: &Series,
+    hourly: impl Iterator<Item = (i64, &'a str, u64)>,
+    now: i64,
+) -> maud::Markup {
+    let first = (now.div_euclid(HOUR_MS) - HOURS + 1) * HOUR_MS;
+    let mut bars = vec![vec![0u64; series.len()]; HOURS as usize];
+    for (hour, name, count) in hourly {
+        let index = (hour - first).div_euclid(HOUR_MS);
         if let (Ok(index), Some(kind)) = (
             usize::try_from(index),
-            OUTCOMES.iter().position(|(name, ..)| name == state),
+            series.iter().position(|(known, ..)| *known == name),
         ) && index < bars.len()
         {
             bars[index][kind] += count;
@@ -66,15 +87,15 @@ fn outcome_chart(ctx: &Ctx, hourly: &[(i64, String, u64)], now: i64) -> maud::Ma
         .unwrap_or(0)
         .max(1) as f64;
     html! {
-        svg.outcomes #outcomes viewBox="0 0 600 150" width="600" height="150" role="img" {
+        svg.hourly id=(id) viewBox="0 0 600 150" width="600" height="150" role="img" {
             @for (index, bar) in bars.iter().enumerate() {
                 @let mut base = 120.0;
                 @for (kind, count) in bar.iter().enumerate() {
                     @if *count > 0 {
                         @let height = *count as f64 / top * 110.0;
                         @let y = { base -= height; base };
-                        rect x=(index * 12 + 2) y=(format!("{y:.1}")) width="10" height=(format!("{height:.1}")) fill=(OUTCOMES[kind].1) {
-                            title { (ctx.time(first + index as i64 * HOUR_MS)) " " (ctx.lang.t(OUTCOMES[kind].2)) " " (count) }
+                        rect x=(index * 12 + 2) y=(format!("{y:.1}")) width="10" height=(format!("{height:.1}")) fill=(series[kind].1) data-series=(series[kind].0) data-count=(count) {
+                            title { (ctx.time(first + index as i64 * HOUR_MS)) " " (ctx.lang.t(series[kind].2)) " " (count) }
                         }
                     }
                 }
@@ -84,7 +105,7 @@ fn outcome_chart(ctx: &Ctx, hourly: &[(i64, String, u64)], now: i64) -> maud::Ma
             }
         }
         p.legend {
-            @for (_, colour, key) in OUTCOMES {
+            @for (_, colour, key) in series {
                 svg width="10" height="10" { rect width="10" height="10" fill=(colour) {} } " " (ctx.lang.t(key)) "  "
             }
         }
@@ -102,9 +123,19 @@ pub async fn page(State(service): State<Arc<Service>>, Extension(ctx): Extension
             .store
             .outcomes_by_hour(now - HOURS * HOUR_MS)
             .await?;
-        Ok::<_, crate::Error>((gauges, states, paused, hourly))
+        let intake = service.store.intake_by_hour(now - HOURS * HOUR_MS).await?;
+        let processes = service
+            .store
+            .processes(
+                crate::leader::LEASE,
+                now - crate::leader::ALIVE_WITHIN_MS,
+                now,
+            )
+            .await?;
+        Ok::<_, crate::Error>((gauges, states, paused, (hourly, intake), processes))
     };
-    let ((by_connector, oldest_due), states, paused, hourly) = match read.await {
+    let ((by_connector, oldest_due), states, paused, (hourly, intake), processes) = match read.await
+    {
         Ok(read) => read,
         Err(error) => {
             tracing::error!(error = %error, "the console could not read the outbox");
@@ -115,6 +146,12 @@ pub async fn page(State(service): State<Arc<Service>>, Extension(ctx): Extension
     for (_, state, count) in &by_connector {
         *by_state.entry(state.as_str()).or_default() += count;
     }
+    let paused_connectors: Vec<(String, i64, String)> = service
+        .tally
+        .paused()
+        .into_iter()
+        .filter(|(_, until, _)| *until > now)
+        .collect();
     let t = |key| ctx.lang.t(key);
     let wait = oldest_due.map(|due| (now - due).max(0) / 1_000);
     let codes: Vec<(String, String, u64)> = service
@@ -136,8 +173,13 @@ pub async fn page(State(service): State<Arc<Service>>, Extension(ctx): Extension
                 }
             }
         }
+        (processes_table(&ctx, &processes, now))
+        h2 { (t("overview.events_per_hour")) }
+        (hourly_chart(&ctx, "events", EVENTS, intake.iter().map(|(h, s, n)| (*h, s.as_str(), *n)), now))
+        h2 { (t("overview.pushes_per_hour")) }
+        (hourly_chart(&ctx, "pushes", PUSHES, intake.iter().map(|(h, s, n)| (*h, s.as_str(), *n)), now))
         h2 { (t("overview.sends_per_hour")) }
-        (outcome_chart(&ctx, &hourly, now))
+        (hourly_chart(&ctx, "outcomes", OUTCOMES, hourly.iter().map(|(h, s, n)| (*h, s.as_str(), *n)), now))
         h2 { (t("overview.errcodes")) }
         @if codes.is_empty() {
             p #no-codes { (t("overview.no_errcodes")) }
@@ -157,6 +199,19 @@ pub async fn page(State(service): State<Arc<Service>>, Extension(ctx): Extension
             tbody {
                 @for (state, reason, count) in &states {
                     tr { td { (state) } td { (reason.as_deref().unwrap_or("")) } td.num { (count) } }
+                }
+            }
+        }
+        h2 { (t("overview.paused_connectors")) }
+        @if paused_connectors.is_empty() {
+            p #no-paused-connectors { (t("overview.no_paused_connectors")) }
+        } @else {
+            table #paused-connectors {
+                thead { tr { th { (t("overview.connector")) } th { (t("overview.paused_until")) } th { (t("campaign.reason")) } } }
+                tbody {
+                    @for (connector, until, reason) in &paused_connectors {
+                        tr { td { (connector) } td { (ctx.time(*until)) } td { (reason) } }
+                    }
                 }
             }
         }
@@ -182,4 +237,33 @@ pub async fn page(State(service): State<Arc<Service>>, Extension(ctx): Extension
         }
     };
     ctx.page(t("overview.title"), body)
+}
+
+/// The `nudge serve` processes sharing the store, the leader marked.
+fn processes_table(ctx: &Ctx, processes: &[crate::store::Process], now: i64) -> maud::Markup {
+    let t = |key| ctx.lang.t(key);
+    html! {
+        h2 { (t("overview.processes")) }
+        @if processes.is_empty() {
+            p #no-processes { (t("overview.no_processes")) }
+        } @else {
+            table #processes {
+                thead { tr {
+                    th { (t("overview.host")) } th.num { (t("overview.pid")) } th { (t("overview.listen")) }
+                    th { (t("overview.version")) } th { (t("overview.started")) } th.num { (t("overview.seen")) }
+                    th { (t("overview.role")) }
+                } }
+                tbody {
+                    @for process in processes {
+                        tr data-pid=(process.pid) data-leading=(process.leading) {
+                            td { (process.host) } td.num { (process.pid) } td { (process.listen) }
+                            td { (process.version) } td { (ctx.time(process.started_ms)) }
+                            td.num { (format!("{} s", (now - process.seen_ms).max(0) / 1_000)) }
+                            td { @if process.leading { strong { (t("overview.leader")) } } }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
