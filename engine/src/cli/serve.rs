@@ -332,6 +332,10 @@ async fn prune_in_background(
         let started = std::time::Instant::now();
         let keep_going =
             || !*shutdown.borrow() && leading.load(std::sync::atomic::Ordering::SeqCst);
+        // The console's intake counts are kept for 90 days (it shows 48 hours).
+        if let Err(error) = store.prune_intake(now_ms - 90 * 86_400_000).await {
+            tracing::warn!(error = %error, "old intake counts were not deleted");
+        }
         match store.prune_sends(cutoff, keep_going).await {
             Ok(0) => {}
             Ok(deleted) => println!(
