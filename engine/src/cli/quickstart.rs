@@ -23,6 +23,19 @@ pub struct Args {
     /// Random seed of the dataset
     #[arg(long, default_value_t = 2026)]
     seed: u64,
+    /// Then leave `nudge serve` running over the tour's data, its campaigns sending through
+    /// the built-in WeChat mock, and print the web console's address and the keys to sign in
+    /// with (generated for this run); Ctrl-C stops both
+    #[arg(long)]
+    serve: bool,
+    /// Where `--serve` listens (port 0: any free port)
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "127.0.0.1:8080",
+        requires = "serve"
+    )]
+    listen: std::net::SocketAddr,
 }
 
 pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
@@ -162,12 +175,122 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
             "#".repeat((count * 40).div_ceil(top) as usize)
         );
     }
+    let example_user = example.as_ref().map(|(user, ..)| user.clone());
     if let Some((user, at, fields)) = example {
         println!("  e.g. {user} at {at}: {fields:?}");
     }
     println!("\n6/6 running the example campaigns and delivering through the built-in WeChat mock");
-    deliver(context, &store, now).await?;
-    Ok(ExitCode::SUCCESS)
+    let mock = deliver(context, &store, now).await?;
+    if !args.serve {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let test_user = example_user.unwrap_or_default();
+    serve(context, &mock, args.listen, &test_user).await
+}
+
+/// `--serve`: `nudge serve` over the tour's data in a child process (its secrets in its
+/// environment, never in a file), its `wechat` connector pointed at the mock this process
+/// keeps running; prints the console's address once the child listens, and the keys.
+async fn serve(
+    context: &Context,
+    mock: &nudge_connectors::wechat::mock::MockWechat,
+    listen: std::net::SocketAddr,
+    test_user: &str,
+) -> anyhow::Result<ExitCode> {
+    use tokio::io::AsyncBufReadExt;
+
+    let data_dir = std::path::absolute(&context.config.data_dir)?;
+    let folder = data_dir.join("quickstart");
+    let config_path = folder.join("nudge.toml");
+    let quoted = |path: &std::path::Path| toml_string(&path.display().to_string());
+    let config = format!(
+        "# Written by `nudge quickstart --serve`: the tour's data, served with the console.\n\
+         # The keys and the mock's secret are in the environment of the serve it starts.\n\
+         data_dir = {}\ncampaigns_dir = {}\ndefault_tz = {}\n\n\
+         [[server.keys]]\nenv = 'NUDGE_QUICKSTART_ADMIN_KEY'\nscope = 'admin'\n\n\
+         [[server.keys]]\nenv = 'NUDGE_QUICKSTART_VIEWER_KEY'\nscope = 'viewer'\n\n\
+         [console]\ntest_users = [{}]\n\n\
+         [connectors.wechat]\ntype = 'wechat'\nappid = 'wxmock'\n\
+         secret_env = 'NUDGE_QUICKSTART_MOCK_SECRET'\napi_base = {}\n",
+        quoted(&data_dir),
+        quoted(&folder.join("campaigns")),
+        toml_string(context.config.default_tz.name()),
+        toml_string(test_user),
+        toml_string(&mock.api_base()),
+    );
+    std::fs::write(&config_path, config)?;
+    let (admin_key, viewer_key) = (
+        nudge_engine::service::new_key(),
+        nudge_engine::service::new_key(),
+    );
+    let mut command = tokio::process::Command::new(std::env::current_exe()?);
+    if context.quiet {
+        command.arg("--quiet");
+    }
+    command
+        .arg("--config")
+        .arg(&config_path)
+        .args([
+            "serve",
+            "--lookback-hours",
+            "0",
+            "--listen",
+            &listen.to_string(),
+        ])
+        .env("NUDGE_QUICKSTART_ADMIN_KEY", &admin_key)
+        .env("NUDGE_QUICKSTART_VIEWER_KEY", &viewer_key)
+        .env("NUDGE_QUICKSTART_MOCK_SECRET", "mock-secret")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    // A database named by the tour's own config goes to the child the way an operator passes
+    // a password: in its environment.
+    if let Some(url) = &context.config.database_url {
+        command.env(nudge_engine::config::DATABASE_URL_ENV, url);
+    }
+    let mut child = command
+        .spawn()
+        .map_err(|error| anyhow::anyhow!("cannot start nudge serve: {error}"))?;
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("piped")).lines();
+    let forward = tokio::spawn(async move {
+        let mut told = false;
+        while let Ok(Some(line)) = lines.next_line().await {
+            println!("{line}");
+            if !told
+                && let Some(base) = line
+                    .split_whitespace()
+                    .find_map(|word| word.strip_suffix("/healthz"))
+            {
+                told = true;
+                println!(
+                    "\nThe web console: {base}/\n  viewer key (sees everything, changes nothing): {viewer_key}\n  \
+                     admin key: {admin_key}\nCtrl-C stops it.\n"
+                );
+            }
+        }
+    });
+    let stop = super::dispatch::signals();
+    let status = tokio::select! {
+        status = child.wait() => status?,
+        _ = stop => {
+            // A terminal's Ctrl-C reaches the child too; a signal sent to this process alone is
+            // passed on, so the child stops as gracefully.
+            if let Some(pid) = child.id() {
+                let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+            }
+            child.wait().await?
+        }
+    };
+    let _ = forward.await;
+    Ok(if status.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// `text` as a TOML basic string.
+fn toml_string(text: &str) -> String {
+    serde_json::Value::String(text.to_string()).to_string()
 }
 
 /// The example rule the tour evaluates (kept in one place: examples/campaigns/rules/).
@@ -212,11 +335,13 @@ const EXAMPLES: [(&str, &str); 9] = [
     ),
 ];
 
+/// Runs the example campaigns and delivers their sends through the built-in WeChat mock; returns
+/// the mock (still listening).
 async fn deliver(
     context: &Context,
     store: &Store,
     now: chrono::DateTime<chrono::Utc>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<nudge_connectors::wechat::mock::MockWechat> {
     use nudge_connectors::wechat::WechatConfig;
     use nudge_connectors::wechat::client::WechatConnector;
     use nudge_connectors::wechat::mock::{MockConfig, MockWechat};
@@ -343,5 +468,5 @@ async fn deliver(
         "\nThe mock recorded {} delivered messages; nothing left the machine.",
         mock.delivered().len()
     );
-    Ok(())
+    Ok(mock)
 }

@@ -276,6 +276,13 @@ impl Service {
     }
 }
 
+/// A new random API key (192 bits, hex), for a key the tool makes itself (`quickstart --serve`).
+pub fn new_key() -> String {
+    let mut bytes = [0u8; 24];
+    getrandom::fill(&mut bytes).expect("the system's random source");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// The service's routes, each behind the key scope it needs (checked before a body is read),
 /// and, around all of them: a request id, 503 while stopping, the `Host` check and the cap on
 /// requests in progress.

@@ -1149,3 +1149,74 @@ fn status_before_the_body(base: &str, path: &str, session: Option<&str>, length:
         Err(_) => 0,
     }
 }
+
+/// A process and everything it started (its own process group), killed together when dropped.
+struct Group(Spawned);
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        let group = format!("-{}", self.0.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+    }
+}
+
+// `nudge quickstart --serve`: the tour, then a console one signs in to with the viewer key it
+// printed, over the tour's data; a SIGTERM to the quickstart stops the service with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quickstart_serve_leaves_a_console_its_printed_key_signs_in_to() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = nudge(dir.path());
+    std::os::unix::process::CommandExt::process_group(&mut command, 0);
+    command
+        .args(["quickstart", "--users", "300", "--days", "7"])
+        .args(["--serve", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut group = Group(command.spawn_guarded());
+    let mut stdout = std::io::BufReader::new(group.0.stdout.take().unwrap());
+    let (mut base, mut viewer_key) = (None, None);
+    let mut printed = String::new();
+    while viewer_key.is_none() {
+        let mut line = String::new();
+        assert!(
+            stdout.read_line(&mut line).unwrap() > 0,
+            "no console address and key in: {printed}"
+        );
+        printed.push_str(&line);
+        if let Some(url) = line.trim().strip_prefix("The web console: ") {
+            base = Some(url.trim_end_matches('/').to_string());
+        }
+        if let Some(key) = line
+            .trim()
+            .strip_prefix("viewer key (sees everything, changes nothing): ")
+        {
+            viewer_key = Some(key.to_string());
+        }
+    }
+    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+    let base = base.unwrap_or_else(|| panic!("no console address in: {printed}"));
+    let viewer_key = viewer_key.unwrap();
+    assert!(viewer_key.len() >= 32, "a generated key: {viewer_key}");
+    let driver = Driver::start().await;
+    let browser = driver.browser("zh-CN").await;
+    sign_in(&browser, &base, &viewer_key).await;
+    browser.goto(&format!("{base}/campaigns")).await;
+    let rows = browser.find_all("#campaigns tbody tr").await;
+    assert_eq!(rows.len(), 3, "the tour's three campaigns");
+    browser.goto(&format!("{base}/deliveries")).await;
+    assert!(
+        !browser.find_all("#deliveries tbody tr").await.is_empty(),
+        "the tour's sends"
+    );
+    browser.close().await;
+    let pid = group.0.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let status = group.0.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    let address = base.trim_start_matches("http://");
+    assert!(
+        std::net::TcpStream::connect(address).is_err(),
+        "the service stopped with the quickstart"
+    );
+}
