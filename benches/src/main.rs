@@ -2,6 +2,7 @@
 //! `benches/README.md`. Run with `cargo run -p nudge-benches -- <benchmark> [options]`.
 
 mod backends;
+mod console;
 mod dispatch;
 mod ingest;
 mod peers;
@@ -41,6 +42,8 @@ enum Benchmark {
     Serve(serve::Args),
     /// Dispatch, planning and ingest with the SQL state in SQLite and in PostgreSQL, side by side
     Backends(backends::Args),
+    /// The web console's pages over a planned store, each asked for several times
+    Console(console::Args),
     /// Every benchmark above, one after the other, each printing its table
     All(AllArgs),
 }
@@ -55,7 +58,7 @@ struct AllArgs {
 }
 
 /// Each benchmark's arguments in `all --quick`, and in `all` (their defaults).
-const QUICK: [(&str, &[&str]); 7] = [
+const QUICK: [(&str, &[&str]); 8] = [
     ("ingest", &["--events", "1000000"]),
     ("quality", &["--users", "10000"]),
     ("windows", &["--users", "100000"]),
@@ -63,6 +66,7 @@ const QUICK: [(&str, &[&str]); 7] = [
     ("plan", &["--users", "100000"]),
     ("dispatch", &["--sends", "100000", "--paced-sends", "20000"]),
     ("serve", &["--events", "200000", "--pushes", "5000"]),
+    ("console", &["--users", "100000"]),
 ];
 
 /// Parses one benchmark's arguments from words, as its subcommand would.
@@ -91,6 +95,7 @@ async fn all(args: AllArgs) -> anyhow::Result<()> {
             "plan" => plan::run(parse(words)?).await?,
             "dispatch" => dispatch::run(parse(words)?).await?,
             "serve" => serve::run(parse(words)?).await?,
+            "console" => console::run(parse(words)?).await?,
             other => anyhow::bail!("no benchmark named {other}"),
         }
         timings.push(format!("{name} {:.0} s", begun.elapsed().as_secs_f64()));
@@ -127,6 +132,7 @@ fn main() -> anyhow::Result<()> {
         Benchmark::Plan(args) => runtime.block_on(plan::run(args)),
         Benchmark::Serve(args) => runtime.block_on(serve::run(args)),
         Benchmark::Backends(args) => runtime.block_on(backends::run(args)),
+        Benchmark::Console(args) => runtime.block_on(console::run(args)),
         Benchmark::All(args) => runtime.block_on(all(args)),
     }
 }

@@ -58,6 +58,7 @@ pub async fn user_facts(
                 credits: needs.credits,
                 credit_templates: (!needs.all_templates).then_some(&needs.templates),
                 except_zone: Some(default_tz.name()),
+                only_user: audience.as_deref(),
             })
             .await;
         (state, started.elapsed().as_secs_f64())

@@ -82,11 +82,14 @@ pub async fn view(
         all_templates: true,
         ..FactNeeds::default()
     };
+    let started = std::time::Instant::now();
     let facts = features::user_facts(store, &needs, as_of, default_tz, Audience::One(user))
         .await?
         .into_iter()
         .next();
+    let facts_s = started.elapsed().as_secs_f64();
     let sends = store.user_sends(user, SENDS_SHOWN).await?;
+    tracing::debug!(facts_s, sends_s = started.elapsed().as_secs_f64() - facts_s, "a user's facts and sends read");
     let Some(facts) = facts else {
         if sends.is_empty() {
             return Ok(None);
@@ -114,7 +117,9 @@ pub async fn view(
         .collect();
     events.sort_by(|a, b| a.event.cmp(&b.event));
     let wanted = [user.to_string()];
+    let started = std::time::Instant::now();
     let windows = tokio::task::block_in_place(|| scoring::load_users(store, &wanted))?;
+    tracing::debug!(s = started.elapsed().as_secs_f64(), "a user's window read");
     let window = windows.as_ref().and_then(|windows| {
         windows.find(user).map(|window| Window {
             best_local_hours: window

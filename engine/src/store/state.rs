@@ -445,6 +445,8 @@ pub struct StateQuery<'a> {
     /// Leave out users whose zone is this one: the default the caller applies anyway. Saves
     /// reading a row per user when most users live in the default zone.
     pub except_zone: Option<&'a str>,
+    /// Only this user's state (a user's page, `rules explain`): one row read, not a million.
+    pub only_user: Option<&'a str>,
 }
 
 /// The stored zones of these users (those without one are left out).
@@ -474,25 +476,32 @@ pub(super) async fn zones_of(
 
 pub(super) async fn user_state(pool: &AnyPool, query: StateQuery<'_>) -> Result<UserState> {
     let mut state = UserState::default();
+    // One user's rows by its key (an `OR $n IS NULL` would keep SQLite from the index). The
+    // statements are made of literals only.
+    let one = |sql: &str, n: u8| match query.only_user {
+        Some(_) => format!("{sql} AND user_id = ${n}"),
+        None => format!("{sql} AND CAST(${n} AS TEXT) IS NULL"),
+    };
+    let backend = Backend::of_pool(pool);
     let profiles: Vec<ProfileRow> = if query.attrs {
-        json_rows(
-            sqlx::query_scalar(Backend::of_pool(pool).pick(
-                "SELECT json_group_array(json_array(user_id, tz,
-                     CASE WHEN json_valid(attrs) THEN json(attrs) END)) FROM users",
-                "SELECT json_agg(json_build_array(user_id, tz, attrs::json))::text FROM users",
-            )),
-            pool,
-        )
-        .await?
+        let sql = one(backend.pick(
+            "SELECT json_group_array(json_array(user_id, tz,
+                 CASE WHEN json_valid(attrs) THEN json(attrs) END)) FROM users WHERE 1 = 1",
+            "SELECT json_agg(json_build_array(user_id, tz, attrs::json))::text FROM users
+             WHERE 1 = 1",
+        ), 1);
+        json_rows(sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(query.only_user), pool).await?
     } else {
+        let sql = one(backend.pick(
+            "SELECT json_group_array(json_array(user_id, tz, NULL)) FROM users
+             WHERE tz IS NOT NULL AND tz != $1",
+            "SELECT json_agg(json_build_array(user_id, tz, NULL))::text FROM users
+             WHERE tz IS NOT NULL AND tz != $1",
+        ), 2);
         json_rows(
-            sqlx::query_scalar(Backend::of_pool(pool).pick(
-                "SELECT json_group_array(json_array(user_id, tz, NULL)) FROM users
-                 WHERE tz IS NOT NULL AND tz != $1",
-                "SELECT json_agg(json_build_array(user_id, tz, NULL))::text FROM users
-                 WHERE tz IS NOT NULL AND tz != $1",
-            ))
-            .bind(query.except_zone.unwrap_or("")),
+            sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                .bind(query.except_zone.unwrap_or(""))
+                .bind(query.only_user),
             pool,
         )
         .await?
@@ -505,8 +514,8 @@ pub(super) async fn user_state(pool: &AnyPool, query: StateQuery<'_>) -> Result<
         let only = query
             .credit_templates
             .map(|templates| json_list(&templates.iter().collect::<Vec<_>>()));
-        let credits: Vec<(String, String, i64)> = json_rows(
-            sqlx::query_scalar(Backend::of_pool(pool).pick(
+        let sql = one(
+            backend.pick(
                 "SELECT json_group_array(json_array(user_id, template_id, balance))
                  FROM credits WHERE balance > 0
                      AND ($1 IS NULL OR template_id IN (SELECT value FROM json_each($1)))",
@@ -514,8 +523,11 @@ pub(super) async fn user_state(pool: &AnyPool, query: StateQuery<'_>) -> Result<
                  FROM credits WHERE balance > 0
                      AND ($1::text IS NULL
                           OR template_id IN (SELECT value FROM json_array_elements_text($1::json)))",
-            ))
-            .bind(only),
+            ),
+            2,
+        );
+        let credits: Vec<(String, String, i64)> = json_rows(
+            sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(only).bind(query.only_user),
             pool,
         )
         .await?;

@@ -139,3 +139,51 @@ async fn attributes_and_zones_come_from_the_profiles_when_the_rule_reads_them() 
     assert!(b.attrs.is_empty());
     assert_eq!(b.tz, "Asia/Shanghai", "no zone: the default");
 }
+
+// One user's facts (a user's page, `rules explain`) read only that user's state, and are the
+// facts that user gets among everyone: zone, attributes and credits included, on both backends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_users_facts_are_that_users_facts_among_everyone() {
+    let test = TestStore::new().await;
+    let mut events = Vec::new();
+    for (user, zone, level) in [("a", "Asia/Tokyo", 1), ("b", "Europe/London", 2), ("c", "", 3)] {
+        let zone = if zone.is_empty() {
+            String::new()
+        } else {
+            format!(r#","tz":"{zone}""#)
+        };
+        events.push(line(
+            user,
+            "profile",
+            NOW - DAY,
+            &format!(r#"{{"vip_level":{level}{zone}}}"#),
+        ));
+        events.push(line(
+            user,
+            "subscription",
+            NOW - DAY,
+            r#"{"template_id":"tmpl_a","status":"accept"}"#,
+        ));
+        events.push(line(user, "cart", NOW - 2 * DAY, ""));
+    }
+    test.ingest(&[&test.file("p.ndjson", events.join("\n"))])
+        .await;
+    let rule = Rule::compile(
+        "r.rhai",
+        r#"fn target(user) { user.attr("vip_level") > 0 && user.credits("tmpl_a") > 0 && user.count("cart", 7) > 0 }"#,
+        Default::default(),
+    )
+    .unwrap();
+    let now = chrono::DateTime::from_timestamp_millis(NOW).unwrap();
+    let facts = |audience| user_facts(&test.store, rule.needs(), now, chrono_tz::Asia::Shanghai, audience);
+    let everyone = facts(Audience::Everyone).await.unwrap();
+    assert_eq!(everyone.len(), 3);
+    for expected in &everyone {
+        let one = facts(Audience::One(&expected.id)).await.unwrap();
+        assert_eq!(one.len(), 1, "{}", expected.id);
+        assert_eq!(*one[0], **expected, "{}", expected.id);
+    }
+    let b = &everyone[1];
+    assert_eq!((b.tz.as_str(), b.credits.get("tmpl_a")), ("Europe/London", Some(&1)));
+    assert_eq!(everyone[2].tz, "Asia/Shanghai", "no zone: the default");
+}

@@ -1,0 +1,188 @@
+//! The web console on a store of real size: the example campaigns planned over a generated
+//! store (1M users and 18.7M events by default), then `nudge serve` on loopback and each page
+//! asked for a number of times: the overview, the campaign list, a campaign's page, an active
+//! user's page, and the deliveries log's first page and its hundredth (reached by the cursor, as
+//! the "Older" link does). Issue #37's target: every one under 300 ms.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use chrono::NaiveDate;
+use nudge_engine::campaign::{self, run};
+use nudge_engine::scoring;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[arg(long, default_value_t = 1_000_000)]
+    users: u64,
+    /// Times each page is asked for (after one unmeasured request)
+    #[arg(long, default_value_t = 10)]
+    repeat: usize,
+    /// Keep the generated dataset and store in this folder and reuse them next time
+    #[arg(long, value_name = "DIR")]
+    keep: Option<std::path::PathBuf>,
+    /// The nudge binary [default: next to this benchmark's binary]
+    #[arg(long)]
+    nudge: Option<std::path::PathBuf>,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let nudge = args
+        .nudge
+        .clone()
+        .unwrap_or_else(|| std::env::current_exe().unwrap().with_file_name("nudge"));
+    let dir = crate::work_dir(args.keep.clone())?;
+    let start = NaiveDate::from_ymd_opt(2026, 10, 1).unwrap();
+    let (config, store, summary) =
+        crate::generated_store(dir.path(), args.users, 30, 13, start).await?;
+    let now = start.and_hms_opt(2, 0, 0).unwrap().and_utc() + chrono::Duration::days(30);
+    let folder = std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/campaigns"
+    ));
+    let mut campaigns = campaign::load_dir(folder)?;
+    campaigns.sort_by_key(|c| std::cmp::Reverse(c.priority));
+    if store.send_status(None).await?.is_empty() {
+        eprintln!("computing the windows and planning the example campaigns");
+        scoring::compute(&store, &config.windows, config.default_tz, now).await?;
+        for campaign in &campaigns {
+            run::run(&store, &config.run_settings(), campaign, now, now, false).await?;
+        }
+    }
+    let sends: u64 = store.send_status(None).await?.iter().map(|(.., n)| n).sum();
+    drop(store);
+
+    // No key: a loopback service opens its console without signing in (as admin).
+    let config_path = dir.path().join("console.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "data_dir = {}\ncampaigns_dir = {}\n",
+            toml_string(&config.data_dir.display().to_string()),
+            toml_string(&folder.display().to_string())
+        ),
+    )?;
+    let mut child = Command::new(&nudge)
+        .arg("--config")
+        .arg(&config_path)
+        .args(["serve", "--listen", "127.0.0.1:0", "--lookback-hours", "0"])
+        .args([
+            "--compact-every",
+            "0",
+            "--windows-every",
+            "0",
+            "--prune-every",
+            "0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
+    let mut line = String::new();
+    let base = loop {
+        line.clear();
+        anyhow::ensure!(
+            stdout.read_line(&mut line)? > 0,
+            "nudge serve printed no address"
+        );
+        if let Some(base) = line
+            .split_whitespace()
+            .find_map(|w| w.strip_suffix("/healthz"))
+        {
+            break base.to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in stdout.lines() {});
+    let measured = measure(&base, &campaigns[0].name, args.repeat).await;
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    let rows = measured?;
+
+    println!(
+        "\n### The console's pages\n\nMachine: {}. {} users, {} events (compacted), {sends} sends in the outbox; `nudge serve` on loopback, each page asked for {} times after one unmeasured request, one at a time.\n",
+        crate::machine(),
+        summary.users,
+        summary.events,
+        args.repeat
+    );
+    println!("| page | p50 | max | bytes |");
+    println!("|---|---|---|---|");
+    for (page, mut times, bytes) in rows {
+        times.sort_by(f64::total_cmp);
+        println!(
+            "| {page} | {:.0} ms | {:.0} ms | {bytes} |",
+            times[times.len() / 2] * 1_000.0,
+            times[times.len() - 1] * 1_000.0
+        );
+    }
+    Ok(())
+}
+
+/// Each page's (name, seconds per request, bytes of the last answer).
+async fn measure(
+    base: &str,
+    campaign: &str,
+    repeat: usize,
+) -> anyhow::Result<Vec<(String, Vec<f64>, usize)>> {
+    let client = reqwest::Client::new();
+    let get = |path: String| {
+        let request = client.get(format!("{base}{path}"));
+        async move {
+            let started = Instant::now();
+            let answer = request.send().await?;
+            let status = answer.status();
+            let text = answer.text().await?;
+            anyhow::ensure!(status == 200, "{path}: {status}: {text}");
+            anyhow::Ok((started.elapsed().as_secs_f64(), text))
+        }
+    };
+    // The cursor of the hundredth page of deliveries, and an active user (the first send's).
+    let mut before = String::new();
+    let mut user = String::new();
+    for page in 1..100 {
+        let (_, text) = get(format!("/deliveries{before}")).await?;
+        if page == 1 {
+            user = attribute(&text, "href=\"/users?id=").unwrap_or_default();
+        }
+        let older = attribute(&text, "id=\"older\" href=\"/deliveries?before=")
+            .ok_or_else(|| anyhow::anyhow!("fewer than 100 pages of deliveries"))?;
+        before = format!("?before={older}");
+    }
+    let pages = [
+        ("overview", "/".to_string()),
+        ("campaign list", "/campaigns".to_string()),
+        ("a campaign's page", format!("/campaigns/{campaign}")),
+        ("a user's page", format!("/users?id={user}")),
+        ("deliveries, page 1", "/deliveries".to_string()),
+        ("deliveries, page 100", format!("/deliveries{before}")),
+    ];
+    let mut rows = Vec::new();
+    for (name, path) in pages {
+        get(path.clone()).await?;
+        let mut times = Vec::new();
+        let mut bytes = 0;
+        for _ in 0..repeat.max(1) {
+            let (seconds, text) = get(path.clone()).await?;
+            times.push(seconds);
+            bytes = text.len();
+        }
+        rows.push((name.to_string(), times, bytes));
+    }
+    Ok(rows)
+}
+
+/// The text after `prefix` in `html` up to the next quote or `&`.
+fn attribute(html: &str, prefix: &str) -> Option<String> {
+    let at = html.find(prefix)? + prefix.len();
+    let rest = &html[at..];
+    let end = rest.find(['"', '&']).unwrap_or(rest.len());
+    Some(rest[..end].to_string())
+}
+
+/// `text` as a TOML basic string.
+fn toml_string(text: &str) -> String {
+    serde_json::Value::String(text.to_string()).to_string()
+}
