@@ -38,14 +38,62 @@ impl RunLift {
 /// Every run of `campaign` with sent or held-out users, oldest first; goal events up to `now`.
 pub async fn lift(store: &Store, campaign: &Campaign, now: DateTime<Utc>) -> Result<Vec<RunLift>> {
     let groups = store.campaign_groups(&campaign.name).await?;
-    let (goal, window_hours) = campaign.goal();
-    let window_ms = window_hours * HOUR_MS;
+    let (goal, _) = campaign.goal();
+    let times = features::event_times(store, goal, &users_of(&groups), now).await?;
+    Ok(compare(campaign, &groups, &times))
+}
+
+/// The lifts of several campaigns (as [`lift`]), the goal events read once per goal event for
+/// all the campaigns that share it.
+pub async fn lifts(
+    store: &Store,
+    campaigns: &[&Campaign],
+    now: DateTime<Utc>,
+) -> Result<Vec<Vec<RunLift>>> {
+    let mut groups = Vec::with_capacity(campaigns.len());
+    let mut users_by_goal: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
+    for campaign in campaigns {
+        let theirs = store.campaign_groups(&campaign.name).await?;
+        users_by_goal
+            .entry(campaign.goal().0)
+            .or_default()
+            .extend(users_of(&theirs));
+        groups.push(theirs);
+    }
+    let mut times_by_goal = std::collections::BTreeMap::new();
+    for (goal, mut users) in users_by_goal {
+        users.sort();
+        users.dedup();
+        times_by_goal.insert(goal, features::event_times(store, goal, &users, now).await?);
+    }
+    Ok(campaigns
+        .iter()
+        .zip(&groups)
+        .map(|(campaign, groups)| compare(campaign, groups, &times_by_goal[campaign.goal().0]))
+        .collect())
+}
+
+/// A campaign's (run, user, send time, held out) records, with its users' goal event times.
+type Groups = [(Option<i64>, String, i64, bool)];
+
+/// The distinct users of `groups`, sorted.
+fn users_of(groups: &Groups) -> Vec<String> {
     let mut users: Vec<String> = groups.iter().map(|g| g.1.clone()).collect();
     users.sort();
     users.dedup();
-    let times = features::event_times(store, goal, &users, now).await?;
+    users
+}
+
+/// Each run's sent and held-out users, and how many of each did the goal event within the goal
+/// window after their (would-be) send time.
+fn compare(
+    campaign: &Campaign,
+    groups: &Groups,
+    times: &std::collections::HashMap<String, Vec<i64>>,
+) -> Vec<RunLift> {
+    let window_ms = campaign.goal().1 * HOUR_MS;
     let mut runs: std::collections::BTreeMap<Option<i64>, RunLift> = Default::default();
-    for (run_at_ms, user, send_at, holdout) in &groups {
+    for (run_at_ms, user, send_at, holdout) in groups {
         let converted = times.get(user).is_some_and(|stamps| {
             stamps
                 .iter()
@@ -63,5 +111,5 @@ pub async fn lift(store: &Store, campaign: &Campaign, now: DateTime<Utc>) -> Res
             run.sent_converted += u64::from(converted);
         }
     }
-    Ok(runs.into_values().collect())
+    runs.into_values().collect()
 }

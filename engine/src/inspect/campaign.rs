@@ -122,6 +122,40 @@ pub async fn status(
     campaign: Option<&Campaign>,
     now: DateTime<Utc>,
 ) -> Result<Status> {
+    let lift = match campaign {
+        Some(campaign) => Some(crate::campaign::lift::lift(store, campaign, now).await?),
+        None => None,
+    };
+    status_sharing(store, name, campaign, now, &mut None, lift).await
+}
+
+/// The statuses of several campaigns (as [`status`]), the stored clicks read once for all and
+/// the goal events once per goal.
+pub async fn statuses(
+    store: &Store,
+    campaigns: &[&Campaign],
+    now: DateTime<Utc>,
+) -> Result<Vec<Status>> {
+    let lifts = crate::campaign::lift::lifts(store, campaigns, now).await?;
+    let mut clicked = None;
+    let mut all = Vec::with_capacity(campaigns.len());
+    for (campaign, lift) in campaigns.iter().zip(lifts) {
+        let name = &campaign.name;
+        all.push(status_sharing(store, name, Some(campaign), now, &mut clicked, Some(lift)).await?);
+    }
+    Ok(all)
+}
+
+/// [`status`], with the send ids of the stored clicks in `clicked` once read (read on first
+/// need, then shared) and the campaign's lift runs (when its file is known).
+async fn status_sharing(
+    store: &Store,
+    name: &str,
+    campaign: Option<&Campaign>,
+    now: DateTime<Utc>,
+    clicked: &mut Option<std::collections::HashSet<String>>,
+    lift_runs: Option<Vec<crate::campaign::lift::RunLift>>,
+) -> Result<Status> {
     let runs = store
         .campaign_runs(name)
         .await?
@@ -154,19 +188,24 @@ pub async fn status(
         0
     } else {
         let ids = store.send_ids(name).await?;
-        crate::features::clicks(store, now)
-            .await?
-            .into_iter()
-            .filter_map(|click| click.send_id.filter(|id| ids.contains(id)))
-            .collect::<std::collections::HashSet<String>>()
-            .len() as u64
+        if clicked.is_none() {
+            *clicked = Some(
+                crate::features::clicks(store, now)
+                    .await?
+                    .into_iter()
+                    .filter_map(|click| click.send_id)
+                    .collect(),
+            );
+        }
+        let clicked = clicked.as_ref().expect("read just now");
+        ids.iter()
+            .filter(|id| clicked.contains(id.as_str()))
+            .count() as u64
     };
-    let lift = match campaign {
-        None => None,
-        Some(campaign) => {
+    let lift = match (campaign, lift_runs) {
+        (Some(campaign), Some(lift_runs)) => {
             let (goal, window_hours) = campaign.goal();
-            let runs = crate::campaign::lift::lift(store, campaign, now)
-                .await?
+            let runs = lift_runs
                 .into_iter()
                 .map(|run| RunLift {
                     run_at: run.run_at_ms.map(instant),
@@ -183,6 +222,7 @@ pub async fn status(
                 runs,
             })
         }
+        _ => None,
     };
     Ok(Status {
         campaign: name.to_string(),

@@ -89,7 +89,11 @@ pub async fn view(
         .next();
     let facts_s = started.elapsed().as_secs_f64();
     let sends = store.user_sends(user, SENDS_SHOWN).await?;
-    tracing::debug!(facts_s, sends_s = started.elapsed().as_secs_f64() - facts_s, "a user's facts and sends read");
+    tracing::debug!(
+        facts_s,
+        sends_s = started.elapsed().as_secs_f64() - facts_s,
+        "a user's facts and sends read"
+    );
     let Some(facts) = facts else {
         if sends.is_empty() {
             return Ok(None);

@@ -484,20 +484,30 @@ pub(super) async fn user_state(pool: &AnyPool, query: StateQuery<'_>) -> Result<
     };
     let backend = Backend::of_pool(pool);
     let profiles: Vec<ProfileRow> = if query.attrs {
-        let sql = one(backend.pick(
-            "SELECT json_group_array(json_array(user_id, tz,
+        let sql = one(
+            backend.pick(
+                "SELECT json_group_array(json_array(user_id, tz,
                  CASE WHEN json_valid(attrs) THEN json(attrs) END)) FROM users WHERE 1 = 1",
-            "SELECT json_agg(json_build_array(user_id, tz, attrs::json))::text FROM users
+                "SELECT json_agg(json_build_array(user_id, tz, attrs::json))::text FROM users
              WHERE 1 = 1",
-        ), 1);
-        json_rows(sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(query.only_user), pool).await?
+            ),
+            1,
+        );
+        json_rows(
+            sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(query.only_user),
+            pool,
+        )
+        .await?
     } else {
-        let sql = one(backend.pick(
-            "SELECT json_group_array(json_array(user_id, tz, NULL)) FROM users
+        let sql = one(
+            backend.pick(
+                "SELECT json_group_array(json_array(user_id, tz, NULL)) FROM users
              WHERE tz IS NOT NULL AND tz != $1",
-            "SELECT json_agg(json_build_array(user_id, tz, NULL))::text FROM users
+                "SELECT json_agg(json_build_array(user_id, tz, NULL))::text FROM users
              WHERE tz IS NOT NULL AND tz != $1",
-        ), 2);
+            ),
+            2,
+        );
         json_rows(
             sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
                 .bind(query.except_zone.unwrap_or(""))
@@ -527,7 +537,9 @@ pub(super) async fn user_state(pool: &AnyPool, query: StateQuery<'_>) -> Result<
             2,
         );
         let credits: Vec<(String, String, i64)> = json_rows(
-            sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(only).bind(query.only_user),
+            sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                .bind(only)
+                .bind(query.only_user),
             pool,
         )
         .await?;

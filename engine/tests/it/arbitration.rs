@@ -444,6 +444,18 @@ async fn lift_compares_goal_events_of_sent_and_held_out_users_within_the_window(
     assert_eq!((run.held_out, run.held_out_converted), (report.holdout, 1));
     let expected = 100.0 * (1.0 - 1.0 / report.holdout as f64);
     assert!((run.lift_points() - expected).abs() < 1e-9);
+    // The console's list reads the goal events once per goal for all campaigns: the same runs.
+    let mut opens = campaign(&test, "opens", 0);
+    opens.goal_event = Some("app_open".into());
+    let later = now + chrono::Duration::days(2);
+    let alone = nudge_engine::campaign::lift::lift(&test.store, &opens, later)
+        .await
+        .unwrap();
+    let together =
+        nudge_engine::campaign::lift::lifts(&test.store, &[&halves, &opens, &halves], later)
+            .await
+            .unwrap();
+    assert_eq!(together, [runs.clone(), alone, runs]);
 }
 
 // See: #18 (17). A campaign value the engine cannot honour, or a rule outside the campaigns

@@ -146,7 +146,11 @@ async fn attributes_and_zones_come_from_the_profiles_when_the_rule_reads_them() 
 async fn one_users_facts_are_that_users_facts_among_everyone() {
     let test = TestStore::new().await;
     let mut events = Vec::new();
-    for (user, zone, level) in [("a", "Asia/Tokyo", 1), ("b", "Europe/London", 2), ("c", "", 3)] {
+    for (user, zone, level) in [
+        ("a", "Asia/Tokyo", 1),
+        ("b", "Europe/London", 2),
+        ("c", "", 3),
+    ] {
         let zone = if zone.is_empty() {
             String::new()
         } else {
@@ -175,7 +179,15 @@ async fn one_users_facts_are_that_users_facts_among_everyone() {
     )
     .unwrap();
     let now = chrono::DateTime::from_timestamp_millis(NOW).unwrap();
-    let facts = |audience| user_facts(&test.store, rule.needs(), now, chrono_tz::Asia::Shanghai, audience);
+    let facts = |audience| {
+        user_facts(
+            &test.store,
+            rule.needs(),
+            now,
+            chrono_tz::Asia::Shanghai,
+            audience,
+        )
+    };
     let everyone = facts(Audience::Everyone).await.unwrap();
     assert_eq!(everyone.len(), 3);
     for expected in &everyone {
@@ -184,6 +196,9 @@ async fn one_users_facts_are_that_users_facts_among_everyone() {
         assert_eq!(*one[0], **expected, "{}", expected.id);
     }
     let b = &everyone[1];
-    assert_eq!((b.tz.as_str(), b.credits.get("tmpl_a")), ("Europe/London", Some(&1)));
+    assert_eq!(
+        (b.tz.as_str(), b.credits.get("tmpl_a")),
+        ("Europe/London", Some(&1))
+    );
     assert_eq!(everyone[2].tz, "Asia/Shanghai", "no zone: the default");
 }

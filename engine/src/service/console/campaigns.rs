@@ -79,18 +79,15 @@ pub async fn list(State(service): State<Arc<Service>>, Extension(ctx): Extension
         Err(response) => return *response,
     };
     let now = service.clock.now();
-    let mut rows = Vec::new();
-    for campaign in &campaigns {
-        match crate::inspect::campaign::status(&service.store, &campaign.name, Some(campaign), now)
-            .await
-        {
-            Ok(status) => rows.push((campaign, status)),
+    let listed: Vec<&Campaign> = campaigns.iter().collect();
+    let rows: Vec<(&Campaign, Status)> =
+        match crate::inspect::campaign::statuses(&service.store, &listed, now).await {
+            Ok(statuses) => listed.into_iter().zip(statuses).collect(),
             Err(error) => {
-                tracing::error!(error = %error, "the console could not read a campaign's status");
+                tracing::error!(error = %error, "the console could not read the campaigns' status");
                 return ctx.error(StatusCode::SERVICE_UNAVAILABLE, ctx.lang.t("error.store"));
             }
-        }
-    }
+        };
     let t = |key| ctx.lang.t(key);
     let body = html! {
         @if rows.is_empty() {
