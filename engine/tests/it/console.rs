@@ -924,6 +924,10 @@ async fn the_rule_playground_shows_errors_at_their_line_explains_and_counts() {
         assert_eq!(case.property("dataset").await["passed"], "true");
     }
     set_source(&browser, "fn target(user) { false }\n").await;
+    // The summary now on the page is the last run's: gone, its return marks the new answer.
+    browser
+        .execute("document.getElementById('cases-summary').remove();")
+        .await;
     browser.find("#tests").await.click().await;
     browser
         .wait_for(|source| source.contains("id=\"cases-summary\""))
