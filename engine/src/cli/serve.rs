@@ -498,6 +498,7 @@ async fn listen(
     );
     let options = service.listen_options(shutdown_timeout);
     let app = service::router(service.clone());
+    let flushing = service.clone();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         let _ = shutdown.wait_for(|stop| *stop).await;
@@ -506,6 +507,7 @@ async fn listen(
     });
     let handle = tokio::spawn(async move {
         let drained = service::listen::serve(listener, app, options, stopped).await;
+        flushing.flush_intake().await;
         if drained.cut > 0 {
             eprintln!(
                 "cut {} connections still open after the shutdown timeout",

@@ -4,7 +4,7 @@
 //! line for one commit each. Each request is answered with its own share (its events stored
 //! and its duplicates) once the commit holding it is durable; a failed commit fails every
 //! request in it, and they are retried whole (a commit is all or nothing). The events a commit
-//! stored are then counted for the console's intake chart.
+//! stored are then counted for the console's intake chart (in memory: see [`super::intake`]).
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -31,11 +31,13 @@ pub struct Committer {
     jobs: mpsc::UnboundedSender<Job>,
 }
 
+type Tally = std::sync::Arc<super::intake::IntakeTally>;
+
 impl Committer {
     /// Starts the committing task on the current runtime.
-    pub fn start(store: Store) -> Committer {
+    pub fn start(store: Store, intake: Tally) -> Committer {
         let (jobs, queue) = mpsc::unbounded_channel();
-        tokio::spawn(commit_groups(store, queue));
+        tokio::spawn(commit_groups(store, queue, intake));
         Committer { jobs }
     }
 
@@ -52,7 +54,7 @@ impl Committer {
     }
 }
 
-async fn commit_groups(store: Store, mut queue: mpsc::UnboundedReceiver<Job>) {
+async fn commit_groups(store: Store, mut queue: mpsc::UnboundedReceiver<Job>, intake: Tally) {
     while let Some(first) = queue.recv().await {
         let mut rows = first.events.len();
         let mut jobs = vec![first];
@@ -81,12 +83,7 @@ async fn commit_groups(store: Store, mut queue: mpsc::UnboundedReceiver<Job>) {
         match committed {
             Ok(committed) => {
                 let now = chrono::Utc::now().timestamp_millis();
-                if let Err(error) = store
-                    .count_intake(Intake::Http, committed.stored, now)
-                    .await
-                {
-                    tracing::warn!(error = %error, "stored events were not counted in the intake chart");
-                }
+                intake.add(Intake::Http, committed.stored, now);
                 let shares = shares(&sizes, &committed.duplicate_rows);
                 for (job, share) in jobs.into_iter().zip(shares) {
                     let _ = job.done.send(Ok(share));

@@ -11,6 +11,7 @@ mod client;
 pub mod commit;
 mod console;
 pub mod events;
+mod intake;
 pub mod limit;
 pub mod listen;
 pub mod metrics;
@@ -73,6 +74,8 @@ pub struct Service {
     clicks: limit::Limiter<IpAddr>,
     /// Console sign-in attempts by client address.
     sign_ins: limit::Limiter<IpAddr>,
+    /// What was stored, for the console's intake chart (written every few seconds).
+    intake: Arc<intake::IntakeTally>,
 }
 
 impl Service {
@@ -135,8 +138,19 @@ impl Service {
                 ),
             });
         }
+        let intake = Arc::new(intake::IntakeTally::default());
+        {
+            let (intake, store) = (intake.clone(), store.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(intake::FLUSH_EVERY).await;
+                    intake.flush(&store).await;
+                }
+            });
+        }
         Ok(Service {
-            committer: commit::Committer::start(store.clone()),
+            committer: commit::Committer::start(store.clone(), intake.clone()),
+            intake,
             store,
             waiting: tokio::sync::Semaphore::new(config.max_waiting),
             in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight)),
@@ -174,6 +188,11 @@ impl Service {
     pub fn readiness(mut self, ready: Arc<AtomicBool>) -> Service {
         self.ready = ready;
         self
+    }
+
+    /// Writes the intake counts not yet written (a stopping service).
+    pub async fn flush_intake(&self) {
+        self.intake.flush(&self.store).await;
     }
 
     /// How the listener should treat connections, from `[server]`.

@@ -12,7 +12,7 @@ use crate::Result;
 const HOUR_MS: i64 = 3_600_000;
 
 /// Where intake came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Intake {
     /// Events stored by `nudge ingest` (files, standard input).
     File,
