@@ -129,31 +129,29 @@ pub async fn status(
     status_sharing(store, name, campaign, now, &mut None, lift).await
 }
 
-/// The statuses of several campaigns (as [`status`]), the stored clicks read once for all and
-/// the goal events once per goal.
-pub async fn statuses(
-    store: &Store,
-    campaigns: &[&Campaign],
-    now: DateTime<Utc>,
-) -> Result<Vec<Status>> {
-    let lifts = crate::campaign::lift::lifts(store, campaigns, now).await?;
-    let mut clicked = None;
-    let mut all = Vec::with_capacity(campaigns.len());
-    for (campaign, lift) in campaigns.iter().zip(lifts) {
-        let name = &campaign.name;
-        all.push(status_sharing(store, name, Some(campaign), now, &mut clicked, Some(lift)).await?);
-    }
-    Ok(all)
+/// The send ids of the stored clicks (see [`clicked_sends`]).
+pub type Clicked = std::sync::Arc<std::collections::HashSet<String>>;
+
+/// The send ids that stored clicks name, up to `now`: one scan of the events.
+pub async fn clicked_sends(store: &Store, now: DateTime<Utc>) -> Result<Clicked> {
+    Ok(std::sync::Arc::new(
+        crate::features::clicks(store, now)
+            .await?
+            .into_iter()
+            .filter_map(|click| click.send_id)
+            .collect(),
+    ))
 }
 
 /// [`status`], with the send ids of the stored clicks in `clicked` once read (read on first
-/// need, then shared) and the campaign's lift runs (when its file is known).
-async fn status_sharing(
+/// need, then shared) and the campaign's lift runs (when its file is known): what reads the
+/// events, given, so that a view of several campaigns (or several views) reads them once.
+pub async fn status_sharing(
     store: &Store,
     name: &str,
     campaign: Option<&Campaign>,
     now: DateTime<Utc>,
-    clicked: &mut Option<std::collections::HashSet<String>>,
+    clicked: &mut Option<Clicked>,
     lift_runs: Option<Vec<crate::campaign::lift::RunLift>>,
 ) -> Result<Status> {
     let runs = store
@@ -189,13 +187,7 @@ async fn status_sharing(
     } else {
         let ids = store.send_ids(name).await?;
         if clicked.is_none() {
-            *clicked = Some(
-                crate::features::clicks(store, now)
-                    .await?
-                    .into_iter()
-                    .filter_map(|click| click.send_id)
-                    .collect(),
-            );
+            *clicked = Some(clicked_sends(store, now).await?);
         }
         let clicked = clicked.as_ref().expect("read just now");
         ids.iter()

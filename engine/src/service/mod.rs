@@ -76,6 +76,8 @@ pub struct Service {
     sign_ins: limit::Limiter<IpAddr>,
     /// What was stored, for the console's intake chart (written every few seconds).
     intake: Arc<intake::IntakeTally>,
+    /// The campaigns' click and lift figures the console shows, kept for a while.
+    figures: Arc<console::figures::FiguresCache>,
 }
 
 impl Service {
@@ -151,6 +153,7 @@ impl Service {
         Ok(Service {
             committer: commit::Committer::start(store.clone(), intake.clone()),
             intake,
+            figures: Arc::default(),
             store,
             waiting: tokio::sync::Semaphore::new(config.max_waiting),
             in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight)),

@@ -79,15 +79,30 @@ pub async fn list(State(service): State<Arc<Service>>, Extension(ctx): Extension
         Err(response) => return *response,
     };
     let now = service.clock.now();
-    let listed: Vec<&Campaign> = campaigns.iter().collect();
-    let rows: Vec<(&Campaign, Status)> =
-        match crate::inspect::campaign::statuses(&service.store, &listed, now).await {
-            Ok(statuses) => listed.into_iter().zip(statuses).collect(),
-            Err(error) => {
-                tracing::error!(error = %error, "the console could not read the campaigns' status");
-                return ctx.error(StatusCode::SERVICE_UNAVAILABLE, ctx.lang.t("error.store"));
-            }
-        };
+    let read = async {
+        let figures = service.figures.get(&service.store, &campaigns, now).await?;
+        let mut rows = Vec::with_capacity(campaigns.len());
+        for campaign in &campaigns {
+            let status = crate::inspect::campaign::status_sharing(
+                &service.store,
+                &campaign.name,
+                Some(campaign),
+                now,
+                &mut Some(figures.clicked.clone()),
+                figures.lift(&campaign.name),
+            )
+            .await?;
+            rows.push((campaign, status));
+        }
+        Ok::<_, crate::Error>((rows, figures.as_of))
+    };
+    let (rows, figures_as_of): (Vec<(&Campaign, Status)>, _) = match read.await {
+        Ok(read) => read,
+        Err(error) => {
+            tracing::error!(error = %error, "the console could not read the campaigns' status");
+            return ctx.error(StatusCode::SERVICE_UNAVAILABLE, ctx.lang.t("error.store"));
+        }
+    };
     let t = |key| ctx.lang.t(key);
     let body = html! {
         @if rows.is_empty() {
@@ -114,6 +129,7 @@ pub async fn list(State(service): State<Arc<Service>>, Extension(ctx): Extension
                     }
                 }
             }
+            p.note #figures-as-of { (ctx.lang.f("campaigns.figures_as_of", &[("time", &ctx.time(figures_as_of.timestamp_millis()))])) }
         }
     };
     ctx.page(t("campaigns.title"), body)
@@ -158,9 +174,21 @@ pub async fn page(
     };
     let campaign = campaigns.iter().find(|c| c.name == name);
     let now = service.clock.now();
-    let status = match crate::inspect::campaign::status(&service.store, &name, campaign, now).await
-    {
-        Ok(status) => status,
+    let read = async {
+        let figures = service.figures.get(&service.store, &campaigns, now).await?;
+        let status = crate::inspect::campaign::status_sharing(
+            &service.store,
+            &name,
+            campaign,
+            now,
+            &mut Some(figures.clicked.clone()),
+            campaign.and_then(|c| figures.lift(&c.name)),
+        )
+        .await?;
+        Ok::<_, crate::Error>((status, figures.as_of))
+    };
+    let (status, figures_as_of) = match read.await {
+        Ok(read) => read,
         Err(error) => {
             tracing::error!(error = %error, "the console could not read a campaign's status");
             return ctx.error(StatusCode::SERVICE_UNAVAILABLE, ctx.lang.t("error.store"));
@@ -214,7 +242,8 @@ pub async fn page(
             }
         }
         p { (t("campaigns.sent")) ": " span #sent { (sent(&status)) } " · "
-            (t("campaigns.click_rate")) ": " span #click-rate { (percent(status.click_rate())) } }
+            (t("campaigns.click_rate")) ": " span #click-rate { (percent(status.click_rate())) }
+            " · " small #figures-as-of { (ctx.lang.f("campaigns.figures_as_of", &[("time", &ctx.time(figures_as_of.timestamp_millis()))])) } }
         h2 { (t("campaign.sends")) }
         table #sends {
             thead { tr { th { (t("campaign.state")) } th { (t("campaign.reason")) } th.num { (t("campaign.count")) } } }

@@ -6,6 +6,7 @@
 
 mod campaigns;
 mod deliveries;
+pub(crate) mod figures;
 mod i18n;
 mod overview;
 mod rules;
