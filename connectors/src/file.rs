@@ -10,7 +10,8 @@ use crate::{BoxedSend, Connector, Notification, Receipt, SendError};
 /// Appends sends to a file.
 pub struct FileConnector {
     path: PathBuf,
-    /// Serialises appends so lines never interleave.
+    /// Serialises this process's appends (other processes' lines are kept whole by writing
+    /// each line in one call).
     lock: Mutex<()>,
 }
 
@@ -30,12 +31,18 @@ impl Connector for FileConnector {
             let mut line = serde_json::to_value(notification).expect("JSON values serialise");
             line["sent_at"] = chrono::Utc::now().to_rfc3339().into();
             let path = self.path.clone();
+            // The whole line in one write to a file opened for appending: the kernel appends it
+            // whole, so the lines of several processes sharing the file never interleave.
+            // (`writeln!` on the file wrote a line in many pieces; two `serve` processes mixed
+            // them into lines no reader could parse.)
+            let mut bytes = line.to_string().into_bytes();
+            bytes.push(b'\n');
             let written = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
                 let mut file = std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
                     .open(&path)?;
-                writeln!(file, "{line}")?;
+                file.write_all(&bytes)?;
                 file.flush()
             })
             .await
