@@ -159,25 +159,18 @@ async fn send_all(
         }),
     );
     let connectors = config.build_connectors()?;
-    let end_ms = (now + chrono::Duration::hours(25)).timestamp_millis();
-    let mut at_ms = now.timestamp_millis();
-    while at_ms <= end_ms {
-        let options = nudge_engine::dispatch::DispatchOptions {
-            until_idle: true,
-            clock: nudge_engine::clock::Clock::starting_at(at_ms),
-            worker: "bench".into(),
-            idle_wait_ms: 0,
-            campaign_rates: campaign::rates(campaigns),
-            tally: Default::default(),
-        };
-        let (_stop, shutdown) = tokio::sync::watch::channel(false);
-        nudge_engine::dispatch::run(store, &connectors, &config.dispatch, &options, shutdown)
-            .await?;
-        match store.next_due_send("wechat", at_ms).await? {
-            Some(next) => at_ms = next.max(at_ms + 1_000),
-            None => break,
-        }
-    }
+    nudge_engine::dispatch::run_through(
+        store,
+        &connectors,
+        &config.dispatch,
+        &campaign::rates(campaigns),
+        ("bench", "wechat"),
+        (
+            now.timestamp_millis(),
+            (now + chrono::Duration::hours(25)).timestamp_millis(),
+        ),
+    )
+    .await?;
     Ok(())
 }
 

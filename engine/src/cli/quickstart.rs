@@ -393,40 +393,21 @@ async fn deliver(
         .await?;
         reports.push(report);
     }
-    // Deliver through the next day on a simulated clock that jumps from one due send to the
-    // next (those due within a second go together), so nothing waits for real hours and every
-    // send goes out at its planned time. (Stepping whole hours sent a send due at 21:40 at
-    // 22:00, into the quiet hours, where it waited and expired.)
+    // Deliver through the next day on a simulated clock (see `dispatch::run_through`).
     let connectors = std::collections::BTreeMap::from([("wechat".to_string(), connector)]);
     let started = std::time::Instant::now();
-    let (mut sent, mut failed) = (0, 0);
-    let end_ms = (now + chrono::Duration::hours(25)).timestamp_millis();
-    let mut at_ms = now.timestamp_millis();
-    while at_ms <= end_ms {
-        let options = nudge_engine::dispatch::DispatchOptions {
-            until_idle: true,
-            clock: nudge_engine::clock::Clock::starting_at(at_ms),
-            worker: "quickstart".into(),
-            idle_wait_ms: 0,
-            campaign_rates: nudge_engine::campaign::rates(&campaigns),
-            tally: Default::default(),
-        };
-        let (_stop, shutdown) = tokio::sync::watch::channel(false);
-        let dispatched = nudge_engine::dispatch::run(
-            store,
-            &connectors,
-            &context.config.dispatch,
-            &options,
-            shutdown,
-        )
-        .await?;
-        sent += dispatched.sent;
-        failed += dispatched.failed;
-        match store.next_due_send("wechat", at_ms).await? {
-            Some(next) => at_ms = next.max(at_ms + 1_000),
-            None => break,
-        }
-    }
+    let (sent, failed) = nudge_engine::dispatch::run_through(
+        store,
+        &connectors,
+        &context.config.dispatch,
+        &nudge_engine::campaign::rates(&campaigns),
+        ("quickstart", "wechat"),
+        (
+            now.timestamp_millis(),
+            (now + chrono::Duration::hours(25)).timestamp_millis(),
+        ),
+    )
+    .await?;
     println!(
         "  delivered {sent} messages over a simulated day in {:.2}s ({failed} failed)\n",
         started.elapsed().as_secs_f64()

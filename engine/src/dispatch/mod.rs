@@ -10,8 +10,10 @@
 //! that lifted at night) is held to their end, or expires.
 
 mod pacing;
+mod simulated;
 mod tally;
 
+pub use simulated::run_through;
 pub use tally::Tally;
 
 use crate::time::DAY_MS;
