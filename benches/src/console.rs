@@ -4,7 +4,6 @@
 //! user's page, and the deliveries log's first page and its hundredth (reached by the cursor, as
 //! the "Older" link does). Issue #37's target: every one under 300 ms.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
@@ -97,22 +96,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()?;
-    let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
-    let mut line = String::new();
-    let base = loop {
-        line.clear();
-        anyhow::ensure!(
-            stdout.read_line(&mut line)? > 0,
-            "nudge serve printed no address"
-        );
-        if let Some(base) = line
-            .split_whitespace()
-            .find_map(|w| w.strip_suffix("/healthz"))
-        {
-            break base.to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in stdout.lines() {});
+    let base = crate::served_base(&mut child)?;
     let measured = measure(&base, &campaigns[0].name, args.repeat).await;
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

@@ -266,6 +266,29 @@ pub async fn generated_store(
     Ok((config, store, summary))
 }
 
+/// The base URL (`http://ADDR`) a `nudge serve` child prints, its stdout piped; the rest of its
+/// output is read on (and dropped) so it never blocks on a full pipe.
+pub fn served_base(child: &mut std::process::Child) -> anyhow::Result<String> {
+    use std::io::BufRead;
+    let mut stdout = std::io::BufReader::new(child.stdout.take().expect("piped"));
+    let mut line = String::new();
+    let base = loop {
+        line.clear();
+        anyhow::ensure!(
+            stdout.read_line(&mut line)? > 0,
+            "nudge serve printed no address"
+        );
+        if let Some(base) = line
+            .split_whitespace()
+            .find_map(|w| w.strip_suffix("/healthz"))
+        {
+            break base.to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in stdout.lines() {});
+    Ok(base)
+}
+
 /// The folder a benchmark works in: the one given (kept), or a temporary one.
 pub fn work_dir(keep: Option<std::path::PathBuf>) -> anyhow::Result<WorkDir> {
     match keep {

@@ -3,7 +3,6 @@
 //! events from one file; then WeChat's message pushes (safe mode, a subscription popup each)
 //! to the same service.
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -80,22 +79,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()?;
-    let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
-    let mut line = String::new();
-    let base = loop {
-        line.clear();
-        anyhow::ensure!(
-            stdout.read_line(&mut line)? > 0,
-            "nudge serve printed no address"
-        );
-        if let Some(base) = line
-            .split_whitespace()
-            .find_map(|w| w.strip_suffix("/v1/events;"))
-        {
-            break base.to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in stdout.lines() {});
+    let base = crate::served_base(&mut child)?;
 
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
