@@ -10,7 +10,7 @@ use nudge_rules::{EventFacts, FactNeeds, UserFacts};
 use polars::prelude::*;
 
 use crate::Result;
-use crate::store::{StateQuery, Store, segments};
+use crate::store::{StateQuery, Store, lookup, segments};
 use crate::users::UserNumbers;
 
 /// Which users to compute facts for.
@@ -103,10 +103,21 @@ fn scan_facts(
     as_of_ms: i64,
     audience: Option<&str>,
 ) -> Result<FactFrames> {
-    let mut events = segments::scan(paths)?.filter(col("ts").lt_eq(lit(as_of_ms)));
-    if let Some(user) = audience {
-        events = events.filter(col("user_id").eq(lit(user)));
+    let events = match audience {
+        // One user: their pages of the files sorted by user, the other files scanned.
+        Some(user) => {
+            let found = lookup::user_rows(paths, user)?;
+            let mut parts = vec![found.frame.lazy()];
+            if !found.unindexed.is_empty() {
+                parts.push(
+                    segments::scan(&found.unindexed)?.filter(col("user_id").eq(lit(user))),
+                );
+            }
+            concat(parts, UnionArgs::default())?
+        }
+        None => segments::scan(paths)?,
     }
+    .filter(col("ts").lt_eq(lit(as_of_ms)));
     // No unique, group or sort by user id in polars: the users are numbered in Rust as their
     // runs go by (see `crate::users`), then sorted once.
     let users = events.clone().select([col("user_id")]);

@@ -120,11 +120,16 @@ pub(crate) fn number_runs(
     for (chunk, names) in column.downcast_iter().enumerate() {
         // A view is the string's length and prefix (or the whole string when short) and its
         // place in the chunk's buffers: the same view again is the same user, with no look at
-        // the text (dictionary-encoded columns repeat views).
+        // the text (dictionary-encoded columns repeat views, short ids are their views). Long
+        // ids read plain (a compacted file's) differ in place only: their text is compared.
         let views = names.views().as_slice();
         let mut starts: Vec<(usize, UserKey)> = Vec::new();
         for (i, view) in views.iter().enumerate() {
-            if i == 0 || *view != views[i - 1] || !names.is_valid(i) {
+            let same = i > 0
+                && names.is_valid(i)
+                && names.is_valid(i - 1)
+                && (*view == views[i - 1] || names.value(i) == names.value(i - 1));
+            if !same {
                 starts.push((i, UserNumbers::key(names.value(i))));
             }
         }
@@ -194,5 +199,17 @@ mod tests {
                 (1, 1, 1)
             ]
         );
+    }
+
+    #[test]
+    fn a_long_id_repeated_in_plain_text_is_one_run() {
+        // A compacted file holds `user_id` plain: each row's copy of a long id sits at its own
+        // place in the buffers, so the views differ though the user does not.
+        let long = "oAbCdEfGhIjKlMnOpQrStUvWxYz0";
+        let column = StringChunked::new("user_id".into(), [long, long, long, "u1", "u1"]);
+        let mut users = UserNumbers::default();
+        let mut runs = Vec::new();
+        number_runs(&column, &mut users, |_, rows, number| runs.push((rows, number))).unwrap();
+        assert_eq!(runs, [(0..3, 0), (3..5, 1)]);
     }
 }

@@ -8,6 +8,7 @@ mod bulk;
 mod commit;
 mod compact;
 mod lease;
+pub(crate) mod lookup;
 mod migrations;
 pub mod outbox;
 mod retention;

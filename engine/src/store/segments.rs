@@ -56,7 +56,7 @@ pub(crate) struct Segment {
     pub rows: usize,
     pub min_ts: i64,
     pub max_ts: i64,
-    staged: PathBuf,
+    pub(super) staged: PathBuf,
     /// The staged file, open until [`publish`] syncs it.
     file: Option<File>,
 }
@@ -203,7 +203,7 @@ pub(crate) fn write_compacted(
     });
     let staging = staging_dir(events_dir);
     std::fs::create_dir_all(&staging).map_err(|source| Error::io(&staging, source))?;
-    let layout = SegmentLayout::new();
+    let layout = SegmentLayout::sorted_by_user();
     order
         .par_chunks(file_rows.max(1))
         .enumerate()
@@ -238,6 +238,8 @@ const SEGMENT_COLUMNS: [(&str, ArrowDataType, Encoding); 5] = [
 /// One row group's columns, as the writer takes them.
 type RowGroupArrays = RecordBatchT<Box<dyn Array>>;
 
+/// Where `user_id` sits in [`SEGMENT_COLUMNS`].
+const USER_ID: usize = 0;
 /// Where `props` sits in [`SEGMENT_COLUMNS`].
 const PROPS: usize = 3;
 
@@ -250,9 +252,28 @@ struct SegmentLayout {
     readers_schema: KeyValue,
     encodings: Vec<Vec<Encoding>>,
     options: WriteOptions,
+    /// The rows are sorted by user (a compacted file): `user_id` is written plain, in small
+    /// pages, each with its own bounds in the page index, so a reader looking for one user
+    /// decodes a page or two of each file ([`super::lookup`]). A dictionary would not do:
+    /// polars' writer gives every page of a dictionary-encoded column the whole chunk's bounds,
+    /// and a day's dictionary holds every user of the day, which a lookup would decode whole.
+    sorted_by_user: bool,
 }
 
+/// The target size of a data page in a file sorted by user: about 8k rows of `user_id`. Smaller
+/// pages make a lookup read less and a full scan pay more page headers.
+const SORTED_PAGE_BYTES: usize = 128 << 10;
+
 impl SegmentLayout {
+    /// The layout of a file sorted by user (compaction's), see [`SegmentLayout::sorted_by_user`].
+    fn sorted_by_user() -> SegmentLayout {
+        let mut layout = SegmentLayout::new();
+        layout.sorted_by_user = true;
+        layout.encodings[USER_ID] = vec![Encoding::Plain];
+        layout.options.data_page_size = Some(SORTED_PAGE_BYTES);
+        layout
+    }
+
     fn new() -> SegmentLayout {
         let schema = |text: ArrowDataType| -> ArrowSchema {
             SEGMENT_COLUMNS
@@ -283,6 +304,7 @@ impl SegmentLayout {
                 version: Version::V1,
                 data_page_size: None,
             },
+            sorted_by_user: false,
         }
     }
 
@@ -371,8 +393,13 @@ impl SegmentLayout {
                 text(&events.props)
             }
         };
+        let user_id = if self.sorted_by_user {
+            text(&events.user_id)
+        } else {
+            dictionary(&events.user_id, rows, false)?.expect("kept whatever its values")
+        };
         let arrays = vec![
-            dictionary(&events.user_id, rows, false)?.expect("kept whatever its values"),
+            user_id,
             dictionary(&events.event, rows, false)?.expect("kept whatever its values"),
             PrimitiveArray::from_vec(ts).boxed(),
             props,
