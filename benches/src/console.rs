@@ -18,6 +18,9 @@ pub struct Args {
     /// Times each page is asked for after its first view
     #[arg(long, default_value_t = 10)]
     repeat: usize,
+    /// Then leave the console alone this many seconds and view each page once more
+    #[arg(long, default_value_t = 0, value_name = "SECONDS")]
+    idle: u64,
     /// Keep the generated dataset and store in this folder and reuse them next time
     #[arg(long, value_name = "DIR")]
     keep: Option<std::path::PathBuf>,
@@ -97,7 +100,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .stderr(Stdio::null())
         .spawn()?;
     let base = crate::served_base(&mut child)?;
-    let measured = measure(&base, &campaigns[0].name, args.repeat).await;
+    let measured = measure(&base, &campaigns[0].name, args.repeat, args.idle).await;
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
@@ -111,12 +114,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         summary.events,
         args.repeat
     );
-    println!("| page | first view | then p50 | then max | bytes |");
-    println!("|---|---|---|---|---|");
-    for (page, first, mut times, bytes) in rows {
+    let idle = if args.idle > 0 {
+        format!(" after {} s idle |", args.idle)
+    } else {
+        String::new()
+    };
+    println!("| page | first view | then p50 | then max |{idle} bytes |");
+    println!("|---|---|---|---|{}---|", if idle.is_empty() { "" } else { "---|" });
+    for (page, first, mut times, after_idle, bytes) in rows {
         times.sort_by(f64::total_cmp);
+        let after_idle = after_idle.map_or(String::new(), |s| format!(" {:.0} ms |", s * 1_000.0));
         println!(
-            "| {page} | {:.0} ms | {:.0} ms | {:.0} ms | {bytes} |",
+            "| {page} | {:.0} ms | {:.0} ms | {:.0} ms |{after_idle} {bytes} |",
             first * 1_000.0,
             times[times.len() / 2] * 1_000.0,
             times[times.len() - 1] * 1_000.0
@@ -158,13 +167,17 @@ async fn send_all(
     Ok(())
 }
 
-/// Each page's (name, seconds of the first request, seconds of each next one, bytes of the
-/// last answer).
+/// One page's timings: name, seconds of the first request, of each next one, of the one after
+/// the idle pause, and the bytes of the last answer.
+type Timed = (String, f64, Vec<f64>, Option<f64>, usize);
+
+/// Each page's timings (see [`Timed`]).
 async fn measure(
     base: &str,
     campaign: &str,
     repeat: usize,
-) -> anyhow::Result<Vec<(String, f64, Vec<f64>, usize)>> {
+    idle: u64,
+) -> anyhow::Result<Vec<Timed>> {
     let client = reqwest::Client::new();
     let get = |path: String| {
         let request = client.get(format!("{base}{path}"));
@@ -205,7 +218,7 @@ async fn measure(
         ),
     ];
     let mut rows = Vec::new();
-    for (name, path) in pages {
+    for (name, path) in pages.clone() {
         let (first, _) = get(path.clone()).await?;
         let mut times = Vec::new();
         let mut bytes = 0;
@@ -214,7 +227,13 @@ async fn measure(
             times.push(seconds);
             bytes = text.len();
         }
-        rows.push((name.to_string(), first, times, bytes));
+        rows.push((name.to_string(), first, times, None, bytes));
+    }
+    if idle > 0 {
+        tokio::time::sleep(std::time::Duration::from_secs(idle)).await;
+        for (row, (_, path)) in rows.iter_mut().zip(pages) {
+            row.3 = Some(get(path).await?.0);
+        }
     }
     Ok(rows)
 }

@@ -107,6 +107,11 @@ fn scan_facts(
         // One user: their pages of the files sorted by user, the other files scanned.
         Some(user) => {
             let found = lookup::user_rows(paths, user)?;
+            tracing::debug!(
+                rows_read = found.rows_read,
+                scanned_files = found.unindexed.len(),
+                "a user's rows read by the page index"
+            );
             let mut parts = vec![found.frame.lazy()];
             if !found.unindexed.is_empty() {
                 parts.push(

@@ -150,10 +150,16 @@ impl Service {
                 }
             });
         }
+        let figures = Arc::new(console::figures::FiguresCache::default());
+        if let Ok(campaigns) = crate::campaign::load_dir(&campaigns_dir)
+            && !campaigns.is_empty()
+        {
+            figures.warm(&store, &campaigns, &clock);
+        }
         Ok(Service {
             committer: commit::Committer::start(store.clone(), intake.clone()),
             intake,
-            figures: Arc::default(),
+            figures,
             store,
             waiting: tokio::sync::Semaphore::new(config.max_waiting),
             in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight)),

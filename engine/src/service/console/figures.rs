@@ -1,10 +1,16 @@
 //! The campaigns' figures that read the events: which sends were clicked and each campaign's
 //! lift. At 1M users and 18.7M events reading them takes about a second (two scans), so the
-//! console keeps them: served as they are for [`FRESH`], then for up to [`USABLE`] while one
-//! background read replaces them; older, a view reads them again and waits. Viewers arriving
-//! together wait for one read. Everything else on the campaign pages (runs, sends by state) is
-//! read from SQL with each view; `nudge campaign status` and the admin API read everything
-//! afresh.
+//! console keeps them and no view waits for them once they exist:
+//! - a view is served the kept figures (the page says from when); older than [`FRESH`], one
+//!   background read replaces them;
+//! - while the console is in use (a view in the last [`KEPT_WHILE_VIEWED`]) a keeper reads them
+//!   again every [`FRESH`], so a view after a pause still finds them recent;
+//! - `nudge serve` reads them once when it starts ([`FiguresCache::warm`]).
+//!
+//! A view waits only when there are none yet (the first seconds after a start) or they lack one
+//! of the campaigns (a campaign file added); viewers arriving together wait for one read.
+//! Everything else on the campaign pages (runs, sends by state) is read from SQL with each view;
+//! `nudge campaign status` and the admin API read everything afresh.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,13 +21,14 @@ use chrono::{DateTime, Utc};
 
 use crate::campaign::Campaign;
 use crate::campaign::lift::RunLift;
+use crate::clock::Clock;
 use crate::inspect::campaign::Clicked;
 use crate::store::Store;
 
-/// Served without a second thought.
+/// Figures this recent are served without a read behind them; the keeper's period.
 pub const FRESH: Duration = Duration::from_secs(30);
-/// Served while a background read replaces them.
-pub const USABLE: Duration = Duration::from_secs(120);
+/// How long after the last view the keeper goes on reading.
+pub const KEPT_WHILE_VIEWED: Duration = Duration::from_secs(3600);
 
 /// One read of the figures.
 #[derive(Debug)]
@@ -39,53 +46,137 @@ impl Figures {
     pub fn lift(&self, name: &str) -> Option<Vec<RunLift>> {
         self.lifts.get(name).cloned()
     }
+
+    fn covers(&self, campaigns: &[Campaign]) -> bool {
+        campaigns.iter().all(|c| self.lifts.contains_key(&c.name))
+    }
+}
+
+/// What the last view asked for: what the keeper reads.
+#[derive(Clone)]
+struct Wanted {
+    store: Store,
+    campaigns: Vec<Campaign>,
+    clock: Clock,
+    viewed_at: Instant,
 }
 
 /// The kept figures.
-#[derive(Debug, Default)]
 pub struct FiguresCache {
     current: tokio::sync::Mutex<Option<Arc<Figures>>>,
     refreshing: AtomicBool,
+    keeper: AtomicBool,
+    wanted: std::sync::Mutex<Option<Wanted>>,
+    /// [`FRESH`] and [`KEPT_WHILE_VIEWED`] (shorter in tests).
+    fresh: Duration,
+    kept_while_viewed: Duration,
+}
+
+impl Default for FiguresCache {
+    fn default() -> FiguresCache {
+        FiguresCache::with_periods(FRESH, KEPT_WHILE_VIEWED)
+    }
 }
 
 impl FiguresCache {
+    fn with_periods(fresh: Duration, kept_while_viewed: Duration) -> FiguresCache {
+        FiguresCache {
+            current: Default::default(),
+            refreshing: AtomicBool::new(false),
+            keeper: AtomicBool::new(false),
+            wanted: Default::default(),
+            fresh,
+            kept_while_viewed,
+        }
+    }
+
     /// The figures for `campaigns` (as described in the module's text).
     pub async fn get(
         self: &Arc<Self>,
         store: &Store,
         campaigns: &[Campaign],
-        now: DateTime<Utc>,
+        clock: &Clock,
     ) -> crate::Result<Arc<Figures>> {
+        self.viewed(store, campaigns, clock);
         let mut current = self.current.lock().await;
         if let Some(figures) = current.as_ref()
-            && campaigns
-                .iter()
-                .all(|c| figures.lifts.contains_key(&c.name))
+            && figures.covers(campaigns)
         {
-            let age = figures.read_at.elapsed();
-            if age < FRESH {
-                return Ok(figures.clone());
+            if figures.read_at.elapsed() >= self.fresh {
+                self.refresh_in_background();
             }
-            if age < USABLE {
-                if !self.refreshing.swap(true, Ordering::SeqCst) {
-                    let (cache, store, campaigns) =
-                        (self.clone(), store.clone(), campaigns.to_vec());
-                    tokio::spawn(async move {
-                        match read(&store, &campaigns, now).await {
-                            Ok(figures) => *cache.current.lock().await = Some(Arc::new(figures)),
-                            Err(error) => {
-                                tracing::warn!(error = %error, "the campaigns' figures were not read again")
-                            }
-                        }
-                        cache.refreshing.store(false, Ordering::SeqCst);
-                    });
-                }
-                return Ok(figures.clone());
-            }
+            return Ok(figures.clone());
         }
-        let figures = Arc::new(read(store, campaigns, now).await?);
+        let figures = Arc::new(read(store, campaigns, clock.now()).await?);
         *current = Some(figures.clone());
         Ok(figures)
+    }
+
+    /// Reads the figures in the background, as a view would (for `nudge serve`'s start).
+    pub fn warm(self: &Arc<Self>, store: &Store, campaigns: &[Campaign], clock: &Clock) {
+        let (cache, store, campaigns, clock) =
+            (self.clone(), store.clone(), campaigns.to_vec(), clock.clone());
+        tokio::spawn(async move {
+            if let Err(error) = cache.get(&store, &campaigns, &clock).await {
+                tracing::warn!(error = %error, "the campaigns' figures were not read at the start");
+            }
+        });
+    }
+
+    /// Notes a view, and starts the keeper if it is not running.
+    fn viewed(self: &Arc<Self>, store: &Store, campaigns: &[Campaign], clock: &Clock) {
+        *self.wanted.lock().unwrap_or_else(|e| e.into_inner()) = Some(Wanted {
+            store: store.clone(),
+            campaigns: campaigns.to_vec(),
+            clock: clock.clone(),
+            viewed_at: Instant::now(),
+        });
+        if self.keeper.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let cache = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(cache.fresh).await;
+                let idle = cache
+                    .wanted
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .as_ref()
+                    .is_none_or(|wanted| wanted.viewed_at.elapsed() >= cache.kept_while_viewed);
+                if idle {
+                    cache.keeper.store(false, Ordering::SeqCst);
+                    return;
+                }
+                cache.refresh_in_background();
+            }
+        });
+    }
+
+    /// One background read of what the last view wanted, unless one is running.
+    fn refresh_in_background(self: &Arc<Self>) {
+        if self.refreshing.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let Some(wanted) = self
+            .wanted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        else {
+            self.refreshing.store(false, Ordering::SeqCst);
+            return;
+        };
+        let cache = self.clone();
+        tokio::spawn(async move {
+            match read(&wanted.store, &wanted.campaigns, wanted.clock.now()).await {
+                Ok(figures) => *cache.current.lock().await = Some(Arc::new(figures)),
+                Err(error) => {
+                    tracing::warn!(error = %error, "the campaigns' figures were not read again")
+                }
+            }
+            cache.refreshing.store(false, Ordering::SeqCst);
+        });
     }
 }
 
@@ -124,18 +215,58 @@ mod tests {
         };
         let store = Store::open(&config.store()).await.unwrap();
         let cache = Arc::new(FiguresCache::default());
-        let now = Utc::now();
+        let clock = Clock::system();
         let one = [campaign("a")];
-        let first = cache.get(&store, &one, now).await.unwrap();
-        let again = cache.get(&store, &one, now).await.unwrap();
+        let first = cache.get(&store, &one, &clock).await.unwrap();
+        let again = cache.get(&store, &one, &clock).await.unwrap();
         assert!(Arc::ptr_eq(&first, &again), "kept while fresh");
         assert_eq!(first.lift("a"), Some(Vec::new()), "read for the campaign");
         let two = [campaign("a"), campaign("b")];
-        let widened = cache.get(&store, &two, now).await.unwrap();
+        let widened = cache.get(&store, &two, &clock).await.unwrap();
         assert!(
             !Arc::ptr_eq(&first, &widened),
             "read again: b was not in them"
         );
         assert!(widened.lift("b").is_some());
+    }
+
+    /// The figures kept now, without a view.
+    async fn kept(cache: &FiguresCache) -> Arc<Figures> {
+        cache.current.lock().await.clone().expect("figures kept")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_keeper_reads_again_while_the_console_is_in_use_and_stops_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = crate::config::Config {
+            data_dir: dir.path().join("data"),
+            ..Default::default()
+        };
+        let store = Store::open(&config.store()).await.unwrap();
+        let cache = Arc::new(FiguresCache::with_periods(
+            Duration::from_millis(100),
+            Duration::from_millis(1_500),
+        ));
+        let clock = Clock::system();
+        let one = [campaign("a")];
+        let viewed = cache.get(&store, &one, &clock).await.unwrap();
+        // No view meanwhile: the keeper replaced them.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let refreshed = kept(&cache).await;
+        assert!(!Arc::ptr_eq(&viewed, &refreshed), "read again with no view");
+        assert!(refreshed.read_at > viewed.read_at);
+        // A view of figures older than `fresh` is served them, not a read it waits for.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let served = cache.get(&store, &one, &clock).await.unwrap();
+        assert!(served.read_at <= kept(&cache).await.read_at);
+        // Long after the last view the keeper has stopped: the figures stay as they were.
+        tokio::time::sleep(Duration::from_millis(2_500)).await;
+        let settled = kept(&cache).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(
+            Arc::ptr_eq(&settled, &kept(&cache).await),
+            "no reads without views"
+        );
+        assert!(!cache.keeper.load(Ordering::SeqCst));
     }
 }
