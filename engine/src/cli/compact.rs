@@ -17,6 +17,10 @@ pub struct Args {
     /// List what would be merged, change nothing
     #[arg(long)]
     dry_run: bool,
+    /// Also rewrite days already held in one file: gives files written by an older nudge
+    /// today's layout (a compacted file's per-page user bounds, which one user's lookups use)
+    #[arg(long)]
+    rewrite: bool,
     /// Keep replaced files this many seconds (out of the manifest), for an outside reader that
     /// listed the folder before and reads slowly; meanwhile a reader globbing the folder sees
     /// the merged days twice. nudge's own scans need none
@@ -43,6 +47,7 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
     let options = CompactOptions {
         file_rows: args.file_rows,
         keep_replaced_ms: args.keep_replaced * 1000,
+        min_segments: if args.rewrite { 1 } else { 2 },
         ..CompactOptions::default()
     };
     let (segments_before, _) = store.segment_totals().await?;
@@ -53,7 +58,8 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
             store.compact_days(&days, options, |_| true).await?;
         }
         println!(
-            "nothing to compact: no day has two or more segments under {} rows ({segments_before} segments)",
+            "nothing to compact: no day has {} segments under {} rows ({segments_before} segments)",
+            if args.rewrite { "any" } else { "two or more" },
             options.file_rows
         );
         return Ok(ExitCode::SUCCESS);

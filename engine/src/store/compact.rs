@@ -39,7 +39,8 @@ pub struct CompactOptions {
     /// readers globbing the folder meanwhile see a compacted day twice.
     pub keep_replaced_ms: i64,
     /// A day is compacted once it holds at least this many segments under `file_rows` (2 by
-    /// default; the service's frequent small pass waits for more).
+    /// default; the service's frequent small pass waits for more; 1 rewrites every day, as
+    /// `nudge compact --rewrite` does to give older files today's layout).
     pub min_segments: usize,
 }
 
@@ -107,7 +108,7 @@ static AFTER_SEGMENTS: AtomicU64 = AtomicU64::new(0);
 static AFTER_COMMIT: AtomicU64 = AtomicU64::new(0);
 
 impl Store {
-    /// The days worth compacting: those holding at least `options.min_segments` (and two)
+    /// The days worth compacting: those holding at least `options.min_segments` (and one)
     /// segments smaller than `options.file_rows`, optionally only `day`, in day order.
     pub async fn days_to_compact(
         &self,
@@ -137,7 +138,7 @@ impl Store {
                 }),
             }
         }
-        days.retain(|day| day.segments.len() >= options.min_segments.max(2));
+        days.retain(|day| day.segments.len() >= options.min_segments.max(1));
         Ok(days)
     }
 
