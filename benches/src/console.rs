@@ -120,7 +120,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         String::new()
     };
     println!("| page | first view | then p50 | then max |{idle} bytes |");
-    println!("|---|---|---|---|{}---|", if idle.is_empty() { "" } else { "---|" });
+    println!(
+        "|---|---|---|---|{}---|",
+        if idle.is_empty() { "" } else { "---|" }
+    );
     for (page, first, mut times, after_idle, bytes) in rows {
         times.sort_by(f64::total_cmp);
         let after_idle = after_idle.map_or(String::new(), |s| format!(" {:.0} ms |", s * 1_000.0));

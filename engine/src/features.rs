@@ -114,9 +114,7 @@ fn scan_facts(
             );
             let mut parts = vec![found.frame.lazy()];
             if !found.unindexed.is_empty() {
-                parts.push(
-                    segments::scan(&found.unindexed)?.filter(col("user_id").eq(lit(user))),
-                );
+                parts.push(segments::scan(&found.unindexed)?.filter(col("user_id").eq(lit(user))));
             }
             concat(parts, UnionArgs::default())?
         }

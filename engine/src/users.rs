@@ -209,7 +209,10 @@ mod tests {
         let column = StringChunked::new("user_id".into(), [long, long, long, "u1", "u1"]);
         let mut users = UserNumbers::default();
         let mut runs = Vec::new();
-        number_runs(&column, &mut users, |_, rows, number| runs.push((rows, number))).unwrap();
+        number_runs(&column, &mut users, |_, rows, number| {
+            runs.push((rows, number))
+        })
+        .unwrap();
         assert_eq!(runs, [(0..3, 0), (3..5, 1)]);
     }
 }

@@ -224,7 +224,8 @@ fn read_file(path: &Path, user: &[u8]) -> Result<Found> {
         rows.event_id.extend(text(EVENT_ID)?);
         let (levels, values) =
             read_int64(&*group_reader, &ranges).map_err(|error| parquet_error(path, error))?;
-        let ts = with_levels(levels, values, in_rows).map_err(|error| parquet_error(path, error))?;
+        let ts =
+            with_levels(levels, values, in_rows).map_err(|error| parquet_error(path, error))?;
         rows.ts.extend(kept.iter().map(|&at| ts[at]));
     }
     Ok(Found::Rows(rows, rows_read))
@@ -254,7 +255,8 @@ where
         }
         let mut left = range.len();
         while left > 0 {
-            let (records, _, _) = reader.read_records(left, Some(&mut levels), None, &mut values)?;
+            let (records, _, _) =
+                reader.read_records(left, Some(&mut levels), None, &mut values)?;
             if records == 0 {
                 return Err(parquet::errors::ParquetError::General(format!(
                     "the column ended {left} rows before row {}",
@@ -327,7 +329,14 @@ mod tests {
         let ts: Vec<Option<i64>> = frame.column("ts").unwrap().i64().unwrap().iter().collect();
         let (event, props, ids) = (text("event"), text("props"), text("event_id"));
         (0..frame.height())
-            .map(|at| (event[at].clone(), ts[at], props[at].clone(), ids[at].clone()))
+            .map(|at| {
+                (
+                    event[at].clone(),
+                    ts[at],
+                    props[at].clone(),
+                    ids[at].clone(),
+                )
+            })
             .collect()
     }
 
@@ -376,8 +385,8 @@ mod tests {
     fn a_compacted_file_gives_a_users_rows_from_a_page_or_two() {
         let dir = tempfile::tempdir().unwrap();
         let (events, rows) = a_day();
-        let files = write_compacted(dir.path(), "b", "2024-10-04", &events, 1 << 22, 1 << 20)
-            .unwrap();
+        let files =
+            write_compacted(dir.path(), "b", "2024-10-04", &events, 1 << 22, 1 << 20).unwrap();
         let paths = vec![files[0].staged.clone()];
         for user in ["u00001", "oAbCdEfGhIjKlMnOpQrSt0000000", "u11999", "u06001"] {
             let found = user_rows(&paths, user).unwrap();
@@ -388,7 +397,11 @@ mod tests {
             assert!(!got.is_empty(), "{user} has events");
             // A page of `user_id` holds some thousands of rows: the user's rows sit in one or
             // two of them, not in the 60,000 of the file.
-            assert!(found.rows_read < 20_000, "{user}: {} rows read", found.rows_read);
+            assert!(
+                found.rows_read < 20_000,
+                "{user}: {} rows read",
+                found.rows_read
+            );
         }
         let nobody = user_rows(&paths, "u99999").unwrap();
         assert_eq!((nobody.frame.height(), nobody.rows_read), (0, 0));
@@ -401,7 +414,10 @@ mod tests {
         let (events, _) = a_day();
         // An ingested segment: unsorted, `user_id` a dictionary whose pages all span every user.
         let written = write_staged(dir.path(), "b", &events).unwrap();
-        let paths: Vec<PathBuf> = written.iter().map(|segment| segment.staged.clone()).collect();
+        let paths: Vec<PathBuf> = written
+            .iter()
+            .map(|segment| segment.staged.clone())
+            .collect();
         let found = user_rows(&paths, "u00001").unwrap();
         assert_eq!(found.unindexed, paths);
         assert_eq!((found.frame.height(), found.rows_read), (0, 0));

@@ -466,35 +466,49 @@ async fn rewrite_gives_days_already_in_one_file_the_compacted_layout() {
             command.arg("--rewrite");
         }
         let output = command.output().unwrap();
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         String::from_utf8_lossy(&output.stdout).to_string()
     };
     // One ingested file a day: nothing to merge, and `user_id` is a dictionary.
     assert!(compact(false).contains("nothing to compact"));
     let ingested = user_id_encodings(&test.store).await;
-    assert!(ingested.iter().all(|e| e.contains("RLE_DICTIONARY")), "{ingested:?}");
+    assert!(
+        ingested.iter().all(|e| e.contains("RLE_DICTIONARY")),
+        "{ingested:?}"
+    );
     let paths_before = test.store.segment_paths(None).await.unwrap();
     let user = "u12";
-    let seen_before = nudge_engine::inspect::user::view(&test.store, user, chrono::Utc::now(), chrono_tz::UTC)
-        .await
-        .unwrap()
-        .expect("the user has events");
+    let seen_before =
+        nudge_engine::inspect::user::view(&test.store, user, chrono::Utc::now(), chrono_tz::UTC)
+            .await
+            .unwrap()
+            .expect("the user has events");
 
     compact(true);
     let paths_after = test.store.segment_paths(None).await.unwrap();
     assert_eq!(paths_after.len(), 2, "one file a day");
-    assert!(paths_after.iter().all(|path| !paths_before.contains(path)), "rewritten");
+    assert!(
+        paths_after.iter().all(|path| !paths_before.contains(path)),
+        "rewritten"
+    );
     assert_eq!(stored_rows(&test.store).await, before, "the same events");
     let compacted = user_id_encodings(&test.store).await;
     assert!(
-        compacted.iter().all(|e| e.contains("DELTA_LENGTH_BYTE_ARRAY") && !e.contains("DICTIONARY")),
+        compacted
+            .iter()
+            .all(|e| e.contains("DELTA_LENGTH_BYTE_ARRAY") && !e.contains("DICTIONARY")),
         "{compacted:?}"
     );
     // The user's view, now read by the page index, is what the scan read before.
-    let seen_after = nudge_engine::inspect::user::view(&test.store, user, chrono::Utc::now(), chrono_tz::UTC)
-        .await
-        .unwrap()
-        .expect("the user has events");
+    let seen_after =
+        nudge_engine::inspect::user::view(&test.store, user, chrono::Utc::now(), chrono_tz::UTC)
+            .await
+            .unwrap()
+            .expect("the user has events");
     assert_eq!(
         serde_json::to_value(&seen_after.events).unwrap(),
         serde_json::to_value(&seen_before.events).unwrap()

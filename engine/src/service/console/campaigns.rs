@@ -80,7 +80,10 @@ pub async fn list(State(service): State<Arc<Service>>, Extension(ctx): Extension
     };
     let now = service.clock.now();
     let read = async {
-        let figures = service.figures.get(&service.store, &campaigns, &service.clock).await?;
+        let figures = service
+            .figures
+            .get(&service.store, &campaigns, &service.clock)
+            .await?;
         let mut rows = Vec::with_capacity(campaigns.len());
         for campaign in &campaigns {
             let status = crate::inspect::campaign::status_sharing(
@@ -175,7 +178,10 @@ pub async fn page(
     let campaign = campaigns.iter().find(|c| c.name == name);
     let now = service.clock.now();
     let read = async {
-        let figures = service.figures.get(&service.store, &campaigns, &service.clock).await?;
+        let figures = service
+            .figures
+            .get(&service.store, &campaigns, &service.clock)
+            .await?;
         let status = crate::inspect::campaign::status_sharing(
             &service.store,
             &name,
