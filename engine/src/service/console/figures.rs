@@ -118,7 +118,7 @@ impl FiguresCache {
             self.clone(),
             store.clone(),
             campaigns.to_vec(),
-            clock.clone(),
+            *clock,
         );
         tokio::spawn(async move {
             if let Err(error) = cache.get(&store, &campaigns, &clock).await {
@@ -132,7 +132,7 @@ impl FiguresCache {
         *self.wanted.lock().unwrap_or_else(|e| e.into_inner()) = Some(Wanted {
             store: store.clone(),
             campaigns: campaigns.to_vec(),
-            clock: clock.clone(),
+            clock: *clock,
             viewed_at: Instant::now(),
         });
         if self.keeper.swap(true, Ordering::SeqCst) {
