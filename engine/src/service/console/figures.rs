@@ -114,12 +114,8 @@ impl FiguresCache {
 
     /// Reads the figures in the background, as a view would (for `nudge serve`'s start).
     pub fn warm(self: &Arc<Self>, store: &Store, campaigns: &[Campaign], clock: &Clock) {
-        let (cache, store, campaigns, clock) = (
-            self.clone(),
-            store.clone(),
-            campaigns.to_vec(),
-            *clock,
-        );
+        let (cache, store, campaigns, clock) =
+            (self.clone(), store.clone(), campaigns.to_vec(), *clock);
         tokio::spawn(async move {
             if let Err(error) = cache.get(&store, &campaigns, &clock).await {
                 tracing::warn!(error = %error, "the campaigns' figures were not read at the start");
