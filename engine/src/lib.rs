@@ -19,6 +19,7 @@ pub mod ingest;
 pub mod inspect;
 pub mod leader;
 pub mod links;
+pub mod privacy;
 pub mod schedule;
 pub mod scoring;
 pub mod service;

@@ -84,6 +84,12 @@ pub fn print_report(report: &IngestReport, elapsed: std::time::Duration) {
     for (reason, count) in &report.rejected_by_reason {
         println!("  rejected {reason}: {count}");
     }
+    if report.forgotten > 0 {
+        println!(
+            "  refused (forgotten users, written nowhere): {}",
+            report.forgotten
+        );
+    }
     if let Some(path) = &report.rejects_file {
         println!("rejected records are in {}", path.display());
     }

@@ -13,6 +13,7 @@ mod sends;
 mod serve;
 mod stats;
 mod templates;
+mod users;
 mod windows;
 
 use std::path::PathBuf;
@@ -52,6 +53,9 @@ enum Command {
     Stats,
     /// Merge each day's small segment files into a few large ones (scans get faster)
     Compact(compact::Args),
+    /// Forget users (their data everywhere nudge keeps it)
+    #[command(subcommand)]
+    Users(users::Command),
     /// Generate synthetic data
     #[command(subcommand)]
     Gen(generate::Command),
@@ -120,6 +124,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Ingest(args) => ingest::run(&context, args).await,
             Command::Stats => stats::run(&context).await,
             Command::Compact(args) => compact::run(&context, args).await,
+            Command::Users(command) => users::run(&context, command).await,
             Command::Gen(command) => generate::run(&context, command),
             Command::Rules(command) => rules::run(&context, command).await,
             Command::Windows(command) => windows::run(&context, command).await,

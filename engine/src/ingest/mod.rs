@@ -201,6 +201,8 @@ pub struct FileReport {
     pub path: String,
     pub accepted: u64,
     pub duplicates: u64,
+    /// Events of forgotten users, refused (and written nowhere).
+    pub forgotten: u64,
     pub rejected: u64,
     pub warnings: u64,
     /// Set when the file had been ingested before and nothing was done.
@@ -218,6 +220,8 @@ pub struct IngestReport {
     pub files: Vec<FileReport>,
     pub accepted: u64,
     pub duplicates: u64,
+    /// Events of forgotten users, refused (and written nowhere).
+    pub forgotten: u64,
     pub rejected_by_reason: BTreeMap<&'static str, u64>,
     pub warnings: u64,
     pub segments: u64,
@@ -397,6 +401,7 @@ async fn ingest_one(
         clock = std::time::Instant::now();
         file_report.accepted += committed.stored;
         file_report.duplicates += committed.duplicates;
+        file_report.forgotten += committed.forgotten_rows.len() as u64;
         uncounted += committed.stored;
         if counted_at.elapsed() >= INTAKE_COUNT_EVERY {
             count_intake(store, std::mem::take(&mut uncounted)).await;
@@ -421,6 +426,7 @@ async fn ingest_one(
     );
     report.accepted += file_report.accepted;
     report.duplicates += file_report.duplicates;
+    report.forgotten += file_report.forgotten;
     report.warnings += file_report.warnings;
     Ok(file_report)
 }

@@ -19,6 +19,7 @@ mod histogram;
 pub mod local;
 pub mod mixture;
 mod persist;
+pub use persist::forget_users as forget_windows_of;
 pub mod pooled;
 pub mod timing;
 

@@ -172,6 +172,32 @@ pub(super) fn save_meta(
     Ok(())
 }
 
+/// Removes `users` from the stored windows (a forget); returns how many were there. The file is
+/// rewritten beside the old one and renamed over it.
+pub fn forget_users(data_dir: &Path, users: &[String]) -> Result<usize> {
+    let (counters, _) = paths(data_dir);
+    if !counters.exists() || users.is_empty() {
+        return Ok(0);
+    }
+    let source = PlRefPath::new(counters.to_string_lossy().as_ref());
+    let all = crate::store::segments::collect(LazyFrame::scan_parquet(
+        source,
+        ScanArgsParquet::default(),
+    )?)?;
+    let gone = Series::new("gone".into(), users);
+    let kept = crate::store::segments::collect(
+        all.clone()
+            .lazy()
+            .filter(col("user_id").is_in(lit(gone).implode(false), false).not()),
+    )?;
+    let removed = all.height() - kept.height();
+    if removed == 0 {
+        return Ok(0);
+    }
+    write_frame(&counters, kept)?;
+    Ok(removed)
+}
+
 /// The stored state and what it was computed with; with `only`, just those users' counters.
 fn read(data_dir: &Path, only: Option<&[String]>) -> Result<Option<(Meta, State)>> {
     let (counters, meta) = paths(data_dir);

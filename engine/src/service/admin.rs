@@ -169,6 +169,19 @@ pub async fn user(
     }
 }
 
+/// `DELETE /v1/users/{id}`: forgets the user everywhere (see [`crate::privacy`]) and answers
+/// what went. Recorded as asked for by the API (the key's holder), without the id.
+pub async fn forget_user(State(service): State<Arc<Service>>, Path(id): Path<String>) -> Answer {
+    if id.trim().is_empty() {
+        return Err(Refusal(
+            StatusCode::BAD_REQUEST,
+            "an empty user id: name the user to forget".to_string(),
+        ));
+    }
+    let done = crate::privacy::forget(&service.store, &service.engine, &[id], "api").await?;
+    Ok(Json(done).into_response())
+}
+
 /// The body of `POST /v1/rules/explain`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -19,6 +19,8 @@ pub const GROUP_ROWS: usize = 50_000;
 pub struct Share {
     pub stored: u64,
     pub duplicates: u64,
+    /// Events of forgotten users, refused.
+    pub forgotten: u64,
 }
 
 struct Job {
@@ -84,7 +86,7 @@ async fn commit_groups(store: Store, mut queue: mpsc::UnboundedReceiver<Job>, in
             Ok(committed) => {
                 let now = chrono::Utc::now().timestamp_millis();
                 intake.add(Intake::Http, committed.stored, now);
-                let shares = shares(&sizes, &committed.duplicate_rows);
+                let shares = shares(&sizes, &committed.duplicate_rows, &committed.forgotten_rows);
                 for (job, share) in jobs.into_iter().zip(shares) {
                     let _ = job.done.send(Ok(share));
                 }
@@ -99,23 +101,29 @@ async fn commit_groups(store: Store, mut queue: mpsc::UnboundedReceiver<Job>, in
     }
 }
 
-/// Each batch's share, given the batches' sizes in commit order and the duplicate rows of the
-/// whole commit (ascending).
-fn shares(sizes: &[usize], duplicate_rows: &[u32]) -> Vec<Share> {
+/// Each batch's share, given the batches' sizes in commit order and the duplicate and forgotten
+/// rows of the whole commit (each ascending).
+fn shares(sizes: &[usize], duplicate_rows: &[u32], forgotten_rows: &[u32]) -> Vec<Share> {
     let mut start = 0usize;
     let mut duplicates = duplicate_rows.iter().peekable();
+    let mut forgotten = forgotten_rows.iter().peekable();
     sizes
         .iter()
         .map(|&size| {
             let end = start + size;
-            let mut mine = 0u64;
-            while duplicates.next_if(|row| (**row as usize) < end).is_some() {
-                mine += 1;
-            }
+            let count = |rows: &mut std::iter::Peekable<std::slice::Iter<'_, u32>>| {
+                let mut mine = 0u64;
+                while rows.next_if(|row| (**row as usize) < end).is_some() {
+                    mine += 1;
+                }
+                mine
+            };
+            let (duplicates, forgotten) = (count(&mut duplicates), count(&mut forgotten));
             start = end;
             Share {
-                stored: size as u64 - mine,
-                duplicates: mine,
+                stored: size as u64 - duplicates - forgotten,
+                duplicates,
+                forgotten,
             }
         })
         .collect()
@@ -126,25 +134,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn each_batch_gets_the_duplicates_in_its_rows() {
-        // Rows 0-2 first batch, 3-3 second, 4-8 third.
-        let shares = shares(&[3, 1, 5], &[1, 3, 4, 8]);
-        assert_eq!(
-            shares,
-            [
-                Share {
-                    stored: 2,
-                    duplicates: 1
-                },
-                Share {
-                    stored: 0,
-                    duplicates: 1
-                },
-                Share {
-                    stored: 3,
-                    duplicates: 2
-                },
-            ]
-        );
+    fn each_batch_gets_the_duplicates_and_forgotten_in_its_rows() {
+        // Rows 0-2 first batch, 3-3 second, 4-8 third; row 5 a forgotten user's.
+        let shares = shares(&[3, 1, 5], &[1, 3, 4, 8], &[5]);
+        let share = |stored, duplicates, forgotten| Share {
+            stored,
+            duplicates,
+            forgotten,
+        };
+        assert_eq!(shares, [share(2, 1, 0), share(0, 1, 0), share(2, 2, 1)]);
     }
 }

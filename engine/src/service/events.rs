@@ -78,7 +78,7 @@ async fn answer(service: &Service, scope: Scope, headers: HeaderMap, body: Bytes
         screened.renumber(&mut checked.rejected);
         repeats = screened.repeated_clicks;
     }
-    let (mut accepted, mut duplicates) = (0, 0);
+    let (mut accepted, mut duplicates, mut forgotten) = (0, 0, 0);
     if !checked.events.is_empty() {
         let Ok(_permit) = service.waiting.try_acquire() else {
             // Nothing is stored: the clicks counted for this batch count again on its retry.
@@ -95,6 +95,7 @@ async fn answer(service: &Service, scope: Scope, headers: HeaderMap, body: Bytes
             Ok(committed) => {
                 accepted = committed.stored;
                 duplicates = committed.duplicates;
+                forgotten = committed.forgotten;
             }
             Err(error) => {
                 if let Some(screened) = &screened {
@@ -112,10 +113,12 @@ async fn answer(service: &Service, scope: Scope, headers: HeaderMap, body: Bytes
     let metrics = &service.metrics;
     metrics.events("http", "accepted", accepted);
     metrics.events("http", "duplicate", duplicates);
+    metrics.events("http", "forgotten", forgotten);
     metrics.events("http", "rejected", checked.rejected.len() as u64);
     axum::Json(serde_json::json!({
         "accepted": accepted,
         "duplicates": duplicates,
+        "forgotten": forgotten,
         "rejected": checked.rejected,
     }))
     .into_response()

@@ -299,6 +299,8 @@ impl Service {
             self.metrics.events(source, "accepted", committed.stored);
             self.metrics
                 .events(source, "duplicate", committed.duplicates);
+            self.metrics
+                .events(source, "forgotten", committed.forgotten);
         }
         Ok(())
     }
@@ -341,7 +343,9 @@ pub fn router(service: Arc<Service>) -> Router {
         )
         .route(
             "/v1/users/{id}",
-            axum::routing::get(admin::user).route_layer(needs(Scope::Admin)),
+            axum::routing::get(admin::user)
+                .delete(admin::forget_user)
+                .route_layer(needs(Scope::Admin)),
         )
         .route(
             "/v1/rules/explain",
@@ -759,6 +763,7 @@ mod tests {
             (Method::GET, "/v1/campaigns/c"),
             (Method::POST, "/v1/campaigns/c/run"),
             (Method::GET, "/v1/users/u"),
+            (Method::DELETE, "/v1/users/u"),
             (Method::POST, "/v1/rules/explain"),
             (Method::GET, "/metrics"),
             (Method::GET, "/healthz"),

@@ -64,6 +64,8 @@ pub struct Committed {
     /// The rows of the batch dropped as duplicates, ascending (a group commit tells each of its
     /// requests its own).
     pub duplicate_rows: Vec<u32>,
+    /// The rows of the batch refused because their user was forgotten, ascending.
+    pub forgotten_rows: Vec<u32>,
 }
 
 /// Adds manifest rows for `written`, the segments of batch (or compaction) `batch_name`.
@@ -210,6 +212,32 @@ impl Store {
     pub async fn commit_batch(&self, batch: Batch<'_>) -> Result<Committed> {
         let started = std::time::Instant::now();
         let mut tx = super::sql::begin_write(&self.pool).await?;
+        let mut batch = batch;
+        // Events of forgotten users are refused, inside the write transaction: a forget's
+        // tombstones committed before it are seen. `kept` maps the rows left to the batch's.
+        let forgotten = self
+            .forgotten_rows(
+                &mut tx,
+                (0..batch.events.len()).map(|row| batch.events.user_id.get(row)),
+            )
+            .await?;
+        let (forgotten_rows, kept): (Vec<u32>, Option<Vec<u32>>) = match forgotten {
+            Some(mask) if mask.iter().any(|gone| *gone) => {
+                let keep: Vec<bool> = mask.iter().map(|gone| !gone).collect();
+                batch.events = batch.events.filtered(&keep);
+                // Worked out on every event: made again from those left.
+                batch.prepared = None;
+                let rows = |gone: bool| {
+                    mask.iter()
+                        .enumerate()
+                        .filter(|(_, g)| **g == gone)
+                        .map(|(row, _)| row as u32)
+                        .collect::<Vec<u32>>()
+                };
+                (rows(true), Some(rows(false)))
+            }
+            _ => (Vec::new(), None),
+        };
         let received = batch.events.len() as u64;
         let (ids, changes) = match batch.prepared {
             Some(prepared) => (Some(prepared.ids), Some(prepared.changes)),
@@ -249,11 +277,19 @@ impl Store {
         }
         seen.trim(None);
         drop(seen);
+        let duplicate_rows = match &kept {
+            Some(kept) => duplicate_rows
+                .iter()
+                .map(|row| kept[*row as usize])
+                .collect(),
+            None => duplicate_rows,
+        };
         Ok(Committed {
             stored,
             duplicates: duplicate_rows.len() as u64,
             segments: written.len() as u64,
             duplicate_rows,
+            forgotten_rows,
         })
     }
 

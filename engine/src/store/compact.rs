@@ -199,6 +199,17 @@ impl Store {
         plan: &DayToCompact,
         options: CompactOptions,
     ) -> Result<DayCompacted> {
+        Ok(self.rewrite_day(plan, options, None).await?.0)
+    }
+
+    /// [`Store::compact_day`], leaving out the events of the users in `without` (a forget);
+    /// also returns how many events were left out.
+    pub(super) async fn rewrite_day(
+        &self,
+        plan: &DayToCompact,
+        options: CompactOptions,
+        without: Option<std::sync::Arc<std::collections::HashSet<String>>>,
+    ) -> Result<(DayCompacted, u64)> {
         let events_dir = segments::events_dir(&self.data_dir);
         let batch_name = segments::new_batch_name(&self.id);
         let old = state::json_list(&plan.segments);
@@ -208,12 +219,15 @@ impl Store {
         // files published and swapped in: a sweep (which takes the lock) never sees them
         // published and unrecorded.
         if !self.still_listed(&old, plan.segments.len()).await? {
-            return Ok(DayCompacted::Changed);
+            return Ok((DayCompacted::Changed, 0));
         }
-        let staged = {
-            let events_dir = events_dir.clone();
-            let (plan, batch_name) = (plan.clone(), batch_name.clone());
-            tokio::task::spawn_blocking(move || {
+        let left_out = std::sync::Arc::new(AtomicU64::new(0));
+        let staged =
+            {
+                let left_out = left_out.clone();
+                let events_dir = events_dir.clone();
+                let (plan, batch_name) = (plan.clone(), batch_name.clone());
+                tokio::task::spawn_blocking(move || {
                 let paths: Vec<PathBuf> =
                     plan.segments.iter().map(|p| events_dir.join(p)).collect();
                 let events = segments::read_events(&paths)?;
@@ -227,6 +241,22 @@ impl Store {
                         events_dir.join(format!("day={}", plan.day)).display()
                     )));
                 }
+                let events = match &without {
+                    Some(without) => {
+                        let keep: Vec<bool> = (0..events.len())
+                            .map(|row| {
+                                !events.user_id.get(row).is_some_and(|user| without.contains(user))
+                            })
+                            .collect();
+                        let kept = events.filtered(&keep);
+                        left_out.store(
+                            (events.len() - kept.len()) as u64,
+                            std::sync::atomic::Ordering::Relaxed,
+                        );
+                        kept
+                    }
+                    None => events,
+                };
                 let staged = segments::write_compacted(
                     &events_dir,
                     &batch_name,
@@ -243,12 +273,12 @@ impl Store {
             })
             .await
             .map_err(|error| Error::Segments(format!("the compaction writer stopped: {error}")))?
-        };
+            };
         let staged = match staged {
             Ok(staged) => staged,
             // Another process compacted the day while this one read it (its files went).
             Err(_) if !self.still_listed(&old, plan.segments.len()).await? => {
-                return Ok(DayCompacted::Changed);
+                return Ok((DayCompacted::Changed, 0));
             }
             Err(error) => return Err(error),
         };
@@ -276,7 +306,7 @@ impl Store {
         };
         if still as usize != plan.segments.len() {
             segments::discard_staged(&staged);
-            return Ok(DayCompacted::Changed);
+            return Ok((DayCompacted::Changed, 0));
         }
         let written = {
             let events_dir = events_dir.clone();
@@ -320,9 +350,12 @@ impl Store {
             .forget(&plan.day);
         self.remove_retired_before(chrono::Utc::now().timestamp_millis())
             .await?;
-        Ok(DayCompacted::Merged {
-            files: written.len(),
-        })
+        Ok((
+            DayCompacted::Merged {
+                files: written.len(),
+            },
+            left_out.load(std::sync::atomic::Ordering::Relaxed),
+        ))
     }
 
     /// Deletes the segment files compactions replaced that may go by `cutoff_ms` (epoch ms; at

@@ -72,6 +72,55 @@ pub(crate) fn user_rows(paths: &[PathBuf], user: &str) -> Result<UserRows> {
     })
 }
 
+/// Whether `path` may hold a row of one of `users` (sorted): false only when the bounds of its
+/// row groups, and of their `user_id` pages where the index has them, leave every one out.
+pub(crate) fn may_hold_any(path: &Path, users: &[String]) -> Result<bool> {
+    let file = File::open(path).map_err(|source| Error::io(path, source))?;
+    let options = ReadOptionsBuilder::new().with_page_index().build();
+    let reader = SerializedFileReader::new_with_options(file, options)
+        .map_err(|error| parquet_error(path, error))?;
+    let metadata = reader.metadata();
+    let named_user_id = metadata
+        .file_metadata()
+        .schema_descr()
+        .columns()
+        .first()
+        .is_some_and(|column| column.name() == "user_id");
+    if !named_user_id {
+        return Ok(true);
+    }
+    // Whether some user falls in [min, max].
+    let any_within = |min: &[u8], max: &[u8]| {
+        let first = users.partition_point(|user| user.as_bytes() < min);
+        users.get(first).is_some_and(|user| user.as_bytes() <= max)
+    };
+    for (group, group_meta) in metadata.row_groups().iter().enumerate() {
+        let bounds = match group_meta.column(USER_ID).statistics() {
+            Some(Statistics::ByteArray(bounds)) => bounds.min_opt().zip(bounds.max_opt()),
+            _ => None,
+        };
+        let Some((min, max)) = bounds else {
+            return Ok(true);
+        };
+        if !any_within(min.data(), max.data()) {
+            continue;
+        }
+        let page_index = metadata.page_index_for_row_group(group);
+        let Some(ColumnIndexMetaData::BYTE_ARRAY(index)) = page_index.column_index(USER_ID) else {
+            return Ok(true);
+        };
+        for page in 0..index.num_pages() as usize {
+            match (index.min_value(page), index.max_value(page)) {
+                (Some(min), Some(max)) if any_within(min, max) => return Ok(true),
+                (Some(_), Some(_)) => {}
+                _ if index.is_null_page(page) => {}
+                _ => return Ok(true),
+            }
+        }
+    }
+    Ok(false)
+}
+
 /// One file's answer.
 enum Found {
     /// The user's rows, and how many rows were decoded to find them.

@@ -54,6 +54,7 @@ const SQLITE_FILES: &[(&str, &str)] = &[
     sqlite_file!("0011_leases.sql"),
     sqlite_file!("0012_send_clicks.sql"),
     sqlite_file!("0013_run_skips_intake_processes.sql"),
+    sqlite_file!("0014_forget.sql"),
 ];
 
 /// The PostgreSQL schema: the state SQLite's files arrive at, then changes made after it.
@@ -62,6 +63,7 @@ const POSTGRES_FILES: &[(&str, &str)] = &[
     migration_file!("postgres", "0002_claim_index.sql"),
     migration_file!("postgres", "0003_send_clicks.sql"),
     migration_file!("postgres", "0004_run_skips_intake_processes.sql"),
+    migration_file!("postgres", "0005_forget.sql"),
 ];
 
 static SQLITE: LazyLock<Migrator> =

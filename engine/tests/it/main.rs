@@ -7,6 +7,7 @@ mod compact;
 mod console;
 mod dispatch;
 mod facts;
+mod forget;
 mod ingest;
 mod migrations;
 mod nodes;

@@ -1,0 +1,330 @@
+//! Forgetting users: their events out of every segment file that holds them, their profile,
+//! credits and windows deleted, their planned sends cancelled and their finished sends kept
+//! under a keyed hash, and a tombstone that refuses events naming them afterwards.
+//!
+//! The order makes a crash at any point safe to finish by forgetting again: the tombstones are
+//! committed first (from then on no commit stores an event of theirs: the check runs inside
+//! each batch's write transaction), then each day's files holding them are rewritten without
+//! them and swapped in as compaction swaps (the old files or the new ones, never both), then
+//! the SQL rows change in one transaction, then the stored windows are rewritten. The record of
+//! the forget names no id.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use sqlx::Row;
+
+use super::compact::{CompactOptions, DayCompacted, DayToCompact};
+use super::sql::with_json_list;
+use super::{Store, lookup, segments, state};
+use crate::{Error, Result};
+
+/// What a forget removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ForgetReport {
+    /// Users asked for (each once).
+    pub users: u64,
+    /// Events removed from the segment files.
+    pub events: u64,
+    /// Segment files rewritten.
+    pub files: u64,
+    /// Rows of profiles, credits and the credit ledger deleted.
+    pub state_rows: u64,
+    /// Planned or paused sends cancelled.
+    pub sends_cancelled: u64,
+    /// Sends kept (for the campaigns' counts) under a keyed hash of the user.
+    pub sends_anonymised: u64,
+    /// Users removed from the stored windows.
+    pub windows: u64,
+}
+
+/// The prefix of the user id a forgotten user's sends keep.
+pub const FORGOTTEN_PREFIX: &str = "forgotten:";
+
+impl Store {
+    /// The key of the hashes that stand for forgotten users, made once per store (kept in the
+    /// database, so every process sharing it hashes alike).
+    async fn forget_key(&self) -> Result<Vec<u8>> {
+        let mut fresh = [0u8; 32];
+        getrandom::fill(&mut fresh).map_err(|error| {
+            Error::Usage(format!("no random source for the forget key: {error}"))
+        })?;
+        sqlx::query(
+            "INSERT INTO store_meta (key, value) VALUES ('forget_key', $1) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(hex(&fresh))
+        .execute(&self.pool)
+        .await?;
+        let key: String =
+            sqlx::query_scalar("SELECT value FROM store_meta WHERE key = 'forget_key'")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(key.into_bytes())
+    }
+
+    /// Forgets `users` everywhere the store holds them (see the module's text). `requested_by`
+    /// is recorded with the counts. Forgetting again a user already forgotten finds nothing
+    /// more and is harmless, so an interrupted forget is finished by running it again.
+    pub async fn forget_users(&self, users: &[String], requested_by: &str) -> Result<ForgetReport> {
+        let mut sorted: Vec<String> = users
+            .iter()
+            .map(|user| user.trim().to_string())
+            .filter(|user| !user.is_empty())
+            .collect();
+        sorted.sort();
+        sorted.dedup();
+        let mut report = ForgetReport {
+            users: sorted.len() as u64,
+            ..ForgetReport::default()
+        };
+        if sorted.is_empty() {
+            return Ok(report);
+        }
+        let key = self.forget_key().await?;
+        let now = chrono::Utc::now().timestamp_millis();
+        let keyed: Vec<String> = sorted.iter().map(|user| user_key(&key, user)).collect();
+        // 1. Tombstones: from their commit on, no batch stores an event of these users.
+        let mut tx = super::sql::begin_write(&self.pool).await?;
+        for user_key in &keyed {
+            sqlx::query(
+                "INSERT INTO forgotten_users (user_key, forgotten_ms) VALUES ($1, $2)
+                 ON CONFLICT (user_key) DO NOTHING",
+            )
+            .bind(user_key)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        // 2. The segment files that may hold them, day by day, rewritten without them.
+        let set = Arc::new(sorted.iter().cloned().collect::<HashSet<String>>());
+        for _attempt in 0..5 {
+            let plans = self.days_holding(&sorted).await?;
+            if plans.is_empty() {
+                break;
+            }
+            let mut changed = false;
+            for plan in &plans {
+                let (outcome, removed) = self
+                    .rewrite_day(plan, CompactOptions::default(), Some(set.clone()))
+                    .await?;
+                match outcome {
+                    DayCompacted::Merged { .. } => {
+                        report.events += removed;
+                        report.files += plan.segments.len() as u64;
+                    }
+                    DayCompacted::Changed => changed = true,
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+        // 3. The SQL state, in one transaction.
+        let list = state::json_list(&sorted);
+        let mut tx = super::sql::begin_write(&self.pool).await?;
+        for table in ["users", "credits", "credit_ledger"] {
+            let deleted = sqlx::query(sqlx::AssertSqlSafe(
+                with_json_list!(
+                    self.backend,
+                    "DELETE FROM {table} WHERE user_id IN (SELECT value FROM ",
+                    ")"
+                )
+                .replace("{table}", table),
+            ))
+            .bind(&list)
+            .execute(&mut *tx)
+            .await?;
+            report.state_rows += deleted.rows_affected();
+        }
+        let cancelled = sqlx::query(with_json_list!(
+            self.backend,
+            "UPDATE sends SET state = 'cancelled', failure = 'forgotten', updated_ms = $2
+             WHERE state IN ('planned', 'paused') AND user_id IN (SELECT value FROM ",
+            ")"
+        ))
+        .bind(&list)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        report.sends_cancelled = cancelled.rows_affected();
+        for (user, user_key) in sorted.iter().zip(&keyed) {
+            // The dedup key names the user too: the send's own id stands in for it.
+            let anonymised = sqlx::query(
+                "UPDATE sends SET user_id = $2, data = '{}', page = NULL,
+                        dedup_key = $3 || CAST(id AS TEXT)
+                 WHERE user_id = $1",
+            )
+            .bind(user)
+            .bind(format!("{FORGOTTEN_PREFIX}{user_key}"))
+            .bind(FORGOTTEN_PREFIX)
+            .execute(&mut *tx)
+            .await?;
+            report.sends_anonymised += anonymised.rows_affected();
+        }
+        tx.commit().await?;
+        // 4. The stored windows.
+        let data_dir = self.data_dir.clone();
+        report.windows =
+            tokio::task::block_in_place(|| crate::scoring::forget_windows_of(&data_dir, &sorted))?
+                as u64;
+        // 5. The record, without the ids.
+        sqlx::query(
+            "INSERT INTO forget_log (at_ms, requested_by, users, events, files, state_rows,
+                                     sends_cancelled, sends_anonymised)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(now)
+        .bind(requested_by)
+        .bind(report.users as i64)
+        .bind(report.events as i64)
+        .bind(report.files as i64)
+        .bind(report.state_rows as i64)
+        .bind(report.sends_cancelled as i64)
+        .bind(report.sends_anonymised as i64)
+        .execute(&self.pool)
+        .await?;
+        tracing::info!(
+            users = report.users,
+            events = report.events,
+            files = report.files,
+            requested_by,
+            "users forgotten"
+        );
+        Ok(report)
+    }
+
+    /// Per day, the committed segment files whose user bounds may hold one of `users` (sorted).
+    async fn days_holding(&self, users: &[String]) -> Result<Vec<DayToCompact>> {
+        let rows = sqlx::query("SELECT day, path, rows FROM segments ORDER BY day, path")
+            .fetch_all(&self.pool)
+            .await?;
+        let events_dir = segments::events_dir(&self.data_dir);
+        let listed: Vec<(String, String, i64)> = rows
+            .iter()
+            .map(|row| (row.get(0), row.get(1), row.get(2)))
+            .collect();
+        let users = users.to_vec();
+        let holding: Vec<bool> = tokio::task::block_in_place(|| {
+            use rayon::prelude::*;
+            listed
+                .par_iter()
+                .map(
+                    |(_, path, _)| match lookup::may_hold_any(&events_dir.join(path), &users) {
+                        Ok(may) => may,
+                        // A file gone under a compaction: the next listing has its successor.
+                        Err(_) => true,
+                    },
+                )
+                .collect()
+        });
+        let mut days: Vec<DayToCompact> = Vec::new();
+        for ((day, path, rows), holds) in listed.into_iter().zip(holding) {
+            if !holds {
+                continue;
+            }
+            match days.last_mut() {
+                Some(last) if last.day == day => {
+                    last.segments.push(path);
+                    last.rows += rows as u64;
+                }
+                _ => days.push(DayToCompact {
+                    day,
+                    segments: vec![path],
+                    rows: rows as u64,
+                }),
+            }
+        }
+        Ok(days)
+    }
+
+    /// Which rows of `users` (an event's user id per row) are forgotten users', inside a
+    /// batch's write transaction; `None` when no user was ever forgotten (the usual case,
+    /// which costs one count).
+    pub(super) async fn forgotten_rows(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        users: impl Iterator<Item = Option<&str>>,
+    ) -> Result<Option<Vec<bool>>> {
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM forgotten_users")
+            .fetch_one(&mut **tx)
+            .await?;
+        if count == 0 {
+            return Ok(None);
+        }
+        let key: Option<String> =
+            sqlx::query_scalar("SELECT value FROM store_meta WHERE key = 'forget_key'")
+                .fetch_optional(&mut **tx)
+                .await?;
+        let Some(key) = key else {
+            return Ok(None);
+        };
+        let users: Vec<Option<&str>> = users.collect();
+        let distinct: Vec<&str> = {
+            let mut seen = HashSet::new();
+            users
+                .iter()
+                .flatten()
+                .copied()
+                .filter(|user| seen.insert(*user))
+                .collect()
+        };
+        let keys: Vec<String> = distinct
+            .iter()
+            .map(|user| user_key(key.as_bytes(), user))
+            .collect();
+        let found: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(with_json_list!(
+            super::sql::Backend::of_tx(tx),
+            "SELECT user_key FROM forgotten_users WHERE user_key IN (SELECT value FROM ",
+            ")"
+        )))
+        .bind(state::json_list(&keys))
+        .fetch_all(&mut **tx)
+        .await?;
+        if found.is_empty() {
+            return Ok(None);
+        }
+        let found: HashSet<&str> = found.iter().map(String::as_str).collect();
+        let forgotten: HashSet<&str> = distinct
+            .iter()
+            .zip(&keys)
+            .filter(|(_, key)| found.contains(key.as_str()))
+            .map(|(user, _)| *user)
+            .collect();
+        Ok(Some(
+            users
+                .iter()
+                .map(|user| user.is_some_and(|user| forgotten.contains(user)))
+                .collect(),
+        ))
+    }
+}
+
+/// The keyed hash standing for `user` (hex, 16 bytes of HMAC-SHA256).
+fn user_key(key: &[u8], user: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(b"nudge forgotten user v1:");
+    mac.update(user.as_bytes());
+    hex(&mac.finalize().into_bytes()[..16])
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_users_key_depends_on_the_store_key_and_hides_the_id() {
+        let a = user_key(b"one key", "oAbCdEf-user");
+        assert_eq!(a, user_key(b"one key", "oAbCdEf-user"), "stable");
+        assert_ne!(a, user_key(b"another key", "oAbCdEf-user"));
+        assert_ne!(a, user_key(b"one key", "oAbCdEf-user2"));
+        assert_eq!(a.len(), 32);
+        assert!(!a.contains("oAbCdEf"));
+    }
+}

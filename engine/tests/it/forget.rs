@@ -1,0 +1,243 @@
+//! Forgetting a user: no trace of them in the segments (read back and searched byte by byte),
+//! the SQL state, the outbox, the windows, the rejects and dry-run files; the campaigns' counts
+//! unchanged; their events refused afterwards. On the suite's backend (SQLite, or PostgreSQL
+//! with `NUDGE_TEST_POSTGRES`). See: #38.
+
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+use nudge_engine::campaign::{Campaign, Delivery, Mode};
+use nudge_engine::store::{CompactOptions, Store};
+use polars::prelude::*;
+
+use super::support::{HOUR, NOV_1, TestStore, line, walk};
+
+const GONE: &str = "zed-4471";
+const KEPT: [&str; 3] = ["ann-1", "bob-2", "cy-3"];
+const TEMPLATE: &str = "tmpl_cart_reminder";
+
+/// Every user's events on two days: a subscription (a credit), an open, a view with props.
+fn events(batch: i64) -> String {
+    let mut lines = Vec::new();
+    for user in std::iter::once(GONE).chain(KEPT) {
+        for day in 0..2 {
+            let at = NOV_1 + day * 30 * HOUR + batch * HOUR;
+            lines.push(line(
+                user,
+                "subscription",
+                at,
+                &format!(r#"{{"template_id":"{TEMPLATE}","status":"accept"}}"#),
+            ));
+            lines.push(line(user, "app_open", at + 1_000, ""));
+            lines.push(line(
+                user,
+                "page_view",
+                at + 2_000,
+                &format!(r#"{{"page":"pages/item?ref={user}"}}"#),
+            ));
+        }
+    }
+    lines.join("\n")
+}
+
+/// Every stored row's user, read back by polars.
+fn stored_users(paths: &[std::path::PathBuf]) -> Vec<String> {
+    let mut users = Vec::new();
+    for path in paths {
+        let frame = ParquetReader::new(std::fs::File::open(path).unwrap())
+            .finish()
+            .unwrap();
+        let column = frame.column("user_id").unwrap().str().unwrap().clone();
+        users.extend(column.iter().map(|user| user.unwrap().to_string()));
+    }
+    users
+}
+
+/// The files under `dir` whose bytes hold `text`.
+fn files_holding(dir: &Path, text: &str) -> Vec<std::path::PathBuf> {
+    walk(dir)
+        .into_iter()
+        .filter(|path| {
+            let bytes = std::fs::read(path).unwrap();
+            bytes
+                .windows(text.len())
+                .any(|window| window == text.as_bytes())
+        })
+        .collect()
+}
+
+async fn sends_total(store: &Store) -> u64 {
+    store
+        .send_status(None)
+        .await
+        .unwrap()
+        .iter()
+        .map(|(.., n)| n)
+        .sum()
+}
+
+fn at(text: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(text)
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forgotten_user_leaves_no_trace_and_is_refused_afterwards() {
+    let test = TestStore::new().await;
+    let data_dir = test.store.data_dir().to_path_buf();
+    let first = test.file("first.ndjson", events(0));
+    let second = test.file("second.ndjson", events(1));
+    test.ingest(&[&first]).await;
+    test.ingest(&[&second]).await;
+    // The first day compacted (sorted, read by the page index), the second as ingested.
+    let days = test
+        .store
+        .days_to_compact(CompactOptions::default(), None)
+        .await
+        .unwrap();
+    test.store
+        .compact_day(&days[0], CompactOptions::default())
+        .await
+        .unwrap();
+    let config = nudge_engine::config::Config {
+        data_dir: data_dir.clone(),
+        ..Default::default()
+    };
+    let now = at("2026-11-03T12:00:00+08:00");
+    nudge_engine::scoring::compute(&test.store, &config.windows, config.default_tz, now)
+        .await
+        .unwrap();
+    let campaign = Campaign {
+        name: "cart".into(),
+        description: String::new(),
+        rule: test.file(
+            "all.rhai",
+            "fn target(user) { true }\nfn message(user) { #{ thing1: \"hi\" } }",
+        ),
+        template: TEMPLATE.into(),
+        connector: "dry-run".into(),
+        page: Some("pages/cart/index?c={campaign}".into()),
+        priority: 0,
+        delivery: Delivery {
+            mode: Mode::Immediate,
+            quiet_hours: None,
+            ..Delivery::default()
+        },
+        schedule: None,
+        dedup_key: None,
+        goal_event: None,
+        goal_window_hours: None,
+    };
+    let run = nudge_engine::campaign::run::run(
+        &test.store,
+        &config.run_settings(),
+        &campaign,
+        now,
+        now,
+        false,
+    )
+    .await
+    .unwrap();
+    assert_eq!(run.planned, 4, "every user planned a send");
+    let sends_before = sends_total(&test.store).await;
+    // The files beside the store: a rejects file and a `file` connector's output.
+    let rejects = data_dir.join("rejects").join("ingest-1.ndjson");
+    std::fs::create_dir_all(rejects.parent().unwrap()).unwrap();
+    std::fs::write(
+        &rejects,
+        format!("{{\"record\":\"{{\\\"user_id\\\":\\\"{GONE}\\\",\\\"ts\\\":\\\"x\\\"}}\"}}\n{{\"record\":\"ann-1 bad\"}}\n"),
+    )
+    .unwrap();
+    let dry_run = test.dir.path().join("sent.ndjson");
+    std::fs::write(
+        &dry_run,
+        format!("{{\"user\":\"{GONE}\"}}\n{{\"user\":\"bob-2\"}}\n"),
+    )
+    .unwrap();
+    let mut config = config;
+    config.connectors.insert(
+        "dry-run".into(),
+        nudge_connectors::ConnectorConfig::File(nudge_connectors::config::FileConfig {
+            path: dry_run.clone(),
+        }),
+    );
+    let before = stored_users(&test.store.segment_paths(None).await.unwrap());
+    let theirs = before.iter().filter(|user| *user == GONE).count() as u64;
+    assert_eq!(theirs, 12);
+    assert!(!files_holding(&data_dir.join("windows"), GONE).is_empty());
+
+    let done = nudge_engine::privacy::forget(&test.store, &config, &[GONE.to_string()], "test")
+        .await
+        .unwrap();
+
+    assert_eq!(done.store.users, 1);
+    assert_eq!(done.store.events, theirs);
+    assert!(done.store.files >= 2, "both days held them: {done:?}");
+    assert_eq!(done.store.sends_cancelled, 1);
+    assert_eq!(done.store.sends_anonymised, 1);
+    assert_eq!(done.store.windows, 1);
+    assert_eq!((done.files.files, done.files.lines), (2, 2));
+    // Segments: read back, none of theirs and everyone else's; nor in any file's bytes.
+    let after = stored_users(&test.store.segment_paths(None).await.unwrap());
+    assert!(!after.iter().any(|user| user == GONE));
+    let others = |users: &[String]| {
+        let mut others: Vec<String> = users.iter().filter(|u| *u != GONE).cloned().collect();
+        others.sort();
+        others
+    };
+    assert_eq!(others(&after), others(&before));
+    for folder in ["events", "windows"] {
+        assert_eq!(
+            files_holding(&data_dir.join(folder), GONE),
+            Vec::<std::path::PathBuf>::new(),
+            "{folder}"
+        );
+    }
+    // SQL state and outbox.
+    assert_eq!(test.store.credits(GONE, TEMPLATE).await.unwrap(), 0);
+    assert_eq!(test.store.credits("ann-1", TEMPLATE).await.unwrap(), 4);
+    assert!(test.store.user_profile(GONE).await.unwrap().is_none());
+    assert!(test.store.user_sends(GONE, 10).await.unwrap().is_empty());
+    assert_eq!(sends_total(&test.store).await, sends_before, "counts kept");
+    let windows = nudge_engine::scoring::load_users(&test.store, &[GONE.to_string()]).unwrap();
+    assert!(windows.is_none_or(|windows| windows.find(GONE).is_none()));
+    assert!(
+        nudge_engine::inspect::user::view(&test.store, GONE, now, chrono_tz::UTC)
+            .await
+            .unwrap()
+            .is_none_or(|view| view.events.is_empty() && view.sends.is_empty())
+    );
+    let kept_sends = test.store.user_sends("ann-1", 10).await.unwrap();
+    assert_eq!(kept_sends.len(), 1, "others' sends untouched");
+    let rows = test.store.sent_sends().await.unwrap();
+    assert!(rows.iter().all(|(_, user, ..)| user != GONE));
+    // Files beside the store.
+    let lines = std::fs::read_to_string(&dry_run).unwrap();
+    assert_eq!(lines, "{\"user\":\"bob-2\"}\n");
+    let lines = std::fs::read_to_string(&rejects).unwrap();
+    assert!(!lines.contains(GONE) && lines.contains("ann-1"));
+    // Refused afterwards: an old file again, and a new event.
+    let old_lines: Vec<String> = events(0)
+        .lines()
+        .filter(|line| line.contains(GONE))
+        .map(str::to_string)
+        .collect();
+    let again = test
+        .ingest(&[&test.file("again.ndjson", old_lines.join("\n"))])
+        .await;
+    assert_eq!((again.forgotten, again.accepted), (6, 0), "{again:?}");
+    let later = test
+        .ingest(&[&test.file(
+            "later.ndjson",
+            line(GONE, "app_open", NOV_1 + 50 * HOUR, ""),
+        )])
+        .await;
+    assert_eq!((later.forgotten, later.accepted), (1, 0));
+    assert!(!stored_users(&test.store.segment_paths(None).await.unwrap()).contains(&GONE.into()));
+    // Forgetting again finds nothing more.
+    let twice = nudge_engine::privacy::forget(&test.store, &config, &[GONE.to_string()], "test")
+        .await
+        .unwrap();
+    assert_eq!((twice.store.events, twice.store.sends_anonymised), (0, 0));
+}
