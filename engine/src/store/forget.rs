@@ -11,6 +11,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -18,7 +19,7 @@ use sqlx::Row;
 
 use super::compact::{CompactOptions, DayCompacted, DayToCompact};
 use super::sql::with_json_list;
-use super::{Store, lookup, segments, state};
+use super::{Store, crash_point, lookup, segments, state};
 use crate::{Error, Result};
 
 /// What a forget removed.
@@ -98,6 +99,8 @@ impl Store {
             .await?;
         }
         tx.commit().await?;
+        static AFTER_TOMBSTONES: AtomicU64 = AtomicU64::new(0);
+        crash_point("forget:after-tombstones", &AFTER_TOMBSTONES);
         // 2. The segment files that may hold them, day by day, rewritten without them.
         let set = Arc::new(sorted.iter().cloned().collect::<HashSet<String>>());
         for _attempt in 0..5 {
@@ -165,6 +168,8 @@ impl Store {
             report.sends_anonymised += anonymised.rows_affected();
         }
         tx.commit().await?;
+        static AFTER_STATE: AtomicU64 = AtomicU64::new(0);
+        crash_point("forget:after-state", &AFTER_STATE);
         // 4. The stored windows.
         let data_dir = self.data_dir.clone();
         report.windows =

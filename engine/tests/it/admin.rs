@@ -48,6 +48,7 @@ async fn call(method: &str, url: String, key: &str, body: Option<Value>) -> (u16
     let client = reqwest::Client::new();
     let mut request = match method {
         "GET" => client.get(url),
+        "DELETE" => client.delete(url),
         _ => client.post(url),
     }
     .header("authorization", format!("Bearer {key}"));
@@ -341,4 +342,70 @@ async fn json_logs_give_one_object_per_line_and_one_line_per_request() {
     assert_eq!(request["method"], "GET");
     assert!(request["seconds"].as_f64().unwrap() >= 0.0);
     assert!(!stderr.contains("do-not-log"), "the query was logged");
+}
+
+// See: #38. `DELETE /v1/users/{id}` forgets a user: only with the admin key; afterwards the user
+// is unknown to the API and their events are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_forgets_a_user_through_the_api_and_their_events_are_refused_after() {
+    let mock = super::support::wechat_mock(0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (child, base) = start(dir.path(), &mock.api_base());
+    let an_hour_ago = chrono::Utc::now().timestamp_millis() - 3_600_000;
+    let event = |user: &str, id: &str| json!({"user_id": user, "event": "add_to_cart", "ts": an_hour_ago, "event_id": id});
+    let (status, answer) = call(
+        "POST",
+        format!("{base}/v1/events"),
+        EVENTS_KEY,
+        Some(json!([
+            event("oGone", "g-1"),
+            event("oGone", "g-2"),
+            event("oStays", "s-1")
+        ])),
+    )
+    .await;
+    assert_eq!((status, answer["accepted"].as_u64()), (200, Some(3)));
+    let (status, _) = admin("GET", format!("{base}/v1/users/oGone")).await;
+    assert_eq!(status, 200);
+
+    // An events key (a backend's) may not forget anyone.
+    let (status, _) = call("DELETE", format!("{base}/v1/users/oGone"), EVENTS_KEY, None).await;
+    assert_eq!(status, 403);
+    let (status, _) = call(
+        "DELETE",
+        format!("{base}/v1/users/oGone"),
+        "not-a-key",
+        None,
+    )
+    .await;
+    assert_eq!(status, 401);
+    let (status, done) = admin("DELETE", format!("{base}/v1/users/oGone")).await;
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(
+        (done["users"].as_u64(), done["events"].as_u64()),
+        (Some(1), Some(2)),
+        "{done}"
+    );
+
+    let (status, _) = admin("GET", format!("{base}/v1/users/oGone")).await;
+    assert_eq!(status, 404, "nothing left of them");
+    let (status, _) = admin("GET", format!("{base}/v1/users/oStays")).await;
+    assert_eq!(status, 200);
+    let (status, answer) = call(
+        "POST",
+        format!("{base}/v1/events"),
+        EVENTS_KEY,
+        Some(json!([event("oGone", "g-3"), event("oStays", "s-2")])),
+    )
+    .await;
+    assert_eq!(
+        (
+            status,
+            answer["accepted"].as_u64(),
+            answer["forgotten"].as_u64()
+        ),
+        (200, Some(1), Some(1)),
+        "{answer}"
+    );
+    stop(child);
 }

@@ -241,3 +241,86 @@ async fn a_forgotten_user_leaves_no_trace_and_is_refused_afterwards() {
         .unwrap();
     assert_eq!((twice.store.events, twice.store.sends_anonymised), (0, 0));
 }
+
+/// Each user's stored rows, counted.
+fn rows_by_user(paths: &[std::path::PathBuf]) -> std::collections::BTreeMap<String, usize> {
+    let mut counts = std::collections::BTreeMap::new();
+    for user in stored_users(paths) {
+        *counts.entry(user).or_default() += 1;
+    }
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forget_killed_at_any_step_leaves_a_consistent_store_and_finishes_when_run_again() {
+    for point in [
+        "forget:after-tombstones",
+        "compact:after-segments:2",
+        "compact:after-commit:1",
+        "forget:after-state",
+    ] {
+        let test = TestStore::new().await;
+        test.ingest(&[&test.file("first.ndjson", events(0))]).await;
+        test.ingest(&[&test.file("second.ndjson", events(1))]).await;
+        let data_dir = test.store.data_dir().to_path_buf();
+        let before = rows_by_user(&test.store.segment_paths(None).await.unwrap());
+        assert_eq!(before[GONE], 12);
+        let config_path = test.file(
+            "nudge.toml",
+            format!("data_dir = '{}'\n", data_dir.display()),
+        );
+        let forget = |crash: Option<&str>| {
+            let mut command = super::support::nudge_with(&config_path);
+            command.args(["--quiet", "users", "forget", GONE]);
+            if let Some(point) = crash {
+                command.env(nudge_engine::store::CRASH_POINT_ENV, point);
+            }
+            command.output().unwrap()
+        };
+        let crashed = forget(Some(point));
+        assert!(!crashed.status.success(), "{point}: should have aborted");
+
+        let store = super::support::open_store(&data_dir).await;
+        let mid = rows_by_user(&store.segment_paths(None).await.unwrap());
+        for user in KEPT {
+            assert_eq!(
+                mid[user], before[user],
+                "{point}: {user}'s events, each once"
+            );
+        }
+        assert!(mid.get(GONE).copied().unwrap_or(0) <= 12, "{point}");
+        // The tombstone came first: their events are refused already.
+        let refused = nudge_engine::ingest::ingest(
+            &store,
+            &[test.file("late.ndjson", line(GONE, "app_open", NOV_1 + 60 * HOUR, ""))],
+            &test.options(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(refused.forgotten, 1, "{point}");
+        drop(store);
+
+        let finished = forget(None);
+        assert!(
+            finished.status.success(),
+            "{point}: {}",
+            String::from_utf8_lossy(&finished.stderr)
+        );
+        let store = super::support::open_store(&data_dir).await;
+        let after = rows_by_user(&store.segment_paths(None).await.unwrap());
+        assert_eq!(after.get(GONE), None, "{point}");
+        for user in KEPT {
+            assert_eq!(after[user], before[user], "{point}: {user}");
+        }
+        assert_eq!(store.credits(GONE, TEMPLATE).await.unwrap(), 0, "{point}");
+        let on_disk = walk(&data_dir.join("events"))
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+            .count();
+        assert_eq!(
+            on_disk,
+            store.segment_paths(None).await.unwrap().len(),
+            "{point}: the folder holds the manifest's files"
+        );
+    }
+}
