@@ -53,7 +53,7 @@ enum Command {
     Stats,
     /// Merge each day's small segment files into a few large ones (scans get faster)
     Compact(compact::Args),
-    /// Forget users (their data everywhere nudge keeps it)
+    /// Export what nudge holds about a user, or forget users everywhere
     #[command(subcommand)]
     Users(users::Command),
     /// Generate synthetic data

@@ -1,4 +1,4 @@
-//! `nudge users`: what nudge holds about a user, and forgetting them.
+//! `nudge users`: exporting what nudge holds about a user, and forgetting them.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,6 +13,18 @@ pub enum Command {
     /// their lines in rejects and dry-run files; their finished sends are kept under a keyed hash.
     /// Events naming them later are refused
     Forget(ForgetArgs),
+    /// Everything nudge holds about a user as one JSON document: events, profile, credits and
+    /// their history, window, sends with their rendered messages and delivery results
+    Export(ExportArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ExportArgs {
+    /// The user id
+    id: String,
+    /// Where to write it (- for standard output)
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
@@ -30,7 +42,40 @@ pub struct ForgetArgs {
 pub async fn run(context: &Context, command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Forget(args) => forget(context, args).await,
+        Command::Export(args) => export(context, args).await,
     }
+}
+
+async fn export(context: &Context, args: ExportArgs) -> anyhow::Result<ExitCode> {
+    use nudge_engine::privacy::export;
+    let store = Store::open(&context.config.store()).await?;
+    let read = export::read(&store, &args.id, chrono::Utc::now()).await?;
+    if read.is_empty() {
+        anyhow::bail!(
+            "nudge holds nothing about user '{}' (ids are case-sensitive); nothing written",
+            args.id
+        );
+    }
+    if args.out.as_os_str() == "-" {
+        let stdout = std::io::stdout();
+        export::write(&read, &mut std::io::BufWriter::new(stdout.lock()))?;
+    } else {
+        let file = std::fs::File::create(&args.out)
+            .map_err(|error| anyhow::anyhow!("{}: {error}", args.out.display()))?;
+        export::write(&read, &mut std::io::BufWriter::new(file))?;
+        if !context.quiet {
+            eprintln!(
+                "exported user '{}' to {}: {} events, {} sends, {} credits ({} changes)",
+                args.id,
+                args.out.display(),
+                read.events.len(),
+                read.records.sends.len(),
+                read.records.credits.len(),
+                read.records.credit_history.len()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn forget(context: &Context, args: ForgetArgs) -> anyhow::Result<ExitCode> {

@@ -348,6 +348,10 @@ pub fn router(service: Arc<Service>) -> Router {
                 .route_layer(needs(Scope::Admin)),
         )
         .route(
+            "/v1/users/{id}/export",
+            axum::routing::get(admin::export_user).route_layer(needs(Scope::Admin)),
+        )
+        .route(
             "/v1/rules/explain",
             axum::routing::post(admin::explain).route_layer(needs(Scope::Admin)),
         )
@@ -764,6 +768,7 @@ mod tests {
             (Method::POST, "/v1/campaigns/c/run"),
             (Method::GET, "/v1/users/u"),
             (Method::DELETE, "/v1/users/u"),
+            (Method::GET, "/v1/users/u/export"),
             (Method::POST, "/v1/rules/explain"),
             (Method::GET, "/metrics"),
             (Method::GET, "/healthz"),

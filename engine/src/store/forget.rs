@@ -216,13 +216,11 @@ impl Store {
             use rayon::prelude::*;
             listed
                 .par_iter()
-                .map(
-                    |(_, path, _)| match lookup::may_hold_any(&events_dir.join(path), &users) {
-                        Ok(may) => may,
-                        // A file gone under a compaction: the next listing has its successor.
-                        Err(_) => true,
-                    },
-                )
+                // A file gone under a compaction (an error) may hold them: the next listing
+                // has its successor.
+                .map(|(_, path, _)| {
+                    lookup::may_hold_any(&events_dir.join(path), &users).unwrap_or(true)
+                })
                 .collect()
         });
         let mut days: Vec<DayToCompact> = Vec::new();

@@ -7,6 +7,7 @@ mod activity;
 mod bulk;
 mod commit;
 mod compact;
+mod export;
 mod forget;
 mod lease;
 pub(crate) mod lookup;
@@ -30,6 +31,9 @@ use sqlx::{AnyPool, Row};
 pub use activity::{Intake, Process};
 pub use commit::{Batch, Committed, FileMark, FileProgress, Prepared};
 pub use compact::{CompactOptions, Compacted, DayCompacted, DayToCompact, KEEP_REPLACED_MS};
+pub use export::{
+    ExportedCredit, ExportedCreditChange, ExportedEvent, ExportedProfile, ExportedSend, UserRecords,
+};
 pub use forget::{FORGOTTEN_PREFIX, ForgetReport};
 pub use runs::{RunEnd, RunRow};
 pub use seen::DEFAULT_BUDGET_MIB as DEFAULT_ID_CACHE_MIB;

@@ -368,6 +368,27 @@ async fn an_admin_forgets_a_user_through_the_api_and_their_events_are_refused_af
     let (status, _) = admin("GET", format!("{base}/v1/users/oGone")).await;
     assert_eq!(status, 200);
 
+    // The export: only with the admin key.
+    let (status, _) = call(
+        "GET",
+        format!("{base}/v1/users/oGone/export"),
+        EVENTS_KEY,
+        None,
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, export) = admin("GET", format!("{base}/v1/users/oGone/export")).await;
+    assert_eq!(status, 200, "{export}");
+    assert_eq!(export["user_id"], "oGone");
+    let ids: Vec<&str> = export["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 2);
+    assert!(ids.contains(&"g-1") && ids.contains(&"g-2"));
+
     // An events key (a backend's) may not forget anyone.
     let (status, _) = call("DELETE", format!("{base}/v1/users/oGone"), EVENTS_KEY, None).await;
     assert_eq!(status, 403);
@@ -389,6 +410,8 @@ async fn an_admin_forgets_a_user_through_the_api_and_their_events_are_refused_af
 
     let (status, _) = admin("GET", format!("{base}/v1/users/oGone")).await;
     assert_eq!(status, 404, "nothing left of them");
+    let (status, _) = admin("GET", format!("{base}/v1/users/oGone/export")).await;
+    assert_eq!(status, 404, "nothing to export");
     let (status, _) = admin("GET", format!("{base}/v1/users/oStays")).await;
     assert_eq!(status, 200);
     let (status, answer) = call(

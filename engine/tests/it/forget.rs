@@ -167,6 +167,40 @@ async fn a_forgotten_user_leaves_no_trace_and_is_refused_afterwards() {
     assert_eq!(theirs, 12);
     assert!(!files_holding(&data_dir.join("windows"), GONE).is_empty());
 
+    // Before: the export holds every kind of record nudge keeps of them.
+    let export = nudge_engine::privacy::export::read(&test.store, GONE, now)
+        .await
+        .unwrap();
+    let mut written = Vec::new();
+    nudge_engine::privacy::export::write(&export, &mut written).unwrap();
+    let document: serde_json::Value = serde_json::from_slice(&written).unwrap();
+    assert_eq!(document["user_id"], GONE);
+    let events_out = document["events"].as_array().unwrap();
+    assert_eq!(events_out.len(), 12);
+    assert!(
+        events_out
+            .windows(2)
+            .all(|w| w[0]["ts"].as_i64() <= w[1]["ts"].as_i64())
+    );
+    assert!(events_out.iter().any(
+        |e| e["event"] == "page_view" && e["props"]["page"] == format!("pages/item?ref={GONE}")
+    ));
+    assert_eq!(document["credits"][0]["template_id"], TEMPLATE);
+    assert_eq!(document["credits"][0]["balance"], 4);
+    assert_eq!(document["credit_history"].as_array().unwrap().len(), 4);
+    assert_eq!(document["window"]["week"].as_array().unwrap().len(), 168);
+    assert_eq!(document["sends"][0]["campaign"], "cart");
+    assert_eq!(document["sends"][0]["data"]["thing1"], "hi");
+    let others_export = nudge_engine::privacy::export::read(&test.store, "ann-1", now)
+        .await
+        .unwrap();
+    assert!(
+        others_export
+            .events
+            .iter()
+            .all(|e| !format!("{e:?}").contains(GONE))
+    );
+
     let done = nudge_engine::privacy::forget(&test.store, &config, &[GONE.to_string()], "test")
         .await
         .unwrap();

@@ -11,6 +11,8 @@
 //! file for each line (the `file` connector does): a line appended to the old file between the
 //! read and the rename is copied over, filtered the same way.
 
+pub mod export;
+
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
@@ -185,7 +187,8 @@ mod tests {
             "{\"user\":\"u1\"}\n{\"user\":\"u10\"}\n{\"user\":\"u2\"}\nbroken \"u2\n{\"user\":\"u3\"}",
         )
         .unwrap();
-        let done = forget_in_files(&[path.clone()], &["u2".into(), "u1".into()]).unwrap();
+        let done =
+            forget_in_files(std::slice::from_ref(&path), &["u2".into(), "u1".into()]).unwrap();
         assert_eq!(done, FilesForgotten { files: 1, lines: 3 });
         assert_eq!(
             std::fs::read_to_string(&path).unwrap(),

@@ -1,0 +1,216 @@
+//! Everything the store holds about one user, for an export: their events (read by the page
+//! index where the files allow, see [`super::lookup`]), profile, credits with their history, and
+//! sends with their rendered messages and delivery results.
+
+use polars::prelude::*;
+use serde::Serialize;
+use sqlx::Row;
+
+use super::{Store, lookup, segments};
+use crate::Result;
+
+/// The profile row.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ExportedProfile {
+    pub tz: Option<String>,
+    /// When the zone was last set (epoch ms).
+    pub tz_ts: Option<i64>,
+    pub attrs: serde_json::Value,
+    pub updated_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ExportedCredit {
+    pub template_id: String,
+    pub balance: i64,
+    pub updated_ts: i64,
+}
+
+/// One change of a credit (the ledger).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ExportedCreditChange {
+    pub template_id: String,
+    pub change: String,
+    pub delta: i64,
+    pub balance_after: i64,
+    pub ts: i64,
+    pub source: String,
+}
+
+/// A send with its rendered message and what became of it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ExportedSend {
+    pub id: i64,
+    pub campaign: String,
+    pub template_id: String,
+    pub connector: String,
+    pub page: Option<String>,
+    /// The rendered message (the template's keywords).
+    pub data: serde_json::Value,
+    pub state: String,
+    pub send_at: i64,
+    pub expires_at: i64,
+    pub updated_ms: i64,
+    pub attempts: i64,
+    pub failure: Option<String>,
+    pub delivery_code: Option<i64>,
+    pub delivery_status: Option<String>,
+    pub clicked_ms: Option<i64>,
+}
+
+/// One stored event.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ExportedEvent {
+    pub event: Option<String>,
+    pub ts: Option<i64>,
+    pub props: Option<serde_json::Value>,
+    pub event_id: Option<String>,
+}
+
+/// The user's SQL rows.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct UserRecords {
+    pub profile: Option<ExportedProfile>,
+    pub credits: Vec<ExportedCredit>,
+    pub credit_history: Vec<ExportedCreditChange>,
+    pub sends: Vec<ExportedSend>,
+}
+
+fn json(text: Option<String>) -> serde_json::Value {
+    text.and_then(|text| serde_json::from_str(&text).ok())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+impl Store {
+    /// The user's profile, credits, credit history and sends.
+    pub async fn user_records(&self, user: &str) -> Result<UserRecords> {
+        let profile =
+            sqlx::query("SELECT tz, tz_ts, attrs, updated_ms FROM users WHERE user_id = $1")
+                .bind(user)
+                .fetch_optional(&self.pool)
+                .await?
+                .map(|row| ExportedProfile {
+                    tz: row.get(0),
+                    tz_ts: row.get(1),
+                    attrs: json(row.get(2)),
+                    updated_ms: row.get(3),
+                });
+        let credits = sqlx::query(
+            "SELECT template_id, balance, updated_ts FROM credits WHERE user_id = $1 ORDER BY template_id",
+        )
+        .bind(user)
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(|row| ExportedCredit {
+            template_id: row.get(0),
+            balance: row.get(1),
+            updated_ts: row.get(2),
+        })
+        .collect();
+        let credit_history = sqlx::query(
+            "SELECT template_id, change, delta, balance_after, ts, source FROM credit_ledger
+             WHERE user_id = $1 ORDER BY ts, template_id",
+        )
+        .bind(user)
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(|row| ExportedCreditChange {
+            template_id: row.get(0),
+            change: row.get(1),
+            delta: row.get(2),
+            balance_after: row.get(3),
+            ts: row.get(4),
+            source: row.get(5),
+        })
+        .collect();
+        let sends = sqlx::query(
+            "SELECT id, campaign, template_id, connector, page, data, state, send_at, expires_at,
+                    updated_ms, CAST(attempts AS BIGINT), failure,
+                    CAST(delivery_code AS BIGINT), delivery_status, clicked_ms
+             FROM sends WHERE user_id = $1 ORDER BY send_at, id",
+        )
+        .bind(user)
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(|row| ExportedSend {
+            id: row.get(0),
+            campaign: row.get(1),
+            template_id: row.get(2),
+            connector: row.get(3),
+            page: row.get(4),
+            data: json(row.get(5)),
+            state: row.get(6),
+            send_at: row.get(7),
+            expires_at: row.get(8),
+            updated_ms: row.get(9),
+            attempts: row.get(10),
+            failure: row.get(11),
+            delivery_code: row.get(12),
+            delivery_status: row.get(13),
+            clicked_ms: row.get(14),
+        })
+        .collect();
+        Ok(UserRecords {
+            profile,
+            credits,
+            credit_history,
+            sends,
+        })
+    }
+
+    /// Every stored event of `user`, oldest first.
+    pub async fn user_events(&self, user: &str) -> Result<Vec<ExportedEvent>> {
+        let user = user.to_string();
+        let frame = self
+            .read_segment_paths(None, |paths| {
+                let user = user.clone();
+                async move {
+                    tokio::task::spawn_blocking(move || {
+                        let found = lookup::user_rows(&paths, &user)?;
+                        let mut parts = vec![found.frame.lazy()];
+                        if !found.unindexed.is_empty() {
+                            parts.push(
+                                segments::scan(&found.unindexed)?
+                                    .filter(col("user_id").eq(lit(user.as_str()))),
+                            );
+                        }
+                        segments::collect(
+                            concat(parts, UnionArgs::default())?
+                                .sort(["ts"], SortMultipleOptions::default()),
+                        )
+                    })
+                    .await
+                    .map_err(|error| {
+                        crate::Error::Usage(format!("the event read stopped: {error}"))
+                    })?
+                }
+            })
+            .await?;
+        let Some(frame) = frame else {
+            return Ok(Vec::new());
+        };
+        let text = |name: &str| -> Result<Vec<Option<String>>> {
+            Ok(frame
+                .column(name)?
+                .str()?
+                .iter()
+                .map(|value| value.map(str::to_string))
+                .collect())
+        };
+        let (events, props, ids) = (text("event")?, text("props")?, text("event_id")?);
+        let ts: Vec<Option<i64>> = frame.column("ts")?.i64()?.iter().collect();
+        Ok((0..frame.height())
+            .map(|at| ExportedEvent {
+                event: events[at].clone(),
+                ts: ts[at],
+                props: props[at]
+                    .as_deref()
+                    .map(|props| serde_json::from_str(props).unwrap_or_else(|_| props.into())),
+                event_id: ids[at].clone(),
+            })
+            .collect())
+    }
+}
