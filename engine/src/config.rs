@@ -46,6 +46,17 @@ pub struct Config {
     pub server: server::ServerConfig,
     /// The web console (`[console]`).
     pub console: ConsoleConfig,
+    /// How long events are kept (`[retention]`).
+    pub retention: RetentionConfig,
+}
+
+/// The `[retention]` section.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Events (and rejects files) older than this many days are deleted: whole UTC days, by
+    /// `serve`'s leader with its compaction and by `nudge compact --retention` [default: kept].
+    pub events_days: Option<u32>,
 }
 
 /// The web console's settings (`[console]`).
@@ -86,6 +97,7 @@ impl Default for Config {
             connectors: std::collections::BTreeMap::new(),
             server: server::ServerConfig::default(),
             console: ConsoleConfig::default(),
+            retention: RetentionConfig::default(),
         }
     }
 }
@@ -142,6 +154,11 @@ impl Config {
             message,
         };
         self.windows.validate().map_err(invalid)?;
+        if self.retention.events_days == Some(0) {
+            return Err(invalid(
+                "retention.events_days = 0 would delete every event: give 1 or more days, or leave it out to keep them".into(),
+            ));
+        }
         for (name, connector) in &self.connectors {
             connector
                 .validate()

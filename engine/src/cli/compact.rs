@@ -21,6 +21,10 @@ pub struct Args {
     /// today's layout (a compacted file's per-page user bounds, which one user's lookups use)
     #[arg(long)]
     rewrite: bool,
+    /// First delete the days of events older than `[retention] events_days` (and rejects files
+    /// as old), as `nudge serve` does with its compaction
+    #[arg(long)]
+    retention: bool,
     /// Keep replaced files this many seconds (out of the manifest), for an outside reader that
     /// listed the folder before and reads slowly; meanwhile a reader globbing the folder sees
     /// the merged days twice. nudge's own scans need none
@@ -44,6 +48,27 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
         );
     }
     let store = Store::open(&context.config.store()).await?;
+    if args.retention {
+        if args.dry_run {
+            anyhow::bail!("--retention deletes: it does not go with --dry-run");
+        }
+        let Some(expired) =
+            nudge_engine::privacy::apply_retention(&store, &context.config, chrono::Utc::now())
+                .await?
+        else {
+            anyhow::bail!(
+                "--retention: no retention is configured; set `[retention] events_days = N` in the configuration"
+            );
+        };
+        println!(
+            "retention: kept the days from {}; deleted {} days ({} events, {} files) and {} rejects files",
+            expired.first_kept,
+            expired.events.days,
+            expired.events.events,
+            expired.events.files,
+            expired.rejects_files
+        );
+    }
     let options = CompactOptions {
         file_rows: args.file_rows,
         keep_replaced_ms: args.keep_replaced * 1000,

@@ -172,6 +172,8 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
         let every = std::time::Duration::from_secs(args.compact_every);
         tokio::spawn(compact_in_background(
             store.clone(),
+            context.config.clone(),
+            clock,
             every,
             leading.clone(),
             shutdown.clone(),
@@ -420,6 +422,8 @@ async fn keep_windows_fresh(
 /// `Store::compact_day`).
 async fn compact_in_background(
     store: Store,
+    config: nudge_engine::config::Config,
+    clock: nudge_engine::clock::Clock,
     every: std::time::Duration,
     leading: Arc<std::sync::atomic::AtomicBool>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
@@ -436,6 +440,21 @@ async fn compact_in_background(
         let full = last_full.elapsed() >= every;
         let options = if full {
             last_full = std::time::Instant::now();
+            // The retention of events goes with the full pass (`[retention] events_days`).
+            match nudge_engine::privacy::apply_retention(&store, &config, clock.now()).await {
+                Ok(Some(expired)) if expired.events.days > 0 || expired.rejects_files > 0 => {
+                    println!(
+                        "retention: deleted {} days of events ({} events, {} files) before {}, {} rejects files",
+                        expired.events.days,
+                        expired.events.events,
+                        expired.events.files,
+                        expired.first_kept,
+                        expired.rejects_files
+                    );
+                }
+                Ok(_) => {}
+                Err(error) => tracing::error!(error = %error, "the events' retention failed"),
+            }
             CompactOptions::default()
         } else {
             CompactOptions::small()

@@ -37,13 +37,18 @@ pub async fn forget(
     requested_by: &str,
 ) -> Result<Forgotten> {
     let report = store.forget_users(users, requested_by).await?;
+    // The `file` connectors', and the built-in `dry-run` one's when none is configured under
+    // that name.
     let outputs = config
         .connectors
         .values()
         .filter_map(|connector| match connector {
             nudge_connectors::ConnectorConfig::File(file) => Some(file.path.clone()),
             _ => None,
-        });
+        })
+        .chain(std::iter::once(
+            config.data_dir.join("dry-run-sends.ndjson"),
+        ));
     let files = files_to_search(&config.data_dir, outputs);
     let users = users.to_vec();
     let files = tokio::task::spawn_blocking(move || forget_in_files(&files, &users))
@@ -53,6 +58,56 @@ pub async fn forget(
         store: report,
         files,
     })
+}
+
+/// What a retention pass removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Expired {
+    /// The first UTC day kept.
+    pub first_kept: String,
+    #[serde(flatten)]
+    pub events: crate::store::DaysDropped,
+    /// Rejects files last written before that day.
+    pub rejects_files: u64,
+}
+
+/// Applies `[retention] events_days` as of `now`: the events of the UTC days before the cutoff
+/// and the rejects files last written before it go. `None` when no retention is configured.
+pub async fn apply_retention(
+    store: &Store,
+    config: &Config,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Option<Expired>> {
+    let Some(days) = config.retention.events_days else {
+        return Ok(None);
+    };
+    let cutoff = now - chrono::Duration::days(i64::from(days));
+    let first_kept = cutoff.format("%Y-%m-%d").to_string();
+    let events = store.drop_days_before(&first_kept).await?;
+    let midnight = cutoff
+        .date_naive()
+        .and_hms_opt(0, 0, 0)
+        .expect("midnight exists in UTC")
+        .and_utc();
+    let mut rejects_files = 0;
+    if let Ok(entries) = std::fs::read_dir(config.data_dir.join("rejects")) {
+        for entry in entries.flatten() {
+            let old = entry
+                .metadata()
+                .and_then(|meta| meta.modified())
+                .is_ok_and(|modified| chrono::DateTime::<chrono::Utc>::from(modified) < midnight);
+            if old && entry.path().is_file() {
+                std::fs::remove_file(entry.path())
+                    .map_err(|source| Error::io(entry.path(), source))?;
+                rejects_files += 1;
+            }
+        }
+    }
+    Ok(Some(Expired {
+        first_kept,
+        events,
+        rejects_files,
+    }))
 }
 
 /// What the pass over the files removed.

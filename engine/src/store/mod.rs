@@ -14,6 +14,7 @@ pub(crate) mod lookup;
 mod migrations;
 pub mod outbox;
 mod retention;
+mod retention_days;
 mod runs;
 mod seen;
 pub mod segments;
@@ -35,6 +36,7 @@ pub use export::{
     ExportedCredit, ExportedCreditChange, ExportedEvent, ExportedProfile, ExportedSend, UserRecords,
 };
 pub use forget::{FORGOTTEN_PREFIX, ForgetReport};
+pub use retention_days::DaysDropped;
 pub use runs::{RunEnd, RunRow};
 pub use seen::DEFAULT_BUDGET_MIB as DEFAULT_ID_CACHE_MIB;
 pub use sends::{ClickMark, Delivery, DeliveryFilter};

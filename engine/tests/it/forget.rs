@@ -358,3 +358,79 @@ async fn a_forget_killed_at_any_step_leaves_a_consistent_store_and_finishes_when
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_drops_exactly_the_days_before_the_cutoff_and_old_rejects_files() {
+    let test = TestStore::new().await;
+    let data_dir = test.store.data_dir().to_path_buf();
+    // Three UTC days, two users a day.
+    let lines: Vec<String> = (0..3)
+        .flat_map(|day| {
+            ["ann-1", "bob-2"]
+                .map(|user| line(user, "app_open", NOV_1 + day * 24 * HOUR + HOUR, ""))
+        })
+        .collect();
+    test.ingest(&[&test.file("days.ndjson", lines.join("\n"))])
+        .await;
+    let rejects = data_dir.join("rejects");
+    std::fs::create_dir_all(&rejects).unwrap();
+    // Last written on Oct 30 (before the cutoff's day) and now.
+    let oct_30 =
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis((NOV_1 - 48 * HOUR) as u64);
+    for (name, written) in [
+        ("old.ndjson", oct_30),
+        ("new.ndjson", std::time::SystemTime::now()),
+    ] {
+        let path = rejects.join(name);
+        std::fs::write(&path, "{}\n").unwrap();
+        let file = std::fs::File::options().write(true).open(&path).unwrap();
+        file.set_modified(written).unwrap();
+    }
+    let before_files = test.store.segment_paths(None).await.unwrap();
+    // As many days as lead back from now to Nov 2 (at now's time of day): Nov 2 and 3 are
+    // kept, Nov 1 goes.
+    let now = Utc::now();
+    let days = (now.date_naive() - at("2026-11-02T00:00:00Z").date_naive()).num_days() as u32;
+    let config = nudge_engine::config::Config {
+        data_dir: data_dir.clone(),
+        retention: nudge_engine::config::RetentionConfig {
+            events_days: Some(days),
+        },
+        ..Default::default()
+    };
+    let expired = nudge_engine::privacy::apply_retention(&test.store, &config, now)
+        .await
+        .unwrap()
+        .expect("configured");
+    assert_eq!(expired.first_kept, "2026-11-02");
+    assert_eq!((expired.events.days, expired.events.events), (1, 2));
+    assert_eq!(
+        test.store.first_day().await.unwrap().as_deref(),
+        Some("2026-11-02")
+    );
+    let after = test.store.segment_paths(None).await.unwrap();
+    assert_eq!(after.len(), before_files.len() - 1);
+    let gone: Vec<_> = before_files.iter().filter(|p| !after.contains(p)).collect();
+    assert!(gone.iter().all(|path| !path.exists()), "deleted from disk");
+    assert_eq!(stored_users(&after).len(), 4);
+    // Rejects files: the one last written before the cutoff's day goes.
+    assert!(!rejects.join("old.ndjson").exists());
+    assert!(rejects.join("new.ndjson").exists());
+    // Again: nothing more.
+    let again = nudge_engine::privacy::apply_retention(&test.store, &config, now)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.events.days, 0);
+    // Not configured: nothing to do.
+    let unset = nudge_engine::config::Config {
+        data_dir,
+        ..Default::default()
+    };
+    assert!(
+        nudge_engine::privacy::apply_retention(&test.store, &unset, now)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
