@@ -105,19 +105,7 @@ fn scan_facts(
 ) -> Result<FactFrames> {
     let events = match audience {
         // One user: their pages of the files sorted by user, the other files scanned.
-        Some(user) => {
-            let found = lookup::user_rows(paths, user)?;
-            tracing::debug!(
-                rows_read = found.rows_read,
-                scanned_files = found.unindexed.len(),
-                "a user's rows read by the page index"
-            );
-            let mut parts = vec![found.frame.lazy()];
-            if !found.unindexed.is_empty() {
-                parts.push(segments::scan(&found.unindexed)?.filter(col("user_id").eq(lit(user))));
-            }
-            concat(parts, UnionArgs::default())?
-        }
+        Some(user) => lookup::user_events(paths, user)?,
         None => segments::scan(paths)?,
     }
     .filter(col("ts").lt_eq(lit(as_of_ms)));

@@ -1,15 +1,16 @@
-//! Forgetting users everywhere nudge keeps them: the store ([`Store::forget_users`]: segments,
-//! SQL, windows), then the line files it writes beside the store.
+//! A user's data and its life: forgetting users everywhere nudge keeps them (the store,
+//! [`Store::forget_users`]: segments, SQL, windows; then the line files it writes beside the
+//! store), exporting what it holds about one ([`export`]), and the events' retention
+//! ([`apply_retention`]).
 //!
-//! The files: the ingest's rejects
-//! (`<data_dir>/rejects/`) and the `file` connectors' outputs. A line naming a forgotten user
-//! goes: one where the id stands as a whole token (between quotes, colons or other characters
-//! that are not part of an id), so `u1` does not take `u10`'s lines. A rejects line keeps the
-//! raw record, which may not even parse, so lines are matched as text, not as JSON.
-//!
-//! Each file is rewritten beside itself and renamed over it. A writer appends by opening the
-//! file for each line (the `file` connector does): a line appended to the old file between the
-//! read and the rename is copied over, filtered the same way.
+//! The line files are the ingest's rejects (`<data_dir>/rejects/`) and the `file` connectors'
+//! outputs. A line naming a forgotten user goes: one where the id stands as a whole token
+//! (between quotes, colons or other characters that are not part of an id), so `u1` does not
+//! take `u10`'s lines. A rejects line keeps the raw record, which may not even parse, so lines
+//! are matched as text, not as JSON. Each file is rewritten beside itself and renamed over it.
+//! A writer appends by opening the file for each line (the `file` connector does): a line
+//! appended to the old file between the read and the rename is copied over, filtered the same
+//! way.
 
 pub mod export;
 
@@ -36,7 +37,20 @@ pub async fn forget(
     users: &[String],
     requested_by: &str,
 ) -> Result<Forgotten> {
-    let report = store.forget_users(users, requested_by).await?;
+    let users: Vec<String> = users
+        .iter()
+        .map(|user| user.trim().to_string())
+        .filter(|user| !user.is_empty())
+        .collect();
+    let users = users.as_slice();
+    let mut report = store.forget_users(users, requested_by).await?;
+    let data_dir = store.data_dir().to_path_buf();
+    let ids = users.to_vec();
+    report.windows =
+        tokio::task::spawn_blocking(move || crate::scoring::forget_windows_of(&data_dir, &ids))
+            .await
+            .map_err(|error| Error::Usage(format!("the windows' forget stopped: {error}")))??
+            as u64;
     // The `file` connectors', and the built-in `dry-run` one's when none is configured under
     // that name.
     let outputs = config

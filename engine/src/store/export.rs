@@ -169,16 +169,8 @@ impl Store {
                 let user = user.clone();
                 async move {
                     tokio::task::spawn_blocking(move || {
-                        let found = lookup::user_rows(&paths, &user)?;
-                        let mut parts = vec![found.frame.lazy()];
-                        if !found.unindexed.is_empty() {
-                            parts.push(
-                                segments::scan(&found.unindexed)?
-                                    .filter(col("user_id").eq(lit(user.as_str()))),
-                            );
-                        }
                         segments::collect(
-                            concat(parts, UnionArgs::default())?
+                            lookup::user_events(&paths, &user)?
                                 .sort(["ts"], SortMultipleOptions::default()),
                         )
                     })

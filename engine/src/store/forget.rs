@@ -1,13 +1,13 @@
 //! Forgetting users: their events out of every segment file that holds them, their profile,
-//! credits and windows deleted, their planned sends cancelled and their finished sends kept
+//! credits deleted, their planned sends cancelled and their finished sends kept
 //! under a keyed hash, and a tombstone that refuses events naming them afterwards.
 //!
 //! The order makes a crash at any point safe to finish by forgetting again: the tombstones are
 //! committed first (from then on no commit stores an event of theirs: the check runs inside
 //! each batch's write transaction), then each day's files holding them are rewritten without
 //! them and swapped in as compaction swaps (the old files or the new ones, never both), then
-//! the SQL rows change in one transaction, then the stored windows are rewritten. The record of
-//! the forget names no id.
+//! the SQL rows change in one transaction ([`crate::privacy::forget`] then rewrites the stored
+//! windows and the files beside the store). The record of the forget names no id.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -37,7 +37,7 @@ pub struct ForgetReport {
     pub sends_cancelled: u64,
     /// Sends kept (for the campaigns' counts) under a keyed hash of the user.
     pub sends_anonymised: u64,
-    /// Users removed from the stored windows.
+    /// Users removed from the stored windows (by [`crate::privacy::forget`], after this).
     pub windows: u64,
 }
 
@@ -170,12 +170,7 @@ impl Store {
         tx.commit().await?;
         static AFTER_STATE: AtomicU64 = AtomicU64::new(0);
         crash_point("forget:after-state", &AFTER_STATE);
-        // 4. The stored windows.
-        let data_dir = self.data_dir.clone();
-        report.windows =
-            tokio::task::block_in_place(|| crate::scoring::forget_windows_of(&data_dir, &sorted))?
-                as u64;
-        // 5. The record, without the ids.
+        // 4. The record, without the ids.
         sqlx::query(
             "INSERT INTO forget_log (at_ms, requested_by, users, events, files, state_rows,
                                      sends_cancelled, sends_anonymised)

@@ -36,6 +36,22 @@ const TS: usize = 2;
 const PROPS: usize = 3;
 const EVENT_ID: usize = 4;
 
+/// One user's rows of `paths` as one query: the files read by their index, the others scanned
+/// with a filter on the user.
+pub(crate) fn user_events(paths: &[PathBuf], user: &str) -> Result<LazyFrame> {
+    let found = user_rows(paths, user)?;
+    tracing::debug!(
+        rows_read = found.rows_read,
+        scanned_files = found.unindexed.len(),
+        "a user's rows read by the page index"
+    );
+    let mut parts = vec![found.frame.lazy()];
+    if !found.unindexed.is_empty() {
+        parts.push(super::segments::scan(&found.unindexed)?.filter(col("user_id").eq(lit(user))));
+    }
+    Ok(concat(parts, UnionArgs::default())?)
+}
+
 /// What [`user_rows`] found.
 pub(crate) struct UserRows {
     /// The user's rows of the files read by their index, in the segments' columns.
