@@ -92,12 +92,14 @@ impl Store {
         let keyed: Vec<String> = sorted.iter().map(|user| user_key(&key, user)).collect();
         // 1. Tombstones: from their commit on, no batch stores an event of these users.
         let mut tx = super::sql::begin_write(&self.pool).await?;
-        for user_key in &keyed {
+        let seed = screen_seed(&key);
+        for (user, user_key) in sorted.iter().zip(&keyed) {
             sqlx::query(
-                "INSERT INTO forgotten_users (user_key, forgotten_ms) VALUES ($1, $2)
+                "INSERT INTO forgotten_users (user_key, screen, forgotten_ms) VALUES ($1, $2, $3)
                  ON CONFLICT (user_key) DO NOTHING",
             )
             .bind(user_key)
+            .bind(screen(seed, user) as i64)
             .bind(now)
             .execute(&mut *tx)
             .await?;
@@ -255,8 +257,10 @@ impl Store {
     }
 
     /// Which rows of `users` (an event's user id per row) are forgotten users', inside a
-    /// batch's write transaction; `None` when no user was ever forgotten (the usual case,
-    /// which costs one count).
+    /// batch's write transaction; `None` when none is (the usual case: while no user was ever
+    /// forgotten it costs one count). Every row's user is screened by a fast keyed hash against
+    /// the tombstones' screens kept in memory (read again when their count changes); only a
+    /// match is confirmed by its HMAC in the table.
     pub(super) async fn forgotten_rows(
         &self,
         tx: &mut sqlx::Transaction<'static, sqlx::Any>,
@@ -268,26 +272,57 @@ impl Store {
         if count == 0 {
             return Ok(None);
         }
-        let key: Option<String> =
-            sqlx::query_scalar("SELECT value FROM store_meta WHERE key = 'forget_key'")
-                .fetch_optional(&mut **tx)
-                .await?;
-        let Some(key) = key else {
-            return Ok(None);
+        let cached = self
+            .forgotten
+            .lock()
+            .expect("no panic holds the lock")
+            .clone()
+            .filter(|cache| cache.count == count);
+        let cache = match cached {
+            Some(cache) => cache,
+            None => {
+                let key: String =
+                    sqlx::query_scalar("SELECT value FROM store_meta WHERE key = 'forget_key'")
+                        .fetch_one(&mut **tx)
+                        .await?;
+                let screens: Vec<i64> = sqlx::query_scalar("SELECT screen FROM forgotten_users")
+                    .fetch_all(&mut **tx)
+                    .await?;
+                let cache = Arc::new(Tombstones {
+                    count,
+                    seed: screen_seed(key.as_bytes()),
+                    key: key.into_bytes(),
+                    screens: screens.into_iter().map(|screen| screen as u64).collect(),
+                });
+                *self.forgotten.lock().expect("no panic holds the lock") = Some(cache.clone());
+                cache
+            }
         };
         let users: Vec<Option<&str>> = users.collect();
-        let distinct: Vec<&str> = {
+        let screened: Vec<bool> = tokio::task::block_in_place(|| {
+            use rayon::prelude::*;
+            users
+                .par_iter()
+                .map(|user| {
+                    user.is_some_and(|user| cache.screens.contains(&screen(cache.seed, user)))
+                })
+                .collect()
+        });
+        if !screened.iter().any(|hit| *hit) {
+            return Ok(None);
+        }
+        let candidates: Vec<&str> = {
             let mut seen = HashSet::new();
             users
                 .iter()
-                .flatten()
-                .copied()
+                .zip(&screened)
+                .filter_map(|(user, hit)| user.filter(|_| *hit))
                 .filter(|user| seen.insert(*user))
                 .collect()
         };
-        let keys: Vec<String> = distinct
+        let keys: Vec<String> = candidates
             .iter()
-            .map(|user| user_key(key.as_bytes(), user))
+            .map(|user| user_key(&cache.key, user))
             .collect();
         let found: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(with_json_list!(
             super::sql::Backend::of_tx(tx),
@@ -301,7 +336,7 @@ impl Store {
             return Ok(None);
         }
         let found: HashSet<&str> = found.iter().map(String::as_str).collect();
-        let forgotten: HashSet<&str> = distinct
+        let forgotten: HashSet<&str> = candidates
             .iter()
             .zip(&keys)
             .filter(|(_, key)| found.contains(key.as_str()))
@@ -310,10 +345,34 @@ impl Store {
         Ok(Some(
             users
                 .iter()
-                .map(|user| user.is_some_and(|user| forgotten.contains(user)))
+                .zip(&screened)
+                .map(|(user, hit)| *hit && user.is_some_and(|user| forgotten.contains(user)))
                 .collect(),
         ))
     }
+}
+
+/// The tombstones as a commit screens against them, kept by the store between commits.
+#[derive(Debug)]
+pub(super) struct Tombstones {
+    /// How many there were when read: a forget adds rows, so another count is another set.
+    count: i64,
+    key: Vec<u8>,
+    seed: u64,
+    screens: HashSet<u64>,
+}
+
+/// The seed of the screens, from the store's forget key.
+fn screen_seed(key: &[u8]) -> u64 {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(b"nudge forgotten screen seed v1");
+    let bytes = mac.finalize().into_bytes();
+    u64::from_le_bytes(bytes[..8].try_into().expect("8 of 32 bytes"))
+}
+
+/// A fast keyed hash of `user`: equal screens are confirmed by [`user_key`].
+fn screen(seed: u64, user: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64_with_seed(user.as_bytes(), seed)
 }
 
 /// The keyed hash standing for `user` (hex, 16 bytes of HMAC-SHA256).

@@ -116,6 +116,8 @@ pub struct Store {
     seen: Arc<Mutex<seen::SeenIds>>,
     /// Signs the send tokens pages and click links carry.
     links: Arc<crate::links::Links>,
+    /// The forgotten users' screens, as the last commit read them (see `forget.rs`).
+    forgotten: Arc<Mutex<Option<Arc<forget::Tombstones>>>>,
 }
 
 /// What opening a store needs: where its files are, its SQL database, the event-id cache's
@@ -158,6 +160,7 @@ impl Store {
                 options.id_cache_bytes,
             ))),
             links,
+            forgotten: Arc::default(),
         };
         store.sweep_orphans().await?;
         Ok(store)
