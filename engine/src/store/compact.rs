@@ -83,6 +83,27 @@ pub struct DayToCompact {
     pub rows: u64,
 }
 
+impl DayToCompact {
+    /// (day, path, rows) listed in day order, gathered into one plan per day.
+    pub(super) fn by_day(listed: impl Iterator<Item = (String, String, u64)>) -> Vec<DayToCompact> {
+        let mut days: Vec<DayToCompact> = Vec::new();
+        for (day, path, rows) in listed {
+            match days.last_mut() {
+                Some(last) if last.day == day => {
+                    last.segments.push(path);
+                    last.rows += rows;
+                }
+                _ => days.push(DayToCompact {
+                    day,
+                    segments: vec![path],
+                    rows,
+                }),
+            }
+        }
+        days
+    }
+}
+
 /// What compacting a day did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DayCompacted {
@@ -123,21 +144,10 @@ impl Store {
         .bind(day)
         .fetch_all(&self.pool)
         .await?;
-        let mut days: Vec<DayToCompact> = Vec::new();
-        for row in rows {
-            let (day, path, count): (String, String, i64) = (row.get(0), row.get(1), row.get(2));
-            match days.last_mut() {
-                Some(last) if last.day == day => {
-                    last.segments.push(path);
-                    last.rows += count as u64;
-                }
-                _ => days.push(DayToCompact {
-                    day,
-                    segments: vec![path],
-                    rows: count as u64,
-                }),
-            }
-        }
+        let mut days = DayToCompact::by_day(
+            rows.iter()
+                .map(|row| (row.get(0), row.get(1), row.get::<i64, _>(2) as u64)),
+        );
         days.retain(|day| day.segments.len() >= options.min_segments.max(1));
         Ok(days)
     }

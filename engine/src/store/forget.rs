@@ -236,23 +236,13 @@ impl Store {
                 })
                 .collect()
         });
-        let mut days: Vec<DayToCompact> = Vec::new();
-        for ((day, path, rows), holds) in listed.into_iter().zip(holding) {
-            if !holds {
-                continue;
-            }
-            match days.last_mut() {
-                Some(last) if last.day == day => {
-                    last.segments.push(path);
-                    last.rows += rows as u64;
-                }
-                _ => days.push(DayToCompact {
-                    day,
-                    segments: vec![path],
-                    rows: rows as u64,
-                }),
-            }
-        }
+        let days = DayToCompact::by_day(
+            listed
+                .into_iter()
+                .zip(holding)
+                .filter(|(_, holds)| *holds)
+                .map(|((day, path, rows), _)| (day, path, rows as u64)),
+        );
         Ok(days)
     }
 
