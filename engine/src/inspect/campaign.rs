@@ -182,7 +182,8 @@ pub async fn status_sharing(
         .filter(|s| s.state == SendState::Sent.as_str())
         .map(|s| s.count)
         .sum();
-    let clicked = if sent == 0 {
+    let none_clicked = clicked.as_ref().is_some_and(|c| c.is_empty());
+    let clicked = if sent == 0 || none_clicked {
         0
     } else {
         let ids = store.send_ids(name).await?;

@@ -309,6 +309,11 @@ async fn the_campaign_list_shows_the_numbers_campaign_status_prints() {
     let browser = driver.browser("en-US").await;
     sign_in(&browser, &console.base, VIEWER_KEY).await;
     browser.goto(&format!("{}/campaigns", console.base)).await;
+    // Right after the start the clicks may still be being read: the page says so and reloads
+    // itself until they are there.
+    browser
+        .wait_for(|source| source.contains("figures-as-of"))
+        .await;
     let rows = browser.find_all("#campaigns tbody tr").await;
     assert_eq!(rows.len(), 3, "the quickstart's three campaigns");
     let mut compared = 0;

@@ -12,10 +12,11 @@ use axum::response::Response;
 use chrono::{DateTime, Duration, Utc};
 use maud::{Markup, html};
 
+use super::figures::{Figures, VIEW_WAITS};
 use super::{Ctx, encode, redirect};
 use crate::campaign::{self, Campaign};
 use crate::features;
-use crate::inspect::campaign::{Lift, Status};
+use crate::inspect::campaign::{Clicked, Lift, Status};
 use crate::service::Service;
 
 /// The campaigns of the campaigns folder (read afresh: an edited file shows at once).
@@ -82,7 +83,7 @@ pub async fn list(State(service): State<Arc<Service>>, Extension(ctx): Extension
     let read = async {
         let figures = service
             .figures
-            .get(&service.store, &campaigns, &service.clock)
+            .get_within(&service.store, &campaigns, &service.clock, VIEW_WAITS)
             .await?;
         let mut rows = Vec::with_capacity(campaigns.len());
         for campaign in &campaigns {
@@ -91,13 +92,13 @@ pub async fn list(State(service): State<Arc<Service>>, Extension(ctx): Extension
                 &campaign.name,
                 Some(campaign),
                 now,
-                &mut Some(figures.clicked.clone()),
-                figures.lift(&campaign.name),
+                &mut Some(clicked(&figures)),
+                figures.as_ref().and_then(|f| f.lift(&campaign.name)),
             )
             .await?;
             rows.push((campaign, status));
         }
-        Ok::<_, crate::Error>((rows, figures.as_of))
+        Ok::<_, crate::Error>((rows, figures.map(|f| f.as_of)))
     };
     let (rows, figures_as_of): (Vec<(&Campaign, Status)>, _) = match read.await {
         Ok(read) => read,
@@ -126,16 +127,48 @@ pub async fn list(State(service): State<Arc<Service>>, Extension(ctx): Extension
                             td { @if let Some(at) = next_run(campaign, service.engine.default_tz, now) { (ctx.time(at.timestamp_millis())) } }
                             td { @if let Some(run) = status.runs.first() { (ctx.time_text(&run.at)) } }
                             td.num.sent { (sent(status)) }
-                            td.num.click-rate { (percent(status.click_rate())) }
-                            td { (lift_cell(&ctx, status)) }
+                            @if figures_as_of.is_some() {
+                                td.num.click-rate { (percent(status.click_rate())) }
+                                td { (lift_cell(&ctx, status)) }
+                            } @else {
+                                td.num.click-rate { (reading(&ctx)) }
+                                td { (reading(&ctx)) }
+                            }
                         }
                     }
                 }
             }
-            p.note #figures-as-of { (ctx.lang.f("campaigns.figures_as_of", &[("time", &ctx.time(figures_as_of.timestamp_millis()))])) }
+            (figures_note(&ctx, figures_as_of))
         }
     };
     ctx.page(t("campaigns.title"), body)
+}
+
+/// The clicks kept with the figures; none while they are being read (the page then shows
+/// [`reading`] in place of every figure that needs them).
+fn clicked(figures: &Option<Arc<Figures>>) -> Clicked {
+    figures
+        .as_ref()
+        .map(|f| f.clicked.clone())
+        .unwrap_or_default()
+}
+
+/// Stands for a figure not read yet.
+fn reading(ctx: &Ctx) -> Markup {
+    html! { small.reading { (ctx.lang.t("campaigns.reading")) } }
+}
+
+/// When the clicks and lift were read, or that they are being read (the page's script reloads
+/// it while `#figures-reading` is on it).
+fn figures_note(ctx: &Ctx, as_of: Option<DateTime<Utc>>) -> Markup {
+    match as_of {
+        Some(at) => html! {
+            p.note #figures-as-of { (ctx.lang.f("campaigns.figures_as_of", &[("time", &ctx.time(at.timestamp_millis()))])) }
+        },
+        None => {
+            html! { p.note #figures-reading role="status" { (ctx.lang.t("campaigns.figures_reading")) } }
+        }
+    }
 }
 
 fn schedule_text(ctx: &Ctx, campaign: &Campaign) -> String {
@@ -180,18 +213,18 @@ pub async fn page(
     let read = async {
         let figures = service
             .figures
-            .get(&service.store, &campaigns, &service.clock)
+            .get_within(&service.store, &campaigns, &service.clock, VIEW_WAITS)
             .await?;
         let status = crate::inspect::campaign::status_sharing(
             &service.store,
             &name,
             campaign,
             now,
-            &mut Some(figures.clicked.clone()),
-            campaign.and_then(|c| figures.lift(&c.name)),
+            &mut Some(clicked(&figures)),
+            campaign.and_then(|c| figures.as_ref().and_then(|f| f.lift(&c.name))),
         )
         .await?;
-        Ok::<_, crate::Error>((status, figures.as_of))
+        Ok::<_, crate::Error>((status, figures.map(|f| f.as_of)))
     };
     let (status, figures_as_of) = match read.await {
         Ok(read) => read,
@@ -248,8 +281,9 @@ pub async fn page(
             }
         }
         p { (t("campaigns.sent")) ": " span #sent { (sent(&status)) } " · "
-            (t("campaigns.click_rate")) ": " span #click-rate { (percent(status.click_rate())) }
-            " · " small #figures-as-of { (ctx.lang.f("campaigns.figures_as_of", &[("time", &ctx.time(figures_as_of.timestamp_millis()))])) } }
+            (t("campaigns.click_rate")) ": "
+            @if figures_as_of.is_some() { span #click-rate { (percent(status.click_rate())) } } @else { (reading(&ctx)) } }
+        (figures_note(&ctx, figures_as_of))
         h2 { (t("campaign.sends")) }
         table #sends {
             thead { tr { th { (t("campaign.state")) } th { (t("campaign.reason")) } th.num { (t("campaign.count")) } } }

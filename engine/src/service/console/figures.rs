@@ -7,8 +7,10 @@
 //!   again every [`FRESH`], so a view after a pause still finds them recent;
 //! - `nudge serve` reads them once when it starts ([`FiguresCache::warm`]).
 //!
-//! A view waits only when there are none yet (the first seconds after a start) or they lack one
-//! of the campaigns (a campaign file added); viewers arriving together wait for one read.
+//! A view waits for a read only when there are none yet (the first seconds after a start) or they
+//! lack one of the campaigns (a campaign file added), and then at most [`VIEW_WAITS`]: past that
+//! the page says they are being read and reloads itself ([`FiguresCache::get_within`]). Viewers
+//! arriving together share one read.
 //! Everything else on the campaign pages (runs, sends by state) is read from SQL with each view;
 //! `nudge campaign status` and the admin API read everything afresh.
 
@@ -29,6 +31,9 @@ use crate::store::Store;
 pub const FRESH: Duration = Duration::from_secs(30);
 /// How long after the last view the keeper goes on reading.
 pub const KEPT_WHILE_VIEWED: Duration = Duration::from_secs(3600);
+
+/// The longest a view waits for a read it needs; the page is served without the figures after.
+pub const VIEW_WAITS: Duration = Duration::from_millis(50);
 
 /// One read of the figures.
 #[derive(Debug)]
@@ -110,6 +115,38 @@ impl FiguresCache {
         let figures = Arc::new(read(store, campaigns, clock.now()).await?);
         *current = Some(figures.clone());
         Ok(figures)
+    }
+
+    /// [`FiguresCache::get`], waiting at most `wait`: `None` when the read it needs is still
+    /// running (it goes on, and the next view finds its figures).
+    pub async fn get_within(
+        self: &Arc<Self>,
+        store: &Store,
+        campaigns: &[Campaign],
+        clock: &Clock,
+        wait: Duration,
+    ) -> crate::Result<Option<Arc<Figures>>> {
+        if let Ok(current) = self.current.try_lock()
+            && let Some(figures) = current.as_ref()
+            && figures.covers(campaigns)
+        {
+            // Kept: served as `get` would, without a task.
+            self.viewed(store, campaigns, clock);
+            if figures.read_at.elapsed() >= self.fresh {
+                self.refresh_in_background();
+            }
+            return Ok(Some(figures.clone()));
+        }
+        let (cache, store, campaigns, clock) =
+            (self.clone(), store.clone(), campaigns.to_vec(), *clock);
+        let read = tokio::spawn(async move { cache.get(&store, &campaigns, &clock).await });
+        match tokio::time::timeout(wait, read).await {
+            Ok(Ok(figures)) => figures.map(Some),
+            Ok(Err(failed)) => Err(crate::Error::Segments(format!(
+                "the campaigns' figures were not read: {failed}"
+            ))),
+            Err(_still_reading) => Ok(None),
+        }
     }
 
     /// Reads the figures in the background, as a view would (for `nudge serve`'s start).
@@ -228,6 +265,41 @@ mod tests {
             "read again: b was not in them"
         );
         assert!(widened.lift("b").is_some());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_view_that_cannot_wait_for_the_first_read_gets_none_and_the_read_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = crate::config::Config {
+            data_dir: dir.path().join("data"),
+            ..Default::default()
+        };
+        let store = Store::open(&config.store()).await.unwrap();
+        let cache = Arc::new(FiguresCache::default());
+        let clock = Clock::system();
+        let one = [campaign("a")];
+        // Holding the figures' lock stands for a slow first read.
+        let slow_read = cache.current.lock().await;
+        let first = cache
+            .get_within(&store, &one, &clock, Duration::from_millis(50))
+            .await
+            .unwrap();
+        assert!(first.is_none(), "served without the figures");
+        drop(slow_read);
+        // The read the view started finishes on its own: a later view finds it at once.
+        let mut later = None;
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if cache.current.lock().await.is_some() {
+                later = cache
+                    .get_within(&store, &one, &clock, Duration::ZERO)
+                    .await
+                    .unwrap();
+                break;
+            }
+        }
+        let later = later.expect("the figures were read after the view left");
+        assert_eq!(later.lift("a"), Some(Vec::new()));
     }
 
     /// The figures kept now, without a view.
