@@ -17,6 +17,9 @@ pub const MAX_PROPS_BYTES: usize = 16 * 1024;
 
 /// Grants or clears subscription credits.
 pub const SUBSCRIPTION: &str = "subscription";
+/// Withdraws (`"status": "withdrawn"`) or gives again (`"given"`) the user's consent to be sent
+/// anything.
+pub const CONSENT: &str = "consent";
 /// Attributes a click to a send.
 pub const NOTIFICATION_CLICK: &str = "notification_click";
 /// Sets user attributes.

@@ -287,6 +287,15 @@ pub async fn run_explained(
                 .entry("capped (a displaced send left meanwhile)".into())
                 .or_default() += done.lost_races;
         }
+        for (reason, stopped) in [
+            ("consent withdrawn", done.withdrawn),
+            ("forgotten", done.forgotten),
+        ] {
+            if stopped > 0 {
+                report.planned -= stopped;
+                *report.skipped.entry(reason.into()).or_default() += stopped;
+            }
+        }
     } else {
         report.cancelled = report.plan.iter().map(|n| n.cancel.len() as u64).sum();
     }

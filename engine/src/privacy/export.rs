@@ -3,7 +3,7 @@
 //! clicks), written piece by piece so a long history is never one string in memory.
 //!
 //! ```json
-//! {"user_id": "...", "exported_at": "...", "profile": {...} | null, "credits": [...],
+//! {"user_id": "...", "exported_at": "...", "profile": {...} | null, "consent": {...} | null, "credits": [...],
 //!  "credit_history": [...], "window": {...} | null, "sends": [...], "events": [...]}
 //! ```
 
@@ -41,6 +41,7 @@ impl Export {
         self.events.is_empty()
             && self.window.is_none()
             && self.records.profile.is_none()
+            && self.records.consent.is_none()
             && self.records.credits.is_empty()
             && self.records.credit_history.is_empty()
             && self.records.sends.is_empty()
@@ -76,10 +77,11 @@ pub fn write(export: &Export, out: &mut impl Write) -> Result<()> {
     let json = |value: &dyn erased::Json| value.to_json();
     write!(
         out,
-        "{{\"user_id\":{},\"exported_at\":{},\"profile\":{},\"credits\":{},\"credit_history\":{},\"window\":{},\"sends\":{},\"events\":[",
+        "{{\"user_id\":{},\"exported_at\":{},\"profile\":{},\"consent\":{},\"credits\":{},\"credit_history\":{},\"window\":{},\"sends\":{},\"events\":[",
         json(&export.user_id),
         json(&export.exported_at.to_rfc3339()),
         json(&export.records.profile),
+        json(&export.records.consent),
         json(&export.records.credits),
         json(&export.records.credit_history),
         json(&export.window),

@@ -19,6 +19,14 @@ pub struct ExportedProfile {
     pub updated_ms: i64,
 }
 
+/// The user's latest consent event.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ExportedConsent {
+    pub withdrawn: bool,
+    /// The event's time (epoch ms).
+    pub ts: i64,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ExportedCredit {
     pub template_id: String,
@@ -71,6 +79,7 @@ pub struct ExportedEvent {
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct UserRecords {
     pub profile: Option<ExportedProfile>,
+    pub consent: Option<ExportedConsent>,
     pub credits: Vec<ExportedCredit>,
     pub credit_history: Vec<ExportedCreditChange>,
     pub sends: Vec<ExportedSend>,
@@ -95,6 +104,14 @@ impl Store {
                     attrs: json(row.get(2)),
                     updated_ms: row.get(3),
                 });
+        let consent = sqlx::query("SELECT withdrawn, ts FROM consent WHERE user_id = $1")
+            .bind(user)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|row| ExportedConsent {
+                withdrawn: row.get::<i64, _>(0) != 0,
+                ts: row.get(1),
+            });
         let credits = sqlx::query(
             "SELECT template_id, balance, updated_ts FROM credits WHERE user_id = $1 ORDER BY template_id",
         )
@@ -155,6 +172,7 @@ impl Store {
         .collect();
         Ok(UserRecords {
             profile,
+            consent,
             credits,
             credit_history,
             sends,

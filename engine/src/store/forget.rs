@@ -134,7 +134,7 @@ impl Store {
         // 3. The SQL state, in one transaction.
         let list = state::json_list(&sorted);
         let mut tx = super::sql::begin_write(&self.pool).await?;
-        for table in ["users", "credits", "credit_ledger"] {
+        for table in ["users", "credits", "credit_ledger", "consent"] {
             let deleted = sqlx::query(sqlx::AssertSqlSafe(
                 with_json_list!(
                     self.backend,

@@ -55,6 +55,7 @@ const SQLITE_FILES: &[(&str, &str)] = &[
     sqlite_file!("0012_send_clicks.sql"),
     sqlite_file!("0013_run_skips_intake_processes.sql"),
     sqlite_file!("0014_forget.sql"),
+    sqlite_file!("0015_consent.sql"),
 ];
 
 /// The PostgreSQL schema: the state SQLite's files arrive at, then changes made after it.
@@ -64,6 +65,7 @@ const POSTGRES_FILES: &[(&str, &str)] = &[
     migration_file!("postgres", "0003_send_clicks.sql"),
     migration_file!("postgres", "0004_run_skips_intake_processes.sql"),
     migration_file!("postgres", "0005_forget.sql"),
+    migration_file!("postgres", "0006_consent.sql"),
 ];
 
 static SQLITE: LazyLock<Migrator> =

@@ -72,6 +72,17 @@ pub struct Enqueued {
     pub cancelled: u64,
     /// Sends not added because a send they were to cancel was claimed meanwhile.
     pub lost_races: u64,
+    /// Sends not added because their user withdrew consent.
+    pub withdrawn: u64,
+    /// Sends not added because their user was forgotten.
+    pub forgotten: u64,
+}
+
+/// Why a user gets no send at all, whatever the plan says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    Withdrawn,
+    Forgotten,
 }
 
 /// A live send of a user (any campaign), as planning sees it.
@@ -135,10 +146,34 @@ pub struct Recorded {
     pub lost_lease: u64,
 }
 
-/// Inserts sends, ignoring those whose dedup key is already there. Returns how many were new.
-pub(super) async fn enqueue(pool: &AnyPool, sends: &[NewSend], now_ms: i64) -> Result<Enqueued> {
+/// Inserts sends in `tx` (a write transaction, committed here), ignoring those whose dedup key
+/// is already there and those (holdout records too) of the users in `stopped`.
+pub(super) async fn enqueue(
+    pool: &AnyPool,
+    mut tx: sqlx::Transaction<'static, sqlx::Any>,
+    sends: &[NewSend],
+    now_ms: i64,
+    stopped: &HashMap<String, Stopped>,
+) -> Result<Enqueued> {
     let mut done = Enqueued::default();
-    let mut tx = super::sql::begin_write(pool).await?;
+    let kept: Vec<NewSend>;
+    let sends = if stopped.is_empty() {
+        sends
+    } else {
+        for new in sends.iter().filter(|new| !new.holdout) {
+            match stopped.get(&new.send.user_id) {
+                Some(Stopped::Withdrawn) => done.withdrawn += 1,
+                Some(Stopped::Forgotten) => done.forgotten += 1,
+                None => {}
+            }
+        }
+        kept = sends
+            .iter()
+            .filter(|new| !stopped.contains_key(&new.send.user_id))
+            .cloned()
+            .collect();
+        &kept
+    };
     // Sends that cancel others go one by one: each needs its victims still `planned`. The
     // write lock is held, so no dispatcher can claim between the check and the update.
     for new in sends.iter().filter(|n| !n.cancel.is_empty()) {

@@ -1,8 +1,11 @@
 //! The store's side of the outbox: the `Store` methods the planner, the dispatcher, the
 //! service and the commands call (the state machine itself is in [`super::outbox`]).
 
+use std::collections::{HashMap, HashSet};
+
 use sqlx::Row;
 
+use super::sql::with_json_list;
 use super::states::{Statement, with_states};
 use super::{Store, outbox};
 use crate::Result;
@@ -18,7 +21,7 @@ impl Store {
                 cancel: Vec::new(),
             })
             .collect();
-        Ok(outbox::enqueue(&self.pool, &plan, now_ms).await?.added)
+        Ok(self.enqueue_plan(&plan, now_ms).await?.added)
     }
 
     /// Writes a campaign run's plan: sends, holdout records, and the cancellation of
@@ -28,7 +31,48 @@ impl Store {
         plan: &[outbox::NewSend],
         now_ms: i64,
     ) -> Result<outbox::Enqueued> {
-        outbox::enqueue(&self.pool, plan, now_ms).await
+        let mut tx = super::sql::begin_write(&self.pool).await?;
+        // Read under the write lock: a forget or a withdrawal committed before is seen, and
+        // one committed after cancels what this adds.
+        let stopped = self
+            .stopped_users(&mut tx, plan.iter().map(|new| new.send.user_id.as_str()))
+            .await?;
+        outbox::enqueue(&self.pool, tx, plan, now_ms, &stopped).await
+    }
+
+    /// Which of `users` get no send: forgotten, or consent withdrawn.
+    async fn stopped_users<'a>(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        users: impl Iterator<Item = &'a str>,
+    ) -> Result<HashMap<String, outbox::Stopped>> {
+        let users: Vec<&str> = users.collect::<HashSet<_>>().into_iter().collect();
+        let mut stopped = HashMap::new();
+        if users.is_empty() {
+            return Ok(stopped);
+        }
+        let withdrawn: Vec<String> = sqlx::query_scalar(with_json_list!(
+            self.backend,
+            "SELECT user_id FROM consent WHERE withdrawn = 1 AND user_id IN (SELECT value FROM ",
+            ")"
+        ))
+        .bind(super::state::json_list(&users))
+        .fetch_all(&mut **tx)
+        .await?;
+        for user in withdrawn {
+            stopped.insert(user, outbox::Stopped::Withdrawn);
+        }
+        if let Some(mask) = self
+            .forgotten_rows(tx, users.iter().map(|user| Some(*user)))
+            .await?
+        {
+            for (user, gone) in users.iter().zip(mask) {
+                if gone {
+                    stopped.insert(user.to_string(), outbox::Stopped::Forgotten);
+                }
+            }
+        }
+        Ok(stopped)
     }
 
     /// Marks abandoned `sending` rows `unknown` and overdue planned rows `expired`.

@@ -15,6 +15,10 @@ use crate::Result;
 use crate::batch::EventBatch;
 use crate::event;
 
+/// The `status` of a `consent` event that withdraws it, and the one that gives it again.
+pub const CONSENT_WITHDRAWN: &str = "withdrawn";
+pub const CONSENT_GIVEN: &str = "given";
+
 /// Users per `json_each` list.
 const ID_CHUNK: usize = 100_000;
 
@@ -25,6 +29,8 @@ pub struct StateChanges {
     pub users: Vec<UserChange>,
     /// Subscription events in event-time order: (user, template, status, ts).
     pub subscriptions: Vec<(String, String, String, i64)>,
+    /// Each user's latest `consent` event of the batch: (user, withdrawn, ts), sorted by user.
+    pub consents: Vec<(String, bool, i64)>,
 }
 
 /// What a batch changes of one user.
@@ -122,6 +128,7 @@ impl StateChanges {
                     events.tz.get(row).is_some()
                         || name == event::PROFILE
                         || name == event::SUBSCRIPTION
+                        || name == event::CONSENT
                 })
                 .collect::<Vec<_>>()
             })
@@ -136,7 +143,10 @@ impl StateChanges {
                     .or_default()
                     .note_zone(event.ts_ms, tz.into());
             }
-            if event.event == event::PROFILE || event.event == event::SUBSCRIPTION {
+            if event.event == event::PROFILE
+                || event.event == event::SUBSCRIPTION
+                || event.event == event::CONSENT
+            {
                 reserved.push(event);
             }
         }
@@ -147,6 +157,7 @@ impl StateChanges {
             .map(|event| event.props.and_then(reserved_texts))
             .collect();
         let mut changes = StateChanges::default();
+        let mut consents: HashMap<&str, (bool, i64), super::FastHash> = HashMap::default();
         for (event, keys) in reserved.iter().zip(parsed) {
             let (Some((tz, template_id, status)), Some(props)) = (keys, event.props) else {
                 continue;
@@ -157,6 +168,17 @@ impl StateChanges {
                     user.note_zone(event.ts_ms, tz.into());
                 }
                 user.profiles.push(props);
+            } else if event.event == event::CONSENT {
+                // In time order: the latest of the batch stays.
+                match status.as_deref() {
+                    Some(CONSENT_WITHDRAWN) => {
+                        consents.insert(event.user_id, (true, event.ts_ms));
+                    }
+                    Some(CONSENT_GIVEN) => {
+                        consents.insert(event.user_id, (false, event.ts_ms));
+                    }
+                    _ => {}
+                }
             } else {
                 changes.subscriptions.push((
                     event.user_id.to_string(),
@@ -166,6 +188,11 @@ impl StateChanges {
                 ));
             }
         }
+        changes.consents = consents
+            .into_iter()
+            .map(|(user, (withdrawn, ts))| (user.to_string(), withdrawn, ts))
+            .collect();
+        changes.consents.sort_unstable();
         let mut users: Vec<(&str, Gathered)> = users.into_iter().collect();
         users.par_sort_unstable_by(|a, b| a.0.cmp(b.0));
         changes.users = users
@@ -215,7 +242,58 @@ pub(super) async fn apply(
             .push_bind(now);
     })
     .await?;
-    apply_subscriptions(tx, &changes.subscriptions).await
+    apply_subscriptions(tx, &changes.subscriptions).await?;
+    apply_consents(tx, &changes.consents, now).await
+}
+
+/// Keeps each user's latest consent event, and cancels the planned and paused sends of the
+/// users whose consent is withdrawn once it is applied (after the credits: every write
+/// transaction locks credits before sends). A send already claimed (leaving now) is not stopped.
+async fn apply_consents(
+    tx: &mut Transaction<'static, Any>,
+    consents: &[(String, bool, i64)],
+    now_ms: i64,
+) -> Result<()> {
+    if consents.is_empty() {
+        return Ok(());
+    }
+    bulk::insert(
+        tx,
+        (
+            "INSERT INTO consent (user_id, withdrawn, ts)",
+            "ON CONFLICT (user_id) DO UPDATE SET
+                 withdrawn = CASE WHEN excluded.ts >= consent.ts THEN excluded.withdrawn
+                                  ELSE consent.withdrawn END,
+                 ts = CASE WHEN excluded.ts >= consent.ts THEN excluded.ts ELSE consent.ts END",
+        ),
+        consents,
+        |mut row, (user, withdrawn, ts)| {
+            row.push_bind(user.as_str())
+                .push_bind(i64::from(*withdrawn))
+                .push_bind(*ts);
+        },
+    )
+    .await?;
+    let withdrawn: Vec<&str> = consents
+        .iter()
+        .filter(|(_, withdrawn, _)| *withdrawn)
+        .map(|(user, ..)| user.as_str())
+        .collect();
+    if withdrawn.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(super::sql::with_json_list!(
+        Backend::of_tx(tx),
+        "UPDATE sends SET state = 'cancelled', failure = 'consent withdrawn', updated_ms = $2
+         WHERE state IN ('planned', 'paused')
+           AND user_id IN (SELECT user_id FROM consent WHERE withdrawn = 1 AND user_id IN (SELECT value FROM ",
+        "))"
+    ))
+    .bind(json_list(&withdrawn))
+    .bind(now_ms)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// The upsert of users, each bound as (user_id, tz, tz_ts, attrs, updated_ms).

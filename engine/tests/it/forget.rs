@@ -434,3 +434,191 @@ async fn retention_drops_exactly_the_days_before_the_cutoff_and_old_rejects_file
             .is_none()
     );
 }
+
+/// The campaign the stop tests plan: every user, now, through a `file` connector.
+fn everyone_now(test: &TestStore) -> Campaign {
+    Campaign {
+        name: "cart".into(),
+        description: String::new(),
+        rule: test.file(
+            "all.rhai",
+            "fn target(user) { true }\nfn message(user) { #{ thing1: \"hi\" } }",
+        ),
+        template: TEMPLATE.into(),
+        connector: "dry-run".into(),
+        page: Some("pages/cart/index".into()),
+        priority: 0,
+        delivery: Delivery {
+            mode: Mode::Immediate,
+            quiet_hours: None,
+            ..Delivery::default()
+        },
+        schedule: None,
+        dedup_key: None,
+        goal_event: None,
+        goal_window_hours: None,
+    }
+}
+
+// "Stop means stop": a `consent` event withdrawing consent cancels the sends already planned for
+// the user, the outbox refuses new ones (a run counts them as skipped), and nothing reaches the
+// connector; consent given again (a later event) lets the next run plan them; an older
+// "given" arriving late does not. A forgotten user's send is refused by the outbox too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_who_withdraws_consent_or_is_forgotten_gets_no_send_already_planned_nor_a_new_one() {
+    let test = TestStore::new().await;
+    test.ingest(&[&test.file("first.ndjson", events(0))]).await;
+    let sent_file = test.dir.path().join("sent.ndjson");
+    let mut config = nudge_engine::config::Config {
+        data_dir: test.store.data_dir().to_path_buf(),
+        ..Default::default()
+    };
+    config.connectors.insert(
+        "dry-run".into(),
+        nudge_connectors::ConnectorConfig::File(nudge_connectors::config::FileConfig {
+            path: sent_file.clone(),
+        }),
+    );
+    let campaign = everyone_now(&test);
+    let plan = |now: DateTime<Utc>| {
+        let (test, config, campaign) = (&test, &config, &campaign);
+        async move {
+            nudge_engine::campaign::run::run(
+                &test.store,
+                &config.run_settings(),
+                campaign,
+                now,
+                now,
+                false,
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let first = plan(at("2026-11-03T12:00:00+08:00")).await;
+    assert_eq!(first.planned, 4);
+
+    // ann-1 withdraws; GONE is forgotten: both planned sends are cancelled.
+    let withdraw = line(
+        "ann-1",
+        "consent",
+        NOV_1 + 40 * HOUR,
+        r#"{"status":"withdrawn"}"#,
+    );
+    test.ingest(&[&test.file("withdraw.ndjson", &withdraw)])
+        .await;
+    nudge_engine::privacy::forget(&test.store, &config, &[GONE.to_string()], "test")
+        .await
+        .unwrap();
+    let state_of = |user: &'static str| {
+        let store = &test.store;
+        async move {
+            let sends = store.user_sends(user, 10).await.unwrap();
+            sends
+                .iter()
+                .map(|s| (s.state.clone(), s.failure.clone().unwrap_or_default()))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        state_of("ann-1").await,
+        [("cancelled".to_string(), "consent withdrawn".to_string())]
+    );
+    assert_eq!(state_of("bob-2").await[0].0, "planned");
+
+    // Dispatch: only the users who did not stop are sent to.
+    let connectors = config.build_connectors().unwrap();
+    let now_ms = at("2026-11-03T12:00:00+08:00").timestamp_millis();
+    nudge_engine::dispatch::run_through(
+        &test.store,
+        &connectors,
+        &config.dispatch,
+        &Default::default(),
+        ("test", "dry-run"),
+        (now_ms, now_ms + 2 * HOUR),
+    )
+    .await
+    .unwrap();
+    let sent = std::fs::read_to_string(&sent_file).unwrap_or_default();
+    assert_eq!(sent.lines().count(), 2, "{sent}");
+    assert!(sent.contains("bob-2") && sent.contains("cy-3"));
+    assert!(!sent.contains("ann-1") && !sent.contains(GONE));
+
+    // A new run: ann-1 is refused by the outbox and counted; so is a send made for GONE.
+    let second = plan(at("2026-11-04T12:00:00+08:00")).await;
+    assert_eq!(
+        second.skipped.get("consent withdrawn").copied(),
+        Some(1),
+        "{:?}",
+        second.skipped
+    );
+    assert!(
+        !state_of("ann-1")
+            .await
+            .iter()
+            .any(|(state, _)| state == "planned")
+    );
+    let mut for_gone = nudge_engine::store::outbox::PlannedSend {
+        dedup_key: "by-hand:gone".into(),
+        campaign: "by-hand".into(),
+        user_id: GONE.into(),
+        template_id: TEMPLATE.into(),
+        connector: "dry-run".into(),
+        page: None,
+        data: Default::default(),
+        send_at_ms: now_ms,
+        expires_at_ms: now_ms + 24 * HOUR,
+        priority: 0,
+        run_at_ms: None,
+        quiet: None,
+    };
+    assert_eq!(
+        test.store
+            .enqueue_sends(std::slice::from_ref(&for_gone), now_ms)
+            .await
+            .unwrap(),
+        0
+    );
+    for_gone.user_id = "dee-5".into();
+    for_gone.dedup_key = "by-hand:dee".into();
+    assert_eq!(
+        test.store.enqueue_sends(&[for_gone], now_ms).await.unwrap(),
+        1,
+        "a user who never stopped is enqueued"
+    );
+
+    // An older "given" arriving late changes nothing; a newer one lifts the stop.
+    let late_given = line(
+        "ann-1",
+        "consent",
+        NOV_1 + 39 * HOUR,
+        r#"{"status":"given"}"#,
+    );
+    test.ingest(&[&test.file("late.ndjson", &late_given)]).await;
+    let third = plan(at("2026-11-05T12:00:00+08:00")).await;
+    assert_eq!(third.skipped.get("consent withdrawn").copied(), Some(1));
+    let given = line(
+        "ann-1",
+        "consent",
+        NOV_1 + 41 * HOUR,
+        r#"{"status":"given"}"#,
+    );
+    test.ingest(&[&test.file("given.ndjson", &given)]).await;
+    let fourth = plan(at("2026-11-06T12:00:00+08:00")).await;
+    assert_eq!(fourth.skipped.get("consent withdrawn"), None);
+    assert!(
+        state_of("ann-1")
+            .await
+            .iter()
+            .any(|(state, _)| state == "planned"),
+        "planned again once consent is given"
+    );
+    // The export says where their consent stands.
+    let export =
+        nudge_engine::privacy::export::read(&test.store, "ann-1", at("2026-11-06T12:00:00+08:00"))
+            .await
+            .unwrap();
+    let consent = export.records.consent.expect("a consent row");
+    assert!(!consent.withdrawn);
+    assert_eq!(consent.ts, NOV_1 + 41 * HOUR);
+}
