@@ -112,5 +112,10 @@ async fn forget(context: &Context, args: ForgetArgs) -> anyhow::Result<ExitCode>
         done.files.lines,
         done.files.files
     );
+    if !done.store.log_emptied {
+        println!(
+            "note: readers kept the SQLite log busy, so the deleted rows' old pages stay in `nudge.db-wal` until its next checkpoint (run this again when the service is quiet to empty it)"
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }

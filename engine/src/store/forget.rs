@@ -39,6 +39,10 @@ pub struct ForgetReport {
     pub sends_anonymised: u64,
     /// Users removed from the stored windows (by [`crate::privacy::forget`], after this).
     pub windows: u64,
+    /// SQLite: whether the write-ahead log (which holds pages as they were before) was emptied;
+    /// `false` while readers kept it (it empties at a later checkpoint). Always `true` on
+    /// PostgreSQL, whose old row versions go with its own vacuum.
+    pub log_emptied: bool,
 }
 
 /// Up to this many users, a forget reads their pages of each file to know which files hold them;
@@ -131,9 +135,17 @@ impl Store {
                 break;
             }
         }
-        // 3. The SQL state, in one transaction.
+        // 3. The SQL state, in one transaction. On SQLite its connection zeroes what it deletes
+        // (`secure_delete`), and the log is emptied after: the ids leave the file's bytes too.
         let list = state::json_list(&sorted);
-        let mut tx = super::sql::begin_write(&self.pool).await?;
+        let mut connection = self.pool.acquire().await?;
+        let sqlite = self.backend == super::sql::Backend::Sqlite;
+        if sqlite {
+            sqlx::query("PRAGMA secure_delete = ON")
+                .execute(&mut *connection)
+                .await?;
+        }
+        let mut tx = super::sql::begin_write_on(&mut connection, self.backend).await?;
         for table in ["users", "credits", "credit_ledger", "consent"] {
             let deleted = sqlx::query(sqlx::AssertSqlSafe(
                 with_json_list!(
@@ -174,6 +186,15 @@ impl Store {
             report.sends_anonymised += anonymised.rows_affected();
         }
         tx.commit().await?;
+        if sqlite {
+            sqlx::query("PRAGMA secure_delete = OFF")
+                .execute(&mut *connection)
+                .await?;
+            drop(connection);
+            report.log_emptied = self.empty_sqlite_log().await?;
+        } else {
+            report.log_emptied = true;
+        }
         static AFTER_STATE: AtomicU64 = AtomicU64::new(0);
         crash_point("forget:after-state", &AFTER_STATE);
         // 4. The record, without the ids.
@@ -200,6 +221,24 @@ impl Store {
             "users forgotten"
         );
         Ok(report)
+    }
+
+    /// Checkpoints SQLite's write-ahead log into the database and truncates it, trying a few
+    /// times while readers hold it. Returns whether it is empty.
+    async fn empty_sqlite_log(&self) -> Result<bool> {
+        for attempt in 0..20 {
+            let busy: i64 = sqlx::query_scalar("PRAGMA wal_checkpoint(TRUNCATE)")
+                .fetch_one(&self.pool)
+                .await?;
+            if busy == 0 {
+                return Ok(true);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50 * (attempt + 1))).await;
+        }
+        tracing::warn!(
+            "the forgotten users' old rows stay in the SQLite log until its next checkpoint: readers held it"
+        );
+        Ok(false)
     }
 
     /// Per day, the committed segment files whose user bounds may hold one of `users` (sorted).

@@ -210,6 +210,26 @@ pub(super) async fn begin_write(pool: &AnyPool) -> Result<Transaction<'static, A
     }
 }
 
+/// [`begin_write`] on a connection already taken from the pool (one whose settings the caller
+/// changed for this transaction).
+pub(super) async fn begin_write_on(
+    connection: &mut sqlx::pool::PoolConnection<Any>,
+    backend: Backend,
+) -> Result<Transaction<'_, Any>> {
+    use sqlx::Connection;
+    match backend {
+        Backend::Sqlite => Ok(connection.begin_with("BEGIN IMMEDIATE").await?),
+        Backend::Postgres => {
+            let mut tx = connection.begin().await?;
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(WRITE_LOCK)
+                .execute(&mut *tx)
+                .await?;
+            Ok(tx)
+        }
+    }
+}
+
 /// Begins a transaction over the outbox alone (claims, outcomes, lease renewals and sweeps): on
 /// SQLite the one writer's `BEGIN IMMEDIATE` as every write; on PostgreSQL a plain transaction,
 /// without the store's write lock, so dispatchers on several hosts do not queue behind each
