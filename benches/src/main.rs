@@ -4,6 +4,7 @@
 mod backends;
 mod console;
 mod dispatch;
+mod forget;
 mod ingest;
 mod peers;
 mod plan;
@@ -44,6 +45,8 @@ enum Benchmark {
     Backends(backends::Args),
     /// The web console's pages over a planned store, each asked for several times
     Console(console::Args),
+    /// Forgetting users and exporting one, against rewriting the whole store and its peers
+    Forget(forget::Args),
     /// Every benchmark above, one after the other, each printing its table
     All(AllArgs),
 }
@@ -58,7 +61,7 @@ struct AllArgs {
 }
 
 /// Each benchmark's arguments in `all --quick`, and in `all` (their defaults).
-const QUICK: [(&str, &[&str]); 8] = [
+const QUICK: [(&str, &[&str]); 9] = [
     ("ingest", &["--events", "1000000"]),
     ("quality", &["--users", "10000"]),
     ("windows", &["--users", "100000"]),
@@ -67,6 +70,10 @@ const QUICK: [(&str, &[&str]); 8] = [
     ("dispatch", &["--sends", "100000", "--paced-sends", "20000"]),
     ("serve", &["--events", "200000", "--pushes", "5000"]),
     ("console", &["--users", "100000"]),
+    (
+        "forget",
+        &["--users", "100000", "--forget", "100", "--runs", "1"],
+    ),
 ];
 
 /// Parses one benchmark's arguments from words, as its subcommand would.
@@ -96,6 +103,7 @@ async fn all(args: AllArgs) -> anyhow::Result<()> {
             "dispatch" => dispatch::run(parse(words)?).await?,
             "serve" => serve::run(parse(words)?).await?,
             "console" => console::run(parse(words)?).await?,
+            "forget" => forget::run(parse(words)?).await?,
             other => anyhow::bail!("no benchmark named {other}"),
         }
         timings.push(format!("{name} {:.0} s", begun.elapsed().as_secs_f64()));
@@ -133,6 +141,7 @@ fn main() -> anyhow::Result<()> {
         Benchmark::Serve(args) => runtime.block_on(serve::run(args)),
         Benchmark::Backends(args) => runtime.block_on(backends::run(args)),
         Benchmark::Console(args) => runtime.block_on(console::run(args)),
+        Benchmark::Forget(args) => runtime.block_on(forget::run(args)),
         Benchmark::All(args) => runtime.block_on(all(args)),
     }
 }

@@ -43,6 +43,7 @@ pub async fn forget(
         .filter(|user| !user.is_empty())
         .collect();
     let users = users.as_slice();
+    let started = std::time::Instant::now();
     let mut report = store.forget_users(users, requested_by).await?;
     let data_dir = store.data_dir().to_path_buf();
     let ids = users.to_vec();
@@ -51,6 +52,10 @@ pub async fn forget(
             .await
             .map_err(|error| Error::Usage(format!("the windows' forget stopped: {error}")))??
             as u64;
+    tracing::debug!(
+        s = started.elapsed().as_secs_f64(),
+        "forget: windows rewritten"
+    );
     // The `file` connectors', and the built-in `dry-run` one's when none is configured under
     // that name.
     let outputs = config

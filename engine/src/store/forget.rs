@@ -93,6 +93,7 @@ impl Store {
         }
         let key = self.forget_key().await?;
         let now = chrono::Utc::now().timestamp_millis();
+        let started = std::time::Instant::now();
         let keyed: Vec<String> = sorted.iter().map(|user| user_key(&key, user)).collect();
         // 1. Tombstones: from their commit on, no batch stores an event of these users.
         let mut tx = super::sql::begin_write(&self.pool).await?;
@@ -111,6 +112,10 @@ impl Store {
         tx.commit().await?;
         static AFTER_TOMBSTONES: AtomicU64 = AtomicU64::new(0);
         crash_point("forget:after-tombstones", &AFTER_TOMBSTONES);
+        tracing::debug!(
+            s = started.elapsed().as_secs_f64(),
+            "forget: tombstones committed"
+        );
         // 2. The segment files that may hold them, day by day, rewritten without them.
         let set = Arc::new(sorted.iter().cloned().collect::<HashSet<String>>());
         for _attempt in 0..5 {
@@ -135,6 +140,13 @@ impl Store {
                 break;
             }
         }
+        // Files replaced before (by a compaction keeping them for readers, or left by a crash
+        // between its commit and their deletion) may hold them too: they go now.
+        self.remove_retired_before(i64::MAX).await?;
+        tracing::debug!(
+            s = started.elapsed().as_secs_f64(),
+            "forget: segments rewritten"
+        );
         // 3. The SQL state, in one transaction. On SQLite its connection zeroes what it deletes
         // (`secure_delete`), and the log is emptied after: the ids leave the file's bytes too.
         let list = state::json_list(&sorted);
@@ -187,7 +199,7 @@ impl Store {
         }
         tx.commit().await?;
         if sqlite {
-            sqlx::query("PRAGMA secure_delete = OFF")
+            sqlx::query("PRAGMA secure_delete = FAST")
                 .execute(&mut *connection)
                 .await?;
             drop(connection);
@@ -197,6 +209,10 @@ impl Store {
         }
         static AFTER_STATE: AtomicU64 = AtomicU64::new(0);
         crash_point("forget:after-state", &AFTER_STATE);
+        tracing::debug!(
+            s = started.elapsed().as_secs_f64(),
+            "forget: SQL state changed"
+        );
         // 4. The record, without the ids.
         sqlx::query(
             "INSERT INTO forget_log (at_ms, requested_by, users, events, files, state_rows,

@@ -5,7 +5,7 @@
 use nudge_connectors::wechat::crypto::{self, AesKey};
 use serde_json::{Value, json};
 
-use super::service::{KEY, assert_metrics, serve_with, stop};
+use super::service::{KEY, assert_metrics, serve_with_args, stop};
 use super::support::SpawnGuarded;
 
 const EVENTS_KEY: &str = "events-key-0123456789abcdef";
@@ -74,6 +74,15 @@ async fn admin(method: &str, url: String) -> (u16, Value) {
 /// A service on loopback with the cart campaign, a WeChat connector pointed at `api_base` taking
 /// pushes, an admin key and an events-only key.
 fn start(dir: &std::path::Path, api_base: &str) -> (super::support::Spawned, String) {
+    start_with(dir, api_base, &[])
+}
+
+/// [`start`], with more arguments to `serve`.
+fn start_with(
+    dir: &std::path::Path,
+    api_base: &str,
+    args: &[&str],
+) -> (super::support::Spawned, String) {
     let campaigns = dir.join("campaigns");
     std::fs::create_dir_all(&campaigns).unwrap();
     std::fs::write(campaigns.join("cart.rhai"), RULE).unwrap();
@@ -85,7 +94,7 @@ fn start(dir: &std::path::Path, api_base: &str) -> (super::support::Spawned, Str
         ),
     )
     .unwrap();
-    serve_with(
+    serve_with_args(
         dir,
         &format!(
             "[server]\nkeys = [{{ env = 'NUDGE_TEST_KEY', scope = 'admin' }}, {{ env = 'NUDGE_TEST_EVENTS_KEY', scope = 'events' }}]\n\
@@ -98,6 +107,7 @@ fn start(dir: &std::path::Path, api_base: &str) -> (super::support::Spawned, Str
             ("NUDGE_TEST_PUSH_TOKEN", PUSH_TOKEN),
             ("NUDGE_TEST_PUSH_KEY", PUSH_KEY),
         ],
+        args,
     )
 }
 
@@ -430,5 +440,173 @@ async fn an_admin_forgets_a_user_through_the_api_and_their_events_are_refused_af
         (200, Some(1), Some(1)),
         "{answer}"
     );
+    stop(child);
+}
+
+/// `nudge stats`' (events, users) of the store in `dir`, read beside the running service.
+fn stored(dir: &std::path::Path) -> (u64, u64) {
+    let out = super::support::nudge_with(&dir.join("nudge.toml"))
+        .arg("stats")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let printed = String::from_utf8_lossy(&out.stdout).to_string();
+    let number = |label: &str| {
+        printed
+            .lines()
+            .find_map(|line| line.strip_prefix(label))
+            .map_or(0, |n| n.trim().parse().unwrap())
+    };
+    (number("events:"), number("users:"))
+}
+
+// See: #38. A user forgotten while `serve` takes events, compacts every second and dispatches a
+// campaign's sends: every event of theirs acknowledged before is gone from every file, every one
+// posted after is refused, every other user's acknowledged event is stored exactly once, their
+// sends are anonymised and nothing more reaches WeChat for them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_forgotten_while_the_service_ingests_compacts_and_dispatches_is_gone_for_good() {
+    const OTHERS: usize = 40;
+    const ROUNDS: usize = 30;
+    let mock = super::support::wechat_mock(5).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (child, base) = start_with(dir.path(), &mock.api_base(), &["--compact-every", "1"]);
+    let users: Vec<String> = (0..OTHERS)
+        .map(|i| format!("oKept{i:02}"))
+        .chain(["oGone".to_string()])
+        .collect();
+    let an_hour_ago = chrono::Utc::now().timestamp_millis() - 3_600_000;
+    let first: Vec<Value> = users
+        .iter()
+        .flat_map(|user| {
+            [
+                json!({"user_id": user, "event": "add_to_cart", "ts": an_hour_ago, "event_id": format!("cart-{user}")}),
+                json!({"user_id": user, "event": "subscription", "ts": an_hour_ago,
+                       "props": {"template_id": TEMPLATE, "status": "accept"}, "event_id": format!("sub-{user}")}),
+            ]
+        })
+        .collect();
+    let (status, answer) = call(
+        "POST",
+        format!("{base}/v1/events"),
+        EVENTS_KEY,
+        Some(Value::Array(first)),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["accepted"].as_u64(), Some(2 * users.len() as u64));
+
+    // Events for everyone, a request every 30 ms, while the campaign runs and the forget lands.
+    let rounds_done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let poster = {
+        let (base, users, rounds_done) = (base.clone(), users.clone(), rounds_done.clone());
+        tokio::spawn(async move {
+            let mut answers = Vec::new();
+            for round in 0..ROUNDS {
+                let batch: Vec<Value> = users
+                    .iter()
+                    .map(|user| json!({"user_id": user, "event": "page_view",
+                                       "ts": an_hour_ago + 1_000 + round as i64, "event_id": format!("view-{round}-{user}")}))
+                    .collect();
+                let (status, answer) = call(
+                    "POST",
+                    format!("{base}/v1/events"),
+                    EVENTS_KEY,
+                    Some(Value::Array(batch)),
+                )
+                .await;
+                assert_eq!(status, 200, "{answer}");
+                answers.push(answer);
+                rounds_done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+            }
+            answers
+        })
+    };
+    while rounds_done.load(std::sync::atomic::Ordering::SeqCst) < 5 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let (status, run) = admin("POST", format!("{base}/v1/campaigns/cart/run")).await;
+    assert_eq!(status, 200, "{run}");
+    assert_eq!(run["planned"].as_u64(), Some(users.len() as u64), "{run}");
+    while rounds_done.load(std::sync::atomic::Ordering::SeqCst) < 12 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let (status, done) = admin("DELETE", format!("{base}/v1/users/oGone")).await;
+    assert_eq!(status, 200, "{done}");
+    let delivered_to_them = || {
+        mock.delivered()
+            .iter()
+            .filter(|d| d.openid == "oGone")
+            .count()
+    };
+    let at_forget = delivered_to_them();
+    let answers = poster.await.unwrap();
+
+    // Each request: everyone's events accepted, or everyone's but theirs once they were gone;
+    // once refused, always refused.
+    let mut refused_from = None;
+    for (round, answer) in answers.iter().enumerate() {
+        match (answer["accepted"].as_u64(), answer["forgotten"].as_u64()) {
+            (Some(n), _) if n == users.len() as u64 => {
+                assert!(
+                    refused_from.is_none(),
+                    "accepted again at {round}: {answer}"
+                )
+            }
+            (Some(n), Some(1)) if n == OTHERS as u64 => {
+                refused_from.get_or_insert(round);
+            }
+            other => panic!("round {round}: {other:?} {answer}"),
+        }
+    }
+    let refused_from = refused_from.expect("the rounds after the forget refused them");
+    assert!(
+        (12..ROUNDS).contains(&refused_from),
+        "{refused_from}"
+    );
+
+    // The dispatcher goes on sending to the others; nothing more for them. (A send of theirs
+    // already on its way at the forget may land: at most one.)
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while mock
+        .delivered()
+        .iter()
+        .filter(|d| d.openid != "oGone")
+        .count()
+        < OTHERS
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the others' sends did not all go"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let (status, again) = admin("POST", format!("{base}/v1/campaigns/cart/run")).await;
+    assert_eq!(status, 200, "{again}");
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_eq!(
+        delivered_to_them(),
+        at_forget,
+        "nothing reached WeChat for them after"
+    );
+    assert!(at_forget <= 1);
+
+    // A compaction or two later: every other event once, none of theirs, in no file.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_eq!(
+        stored(dir.path()),
+        ((OTHERS * (2 + ROUNDS)) as u64, OTHERS as u64)
+    );
+    let (status, _) = admin("GET", format!("{base}/v1/users/oGone")).await;
+    assert_eq!(status, 404);
+    let holding: Vec<_> = super::support::walk(&dir.path().join("data"))
+        .into_iter()
+        .filter(|path| {
+            let bytes = std::fs::read(path).unwrap_or_default();
+            bytes.windows(5).any(|window| window == b"oGone")
+        })
+        .collect();
+    assert_eq!(holding, Vec::<std::path::PathBuf>::new());
     stop(child);
 }

@@ -1229,3 +1229,81 @@ async fn quickstart_serve_leaves_a_console_its_printed_key_signs_in_to() {
         "the service stopped with the quickstart"
     );
 }
+
+// See: #38. The forget button on a user's page: a viewer's is disabled and refused by the
+// server; an admin must type the id again (a wrong one forgets nothing); then the page says what
+// went, the user page finds nothing of them, and `nudge users export` has nothing to give.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_forgets_a_user_from_their_page_after_typing_the_id_again() {
+    let console = Console::start();
+    let driver = Driver::start().await;
+    let page = format!("{}/users?id=u0000001", console.base);
+
+    let viewer = driver.browser("en-US").await;
+    sign_in(&viewer, &console.base, VIEWER_KEY).await;
+    viewer.goto(&page).await;
+    assert_eq!(
+        viewer
+            .find("#forget-submit")
+            .await
+            .property("disabled")
+            .await,
+        serde_json::json!(true)
+    );
+    viewer
+        .execute("document.getElementById('forget').open = true; document.getElementById('forget-submit').disabled = false;")
+        .await;
+    viewer
+        .find("#forget-confirm")
+        .await
+        .type_text("u0000001")
+        .await;
+    viewer.find("#forget-submit").await.click().await;
+    viewer
+        .wait_for(|source| source.contains("viewer key can look"))
+        .await;
+    viewer.close().await;
+
+    let admin = driver.browser("en-US").await;
+    sign_in(&admin, &console.base, ADMIN_KEY).await;
+    admin.goto(&page).await;
+    admin.find("#forget summary").await.click().await;
+    admin
+        .find("#forget-confirm")
+        .await
+        .type_text("u000000")
+        .await;
+    admin.find("#forget-submit").await.click().await;
+    admin
+        .wait_for(|source| source.contains("Nothing was forgotten"))
+        .await;
+    admin.goto(&page).await;
+    assert!(!admin.find_all("#user").await.is_empty(), "still there");
+
+    admin.find("#forget summary").await.click().await;
+    admin
+        .find("#forget-confirm")
+        .await
+        .type_text("u0000001")
+        .await;
+    admin
+        .screenshot(&screenshots(), "user-forget-confirm")
+        .await;
+    admin.find("#forget-submit").await.click().await;
+    admin
+        .wait_for(|source| source.contains("id=\"forgotten\""))
+        .await;
+    let said = admin.find("#forgotten").await.text().await;
+    assert!(said.starts_with("u0000001 is forgotten:"), "{said}");
+    admin.goto(&page).await;
+    admin
+        .wait_for(|source| source.contains("No events and no sends for u0000001"))
+        .await;
+    admin.close().await;
+    let export = console
+        .nudge()
+        .args(["users", "export", "u0000001", "--out", "-"])
+        .output()
+        .unwrap();
+    assert!(!export.status.success(), "nothing left to export");
+}

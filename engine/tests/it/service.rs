@@ -23,6 +23,16 @@ pub(super) fn serve_with(
     tables: &str,
     env: &[(&str, &str)],
 ) -> (Spawned, String) {
+    serve_with_args(dir, tables, env, &[])
+}
+
+/// [`serve_with`], with more arguments to `serve`.
+pub(super) fn serve_with_args(
+    dir: &std::path::Path,
+    tables: &str,
+    env: &[(&str, &str)],
+    args: &[&str],
+) -> (Spawned, String) {
     std::fs::create_dir_all(dir.join("campaigns")).unwrap();
     std::fs::write(
         dir.join("nudge.toml"),
@@ -31,6 +41,7 @@ pub(super) fn serve_with(
     .unwrap();
     let mut child = super::support::nudge_with(&dir.join("nudge.toml"))
         .args(["serve", "--lookback-hours", "0", "--listen", "127.0.0.1:0"])
+        .args(args)
         .env("NUDGE_TEST_KEY", KEY)
         .envs(env.iter().copied())
         .stdout(Stdio::piped())

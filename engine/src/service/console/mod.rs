@@ -52,6 +52,7 @@ pub fn routes(service: Arc<Service>) -> Router<Arc<Service>> {
             axum::routing::post(campaigns::resume),
         )
         .route("/users", axum::routing::get(users::page))
+        .route("/users/forget", axum::routing::post(users::forget))
         .route("/deliveries", axum::routing::get(deliveries::page))
         .route("/rules", axum::routing::get(rules::page).post(rules::act))
         .route("/zone", axum::routing::post(set_zone))

@@ -1,6 +1,7 @@
 //! The user page: look up an id; their zone, best local hours, credits by template,
 //! attributes, the events they did and their latest sends. The values are
-//! [`crate::inspect::user::view`]'s, as `GET /v1/users/{id}` answers them.
+//! [`crate::inspect::user::view`]'s, as `GET /v1/users/{id}` answers them. An admin may forget
+//! the user from it (as `DELETE /v1/users/{id}`), typing the id again to confirm.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -104,6 +105,7 @@ pub async fn page(
         table #attributes { tbody {
             @for (name, value) in &view.attrs { tr { td { (name) } td { (value.to_string()) } } }
         } }
+        (forget_form(&ctx, &view.user_id))
         h2 { (t("user.timeline")) }
         table #timeline {
             thead { tr { th { (t("user.when")) } th { (t("user.kind")) } th { (t("user.detail")) } } }
@@ -129,4 +131,76 @@ pub async fn page(
         }
     };
     ctx.page(t("user.title"), body)
+}
+
+/// The forget form: admins only (disabled for viewers), the id typed again to confirm.
+fn forget_form(ctx: &Ctx, user: &str) -> maud::Markup {
+    let t = |key| ctx.lang.t(key);
+    html! {
+        details #forget {
+            summary { (t("user.forget_title")) }
+            p { (t("user.forget_explain")) }
+            form method="post" action="/users/forget" {
+                (ctx.csrf_field())
+                input type="hidden" name="id" value=(user);
+                label { (t("user.forget_confirm")) " "
+                    input #forget-confirm name="confirm" size="30" autocomplete="off";
+                }
+                " " button #forget-submit type="submit" disabled[!ctx.session.is_admin()] { (t("user.forget_submit")) }
+            }
+        }
+    }
+}
+
+/// `POST /users/forget`: forgets the user named by `id` when `confirm` repeats it.
+pub async fn forget(
+    State(service): State<Arc<Service>>,
+    Extension(ctx): Extension<Ctx>,
+    body: axum::body::Bytes,
+) -> Response {
+    let fields = super::form_fields(&body);
+    if let Some(refused) = ctx.form_refusal(&fields) {
+        return refused;
+    }
+    if let Some(refused) = ctx.viewer_refusal() {
+        return refused;
+    }
+    let id = fields.get("id").map(String::as_str).unwrap_or("");
+    let confirm = fields.get("confirm").map(|c| c.trim()).unwrap_or("");
+    if id.is_empty() || confirm != id {
+        return ctx.error(
+            StatusCode::BAD_REQUEST,
+            &ctx.lang.f("user.forget_mismatch", &[("id", id)]),
+        );
+    }
+    match crate::privacy::forget(
+        &service.store,
+        &service.engine,
+        &[id.to_string()],
+        "console",
+    )
+    .await
+    {
+        Ok(done) => {
+            tracing::info!(
+                events = done.store.events,
+                "a user was forgotten from the console"
+            );
+            let body = html! {
+                p #forgotten role="status" { (ctx.lang.f("user.forgotten", &[
+                    ("id", id),
+                    ("events", &done.store.events.to_string()),
+                    ("files", &done.store.files.to_string()),
+                    ("sends", &done.store.sends_anonymised.to_string()),
+                    ("cancelled", &done.store.sends_cancelled.to_string()),
+                ])) }
+                p { a href="/users" { (ctx.lang.t("user.lookup")) } }
+            };
+            ctx.page(ctx.lang.t("user.title"), body)
+        }
+        Err(error) => {
+            tracing::error!(error = %error, "the console could not forget a user");
+            ctx.error(StatusCode::SERVICE_UNAVAILABLE, ctx.lang.t("error.store"))
+        }
+    }
 }
