@@ -14,6 +14,8 @@ pub struct Stats {
     pub first: Option<DateTime<Utc>>,
     pub last: Option<DateTime<Utc>>,
     pub segments: u64,
+    /// The oldest UTC day folder kept (`YYYY-MM-DD`): where `[retention] events_days` has cut.
+    pub first_day: Option<String>,
     /// Events per name, most frequent first.
     pub by_event: Vec<(String, u64)>,
     /// `notification_click` events without a send id (clicks the app could not attribute).
@@ -38,6 +40,7 @@ pub async fn collect(store: &Store) -> Result<Stats> {
         return Ok(stats);
     };
     stats.segments = segments;
+    stats.first_day = store.first_day().await?;
     stats.unattributed_clicks = clicks
         .column("props")?
         .str()?

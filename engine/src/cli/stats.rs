@@ -29,6 +29,9 @@ pub fn print(stats: &Stats, data_dir: &str) {
     println!("events:   {}", stats.events);
     println!("users:    {}", stats.users);
     println!("range:    {} .. {}", day(stats.first), day(stats.last));
+    if let Some(day) = &stats.first_day {
+        println!("kept:     from {day} (UTC), the oldest day of events stored");
+    }
     println!("segments: {}", stats.segments);
     println!("by event:");
     for (name, count) in &stats.by_event {

@@ -561,10 +561,7 @@ async fn a_user_forgotten_while_the_service_ingests_compacts_and_dispatches_is_g
         }
     }
     let refused_from = refused_from.expect("the rounds after the forget refused them");
-    assert!(
-        (12..ROUNDS).contains(&refused_from),
-        "{refused_from}"
-    );
+    assert!((12..ROUNDS).contains(&refused_from), "{refused_from}");
 
     // The dispatcher goes on sending to the others; nothing more for them. (A send of theirs
     // already on its way at the forget may land: at most one.)

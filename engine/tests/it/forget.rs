@@ -403,9 +403,11 @@ async fn retention_drops_exactly_the_days_before_the_cutoff_and_old_rejects_file
         .expect("configured");
     assert_eq!(expired.first_kept, "2026-11-02");
     assert_eq!((expired.events.days, expired.events.events), (1, 2));
+    let stats = nudge_engine::stats::collect(&test.store).await.unwrap();
     assert_eq!(
-        test.store.first_day().await.unwrap().as_deref(),
-        Some("2026-11-02")
+        stats.first_day.as_deref(),
+        Some("2026-11-02"),
+        "stats shows it"
     );
     let after = test.store.segment_paths(None).await.unwrap();
     assert_eq!(after.len(), before_files.len() - 1);
