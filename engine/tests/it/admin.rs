@@ -440,6 +440,21 @@ async fn an_admin_forgets_a_user_through_the_api_and_their_events_are_refused_af
         (200, Some(1), Some(1)),
         "{answer}"
     );
+    // A WeChat push naming them (a popup granting a credit): answered, stored nowhere.
+    let popup = json!({
+        "ToUserName": "gh_mock", "FromUserName": "oGone", "CreateTime": chrono::Utc::now().timestamp(),
+        "MsgType": "event", "Event": "subscribe_msg_popup_event",
+        "List": {"TemplateId": TEMPLATE, "SubscribeStatusString": "accept", "PopupScene": "0"},
+    });
+    assert_eq!(push(&base, &popup).await, 200);
+    let (status, _) = admin("GET", format!("{base}/v1/users/oGone")).await;
+    assert_eq!(status, 404, "the push stored nothing of them");
+    assert_metrics(
+        &base,
+        KEY,
+        &["nudge_events_total{source=\"push\",result=\"forgotten\"} 1"],
+    )
+    .await;
     stop(child);
 }
 
