@@ -142,32 +142,33 @@ impl Store {
             source: row.get(5),
         })
         .collect();
-        let sends = sqlx::query(
-            "SELECT id, campaign, template_id, connector, page, data, state, send_at, expires_at,
-                    updated_ms, CAST(attempts AS BIGINT), failure,
-                    CAST(delivery_code AS BIGINT), delivery_status, clicked_ms
-             FROM sends WHERE user_id = $1 ORDER BY send_at, id",
-        )
+        let sends = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {}, expires_at FROM sends WHERE user_id = $1 ORDER BY send_at, id",
+            super::sends::DELIVERY_COLUMNS
+        )))
         .bind(user)
         .fetch_all(&self.pool)
         .await?
-        .into_iter()
-        .map(|row| ExportedSend {
-            id: row.get(0),
-            campaign: row.get(1),
-            template_id: row.get(2),
-            connector: row.get(3),
-            page: row.get(4),
-            data: json(row.get(5)),
-            state: row.get(6),
-            send_at: row.get(7),
-            expires_at: row.get(8),
-            updated_ms: row.get(9),
-            attempts: row.get(10),
-            failure: row.get(11),
-            delivery_code: row.get(12),
-            delivery_status: row.get(13),
-            clicked_ms: row.get(14),
+        .iter()
+        .map(|row| {
+            let delivery = super::sends::delivery_of(row);
+            ExportedSend {
+                id: delivery.id,
+                campaign: delivery.campaign,
+                template_id: delivery.template_id,
+                connector: delivery.connector,
+                page: delivery.page,
+                data: json(Some(delivery.data)),
+                state: delivery.state,
+                send_at: delivery.send_at_ms,
+                expires_at: row.get(15),
+                updated_ms: delivery.updated_ms,
+                attempts: delivery.attempts,
+                failure: delivery.failure,
+                delivery_code: delivery.delivery_code,
+                delivery_status: delivery.delivery_status,
+                clicked_ms: delivery.clicked_ms,
+            }
         })
         .collect();
         Ok(UserRecords {

@@ -183,17 +183,16 @@ impl Store {
                 .collect();
             format!("%{escaped}%")
         });
-        let rows = sqlx::query(
-            "SELECT id, campaign, user_id, template_id, connector, state, send_at, updated_ms,
-                    attempts, failure, delivery_code, delivery_status, clicked_ms, page, data
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {DELIVERY_COLUMNS}
              FROM sends
              WHERE ($1 IS NULL OR campaign = $1) AND ($2 IS NULL OR state = $2)
                AND ($3 IS NULL OR id < $3)
                AND ($5 IS NULL OR LOWER(COALESCE(failure, '')) LIKE $5 ESCAPE '!'
                     OR LOWER(COALESCE(delivery_status, '')) LIKE $5 ESCAPE '!')
                AND ($6 IS NULL OR send_at >= $6) AND ($7 IS NULL OR send_at < $7)
-             ORDER BY id DESC LIMIT $4",
-        )
+             ORDER BY id DESC LIMIT $4"
+        )))
         .bind(filter.campaign)
         .bind(filter.state)
         .bind(before_id)
@@ -203,26 +202,7 @@ impl Store {
         .bind(filter.to_ms)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|row| Delivery {
-                id: row.get(0),
-                campaign: row.get(1),
-                user_id: row.get(2),
-                template_id: row.get(3),
-                connector: row.get(4),
-                state: row.get(5),
-                send_at_ms: row.get(6),
-                updated_ms: row.get(7),
-                attempts: row.get::<i64, _>(8),
-                failure: row.get(9),
-                delivery_code: row.get(10),
-                delivery_status: row.get(11),
-                clicked_ms: row.get(12),
-                page: row.get(13),
-                data: row.get(14),
-            })
-            .collect())
+        Ok(rows.iter().map(delivery_of).collect())
     }
 
     /// Finished sends per hour since `from_ms`, by the state they ended in (`sent`, `failed`,
@@ -451,6 +431,33 @@ pub struct DeliveryFilter<'a> {
     pub from_ms: Option<i64>,
     /// ...and before this one.
     pub to_ms: Option<i64>,
+}
+
+/// The columns [`delivery_of`] reads, in its order (more may follow them).
+pub(super) const DELIVERY_COLUMNS: &str =
+    "id, campaign, user_id, template_id, connector, state, send_at, updated_ms,
+     CAST(attempts AS BIGINT), failure, CAST(delivery_code AS BIGINT), delivery_status,
+     clicked_ms, page, data";
+
+/// A row that starts with [`DELIVERY_COLUMNS`], as a [`Delivery`].
+pub(super) fn delivery_of(row: &sqlx::any::AnyRow) -> Delivery {
+    Delivery {
+        id: row.get(0),
+        campaign: row.get(1),
+        user_id: row.get(2),
+        template_id: row.get(3),
+        connector: row.get(4),
+        state: row.get(5),
+        send_at_ms: row.get(6),
+        updated_ms: row.get(7),
+        attempts: row.get(8),
+        failure: row.get(9),
+        delivery_code: row.get(10),
+        delivery_status: row.get(11),
+        clicked_ms: row.get(12),
+        page: row.get(13),
+        data: row.get(14),
+    }
 }
 
 /// One send as the console's deliveries log shows it.
