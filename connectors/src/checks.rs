@@ -53,6 +53,7 @@ mod tests {
         let webhook = ConnectorConfig::Webhook(WebhookConfig {
             url: "https://example.test/hook".into(),
             secret_env: "S".into(),
+            signing: Default::default(),
             timeout_ms: 1_000,
             retry_ambiguous: false,
         });

@@ -22,8 +22,12 @@ pub enum ConnectorConfig {
 pub struct WebhookConfig {
     /// Where to POST.
     pub url: String,
-    /// Environment variable holding the HMAC-SHA256 signing secret.
+    /// Environment variable holding the signing secret: a Standard Webhooks secret (`whsec_`
+    /// and base64) with the default `signing`, any text with `signing = "nudge"`.
     pub secret_env: String,
+    /// How requests are signed (see [`WebhookSigning`]).
+    #[serde(default)]
+    pub signing: WebhookSigning,
     /// Request timeout in milliseconds.
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
@@ -32,6 +36,20 @@ pub struct WebhookConfig {
     /// `Idempotency-Key` header; otherwise such a send is `unknown` and never resent.
     #[serde(default)]
     pub retry_ambiguous: bool,
+}
+
+/// How the `webhook` connector signs its requests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookSigning {
+    /// Standard Webhooks (standardwebhooks.com, as Svix and Resend sign): `webhook-id`,
+    /// `webhook-timestamp` and `webhook-signature: v1,<base64 HMAC-SHA256>`, so receivers verify
+    /// with a published library.
+    #[default]
+    Standard,
+    /// nudge's first scheme, for receivers written before: `X-Nudge-Timestamp` and
+    /// `X-Nudge-Signature: sha256=<hex HMAC-SHA256 of "<timestamp>.<body>">`.
+    Nudge,
 }
 
 /// `type = "file"`: append each notification as one NDJSON line (dry runs, demos, audits).

@@ -1,9 +1,13 @@
-//! The `webhook` connector: POST JSON with an HMAC-SHA256 signature over the timestamp and body.
+//! The `webhook` connector: POST JSON, signed with HMAC-SHA256.
 //!
-//! Headers: `X-Nudge-Timestamp: <unix seconds>`,
-//! `X-Nudge-Signature: sha256=<hex(hmac_sha256(secret, "<timestamp>.<body>"))>`, and the send's
-//! identity, the same on every attempt: `X-Nudge-Send-Id` (the outbox id) and `Idempotency-Key`
-//! (a hash of the dedup key, stable across stores).
+//! Signed by default as Standard Webhooks sign (`signing = "standard"`): `webhook-id` (the send's
+//! idempotency key), `webhook-timestamp: <unix seconds>` and
+//! `webhook-signature: v1,<base64(hmac_sha256(key, "<id>.<timestamp>.<body>"))>`, the key being
+//! the base64 part of a `whsec_...` secret; receivers verify with the published libraries. With
+//! `signing = "nudge"`, the first scheme: `X-Nudge-Timestamp: <unix seconds>` and
+//! `X-Nudge-Signature: sha256=<hex(hmac_sha256(secret, "<timestamp>.<body>"))>`. Either way the
+//! send's identity goes too, the same on every attempt: `X-Nudge-Send-Id` (the outbox id) and
+//! `Idempotency-Key` (a hash of the dedup key, stable across stores).
 //!
 //! A failure that may come after the receiver got the request (a timeout once the request was
 //! sent, a broken connection, HTTP 500, 502, 504) is `Unknown` and never resent, unless the
@@ -15,13 +19,56 @@ use std::time::Duration;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::config::WebhookConfig;
+use crate::config::{WebhookConfig, WebhookSigning};
 use crate::{BoxedSend, Connector, Notification, Receipt, SendError};
 
 pub const TIMESTAMP_HEADER: &str = "x-nudge-timestamp";
 pub const SIGNATURE_HEADER: &str = "x-nudge-signature";
 pub const SEND_ID_HEADER: &str = "x-nudge-send-id";
 pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
+pub const WEBHOOK_ID_HEADER: &str = "webhook-id";
+pub const WEBHOOK_TIMESTAMP_HEADER: &str = "webhook-timestamp";
+pub const WEBHOOK_SIGNATURE_HEADER: &str = "webhook-signature";
+
+/// The prefix of a Standard Webhooks secret.
+pub const SECRET_PREFIX: &str = "whsec_";
+
+/// The signing key of a Standard Webhooks secret: the base64 after `whsec_` (padding optional).
+pub fn standard_key(secret: &str) -> Result<Vec<u8>, String> {
+    use base64::Engine;
+    let Some(encoded) = secret.trim().strip_prefix(SECRET_PREFIX) else {
+        return Err(format!(
+            "is not a Standard Webhooks secret (`{SECRET_PREFIX}` followed by base64, e.g. \
+             `{SECRET_PREFIX}$(openssl rand -base64 32)`); for a receiver that checks \
+             X-Nudge-Signature, set `signing = \"nudge\"`"
+        ));
+    };
+    let key = base64::engine::general_purpose::STANDARD_NO_PAD
+        .decode(encoded.trim_end_matches('='))
+        .map_err(|_| format!("is not valid base64 after `{SECRET_PREFIX}`"))?;
+    if key.len() < 16 {
+        return Err(format!(
+            "holds a {}-byte key: use at least 16 random bytes (24 to 64 is usual)",
+            key.len()
+        ));
+    }
+    Ok(key)
+}
+
+/// The `webhook-signature` of `body` sent as message `id` at `timestamp`: `v1,<base64>`.
+pub fn standard_signature(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
+    use base64::Engine;
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
+    mac.update(id.as_bytes());
+    mac.update(b".");
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    format!(
+        "v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    )
+}
 
 /// The `Idempotency-Key` of a send: hex SHA-256 of its dedup key (ASCII whatever the key holds).
 pub fn idempotency_key(dedup_key: &str) -> String {
@@ -48,9 +95,15 @@ pub fn signature(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
 /// Posts sends to a URL.
 pub struct WebhookConnector {
     url: String,
-    secret: Vec<u8>,
+    signer: Signer,
     client: reqwest::Client,
     retry_ambiguous: bool,
+}
+
+/// The key and the scheme it signs with.
+enum Signer {
+    Standard(Vec<u8>),
+    Nudge(Vec<u8>),
 }
 
 impl WebhookConnector {
@@ -62,18 +115,25 @@ impl WebhookConnector {
                 config.secret_env
             )
         })?;
-        Self::with_secret(config, secret)
+        Self::with_secret(config, secret).map_err(|error| {
+            // Names the variable, never the secret.
+            format!("the webhook secret in {} {error}", config.secret_env)
+        })
     }
 
     /// Builds the connector with the secret given directly (tests, embedding).
     pub fn with_secret(config: &WebhookConfig, secret: String) -> Result<Self, String> {
+        let signer = match config.signing {
+            WebhookSigning::Standard => Signer::Standard(standard_key(&secret)?),
+            WebhookSigning::Nudge => Signer::Nudge(secret.into_bytes()),
+        };
         let client = reqwest::Client::builder()
             .timeout(Duration::from_millis(config.timeout_ms))
             .build()
             .map_err(|error| error.to_string())?;
         Ok(WebhookConnector {
             url: config.url.clone(),
-            secret: secret.into_bytes(),
+            signer,
             client,
             retry_ambiguous: config.retry_ambiguous,
         })
@@ -93,14 +153,26 @@ impl Connector for WebhookConnector {
         Box::pin(async move {
             let body = serde_json::to_vec(notification).expect("JSON values serialise");
             let timestamp = chrono::Utc::now().timestamp();
-            let response = self
+            let idempotency = idempotency_key(&notification.dedup_key);
+            let mut request = self
                 .client
                 .post(&self.url)
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .header(TIMESTAMP_HEADER, timestamp.to_string())
-                .header(SIGNATURE_HEADER, signature(&self.secret, timestamp, &body))
+                .header(reqwest::header::CONTENT_TYPE, "application/json");
+            request = match &self.signer {
+                Signer::Standard(key) => request
+                    .header(WEBHOOK_ID_HEADER, idempotency.as_str())
+                    .header(WEBHOOK_TIMESTAMP_HEADER, timestamp.to_string())
+                    .header(
+                        WEBHOOK_SIGNATURE_HEADER,
+                        standard_signature(key, &idempotency, timestamp, &body),
+                    ),
+                Signer::Nudge(secret) => request
+                    .header(TIMESTAMP_HEADER, timestamp.to_string())
+                    .header(SIGNATURE_HEADER, signature(secret, timestamp, &body)),
+            };
+            let response = request
                 .header(SEND_ID_HEADER, notification.send_id.as_str())
-                .header(IDEMPOTENCY_HEADER, idempotency_key(&notification.dedup_key))
+                .header(IDEMPOTENCY_HEADER, idempotency)
                 .body(body)
                 .send()
                 .await

@@ -1,4 +1,6 @@
-//! The webhook connector against a receiver on loopback that verifies signatures.
+//! The webhook connector against receivers on loopback that verify signatures: one in Rust for
+//! nudge's first scheme (`signing = "nudge"`), one in Python with the published
+//! `standardwebhooks` library for the default Standard Webhooks signing.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -7,7 +9,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::post;
-use nudge_connectors::config::WebhookConfig;
+use nudge_connectors::config::{WebhookConfig, WebhookSigning};
 use nudge_connectors::webhook::{
     IDEMPOTENCY_HEADER, SEND_ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookConnector,
     idempotency_key, signature,
@@ -104,6 +106,7 @@ fn connector_with(
     let config = WebhookConfig {
         url,
         secret_env: "UNUSED".into(),
+        signing: WebhookSigning::Nudge,
         timeout_ms,
         retry_ambiguous,
     };
@@ -222,4 +225,152 @@ async fn server_errors_that_may_follow_processing_are_unknown_and_503_is_retried
         hook.send(&notification()).await,
         Err(SendError::Transient(_))
     ));
+}
+
+/// The Python receiver verifying with `standardwebhooks`: its URL, and its output lines.
+struct StandardReceiver {
+    url: String,
+    lines: std::sync::mpsc::Receiver<String>,
+    child: std::process::Child,
+}
+
+impl Drop for StandardReceiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl StandardReceiver {
+    fn start(secret: &str) -> StandardReceiver {
+        use std::io::BufRead;
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/receivers/standard_webhooks.py"
+        );
+        let mut child = std::process::Command::new("python3")
+            .args([script, secret])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("python3 runs (the Standard Webhooks receiver)");
+        let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let (send, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                let _ = send.send(line);
+            }
+        });
+        let first = lines
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("the receiver started: `pip install standardwebhooks` (.ci/run installs it)");
+        let port = first
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("the receiver said: {first}"));
+        StandardReceiver {
+            url: format!("http://127.0.0.1:{port}/hook"),
+            lines,
+            child,
+        }
+    }
+
+    fn next(&self) -> String {
+        self.lines
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the receiver logged the request")
+    }
+}
+
+fn standard(url: String, secret: &str) -> Result<WebhookConnector, String> {
+    let config = WebhookConfig {
+        url,
+        secret_env: "UNUSED".into(),
+        signing: WebhookSigning::default(),
+        timeout_ms: 5_000,
+        retry_ambiguous: false,
+    };
+    WebhookConnector::with_secret(&config, secret.into())
+}
+
+/// The published example of the Standard Webhooks specification's test suite.
+const STANDARD_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+#[test]
+fn the_standard_signature_matches_the_specifications_example() {
+    let key = nudge_connectors::webhook::standard_key(STANDARD_SECRET).unwrap();
+    assert_eq!(
+        nudge_connectors::webhook::standard_signature(
+            &key,
+            "msg_p5jXN8AQM9LWM0D4loKWxJek",
+            1_614_265_330,
+            br#"{"test": 2432232314}"#
+        ),
+        "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+    );
+}
+
+// See: #39. The default signing is Standard Webhooks: a receiver using the published Python
+// library verifies nudge's requests, and refuses those signed with another secret or with
+// nudge's first scheme.
+#[tokio::test]
+async fn a_receiver_using_the_standardwebhooks_library_verifies_the_default_signing() {
+    let receiver = StandardReceiver::start(STANDARD_SECRET);
+    let receipt = standard(receiver.url.clone(), STANDARD_SECRET)
+        .unwrap()
+        .send(&notification())
+        .await
+        .unwrap();
+    let line = receiver.next();
+    let body: serde_json::Value = serde_json::from_str(
+        line.strip_prefix("verified ")
+            .unwrap_or_else(|| panic!("{line}")),
+    )
+    .unwrap();
+    assert_eq!(body["data"]["thing1"], "hello");
+    assert_eq!(body["send_id"], "s1");
+    // The message id is the send's idempotency key, the same on every attempt.
+    assert_eq!(
+        receipt.provider_id,
+        Some(format!("\"{}\"", idempotency_key("c:u1")))
+    );
+
+    let other = format!("whsec_{}", "QW5vdGhlclNlY3JldEtleTEyMzQ1Njc4");
+    let error = standard(receiver.url.clone(), &other)
+        .unwrap()
+        .send(&notification())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, SendError::Rejected { code: 401, .. }),
+        "{error:?}"
+    );
+    assert!(receiver.next().starts_with("refused "));
+
+    let first_scheme = connector(receiver.url.clone(), STANDARD_SECRET)
+        .send(&notification())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(first_scheme, SendError::Rejected { code: 401, .. }),
+        "{first_scheme:?}"
+    );
+    assert!(receiver.next().starts_with("refused "));
+}
+
+#[test]
+fn a_secret_that_is_not_a_standard_webhooks_one_is_an_error_that_says_what_to_do() {
+    for (secret, says) in [
+        ("plain-text-secret", "signing = \"nudge\""),
+        ("whsec_not base64!", "not valid base64"),
+        ("whsec_c2hvcnQ=", "at least 16"),
+    ] {
+        let error = standard("http://127.0.0.1:9/hook".into(), secret)
+            .err()
+            .unwrap_or_else(|| panic!("{secret} accepted"));
+        assert!(error.contains(says), "{secret}: {error}");
+        assert!(
+            !error.contains(secret),
+            "the secret is not repeated: {error}"
+        );
+    }
 }

@@ -148,6 +148,7 @@ async fn a_slow_webhook_receiver_gets_a_send_once_and_it_is_unknown() {
     let config = nudge_connectors::config::WebhookConfig {
         url,
         secret_env: "UNUSED".into(),
+        signing: nudge_connectors::config::WebhookSigning::Nudge,
         timeout_ms: 300,
         retry_ambiguous: false,
     };
