@@ -67,6 +67,8 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
 
     let tally = Arc::new(dispatch::Tally::default());
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Whether this process holds the background-duties lease (below), shown in `/metrics`.
+    let leading = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         signalled.await;
@@ -78,7 +80,8 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
             listen(
                 Service::new(store.clone(), &context.config, folder.clone(), addr, clock)?
                     .observing(tally.clone(), connectors.clone())
-                    .readiness(ready.clone()),
+                    .readiness(ready.clone())
+                    .leading(leading.clone()),
                 addr,
                 shutdown_timeout,
                 shutdown.clone(),
@@ -109,9 +112,13 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
             tally: tally.clone(),
         };
         let ready = ready.clone();
+        let tally = tally.clone();
         tokio::spawn(async move {
             let failures = dispatch::supervise(
-                || dispatch::run(&store, &connectors, &config, &options, shutdown.clone()),
+                || {
+                    tally.started();
+                    dispatch::run(&store, &connectors, &config, &options, shutdown.clone())
+                },
                 shutdown.clone(),
                 std::time::Duration::from_secs(1),
                 std::time::Duration::from_secs(60),
@@ -128,7 +135,6 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
 
     // Compaction and the windows refresh are done by one of the processes sharing the store:
     // the holder of the background-duties lease.
-    let leading = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let host = std::env::var("HOSTNAME")
         .ok()
         .filter(|name| !name.is_empty())

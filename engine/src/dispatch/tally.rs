@@ -14,6 +14,8 @@ pub struct Tally {
     counts: Mutex<BTreeMap<(String, &'static str), u64>>,
     /// Connector: (paused until, epoch milliseconds; why).
     paused: Mutex<BTreeMap<String, (i64, String)>>,
+    /// Times a supervised dispatcher was started (the first start and each restart).
+    starts: std::sync::atomic::AtomicU64,
 }
 
 impl Tally {
@@ -46,6 +48,19 @@ impl Tally {
             .iter()
             .map(|(name, (until, why))| (name.clone(), *until, why.clone()))
             .collect()
+    }
+
+    /// Notes a start of the dispatcher (`serve` starts it again after an error).
+    pub fn started(&self) {
+        self.starts
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Times the dispatcher was started again after an error.
+    pub fn restarts(&self) -> u64 {
+        self.starts
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .saturating_sub(1)
     }
 
     /// Every (connector, outcome, count), sorted.

@@ -1,6 +1,7 @@
 //! `GET /metrics`: Prometheus text. Counters kept by the handlers (events by source and result,
 //! pushes by result, request durations by route as histograms) and the outbox read at scrape
-//! time (sends by connector and state, the age of the oldest send that is due). No user or
+//! time (sends by connector and state, the age of the oldest send that is due), the dispatcher's
+//! outcomes, restarts and paused connectors, and whether this process leads. No user or
 //! send id is ever a label.
 
 use std::collections::BTreeMap;
@@ -146,6 +147,35 @@ fn render_sends(service: &Service, out: &mut String) {
             label(&connector)
         );
     }
+    out.push_str("# HELP nudge_dispatcher_restarts_total Times the dispatcher was started again after an error.\n# TYPE nudge_dispatcher_restarts_total counter\n");
+    let _ = writeln!(
+        out,
+        "nudge_dispatcher_restarts_total {}",
+        service.tally.restarts()
+    );
+    out.push_str("# HELP nudge_connector_paused Whether a connector is paused (a provider's quota or rate answer), by connector: 1 paused, 0 sending.\n# TYPE nudge_connector_paused gauge\n");
+    let now_ms = service.clock.now_ms();
+    let paused: std::collections::BTreeSet<String> = service
+        .tally
+        .paused()
+        .into_iter()
+        .filter(|(_, until, _)| *until > now_ms)
+        .map(|(name, ..)| name)
+        .collect();
+    for name in service.connectors.keys() {
+        let _ = writeln!(
+            out,
+            "nudge_connector_paused{{connector=\"{}\"}} {}",
+            label(name),
+            u8::from(paused.contains(name))
+        );
+    }
+    out.push_str("# HELP nudge_leader Whether this process leads the background duties (compaction, windows, retention): 1 or 0. The processes sharing a store sum to 1.\n# TYPE nudge_leader gauge\n");
+    let _ = writeln!(
+        out,
+        "nudge_leader {}",
+        u8::from(service.leading.load(Ordering::SeqCst))
+    );
     out.push_str("# HELP nudge_provider_errors_total Error answers of providers to sends, by connector and code (codes of the documented list; others are \"other\").\n# TYPE nudge_provider_errors_total counter\n");
     for (name, connector) in &service.connectors {
         for (code, n) in connector.answer_codes() {

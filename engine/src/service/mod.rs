@@ -67,6 +67,8 @@ pub struct Service {
     connectors: std::collections::BTreeMap<String, Arc<dyn nudge_connectors::Connector>>,
     /// Whether the dispatcher runs (`/readyz`).
     ready: Arc<AtomicBool>,
+    /// Whether this process leads the background duties (`/metrics`' `nudge_leader`).
+    leading: Arc<AtomicBool>,
     /// When `/readyz` last asked the database, and whether it answered: probes come every few
     /// seconds from each balancer, and one question a second is all the database sees of them.
     store_answered: tokio::sync::Mutex<Option<(std::time::Instant, bool)>>,
@@ -177,6 +179,7 @@ impl Service {
             tally: Arc::default(),
             connectors: Default::default(),
             ready: Arc::new(AtomicBool::new(true)),
+            leading: Arc::new(AtomicBool::new(false)),
             store_answered: tokio::sync::Mutex::new(None),
         })
     }
@@ -190,6 +193,12 @@ impl Service {
     ) -> Service {
         self.tally = tally;
         self.connectors = connectors;
+        self
+    }
+
+    /// `/metrics` says this process leads while `leading` holds.
+    pub fn leading(mut self, leading: Arc<AtomicBool>) -> Service {
+        self.leading = leading;
         self
     }
 

@@ -622,3 +622,72 @@ async fn a_user_forgotten_while_the_service_ingests_compacts_and_dispatches_is_g
     assert_eq!(holding, Vec::<std::path::PathBuf>::new());
     stop(child);
 }
+
+// See: #39. The monitoring examples (alert rules, their tests' series, the Grafana dashboard)
+// name only metrics a running `nudge serve` declares at /metrics: a renamed metric fails here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_monitoring_examples_name_only_metrics_the_service_serves() {
+    let mock = super::support::wechat_mock(0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (child, base) = start(dir.path(), &mock.api_base());
+    let text = reqwest::Client::new()
+        .get(format!("{base}/metrics"))
+        .header("authorization", format!("Bearer {KEY}"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mut served = std::collections::BTreeSet::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut words = rest.split_whitespace();
+            let (name, kind) = (words.next().unwrap(), words.next().unwrap());
+            served.insert(name.to_string());
+            if kind == "histogram" {
+                for suffix in ["_bucket", "_count", "_sum"] {
+                    served.insert(format!("{name}{suffix}"));
+                }
+            }
+        }
+    }
+    let folder = super::support::manifest_dir().join("../examples/monitoring");
+    let mut named = std::collections::BTreeSet::new();
+    for file in [
+        "nudge-alerts.yml",
+        "nudge-alerts.test.yml",
+        "nudge-dashboard.json",
+    ] {
+        let text = std::fs::read_to_string(folder.join(file)).unwrap();
+        for word in text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            if word.starts_with("nudge_") {
+                assert!(
+                    served.contains(word),
+                    "{file} names {word}, which /metrics does not serve: {served:?}"
+                );
+                named.insert(word.to_string());
+            }
+        }
+    }
+    assert!(
+        named.len() >= 9,
+        "the examples cover the metrics: {named:?}"
+    );
+    for needed in [
+        "nudge_oldest_due_send_age_seconds",
+        "nudge_provider_errors_total",
+        "nudge_dispatcher_restarts_total",
+        "nudge_connector_paused",
+        "nudge_pushes_total",
+        "nudge_leader",
+    ] {
+        assert!(named.contains(needed), "no rule or panel reads {needed}");
+    }
+    assert!(
+        text.lines()
+            .any(|line| line == "nudge_leader 0" || line == "nudge_leader 1"),
+        "{text}"
+    );
+    stop(child);
+}

@@ -708,6 +708,17 @@ async fn a_database_outage_under_serve_turns_readyz_503_until_the_dispatcher_run
     assert_eq!(http_get(&probes, "/readyz").0, 503);
     postgres.up();
     wait_for_readyz(&probes, 200, 90, &log);
+    // `/metrics` counts the restart (what the NudgeDispatcherRestarting rule reads).
+    let (status, metrics) = http_get(&probes, "/metrics");
+    assert_eq!(status, 200, "{metrics}");
+    let restarts: u64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("nudge_dispatcher_restarts_total "))
+        .unwrap_or_else(|| panic!("no restarts counter: {metrics}"))
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(restarts >= 1, "{metrics}");
 
     // The dispatcher that came back delivers: sends enqueued now each reach WeChat once.
     let plan = dispatch::write_plan(root, 40);
