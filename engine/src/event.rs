@@ -275,7 +275,7 @@ pub fn accept_plain<'a>(
     let ts_ms = record.ts_ms?;
     if check_user_id(user_id).is_err()
         || check_event_name(event).is_err()
-        || matches!(event, SUBSCRIPTION | NOTIFICATION_CLICK | PROFILE)
+        || matches!(event, SUBSCRIPTION | NOTIFICATION_CLICK | PROFILE | CONSENT)
         || parse_ts(TsInput::Millis(ts_ms)).is_err()
         || record.tz.is_some_and(|tz| !tz.is_empty())
     {
@@ -482,8 +482,14 @@ pub fn subscription_status_is_valid(status: &str) -> bool {
     status.starts_with("accept") || matches!(status, "reject" | "ban" | "filter")
 }
 
+/// The statuses a `consent` event may carry: it is withdrawn, or given again. Anything else is
+/// refused, so a misspelt withdrawal never passes for one that changes nothing.
+pub fn consent_status_is_valid(status: &str) -> bool {
+    matches!(status, "withdrawn" | "given")
+}
+
 fn check_reserved(event: &str, props: Option<&str>) -> Result<(), Invalid> {
-    if !matches!(event, SUBSCRIPTION | NOTIFICATION_CLICK | PROFILE)
+    if !matches!(event, SUBSCRIPTION | NOTIFICATION_CLICK | PROFILE | CONSENT)
         || props.is_some_and(|props| reserved_props_are_sure(event, props))
     {
         return Ok(());
@@ -517,6 +523,9 @@ fn reserved_props_are_sure(event: &str, props: &str) -> bool {
         PROFILE => {
             tz.is_none_or(|raw| json::plain_string(raw).is_some_and(|tz| tz.parse::<Tz>().is_ok()))
         }
+        CONSENT => status
+            .and_then(json::plain_string)
+            .is_some_and(consent_status_is_valid),
         _ => true,
     }
 }
@@ -527,6 +536,7 @@ fn check_reserved_fully(event: &str, props: Option<&str>) -> Result<(), Invalid>
         SUBSCRIPTION => &["template_id", "status"],
         NOTIFICATION_CLICK => &["send_id"],
         PROFILE => &[],
+        CONSENT => &["status"],
         _ => return Ok(()),
     };
     let bad = |detail: String| Invalid::new(RejectKind::BadReservedProps, detail);
@@ -557,6 +567,14 @@ fn check_reserved_fully(event: &str, props: Option<&str>) -> Result<(), Invalid>
         if !subscription_status_is_valid(status) {
             return Err(bad(format!(
                 "props.status '{status}' of a subscription event must be accept (or accept*), reject, ban or filter"
+            )));
+        }
+    }
+    if event == CONSENT {
+        let status = value["status"].as_str().unwrap_or_default();
+        if !consent_status_is_valid(status) {
+            return Err(bad(format!(
+                "props.status '{status}' of a consent event must be withdrawn or given"
             )));
         }
     }
@@ -642,6 +660,7 @@ mod tests {
             Some(PROFILE),
             Some(SUBSCRIPTION),
             Some(NOTIFICATION_CLICK),
+            Some(CONSENT),
         ];
         let timestamps = [
             None,
@@ -732,7 +751,13 @@ mod tests {
             r#"{}"#,
         ];
         let mut sure = 0;
-        for event in [SUBSCRIPTION, NOTIFICATION_CLICK, PROFILE, "app_open"] {
+        for event in [
+            SUBSCRIPTION,
+            NOTIFICATION_CLICK,
+            PROFILE,
+            CONSENT,
+            "app_open",
+        ] {
             for props in props {
                 if reserved_props_are_sure(event, props) {
                     sure += 1;
@@ -970,6 +995,30 @@ mod tests {
         );
         let status = rejected(subscription(r#"{"template_id":"t1","status":"maybe"}"#));
         assert!(status.detail.contains("'maybe'"), "{}", status.detail);
+
+        // See: #38. A consent event says withdrawn or given; a misspelt one is refused rather
+        // than stored as a withdrawal that stops nothing.
+        let consent = |props: Option<&str>| Draft {
+            event: Some(CONSENT.into()),
+            props: props.map(|p| p.to_string().into()),
+            ..draft()
+        };
+        for good in [
+            r#"{"status":"withdrawn"}"#,
+            r#"{"status":"given","via":"settings"}"#,
+        ] {
+            assert!(validate(consent(Some(good))).is_ok(), "{good}");
+        }
+        for (bad, says) in [
+            (Some(r#"{"status":"withdraw"}"#), "'withdraw'"),
+            (Some(r#"{"status":""}"#), "props.status"),
+            (Some(r#"{}"#), "props.status"),
+            (None, "needs props"),
+        ] {
+            let refused = rejected(consent(bad));
+            assert_eq!(refused.kind, RejectKind::BadReservedProps);
+            assert!(refused.detail.contains(says), "{bad:?}: {}", refused.detail);
+        }
 
         // See: #18. A click the app could not attribute is activity all the same: stored, with
         // a warning; only a send id that is there and unusable is refused.

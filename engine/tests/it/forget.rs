@@ -108,27 +108,7 @@ async fn a_forgotten_user_leaves_no_trace_and_is_refused_afterwards() {
     nudge_engine::scoring::compute(&test.store, &config.windows, config.default_tz, now)
         .await
         .unwrap();
-    let campaign = Campaign {
-        name: "cart".into(),
-        description: String::new(),
-        rule: test.file(
-            "all.rhai",
-            "fn target(user) { true }\nfn message(user) { #{ thing1: \"hi\" } }",
-        ),
-        template: TEMPLATE.into(),
-        connector: "dry-run".into(),
-        page: Some("pages/cart/index?c={campaign}".into()),
-        priority: 0,
-        delivery: Delivery {
-            mode: Mode::Immediate,
-            quiet_hours: None,
-            ..Delivery::default()
-        },
-        schedule: None,
-        dedup_key: None,
-        goal_event: None,
-        goal_window_hours: None,
-    };
+    let campaign = everyone_now(&test);
     let run = nudge_engine::campaign::run::run(
         &test.store,
         &config.run_settings(),
@@ -436,7 +416,8 @@ async fn retention_drops_exactly_the_days_before_the_cutoff_and_old_rejects_file
     );
 }
 
-/// The campaign the stop tests plan: every user, now, through a `file` connector.
+/// The campaign these tests plan: every user, now, through the `dry-run` connector (a `file`
+/// one where the test configures it).
 fn everyone_now(test: &TestStore) -> Campaign {
     Campaign {
         name: "cart".into(),
@@ -447,7 +428,7 @@ fn everyone_now(test: &TestStore) -> Campaign {
         ),
         template: TEMPLATE.into(),
         connector: "dry-run".into(),
-        page: Some("pages/cart/index".into()),
+        page: Some("pages/cart/index?c={campaign}".into()),
         priority: 0,
         delivery: Delivery {
             mode: Mode::Immediate,

@@ -236,6 +236,17 @@ async fn read(store: &Store, campaigns: &[Campaign], now: DateTime<Utc>) -> crat
 mod tests {
     use super::*;
 
+    /// A store in a temporary folder (kept while the first value lives).
+    async fn empty_store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let config = crate::config::Config {
+            data_dir: dir.path().join("data"),
+            ..Default::default()
+        };
+        let store = Store::open(&config.store()).await.unwrap();
+        (dir, store)
+    }
+
     fn campaign(name: &str) -> Campaign {
         toml::from_str(&format!(
             "name = \"{name}\"\nrule = \"r.rhai\"\ntemplate = \"t\"\n"
@@ -245,12 +256,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn figures_are_read_once_while_fresh_and_again_for_a_campaign_they_lack() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = crate::config::Config {
-            data_dir: dir.path().join("data"),
-            ..Default::default()
-        };
-        let store = Store::open(&config.store()).await.unwrap();
+        let (_dir, store) = empty_store().await;
         let cache = Arc::new(FiguresCache::default());
         let clock = Clock::system();
         let one = [campaign("a")];
@@ -269,12 +275,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_view_that_cannot_wait_for_the_first_read_gets_none_and_the_read_goes_on() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = crate::config::Config {
-            data_dir: dir.path().join("data"),
-            ..Default::default()
-        };
-        let store = Store::open(&config.store()).await.unwrap();
+        let (_dir, store) = empty_store().await;
         let cache = Arc::new(FiguresCache::default());
         let clock = Clock::system();
         let one = [campaign("a")];
@@ -309,12 +310,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_keeper_reads_again_while_the_console_is_in_use_and_stops_after() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = crate::config::Config {
-            data_dir: dir.path().join("data"),
-            ..Default::default()
-        };
-        let store = Store::open(&config.store()).await.unwrap();
+        let (_dir, store) = empty_store().await;
         let cache = Arc::new(FiguresCache::with_periods(
             Duration::from_millis(100),
             Duration::from_millis(1_500),
