@@ -33,18 +33,22 @@ pub struct Args {
 }
 
 /// Methods in table order; the first five are the backtest's strategies, by the same rules.
-const METHODS: [&str; 7] = [
+const METHODS: [&str; 8] = [
     "nudge",
     "fixed 20:00 local",
     "population best hour",
     "most frequent hour of day (naive)",
     "hour-of-day histogram shrunk to the population (classic)",
     "ceiling: posterior over the generator's true types",
+    "ceiling per session: the same, one observation per burst (30-min gap)",
     "oracle",
 ];
 const NUDGE: usize = 0;
 const NAIVE: usize = 3;
 const CEILING: usize = 5;
+const SESSION_CEILING: usize = 6;
+/// A gap without events longer than this closes a session (the per-session ceiling's).
+const SESSION_GAP_MS: i64 = 30 * 60_000;
 /// Days after the data's end at which the four 24-hour horizons start.
 const HORIZONS: [i64; 4] = [0, 2, 4, 5];
 /// The classic baseline's prior weight, in events.
@@ -104,6 +108,42 @@ fn week_counts(
         counts
             .entry(user.to_string())
             .or_insert_with(|| vec![0; HOURS_OF_WEEK])[local_hour_of_week(zone, hour)] += 1;
+    }
+    Ok(counts)
+}
+
+/// Per user: counts of sessions per local hour of week, a session's hour being its first
+/// event's, a gap over [`SESSION_GAP_MS`] starting the next: what the per-session ceiling reads.
+fn session_counts(
+    path: &std::path::Path,
+    truth: &HashMap<String, Truth>,
+) -> anyhow::Result<HashMap<String, Vec<u32>>> {
+    let text = std::fs::read_to_string(path)?;
+    let mut times: HashMap<&str, Vec<i64>> = HashMap::new();
+    for line in text.lines().skip(1) {
+        let mut fields = line.splitn(4, ',');
+        let (Some(user), Some(event), Some(ts)) = (fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        if event == "profile" || event == "subscription" || !truth.contains_key(user) {
+            continue;
+        }
+        times.entry(user).or_default().push(ts.parse()?);
+    }
+    let mut counts = HashMap::new();
+    for (user, mut times) in times {
+        times.sort_unstable();
+        let zone = truth[user].zone;
+        let mut week = vec![0u32; HOURS_OF_WEEK];
+        let mut last = i64::MIN;
+        for ts in times {
+            if ts.saturating_sub(last) > SESSION_GAP_MS {
+                week[local_hour_of_week(zone, ts.div_euclid(3_600_000))] += 1;
+            }
+            last = ts;
+        }
+        counts.insert(user.to_string(), week);
     }
     Ok(counts)
 }
@@ -209,6 +249,7 @@ async fn run_family(args: &Args, family: Family) -> anyhow::Result<()> {
     let windows = scoring::load(&store)?.expect("just computed");
     let truth = read_truth(&truth_path)?;
     let counts = week_counts(&events_path, &truth)?;
+    let sessions = session_counts(&events_path, &truth)?;
     let types = family.types();
 
     let mut population_day = [0.0; 24];
@@ -243,6 +284,7 @@ async fn run_family(args: &Args, family: Family) -> anyhow::Result<()> {
             .collect();
         let classic_hour = argmax(&shrunk);
         let ceiling = ceiling_profile(&types, week);
+        let session_ceiling = ceiling_profile(&types, sessions.get(user_id).unwrap_or(&empty));
         let window = windows.find(user_id);
         for offset in HORIZONS {
             let from = as_of + Duration::days(offset);
@@ -270,11 +312,15 @@ async fn run_family(args: &Args, family: Family) -> anyhow::Result<()> {
                     )
                 })
                 .map_or_else(|| at_hour(population_best), |choice| choice.hour_of_week);
-            let ceiling_bin = slots
-                .iter()
-                .map(|(bin, _)| *bin)
-                .max_by(|a, b| ceiling[*a].total_cmp(&ceiling[*b]))
-                .unwrap_or(slots[0].0);
+            let best_of = |profile: &[f64]| {
+                slots
+                    .iter()
+                    .map(|(bin, _)| *bin)
+                    .max_by(|a, b| profile[*a].total_cmp(&profile[*b]))
+                    .unwrap_or(slots[0].0)
+            };
+            let ceiling_bin = best_of(&ceiling);
+            let session_ceiling_bin = best_of(&session_ceiling);
             let chosen = [
                 nudge_bin,
                 at_hour(20),
@@ -282,6 +328,7 @@ async fn run_family(args: &Args, family: Family) -> anyhow::Result<()> {
                 at_hour(naive_hour),
                 at_hour(classic_hour),
                 ceiling_bin,
+                session_ceiling_bin,
             ];
             for (method, bin) in chosen.iter().enumerate() {
                 sums[group][method] += user_truth.probabilities[*bin] / best_true;
@@ -315,11 +362,13 @@ async fn run_family(args: &Args, family: Family) -> anyhow::Result<()> {
         );
     }
     println!(
-        "\nnudge over naive: {:+.3} all, {:+.3} sparse; ceiling gap: {:.3} all, {:.3} sparse",
+        "\nnudge over naive: {:+.3} all, {:+.3} sparse; ceiling gap: {:.3} all, {:.3} sparse; per-session ceiling gap: {:.3} all, {:.3} sparse",
         quality(NUDGE, None) - quality(NAIVE, None),
         quality(NUDGE, Some(1)) - quality(NAIVE, Some(1)),
         quality(CEILING, None) - quality(NUDGE, None),
         quality(CEILING, Some(1)) - quality(NUDGE, Some(1)),
+        quality(SESSION_CEILING, None) - quality(NUDGE, None),
+        quality(SESSION_CEILING, Some(1)) - quality(NUDGE, Some(1)),
     );
 
     let calibration = &windows.calibration;

@@ -28,7 +28,8 @@ pub struct EventsArgs {
     /// The kind of behaviour: classic (weekly rhythm types, mostly China), daily (routines that
     /// repeat every day, weekends moved), shifted (routines moved by a personal phase of up to
     /// two hours), mixed (each user splits their time between two routines), blend (phases of up
-    /// to two hours, half the users mixing two routines)
+    /// to two hours, half the users mixing two routines), sessions (daily's routines, each
+    /// session a burst of 1 to 20 events within minutes)
     #[arg(long, default_value_t = Family::Classic, value_name = "KIND")]
     profile: Family,
     /// First day (local) of the window [default: `days` days before today]

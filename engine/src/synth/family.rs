@@ -9,7 +9,10 @@
 //! - `shifted`: the same routines moved by a personal phase of half an hour to two hours;
 //! - `mixed`: every user splits their time between two routines;
 //! - `blend`: all of it at once: a personal phase of up to two hours either way, and half the
-//!   users mixing two routines.
+//!   users mixing two routines;
+//! - `sessions`: `daily`'s routines, but each session is a burst of 1 to 20 events within
+//!   minutes (open, views, cart, purchase), as real app logs come: the events of a burst say
+//!   once when the user is active, not once each.
 
 use std::str::FromStr;
 
@@ -27,15 +30,17 @@ pub enum Family {
     Shifted,
     Mixed,
     Blend,
+    Sessions,
 }
 
 impl Family {
-    pub const ALL: [Family; 5] = [
+    pub const ALL: [Family; 6] = [
         Family::Classic,
         Family::Daily,
         Family::Shifted,
         Family::Mixed,
         Family::Blend,
+        Family::Sessions,
     ];
 
     pub fn name(self) -> &'static str {
@@ -45,7 +50,14 @@ impl Family {
             Family::Shifted => "shifted",
             Family::Mixed => "mixed",
             Family::Blend => "blend",
+            Family::Sessions => "sessions",
         }
+    }
+
+    /// Whether a session is a burst of many events (up to 20) rather than an open and a view
+    /// or two.
+    pub fn bursts(self) -> bool {
+        self == Family::Sessions
     }
 
     /// Zones and their shares.
@@ -72,7 +84,7 @@ impl Family {
                     (rhythm.name, share, normalised(week))
                 })
                 .collect(),
-            Family::Daily => ROUTINES
+            Family::Daily | Family::Sessions => ROUTINES
                 .iter()
                 .map(|routine| (routine.name, routine.share, routine.week(0.0, 1.0, None)))
                 .collect(),
@@ -145,7 +157,7 @@ impl Family {
         // Noise per hour of the day, the same every day: the routine repeats.
         let noise: [f64; 24] = std::array::from_fn(|_| (rhythm::normal(rng) * 0.15).exp());
         let (shift, second) = match self {
-            Family::Daily => (rhythm::normal(rng) * 0.25, None),
+            Family::Daily | Family::Sessions => (rhythm::normal(rng) * 0.25, None),
             Family::Shifted => {
                 let size = rng.random_range(0.5..2.0);
                 let sign = if rng.random_bool(0.5) { 1.0 } else { -1.0 };

@@ -101,7 +101,11 @@ pub fn simulate(
             );
             builder.push("profile", at - 1_000, Some(props), Some(zone));
         }
-        session(&mut rng, &mut builder, at);
+        if family.bursts() {
+            burst(&mut rng, &mut builder, at);
+        } else {
+            session(&mut rng, &mut builder, at);
+        }
         if subscribe_at == Some(number) {
             subscribe(&mut rng, &mut builder, at + 90_000);
         }
@@ -206,6 +210,35 @@ fn session(rng: &mut Pcg64, builder: &mut EventBuilder<'_>, mut at: i64) {
     }
 }
 
+/// A session as a burst (the `sessions` family): 1 to 20 events, each 5 to 60 s after the one
+/// before, in the order an app logs them: an open, page views, then maybe a cart and a purchase.
+fn burst(rng: &mut Pcg64, builder: &mut EventBuilder<'_>, mut at: i64) {
+    let events = rng.random_range(1..=20u32);
+    builder.push("app_open", at, None, None);
+    let item = rng.random_range(0..500);
+    let buys = events >= 3 && rng.random_bool(0.3);
+    let views = events - 1 - if buys { 2 } else { 0 };
+    for view in 0..views {
+        at += rng.random_range(5_000..60_000);
+        let props = format!(
+            r#"{{"page":"pages/item/detail","item_id":"item-{:03}"}}"#,
+            (item + view) % 500
+        );
+        builder.push("page_view", at, Some(props), None);
+    }
+    if buys {
+        at += rng.random_range(5_000..60_000);
+        let props = format!(r#"{{"item_id":"item-{item:03}","price":19.9}}"#);
+        builder.push("add_to_cart", at, Some(props.clone()), None);
+        at += rng.random_range(5_000..60_000);
+        let props = format!(
+            r#"{{"order_id":"o{:x}","item_id":"item-{item:03}","amount":19.9}}"#,
+            rng.random::<u32>()
+        );
+        builder.push("purchase", at, Some(props), None);
+    }
+}
+
 /// A subscription popup answer: mostly accepts, some rejects.
 fn subscribe(rng: &mut Pcg64, builder: &mut EventBuilder<'_>, at: i64) {
     let template = TEMPLATES[rng.random_range(0..TEMPLATES.len())];
@@ -237,6 +270,37 @@ fn poisson(rng: &mut Pcg64, mean: f64) -> u32 {
 mod tests {
     use super::*;
     use crate::time::DAY_MS;
+
+    #[test]
+    fn a_sessions_user_comes_in_bursts_of_events_minutes_apart() {
+        let start = NaiveDate::from_ymd_opt(2026, 10, 1).unwrap();
+        let (mut bursts, mut events) = (0usize, 0usize);
+        for index in 0..200 {
+            let user = simulate(Family::Sessions, 5, index, start, 28);
+            let mut times: Vec<i64> = user
+                .events
+                .iter()
+                .filter(|e| e.event != "subscription")
+                .map(|e| e.ts_ms)
+                .collect();
+            times.sort_unstable();
+            events += times.len();
+            bursts += 1 + times
+                .windows(2)
+                .filter(|w| w[1] - w[0] > 30 * 60_000)
+                .count();
+        }
+        let per_burst = events as f64 / bursts as f64;
+        assert!(
+            (6.0..14.0).contains(&per_burst),
+            "about 10 events a burst (1 to 20): {per_burst:.1}"
+        );
+        let classic = simulate(Family::Daily, 5, 1, start, 28);
+        assert!(
+            classic.events.len() < 200,
+            "other families keep short sessions"
+        );
+    }
 
     #[test]
     fn the_same_seed_gives_the_same_user() {
