@@ -30,10 +30,7 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let nudge = args
-        .nudge
-        .clone()
-        .unwrap_or_else(|| std::env::current_exe().unwrap().with_file_name("nudge"));
+    let nudge = crate::nudge_binary(args.nudge.clone());
     let dir = crate::work_dir(args.keep.clone())?;
     let start = NaiveDate::from_ymd_opt(2026, 10, 1).unwrap();
     let (config, store, summary) =

@@ -22,10 +22,6 @@ pub struct Args {
 /// Mean events per generated user over 30 days (measured: about 18.8).
 const EVENTS_PER_USER: f64 = 18.8;
 
-fn nudge_binary(explicit: Option<PathBuf>) -> PathBuf {
-    explicit.unwrap_or_else(|| std::env::current_exe().unwrap().with_file_name("nudge"))
-}
-
 fn duckdb_seconds(input: &Path, output: &Path) -> Option<f64> {
     let reader = match input.extension()?.to_str()? {
         "parquet" => format!("read_parquet('{}')", input.display()),
@@ -64,7 +60,7 @@ fn duckdb_seconds(input: &Path, output: &Path) -> Option<f64> {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let nudge = nudge_binary(args.nudge);
+    let nudge = crate::nudge_binary(args.nudge);
     println!(
         "\n### Ingest throughput\n\nMachine: {}. nudge binary: {}\n",
         crate::machine(),

@@ -298,6 +298,11 @@ pub fn served_base(child: &mut std::process::Child) -> anyhow::Result<String> {
     Ok(base)
 }
 
+/// The `nudge` binary a benchmark runs: the one given, or the one next to this benchmark's.
+pub fn nudge_binary(given: Option<std::path::PathBuf>) -> std::path::PathBuf {
+    given.unwrap_or_else(|| std::env::current_exe().unwrap().with_file_name("nudge"))
+}
+
 /// The folder a benchmark works in: the one given (kept), or a temporary one.
 pub fn work_dir(keep: Option<std::path::PathBuf>) -> anyhow::Result<WorkDir> {
     match keep {

@@ -36,9 +36,7 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let nudge = args
-        .nudge
-        .unwrap_or_else(|| std::env::current_exe().unwrap().with_file_name("nudge"));
+    let nudge = crate::nudge_binary(args.nudge);
     let dir = tempfile::tempdir()?;
     let input = dir.path().join("events.ndjson");
     let summary = synth::generate(&GenOptions {

@@ -203,14 +203,7 @@ pub fn redacted(url: &str) -> String {
 pub(super) async fn begin_write(pool: &AnyPool) -> Result<Transaction<'static, Any>> {
     match Backend::of_pool(pool) {
         Backend::Sqlite => Ok(pool.begin_with("BEGIN IMMEDIATE").await?),
-        Backend::Postgres => {
-            let mut tx = pool.begin().await?;
-            sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                .bind(WRITE_LOCK)
-                .execute(&mut *tx)
-                .await?;
-            Ok(tx)
-        }
+        Backend::Postgres => take_write_lock(pool.begin().await?).await,
     }
 }
 
@@ -223,15 +216,17 @@ pub(super) async fn begin_write_on(
     use sqlx::Connection;
     match backend {
         Backend::Sqlite => Ok(connection.begin_with("BEGIN IMMEDIATE").await?),
-        Backend::Postgres => {
-            let mut tx = connection.begin().await?;
-            sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                .bind(WRITE_LOCK)
-                .execute(&mut *tx)
-                .await?;
-            Ok(tx)
-        }
+        Backend::Postgres => take_write_lock(connection.begin().await?).await,
     }
+}
+
+/// PostgreSQL: `tx` once it holds the store's write lock (until it ends).
+async fn take_write_lock(mut tx: Transaction<'_, Any>) -> Result<Transaction<'_, Any>> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(WRITE_LOCK)
+        .execute(&mut *tx)
+        .await?;
+    Ok(tx)
 }
 
 /// Begins a transaction over the outbox alone (claims, outcomes, lease renewals and sweeps): on

@@ -353,11 +353,8 @@ pub async fn resume(
     Path(name): Path<String>,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Some(refused) = ctx.form_refusal(&super::form_fields(&body)) {
-        return refused;
-    }
-    if let Some(refused) = ctx.viewer_refusal() {
-        return refused;
+    if let Err(refused) = ctx.admin_form(&body) {
+        return *refused;
     }
     let now = service.clock.now().timestamp_millis();
     match service.store.resume_campaign(&name, now).await {
@@ -498,13 +495,10 @@ pub async fn test_send(
     Path(name): Path<String>,
     body: axum::body::Bytes,
 ) -> Response {
-    let fields = super::form_fields(&body);
-    if let Some(refused) = ctx.form_refusal(&fields) {
-        return refused;
-    }
-    if let Some(refused) = ctx.viewer_refusal() {
-        return refused;
-    }
+    let fields = match ctx.admin_form(&body) {
+        Ok(fields) => fields,
+        Err(refused) => return *refused,
+    };
     let user = fields.get("user").map(|u| u.trim()).unwrap_or("");
     if !service
         .engine

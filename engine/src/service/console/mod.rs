@@ -110,6 +110,18 @@ impl Ctx {
             .then(|| self.error(StatusCode::FORBIDDEN, self.lang.t("error.read_only")))
     }
 
+    /// An admin's form: its fields, or the answer refusing it (no valid token, or a viewer).
+    pub fn admin_form(&self, body: &[u8]) -> Result<BTreeMap<String, String>, Box<Response>> {
+        let fields = form_fields(body);
+        if let Some(refused) = self.form_refusal(&fields) {
+            return Err(Box::new(refused));
+        }
+        if let Some(refused) = self.viewer_refusal() {
+            return Err(Box::new(refused));
+        }
+        Ok(fields)
+    }
+
     /// A page holding only `message`, with `status`.
     pub fn error(&self, status: StatusCode, message: &str) -> Response {
         let body = html! { p.error role="alert" { (message) } };

@@ -158,13 +158,10 @@ pub async fn forget(
     Extension(ctx): Extension<Ctx>,
     body: axum::body::Bytes,
 ) -> Response {
-    let fields = super::form_fields(&body);
-    if let Some(refused) = ctx.form_refusal(&fields) {
-        return refused;
-    }
-    if let Some(refused) = ctx.viewer_refusal() {
-        return refused;
-    }
+    let fields = match ctx.admin_form(&body) {
+        Ok(fields) => fields,
+        Err(refused) => return *refused,
+    };
     let id = fields.get("id").map(String::as_str).unwrap_or("");
     let confirm = fields.get("confirm").map(|c| c.trim()).unwrap_or("");
     if id.is_empty() || confirm != id {
