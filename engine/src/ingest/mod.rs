@@ -15,6 +15,7 @@ mod parquet;
 mod properties;
 mod rejects;
 pub mod request;
+pub mod segment;
 
 use std::collections::BTreeMap;
 use std::io::Read;

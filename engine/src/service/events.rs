@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::{Granted, Scope, Service, client, internal, refuse, retry_after};
-use crate::ingest::request::{self, RequestError, RequestLimits};
+use crate::ingest::request::{self, RecordReject, RequestError, RequestLimits};
 
 pub async fn post(
     State(service): State<Arc<Service>>,
@@ -25,103 +25,150 @@ pub async fn post(
 }
 
 async fn answer(service: &Service, scope: Scope, headers: HeaderMap, body: Bytes) -> Response {
+    let body = match decode(service, &headers, body) {
+        Ok(body) => body,
+        Err(answer) => return *answer,
+    };
+    match store(service, scope, "http", &body).await {
+        Ok(stored) => axum::Json(stored.json()).into_response(),
+        Err(answer) => *answer,
+    }
+}
+
+/// What a request's events came to.
+#[derive(Debug, Default)]
+pub(super) struct Stored {
+    pub accepted: u64,
+    pub duplicates: u64,
+    pub forgotten: u64,
+    /// Records refused, by their index in the body.
+    pub rejected: Vec<RecordReject>,
+}
+
+impl Stored {
+    /// The answer's body.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "accepted": self.accepted,
+            "duplicates": self.duplicates,
+            "forgotten": self.forgotten,
+            "rejected": self.rejected,
+        })
+    }
+}
+
+/// The body, decompressed when it is gzip (by its `Content-Encoding` or its first bytes),
+/// within `server.max_decompressed_bytes`.
+pub(super) fn decode(
+    service: &Service,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<Bytes, Box<Response>> {
     let config = &service.config;
     let gzip = headers
         .get(header::CONTENT_ENCODING)
         .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"gzip"))
         || body.starts_with(&[0x1f, 0x8b]);
-    let body = if gzip {
-        match gunzip(&body, config.max_decompressed_bytes) {
-            Ok(Some(plain)) => Bytes::from(plain),
-            Ok(None) => {
-                return refuse(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!(
-                        "the body is over {} bytes once decompressed (server.max_decompressed_bytes): send smaller batches",
-                        config.max_decompressed_bytes
-                    ),
-                );
-            }
-            Err(error) => {
-                return refuse(
-                    StatusCode::BAD_REQUEST,
-                    format!("the gzip body is unreadable: {error}"),
-                );
-            }
-        }
-    } else {
-        body
-    };
+    if !gzip {
+        return Ok(body);
+    }
+    match gunzip(&body, config.max_decompressed_bytes) {
+        Ok(Some(plain)) => Ok(Bytes::from(plain)),
+        Ok(None) => Err(Box::new(refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the body is over {} bytes once decompressed (server.max_decompressed_bytes): send smaller batches",
+                config.max_decompressed_bytes
+            ),
+        ))),
+        Err(error) => Err(Box::new(refuse(
+            StatusCode::BAD_REQUEST,
+            format!("the gzip body is unreadable: {error}"),
+        ))),
+    }
+}
+
+/// Checks and commits an NDJSON or JSON-array body (decompressed) posted with a `scope` key,
+/// and counts it in `/metrics` under `source`: the request's answer when it cannot be stored
+/// (unreadable, too many events, the write queue full, the commit failed).
+pub(super) async fn store(
+    service: &Service,
+    scope: Scope,
+    source: &'static str,
+    body: &[u8],
+) -> Result<Stored, Box<Response>> {
+    let config = &service.config;
     let limits = RequestLimits {
         max_events: config.max_events,
         max_event_bytes: config.max_event_bytes,
     };
     // A key on users' devices is public: its events are screened first (see `client`).
     let screened = if scope == Scope::Client {
-        match client::screen(service, &body, limits).await {
-            Ok(screened) => Some(screened),
-            Err(answer) => return answer,
-        }
+        Some(
+            client::screen(service, body, limits)
+                .await
+                .map_err(Box::new)?,
+        )
     } else {
         None
     };
-    let body = screened.as_ref().map_or(&body[..], |s| &s.body[..]);
+    let body = screened.as_ref().map_or(body, |s| &s.body[..]);
     let mut checked = match tokio::task::block_in_place(|| request::check(body, limits)) {
         Ok(checked) => checked,
         Err(error @ RequestError::TooManyEvents { .. }) => {
-            return refuse(StatusCode::PAYLOAD_TOO_LARGE, error.to_string());
+            return Err(Box::new(refuse(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                error.to_string(),
+            )));
         }
-        Err(error) => return refuse(StatusCode::BAD_REQUEST, error.to_string()),
+        Err(error) => {
+            return Err(Box::new(refuse(StatusCode::BAD_REQUEST, error.to_string())));
+        }
     };
     let mut repeats = 0;
     if let Some(screened) = &screened {
         screened.renumber(&mut checked.rejected);
         repeats = screened.repeated_clicks;
     }
-    let (mut accepted, mut duplicates, mut forgotten) = (0, 0, 0);
+    let mut stored = Stored::default();
     if !checked.events.is_empty() {
         let Ok(_permit) = service.waiting.try_acquire() else {
             // Nothing is stored: the clicks counted for this batch count again on its retry.
             if let Some(screened) = &screened {
                 screened.release_clicks(service).await;
             }
-            return retry_after(
+            return Err(Box::new(retry_after(
                 StatusCode::TOO_MANY_REQUESTS,
                 "too many batches are waiting to be written: retry after a second",
                 1,
-            );
+            )));
         };
         match service.committer.commit(checked.events).await {
             Ok(committed) => {
-                accepted = committed.stored;
-                duplicates = committed.duplicates;
-                forgotten = committed.forgotten;
+                stored.accepted = committed.stored;
+                stored.duplicates = committed.duplicates;
+                stored.forgotten = committed.forgotten;
             }
             Err(error) => {
                 if let Some(screened) = &screened {
                     screened.release_clicks(service).await;
                 }
-                return internal(
+                return Err(Box::new(internal(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "the batch was not stored: retry it",
                     error,
-                );
+                )));
             }
         }
     }
-    duplicates += repeats;
+    stored.duplicates += repeats;
+    stored.rejected = checked.rejected;
     let metrics = &service.metrics;
-    metrics.events("http", "accepted", accepted);
-    metrics.events("http", "duplicate", duplicates);
-    metrics.events("http", "forgotten", forgotten);
-    metrics.events("http", "rejected", checked.rejected.len() as u64);
-    axum::Json(serde_json::json!({
-        "accepted": accepted,
-        "duplicates": duplicates,
-        "forgotten": forgotten,
-        "rejected": checked.rejected,
-    }))
-    .into_response()
+    metrics.events(source, "accepted", stored.accepted);
+    metrics.events(source, "duplicate", stored.duplicates);
+    metrics.events(source, "forgotten", stored.forgotten);
+    metrics.events(source, "rejected", stored.rejected.len() as u64);
+    Ok(stored)
 }
 
 /// The decompressed body, or `None` when it is over `max` bytes.

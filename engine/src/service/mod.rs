@@ -1,4 +1,5 @@
-//! The HTTP service of `nudge serve`: events posted by apps and backends (`POST /v1/events`),
+//! The HTTP service of `nudge serve`: events posted by apps and backends (`POST /v1/events`, and
+//! Segment's tracking API for its SDKs: `segment.rs`),
 //! providers' message pushes (`/wechat/push/{connector}`), click links, the admin API, metrics
 //! and the probes, on one listener configured by `[server]` (`listen.rs`). Who may call what is
 //! in `SECURITY.md`. Handlers call the same library
@@ -16,6 +17,7 @@ pub mod limit;
 pub mod listen;
 pub mod metrics;
 pub mod push;
+pub mod segment;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -233,7 +235,7 @@ impl Service {
 
     /// The scope of the key the request carries, if it is one of ours (`Admin` for any request
     /// when no key is configured: the service then listens on loopback only).
-    fn key_of(&self, headers: &HeaderMap) -> Option<&Key> {
+    fn key_of(&self, headers: &HeaderMap, basic: Basic) -> Option<&Key> {
         static KEYLESS: Key = Key {
             secret: Vec::new(),
             scope: Scope::Admin,
@@ -242,12 +244,18 @@ impl Service {
         if self.keys.is_empty() {
             return Some(&KEYLESS);
         }
-        let given = headers
+        let authorization = headers
             .get(header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "))?
-            .trim()
-            .as_bytes();
+            .and_then(|value| value.to_str().ok())?;
+        let from_basic;
+        let given = match authorization.strip_prefix("Bearer ") {
+            Some(bearer) => bearer.trim().as_bytes(),
+            None if basic == Basic::Taken => {
+                from_basic = basic_user(authorization)?;
+                from_basic.trim_ascii()
+            }
+            None => return None,
+        };
         // Every key is compared whole, so the time taken does not tell which came close.
         let mut found = None;
         for key in &self.keys {
@@ -257,7 +265,35 @@ impl Service {
         }
         found
     }
+}
 
+/// Whether a route takes a key as HTTP Basic's user name (Segment's SDKs send their write key
+/// so). Only Segment's routes do: a browser may keep Basic credentials and send them unasked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Basic {
+    Refused,
+    Taken,
+}
+
+/// The user name of an `Authorization: Basic` value (the password, which Segment's SDKs leave
+/// empty, is not read).
+fn basic_user(authorization: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    let (scheme, encoded) = authorization.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let end = decoded
+        .iter()
+        .position(|b| *b == b':')
+        .unwrap_or(decoded.len());
+    Some(decoded[..end].to_vec())
+}
+
+impl Service {
     /// The client's address: the peer, or, behind a trusted proxy, the last address its
     /// `X-Forwarded-For` names.
     fn client_address(&self, request: &Request) -> Option<IpAddr> {
@@ -327,11 +363,35 @@ pub fn new_key() -> String {
 /// requests in progress.
 pub fn router(service: Arc<Service>) -> Router {
     let body_limit = service.config.max_body_bytes;
-    let needs = |scope: Scope| from_fn_with_state((service.clone(), scope), authenticate);
+    let needs =
+        |scope: Scope| from_fn_with_state((service.clone(), scope, Basic::Refused), authenticate);
+    // Segment's SDKs give their write key as Basic's user name.
+    let segment =
+        || from_fn_with_state((service.clone(), Scope::Client, Basic::Taken), authenticate);
     Router::new()
         .route(
             "/v1/events",
             axum::routing::post(events::post).route_layer(needs(Scope::Client)),
+        )
+        .route(
+            "/v1/batch",
+            axum::routing::post(segment::batch).route_layer(segment()),
+        )
+        .route(
+            "/v1/track",
+            axum::routing::post(segment::track).route_layer(segment()),
+        )
+        .route(
+            "/v1/identify",
+            axum::routing::post(segment::identify).route_layer(segment()),
+        )
+        .route(
+            "/v1/page",
+            axum::routing::post(segment::page).route_layer(segment()),
+        )
+        .route(
+            "/v1/screen",
+            axum::routing::post(segment::screen).route_layer(segment()),
         )
         .route(
             "/wechat/push/{connector}",
@@ -511,14 +571,19 @@ pub struct Granted(pub Scope);
 /// form could send; then reads the body, within `max_body_bytes` and `body_timeout_s`, before
 /// the handler runs.
 async fn authenticate(
-    State((service, needs)): State<(Arc<Service>, Scope)>,
+    State((service, needs, basic)): State<(Arc<Service>, Scope, Basic)>,
     mut request: Request,
     next: Next,
 ) -> Response {
-    let Some(key) = service.key_of(request.headers()) else {
+    let Some(key) = service.key_of(request.headers(), basic) else {
         return refuse(
             StatusCode::UNAUTHORIZED,
-            "a valid key is needed: Authorization: Bearer <key>",
+            match basic {
+                Basic::Refused => "a valid key is needed: Authorization: Bearer <key>",
+                Basic::Taken => {
+                    "a valid key is needed: Authorization: Bearer <key>, or the key as the write key (Basic's user name)"
+                }
+            },
         );
     };
     if !key.scope.grants(needs) {
@@ -769,6 +834,11 @@ mod tests {
         let app = router(service.clone());
         let routes = [
             (Method::POST, "/v1/events"),
+            (Method::POST, "/v1/batch"),
+            (Method::POST, "/v1/track"),
+            (Method::POST, "/v1/identify"),
+            (Method::POST, "/v1/page"),
+            (Method::POST, "/v1/screen"),
             (Method::POST, "/wechat/push/wechat"),
             (Method::GET, "/wechat/push/wechat"),
             (Method::GET, "/c/1.abc?to=https://x.example/"),

@@ -16,6 +16,7 @@ mod quickstart;
 mod reliability;
 mod retention;
 mod security;
+mod segment;
 mod segments;
 mod serve;
 mod service;
