@@ -1,6 +1,7 @@
 //! Events over HTTP: `nudge serve` on loopback taking `POST /v1/events` batches (keep-alive,
-//! several clients at once), each acknowledged once stored, beside `nudge ingest` of the same
-//! events from one file; then WeChat's message pushes (safe mode, a subscription popup each)
+//! several clients at once), each acknowledged once stored, then the same events as Segment
+//! `track` batches on `POST /v1/batch` (a service on a new store), beside `nudge ingest` of the
+//! same events from one file; then WeChat's message pushes (safe mode, a subscription popup each)
 //! to the same service.
 
 use std::path::PathBuf;
@@ -54,66 +55,23 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let batches: Arc<Vec<String>> =
         Arc::new(lines.chunks(args.batch).map(|c| c.join("\n")).collect());
 
-    // The service, on a store of its own, compaction off so it measures the write path.
-    let served = dir.path().join("served");
-    std::fs::create_dir_all(served.join("campaigns"))?;
-    let config = served.join("nudge.toml");
-    // A WeChat connector that takes pushes; nothing is ever sent through it (no campaigns), and
-    // its API address is a closed loopback port in case.
-    std::fs::write(
-        &config,
-        "data_dir = 'data'\ncampaigns_dir = 'campaigns'\n\
-         [connectors.mp]\ntype = 'wechat'\nappid = 'wxbench'\nsecret_env = 'NUDGE_BENCH_SECRET'\n\
-         api_base = 'http://127.0.0.1:9'\npush_token_env = 'NUDGE_BENCH_PUSH_TOKEN'\n\
-         push_aes_key_env = 'NUDGE_BENCH_PUSH_KEY'\n",
-    )?;
-    let mut child = Command::new(&nudge)
-        .arg("--config")
-        .arg(&config)
-        .args(["serve", "--listen", "127.0.0.1:0", "--compact-every", "0"])
-        .env("NUDGE_BENCH_SECRET", "bench-secret")
-        .env("NUDGE_BENCH_PUSH_TOKEN", PUSH_TOKEN)
-        .env("NUDGE_BENCH_PUSH_KEY", PUSH_KEY)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let base = crate::served_base(&mut child)?;
+    // The same events as Segment `track` messages (ids prefixed, so none is a duplicate of
+    // the first pass), batched alike: what a Segment SDK would post.
+    let segment_batches: Arc<Vec<String>> = Arc::new(
+        lines
+            .chunks(args.batch)
+            .map(segment_batch)
+            .collect::<anyhow::Result<_>>()?,
+    );
 
-    let next = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    let mut clients = Vec::new();
-    for _ in 0..args.clients {
-        let (batches, next, url) = (batches.clone(), next.clone(), format!("{base}/v1/events"));
-        clients.push(tokio::spawn(async move {
-            let client = reqwest::Client::new();
-            let mut latencies = Vec::new();
-            let mut accepted = 0u64;
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(body) = batches.get(i) else { break };
-                let sent = Instant::now();
-                let answer = client
-                    .post(&url)
-                    .header("content-type", "application/x-ndjson")
-                    .body(body.clone())
-                    .send()
-                    .await?;
-                anyhow::ensure!(answer.status() == 200, "batch {i}: {}", answer.status());
-                let json: serde_json::Value = answer.json().await?;
-                latencies.push(sent.elapsed().as_secs_f64());
-                accepted += json["accepted"].as_u64().unwrap_or(0);
-            }
-            anyhow::Ok((latencies, accepted))
-        }));
-    }
-    let mut latencies = Vec::new();
-    let mut accepted = 0;
-    for client in clients {
-        let (mine, count) = client.await??;
-        latencies.extend(mine);
-        accepted += count;
-    }
-    let seconds = started.elapsed().as_secs_f64();
+    let (child, base) = start(&nudge, &dir.path().join("served"))?;
+    let (latencies, accepted, seconds) = post_all(
+        format!("{base}/v1/events"),
+        "application/x-ndjson",
+        batches.clone(),
+        args.clients,
+    )
+    .await?;
     let mut pushed = Vec::new();
     if args.pushes > 0 {
         for (run, &clients) in args.push_clients.iter().enumerate() {
@@ -123,11 +81,23 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             pushed.push((clients, count, seconds, quantile(0.5), quantile(0.99)));
         }
     }
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    child.wait()?;
+    stop(child)?;
     let quantile = quantiles(latencies);
+    // Segment's route, on a store of its own as the first pass had.
+    let (child, base) = start(&nudge, &dir.path().join("served-segment"))?;
+    let (segment_latencies, segment_accepted, segment_seconds) = post_all(
+        format!("{base}/v1/batch"),
+        "application/json",
+        segment_batches,
+        args.clients,
+    )
+    .await?;
+    stop(child)?;
+    anyhow::ensure!(
+        segment_accepted == accepted,
+        "Segment's route stored {segment_accepted} events, /v1/events {accepted}"
+    );
+    let segment_quantile = quantiles(segment_latencies);
 
     let ingested = dir.path().join("ingested");
     std::fs::create_dir_all(&ingested)?;
@@ -159,6 +129,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         quantile(0.99)
     );
     println!(
+        "| POST /v1/batch (Segment, the same events as track messages) | {segment_accepted} | {segment_seconds:.2} s | {:.0} | {:.1} ms | {:.1} ms |",
+        segment_accepted as f64 / segment_seconds,
+        segment_quantile(0.5),
+        segment_quantile(0.99)
+    );
+    println!(
         "| nudge ingest (one file) | {} | {ingest_seconds:.2} s | {:.0} | | |",
         summary.events,
         summary.events as f64 / ingest_seconds
@@ -170,6 +146,116 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// A `nudge serve` on a free loopback port over a new store in `served` (compaction off, so it
+/// measures the write path), with a WeChat connector that takes pushes: nothing is ever sent
+/// through it (no campaigns), and its API address is a closed loopback port in case.
+fn start(
+    nudge: &std::path::Path,
+    served: &std::path::Path,
+) -> anyhow::Result<(std::process::Child, String)> {
+    std::fs::create_dir_all(served.join("campaigns"))?;
+    let config = served.join("nudge.toml");
+    std::fs::write(
+        &config,
+        "data_dir = 'data'\ncampaigns_dir = 'campaigns'\n\
+         [connectors.mp]\ntype = 'wechat'\nappid = 'wxbench'\nsecret_env = 'NUDGE_BENCH_SECRET'\n\
+         api_base = 'http://127.0.0.1:9'\npush_token_env = 'NUDGE_BENCH_PUSH_TOKEN'\n\
+         push_aes_key_env = 'NUDGE_BENCH_PUSH_KEY'\n",
+    )?;
+    let mut child = Command::new(nudge)
+        .arg("--config")
+        .arg(&config)
+        .args(["serve", "--listen", "127.0.0.1:0", "--compact-every", "0"])
+        .env("NUDGE_BENCH_SECRET", "bench-secret")
+        .env("NUDGE_BENCH_PUSH_TOKEN", PUSH_TOKEN)
+        .env("NUDGE_BENCH_PUSH_KEY", PUSH_KEY)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let base = crate::served_base(&mut child)?;
+    Ok((child, base))
+}
+
+fn stop(mut child: std::process::Child) -> anyhow::Result<()> {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    child.wait()?;
+    Ok(())
+}
+
+/// Posts every batch to `url` from `clients` clients (keep-alive); each must be answered 200.
+/// Returns the latencies, the events accepted and the seconds it took.
+async fn post_all(
+    url: String,
+    content_type: &'static str,
+    batches: Arc<Vec<String>>,
+    clients: usize,
+) -> anyhow::Result<(Vec<f64>, u64, f64)> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (batches, next, url) = (batches.clone(), next.clone(), url.clone());
+        tasks.push(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut latencies = Vec::new();
+            let mut accepted = 0u64;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(body) = batches.get(i) else { break };
+                let sent = Instant::now();
+                let answer = client
+                    .post(&url)
+                    .header("content-type", content_type)
+                    .body(body.clone())
+                    .send()
+                    .await?;
+                anyhow::ensure!(answer.status() == 200, "batch {i}: {}", answer.status());
+                let json: serde_json::Value = answer.json().await?;
+                latencies.push(sent.elapsed().as_secs_f64());
+                accepted += json["accepted"].as_u64().unwrap_or(0);
+            }
+            anyhow::Ok((latencies, accepted))
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut accepted = 0;
+    for task in tasks {
+        let (mine, count) = task.await??;
+        latencies.extend(mine);
+        accepted += count;
+    }
+    Ok((latencies, accepted, started.elapsed().as_secs_f64()))
+}
+
+/// NDJSON events as one Segment batch of `track` messages.
+fn segment_batch(lines: &[&str]) -> anyhow::Result<String> {
+    let sent_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let messages = lines
+        .iter()
+        .map(|line| {
+            let event: serde_json::Value = serde_json::from_str(line)?;
+            let ts = event["ts"].as_i64().unwrap_or_default();
+            let timestamp = chrono::DateTime::from_timestamp_millis(ts)
+                .unwrap_or_default()
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            let mut message = serde_json::json!({
+                "type": "track",
+                "userId": event["user_id"],
+                "event": event["event"],
+                "timestamp": timestamp,
+                "messageId": format!("s-{}", event["event_id"].as_str().unwrap_or_default()),
+            });
+            if let Some(props) = event.get("props") {
+                message["properties"] = props.clone();
+            }
+            anyhow::Ok(message)
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(serde_json::json!({ "batch": messages, "sentAt": sent_at }).to_string())
 }
 
 const PUSH_TOKEN: &str = "benchPushToken1";

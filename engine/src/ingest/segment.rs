@@ -14,6 +14,10 @@
 //!   `profile` event with the `traits` as props; `page` and `screen`: a `page_view` with the
 //!   page's `name` (and `category`) added to its `properties`.
 
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::request::{RecordReject, RequestError};
@@ -93,31 +97,31 @@ pub fn translate(
     received_ms: i64,
     max_messages: usize,
 ) -> Result<Translated, RequestError> {
-    let root: Value = serde_json::from_slice(body).map_err(|error| {
+    let unreadable = |error: serde_json::Error| {
         RequestError::Unreadable(format!(
-            "the body is not JSON as Segment's API takes it: {error}"
+            "the body is not a JSON object as Segment's API takes it: {error}"
         ))
-    })?;
-    let Value::Object(mut root) = root else {
-        return Err(RequestError::Unreadable(
-            "the body is not a JSON object".into(),
-        ));
     };
-    let mut translated = Translated::default();
-    let mut messages = Vec::new();
-    let shared = if route == Route::Batch {
-        match root.remove("batch") {
-            Some(Value::Array(batch)) => messages = batch,
-            _ => {
-                return Err(RequestError::Unreadable(
-                    "a batch needs a \"batch\" array of messages".into(),
-                ));
-            }
-        }
-        Shared::of(&root)
+    let (messages, shared): (Vec<&RawValue>, Shared) = if route == Route::Batch {
+        let root: BatchBody<'_> = serde_json::from_slice(body).map_err(unreadable)?;
+        let Some(messages) = root.batch else {
+            return Err(RequestError::Unreadable(
+                "a batch needs a \"batch\" array of messages".into(),
+            ));
+        };
+        let shared = Shared {
+            sent_at: root.sent_at.as_deref().and_then(time_of),
+            timezone: root.context.and_then(|context| context.timezone),
+        };
+        (messages, shared)
     } else {
-        messages.push(Value::Object(std::mem::take(&mut root)));
-        Shared::default()
+        let message: &RawValue = serde_json::from_slice(body).map_err(unreadable)?;
+        if !message.get().starts_with('{') {
+            return Err(RequestError::Unreadable(
+                "the body is not a JSON object".into(),
+            ));
+        }
+        (vec![message], Shared::default())
     };
     if messages.len() > max_messages {
         return Err(RequestError::TooManyEvents {
@@ -125,18 +129,21 @@ pub fn translate(
             max: max_messages,
         });
     }
+    let mut translated = Translated {
+        body: Vec::with_capacity(body.len()),
+        ..Translated::default()
+    };
     for (index, message) in messages.into_iter().enumerate() {
-        let size = serde_json::to_vec(&message).map_or(0, |text| text.len());
+        let size = message.get().len();
         let outcome = if size > MAX_MESSAGE_BYTES {
             Err(format!(
                 "record_too_long: the message is {size} bytes; Segment's API takes at most {MAX_MESSAGE_BYTES}"
             ))
         } else {
-            event_of(message, route, &shared, received_ms)
+            event_of(message, route, &shared, received_ms, &mut translated.body)
         };
         match outcome {
-            Ok(line) => {
-                translated.body.extend_from_slice(line.as_bytes());
+            Ok(()) => {
                 translated.body.push(b'\n');
                 translated.indices.push(index);
             }
@@ -146,100 +153,158 @@ pub fn translate(
     Ok(translated)
 }
 
+/// A batch's body: its messages, read one by one after.
+#[derive(Deserialize)]
+struct BatchBody<'a> {
+    #[serde(borrow)]
+    batch: Option<Vec<&'a RawValue>>,
+    #[serde(rename = "sentAt", borrow)]
+    sent_at: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    context: Option<Context<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Context<'a> {
+    #[serde(borrow)]
+    timezone: Option<Cow<'a, str>>,
+}
+
+/// One message, the fields nudge reads (the rest, `context.library` and such, is left).
+#[derive(Deserialize)]
+struct Message<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(rename = "userId", borrow)]
+    user_id: Option<&'a RawValue>,
+    #[serde(rename = "anonymousId", borrow)]
+    anonymous_id: Option<&'a RawValue>,
+    #[serde(rename = "messageId", borrow)]
+    message_id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    event: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    category: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    properties: Option<&'a RawValue>,
+    #[serde(borrow)]
+    traits: Option<&'a RawValue>,
+    #[serde(borrow)]
+    timestamp: Option<Cow<'a, str>>,
+    #[serde(rename = "originalTimestamp", borrow)]
+    original_timestamp: Option<Cow<'a, str>>,
+    #[serde(rename = "sentAt", borrow)]
+    sent_at: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    context: Option<Context<'a>>,
+}
+
 /// What a batch gives all its messages.
 #[derive(Debug, Default)]
-struct Shared {
+struct Shared<'a> {
     sent_at: Option<i64>,
-    timezone: Option<String>,
+    timezone: Option<Cow<'a, str>>,
 }
 
-impl Shared {
-    fn of(root: &Map<String, Value>) -> Shared {
-        Shared {
-            sent_at: root.get("sentAt").and_then(time_of),
-            timezone: timezone_of(root.get("context")),
-        }
-    }
-}
-
-fn time_of(value: &Value) -> Option<i64> {
-    chrono::DateTime::parse_from_rfc3339(value.as_str()?.trim())
+fn time_of(text: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(text.trim())
         .ok()
         .map(|time| time.timestamp_millis())
 }
 
-fn timezone_of(context: Option<&Value>) -> Option<String> {
-    context?
-        .get("timezone")?
-        .as_str()
-        .map(str::to_string)
-        .filter(|zone| !zone.is_empty())
-}
-
 /// An id as Segment's SDKs send it: text, or a number written as text.
-fn id_of(value: Option<&Value>) -> Option<String> {
-    match value? {
-        Value::String(text) if !text.is_empty() => Some(text.clone()),
+fn id_of(value: Option<&RawValue>) -> Option<String> {
+    match serde_json::from_str::<Value>(value?.get()).ok()? {
+        Value::String(text) if !text.is_empty() => Some(text),
         Value::Number(number) => Some(number.to_string()),
         _ => None,
     }
 }
 
-/// One message as a JSON line of nudge's event, or why it cannot be one.
-fn event_of(
-    message: Value,
-    route: Route,
-    shared: &Shared,
-    received_ms: i64,
-) -> Result<String, String> {
-    let Value::Object(mut message) = message else {
-        return Err("not_an_object: a message must be a JSON object".into());
+/// The props of `value` as JSON object text on one line: `None` for absent, null or `{}`.
+fn object_of<'a>(value: Option<&'a RawValue>, field: &str) -> Result<Option<Cow<'a, str>>, String> {
+    let Some(text) = value.map(RawValue::get) else {
+        return Ok(None);
     };
+    if text == "null" {
+        return Ok(None);
+    }
+    if !text.starts_with('{') {
+        return Err(format!("wrong_type: {field} must be a JSON object"));
+    }
+    if text[1..].trim_start().starts_with('}') {
+        return Ok(None);
+    }
+    if text.contains(['\n', '\r']) {
+        // Pretty-printed: written compact, as an NDJSON line must be.
+        let value: Value =
+            serde_json::from_str(text).map_err(|error| format!("bad_props: {error}"))?;
+        return Ok(Some(value.to_string().into()));
+    }
+    Ok(Some(text.into()))
+}
+
+/// Writes one message as a JSON line of nudge's event into `out`, or says why it cannot be one
+/// (`out` is then as it was).
+fn event_of(
+    message: &RawValue,
+    route: Route,
+    shared: &Shared<'_>,
+    received_ms: i64,
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
+    if !message.get().starts_with('{') {
+        return Err("not_an_object: a message must be a JSON object".into());
+    }
+    let message: Message<'_> =
+        serde_json::from_str(message.get()).map_err(|error| format!("wrong_type: {error}"))?;
     let kind = match route {
         Route::Batch => message
-            .get("type")
-            .and_then(Value::as_str)
+            .kind
+            .as_deref()
             .unwrap_or_default()
             .to_ascii_lowercase(),
         route => route.path().to_string(),
     };
-    let user_id = match id_of(message.get("userId")) {
+    let user_id = match id_of(message.user_id) {
         Some(id) => id,
-        None => match id_of(message.get("anonymousId")) {
+        None => match id_of(message.anonymous_id) {
             Some(id) => format!("{ANONYMOUS_PREFIX}{id}"),
             None => {
                 return Err("missing_field: a message needs a userId or an anonymousId".into());
             }
         },
     };
-    let object = |value: Option<Value>, field: &str| -> Result<Map<String, Value>, String> {
-        match value {
-            None | Some(Value::Null) => Ok(Map::new()),
-            Some(Value::Object(map)) => Ok(map),
-            Some(_) => Err(format!("wrong_type: {field} must be a JSON object")),
-        }
-    };
-    let (event, props) = match kind.as_str() {
+    let (event, props): (Cow<'_, str>, Option<Cow<'_, str>>) = match kind.as_str() {
         "track" => {
-            let name = match message.get("event") {
-                Some(Value::String(name)) => name.clone(),
-                _ => return Err("missing_field: a track message needs an event name".into()),
+            let Some(name) = message.event.as_deref() else {
+                return Err("missing_field: a track message needs an event name".into());
             };
-            let props = object(message.remove("properties"), "properties")?;
-            (event_name(&name)?, Some(props))
+            let props = object_of(message.properties, "properties")?;
+            (event_name(name)?.into(), props)
         }
         "identify" => {
-            let traits = object(message.remove("traits"), "traits")?;
-            (crate::event::PROFILE.to_string(), Some(traits))
+            let traits = object_of(message.traits, "traits")?;
+            (
+                crate::event::PROFILE.into(),
+                Some(traits.unwrap_or("{}".into())),
+            )
         }
         "page" | "screen" => {
-            let mut props = object(message.remove("properties"), "properties")?;
-            for field in ["name", "category"] {
-                if let Some(Value::String(text)) = message.get(field) {
-                    props.insert(field.into(), Value::String(text.clone()));
+            let mut props = match object_of(message.properties, "properties")? {
+                Some(text) => serde_json::from_str::<Map<String, Value>>(&text)
+                    .map_err(|error| format!("bad_props: {error}"))?,
+                None => Map::new(),
+            };
+            for (field, value) in [("name", &message.name), ("category", &message.category)] {
+                if let Some(text) = value {
+                    props.insert(field.into(), Value::String(text.to_string()));
                 }
             }
-            ("page_view".to_string(), Some(props))
+            let props = (!props.is_empty()).then(|| Value::Object(props).to_string().into());
+            ("page_view".into(), props)
         }
         "alias" => {
             return Err("unsupported_type: nudge does not merge user ids (alias); send each user's events under the id you send to".into());
@@ -259,43 +324,58 @@ fn event_of(
         }
     };
     let ts_ms = stamp(&message, shared, received_ms)?;
-    let mut line = Map::new();
-    line.insert("user_id".into(), Value::String(user_id));
-    line.insert("event".into(), Value::String(event));
-    line.insert("ts".into(), Value::from(ts_ms));
-    if let Some(props) = props
-        && (!props.is_empty() || kind == "identify")
-    {
-        line.insert("props".into(), Value::Object(props));
+    let text = |value: &str| Value::String(value.to_string()).to_string();
+    let mut line = format!(
+        "{{\"user_id\":{},\"event\":{},\"ts\":{ts_ms}",
+        text(&user_id),
+        text(&event)
+    );
+    if let Some(props) = props {
+        line.push_str(",\"props\":");
+        line.push_str(&props);
     }
-    if let Some(id) = id_of(message.get("messageId")) {
-        line.insert("event_id".into(), Value::String(id));
+    if let Some(id) = id_of(message.message_id) {
+        line.push_str(",\"event_id\":");
+        line.push_str(&text(&id));
     }
-    if let Some(zone) = timezone_of(message.get("context")).or_else(|| shared.timezone.clone()) {
-        line.insert("tz".into(), Value::String(zone));
+    let zone = message
+        .context
+        .as_ref()
+        .and_then(|context| context.timezone.as_deref())
+        .or(shared.timezone.as_deref())
+        .filter(|zone| !zone.is_empty());
+    if let Some(zone) = zone {
+        line.push_str(",\"tz\":");
+        line.push_str(&text(zone));
     }
-    Ok(Value::Object(line).to_string())
+    line.push('}');
+    out.extend_from_slice(line.as_bytes());
+    Ok(())
 }
 
 /// When the message happened: its `timestamp` (or `originalTimestamp`) moved by the device
 /// clock's error, which is how far the `sentAt` it stamped is from the time of receipt.
-fn stamp(message: &Map<String, Value>, shared: &Shared, received_ms: i64) -> Result<i64, String> {
-    let given = ["timestamp", "originalTimestamp"].iter().find_map(|field| {
-        message
-            .get(*field)
-            .filter(|value| !value.is_null())
-            .map(|v| (field, v))
-    });
+fn stamp(message: &Message<'_>, shared: &Shared<'_>, received_ms: i64) -> Result<i64, String> {
+    let given = [
+        ("timestamp", &message.timestamp),
+        ("originalTimestamp", &message.original_timestamp),
+    ]
+    .into_iter()
+    .find_map(|(field, value)| value.as_deref().map(|value| (field, value)));
     let Some((field, value)) = given else {
         return Ok(received_ms);
     };
     let Some(ts) = time_of(value) else {
         return Err(format!(
-            "bad_timestamp: {field} {} is not ISO 8601 with an offset, e.g. 2026-11-01T08:00:00.000Z",
-            value.to_string().chars().take(60).collect::<String>()
+            "bad_timestamp: {field} '{}' is not ISO 8601 with an offset, e.g. 2026-11-01T08:00:00.000Z",
+            value.chars().take(60).collect::<String>()
         ));
     };
-    let sent_at = message.get("sentAt").and_then(time_of).or(shared.sent_at);
+    let sent_at = message
+        .sent_at
+        .as_deref()
+        .and_then(time_of)
+        .or(shared.sent_at);
     Ok(match sent_at {
         Some(sent_at) => ts + (received_ms - sent_at),
         None => ts,
@@ -375,7 +455,9 @@ mod tests {
         // The device's clock is 10 minutes behind: it stamped sentAt 23:50 at our 00:00.
         let body = br#"{"batch":[
             {"type":"track","event":"Order Completed","userId":"u1","messageId":"m1",
-             "timestamp":"2026-12-06T23:45:00.000Z","properties":{"total":30},
+             "timestamp":"2026-12-06T23:45:00.000Z","properties":{
+                "total": 30
+             },
              "context":{"timezone":"Asia/Shanghai"}},
             {"type":"identify","anonymousId":"a-9","messageId":"m2",
              "timestamp":"2026-12-06T23:49:00+00:00","traits":{"plan":"gold"}},
@@ -467,5 +549,43 @@ mod tests {
             translate(br#"{"batch":[{},{}]}"#, Route::Batch, RECEIVED, 1),
             Err(RequestError::TooManyEvents { count: 2, max: 1 })
         ));
+    }
+    proptest::proptest! {
+        /// Whatever the fields hold, every message is one line the request check reads (an
+        /// event, or a reject it names), or refused here by its index: none is lost or split.
+        #[test]
+        fn every_message_is_one_line_or_one_reject(
+            names in proptest::collection::vec("\\PC{0,12}", 1..6),
+            keys in proptest::collection::vec("[a-z\\n\"\\\\ ]{0,6}", 1..6),
+            pretty in proptest::bool::ANY,
+        ) {
+            let messages: Vec<Value> = names
+                .iter()
+                .zip(keys.iter().cycle())
+                .enumerate()
+                .map(|(i, (name, key))| {
+                    let kind = ["track", "identify", "page", "screen", "alias"][i % 5];
+                    serde_json::json!({
+                    "type": kind,
+                    "userId": name, "event": name, "name": name, "messageId": format!("m{i}"),
+                    "properties": {key.as_str(): name}, "traits": {key.as_str(): [name]},
+                    "timestamp": "2026-12-06T12:00:00+08:00",
+                })})
+                .collect();
+            let body = serde_json::json!({"batch": messages});
+            let body = if pretty {
+                serde_json::to_vec_pretty(&body).unwrap()
+            } else {
+                serde_json::to_vec(&body).unwrap()
+            };
+            let translated = translate(&body, Route::Batch, RECEIVED, 100).unwrap();
+            let limits = super::super::request::RequestLimits { max_events: 100, max_event_bytes: 1 << 20 };
+            let checked = super::super::request::check(&translated.body, limits).unwrap();
+            proptest::prop_assert_eq!(checked.records, translated.indices.len());
+            proptest::prop_assert_eq!(
+                translated.indices.len() + translated.rejected.len(),
+                names.len()
+            );
+        }
     }
 }
