@@ -24,7 +24,8 @@ pub struct Request {
 }
 
 /// One refused record of a request.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = Reject)]
 pub struct RecordReject {
     /// Its place in the request, from 0.
     pub index: usize,

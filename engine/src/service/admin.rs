@@ -10,7 +10,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{Service, internal, refuse};
 use crate::campaign::{self, Campaign};
@@ -135,22 +135,47 @@ pub async fn run(
     let settings = service.engine.run_settings();
     let report =
         campaign::run::run(&service.store, &settings, campaign, run_at, now, dry_run).await?;
-    Ok(Json(serde_json::json!({
-        "campaign": name,
-        "run_at": run_at.to_rfc3339(),
-        "dry_run": dry_run,
-        "considered": report.considered,
-        "planned": report.planned,
-        // Of those, already in the outbox from an earlier run of this instant.
-        "duplicates": report.duplicates,
-        "enqueued": if dry_run { 0 } else { report.planned.saturating_sub(report.duplicates) },
-        "holdout": report.holdout,
-        "cancelled": report.cancelled,
-        "skipped": report.skipped,
-        "hours": report.hours,
-        "seconds": started.elapsed().as_secs_f64(),
-    }))
+    Ok(Json(RunAnswer {
+        campaign: name,
+        run_at: run_at.to_rfc3339(),
+        dry_run,
+        considered: report.considered,
+        planned: report.planned,
+        duplicates: report.duplicates,
+        enqueued: if dry_run {
+            0
+        } else {
+            report.planned.saturating_sub(report.duplicates)
+        },
+        holdout: report.holdout,
+        cancelled: report.cancelled,
+        skipped: report.skipped,
+        hours: report.hours,
+        seconds: started.elapsed().as_secs_f64(),
+    })
     .into_response())
+}
+
+/// What a campaign run did: `POST /v1/campaigns/{name}/run`'s answer.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct RunAnswer {
+    campaign: String,
+    /// The run's instant (RFC 3339).
+    run_at: String,
+    dry_run: bool,
+    considered: u64,
+    planned: u64,
+    /// Of those, already in the outbox from an earlier run of this instant.
+    duplicates: u64,
+    enqueued: u64,
+    holdout: u64,
+    cancelled: u64,
+    /// Users left out, by reason.
+    skipped: BTreeMap<String, u64>,
+    /// Planned sends by the users' local hour, 0-23.
+    #[schema(value_type = Vec<u64>)]
+    hours: [u64; 24],
+    seconds: f64,
 }
 
 /// `GET /v1/users/{id}?as_of=T`: the user's facts, window, credits and latest sends.
@@ -253,7 +278,7 @@ impl std::io::Write for ChunkWriter {
 }
 
 /// The body of `POST /v1/rules/explain`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExplainRequest {
     /// The rule's text (Rhai).
@@ -263,6 +288,14 @@ pub struct ExplainRequest {
     pub as_of: Option<String>,
     /// The name errors give the rule [default: "rule"].
     pub name: Option<String>,
+}
+
+/// A rule that does not compile: the 422 of `POST /v1/rules/explain`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct RuleError {
+    error: String,
+    line: usize,
+    column: usize,
 }
 
 /// `POST /v1/rules/explain`: a rule's verdict on one user, with the facts it read and each
@@ -283,15 +316,12 @@ pub async fn explain(State(service): State<Arc<Service>>, body: axum::body::Byte
     let rule = match nudge_rules::Rule::compile(name, &request.rule, service.engine.rules) {
         Ok(rule) => rule,
         Err(error) => {
-            return Ok((
-                StatusCode::UNPROCESSABLE_ENTITY,
-                Json(serde_json::json!({
-                    "error": error.to_string(),
-                    "line": error.line,
-                    "column": error.column,
-                })),
-            )
-                .into_response());
+            let body = RuleError {
+                error: error.to_string(),
+                line: error.line,
+                column: error.column,
+            };
+            return Ok((StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response());
         }
     };
     let default_tz = service.engine.default_tz;

@@ -30,31 +30,22 @@ async fn answer(service: &Service, scope: Scope, headers: HeaderMap, body: Bytes
         Err(answer) => return *answer,
     };
     match store(service, scope, "http", &body).await {
-        Ok(stored) => axum::Json(stored.json()).into_response(),
+        Ok(stored) => axum::Json(stored).into_response(),
         Err(answer) => *answer,
     }
 }
 
-/// What a request's events came to.
-#[derive(Debug, Default)]
+/// What a request's events came to, once stored: the answer's body.
+#[derive(Debug, Default, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = EventsAnswer)]
 pub(super) struct Stored {
     pub accepted: u64,
+    /// Events whose id was already stored (or clicks already counted).
     pub duplicates: u64,
+    /// Events of forgotten users, refused.
     pub forgotten: u64,
     /// Records refused, by their index in the body.
     pub rejected: Vec<RecordReject>,
-}
-
-impl Stored {
-    /// The answer's body.
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "accepted": self.accepted,
-            "duplicates": self.duplicates,
-            "forgotten": self.forgotten,
-            "rejected": self.rejected,
-        })
-    }
 }
 
 /// The body, decompressed when it is gzip (by its `Content-Encoding` or its first bytes),

@@ -16,6 +16,7 @@ mod intake;
 pub mod limit;
 pub mod listen;
 pub mod metrics;
+mod openapi;
 pub mod push;
 pub mod segment;
 
@@ -429,6 +430,7 @@ pub fn router(service: Arc<Service>) -> Router {
             axum::routing::get(metrics::scrape).route_layer(needs(Scope::Metrics)),
         )
         .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+        .route("/openapi.json", axum::routing::get(openapi::serve))
         .route("/readyz", axum::routing::get(readyz))
         .merge(console::routes(service.clone()))
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
@@ -717,11 +719,18 @@ async fn time_request(
 /// [`internal`]).
 fn refuse(status: StatusCode, message: impl Into<String>) -> Response {
     let request_id = REQUEST_ID.try_with(Clone::clone).unwrap_or_default();
-    (
-        status,
-        axum::Json(serde_json::json!({ "error": message.into(), "request_id": request_id })),
-    )
-        .into_response()
+    let body = Refused {
+        error: message.into(),
+        request_id,
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+/// A refusal's body: what to change, and the request's id to quote.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct Refused {
+    error: String,
+    request_id: String,
 }
 
 /// 503 with `Retry-After`: the client should come back.
@@ -852,6 +861,7 @@ mod tests {
             (Method::GET, "/metrics"),
             (Method::GET, "/healthz"),
             (Method::GET, "/readyz"),
+            (Method::GET, "/openapi.json"),
             (Method::GET, "/no/such/route"),
         ];
         let call = |method: &Method, path: &str| {

@@ -109,7 +109,18 @@ async fn answer(
         }
     };
     translated.renumber(&mut stored.rejected);
-    let mut json = stored.json();
-    json["success"] = serde_json::Value::Bool(true);
-    axum::Json(json).into_response()
+    axum::Json(SegmentAnswer {
+        success: true,
+        stored,
+    })
+    .into_response()
+}
+
+/// What a Segment request came to: `success` is what the SDKs look for, the rest is nudge's
+/// counts (rejects indexed by message).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct SegmentAnswer {
+    success: bool,
+    #[serde(flatten)]
+    stored: events::Stored,
 }

@@ -11,6 +11,7 @@ mod forget;
 mod ingest;
 mod migrations;
 mod nodes;
+mod openapi;
 mod planning;
 mod quickstart;
 mod reliability;
