@@ -624,34 +624,52 @@ async fn a_user_forgotten_while_the_service_ingests_compacts_and_dispatches_is_g
 }
 
 // See: #39. The monitoring examples (alert rules, their tests' series, the Grafana dashboard)
-// name only metrics a running `nudge serve` declares at /metrics: a renamed metric fails here.
+// name only metrics a running `nudge serve` serves at /metrics, and a real Prometheus server
+// reads them as served: a renamed metric, or an exposition Prometheus cannot parse, fails here.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_monitoring_examples_name_only_metrics_the_service_serves() {
+    // A credit nudge knows of but WeChat's mock does not: the send is refused with 43101, so
+    // every family the examples read has a sample.
     let mock = super::support::wechat_mock(0).await;
     let dir = tempfile::tempdir().unwrap();
     let (child, base) = start(dir.path(), &mock.api_base());
-    let text = reqwest::Client::new()
-        .get(format!("{base}/metrics"))
-        .header("authorization", format!("Bearer {KEY}"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let mut served = std::collections::BTreeSet::new();
-    for line in text.lines() {
-        if let Some(rest) = line.strip_prefix("# TYPE ") {
-            let mut words = rest.split_whitespace();
-            let (name, kind) = (words.next().unwrap(), words.next().unwrap());
-            served.insert(name.to_string());
-            if kind == "histogram" {
-                for suffix in ["_bucket", "_count", "_sum"] {
-                    served.insert(format!("{name}{suffix}"));
-                }
-            }
+    let an_hour_ago = chrono::Utc::now().timestamp_millis() - 3_600_000;
+    let cart = json!([{"user_id": "oUserA", "event": "add_to_cart", "ts": an_hour_ago, "event_id": "cart-a"}]);
+    let (status, _) = call("POST", format!("{base}/v1/events"), EVENTS_KEY, Some(cart)).await;
+    assert_eq!(status, 200);
+    let popup = json!({
+        "ToUserName": "gh_mock", "FromUserName": "oUserA", "CreateTime": an_hour_ago / 1_000,
+        "MsgType": "event", "Event": "subscribe_msg_popup_event",
+        "List": {"TemplateId": TEMPLATE, "SubscribeStatusString": "accept", "PopupScene": "0"},
+    });
+    assert_eq!(push(&base, &popup).await, 200);
+    let (status, run) = admin("POST", format!("{base}/v1/campaigns/cart/run")).await;
+    assert_eq!((status, run["planned"].as_u64()), (200, Some(1)), "{run}");
+    let scrape = || async {
+        reqwest::Client::new()
+            .get(format!("{base}/metrics"))
+            .header("authorization", format!("Bearer {KEY}"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let text = loop {
+        let text = scrape().await;
+        if text.contains("nudge_provider_errors_total{") || std::time::Instant::now() > deadline {
+            break text;
         }
-    }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    // The names of the samples served (what a rule or a panel queries).
+    let served: std::collections::BTreeSet<String> = text
+        .lines()
+        .filter(|line| !line.starts_with('#') && !line.is_empty())
+        .map(|line| line.split(['{', ' ']).next().unwrap().to_string())
+        .collect();
     let folder = super::support::manifest_dir().join("../examples/monitoring");
     let mut named = std::collections::BTreeSet::new();
     for file in [
@@ -664,7 +682,7 @@ async fn the_monitoring_examples_name_only_metrics_the_service_serves() {
             if word.starts_with("nudge_") {
                 assert!(
                     served.contains(word),
-                    "{file} names {word}, which /metrics does not serve: {served:?}"
+                    "{file} names {word}, which /metrics does not serve: {served:?}\n{text}"
                 );
                 named.insert(word.to_string());
             }
@@ -689,5 +707,89 @@ async fn the_monitoring_examples_name_only_metrics_the_service_serves() {
             .any(|line| line == "nudge_leader 0" || line == "nudge_leader 1"),
         "{text}"
     );
+
+    // Prometheus itself (Debian's package) scrapes the service and reads the same values.
+    let prometheus = Prometheus::scraping(dir.path(), &base, KEY);
+    let errors = prometheus.query("nudge_provider_errors_total").await;
+    assert!(
+        errors
+            .iter()
+            .any(|sample| sample["metric"]["code"] == "43101" && sample["value"][1] == "1"),
+        "{errors:?}"
+    );
+    let events = prometheus
+        .query(r#"nudge_events_total{source="http",result="accepted"}"#)
+        .await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["value"][1], "1");
+    let up = prometheus.query("up").await;
+    assert_eq!(up[0]["value"][1], "1", "{up:?}");
     stop(child);
+}
+
+/// A Prometheus server (`prometheus` from Debian's package) scraping `base`'s `/metrics` every
+/// second with `key`, on a free loopback port; stopped when dropped.
+struct Prometheus {
+    _child: super::support::Spawned,
+    address: String,
+}
+
+impl Prometheus {
+    fn scraping(dir: &std::path::Path, base: &str, key: &str) -> Prometheus {
+        use super::support::SpawnGuarded;
+        let target = base.trim_start_matches("http://");
+        let config = dir.join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: nudge\n    authorization:\n      credentials: {key}\n    static_configs:\n      - targets: ['{target}']\n"
+            ),
+        )
+        .unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let address = format!("127.0.0.1:{port}");
+        let child = std::process::Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("prometheus").display()
+            ))
+            .arg(format!("--web.listen-address={address}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn_guarded();
+        Prometheus {
+            _child: child,
+            address,
+        }
+    }
+
+    /// The samples of an instant query, once Prometheus has scraped something for it (within
+    /// 30 s).
+    async fn query(&self, query: &str) -> Vec<Value> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let answer = reqwest::Client::new()
+                .get(format!("http://{}/api/v1/query", self.address))
+                .query(&[("query", query)])
+                .send()
+                .await;
+            if let Ok(answer) = answer
+                && let Ok(body) = answer.json::<Value>().await
+                && let Some(result) = body["data"]["result"].as_array()
+                && !result.is_empty()
+            {
+                return result.clone();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "Prometheus found nothing for {query} in 30 s (is Debian's prometheus installed?)"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+    }
 }
