@@ -91,8 +91,7 @@ impl Default for Metrics {
             "Provider pushes, by event and result",
             pushes.clone(),
         );
-        let durations: Durations =
-            Family::new_with_constructor(|| Histogram::new(BUCKETS));
+        let durations: Durations = Family::new_with_constructor(|| Histogram::new(BUCKETS));
         registry.register(
             "nudge_http_request_duration_seconds",
             "Time to answer a request, by route",
