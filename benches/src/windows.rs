@@ -20,6 +20,10 @@ pub struct Args {
     /// longer dataset
     #[arg(long)]
     lookback_days: Option<i64>,
+    /// `windows.session_gap_minutes` (default: the configured 30; 0 counts every event), to
+    /// time the compute with and without sessions on the same store
+    #[arg(long)]
+    session_gap_minutes: Option<u32>,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -29,6 +33,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         crate::generated_store(dir.path(), args.users, args.days, 5, start).await?;
     if let Some(days) = args.lookback_days {
         config.windows.lookback_days = days;
+    }
+    if let Some(gap) = args.session_gap_minutes {
+        config.windows.session_gap_minutes = gap;
     }
     let end = (start + Duration::days(args.days as i64))
         .and_hms_opt(0, 0, 0)
@@ -65,7 +72,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     for engine in crate::peers::ENGINES {
         references.push(reference(engine, &store, &config, end).await);
     }
-    println!("\n### Windows compute\n\nMachine: {}\n", crate::machine());
+    println!(
+        "\n### Windows compute\n\nMachine: {}. Sessions: {}.\n",
+        crate::machine(),
+        match config.windows.session_gap_minutes {
+            0 => "none (every event counted)".to_string(),
+            gap => format!("a gap over {gap} minutes starts one"),
+        }
+    );
     println!(
         "| users | events | full compute, tuning | full compute, tuning kept | incremental update (events added) | peak memory of the full compute |"
     );

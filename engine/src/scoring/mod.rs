@@ -60,6 +60,11 @@ pub struct WindowsConfig {
     pub types: usize,
     /// Users with at least this many events in the lookback teach the rhythm types.
     pub fit_min_events: u64,
+    /// A user's events at most this many minutes apart are one session, counted once at the
+    /// hour it began with its strongest kind's weight (a burst of a dozen views is one sign of
+    /// activity, not twelve); 0 (the default, until tuning picks it per store) counts every
+    /// event on its own.
+    pub session_gap_minutes: u32,
     /// Weight per event name; names not listed weigh `default_weight`.
     pub event_weights: HashMap<String, f64>,
     pub default_weight: f64,
@@ -89,6 +94,7 @@ impl Default for WindowsConfig {
             retune_days: 7,
             types: 8,
             fit_min_events: 25,
+            session_gap_minutes: 0,
             event_weights,
             default_weight: 0.5,
         }
@@ -114,6 +120,9 @@ impl WindowsConfig {
         }
         if !(1..=60).contains(&self.holdout_days) {
             return Err("windows.holdout_days must be 1 to 60".into());
+        }
+        if self.session_gap_minutes > 24 * 60 {
+            return Err("windows.session_gap_minutes must be 0 (no sessions) to 1440".into());
         }
         if self.pseudo_count.is_nan() || self.pseudo_count < 0.0 {
             return Err("windows.pseudo_count must be 0 or more".into());
@@ -298,10 +307,14 @@ async fn hourly(
     from_ms: i64,
     to_ms: i64,
 ) -> Result<Option<local::HourlyCounts>> {
+    let lead_ms = i64::from(config.session_gap_minutes) * 60_000;
     store
-        .read_segment_paths(Some((from_ms + 1, to_ms + 1)), |paths| async move {
-            tokio::task::block_in_place(|| histogram::hourly(&paths, config, from_ms, to_ms))
-        })
+        .read_segment_paths(
+            Some((from_ms + 1 - lead_ms, to_ms + 1)),
+            |paths| async move {
+                tokio::task::block_in_place(|| histogram::hourly(&paths, config, from_ms, to_ms))
+            },
+        )
         .await
 }
 
@@ -316,10 +329,15 @@ pub(crate) async fn build_state(
     as_of_ms: i64,
     cuts: &[i64],
 ) -> Result<Option<(local::State, Vec<calibrate::Held>, ComputeReport)>> {
+    // With sessions, the files of the gap before `from_ms` too (see `histogram::Sessions`).
+    let lead_ms = i64::from(config.session_gap_minutes) * 60_000;
     store
-        .read_segments(Some((from_ms + 1, as_of_ms + 1)), |segments| async move {
-            build_state_from(store, segments, config, default_tz, from_ms, as_of_ms, cuts).await
-        })
+        .read_segments(
+            Some((from_ms + 1 - lead_ms, as_of_ms + 1)),
+            |segments| async move {
+                build_state_from(store, segments, config, default_tz, from_ms, as_of_ms, cuts).await
+            },
+        )
         .await
 }
 
@@ -335,6 +353,7 @@ async fn build_state_from(
 ) -> Result<(local::State, Vec<calibrate::Held>, ComputeReport)> {
     let started = std::time::Instant::now();
     let mut numbers = local::UserNumbers::default();
+    let mut sessions = histogram::Sessions::new(config, from_ms);
     let mut state = local::Building::new(as_of_ms);
     // Per cut: the held-out events as they are (no decay), and decayed.
     let mut held: Vec<(local::Building, local::Building)> = cuts
@@ -354,10 +373,12 @@ async fn build_state_from(
     let mut report = ComputeReport::default();
     // A slice of days at a time, so memory holds one slice's events (and the next one's, scanned
     // while this one is added up); every slice numbers its users with the same dictionary.
+    // A session open at the lookback's start began before it: read back a gap to see it.
+    let lead_ms = sessions.lead_ms();
     let scan = |slice: Vec<PathBuf>| {
         let scan_config = config.clone();
         tokio::task::spawn_blocking(move || {
-            histogram::scan(&slice, &scan_config, from_ms, as_of_ms)
+            histogram::scan(&slice, &scan_config, from_ms - lead_ms, as_of_ms)
         })
     };
     let mut slices = day_slices(segments, SLICE_ROWS).into_iter();
@@ -371,7 +392,7 @@ async fn build_state_from(
             .map_err(|error| Error::Usage(format!("the windows scan failed: {error}")))??;
         next = slices.next().map(scan);
         tokio::task::block_in_place(|| -> Result<()> {
-            let grouped = histogram::grouped(scanned, &mut numbers)?;
+            let grouped = histogram::grouped(scanned, &mut numbers, &mut sessions)?;
             let names = numbers.names();
             for (index, (held_plain, held_decayed)) in held.iter_mut().enumerate() {
                 let upper = if index == 0 {

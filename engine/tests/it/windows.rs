@@ -243,6 +243,51 @@ async fn an_incremental_update_agrees_with_a_full_recompute() {
     }
 }
 
+// See: #41. A burst going on when an update runs is the session the last run counted: the
+// updates in steps of ten minutes through the evening's bursts give what one compute gives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn updates_continue_the_sessions_open_when_they_run() {
+    let test = generated_store(400, 60, 4, nudge_engine::synth::Family::Sessions).await;
+    let config = WindowsConfig {
+        session_gap_minutes: 30,
+        tune: false,
+        pseudo_count: 0.0,
+        ..WindowsConfig::default()
+    };
+    let zone = chrono_tz::Asia::Shanghai;
+    // 19:55 to 22:05 in Shanghai, the evening's peak.
+    let first = at("2026-10-24T11:55:00Z");
+    scoring::compute(&test.store, &config, zone, first)
+        .await
+        .unwrap();
+    let mut added = 0;
+    for step in 1..=13 {
+        let report = scoring::update(
+            &test.store,
+            &config,
+            zone,
+            first + Duration::minutes(10 * step),
+        )
+        .await
+        .unwrap();
+        added += report.added_events;
+    }
+    assert!(added > 50, "the updates added {added} events");
+    let end = first + Duration::minutes(130);
+    let incremental = scoring::load(&test.store).unwrap().unwrap();
+    scoring::compute(&test.store, &config, zone, end)
+        .await
+        .unwrap();
+    let full = scoring::load(&test.store).unwrap().unwrap();
+    assert_eq!(incremental.users.len(), full.users.len());
+    for (a, b) in incremental.users.iter().zip(&full.users) {
+        assert_eq!((&a.user_id, a.events), (&b.user_id, b.events));
+        for (p, q) in a.probabilities.iter().zip(&b.probabilities) {
+            assert!((p - q).abs() < 1e-4, "{}: {p} vs {q}", a.user_id);
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loading_some_users_gives_exactly_their_stored_windows() {
     let test = TestStore::new().await;
