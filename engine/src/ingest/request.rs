@@ -33,6 +33,17 @@ pub struct RecordReject {
     pub reason: String,
 }
 
+/// Gives `rejected` (indexed by record of a body made from a request's records, record `i`
+/// coming from the request's `indices[i]`) the request's indices, and adds `own`, the records
+/// refused before that body was made; in request order.
+pub fn renumber(rejected: &mut Vec<RecordReject>, indices: &[usize], own: &[RecordReject]) {
+    for reject in rejected.iter_mut() {
+        reject.index = indices.get(reject.index).copied().unwrap_or(reject.index);
+    }
+    rejected.extend(own.iter().cloned());
+    rejected.sort_by_key(|reject| reject.index);
+}
+
 /// Why a request is refused whole.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum RequestError {

@@ -76,15 +76,7 @@ impl Translated {
     /// Gives rejects indexed by line of `body` their message's index, adds the messages
     /// refused here, in message order.
     pub fn renumber(&self, rejected: &mut Vec<RecordReject>) {
-        for reject in rejected.iter_mut() {
-            reject.index = self
-                .indices
-                .get(reject.index)
-                .copied()
-                .unwrap_or(reject.index);
-        }
-        rejected.extend(self.rejected.iter().cloned());
-        rejected.sort_by_key(|reject| reject.index);
+        super::request::renumber(rejected, &self.indices, &self.rejected);
     }
 }
 

@@ -28,15 +28,7 @@ impl Screened {
     /// Gives the check's rejects (indexed in `body`) the request's indices, and adds the
     /// records refused here, in request order.
     pub fn renumber(&self, rejected: &mut Vec<RecordReject>) {
-        for reject in rejected.iter_mut() {
-            reject.index = self
-                .indices
-                .get(reject.index)
-                .copied()
-                .unwrap_or(reject.index);
-        }
-        rejected.extend(self.rejected.iter().cloned());
-        rejected.sort_by_key(|reject| reject.index);
+        crate::ingest::request::renumber(rejected, &self.indices, &self.rejected);
     }
 
     /// Takes back the clicks counted for a batch that was not stored.

@@ -203,6 +203,17 @@ async fn a_user_with_one_event_gets_a_full_sensible_profile() {
     );
 }
 
+/// The same users, each with the same event count and probabilities (to 1e-4).
+fn assert_same_windows(incremental: &scoring::Windows, full: &scoring::Windows) {
+    assert_eq!(incremental.users.len(), full.users.len());
+    for (a, b) in incremental.users.iter().zip(&full.users) {
+        assert_eq!((&a.user_id, a.events), (&b.user_id, b.events));
+        for (p, q) in a.probabilities.iter().zip(&b.probabilities) {
+            assert!((p - q).abs() < 1e-4, "{}: {p} vs {q}", a.user_id);
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_incremental_update_agrees_with_a_full_recompute() {
     let test = generated_store(400, 60, 4, Default::default()).await;
@@ -234,13 +245,7 @@ async fn an_incremental_update_agrees_with_a_full_recompute() {
         .unwrap();
     let full = scoring::load(&test.store).unwrap().unwrap();
 
-    assert_eq!(incremental.users.len(), full.users.len());
-    for (a, b) in incremental.users.iter().zip(&full.users) {
-        assert_eq!((&a.user_id, a.events), (&b.user_id, b.events));
-        for (p, q) in a.probabilities.iter().zip(&b.probabilities) {
-            assert!((p - q).abs() < 1e-4, "{}: {p} vs {q}", a.user_id);
-        }
-    }
+    assert_same_windows(&incremental, &full);
 }
 
 // See: #41. A burst going on when an update runs is the session the last run counted: the
@@ -279,13 +284,7 @@ async fn updates_continue_the_sessions_open_when_they_run() {
         .await
         .unwrap();
     let full = scoring::load(&test.store).unwrap().unwrap();
-    assert_eq!(incremental.users.len(), full.users.len());
-    for (a, b) in incremental.users.iter().zip(&full.users) {
-        assert_eq!((&a.user_id, a.events), (&b.user_id, b.events));
-        for (p, q) in a.probabilities.iter().zip(&b.probabilities) {
-            assert!((p - q).abs() < 1e-4, "{}: {p} vs {q}", a.user_id);
-        }
-    }
+    assert_same_windows(&incremental, &full);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
