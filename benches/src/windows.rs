@@ -24,6 +24,9 @@ pub struct Args {
     /// time the compute with and without sessions on the same store
     #[arg(long)]
     session_gap_minutes: Option<u32>,
+    /// `windows.tune_session_gap`: the tuning compute also picks the gap
+    #[arg(long)]
+    tune_session_gap: bool,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -37,6 +40,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(gap) = args.session_gap_minutes {
         config.windows.session_gap_minutes = gap;
     }
+    config.windows.tune_session_gap |= args.tune_session_gap;
     let end = (start + Duration::days(args.days as i64))
         .and_hms_opt(0, 0, 0)
         .unwrap()
@@ -75,9 +79,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     println!(
         "\n### Windows compute\n\nMachine: {}. Sessions: {}.\n",
         crate::machine(),
-        match config.windows.session_gap_minutes {
-            0 => "none (every event counted)".to_string(),
-            gap => format!("a gap over {gap} minutes starts one"),
+        match (
+            config.windows.tune_session_gap,
+            config.windows.session_gap_minutes
+        ) {
+            (true, _) => format!(
+                "the gap tuned (picked {} min)",
+                full.calibration.session_gap_minutes.unwrap_or_default()
+            ),
+            (false, 0) => "none (every event counted)".to_string(),
+            (false, gap) => format!("a gap over {gap} minutes starts one"),
         }
     );
     println!(

@@ -58,6 +58,10 @@ pub struct Calibration {
     /// The backtest on the held-out days with the chosen settings: every band of users.
     pub bands: Vec<Band>,
     pub fallbacks: Vec<Fallback>,
+    /// The session gap the tuning picked (`windows.tune_session_gap`); `None`: the configured
+    /// one.
+    #[serde(default)]
+    pub session_gap_minutes: Option<u32>,
 }
 
 impl Calibration {
@@ -72,7 +76,25 @@ impl Calibration {
             log_likelihood: None,
             bands: Vec::new(),
             fallbacks: Vec::new(),
+            session_gap_minutes: None,
         }
+    }
+
+    /// The share of their held-out activity at the hour chosen for them, over the backtest's
+    /// users (each band answered by its fallback where it has one); `None` when not tuned.
+    pub fn backtest_share(&self) -> Option<f64> {
+        let (mut sum, mut users) = (0.0, 0u64);
+        for band in &self.bands {
+            let strategy = self
+                .fallbacks
+                .iter()
+                .find(|f| f.band == band.name)
+                .and_then(|f| STRATEGIES.iter().position(|s| *s == f.strategy))
+                .unwrap_or(0);
+            sum += band.scores.get(strategy)?.share * band.users as f64;
+            users += band.users;
+        }
+        (users > 0).then(|| sum / users as f64)
     }
 
     /// The baseline (index into [`STRATEGIES`]) answering users with this many events, if any.
@@ -243,6 +265,7 @@ pub fn calibrate(
         log_likelihood: Some([configured_score, score]),
         bands,
         fallbacks,
+        session_gap_minutes: None,
     };
     (calibration, Some(model))
 }

@@ -65,6 +65,10 @@ pub struct WindowsConfig {
     /// activity, not twelve); 0 (the default, until tuning picks it per store) counts every
     /// event on its own.
     pub session_gap_minutes: u32,
+    /// When tuning, also pick the session gap among 0, 10 and 30 minutes by the held-out days
+    /// (each counted in sessions of 30 minutes, so the candidates answer the same question);
+    /// the pick is kept with the tuning. Costs a scan and a tuning per candidate.
+    pub tune_session_gap: bool,
     /// Weight per event name; names not listed weigh `default_weight`.
     pub event_weights: HashMap<String, f64>,
     pub default_weight: f64,
@@ -95,6 +99,7 @@ impl Default for WindowsConfig {
             types: 8,
             fit_min_events: 25,
             session_gap_minutes: 0,
+            tune_session_gap: false,
             event_weights,
             default_weight: 0.5,
         }
@@ -262,6 +267,25 @@ pub async fn compute(
     } else {
         &[]
     };
+    if config.tune && config.tune_session_gap && kept.is_none() {
+        return compute_tuning_the_gap(store, config, default_tz, as_of, from_ms, cuts).await;
+    }
+    // A gap the tuning picked is kept with the rest of it.
+    let kept_gap = kept
+        .as_ref()
+        .and_then(|(calibration, _)| calibration.session_gap_minutes);
+    let with_kept_gap;
+    let stored_config = config;
+    let config = match kept_gap {
+        Some(gap) => {
+            with_kept_gap = WindowsConfig {
+                session_gap_minutes: gap,
+                ..config.clone()
+            };
+            &with_kept_gap
+        }
+        None => config,
+    };
     let Some((state, held, report)) =
         build_state(store, config, default_tz, from_ms, as_of_ms, cuts).await?
     else {
@@ -296,7 +320,95 @@ pub async fn compute(
         );
         (calibration, model)
     };
-    finish(store, config, state, choose, tuned_ms, report).await
+    // Stored with the configuration as given (a kept gap lives in the calibration).
+    finish(store, stored_config, state, choose, tuned_ms, report).await
+}
+
+/// Session gaps [`compute_tuning_the_gap`] tries; the last is the held-out days' measure.
+const TUNED_GAPS: [u32; 3] = [0, 10, 30];
+
+/// [`compute`] tuning the session gap too: for each of [`TUNED_GAPS`], the state counted with it
+/// and the tuning scored on the held-out days counted in sessions of the last; the gap whose
+/// backtest puts the chosen hours where most of that activity is wins (a smaller gap unless a
+/// larger one is better by more than 0.002).
+async fn compute_tuning_the_gap(
+    store: &Store,
+    config: &WindowsConfig,
+    default_tz: Tz,
+    as_of: DateTime<Utc>,
+    from_ms: i64,
+    cuts: &[i64],
+) -> Result<ComputeReport> {
+    let as_of_ms = as_of.timestamp_millis();
+    let mut built = Vec::new();
+    for gap in TUNED_GAPS {
+        let with_gap = WindowsConfig {
+            session_gap_minutes: gap,
+            ..config.clone()
+        };
+        let Some(state) =
+            build_state(store, &with_gap, default_tz, from_ms, as_of_ms, cuts).await?
+        else {
+            return Err(Error::Usage(format!(
+                "no events in the {} days before {as_of}: ingest some first (`nudge ingest FILE`), or pass --as-of inside the data's range",
+                config.lookback_days
+            )));
+        };
+        built.push((gap, state));
+    }
+    let target = built
+        .last()
+        .and_then(|(_, (_, held, _))| held.first())
+        .map(|held| held.plain.clone());
+    let mut best: Option<(
+        f64,
+        u32,
+        local::State,
+        calibrate::Calibration,
+        mixture::Model,
+        ComputeReport,
+    )> = None;
+    for (gap, (state, held, report)) in built {
+        let with_gap = WindowsConfig {
+            session_gap_minutes: gap,
+            ..config.clone()
+        };
+        let (calibration, model) = match (held.into_iter().next(), &target) {
+            (Some(held), Some(target)) => {
+                let scored = calibrate::Held {
+                    plain: target.clone(),
+                    decayed: held.decayed,
+                };
+                tokio::task::block_in_place(|| {
+                    calibrate::calibrate(&state, &scored, config.holdout_days, &with_gap)
+                })
+            }
+            _ => (
+                calibrate::Calibration::configured(&with_gap, "no held-out days"),
+                None,
+            ),
+        };
+        let share = calibration.backtest_share().unwrap_or(f64::NEG_INFINITY);
+        tracing::debug!(gap, share, "session gap candidate");
+        if best.as_ref().is_none_or(|b| share > b.0 + 0.002) {
+            let model = model.unwrap_or_else(|| fit(&state, &with_gap, calibration.types));
+            let mut calibration = calibration;
+            calibration.session_gap_minutes = Some(gap);
+            best = Some((share, gap, state, calibration, model, report));
+        }
+    }
+    let (_, gap, state, calibration, model, report) = best.expect("a gap was tried");
+    let tuned_ms = calibration.untuned.is_none().then_some(as_of_ms);
+    tracing::debug!(gap, "session gap chosen");
+    finish(
+        store,
+        config,
+        state,
+        |_| (calibration, model),
+        tuned_ms,
+        report,
+    )
+    .await
 }
 
 /// The weighted events in `(from_ms, to_ms]` per user and UTC hour; `None` when no segment
@@ -447,6 +559,19 @@ pub async fn update(
             "no stored windows to update: run `nudge windows compute` first".into(),
         ));
     };
+    // The gap the tuning picked, if it did: the counts go on as they were made.
+    let with_gap;
+    let stored_config = config;
+    let config = match calibration.session_gap_minutes {
+        Some(gap) => {
+            with_gap = WindowsConfig {
+                session_gap_minutes: gap,
+                ..config.clone()
+            };
+            &with_gap
+        }
+        None => config,
+    };
     let as_of_ms = as_of.timestamp_millis();
     let previous_ms = state.as_of_ms;
     if as_of_ms < previous_ms {
@@ -489,7 +614,7 @@ pub async fn update(
     // refreshes): an update costs in proportion to the new events only.
     finish(
         store,
-        config,
+        stored_config,
         state,
         |_| (calibration, model),
         tuned_ms,

@@ -287,6 +287,65 @@ async fn updates_continue_the_sessions_open_when_they_run() {
     assert_same_windows(&incremental, &full);
 }
 
+// See: #41. With `tune_session_gap`, bursts of events (the generator's `sessions` family) get a
+// session gap, and a store whose events are all hours apart (each its own session whatever the
+// gap) keeps none; the pick is kept by the next compute and followed by updates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tuning_groups_bursts_into_sessions_and_independent_events_not() {
+    let config = WindowsConfig {
+        tune_session_gap: true,
+        ..WindowsConfig::default()
+    };
+    let zone = chrono_tz::Asia::Shanghai;
+    let end = at("2026-09-29T00:00:00Z");
+    let bursts = generated_store(3000, 28, 11, nudge_engine::synth::Family::Sessions).await;
+    // 600 users, each once a day on two days of three at their own hour.
+    let apart = TestStore::new().await;
+    let start = ms("2026-09-01T00:00:00Z");
+    let lines: Vec<String> = (0..600i64)
+        .flat_map(|user| {
+            (0..28i64)
+                .filter(move |day| (user + day) % 3 != 0)
+                .map(move |day| {
+                    let at = start
+                        + day * 86_400_000
+                        + ((user * 7) % 24) * 3_600_000
+                        + (user % 50) * 60_000;
+                    line(&format!("u{user}"), "app_open", at, "")
+                })
+        })
+        .collect();
+    apart
+        .ingest(&[&apart.file("apart.ndjson", lines.join("\n"))])
+        .await;
+    let mut picked = Vec::new();
+    for test in [&apart, &bursts] {
+        let report = scoring::compute(&test.store, &config, zone, end)
+            .await
+            .unwrap();
+        assert!(
+            report.calibration.untuned.is_none(),
+            "{:?}",
+            report.calibration.untuned
+        );
+        let gap = report.calibration.session_gap_minutes;
+        picked.push(gap);
+        let kept = scoring::compute(&test.store, &config, zone, end)
+            .await
+            .unwrap();
+        assert!(kept.tuning_kept_from.is_some());
+        assert_eq!(kept.calibration.session_gap_minutes, gap);
+        for hours in [1, 2] {
+            let updated = scoring::update(&test.store, &config, zone, end + Duration::hours(hours))
+                .await
+                .unwrap();
+            assert_eq!(updated.calibration.session_gap_minutes, gap);
+        }
+    }
+    assert_eq!(picked[0], Some(0), "events hours apart: {picked:?}");
+    assert!(picked[1].is_some_and(|gap| gap > 0), "bursts: {picked:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loading_some_users_gives_exactly_their_stored_windows() {
     let test = TestStore::new().await;
