@@ -25,7 +25,7 @@ pub(super) fn hourly(
     let mut users = UserNumbers::default();
     let mut sessions = Sessions::new(config, from_ms);
     // The gap before `from_ms` is read too: it says whose session is still open.
-    let scanned = scan(paths, config, from_ms - sessions.lead_ms(), to_ms)?;
+    let scanned = scan(paths, config, from_ms - config.session_gap_ms(), to_ms)?;
     let rows = rows(scanned, &mut users, &mut sessions)?;
     Ok(HourlyCounts {
         users: users.into_names(),
@@ -75,7 +75,7 @@ impl Default for Open {
 impl Sessions {
     pub(super) fn new(config: &WindowsConfig, counted_after_ms: i64) -> Sessions {
         Sessions {
-            gap_ms: i64::from(config.session_gap_minutes) * 60_000,
+            gap_ms: config.session_gap_ms(),
             counted_after_ms,
             last: Vec::new(),
             open: Vec::new(),
@@ -84,11 +84,6 @@ impl Sessions {
 
     fn grouping(&self) -> bool {
         self.gap_ms > 0
-    }
-
-    /// How far before the counted span a scan must read to know whose session is open.
-    pub(super) fn lead_ms(&self) -> i64 {
-        self.gap_ms
     }
 }
 

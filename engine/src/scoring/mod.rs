@@ -222,6 +222,25 @@ pub struct ComputeReport {
 }
 
 impl WindowsConfig {
+    /// The session gap in milliseconds: also how far before a counted span a scan reads, to
+    /// know whose session is open (see `histogram::Sessions`).
+    pub fn session_gap_ms(&self) -> i64 {
+        i64::from(self.session_gap_minutes) * 60_000
+    }
+
+    /// These settings with the session gap `gap` (a tuned one), or as they are.
+    fn with_session_gap(&self, gap: Option<u32>) -> std::borrow::Cow<'_, WindowsConfig> {
+        match gap {
+            Some(gap) if gap != self.session_gap_minutes => {
+                std::borrow::Cow::Owned(WindowsConfig {
+                    session_gap_minutes: gap,
+                    ..self.clone()
+                })
+            }
+            _ => std::borrow::Cow::Borrowed(self),
+        }
+    }
+
     /// The same model settings (what the stored windows depend on): equal but for
     /// `retune_days`, which only says how often to tune.
     pub fn same_model(&self, other: &WindowsConfig) -> bool {
@@ -274,25 +293,12 @@ pub async fn compute(
     let kept_gap = kept
         .as_ref()
         .and_then(|(calibration, _)| calibration.session_gap_minutes);
-    let with_kept_gap;
     let stored_config = config;
-    let config = match kept_gap {
-        Some(gap) => {
-            with_kept_gap = WindowsConfig {
-                session_gap_minutes: gap,
-                ..config.clone()
-            };
-            &with_kept_gap
-        }
-        None => config,
-    };
+    let config = &*config.with_session_gap(kept_gap);
     let Some((state, held, report)) =
         build_state(store, config, default_tz, from_ms, as_of_ms, cuts).await?
     else {
-        return Err(Error::Usage(format!(
-            "no events in the {} days before {as_of}: ingest some first (`nudge ingest FILE`), or pass --as-of inside the data's range",
-            config.lookback_days
-        )));
+        return Err(no_events(config, as_of));
     };
     let tuned = held.into_iter().next();
     let tuned_ms = match &kept {
@@ -324,6 +330,14 @@ pub async fn compute(
     finish(store, stored_config, state, choose, tuned_ms, report).await
 }
 
+/// The error of a compute that found no event in its lookback.
+fn no_events(config: &WindowsConfig, as_of: DateTime<Utc>) -> Error {
+    Error::Usage(format!(
+        "no events in the {} days before {as_of}: ingest some first (`nudge ingest FILE`), or pass --as-of inside the data's range",
+        config.lookback_days
+    ))
+}
+
 /// Session gaps [`compute_tuning_the_gap`] tries; the last is the held-out days' measure.
 const TUNED_GAPS: [u32; 3] = [0, 10, 30];
 
@@ -342,17 +356,11 @@ async fn compute_tuning_the_gap(
     let as_of_ms = as_of.timestamp_millis();
     let mut built = Vec::new();
     for gap in TUNED_GAPS {
-        let with_gap = WindowsConfig {
-            session_gap_minutes: gap,
-            ..config.clone()
-        };
+        let with_gap = config.with_session_gap(Some(gap));
         let Some(state) =
             build_state(store, &with_gap, default_tz, from_ms, as_of_ms, cuts).await?
         else {
-            return Err(Error::Usage(format!(
-                "no events in the {} days before {as_of}: ingest some first (`nudge ingest FILE`), or pass --as-of inside the data's range",
-                config.lookback_days
-            )));
+            return Err(no_events(config, as_of));
         };
         built.push((gap, state));
     }
@@ -369,10 +377,7 @@ async fn compute_tuning_the_gap(
         ComputeReport,
     )> = None;
     for (gap, (state, held, report)) in built {
-        let with_gap = WindowsConfig {
-            session_gap_minutes: gap,
-            ..config.clone()
-        };
+        let with_gap = config.with_session_gap(Some(gap));
         let (calibration, model) = match (held.into_iter().next(), &target) {
             (Some(held), Some(target)) => {
                 let scored = calibrate::Held {
@@ -419,7 +424,7 @@ async fn hourly(
     from_ms: i64,
     to_ms: i64,
 ) -> Result<Option<local::HourlyCounts>> {
-    let lead_ms = i64::from(config.session_gap_minutes) * 60_000;
+    let lead_ms = config.session_gap_ms();
     store
         .read_segment_paths(
             Some((from_ms + 1 - lead_ms, to_ms + 1)),
@@ -442,7 +447,7 @@ pub(crate) async fn build_state(
     cuts: &[i64],
 ) -> Result<Option<(local::State, Vec<calibrate::Held>, ComputeReport)>> {
     // With sessions, the files of the gap before `from_ms` too (see `histogram::Sessions`).
-    let lead_ms = i64::from(config.session_gap_minutes) * 60_000;
+    let lead_ms = config.session_gap_ms();
     store
         .read_segments(
             Some((from_ms + 1 - lead_ms, as_of_ms + 1)),
@@ -486,7 +491,7 @@ async fn build_state_from(
     // A slice of days at a time, so memory holds one slice's events (and the next one's, scanned
     // while this one is added up); every slice numbers its users with the same dictionary.
     // A session open at the lookback's start began before it: read back a gap to see it.
-    let lead_ms = sessions.lead_ms();
+    let lead_ms = config.session_gap_ms();
     let scan = |slice: Vec<PathBuf>| {
         let scan_config = config.clone();
         tokio::task::spawn_blocking(move || {
@@ -560,18 +565,8 @@ pub async fn update(
         ));
     };
     // The gap the tuning picked, if it did: the counts go on as they were made.
-    let with_gap;
     let stored_config = config;
-    let config = match calibration.session_gap_minutes {
-        Some(gap) => {
-            with_gap = WindowsConfig {
-                session_gap_minutes: gap,
-                ..config.clone()
-            };
-            &with_gap
-        }
-        None => config,
-    };
+    let config = &*config.with_session_gap(calibration.session_gap_minutes);
     let as_of_ms = as_of.timestamp_millis();
     let previous_ms = state.as_of_ms;
     if as_of_ms < previous_ms {

@@ -32,6 +32,7 @@ use axum::middleware::{Next, from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 
 pub use crate::config::server::{DEFAULT_CLIENT_RATE_PER_S, KeyConfig, Scope, ServerConfig};
+use crate::ingest::segment::Route;
 use crate::links::constant_time_eq;
 use crate::store::Store;
 use crate::{Error, Result};
@@ -376,23 +377,23 @@ pub fn router(service: Arc<Service>) -> Router {
         )
         .route(
             "/v1/batch",
-            axum::routing::post(segment::batch).route_layer(segment()),
+            segment::post(Route::Batch).route_layer(segment()),
         )
         .route(
             "/v1/track",
-            axum::routing::post(segment::track).route_layer(segment()),
+            segment::post(Route::Track).route_layer(segment()),
         )
         .route(
             "/v1/identify",
-            axum::routing::post(segment::identify).route_layer(segment()),
+            segment::post(Route::Identify).route_layer(segment()),
         )
         .route(
             "/v1/page",
-            axum::routing::post(segment::page).route_layer(segment()),
+            segment::post(Route::Page).route_layer(segment()),
         )
         .route(
             "/v1/screen",
-            axum::routing::post(segment::screen).route_layer(segment()),
+            segment::post(Route::Screen).route_layer(segment()),
         )
         .route(
             "/wechat/push/{connector}",

@@ -21,49 +21,14 @@ use crate::ingest::segment::{self, MAX_BATCH_BYTES, Route};
 /// The metrics' source label of events that came this way.
 const SOURCE: &str = "segment";
 
-pub async fn batch(
-    state: State<Arc<Service>>,
-    granted: Extension<Granted>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    answer(state, granted, headers, body, Route::Batch).await
-}
-
-pub async fn track(
-    state: State<Arc<Service>>,
-    granted: Extension<Granted>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    answer(state, granted, headers, body, Route::Track).await
-}
-
-pub async fn identify(
-    state: State<Arc<Service>>,
-    granted: Extension<Granted>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    answer(state, granted, headers, body, Route::Identify).await
-}
-
-pub async fn page(
-    state: State<Arc<Service>>,
-    granted: Extension<Granted>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    answer(state, granted, headers, body, Route::Page).await
-}
-
-pub async fn screen(
-    state: State<Arc<Service>>,
-    granted: Extension<Granted>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    answer(state, granted, headers, body, Route::Screen).await
+/// The POST route of Segment's `route`: its body read as that route's.
+pub fn post(route: Route) -> axum::routing::MethodRouter<Arc<Service>> {
+    axum::routing::post(
+        move |state: State<Arc<Service>>,
+              granted: Extension<Granted>,
+              headers: HeaderMap,
+              body: Bytes| answer(state, granted, headers, body, route),
+    )
 }
 
 async fn answer(

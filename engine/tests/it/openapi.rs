@@ -29,10 +29,12 @@ fn routed() -> Vec<(String, String)> {
                 .unwrap();
             let call = &rest[..end];
             let path = call.split('"').nth(1).unwrap().to_string();
+            // `routing::post(`, `.post(`, `segment::post(`: the method's name called.
             for method in ["get", "post", "put", "patch", "delete"] {
-                if call.contains(&format!("routing::{method}("))
-                    || call.contains(&format!(".{method}("))
-                {
+                let called = call.match_indices(&format!("{method}(")).any(|(at, _)| {
+                    !call[..at].ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+                });
+                if called {
                     routes.push((method.to_string(), path.clone()));
                 }
             }
