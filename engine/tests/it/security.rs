@@ -397,6 +397,41 @@ fn closed_within(stream: &mut TcpStream, within: Duration) -> (bool, String) {
 
 const STALLED_UPLOAD: &[u8] = b"POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer test-key-0123456789abcdef\r\nContent-Type: application/x-ndjson\r\nContent-Length: 400000\r\n\r\n{";
 
+// #39: Segment's routes read a body only after the write key is checked, and within the same
+// size and time limits as the rest: a wrong key is 401 before a byte of a large body is sent, a
+// stalled body 408, a declared length over the limit 413 unread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn segments_routes_check_the_key_before_the_body_and_bound_it() {
+    use base64::Engine;
+    let dir = tempfile::tempdir().unwrap();
+    let (child, base) = serve_with(
+        dir.path(),
+        &format!("[server]\n{KEYS}\nbody_timeout_s = 1\n"),
+        KEY_ENV,
+    );
+    let basic = |key: &str| base64::engine::general_purpose::STANDARD.encode(format!("{key}:"));
+    let upload = |key: &str, length: usize| {
+        format!(
+            "POST /v1/batch HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Basic {}\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n\r\n{{",
+            basic(key)
+        )
+    };
+    let mut forged = connect(
+        &base,
+        upload("forged-key-0123456789abc", 400_000).as_bytes(),
+    );
+    let (_, answer) = closed_within(&mut forged, Duration::from_secs(3));
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    let mut stalled = connect(&base, upload(EVENTS_KEY, 400_000).as_bytes());
+    let (closed, answer) = closed_within(&mut stalled, Duration::from_secs(5));
+    assert!(closed && answer.starts_with("HTTP/1.1 408"), "{answer}");
+    let mut huge = connect(&base, upload(EVENTS_KEY, 50_000_000).as_bytes());
+    let (_, answer) = closed_within(&mut huge, Duration::from_secs(3));
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert_eq!(stored_events(dir.path()), 0);
+    stop(child);
+}
+
 // #35, 5: a connection that stalls in its headers, its body or between requests is closed;
 // open connections and requests in progress are capped; a stalled upload does not hold a
 // SIGTERM past the shutdown timeout.
