@@ -150,6 +150,11 @@ fn print_report(
     );
     if !report.incremental {
         print_calibration(&report.calibration, "");
+        if report.session_gap_recounted {
+            println!(
+                "  (the tuning picked another session gap than the store was counted with: counted again with it)"
+            );
+        }
         if let Some(tuned) = report.tuning_kept_from {
             println!(
                 "  (settings kept from the compute of {}, less than windows.retune_days ago; --retune tunes them now)",
@@ -181,9 +186,21 @@ fn print_evaluation(
         elapsed.as_secs_f64()
     );
     println!(
-        "share: of a user's held-out activity at the chosen local hour; hit: any activity within an hour of it; loglik: per held-out event"
+        "share: of a user's held-out activity at the chosen local hour; hit: any activity within an hour of it; loglik: per held-out event (or session)"
     );
+    let counted = match evaluation.session_gap_minutes {
+        0 => "every event on its own".to_string(),
+        gap => format!("sessions of events at most {gap} minutes apart"),
+    };
+    println!("the model counted {counted}");
+    println!("\nper event (each held-out event counts):");
     print_bands(std::iter::once(&evaluation.all).chain(&evaluation.bands));
+    println!(
+        "\nper session (a burst of held-out events at most {} minutes apart counts once, at the hour it began):",
+        scoring::evaluate::SESSION_GAP
+    );
+    let sessions = &evaluation.sessions;
+    print_bands(std::iter::once(&sessions.all).chain(&sessions.bands));
 }
 
 /// The settings a compute chose, and why; the bands answered by a baseline.
@@ -207,6 +224,28 @@ pub(super) fn print_calibration(calibration: &scoring::calibrate::Calibration, i
                     "{indent}held-out log-likelihood per event: {tuned:.3} (configured settings: {configured:.3})"
                 );
             }
+        }
+    }
+    if let Some(gap) = calibration.session_gap_minutes {
+        let counted = match gap {
+            0 => "every event counted on its own".to_string(),
+            gap => format!("events at most {gap} minutes apart are one session"),
+        };
+        let tried: Vec<String> = calibration
+            .session_gaps_tried
+            .iter()
+            .map(|tried| match tried.share {
+                Some(share) => format!("{} min {share:.4}", tried.minutes),
+                None => format!("{} min not tuned", tried.minutes),
+            })
+            .collect();
+        if tried.is_empty() {
+            println!("{indent}sessions: {counted} (the tuning's pick)");
+        } else {
+            println!(
+                "{indent}sessions: {counted}; picked by the backtest share of each gap tried on a sample: {}",
+                tried.join(", ")
+            );
         }
     }
     for fallback in &calibration.fallbacks {

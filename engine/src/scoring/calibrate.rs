@@ -62,6 +62,17 @@ pub struct Calibration {
     /// one.
     #[serde(default)]
     pub session_gap_minutes: Option<u32>,
+    /// The gaps the tuning tried and the backtest share each reached on its sample of users.
+    #[serde(default)]
+    pub session_gaps_tried: Vec<GapTried>,
+}
+
+/// A session gap the tuning tried (see `windows.tune_session_gap`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GapTried {
+    pub minutes: u32,
+    /// The backtest share on the sample; `None` when too few of its users could be tuned on.
+    pub share: Option<f64>,
 }
 
 impl Calibration {
@@ -77,6 +88,7 @@ impl Calibration {
             bands: Vec::new(),
             fallbacks: Vec::new(),
             session_gap_minutes: None,
+            session_gaps_tried: Vec::new(),
         }
     }
 
@@ -166,6 +178,20 @@ pub fn calibrate(
     holdout_days: i64,
     config: &WindowsConfig,
 ) -> (Calibration, Option<Model>) {
+    let mut candidates: Vec<usize> = TYPES.into_iter().chain([config.types]).collect();
+    candidates.sort_unstable();
+    candidates.dedup();
+    calibrate_with(full, held, holdout_days, config, candidates)
+}
+
+/// [`calibrate`], trying these numbers of rhythm types.
+fn calibrate_with(
+    full: &State,
+    held: &Held,
+    holdout_days: i64,
+    config: &WindowsConfig,
+    candidates: Vec<usize>,
+) -> (Calibration, Option<Model>) {
     // Users with events both before the cut-off and in the held-out days.
     let active = held
         .plain
@@ -212,9 +238,6 @@ pub fn calibrate(
         .map(|user| (*user, train.find(&user.user_id)))
         .collect();
     let start = configured(config);
-    let mut candidates: Vec<usize> = TYPES.into_iter().chain([config.types]).collect();
-    candidates.sort_unstable();
-    candidates.dedup();
     // For each number of types: its model, the cases' priors under it, the best weights by
     // likelihood; the number of types is then picked by the backtest's share (the hour chosen
     // is what matters, and more types can win it while losing a little likelihood).
@@ -266,6 +289,7 @@ pub fn calibrate(
         bands,
         fallbacks,
         session_gap_minutes: None,
+        session_gaps_tried: Vec::new(),
     };
     (calibration, Some(model))
 }

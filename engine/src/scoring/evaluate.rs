@@ -70,12 +70,30 @@ pub struct Band {
 pub struct Evaluation {
     pub cutoff: DateTime<Utc>,
     pub as_of: DateTime<Utc>,
-    /// Users with held-out activity: every band together, then each band with users.
+    /// Users with held-out activity, each event of it counted: every band together, then each
+    /// band with users.
     pub all: Band,
     pub bands: Vec<Band>,
+    /// The same users scored on their held-out sessions (a burst of events counted once, at
+    /// the hour it began, see [`SESSION_GAP`]): what a send is after, one visit.
+    pub sessions: Scored,
+    /// The session gap the fitted model counted with (the stored windows' pick when the gap is
+    /// tuned, else the configured one).
+    pub session_gap_minutes: u32,
     /// The settings the fitted model used (tuned on the days before the cut-off).
     pub calibration: Calibration,
 }
+
+/// A backtest's scores over one way of counting the held-out activity.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scored {
+    pub all: Band,
+    pub bands: Vec<Band>,
+}
+
+/// The gap the held-out activity is counted in sessions with: events at most this many
+/// minutes apart are one visit.
+pub const SESSION_GAP: u32 = super::HELD_OUT_GAP;
 
 /// Fits on the events of the lookback before `as_of - holdout_days` (tuning the settings on
 /// the same number of days before that, as `windows compute` does) and scores on the events
@@ -96,6 +114,12 @@ pub async fn evaluate(
     let cutoff_ms = as_of_ms - holdout_days * DAY_MS;
     let from_ms = cutoff_ms - config.lookback_days * DAY_MS;
     let cuts = [cutoff_ms, cutoff_ms - holdout_days * DAY_MS];
+    // The model counts with the gap `windows compute` would: the stored pick when tuned.
+    let gap = match config.tune_session_gap {
+        true => super::stored_gap(store).unwrap_or(config.session_gap_minutes),
+        false => config.session_gap_minutes,
+    };
+    let config = &*config.with_session_gap(Some(gap));
     let Some((full, mut held, _)) =
         build_state(store, config, default_tz, from_ms, as_of_ms, &cuts).await?
     else {
@@ -117,6 +141,20 @@ pub async fn evaluate(
         return Err(Error::Usage(format!(
             "no events to fit on before the held-out {holdout_days} days: shorten --holdout-days, or pass --as-of"
         )));
+    }
+    // The held-out days counted both ways, whatever the model counts with (the way it counts
+    // is counted already).
+    let mut outcomes = Vec::new();
+    for outcome_gap in [0, SESSION_GAP] {
+        let outcome = if outcome_gap == gap {
+            Some(scored.plain.clone())
+        } else {
+            super::held_out(store, config, default_tz, cutoff_ms, as_of_ms, outcome_gap).await?
+        };
+        outcomes.push(outcome.unwrap_or_else(|| State {
+            as_of_ms,
+            users: Vec::new(),
+        }));
     }
     tuning.decayed.decay_to(cutoff_ms, config);
     let windows = tokio::task::block_in_place(|| {
@@ -140,11 +178,31 @@ pub async fn evaluate(
     });
     let population: [f64; HOURS_OF_WEEK] =
         std::array::from_fn(|h| f64::from(windows.population[h]));
+    let sessions = score_all(&outcomes[1], &train, &windows, &population);
+    let events = score_all(&outcomes[0], &train, &windows, &population);
+    Ok(Evaluation {
+        cutoff: DateTime::from_timestamp_millis(cutoff_ms).unwrap_or(as_of),
+        as_of,
+        all: events.all,
+        bands: events.bands,
+        sessions,
+        session_gap_minutes: gap,
+        calibration: windows.calibration,
+    })
+}
+
+/// Every strategy scored against each user's `outcome` (held-out counts), all users and by band
+/// of events before the cut-off (in `train`).
+fn score_all(
+    outcome: &State,
+    train: &State,
+    windows: &super::Windows,
+    population: &[f64; HOURS_OF_WEEK],
+) -> Scored {
     // (Users whose held-out events all weigh nothing have no activity to score.) Scored on
     // every core, summed in the users' order.
     use rayon::prelude::*;
-    let scored_users: Vec<(Option<usize>, Vec<Score>)> = scored
-        .plain
+    let scored_users: Vec<(Option<usize>, Vec<Score>)> = outcome
         .users
         .par_iter()
         .filter(|u| has_weight(u))
@@ -152,12 +210,12 @@ pub async fn evaluate(
             let trained = train.find(&user.user_id);
             let own: [f64; HOURS_OF_WEEK] = match windows.find(&user.user_id) {
                 Some(window) => std::array::from_fn(|h| f64::from(window.probabilities[h])),
-                None => population,
+                None => *population,
             };
             let events = trained.map_or(0, |t| t.events);
             let counts = trained.map_or([0.0; HOURS_OF_WEEK], |t| t.counts.dense());
             let outcome = user.counts.dense();
-            let scores = strategies(&own, &population, &counts)
+            let scores = strategies(&own, population, &counts)
                 .iter()
                 .map(|d| score(d, &outcome))
                 .collect();
@@ -172,9 +230,7 @@ pub async fn evaluate(
             bands[*band].add(scores);
         }
     }
-    Ok(Evaluation {
-        cutoff: DateTime::from_timestamp_millis(cutoff_ms).unwrap_or(as_of),
-        as_of,
+    Scored {
         all: all.band("all"),
         bands: BANDS
             .iter()
@@ -182,8 +238,7 @@ pub async fn evaluate(
             .filter(|(_, tally)| tally.users > 0)
             .map(|((name, ..), tally)| tally.band(name))
             .collect(),
-        calibration: windows.calibration,
-    })
+    }
 }
 
 /// Each strategy's distribution over the 168 local hours of the week, in [`STRATEGIES`] order:

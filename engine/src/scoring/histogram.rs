@@ -6,6 +6,8 @@ use polars::prelude::*;
 
 use super::WindowsConfig;
 use super::local::{Grouped, HourRow, HourlyCounts, UserNumbers};
+use super::sessions::{Sessions, add_row};
+use super::trial::{Event, Trial};
 use crate::Result;
 use crate::store::segments;
 use crate::time::HOUR_MS;
@@ -25,8 +27,15 @@ pub(super) fn hourly(
     let mut users = UserNumbers::default();
     let mut sessions = Sessions::new(config, from_ms);
     // The gap before `from_ms` is read too: it says whose session is still open.
-    let scanned = scan(paths, config, from_ms - config.session_gap_ms(), to_ms)?;
-    let rows = rows(scanned, &mut users, &mut sessions)?;
+    let timed = sessions.grouping();
+    let scanned = scan(
+        paths,
+        config,
+        from_ms - config.session_gap_ms(),
+        to_ms,
+        timed,
+    )?;
+    let rows = rows(scanned, &mut users, &mut sessions, None)?;
     Ok(HourlyCounts {
         users: users.into_names(),
         rows,
@@ -34,67 +43,15 @@ pub(super) fn hourly(
     .into_sorted())
 }
 
-/// A user's bursts of events, each one observation: an event less than `gap_ms` after the
-/// user's previous one continues its session (its weight raises the session's to the strongest
-/// kind in it, its count is still an event), a later one opens a new session at its hour. Kept
-/// across the scans of one compute, so a session that goes on in the next slice is not counted
-/// again. A gap of 0 counts every event, as before sessions.
-pub(super) struct Sessions {
-    gap_ms: i64,
-    /// Events up to this time only say whose session is open; they are not counted (a session
-    /// open then began before the span counted: an earlier compute counted it).
-    counted_after_ms: i64,
-    /// Per user number: the time of the latest event seen (`i64::MIN` before any).
-    last: Vec<i64>,
-    /// Per user number: the open session.
-    open: Vec<Open>,
-}
-
-/// A user's open session.
-#[derive(Debug, Clone, Copy)]
-struct Open {
-    /// Its row in the rows being built; `u32::MAX` when it is in an earlier scan's rows or was
-    /// counted before the counted span.
-    row: u32,
-    /// Its strongest kind's weight so far.
-    weight: f64,
-    /// The hour it began.
-    hour: i64,
-}
-
-impl Default for Open {
-    fn default() -> Self {
-        Open {
-            row: u32::MAX,
-            weight: 0.0,
-            hour: 0,
-        }
-    }
-}
-
-impl Sessions {
-    pub(super) fn new(config: &WindowsConfig, counted_after_ms: i64) -> Sessions {
-        Sessions {
-            gap_ms: config.session_gap_ms(),
-            counted_after_ms,
-            last: Vec::new(),
-            open: Vec::new(),
-        }
-    }
-
-    fn grouping(&self) -> bool {
-        self.gap_ms > 0
-    }
-}
-
-/// The polars part of [`hourly`]: each event's user, UTC hour and kind weight, filtered to the
-/// range, in the files' order. Adding them up is left to [`rows`] and [`grouped`], so a caller
-/// can run it beside the next scan.
+/// The polars part of [`hourly`]: each event's user, UTC hour and kind weight (and with
+/// `timed`, its time), filtered to the range, in the files' order. Adding them up is left to
+/// [`rows`] and [`grouped`], so a caller can run it beside the next scan.
 pub(super) fn scan(
     paths: &[PathBuf],
     config: &WindowsConfig,
     from_ms: i64,
     to_ms: i64,
+    timed: bool,
 ) -> Result<Scanned> {
     let mut names: Vec<(&String, &f64)> = config.event_weights.iter().collect();
     names.sort_by(|a, b| a.0.cmp(b.0));
@@ -121,8 +78,8 @@ pub(super) fn scan(
             weight.alias("weight"),
         ])
         .filter(col("weight").gt(lit(0.0)));
-    // Without sessions the time itself is not needed past the hour.
-    let query = if config.session_gap_minutes > 0 {
+    // Without sessions (or a trial of them) the time itself is not needed past the hour.
+    let query = if timed {
         query
     } else {
         query.select([col("user_id"), col("hour"), col("weight")])
@@ -144,6 +101,7 @@ pub(super) fn rows(
     scanned: Scanned,
     users: &mut UserNumbers,
     sessions: &mut Sessions,
+    mut trial: Option<&mut Trial>,
 ) -> Result<Vec<HourRow>> {
     let started = std::time::Instant::now();
     let mut frame = scanned.0;
@@ -153,42 +111,38 @@ pub(super) fn rows(
     let weights = chunk_values(frame.column("weight")?.f64()?);
     // Both are computed from non-null columns (`ts`, `event`): they have no nulls.
     let mut rows: Vec<HourRow> = Vec::with_capacity(frame.height() / 2);
-    if sessions.grouping() {
-        let times = chunk_values(frame.column("ts")?.i64()?);
-        // Sessions left open by an earlier scan continue, but their rows are not in this one.
-        for open in &mut sessions.open {
-            open.row = u32::MAX;
-        }
-        crate::users::number_runs(
-            frame.column("user_id")?.str()?,
-            users,
-            |chunk, run, number| {
-                let user = number as usize;
-                if sessions.last.len() <= user {
-                    sessions.last.resize(user + 1, i64::MIN);
-                    sessions.open.resize(user + 1, Open::default());
-                }
-                for i in run {
-                    let (ts, hour, weight) = (
-                        times[chunk][i],
-                        i64::from(hours[chunk][i]),
-                        weights[chunk][i],
-                    );
-                    session_row(&mut rows, sessions, number, ts, hour, weight);
-                }
-            },
-        )?;
+    let ids = frame.column("user_id")?.str()?;
+    if let Ok(times) = frame.column("ts") {
+        // Timed: sessions, a trial, or a read-back before the counted span to skip.
+        let times = chunk_values(times.i64()?);
+        let names: Vec<_> = ids.downcast_iter().collect();
+        sessions.new_rows();
+        crate::users::number_runs(ids, users, |chunk, run, number| {
+            for i in run.clone() {
+                let (ts, hour, weight) = (
+                    times[chunk][i],
+                    i64::from(hours[chunk][i]),
+                    weights[chunk][i],
+                );
+                sessions.count(&mut rows, number, ts, hour, weight);
+            }
+            if let Some(trial) = trial.as_deref_mut() {
+                let events = run.clone().map(|i| Event {
+                    number,
+                    ts: times[chunk][i],
+                    hour: hours[chunk][i],
+                    weight: weights[chunk][i],
+                });
+                trial.take(number, || names[chunk].value(run.start), events);
+            }
+        })?;
     } else {
-        crate::users::number_runs(
-            frame.column("user_id")?.str()?,
-            users,
-            |chunk, run, number| {
-                for i in run {
-                    let (hour, weight) = (i64::from(hours[chunk][i]), weights[chunk][i]);
-                    add_row(&mut rows, number, hour, weight);
-                }
-            },
-        )?;
+        crate::users::number_runs(ids, users, |chunk, run, number| {
+            for i in run {
+                let (hour, weight) = (i64::from(hours[chunk][i]), weights[chunk][i]);
+                add_row(&mut rows, number, hour, weight);
+            }
+        })?;
     }
     tracing::debug!(
         index_s = started.elapsed().as_secs_f64(),
@@ -197,66 +151,6 @@ pub(super) fn rows(
         "events added up"
     );
     Ok(rows)
-}
-
-/// Adds an event (or a session) of `weight` at `hour` to the last row when it is the same user's
-/// same hour, else as a new row.
-fn add_row(rows: &mut Vec<HourRow>, number: u32, hour: i64, weight: f64) {
-    match rows.last_mut() {
-        Some(last) if last.0 == number && last.1 == hour => {
-            last.2 += weight;
-            last.3 += 1;
-        }
-        _ => rows.push((number, hour, weight, 1)),
-    }
-}
-
-/// Counts one event of user `number` by [`Sessions`]: a new session's row, or its session's.
-fn session_row(
-    rows: &mut Vec<HourRow>,
-    sessions: &mut Sessions,
-    number: u32,
-    ts: i64,
-    hour: i64,
-    weight: f64,
-) {
-    let user = number as usize;
-    let last = sessions.last[user];
-    // Within the gap of the latest event, either side (a late event of the burst included).
-    let continues = last != i64::MIN && (ts - last).abs() <= sessions.gap_ms;
-    sessions.last[user] = last.max(ts);
-    let counted = ts > sessions.counted_after_ms;
-    let open = &mut sessions.open[user];
-    if continues {
-        let raise = (weight - open.weight).max(0.0);
-        open.weight = open.weight.max(weight);
-        if !counted {
-            return;
-        }
-        match rows.get_mut(open.row as usize) {
-            Some(row) => {
-                row.2 += raise;
-                row.3 += 1;
-            }
-            None => {
-                // The session began in an earlier scan (or before the counted span, where an
-                // earlier compute counted it): its event and any raise of its weight go to the
-                // hour it began.
-                add_row(rows, number, open.hour, raise);
-                open.row = (rows.len() - 1) as u32;
-            }
-        }
-        return;
-    }
-    *open = Open {
-        row: u32::MAX,
-        weight,
-        hour,
-    };
-    if counted {
-        add_row(rows, number, hour, weight);
-        open.row = (rows.len() - 1) as u32;
-    }
 }
 
 /// A numeric column's values, chunk by chunk.
@@ -272,8 +166,9 @@ pub(super) fn grouped(
     scanned: Scanned,
     users: &mut UserNumbers,
     sessions: &mut Sessions,
+    trial: Option<&mut Trial>,
 ) -> Result<Grouped> {
-    let rows = rows(scanned, users, sessions)?;
+    let rows = rows(scanned, users, sessions, trial)?;
     Ok(Grouped::new(rows, users.names().len()))
 }
 
@@ -298,7 +193,7 @@ mod tests {
             .vstack_mut(&frame(&[long, "u1"], &[10, 12], &[4.0, 1.0]))
             .unwrap();
         let mut users = UserNumbers::default();
-        let rows = rows(Scanned(scanned), &mut users, &mut every_event()).unwrap();
+        let rows = rows(Scanned(scanned), &mut users, &mut every_event(), None).unwrap();
         assert_eq!(users.names(), [long, "u1"]);
         assert_eq!(
             rows,
@@ -354,6 +249,7 @@ mod tests {
             scanned,
             &mut UserNumbers::default(),
             &mut sessions(30, i64::MIN),
+            None,
         )
         .unwrap();
         assert_eq!(rows, [(0, 10, 2.0, 3), (0, 13, 0.3, 1)]);
@@ -372,12 +268,14 @@ mod tests {
             timed(&events),
             &mut UserNumbers::default(),
             &mut sessions(30, i64::MIN),
+            None,
         )
         .unwrap();
         let by_event = rows(
             timed(&events),
             &mut UserNumbers::default(),
             &mut every_event(),
+            None,
         )
         .unwrap();
         assert_eq!(by_session, by_event);
@@ -393,7 +291,7 @@ mod tests {
             ("u", H10 + 40 * MIN, 0.3),
             ("u", H10 + 2 * HOUR_MS, 1.0),
         ]);
-        let rows = rows(scanned, &mut UserNumbers::default(), &mut open).unwrap();
+        let rows = rows(scanned, &mut UserNumbers::default(), &mut open, None).unwrap();
         // The two later events of the 10:20 burst are events of it, weighing nothing more.
         assert_eq!(rows, [(0, 10, 0.0, 2), (0, 12, 1.0, 1)]);
     }
@@ -402,11 +300,18 @@ mod tests {
     fn a_session_going_on_into_the_next_scan_is_not_counted_again() {
         let mut users = UserNumbers::default();
         let mut open = sessions(30, i64::MIN);
-        let first = rows(timed(&[("u", H10 + 50 * MIN, 1.0)]), &mut users, &mut open).unwrap();
+        let first = rows(
+            timed(&[("u", H10 + 50 * MIN, 1.0)]),
+            &mut users,
+            &mut open,
+            None,
+        )
+        .unwrap();
         let second = rows(
             timed(&[("u", H10 + 70 * MIN, 2.0), ("u", H10 + 3 * HOUR_MS, 0.3)]),
             &mut users,
             &mut open,
+            None,
         )
         .unwrap();
         assert_eq!(first, [(0, 10, 1.0, 1)]);

@@ -19,6 +19,8 @@ mod histogram;
 pub mod local;
 pub mod mixture;
 mod persist;
+mod sessions;
+mod trial;
 pub use persist::forget_users as forget_windows_of;
 pub mod pooled;
 pub mod timing;
@@ -62,12 +64,15 @@ pub struct WindowsConfig {
     pub fit_min_events: u64,
     /// A user's events at most this many minutes apart are one session, counted once at the
     /// hour it began with its strongest kind's weight (a burst of a dozen views is one sign of
-    /// activity, not twelve); 0 (the default, until tuning picks it per store) counts every
-    /// event on its own.
+    /// activity, not twelve); 0 counts every event on its own. With `tune_session_gap` (the
+    /// default) this is only where the first tuning starts and what a store too small to tune
+    /// uses: the tuning picks the gap per store.
     pub session_gap_minutes: u32,
-    /// When tuning, also pick the session gap among 0, 10 and 30 minutes by the held-out days
-    /// (each counted in sessions of 30 minutes, so the candidates answer the same question);
-    /// the pick is kept with the tuning. Costs a scan and a tuning per candidate.
+    /// When tuning, also pick the session gap among 0, 10, 30 minutes and the configured one by
+    /// the held-out days (each counted in sessions of 30 minutes, so the candidates answer the
+    /// same question), on a sample of users counted with each gap in the same scan; the pick is
+    /// kept with the tuning. A pick other than the gap the store was counted with costs a
+    /// second scan.
     pub tune_session_gap: bool,
     /// Weight per event name; names not listed weigh `default_weight`.
     pub event_weights: HashMap<String, f64>,
@@ -99,7 +104,7 @@ impl Default for WindowsConfig {
             types: 8,
             fit_min_events: 25,
             session_gap_minutes: 0,
-            tune_session_gap: false,
+            tune_session_gap: true,
             event_weights,
             default_weight: 0.5,
         }
@@ -219,6 +224,9 @@ pub struct ComputeReport {
     pub calibration: calibrate::Calibration,
     /// When the settings used were tuned, if they were kept from an earlier compute.
     pub tuning_kept_from: Option<DateTime<Utc>>,
+    /// The tuning picked a session gap other than the one the store was counted with (the last
+    /// pick, else the configured gap), so it was counted a second time.
+    pub session_gap_recounted: bool,
 }
 
 impl WindowsConfig {
@@ -338,13 +346,20 @@ fn no_events(config: &WindowsConfig, as_of: DateTime<Utc>) -> Error {
     ))
 }
 
-/// Session gaps [`compute_tuning_the_gap`] tries; the last is the held-out days' measure.
+/// Session gaps [`compute_tuning_the_gap`] tries, besides the configured one.
 const TUNED_GAPS: [u32; 3] = [0, 10, 30];
+/// The gap the held-out days are counted in for every candidate, so all answer the same
+/// question: when will this user next be active (a burst is one answer).
+const HELD_OUT_GAP: u32 = 30;
+/// How much better a larger gap's backtest share must be to be picked over a smaller one.
+const GAP_MARGIN: f64 = 0.002;
 
-/// [`compute`] tuning the session gap too: for each of [`TUNED_GAPS`], the state counted with it
-/// and the tuning scored on the held-out days counted in sessions of the last; the gap whose
-/// backtest puts the chosen hours where most of that activity is wins (a smaller gap unless a
-/// larger one is better by more than 0.002).
+/// [`compute`] tuning the session gap too. One scan counts every user with the gap picked last
+/// time (else the configured one) and a sample of users (see [`trial::Trial`]) with each
+/// candidate gap; each candidate is tuned on the sample and scored on the same held-out days
+/// counted in sessions of [`HELD_OUT_GAP`]. The smallest gap wins unless a larger one's
+/// backtest share is better by more than [`GAP_MARGIN`]; only when the winner is not the gap
+/// the whole store was counted with is it counted again.
 async fn compute_tuning_the_gap(
     store: &Store,
     config: &WindowsConfig,
@@ -354,57 +369,70 @@ async fn compute_tuning_the_gap(
     cuts: &[i64],
 ) -> Result<ComputeReport> {
     let as_of_ms = as_of.timestamp_millis();
-    let mut built = Vec::new();
-    for gap in TUNED_GAPS {
-        let with_gap = config.with_session_gap(Some(gap));
-        let Some(state) =
-            build_state(store, &with_gap, default_tz, from_ms, as_of_ms, cuts).await?
+    let start = stored_gap(store).unwrap_or(config.session_gap_minutes);
+    let mut gaps: Vec<u32> = TUNED_GAPS
+        .into_iter()
+        .chain([config.session_gap_minutes, HELD_OUT_GAP])
+        .collect();
+    gaps.sort_unstable();
+    gaps.dedup();
+    let counted = config.with_session_gap(Some(start));
+    let Some((state, _, report, tried)) =
+        build_state_trying(store, &counted, default_tz, from_ms, as_of_ms, cuts, &gaps).await?
+    else {
+        return Err(no_events(config, as_of));
+    };
+    let trying = std::time::Instant::now();
+    let mut tuned = tokio::task::block_in_place(|| tune_gaps(&tried, config));
+    drop(tried);
+    let scored: Vec<calibrate::GapTried> = tuned
+        .iter()
+        .map(|(gap, tuning)| calibrate::GapTried {
+            minutes: *gap,
+            share: tuning
+                .as_ref()
+                .and_then(|(calibration, _)| calibration.backtest_share()),
+        })
+        .collect();
+    let gap = pick_gap(&scored, start);
+    tracing::debug!(
+        gap,
+        start,
+        ?scored,
+        trial_s = trying.elapsed().as_secs_f64(),
+        "session gap chosen"
+    );
+    // The winner's tuning on the sample is the tuning: the sample is as large as the one the
+    // tuning of the whole store scores on (see `calibrate`).
+    let winner = tuned
+        .iter_mut()
+        .find(|(candidate, _)| *candidate == gap)
+        .and_then(|(_, tuning)| tuning.take());
+    drop(tuned);
+    let with_gap = config.with_session_gap(Some(gap));
+    let (state, report) = if gap == start {
+        (state, report)
+    } else {
+        // Counted again with the winner: the store's behaviour changed (or this is its first
+        // tuning and the configured gap was not the right one).
+        drop(state);
+        let Some((state, _, mut again)) =
+            build_state(store, &with_gap, default_tz, from_ms, as_of_ms, &[]).await?
         else {
             return Err(no_events(config, as_of));
         };
-        built.push((gap, state));
-    }
-    let target = built
-        .last()
-        .and_then(|(_, (_, held, _))| held.first())
-        .map(|held| held.plain.clone());
-    let mut best: Option<(
-        f64,
-        u32,
-        local::State,
-        calibrate::Calibration,
-        mixture::Model,
-        ComputeReport,
-    )> = None;
-    for (gap, (state, held, report)) in built {
-        let with_gap = config.with_session_gap(Some(gap));
-        let (calibration, model) = match (held.into_iter().next(), &target) {
-            (Some(held), Some(target)) => {
-                let scored = calibrate::Held {
-                    plain: target.clone(),
-                    decayed: held.decayed,
-                };
-                tokio::task::block_in_place(|| {
-                    calibrate::calibrate(&state, &scored, config.holdout_days, &with_gap)
-                })
-            }
-            _ => (
-                calibrate::Calibration::configured(&with_gap, "no held-out days"),
-                None,
-            ),
-        };
-        let share = calibration.backtest_share().unwrap_or(f64::NEG_INFINITY);
-        tracing::debug!(gap, share, "session gap candidate");
-        if best.as_ref().is_none_or(|b| share > b.0 + 0.002) {
-            let model = model.unwrap_or_else(|| fit(&state, &with_gap, calibration.types));
-            let mut calibration = calibration;
-            calibration.session_gap_minutes = Some(gap);
-            best = Some((share, gap, state, calibration, model, report));
-        }
-    }
-    let (_, gap, state, calibration, model, report) = best.expect("a gap was tried");
+        again.seconds_histogram += report.seconds_histogram;
+        again.session_gap_recounted = true;
+        (state, again)
+    };
+    let (mut calibration, model) = winner.unwrap_or_else(|| {
+        let reason = "no held-out days";
+        (calibrate::Calibration::configured(&with_gap, reason), None)
+    });
+    let model = model.unwrap_or_else(|| fit(&state, &with_gap, calibration.types));
+    calibration.session_gap_minutes = Some(gap);
+    calibration.session_gaps_tried = scored;
     let tuned_ms = calibration.untuned.is_none().then_some(as_of_ms);
-    tracing::debug!(gap, "session gap chosen");
     finish(
         store,
         config,
@@ -414,6 +442,105 @@ async fn compute_tuning_the_gap(
         report,
     )
     .await
+}
+
+/// The gap to count with: `start` (the one the store was counted with) unless another's share
+/// is better by more than [`GAP_MARGIN`] (so a store near a tie does not flip, and count again,
+/// from one compute to the next); then the smallest gap unless a larger one's is better by
+/// more than the margin.
+fn pick_gap(scored: &[calibrate::GapTried], start: u32) -> u32 {
+    let shares = || {
+        scored
+            .iter()
+            .filter_map(|tried| Some((tried.minutes, tried.share?)))
+    };
+    let start_share = shares()
+        .find(|(gap, _)| *gap == start)
+        .map(|(_, share)| share);
+    if let Some(kept) = start_share
+        && !shares().any(|(_, share)| share > kept + GAP_MARGIN)
+    {
+        return start;
+    }
+    let mut pick: Option<(u32, f64)> = None;
+    for (gap, share) in shares() {
+        if pick.is_none_or(|(_, best)| share > best + GAP_MARGIN) {
+            pick = Some((gap, share));
+        }
+    }
+    pick.map_or(start, |(gap, _)| gap)
+}
+
+/// A tuning's settings and, when it fitted them, its rhythm types.
+type Tuning = (calibrate::Calibration, Option<mixture::Model>);
+
+/// Each tried gap's tuning on the trial's sample (`None` where there were no held-out days),
+/// all scored on the held-out days counted with [`HELD_OUT_GAP`].
+fn tune_gaps(tried: &[Tried], config: &WindowsConfig) -> Vec<(u32, Option<Tuning>)> {
+    use rayon::prelude::*;
+    let target = tried
+        .iter()
+        .find(|tried| tried.gap == HELD_OUT_GAP)
+        .and_then(|tried| tried.held.first())
+        .map(|held| &held.plain);
+    tried
+        .par_iter()
+        .map(|tried| {
+            let tuned = match (tried.held.first(), target) {
+                (Some(held), Some(target)) => {
+                    let scored = calibrate::Held {
+                        plain: target.clone(),
+                        decayed: held.decayed.clone(),
+                    };
+                    let with_gap = config.with_session_gap(Some(tried.gap));
+                    let holdout_days = config.holdout_days;
+                    Some(calibrate::calibrate(
+                        &tried.state,
+                        &scored,
+                        holdout_days,
+                        &with_gap,
+                    ))
+                }
+                _ => None,
+            };
+            (tried.gap, tuned)
+        })
+        .collect()
+}
+
+/// The gap the stored windows' tuning picked, if any (read from their metadata).
+fn stored_gap(store: &Store) -> Option<u32> {
+    tokio::task::block_in_place(|| persist::stored_gap(store.data_dir())).unwrap_or(None)
+}
+
+/// Every user's events in `(from_ms, to_ms]` as they are (not decayed), per local hour of
+/// week, counted in sessions of `gap_minutes` (0: each event); `None` when no segment holds
+/// events then.
+pub(crate) async fn held_out(
+    store: &Store,
+    config: &WindowsConfig,
+    default_tz: Tz,
+    from_ms: i64,
+    to_ms: i64,
+    gap_minutes: u32,
+) -> Result<Option<local::State>> {
+    let plain = WindowsConfig {
+        half_life_days: 1e12,
+        session_gap_minutes: gap_minutes,
+        ..config.clone()
+    };
+    let Some(counts) = hourly(store, &plain, from_ms, to_ms).await? else {
+        return Ok(None);
+    };
+    let named = zones(store, default_tz).await?;
+    let zones = local::Zones::new(&named, default_tz);
+    let mut building = local::Building::new(to_ms);
+    let grouped = local::Grouped::new(counts.rows, counts.users.len());
+    let mut ignored = ComputeReport::default();
+    tokio::task::block_in_place(|| {
+        building.add(&grouped, &counts.users, &plain, &zones, &mut ignored)
+    });
+    Ok(Some(building.finish()))
 }
 
 /// The weighted events in `(from_ms, to_ms]` per user and UTC hour; `None` when no segment
@@ -446,56 +573,157 @@ pub(crate) async fn build_state(
     as_of_ms: i64,
     cuts: &[i64],
 ) -> Result<Option<(local::State, Vec<calibrate::Held>, ComputeReport)>> {
-    // With sessions, the files of the gap before `from_ms` too (see `histogram::Sessions`).
-    let lead_ms = config.session_gap_ms();
-    store
-        .read_segments(
-            Some((from_ms + 1 - lead_ms, as_of_ms + 1)),
-            |segments| async move {
-                build_state_from(store, segments, config, default_tz, from_ms, as_of_ms, cuts).await
-            },
-        )
-        .await
+    let built = build_state_trying(store, config, default_tz, from_ms, as_of_ms, cuts, &[]).await?;
+    Ok(built.map(|(state, held, report, _)| (state, held, report)))
 }
 
-/// [`build_state`] over the listed `segments` (path, rows), at least one.
-async fn build_state_from(
+/// A sample's state and held-out days counted with a session gap (see [`build_state_trying`]).
+struct Tried {
+    gap: u32,
+    state: local::State,
+    held: Vec<calibrate::Held>,
+}
+
+/// [`build_state`], and the same for a sample of users (see [`trial::Trial`]) counted with each
+/// of `gaps` too, from the same scan.
+async fn build_state_trying(
     store: &Store,
-    segments: Vec<(PathBuf, u64)>,
     config: &WindowsConfig,
     default_tz: Tz,
     from_ms: i64,
     as_of_ms: i64,
     cuts: &[i64],
-) -> Result<(local::State, Vec<calibrate::Held>, ComputeReport)> {
+    gaps: &[u32],
+) -> Result<
+    Option<(
+        local::State,
+        Vec<calibrate::Held>,
+        ComputeReport,
+        Vec<Tried>,
+    )>,
+> {
+    // With sessions, the files of the gap before `from_ms` too (see `sessions::Sessions`).
+    let lead_ms = lead_ms(config, gaps);
+    store
+        .read_segments(
+            Some((from_ms + 1 - lead_ms, as_of_ms + 1)),
+            |segments| async move {
+                let span = (from_ms, as_of_ms);
+                build_state_from(store, segments, config, default_tz, span, cuts, gaps).await
+            },
+        )
+        .await
+}
+
+/// How far before a counted span a scan reads: the longest gap counted (a session open at the
+/// span's start began before it, and is not counted again).
+fn lead_ms(config: &WindowsConfig, gaps: &[u32]) -> i64 {
+    let longest = gaps
+        .iter()
+        .copied()
+        .fold(config.session_gap_minutes, u32::max);
+    i64::from(longest) * 60_000
+}
+
+/// A state and its held-out days being counted, slice by slice.
+struct Counting {
+    state: local::Building,
+    /// Per cut: the held-out events as they are (no decay), and decayed.
+    held: Vec<(local::Building, local::Building)>,
+}
+
+impl Counting {
+    fn new(as_of_ms: i64, cuts: usize) -> Counting {
+        let building = || local::Building::new(as_of_ms);
+        Counting {
+            state: building(),
+            held: (0..cuts).map(|_| (building(), building())).collect(),
+        }
+    }
+
+    /// Adds `grouped` (numbered by `names`) with `config`; `cut_hours` are the cuts' hours.
+    fn add(
+        &mut self,
+        grouped: &local::Grouped,
+        names: &[String],
+        config: &WindowsConfig,
+        zones: &local::Zones,
+        cut_hours: &[i64],
+        report: &mut ComputeReport,
+    ) {
+        let plain = WindowsConfig {
+            half_life_days: 1e12,
+            ..config.clone()
+        };
+        for (index, (held_plain, held_decayed)) in self.held.iter_mut().enumerate() {
+            let upper = if index == 0 {
+                i64::MAX
+            } else {
+                cut_hours[index - 1]
+            };
+            let part = grouped.between(cut_hours[index], upper);
+            if !part.is_empty() {
+                // Side by side: each has a sequential part (a struct per new user).
+                let (mut ignored, mut also_ignored) = Default::default();
+                rayon::join(
+                    || held_plain.add(&part, names, &plain, zones, &mut ignored),
+                    || held_decayed.add(&part, names, config, zones, &mut also_ignored),
+                );
+            }
+        }
+        self.state.add(grouped, names, config, zones, report);
+    }
+
+    fn finish(self) -> (local::State, Vec<calibrate::Held>) {
+        rayon::join(
+            || self.state.finish(),
+            || {
+                self.held
+                    .into_iter()
+                    .map(|(plain, decayed)| {
+                        let (plain, decayed) = rayon::join(|| plain.finish(), || decayed.finish());
+                        calibrate::Held { plain, decayed }
+                    })
+                    .collect()
+            },
+        )
+    }
+}
+
+/// [`build_state_trying`] over the listed `segments` (path, rows), at least one; `span` is
+/// `(from_ms, as_of_ms)`.
+async fn build_state_from(
+    store: &Store,
+    segments: Vec<(PathBuf, u64)>,
+    config: &WindowsConfig,
+    default_tz: Tz,
+    (from_ms, as_of_ms): (i64, i64),
+    cuts: &[i64],
+    gaps: &[u32],
+) -> Result<(
+    local::State,
+    Vec<calibrate::Held>,
+    ComputeReport,
+    Vec<Tried>,
+)> {
     let started = std::time::Instant::now();
     let mut numbers = local::UserNumbers::default();
-    let mut sessions = histogram::Sessions::new(config, from_ms);
-    let mut state = local::Building::new(as_of_ms);
-    // Per cut: the held-out events as they are (no decay), and decayed.
-    let mut held: Vec<(local::Building, local::Building)> = cuts
-        .iter()
-        .map(|_| {
-            (
-                local::Building::new(as_of_ms),
-                local::Building::new(as_of_ms),
-            )
-        })
-        .collect();
-    let plain = WindowsConfig {
-        half_life_days: 1e12,
-        ..config.clone()
-    };
+    let mut sessions = sessions::Sessions::new(config, from_ms);
+    let mut trial = (!gaps.is_empty()).then(trial::Trial::new);
+    // With a trial, only the sample is tuned on: the held-out days of the rest are not needed.
+    let main_cuts = if trial.is_some() { 0 } else { cuts.len() };
+    let mut counting = Counting::new(as_of_ms, main_cuts);
     let cut_hours: Vec<i64> = cuts.iter().map(|cut| cut.div_euclid(HOUR_MS)).collect();
     let mut report = ComputeReport::default();
     // A slice of days at a time, so memory holds one slice's events (and the next one's, scanned
     // while this one is added up); every slice numbers its users with the same dictionary.
     // A session open at the lookback's start began before it: read back a gap to see it.
-    let lead_ms = config.session_gap_ms();
+    let lead_ms = lead_ms(config, gaps);
+    let timed = sessions.grouping() || trial.is_some();
     let scan = |slice: Vec<PathBuf>| {
         let scan_config = config.clone();
         tokio::task::spawn_blocking(move || {
-            histogram::scan(&slice, &scan_config, from_ms - lead_ms, as_of_ms)
+            histogram::scan(&slice, &scan_config, from_ms - lead_ms, as_of_ms, timed)
         })
     };
     let mut slices = day_slices(segments, SLICE_ROWS).into_iter();
@@ -509,41 +737,44 @@ async fn build_state_from(
             .map_err(|error| Error::Usage(format!("the windows scan failed: {error}")))??;
         next = slices.next().map(scan);
         tokio::task::block_in_place(|| -> Result<()> {
-            let grouped = histogram::grouped(scanned, &mut numbers, &mut sessions)?;
+            let grouped = histogram::grouped(scanned, &mut numbers, &mut sessions, trial.as_mut())?;
             let names = numbers.names();
-            for (index, (held_plain, held_decayed)) in held.iter_mut().enumerate() {
-                let upper = if index == 0 {
-                    i64::MAX
-                } else {
-                    cut_hours[index - 1]
-                };
-                let part = grouped.between(cut_hours[index], upper);
-                if !part.is_empty() {
-                    // Side by side: each has a sequential part (a struct per new user).
-                    let (mut ignored, mut also_ignored) = Default::default();
-                    rayon::join(
-                        || held_plain.add(&part, names, &plain, &zones, &mut ignored),
-                        || held_decayed.add(&part, names, config, &zones, &mut also_ignored),
-                    );
-                }
-            }
-            state.add(&grouped, names, config, &zones, &mut report);
+            counting.add(&grouped, names, config, &zones, &cut_hours, &mut report);
             Ok(())
         })?;
     }
-    let (state, held) = rayon::join(
-        || state.finish(),
-        || {
-            held.into_iter()
-                .map(|(plain, decayed)| {
-                    let (plain, decayed) = rayon::join(|| plain.finish(), || decayed.finish());
-                    calibrate::Held { plain, decayed }
-                })
-                .collect()
-        },
-    );
+    let (state, held) = counting.finish();
     report.seconds_histogram = started.elapsed().as_secs_f64();
-    Ok((state, held, report))
+    // The sample counted again with each gap, all its days at once.
+    let tried = match trial {
+        None => Vec::new(),
+        Some(trial) => tokio::task::block_in_place(|| {
+            let trying = std::time::Instant::now();
+            let names = numbers.names();
+            let tried: Vec<Tried> = gaps
+                .iter()
+                .map(|&gap| {
+                    let with_gap = config.with_session_gap(Some(gap));
+                    let sampled = trial.counted(gap, from_ms, names);
+                    let users = sampled.names.len();
+                    let grouped = local::Grouped::new(sampled.rows, users);
+                    let mut counting = Counting::new(as_of_ms, cuts.len());
+                    let mut ignored = ComputeReport::default();
+                    let names = &sampled.names;
+                    counting.add(&grouped, names, &with_gap, &zones, &cut_hours, &mut ignored);
+                    let (state, held) = counting.finish();
+                    Tried { gap, state, held }
+                })
+                .collect();
+            tracing::debug!(
+                users = trial.users(),
+                count_s = trying.elapsed().as_secs_f64(),
+                "session gap trial counted"
+            );
+            tried
+        }),
+    };
+    Ok((state, held, report, tried))
 }
 
 /// Rolls stored profiles forward to `as_of`: decays the stored counters, adds the events since
@@ -848,6 +1079,36 @@ pub fn export_parquet(users: &[UserWindow], out: &std::path::Path, full: bool) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_gap_counted_with_is_kept_unless_another_is_clearly_better_then_the_smallest_good_one() {
+        let scored = |shares: [f64; 3]| -> Vec<calibrate::GapTried> {
+            [0, 10, 30]
+                .into_iter()
+                .zip(shares)
+                .map(|(minutes, share)| calibrate::GapTried {
+                    minutes,
+                    share: Some(share),
+                })
+                .collect()
+        };
+        // A near tie keeps whichever the store was counted with.
+        let tie = scored([0.150, 0.151, 0.1505]);
+        assert_eq!(pick_gap(&tie, 0), 0);
+        assert_eq!(pick_gap(&tie, 10), 10);
+        assert_eq!(pick_gap(&tie, 30), 30);
+        // Bursts: 10 and 30 both clearly beat 0; 30 is not clearly better than 10.
+        let bursts = scored([0.198, 0.2018, 0.2019]);
+        assert_eq!(pick_gap(&bursts, 0), 10);
+        // Independent events: 0 clearly beats a start of 30.
+        assert_eq!(pick_gap(&scored([0.155, 0.151, 0.146]), 30), 0);
+        // A gap that could not be tuned is not picked; nothing tuned keeps the start.
+        let mut untuned = scored([0.150, 0.160, 0.150]);
+        untuned[1].share = None;
+        assert_eq!(pick_gap(&untuned, 0), 0);
+        untuned.iter_mut().for_each(|tried| tried.share = None);
+        assert_eq!(pick_gap(&untuned, 30), 30);
+    }
 
     #[test]
     fn slices_hold_about_the_asked_rows_and_never_split_a_day() {

@@ -301,6 +301,15 @@ pub(super) fn stored_tuning(
         .map(|tuned_ms| (meta.calibration, tuned_ms)))
 }
 
+/// The session gap the stored windows' tuning picked, whatever their age or settings.
+pub(super) fn stored_gap(data_dir: &Path) -> Result<Option<u32>> {
+    let (_, meta) = paths(data_dir);
+    let Some(meta) = read_json::<Meta>(&meta)? else {
+        return Ok(None);
+    };
+    Ok(meta.calibration.session_gap_minutes)
+}
+
 /// The stored windows; with `only`, just those users' (the rest of the file is not decoded).
 pub(super) fn load_windows(data_dir: &Path, only: Option<&[String]>) -> Result<Option<Windows>> {
     let Some((meta, state)) = read(data_dir, only)? else {

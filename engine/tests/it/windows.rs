@@ -287,15 +287,15 @@ async fn updates_continue_the_sessions_open_when_they_run() {
     assert_same_windows(&incremental, &full);
 }
 
-// See: #41. With `tune_session_gap`, bursts of events (the generator's `sessions` family) get a
-// session gap, and a store whose events are all hours apart (each its own session whatever the
-// gap) keeps none; the pick is kept by the next compute and followed by updates.
+// See: #41. The tuning (on by default) gives bursts of events (the generator's `sessions`
+// family) a session gap, and a store whose events are all hours apart (each its own session
+// whatever the gap) none; each gap tried is reported with its backtest share; the pick is kept
+// by the next compute and followed by updates. The store is counted a second time only when the
+// pick is not the gap it was counted with: the first tuning of the bursts, not a retune.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_tuning_groups_bursts_into_sessions_and_independent_events_not() {
-    let config = WindowsConfig {
-        tune_session_gap: true,
-        ..WindowsConfig::default()
-    };
+    let config = WindowsConfig::default();
+    assert!(config.tune_session_gap && config.session_gap_minutes == 0);
     let zone = chrono_tz::Asia::Shanghai;
     let end = at("2026-09-29T00:00:00Z");
     let bursts = generated_store(3000, 28, 11, nudge_engine::synth::Family::Sessions).await;
@@ -330,6 +330,24 @@ async fn the_tuning_groups_bursts_into_sessions_and_independent_events_not() {
         );
         let gap = report.calibration.session_gap_minutes;
         picked.push(gap);
+        let tried: Vec<u32> = report
+            .calibration
+            .session_gaps_tried
+            .iter()
+            .filter(|tried| tried.share.is_some_and(|share| share > 0.0))
+            .map(|tried| tried.minutes)
+            .collect();
+        assert_eq!(tried, [0, 10, 30]);
+        assert_eq!(report.session_gap_recounted, gap != Some(0));
+        let retune = WindowsConfig {
+            retune_days: 0,
+            ..config.clone()
+        };
+        let retuned = scoring::compute(&test.store, &retune, zone, end)
+            .await
+            .unwrap();
+        assert_eq!(retuned.calibration.session_gap_minutes, gap);
+        assert!(!retuned.session_gap_recounted);
         let kept = scoring::compute(&test.store, &config, zone, end)
             .await
             .unwrap();
@@ -488,6 +506,55 @@ fn quiet_hours_move_a_send_to_the_nearest_edge() {
     assert_eq!(early, at("2026-10-30T08:00:00+08:00"));
     let fine = at("2026-10-30T12:00:00+08:00");
     assert_eq!(scoring::timing::out_of_quiet_hours(fine, zone, quiet), fine);
+}
+
+// See: #41. The backtest scores the held-out days both per event and per session: a user
+// whose held-out week is one burst of six opens at 03:00 and single opens at 15:00 on three
+// days had 6 of 9 events at 03:00, but 1 of 4 visits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backtest_scores_held_out_activity_per_event_and_per_session() {
+    use nudge_engine::scoring::evaluate::{SESSION_GAP, STRATEGIES, evaluate};
+    let test = TestStore::new().await;
+    let night = ms("2026-10-05T19:10:00Z"); // 03:10 in Shanghai
+    let afternoon = ms("2026-10-06T07:00:00Z"); // 15:00 in Shanghai
+    let mut events = Vec::new();
+    // Three weeks of one open a day at 03:10, before the held-out week (from 10-26).
+    for day in 0..20 {
+        events.push(line("u", "app_open", night + day * 86_400_000, ""));
+    }
+    // Held out: a burst of six opens a minute apart on one night, and three afternoons.
+    let burst = night + 22 * 86_400_000;
+    for minute in 0..6 {
+        events.push(line("u", "app_open", burst + minute * 60_000, ""));
+    }
+    for day in [21, 23, 25] {
+        events.push(line("u", "app_open", afternoon + day * 86_400_000, ""));
+    }
+    test.ingest(&[&test.file("u.ndjson", events.join("\n"))])
+        .await;
+    let config = WindowsConfig {
+        tune: false,
+        ..WindowsConfig::default()
+    };
+    let as_of = at("2026-11-02T00:00:00Z");
+    let evaluation = evaluate(&test.store, &config, chrono_tz::Asia::Shanghai, as_of, 7)
+        .await
+        .unwrap();
+    const { assert!(SESSION_GAP >= 6) };
+    let frequent = STRATEGIES
+        .iter()
+        .position(|s| *s == "most frequent hour")
+        .unwrap();
+    let per_event = &evaluation.all.scores[frequent];
+    let per_session = &evaluation.sessions.all.scores[frequent];
+    assert_eq!(evaluation.all.users, 1);
+    assert_eq!(evaluation.sessions.all.users, 1);
+    assert!((per_event.share - 6.0 / 9.0).abs() < 1e-9, "{per_event:?}");
+    assert!(
+        (per_session.share - 1.0 / 4.0).abs() < 1e-9,
+        "{per_session:?}"
+    );
+    assert_eq!(evaluation.session_gap_minutes, 0);
 }
 
 // The backtest (#19): fitted on the days before the held-out ones, each strategy is scored on

@@ -1,0 +1,141 @@
+//! Sessions: a user's burst of events is one observation of when they are active.
+
+use super::WindowsConfig;
+use super::local::HourRow;
+
+/// A user's bursts of events, each one observation: an event at most `gap_ms` from the user's
+/// latest one continues its session (its weight raises the session's to the strongest kind in
+/// it, its count is still an event), a later one opens a new session at its hour. Kept across
+/// the scans of one compute, so a session that goes on in the next slice is not counted again.
+/// A gap of 0 counts every event, as before sessions.
+pub(super) struct Sessions {
+    gap_ms: i64,
+    /// Events up to this time only say whose session is open; they are not counted (a session
+    /// open then began before the span counted: an earlier compute counted it).
+    counted_after_ms: i64,
+    /// Per user number: the time of the latest event seen (`i64::MIN` before any).
+    last: Vec<i64>,
+    /// Per user number: the open session.
+    open: Vec<Open>,
+}
+
+/// A user's open session.
+#[derive(Debug, Clone, Copy)]
+struct Open {
+    /// Its row in the rows being built; `u32::MAX` when it is in an earlier scan's rows or was
+    /// counted before the counted span.
+    row: u32,
+    /// Its strongest kind's weight so far.
+    weight: f64,
+    /// The hour it began.
+    hour: i64,
+}
+
+impl Default for Open {
+    fn default() -> Self {
+        Open {
+            row: u32::MAX,
+            weight: 0.0,
+            hour: 0,
+        }
+    }
+}
+
+impl Sessions {
+    /// Sessions of `config`'s gap, counting the events after `counted_after_ms`.
+    pub(super) fn new(config: &WindowsConfig, counted_after_ms: i64) -> Sessions {
+        Sessions::with_gap(config.session_gap_minutes, counted_after_ms)
+    }
+
+    pub(super) fn with_gap(gap_minutes: u32, counted_after_ms: i64) -> Sessions {
+        Sessions {
+            gap_ms: i64::from(gap_minutes) * 60_000,
+            counted_after_ms,
+            last: Vec::new(),
+            open: Vec::new(),
+        }
+    }
+
+    pub(super) fn grouping(&self) -> bool {
+        self.gap_ms > 0
+    }
+
+    /// A new batch of rows begins: sessions still open continue, but their rows are in the
+    /// batch before.
+    pub(super) fn new_rows(&mut self) {
+        for open in &mut self.open {
+            open.row = u32::MAX;
+        }
+    }
+
+    /// Counts one event of user `number` (at `ts`, in UTC hour `hour`, of kind weight `weight`)
+    /// into `rows`: a new session's row, or its session's; with no gap, its own.
+    pub(super) fn count(
+        &mut self,
+        rows: &mut Vec<HourRow>,
+        number: u32,
+        ts: i64,
+        hour: i64,
+        weight: f64,
+    ) {
+        if !self.grouping() {
+            if ts > self.counted_after_ms {
+                add_row(rows, number, hour, weight);
+            }
+            return;
+        }
+        let user = number as usize;
+        if self.last.len() <= user {
+            self.last.resize(user + 1, i64::MIN);
+            self.open.resize(user + 1, Open::default());
+        }
+        let last = self.last[user];
+        // Within the gap of the latest event, either side (a late event of the burst included).
+        let continues = last != i64::MIN && (ts - last).abs() <= self.gap_ms;
+        self.last[user] = last.max(ts);
+        let counted = ts > self.counted_after_ms;
+        let open = &mut self.open[user];
+        if continues {
+            let raise = (weight - open.weight).max(0.0);
+            open.weight = open.weight.max(weight);
+            if !counted {
+                return;
+            }
+            match rows.get_mut(open.row as usize) {
+                Some(row) => {
+                    row.2 += raise;
+                    row.3 += 1;
+                }
+                None => {
+                    // The session began in an earlier batch (or before the counted span, where
+                    // an earlier compute counted it): its event and any raise of its weight go
+                    // to the hour it began.
+                    add_row(rows, number, open.hour, raise);
+                    open.row = (rows.len() - 1) as u32;
+                }
+            }
+            return;
+        }
+        *open = Open {
+            row: u32::MAX,
+            weight,
+            hour,
+        };
+        if counted {
+            add_row(rows, number, hour, weight);
+            open.row = (rows.len() - 1) as u32;
+        }
+    }
+}
+
+/// Adds an event (or a session) of `weight` at `hour` to the last row when it is the same user's
+/// same hour, else as a new row.
+pub(super) fn add_row(rows: &mut Vec<HourRow>, number: u32, hour: i64, weight: f64) {
+    match rows.last_mut() {
+        Some(last) if last.0 == number && last.1 == hour => {
+            last.2 += weight;
+            last.3 += 1;
+        }
+        _ => rows.push((number, hour, weight, 1)),
+    }
+}
