@@ -20,13 +20,14 @@ pub struct Args {
     /// longer dataset
     #[arg(long)]
     lookback_days: Option<i64>,
-    /// `windows.session_gap_minutes` (default: the configured 30; 0 counts every event), to
-    /// time the compute with and without sessions on the same store
+    /// `windows.session_gap_minutes` (default: the configured 0, every event on its own): the
+    /// gap the first tuning starts from, or with `--fixed-session-gap` the gap counted with
     #[arg(long)]
     session_gap_minutes: Option<u32>,
-    /// `windows.tune_session_gap`: the tuning compute also picks the gap
+    /// `windows.tune_session_gap = false`: count with the configured gap, as before the tuning
+    /// picked it, to time the compute with and without the gap's trial on the same store
     #[arg(long)]
-    tune_session_gap: bool,
+    fixed_session_gap: bool,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -40,7 +41,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(gap) = args.session_gap_minutes {
         config.windows.session_gap_minutes = gap;
     }
-    config.windows.tune_session_gap |= args.tune_session_gap;
+    if args.fixed_session_gap {
+        config.windows.tune_session_gap = false;
+    }
     let end = (start + Duration::days(args.days as i64))
         .and_hms_opt(0, 0, 0)
         .unwrap()
@@ -84,8 +87,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             config.windows.session_gap_minutes
         ) {
             (true, _) => format!(
-                "the gap tuned (picked {} min)",
-                full.calibration.session_gap_minutes.unwrap_or_default()
+                "the gap tuned (picked {} min{})",
+                full.calibration.session_gap_minutes.unwrap_or_default(),
+                if full.session_gap_recounted {
+                    ", not the gap the store was counted with: counted again"
+                } else {
+                    ""
+                }
             ),
             (false, 0) => "none (every event counted)".to_string(),
             (false, gap) => format!("a gap over {gap} minutes starts one"),
