@@ -234,8 +234,8 @@ pub(super) fn print_calibration(calibration: &scoring::calibrate::Calibration, i
         let tried: Vec<String> = calibration
             .session_gaps_tried
             .iter()
-            .map(|tried| match tried.share {
-                Some(share) => format!("{} min {share:.4}", tried.minutes),
+            .map(|tried| match tried.log_likelihood {
+                Some(ll) => format!("{} min {ll:.4}", tried.minutes),
                 None => format!("{} min not tuned", tried.minutes),
             })
             .collect();
@@ -243,7 +243,7 @@ pub(super) fn print_calibration(calibration: &scoring::calibrate::Calibration, i
             println!("{indent}sessions: {counted} (the tuning's pick)");
         } else {
             println!(
-                "{indent}sessions: {counted}; picked by the backtest share of each gap tried on a sample: {}",
+                "{indent}sessions: {counted}; picked by each gap's held-out log-likelihood per session on a sample: {}",
                 tried.join(", ")
             );
         }

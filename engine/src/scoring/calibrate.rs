@@ -62,7 +62,7 @@ pub struct Calibration {
     /// one.
     #[serde(default)]
     pub session_gap_minutes: Option<u32>,
-    /// The gaps the tuning tried and the backtest share each reached on its sample of users.
+    /// The gaps the tuning tried and the held-out log-likelihood each reached on its sample.
     #[serde(default)]
     pub session_gaps_tried: Vec<GapTried>,
 }
@@ -71,8 +71,9 @@ pub struct Calibration {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GapTried {
     pub minutes: u32,
-    /// The backtest share on the sample; `None` when too few of its users could be tuned on.
-    pub share: Option<f64>,
+    /// The held-out log-likelihood per session on the sample (mean over users); `None` when too
+    /// few of its users could be tuned on.
+    pub log_likelihood: Option<f64>,
 }
 
 impl Calibration {
@@ -192,47 +193,10 @@ fn calibrate_with(
     config: &WindowsConfig,
     candidates: Vec<usize>,
 ) -> (Calibration, Option<Model>) {
-    // Users with events both before the cut-off and in the held-out days.
-    let active = held
-        .plain
-        .users
-        .par_iter()
-        .filter(|u| full.find(&u.user_id).is_some_and(|f| f.events > u.events))
-        .count();
-    if active < MIN_USERS {
-        let reason = format!(
-            "{active} users were active both in the last {holdout_days} days and before (tuning needs {MIN_USERS})"
-        );
-        return (Calibration::configured(config, reason), None);
-    }
-    // The sampled users' counts before the cut-off: theirs in `full` less the held-out days',
-    // decayed to the cut-off (only theirs: a copy of the whole state would cost more than all
-    // the tuning).
-    let stride = held.plain.users.len().div_ceil(MAX_CASES).max(1);
-    // Users whose held-out events all weigh nothing (profile updates) have nothing to score.
-    let sampled: Vec<&UserCounts> = held
-        .plain
-        .users
-        .iter()
-        .step_by(stride)
-        .filter(|u| has_weight(u))
-        .collect();
-    let mut train = State {
-        as_of_ms: full.as_of_ms,
-        users: sampled
-            .iter()
-            .filter_map(|u| full.find(&u.user_id).cloned())
-            .collect(),
+    let (active, sampled, train) = match training(full, held, holdout_days, config) {
+        Ok(training) => training,
+        Err(reason) => return (Calibration::configured(config, reason), None),
     };
-    let taken = State {
-        as_of_ms: full.as_of_ms,
-        users: sampled
-            .iter()
-            .filter_map(|u| held.decayed.find(&u.user_id).cloned())
-            .collect(),
-    };
-    train.subtract(&taken);
-    train.decay_to(full.as_of_ms - holdout_days * DAY_MS, config);
     let users: Vec<(&UserCounts, Option<&UserCounts>)> = sampled
         .iter()
         .map(|user| (*user, train.find(&user.user_id)))
@@ -292,6 +256,93 @@ fn calibrate_with(
         session_gaps_tried: Vec::new(),
     };
     (calibration, Some(model))
+}
+
+/// The users the tuning scores on: how many were active both before the cut-off and in the
+/// held-out days, a deterministic sample of the held-out users (at most [`MAX_CASES`]), and
+/// their counts before the cut-off; or why there are too few to tune on.
+fn training<'a>(
+    full: &State,
+    held: &'a Held,
+    holdout_days: i64,
+    config: &WindowsConfig,
+) -> Result<(usize, Vec<&'a UserCounts>, State), String> {
+    // Users with events both before the cut-off and in the held-out days.
+    let active = held
+        .plain
+        .users
+        .par_iter()
+        .filter(|u| full.find(&u.user_id).is_some_and(|f| f.events > u.events))
+        .count();
+    if active < MIN_USERS {
+        let reason = format!(
+            "{active} users were active both in the last {holdout_days} days and before (tuning needs {MIN_USERS})"
+        );
+        return Err(reason);
+    }
+    // The sampled users' counts before the cut-off: theirs in `full` less the held-out days',
+    // decayed to the cut-off (only theirs: a copy of the whole state would cost more than all
+    // the tuning).
+    let stride = held.plain.users.len().div_ceil(MAX_CASES).max(1);
+    // Users whose held-out events all weigh nothing (profile updates) have nothing to score.
+    let sampled: Vec<&UserCounts> = held
+        .plain
+        .users
+        .iter()
+        .step_by(stride)
+        .filter(|u| has_weight(u))
+        .collect();
+    let mut train = State {
+        as_of_ms: full.as_of_ms,
+        users: sampled
+            .iter()
+            .filter_map(|u| full.find(&u.user_id).cloned())
+            .collect(),
+    };
+    let taken = State {
+        as_of_ms: full.as_of_ms,
+        users: sampled
+            .iter()
+            .filter_map(|u| held.decayed.find(&u.user_id).cloned())
+            .collect(),
+    };
+    train.subtract(&taken);
+    train.decay_to(full.as_of_ms - holdout_days * DAY_MS, config);
+    Ok((active, sampled, train))
+}
+
+/// How well counting `full` this way foretells the held-out days: with `model`'s rhythm types
+/// and the settings that fit best, each sampled held-out user's log-likelihood per held-out
+/// event (or session), in the order of `held`'s users (so two countings of the same store,
+/// scored on the same held-out days, pair user by user). `None` when too few users can be
+/// tuned on.
+pub fn likelihood_per_user(
+    full: &State,
+    held: &Held,
+    holdout_days: i64,
+    config: &WindowsConfig,
+    model: &Model,
+) -> Option<Vec<f64>> {
+    let (_, sampled, train) = training(full, held, holdout_days, config).ok()?;
+    let users: Vec<(&UserCounts, Option<&UserCounts>)> = sampled
+        .iter()
+        .map(|user| (*user, train.find(&user.user_id)))
+        .collect();
+    let cases = cases(&users, model, config);
+    let start = configured(config);
+    let (settings, _) = search(&cases, start, log_likelihood(&cases, &start));
+    Some(
+        cases
+            .par_iter()
+            .map(|case| {
+                let mut outcome = [0.0; HOURS_OF_WEEK];
+                case.held
+                    .iter()
+                    .for_each(|(bin, c)| outcome[*bin as usize] += c);
+                evaluate::score(&pooled_profile(case, &settings), &outcome).log_likelihood
+            })
+            .collect(),
+    )
 }
 
 /// The backtest's users: their counts before the cut-off, the prior the types give them, what

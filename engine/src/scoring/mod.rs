@@ -351,15 +351,22 @@ const TUNED_GAPS: [u32; 3] = [0, 10, 30];
 /// The gap the held-out days are counted in for every candidate, so all answer the same
 /// question: when will this user next be active (a burst is one answer).
 const HELD_OUT_GAP: u32 = 30;
-/// How much better a larger gap's backtest share must be to be picked over a smaller one.
-const GAP_MARGIN: f64 = 0.002;
+/// How much better another gap must foretell the held-out days than the one in use to replace
+/// it, in log-likelihood per held-out session (nats, mean over users); also how close to the
+/// best a smaller gap may be and still be preferred. On the generator's six families a burst
+/// of a dozen events gains 0.06 by counting sessions, events drawn one by one around a routine
+/// at most 0.009: a gap is a change of evidence, made when the evidence for it is strong.
+const GAP_MARGIN: f64 = 0.01;
+/// How many standard errors of the paired difference another gap must be better by.
+const GAP_ERRORS: f64 = 2.0;
 
 /// [`compute`] tuning the session gap too. One scan counts every user with the gap picked last
 /// time (else the configured one) and a sample of users (see [`trial::Trial`]) with each
-/// candidate gap; each candidate is tuned on the sample and scored on the same held-out days
-/// counted in sessions of [`HELD_OUT_GAP`]. The smallest gap wins unless a larger one's
-/// backtest share is better by more than [`GAP_MARGIN`]; only when the winner is not the gap
-/// the whole store was counted with is it counted again.
+/// candidate gap. The store is tuned as usual; each candidate is then tuned on the sample (as
+/// many rhythm types as the store's tuning chose) and scored by the log-likelihood of the same
+/// held-out days counted in sessions of [`HELD_OUT_GAP`], user by user. Another gap replaces
+/// the one in use only when it is better by more than [`GAP_MARGIN`] and [`GAP_ERRORS`]
+/// standard errors of the paired difference; only then is the store counted (and tuned) again.
 async fn compute_tuning_the_gap(
     store: &Store,
     config: &WindowsConfig,
@@ -377,24 +384,37 @@ async fn compute_tuning_the_gap(
     gaps.sort_unstable();
     gaps.dedup();
     let counted = config.with_session_gap(Some(start));
-    let Some((state, _, report, tried)) =
+    let Some((state, held, report, tried)) =
         build_state_trying(store, &counted, default_tz, from_ms, as_of_ms, cuts, &gaps).await?
     else {
         return Err(no_events(config, as_of));
     };
+    let tune = |state: &local::State, held: Vec<calibrate::Held>, with_gap: &WindowsConfig| {
+        let (calibration, model) = match held.into_iter().next() {
+            Some(held) => tokio::task::block_in_place(|| {
+                calibrate::calibrate(state, &held, config.holdout_days, with_gap)
+            }),
+            None => (
+                calibrate::Calibration::configured(with_gap, "no held-out days"),
+                None,
+            ),
+        };
+        let model = model.unwrap_or_else(|| fit(state, with_gap, calibration.types));
+        (calibration, model)
+    };
+    let (calibration, model) = tune(&state, held, &counted);
     let trying = std::time::Instant::now();
-    let mut tuned = tokio::task::block_in_place(|| tune_gaps(&tried, config));
+    let types = calibration.types;
+    let scores = tokio::task::block_in_place(|| gap_scores(&tried, config, types));
     drop(tried);
-    let scored: Vec<calibrate::GapTried> = tuned
+    let gap = pick_gap(&scores, start);
+    let scored: Vec<calibrate::GapTried> = scores
         .iter()
-        .map(|(gap, tuning)| calibrate::GapTried {
-            minutes: *gap,
-            share: tuning
-                .as_ref()
-                .and_then(|(calibration, _)| calibration.backtest_share()),
+        .map(|(minutes, scores)| calibrate::GapTried {
+            minutes: *minutes,
+            log_likelihood: scores.as_deref().map(mean),
         })
         .collect();
-    let gap = pick_gap(&scored, start);
     tracing::debug!(
         gap,
         start,
@@ -402,34 +422,23 @@ async fn compute_tuning_the_gap(
         trial_s = trying.elapsed().as_secs_f64(),
         "session gap chosen"
     );
-    // The winner's tuning on the sample is the tuning: the sample is as large as the one the
-    // tuning of the whole store scores on (see `calibrate`).
-    let winner = tuned
-        .iter_mut()
-        .find(|(candidate, _)| *candidate == gap)
-        .and_then(|(_, tuning)| tuning.take());
-    drop(tuned);
-    let with_gap = config.with_session_gap(Some(gap));
-    let (state, report) = if gap == start {
-        (state, report)
+    let (state, mut calibration, model, report) = if gap == start {
+        (state, calibration, model, report)
     } else {
-        // Counted again with the winner: the store's behaviour changed (or this is its first
-        // tuning and the configured gap was not the right one).
+        // Counted and tuned again with the winner: the store's behaviour changed (or this is
+        // its first tuning and the configured gap was not the right one).
         drop(state);
-        let Some((state, _, mut again)) =
-            build_state(store, &with_gap, default_tz, from_ms, as_of_ms, &[]).await?
+        let with_gap = config.with_session_gap(Some(gap));
+        let Some((state, held, mut again)) =
+            build_state(store, &with_gap, default_tz, from_ms, as_of_ms, cuts).await?
         else {
             return Err(no_events(config, as_of));
         };
         again.seconds_histogram += report.seconds_histogram;
         again.session_gap_recounted = true;
-        (state, again)
+        let (calibration, model) = tune(&state, held, &with_gap);
+        (state, calibration, model, again)
     };
-    let (mut calibration, model) = winner.unwrap_or_else(|| {
-        let reason = "no held-out days";
-        (calibrate::Calibration::configured(&with_gap, reason), None)
-    });
-    let model = model.unwrap_or_else(|| fit(&state, &with_gap, calibration.types));
     calibration.session_gap_minutes = Some(gap);
     calibration.session_gaps_tried = scored;
     let tuned_ms = calibration.untuned.is_none().then_some(as_of_ms);
@@ -444,39 +453,54 @@ async fn compute_tuning_the_gap(
     .await
 }
 
-/// The gap to count with: `start` (the one the store was counted with) unless another's share
-/// is better by more than [`GAP_MARGIN`] (so a store near a tie does not flip, and count again,
-/// from one compute to the next); then the smallest gap unless a larger one's is better by
-/// more than the margin.
-fn pick_gap(scored: &[calibrate::GapTried], start: u32) -> u32 {
-    let shares = || {
-        scored
-            .iter()
-            .filter_map(|tried| Some((tried.minutes, tried.share?)))
-    };
-    let start_share = shares()
-        .find(|(gap, _)| *gap == start)
-        .map(|(_, share)| share);
-    if let Some(kept) = start_share
-        && !shares().any(|(_, share)| share > kept + GAP_MARGIN)
-    {
-        return start;
-    }
-    let mut pick: Option<(u32, f64)> = None;
-    for (gap, share) in shares() {
-        if pick.is_none_or(|(_, best)| share > best + GAP_MARGIN) {
-            pick = Some((gap, share));
-        }
-    }
-    pick.map_or(start, |(gap, _)| gap)
+fn mean(values: &[f64]) -> f64 {
+    values.iter().sum::<f64>() / values.len().max(1) as f64
 }
 
-/// A tuning's settings and, when it fitted them, its rhythm types.
-type Tuning = (calibrate::Calibration, Option<mixture::Model>);
+/// The gap to count with: `start` (the one in use) unless another's scores beat it user by user
+/// by more than [`GAP_MARGIN`] on average and [`GAP_ERRORS`] standard errors; among those that
+/// do, the smallest within [`GAP_MARGIN`] of the best.
+fn pick_gap(scores: &[(u32, Option<Vec<f64>>)], start: u32) -> u32 {
+    let Some(Some(kept)) = scores
+        .iter()
+        .find(|(gap, _)| *gap == start)
+        .map(|(_, scores)| scores)
+    else {
+        return start;
+    };
+    let better: Vec<(u32, f64)> = scores
+        .iter()
+        .filter(|(gap, _)| *gap != start)
+        .filter_map(|(gap, scores)| {
+            let scores = scores.as_ref().filter(|s| s.len() == kept.len())?;
+            let differences: Vec<f64> = scores.iter().zip(kept).map(|(a, b)| a - b).collect();
+            let n = differences.len() as f64;
+            let gain = mean(&differences);
+            let variance =
+                differences.iter().map(|d| (d - gain).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
+            let error = (variance / n.max(1.0)).sqrt();
+            (gain > GAP_MARGIN && gain > GAP_ERRORS * error).then_some((*gap, gain))
+        })
+        .collect();
+    let Some(best) = better.iter().map(|(_, gain)| *gain).reduce(f64::max) else {
+        return start;
+    };
+    better
+        .iter()
+        .filter(|(_, gain)| *gain >= best - GAP_MARGIN)
+        .map(|(gap, _)| *gap)
+        .min()
+        .unwrap_or(start)
+}
 
-/// Each tried gap's tuning on the trial's sample (`None` where there were no held-out days),
-/// all scored on the held-out days counted with [`HELD_OUT_GAP`].
-fn tune_gaps(tried: &[Tried], config: &WindowsConfig) -> Vec<(u32, Option<Tuning>)> {
+/// Each tried gap's log-likelihood per sampled user (see [`calibrate::likelihood_per_user`]) with as many
+/// rhythm types as the store's tuning chose, all against the held-out days counted with [`HELD_OUT_GAP`]; `None`
+/// where there were no held-out days or too few users.
+fn gap_scores(
+    tried: &[Tried],
+    config: &WindowsConfig,
+    types: usize,
+) -> Vec<(u32, Option<Vec<f64>>)> {
     use rayon::prelude::*;
     let target = tried
         .iter()
@@ -486,7 +510,7 @@ fn tune_gaps(tried: &[Tried], config: &WindowsConfig) -> Vec<(u32, Option<Tuning
     tried
         .par_iter()
         .map(|tried| {
-            let tuned = match (tried.held.first(), target) {
+            let scores = match (tried.held.first(), target) {
                 (Some(held), Some(target)) => {
                     let scored = calibrate::Held {
                         plain: target.clone(),
@@ -494,16 +518,20 @@ fn tune_gaps(tried: &[Tried], config: &WindowsConfig) -> Vec<(u32, Option<Tuning
                     };
                     let with_gap = config.with_session_gap(Some(tried.gap));
                     let holdout_days = config.holdout_days;
-                    Some(calibrate::calibrate(
+                    // Rhythm types of this counting (as many as the store's tuning chose):
+                    // types learned from events do not fit counts of sessions as well.
+                    let model = fit(&tried.state, &with_gap, types);
+                    calibrate::likelihood_per_user(
                         &tried.state,
                         &scored,
                         holdout_days,
                         &with_gap,
-                    ))
+                        &model,
+                    )
                 }
                 _ => None,
             };
-            (tried.gap, tuned)
+            (tried.gap, scores)
         })
         .collect()
 }
@@ -710,9 +738,7 @@ async fn build_state_from(
     let mut numbers = local::UserNumbers::default();
     let mut sessions = sessions::Sessions::new(config, from_ms);
     let mut trial = (!gaps.is_empty()).then(trial::Trial::new);
-    // With a trial, only the sample is tuned on: the held-out days of the rest are not needed.
-    let main_cuts = if trial.is_some() { 0 } else { cuts.len() };
-    let mut counting = Counting::new(as_of_ms, main_cuts);
+    let mut counting = Counting::new(as_of_ms, cuts.len());
     let cut_hours: Vec<i64> = cuts.iter().map(|cut| cut.div_euclid(HOUR_MS)).collect();
     let mut report = ComputeReport::default();
     // A slice of days at a time, so memory holds one slice's events (and the next one's, scanned
@@ -1081,33 +1107,42 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_gap_counted_with_is_kept_unless_another_is_clearly_better_then_the_smallest_good_one() {
-        let scored = |shares: [f64; 3]| -> Vec<calibrate::GapTried> {
-            [0, 10, 30]
-                .into_iter()
-                .zip(shares)
-                .map(|(minutes, share)| calibrate::GapTried {
-                    minutes,
-                    share: Some(share),
-                })
-                .collect()
+    fn another_gap_replaces_the_one_in_use_only_when_clearly_better_user_by_user() {
+        // 400 users' scores under the gap in use; another gap adds `gain` to every user's, plus
+        // noise of `spread` either way (alternating, so its mean is `gain`).
+        let base: Vec<f64> = (0..400).map(|i| f64::from(i % 10) / 10.0).collect();
+        let shifted = |gain: f64, spread: f64| -> Option<Vec<f64>> {
+            Some(
+                base.iter()
+                    .enumerate()
+                    .map(|(i, s)| s + gain + if i % 2 == 0 { spread } else { -spread })
+                    .collect(),
+            )
         };
-        // A near tie keeps whichever the store was counted with.
-        let tie = scored([0.150, 0.151, 0.1505]);
-        assert_eq!(pick_gap(&tie, 0), 0);
-        assert_eq!(pick_gap(&tie, 10), 10);
-        assert_eq!(pick_gap(&tie, 30), 30);
-        // Bursts: 10 and 30 both clearly beat 0; 30 is not clearly better than 10.
-        let bursts = scored([0.198, 0.2018, 0.2019]);
+        let same = || Some(base.clone());
+        // A small but steady gain for every user: picked.
+        assert_eq!(pick_gap(&[(0, same()), (10, shifted(0.02, 0.0))], 0), 10);
+        // The same mean gain, drowned in per-user noise (20 times the gain): kept.
+        assert_eq!(pick_gap(&[(0, same()), (10, shifted(0.02, 0.4))], 0), 0);
+        // Steady but under the margin: kept.
+        assert_eq!(pick_gap(&[(0, same()), (10, shifted(0.009, 0.0))], 0), 0);
+        // Two gaps clearly better and within the margin of each other: the smaller one.
+        let bursts = [
+            (0, same()),
+            (10, shifted(0.035, 0.0)),
+            (30, shifted(0.036, 0.0)),
+        ];
         assert_eq!(pick_gap(&bursts, 0), 10);
-        // Independent events: 0 clearly beats a start of 30.
-        assert_eq!(pick_gap(&scored([0.155, 0.151, 0.146]), 30), 0);
-        // A gap that could not be tuned is not picked; nothing tuned keeps the start.
-        let mut untuned = scored([0.150, 0.160, 0.150]);
-        untuned[1].share = None;
-        assert_eq!(pick_gap(&untuned, 0), 0);
-        untuned.iter_mut().for_each(|tried| tried.share = None);
-        assert_eq!(pick_gap(&untuned, 30), 30);
+        // The gap in use is kept whatever the order, when nothing clearly beats it.
+        let tie = [
+            (0, shifted(0.0005, 0.0)),
+            (10, same()),
+            (30, shifted(0.001, 0.0)),
+        ];
+        assert_eq!(pick_gap(&tie, 10), 10);
+        // A gap that could not be tuned is never picked; the gap in use untuned stays.
+        assert_eq!(pick_gap(&[(0, same()), (10, None)], 0), 0);
+        assert_eq!(pick_gap(&[(0, None), (10, shifted(0.1, 0.0))], 0), 0);
     }
 
     #[test]

@@ -334,7 +334,7 @@ async fn the_tuning_groups_bursts_into_sessions_and_independent_events_not() {
             .calibration
             .session_gaps_tried
             .iter()
-            .filter(|tried| tried.share.is_some_and(|share| share > 0.0))
+            .filter(|tried| tried.log_likelihood.is_some_and(f64::is_finite))
             .map(|tried| tried.minutes)
             .collect();
         assert_eq!(tried, [0, 10, 30]);
