@@ -142,20 +142,27 @@ pub async fn evaluate(
             "no events to fit on before the held-out {holdout_days} days: shorten --holdout-days, or pass --as-of"
         )));
     }
-    // The held-out days counted both ways, whatever the model counts with (the way it counts
-    // is counted already).
-    let mut outcomes = Vec::new();
-    for outcome_gap in [0, SESSION_GAP] {
-        let outcome = if outcome_gap == gap {
-            Some(scored.plain.clone())
-        } else {
-            super::held_out(store, config, default_tz, cutoff_ms, as_of_ms, outcome_gap).await?
-        };
-        outcomes.push(outcome.unwrap_or_else(|| State {
-            as_of_ms,
-            users: Vec::new(),
-        }));
-    }
+    // The held-out days counted both ways, whatever the model counts with: the way it counts
+    // is counted already, the others from one more scan of those days.
+    let missing: Vec<u32> = [0, SESSION_GAP]
+        .into_iter()
+        .filter(|outcome_gap| *outcome_gap != gap)
+        .collect();
+    let span = (cutoff_ms, as_of_ms);
+    let mut counted = super::held_out(store, config, default_tz, span, &missing)
+        .await?
+        .unwrap_or_default()
+        .into_iter();
+    let outcomes: Vec<State> = [0, SESSION_GAP]
+        .into_iter()
+        .map(|outcome_gap| match outcome_gap == gap {
+            true => scored.plain.clone(),
+            false => counted.next().unwrap_or_else(|| State {
+                as_of_ms,
+                users: Vec::new(),
+            }),
+        })
+        .collect();
     tuning.decayed.decay_to(cutoff_ms, config);
     let windows = tokio::task::block_in_place(|| {
         let (calibration, model) = if config.tune {

@@ -43,6 +43,32 @@ pub(super) fn hourly(
     .into_sorted())
 }
 
+/// [`hourly`] once per gap of `gaps` (minutes), from one scan: each gap's counts numbered on
+/// their own.
+pub(super) fn hourly_per_gap(
+    paths: &[PathBuf],
+    config: &WindowsConfig,
+    from_ms: i64,
+    to_ms: i64,
+    gaps: &[u32],
+) -> Result<Vec<HourlyCounts>> {
+    let longest = gaps.iter().copied().max().unwrap_or(0);
+    let lead_ms = i64::from(longest) * 60_000;
+    let scanned = scan(paths, config, from_ms - lead_ms, to_ms, true)?;
+    gaps.iter()
+        .map(|&gap| {
+            let mut users = UserNumbers::default();
+            let mut sessions = Sessions::with_gap(gap, from_ms);
+            let rows = rows(Scanned(scanned.0.clone()), &mut users, &mut sessions, None)?;
+            Ok(HourlyCounts {
+                users: users.into_names(),
+                rows,
+            }
+            .into_sorted())
+        })
+        .collect()
+}
+
 /// The polars part of [`hourly`]: each event's user, UTC hour and kind weight (and with
 /// `timed`, its time), filtered to the range, in the files' order. Adding them up is left to
 /// [`rows`] and [`grouped`], so a caller can run it beside the next scan.

@@ -542,33 +542,49 @@ fn stored_gap(store: &Store) -> Option<u32> {
 }
 
 /// Every user's events in `(from_ms, to_ms]` as they are (not decayed), per local hour of
-/// week, counted in sessions of `gap_minutes` (0: each event); `None` when no segment holds
-/// events then.
+/// week, counted in sessions of each of `gaps` (minutes; 0: each event), from one scan; `None`
+/// when no segment holds events then.
 pub(crate) async fn held_out(
     store: &Store,
     config: &WindowsConfig,
     default_tz: Tz,
-    from_ms: i64,
-    to_ms: i64,
-    gap_minutes: u32,
-) -> Result<Option<local::State>> {
+    (from_ms, to_ms): (i64, i64),
+    gaps: &[u32],
+) -> Result<Option<Vec<local::State>>> {
     let plain = WindowsConfig {
         half_life_days: 1e12,
-        session_gap_minutes: gap_minutes,
         ..config.clone()
     };
-    let Some(counts) = hourly(store, &plain, from_ms, to_ms).await? else {
+    let lead_ms = i64::from(gaps.iter().copied().max().unwrap_or(0)) * 60_000;
+    let plain_ref = &plain;
+    let Some(counted) = store
+        .read_segment_paths(
+            Some((from_ms + 1 - lead_ms, to_ms + 1)),
+            |paths| async move {
+                tokio::task::block_in_place(|| {
+                    histogram::hourly_per_gap(&paths, plain_ref, from_ms, to_ms, gaps)
+                })
+            },
+        )
+        .await?
+    else {
         return Ok(None);
     };
     let named = zones(store, default_tz).await?;
     let zones = local::Zones::new(&named, default_tz);
-    let mut building = local::Building::new(to_ms);
-    let grouped = local::Grouped::new(counts.rows, counts.users.len());
-    let mut ignored = ComputeReport::default();
-    tokio::task::block_in_place(|| {
-        building.add(&grouped, &counts.users, &plain, &zones, &mut ignored)
+    let states = tokio::task::block_in_place(|| {
+        counted
+            .into_iter()
+            .map(|counts| {
+                let mut building = local::Building::new(to_ms);
+                let grouped = local::Grouped::new(counts.rows, counts.users.len());
+                let mut ignored = ComputeReport::default();
+                building.add(&grouped, &counts.users, &plain, &zones, &mut ignored);
+                building.finish()
+            })
+            .collect()
     });
-    Ok(Some(building.finish()))
+    Ok(Some(states))
 }
 
 /// The weighted events in `(from_ms, to_ms]` per user and UTC hour; `None` when no segment
