@@ -179,20 +179,6 @@ pub fn calibrate(
     holdout_days: i64,
     config: &WindowsConfig,
 ) -> (Calibration, Option<Model>) {
-    let mut candidates: Vec<usize> = TYPES.into_iter().chain([config.types]).collect();
-    candidates.sort_unstable();
-    candidates.dedup();
-    calibrate_with(full, held, holdout_days, config, candidates)
-}
-
-/// [`calibrate`], trying these numbers of rhythm types.
-fn calibrate_with(
-    full: &State,
-    held: &Held,
-    holdout_days: i64,
-    config: &WindowsConfig,
-    candidates: Vec<usize>,
-) -> (Calibration, Option<Model>) {
     let (active, sampled, train) = match training(full, held, holdout_days, config) {
         Ok(training) => training,
         Err(reason) => return (Calibration::configured(config, reason), None),
@@ -202,6 +188,9 @@ fn calibrate_with(
         .map(|user| (*user, train.find(&user.user_id)))
         .collect();
     let start = configured(config);
+    let mut candidates: Vec<usize> = TYPES.into_iter().chain([config.types]).collect();
+    candidates.sort_unstable();
+    candidates.dedup();
     // For each number of types: its model, the cases' priors under it, the best weights by
     // likelihood; the number of types is then picked by the backtest's share (the hour chosen
     // is what matters, and more types can win it while losing a little likelihood).

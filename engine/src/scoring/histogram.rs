@@ -15,36 +15,10 @@ use crate::time::HOUR_MS;
 /// The scan's result, still in polars' hands (polars stays inside this file).
 pub(super) struct Scanned(DataFrame);
 
-/// Counts events in `(from_ms, to_ms]`, weighted by kind, per user and UTC hour; with a
-/// session gap, each session once (see [`Sessions`]), a session open at `from_ms` continued
-/// rather than counted again.
-pub(super) fn hourly(
-    paths: &[PathBuf],
-    config: &WindowsConfig,
-    from_ms: i64,
-    to_ms: i64,
-) -> Result<HourlyCounts> {
-    let mut users = UserNumbers::default();
-    let mut sessions = Sessions::new(config, from_ms);
-    // The gap before `from_ms` is read too: it says whose session is still open.
-    let timed = sessions.grouping();
-    let scanned = scan(
-        paths,
-        config,
-        from_ms - config.session_gap_ms(),
-        to_ms,
-        timed,
-    )?;
-    let rows = rows(scanned, &mut users, &mut sessions, None)?;
-    Ok(HourlyCounts {
-        users: users.into_names(),
-        rows,
-    }
-    .into_sorted())
-}
-
-/// [`hourly`] once per gap of `gaps` (minutes), from one scan: each gap's counts numbered on
-/// their own.
+/// Counts events in `(from_ms, to_ms]`, weighted by kind, per user and UTC hour, once per gap
+/// of `gaps` (minutes; 0 counts every event, a gap each session once, see [`Sessions`], a
+/// session open at `from_ms` continued rather than counted again), from one scan: each gap's
+/// counts numbered on their own.
 pub(super) fn hourly_per_gap(
     paths: &[PathBuf],
     config: &WindowsConfig,
@@ -52,9 +26,11 @@ pub(super) fn hourly_per_gap(
     to_ms: i64,
     gaps: &[u32],
 ) -> Result<Vec<HourlyCounts>> {
+    // The longest gap before `from_ms` is read too: it says whose session is still open.
     let longest = gaps.iter().copied().max().unwrap_or(0);
     let lead_ms = i64::from(longest) * 60_000;
-    let scanned = scan(paths, config, from_ms - lead_ms, to_ms, true)?;
+    // Without sessions the time itself is not needed (nor any read-back to skip).
+    let scanned = scan(paths, config, from_ms - lead_ms, to_ms, longest > 0)?;
     gaps.iter()
         .map(|&gap| {
             let mut users = UserNumbers::default();
@@ -69,7 +45,7 @@ pub(super) fn hourly_per_gap(
         .collect()
 }
 
-/// The polars part of [`hourly`]: each event's user, UTC hour and kind weight (and with
+/// The polars part of [`hourly_per_gap`]: each event's user, UTC hour and kind weight (and with
 /// `timed`, its time), filtered to the range, in the files' order. Adding them up is left to
 /// [`rows`] and [`grouped`], so a caller can run it beside the next scan.
 pub(super) fn scan(

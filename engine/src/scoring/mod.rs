@@ -555,19 +555,7 @@ pub(crate) async fn held_out(
         half_life_days: 1e12,
         ..config.clone()
     };
-    let lead_ms = i64::from(gaps.iter().copied().max().unwrap_or(0)) * 60_000;
-    let plain_ref = &plain;
-    let Some(counted) = store
-        .read_segment_paths(
-            Some((from_ms + 1 - lead_ms, to_ms + 1)),
-            |paths| async move {
-                tokio::task::block_in_place(|| {
-                    histogram::hourly_per_gap(&paths, plain_ref, from_ms, to_ms, gaps)
-                })
-            },
-        )
-        .await?
-    else {
+    let Some(counted) = hourly_per_gap(store, &plain, from_ms, to_ms, gaps).await? else {
         return Ok(None);
     };
     let named = zones(store, default_tz).await?;
@@ -587,20 +575,36 @@ pub(crate) async fn held_out(
     Ok(Some(states))
 }
 
-/// The weighted events in `(from_ms, to_ms]` per user and UTC hour; `None` when no segment
-/// holds events in that span.
+/// The weighted events in `(from_ms, to_ms]` per user and UTC hour, counted with `config`'s
+/// session gap; `None` when no segment holds events in that span.
 async fn hourly(
     store: &Store,
     config: &WindowsConfig,
     from_ms: i64,
     to_ms: i64,
 ) -> Result<Option<local::HourlyCounts>> {
-    let lead_ms = config.session_gap_ms();
+    let gap = [config.session_gap_minutes];
+    let counted = hourly_per_gap(store, config, from_ms, to_ms, &gap).await?;
+    Ok(counted.and_then(|mut counted| counted.pop()))
+}
+
+/// [`hourly`] once per gap of `gaps` (minutes), from one scan of the files of that span (and of
+/// the longest gap before it).
+async fn hourly_per_gap(
+    store: &Store,
+    config: &WindowsConfig,
+    from_ms: i64,
+    to_ms: i64,
+    gaps: &[u32],
+) -> Result<Option<Vec<local::HourlyCounts>>> {
+    let lead_ms = i64::from(gaps.iter().copied().max().unwrap_or(0)) * 60_000;
     store
         .read_segment_paths(
             Some((from_ms + 1 - lead_ms, to_ms + 1)),
             |paths| async move {
-                tokio::task::block_in_place(|| histogram::hourly(&paths, config, from_ms, to_ms))
+                tokio::task::block_in_place(|| {
+                    histogram::hourly_per_gap(&paths, config, from_ms, to_ms, gaps)
+                })
             },
         )
         .await
