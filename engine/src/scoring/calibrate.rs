@@ -311,15 +311,24 @@ pub fn likelihood_per_user(
     holdout_days: i64,
     config: &WindowsConfig,
     model: &Model,
+    start: Settings,
 ) -> Option<Vec<f64>> {
     let (_, sampled, train) = training(full, held, holdout_days, config).ok()?;
     let users: Vec<(&UserCounts, Option<&UserCounts>)> = sampled
         .iter()
         .map(|user| (*user, train.find(&user.user_id)))
         .collect();
+    let started = std::time::Instant::now();
     let cases = cases(&users, model, config);
-    let start = configured(config);
+    let cases_s = started.elapsed().as_secs_f64();
     let (settings, _) = search(&cases, start, log_likelihood(&cases, &start));
+    tracing::debug!(
+        cases = cases.len(),
+        cases_s,
+        search_s = started.elapsed().as_secs_f64() - cases_s,
+        ?settings,
+        "session gap tuned on the sample"
+    );
     Some(
         cases
             .par_iter()

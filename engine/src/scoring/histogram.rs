@@ -119,21 +119,31 @@ pub(super) fn rows(
         let times = chunk_values(times.i64()?);
         let names: Vec<_> = ids.downcast_iter().collect();
         sessions.new_rows();
+        let grouping = sessions.grouping();
+        // Without grouping only the events of the hour the count starts in need their time
+        // (those before it were read back for a trial's sessions).
+        let first_hour = sessions.counted_after_ms().div_euclid(HOUR_MS);
         crate::users::number_runs(ids, users, |chunk, run, number| {
-            for i in run.clone() {
-                let (ts, hour, weight) = (
-                    times[chunk][i],
-                    i64::from(hours[chunk][i]),
-                    weights[chunk][i],
-                );
-                sessions.count(&mut rows, number, ts, hour, weight);
+            let (times, hours, weights) = (times[chunk], hours[chunk], weights[chunk]);
+            if grouping {
+                for i in run.clone() {
+                    let hour = i64::from(hours[i]);
+                    sessions.count(&mut rows, number, times[i], hour, weights[i]);
+                }
+            } else {
+                for i in run.clone() {
+                    let hour = i64::from(hours[i]);
+                    if hour > first_hour || (hour == first_hour && sessions.counts(times[i])) {
+                        add_row(&mut rows, number, hour, weights[i]);
+                    }
+                }
             }
             if let Some(trial) = trial.as_deref_mut() {
                 let events = run.clone().map(|i| Event {
                     number,
-                    ts: times[chunk][i],
-                    hour: hours[chunk][i],
-                    weight: weights[chunk][i],
+                    ts: times[i],
+                    hour: hours[i],
+                    weight: weights[i],
                 });
                 trial.take(number, || names[chunk].value(run.start), events);
             }
@@ -296,6 +306,22 @@ mod tests {
         let rows = rows(scanned, &mut UserNumbers::default(), &mut open, None).unwrap();
         // The two later events of the 10:20 burst are events of it, weighing nothing more.
         assert_eq!(rows, [(0, 10, 0.0, 2), (0, 12, 1.0, 1)]);
+    }
+
+    #[test]
+    fn without_sessions_events_read_back_for_a_trial_are_not_counted() {
+        // Counting every event from 10:30; the scan read back from 09:30 (a trial's longest
+        // gap): the events up to 10:30, in its hour or the one before, were counted before.
+        let mut every = sessions(0, H10 + 30 * MIN);
+        let scanned = timed(&[
+            ("u", H10 - 20 * MIN, 2.0),
+            ("u", H10 + 20 * MIN, 1.5),
+            ("u", H10 + 30 * MIN, 1.0),
+            ("u", H10 + 31 * MIN, 0.3),
+            ("u", H10 + HOUR_MS, 1.0),
+        ]);
+        let rows = rows(scanned, &mut UserNumbers::default(), &mut every, None).unwrap();
+        assert_eq!(rows, [(0, 10, 0.3, 1), (0, 11, 1.0, 1)]);
     }
 
     #[test]

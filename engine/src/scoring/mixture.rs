@@ -46,12 +46,28 @@ pub fn fit(users: &[&[f64; HOURS_OF_WEEK]], k: usize) -> Model {
     let stride = users.len().div_ceil(FIT_SAMPLE).max(1);
     let sample: Vec<&[f64; HOURS_OF_WEEK]> = users.iter().step_by(stride).copied().collect();
     let k = k.min(sample.len()).max(1);
-    let t0 = std::time::Instant::now();
-    let mut model = Model {
+    let model = Model {
         weights: vec![1.0 / k as f64; k],
         types: initial_types(&sample, k),
     };
-    let init_s = t0.elapsed().as_secs_f64();
+    em(&sample, model)
+}
+
+/// Fits types to `users` starting from `start`'s (types fitted to similar counts, e.g. the same
+/// events counted another way): EM from there converges in a few rounds.
+pub fn refine(users: &[&[f64; HOURS_OF_WEEK]], start: &Model) -> Model {
+    if users.is_empty() {
+        return start.clone();
+    }
+    let stride = users.len().div_ceil(FIT_SAMPLE).max(1);
+    let sample: Vec<&[f64; HOURS_OF_WEEK]> = users.iter().step_by(stride).copied().collect();
+    em(&sample, start.clone())
+}
+
+/// EM rounds from `model` until the sample's likelihood stops rising (at most [`ITERATIONS`]).
+fn em(sample: &[&[f64; HOURS_OF_WEEK]], mut model: Model) -> Model {
+    let k = model.types.len();
+    let t0 = std::time::Instant::now();
     // Dense users still leave most hours empty: EM only visits the hours with counts.
     let entries: Vec<Vec<(usize, f64)>> = sample
         .iter()
@@ -118,7 +134,6 @@ pub fn fit(users: &[&[f64; HOURS_OF_WEEK]], k: usize) -> Model {
         k,
         users = sample.len(),
         rounds,
-        init_s,
         total_s = t0.elapsed().as_secs_f64(),
         "rhythm types fitted"
     );

@@ -391,9 +391,7 @@ async fn compute_tuning_the_gap(
     };
     let tune = |state: &local::State, held: Vec<calibrate::Held>, with_gap: &WindowsConfig| {
         let (calibration, model) = match held.into_iter().next() {
-            Some(held) => tokio::task::block_in_place(|| {
-                calibrate::calibrate(state, &held, config.holdout_days, with_gap)
-            }),
+            Some(held) => calibrate::calibrate(state, &held, config.holdout_days, with_gap),
             None => (
                 calibrate::Calibration::configured(with_gap, "no held-out days"),
                 None,
@@ -402,10 +400,19 @@ async fn compute_tuning_the_gap(
         let model = model.unwrap_or_else(|| fit(state, with_gap, calibration.types));
         (calibration, model)
     };
-    let (calibration, model) = tune(&state, held, &counted);
-    let trying = std::time::Instant::now();
-    let types = calibration.types;
-    let scores = tokio::task::block_in_place(|| gap_scores(&tried, config, types));
+    // The store is tuned and every gap scored while the counters are written: kept when the
+    // gap in use stays.
+    let started = std::time::Instant::now();
+    let (calibration, model, scores) = while_saving(store, &state, || {
+        let (calibration, model) = tune(&state, held, &counted);
+        let trying = std::time::Instant::now();
+        let scores = gap_scores(&tried, config, &model, &calibration.settings);
+        tracing::debug!(
+            trial_s = trying.elapsed().as_secs_f64(),
+            "session gaps scored"
+        );
+        (calibration, model, scores)
+    })?;
     drop(tried);
     let gap = pick_gap(&scores, start);
     let scored: Vec<calibrate::GapTried> = scores
@@ -415,42 +422,40 @@ async fn compute_tuning_the_gap(
             log_likelihood: scores.as_deref().map(mean),
         })
         .collect();
-    tracing::debug!(
-        gap,
-        start,
-        ?scored,
-        trial_s = trying.elapsed().as_secs_f64(),
-        "session gap chosen"
-    );
-    let (state, mut calibration, model, report) = if gap == start {
-        (state, calibration, model, report)
-    } else {
-        // Counted and tuned again with the winner: the store's behaviour changed (or this is
-        // its first tuning and the configured gap was not the right one).
-        drop(state);
-        let with_gap = config.with_session_gap(Some(gap));
-        let Some((state, held, mut again)) =
-            build_state(store, &with_gap, default_tz, from_ms, as_of_ms, cuts).await?
-        else {
-            return Err(no_events(config, as_of));
-        };
-        again.seconds_histogram += report.seconds_histogram;
-        again.session_gap_recounted = true;
-        let (calibration, model) = tune(&state, held, &with_gap);
-        (state, calibration, model, again)
+    tracing::debug!(gap, start, ?scored, "session gap chosen");
+    let with_pick = |mut calibration: calibrate::Calibration| {
+        calibration.session_gap_minutes = Some(gap);
+        calibration.session_gaps_tried = scored.clone();
+        calibration
     };
-    calibration.session_gap_minutes = Some(gap);
-    calibration.session_gaps_tried = scored;
     let tuned_ms = calibration.untuned.is_none().then_some(as_of_ms);
-    finish(
-        store,
-        config,
-        state,
-        |_| (calibration, model),
-        tuned_ms,
-        report,
-    )
-    .await
+    if gap == start {
+        let chosen = Chosen {
+            calibration: with_pick(calibration),
+            model,
+            tuned_ms,
+            started,
+        };
+        return save_model(store, config, state, chosen, report);
+    }
+    // Counted and tuned again with the winner: the store's behaviour changed (or this is its
+    // first tuning and the configured gap was not the right one).
+    drop(state);
+    let with_gap = config.with_session_gap(Some(gap));
+    let Some((state, held, mut again)) =
+        build_state(store, &with_gap, default_tz, from_ms, as_of_ms, cuts).await?
+    else {
+        return Err(no_events(config, as_of));
+    };
+    again.seconds_histogram += report.seconds_histogram;
+    again.session_gap_recounted = true;
+    // Tuned while the new counters are written; stored as tuned when the first tuning was
+    // (the same store and held-out days).
+    let choose = |state: &local::State| {
+        let (calibration, model) = tune(state, held, &with_gap);
+        (with_pick(calibration), model)
+    };
+    finish(store, config, state, choose, tuned_ms, again).await
 }
 
 fn mean(values: &[f64]) -> f64 {
@@ -493,13 +498,16 @@ fn pick_gap(scores: &[(u32, Option<Vec<f64>>)], start: u32) -> u32 {
         .unwrap_or(start)
 }
 
-/// Each tried gap's log-likelihood per sampled user (see [`calibrate::likelihood_per_user`]) with as many
-/// rhythm types as the store's tuning chose, all against the held-out days counted with [`HELD_OUT_GAP`]; `None`
-/// where there were no held-out days or too few users.
+/// Each tried gap's log-likelihood per sampled user (see [`calibrate::likelihood_per_user`]),
+/// all against the held-out days counted with [`HELD_OUT_GAP`]; `None` where there were no
+/// held-out days or too few users. Each gap's rhythm types and settings are tuned on the sample
+/// starting from the store's (`model`, `settings`): types learned from events do not fit counts
+/// of sessions as well, but they are where EM and the search start, a few rounds from the end.
 fn gap_scores(
     tried: &[Tried],
     config: &WindowsConfig,
-    types: usize,
+    model: &mixture::Model,
+    settings: &pooled::Settings,
 ) -> Vec<(u32, Option<Vec<f64>>)> {
     use rayon::prelude::*;
     let target = tried
@@ -518,15 +526,14 @@ fn gap_scores(
                     };
                     let with_gap = config.with_session_gap(Some(tried.gap));
                     let holdout_days = config.holdout_days;
-                    // Rhythm types of this counting (as many as the store's tuning chose):
-                    // types learned from events do not fit counts of sessions as well.
-                    let model = fit(&tried.state, &with_gap, types);
+                    let model = refit(&tried.state, &with_gap, model);
                     calibrate::likelihood_per_user(
                         &tried.state,
                         &scored,
                         holdout_days,
                         &with_gap,
                         &model,
+                        *settings,
                     )
                 }
                 _ => None,
@@ -939,18 +946,60 @@ async fn finish(
     state: local::State,
     choose: impl FnOnce(&local::State) -> (calibrate::Calibration, mixture::Model) + Send,
     tuned_ms: Option<i64>,
-    mut report: ComputeReport,
+    report: ComputeReport,
 ) -> Result<ComputeReport> {
     let started = std::time::Instant::now();
-    // The counters are written while the model is chosen; the model's file, written last,
-    // makes them current.
-    let ((calibration, model), saved) = tokio::task::block_in_place(|| {
+    let (calibration, model) = while_saving(store, &state, || choose(&state))?;
+    let chosen = Chosen {
+        calibration,
+        model,
+        tuned_ms,
+        started,
+    };
+    save_model(store, config, state, chosen, report)
+}
+
+/// Runs `work` while `state`'s counters are written. They are current only once
+/// [`save_model`] has written the model's file after them, so `work` may still decide that
+/// this state is not the one to keep.
+fn while_saving<T: Send>(
+    store: &Store,
+    state: &local::State,
+    work: impl FnOnce() -> T + Send,
+) -> Result<T> {
+    let (done, saved) = tokio::task::block_in_place(|| {
         std::thread::scope(|scope| {
-            let saving = scope.spawn(|| persist::save_counters(store.data_dir(), &state));
-            (choose(&state), saving.join())
+            let saving = scope.spawn(|| persist::save_counters(store.data_dir(), state));
+            (work(), saving.join())
         })
     });
     saved.map_err(|_| Error::Usage("writing the windows failed".into()))??;
+    Ok(done)
+}
+
+/// The model a compute chose for its state, and when it began choosing.
+struct Chosen {
+    calibration: calibrate::Calibration,
+    model: mixture::Model,
+    tuned_ms: Option<i64>,
+    started: std::time::Instant,
+}
+
+/// Writes the model's file beside `state`'s counters (written by [`while_saving`]), which makes
+/// them the stored windows.
+fn save_model(
+    store: &Store,
+    config: &WindowsConfig,
+    state: local::State,
+    chosen: Chosen,
+    mut report: ComputeReport,
+) -> Result<ComputeReport> {
+    let Chosen {
+        calibration,
+        model,
+        tuned_ms,
+        started,
+    } = chosen;
     report.seconds_model = started.elapsed().as_secs_f64();
     report.users = state.users.len() as u64;
     report.events = state.users.iter().map(|u| u.events).sum();
@@ -1022,6 +1071,24 @@ pub async fn refresh(
 /// Learns the rhythm types from the users with plenty of events (all users when too few have),
 /// on a deterministic subsample of at most [`mixture::FIT_SAMPLE`] of them.
 pub fn fit(state: &local::State, config: &WindowsConfig, types: usize) -> mixture::Model {
+    let sample = fit_sample(state, config, types);
+    let refs: Vec<&[f64; HOURS_OF_WEEK]> = sample.iter().collect();
+    mixture::fit(&refs, types)
+}
+
+/// [`fit`] starting from `start`'s types (fitted on the same events counted another way).
+fn refit(state: &local::State, config: &WindowsConfig, start: &mixture::Model) -> mixture::Model {
+    let sample = fit_sample(state, config, start.types.len());
+    let refs: Vec<&[f64; HOURS_OF_WEEK]> = sample.iter().collect();
+    mixture::refine(&refs, start)
+}
+
+/// The users [`fit`] learns `types` types from, smoothed.
+fn fit_sample(
+    state: &local::State,
+    config: &WindowsConfig,
+    types: usize,
+) -> Vec<[f64; HOURS_OF_WEEK]> {
     let dense: Vec<&local::UserCounts> = state
         .users
         .iter()
@@ -1033,13 +1100,10 @@ pub fn fit(state: &local::State, config: &WindowsConfig, types: usize) -> mixtur
         state.users.iter().collect()
     };
     let stride = pool.len().div_ceil(mixture::FIT_SAMPLE).max(1);
-    let sample: Vec<[f64; HOURS_OF_WEEK]> = pool
-        .iter()
+    pool.iter()
         .step_by(stride)
         .map(|u| local::smooth(&u.counts.dense(), config.smoothing))
-        .collect();
-    let refs: Vec<&[f64; HOURS_OF_WEEK]> = sample.iter().collect();
-    mixture::fit(&refs, types)
+        .collect()
 }
 
 /// Every user's window from their counts, the fitted types and the calibrated settings: the

@@ -60,6 +60,16 @@ impl Sessions {
         self.gap_ms > 0
     }
 
+    /// Events at or before this were read back only to see which session is open.
+    pub(super) fn counted_after_ms(&self) -> i64 {
+        self.counted_after_ms
+    }
+
+    /// Whether an event at `ts` is counted (not read back).
+    pub(super) fn counts(&self, ts: i64) -> bool {
+        ts > self.counted_after_ms
+    }
+
     /// A new batch of rows begins: sessions still open continue, but their rows are in the
     /// batch before.
     pub(super) fn new_rows(&mut self) {
@@ -79,7 +89,7 @@ impl Sessions {
         weight: f64,
     ) {
         if !self.grouping() {
-            if ts > self.counted_after_ms {
+            if self.counts(ts) {
                 add_row(rows, number, hour, weight);
             }
             return;
@@ -93,7 +103,7 @@ impl Sessions {
         // Within the gap of the latest event, either side (a late event of the burst included).
         let continues = last != i64::MIN && (ts - last).abs() <= self.gap_ms;
         self.last[user] = last.max(ts);
-        let counted = ts > self.counted_after_ms;
+        let counted = self.counts(ts);
         let open = &mut self.open[user];
         if continues {
             let raise = (weight - open.weight).max(0.0);
