@@ -12,6 +12,7 @@ pub mod campaign;
 pub mod clock;
 pub mod config;
 pub mod dispatch;
+pub mod duties;
 pub mod error;
 pub mod event;
 pub mod features;

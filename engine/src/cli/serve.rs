@@ -1,13 +1,14 @@
-//! `nudge serve`: run campaigns on their schedules and dispatch their sends, compacting the
-//! event store now and then, until stopped.
+//! `nudge serve`: run campaigns on their schedules and dispatch their sends, with the
+//! background duties (`nudge_engine::duties`) when this process leads, until stopped.
 
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use nudge_engine::dispatch::{self, DispatchOptions};
+use nudge_engine::duties::{self, Done, Duty};
 use nudge_engine::schedule::{self, RunRecord};
 use nudge_engine::service::{self, Service};
-use nudge_engine::store::{CompactOptions, Store};
+use nudge_engine::store::Store;
 use tokio_cron_scheduler::{Job, JobScheduler};
 
 use super::Context;
@@ -174,38 +175,44 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
         },
     ));
 
+    // The duties say what they did on stdout (failures on stderr).
+    let duty = Duty {
+        store: store.clone(),
+        clock,
+        leading: leading.clone(),
+        shutdown: shutdown.clone(),
+        report: Arc::new(|done: Done| {
+            if done.is_failure() {
+                eprintln!("{done}");
+            } else {
+                println!("{done}");
+            }
+        }),
+    };
     let compactor = (args.compact_every > 0).then(|| {
         let every = std::time::Duration::from_secs(args.compact_every);
-        tokio::spawn(compact_in_background(
-            store.clone(),
+        tokio::spawn(duties::compact::run(
+            duty.clone(),
             context.config.clone(),
-            clock,
             every,
-            leading.clone(),
-            shutdown.clone(),
         ))
     });
-
     let freshener = (args.windows_every > 0).then(|| {
-        tokio::spawn(keep_windows_fresh(
-            store.clone(),
+        let every_ms = args.windows_every as i64 * 1_000;
+        tokio::spawn(duties::windows::run(
+            duty.clone(),
             context.config.clone(),
-            clock,
-            args.windows_every as i64 * 1_000,
-            leading.clone(),
-            shutdown.clone(),
+            every_ms,
         ))
     });
-
-    let pruner = (args.prune_every > 0 && context.config.dispatch.retention_days > 0).then(|| {
-        tokio::spawn(prune_in_background(
-            store.clone(),
-            context.config.dispatch.retention_days,
+    let retention_days = context.config.dispatch.retention_days;
+    let pruner = (args.prune_every > 0 && retention_days > 0).then(|| {
+        let every = std::time::Duration::from_secs(args.prune_every);
+        tokio::spawn(duties::prune::run(
+            duty.clone(),
+            retention_days,
             campaigns.clone(),
-            clock,
-            std::time::Duration::from_secs(args.prune_every),
-            leading.clone(),
-            shutdown.clone(),
+            every,
         ))
     });
 
@@ -305,204 +312,6 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
     let _ = announcer.await;
     Ok(ExitCode::SUCCESS)
 }
-
-/// While this process leads, deletes the outbox's finished sends past their retention: soon
-/// after it takes the lead, then `every`.
-async fn prune_in_background(
-    store: Store,
-    retention_days: u32,
-    campaigns: Vec<nudge_engine::campaign::Campaign>,
-    clock: nudge_engine::clock::Clock,
-    every: std::time::Duration,
-    leading: Arc<std::sync::atomic::AtomicBool>,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
-) {
-    let mut last: Option<std::time::Instant> = None;
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(PRUNE_POLL.min(every)) => {}
-            _ = shutdown.changed() => return,
-        }
-        if !leading.load(std::sync::atomic::Ordering::SeqCst) {
-            last = None;
-            continue;
-        }
-        if last.is_some_and(|at| at.elapsed() < every) {
-            continue;
-        }
-        last = Some(std::time::Instant::now());
-        let now_ms = clock.now().timestamp_millis();
-        let Some(cutoff) =
-            nudge_engine::campaign::retention_cutoff_ms(now_ms, retention_days, &campaigns)
-        else {
-            return; // a retention of 0 keeps every send
-        };
-        let started = std::time::Instant::now();
-        let keep_going =
-            || !*shutdown.borrow() && leading.load(std::sync::atomic::Ordering::SeqCst);
-        // The console's intake counts are kept for 90 days (it shows 48 hours).
-        if let Err(error) = store.prune_intake(now_ms - 90 * 86_400_000).await {
-            tracing::warn!(error = %error, "old intake counts were not deleted");
-        }
-        match store.prune_sends(cutoff, keep_going).await {
-            Ok(0) => {}
-            Ok(deleted) => println!(
-                "deleted {deleted} finished sends older than {} in {:.1}s",
-                chrono::DateTime::from_timestamp_millis(cutoff).unwrap_or_default(),
-                started.elapsed().as_secs_f64()
-            ),
-            Err(error) => {
-                tracing::error!(error = %error, "pruning the outbox failed");
-                eprintln!("outbox retention error: {error}");
-            }
-        }
-    }
-}
-
-/// How often the pruner looks whether it leads and a pass is due.
-const PRUNE_POLL: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// While this process leads the background duties, every `every_ms` of the clock, rolls the
-/// windows forward to now so scheduled runs use today's
-/// behaviour; once a night (after 03:00 in the default zone), or when there are none yet,
-/// computes them fully (new rhythm types and tuned settings). A failure is logged and tried
-/// again next time.
-async fn keep_windows_fresh(
-    store: Store,
-    config: nudge_engine::config::Config,
-    clock: nudge_engine::clock::Clock,
-    every_ms: i64,
-    leading: Arc<std::sync::atomic::AtomicBool>,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
-) {
-    use nudge_engine::scoring;
-    let mut last_full: Option<chrono::NaiveDate> = None;
-    loop {
-        tokio::select! {
-            _ = clock.sleep(every_ms) => {}
-            _ = shutdown.changed() => return,
-        }
-        if !leading.load(std::sync::atomic::Ordering::SeqCst) {
-            continue;
-        }
-        let now = clock.now();
-        let local = now.with_timezone(&config.default_tz);
-        let nightly = last_full != Some(local.date_naive()) && chrono::Timelike::hour(&local) >= 3;
-        let started = std::time::Instant::now();
-        // An update (a compute when there is nothing to update), or the nightly compute.
-        let refreshed = if nightly {
-            scoring::compute(&store, &config.windows, config.default_tz, now)
-                .await
-                .map(scoring::Refreshed::Computed)
-        } else {
-            scoring::refresh(&store, &config.windows, config.default_tz, now, 0).await
-        };
-        let result = match refreshed {
-            Ok(scoring::Refreshed::Fresh) => continue,
-            Ok(scoring::Refreshed::Updated(report)) => Ok(("updated", report)),
-            Ok(scoring::Refreshed::Computed(report)) => {
-                last_full = Some(local.date_naive());
-                Ok(("computed", report))
-            }
-            Err(error) => Err(error),
-        };
-        match result {
-            Ok((done, report)) => println!(
-                "windows {done} as of {now}: {} users in {:.1}s",
-                report.users,
-                started.elapsed().as_secs_f64()
-            ),
-            Err(error) => {
-                tracing::warn!(error = %error, "windows not refreshed; trying again next time")
-            }
-        }
-    }
-}
-
-/// Compacts in the background until shut down, while this process leads the background duties:
-/// every [`SMALL_PASS`], the days that piled up
-/// many tiny segments (what requests and pushes commit) are merged into small files
-/// ([`CompactOptions::small`]); every `every`, the days with small segments are merged into
-/// files of millions (as `nudge compact` does). A day begun is finished (each is one atomic
-/// swap). A failure is logged and tried again next time; ingest goes on beside it (see
-/// `Store::compact_day`).
-async fn compact_in_background(
-    store: Store,
-    config: nudge_engine::config::Config,
-    clock: nudge_engine::clock::Clock,
-    every: std::time::Duration,
-    leading: Arc<std::sync::atomic::AtomicBool>,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
-) {
-    let mut last_full = std::time::Instant::now();
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(SMALL_PASS.min(every)) => {}
-            _ = shutdown.changed() => return,
-        }
-        if !leading.load(std::sync::atomic::Ordering::SeqCst) {
-            continue;
-        }
-        let full = last_full.elapsed() >= every;
-        let options = if full {
-            last_full = std::time::Instant::now();
-            // The retention of events goes with the full pass (`[retention] events_days`).
-            match nudge_engine::privacy::apply_retention(&store, &config, clock.now()).await {
-                Ok(Some(expired)) if expired.events.days > 0 || expired.rejects_files > 0 => {
-                    println!(
-                        "retention: deleted {} days of events ({} events, {} files) before {}, {} rejects files",
-                        expired.events.days,
-                        expired.events.events,
-                        expired.events.files,
-                        expired.first_kept,
-                        expired.rejects_files
-                    );
-                }
-                Ok(_) => {}
-                Err(error) => tracing::error!(error = %error, "the events' retention failed"),
-            }
-            CompactOptions::default()
-        } else {
-            CompactOptions::small()
-        };
-        let days = match store.days_to_compact(options, None).await {
-            Ok(days) => days,
-            Err(error) => {
-                tracing::error!(error = %error, "listing the days to compact failed");
-                continue;
-            }
-        };
-        let started = std::time::Instant::now();
-        let done = match store
-            .compact_days(&days, options, |_| !*shutdown.borrow())
-            .await
-        {
-            Ok(done) => done,
-            Err(error) => {
-                tracing::error!(error = %error, "background compaction failed");
-                eprintln!("compaction error: {error}");
-                continue;
-            }
-        };
-        if done.days > 0 {
-            let pass = if full {
-                "compacted"
-            } else {
-                "merged small segments of"
-            };
-            println!(
-                "{pass} {} days: {} segments into {} files in {:.1}s",
-                done.days,
-                done.segments,
-                done.files,
-                started.elapsed().as_secs_f64()
-            );
-        }
-    }
-}
-
-/// How often the service merges piles of tiny segments (see [`CompactOptions::small`]).
-const SMALL_PASS: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Starts the HTTP service on `addr`: the API routes and the probes. On shutdown every new
 /// request is answered 503, those in progress get `shutdown_timeout` to finish, and the

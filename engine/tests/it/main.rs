@@ -6,6 +6,7 @@ mod campaign;
 mod compact;
 mod console;
 mod dispatch;
+mod duties;
 mod facts;
 mod forget;
 mod ingest;

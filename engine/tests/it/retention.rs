@@ -14,7 +14,13 @@ use super::support::{NOV_1, TestStore};
 const OLD: i64 = NOV_1 - 400 * DAY_MS;
 const CUTOFF: i64 = NOV_1 - 180 * DAY_MS;
 
-fn send(key: &str, campaign: &str, user: &str, send_at_ms: i64, ttl_ms: i64) -> PlannedSend {
+pub(super) fn send(
+    key: &str,
+    campaign: &str,
+    user: &str,
+    send_at_ms: i64,
+    ttl_ms: i64,
+) -> PlannedSend {
     PlannedSend {
         dedup_key: key.to_string(),
         campaign: campaign.to_string(),
@@ -51,7 +57,7 @@ fn sent() -> Outcome {
 }
 
 /// A user's sends as (campaign, state, days after [`OLD`] it was planned for), by planned time.
-async fn sends_of(store: &Store, user: &str) -> Vec<(String, String, i64)> {
+pub(super) async fn sends_of(store: &Store, user: &str) -> Vec<(String, String, i64)> {
     let mut sends: Vec<(String, String, i64)> = store
         .user_sends(user, 100)
         .await
