@@ -19,6 +19,10 @@ use std::time::Duration;
 pub use checks::{Checks, dry_run_checks};
 pub use config::ConnectorConfig;
 
+/// The name of the connector every configuration has: a file connector appending sends to a
+/// file in the data directory.
+pub const DRY_RUN: &str = "dry-run";
+
 /// The future a connector's `send` returns.
 pub type BoxedSend<'a> = Pin<Box<dyn Future<Output = Result<Receipt, SendError>> + Send + 'a>>;
 

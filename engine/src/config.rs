@@ -15,7 +15,7 @@ pub const DEFAULT_CONFIG_FILE: &str = "nudge.toml";
 /// Environment variable that overrides `database_url` (it may hold a password).
 pub const DATABASE_URL_ENV: &str = "NUDGE_DATABASE_URL";
 
-pub use crate::dispatch::DRY_RUN;
+pub use nudge_connectors::DRY_RUN;
 
 /// The whole configuration. Every key is optional; unknown keys are errors.
 #[derive(Debug, Clone, Deserialize)]

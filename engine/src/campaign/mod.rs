@@ -51,7 +51,7 @@ pub struct Campaign {
 }
 
 fn default_connector() -> String {
-    crate::dispatch::DRY_RUN.to_string()
+    nudge_connectors::DRY_RUN.to_string()
 }
 
 /// When a targeted user's send lands.
@@ -186,7 +186,7 @@ impl Campaign {
             ));
         }
         if let Some(rate) = delivery.rate_per_s {
-            crate::dispatch::check_rate("delivery.rate_per_s", rate, false)
+            crate::rates::check_rate("delivery.rate_per_s", rate, false)
                 .map_err(|message| invalid(format!("{message} (leave it out for no limit)")))?;
         }
         if !(0.0..=100.0).contains(&delivery.holdout_percent) {

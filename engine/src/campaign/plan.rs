@@ -11,7 +11,9 @@ use nudge_rules::{Decision, UserFacts};
 use serde::Deserialize;
 
 use super::{Campaign, Mode, parse_clock};
-use crate::scoring::timing::{QuietHours, best_send_time, mix, out_of_quiet_hours_after};
+use crate::mix::mix;
+use crate::quiet::{QuietHours, out_of_quiet_hours_after};
+use crate::scoring::timing::best_send_time;
 use crate::store::outbox::LiveSend;
 
 /// Global frequency caps across campaigns (`[caps]`).

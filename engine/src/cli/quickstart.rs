@@ -4,7 +4,8 @@ use std::process::ExitCode;
 
 use nudge_engine::features::{self, Audience};
 use nudge_engine::ingest::{self, IngestOptions};
-use nudge_engine::scoring::{self, QuietHours, best_send_time};
+use nudge_engine::quiet::QuietHours;
+use nudge_engine::scoring::{self, best_send_time};
 use nudge_engine::stats;
 use nudge_engine::store::{SendState, StateQuery, Store};
 use nudge_engine::synth::{self, GenOptions};

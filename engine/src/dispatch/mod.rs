@@ -29,7 +29,8 @@ use tokio::task::JoinSet;
 
 use crate::Result;
 use crate::clock::Clock;
-use crate::scoring::timing::{QuietHours, out_of_quiet_hours_after};
+use crate::quiet::{QuietHours, out_of_quiet_hours_after};
+use crate::rates::check_rate;
 use crate::store::Store;
 use crate::store::outbox::{Claim, ClaimedSend, Outcome};
 
@@ -121,23 +122,6 @@ impl DispatchConfig {
     }
 }
 
-/// The highest rate a limit may name, and the lowest above 0 (one message in ~17 minutes).
-pub const MAX_RATE_PER_S: f64 = 1_000_000.0;
-pub const MIN_RATE_PER_S: f64 = 0.001;
-
-/// Checks a messages-per-second limit: 0 (no limit, where `zero_ok`) or within the bounds.
-pub fn check_rate(key: &str, rate: f64, zero_ok: bool) -> std::result::Result<(), String> {
-    if rate.is_finite()
-        && ((zero_ok && rate == 0.0) || (MIN_RATE_PER_S..=MAX_RATE_PER_S).contains(&rate))
-    {
-        return Ok(());
-    }
-    Err(format!(
-        "{key} = {rate} must be {}between {MIN_RATE_PER_S} and {MAX_RATE_PER_S} messages per second",
-        if zero_ok { "0 (no limit) or " } else { "" }
-    ))
-}
-
 fn check_limits(
     key: &str,
     rate: Option<f64>,
@@ -174,9 +158,6 @@ pub struct DispatchOptions {
     /// Where finished outcomes are counted (shared with `/metrics` under `nudge serve`).
     pub tally: Arc<Tally>,
 }
-
-/// The connector every configuration has: appends sends to a file in the data directory.
-pub const DRY_RUN: &str = "dry-run";
 
 /// What a run did.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -660,7 +641,7 @@ pub fn backoff_ms(attempt: i64, config: &DispatchConfig, jitter_seed: u64) -> i6
         .base_backoff_ms
         .saturating_mul(1u64 << exponent)
         .min(config.max_backoff_ms);
-    let jitter = 0.5 + (crate::scoring::timing::mix(jitter_seed) % 1_000) as f64 / 1_000.0;
+    let jitter = 0.5 + (crate::mix::mix(jitter_seed) % 1_000) as f64 / 1_000.0;
     (raw as f64 * jitter) as i64
 }
 

@@ -586,7 +586,7 @@ mod tests {
 
     /// A deterministic draw in `0..n` for a user's event.
     fn draw(user: usize, day: usize, event: usize, n: usize) -> usize {
-        (super::super::timing::mix((user * 1_000 + day * 10 + event) as u64) % n as u64) as usize
+        (crate::mix::mix((user * 1_000 + day * 10 + event) as u64) % n as u64) as usize
     }
 
     fn no_decay() -> WindowsConfig {

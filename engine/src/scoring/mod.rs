@@ -37,7 +37,7 @@ use crate::store::{StateQuery, Store};
 use crate::{Error, Result};
 
 pub use local::HOURS_OF_WEEK;
-pub use timing::{QuietHours, SendChoice, best_send_time};
+pub use timing::{SendChoice, best_send_time};
 
 /// The `[windows]` section of the configuration.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]

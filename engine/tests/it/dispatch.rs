@@ -457,7 +457,7 @@ async fn killing_the_dispatcher_never_duplicates_a_send() {
         let mut child = nudge(&config, &["dispatch", "--until-idle"])
             .stdout(Stdio::null())
             .spawn_guarded();
-        seed = nudge_engine::scoring::timing::mix(seed);
+        seed = nudge_engine::mix::mix(seed);
         let kill_at = before + 200 + seed % 1_500;
         let waiting = std::time::Instant::now();
         while requests_seen(&base).await < kill_at {

@@ -162,7 +162,7 @@ async fn serve_processes_killed_at_random_and_a_database_restart_send_each_messa
     let deadline = started + Duration::from_secs(150);
     let mut states;
     loop {
-        seed = nudge_engine::scoring::timing::mix(seed);
+        seed = nudge_engine::mix::mix(seed);
         std::thread::sleep(Duration::from_millis(200 + seed % 600));
         // A process that stopped on its own (the database went away under it) is restarted as
         // a supervisor would.

@@ -156,6 +156,21 @@ fn no_module_of_the_engine_reaches_back_to_itself() {
 }
 
 #[test]
+fn each_stage_names_only_the_stages_before_it_and_the_shared_modules() {
+    let graph = module_graph();
+    // Quiet hours (`quiet`) and the hash (`mix`) are shared: dispatch does not reach into the
+    // windows' code for them, and planning does not reach into dispatch for the configuration's
+    // names and bounds (`config`).
+    for (stage, later_or_aside) in [("dispatch", "scoring"), ("campaign", "dispatch")] {
+        assert!(
+            !graph[stage].contains(later_or_aside),
+            "`{stage}` names `{later_or_aside}`: {:?}",
+            graph[stage]
+        );
+    }
+}
+
+#[test]
 fn the_import_reader_sees_braced_and_nested_paths() {
     let code = "use crate::{store::{Store, segments}, event};\nlet x = crate::time::DAY_MS;";
     assert_eq!(paths_after(code, "crate::"), ["store", "event", "time"]);

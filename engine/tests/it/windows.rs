@@ -2,7 +2,8 @@
 //! cut-off, and full versus incremental agreement.
 
 use chrono::{DateTime, Duration, Utc};
-use nudge_engine::scoring::{self, QuietHours, UserWindow, WindowsConfig, best_send_time, local};
+use nudge_engine::quiet::QuietHours;
+use nudge_engine::scoring::{self, UserWindow, WindowsConfig, best_send_time, local};
 
 use super::support::{TestStore, line};
 
@@ -500,12 +501,17 @@ fn the_best_send_time_skips_quiet_hours_and_spreads_inside_the_hour() {
 fn quiet_hours_move_a_send_to_the_nearest_edge() {
     let zone = chrono_tz::Asia::Shanghai;
     let quiet = QuietHours { start: 22, end: 8 };
-    let late = scoring::timing::out_of_quiet_hours(at("2026-10-29T22:30:00+08:00"), zone, quiet);
+    let late =
+        nudge_engine::quiet::out_of_quiet_hours(at("2026-10-29T22:30:00+08:00"), zone, quiet);
     assert_eq!(late, at("2026-10-29T21:59:00+08:00"));
-    let early = scoring::timing::out_of_quiet_hours(at("2026-10-30T06:30:00+08:00"), zone, quiet);
+    let early =
+        nudge_engine::quiet::out_of_quiet_hours(at("2026-10-30T06:30:00+08:00"), zone, quiet);
     assert_eq!(early, at("2026-10-30T08:00:00+08:00"));
     let fine = at("2026-10-30T12:00:00+08:00");
-    assert_eq!(scoring::timing::out_of_quiet_hours(fine, zone, quiet), fine);
+    assert_eq!(
+        nudge_engine::quiet::out_of_quiet_hours(fine, zone, quiet),
+        fine
+    );
 }
 
 // See: #41. The backtest scores the held-out days both per event and per session: a user
