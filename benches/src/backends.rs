@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use chrono::NaiveDate;
+use nudge_engine::campaign::run::Run;
 use nudge_engine::campaign::{self, run};
 use nudge_engine::ingest::{self, IngestOptions};
 use nudge_engine::scoring;
@@ -210,7 +211,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         };
         scoring::compute(&store, &config.windows, config.default_tz, now).await?;
         let started = Instant::now();
-        let report = run::run(&store, &config.run_settings(), &cart, now, now, false).await?;
+        let report = run::run(&store, &config.run_settings(), &cart, Run::at(now, now)).await?;
         plans.push(started.elapsed().as_secs_f64());
         planned.push(report.planned);
         store.close().await;

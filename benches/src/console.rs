@@ -8,6 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use chrono::NaiveDate;
+use nudge_engine::campaign::run::Run;
 use nudge_engine::campaign::{self, run};
 use nudge_engine::scoring;
 
@@ -46,7 +47,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         eprintln!("computing the windows and planning the example campaigns");
         scoring::compute(&store, &config.windows, config.default_tz, now).await?;
         for campaign in &campaigns {
-            run::run(&store, &config.run_settings(), campaign, now, now, false).await?;
+            run::run(&store, &config.run_settings(), campaign, Run::at(now, now)).await?;
         }
     }
     if store

@@ -3,6 +3,7 @@
 //! campaign over 1M users in under 15 s.
 
 use chrono::NaiveDate;
+use nudge_engine::campaign::run::Run;
 use nudge_engine::campaign::{self, run};
 use nudge_engine::scoring;
 
@@ -33,7 +34,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     println!("|---|---|---|---|---|---|");
     for campaign in &campaigns {
         let started = std::time::Instant::now();
-        let report = run::run(&store, &config.run_settings(), campaign, now, now, false).await?;
+        let report = run::run(&store, &config.run_settings(), campaign, Run::at(now, now)).await?;
         let seconds = started.elapsed().as_secs_f64();
         let skipped: u64 = report.skipped.values().sum();
         println!(

@@ -157,8 +157,13 @@ async fn run_claimed(
         })
     };
     refresh_windows(store, config, &name, now).await;
-    let result =
-        crate::campaign::run::run(store, &config.run_settings(), campaign, at, now, false).await;
+    let result = crate::campaign::run::run(
+        store,
+        &config.run_settings(),
+        campaign,
+        crate::campaign::run::Run::at(at, now),
+    )
+    .await;
     renewing.abort();
     let (state, planned, note) = match &result {
         Ok(report) => (RunState::Done, report.planned, note.unwrap_or_default()),

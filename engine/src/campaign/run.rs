@@ -80,29 +80,61 @@ impl RunSettings {
     }
 }
 
-/// Plans `campaign` for the run scheduled at `run_at`, as of `now`; writes the sends unless
-/// `dry_run`.
+/// One run of a campaign: the instant it is scheduled at (its identity: the sends' dedup keys),
+/// the time it plans as of, whether it writes its sends, and one user to explain.
+#[derive(Debug, Clone, Copy)]
+pub struct Run<'a> {
+    pub run_at: DateTime<Utc>,
+    pub now: DateTime<Utc>,
+    /// Plan only: nothing is written.
+    pub dry_run: bool,
+    /// `--explain USER`: keep everything the plan for that user rests on.
+    pub explain: Option<&'a str>,
+}
+
+impl Run<'static> {
+    /// The run scheduled at `run_at`, planned as of `now`, writing its sends.
+    pub fn at(run_at: DateTime<Utc>, now: DateTime<Utc>) -> Self {
+        Run {
+            run_at,
+            now,
+            dry_run: false,
+            explain: None,
+        }
+    }
+}
+
+impl<'a> Run<'a> {
+    /// The same run, planned only.
+    pub fn dry(self) -> Self {
+        Run {
+            dry_run: true,
+            ..self
+        }
+    }
+
+    /// The same run, keeping everything about `user` (see [`Explained`]).
+    pub fn explaining(self, user: &'a str) -> Run<'a> {
+        Run {
+            explain: Some(user),
+            ..self
+        }
+    }
+}
+
+/// Plans `campaign` for `run`; writes the sends unless it is a dry run.
 pub async fn run(
     store: &Store,
     config: &RunSettings,
     campaign: &Campaign,
-    run_at: DateTime<Utc>,
-    now: DateTime<Utc>,
-    dry_run: bool,
+    run: Run<'_>,
 ) -> Result<RunReport> {
-    run_explained(store, config, campaign, run_at, now, dry_run, None).await
-}
-
-/// [`run`], keeping everything about one user for `--explain`.
-pub async fn run_explained(
-    store: &Store,
-    config: &RunSettings,
-    campaign: &Campaign,
-    run_at: DateTime<Utc>,
-    now: DateTime<Utc>,
-    dry_run: bool,
-    explain: Option<&str>,
-) -> Result<RunReport> {
+    let Run {
+        run_at,
+        now,
+        dry_run,
+        explain,
+    } = run;
     let started = std::time::Instant::now();
     let checks = config.checks_for(&campaign.connector);
     if let Some(page) = &campaign.page {

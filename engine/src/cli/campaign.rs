@@ -125,14 +125,15 @@ pub async fn run(context: &Context, command: Command) -> anyhow::Result<ExitCode
             };
             let store = Store::open(&context.config.store()).await?;
             let started = std::time::Instant::now();
-            let report = campaign::run::run_explained(
+            let report = campaign::run::run(
                 &store,
                 &context.config.run_settings(),
                 campaign,
-                run_at,
-                now,
-                dry_run,
-                explain.as_deref(),
+                campaign::run::Run {
+                    dry_run,
+                    explain: explain.as_deref(),
+                    ..campaign::run::Run::at(run_at, now)
+                },
             )
             .await?;
             print_report(campaign, &report, dry_run, started.elapsed());

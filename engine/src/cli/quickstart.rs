@@ -387,9 +387,7 @@ async fn deliver(
             store,
             &context.config.run_settings(),
             campaign,
-            now,
-            now,
-            false,
+            nudge_engine::campaign::run::Run::at(now, now),
         )
         .await?;
         reports.push(report);

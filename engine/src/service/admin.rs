@@ -133,8 +133,16 @@ pub async fn run(
     crate::schedule::refresh_windows(&service.store, &service.engine, &name, now).await;
     let started = std::time::Instant::now();
     let settings = service.engine.run_settings();
-    let report =
-        campaign::run::run(&service.store, &settings, campaign, run_at, now, dry_run).await?;
+    let report = campaign::run::run(
+        &service.store,
+        &settings,
+        campaign,
+        campaign::run::Run {
+            dry_run,
+            ..campaign::run::Run::at(run_at, now)
+        },
+    )
+    .await?;
     Ok(Json(RunAnswer {
         campaign: name,
         run_at: run_at.to_rfc3339(),

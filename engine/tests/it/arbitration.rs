@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
 use nudge_engine::campaign::plan::{Caps, Planned, fit_caps};
-use nudge_engine::campaign::run::{RunReport, run, run_explained};
+use nudge_engine::campaign::run::{Run, RunReport, run};
 use nudge_engine::campaign::{Campaign, Delivery, Mode};
 use nudge_engine::config::Config;
 use nudge_engine::store::outbox::{LiveSend, Outcome};
@@ -162,7 +162,7 @@ async fn frequency_caps_across_two_campaigns_let_the_higher_priority_win() {
     let high = campaign(&test, "high", 5);
     let lowest = campaign(&test, "lowest", 0);
 
-    let first = run(&test.store, &config.run_settings(), &low, now, now, false)
+    let first = run(&test.store, &config.run_settings(), &low, Run::at(now, now))
         .await
         .unwrap();
     assert_eq!(first.planned, 3);
@@ -184,9 +184,14 @@ async fn frequency_caps_across_two_campaigns_let_the_higher_priority_win() {
         .await
         .unwrap();
 
-    let second = run(&test.store, &config.run_settings(), &high, now, now, false)
-        .await
-        .unwrap();
+    let second = run(
+        &test.store,
+        &config.run_settings(),
+        &high,
+        Run::at(now, now),
+    )
+    .await
+    .unwrap();
     assert_eq!(second.planned, 2, "{second:?}");
     assert_eq!(second.cancelled, 2);
     assert_eq!(second.skipped.get("capped"), Some(&1));
@@ -203,9 +208,7 @@ async fn frequency_caps_across_two_campaigns_let_the_higher_priority_win() {
         &test.store,
         &config.run_settings(),
         &lowest,
-        now,
-        now,
-        false,
+        Run::at(now, now),
     )
     .await
     .unwrap();
@@ -228,9 +231,7 @@ async fn a_dedup_key_by_day_sends_once_however_often_the_campaign_runs() {
         &test.store,
         &config.run_settings(),
         &daily,
-        morning,
-        morning,
-        false,
+        Run::at(morning, morning),
     )
     .await
     .unwrap();
@@ -238,9 +239,7 @@ async fn a_dedup_key_by_day_sends_once_however_often_the_campaign_runs() {
         &test.store,
         &config.run_settings(),
         &daily,
-        evening,
-        evening,
-        false,
+        Run::at(evening, evening),
     )
     .await
     .unwrap();
@@ -248,9 +247,7 @@ async fn a_dedup_key_by_day_sends_once_however_often_the_campaign_runs() {
         &test.store,
         &config.run_settings(),
         &daily,
-        next_day,
-        next_day,
-        false,
+        Run::at(next_day, next_day),
     )
     .await
     .unwrap();
@@ -299,9 +296,7 @@ async fn held_out_users_are_recorded_and_never_dispatched() {
         &test.store,
         &config.run_settings(),
         &everyone_held,
-        now,
-        now,
-        false,
+        Run::at(now, now),
     )
     .await
     .unwrap();
@@ -324,9 +319,7 @@ async fn held_out_users_are_recorded_and_never_dispatched() {
         &test.store,
         &config.run_settings(),
         &campaign(&test, "other", 0),
-        now,
-        now,
-        false,
+        Run::at(now, now),
     )
     .await
     .unwrap();
@@ -337,14 +330,11 @@ async fn held_out_users_are_recorded_and_never_dispatched() {
 async fn explain_shows_what_one_users_plan_rests_on() {
     let (test, config) = three_users().await;
     let now = at("2026-11-02T12:00:00+08:00");
-    let report = run_explained(
+    let report = run(
         &test.store,
         &config.run_settings(),
         &campaign(&test, "low", 1),
-        now,
-        now,
-        true,
-        Some("u1"),
+        Run::at(now, now).dry().explaining("u1"),
     )
     .await
     .unwrap();
@@ -355,14 +345,11 @@ async fn explain_shows_what_one_users_plan_rests_on() {
         Some(nudge_rules::Decision::Target(_))
     ));
     assert!(matches!(explained.planned, Some(Planned::Send { send_at, .. }) if send_at == now));
-    let nobody = run_explained(
+    let nobody = run(
         &test.store,
         &config.run_settings(),
         &campaign(&test, "low", 1),
-        now,
-        now,
-        true,
-        Some("nobody"),
+        Run::at(now, now).dry().explaining("nobody"),
     )
     .await
     .unwrap();
@@ -390,9 +377,7 @@ async fn lift_compares_goal_events_of_sent_and_held_out_users_within_the_window(
         &test.store,
         &config.run_settings(),
         &halves,
-        now,
-        now,
-        false,
+        Run::at(now, now),
     )
     .await
     .unwrap();

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use nudge_engine::campaign::plan::{Caps, History, Planned, UserInput, next_local_time, plan_user};
+use nudge_engine::campaign::run::Run;
 use nudge_engine::campaign::{Campaign, Delivery, Mode};
 use nudge_engine::clock::Clock;
 use nudge_engine::schedule::{RunRecord, ScheduleConfig, tick};
@@ -376,7 +377,7 @@ async fn running_the_same_instant_twice_adds_nothing() {
     let now = at("2026-11-02T12:00:00+08:00");
     let settings = config.run_settings();
     let run =
-        || nudge_engine::campaign::run::run(&test.store, &settings, &campaign, now, now, false);
+        || nudge_engine::campaign::run::run(&test.store, &settings, &campaign, Run::at(now, now));
     let first = run().await.unwrap();
     assert_eq!((first.planned, first.duplicates), (5, 0));
     let second = run().await.unwrap();
@@ -551,9 +552,7 @@ async fn a_user_who_clicked_the_campaign_recently_is_not_sent_again() {
         &test.store,
         &config.run_settings(),
         &campaign,
-        now,
-        now,
-        true,
+        Run::at(now, now).dry(),
     )
     .await
     .unwrap();
@@ -1106,9 +1105,7 @@ async fn a_scheduled_run_records_its_skips_by_reason_and_its_send_hours() {
         &test.store,
         &config.run_settings(),
         &hourly,
-        instant,
-        now,
-        true,
+        Run::at(instant, now).dry(),
     )
     .await
     .unwrap();

@@ -6,6 +6,7 @@
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
+use nudge_engine::campaign::run::Run;
 use nudge_engine::campaign::{Campaign, Delivery, Mode};
 use nudge_engine::store::{CompactOptions, Store};
 use polars::prelude::*;
@@ -113,9 +114,7 @@ async fn a_forgotten_user_leaves_no_trace_and_is_refused_afterwards() {
         &test.store,
         &config.run_settings(),
         &campaign,
-        now,
-        now,
-        false,
+        Run::at(now, now),
     )
     .await
     .unwrap();
@@ -469,9 +468,7 @@ async fn a_user_who_withdraws_consent_or_is_forgotten_gets_no_send_already_plann
                 &test.store,
                 &config.run_settings(),
                 campaign,
-                now,
-                now,
-                false,
+                Run::at(now, now),
             )
             .await
             .unwrap()

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Timelike, Utc};
 use chrono_tz::Tz;
 use nudge_engine::campaign::plan::Caps;
+use nudge_engine::campaign::run::Run;
 use nudge_engine::campaign::{Campaign, Delivery, Mode};
 use nudge_engine::config::Config;
 use proptest::prelude::*;
@@ -193,9 +194,7 @@ async fn plan_world(world: &World) -> Vec<Live> {
             &test.store,
             &settings,
             &campaigns[*campaign],
-            at,
-            at,
-            false,
+            Run::at(at, at),
         )
         .await
         .unwrap();

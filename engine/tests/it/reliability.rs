@@ -831,9 +831,14 @@ async fn a_paused_send_still_counts_against_the_caps() {
         per_week: 5,
     };
     let at = chrono::DateTime::from_timestamp_millis(now_ms).unwrap();
-    let report = nudge_engine::campaign::run::run(&test.store, &settings, &other, at, at, true)
-        .await
-        .unwrap();
+    let report = nudge_engine::campaign::run::run(
+        &test.store,
+        &settings,
+        &other,
+        nudge_engine::campaign::run::Run::at(at, at).dry(),
+    )
+    .await
+    .unwrap();
     let planned_users: Vec<&str> = report.sends().map(|s| s.user_id.as_str()).collect();
     assert_eq!(planned_users, ["u3"], "{report:?}");
     assert_eq!(

@@ -429,7 +429,14 @@ pub async fn preview(
         return ctx.error(StatusCode::BAD_REQUEST, ctx.lang.t("campaign.bad_instant"));
     };
     let settings = service.engine.run_settings();
-    let report = match campaign::run::run(&service.store, &settings, campaign, at, at, true).await {
+    let report = match campaign::run::run(
+        &service.store,
+        &settings,
+        campaign,
+        campaign::run::Run::at(at, at).dry(),
+    )
+    .await
+    {
         Ok(report) => report,
         Err(error) => {
             tracing::warn!(campaign = %name, error = %error, "a console preview failed");
