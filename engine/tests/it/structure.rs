@@ -171,6 +171,47 @@ fn each_stage_names_only_the_stages_before_it_and_the_shared_modules() {
 }
 
 #[test]
+fn polars_stays_inside_the_modules_architecture_lists() {
+    // ARCHITECTURE.md, "polars stays inside": the event files' readers and writers, the scans
+    // that read them (windows, facts, stats, exports, a user's page) and the error conversion.
+    const ALLOWED: [&str; 10] = [
+        "store/segments.rs",
+        "store/lookup.rs",
+        "store/export.rs",
+        "ingest/parquet.rs",
+        "synth/write.rs",
+        "scoring/",
+        "features.rs",
+        "stats.rs",
+        "users.rs",
+        "error.rs",
+    ];
+    let src = super::support::manifest_dir().join("src");
+    let outside: Vec<String> = rust_files(&src)
+        .into_iter()
+        .filter_map(|file| {
+            let relative = file
+                .strip_prefix(&src)
+                .unwrap()
+                .to_string_lossy()
+                .to_string();
+            let text = std::fs::read_to_string(&file).unwrap();
+            let code = text.split("#[cfg(test)]").next().unwrap();
+            let names_polars = code
+                .lines()
+                .filter(|line| !line.trim_start().starts_with("//"))
+                .any(|line| line.contains("polars::") || line.contains("polars_arrow::"));
+            (names_polars && !ALLOWED.iter().any(|allowed| relative.starts_with(allowed)))
+                .then_some(relative)
+        })
+        .collect();
+    assert!(
+        outside.is_empty(),
+        "polars named outside its modules: {outside:?}"
+    );
+}
+
+#[test]
 fn the_import_reader_sees_braced_and_nested_paths() {
     let code = "use crate::{store::{Store, segments}, event};\nlet x = crate::time::DAY_MS;";
     assert_eq!(paths_after(code, "crate::"), ["store", "event", "time"]);
