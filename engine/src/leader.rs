@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::clock::Clock;
 use crate::store::Store;
 
 /// The lease's name in the store.
@@ -28,27 +29,19 @@ pub const TTL_MS: i64 = 10_000;
 /// Takes and renews the lease (lasting `ttl_ms`, renewed every third of that) for `owner` until
 /// `shutdown`, keeping `leading` true exactly while it is held (false as soon as a renewal
 /// fails), calling `changed` on each change; on shutdown the lease is released so another
-/// process takes it at once.
+/// process takes it at once. `clock` dates the lease: the processes sharing a store must read
+/// the same time (`serve` passes the system's, whatever its own clock for campaigns).
 pub async fn lead(
     store: Store,
     owner: String,
     ttl_ms: i64,
+    clock: Clock,
     leading: Arc<AtomicBool>,
     mut shutdown: watch::Receiver<bool>,
     mut changed: impl FnMut(bool) + Send,
 ) {
     loop {
-        let now_ms = chrono::Utc::now().timestamp_millis();
-        let held = match store
-            .hold_lease(LEASE, &owner, now_ms, now_ms + ttl_ms)
-            .await
-        {
-            Ok(held) => held,
-            Err(error) => {
-                tracing::warn!(error = %error, "the background-duties lease could not be renewed");
-                false
-            }
-        };
+        let held = hold(&store, &owner, ttl_ms, clock.now_ms()).await;
         if leading.swap(held, Ordering::SeqCst) != held {
             changed(held);
         }
@@ -65,6 +58,22 @@ pub async fn lead(
     }
 }
 
+/// One turn of [`lead`] at `now_ms`: whether `owner` holds the lease (taken or renewed until
+/// `now_ms + ttl_ms`). A store error counts as not holding it: two leaders would duplicate
+/// work, none for a while delays it.
+pub async fn hold(store: &Store, owner: &str, ttl_ms: i64, now_ms: i64) -> bool {
+    match store
+        .hold_lease(LEASE, owner, now_ms, now_ms + ttl_ms)
+        .await
+    {
+        Ok(held) => held,
+        Err(error) => {
+            tracing::warn!(error = %error, "the background-duties lease could not be renewed");
+            false
+        }
+    }
+}
+
 /// How often a process says it is alive ([`announce`]).
 pub const ANNOUNCE_EVERY_MS: i64 = 5_000;
 /// A process not heard from for this long is not listed as sharing the store.
@@ -76,10 +85,11 @@ pub const ALIVE_WITHIN_MS: i64 = 6 * ANNOUNCE_EVERY_MS;
 pub async fn announce(
     store: Store,
     process: crate::store::Process,
+    clock: Clock,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
-        let now_ms = chrono::Utc::now().timestamp_millis();
+        let now_ms = clock.now_ms();
         if let Err(error) = store.announce_process(&process, now_ms).await {
             tracing::warn!(error = %error, "this process could not say it is alive");
         }

@@ -144,6 +144,9 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
         .unwrap_or_default();
     let started_ms = chrono::Utc::now().timestamp_millis();
     let owner = format!("serve-{host}-{}-{started_ms}", std::process::id());
+    // The lease and the list of processes are dated in the time every process sharing the
+    // store reads (not `--now`/`--clock-rate`, which are this process's own).
+    let shared_time = nudge_engine::clock::Clock::system();
     let announcer = tokio::spawn(nudge_engine::leader::announce(
         store.clone(),
         nudge_engine::store::Process {
@@ -156,12 +159,14 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
             seen_ms: started_ms,
             leading: false,
         },
+        shared_time,
         shutdown.clone(),
     ));
     let leader = tokio::spawn(nudge_engine::leader::lead(
         store.clone(),
         owner,
         args.leader_lease_seconds.max(1) as i64 * 1_000,
+        shared_time,
         leading.clone(),
         shutdown.clone(),
         |held| {

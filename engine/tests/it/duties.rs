@@ -163,3 +163,49 @@ async fn compaction_merges_a_days_segments_and_the_full_pass_applies_the_events_
     let left = nudge_engine::stats::collect(&test.store).await.unwrap();
     assert_eq!(left.events, 2);
 }
+
+#[tokio::test]
+async fn the_lease_passes_to_another_process_only_once_it_runs_out_by_the_clock() {
+    let test = TestStore::new().await;
+    let store = &test.store;
+    let ttl = 10_000;
+    let hold = async |owner, at| nudge_engine::leader::hold(store, owner, ttl, NOV_1 + at).await;
+    assert!(hold("a", 0).await);
+    assert!(!hold("b", 5_000).await);
+    // Renewed at 6 s: held until 16 s.
+    assert!(hold("a", 6_000).await);
+    assert!(!hold("b", 15_000).await);
+    assert!(hold("b", 16_001).await);
+    assert!(!hold("a", 16_002).await);
+}
+
+#[tokio::test]
+async fn a_leader_on_a_frozen_clock_holds_the_lease_and_hands_it_over_when_it_stops() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let test = TestStore::new().await;
+    let frozen =
+        nudge_engine::clock::Clock::frozen(DateTime::from_timestamp_millis(NOV_1).unwrap());
+    let leading = Arc::new(AtomicBool::new(false));
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let (changes, mut changed) = tokio::sync::mpsc::unbounded_channel();
+    let leader = tokio::spawn(nudge_engine::leader::lead(
+        test.store.clone(),
+        "a".to_string(),
+        10_000,
+        frozen,
+        leading.clone(),
+        shutdown,
+        move |held| changes.send(held).unwrap(),
+    ));
+    assert_eq!(changed.recv().await, Some(true));
+    assert!(leading.load(Ordering::SeqCst));
+    // Held for its 10 s by that clock: another process cannot take it meanwhile.
+    assert!(!nudge_engine::leader::hold(&test.store, "b", 10_000, NOV_1 + 9_000).await);
+    stop.send(true).unwrap();
+    leader.await.unwrap();
+    assert_eq!(changed.recv().await, Some(false));
+    assert!(!leading.load(Ordering::SeqCst));
+    // Released on the way out: taken at once, not after the 10 s.
+    assert!(nudge_engine::leader::hold(&test.store, "b", 10_000, NOV_1 + 1).await);
+}
