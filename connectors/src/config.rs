@@ -63,36 +63,6 @@ fn default_timeout_ms() -> u64 {
     5_000
 }
 
-impl ConnectorConfig {
-    /// Checks the settings without touching the network, the disk or the environment.
-    pub fn validate(&self) -> Result<(), String> {
-        match self {
-            ConnectorConfig::Wechat(config) => config.validate(),
-            ConnectorConfig::Webhook(config) => {
-                if !(config.url.starts_with("http://") || config.url.starts_with("https://")) {
-                    return Err(format!(
-                        "webhook url '{}' must start with http:// or https://",
-                        config.url
-                    ));
-                }
-                if config.secret_env.trim().is_empty() {
-                    return Err("webhook secret_env must name an environment variable".into());
-                }
-                if config.timeout_ms == 0 {
-                    return Err("webhook timeout_ms must be above 0".into());
-                }
-                Ok(())
-            }
-            ConnectorConfig::File(config) => {
-                if config.path.as_os_str().is_empty() {
-                    return Err("file connector needs a path".into());
-                }
-                Ok(())
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -57,3 +57,26 @@ impl Connector for FileConnector {
         })
     }
 }
+
+impl crate::Channel for crate::config::FileConfig {
+    fn validate(&self) -> Result<(), String> {
+        if self.path.as_os_str().is_empty() {
+            return Err("file connector needs a path".into());
+        }
+        Ok(())
+    }
+
+    fn connector(&self) -> Result<Box<dyn Connector>, String> {
+        Ok(Box::new(FileConnector::new(self.path.clone())))
+    }
+
+    fn checks(&self) -> &'static dyn crate::Checks {
+        dry_run_checks()
+    }
+}
+
+/// The checks of a file connector, the built-in `dry-run` one included: it stands in for WeChat
+/// in dry runs and demos, so it checks what WeChat would.
+pub fn dry_run_checks() -> &'static dyn crate::Checks {
+    &crate::wechat::client::WechatChecks
+}

@@ -4,8 +4,6 @@
 
 use std::collections::BTreeMap;
 
-use crate::ConnectorConfig;
-
 /// One HTTP request to a channel's push endpoint.
 #[derive(Debug, Clone, Copy)]
 pub struct PushRequest<'a> {
@@ -65,18 +63,4 @@ pub trait Receiver: Send + Sync {
     fn receive(&self, request: PushRequest<'_>) -> Result<Received, PushRefused>;
     /// The body that tells the channel a push was taken (so it does not retry).
     fn acknowledgement(&self) -> &'static str;
-}
-
-impl ConnectorConfig {
-    /// This connector's push receiver, when it takes pushes and they are configured (secrets
-    /// read from the environment).
-    pub fn receiver(&self) -> Result<Option<Box<dyn Receiver>>, String> {
-        match self {
-            ConnectorConfig::Wechat(config) => Ok(
-                crate::wechat::receiver::WechatReceiver::from_config(config)?
-                    .map(|receiver| Box::new(receiver) as Box<dyn Receiver>),
-            ),
-            ConnectorConfig::Webhook(_) | ConnectorConfig::File(_) => Ok(None),
-        }
-    }
 }

@@ -4,6 +4,7 @@
 //! [`SendError`]; it never retries by itself. The dispatcher (in the engine) decides what a
 //! classification means for the send. This crate knows nothing of the engine or of rules.
 
+pub mod channel;
 pub mod checks;
 pub mod config;
 pub mod file;
@@ -16,8 +17,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-pub use checks::{Checks, dry_run_checks};
+pub use channel::{Channel, build};
+pub use checks::Checks;
 pub use config::ConnectorConfig;
+pub use file::dry_run_checks;
 
 /// The name of the connector every configuration has: a file connector appending sends to a
 /// file in the data directory.
@@ -35,16 +38,6 @@ pub trait Connector: Send + Sync {
     fn answer_codes(&self) -> Vec<(String, u64)> {
         Vec::new()
     }
-}
-
-/// Builds a connector from validated settings. Reads secrets from the environment.
-pub fn build(config: &ConnectorConfig) -> Result<Box<dyn Connector>, String> {
-    config.validate()?;
-    Ok(match config {
-        ConnectorConfig::File(file) => Box::new(file::FileConnector::new(file.path.clone())),
-        ConnectorConfig::Webhook(webhook) => Box::new(webhook::WebhookConnector::new(webhook)?),
-        ConnectorConfig::Wechat(wechat) => Box::new(wechat::client::WechatConnector::new(wechat)?),
-    })
 }
 
 /// One rendered notification, ready to send. Its JSON form (every field, by name) is what the

@@ -244,3 +244,30 @@ fn without_url(error: &reqwest::Error) -> String {
         "request error".into()
     }
 }
+
+impl crate::Channel for WebhookConfig {
+    fn validate(&self) -> Result<(), String> {
+        if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
+            return Err(format!(
+                "webhook url '{}' must start with http:// or https://",
+                self.url
+            ));
+        }
+        if self.secret_env.trim().is_empty() {
+            return Err("webhook secret_env must name an environment variable".into());
+        }
+        if self.timeout_ms == 0 {
+            return Err("webhook timeout_ms must be above 0".into());
+        }
+        Ok(())
+    }
+
+    fn connector(&self) -> Result<Box<dyn Connector>, String> {
+        Ok(Box::new(WebhookConnector::new(self)?))
+    }
+
+    /// A webhook's receiver decides what it takes.
+    fn checks(&self) -> &'static dyn crate::Checks {
+        &crate::checks::AcceptAll
+    }
+}

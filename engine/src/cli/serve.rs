@@ -333,7 +333,7 @@ async fn listen(
     })?;
     let bound = listener.local_addr()?;
     println!(
-        "probes on http://{bound}/healthz and /readyz; events to POST http://{bound}/v1/events; pushes to http://{bound}/wechat/push/CONNECTOR"
+        "probes on http://{bound}/healthz and /readyz; events to POST http://{bound}/v1/events; pushes to http://{bound}/v1/push/CONNECTOR"
     );
     let options = service.listen_options(shutdown_timeout);
     let app = service::router(service.clone());

@@ -1,6 +1,6 @@
 //! The HTTP service of `nudge serve`: events posted by apps and backends (`POST /v1/events`, and
 //! Segment's tracking API for its SDKs: `segment.rs`),
-//! providers' message pushes (`/wechat/push/{connector}`), click links, the admin API, metrics
+//! providers' message pushes (`/v1/push/{connector}`, first named `/wechat/push/{connector}`), click links, the admin API, metrics
 //! and the probes, on one listener configured by `[server]` (`listen.rs`). Who may call what is
 //! in `SECURITY.md`. Handlers call the same library
 //! code as the commands (an event is validated as a line of an NDJSON file is, and committed as
@@ -395,6 +395,11 @@ pub fn router(service: Arc<Service>) -> Router {
             "/v1/screen",
             segment::post(Route::Screen).route_layer(segment()),
         )
+        .route(
+            "/v1/push/{connector}",
+            axum::routing::get(push::receive).post(push::receive),
+        )
+        // The push route's first name, kept for push URLs configured before.
         .route(
             "/wechat/push/{connector}",
             axum::routing::get(push::receive).post(push::receive),
@@ -849,6 +854,8 @@ mod tests {
             (Method::POST, "/v1/identify"),
             (Method::POST, "/v1/page"),
             (Method::POST, "/v1/screen"),
+            (Method::POST, "/v1/push/wechat"),
+            (Method::GET, "/v1/push/wechat"),
             (Method::POST, "/wechat/push/wechat"),
             (Method::GET, "/wechat/push/wechat"),
             (Method::GET, "/c/1.abc?to=https://x.example/"),

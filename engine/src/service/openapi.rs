@@ -44,7 +44,7 @@ pub async fn serve() -> Response {
     ),
     paths(
         events, segment_batch, segment_track, segment_identify, segment_page, segment_screen,
-        push_check, push, click,
+        push_check, push, push_check_first_name, push_first_name, click,
         campaigns, campaign, campaign_run, user, forget_user, export_user, explain,
         metrics, healthz, readyz, openapi,
         console_overview, console_campaigns, console_campaign, console_preview, console_test_send,
@@ -245,8 +245,8 @@ fn segment_screen() {}
 
 // ---- providers ----
 
-/// WeChat's check of the push URL
-#[utoipa::path(get, path = "/wechat/push/{connector}", tag = "providers",
+/// A channel's check of the push URL (WeChat's)
+#[utoipa::path(get, path = "/v1/push/{connector}", tag = "providers",
     params(
         ("connector" = String, Path, description = "The connector's name in nudge.toml"),
         ("signature" = String, Query), ("timestamp" = String, Query), ("nonce" = String, Query),
@@ -259,12 +259,12 @@ fn segment_screen() {}
     ))]
 fn push_check() {}
 
-/// A WeChat message push
+/// A channel's message push (WeChat's)
 ///
 /// Popup answers and settings changes (credits), delivery results. Plain or safe mode, XML or
 /// JSON; verified by the push Token's signature (and `msg_signature` in safe mode) before the
 /// body is read.
-#[utoipa::path(post, path = "/wechat/push/{connector}", tag = "providers",
+#[utoipa::path(post, path = "/v1/push/{connector}", tag = "providers",
     params(
         ("connector" = String, Path, description = "The connector's name in nudge.toml"),
         ("signature" = String, Query), ("timestamp" = String, Query), ("nonce" = String, Query),
@@ -283,6 +283,41 @@ fn push_check() {}
         (status = 404, description = "No such connector takes pushes", body = Refused),
     ))]
 fn push() {}
+
+/// The push URL's check under the route's first name (the same as `/v1/push/{connector}`)
+#[utoipa::path(get, path = "/wechat/push/{connector}", tag = "providers",
+    params(
+        ("connector" = String, Path, description = "The connector's name in nudge.toml"),
+        ("signature" = String, Query), ("timestamp" = String, Query), ("nonce" = String, Query),
+        ("echostr" = String, Query, description = "Echoed when the signature holds"),
+    ),
+    responses(
+        (status = 200, description = "echostr", content_type = "text/plain", body = String),
+        (status = 401, description = "Bad signature or stale timestamp", body = Refused),
+        (status = 404, description = "No such connector takes pushes", body = Refused),
+    ))]
+fn push_check_first_name() {}
+
+/// A push under the route's first name (the same as `/v1/push/{connector}`)
+#[utoipa::path(post, path = "/wechat/push/{connector}", tag = "providers",
+    params(
+        ("connector" = String, Path, description = "The connector's name in nudge.toml"),
+        ("signature" = String, Query), ("timestamp" = String, Query), ("nonce" = String, Query),
+        ("encrypt_type" = Option<String>, Query, description = "aes in safe mode"),
+        ("msg_signature" = Option<String>, Query, description = "Safe mode's signature over the encrypted body"),
+        ("openid" = Option<String>, Query),
+    ),
+    request_body(content(
+        (String = "application/xml"),
+        (Object = "application/json"),
+    )),
+    responses(
+        (status = 200, description = "success (stored once however often WeChat retries)", content_type = "text/plain", body = String),
+        (status = 400, description = "Unreadable push", body = Refused),
+        (status = 401, description = "Bad signature, replay or plain mode where safe mode is set", body = Refused),
+        (status = 404, description = "No such connector takes pushes", body = Refused),
+    ))]
+fn push_first_name() {}
 
 /// A click on a send's link
 #[utoipa::path(get, path = "/c/{token}", tag = "providers",

@@ -1,7 +1,8 @@
-//! `GET|POST /wechat/push/{connector}`: a provider's message push, verified and decoded by the
-//! named connector's receiver. Subscription answers become `subscription` events (the credit
-//! ledger), stored through the same validation and commit as posted events, with an id per
-//! push item so a retried push changes nothing twice; delivery results update their sends.
+//! `GET|POST /v1/push/{connector}` (first named `/wechat/push/{connector}`, still routed): a
+//! channel's message push, verified and decoded by the named connector's receiver.
+//! Subscription answers become `subscription` events (the credit ledger), stored through the
+//! same validation and commit as posted events, with an id per push item so a retried push
+//! changes nothing twice; delivery results update their sends.
 //! Answered within WeChat's deadline with its acknowledgement.
 
 use std::collections::BTreeMap;

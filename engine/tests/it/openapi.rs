@@ -49,6 +49,8 @@ fn the_route_reader_finds_the_routes_it_should() {
     for expected in [
         ("post", "/v1/events"),
         ("post", "/v1/batch"),
+        ("get", "/v1/push/{connector}"),
+        ("post", "/v1/push/{connector}"),
         ("get", "/wechat/push/{connector}"),
         ("post", "/wechat/push/{connector}"),
         ("delete", "/v1/users/{id}"),

@@ -210,6 +210,29 @@ async fn a_plain_push_cannot_bypass_safe_mode_nor_reuse_a_seen_signature() {
     assert_eq!(stored_events(dir.path()), 1);
 }
 
+// #40: the channel-neutral push route and its first name are one endpoint: a push taken on
+// `/v1/push/mp` and retried by WeChat on `/wechat/push/mp` is stored once, and a push signed
+// with another token is refused on either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_push_route_and_its_first_name_are_one_endpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, base) = serve_with(dir.path(), &wechat_connector(false), PUSH_ENV);
+    let client = reqwest::Client::new();
+    let query = signed_query("Token123", "p1");
+    let forged = signed_query("NotTheToken", "p2");
+    for path in ["v1/push/mp", "wechat/push/mp"] {
+        let post = |query: &str| {
+            client
+                .post(format!("{base}/{path}?{query}"))
+                .body(PLAIN_POPUP)
+        };
+        assert_eq!(post(&query).send().await.unwrap().status(), 200, "{path}");
+        assert_eq!(post(&forged).send().await.unwrap().status(), 401, "{path}");
+    }
+    stop(child);
+    assert_eq!(stored_events(dir.path()), 1);
+}
+
 // Review: a push's age is computed without overflow: a signed push stamped at the far ends of
 // i64 is a replay, not a push of any age.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -247,6 +247,36 @@ fn the_engine_knows_no_channel_by_name() {
     );
 }
 
+#[test]
+fn in_the_connectors_a_channel_is_named_only_by_its_own_files_and_the_list_of_channels() {
+    // `channel.rs` and `config.rs` list the channels; `lib.rs` declares their modules; a file
+    // connector checks what WeChat would (it stands in for it in dry runs).
+    let listing = ["channel.rs", "config.rs", "lib.rs"];
+    let src = super::support::manifest_dir().join("../connectors/src");
+    let mut named = Vec::new();
+    for file in rust_files(&src) {
+        let relative = file
+            .strip_prefix(&src)
+            .unwrap()
+            .to_string_lossy()
+            .to_string();
+        if listing.contains(&relative.as_str()) {
+            continue;
+        }
+        let text = std::fs::read_to_string(&file).unwrap();
+        let code = text.split("#[cfg(test)]").next().unwrap();
+        for channel in ["wechat", "webhook", "file"] {
+            let own =
+                relative.starts_with(&format!("{channel}/")) || relative == format!("{channel}.rs");
+            let allowed = relative == "file.rs" && channel == "wechat";
+            if !own && !allowed && paths_after(code, "crate::").contains(&channel.to_string()) {
+                named.push(format!("{relative} names crate::{channel}"));
+            }
+        }
+    }
+    assert!(named.is_empty(), "{}", named.join("\n"));
+}
+
 /// Each package of a `cargo tree` as `name version features`, features sorted.
 fn package_features(args: &[&str]) -> BTreeSet<String> {
     let workspace = super::support::manifest_dir().join("..");
