@@ -7,7 +7,7 @@ use nudge_engine::duties::{Done, compact, prune, windows};
 use nudge_engine::scoring::WindowsConfig;
 use nudge_engine::time::{DAY_MS, HOUR_MS};
 
-use super::retention::{send, sends_of};
+use super::retention::{expired_sends_40_and_20_days_old, sends_of};
 use super::support::{NOV_1, TestStore, line};
 
 /// `day` of November 2026 at `hour`:`minute` in Shanghai (the default zone).
@@ -90,15 +90,7 @@ fn the_nightly_compute_is_due_from_three_in_the_default_zone_once_a_day() {
 async fn the_outbox_retention_deletes_what_it_allows_at_the_time_of_the_pass() {
     let test = TestStore::new().await;
     let store = &test.store;
-    // Expired unsent 40 and 20 days before NOV_1.
-    for (key, days) in [("forty", 40), ("twenty", 20)] {
-        let at = NOV_1 - days * DAY_MS;
-        store
-            .enqueue_sends(&[send(key, "a", key, at, HOUR_MS)], at)
-            .await
-            .unwrap();
-        store.expire_sends(at + HOUR_MS).await.unwrap();
-    }
+    expired_sends_40_and_20_days_old(store).await;
     let pass =
         async |retention_days, now_ms| match prune::pass(store, retention_days, &[], now_ms, || {
             true

@@ -14,13 +14,7 @@ use super::support::{NOV_1, TestStore};
 const OLD: i64 = NOV_1 - 400 * DAY_MS;
 const CUTOFF: i64 = NOV_1 - 180 * DAY_MS;
 
-pub(super) fn send(
-    key: &str,
-    campaign: &str,
-    user: &str,
-    send_at_ms: i64,
-    ttl_ms: i64,
-) -> PlannedSend {
+fn send(key: &str, campaign: &str, user: &str, send_at_ms: i64, ttl_ms: i64) -> PlannedSend {
     PlannedSend {
         dedup_key: key.to_string(),
         campaign: campaign.to_string(),
@@ -225,6 +219,19 @@ async fn a_pass_walks_a_large_outbox_in_chunks_and_stops_when_asked() {
     assert!(store.send_status(None).await.unwrap().is_empty());
 }
 
+/// Two sends of campaign `a` that expired unsent 40 (`forty`) and 20 (`twenty`) days before
+/// NOV_1, each its own user.
+pub(super) async fn expired_sends_40_and_20_days_old(store: &Store) {
+    for (key, days) in [("forty", 40), ("twenty", 20)] {
+        let at = NOV_1 - days * DAY_MS;
+        store
+            .enqueue_sends(&[send(key, "a", key, at, HOUR_MS)], at)
+            .await
+            .unwrap();
+        store.expire_sends(at + HOUR_MS).await.unwrap();
+    }
+}
+
 #[tokio::test]
 async fn sends_prune_deletes_what_the_retention_allows_as_of_now() {
     let dir = tempfile::tempdir().unwrap();
@@ -235,15 +242,7 @@ async fn sends_prune_deletes_what_the_retention_allows_as_of_now() {
     )
     .unwrap();
     let store = super::support::open_store(&dir.path().join("data")).await;
-    // Expired unsent 40 and 20 days before NOV_1.
-    for (key, days) in [("forty", 40), ("twenty", 20)] {
-        let at = NOV_1 - days * DAY_MS;
-        store
-            .enqueue_sends(&[send(key, "a", key, at, HOUR_MS)], at)
-            .await
-            .unwrap();
-        store.expire_sends(at + HOUR_MS).await.unwrap();
-    }
+    expired_sends_40_and_20_days_old(&store).await;
     let prune = |args: &[&str]| {
         let out = super::support::nudge_with(&config)
             .args(["sends", "prune", "--now", &NOV_1.to_string()])

@@ -78,26 +78,8 @@ pub(in crate::store) async fn record_in(
                 .await?
                 .rows_affected();
                 // The provider took the message: its credit is gone whoever records it.
-                let consumed = sqlx::query(
-                    "UPDATE credits SET balance = balance - 1, updated_ts = $3 WHERE user_id = $1 AND template_id = $2 AND balance > 0",
-                )
-                .bind(&send.user_id)
-                .bind(&send.template_id)
-                .bind(now_ms)
-                .execute(&mut **tx)
-                .await?
-                .rows_affected();
-                if consumed > 0 {
-                    ledger(
-                        tx,
-                        send,
-                        "consume",
-                        -1,
-                        now_ms,
-                        &format!("send:{}", claimed.id),
-                    )
-                    .await?;
-                }
+                let source = format!("send:{}", claimed.id);
+                adjust_credit(tx, send, Credit::Consume, now_ms, &source).await?;
                 matched
             }
             Outcome::Retry {
@@ -115,18 +97,7 @@ pub(in crate::store) async fn record_in(
                 let matched =
                     set_final(tx, worker, claimed.id, SendState::Failed, reason, now_ms).await?;
                 if let Some(said_by) = credit_gone {
-                    let zeroed = sqlx::query(
-                        "UPDATE credits SET balance = 0, updated_ts = $3 WHERE user_id = $1 AND template_id = $2 AND balance > 0",
-                    )
-                    .bind(&send.user_id)
-                    .bind(&send.template_id)
-                    .bind(now_ms)
-                    .execute(&mut **tx)
-                    .await?
-                    .rows_affected();
-                    if zeroed > 0 {
-                        ledger(tx, send, "reset", 0, now_ms, said_by).await?;
-                    }
+                    adjust_credit(tx, send, Credit::Zero, now_ms, said_by).await?;
                 }
                 matched
             }
@@ -304,7 +275,51 @@ pub(in crate::store) async fn set_final(
     .rows_affected())
 }
 
-pub(in crate::store) async fn ledger(
+/// What an outcome does to the user's credit for the send's template.
+#[derive(Debug, Clone, Copy)]
+enum Credit {
+    /// One credit used (a send the provider took).
+    Consume,
+    /// None left, whatever the count said (the provider said the user has none).
+    Zero,
+}
+
+/// Applies `change` to the send's user's credit (never below zero) and, when it changed
+/// anything, writes it to the ledger with `source`.
+async fn adjust_credit(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    send: &PlannedSend,
+    change: Credit,
+    now_ms: i64,
+    source: &str,
+) -> Result<()> {
+    let (update, name, delta) = match change {
+        Credit::Consume => (
+            "UPDATE credits SET balance = balance - 1, updated_ts = $3 WHERE user_id = $1 AND template_id = $2 AND balance > 0",
+            "consume",
+            -1,
+        ),
+        Credit::Zero => (
+            "UPDATE credits SET balance = 0, updated_ts = $3 WHERE user_id = $1 AND template_id = $2 AND balance > 0",
+            "reset",
+            0,
+        ),
+    };
+    let changed = sqlx::query(update)
+        .bind(&send.user_id)
+        .bind(&send.template_id)
+        .bind(now_ms)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+    if changed > 0 {
+        ledger(tx, send, name, delta, now_ms, source).await?;
+    }
+    Ok(())
+}
+
+/// Writes a change of a credit to the ledger, with the balance after it.
+async fn ledger(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     send: &PlannedSend,
     change: &str,
