@@ -6,10 +6,10 @@
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::evaluate::{self, BANDS, Band, STRATEGIES, Score};
 use super::local::{HOURS_OF_WEEK, State, UserCounts, smooth, smooth_at};
 use super::mixture::Model;
 use super::pooled::{self, PriorSums, Settings, Sums, Weighed};
+use super::strategies::{self, BANDS, Band, STRATEGIES, Score};
 use super::{WindowsConfig, fit};
 use crate::time::DAY_MS;
 
@@ -112,7 +112,7 @@ impl Calibration {
 
     /// The baseline (index into [`STRATEGIES`]) answering users with this many events, if any.
     pub fn fallback_for(&self, events: u64) -> Option<usize> {
-        let (band, ..) = BANDS[evaluate::band_of(events)?];
+        let (band, ..) = BANDS[strategies::band_of(events)?];
         let fallback = self.fallbacks.iter().find(|f| f.band == band)?;
         STRATEGIES.iter().position(|s| *s == fallback.strategy)
     }
@@ -337,7 +337,7 @@ pub fn likelihood_per_user(
                 case.held
                     .iter()
                     .for_each(|(bin, c)| outcome[*bin as usize] += c);
-                evaluate::score(&pooled_profile(case, &settings), &outcome).log_likelihood
+                strategies::score(&pooled_profile(case, &settings), &outcome).log_likelihood
             })
             .collect(),
     )
@@ -425,7 +425,7 @@ fn mean_share(cases: &[Case], settings: &Settings) -> f64 {
             case.held
                 .iter()
                 .for_each(|(bin, c)| outcome[*bin as usize] += c);
-            let share = evaluate::score(&pooled_profile(case, settings), &outcome).share;
+            let share = strategies::score(&pooled_profile(case, settings), &outcome).share;
             (share, 1usize)
         })
         .reduce(|| (0.0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
@@ -468,7 +468,7 @@ fn backtest(
     let per_user: Vec<(usize, Vec<Score>)> = cases
         .par_iter()
         .filter_map(|case| {
-            let band = evaluate::band_of(case.events)?;
+            let band = strategies::band_of(case.events)?;
             let own = if case.events > 0 {
                 pooled_profile(case, settings)
             } else {
@@ -478,9 +478,9 @@ fn backtest(
             case.held
                 .iter()
                 .for_each(|(bin, c)| outcome[*bin as usize] += c);
-            let scores = evaluate::strategies(&own, population, &case.counts)
+            let scores = strategies::strategies(&own, population, &case.counts)
                 .iter()
-                .map(|d| evaluate::score(d, &outcome))
+                .map(|d| strategies::score(d, &outcome))
                 .collect();
             Some((band, scores))
         })

@@ -20,6 +20,7 @@ pub mod local;
 pub mod mixture;
 mod persist;
 mod sessions;
+mod strategies;
 mod trial;
 pub use persist::forget_users as forget_windows_of;
 pub mod pooled;
@@ -1142,7 +1143,7 @@ fn window_of(
     let raw = user.counts.dense();
     let settings = &calibration.settings;
     let probabilities: Vec<f64> = match calibration.fallback_for(user.events) {
-        Some(strategy) => evaluate::baseline(strategy, population, &raw),
+        Some(strategy) => strategies::baseline(strategy, population, &raw),
         None => {
             // The types are fitted on counts smoothed as configured: the posterior over them too.
             let prior = scorer.posterior_mixture(&local::smooth(&raw, config.smoothing));
