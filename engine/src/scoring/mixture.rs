@@ -43,8 +43,7 @@ pub fn fit(users: &[&[f64; HOURS_OF_WEEK]], k: usize) -> Model {
             types: vec![vec![1.0 / HOURS_OF_WEEK as f64; HOURS_OF_WEEK]],
         };
     }
-    let stride = users.len().div_ceil(FIT_SAMPLE).max(1);
-    let sample: Vec<&[f64; HOURS_OF_WEEK]> = users.iter().step_by(stride).copied().collect();
+    let sample = subsample(users);
     let k = k.min(sample.len()).max(1);
     let model = Model {
         weights: vec![1.0 / k as f64; k],
@@ -59,9 +58,14 @@ pub fn refine(users: &[&[f64; HOURS_OF_WEEK]], start: &Model) -> Model {
     if users.is_empty() {
         return start.clone();
     }
-    let stride = users.len().div_ceil(FIT_SAMPLE).max(1);
-    let sample: Vec<&[f64; HOURS_OF_WEEK]> = users.iter().step_by(stride).copied().collect();
+    let sample = subsample(users);
     em(&sample, start.clone())
+}
+
+/// At most [`FIT_SAMPLE`] of `users`, evenly spread.
+fn subsample<'a>(users: &[&'a [f64; HOURS_OF_WEEK]]) -> Vec<&'a [f64; HOURS_OF_WEEK]> {
+    let stride = users.len().div_ceil(FIT_SAMPLE).max(1);
+    users.iter().step_by(stride).copied().collect()
 }
 
 /// EM rounds from `model` until the sample's likelihood stops rising (at most [`ITERATIONS`]).
