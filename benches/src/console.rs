@@ -11,6 +11,7 @@ use chrono::NaiveDate;
 use nudge_engine::campaign::run::Run;
 use nudge_engine::campaign::{self, run};
 use nudge_engine::scoring;
+use nudge_engine::store::SendState;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -54,16 +55,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .send_status(None)
         .await?
         .iter()
-        .any(|(state, ..)| state == "planned")
+        .any(|count| count.state == SendState::Planned)
     {
         eprintln!("sending the planned sends");
         send_all(&store, &config, dir.path(), &campaigns, now).await?;
     }
     let states = store.send_status(None).await?;
-    let sends: u64 = states.iter().map(|(.., n)| n).sum();
-    let mut by_state: std::collections::BTreeMap<String, u64> = Default::default();
-    for (state, _, count) in states {
-        *by_state.entry(state).or_default() += count;
+    let sends: u64 = states.iter().map(|count| count.sends).sum();
+    let mut by_state: std::collections::BTreeMap<SendState, u64> = Default::default();
+    for count in states {
+        *by_state.entry(count.state).or_default() += count.sends;
     }
     let by_state = by_state
         .iter()

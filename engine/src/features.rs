@@ -394,8 +394,9 @@ async fn attach_sends(
         }
     }
     // A send planned for later counts too: a rule that avoids repeats must see it.
-    for (id, user, campaign, sent_ms) in store.sent_sends().await? {
-        if let Ok(pos) = facts.binary_search_by(|f| f.id.as_str().cmp(user.as_str()))
+    for send in store.sent_sends().await? {
+        let (id, campaign, sent_ms) = (send.id, send.campaign, send.send_at_ms);
+        if let Ok(pos) = facts.binary_search_by(|f| f.id.as_str().cmp(send.user_id.as_str()))
             && let Some(user_facts) = facts.get_mut(pos)
         {
             let clicked_ms = clicked.get(&id.to_string()).copied();

@@ -113,7 +113,8 @@ pub async fn tick(
             "runs whose process stopped are past their grace period: marked failed, not run"
         );
     }
-    for (name, at_ms) in store.runs_to_resume(now_ms, oldest, RUN_ATTEMPTS).await? {
+    for run in store.runs_to_resume(now_ms, oldest, RUN_ATTEMPTS).await? {
+        let (name, at_ms) = (run.campaign, run.scheduled_at_ms);
         let Some(campaign) = campaigns.iter().find(|c| c.name == name) else {
             continue;
         };

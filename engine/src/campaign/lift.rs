@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use super::Campaign;
 use crate::Result;
 use crate::features;
-use crate::store::Store;
+use crate::store::{GroupMember, Store};
 
 /// One run's comparison.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -73,12 +73,12 @@ pub async fn lifts(
         .collect())
 }
 
-/// A campaign's (run, user, send time, held out) records, with its users' goal event times.
-type Groups = [(Option<i64>, String, i64, bool)];
+/// A campaign's sent and held-out users, per run.
+type Groups = [GroupMember];
 
 /// The distinct users of `groups`, sorted.
 fn users_of(groups: &Groups) -> Vec<String> {
-    let mut users: Vec<String> = groups.iter().map(|g| g.1.clone()).collect();
+    let mut users: Vec<String> = groups.iter().map(|g| g.user_id.clone()).collect();
     users.sort();
     users.dedup();
     users
@@ -93,17 +93,18 @@ fn compare(
 ) -> Vec<RunLift> {
     let window_ms = campaign.goal().1 * HOUR_MS;
     let mut runs: std::collections::BTreeMap<Option<i64>, RunLift> = Default::default();
-    for (run_at_ms, user, send_at, holdout) in groups {
-        let converted = times.get(user).is_some_and(|stamps| {
+    for member in groups {
+        let send_at = member.send_at_ms;
+        let converted = times.get(&member.user_id).is_some_and(|stamps| {
             stamps
                 .iter()
-                .any(|t| *t >= *send_at && *t < send_at + window_ms)
+                .any(|t| *t >= send_at && *t < send_at + window_ms)
         });
-        let run = runs.entry(*run_at_ms).or_insert_with(|| RunLift {
-            run_at_ms: *run_at_ms,
+        let run = runs.entry(member.run_at_ms).or_insert_with(|| RunLift {
+            run_at_ms: member.run_at_ms,
             ..RunLift::default()
         });
-        if *holdout {
+        if member.holdout {
             run.held_out += 1;
             run.held_out_converted += u64::from(converted);
         } else {

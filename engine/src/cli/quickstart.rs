@@ -416,8 +416,8 @@ async fn deliver(
         let count = |state: SendState| {
             states
                 .iter()
-                .filter(|(s, ..)| s == state.as_str())
-                .map(|(.., n)| n)
+                .filter(|count| count.state == state)
+                .map(|count| count.sends)
                 .sum::<u64>()
         };
         println!(
@@ -437,11 +437,9 @@ async fn deliver(
             );
         }
         super::campaign::print_details(report, false);
-        for (state, reason, n) in states
-            .iter()
-            .filter(|(s, ..)| s == SendState::Failed.as_str())
-        {
-            println!("  {state}: {n} {}", reason.clone().unwrap_or_default());
+        for count in states.iter().filter(|c| c.state == SendState::Failed) {
+            let reason = count.reason.as_deref().unwrap_or_default();
+            println!("  {}: {} {reason}", count.state, count.sends);
         }
     }
     println!(

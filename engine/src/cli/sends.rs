@@ -76,8 +76,9 @@ pub async fn run(context: &Context, command: Command) -> anyhow::Result<ExitCode
                         .unwrap_or_default()
                 );
             }
-            for (state, reason, count) in rows {
-                println!("{state:<8} {count:>9}  {}", reason.unwrap_or_default());
+            for count in rows {
+                let reason = count.reason.unwrap_or_default();
+                println!("{:<8} {:>9}  {reason}", count.state, count.sends);
             }
         }
         Command::Prune {

@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::instant;
 use crate::Result;
 use crate::campaign::{Campaign, Mode};
-use crate::store::{SendState, Store};
+use crate::store::{RunState, SendState, Store};
 
 /// A campaign's settings, as `campaign list` shows them.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -62,7 +62,7 @@ pub struct Status {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Run {
     pub at: String,
-    pub state: String,
+    pub state: RunState,
     pub planned: i64,
     pub note: String,
     /// Users the run skipped, by reason.
@@ -74,7 +74,7 @@ pub struct Run {
 /// Sends in one state (and for one reason).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SendCount {
-    pub state: String,
+    pub state: SendState,
     pub reason: Option<String>,
     pub count: u64,
 }
@@ -171,15 +171,15 @@ pub async fn status_sharing(
         .send_status(Some(name))
         .await?
         .into_iter()
-        .map(|(state, reason, count)| SendCount {
-            state,
-            reason,
-            count,
+        .map(|count| SendCount {
+            state: count.state,
+            reason: count.reason,
+            count: count.sends,
         })
         .collect();
     let sent = sends
         .iter()
-        .filter(|s| s.state == SendState::Sent.as_str())
+        .filter(|s| s.state == SendState::Sent)
         .map(|s| s.count)
         .sum();
     let none_clicked = clicked.as_ref().is_some_and(|c| c.is_empty());

@@ -154,10 +154,12 @@ pub async fn scrape(State(service): State<Arc<Service>>) -> Response {
     register_sends(&service, &mut read, now_ms);
     if let Some((by_state, oldest_due_ms)) = outbox {
         let sends = Family::<StateLabels, Gauge>::default();
-        for (connector, state, n) in by_state {
-            sends
-                .get_or_create(&StateLabels { connector, state })
-                .set(n);
+        for count in by_state {
+            let labels = StateLabels {
+                connector: count.connector,
+                state: count.state.as_str().to_string(),
+            };
+            sends.get_or_create(&labels).set(count.sends);
         }
         read.register(
             "nudge_sends",

@@ -80,11 +80,19 @@ impl Store {
         Ok(rows
             .into_iter()
             .filter_map(|row| {
-                let source: String = row.get(1);
-                let source = Intake::ALL.into_iter().find(|s| s.as_str() == source)?;
-                Some((row.get(0), source, row.get::<i64, _>(2) as u64))
+                let read = || -> sqlx::Result<Option<(i64, Intake, u64)>> {
+                    let source: String = row.try_get("source")?;
+                    // A source a newer nudge counts is left out of this one's charts.
+                    let Some(source) = Intake::ALL.into_iter().find(|s| s.as_str() == source)
+                    else {
+                        return Ok(None);
+                    };
+                    let count = row.try_get::<i64, _>("count")? as u64;
+                    Ok(Some((row.try_get("hour_ms")?, source, count)))
+                };
+                read().transpose()
             })
-            .collect())
+            .collect::<sqlx::Result<_>>()?)
     }
 
     /// Deletes intake counts of hours before `before_ms`; returns how many.
@@ -139,7 +147,7 @@ impl Store {
     ) -> Result<Vec<Process>> {
         let rows = sqlx::query(
             "SELECT p.id, p.host, p.pid, p.version, p.listen, p.started_ms, p.seen_ms,
-                    CAST(CASE WHEN l.owner IS NULL THEN 0 ELSE 1 END AS BIGINT)
+                    CAST(CASE WHEN l.owner IS NULL THEN 0 ELSE 1 END AS BIGINT) AS is_leader
              FROM processes p
              LEFT JOIN leases l ON l.name = $1 AND l.owner = p.id AND l.expires_ms >= $3
              WHERE p.seen_ms >= $2 ORDER BY p.started_ms, p.id",
@@ -151,16 +159,18 @@ impl Store {
         .await?;
         Ok(rows
             .into_iter()
-            .map(|row| Process {
-                id: row.get(0),
-                host: row.get(1),
-                pid: row.get(2),
-                version: row.get(3),
-                listen: row.get(4),
-                started_ms: row.get(5),
-                seen_ms: row.get(6),
-                leading: row.get::<i64, _>(7) == 1,
+            .map(|row| {
+                Ok(Process {
+                    id: row.try_get("id")?,
+                    host: row.try_get("host")?,
+                    pid: row.try_get("pid")?,
+                    version: row.try_get("version")?,
+                    listen: row.try_get("listen")?,
+                    started_ms: row.try_get("started_ms")?,
+                    seen_ms: row.try_get("seen_ms")?,
+                    leading: row.try_get::<i64, _>("is_leader")? == 1,
+                })
             })
-            .collect())
+            .collect::<sqlx::Result<_>>()?)
     }
 }

@@ -151,12 +151,15 @@ impl Store {
         .bind(content_hash)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|row| FileProgress {
-            records_done: row.get::<i64, _>(0) as u64,
-            complete: row.get::<i64, _>(1) != 0,
-            accepted: row.get::<i64, _>(2) as u64,
-            updated_ms: row.get(3),
-        }))
+        match row {
+            Some(row) => Ok(Some(FileProgress {
+                records_done: row.try_get::<i64, _>("records_done")? as u64,
+                complete: row.try_get::<i64, _>("complete")? != 0,
+                accepted: row.try_get::<i64, _>("accepted")? as u64,
+                updated_ms: row.try_get("updated_ms")?,
+            })),
+            None => Ok(None),
+        }
     }
 
     /// Marks a file of `bytes` bytes as wholly ingested.
@@ -197,13 +200,13 @@ impl Store {
         Ok(rows
             .into_iter()
             .map(|row| {
-                (
-                    row.get(0),
-                    row.get::<i64, _>(1) as u64,
-                    row.get::<i64, _>(2) as u64,
-                )
+                Ok((
+                    row.try_get("content_hash")?,
+                    row.try_get::<i64, _>("bytes")? as u64,
+                    row.try_get::<i64, _>("records_done")? as u64,
+                ))
             })
-            .collect())
+            .collect::<sqlx::Result<_>>()?)
     }
 
     /// Commits one batch: drops events whose `event_id` is already stored, writes the rest as

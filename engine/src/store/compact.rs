@@ -144,10 +144,17 @@ impl Store {
         .bind(day)
         .fetch_all(&self.pool)
         .await?;
-        let mut days = DayToCompact::by_day(
-            rows.iter()
-                .map(|row| (row.get(0), row.get(1), row.get::<i64, _>(2) as u64)),
-        );
+        let listed = rows
+            .iter()
+            .map(|row| {
+                Ok((
+                    row.try_get("day")?,
+                    row.try_get("path")?,
+                    row.try_get::<i64, _>("rows")? as u64,
+                ))
+            })
+            .collect::<sqlx::Result<Vec<_>>>()?;
+        let mut days = DayToCompact::by_day(listed.into_iter());
         days.retain(|day| day.segments.len() >= options.min_segments.max(1));
         Ok(days)
     }
@@ -190,15 +197,14 @@ impl Store {
 
     /// Whether all `count` segments of the JSON list `paths` are still in the manifest.
     async fn still_listed(&self, paths: &str, count: usize) -> Result<bool> {
-        let listed: i64 = sqlx::query(with_json_list!(
+        let listed: i64 = sqlx::query_scalar(with_json_list!(
             self.backend,
             "SELECT COUNT(*) FROM segments WHERE path IN (SELECT value FROM ",
             ")"
         ))
         .bind(paths)
         .fetch_one(&self.pool)
-        .await?
-        .get(0);
+        .await?;
         Ok(listed as usize == count)
     }
 
@@ -299,7 +305,7 @@ impl Store {
                 return Err(error);
             }
         };
-        let still: i64 = match sqlx::query(with_json_list!(
+        let still: i64 = match sqlx::query_scalar(with_json_list!(
             self.backend,
             "SELECT COUNT(*) FROM segments WHERE path IN (SELECT value FROM ",
             ")"
@@ -308,7 +314,7 @@ impl Store {
         .fetch_one(&mut *tx)
         .await
         {
-            Ok(row) => row.get(0),
+            Ok(count) => count,
             Err(error) => {
                 segments::discard_staged(&staged);
                 return Err(error.into());
@@ -373,13 +379,10 @@ impl Store {
     /// many there were. The benchmarks pass `i64::MAX` to drop every kept one.
     pub async fn remove_retired_before(&self, cutoff_ms: i64) -> Result<usize> {
         let paths: Vec<String> =
-            sqlx::query("SELECT path FROM retired_segments WHERE retired_ms <= $1")
+            sqlx::query_scalar("SELECT path FROM retired_segments WHERE retired_ms <= $1")
                 .bind(cutoff_ms)
                 .fetch_all(&self.pool)
-                .await?
-                .into_iter()
-                .map(|row| row.get(0))
-                .collect();
+                .await?;
         self.remove_retired(&paths).await?;
         Ok(paths.len())
     }

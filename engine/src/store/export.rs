@@ -4,9 +4,9 @@
 
 use polars::prelude::*;
 use serde::Serialize;
-use sqlx::Row;
+use sqlx::{FromRow, Row};
 
-use super::{Store, lookup, segments};
+use super::{SendState, Store, lookup, segments};
 use crate::Result;
 
 /// The profile row.
@@ -55,7 +55,7 @@ pub struct ExportedSend {
     pub page: Option<String>,
     /// The rendered message (the template's keywords).
     pub data: serde_json::Value,
-    pub state: String,
+    pub state: SendState,
     pub send_at: i64,
     pub expires_at: i64,
     pub updated_ms: i64,
@@ -98,20 +98,26 @@ impl Store {
                 .bind(user)
                 .fetch_optional(&self.pool)
                 .await?
-                .map(|row| ExportedProfile {
-                    tz: row.get(0),
-                    tz_ts: row.get(1),
-                    attrs: json(row.get(2)),
-                    updated_ms: row.get(3),
-                });
+                .map(|row| -> sqlx::Result<_> {
+                    Ok(ExportedProfile {
+                        tz: row.try_get("tz")?,
+                        tz_ts: row.try_get("tz_ts")?,
+                        attrs: json(row.try_get("attrs")?),
+                        updated_ms: row.try_get("updated_ms")?,
+                    })
+                })
+                .transpose()?;
         let consent = sqlx::query("SELECT withdrawn, ts FROM consent WHERE user_id = $1")
             .bind(user)
             .fetch_optional(&self.pool)
             .await?
-            .map(|row| ExportedConsent {
-                withdrawn: row.get::<i64, _>(0) != 0,
-                ts: row.get(1),
-            });
+            .map(|row| -> sqlx::Result<_> {
+                Ok(ExportedConsent {
+                    withdrawn: row.try_get::<i64, _>("withdrawn")? != 0,
+                    ts: row.try_get("ts")?,
+                })
+            })
+            .transpose()?;
         let credits = sqlx::query(
             "SELECT template_id, balance, updated_ts FROM credits WHERE user_id = $1 ORDER BY template_id",
         )
@@ -119,12 +125,14 @@ impl Store {
         .fetch_all(&self.pool)
         .await?
         .into_iter()
-        .map(|row| ExportedCredit {
-            template_id: row.get(0),
-            balance: row.get(1),
-            updated_ts: row.get(2),
+        .map(|row| {
+            Ok(ExportedCredit {
+                template_id: row.try_get("template_id")?,
+                balance: row.try_get("balance")?,
+                updated_ts: row.try_get("updated_ts")?,
+            })
         })
-        .collect();
+        .collect::<sqlx::Result<_>>()?;
         let credit_history = sqlx::query(
             "SELECT template_id, change, delta, balance_after, ts, source FROM credit_ledger
              WHERE user_id = $1 ORDER BY ts, template_id",
@@ -133,15 +141,17 @@ impl Store {
         .fetch_all(&self.pool)
         .await?
         .into_iter()
-        .map(|row| ExportedCreditChange {
-            template_id: row.get(0),
-            change: row.get(1),
-            delta: row.get(2),
-            balance_after: row.get(3),
-            ts: row.get(4),
-            source: row.get(5),
+        .map(|row| {
+            Ok(ExportedCreditChange {
+                template_id: row.try_get("template_id")?,
+                change: row.try_get("change")?,
+                delta: row.try_get("delta")?,
+                balance_after: row.try_get("balance_after")?,
+                ts: row.try_get("ts")?,
+                source: row.try_get("source")?,
+            })
         })
-        .collect();
+        .collect::<sqlx::Result<_>>()?;
         let sends = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {}, expires_at FROM sends WHERE user_id = $1 ORDER BY send_at, id",
             super::sends::DELIVERY_COLUMNS
@@ -151,8 +161,8 @@ impl Store {
         .await?
         .iter()
         .map(|row| {
-            let delivery = super::sends::delivery_of(row);
-            ExportedSend {
+            let delivery = super::sends::Delivery::from_row(row)?;
+            Ok(ExportedSend {
                 id: delivery.id,
                 campaign: delivery.campaign,
                 template_id: delivery.template_id,
@@ -161,16 +171,16 @@ impl Store {
                 data: json(Some(delivery.data)),
                 state: delivery.state,
                 send_at: delivery.send_at_ms,
-                expires_at: row.get(15),
+                expires_at: row.try_get("expires_at")?,
                 updated_ms: delivery.updated_ms,
                 attempts: delivery.attempts,
                 failure: delivery.failure,
                 delivery_code: delivery.delivery_code,
                 delivery_status: delivery.delivery_status,
                 clicked_ms: delivery.clicked_ms,
-            }
+            })
         })
-        .collect();
+        .collect::<sqlx::Result<_>>()?;
         Ok(UserRecords {
             profile,
             consent,

@@ -19,7 +19,7 @@ use sqlx::Row;
 
 use super::compact::{CompactOptions, DayCompacted, DayToCompact};
 use super::sql::with_json_list;
-use super::{Store, crash_point, lookup, segments, state};
+use super::{SendState, Store, crash_point, lookup, segments, state};
 use crate::{Error, Result};
 
 /// What a forget removed.
@@ -174,12 +174,15 @@ impl Store {
         }
         let cancelled = sqlx::query(with_json_list!(
             self.backend,
-            "UPDATE sends SET state = 'cancelled', failure = 'forgotten', updated_ms = $2
-             WHERE state IN ('planned', 'paused') AND user_id IN (SELECT value FROM ",
+            "UPDATE sends SET state = $3, failure = 'forgotten', updated_ms = $2
+             WHERE state IN ($4, $5) AND user_id IN (SELECT value FROM ",
             ")"
         ))
         .bind(&list)
         .bind(now)
+        .bind(SendState::Cancelled)
+        .bind(SendState::Planned)
+        .bind(SendState::Paused)
         .execute(&mut *tx)
         .await?;
         report.sends_cancelled = cancelled.rows_affected();
@@ -265,8 +268,14 @@ impl Store {
         let events_dir = segments::events_dir(&self.data_dir);
         let listed: Vec<(String, String, i64)> = rows
             .iter()
-            .map(|row| (row.get(0), row.get(1), row.get(2)))
-            .collect();
+            .map(|row| {
+                Ok((
+                    row.try_get("day")?,
+                    row.try_get("path")?,
+                    row.try_get("rows")?,
+                ))
+            })
+            .collect::<sqlx::Result<_>>()?;
         let users = users.to_vec();
         let holding: Vec<bool> = tokio::task::block_in_place(|| {
             use rayon::prelude::*;

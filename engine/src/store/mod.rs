@@ -36,10 +36,14 @@ pub use export::{
     ExportedCredit, ExportedCreditChange, ExportedEvent, ExportedProfile, ExportedSend, UserRecords,
 };
 pub use forget::{FORGOTTEN_PREFIX, ForgetReport};
+pub use outbox::{SendCount, UserSend};
 pub use retention_days::DaysDropped;
-pub use runs::{RunEnd, RunRow};
+pub use runs::{RunEnd, RunRow, RunToResume};
 pub use seen::DEFAULT_BUDGET_MIB as DEFAULT_ID_CACHE_MIB;
-pub use sends::{ClickMark, Delivery, DeliveryFilter};
+pub use sends::{
+    ClickMark, Delivery, DeliveryFilter, GroupMember, HourOutcomes, PausedCampaign, SentSend,
+    StateCount,
+};
 pub use sql::Backend;
 pub use state::{CreditSummary, StateChanges, StateQuery, UserState};
 pub use states::{RunState, SendState};
@@ -199,12 +203,12 @@ impl Store {
         Ok(rows
             .into_iter()
             .map(|row| {
-                (
-                    events_dir.join(row.get::<String, _>(0)),
-                    row.get::<i64, _>(1) as u64,
-                )
+                Ok((
+                    events_dir.join(row.try_get::<String, _>("path")?),
+                    row.try_get::<i64, _>("rows")? as u64,
+                ))
             })
-            .collect())
+            .collect::<sqlx::Result<_>>()?)
     }
 
     /// Runs `read` over the committed segments overlapping `range` (as [`Store::segment_rows`]
@@ -260,10 +264,13 @@ impl Store {
     /// Number of committed segments and the rows they hold.
     pub async fn segment_totals(&self) -> Result<(u64, u64)> {
         let row =
-            sqlx::query("SELECT COUNT(*), CAST(COALESCE(SUM(rows), 0) AS BIGINT) FROM segments")
+            sqlx::query("SELECT COUNT(*) AS files, CAST(COALESCE(SUM(rows), 0) AS BIGINT) AS events FROM segments")
                 .fetch_one(&self.pool)
                 .await?;
-        Ok((row.get::<i64, _>(0) as u64, row.get::<i64, _>(1) as u64))
+        Ok((
+            row.try_get::<i64, _>("files")? as u64,
+            row.try_get::<i64, _>("events")? as u64,
+        ))
     }
 
     /// Credits per template: users holding at least one, and the total.
@@ -321,13 +328,13 @@ impl Store {
         }
         let mut tx = sql::begin_write(&self.pool).await?;
         // Replaced files kept a while (`nudge compact --keep-replaced`) are not orphans.
-        let known: std::collections::HashSet<String> =
-            sqlx::query("SELECT path FROM segments UNION ALL SELECT path FROM retired_segments")
-                .fetch_all(&mut *tx)
-                .await?
-                .into_iter()
-                .map(|row| row.get(0))
-                .collect();
+        let known: std::collections::HashSet<String> = sqlx::query_scalar(
+            "SELECT path FROM segments UNION ALL SELECT path FROM retired_segments",
+        )
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .collect();
         let swept = segments::sweep(&segments::events_dir(&self.data_dir), &known, &self.id)?;
         tx.commit().await?;
         if swept.staged_removed > 0 {
@@ -359,10 +366,9 @@ impl Store {
 
     /// The timestamp of the latest stored event, if any (epoch ms).
     pub async fn latest_event_ms(&self) -> Result<Option<i64>> {
-        Ok(sqlx::query("SELECT MAX(max_ts) FROM segments")
+        Ok(sqlx::query_scalar("SELECT MAX(max_ts) FROM segments")
             .fetch_one(&self.pool)
-            .await?
-            .get(0))
+            .await?)
     }
 
     /// This store's id.
@@ -379,15 +385,15 @@ impl Store {
     /// or PostgreSQL's `synchronous_commit` setting (`on`: flushed to the WAL).
     pub async fn synchronous(&self) -> Result<String> {
         if self.backend == Backend::Postgres {
-            return Ok(sqlx::query("SELECT current_setting('synchronous_commit')")
-                .fetch_one(&self.pool)
-                .await?
-                .get(0));
+            return Ok(
+                sqlx::query_scalar("SELECT current_setting('synchronous_commit')")
+                    .fetch_one(&self.pool)
+                    .await?,
+            );
         }
-        let level: i64 = sqlx::query("PRAGMA synchronous")
+        let level: i64 = sqlx::query_scalar("PRAGMA synchronous")
             .fetch_one(&self.pool)
-            .await?
-            .get(0);
+            .await?;
         Ok(match level {
             0 => "off",
             1 => "normal",
@@ -443,9 +449,8 @@ async fn store_id(pool: &AnyPool) -> Result<Arc<str>> {
     .bind(&made)
     .execute(pool)
     .await?;
-    let id: String = sqlx::query("SELECT value FROM store_meta WHERE key = 'store_id'")
+    let id: String = sqlx::query_scalar("SELECT value FROM store_meta WHERE key = 'store_id'")
         .fetch_one(pool)
-        .await?
-        .get(0);
+        .await?;
     Ok(Arc::from(id))
 }

@@ -36,7 +36,7 @@ impl Store {
     ) -> Result<u64> {
         static NEXT: Statement = Statement::new(|| {
             with_states(&format!(
-                "SELECT MIN(id), MAX(id) FROM (SELECT id FROM sends s WHERE id > $2 AND {DELETABLE}
+                "SELECT MIN(id) AS first_id, MAX(id) AS last_id FROM (SELECT id FROM sends s WHERE id > $2 AND {DELETABLE}
                  ORDER BY id LIMIT $3) chunk"
             ))
         });
@@ -55,9 +55,10 @@ impl Store {
                 .bind(CHUNK)
                 .fetch_one(&self.pool)
                 .await?;
-            let (Some(first), Some(last)) =
-                (row.get::<Option<i64>, _>(0), row.get::<Option<i64>, _>(1))
-            else {
+            let (Some(first), Some(last)) = (
+                row.try_get::<Option<i64>, _>("first_id")?,
+                row.try_get::<Option<i64>, _>("last_id")?,
+            ) else {
                 break;
             };
             // The conditions are checked again as the rows go: a later send that stopped being

@@ -31,10 +31,10 @@ impl Store {
         let mut days = std::collections::BTreeSet::new();
         let mut dropped = DaysDropped::default();
         for row in &rows {
-            let path: String = row.get(0);
-            days.insert(row.get::<String, _>(1));
+            let path: String = row.try_get("path")?;
+            days.insert(row.try_get::<String, _>("day")?);
             dropped.files += 1;
-            dropped.events += row.get::<i64, _>(2) as u64;
+            dropped.events += row.try_get::<i64, _>("rows")? as u64;
             sqlx::query("INSERT INTO retired_segments (path, retired_ms) VALUES ($1, $2) ON CONFLICT (path) DO NOTHING")
                 .bind(&path)
                 .bind(now)

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use sqlx::Row;
+use sqlx::any::AnyRow;
 
 use super::{RunState, Store};
 use crate::Result;
@@ -27,7 +28,7 @@ pub struct RunEnd<'a> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunRow {
     pub scheduled_at_ms: i64,
-    pub state: String,
+    pub state: RunState,
     pub planned: i64,
     pub note: String,
     /// Users skipped, by reason (empty for runs recorded before nudge kept them).
@@ -57,7 +58,7 @@ impl Store {
         )
         .bind(campaign)
         .bind(scheduled_at)
-        .bind(state.as_str())
+        .bind(state)
         .bind(now_ms)
         .bind(owner)
         .bind(lease_until)
@@ -75,27 +76,26 @@ impl Store {
         now_ms: i64,
         oldest_ms: i64,
         max_attempts: i64,
-    ) -> Result<Vec<(String, i64)>> {
-        let rows = sqlx::query(
-            "SELECT campaign, scheduled_at, state, attempts, COALESCE(finished_ms, started_ms), COALESCE(lease_until, 0)
-             FROM campaign_runs WHERE scheduled_at >= $1 AND state IN ('running', 'failed')",
+    ) -> Result<Vec<RunToResume>> {
+        let rows: Vec<RunToResume> = sqlx::query_as(
+            "SELECT campaign, scheduled_at, state, attempts,
+                    COALESCE(finished_ms, started_ms) AS last_ms, COALESCE(lease_until, 0) AS lease_until
+             FROM campaign_runs WHERE scheduled_at >= $1 AND state IN ($2, $3)",
         )
         .bind(oldest_ms)
+        .bind(RunState::Running)
+        .bind(RunState::Failed)
         .fetch_all(&self.pool)
         .await?;
         Ok(rows
             .into_iter()
-            .filter(|row| {
-                let attempts: i64 = row.get(3);
-                match RunState::parse(row.get(2)) {
-                    Some(RunState::Running) => row.get::<i64, _>(5) < now_ms,
-                    _ => {
-                        let backoff = 60_000i64 << (attempts - 1).clamp(0, 10);
-                        attempts < max_attempts && row.get::<i64, _>(4) + backoff <= now_ms
-                    }
+            .filter(|run| match run.state {
+                RunState::Running => run.lease_until < now_ms,
+                _ => {
+                    let backoff = 60_000i64 << (run.attempts - 1).clamp(0, 10);
+                    run.attempts < max_attempts && run.last_ms + backoff <= now_ms
                 }
             })
-            .map(|row| (row.get(0), row.get(1)))
             .collect())
     }
 
@@ -103,12 +103,14 @@ impl Store {
     /// than `oldest_ms` (past the grace period: too late to run). Returns how many.
     pub async fn abandon_stale_runs(&self, now_ms: i64, oldest_ms: i64) -> Result<u64> {
         Ok(sqlx::query(
-            "UPDATE campaign_runs SET state = 'failed', finished_ms = $1, lease_until = NULL,
+            "UPDATE campaign_runs SET state = $3, finished_ms = $1, lease_until = NULL,
                  note = 'the process running it stopped; past the grace period, not run again'
-             WHERE state = 'running' AND COALESCE(lease_until, 0) < $1 AND scheduled_at < $2",
+             WHERE state = $4 AND COALESCE(lease_until, 0) < $1 AND scheduled_at < $2",
         )
         .bind(now_ms)
         .bind(oldest_ms)
+        .bind(RunState::Failed)
+        .bind(RunState::Running)
         .execute(&self.pool)
         .await?
         .rows_affected())
@@ -125,16 +127,18 @@ impl Store {
         lease_until: i64,
     ) -> Result<bool> {
         let taken = sqlx::query(
-            "UPDATE campaign_runs SET state = 'running', owner = $3, lease_until = $4, started_ms = $5,
+            "UPDATE campaign_runs SET state = $6, owner = $3, lease_until = $4, started_ms = $5,
                  attempts = attempts + 1, finished_ms = NULL
              WHERE campaign = $1 AND scheduled_at = $2
-               AND ((state = 'running' AND COALESCE(lease_until, 0) < $5) OR state = 'failed')",
+               AND ((state = $6 AND COALESCE(lease_until, 0) < $5) OR state = $7)",
         )
         .bind(campaign)
         .bind(scheduled_at)
         .bind(owner)
         .bind(lease_until)
         .bind(now_ms)
+        .bind(RunState::Running)
+        .bind(RunState::Failed)
         .execute(&self.pool)
         .await?
         .rows_affected();
@@ -151,12 +155,13 @@ impl Store {
     ) -> Result<()> {
         sqlx::query(
             "UPDATE campaign_runs SET lease_until = $4
-             WHERE campaign = $1 AND scheduled_at = $2 AND owner = $3 AND state = 'running'",
+             WHERE campaign = $1 AND scheduled_at = $2 AND owner = $3 AND state = $5",
         )
         .bind(campaign)
         .bind(scheduled_at)
         .bind(owner)
         .bind(lease_until)
+        .bind(RunState::Running)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -175,17 +180,18 @@ impl Store {
         sqlx::query(
             "UPDATE campaign_runs SET state = $3, planned = $4, note = $5, finished_ms = $6,
                  lease_until = NULL, skipped = $8, hours = $9
-             WHERE campaign = $1 AND scheduled_at = $2 AND owner = $7 AND state = 'running'",
+             WHERE campaign = $1 AND scheduled_at = $2 AND owner = $7 AND state = $10",
         )
         .bind(campaign)
         .bind(scheduled_at)
-        .bind(end.state.as_str())
+        .bind(end.state)
         .bind(end.planned)
         .bind(end.note)
         .bind(end.finished_ms)
         .bind(owner)
         .bind(skipped)
         .bind(hours)
+        .bind(RunState::Running)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -193,30 +199,55 @@ impl Store {
 
     /// Runs of a campaign, newest first.
     pub async fn campaign_runs(&self, campaign: &str) -> Result<Vec<RunRow>> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as(
             "SELECT scheduled_at, state, planned, note, skipped, hours FROM campaign_runs
              WHERE campaign = $1 ORDER BY scheduled_at DESC",
         )
         .bind(campaign)
         .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|row| {
-                let skipped: String = row.get("skipped");
-                let hours: String = row.get("hours");
-                RunRow {
-                    scheduled_at_ms: row.get("scheduled_at"),
-                    state: row.get("state"),
-                    planned: row.get("planned"),
-                    note: row.get("note"),
-                    skipped: serde_json::from_str(&skipped).unwrap_or_default(),
-                    hours: serde_json::from_str::<Vec<u64>>(&hours)
-                        .ok()
-                        .and_then(|hours| hours.try_into().ok())
-                        .unwrap_or([0; 24]),
-                }
-            })
-            .collect())
+        .await?)
+    }
+}
+
+/// A run [`Store::runs_to_resume`] found: its campaign and scheduled instant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunToResume {
+    pub campaign: String,
+    pub scheduled_at_ms: i64,
+    state: RunState,
+    attempts: i64,
+    /// When it last finished, or started when it never did.
+    last_ms: i64,
+    lease_until: i64,
+}
+
+impl sqlx::FromRow<'_, AnyRow> for RunToResume {
+    fn from_row(row: &AnyRow) -> sqlx::Result<Self> {
+        Ok(RunToResume {
+            campaign: row.try_get("campaign")?,
+            scheduled_at_ms: row.try_get("scheduled_at")?,
+            state: row.try_get("state")?,
+            attempts: row.try_get("attempts")?,
+            last_ms: row.try_get("last_ms")?,
+            lease_until: row.try_get("lease_until")?,
+        })
+    }
+}
+
+impl sqlx::FromRow<'_, AnyRow> for RunRow {
+    fn from_row(row: &AnyRow) -> sqlx::Result<Self> {
+        let skipped: String = row.try_get("skipped")?;
+        let hours: String = row.try_get("hours")?;
+        Ok(RunRow {
+            scheduled_at_ms: row.try_get("scheduled_at")?,
+            state: row.try_get("state")?,
+            planned: row.try_get("planned")?,
+            note: row.try_get("note")?,
+            skipped: serde_json::from_str(&skipped).unwrap_or_default(),
+            hours: serde_json::from_str::<Vec<u64>>(&hours)
+                .ok()
+                .and_then(|hours| hours.try_into().ok())
+                .unwrap_or([0; 24]),
+        })
     }
 }

@@ -4,9 +4,10 @@
 use std::collections::{HashMap, HashSet};
 
 use sqlx::Row;
+use sqlx::any::AnyRow;
 
 use super::sql::with_json_list;
-use super::states::{Statement, with_states};
+use super::states::{SendState, Statement, with_states};
 use super::{Store, outbox};
 use crate::Result;
 
@@ -156,10 +157,7 @@ impl Store {
     }
 
     /// Sends by state and failure reason.
-    pub async fn send_status(
-        &self,
-        campaign: Option<&str>,
-    ) -> Result<Vec<(String, Option<String>, u64)>> {
+    pub async fn send_status(&self, campaign: Option<&str>) -> Result<Vec<outbox::SendCount>> {
         outbox::status(&self.pool, campaign).await
     }
 
@@ -183,7 +181,7 @@ impl Store {
                 .collect();
             format!("%{escaped}%")
         });
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {DELIVERY_COLUMNS}
              FROM sends
              WHERE ($1 IS NULL OR campaign = $1) AND ($2 IS NULL OR state = $2)
@@ -201,46 +199,35 @@ impl Store {
         .bind(filter.from_ms)
         .bind(filter.to_ms)
         .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.iter().map(delivery_of).collect())
+        .await?)
     }
 
     /// Finished sends per hour since `from_ms`, by the state they ended in (`sent`, `failed`,
-    /// `unknown`, `expired`): (hour as epoch milliseconds, state, sends), by when they last
-    /// changed.
-    pub async fn outcomes_by_hour(&self, from_ms: i64) -> Result<Vec<(i64, String, u64)>> {
-        let rows = sqlx::query(
-            "SELECT updated_ms / 3600000, state, COUNT(*) FROM sends
-             WHERE updated_ms >= $1 AND state IN ('sent', 'failed', 'unknown', 'expired')
+    /// `unknown`, `expired`), by when they last changed.
+    pub async fn outcomes_by_hour(&self, from_ms: i64) -> Result<Vec<HourOutcomes>> {
+        Ok(sqlx::query_as(
+            "SELECT updated_ms / 3600000 AS hour, state, COUNT(*) AS sends FROM sends
+             WHERE updated_ms >= $1 AND state IN ($2, $3, $4, $5)
              GROUP BY updated_ms / 3600000, state",
         )
         .bind(from_ms)
+        .bind(SendState::Sent)
+        .bind(SendState::Failed)
+        .bind(SendState::Unknown)
+        .bind(SendState::Expired)
         .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|row| {
-                (
-                    row.get::<i64, _>(0) * 3_600_000,
-                    row.get(1),
-                    row.get::<i64, _>(2) as u64,
-                )
-            })
-            .collect())
+        .await?)
     }
 
-    /// Campaigns with paused sends: (campaign, the reason of its latest pause, paused sends).
-    pub async fn paused_campaigns(&self) -> Result<Vec<(String, Option<String>, u64)>> {
-        let rows = sqlx::query(
-            "SELECT campaign, MAX(failure), COUNT(*) FROM sends WHERE state = 'paused'
+    /// Campaigns with paused sends, by name.
+    pub async fn paused_campaigns(&self) -> Result<Vec<PausedCampaign>> {
+        Ok(sqlx::query_as(
+            "SELECT campaign, MAX(failure) AS reason, COUNT(*) AS sends FROM sends WHERE state = $1
              GROUP BY campaign ORDER BY campaign",
         )
+        .bind(SendState::Paused)
         .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|row| (row.get(0), row.get(1), row.get::<i64, _>(2) as u64))
-            .collect())
+        .await?)
     }
 
     /// Records delivery results pushed by `connector` ((its message id, code, status); code 0
@@ -264,32 +251,22 @@ impl Store {
         outbox::history(&self.pool, campaign, from_ms, to_ms).await
     }
 
-    /// Every send that went out or may still go out: `sent`, `unknown` (it may have reached
-    /// the user), `sending`, `planned` and `paused`, as (id, user, campaign, planned time), for
-    /// the rules' `user.sent` and `clicked`. Failed, expired, cancelled and holdout rows never
-    /// reached anyone and never will.
     /// Sends by (connector, state), and when the oldest planned send that is due at `now_ms`
     /// was due: what `/metrics` reports of the outbox.
-    pub async fn outbox_gauges(
-        &self,
-        now_ms: i64,
-    ) -> Result<(Vec<(String, String, i64)>, Option<i64>)> {
-        let rows =
-            sqlx::query("SELECT connector, state, COUNT(*) FROM sends GROUP BY connector, state")
-                .fetch_all(&self.pool)
-                .await?;
+    pub async fn outbox_gauges(&self, now_ms: i64) -> Result<(Vec<StateCount>, Option<i64>)> {
+        let counts = sqlx::query_as(
+            "SELECT connector, state, COUNT(*) AS sends FROM sends GROUP BY connector, state",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         let oldest: Option<i64> = sqlx::query_scalar(
-            "SELECT MIN(next_attempt_at) FROM sends WHERE state = 'planned' AND next_attempt_at <= $1",
+            "SELECT MIN(next_attempt_at) FROM sends WHERE state = $2 AND next_attempt_at <= $1",
         )
         .bind(now_ms)
+        .bind(SendState::Planned)
         .fetch_one(&self.pool)
         .await?;
-        Ok((
-            rows.into_iter()
-                .map(|row| (row.get(0), row.get(1), row.get(2)))
-                .collect(),
-            oldest,
-        ))
+        Ok((counts, oldest))
     }
 
     /// `user_id`'s latest sends, newest planned time first, at most `limit`.
@@ -303,7 +280,10 @@ impl Store {
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
-        Ok(row.map(|row| (row.get(0), row.get(1))))
+        Ok(match row {
+            Some(row) => Some((row.try_get("user_id")?, row.try_get("campaign")?)),
+            None => None,
+        })
     }
 
     /// Counts the first click on send `id` at `now_ms`, for a click that came with the send's
@@ -311,10 +291,12 @@ impl Store {
     pub async fn mark_clicked(&self, id: i64, now_ms: i64) -> Result<ClickMark> {
         let updated = sqlx::query(
             "UPDATE sends SET clicked_ms = $2
-             WHERE id = $1 AND clicked_ms IS NULL AND state IN ('sent', 'unknown')",
+             WHERE id = $1 AND clicked_ms IS NULL AND state IN ($3, $4)",
         )
         .bind(id)
         .bind(now_ms)
+        .bind(SendState::Sent)
+        .bind(SendState::Unknown)
         .execute(&self.pool)
         .await?
         .rows_affected();
@@ -325,11 +307,14 @@ impl Store {
         Ok(match row {
             None => ClickMark::NoSuchSend,
             Some(row) => {
-                let (user_id, campaign, state): (String, String, String) =
-                    (row.get(0), row.get(1), row.get(2));
+                let user_id: String = row.try_get("user_id")?;
+                let state: SendState = row.try_get("state")?;
                 if updated == 1 {
-                    ClickMark::Counted { user_id, campaign }
-                } else if state == "sent" || state == "unknown" {
+                    ClickMark::Counted {
+                        user_id,
+                        campaign: row.try_get("campaign")?,
+                    }
+                } else if matches!(state, SendState::Sent | SendState::Unknown) {
                     ClickMark::Repeat { user_id }
                 } else {
                     ClickMark::NotSent
@@ -349,52 +334,36 @@ impl Store {
         Ok(())
     }
 
-    pub async fn sent_sends(&self) -> Result<Vec<(i64, String, String, i64)>> {
+    /// Every send that went out or may still go out: `sent`, `unknown` (it may have reached
+    /// the user), `sending`, `planned` and `paused`, for the rules' `user.sent` and `clicked`.
+    /// Failed, expired, cancelled and holdout rows never reached anyone and never will.
+    pub async fn sent_sends(&self) -> Result<Vec<SentSend>> {
         static LIVE: Statement = Statement::new(|| {
             with_states("SELECT id, user_id, campaign, send_at FROM sends WHERE state IN {live}")
         });
-        let rows = sqlx::query(LIVE.as_str()).fetch_all(&self.pool).await?;
-        Ok(rows
-            .into_iter()
-            .map(|row| (row.get(0), row.get(1), row.get(2), row.get(3)))
-            .collect())
+        Ok(sqlx::query_as(LIVE.as_str()).fetch_all(&self.pool).await?)
     }
 
-    /// A campaign's sent and held-out users per run: (run instant, user, send_at, holdout).
-    pub async fn campaign_groups(
-        &self,
-        campaign: &str,
-    ) -> Result<Vec<(Option<i64>, String, i64, bool)>> {
-        let rows = sqlx::query(
-            "SELECT run_at, user_id, send_at, CASE WHEN state = 'holdout' THEN 1 ELSE 0 END
-             FROM sends WHERE campaign = $1 AND state IN ('sent', 'holdout')",
+    /// A campaign's sent and held-out users, per run.
+    pub async fn campaign_groups(&self, campaign: &str) -> Result<Vec<GroupMember>> {
+        Ok(sqlx::query_as(
+            "SELECT run_at, user_id, send_at, state FROM sends
+             WHERE campaign = $1 AND state IN ($2, $3)",
         )
         .bind(campaign)
+        .bind(SendState::Sent)
+        .bind(SendState::Holdout)
         .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|row| {
-                (
-                    row.get(0),
-                    row.get(1),
-                    row.get(2),
-                    row.get::<i64, _>(3) != 0,
-                )
-            })
-            .collect())
+        .await?)
     }
 
     /// The ids of a campaign's sends (what click events carry as `send_id`).
     pub async fn send_ids(&self, campaign: &str) -> Result<std::collections::HashSet<String>> {
-        let rows = sqlx::query("SELECT id FROM sends WHERE campaign = $1")
+        let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM sends WHERE campaign = $1")
             .bind(campaign)
             .fetch_all(&self.pool)
             .await?;
-        Ok(rows
-            .into_iter()
-            .map(|row| row.get::<i64, _>(0).to_string())
-            .collect())
+        Ok(ids.into_iter().map(|id| id.to_string()).collect())
     }
 
     /// Connectors with planned or in-flight sends.
@@ -424,7 +393,7 @@ pub enum ClickMark {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DeliveryFilter<'a> {
     pub campaign: Option<&'a str>,
-    pub state: Option<&'a str>,
+    pub state: Option<SendState>,
     /// Text the failure or the provider's delivery status contains (any case).
     pub reason: Option<&'a str>,
     /// Sends due at or after this instant (epoch milliseconds)...
@@ -433,30 +402,31 @@ pub struct DeliveryFilter<'a> {
     pub to_ms: Option<i64>,
 }
 
-/// The columns [`delivery_of`] reads, in its order (more may follow them).
+/// The columns a [`Delivery`] is read from (more may follow them).
 pub(super) const DELIVERY_COLUMNS: &str =
     "id, campaign, user_id, template_id, connector, state, send_at, updated_ms,
-     CAST(attempts AS BIGINT), failure, CAST(delivery_code AS BIGINT), delivery_status,
-     clicked_ms, page, data";
+     CAST(attempts AS BIGINT) AS attempts, failure, CAST(delivery_code AS BIGINT) AS delivery_code,
+     delivery_status, clicked_ms, page, data";
 
-/// A row that starts with [`DELIVERY_COLUMNS`], as a [`Delivery`].
-pub(super) fn delivery_of(row: &sqlx::any::AnyRow) -> Delivery {
-    Delivery {
-        id: row.get(0),
-        campaign: row.get(1),
-        user_id: row.get(2),
-        template_id: row.get(3),
-        connector: row.get(4),
-        state: row.get(5),
-        send_at_ms: row.get(6),
-        updated_ms: row.get(7),
-        attempts: row.get(8),
-        failure: row.get(9),
-        delivery_code: row.get(10),
-        delivery_status: row.get(11),
-        clicked_ms: row.get(12),
-        page: row.get(13),
-        data: row.get(14),
+impl sqlx::FromRow<'_, AnyRow> for Delivery {
+    fn from_row(row: &AnyRow) -> sqlx::Result<Self> {
+        Ok(Delivery {
+            id: row.try_get("id")?,
+            campaign: row.try_get("campaign")?,
+            user_id: row.try_get("user_id")?,
+            template_id: row.try_get("template_id")?,
+            connector: row.try_get("connector")?,
+            state: row.try_get("state")?,
+            send_at_ms: row.try_get("send_at")?,
+            updated_ms: row.try_get("updated_ms")?,
+            attempts: row.try_get("attempts")?,
+            failure: row.try_get("failure")?,
+            delivery_code: row.try_get("delivery_code")?,
+            delivery_status: row.try_get("delivery_status")?,
+            clicked_ms: row.try_get("clicked_ms")?,
+            page: row.try_get("page")?,
+            data: row.try_get("data")?,
+        })
     }
 }
 
@@ -468,7 +438,7 @@ pub struct Delivery {
     pub user_id: String,
     pub template_id: String,
     pub connector: String,
-    pub state: String,
+    pub state: SendState,
     pub send_at_ms: i64,
     /// When the row last changed.
     pub updated_ms: i64,
@@ -482,4 +452,103 @@ pub struct Delivery {
     pub page: Option<String>,
     /// The message's fields, as JSON.
     pub data: String,
+}
+
+/// Finished sends of one hour in one state (see [`Store::outcomes_by_hour`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HourOutcomes {
+    /// The hour's start, epoch milliseconds.
+    pub hour_ms: i64,
+    pub state: SendState,
+    pub sends: u64,
+}
+
+impl sqlx::FromRow<'_, AnyRow> for HourOutcomes {
+    fn from_row(row: &AnyRow) -> sqlx::Result<Self> {
+        Ok(HourOutcomes {
+            hour_ms: row.try_get::<i64, _>("hour")? * 3_600_000,
+            state: row.try_get("state")?,
+            sends: row.try_get::<i64, _>("sends")? as u64,
+        })
+    }
+}
+
+/// A campaign with paused sends (see [`Store::paused_campaigns`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PausedCampaign {
+    pub campaign: String,
+    /// The reason of its latest pause.
+    pub reason: Option<String>,
+    pub sends: u64,
+}
+
+impl sqlx::FromRow<'_, AnyRow> for PausedCampaign {
+    fn from_row(row: &AnyRow) -> sqlx::Result<Self> {
+        Ok(PausedCampaign {
+            campaign: row.try_get("campaign")?,
+            reason: row.try_get("reason")?,
+            sends: row.try_get::<i64, _>("sends")? as u64,
+        })
+    }
+}
+
+/// How many sends of one connector are in one state (see [`Store::outbox_gauges`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateCount {
+    pub connector: String,
+    pub state: SendState,
+    pub sends: i64,
+}
+
+impl sqlx::FromRow<'_, AnyRow> for StateCount {
+    fn from_row(row: &AnyRow) -> sqlx::Result<Self> {
+        Ok(StateCount {
+            connector: row.try_get("connector")?,
+            state: row.try_get("state")?,
+            sends: row.try_get("sends")?,
+        })
+    }
+}
+
+/// A send that went out or may still go out (see [`Store::sent_sends`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentSend {
+    pub id: i64,
+    pub user_id: String,
+    pub campaign: String,
+    /// When it was planned to go out, epoch milliseconds.
+    pub send_at_ms: i64,
+}
+
+impl sqlx::FromRow<'_, AnyRow> for SentSend {
+    fn from_row(row: &AnyRow) -> sqlx::Result<Self> {
+        Ok(SentSend {
+            id: row.try_get("id")?,
+            user_id: row.try_get("user_id")?,
+            campaign: row.try_get("campaign")?,
+            send_at_ms: row.try_get("send_at")?,
+        })
+    }
+}
+
+/// A user a campaign sent to or held out (see [`Store::campaign_groups`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupMember {
+    /// The scheduled instant of the run that planned it, if a run did.
+    pub run_at_ms: Option<i64>,
+    pub user_id: String,
+    pub send_at_ms: i64,
+    /// Held out: recorded, never sent.
+    pub holdout: bool,
+}
+
+impl sqlx::FromRow<'_, AnyRow> for GroupMember {
+    fn from_row(row: &AnyRow) -> sqlx::Result<Self> {
+        Ok(GroupMember {
+            run_at_ms: row.try_get("run_at")?,
+            user_id: row.try_get("user_id")?,
+            send_at_ms: row.try_get("send_at")?,
+            holdout: row.try_get::<SendState, _>("state")? == SendState::Holdout,
+        })
+    }
 }

@@ -11,6 +11,7 @@ use sqlx::{Any, AnyPool, Row, Transaction};
 use super::sql::Backend;
 
 use super::bulk;
+use super::states::SendState;
 use crate::Result;
 use crate::batch::EventBatch;
 use crate::event;
@@ -27,10 +28,19 @@ const ID_CHUNK: usize = 100_000;
 pub struct StateChanges {
     /// Per user named by a zone or a `profile` event, sorted by user id.
     pub users: Vec<UserChange>,
-    /// Subscription events in event-time order: (user, template, status, ts).
-    pub subscriptions: Vec<(String, String, String, i64)>,
+    /// Subscription events in event-time order.
+    pub subscriptions: Vec<Subscription>,
     /// Each user's latest `consent` event of the batch: (user, withdrawn, ts), sorted by user.
     pub consents: Vec<(String, bool, i64)>,
+}
+
+/// A `subscribe` event: the user's answer for a template (`accept`, `reject`, `ban`, `filter`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    pub user_id: String,
+    pub template_id: String,
+    pub status: String,
+    pub ts_ms: i64,
 }
 
 /// What a batch changes of one user.
@@ -180,12 +190,12 @@ impl StateChanges {
                     _ => {}
                 }
             } else {
-                changes.subscriptions.push((
-                    event.user_id.to_string(),
-                    template_id.unwrap_or_default(),
-                    status.unwrap_or_default(),
-                    event.ts_ms,
-                ));
+                changes.subscriptions.push(Subscription {
+                    user_id: event.user_id.to_string(),
+                    template_id: template_id.unwrap_or_default(),
+                    status: status.unwrap_or_default(),
+                    ts_ms: event.ts_ms,
+                });
             }
         }
         changes.consents = consents
@@ -284,13 +294,16 @@ async fn apply_consents(
     }
     sqlx::query(super::sql::with_json_list!(
         Backend::of_tx(tx),
-        "UPDATE sends SET state = 'cancelled', failure = 'consent withdrawn', updated_ms = $2
-         WHERE state IN ('planned', 'paused')
+        "UPDATE sends SET state = $3, failure = 'consent withdrawn', updated_ms = $2
+         WHERE state IN ($4, $5)
            AND user_id IN (SELECT user_id FROM consent WHERE withdrawn = 1 AND user_id IN (SELECT value FROM ",
         "))"
     ))
     .bind(json_list(&withdrawn))
     .bind(now_ms)
+    .bind(SendState::Cancelled)
+    .bind(SendState::Planned)
+    .bind(SendState::Paused)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -351,14 +364,14 @@ pub(super) fn json_list<T: serde::Serialize>(rows: &[T]) -> String {
 /// nothing. Every change is written to the ledger.
 async fn apply_subscriptions(
     tx: &mut Transaction<'static, Any>,
-    subscriptions: &[(String, String, String, i64)],
+    subscriptions: &[Subscription],
 ) -> Result<()> {
     if subscriptions.is_empty() {
         return Ok(());
     }
     let users: Vec<&str> = subscriptions
         .iter()
-        .map(|(user, ..)| user.as_str())
+        .map(|subscription| subscription.user_id.as_str())
         .collect::<HashSet<_>>()
         .into_iter()
         .collect();
@@ -387,7 +400,13 @@ async fn apply_subscriptions(
         .map(|(user, template, balance, updated)| ((user, template), (balance, updated, false)))
         .collect();
     let mut ledger = Vec::new();
-    for (user, template, status, ts) in subscriptions {
+    for Subscription {
+        user_id: user,
+        template_id: template,
+        status,
+        ts_ms: ts,
+    } in subscriptions
+    {
         let (balance, updated, changed) = balances
             .entry((user.clone(), template.clone()))
             .or_insert((0, *ts, false));
@@ -465,29 +484,30 @@ pub struct CreditSummary {
 
 pub(super) async fn credits_by_template(pool: &AnyPool) -> Result<Vec<CreditSummary>> {
     let rows = sqlx::query(
-        "SELECT template_id, COUNT(*), CAST(SUM(balance) AS BIGINT) FROM credits WHERE balance > 0
-         GROUP BY template_id ORDER BY template_id",
+        "SELECT template_id, COUNT(*) AS users, CAST(SUM(balance) AS BIGINT) AS credits
+         FROM credits WHERE balance > 0 GROUP BY template_id ORDER BY template_id",
     )
     .fetch_all(pool)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|row| CreditSummary {
-            template_id: row.get(0),
-            users: row.get::<i64, _>(1) as u64,
-            credits: row.get::<i64, _>(2) as u64,
+    rows.into_iter()
+        .map(|row| {
+            Ok(CreditSummary {
+                template_id: row.try_get("template_id")?,
+                users: row.try_get::<i64, _>("users")? as u64,
+                credits: row.try_get::<i64, _>("credits")? as u64,
+            })
         })
-        .collect())
+        .collect()
 }
 
 pub(super) async fn credits(pool: &AnyPool, user_id: &str, template_id: &str) -> Result<i64> {
     Ok(
-        sqlx::query("SELECT balance FROM credits WHERE user_id = $1 AND template_id = $2")
+        sqlx::query_scalar("SELECT balance FROM credits WHERE user_id = $1 AND template_id = $2")
             .bind(user_id)
             .bind(template_id)
             .fetch_optional(pool)
             .await?
-            .map_or(0, |row| row.get(0)),
+            .unwrap_or(0),
     )
 }
 
@@ -495,13 +515,14 @@ pub(super) async fn user_profile(
     pool: &AnyPool,
     user_id: &str,
 ) -> Result<Option<(Option<String>, String)>> {
-    Ok(
-        sqlx::query("SELECT tz, attrs FROM users WHERE user_id = $1")
-            .bind(user_id)
-            .fetch_optional(pool)
-            .await?
-            .map(|row| (row.get(0), row.get(1))),
-    )
+    match sqlx::query("SELECT tz, attrs FROM users WHERE user_id = $1")
+        .bind(user_id)
+        .fetch_optional(pool)
+        .await?
+    {
+        Some(row) => Ok(Some((row.try_get("tz")?, row.try_get("attrs")?))),
+        None => Ok(None),
+    }
 }
 
 /// All users' zones, attributes and credits, for computing facts.
@@ -749,8 +770,18 @@ mod tests {
         assert_eq!(
             changes.subscriptions,
             [
-                ("c".into(), "t1".into(), "accept".into(), 2),
-                ("d".into(), String::new(), "reject".into(), 3),
+                Subscription {
+                    user_id: "c".into(),
+                    template_id: "t1".into(),
+                    status: "accept".into(),
+                    ts_ms: 2
+                },
+                Subscription {
+                    user_id: "d".into(),
+                    template_id: String::new(),
+                    status: "reject".into(),
+                    ts_ms: 3
+                },
             ]
         );
     }

@@ -91,7 +91,7 @@ impl SendState {
 
 impl std::fmt::Display for SendState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+        f.pad(self.as_str())
     }
 }
 
@@ -134,9 +134,52 @@ impl RunState {
 
 impl std::fmt::Display for RunState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+        f.pad(self.as_str())
     }
 }
+
+/// The states are text in the database: bound as their names, read back into the enum (a word
+/// the enum does not know is a decode error naming it, never a panic or a silent default).
+macro_rules! stored_as_text {
+    ($state:ty, $what:literal) => {
+        impl sqlx::Type<sqlx::Any> for $state {
+            fn type_info() -> sqlx::any::AnyTypeInfo {
+                <str as sqlx::Type<sqlx::Any>>::type_info()
+            }
+        }
+
+        impl<'q> sqlx::Encode<'q, sqlx::Any> for $state {
+            fn encode_by_ref(
+                &self,
+                buf: &mut <sqlx::Any as sqlx::Database>::ArgumentBuffer,
+            ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+                <&str as sqlx::Encode<'q, sqlx::Any>>::encode(self.as_str(), buf)
+            }
+        }
+
+        impl<'r> sqlx::Decode<'r, sqlx::Any> for $state {
+            fn decode(
+                value: <sqlx::Any as sqlx::Database>::ValueRef<'r>,
+            ) -> Result<Self, sqlx::error::BoxDynError> {
+                let text = <&str as sqlx::Decode<'r, sqlx::Any>>::decode(value)?;
+                <$state>::parse(text).ok_or_else(|| {
+                    format!(
+                        concat!(
+                            "the store holds ",
+                            $what,
+                            " '{}' this nudge does not know (written by a newer version?)"
+                        ),
+                        text
+                    )
+                    .into()
+                })
+            }
+        }
+    };
+}
+
+stored_as_text!(SendState, "a send state");
+stored_as_text!(RunState, "a campaign run state");
 
 /// `('planned', 'sending')`: states as the list of an SQL `IN` (fixed words, never input).
 pub fn sql_list(states: &[&'static str]) -> String {
@@ -145,15 +188,25 @@ pub fn sql_list(states: &[&'static str]) -> String {
 }
 
 /// The statement `template` with `{live}`, `{pending}`, `{with_reason}` and `{finished}`
-/// replaced by those lists of send states, built once per statement.
+/// replaced by those lists of send states, and `{planned}` (any one state's name in braces) by
+/// that state, built once per statement. A state is otherwise bound as a value; it is written
+/// into a statement only where the query planner must see it (a partial index, a fixed list).
 pub(super) fn with_states(template: &str) -> String {
     let list =
         |states: &[SendState]| sql_list(&states.iter().map(|s| s.as_str()).collect::<Vec<_>>());
-    template
+    let mut statement = template
         .replace("{live}", &list(&SendState::LIVE))
         .replace("{pending}", &list(&SendState::PENDING))
         .replace("{with_reason}", &list(&SendState::WITH_REASON))
-        .replace("{finished}", &list(&SendState::FINISHED))
+        .replace("{finished}", &list(&SendState::FINISHED));
+    for state in SendState::ALL {
+        statement = statement.replace(&format!("{{{state}}}"), &format!("'{state}'"));
+    }
+    debug_assert!(
+        !statement.contains('{'),
+        "a state placeholder this function does not know: {template}"
+    );
+    statement
 }
 
 /// A statement with the state lists filled in, made on first use.
@@ -181,5 +234,6 @@ mod tests {
             "state IN ('planned', 'sending')"
         );
         assert!(with_states("{live}").contains("'paused'"));
+        assert_eq!(with_states("state = {holdout}"), "state = 'holdout'");
     }
 }

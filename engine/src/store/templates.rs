@@ -49,8 +49,8 @@ impl Store {
         .await?;
         rows.into_iter()
             .map(|row| {
-                let id: String = row.get(0);
-                let keywords: String = row.get(3);
+                let id: String = row.try_get("template_id")?;
+                let keywords: String = row.try_get("keywords")?;
                 let keywords = serde_json::from_str(&keywords).map_err(|error| {
                     Error::Database(format!(
                         "template {id}: stored keywords unreadable: {error}"
@@ -58,8 +58,8 @@ impl Store {
                 })?;
                 Ok(TemplateRow {
                     id,
-                    title: row.get(1),
-                    kind: row.get(2),
+                    title: row.try_get("title")?,
+                    kind: row.try_get("kind")?,
                     keywords,
                 })
             })

@@ -144,8 +144,8 @@ fn campaign(test: &TestStore, name: &str, priority: i64) -> Campaign {
 
 async fn states(test: &TestStore, campaign: &str) -> BTreeMap<String, u64> {
     let mut states = BTreeMap::new();
-    for (state, _, count) in test.store.send_status(Some(campaign)).await.unwrap() {
-        *states.entry(state).or_default() += count;
+    for count in test.store.send_status(Some(campaign)).await.unwrap() {
+        *states.entry(count.state.to_string()).or_default() += count.sends;
     }
     states
 }

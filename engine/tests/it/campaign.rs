@@ -388,7 +388,7 @@ async fn running_the_same_instant_twice_adds_nothing() {
         .await
         .unwrap()
         .iter()
-        .map(|(.., n)| n)
+        .map(|count| count.sends)
         .sum();
     assert_eq!(total, 5);
 }
@@ -631,9 +631,9 @@ async fn rules_see_sends_from_the_outbox_and_their_clicks() {
         .await
         .unwrap()
         .into_iter()
-        .find(|s| s.1 == "u1")
+        .find(|s| s.user_id == "u1")
         .unwrap()
-        .0;
+        .id;
     assert!(ids.contains(&u1_send.to_string()));
     let click = line(
         "u1",
@@ -1056,7 +1056,7 @@ async fn a_run_left_running_by_a_dead_process_or_failed_is_run_again() {
     .unwrap();
     assert!(late.is_empty(), "{late:?}");
     let runs = test.store.campaign_runs("cart").await.unwrap();
-    assert_eq!(runs[0].state, "failed");
+    assert_eq!(runs[0].state, RunState::Failed);
     assert!(
         runs[0].note.contains("past the grace period"),
         "{:?}",

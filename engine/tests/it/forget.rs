@@ -73,7 +73,7 @@ async fn sends_total(store: &Store) -> u64 {
         .await
         .unwrap()
         .iter()
-        .map(|(.., n)| n)
+        .map(|count| count.sends)
         .sum()
 }
 
@@ -223,7 +223,7 @@ async fn a_forgotten_user_leaves_no_trace_and_is_refused_afterwards() {
     let kept_sends = test.store.user_sends("ann-1", 10).await.unwrap();
     assert_eq!(kept_sends.len(), 1, "others' sends untouched");
     let rows = test.store.sent_sends().await.unwrap();
-    assert!(rows.iter().all(|(_, user, ..)| user != GONE));
+    assert!(rows.iter().all(|send| send.user_id != GONE));
     // Files beside the store.
     let lines = std::fs::read_to_string(&dry_run).unwrap();
     assert_eq!(lines, "{\"user\":\"bob-2\"}\n");
@@ -495,7 +495,7 @@ async fn a_user_who_withdraws_consent_or_is_forgotten_gets_no_send_already_plann
             let sends = store.user_sends(user, 10).await.unwrap();
             sends
                 .iter()
-                .map(|s| (s.state.clone(), s.failure.clone().unwrap_or_default()))
+                .map(|s| (s.state.to_string(), s.failure.clone().unwrap_or_default()))
                 .collect::<Vec<_>>()
         }
     };

@@ -250,8 +250,8 @@ async fn serve_processes_killed_at_random_and_a_database_restart_send_each_messa
     // Credits never below zero: no user has more live sends than the one credit granted.
     let store = open_store(&root.join("data")).await;
     let mut per_user: HashMap<String, u32> = HashMap::new();
-    for (_, user, _, _) in store.sent_sends().await.unwrap() {
-        *per_user.entry(user).or_default() += 1;
+    for send in store.sent_sends().await.unwrap() {
+        *per_user.entry(send.user_id).or_default() += 1;
     }
     assert!(per_user.values().all(|n| *n == 1), "a user got two sends");
     // Each cron instant ran once, whichever process took it.

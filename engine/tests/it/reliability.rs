@@ -13,8 +13,8 @@ use nudge_connectors::{BoxedSend, Connector, Notification, Receipt};
 use nudge_engine::clock::Clock;
 use nudge_engine::config::Config;
 use nudge_engine::dispatch::{self, DispatchConfig, DispatchOptions, DispatchReport};
-use nudge_engine::store::Store;
 use nudge_engine::store::outbox::{Outcome, PlannedSend, Quiet};
+use nudge_engine::store::{SendState, Store};
 
 use super::support::{
     HOUR, NOV_1, TestStore, back_up_database, line, restore_database, store_options, walk,
@@ -81,8 +81,8 @@ async fn dispatch_on(
 
 async fn states(store: &Store) -> BTreeMap<String, u64> {
     let mut counts = BTreeMap::new();
-    for (state, _, count) in store.send_status(None).await.unwrap() {
-        *counts.entry(state).or_default() += count;
+    for count in store.send_status(None).await.unwrap() {
+        *counts.entry(count.state.to_string()).or_default() += count.sends;
     }
     counts
 }
@@ -217,8 +217,8 @@ async fn a_dispatcher_never_holds_more_sends_than_it_has_request_slots() {
                     .await
                     .unwrap()
                     .into_iter()
-                    .filter(|(state, ..)| state == "sending")
-                    .map(|(.., n)| n)
+                    .filter(|count| count.state == SendState::Sending)
+                    .map(|count| count.sends)
                     .sum::<u64>();
                 self.most.fetch_max(sending, Ordering::SeqCst);
                 tokio::time::sleep(std::time::Duration::from_millis(2)).await;
@@ -320,9 +320,10 @@ async fn a_malformed_page_fails_its_send_alone_and_a_paused_campaign_can_resume(
     dispatch_with(&test.store, connectors, &config, 1_000).await;
     let paused = test.store.send_status(Some("broken")).await.unwrap();
     assert!(
-        paused.iter().any(|(state, reason, n)| state == "paused"
-            && *n == 4
-            && reason
+        paused.iter().any(|count| count.state == SendState::Paused
+            && count.sends == 4
+            && count
+                .reason
                 .as_deref()
                 .is_some_and(|r| r.contains("nudge campaign resume broken"))),
         "{paused:?}"
@@ -333,7 +334,7 @@ async fn a_malformed_page_fails_its_send_alone_and_a_paused_campaign_can_resume(
     assert!(
         after
             .iter()
-            .any(|(state, _, n)| state == "planned" && *n == 4),
+            .any(|count| count.state == SendState::Planned && count.sends == 4),
         "{after:?}"
     );
 }
@@ -763,7 +764,7 @@ async fn a_paused_send_still_counts_against_the_caps() {
         .unwrap();
     let states = test.store.send_status(Some("rel")).await.unwrap();
     assert!(
-        states.iter().any(|(state, ..)| state == "paused"),
+        states.iter().any(|count| count.state == SendState::Paused),
         "{states:?}"
     );
 
@@ -781,7 +782,7 @@ async fn a_paused_send_still_counts_against_the_caps() {
     );
     // And the rules' `user.sent` counts it.
     let sent = test.store.sent_sends().await.unwrap();
-    assert!(sent.iter().any(|(_, user, ..)| user == "u2"), "{sent:?}");
+    assert!(sent.iter().any(|send| send.user_id == "u2"), "{sent:?}");
 
     // A plan under a cap of one send a day leaves u2 out: its paused send, resumed later, would
     // be its second. u3, with nothing live, is planned. Each has credits to spare, so only the

@@ -57,7 +57,13 @@ pub(super) async fn sends_of(store: &Store, user: &str) -> Vec<(String, String, 
         .await
         .unwrap()
         .into_iter()
-        .map(|s| (s.campaign, s.state, (s.send_at_ms - OLD) / DAY_MS))
+        .map(|s| {
+            (
+                s.campaign,
+                s.state.to_string(),
+                (s.send_at_ms - OLD) / DAY_MS,
+            )
+        })
         .collect();
     sends.sort_by_key(|s| s.2);
     sends

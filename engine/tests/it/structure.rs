@@ -327,3 +327,114 @@ fn the_binary_and_the_tests_build_polars_with_the_same_features() {
          pin the tests' features in the workspace Cargo.toml's feature pins"
     );
 }
+
+/// The store's files (not `states.rs`, which names the states) as (path under `store/`,
+/// non-test code without comments).
+fn store_code() -> Vec<(String, String)> {
+    let store = super::support::manifest_dir().join("src/store");
+    rust_files(&store)
+        .into_iter()
+        .map(|file| {
+            let relative = file
+                .strip_prefix(&store)
+                .unwrap()
+                .to_string_lossy()
+                .to_string();
+            let text = std::fs::read_to_string(&file).unwrap();
+            let code = text.split("#[cfg(test)]").next().unwrap();
+            let code: String = code
+                .lines()
+                .filter(|line| !line.trim_start().starts_with("//"))
+                .collect::<Vec<_>>()
+                .join("\n");
+            (relative, code)
+        })
+        .filter(|(relative, _)| relative != "states.rs")
+        .collect()
+}
+
+/// The quoted state names (`'sent'`) in `code`, for every send and run state.
+fn state_literals(code: &str) -> Vec<String> {
+    use nudge_engine::store::{RunState, SendState};
+    let names = SendState::ALL
+        .iter()
+        .map(|state| state.as_str())
+        .chain(RunState::ALL.iter().map(|state| state.as_str()));
+    names
+        .map(|name| format!("'{name}'"))
+        .filter(|quoted| code.contains(quoted.as_str()))
+        .collect()
+}
+
+/// The reads of a row's column by position (`row.get(3)`, `row.try_get::<i64, _>(0)`, a
+/// fetched row's `.await?.get(0)`) in `code`.
+fn positional_reads(code: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for (at, _) in code.match_indices("get") {
+        let before = code[..at].strip_suffix("try_").unwrap_or(&code[..at]);
+        let Some(receiver) = before.strip_suffix('.') else {
+            continue;
+        };
+        let receiver = receiver.trim_end();
+        if !receiver.ends_with("row") && !receiver.ends_with(".await?") {
+            continue;
+        }
+        let rest = &code[at + 3..];
+        // `get(` or a turbofish `get::<...>(`, then digits and `)`.
+        let args = if let Some(rest) = rest.strip_prefix('(') {
+            rest
+        } else if rest.starts_with("::<") {
+            match rest.find(">(") {
+                Some(end) if !rest[..end].contains(['\n', ';']) => &rest[end + 2..],
+                _ => continue,
+            }
+        } else {
+            continue;
+        };
+        let digits = args.chars().take_while(char::is_ascii_digit).count();
+        if digits > 0 && args[digits..].starts_with(')') {
+            let start = code[..at].rfind(['\n', ';']).map_or(0, |i| i + 1);
+            found.push(code[start..at + 3].trim().to_string() + &rest[..rest.len().min(24)]);
+        }
+    }
+    found
+}
+
+// See: #40. A state is bound as a value and read into the enum: the store's SQL never spells
+// one (where a planner must see it, `with_states` writes it from the enum, as `{planned}`).
+#[test]
+fn the_store_spells_no_state_in_its_sql() {
+    let mut spelled = Vec::new();
+    for (file, code) in store_code() {
+        for literal in state_literals(&code) {
+            spelled.push(format!("store/{file} spells {literal}"));
+        }
+    }
+    assert!(spelled.is_empty(), "{}", spelled.join("\n"));
+    assert_eq!(
+        state_literals("WHERE state = 'sending' AND failure = 'forgotten'"),
+        ["'sending'"]
+    );
+}
+
+// See: #40. Rows are read by column name, so a column added or moved in a SELECT cannot shift
+// what a field reads.
+#[test]
+fn the_store_reads_columns_by_name() {
+    let mut positional = Vec::new();
+    for (file, code) in store_code() {
+        for read in positional_reads(&code) {
+            positional.push(format!("store/{file}: {read}"));
+        }
+    }
+    assert!(positional.is_empty(), "{}", positional.join("\n"));
+    let sample = "let a = row.get(0);\nlet b: i64 = row.try_get::<Option<i64>, _>(12)?;\n\
+                  let c = q.fetch_one(pool).await?\n    .get(1); let d = row.try_get(\"name\")?;\n\
+                  let e = column.i64()?.get(0); map.get(&key);";
+    assert_eq!(
+        positional_reads(sample).len(),
+        3,
+        "{:?}",
+        positional_reads(sample)
+    );
+}

@@ -18,6 +18,7 @@ use crate::campaign::{self, Campaign};
 use crate::features;
 use crate::inspect::campaign::{Clicked, Lift, Status};
 use crate::service::Service;
+use crate::store::SendState;
 
 /// The campaigns of the campaigns folder (read afresh: an edited file shows at once).
 fn load(service: &Service, ctx: &Ctx) -> Result<Vec<Campaign>, Box<Response>> {
@@ -236,7 +237,7 @@ pub async fn page(
     if campaign.is_none() && status.runs.is_empty() && status.sends.is_empty() {
         return ctx.error(StatusCode::NOT_FOUND, ctx.lang.t("error.not_found"));
     }
-    let paused = status.sends.iter().find(|s| s.state == "paused");
+    let paused = status.sends.iter().find(|s| s.state == SendState::Paused);
     // The recorded runs together: planned sends by the user's local hour, skips by reason.
     let mut run_hours = [0u64; 24];
     let mut run_skips: BTreeMap<&str, u64> = BTreeMap::new();

@@ -28,7 +28,7 @@ pub async fn page(
     let t = |key| ctx.lang.t(key);
     let given = |name: &str| query.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
     let campaign = given("campaign");
-    let state = given("state").filter(|s| SendState::ALL.iter().any(|k| k.as_str() == *s));
+    let state = given("state").and_then(SendState::parse);
     let reason = given("reason");
     let local = |name: &str| given(name).and_then(|value| local_instant(value, ctx.zone));
     let (from, to) = (local("from"), local("to"));
@@ -93,7 +93,7 @@ pub async fn page(
             label { (t("campaign.state")) " "
                 select #filter-state name="state" {
                     option value="" { (t("deliveries.any")) }
-                    @for known in SendState::ALL { option value=(known.as_str()) selected[state == Some(known.as_str())] { (known.as_str()) } }
+                    @for known in SendState::ALL { option value=(known.as_str()) selected[state == Some(known)] { (known.as_str()) } }
                 }
             }
             " "

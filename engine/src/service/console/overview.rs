@@ -15,6 +15,7 @@ use maud::html;
 
 use super::{Ctx, encode};
 use crate::service::Service;
+use crate::store::{PausedCampaign, SendState};
 
 /// Hours the overview's chart covers.
 const HOURS: i64 = 48;
@@ -142,9 +143,9 @@ pub async fn page(State(service): State<Arc<Service>>, Extension(ctx): Extension
             return ctx.error(StatusCode::SERVICE_UNAVAILABLE, ctx.lang.t("error.store"));
         }
     };
-    let mut by_state: BTreeMap<&str, i64> = BTreeMap::new();
-    for (_, state, count) in &by_connector {
-        *by_state.entry(state.as_str()).or_default() += count;
+    let mut by_state: BTreeMap<SendState, i64> = BTreeMap::new();
+    for count in &by_connector {
+        *by_state.entry(count.state).or_default() += count.sends;
     }
     let paused_connectors: Vec<(String, i64, String)> = service
         .tally
@@ -168,7 +169,7 @@ pub async fn page(State(service): State<Arc<Service>>, Extension(ctx): Extension
         section.cards {
             div.card { h2 { (t("overview.outbox")) }
                 dl {
-                    dt { (t("overview.planned_later")) } dd #planned { (by_state.get("planned").copied().unwrap_or(0)) }
+                    dt { (t("overview.planned_later")) } dd #planned { (by_state.get(&SendState::Planned).copied().unwrap_or(0)) }
                     dt { (t("overview.oldest_due")) } dd #oldest-due { @match wait { Some(s) => (format!("{s} s")), None => "–" } }
                 }
             }
@@ -179,7 +180,7 @@ pub async fn page(State(service): State<Arc<Service>>, Extension(ctx): Extension
         h2 { (t("overview.pushes_per_hour")) }
         (hourly_chart(&ctx, "pushes", PUSHES, intake.iter().map(|(h, s, n)| (*h, s.as_str(), *n)), now))
         h2 { (t("overview.sends_per_hour")) }
-        (hourly_chart(&ctx, "outcomes", OUTCOMES, hourly.iter().map(|(h, s, n)| (*h, s.as_str(), *n)), now))
+        (hourly_chart(&ctx, "outcomes", OUTCOMES, hourly.iter().map(|h| (h.hour_ms, h.state.as_str(), h.sends)), now))
         h2 { (t("overview.errcodes")) }
         @if codes.is_empty() {
             p #no-codes { (t("overview.no_errcodes")) }
@@ -197,8 +198,8 @@ pub async fn page(State(service): State<Arc<Service>>, Extension(ctx): Extension
         table #states {
             thead { tr { th { (t("campaign.state")) } th { (t("campaign.reason")) } th.num { (t("campaign.count")) } } }
             tbody {
-                @for (state, reason, count) in &states {
-                    tr { td { (state) } td { (reason.as_deref().unwrap_or("")) } td.num { (count) } }
+                @for count in &states {
+                    tr { td { (count.state.as_str()) } td { (count.reason.as_deref().unwrap_or("")) } td.num { (count.sends) } }
                 }
             }
         }
@@ -221,7 +222,7 @@ pub async fn page(State(service): State<Arc<Service>>, Extension(ctx): Extension
         } @else {
             table #paused {
                 tbody {
-                    @for (campaign, reason, count) in &paused {
+                    @for PausedCampaign { campaign, reason, sends: count } in &paused {
                         tr {
                             td { a href=(format!("/campaigns/{}", encode(campaign))) { (campaign) } }
                             td { (reason.as_deref().unwrap_or("")) }

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use sqlx::{AnyPool, Row};
+use sqlx::AnyPool;
 
 use super::*;
 use crate::Result;
@@ -40,22 +40,21 @@ pub(in crate::store) async fn enqueue(
     // Sends that cancel others go one by one: each needs its victims still `planned`. The
     // write lock is held, so no dispatcher can claim between the check and the update.
     for new in sends.iter().filter(|n| !n.cancel.is_empty()) {
-        let exists: i64 = sqlx::query("SELECT COUNT(*) FROM sends WHERE dedup_key = $1")
+        let exists: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sends WHERE dedup_key = $1")
             .bind(new.send.dedup_key.as_str())
             .fetch_one(&mut *tx)
-            .await?
-            .get(0);
+            .await?;
         if exists > 0 {
             done.duplicates += 1;
             continue;
         }
         // Counted and locked: on PostgreSQL a dispatcher's claim (which does not take the write
         // lock) skips these rows until this transaction ends.
-        let mut check = Query::new(
-            Backend::of_tx(&tx),
-            "SELECT id FROM sends WHERE state = 'planned' AND id IN ",
-        );
-        check.push_list(new.cancel.iter().copied());
+        let mut check = Query::new(Backend::of_tx(&tx), "SELECT id FROM sends WHERE state = ");
+        check
+            .push_bind(SendState::Planned)
+            .push(" AND id IN ")
+            .push_list(new.cancel.iter().copied());
         if Backend::of_tx(&tx) == Backend::Postgres {
             check.push(" ORDER BY id FOR UPDATE");
         }
@@ -64,18 +63,19 @@ pub(in crate::store) async fn enqueue(
             done.lost_races += 1;
             continue;
         }
-        let mut cancel = Query::new(
-            Backend::of_tx(&tx),
-            "UPDATE sends SET state = 'cancelled', failure = ",
-        );
+        let mut cancel = Query::new(Backend::of_tx(&tx), "UPDATE sends SET state = ");
         cancel
+            .push_bind(SendState::Cancelled)
+            .push(", failure = ")
             .push_bind(format!(
                 "preempted by campaign {} (priority {})",
                 new.send.campaign, new.send.priority
             ))
             .push(", updated_ms = ")
             .push_bind(now_ms)
-            .push(" WHERE state = 'planned' AND id IN ")
+            .push(" WHERE state = ")
+            .push_bind(SendState::Planned)
+            .push(" AND id IN ")
             .push_list(new.cancel.iter().copied());
         done.cancelled += cancel.build().execute(&mut *tx).await?.rows_affected();
         done.added += insert(&mut tx, std::slice::from_ref(new), now_ms).await?;
@@ -137,9 +137,9 @@ pub(in crate::store) async fn insert_refs(
                 .push_bind(send.send_at_ms)
                 .push_bind(send.expires_at_ms)
                 .push_bind(if new.holdout {
-                    SendState::Holdout.as_str()
+                    SendState::Holdout
                 } else {
-                    SendState::Planned.as_str()
+                    SendState::Planned
                 })
                 .push_bind(send.send_at_ms)
                 .push_bind(now_ms)

@@ -25,7 +25,7 @@ pub(super) use lease::{
     claim, connectors_with_work, expire, next_due, recover, release, renew, resume, settle,
 };
 pub(super) use outcome::{record, record_deliveries};
-pub use status::UserSend;
+pub use status::{SendCount, UserSend};
 pub(super) use status::{history, of_user, status};
 
 use std::collections::BTreeMap;

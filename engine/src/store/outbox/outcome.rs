@@ -67,13 +67,15 @@ pub(in crate::store) async fn record_in(
         let matched = match outcome {
             Outcome::Sent { provider_id } => {
                 let matched = sqlx::query(
-                    "UPDATE sends SET state = 'sent', provider_id = $2, lease_until = NULL, updated_ms = $3
-                     WHERE id = $1 AND state = 'sending' AND claimed_by = $4",
+                    "UPDATE sends SET state = $5, provider_id = $2, lease_until = NULL, updated_ms = $3
+                     WHERE id = $1 AND state = $6 AND claimed_by = $4",
                 )
                 .bind(claimed.id)
                 .bind(provider_id.as_deref())
                 .bind(now_ms)
                 .bind(worker)
+                .bind(SendState::Sent)
+                .bind(SendState::Sending)
                 .execute(&mut **tx)
                 .await?
                 .rows_affected();
@@ -107,10 +109,12 @@ pub(in crate::store) async fn record_in(
             Outcome::PauseCampaign { reason } => {
                 let matched =
                     set_final(tx, worker, claimed.id, SendState::Failed, reason, now_ms).await?;
-                sqlx::query("UPDATE sends SET state = 'paused', failure = $2, updated_ms = $3 WHERE campaign = $1 AND state = 'planned'")
+                sqlx::query("UPDATE sends SET state = $4, failure = $2, updated_ms = $3 WHERE campaign = $1 AND state = $5")
                     .bind(&send.campaign)
                     .bind(format!("campaign paused: {reason} (fix it, then `nudge campaign resume {}`)", send.campaign))
                     .bind(now_ms)
+                    .bind(SendState::Paused)
+                    .bind(SendState::Planned)
                     .execute(&mut **tx)
                     .await?;
                 matched
@@ -136,11 +140,10 @@ pub(in crate::store) async fn record_sent(
     let backend = Backend::of_tx(tx);
     let mut lost = 0;
     for chunk in sent.chunks(crate::store::bulk::ROWS_PER_STATEMENT) {
-        let mut rows = Query::new(
-            backend,
-            "UPDATE sends SET state = 'sent', provider_id = v.pid, lease_until = NULL, updated_ms = ",
-        );
-        rows.push_bind(now_ms)
+        let mut rows = Query::new(backend, "UPDATE sends SET state = ");
+        rows.push_bind(SendState::Sent)
+            .push(", provider_id = v.pid, lease_until = NULL, updated_ms = ")
+            .push_bind(now_ms)
             .push(" FROM (SELECT column1 AS id, column2 AS pid FROM (");
         rows.push_values(chunk, |mut row, (claimed, outcome)| {
             let provider_id = match outcome {
@@ -149,7 +152,9 @@ pub(in crate::store) async fn record_sent(
             };
             row.push_bind(claimed.id).push_bind(provider_id);
         });
-        rows.push(") AS x) AS v WHERE sends.id = v.id AND sends.state = 'sending' AND sends.claimed_by = ")
+        rows.push(") AS x) AS v WHERE sends.id = v.id AND sends.state = ")
+            .push_bind(SendState::Sending)
+            .push(" AND sends.claimed_by = ")
             .push_bind(worker);
         let matched = rows.build().execute(&mut **tx).await?.rows_affected();
         lost += chunk.len() as u64 - matched;
@@ -188,8 +193,11 @@ pub(in crate::store) async fn record_sent(
             .fetch_all(&mut **tx)
             .await?
             .into_iter()
-            .map(|row| ((row.get(0), row.get(1)), row.get(2)))
-            .collect();
+            .map(|row| {
+                let key = (row.try_get("user_id")?, row.try_get("template_id")?);
+                Ok((key, row.try_get("balance")?))
+            })
+            .collect::<sqlx::Result<_>>()?;
         let ledger: Vec<(&ClaimedSend, i64)> = chunk
             .iter()
             .filter_map(|(claimed, _)| {
@@ -239,15 +247,16 @@ pub(in crate::store) async fn again(
     };
     Ok(sqlx::query(
         "UPDATE sends SET state = $2, next_attempt_at = $3, failure = $4, lease_until = NULL,
-             attempts = attempts - $5, updated_ms = $6 WHERE id = $1 AND state = 'sending' AND claimed_by = $7",
+             attempts = attempts - $5, updated_ms = $6 WHERE id = $1 AND state = $8 AND claimed_by = $7",
     )
     .bind(claimed.id)
-    .bind(state.as_str())
+    .bind(state)
     .bind(at_ms)
     .bind(reason)
     .bind(i64::from(!count_attempt))
     .bind(now_ms)
     .bind(worker)
+    .bind(SendState::Sending)
     .execute(&mut **tx)
     .await?
     .rows_affected())
@@ -263,13 +272,14 @@ pub(in crate::store) async fn set_final(
 ) -> Result<u64> {
     Ok(sqlx::query(
         "UPDATE sends SET state = $2, failure = $3, lease_until = NULL, updated_ms = $4
-         WHERE id = $1 AND state = 'sending' AND claimed_by = $5",
+         WHERE id = $1 AND state = $6 AND claimed_by = $5",
     )
     .bind(id)
-    .bind(state.as_str())
+    .bind(state)
     .bind(reason)
     .bind(now_ms)
     .bind(worker)
+    .bind(SendState::Sending)
     .execute(&mut **tx)
     .await?
     .rows_affected())
@@ -354,13 +364,14 @@ pub(in crate::store) async fn record_deliveries(
     for (provider_id, code, status) in results {
         updated += sqlx::query(
             "UPDATE sends SET delivery_code = $3, delivery_status = $4
-             WHERE connector = $1 AND provider_id = $2 AND state = 'sent'
+             WHERE connector = $1 AND provider_id = $2 AND state = $5
                AND delivery_code IS DISTINCT FROM $3",
         )
         .bind(connector)
         .bind(provider_id)
         .bind(code)
         .bind(status.as_deref())
+        .bind(SendState::Sent)
         .execute(&mut *tx)
         .await?
         .rows_affected();

@@ -1,33 +1,49 @@
 //! Reading the outbox: counts by state, a user's sends, and the history caps are checked against.
 
+use sqlx::any::AnyRow;
 use sqlx::{AnyPool, Row};
 
 use super::*;
 use crate::Result;
 use crate::store::states::{SendState, Statement, with_states};
 
+/// How many sends are in one state for one reason (see [`status`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SendCount {
+    pub state: SendState,
+    /// The failure of a state that has one, or why a `sent` send was not delivered.
+    pub reason: Option<String>,
+    pub sends: u64,
+}
+
+impl sqlx::FromRow<'_, AnyRow> for SendCount {
+    fn from_row(row: &AnyRow) -> sqlx::Result<Self> {
+        Ok(SendCount {
+            state: row.try_get("state")?,
+            reason: row.try_get("reason")?,
+            sends: row.try_get::<i64, _>("sends")? as u64,
+        })
+    }
+}
+
 /// Counts by state and failure reason, optionally for one campaign.
 pub(in crate::store) async fn status(
     pool: &AnyPool,
     campaign: Option<&str>,
-) -> Result<Vec<(String, Option<String>, u64)>> {
+) -> Result<Vec<SendCount>> {
     static STATUS: Statement = Statement::new(|| {
         with_states(
             "SELECT state, CASE WHEN state IN {with_reason} THEN failure
-                 WHEN state = 'sent' AND delivery_code <> 0
+                 WHEN state = {sent} AND delivery_code <> 0
                  THEN 'accepted, then not delivered (' || delivery_code || '): ' || COALESCE(delivery_status, '') END AS reason,
-             COUNT(*)
+             COUNT(*) AS sends
          FROM sends WHERE ($1 IS NULL OR campaign = $1) GROUP BY state, reason ORDER BY state, reason",
         )
     });
-    let rows = sqlx::query(STATUS.as_str())
+    Ok(sqlx::query_as(STATUS.as_str())
         .bind(campaign)
         .fetch_all(pool)
-        .await?;
-    Ok(rows
-        .into_iter()
-        .map(|row| (row.get(0), row.get(1), row.get::<i64, _>(2) as u64))
-        .collect())
+        .await?)
 }
 
 /// One send as the user view shows it.
@@ -37,7 +53,7 @@ pub struct UserSend {
     pub campaign: String,
     pub template_id: String,
     pub connector: String,
-    pub state: String,
+    pub state: SendState,
     pub send_at_ms: i64,
     /// When the row last changed (sent, failed...).
     pub updated_ms: i64,
@@ -46,34 +62,36 @@ pub struct UserSend {
     pub delivery_code: Option<i64>,
 }
 
+impl sqlx::FromRow<'_, AnyRow> for UserSend {
+    fn from_row(row: &AnyRow) -> sqlx::Result<Self> {
+        Ok(UserSend {
+            id: row.try_get("id")?,
+            campaign: row.try_get("campaign")?,
+            template_id: row.try_get("template_id")?,
+            connector: row.try_get("connector")?,
+            state: row.try_get("state")?,
+            send_at_ms: row.try_get("send_at")?,
+            updated_ms: row.try_get("updated_ms")?,
+            failure: row.try_get("failure")?,
+            delivery_code: row.try_get("delivery_code")?,
+        })
+    }
+}
+
 /// `user_id`'s latest sends (by planned time), at most `limit`.
 pub(in crate::store) async fn of_user(
     pool: &AnyPool,
     user_id: &str,
     limit: i64,
 ) -> Result<Vec<UserSend>> {
-    let rows = sqlx::query(
+    Ok(sqlx::query_as(
         "SELECT id, campaign, template_id, connector, state, send_at, updated_ms, failure, delivery_code
          FROM sends WHERE user_id = $1 ORDER BY send_at DESC, id DESC LIMIT $2",
     )
     .bind(user_id)
     .bind(limit)
     .fetch_all(pool)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|row| UserSend {
-            id: row.get(0),
-            campaign: row.get(1),
-            template_id: row.get(2),
-            connector: row.get(3),
-            state: row.get(4),
-            send_at_ms: row.get(5),
-            updated_ms: row.get(6),
-            failure: row.get(7),
-            delivery_code: row.get(8),
-        })
-        .collect())
+    .await?)
 }
 
 /// Per user: the latest live send of `campaign`, and every live send of any campaign planned
@@ -88,7 +106,7 @@ pub(in crate::store) async fn history(
         std::collections::HashMap::new();
     static LAST: Statement = Statement::new(|| {
         with_states(
-            "SELECT user_id, MAX(send_at) FROM sends WHERE campaign = $1
+            "SELECT user_id, MAX(send_at) AS last_send_at FROM sends WHERE campaign = $1
              AND state IN {live} GROUP BY user_id",
         )
     });
@@ -103,7 +121,7 @@ pub(in crate::store) async fn history(
         .fetch_all(pool)
         .await?;
     for row in rows {
-        history.entry(row.get(0)).or_default().0 = Some(row.get(1));
+        history.entry(row.try_get("user_id")?).or_default().0 = Some(row.try_get("last_send_at")?);
     }
     let rows = sqlx::query(LIVE.as_str())
         .bind(from_ms)
@@ -111,14 +129,18 @@ pub(in crate::store) async fn history(
         .fetch_all(pool)
         .await?;
     for row in rows {
-        history.entry(row.get(0)).or_default().1.push(LiveSend {
-            id: row.get(1),
-            campaign: row.get(2),
-            priority: row.get(3),
-            send_at_ms: row.get(4),
-            dedup_key: row.get(5),
-            pending: row.get::<&str, _>(6) == SendState::Planned.as_str(),
-        });
+        history
+            .entry(row.try_get("user_id")?)
+            .or_default()
+            .1
+            .push(LiveSend {
+                id: row.try_get("id")?,
+                campaign: row.try_get("campaign")?,
+                priority: row.try_get("priority")?,
+                send_at_ms: row.try_get("send_at")?,
+                dedup_key: row.try_get("dedup_key")?,
+                pending: row.try_get::<SendState, _>("state")? == SendState::Planned,
+            });
     }
     Ok(history)
 }
