@@ -6,8 +6,8 @@ use chrono::{DateTime, TimeZone};
 use chrono_tz::Tz;
 use rhai::{Dynamic, Engine, EvalAltResult, Map, Position};
 
+use crate::clock::now_ms;
 use crate::facts::UserFacts;
-use crate::sandbox::now_ms;
 use crate::{DAY_MS, HOUR_MS};
 
 /// The `user` a script sees: shared, read-only facts.

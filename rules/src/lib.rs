@@ -10,6 +10,7 @@
 mod analysis;
 mod api;
 pub mod cases;
+mod clock;
 mod error;
 mod facts;
 mod rule;

@@ -77,13 +77,11 @@ impl Limits {
 thread_local! {
     /// When the evaluation running on this thread must stop.
     static DEADLINE: Cell<Option<Instant>> = const { Cell::new(None) };
-    /// The engine's clock for the evaluation running on this thread (epoch ms).
-    static NOW_MS: Cell<i64> = const { Cell::new(0) };
 }
 
 /// Runs `f` with this thread's evaluation clock and deadline set.
 pub(crate) fn with_evaluation<T>(now_ms: i64, limits: &Limits, f: impl FnOnce() -> T) -> T {
-    NOW_MS.with(|now| now.set(now_ms));
+    crate::clock::set(now_ms);
     DEADLINE.with(|deadline| {
         deadline.set(Some(
             Instant::now() + Duration::from_millis(limits.deadline_ms),
@@ -92,11 +90,6 @@ pub(crate) fn with_evaluation<T>(now_ms: i64, limits: &Limits, f: impl FnOnce() 
     let result = f();
     DEADLINE.with(|deadline| deadline.set(None));
     result
-}
-
-/// The clock of the current evaluation.
-pub(crate) fn now_ms() -> i64 {
-    NOW_MS.with(Cell::get)
 }
 
 /// The value the progress callback returns when the deadline passes; it names the cause.

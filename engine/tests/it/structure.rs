@@ -438,3 +438,152 @@ fn the_store_reads_columns_by_name() {
         positional_reads(sample)
     );
 }
+
+/// Every whole path under `root` (`crate::`, `super::`) in `code`, as its segments, braces
+/// expanded (`crate::a::{b, c::d}` is `a::b` and `a::c::d`).
+fn whole_paths(code: &str, root: &str) -> Vec<Vec<String>> {
+    fn expand(text: &str, prefix: &[String], out: &mut Vec<Vec<String>>) {
+        let mut segments = prefix.to_vec();
+        let mut rest = text.trim_start();
+        loop {
+            if let Some(inner) = rest.strip_prefix('{') {
+                let mut depth = 0;
+                let mut item = String::new();
+                for c in inner.chars() {
+                    match c {
+                        '{' => depth += 1,
+                        '}' if depth == 0 => break,
+                        '}' => depth -= 1,
+                        ',' if depth == 0 => {
+                            expand(&item, &segments, out);
+                            item.clear();
+                            continue;
+                        }
+                        _ => {}
+                    }
+                    item.push(c);
+                }
+                expand(&item, &segments, out);
+                return;
+            }
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            if !name.is_empty() && name != "self" {
+                segments.push(name.clone());
+            }
+            rest = rest[name.len()..].trim_start();
+            match rest.strip_prefix("::") {
+                Some(after) => rest = after.trim_start(),
+                None => break,
+            }
+        }
+        if segments.len() > prefix.len() {
+            out.push(segments);
+        }
+    }
+    let mut paths = Vec::new();
+    for (at, _) in code.match_indices(root) {
+        let before = code[..at].chars().next_back();
+        if before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':') {
+            continue;
+        }
+        expand(&code[at + root.len()..], &[], &mut paths);
+    }
+    paths
+}
+
+/// A crate's files as modules (`store::outbox::lease`) and, for each, the modules of the crate
+/// its code names (`crate::` and `super::` paths, each resolved to the deepest module it goes
+/// through), leaving out its own ancestors: a child naming its parent's shared types is not a
+/// loop, two files naming each other are.
+fn file_graph(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
+    let mut files = BTreeMap::new();
+    for file in rust_files(src) {
+        let relative = file.strip_prefix(src).unwrap().with_extension("");
+        let mut module: Vec<String> = relative
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy().to_string())
+            .collect();
+        if matches!(
+            module.last().map(String::as_str),
+            Some("mod" | "lib" | "main")
+        ) {
+            module.pop();
+        }
+        let text = std::fs::read_to_string(&file).unwrap();
+        let code: String = text
+            .split("#[cfg(test)]")
+            .next()
+            .unwrap()
+            .lines()
+            .filter(|line| !line.trim_start().starts_with("//"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        files.insert(module, code);
+    }
+    let mut graph = BTreeMap::new();
+    for (module, code) in &files {
+        let mut named = BTreeSet::new();
+        let parent = &module[..module.len().saturating_sub(1)];
+        let paths = whole_paths(code, "crate::").into_iter().chain(
+            whole_paths(code, "super::")
+                .into_iter()
+                .map(|path| [parent, &path[..]].concat()),
+        );
+        for path in paths {
+            let Some(target) = (1..=path.len())
+                .rev()
+                .map(|len| &path[..len])
+                .find(|prefix| files.contains_key(*prefix))
+            else {
+                continue;
+            };
+            if !module.starts_with(target) {
+                named.insert(target.join("::"));
+            }
+        }
+        graph.insert(module.join("::"), named);
+    }
+    graph
+}
+
+// See: #40. Two files that name each other cannot be read, changed or tested one without the
+// other: in the engine, the rules and the connectors, no file reaches, through the modules it
+// names, back to itself (a child may name its parent: that is where shared types live).
+#[test]
+fn no_file_of_a_crate_reaches_back_to_itself() {
+    let root = super::support::manifest_dir();
+    let mut loops = Vec::new();
+    for crate_src in ["src", "../rules/src", "../connectors/src"] {
+        let graph = file_graph(&root.join(crate_src));
+        for module in graph.keys() {
+            if let Some(cycle) = cycle_from(&graph, module) {
+                loops.push(format!("{crate_src}: {}", cycle.join(" -> ")));
+            }
+        }
+    }
+    assert!(loops.is_empty(), "{}", loops.join("\n"));
+    assert_eq!(
+        whole_paths(
+            "use crate::{a::{b, c::D}, e}; super::f::g(); my_crate::x; use super::*;",
+            "crate::"
+        ),
+        [vec!["a", "b"], vec!["a", "c", "D"], vec!["e"]]
+    );
+    // The two files the sandbox and the API of the rules were (a loop until #40).
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("lib.rs"), "mod api; mod sandbox;").unwrap();
+    std::fs::write(dir.path().join("api.rs"), "use crate::sandbox::now_ms;").unwrap();
+    std::fs::write(
+        dir.path().join("sandbox.rs"),
+        "fn engine() { crate::api::register(); }",
+    )
+    .unwrap();
+    let graph = file_graph(dir.path());
+    assert_eq!(
+        cycle_from(&graph, "api"),
+        Some(vec!["api".into(), "sandbox".into(), "api".into()])
+    );
+}
