@@ -10,9 +10,9 @@ use chrono::NaiveDate;
 use nudge_engine::campaign::run::Run;
 use nudge_engine::campaign::{self, run};
 use nudge_engine::ingest::{self, IngestOptions};
-use nudge_engine::scoring;
 use nudge_engine::store::{CompactOptions, Store};
 use nudge_engine::synth::{self, GenOptions};
+use nudge_engine::windows;
 use sqlx::Connection;
 
 #[derive(Debug, clap::Args)]
@@ -209,7 +209,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             database_url: url.clone(),
             ..Default::default()
         };
-        scoring::compute(&store, &config.windows, config.default_tz, now).await?;
+        windows::compute(&store, &config.windows, config.default_tz, now).await?;
         let started = Instant::now();
         let report = run::run(&store, &config.run_settings(), &cart, Run::at(now, now)).await?;
         plans.push(started.elapsed().as_secs_f64());

@@ -10,8 +10,8 @@ use std::time::Instant;
 use chrono::NaiveDate;
 use nudge_engine::campaign::run::Run;
 use nudge_engine::campaign::{self, run};
-use nudge_engine::scoring;
 use nudge_engine::store::SendState;
+use nudge_engine::windows;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -46,7 +46,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     campaigns.sort_by_key(|c| std::cmp::Reverse(c.priority));
     if store.send_status(None).await?.is_empty() {
         eprintln!("computing the windows and planning the example campaigns");
-        scoring::compute(&store, &config.windows, config.default_tz, now).await?;
+        windows::compute(&store, &config.windows, config.default_tz, now).await?;
         for campaign in &campaigns {
             run::run(&store, &config.run_settings(), campaign, Run::at(now, now)).await?;
         }

@@ -5,7 +5,7 @@
 use chrono::NaiveDate;
 use nudge_engine::campaign::run::Run;
 use nudge_engine::campaign::{self, run};
-use nudge_engine::scoring;
+use nudge_engine::windows;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -19,7 +19,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let (config, store, summary) =
         crate::generated_store(dir.path(), args.users, 30, 11, start).await?;
     let now = start.and_hms_opt(2, 0, 0).unwrap().and_utc() + chrono::Duration::days(30);
-    scoring::compute(&store, &config.windows, config.default_tz, now).await?;
+    windows::compute(&store, &config.windows, config.default_tz, now).await?;
     let folder = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/campaigns");
     let mut campaigns = campaign::load_dir(std::path::Path::new(folder))?;
     campaigns.sort_by_key(|c| std::cmp::Reverse(c.priority));

@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use chrono::{DateTime, Duration, NaiveDate, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
 use nudge_engine::ingest::{self, IngestOptions};
-use nudge_engine::scoring::{self, HOURS_OF_WEEK, local::local_hour_of_week};
 use nudge_engine::synth::{self, Family, GenOptions};
+use nudge_engine::windows::{self, HOURS_OF_WEEK, local::local_hour_of_week};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -244,9 +244,9 @@ async fn run_family(args: &Args, family: Family) -> anyhow::Result<()> {
         .unwrap()
         .and_utc();
     let computing = std::time::Instant::now();
-    scoring::compute(&store, &config.windows, config.default_tz, as_of).await?;
+    windows::compute(&store, &config.windows, config.default_tz, as_of).await?;
     let compute_s = computing.elapsed().as_secs_f64();
-    let windows = scoring::load(&store)?.expect("just computed");
+    let windows = windows::load(&store)?.expect("just computed");
     let truth = read_truth(&truth_path)?;
     let counts = week_counts(&events_path, &truth)?;
     let sessions = session_counts(&events_path, &truth)?;
@@ -301,7 +301,7 @@ async fn run_family(args: &Args, family: Family) -> anyhow::Result<()> {
             };
             let nudge_bin = window
                 .and_then(|w| {
-                    scoring::best_send_time(
+                    windows::best_send_time(
                         &w.probabilities,
                         user_truth.zone,
                         from,
@@ -399,17 +399,17 @@ async fn run_family(args: &Args, family: Family) -> anyhow::Result<()> {
 
     // The backtest on the same store: does its ranking agree with the truth?
     let evaluation =
-        scoring::evaluate::evaluate(&store, &config.windows, config.default_tz, as_of, 7).await?;
+        windows::evaluate::evaluate(&store, &config.windows, config.default_tz, as_of, 7).await?;
     let shares: Vec<f64> = evaluation.all.scores.iter().map(|s| s.share).collect();
     let picked = argmax(&shares);
     let truth_of = |strategy: usize| quality(strategy, None);
-    let best_by_truth = (0..scoring::evaluate::STRATEGIES.len())
+    let best_by_truth = (0..windows::evaluate::STRATEGIES.len())
         .map(truth_of)
         .fold(f64::NEG_INFINITY, f64::max);
     println!(
         "\nBacktest (7 held-out days, share of the held-out activity at the chosen hour, all users):"
     );
-    for (i, name) in scoring::evaluate::STRATEGIES.iter().enumerate() {
+    for (i, name) in windows::evaluate::STRATEGIES.iter().enumerate() {
         println!(
             "- {name}: backtest {:.3}, truth {:.3}",
             shares[i],
@@ -418,7 +418,7 @@ async fn run_family(args: &Args, family: Family) -> anyhow::Result<()> {
     }
     println!(
         "The backtest picks `{}`: {:.3} by the truth, {:.3} below the best ({}).",
-        scoring::evaluate::STRATEGIES[picked],
+        windows::evaluate::STRATEGIES[picked],
         truth_of(picked),
         best_by_truth - truth_of(picked),
         if best_by_truth - truth_of(picked) <= 0.01 {

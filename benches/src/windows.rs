@@ -2,7 +2,7 @@
 //! day of events.
 
 use chrono::{Duration, NaiveDate};
-use nudge_engine::scoring;
+use nudge_engine::windows;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -56,24 +56,24 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     crate::reset_peak_memory();
     // The first compute tunes (forced, whatever a kept store holds); the next, as a nightly
     // compute within `retune_days` would, keeps that tuning and fits the rhythm types anew.
-    let tuning = scoring::WindowsConfig {
+    let tuning = windows::WindowsConfig {
         retune_days: 0,
         ..config.windows.clone()
     };
     let started = std::time::Instant::now();
-    let full = scoring::compute(&store, &tuning, config.default_tz, end).await?;
+    let full = windows::compute(&store, &tuning, config.default_tz, end).await?;
     let full_seconds = started.elapsed().as_secs_f64();
     let full_peak = crate::peak_memory_mib();
     let started = std::time::Instant::now();
-    let kept = scoring::compute(&store, &config.windows, config.default_tz, end).await?;
+    let kept = windows::compute(&store, &config.windows, config.default_tz, end).await?;
     let kept_seconds = started.elapsed().as_secs_f64();
     anyhow::ensure!(
         kept.tuning_kept_from.is_some() || full.calibration.untuned.is_some(),
         "the second compute did not keep the first one's tuning"
     );
-    scoring::compute(&store, &config.windows, config.default_tz, day_before).await?;
+    windows::compute(&store, &config.windows, config.default_tz, day_before).await?;
     let started = std::time::Instant::now();
-    let update = scoring::update(&store, &config.windows, config.default_tz, end).await?;
+    let update = windows::update(&store, &config.windows, config.default_tz, end).await?;
     let update_seconds = started.elapsed().as_secs_f64();
     let mut references = Vec::new();
     for engine in crate::peers::ENGINES {

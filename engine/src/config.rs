@@ -32,7 +32,7 @@ pub struct Config {
     /// Limits of rule scripts (`[rules]`).
     pub rules: nudge_rules::Limits,
     /// Active time windows (`[windows]`).
-    pub windows: crate::scoring::WindowsConfig,
+    pub windows: crate::windows::WindowsConfig,
     /// Global frequency caps across campaigns (`[caps]`).
     pub caps: crate::campaign::plan::Caps,
     /// Where campaign files live.
@@ -90,7 +90,7 @@ impl Default for Config {
             default_tz: chrono_tz::Asia::Shanghai,
             ingest: IngestConfig::default(),
             rules: nudge_rules::Limits::default(),
-            windows: crate::scoring::WindowsConfig::default(),
+            windows: crate::windows::WindowsConfig::default(),
             caps: crate::campaign::plan::Caps::default(),
             campaigns_dir: PathBuf::from("campaigns"),
             dispatch: crate::dispatch::DispatchConfig::default(),

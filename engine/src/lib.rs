@@ -2,7 +2,7 @@
 //!
 //! The modules follow the pipeline: [`ingest`] validates behaviour events and hands them, as an
 //! [`batch::EventBatch`], to the [`store`] (Parquet segments for events, SQL for state);
-//! [`scoring`] learns each user's active hours from the segments and [`features`] computes the
+//! [`windows`] learns each user's active hours from the segments and [`features`] computes the
 //! facts a rule reads; [`campaign`] plans sends (run by [`schedule`] on cron) into the outbox,
 //! which [`dispatch`] delivers through the connectors. [`synth`] makes synthetic datasets to
 //! feed it, and [`stats`] reports what is stored.
@@ -25,12 +25,12 @@ pub mod privacy;
 pub mod quiet;
 pub mod rates;
 pub mod schedule;
-pub mod scoring;
 pub mod service;
 pub mod stats;
 pub mod store;
 pub mod synth;
 pub mod time;
 pub mod users;
+pub mod windows;
 
 pub use error::{Error, Result};

@@ -9,8 +9,8 @@ use crate::Result;
 use crate::campaign::Campaign;
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::scoring;
 use crate::store::{RunEnd, RunState, Store};
+use crate::windows;
 
 /// What a tick did with one scheduled instant.
 #[derive(Debug, Clone, PartialEq)]
@@ -203,24 +203,24 @@ async fn run_claimed(
     })
 }
 
-/// Rolls the stored windows forward when they are older than [`scoring::FRESH_FOR_MS`], so a
+/// Rolls the stored windows forward when they are older than [`windows::FRESH_FOR_MS`], so a
 /// run uses today's behaviour. A failure is logged: the run goes on with the stored windows (or
 /// the population's rhythm).
 pub async fn refresh_windows(store: &Store, config: &Config, campaign: &str, now: DateTime<Utc>) {
-    match scoring::refresh(
+    match windows::refresh(
         store,
         &config.windows,
         config.default_tz,
         now,
-        scoring::FRESH_FOR_MS,
+        windows::FRESH_FOR_MS,
     )
     .await
     {
-        Ok(scoring::Refreshed::Fresh) => {}
-        Ok(scoring::Refreshed::Updated(_)) => {
+        Ok(windows::Refreshed::Fresh) => {}
+        Ok(windows::Refreshed::Updated(_)) => {
             tracing::info!(campaign, "windows rolled forward before the run")
         }
-        Ok(scoring::Refreshed::Computed(_)) => {
+        Ok(windows::Refreshed::Computed(_)) => {
             tracing::info!(campaign, "windows computed before the run")
         }
         Err(error) => tracing::warn!(

@@ -13,8 +13,8 @@ use serde::Deserialize;
 use super::{Campaign, Mode, parse_clock};
 use crate::mix::mix;
 use crate::quiet::{QuietHours, out_of_quiet_hours_after};
-use crate::scoring::timing::best_send_time;
 use crate::store::outbox::LiveSend;
+use crate::windows::timing::best_send_time;
 
 /// Global frequency caps across campaigns (`[caps]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -13,7 +13,7 @@ use super::plan::{History, Planned, UserInput, plan_user};
 use crate::features::{self, Audience};
 use crate::store::Store;
 use crate::store::outbox::{NewSend, PlannedSend, Quiet};
-use crate::{Error, Result, scoring};
+use crate::{Error, Result, windows};
 
 /// What a run planned.
 #[derive(Debug, Clone, Default)]
@@ -180,12 +180,12 @@ pub async fn run(
         targeted.push(user.to_string());
     }
     let windows =
-        tokio::task::block_in_place(|| scoring::load_users(store, &targeted))?.unwrap_or_default();
+        tokio::task::block_in_place(|| windows::load_users(store, &targeted))?.unwrap_or_default();
     tracing::debug!(s = started.elapsed().as_secs_f64(), "windows loaded");
-    let population: Vec<f32> = if windows.population.len() == scoring::HOURS_OF_WEEK {
+    let population: Vec<f32> = if windows.population.len() == windows::HOURS_OF_WEEK {
         windows.population.clone()
     } else {
-        vec![1.0 / scoring::HOURS_OF_WEEK as f32; scoring::HOURS_OF_WEEK]
+        vec![1.0 / windows::HOURS_OF_WEEK as f32; windows::HOURS_OF_WEEK]
     };
     let now_ms = now.timestamp_millis();
     // Caps look a week either side of every instant the run may plan.

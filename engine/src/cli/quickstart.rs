@@ -5,10 +5,10 @@ use std::process::ExitCode;
 use nudge_engine::features::{self, Audience};
 use nudge_engine::ingest::{self, IngestOptions};
 use nudge_engine::quiet::QuietHours;
-use nudge_engine::scoring::{self, best_send_time};
 use nudge_engine::stats;
 use nudge_engine::store::{SendState, StateQuery, Store};
 use nudge_engine::synth::{self, GenOptions};
+use nudge_engine::windows::{self, best_send_time};
 use nudge_rules::{Decision, Rule, evaluate_all};
 
 use super::Context;
@@ -95,7 +95,7 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
         now.to_rfc3339()
     );
     let started = std::time::Instant::now();
-    let windows_report = scoring::compute(
+    let windows_report = windows::compute(
         &store,
         &context.config.windows,
         context.config.default_tz,
@@ -110,7 +110,7 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
     );
     super::windows::print_calibration(&windows_report.calibration, "  ");
     println!("  (`nudge windows show --model` shows the backtest behind these settings)");
-    let windows = scoring::load(&store)?.unwrap_or_default();
+    let windows = windows::load(&store)?.unwrap_or_default();
 
     println!(
         "\n5/6 evaluating the cart-abandonment rule (examples/campaigns/rules/cart_abandonment.rhai)"

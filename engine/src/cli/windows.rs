@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use nudge_engine::clock;
-use nudge_engine::scoring::{self, ComputeReport, HOURS_OF_WEEK, UserWindow};
 use nudge_engine::store::Store;
+use nudge_engine::windows::{self, ComputeReport, HOURS_OF_WEEK, UserWindow};
 
 use super::Context;
 
@@ -66,17 +66,17 @@ pub async fn run(context: &Context, command: Command) -> anyhow::Result<ExitCode
         Command::Compute { as_of, retune } => {
             let as_of = as_of.unwrap_or_else(Utc::now);
             let started = std::time::Instant::now();
-            let config = scoring::WindowsConfig {
+            let config = windows::WindowsConfig {
                 retune_days: if retune { 0 } else { config.retune_days },
                 ..config.clone()
             };
-            let report = scoring::compute(&store, &config, zone, as_of).await?;
+            let report = windows::compute(&store, &config, zone, as_of).await?;
             print_report(&report, as_of, started.elapsed());
         }
         Command::Update { as_of } => {
             let as_of = as_of.unwrap_or_else(Utc::now);
             let started = std::time::Instant::now();
-            let report = scoring::update(&store, config, zone, as_of).await?;
+            let report = windows::update(&store, config, zone, as_of).await?;
             print_report(&report, as_of, started.elapsed());
         }
         Command::Evaluate {
@@ -93,19 +93,19 @@ pub async fn run(context: &Context, command: Command) -> anyhow::Result<ExitCode
             };
             let started = std::time::Instant::now();
             let evaluation =
-                scoring::evaluate::evaluate(&store, config, zone, as_of, holdout_days).await?;
+                windows::evaluate::evaluate(&store, config, zone, as_of, holdout_days).await?;
             print_evaluation(&evaluation, holdout_days, started.elapsed());
             println!();
             print_calibration(&evaluation.calibration, "");
         }
         Command::Show { model: true, .. } => {
-            let windows = scoring::load_users(&store, &[])?
+            let windows = windows::load_users(&store, &[])?
                 .context("no windows yet: run `nudge windows compute`")?;
             show_model(&windows);
         }
         Command::Show { user, .. } => {
             let user = user.context("name a user, or pass --model")?;
-            let windows = scoring::load_users(&store, std::slice::from_ref(&user))?
+            let windows = windows::load_users(&store, std::slice::from_ref(&user))?
                 .context("no windows yet: run `nudge windows compute`")?;
             let Some(window) = windows.find(&user) else {
                 anyhow::bail!(
@@ -116,7 +116,7 @@ pub async fn run(context: &Context, command: Command) -> anyhow::Result<ExitCode
         }
         Command::Export { out, full } => {
             let windows =
-                scoring::load(&store)?.context("no windows yet: run `nudge windows compute`")?;
+                windows::load(&store)?.context("no windows yet: run `nudge windows compute`")?;
             export(&windows.users, &out, full)?;
             println!(
                 "{} windows written to {}",
@@ -174,7 +174,7 @@ fn print_report(
 }
 
 fn print_evaluation(
-    evaluation: &scoring::evaluate::Evaluation,
+    evaluation: &windows::evaluate::Evaluation,
     holdout_days: i64,
     elapsed: std::time::Duration,
 ) {
@@ -197,14 +197,14 @@ fn print_evaluation(
     print_bands(std::iter::once(&evaluation.all).chain(&evaluation.bands));
     println!(
         "\nper session (a burst of held-out events at most {} minutes apart counts once, at the hour it began):",
-        scoring::evaluate::SESSION_GAP
+        windows::evaluate::SESSION_GAP
     );
     let sessions = &evaluation.sessions;
     print_bands(std::iter::once(&sessions.all).chain(&sessions.bands));
 }
 
 /// The settings a compute chose, and why; the bands answered by a baseline.
-pub(super) fn print_calibration(calibration: &scoring::calibrate::Calibration, indent: &str) {
+pub(super) fn print_calibration(calibration: &windows::calibrate::Calibration, indent: &str) {
     let s = &calibration.settings;
     let settings = format!(
         "{} rhythm types; weights daily {}, weekday/weekend {}, day {}, day shares {} (pseudo-events); smoothing {}",
@@ -256,7 +256,7 @@ pub(super) fn print_calibration(calibration: &scoring::calibrate::Calibration, i
     }
 }
 
-fn show_model(windows: &scoring::Windows) {
+fn show_model(windows: &windows::Windows) {
     let calibration = &windows.calibration;
     println!(
         "windows as of {}: {} rhythm types",
@@ -291,14 +291,14 @@ fn show_model(windows: &scoring::Windows) {
     }
 }
 
-fn print_bands<'a>(bands: impl Iterator<Item = &'a scoring::evaluate::Band>) {
+fn print_bands<'a>(bands: impl Iterator<Item = &'a windows::evaluate::Band>) {
     println!(
         "{:<14} {:>8}  {:<20} {:>6} {:>6} {:>8}",
         "users", "count", "strategy", "share", "hit", "loglik"
     );
     for band in bands {
         let best = band.scores.iter().map(|s| s.share).fold(f64::MIN, f64::max);
-        for (i, (name, score)) in scoring::evaluate::STRATEGIES
+        for (i, (name, score)) in windows::evaluate::STRATEGIES
             .iter()
             .zip(&band.scores)
             .enumerate()
@@ -368,7 +368,7 @@ fn show(window: &UserWindow, population: &[f32]) {
 fn export(users: &[UserWindow], out: &std::path::Path, full: bool) -> anyhow::Result<()> {
     let parquet = out.extension().is_some_and(|e| e == "parquet");
     if parquet {
-        return nudge_engine::scoring::export_parquet(users, out, full).map_err(Into::into);
+        return nudge_engine::windows::export_parquet(users, out, full).map_err(Into::into);
     }
     let mut writer = std::io::BufWriter::new(
         std::fs::File::create(out).with_context(|| format!("cannot create {}", out.display()))?,

@@ -8,8 +8,8 @@ use chrono_tz::Tz;
 use super::{Done, Duty};
 use crate::Result;
 use crate::config::Config;
-use crate::scoring::{self, Refreshed};
 use crate::store::Store;
+use crate::windows::{self, Refreshed};
 
 /// The local hour from which the night's full compute is due.
 pub const NIGHTLY_FROM_HOUR: u32 = 3;
@@ -39,9 +39,9 @@ impl Freshener {
         let started = std::time::Instant::now();
         let (windows, tz) = (&config.windows, config.default_tz);
         let refreshed = if nightly_due(self.last_full, now, tz) {
-            Refreshed::Computed(scoring::compute(store, windows, tz, now).await?)
+            Refreshed::Computed(windows::compute(store, windows, tz, now).await?)
         } else {
-            scoring::refresh(store, windows, tz, now, 0).await?
+            windows::refresh(store, windows, tz, now, 0).await?
         };
         let (full, report) = match refreshed {
             Refreshed::Fresh => return Ok(None),

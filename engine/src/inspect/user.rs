@@ -10,9 +10,9 @@ use serde::Serialize;
 use super::instant;
 use crate::Result;
 use crate::features::{self, Audience};
-use crate::scoring;
 use crate::store::Store;
 use crate::store::outbox::UserSend;
+use crate::windows;
 
 /// Days of history counted per event.
 pub const RECENT_DAYS: i64 = 30;
@@ -122,7 +122,7 @@ pub async fn view(
     events.sort_by(|a, b| a.event.cmp(&b.event));
     let wanted = [user.to_string()];
     let started = std::time::Instant::now();
-    let windows = tokio::task::block_in_place(|| scoring::load_users(store, &wanted))?;
+    let windows = tokio::task::block_in_place(|| windows::load_users(store, &wanted))?;
     tracing::debug!(s = started.elapsed().as_secs_f64(), "a user's window read");
     let window = windows.as_ref().and_then(|windows| {
         windows.find(user).map(|window| Window {

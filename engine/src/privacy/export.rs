@@ -53,7 +53,7 @@ pub async fn read(store: &Store, user: &str, now: DateTime<Utc>) -> Result<Expor
     let records = store.user_records(user).await?;
     let events = store.user_events(user).await?;
     let wanted = [user.to_string()];
-    let windows = tokio::task::block_in_place(|| crate::scoring::load_users(store, &wanted))?;
+    let windows = tokio::task::block_in_place(|| crate::windows::load_users(store, &wanted))?;
     let window = windows.as_ref().and_then(|windows| {
         windows.find(user).map(|window| ExportedWindow {
             tz: window.tz.clone(),

@@ -48,7 +48,7 @@ pub async fn forget(
     let data_dir = store.data_dir().to_path_buf();
     let ids = users.to_vec();
     report.windows =
-        tokio::task::spawn_blocking(move || crate::scoring::forget_windows_of(&data_dir, &ids))
+        tokio::task::spawn_blocking(move || crate::windows::forget_windows_of(&data_dir, &ids))
             .await
             .map_err(|error| Error::Usage(format!("the windows' forget stopped: {error}")))??
             as u64;

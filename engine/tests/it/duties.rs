@@ -4,8 +4,8 @@
 use chrono::{DateTime, TimeZone, Utc};
 use nudge_engine::config::Config;
 use nudge_engine::duties::{Done, compact, prune, windows};
-use nudge_engine::scoring::WindowsConfig;
 use nudge_engine::time::{DAY_MS, HOUR_MS};
+use nudge_engine::windows::WindowsConfig;
 
 use super::retention::{expired_sends_40_and_20_days_old, sends_of};
 use super::support::{NOV_1, TestStore, line};

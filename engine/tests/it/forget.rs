@@ -106,7 +106,7 @@ async fn a_forgotten_user_leaves_no_trace_and_is_refused_afterwards() {
         ..Default::default()
     };
     let now = at("2026-11-03T12:00:00+08:00");
-    nudge_engine::scoring::compute(&test.store, &config.windows, config.default_tz, now)
+    nudge_engine::windows::compute(&test.store, &config.windows, config.default_tz, now)
         .await
         .unwrap();
     let campaign = everyone_now(&test);
@@ -212,7 +212,7 @@ async fn a_forgotten_user_leaves_no_trace_and_is_refused_afterwards() {
     assert!(test.store.user_profile(GONE).await.unwrap().is_none());
     assert!(test.store.user_sends(GONE, 10).await.unwrap().is_empty());
     assert_eq!(sends_total(&test.store).await, sends_before, "counts kept");
-    let windows = nudge_engine::scoring::load_users(&test.store, &[GONE.to_string()]).unwrap();
+    let windows = nudge_engine::windows::load_users(&test.store, &[GONE.to_string()]).unwrap();
     assert!(windows.is_none_or(|windows| windows.find(GONE).is_none()));
     assert!(
         nudge_engine::inspect::user::view(&test.store, GONE, now, chrono_tz::UTC)

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 use nudge_engine::quiet::QuietHours;
-use nudge_engine::scoring::{self, UserWindow, WindowsConfig, best_send_time, local};
+use nudge_engine::windows::{self, UserWindow, WindowsConfig, best_send_time, local};
 
 use super::support::{TestStore, line};
 
@@ -48,10 +48,10 @@ async fn generated_store(
 }
 
 async fn compute(test: &TestStore, config: &WindowsConfig, as_of: &str) -> Vec<UserWindow> {
-    scoring::compute(&test.store, config, chrono_tz::Asia::Shanghai, at(as_of))
+    windows::compute(&test.store, config, chrono_tz::Asia::Shanghai, at(as_of))
         .await
         .unwrap();
-    scoring::load(&test.store).unwrap().unwrap().users
+    windows::load(&test.store).unwrap().unwrap().users
 }
 
 /// No smoothing and no prior: probabilities are the user's own decayed counts.
@@ -205,7 +205,7 @@ async fn a_user_with_one_event_gets_a_full_sensible_profile() {
 }
 
 /// The same users, each with the same event count and probabilities (to 1e-4).
-fn assert_same_windows(incremental: &scoring::Windows, full: &scoring::Windows) {
+fn assert_same_windows(incremental: &windows::Windows, full: &windows::Windows) {
     assert_eq!(incremental.users.len(), full.users.len());
     for (a, b) in incremental.users.iter().zip(&full.users) {
         assert_eq!((&a.user_id, a.events), (&b.user_id, b.events));
@@ -230,21 +230,21 @@ async fn an_incremental_update_agrees_with_a_full_recompute() {
     let zone = chrono_tz::Asia::Shanghai;
     let end = at("2026-10-25T00:00:00Z");
 
-    scoring::compute(&test.store, &config, zone, end - Duration::days(3))
+    windows::compute(&test.store, &config, zone, end - Duration::days(3))
         .await
         .unwrap();
-    scoring::update(&test.store, &config, zone, end - Duration::days(1))
+    windows::update(&test.store, &config, zone, end - Duration::days(1))
         .await
         .unwrap();
-    let report = scoring::update(&test.store, &config, zone, end)
+    let report = windows::update(&test.store, &config, zone, end)
         .await
         .unwrap();
     assert!(report.incremental);
-    let incremental = scoring::load(&test.store).unwrap().unwrap();
-    scoring::compute(&test.store, &config, zone, end)
+    let incremental = windows::load(&test.store).unwrap().unwrap();
+    windows::compute(&test.store, &config, zone, end)
         .await
         .unwrap();
-    let full = scoring::load(&test.store).unwrap().unwrap();
+    let full = windows::load(&test.store).unwrap().unwrap();
 
     assert_same_windows(&incremental, &full);
 }
@@ -263,12 +263,12 @@ async fn updates_continue_the_sessions_open_when_they_run() {
     let zone = chrono_tz::Asia::Shanghai;
     // 19:55 to 22:05 in Shanghai, the evening's peak.
     let first = at("2026-10-24T11:55:00Z");
-    scoring::compute(&test.store, &config, zone, first)
+    windows::compute(&test.store, &config, zone, first)
         .await
         .unwrap();
     let mut added = 0;
     for step in 1..=13 {
-        let report = scoring::update(
+        let report = windows::update(
             &test.store,
             &config,
             zone,
@@ -280,11 +280,11 @@ async fn updates_continue_the_sessions_open_when_they_run() {
     }
     assert!(added > 50, "the updates added {added} events");
     let end = first + Duration::minutes(130);
-    let incremental = scoring::load(&test.store).unwrap().unwrap();
-    scoring::compute(&test.store, &config, zone, end)
+    let incremental = windows::load(&test.store).unwrap().unwrap();
+    windows::compute(&test.store, &config, zone, end)
         .await
         .unwrap();
-    let full = scoring::load(&test.store).unwrap().unwrap();
+    let full = windows::load(&test.store).unwrap().unwrap();
     assert_same_windows(&incremental, &full);
 }
 
@@ -321,7 +321,7 @@ async fn the_tuning_groups_bursts_into_sessions_and_independent_events_not() {
         .await;
     let mut picked = Vec::new();
     for test in [&apart, &bursts] {
-        let report = scoring::compute(&test.store, &config, zone, end)
+        let report = windows::compute(&test.store, &config, zone, end)
             .await
             .unwrap();
         assert!(
@@ -344,18 +344,18 @@ async fn the_tuning_groups_bursts_into_sessions_and_independent_events_not() {
             retune_days: 0,
             ..config.clone()
         };
-        let retuned = scoring::compute(&test.store, &retune, zone, end)
+        let retuned = windows::compute(&test.store, &retune, zone, end)
             .await
             .unwrap();
         assert_eq!(retuned.calibration.session_gap_minutes, gap);
         assert!(!retuned.session_gap_recounted);
-        let kept = scoring::compute(&test.store, &config, zone, end)
+        let kept = windows::compute(&test.store, &config, zone, end)
             .await
             .unwrap();
         assert!(kept.tuning_kept_from.is_some());
         assert_eq!(kept.calibration.session_gap_minutes, gap);
         for hours in [1, 2] {
-            let updated = scoring::update(&test.store, &config, zone, end + Duration::hours(hours))
+            let updated = windows::update(&test.store, &config, zone, end + Duration::hours(hours))
                 .await
                 .unwrap();
             assert_eq!(updated.calibration.session_gap_minutes, gap);
@@ -382,7 +382,7 @@ async fn loading_some_users_gives_exactly_their_stored_windows() {
         .await;
     let all = compute(&test, &WindowsConfig::default(), "2026-10-10T00:00:00Z").await;
     let wanted = vec!["u07".to_string(), "u31".to_string(), "nobody".to_string()];
-    let some = scoring::load_users(&test.store, &wanted).unwrap().unwrap();
+    let some = windows::load_users(&test.store, &wanted).unwrap().unwrap();
     let ids: Vec<&str> = some.users.iter().map(|w| w.user_id.as_str()).collect();
     assert_eq!(ids, ["u07", "u31"]);
     for window in &some.users {
@@ -410,7 +410,7 @@ async fn unknown_zones_are_reported_and_fall_back_to_the_default() {
         .set_zone_unchecked("u", "Mars/Olympus")
         .await
         .unwrap();
-    let report = scoring::compute(
+    let report = windows::compute(
         &test.store,
         &raw(),
         chrono_tz::Asia::Shanghai,
@@ -422,14 +422,14 @@ async fn unknown_zones_are_reported_and_fall_back_to_the_default() {
         report.zone_problems,
         [("u".to_string(), "Mars/Olympus".to_string())]
     );
-    let windows = scoring::load(&test.store).unwrap().unwrap();
+    let windows = windows::load(&test.store).unwrap().unwrap();
     assert_eq!(windows.users[0].tz, "Asia/Shanghai");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_store_says_what_to_do() {
     let test = TestStore::new().await;
-    let error = scoring::compute(
+    let error = windows::compute(
         &test.store,
         &raw(),
         chrono_tz::Asia::Shanghai,
@@ -519,7 +519,7 @@ fn quiet_hours_move_a_send_to_the_nearest_edge() {
 // days had 6 of 9 events at 03:00, but 1 of 4 visits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_backtest_scores_held_out_activity_per_event_and_per_session() {
-    use nudge_engine::scoring::evaluate::{SESSION_GAP, STRATEGIES, evaluate};
+    use nudge_engine::windows::evaluate::{SESSION_GAP, STRATEGIES, evaluate};
     let test = TestStore::new().await;
     let night = ms("2026-10-05T19:10:00Z"); // 03:10 in Shanghai
     let afternoon = ms("2026-10-06T07:00:00Z"); // 15:00 in Shanghai
@@ -568,7 +568,7 @@ async fn the_backtest_scores_held_out_activity_per_event_and_per_session() {
 // user's most frequent hour find it; a fixed evening hour never does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_backtest_scores_each_strategy_on_the_held_out_days() {
-    use nudge_engine::scoring::evaluate::{STRATEGIES, evaluate};
+    use nudge_engine::windows::evaluate::{STRATEGIES, evaluate};
     let test = TestStore::new().await;
     let start = ms("2026-10-05T19:10:00Z"); // 03:10 in Shanghai
     let mut events = Vec::new();
@@ -660,7 +660,7 @@ async fn compute_tunes_its_settings_on_the_last_days_and_an_update_keeps_them() 
     let end = at("2026-10-06T00:00:00Z");
     let config = WindowsConfig::default();
 
-    let report = scoring::compute(&test.store, &config, zone, end)
+    let report = windows::compute(&test.store, &config, zone, end)
         .await
         .unwrap();
     let calibration = &report.calibration;
@@ -673,15 +673,15 @@ async fn compute_tunes_its_settings_on_the_last_days_and_an_update_keeps_them() 
     assert!(bands.contains(&"sparse (1-9)"), "{bands:?}");
     // Stored with the windows, and kept by an update (which does not re-tune).
     // (JSON keeps floats to the last digit or so: the settings and bands are compared.)
-    let same = |a: &scoring::calibrate::Calibration| {
+    let same = |a: &windows::calibrate::Calibration| {
         a.settings == calibration.settings
             && a.fallbacks == calibration.fallbacks
             && a.bands.len() == calibration.bands.len()
             && a.users == calibration.users
     };
-    let stored = scoring::load(&test.store).unwrap().unwrap();
+    let stored = windows::load(&test.store).unwrap().unwrap();
     assert!(same(&stored.calibration), "{:?}", stored.calibration);
-    let updated = scoring::update(&test.store, &config, zone, end + Duration::hours(12))
+    let updated = windows::update(&test.store, &config, zone, end + Duration::hours(12))
         .await
         .unwrap();
     assert!(same(&updated.calibration), "{:?}", updated.calibration);
@@ -689,7 +689,7 @@ async fn compute_tunes_its_settings_on_the_last_days_and_an_update_keeps_them() 
 
     // A full compute within `retune_days` of the tuning keeps it (the types are fitted anew);
     // past them, or with `retune_days = 0`, it tunes again on its own last days.
-    let nightly = scoring::compute(&test.store, &config, zone, end + Duration::days(1))
+    let nightly = windows::compute(&test.store, &config, zone, end + Duration::days(1))
         .await
         .unwrap();
     assert_eq!(nightly.tuning_kept_from, Some(end));
@@ -698,7 +698,7 @@ async fn compute_tunes_its_settings_on_the_last_days_and_an_update_keeps_them() 
         retune_days: 0,
         ..config.clone()
     };
-    let forced = scoring::compute(&test.store, &now_please, zone, end + Duration::days(1))
+    let forced = windows::compute(&test.store, &now_please, zone, end + Duration::days(1))
         .await
         .unwrap();
     assert_eq!(
@@ -706,14 +706,14 @@ async fn compute_tunes_its_settings_on_the_last_days_and_an_update_keeps_them() 
         "retune_days = 0 always tunes"
     );
     let week_later = end + Duration::days(config.retune_days + 1);
-    let retuned = scoring::compute(&test.store, &config, zone, week_later)
+    let retuned = windows::compute(&test.store, &config, zone, week_later)
         .await
         .unwrap();
     // (It tried: the data end a week before, so too few users remain to tune on.)
     assert_eq!(retuned.tuning_kept_from, None);
     assert!(retuned.calibration.untuned.is_some());
     // Retuning is not a change of model: an update still takes the stored windows.
-    scoring::update(&test.store, &config, zone, week_later + Duration::hours(2))
+    windows::update(&test.store, &config, zone, week_later + Duration::hours(2))
         .await
         .unwrap();
 
@@ -721,7 +721,7 @@ async fn compute_tunes_its_settings_on_the_last_days_and_an_update_keeps_them() 
         tune: false,
         ..WindowsConfig::default()
     };
-    let report = scoring::compute(&test.store, &fixed, zone, end)
+    let report = windows::compute(&test.store, &fixed, zone, end)
         .await
         .unwrap();
     assert_eq!(

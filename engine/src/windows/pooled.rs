@@ -318,7 +318,7 @@ mod tests {
 
     #[test]
     fn weighed_sums_give_the_whole_profile_at_every_hour_and_setting() {
-        use crate::scoring::local::smooth;
+        use crate::windows::local::smooth;
         // Uneven counts with empty days and hours, a prior with an empty weekend hour.
         let counts: [f64; HOURS_OF_WEEK] =
             std::array::from_fn(|bin| ((bin * 37 % 11) as f64 - 4.0).max(0.0) * 0.7);
