@@ -180,9 +180,15 @@ async fn a_forgotten_user_leaves_no_trace_and_is_refused_afterwards() {
             .all(|e| !format!("{e:?}").contains(GONE))
     );
 
-    let done = nudge_engine::privacy::forget(&test.store, &config, &[GONE.to_string()], "test")
-        .await
-        .unwrap();
+    let done = nudge_engine::privacy::forget(
+        &test.store,
+        &config,
+        &[GONE.to_string()],
+        "test",
+        Utc::now(),
+    )
+    .await
+    .unwrap();
 
     assert_eq!(done.store.users, 1);
     assert_eq!(done.store.events, theirs);
@@ -248,9 +254,15 @@ async fn a_forgotten_user_leaves_no_trace_and_is_refused_afterwards() {
     assert_eq!((later.forgotten, later.accepted), (1, 0));
     assert!(!stored_users(&test.store.segment_paths(None).await.unwrap()).contains(&GONE.into()));
     // Forgetting again finds nothing more.
-    let twice = nudge_engine::privacy::forget(&test.store, &config, &[GONE.to_string()], "test")
-        .await
-        .unwrap();
+    let twice = nudge_engine::privacy::forget(
+        &test.store,
+        &config,
+        &[GONE.to_string()],
+        "test",
+        Utc::now(),
+    )
+    .await
+    .unwrap();
     assert_eq!((twice.store.events, twice.store.sends_anonymised), (0, 0));
 }
 
@@ -486,9 +498,32 @@ async fn a_user_who_withdraws_consent_or_is_forgotten_gets_no_send_already_plann
     );
     test.ingest(&[&test.file("withdraw.ndjson", &withdraw)])
         .await;
-    nudge_engine::privacy::forget(&test.store, &config, &[GONE.to_string()], "test")
+    // Forgotten at a given instant: the cancellation is dated by it (what the outbox's
+    // retention reads), not by the wall clock.
+    let forgotten_at = at("2026-11-03T13:00:00+08:00");
+    nudge_engine::privacy::forget(
+        &test.store,
+        &config,
+        &[GONE.to_string()],
+        "test",
+        forgotten_at,
+    )
+    .await
+    .unwrap();
+    let cancelled = test
+        .store
+        .deliveries(
+            &nudge_engine::store::DeliveryFilter {
+                reason: Some("forgotten"),
+                ..Default::default()
+            },
+            None,
+            10,
+        )
         .await
         .unwrap();
+    assert_eq!(cancelled.len(), 1, "{cancelled:?}");
+    assert_eq!(cancelled[0].updated_ms, forgotten_at.timestamp_millis());
     let state_of = |user: &'static str| {
         let store = &test.store;
         async move {

@@ -175,6 +175,7 @@ pub async fn forget(
         &service.engine,
         &[id.to_string()],
         "console",
+        service.clock.now(),
     )
     .await
     {
