@@ -77,6 +77,17 @@ async fn sends_total(store: &Store) -> u64 {
         .sum()
 }
 
+/// Forgets [`GONE`] at `now`.
+async fn forget_gone(
+    store: &Store,
+    config: &nudge_engine::config::Config,
+    now: DateTime<Utc>,
+) -> nudge_engine::privacy::Forgotten {
+    nudge_engine::privacy::forget(store, config, &[GONE.to_string()], "test", now)
+        .await
+        .unwrap()
+}
+
 fn at(text: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(text)
         .unwrap()
@@ -180,15 +191,7 @@ async fn a_forgotten_user_leaves_no_trace_and_is_refused_afterwards() {
             .all(|e| !format!("{e:?}").contains(GONE))
     );
 
-    let done = nudge_engine::privacy::forget(
-        &test.store,
-        &config,
-        &[GONE.to_string()],
-        "test",
-        Utc::now(),
-    )
-    .await
-    .unwrap();
+    let done = forget_gone(&test.store, &config, Utc::now()).await;
 
     assert_eq!(done.store.users, 1);
     assert_eq!(done.store.events, theirs);
@@ -254,15 +257,7 @@ async fn a_forgotten_user_leaves_no_trace_and_is_refused_afterwards() {
     assert_eq!((later.forgotten, later.accepted), (1, 0));
     assert!(!stored_users(&test.store.segment_paths(None).await.unwrap()).contains(&GONE.into()));
     // Forgetting again finds nothing more.
-    let twice = nudge_engine::privacy::forget(
-        &test.store,
-        &config,
-        &[GONE.to_string()],
-        "test",
-        Utc::now(),
-    )
-    .await
-    .unwrap();
+    let twice = forget_gone(&test.store, &config, Utc::now()).await;
     assert_eq!((twice.store.events, twice.store.sends_anonymised), (0, 0));
 }
 
@@ -501,15 +496,7 @@ async fn a_user_who_withdraws_consent_or_is_forgotten_gets_no_send_already_plann
     // Forgotten at a given instant: the cancellation is dated by it (what the outbox's
     // retention reads), not by the wall clock.
     let forgotten_at = at("2026-11-03T13:00:00+08:00");
-    nudge_engine::privacy::forget(
-        &test.store,
-        &config,
-        &[GONE.to_string()],
-        "test",
-        forgotten_at,
-    )
-    .await
-    .unwrap();
+    forget_gone(&test.store, &config, forgotten_at).await;
     let cancelled = test
         .store
         .deliveries(

@@ -353,6 +353,18 @@ fn store_code() -> Vec<(String, String)> {
         .collect()
 }
 
+/// What `find` finds in each of the store's files, each named by its file.
+fn in_store_code(find: fn(&str) -> Vec<String>) -> Vec<String> {
+    store_code()
+        .into_iter()
+        .flat_map(|(file, code)| {
+            find(&code)
+                .into_iter()
+                .map(move |found| format!("store/{file}: {found}"))
+        })
+        .collect()
+}
+
 /// The quoted state names (`'sent'`) in `code`, for every send and run state.
 fn state_literals(code: &str) -> Vec<String> {
     use nudge_engine::store::{RunState, SendState};
@@ -404,12 +416,7 @@ fn positional_reads(code: &str) -> Vec<String> {
 // one (where a planner must see it, `with_states` writes it from the enum, as `{planned}`).
 #[test]
 fn the_store_spells_no_state_in_its_sql() {
-    let mut spelled = Vec::new();
-    for (file, code) in store_code() {
-        for literal in state_literals(&code) {
-            spelled.push(format!("store/{file} spells {literal}"));
-        }
-    }
+    let spelled = in_store_code(state_literals);
     assert!(spelled.is_empty(), "{}", spelled.join("\n"));
     assert_eq!(
         state_literals("WHERE state = 'sending' AND failure = 'forgotten'"),
@@ -421,12 +428,7 @@ fn the_store_spells_no_state_in_its_sql() {
 // what a field reads.
 #[test]
 fn the_store_reads_columns_by_name() {
-    let mut positional = Vec::new();
-    for (file, code) in store_code() {
-        for read in positional_reads(&code) {
-            positional.push(format!("store/{file}: {read}"));
-        }
-    }
+    let positional = in_store_code(positional_reads);
     assert!(positional.is_empty(), "{}", positional.join("\n"));
     let sample = "let a = row.get(0);\nlet b: i64 = row.try_get::<Option<i64>, _>(12)?;\n\
                   let c = q.fetch_one(pool).await?\n    .get(1); let d = row.try_get(\"name\")?;\n\
