@@ -768,34 +768,18 @@ fn a_manual_run_takes_the_identity_of_the_current_period() {
 // See: #18 (4), through the binary: `campaign run NAME` twice without --now plans once.
 #[test]
 fn running_a_campaign_by_hand_twice_plans_its_sends_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
-    std::fs::create_dir_all(root.join("campaigns")).unwrap();
-    std::fs::write(
-        root.join("nudge.toml"),
-        "data_dir = 'data'\ncampaigns_dir = 'campaigns'\n",
-    )
-    .unwrap();
-    std::fs::write(
-        root.join("campaigns/all.rhai"),
-        "fn target(user) { true }\nfn message(user) { #{ thing1: \"hi\" } }",
-    )
-    .unwrap();
-    std::fs::write(
-        root.join("campaigns/hand.toml"),
-        "name = 'hand'\nrule = 'all.rhai'\ntemplate = 'tmpl'\n\
-         [delivery]\nmode = 'immediate'\nrequires_credit = false\n",
-    )
-    .unwrap();
+    let project = super::support::Project::new("");
+    project
+        .campaign_file("all.rhai", super::support::EVERYONE)
+        .campaign_file(
+            "hand.toml",
+            "name = 'hand'\nrule = 'all.rhai'\ntemplate = 'tmpl'\n\
+             [delivery]\nmode = 'immediate'\nrequires_credit = false\n",
+        );
     let events = ["u1", "u2"].map(|u| line(u, "app_open", 1_793_491_200_000, ""));
-    std::fs::write(root.join("events.ndjson"), events.join("\n")).unwrap();
+    project.ingest("events.ndjson", &events);
     let nudge = |args: &[&str]| {
-        let output = super::support::nudge_with(&root.join("nudge.toml"))
-            .current_dir(root)
-            .arg("--quiet")
-            .args(args)
-            .output()
-            .unwrap();
+        let output = project.nudge().arg("--quiet").args(args).output().unwrap();
         assert!(
             output.status.success(),
             "{args:?}: {}",
@@ -803,7 +787,6 @@ fn running_a_campaign_by_hand_twice_plans_its_sends_once() {
         );
         String::from_utf8_lossy(&output.stdout).to_string()
     };
-    nudge(&["ingest", "events.ndjson"]);
     let first = nudge(&["campaign", "run", "hand"]);
     let second = nudge(&["campaign", "run", "hand"]);
     assert!(first.contains("run identity"), "{first}");

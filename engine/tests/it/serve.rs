@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 
 use super::support::SpawnGuarded;
-use super::support::{NOV_1, line, walk};
+use super::support::{EVERYONE, NOV_1, Project, line, walk};
 
 fn nudge(config: &std::path::Path) -> Command {
     super::support::nudge_with(config)
@@ -13,38 +13,19 @@ fn nudge(config: &std::path::Path) -> Command {
 
 #[test]
 fn two_serve_processes_run_each_cron_instant_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
-    std::fs::create_dir_all(root.join("campaigns")).unwrap();
-    std::fs::write(
-        root.join("nudge.toml"),
-        "data_dir = 'data'\ncampaigns_dir = 'campaigns'\n[caps]\nper_day = 1000\nper_week = 1000\n",
-    )
-    .unwrap();
-    std::fs::write(
-        root.join("campaigns/all.rhai"),
-        "fn target(user) { true }\nfn message(user) { #{ thing1: \"hi\" } }",
-    )
-    .unwrap();
+    let project = Project::new("[caps]\nper_day = 1000\nper_week = 1000\n");
+    let (root, config) = (project.root(), project.config());
     // Every two seconds, to everyone, at once.
-    std::fs::write(
-        root.join("campaigns/tick.toml"),
+    project.campaign_file("all.rhai", EVERYONE).campaign_file(
+        "tick.toml",
         "name = 'tick'\nrule = 'all.rhai'\ntemplate = 'tmpl'\n\
          [delivery]\nmode = 'immediate'\nquiet_hours = [3, 4]\nrequires_credit = false\n\
          [schedule]\ncron = '*/2 * * * * *'\ntz = 'UTC'\n",
-    )
-    .unwrap();
+    );
     let events: Vec<String> = (0..3)
         .map(|i| line(&format!("u{i}"), "app_open", NOV_1, ""))
         .collect();
-    std::fs::write(root.join("events.ndjson"), events.join("\n")).unwrap();
-    let config = root.join("nudge.toml");
-    let ingested = nudge(&config)
-        .current_dir(root)
-        .args(["--quiet", "ingest", "events.ndjson"])
-        .status()
-        .unwrap();
-    assert!(ingested.success());
+    project.ingest("events.ndjson", &events);
 
     // Both start their clocks at the same instant, the day after the events, and run them ten
     // times as fast as real time: 2.5 s hold about 25 s of schedule.
@@ -130,16 +111,9 @@ fn two_serve_processes_run_each_cron_instant_once() {
 // claimed sends were left to become `unknown`.
 #[test]
 fn serve_answers_probes_and_stops_gracefully_on_sigterm() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
-    std::fs::create_dir_all(root.join("campaigns")).unwrap();
-    std::fs::write(
-        root.join("nudge.toml"),
-        "data_dir = 'data'\ncampaigns_dir = 'campaigns'\n",
-    )
-    .unwrap();
-    let mut child = nudge(&root.join("nudge.toml"))
-        .current_dir(root)
+    let project = Project::new("");
+    let mut child = project
+        .nudge()
         .args(["serve", "--lookback-hours", "0", "--listen", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -214,15 +188,8 @@ fn http_get(base: &str, path: &str) -> (u16, String) {
 // See: #20. Ingest makes a file per day per batch; the service merges them in the background.
 #[test]
 fn serve_compacts_small_segments_in_the_background() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
-    std::fs::create_dir_all(root.join("campaigns")).unwrap();
-    std::fs::write(
-        root.join("nudge.toml"),
-        "data_dir = 'data'\ncampaigns_dir = 'campaigns'\n",
-    )
-    .unwrap();
-    let config = root.join("nudge.toml");
+    let project = Project::new("");
+    let (root, config) = (project.root(), project.config());
     // Three batches of one day: three segments.
     for batch in 0..3 {
         let events: Vec<String> = (0..4)
@@ -323,14 +290,8 @@ fn serve_finds_the_quickstarts_campaigns_or_says_what_to_do() {
 // incremental updates on the clock.
 #[test]
 fn serve_keeps_the_windows_fresh() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
-    std::fs::create_dir_all(root.join("campaigns")).unwrap();
-    std::fs::write(
-        root.join("nudge.toml"),
-        "data_dir = 'data'\ncampaigns_dir = 'campaigns'\n[windows]\ntune = false\n",
-    )
-    .unwrap();
+    let project = Project::new("[windows]\ntune = false\n");
+    let (root, config) = (project.root(), project.config());
     let events: Vec<String> = (0..200)
         .map(|i| {
             line(
@@ -341,16 +302,7 @@ fn serve_keeps_the_windows_fresh() {
             )
         })
         .collect();
-    std::fs::write(root.join("events.ndjson"), events.join("\n")).unwrap();
-    let config = root.join("nudge.toml");
-    assert!(
-        nudge(&config)
-            .current_dir(root)
-            .args(["--quiet", "ingest", "events.ndjson"])
-            .status()
-            .unwrap()
-            .success()
-    );
+    project.ingest("events.ndjson", &events);
     // A refresh every 60 s of a clock running 200 times as fast: one every 0.3 s.
     let start = (NOV_1 + 10 * 86_400_000 + 12 * 3_600_000).to_string();
     let mut child = nudge(&config)
@@ -390,15 +342,8 @@ fn a_killed_leader_hands_the_background_duties_to_another_process_within_15_s() 
         Deleted(u64),
     }
 
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
-    std::fs::create_dir_all(root.join("campaigns")).unwrap();
-    std::fs::write(
-        root.join("nudge.toml"),
-        "data_dir = 'data'\ncampaigns_dir = 'campaigns'\n",
-    )
-    .unwrap();
-    let config = root.join("nudge.toml");
+    let project = Project::new("");
+    let (root, config) = (project.root(), project.config());
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let store = runtime.block_on(super::support::open_store(&root.join("data")));
     // Sends that expired unsent 400 days ago: past the default 180-day retention.

@@ -443,3 +443,60 @@ impl Drop for OwnPostgres {
 fn script() -> PathBuf {
     manifest_dir().join("../scripts/test-postgres")
 }
+
+/// A rule (`campaigns/all.rhai`) that targets everyone with one keyword.
+pub const EVERYONE: &str = "fn target(user) { true }\nfn message(user) { #{ thing1: \"hi\" } }";
+
+/// A folder for the tests that run the `nudge` binary: `nudge.toml` (`data_dir = 'data'`,
+/// `campaigns_dir = 'campaigns'`, then what the test adds) and an empty `campaigns/`; campaigns,
+/// rules and events are added by the test, and [`Project::nudge`] runs the binary there.
+pub struct Project {
+    dir: tempfile::TempDir,
+}
+
+impl Project {
+    /// A project whose `nudge.toml` ends with `config` (TOML tables, or "").
+    pub fn new(config: &str) -> Project {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("campaigns")).unwrap();
+        std::fs::write(
+            dir.path().join("nudge.toml"),
+            format!("data_dir = 'data'\ncampaigns_dir = 'campaigns'\n{config}"),
+        )
+        .unwrap();
+        Project { dir }
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.root().join("nudge.toml")
+    }
+
+    /// Writes `campaigns/NAME`: a campaign (`.toml`) or a rule (`.rhai`).
+    pub fn campaign_file(&self, name: &str, text: &str) -> &Project {
+        std::fs::write(self.root().join("campaigns").join(name), text).unwrap();
+        self
+    }
+
+    /// Writes `lines` (NDJSON events) to `name` in the folder and ingests them with `nudge
+    /// ingest`, which must succeed.
+    pub fn ingest(&self, name: &str, lines: &[String]) {
+        std::fs::write(self.root().join(name), lines.join("\n")).unwrap();
+        let status = self
+            .nudge()
+            .args(["--quiet", "ingest", name])
+            .status()
+            .unwrap();
+        assert!(status.success(), "nudge ingest {name}: {status}");
+    }
+
+    /// `nudge --config nudge.toml`, run in the folder.
+    pub fn nudge(&self) -> std::process::Command {
+        let mut command = nudge_with(&self.config());
+        command.current_dir(self.root());
+        command
+    }
+}
