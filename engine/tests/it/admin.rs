@@ -298,14 +298,9 @@ async fn a_subscription_lives_from_popup_to_delivery_result_through_the_service(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_logs_give_one_object_per_line_and_one_line_per_request() {
     use std::io::BufRead;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("campaigns")).unwrap();
-    std::fs::write(
-        dir.path().join("nudge.toml"),
-        "data_dir = 'data'\ncampaigns_dir = 'campaigns'\n",
-    )
-    .unwrap();
-    let mut child = super::support::nudge_with(&dir.path().join("nudge.toml"))
+    let project = super::support::Project::new("");
+    let mut child = project
+        .nudge()
         .args(["serve", "--lookback-hours", "0", "--listen", "127.0.0.1:0"])
         .env("NUDGE_LOG", "nudge_engine=debug")
         .env("NUDGE_LOG_FORMAT", "json")

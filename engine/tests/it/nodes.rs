@@ -58,20 +58,16 @@ fn spawn(config: &Path, logs: &Path, slot: usize, incarnation: usize) -> Node {
 }
 
 fn write_setup(root: &Path, api_base: &str) -> PathBuf {
-    std::fs::create_dir_all(root.join("campaigns")).unwrap();
     std::fs::create_dir_all(root.join("logs")).unwrap();
-    let config = root.join("nudge.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "data_dir = 'data'\ncampaigns_dir = 'campaigns'\n\
-             [caps]\nper_day = 100\nper_week = 100\n\
+    let config = super::support::write_project(
+        root,
+        &format!(
+            "[caps]\nper_day = 100\nper_week = 100\n\
              [dispatch]\nlease_s = 1\nbatch = 64\nconcurrency = 16\n\
              [connectors.wechat]\ntype = 'wechat'\nappid = 'wxmock'\n\
              secret_env = 'NUDGE_TEST_MOCK_SECRET'\napi_base = '{api_base}'\n"
         ),
-    )
-    .unwrap();
+    );
     std::fs::write(
         root.join("campaigns/reminder.rhai"),
         "fn target(user) { true }\n\

@@ -264,17 +264,9 @@ fn serve_refuses_a_push_token_or_key_wechat_would_not_accept() {
         ("a", "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"),
         ("Token123", "short"),
     ] {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("campaigns")).unwrap();
-        std::fs::write(
-            dir.path().join("nudge.toml"),
-            format!(
-                "data_dir = 'data'\ncampaigns_dir = 'campaigns'\n{}",
-                wechat_connector(true)
-            ),
-        )
-        .unwrap();
-        let mut child = super::support::nudge_with(&dir.path().join("nudge.toml"))
+        let project = super::support::Project::new(&wechat_connector(true));
+        let mut child = project
+            .nudge()
             .args(["serve", "--listen", "127.0.0.1:0"])
             .env("NUDGE_TEST_SECRET", "secret")
             .env("NUDGE_TEST_PUSH_TOKEN", token)
@@ -502,14 +494,10 @@ async fn stalled_connections_are_closed_capped_and_do_not_hold_shutdown() {
     stop(child);
 
     // SIGTERM with an upload in progress: serve is gone within its shutdown timeout.
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("campaigns")).unwrap();
-    std::fs::write(
-        dir.path().join("nudge.toml"),
-        "data_dir = 'data'\ncampaigns_dir = 'campaigns'\n[server]\nbody_timeout_s = 600\nheader_timeout_s = 600\n",
-    )
-    .unwrap();
-    let mut child = super::support::nudge_with(&dir.path().join("nudge.toml"))
+    let project =
+        super::support::Project::new("[server]\nbody_timeout_s = 600\nheader_timeout_s = 600\n");
+    let mut child = project
+        .nudge()
         .args([
             "serve",
             "--listen",
@@ -556,7 +544,6 @@ impl WithoutAuth for [u8] {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_browser_cannot_post_to_a_keyless_service_nor_reach_it_by_another_name() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("campaigns")).unwrap();
     let (child, base) = serve_with(dir.path(), "[server]\nhosts = ['nudge.internal']\n", &[]);
     let client = reqwest::Client::new();
     let run = format!("{base}/v1/campaigns/none/run?now=2026-11-01T10:00:00Z");

@@ -33,13 +33,8 @@ pub(super) fn serve_with_args(
     env: &[(&str, &str)],
     args: &[&str],
 ) -> (Spawned, String) {
-    std::fs::create_dir_all(dir.join("campaigns")).unwrap();
-    std::fs::write(
-        dir.join("nudge.toml"),
-        format!("data_dir = 'data'\ncampaigns_dir = 'campaigns'\n{tables}"),
-    )
-    .unwrap();
-    let mut child = super::support::nudge_with(&dir.join("nudge.toml"))
+    let config = super::support::write_project(dir, tables);
+    let mut child = super::support::nudge_with(&config)
         .args(["serve", "--lookback-hours", "0", "--listen", "127.0.0.1:0"])
         .args(args)
         .env("NUDGE_TEST_KEY", KEY)

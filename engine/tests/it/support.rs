@@ -447,6 +447,19 @@ fn script() -> PathBuf {
 /// A rule (`campaigns/all.rhai`) that targets everyone with one keyword.
 pub const EVERYONE: &str = "fn target(user) { true }\nfn message(user) { #{ thing1: \"hi\" } }";
 
+/// Makes `dir` a project ([`Project`]'s files) whose `nudge.toml` ends with `config`; returns
+/// the path of `nudge.toml`.
+pub fn write_project(dir: &Path, config: &str) -> PathBuf {
+    std::fs::create_dir_all(dir.join("campaigns")).unwrap();
+    let path = dir.join("nudge.toml");
+    std::fs::write(
+        &path,
+        format!("data_dir = 'data'\ncampaigns_dir = 'campaigns'\n{config}"),
+    )
+    .unwrap();
+    path
+}
+
 /// A folder for the tests that run the `nudge` binary: `nudge.toml` (`data_dir = 'data'`,
 /// `campaigns_dir = 'campaigns'`, then what the test adds) and an empty `campaigns/`; campaigns,
 /// rules and events are added by the test, and [`Project::nudge`] runs the binary there.
@@ -458,12 +471,7 @@ impl Project {
     /// A project whose `nudge.toml` ends with `config` (TOML tables, or "").
     pub fn new(config: &str) -> Project {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("campaigns")).unwrap();
-        std::fs::write(
-            dir.path().join("nudge.toml"),
-            format!("data_dir = 'data'\ncampaigns_dir = 'campaigns'\n{config}"),
-        )
-        .unwrap();
+        write_project(dir.path(), config);
         Project { dir }
     }
 
