@@ -77,22 +77,17 @@ impl Store {
         .bind(from_ms.div_euclid(HOUR_MS) * HOUR_MS)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|row| {
-                let read = || -> sqlx::Result<Option<(i64, Intake, u64)>> {
-                    let source: String = row.try_get("source")?;
-                    // A source a newer nudge counts is left out of this one's charts.
-                    let Some(source) = Intake::ALL.into_iter().find(|s| s.as_str() == source)
-                    else {
-                        return Ok(None);
-                    };
-                    let count = row.try_get::<i64, _>("count")? as u64;
-                    Ok(Some((row.try_get("hour_ms")?, source, count)))
-                };
-                read().transpose()
-            })
-            .collect::<sqlx::Result<_>>()?)
+        let mut intake = Vec::with_capacity(rows.len());
+        for row in rows {
+            let source: String = row.try_get("source")?;
+            // A source a newer nudge counts is left out of this one's charts.
+            let Some(source) = Intake::ALL.into_iter().find(|s| s.as_str() == source) else {
+                continue;
+            };
+            let count = row.try_get::<i64, _>("count")? as u64;
+            intake.push((row.try_get("hour_ms")?, source, count));
+        }
+        Ok(intake)
     }
 
     /// Deletes intake counts of hours before `before_ms`; returns how many.

@@ -280,10 +280,9 @@ impl Store {
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
-        Ok(match row {
-            Some(row) => Some((row.try_get("user_id")?, row.try_get("campaign")?)),
-            None => None,
-        })
+        Ok(row
+            .map(|row| Ok::<_, sqlx::Error>((row.try_get("user_id")?, row.try_get("campaign")?)))
+            .transpose()?)
     }
 
     /// Counts the first click on send `id` at `now_ms`, for a click that came with the send's

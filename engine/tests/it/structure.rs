@@ -21,15 +21,7 @@ fn library_code() -> Vec<(String, String)> {
         if module == "cli" || module == "main" || module == "lib" {
             continue;
         }
-        let text = std::fs::read_to_string(&file).unwrap();
-        // Unit tests sit at the end of a file; they may use anything.
-        let code = text.split("#[cfg(test)]").next().unwrap();
-        let code: String = code
-            .lines()
-            .filter(|line| !line.trim_start().starts_with("//"))
-            .collect::<Vec<_>>()
-            .join("\n");
-        files.push((module, code));
+        files.push((module, code_of(&file)));
     }
     files
 }
@@ -54,6 +46,19 @@ fn module_graph() -> BTreeMap<String, BTreeSet<String>> {
         uses.retain(|named| modules.contains(named));
     }
     graph
+}
+
+/// A source file's code without its unit tests (they sit at the end of a file and may use
+/// anything) and without comment lines.
+fn code_of(file: &Path) -> String {
+    let text = std::fs::read_to_string(file).unwrap();
+    text.split("#[cfg(test)]")
+        .next()
+        .unwrap()
+        .lines()
+        .filter(|line| !line.trim_start().starts_with("//"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn rust_files(dir: &Path) -> Vec<PathBuf> {
@@ -195,11 +200,8 @@ fn polars_stays_inside_the_modules_architecture_lists() {
                 .unwrap()
                 .to_string_lossy()
                 .to_string();
-            let text = std::fs::read_to_string(&file).unwrap();
-            let code = text.split("#[cfg(test)]").next().unwrap();
-            let names_polars = code
+            let names_polars = code_of(&file)
                 .lines()
-                .filter(|line| !line.trim_start().starts_with("//"))
                 .any(|line| line.contains("polars::") || line.contains("polars_arrow::"));
             (names_polars && !ALLOWED.iter().any(|allowed| relative.starts_with(allowed)))
                 .then_some(relative)
@@ -263,13 +265,12 @@ fn in_the_connectors_a_channel_is_named_only_by_its_own_files_and_the_list_of_ch
         if listing.contains(&relative.as_str()) {
             continue;
         }
-        let text = std::fs::read_to_string(&file).unwrap();
-        let code = text.split("#[cfg(test)]").next().unwrap();
+        let code = code_of(&file);
         for channel in ["wechat", "webhook", "file"] {
             let own =
                 relative.starts_with(&format!("{channel}/")) || relative == format!("{channel}.rs");
             let allowed = relative == "file.rs" && channel == "wechat";
-            if !own && !allowed && paths_after(code, "crate::").contains(&channel.to_string()) {
+            if !own && !allowed && paths_after(&code, "crate::").contains(&channel.to_string()) {
                 named.push(format!("{relative} names crate::{channel}"));
             }
         }
@@ -340,14 +341,7 @@ fn store_code() -> Vec<(String, String)> {
                 .unwrap()
                 .to_string_lossy()
                 .to_string();
-            let text = std::fs::read_to_string(&file).unwrap();
-            let code = text.split("#[cfg(test)]").next().unwrap();
-            let code: String = code
-                .lines()
-                .filter(|line| !line.trim_start().starts_with("//"))
-                .collect::<Vec<_>>()
-                .join("\n");
-            (relative, code)
+            (relative, code_of(&file))
         })
         .filter(|(relative, _)| relative != "states.rs")
         .collect()
@@ -514,16 +508,7 @@ fn file_graph(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
         ) {
             module.pop();
         }
-        let text = std::fs::read_to_string(&file).unwrap();
-        let code: String = text
-            .split("#[cfg(test)]")
-            .next()
-            .unwrap()
-            .lines()
-            .filter(|line| !line.trim_start().starts_with("//"))
-            .collect::<Vec<_>>()
-            .join("\n");
-        files.insert(module, code);
+        files.insert(module, code_of(&file));
     }
     let mut graph = BTreeMap::new();
     for (module, code) in &files {
