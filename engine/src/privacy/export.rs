@@ -72,7 +72,7 @@ pub async fn read(store: &Store, user: &str, now: DateTime<Utc>) -> Result<Expor
 }
 
 /// Writes `export` as one JSON document to `out`, an event at a time.
-pub fn write(export: &Export, out: &mut impl Write) -> Result<()> {
+pub fn write(export: &Export, out: &mut (impl Write + ?Sized)) -> Result<()> {
     let io = |error: std::io::Error| Error::Usage(format!("writing the export: {error}"));
     let json = |value: &dyn erased::Json| value.to_json();
     write!(

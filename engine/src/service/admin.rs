@@ -217,7 +217,8 @@ pub async fn forget_user(State(service): State<Arc<Service>>, Path(id): Path<Str
 }
 
 /// `GET /v1/users/{id}/export`: everything nudge holds about the user, one JSON document (see
-/// [`crate::privacy::export`]), streamed as it is written.
+/// [`crate::privacy::export`]), streamed as it is written; a failure midway cuts the transfer, so
+/// the client sees an error instead of a short document.
 pub async fn export_user(State(service): State<Arc<Service>>, Path(id): Path<String>) -> Answer {
     use crate::privacy::export;
     let read = export::read(&service.store, &id, service.clock.now()).await?;
@@ -227,63 +228,12 @@ pub async fn export_user(State(service): State<Arc<Service>>, Path(id): Path<Str
             format!("nudge holds nothing about user '{id}' (ids are case-sensitive)"),
         ));
     }
-    let (mut sender, body) = http_body_util::channel::Channel::<axum::body::Bytes>::new(4);
-    let (chunks, mut written) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
-    tokio::task::spawn_blocking(move || {
-        let mut out = ChunkWriter {
-            chunks,
-            buffer: Vec::with_capacity(ChunkWriter::SIZE),
-        };
-        if let Err(error) = export::write(&read, &mut out) {
-            tracing::warn!(error = %error, "an export was cut short");
-        }
-    });
-    tokio::spawn(async move {
-        while let Some(chunk) = written.recv().await {
-            if sender.send_data(chunk.into()).await.is_err() {
-                break;
-            }
-        }
-    });
+    let body = super::stream::written(move |out| export::write(&read, out));
     Ok((
         [(axum::http::header::CONTENT_TYPE, "application/json")],
-        axum::body::Body::new(body),
+        body,
     )
         .into_response())
-}
-
-/// Hands what is written to a channel in chunks of [`ChunkWriter::SIZE`].
-struct ChunkWriter {
-    chunks: tokio::sync::mpsc::Sender<Vec<u8>>,
-    buffer: Vec<u8>,
-}
-
-impl ChunkWriter {
-    const SIZE: usize = 64 << 10;
-
-    fn hand_over(&mut self) -> std::io::Result<()> {
-        if self.buffer.is_empty() {
-            return Ok(());
-        }
-        let chunk = std::mem::replace(&mut self.buffer, Vec::with_capacity(Self::SIZE));
-        self.chunks
-            .blocking_send(chunk)
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client left"))
-    }
-}
-
-impl std::io::Write for ChunkWriter {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.buffer.extend_from_slice(bytes);
-        if self.buffer.len() >= Self::SIZE {
-            self.hand_over()?;
-        }
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.hand_over()
-    }
 }
 
 /// The body of `POST /v1/rules/explain`.

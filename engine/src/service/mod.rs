@@ -19,6 +19,7 @@ pub mod metrics;
 mod openapi;
 pub mod push;
 pub mod segment;
+mod stream;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
