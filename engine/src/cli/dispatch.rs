@@ -17,11 +17,14 @@ pub struct Args {
 }
 
 pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
-    let store = Store::open(&context.config.store()).await?;
+    let clock = args.clock.clock();
+    let store = Store::open(&context.config.store())
+        .await?
+        .with_clock(clock);
     let connectors = context.config.build_connectors()?;
     let options = DispatchOptions {
         until_idle: args.until_idle,
-        clock: args.clock.clock(),
+        clock,
         worker: format!("{}-{}", hostname(), std::process::id()),
         idle_wait_ms: dispatch::IDLE_WAIT_MS,
         campaign_rates: campaign_rates(&context.config.campaigns_dir)?,

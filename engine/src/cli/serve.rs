@@ -55,8 +55,10 @@ pub struct Args {
 pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
     let signalled = super::dispatch::signals();
     let shutdown_timeout = std::time::Duration::from_secs(args.shutdown_timeout);
-    let store = Store::open(&context.config.store()).await?;
     let clock = args.clock.clock();
+    let store = Store::open(&context.config.store())
+        .await?
+        .with_clock(clock);
     let folder = super::campaigns_folder(&context.config)?;
     let campaigns = nudge_engine::campaign::load_dir(&folder)?;
     let scheduled = campaigns.iter().filter(|c| c.schedule.is_some()).count();

@@ -179,7 +179,7 @@ impl Store {
         .bind(content_hash)
         .bind(path)
         .bind(records as i64)
-        .bind(chrono::Utc::now().timestamp_millis())
+        .bind(self.now_ms())
         .bind(bytes as i64)
         .execute(&self.pool)
         .await?;
@@ -326,7 +326,8 @@ impl Store {
             Some(changes) if no_duplicates => changes,
             _ => tokio::task::block_in_place(|| StateChanges::from_events(&events)),
         };
-        let applied = state::apply(&mut tx, &changes).await;
+        let now = self.now_ms();
+        let applied = state::apply(&mut tx, &changes, now).await;
         let state_s = state_started.elapsed().as_secs_f64();
         let written = writer
             .await
@@ -342,7 +343,6 @@ impl Store {
         };
         crash_point_after_segments();
         let result = async {
-            let now = chrono::Utc::now().timestamp_millis();
             record_segments(&mut tx, &written, &batch_name, now).await?;
             if let Some(file) = &file {
                 sqlx::query(

@@ -169,8 +169,7 @@ impl Store {
         options: CompactOptions,
         mut next: impl FnMut(&DayToCompact) -> bool,
     ) -> Result<Compacted> {
-        self.remove_retired_before(chrono::Utc::now().timestamp_millis())
-            .await?;
+        self.remove_retired_before(self.now_ms()).await?;
         let mut done = Compacted::default();
         for day in days {
             if !next(day) {
@@ -330,7 +329,7 @@ impl Store {
         };
         crash_point("compact:after-segments", &AFTER_SEGMENTS);
         let swapped = async {
-            let now = chrono::Utc::now().timestamp_millis();
+            let now = self.now_ms();
             sqlx::query(with_json_list!(
                 self.backend,
                 "DELETE FROM segments WHERE path IN (SELECT value FROM ",
@@ -364,8 +363,7 @@ impl Store {
             .lock()
             .expect("no panic holds the lock")
             .forget(&plan.day);
-        self.remove_retired_before(chrono::Utc::now().timestamp_millis())
-            .await?;
+        self.remove_retired_before(self.now_ms()).await?;
         Ok((
             DayCompacted::Merged {
                 files: written.len(),

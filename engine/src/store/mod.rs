@@ -122,6 +122,8 @@ pub struct Store {
     links: Arc<crate::links::Links>,
     /// The forgotten users' screens, as the last commit read them (see `forget.rs`).
     forgotten: Arc<Mutex<Option<Arc<forget::Tombstones>>>>,
+    /// What the store dates its writes by (see [`Store::with_clock`]).
+    clock: crate::clock::Clock,
 }
 
 /// What opening a store needs: where its files are, its SQL database, the event-id cache's
@@ -165,9 +167,26 @@ impl Store {
             ))),
             links,
             forgotten: Arc::default(),
+            clock: crate::clock::Clock::system(),
         };
         store.sweep_orphans().await?;
         Ok(store)
+    }
+
+    /// The store dating what it writes by `clock` (the system clock unless set): the time of
+    /// state changes (a withdrawal's cancelled sends, users' rows), of files' progress, of
+    /// segments committed and retired. `serve` and `dispatch` hand it their clock, so a run
+    /// `--now` a past instant dates everything it writes alike, and tests freeze it instead of
+    /// sleeping. Names made unique by the time (batch files, the store's id, a folder of
+    /// orphaned files) read the wall clock whatever this one says.
+    pub fn with_clock(mut self, clock: crate::clock::Clock) -> Store {
+        self.clock = clock;
+        self
+    }
+
+    /// Now, in epoch milliseconds, by the store's clock.
+    pub(crate) fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -318,7 +337,7 @@ impl Store {
     /// row names. Runs under the write lock, so no other process of this store can be between
     /// writing its segments and committing them.
     async fn sweep_orphans(&self) -> Result<()> {
-        let now = chrono::Utc::now().timestamp_millis();
+        let now = self.now_ms();
         let retired = self.remove_retired_before(now).await?;
         if retired > 0 {
             tracing::info!(

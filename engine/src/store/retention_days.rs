@@ -18,7 +18,7 @@ pub struct DaysDropped {
 impl Store {
     /// Removes the events of every UTC day before `first_kept` (`YYYY-MM-DD`).
     pub async fn drop_days_before(&self, first_kept: &str) -> Result<DaysDropped> {
-        let now = chrono::Utc::now().timestamp_millis();
+        let now = self.now_ms();
         let mut tx = super::sql::begin_write(&self.pool).await?;
         let rows = sqlx::query("SELECT path, day, rows FROM segments WHERE day < $1")
             .bind(first_kept)

@@ -87,7 +87,8 @@ pub(crate) fn read_id_hashes(path: &Path) -> Result<Vec<u64>> {
 /// A name unique to this batch, starting with the store's id (so a sweep can tell this store's
 /// staged files from another's), then sortable by creation time, then unique to the process
 /// among all that share the folder, on any host: 64 random bits drawn at its start (process ids
-/// repeat across hosts and containers, where every process may be pid 1), then a counter.
+/// repeat across hosts and containers, where every process may be pid 1), then a counter. The
+/// time is the wall clock's, not the store's (a frozen test clock would not sort the names).
 pub(crate) fn new_batch_name(store_id: &str) -> String {
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     static PROCESS: std::sync::LazyLock<u64> = std::sync::LazyLock::new(|| {
@@ -643,6 +644,7 @@ pub(crate) fn sweep(events_dir: &Path, known: &HashSet<String>, store_id: &str) 
             }
         }
     }
+    // Named by the wall clock, like the staged files' ages it compares with.
     let moved_to =
         orphaned_dir(events_dir).join(chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ").to_string());
     let Ok(entries) = std::fs::read_dir(events_dir) else {

@@ -235,8 +235,8 @@ fn merge_objects(objects: &[&str]) -> String {
 pub(super) async fn apply(
     tx: &mut Transaction<'static, Any>,
     changes: &StateChanges,
+    now: i64,
 ) -> Result<()> {
-    let now = chrono::Utc::now().timestamp_millis();
     // One row per user named by a zone or attributes. A new user is one insert; a known one
     // keeps the later zone, and its stored attributes get the batch's top-level keys (later
     // values win), merged inside SQLite.

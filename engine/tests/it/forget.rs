@@ -6,8 +6,8 @@
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
+use nudge_engine::campaign::Campaign;
 use nudge_engine::campaign::run::Run;
-use nudge_engine::campaign::{Campaign, Delivery, Mode};
 use nudge_engine::store::{CompactOptions, Store};
 use polars::prelude::*;
 
@@ -426,25 +426,9 @@ async fn retention_drops_exactly_the_days_before_the_cutoff_and_old_rejects_file
 /// one where the test configures it).
 fn everyone_now(test: &TestStore) -> Campaign {
     Campaign {
-        name: "cart".into(),
-        description: String::new(),
-        rule: test.file(
-            "all.rhai",
-            "fn target(user) { true }\nfn message(user) { #{ thing1: \"hi\" } }",
-        ),
         template: TEMPLATE.into(),
-        connector: "dry-run".into(),
         page: Some("pages/cart/index?c={campaign}".into()),
-        priority: 0,
-        delivery: Delivery {
-            mode: Mode::Immediate,
-            quiet_hours: None,
-            ..Delivery::default()
-        },
-        schedule: None,
-        dedup_key: None,
-        goal_event: None,
-        goal_window_hours: None,
+        ..super::support::campaign("cart", test.everyone())
     }
 }
 
@@ -457,10 +441,7 @@ async fn a_user_who_withdraws_consent_or_is_forgotten_gets_no_send_already_plann
     let test = TestStore::new().await;
     test.ingest(&[&test.file("first.ndjson", events(0))]).await;
     let sent_file = test.dir.path().join("sent.ndjson");
-    let mut config = nudge_engine::config::Config {
-        data_dir: test.store.data_dir().to_path_buf(),
-        ..Default::default()
-    };
+    let mut config = test.config();
     config.connectors.insert(
         "dry-run".into(),
         nudge_connectors::ConnectorConfig::File(nudge_connectors::config::FileConfig {
@@ -491,8 +472,18 @@ async fn a_user_who_withdraws_consent_or_is_forgotten_gets_no_send_already_plann
         NOV_1 + 40 * HOUR,
         r#"{"status":"withdrawn"}"#,
     );
-    test.ingest(&[&test.file("withdraw.ndjson", &withdraw)])
-        .await;
+    // Stored by a store whose clock reads a given instant: the cancellation is dated by it.
+    let withdrawn_at = at("2026-11-03T12:30:00+08:00");
+    nudge_engine::ingest::ingest(
+        &test
+            .store
+            .clone()
+            .with_clock(nudge_engine::clock::Clock::frozen(withdrawn_at)),
+        &[test.file("withdraw.ndjson", &withdraw)],
+        &test.options(),
+    )
+    .await
+    .unwrap();
     // Forgotten at a given instant: the cancellation is dated by it (what the outbox's
     // retention reads), not by the wall clock.
     let forgotten_at = at("2026-11-03T13:00:00+08:00");
@@ -525,6 +516,8 @@ async fn a_user_who_withdraws_consent_or_is_forgotten_gets_no_send_already_plann
         state_of("ann-1").await,
         [("cancelled".to_string(), "consent withdrawn".to_string())]
     );
+    let ann = test.store.user_sends("ann-1", 10).await.unwrap();
+    assert_eq!(ann[0].updated_ms, withdrawn_at.timestamp_millis());
     assert_eq!(state_of("bob-2").await[0].0, "planned");
 
     // Dispatch: only the users who did not stop are sent to.

@@ -435,6 +435,49 @@ fn the_store_reads_columns_by_name() {
     );
 }
 
+// See: #40. The store dates what it writes by its clock (`Store::with_clock`), so a test or a
+// run `--now` sees its own time in the rows; the wall clock only seeds names that must be unique.
+#[test]
+fn the_store_reads_the_time_through_its_clock() {
+    let read = in_store_code(wall_clock_reads);
+    let seeds = [
+        "store/mod.rs: fn store_id",
+        "store/segments.rs: fn new_batch_name",
+        "store/segments.rs: fn sweep",
+    ];
+    let unexpected: Vec<&String> = read
+        .iter()
+        .filter(|found| !seeds.iter().any(|seed| found.starts_with(seed)))
+        .collect();
+    assert!(unexpected.is_empty(), "{unexpected:#?}");
+    let sample = "fn a() {\n    let now = chrono::Utc::now().timestamp_millis();\n}\n\
+                  fn b() { self.now_ms() }\nfn c() { SystemTime::now() }";
+    assert_eq!(wall_clock_reads(sample), ["fn a", "fn c"]);
+}
+
+/// The functions of `code` that read the wall clock (`Utc::now()`, `SystemTime::now()`), each
+/// as `fn NAME` (the nearest function opened above the read).
+fn wall_clock_reads(code: &str) -> Vec<String> {
+    let mut function = String::from("(outside a function)");
+    let mut found = Vec::new();
+    for line in code.lines() {
+        if let Some(at) = line.find("fn ") {
+            let name: String = line[at + 3..]
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            if !name.is_empty() {
+                function = format!("fn {name}");
+            }
+        }
+        if line.contains("Utc::now()") || line.contains("SystemTime::now()") {
+            found.push(function.clone());
+        }
+    }
+    found.dedup();
+    found
+}
+
 /// Every whole path under `root` (`crate::`, `super::`) in `code`, as its segments, braces
 /// expanded (`crate::a::{b, c::d}` is `a::b` and `a::c::d`).
 fn whole_paths(code: &str, root: &str) -> Vec<Vec<String>> {
