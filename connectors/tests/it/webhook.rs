@@ -244,12 +244,15 @@ impl Drop for StandardReceiver {
 impl StandardReceiver {
     fn start(secret: &str) -> StandardReceiver {
         use std::io::BufRead;
-        let script = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/receivers/standard_webhooks.py"
-        );
+        // The folder `cargo test` names when the test runs: a binary reused from a build cache
+        // that several checkouts share must not read the checkout it was compiled in.
+        let script = std::env::var_os("CARGO_MANIFEST_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into())
+            .join("tests/receivers/standard_webhooks.py");
         let mut child = std::process::Command::new("python3")
-            .args([script, secret])
+            .arg(&script)
+            .arg(secret)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::inherit())
             .spawn()

@@ -2,12 +2,11 @@
 //! sends, dedup key templates, holdout records, and `--explain`.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
+use nudge_engine::campaign::Campaign;
 use nudge_engine::campaign::plan::{Caps, Planned, fit_caps};
 use nudge_engine::campaign::run::{Run, RunReport, run};
-use nudge_engine::campaign::{Campaign, Delivery, Mode};
 use nudge_engine::config::Config;
 use nudge_engine::store::outbox::{LiveSend, Outcome};
 
@@ -118,27 +117,10 @@ async fn three_users() -> (TestStore, Config) {
 }
 
 fn campaign(test: &TestStore, name: &str, priority: i64) -> Campaign {
-    let rule: PathBuf = test.file(
-        "all.rhai",
-        "fn target(user) { true }\nfn message(user) { #{ thing1: \"hi\" } }",
-    );
     Campaign {
-        name: name.into(),
-        description: String::new(),
-        rule,
         template: "tmpl".into(),
-        connector: "dry-run".into(),
-        page: None,
         priority,
-        delivery: Delivery {
-            mode: Mode::Immediate,
-            quiet_hours: None,
-            ..Delivery::default()
-        },
-        schedule: None,
-        dedup_key: None,
-        goal_event: None,
-        goal_window_hours: None,
+        ..super::support::campaign(name, test.everyone())
     }
 }
 
@@ -364,10 +346,7 @@ async fn lift_compares_goal_events_of_sent_and_held_out_users_within_the_window(
         .collect();
     test.ingest(&[&test.file("e.ndjson", events.join("\n"))])
         .await;
-    let config = Config {
-        data_dir: test.store.data_dir().to_path_buf(),
-        ..Config::default()
-    };
+    let config = test.config();
     let mut halves = campaign(&test, "halves", 0);
     halves.delivery.requires_credit = false;
     halves.delivery.holdout_percent = 50.0;

@@ -37,6 +37,38 @@ fn campaign(delivery: Delivery) -> Campaign {
     }
 }
 
+/// `rule`'s campaign run at the top of every hour (UTC), sending at once.
+fn hourly(rule: std::path::PathBuf) -> Campaign {
+    Campaign {
+        rule,
+        schedule: Some(ScheduleConfig {
+            cron: Some("0 0 * * * *".parse().unwrap()),
+            tz: None,
+            at: None,
+        }),
+        ..campaign(immediate())
+    }
+}
+
+/// One scheduler tick over `(after, now]` (RFC 3339), on a clock frozen at `now`, with a
+/// grace period of 30 minutes.
+async fn tick_over(
+    test: &TestStore,
+    campaigns: &[Campaign],
+    (after, now): (&str, &str),
+) -> Vec<RunRecord> {
+    tick(
+        &test.store,
+        &test.config(),
+        campaigns,
+        (at(after), at(now)),
+        &Clock::frozen(at(now)),
+        chrono::Duration::minutes(30),
+    )
+    .await
+    .unwrap()
+}
+
 fn user(credits: i64) -> UserFacts {
     UserFacts {
         id: "u1".into(),
@@ -364,16 +396,10 @@ async fn running_the_same_instant_twice_adds_nothing() {
         .collect();
     test.ingest(&[&test.file("e.ndjson", events.join("\n"))])
         .await;
-    let rule = test.file(
-        "all.rhai",
-        "fn target(user) { true }\nfn message(user) { #{ thing1: \"hi\" } }",
-    );
+    let rule = test.everyone();
     let mut campaign = campaign(immediate());
     campaign.rule = rule;
-    let config = nudge_engine::config::Config {
-        data_dir: test.store.data_dir().to_path_buf(),
-        ..Default::default()
-    };
+    let config = test.config();
     let now = at("2026-11-02T12:00:00+08:00");
     let settings = config.run_settings();
     let run =
@@ -422,31 +448,11 @@ async fn a_scheduled_instant_runs_once_and_missed_ones_are_skipped() {
     test.ingest(&[&test.file("e.ndjson", line("u1", "app_open", 1_793_491_200_000, ""))])
         .await;
     let rule = test.file("none.rhai", "fn target(user) { false }");
-    let mut hourly = campaign(immediate());
-    hourly.rule = rule;
-    hourly.schedule = Some(ScheduleConfig {
-        cron: Some("0 0 * * * *".parse().unwrap()),
-        tz: None,
-        at: None,
-    });
-    let config = nudge_engine::config::Config {
-        data_dir: test.store.data_dir().to_path_buf(),
-        ..Default::default()
-    };
+    let hourly = hourly(rule);
     let campaigns = [hourly];
-    let grace = chrono::Duration::minutes(30);
-    let now = at("2026-11-02T12:10:00Z");
+    let window = ("2026-11-02T09:30:00Z", "2026-11-02T12:10:00Z");
     // After downtime since 09:30: 10:00 and 11:00 are past the grace, 12:00 runs.
-    let records = tick(
-        &test.store,
-        &config,
-        &campaigns,
-        (at("2026-11-02T09:30:00Z"), now),
-        &Clock::frozen(now),
-        grace,
-    )
-    .await
-    .unwrap();
+    let records = tick_over(&test, &campaigns, window).await;
     let missed = records
         .iter()
         .filter(|r| matches!(r, RunRecord::Missed { .. }))
@@ -461,16 +467,7 @@ async fn a_scheduled_instant_runs_once_and_missed_ones_are_skipped() {
     assert_eq!(missed, 2);
     assert_eq!(ran, [at("2026-11-02T12:00:00Z")]);
     // A second process ticking over the same window runs nothing again.
-    let again = tick(
-        &test.store,
-        &config,
-        &campaigns,
-        (at("2026-11-02T09:30:00Z"), now),
-        &Clock::frozen(now),
-        grace,
-    )
-    .await
-    .unwrap();
+    let again = tick_over(&test, &campaigns, window).await;
     assert!(
         again
             .iter()
@@ -534,20 +531,14 @@ async fn a_user_who_clicked_the_campaign_recently_is_not_sent_again() {
     ];
     test.ingest(&[&test.file("clicks.ndjson", events.join("\n"))])
         .await;
-    let rule = test.file(
-        "all.rhai",
-        "fn target(user) { true }\nfn message(user) { #{ thing1: \"hi\" } }",
-    );
+    let rule = test.everyone();
     let mut campaign = campaign(Delivery {
         requires_credit: false,
         skip_if_clicked_within_hours: Some(24),
         ..immediate()
     });
     campaign.rule = rule;
-    let config = nudge_engine::config::Config {
-        data_dir: test.store.data_dir().to_path_buf(),
-        ..Default::default()
-    };
+    let config = test.config();
     let report = nudge_engine::campaign::run::run(
         &test.store,
         &config.run_settings(),
@@ -600,10 +591,7 @@ async fn rules_see_sends_from_the_outbox_and_their_clicks() {
         .enqueue_sends(&[planned("u1"), planned("u2")], t)
         .await
         .unwrap();
-    let config = nudge_engine::config::Config {
-        data_dir: test.store.data_dir().to_path_buf(),
-        ..Default::default()
-    };
+    let config = test.config();
     let connectors = config.build_connectors().unwrap();
     let options = nudge_engine::dispatch::DispatchOptions {
         until_idle: true,
@@ -934,62 +922,35 @@ async fn a_run_left_running_by_a_dead_process_or_failed_is_run_again() {
     test.ingest(&[&test.file("e.ndjson", line("u1", "app_open", 1_793_491_200_000, ""))])
         .await;
     let rule = test.dir.path().join("later.rhai");
-    let mut hourly = campaign(immediate());
-    hourly.rule = rule.clone();
+    let mut hourly = hourly(rule.clone());
     hourly.delivery.requires_credit = false;
-    hourly.schedule = Some(ScheduleConfig {
-        cron: Some("0 0 * * * *".parse().unwrap()),
-        tz: None,
-        at: None,
-    });
-    let config = nudge_engine::config::Config {
-        data_dir: test.store.data_dir().to_path_buf(),
-        ..Default::default()
-    };
     let campaigns = [hourly];
-    let grace = chrono::Duration::minutes(30);
     // The rule file is missing: the 12:00 run fails.
-    let records = tick(
-        &test.store,
-        &config,
+    let records = tick_over(
+        &test,
         &campaigns,
-        (at("2026-11-02T11:59:00Z"), at("2026-11-02T12:00:05Z")),
-        &Clock::frozen(at("2026-11-02T12:00:05Z")),
-        grace,
+        ("2026-11-02T11:59:00Z", "2026-11-02T12:00:05Z"),
     )
-    .await
-    .unwrap();
+    .await;
     assert!(
         matches!(records.as_slice(), [RunRecord::Failed { .. }]),
         "{records:?}"
     );
-    std::fs::write(
-        &rule,
-        "fn target(user) { true }\nfn message(user) { #{ thing1: \"hi\" } }",
-    )
-    .unwrap();
+    std::fs::write(&rule, super::support::EVERYONE).unwrap();
     // Within its first backoff (a minute) it waits; after it, it runs again.
-    let waiting = tick(
-        &test.store,
-        &config,
+    let waiting = tick_over(
+        &test,
         &campaigns,
-        (at("2026-11-02T12:00:05Z"), at("2026-11-02T12:00:30Z")),
-        &Clock::frozen(at("2026-11-02T12:00:30Z")),
-        grace,
+        ("2026-11-02T12:00:05Z", "2026-11-02T12:00:30Z"),
     )
-    .await
-    .unwrap();
+    .await;
     assert!(waiting.is_empty(), "{waiting:?}");
-    let retried = tick(
-        &test.store,
-        &config,
+    let retried = tick_over(
+        &test,
         &campaigns,
-        (at("2026-11-02T12:00:30Z"), at("2026-11-02T12:01:10Z")),
-        &Clock::frozen(at("2026-11-02T12:01:10Z")),
-        grace,
+        ("2026-11-02T12:00:30Z", "2026-11-02T12:01:10Z"),
     )
-    .await
-    .unwrap();
+    .await;
     assert!(
         matches!(retried.as_slice(), [RunRecord::Ran { planned: 1, .. }]),
         "{retried:?}"
@@ -1002,16 +963,12 @@ async fn a_run_left_running_by_a_dead_process_or_failed_is_run_again() {
             .await
             .unwrap()
     );
-    let taken = tick(
-        &test.store,
-        &config,
+    let taken = tick_over(
+        &test,
         &campaigns,
-        (at("2026-11-02T13:00:01Z"), at("2026-11-02T13:00:30Z")),
-        &Clock::frozen(at("2026-11-02T13:00:30Z")),
-        grace,
+        ("2026-11-02T13:00:01Z", "2026-11-02T13:00:30Z"),
     )
-    .await
-    .unwrap();
+    .await;
     assert!(
         matches!(taken.as_slice(), [RunRecord::Ran { .. }]),
         "{taken:?}"
@@ -1027,16 +984,12 @@ async fn a_run_left_running_by_a_dead_process_or_failed_is_run_again() {
             .await
             .unwrap()
     );
-    let late = tick(
-        &test.store,
-        &config,
+    let late = tick_over(
+        &test,
         &campaigns,
-        (at("2026-11-02T15:00:00Z"), at("2026-11-02T15:00:01Z")),
-        &Clock::frozen(at("2026-11-02T15:00:01Z")),
-        grace,
+        ("2026-11-02T15:00:00Z", "2026-11-02T15:00:01Z"),
     )
-    .await
-    .unwrap();
+    .await;
     assert!(late.is_empty(), "{late:?}");
     let runs = test.store.campaign_runs("cart").await.unwrap();
     assert_eq!(runs[0].state, RunState::Failed);
@@ -1071,17 +1024,8 @@ async fn a_scheduled_run_records_its_skips_by_reason_and_its_send_hours() {
         "some.rhai",
         "fn target(user) { user.id != \"u5\" }\nfn message(user) { #{ thing1: \"hi\" } }",
     );
-    let mut hourly = campaign(immediate());
-    hourly.rule = rule;
-    hourly.schedule = Some(ScheduleConfig {
-        cron: Some("0 0 * * * *".parse().unwrap()),
-        tz: None,
-        at: None,
-    });
-    let config = nudge_engine::config::Config {
-        data_dir: test.store.data_dir().to_path_buf(),
-        ..Default::default()
-    };
+    let hourly = hourly(rule);
+    let config = test.config();
     let instant = at("2026-11-02T12:00:00Z");
     let now = at("2026-11-02T12:00:05Z");
     let dry = nudge_engine::campaign::run::run(
@@ -1095,16 +1039,12 @@ async fn a_scheduled_run_records_its_skips_by_reason_and_its_send_hours() {
     assert_eq!(dry.planned, 3, "{dry:?}");
     assert!(!dry.skipped.is_empty(), "u3 and u4 hold no credit");
     let campaigns = [hourly];
-    tick(
-        &test.store,
-        &config,
+    tick_over(
+        &test,
         &campaigns,
-        (at("2026-11-02T11:59:00Z"), now),
-        &Clock::frozen(now),
-        chrono::Duration::minutes(30),
+        ("2026-11-02T11:59:00Z", "2026-11-02T12:00:05Z"),
     )
-    .await
-    .unwrap();
+    .await;
     let runs = test.store.campaign_runs("cart").await.unwrap();
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0].planned, 3);

@@ -104,6 +104,24 @@ impl Console {
         }
     }
 
+    /// A browser asking for pages in `lang`, signed in with `key`, and the driver it runs in
+    /// (the caller keeps it while the browser is used).
+    async fn signed_in(&self, lang: &str, key: &str) -> (Driver, Browser) {
+        let driver = Driver::start().await;
+        let browser = driver.browser(lang).await;
+        sign_in(&browser, &self.base, key).await;
+        (driver, browser)
+    }
+
+    /// A connection to the store's SQLite file, for writing what the test needs in place.
+    async fn database(&self) -> sqlx::SqliteConnection {
+        use sqlx::Connection;
+        let db = self.dir.path().join("nudge-data/nudge.db");
+        sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+            .await
+            .unwrap()
+    }
+
     fn nudge(&self) -> Command {
         let mut command = nudge(self.dir.path());
         command
@@ -116,11 +134,7 @@ impl Console {
     /// without quiet hours (the test may run at night in their users' zones: resumed, they go
     /// out at once).
     async fn pause(&self, campaign: &str) {
-        use sqlx::Connection;
-        let db = self.dir.path().join("nudge-data/nudge.db");
-        let mut connection = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
-            .await
-            .unwrap();
+        let mut connection = self.database().await;
         let paused = sqlx::query(
             "UPDATE sends SET state = 'paused', failure = 'template_id is invalid (40037)',
                  quiet_start = NULL, quiet_end = NULL, expires_at = ?
@@ -146,11 +160,7 @@ impl Console {
         skipped: &[(&str, u64)],
         hours: &[u64; 24],
     ) {
-        use sqlx::Connection;
-        let db = self.dir.path().join("nudge-data/nudge.db");
-        let mut connection = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
-            .await
-            .unwrap();
+        let mut connection = self.database().await;
         let at =
             chrono::Utc::now().timestamp_millis() / 3_600_000 * 3_600_000 - days_ago * 86_400_000;
         let skipped: BTreeMap<&str, u64> = skipped.iter().copied().collect();
@@ -173,11 +183,7 @@ impl Console {
 
     /// Marks the `count` oldest sent sends failed with `reason`; returns their ids, ascending.
     async fn fail_some(&self, reason: &str, count: i64) -> Vec<i64> {
-        use sqlx::Connection;
-        let db = self.dir.path().join("nudge-data/nudge.db");
-        let mut connection = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
-            .await
-            .unwrap();
+        let mut connection = self.database().await;
         let ids: Vec<i64> = sqlx::query_scalar(
             "UPDATE sends SET state = 'failed', failure = ? WHERE id IN
                  (SELECT id FROM sends WHERE state = 'sent' ORDER BY id LIMIT ?)
@@ -305,9 +311,7 @@ async fn signing_in_opens_every_page_in_both_languages_and_signing_out_closes_th
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_campaign_list_shows_the_numbers_campaign_status_prints() {
     let console = Console::start();
-    let driver = Driver::start().await;
-    let browser = driver.browser("en-US").await;
-    sign_in(&browser, &console.base, VIEWER_KEY).await;
+    let (_driver, browser) = console.signed_in("en-US", VIEWER_KEY).await;
     browser.goto(&format!("{}/campaigns", console.base)).await;
     // Right after the start the clicks may still be being read: the page says so and reloads
     // itself until they are there.
@@ -366,9 +370,7 @@ async fn the_overview_counts_the_stored_events_and_lists_the_leading_process() {
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|n| n.replace(',', "").parse().ok())
         .unwrap_or_else(|| panic!("no event count in {printed}"));
-    let driver = Driver::start().await;
-    let browser = driver.browser("zh-CN").await;
-    sign_in(&browser, &console.base, VIEWER_KEY).await;
+    let (_driver, browser) = console.signed_in("zh-CN", VIEWER_KEY).await;
     let counted = |series: &'static str| {
         let browser = &browser;
         async move {
@@ -443,9 +445,7 @@ async fn a_campaign_page_sums_the_skips_and_send_hours_of_its_runs() {
         ],
         "newest run first: {printed}"
     );
-    let driver = Driver::start().await;
-    let browser = driver.browser("en-US").await;
-    sign_in(&browser, &console.base, VIEWER_KEY).await;
+    let (_driver, browser) = console.signed_in("en-US", VIEWER_KEY).await;
     browser
         .goto(&format!("{}/campaigns/daily_checkin", console.base))
         .await;
@@ -521,9 +521,7 @@ async fn a_viewer_cannot_resume_a_campaign_and_an_admin_can() {
 async fn a_form_posted_without_its_token_is_refused() {
     let console = Console::start();
     console.pause("daily_checkin").await;
-    let driver = Driver::start().await;
-    let browser = driver.browser("en-US").await;
-    sign_in(&browser, &console.base, ADMIN_KEY).await;
+    let (driver, browser) = console.signed_in("en-US", ADMIN_KEY).await;
     browser
         .goto(&format!("{}/campaigns/daily_checkin", console.base))
         .await;
@@ -561,9 +559,7 @@ async fn a_form_posted_without_its_token_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn values_from_events_render_as_text() {
     let console = Console::start();
-    let driver = Driver::start().await;
-    let browser = driver.browser("en-US").await;
-    sign_in(&browser, &console.base, ADMIN_KEY).await;
+    let (_driver, browser) = console.signed_in("en-US", ADMIN_KEY).await;
     let id: String = HOSTILE_USER.bytes().map(|b| format!("%{b:02X}")).collect();
     browser
         .goto(&format!("{}/users?id={id}", console.base))
@@ -591,9 +587,7 @@ async fn values_from_events_render_as_text() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_previews_audience_is_the_dry_runs() {
     let console = Console::start();
-    let driver = Driver::start().await;
-    let browser = driver.browser("zh-CN").await;
-    sign_in(&browser, &console.base, VIEWER_KEY).await;
+    let (_driver, browser) = console.signed_in("zh-CN", VIEWER_KEY).await;
     // The form on the campaign page previews now; a viewer may (a dry run writes nothing).
     browser
         .goto(&format!("{}/campaigns/daily_checkin", console.base))
@@ -652,9 +646,7 @@ async fn a_previews_audience_is_the_dry_runs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_deliveries_log_pages_through_a_campaigns_sends_newest_first() {
     let console = Console::start();
-    let driver = Driver::start().await;
-    let browser = driver.browser("en-US").await;
-    sign_in(&browser, &console.base, VIEWER_KEY).await;
+    let (_driver, browser) = console.signed_in("en-US", VIEWER_KEY).await;
     let printed = run(console
         .nudge()
         .args(["sends", "status", "--campaign", "daily_checkin"]));
@@ -724,9 +716,7 @@ async fn the_deliveries_log_filters_by_reason_and_due_time_in_the_viewers_zone()
     let failed = console
         .fail_some("errcode 43101: the user refused (50%_off)", 3)
         .await;
-    let driver = Driver::start().await;
-    let browser = driver.browser("en-US").await;
-    sign_in(&browser, &console.base, VIEWER_KEY).await;
+    let (_driver, browser) = console.signed_in("en-US", VIEWER_KEY).await;
     let listed = |query: String| {
         let browser = &browser;
         let base = &console.base;
@@ -839,9 +829,7 @@ async fn set_source(browser: &Browser, text: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rule_playground_shows_errors_at_their_line_explains_and_counts() {
     let console = Console::start();
-    let driver = Driver::start().await;
-    let browser = driver.browser("en-US").await;
-    sign_in(&browser, &console.base, VIEWER_KEY).await;
+    let (_driver, browser) = console.signed_in("en-US", VIEWER_KEY).await;
     browser
         .goto(&format!("{}/rules?from=daily_checkin", console.base))
         .await;
@@ -1111,9 +1099,7 @@ async fn only_an_admin_saves_a_rule_and_only_one_that_compiles() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_form_body_is_read_only_for_a_session_and_only_so_far() {
     let console = Console::start();
-    let driver = Driver::start().await;
-    let browser = driver.browser("en-US").await;
-    sign_in(&browser, &console.base, VIEWER_KEY).await;
+    let (_driver, browser) = console.signed_in("en-US", VIEWER_KEY).await;
     let session = browser.cookie("nudge_session").await;
     browser.close().await;
     let anonymous = status_before_the_body(&console.base, "/rules", None, 300 * 1024);

@@ -341,6 +341,17 @@ pub(super) fn nudge(config: &std::path::Path, args: &[&str]) -> Command {
     command
 }
 
+/// Writes a plan of `count` sends due now (`write_plan`) next to `config` and enqueues it with
+/// `nudge sends enqueue`, which must succeed.
+pub(super) fn enqueue_plan(config: &std::path::Path, count: usize) {
+    let plan = write_plan(config.parent().unwrap(), count);
+    let status = nudge(config, &["sends", "enqueue"])
+        .arg(&plan)
+        .status()
+        .unwrap();
+    assert!(status.success(), "sends enqueue: {status}");
+}
+
 pub(super) fn write_plan(dir: &std::path::Path, count: usize) -> std::path::PathBuf {
     let path = dir.join("plan.ndjson");
     let at = chrono::Utc::now().to_rfc3339();
@@ -441,14 +452,7 @@ async fn killing_the_dispatcher_never_duplicates_a_send() {
     // Each send takes 5 ms at the mock, so 10,000 take seconds and every kill lands mid-run.
     let (mut mock, base) = start_mock_process(5);
     let config = config_file(dir.path(), &base);
-    let plan = write_plan(dir.path(), 10_000);
-    assert!(
-        nudge(&config, &["sends", "enqueue"])
-            .arg(&plan)
-            .status()
-            .unwrap()
-            .success()
-    );
+    enqueue_plan(&config, 10_000);
 
     // Each dispatcher is killed once the mock has seen a random number of further requests
     // (progress, not wall time: a fast machine cannot finish before the kill).
@@ -526,14 +530,7 @@ async fn two_dispatchers_on_one_store_send_each_message_once() {
     let dir = tempfile::tempdir().unwrap();
     let (mut mock, base) = start_mock_process(0);
     let config = config_file(dir.path(), &base);
-    let plan = write_plan(dir.path(), 10_000);
-    assert!(
-        nudge(&config, &["sends", "enqueue"])
-            .arg(&plan)
-            .status()
-            .unwrap()
-            .success()
-    );
+    enqueue_plan(&config, 10_000);
     let first = nudge(&config, &["dispatch", "--until-idle"])
         .stdout(Stdio::piped())
         .spawn_guarded();
@@ -575,14 +572,7 @@ async fn templates_sync_stores_keyword_types_and_the_mock_keeps_its_state() {
     .to_string();
     assert!(listed.contains("tmpl_cart_reminder  购物车提醒  [one-time]  thing1 (商品名称), amount2 (商品价格), time3 (加购时间)"), "{listed}");
 
-    let plan = write_plan(dir.path(), 3);
-    assert!(
-        nudge(&config, &["sends", "enqueue"])
-            .arg(&plan)
-            .status()
-            .unwrap()
-            .success()
-    );
+    enqueue_plan(&config, 3);
     assert!(
         nudge(&config, &["dispatch", "--until-idle"])
             .status()

@@ -10,7 +10,6 @@ use chrono_tz::Tz;
 use nudge_engine::campaign::plan::Caps;
 use nudge_engine::campaign::run::Run;
 use nudge_engine::campaign::{Campaign, Delivery, Mode};
-use nudge_engine::config::Config;
 use proptest::prelude::*;
 
 use super::support::{HOUR, NOV_1, TestStore};
@@ -154,27 +153,15 @@ async fn plan_world(world: &World) -> Vec<Live> {
         .ingest(&[&test.file("e.ndjson", events.join("\n"))])
         .await;
     assert_eq!(report.rejected(), 0, "{:?}", test.rejects());
-    let rule = test.file(
-        "all.rhai",
-        "fn target(user) { true }\nfn message(user) { #{ thing1: \"hi\" } }",
-    );
-    let mut settings = Config {
-        data_dir: test.store.data_dir().to_path_buf(),
-        ..Default::default()
-    }
-    .run_settings();
+    let rule = test.everyone();
+    let mut settings = test.config().run_settings();
     settings.caps = world.caps;
     let campaigns: Vec<Campaign> = world
         .campaigns
         .iter()
         .enumerate()
         .map(|(i, plan)| Campaign {
-            name: format!("c{i}"),
-            description: String::new(),
-            rule: rule.clone(),
             template: "t".into(),
-            connector: "dry-run".into(),
-            page: None,
             priority: plan.priority,
             delivery: Delivery {
                 mode: plan.mode,
@@ -182,10 +169,8 @@ async fn plan_world(world: &World) -> Vec<Live> {
                 quiet_hours: plan.quiet,
                 ..Delivery::default()
             },
-            schedule: None,
             dedup_key: plan.dedup.map(String::from),
-            goal_event: None,
-            goal_window_hours: None,
+            ..super::support::campaign(&format!("c{i}"), rule.clone())
         })
         .collect();
     for (campaign, hours) in &world.runs {

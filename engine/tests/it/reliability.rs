@@ -261,12 +261,7 @@ async fn a_send_that_expires_while_the_dispatcher_waits_is_expired_and_the_run_e
     late.send_at_ms = t + 15_000;
     late.expires_at_ms = t + 5_000;
     test.store.enqueue_sends(&[late], t).await.unwrap();
-    let connectors = Config {
-        data_dir: test.store.data_dir().to_path_buf(),
-        ..Config::default()
-    }
-    .build_connectors()
-    .unwrap();
+    let connectors = test.config().build_connectors().unwrap();
     // Five seconds of the clock pass in half a second.
     let clock = Clock::running(t, 10.0);
     let report = dispatch_on(
@@ -800,33 +795,8 @@ async fn a_paused_send_still_counts_against_the_caps() {
         .collect();
     test.ingest(&[&test.file("e.ndjson", events.join("\n"))])
         .await;
-    let rule = test.file(
-        "all.rhai",
-        "fn target(user) { true }\nfn message(user) { #{ thing1: \"hi\" } }",
-    );
-    let other = nudge_engine::campaign::Campaign {
-        name: "other".into(),
-        description: String::new(),
-        rule,
-        template: "tmpl_cart_reminder".into(),
-        connector: "dry-run".into(),
-        page: None,
-        priority: 0,
-        delivery: nudge_engine::campaign::Delivery {
-            mode: nudge_engine::campaign::Mode::Immediate,
-            quiet_hours: None,
-            ..Default::default()
-        },
-        schedule: None,
-        dedup_key: None,
-        goal_event: None,
-        goal_window_hours: None,
-    };
-    let mut settings = Config {
-        data_dir: test.store.data_dir().to_path_buf(),
-        ..Default::default()
-    }
-    .run_settings();
+    let other = super::support::campaign("other", test.everyone());
+    let mut settings = test.config().run_settings();
     settings.caps = nudge_engine::campaign::plan::Caps {
         per_day: 1,
         per_week: 5,

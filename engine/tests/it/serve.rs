@@ -509,14 +509,7 @@ async fn sigterm_under_serve_finishes_the_sends_in_flight_and_releases_the_rest(
     let (mut mock, base) = dispatch::start_mock_process(300);
     let config = dispatch::config_file(root, &base);
     std::fs::create_dir_all(root.join("campaigns")).unwrap();
-    let plan = dispatch::write_plan(root, 500);
-    assert!(
-        dispatch::nudge(&config, &["sends", "enqueue"])
-            .arg(&plan)
-            .status()
-            .unwrap()
-            .success()
-    );
+    dispatch::enqueue_plan(&config, 500);
     let mut child = dispatch::nudge(&config, &["serve", "--lookback-hours", "0"])
         .current_dir(root)
         .stdout(Stdio::null())
@@ -666,14 +659,7 @@ async fn a_database_outage_under_serve_turns_readyz_503_until_the_dispatcher_run
     assert!(restarts >= 1, "{metrics}");
 
     // The dispatcher that came back delivers: sends enqueued now each reach WeChat once.
-    let plan = dispatch::write_plan(root, 40);
-    assert!(
-        dispatch::nudge(&config, &["sends", "enqueue"])
-            .arg(&plan)
-            .status()
-            .unwrap()
-            .success()
-    );
+    dispatch::enqueue_plan(&config, 40);
     let waiting = std::time::Instant::now();
     while dispatch::requests_seen(&base).await < 40 {
         assert!(

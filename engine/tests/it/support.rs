@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use nudge_engine::campaign::{Campaign, Delivery, Mode};
 use nudge_engine::config::Config;
 use nudge_engine::ingest::{self, IngestOptions, IngestReport};
 use nudge_engine::store::Store;
@@ -56,6 +57,43 @@ impl TestStore {
             .lines()
             .map(|line| serde_json::from_str(line).unwrap())
             .collect()
+    }
+
+    /// The default configuration on this store's data folder.
+    pub fn config(&self) -> Config {
+        Config {
+            data_dir: self.store.data_dir().to_path_buf(),
+            ..Default::default()
+        }
+    }
+
+    /// The [`EVERYONE`] rule, written to `all.rhai` in the test directory.
+    pub fn everyone(&self) -> PathBuf {
+        self.file("all.rhai", EVERYONE)
+    }
+}
+
+/// A campaign `name` of `rule`'s messages, sent through the `dry-run` connector at once, at
+/// any hour (no quiet hours), without a page, schedule or dedup key: tests set the fields their
+/// case is about (`Campaign { priority: 2, ..campaign("a", rule) }`).
+pub fn campaign(name: &str, rule: PathBuf) -> Campaign {
+    Campaign {
+        name: name.into(),
+        description: String::new(),
+        rule,
+        template: "tmpl_cart_reminder".into(),
+        connector: "dry-run".into(),
+        page: None,
+        priority: 0,
+        delivery: Delivery {
+            mode: Mode::Immediate,
+            quiet_hours: None,
+            ..Delivery::default()
+        },
+        schedule: None,
+        dedup_key: None,
+        goal_event: None,
+        goal_window_hours: None,
     }
 }
 
