@@ -40,6 +40,44 @@ const RUN_LEASE_MS: i64 = 5 * 60_000;
 /// left `failed`; retries wait 1, 2, 4... minutes and stop at the grace period.
 pub const RUN_ATTEMPTS: i64 = 3;
 
+/// The scheduler of `serve`: at each of `ticks` (the CLI's cron ticker sends one a second),
+/// [`tick`] over what came due by `clock` since the last tick that succeeded (starting from
+/// `after`), all of it when a fast clock passed several instants; each record goes to `report`.
+/// A tick that fails (the database away) is logged and keeps its start, so its instants are
+/// tried again at the next. Returns at shutdown, or when the ticks end.
+#[allow(clippy::too_many_arguments)]
+pub async fn run(
+    store: &Store,
+    config: &Config,
+    campaigns: &[Campaign],
+    clock: &Clock,
+    (mut after, grace): (DateTime<Utc>, Duration),
+    mut ticks: tokio::sync::mpsc::Receiver<()>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    report: impl Fn(RunRecord),
+) {
+    loop {
+        tokio::select! {
+            ticked = ticks.recv() => if ticked.is_none() { return },
+            _ = shutdown.changed() => return,
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+        let now = clock.now();
+        match tick(store, config, campaigns, (after, now), clock, grace).await {
+            Ok(records) => {
+                records.into_iter().for_each(&report);
+                after = now;
+            }
+            Err(error) => {
+                tracing::error!(error = %error, "scheduling failed; trying again next tick");
+                eprintln!("scheduling error: {error}");
+            }
+        }
+    }
+}
+
 /// Runs every instant due in `(after, now]`: within `grace` of now it runs (once, across
 /// processes); older ones are recorded as missed. Then takes over runs whose process died and
 /// retries failed ones, both while within `grace` of their instant. `clock` times the renewal

@@ -225,7 +225,7 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
 
     // tokio-cron-scheduler is the local ticker: once a second (of real time) it asks which runs
     // are due by the clock, all of them when a fast clock has passed several.
-    let (tick_sender, mut ticks) = tokio::sync::mpsc::channel::<()>(4);
+    let (tick_sender, ticks) = tokio::sync::mpsc::channel::<()>(4);
     let ticker = JobScheduler::new().await?;
     let sender = Arc::new(tick_sender);
     ticker
@@ -239,52 +239,34 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
     ticker.start().await?;
 
     let grace = chrono::Duration::minutes(args.grace_minutes);
-    let mut after = clock.now() - chrono::Duration::hours(args.lookback_hours);
-    let mut shutdown_watch = shutdown.clone();
-    loop {
-        tokio::select! {
-            _ = ticks.recv() => {}
-            _ = shutdown_watch.changed() => break,
-        }
-        let now = clock.now();
-        let ticked = schedule::tick(
-            &store,
-            &context.config,
-            &campaigns,
-            (after, now),
-            &clock,
-            grace,
-        );
-        let records = match ticked.await {
-            Ok(records) => records,
-            Err(error) => {
-                // The instants stay due: the next tick (same `after`) tries them again.
-                tracing::error!(error = %error, "scheduling failed; trying again next tick");
-                eprintln!("scheduling error: {error}");
-                continue;
-            }
-        };
-        for record in records {
-            match record {
-                RunRecord::Ran {
-                    campaign,
-                    at,
-                    planned,
-                } => println!("{campaign} @ {at}: {planned} sends planned"),
-                RunRecord::Missed { campaign, at } => println!(
-                    "{campaign} @ {at}: missed (past the {} min grace), skipped",
-                    args.grace_minutes
-                ),
-                RunRecord::Failed {
-                    campaign,
-                    at,
-                    reason,
-                } => eprintln!("{campaign} @ {at}: failed: {reason}"),
-                RunRecord::AlreadyTaken { .. } => {}
-            }
-        }
-        after = now;
-    }
+    let after = clock.now() - chrono::Duration::hours(args.lookback_hours);
+    schedule::run(
+        &store,
+        &context.config,
+        &campaigns,
+        &clock,
+        (after, grace),
+        ticks,
+        shutdown.clone(),
+        |record| match record {
+            RunRecord::Ran {
+                campaign,
+                at,
+                planned,
+            } => println!("{campaign} @ {at}: {planned} sends planned"),
+            RunRecord::Missed { campaign, at } => println!(
+                "{campaign} @ {at}: missed (past the {} min grace), skipped",
+                args.grace_minutes
+            ),
+            RunRecord::Failed {
+                campaign,
+                at,
+                reason,
+            } => eprintln!("{campaign} @ {at}: failed: {reason}"),
+            RunRecord::AlreadyTaken { .. } => {}
+        },
+    )
+    .await;
     println!("stopping");
     // The listener and the dispatcher drain side by side, each within the shutdown timeout.
     let listening = async {

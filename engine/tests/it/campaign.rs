@@ -1057,3 +1057,79 @@ async fn a_scheduled_run_records_its_skips_by_reason_and_its_send_hours() {
     assert_eq!(status.runs[0].skipped, dry.skipped);
     assert_eq!(status.runs[0].hours, dry.hours);
 }
+
+// The scheduler's loop, as `serve` runs it: each tick runs what came due since the last one
+// (here after downtime: two instants past their grace, one within it), a later tick does not
+// run them again, and the loop ends when the ticks end or at shutdown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scheduler_runs_what_came_due_since_its_last_tick_and_stops_at_shutdown() {
+    let test = TestStore::new().await;
+    test.ingest(&[&test.file("e.ndjson", line("u1", "app_open", 1_793_491_200_000, ""))])
+        .await;
+    let mut hourly = hourly(test.everyone());
+    hourly.delivery.requires_credit = false;
+    let start = |ticks, shutdown| {
+        let (store, config, campaigns) = (test.store.clone(), test.config(), [hourly.clone()]);
+        let reported = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let into = reported.clone();
+        let task = tokio::spawn(async move {
+            nudge_engine::schedule::run(
+                &store,
+                &config,
+                &campaigns,
+                &Clock::frozen(at("2026-11-02T12:10:00Z")),
+                (at("2026-11-02T09:30:00Z"), chrono::Duration::minutes(30)),
+                ticks,
+                shutdown,
+                |record| into.lock().unwrap().push(record),
+            )
+            .await
+        });
+        (task, reported)
+    };
+    let (tick, ticks) = tokio::sync::mpsc::channel(4);
+    let (_stop, shutdown) = tokio::sync::watch::channel(false);
+    let (task, reported) = start(ticks, shutdown);
+    for _ in 0..3 {
+        tick.send(()).await.unwrap();
+    }
+    drop(tick);
+    tokio::time::timeout(std::time::Duration::from_secs(30), task)
+        .await
+        .expect("the loop ends with its ticks")
+        .unwrap();
+    let reported = reported.lock().unwrap().clone();
+    let ran: Vec<_> = reported
+        .iter()
+        .filter_map(|r| match r {
+            RunRecord::Ran { at, planned, .. } => Some((*at, *planned)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ran, [(at("2026-11-02T12:00:00Z"), 1)], "{reported:?}");
+    let missed = reported
+        .iter()
+        .filter(|r| matches!(r, RunRecord::Missed { .. }))
+        .count();
+    assert_eq!((missed, reported.len()), (2, 3), "{reported:?}");
+
+    // Shutdown ends a loop whose ticker still runs.
+    let (tick, ticks) = tokio::sync::mpsc::channel(4);
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let (task, again) = start(ticks, shutdown);
+    tick.send(()).await.unwrap();
+    stop.send(true).unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(30), task)
+        .await
+        .expect("the loop ends at shutdown")
+        .unwrap();
+    assert!(
+        again
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|r| matches!(r, RunRecord::AlreadyTaken { .. })),
+        "a second scheduler on the store runs nothing again"
+    );
+    drop(tick);
+}
