@@ -144,9 +144,7 @@ async fn frequency_caps_across_two_campaigns_let_the_higher_priority_win() {
     let high = campaign(&test, "high", 5);
     let lowest = campaign(&test, "lowest", 0);
 
-    let first = run(&test.store, &config.run_settings(), &low, Run::at(now, now))
-        .await
-        .unwrap();
+    let first = test.run_at(&config, &low, now).await;
     assert_eq!(first.planned, 3);
     // u0's send of `low` goes out before `high` runs: a sent send is never taken back.
     let claimed = test
@@ -166,14 +164,7 @@ async fn frequency_caps_across_two_campaigns_let_the_higher_priority_win() {
         .await
         .unwrap();
 
-    let second = run(
-        &test.store,
-        &config.run_settings(),
-        &high,
-        Run::at(now, now),
-    )
-    .await
-    .unwrap();
+    let second = test.run_at(&config, &high, now).await;
     assert_eq!(second.planned, 2, "{second:?}");
     assert_eq!(second.cancelled, 2);
     assert_eq!(second.skipped.get("capped"), Some(&1));
@@ -186,14 +177,7 @@ async fn frequency_caps_across_two_campaigns_let_the_higher_priority_win() {
     assert_eq!(states(&test, "high").await, counts(&[("planned", 2)]));
 
     // A lower priority cannot take the slots back.
-    let third = run(
-        &test.store,
-        &config.run_settings(),
-        &lowest,
-        Run::at(now, now),
-    )
-    .await
-    .unwrap();
+    let third = test.run_at(&config, &lowest, now).await;
     assert_eq!((third.planned, third.skipped.get("capped")), (0, Some(&3)));
 }
 
@@ -209,30 +193,9 @@ async fn a_dedup_key_by_day_sends_once_however_often_the_campaign_runs() {
     let morning = at("2026-11-02T09:00:00+08:00");
     let evening = at("2026-11-02T20:00:00+08:00");
     let next_day = at("2026-11-03T09:00:00+08:00");
-    let first = run(
-        &test.store,
-        &config.run_settings(),
-        &daily,
-        Run::at(morning, morning),
-    )
-    .await
-    .unwrap();
-    let again = run(
-        &test.store,
-        &config.run_settings(),
-        &daily,
-        Run::at(evening, evening),
-    )
-    .await
-    .unwrap();
-    let tomorrow = run(
-        &test.store,
-        &config.run_settings(),
-        &daily,
-        Run::at(next_day, next_day),
-    )
-    .await
-    .unwrap();
+    let first = test.run_at(&config, &daily, morning).await;
+    let again = test.run_at(&config, &daily, evening).await;
+    let tomorrow = test.run_at(&config, &daily, next_day).await;
     assert_eq!((first.planned, first.duplicates), (3, 0));
     assert_eq!((again.planned, again.duplicates), (3, 3));
     assert_eq!((tomorrow.planned, tomorrow.duplicates), (3, 0));
@@ -274,14 +237,7 @@ async fn held_out_users_are_recorded_and_never_dispatched() {
     let mut everyone_held = campaign(&test, "held", 0);
     everyone_held.delivery.holdout_percent = 100.0;
     let now = at("2026-11-02T12:00:00+08:00");
-    let report: RunReport = run(
-        &test.store,
-        &config.run_settings(),
-        &everyone_held,
-        Run::at(now, now),
-    )
-    .await
-    .unwrap();
+    let report: RunReport = test.run_at(&config, &everyone_held, now).await;
     assert_eq!((report.planned, report.holdout), (0, 3));
     assert_eq!(states(&test, "held").await, counts(&[("holdout", 3)]));
     let claimed = test
@@ -297,14 +253,9 @@ async fn held_out_users_are_recorded_and_never_dispatched() {
         .unwrap();
     assert!(claimed.is_empty());
     // Held-out records take no cap slot.
-    let other = run(
-        &test.store,
-        &config.run_settings(),
-        &campaign(&test, "other", 0),
-        Run::at(now, now),
-    )
-    .await
-    .unwrap();
+    let other = test
+        .run_at(&config, &campaign(&test, "other", 0), now)
+        .await;
     assert_eq!(other.planned, 3);
 }
 
@@ -352,14 +303,7 @@ async fn lift_compares_goal_events_of_sent_and_held_out_users_within_the_window(
     halves.delivery.holdout_percent = 50.0;
     halves.goal_event = Some("purchase".into());
     let now = at("2026-11-02T12:00:00Z");
-    let report = run(
-        &test.store,
-        &config.run_settings(),
-        &halves,
-        Run::at(now, now),
-    )
-    .await
-    .unwrap();
+    let report = test.run_at(&config, &halves, now).await;
     assert!(report.holdout > 5 && report.planned > 5, "{report:?}");
     // Every send goes out.
     let claimed = test

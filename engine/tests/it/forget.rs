@@ -7,7 +7,6 @@ use std::path::Path;
 
 use chrono::{DateTime, Utc};
 use nudge_engine::campaign::Campaign;
-use nudge_engine::campaign::run::Run;
 use nudge_engine::store::{CompactOptions, Store};
 use polars::prelude::*;
 
@@ -121,14 +120,7 @@ async fn a_forgotten_user_leaves_no_trace_and_is_refused_afterwards() {
         .await
         .unwrap();
     let campaign = everyone_now(&test);
-    let run = nudge_engine::campaign::run::run(
-        &test.store,
-        &config.run_settings(),
-        &campaign,
-        Run::at(now, now),
-    )
-    .await
-    .unwrap();
+    let run = test.run_at(&config, &campaign, now).await;
     assert_eq!(run.planned, 4, "every user planned a send");
     let sends_before = sends_total(&test.store).await;
     // The files beside the store: a rejects file and a `file` connector's output.
@@ -451,16 +443,7 @@ async fn a_user_who_withdraws_consent_or_is_forgotten_gets_no_send_already_plann
     let campaign = everyone_now(&test);
     let plan = |now: DateTime<Utc>| {
         let (test, config, campaign) = (&test, &config, &campaign);
-        async move {
-            nudge_engine::campaign::run::run(
-                &test.store,
-                &config.run_settings(),
-                campaign,
-                Run::at(now, now),
-            )
-            .await
-            .unwrap()
-        }
+        async move { test.run_at(config, campaign, now).await }
     };
     let first = plan(at("2026-11-03T12:00:00+08:00")).await;
     assert_eq!(first.planned, 4);

@@ -67,6 +67,24 @@ impl TestStore {
         }
     }
 
+    /// Runs `campaign` at `at` (as a run scheduled for that instant, made then) with `config`'s
+    /// settings; the run must succeed.
+    pub async fn run_at(
+        &self,
+        config: &Config,
+        campaign: &Campaign,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> nudge_engine::campaign::run::RunReport {
+        nudge_engine::campaign::run::run(
+            &self.store,
+            &config.run_settings(),
+            campaign,
+            nudge_engine::campaign::run::Run::at(at, at),
+        )
+        .await
+        .unwrap()
+    }
+
     /// The [`EVERYONE`] rule, written to `all.rhai` in the test directory.
     pub fn everyone(&self) -> PathBuf {
         self.file("all.rhai", EVERYONE)
