@@ -144,41 +144,47 @@ fn em(sample: &[&[f64; HOURS_OF_WEEK]], mut model: Model) -> Model {
     model
 }
 
-/// Farthest-first initial types: spread out, deterministic.
+/// Initial types: the sample's users in the order of the hour of day they are most active at
+/// (their counts folded over the days of the week), cut into `k` groups of equal size, each
+/// group's mean profile one type. Rhythms differ first by when they peak, and the mean of many
+/// users is never one odd user (the farthest-first seeds used before were the sample's most
+/// unusual users, and EM from them settled on worse types: at 1M users 8 types gave 0.762
+/// against 0.791 at 100k). Deterministic.
 fn initial_types(sample: &[&[f64; HOURS_OF_WEEK]], k: usize) -> Vec<Vec<f64>> {
-    let profiles: Vec<Vec<f64>> = sample
+    let mut order: Vec<(usize, usize)> = sample
         .iter()
-        .map(|counts| {
-            let mut p = counts.to_vec();
-            normalise(&mut p);
-            p
-        })
-        .collect();
-    let distance = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).sum::<f64>();
-    let first = (0..sample.len())
-        .max_by(|a, b| {
-            sample[*a]
+        .enumerate()
+        .map(|(at, counts)| {
+            let mut day = [0.0; 24];
+            counts
                 .iter()
-                .sum::<f64>()
-                .total_cmp(&sample[*b].iter().sum::<f64>())
+                .enumerate()
+                .for_each(|(hour, c)| day[hour % 24] += c);
+            let peak = (0..24)
+                .max_by(|a, b| day[*a].total_cmp(&day[*b]))
+                .unwrap_or(0);
+            (peak, at)
         })
-        .unwrap_or(0);
-    let mut chosen = vec![first];
-    let mut nearest: Vec<f64> = profiles
-        .iter()
-        .map(|p| distance(p, &profiles[first]))
         .collect();
-    while chosen.len() < k {
-        let next = (0..profiles.len())
-            .max_by(|a, b| nearest[*a].total_cmp(&nearest[*b]))
-            .unwrap_or(0);
-        chosen.push(next);
-        nearest
-            .par_iter_mut()
-            .zip(&profiles)
-            .for_each(|(near, p)| *near = near.min(distance(p, &profiles[next])));
-    }
-    chosen.into_iter().map(|i| profiles[i].clone()).collect()
+    order.sort_unstable();
+    // `k` groups, none empty (`fit` asks for at most one type per user).
+    let n = order.len();
+    (0..k)
+        .map(|group| {
+            let mut mean = vec![0.0; HOURS_OF_WEEK];
+            for (_, at) in &order[group * n / k..(group + 1) * n / k] {
+                let counts = sample[*at];
+                let total: f64 = counts.iter().sum();
+                if total > 0.0 {
+                    mean.iter_mut()
+                        .zip(counts.iter())
+                        .for_each(|(m, c)| *m += c / total);
+                }
+            }
+            normalise(&mut mean);
+            mean
+        })
+        .collect()
 }
 
 impl Model {
@@ -305,5 +311,36 @@ mod tests {
         );
         let population = model.population();
         assert!((population[21] - population[8]).abs() < 0.02);
+    }
+
+    #[test]
+    fn the_initial_types_are_the_means_of_users_grouped_by_their_peak_hour() {
+        // Three rhythms and one odd user who is active at 03:00 only: the seeds are the three
+        // groups' means, never the odd user alone (farthest-first picked such users).
+        let mut users: Vec<[f64; HOURS_OF_WEEK]> = Vec::new();
+        for hour in [8, 13, 21] {
+            users.extend((0..30).map(|_| peaked(hour, 4.0)));
+        }
+        users.push(peaked(3, 40.0));
+        let refs: Vec<&[f64; HOURS_OF_WEEK]> = users.iter().collect();
+        let types = initial_types(&refs, 3);
+        let peaks: Vec<usize> = types
+            .iter()
+            .map(|t| {
+                (0..HOURS_OF_WEEK)
+                    .max_by(|a, b| t[*a].total_cmp(&t[*b]))
+                    .unwrap()
+                    % 24
+            })
+            .collect();
+        assert_eq!(peaks, [8, 13, 21]);
+        // As many types as asked for, each a distribution, even one per user.
+        let one_each = initial_types(&refs[..4], 4);
+        assert_eq!(one_each.len(), 4);
+        assert!(
+            one_each
+                .iter()
+                .all(|t| (t.iter().sum::<f64>() - 1.0).abs() < 1e-9)
+        );
     }
 }
