@@ -98,15 +98,8 @@ async fn forget(context: &Context, args: ForgetArgs) -> anyhow::Result<ExitCode>
         .or_else(|| std::env::var("USER").ok())
         .unwrap_or_else(|| "cli".to_string());
     let store = Store::open(&context.config.store()).await?;
-    let requested_by = format!("cli:{by}");
-    let done = nudge_engine::privacy::forget(
-        &store,
-        &context.config,
-        &ids,
-        &requested_by,
-        chrono::Utc::now(),
-    )
-    .await?;
+    let done =
+        nudge_engine::privacy::forget(&store, &context.config, &ids, &format!("cli:{by}")).await?;
     println!(
         "forgot {} users: {} events from {} segment files, {} profile/credit rows, {} planned sends cancelled, {} sends kept under a hash, {} windows, {} lines in {} files",
         done.store.users,

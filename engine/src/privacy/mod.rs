@@ -30,13 +30,13 @@ pub struct Forgotten {
     pub files: FilesForgotten,
 }
 
-/// Forgets `users` at `now` (see the module's text); `requested_by` is recorded (never the ids).
+/// Forgets `users` (see the module's text), at the store's clock's now; `requested_by` is
+/// recorded (never the ids).
 pub async fn forget(
     store: &Store,
     config: &Config,
     users: &[String],
     requested_by: &str,
-    now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Forgotten> {
     let users: Vec<String> = users
         .iter()
@@ -45,9 +45,7 @@ pub async fn forget(
         .collect();
     let users = users.as_slice();
     let started = std::time::Instant::now();
-    let mut report = store
-        .forget_users(users, requested_by, now.timestamp_millis())
-        .await?;
+    let mut report = store.forget_users(users, requested_by).await?;
     let data_dir = store.data_dir().to_path_buf();
     let ids = users.to_vec();
     report.windows =

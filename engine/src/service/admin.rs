@@ -211,8 +211,7 @@ pub async fn forget_user(State(service): State<Arc<Service>>, Path(id): Path<Str
             "an empty user id: name the user to forget".to_string(),
         ));
     }
-    let now = service.clock.now();
-    let done = crate::privacy::forget(&service.store, &service.engine, &[id], "api", now).await?;
+    let done = crate::privacy::forget(&service.store, &service.engine, &[id], "api").await?;
     Ok(Json(done).into_response())
 }
 

@@ -97,6 +97,8 @@ impl Service {
         listen: SocketAddr,
         clock: crate::clock::Clock,
     ) -> Result<Service> {
+        // What the service writes is dated by the clock it answers by.
+        let store = store.with_clock(clock);
         let config = engine.server.clone();
         let mut receivers = std::collections::BTreeMap::new();
         for (name, connector) in &engine.connectors {

@@ -75,14 +75,9 @@ impl Store {
 
     /// Forgets `users` everywhere the store holds them (see the module's text). `requested_by`
     /// is recorded with the counts. Forgetting again a user already forgotten finds nothing
-    /// more and is harmless, so an interrupted forget is finished by running it again. `now_ms`
-    /// is when it happens: the tombstones', the cancelled sends' and the record's time.
-    pub async fn forget_users(
-        &self,
-        users: &[String],
-        requested_by: &str,
-        now_ms: i64,
-    ) -> Result<ForgetReport> {
+    /// more and is harmless, so an interrupted forget is finished by running it again. The
+    /// store's clock dates the tombstones, the cancelled sends and the record.
+    pub async fn forget_users(&self, users: &[String], requested_by: &str) -> Result<ForgetReport> {
         let mut sorted: Vec<String> = users
             .iter()
             .map(|user| user.trim().to_string())
@@ -98,7 +93,7 @@ impl Store {
             return Ok(report);
         }
         let key = self.forget_key().await?;
-        let now = now_ms;
+        let now = self.now_ms();
         let started = std::time::Instant::now();
         let keyed: Vec<String> = sorted.iter().map(|user| user_key(&key, user)).collect();
         // 1. Tombstones: from their commit on, no batch stores an event of these users.

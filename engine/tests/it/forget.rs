@@ -76,13 +76,16 @@ async fn sends_total(store: &Store) -> u64 {
         .sum()
 }
 
-/// Forgets [`GONE`] at `now`.
+/// Forgets [`GONE`] at `now` (a store whose clock reads it).
 async fn forget_gone(
     store: &Store,
     config: &nudge_engine::config::Config,
     now: DateTime<Utc>,
 ) -> nudge_engine::privacy::Forgotten {
-    nudge_engine::privacy::forget(store, config, &[GONE.to_string()], "test", now)
+    let store = store
+        .clone()
+        .with_clock(nudge_engine::clock::Clock::frozen(now));
+    nudge_engine::privacy::forget(&store, config, &[GONE.to_string()], "test")
         .await
         .unwrap()
 }

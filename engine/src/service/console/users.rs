@@ -175,7 +175,6 @@ pub async fn forget(
         &service.engine,
         &[id.to_string()],
         "console",
-        service.clock.now(),
     )
     .await
     {
