@@ -396,6 +396,36 @@ async fn run_family(args: &Args, family: Family) -> anyhow::Result<()> {
                 .join(", ")
         }
     );
+    let tried = |values: Vec<(String, Option<f64>)>| -> String {
+        values
+            .into_iter()
+            .map(|(value, ll)| match ll {
+                Some(ll) => format!("{value} {ll:.4}"),
+                None => format!("{value} -"),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let gaps = calibration.session_gaps_tried.iter();
+    let half_lives = calibration.half_lives_tried.iter();
+    println!(
+        "Counted: session gap {} (tried: {}); half-life {} (tried: {})",
+        calibration
+            .session_gap_minutes
+            .map_or("as configured".into(), |gap| format!("{gap} min")),
+        tried(
+            gaps.map(|t| (format!("{} min", t.minutes), t.log_likelihood))
+                .collect()
+        ),
+        calibration
+            .half_life_days
+            .map_or("as configured".into(), |days| format!("{days} d")),
+        tried(
+            half_lives
+                .map(|t| (format!("{} d", t.days), t.log_likelihood))
+                .collect()
+        ),
+    );
 
     // The backtest on the same store: does its ranking agree with the truth?
     let evaluation =

@@ -89,7 +89,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             (true, _) => format!(
                 "the gap tuned (picked {} min{})",
                 full.calibration.session_gap_minutes.unwrap_or_default(),
-                if full.session_gap_recounted {
+                if full.recounted {
                     ", not the gap the store was counted with: counted again"
                 } else {
                     ""

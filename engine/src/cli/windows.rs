@@ -150,9 +150,9 @@ fn print_report(
     );
     if !report.incremental {
         print_calibration(&report.calibration, "");
-        if report.session_gap_recounted {
+        if report.recounted {
             println!(
-                "  (the tuning picked another session gap than the store was counted with: counted again with it)"
+                "  (the tuning picked another session gap or half-life than the store was counted with: counted again with it)"
             );
         }
         if let Some(tuned) = report.tuning_kept_from {
@@ -192,7 +192,10 @@ fn print_evaluation(
         0 => "every event on its own".to_string(),
         gap => format!("sessions of events at most {gap} minutes apart"),
     };
-    println!("the model counted {counted}");
+    println!(
+        "the model counted {counted}, an event {} days old weighing half as much as one now",
+        evaluation.half_life_days
+    );
     println!("\nper event (each held-out event counts):");
     print_bands(std::iter::once(&evaluation.all).chain(&evaluation.bands));
     println!(
@@ -244,6 +247,24 @@ pub(super) fn print_calibration(calibration: &windows::calibrate::Calibration, i
         } else {
             println!(
                 "{indent}sessions: {counted}; picked by each gap's held-out log-likelihood per session on a sample: {}",
+                tried.join(", ")
+            );
+        }
+    }
+    if let Some(days) = calibration.half_life_days {
+        let tried: Vec<String> = calibration
+            .half_lives_tried
+            .iter()
+            .map(|tried| match tried.log_likelihood {
+                Some(ll) => format!("{} d {ll:.4}", tried.days),
+                None => format!("{} d not tuned", tried.days),
+            })
+            .collect();
+        if tried.is_empty() {
+            println!("{indent}half-life: {days} days (the tuning's pick)");
+        } else {
+            println!(
+                "{indent}half-life: {days} days; picked by each half-life's held-out log-likelihood per session on a sample: {}",
                 tried.join(", ")
             );
         }

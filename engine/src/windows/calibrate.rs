@@ -65,6 +65,20 @@ pub struct Calibration {
     /// The gaps the tuning tried and the held-out log-likelihood each reached on its sample.
     #[serde(default)]
     pub session_gaps_tried: Vec<GapTried>,
+    /// The half-life the tuning picked (`windows.tune_half_life`); `None`: the configured one.
+    #[serde(default)]
+    pub half_life_days: Option<f64>,
+    /// The half-lives the tuning tried and the held-out log-likelihood each reached.
+    #[serde(default)]
+    pub half_lives_tried: Vec<HalfLifeTried>,
+}
+
+/// A half-life the tuning tried (see `windows.tune_half_life`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HalfLifeTried {
+    pub days: f64,
+    /// As [`GapTried::log_likelihood`].
+    pub log_likelihood: Option<f64>,
 }
 
 /// A session gap the tuning tried (see `windows.tune_session_gap`).
@@ -90,6 +104,19 @@ impl Calibration {
             fallbacks: Vec::new(),
             session_gap_minutes: None,
             session_gaps_tried: Vec::new(),
+            half_life_days: None,
+            half_lives_tried: Vec::new(),
+        }
+    }
+
+    /// How the state these settings were chosen for counts events: the tuning's picks, else as
+    /// `config` says.
+    pub fn counted(&self, config: &WindowsConfig) -> super::Counted {
+        super::Counted {
+            gap_minutes: self
+                .session_gap_minutes
+                .unwrap_or(config.session_gap_minutes),
+            half_life_days: self.half_life_days.unwrap_or(config.half_life_days),
         }
     }
 
@@ -243,6 +270,8 @@ pub fn calibrate(
         fallbacks,
         session_gap_minutes: None,
         session_gaps_tried: Vec::new(),
+        half_life_days: None,
+        half_lives_tried: Vec::new(),
     };
     (calibration, Some(model))
 }
@@ -355,7 +384,7 @@ fn cases(
     users
         .par_iter()
         .map(|(user, trained)| {
-            let counts = trained.map_or([0.0; HOURS_OF_WEEK], |t| t.counts.dense());
+            let counts = trained.map_or([0.0; HOURS_OF_WEEK], |t| t.evidence());
             let prior = match trained {
                 Some(_) => scorer.posterior_mixture(&smooth(&counts, config.smoothing)),
                 None => population,
@@ -546,6 +575,7 @@ mod tests {
                 tz: chrono_tz::Asia::Shanghai,
                 events,
                 counts: super::super::local::Hours::from_dense(&counts),
+                weight: counts.iter().sum(),
             })
             .collect();
         users.sort_by(|a, b| a.user_id.cmp(&b.user_id));

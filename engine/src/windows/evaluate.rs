@@ -32,6 +32,8 @@ pub struct Evaluation {
     /// The session gap the fitted model counted with (the stored windows' pick when the gap is
     /// tuned, else the configured one).
     pub session_gap_minutes: u32,
+    /// The half-life it decayed events with (likewise).
+    pub half_life_days: f64,
     /// The settings the fitted model used (tuned on the days before the cut-off).
     pub calibration: Calibration,
 }
@@ -45,7 +47,7 @@ pub struct Scored {
 
 /// The gap the held-out activity is counted in sessions with: events at most this many
 /// minutes apart are one visit.
-pub const SESSION_GAP: u32 = super::HELD_OUT_GAP;
+pub const SESSION_GAP: u32 = super::tuning::HELD_OUT_GAP;
 
 /// Fits on the events of the lookback before `as_of - holdout_days` (tuning the settings on
 /// the same number of days before that, as `windows compute` does) and scores on the events
@@ -66,12 +68,10 @@ pub async fn evaluate(
     let cutoff_ms = as_of_ms - holdout_days * DAY_MS;
     let from_ms = cutoff_ms - config.lookback_days * DAY_MS;
     let cuts = [cutoff_ms, cutoff_ms - holdout_days * DAY_MS];
-    // The model counts with the gap `windows compute` would: the stored pick when tuned.
-    let gap = match config.tune_session_gap {
-        true => super::stored_gap(store).unwrap_or(config.session_gap_minutes),
-        false => config.session_gap_minutes,
-    };
-    let config = &*config.with_session_gap(Some(gap));
+    // The model counts the way `windows compute` would: the stored picks where tuned.
+    let way = super::tuning::start(store, config);
+    let gap = way.gap_minutes;
+    let config = &*config.counting(way);
     let Some((full, mut held, _)) =
         build_state(store, config, default_tz, from_ms, as_of_ms, &cuts).await?
     else {
@@ -146,6 +146,7 @@ pub async fn evaluate(
         bands: events.bands,
         sessions,
         session_gap_minutes: gap,
+        half_life_days: way.half_life_days,
         calibration: windows.calibration,
     })
 }
@@ -172,7 +173,7 @@ fn score_all(
                 None => *population,
             };
             let events = trained.map_or(0, |t| t.events);
-            let counts = trained.map_or([0.0; HOURS_OF_WEEK], |t| t.counts.dense());
+            let counts = trained.map_or([0.0; HOURS_OF_WEEK], |t| t.evidence());
             let outcome = user.counts.dense();
             let scores = strategies(&own, population, &counts)
                 .iter()

@@ -175,6 +175,25 @@ pub struct UserCounts {
     pub tz: Tz,
     pub events: u64,
     pub counts: Hours,
+    /// The counted events' weight, not decayed: how much is known of the user.
+    pub weight: f64,
+}
+
+impl UserCounts {
+    /// What the user's events say, per local hour of week: the decayed counts scaled back to
+    /// the events' whole weight. The decay says which of a user's events describe them now,
+    /// not how much is known of them: a user last seen a month ago is no closer to the
+    /// population than on the day they were seen (an older routine is still theirs; a decay of
+    /// all their evidence would let the prior win where it knows less).
+    pub fn evidence(&self) -> [f64; HOURS_OF_WEEK] {
+        let mut dense = self.counts.dense();
+        let decayed: f64 = dense.iter().sum();
+        if decayed > 0.0 && self.weight > 0.0 {
+            let scale = self.weight / decayed;
+            dense.iter_mut().for_each(|value| *value *= scale);
+        }
+        dense
+    }
 }
 
 /// Every user's decayed counts as of one instant: what incremental updates roll forward.
@@ -376,6 +395,7 @@ impl State {
                 }
             });
             user.events = user.events.saturating_sub(taken.events);
+            user.weight = (user.weight - taken.weight).max(0.0);
             user.counts = Hours::from_dense(&dense);
         }
         self.users.retain(|u| u.events > 0);
@@ -406,11 +426,14 @@ fn apply(
     let zone = entry.tz;
     let mut scratch = entry.counts.dense();
     let mut events = entry.events as i64;
+    let mut total = entry.weight;
     for &(_, hour, weight, count) in rows {
         scratch[table.bin(zone, hour)] += sign * weight * table.decay(hour, config, as_of_ms);
         events += sign as i64 * count as i64;
+        total += sign * weight;
     }
     entry.events = events.max(0) as u64;
+    entry.weight = total.max(0.0);
     entry.counts = Hours::from_dense(&scratch);
 }
 
@@ -453,6 +476,7 @@ impl<'a> Zones<'a> {
             tz: zone.unwrap_or(self.default_tz),
             events: 0,
             counts: Hours::default(),
+            weight: 0.0,
         }
     }
 

@@ -22,6 +22,7 @@ mod persist;
 mod sessions;
 mod strategies;
 mod trial;
+mod tuning;
 pub use persist::forget_users as forget_windows_of;
 pub mod pooled;
 pub mod timing;
@@ -44,7 +45,8 @@ pub use timing::{SendChoice, best_send_time};
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WindowsConfig {
-    /// An event this many days old counts half as much as one now.
+    /// An event this many days old counts half as much as one now. With `tune_half_life` (the
+    /// default) this is where the first tuning starts and what a store too small to tune uses.
     pub half_life_days: f64,
     /// Events older than this are ignored.
     pub lookback_days: i64,
@@ -75,6 +77,12 @@ pub struct WindowsConfig {
     /// kept with the tuning. A pick other than the gap the store was counted with costs a
     /// second scan.
     pub tune_session_gap: bool,
+    /// When tuning, also pick the half-life among 7, 21, 60 and 365 days and the configured one
+    /// on the same sample, from the same scan: the longest whose held-out log-likelihood is
+    /// within 0.01 of the best. A store whose users keep their routines keeps a long memory;
+    /// one whose users changed them forgets sooner. The pick is kept with the tuning; one other
+    /// than the half-life the store was counted with costs a second scan.
+    pub tune_half_life: bool,
     /// Weight per event name; names not listed weigh `default_weight`.
     pub event_weights: HashMap<String, f64>,
     pub default_weight: f64,
@@ -95,7 +103,7 @@ impl Default for WindowsConfig {
         .map(|(name, weight)| (name.to_string(), weight))
         .collect();
         WindowsConfig {
-            half_life_days: 21.0,
+            half_life_days: 60.0,
             lookback_days: 90,
             pseudo_count: 30.0,
             smoothing: 0.2,
@@ -106,6 +114,7 @@ impl Default for WindowsConfig {
             fit_min_events: 25,
             session_gap_minutes: 0,
             tune_session_gap: true,
+            tune_half_life: true,
             event_weights,
             default_weight: 0.5,
         }
@@ -225,9 +234,9 @@ pub struct ComputeReport {
     pub calibration: calibrate::Calibration,
     /// When the settings used were tuned, if they were kept from an earlier compute.
     pub tuning_kept_from: Option<DateTime<Utc>>,
-    /// The tuning picked a session gap other than the one the store was counted with (the last
-    /// pick, else the configured gap), so it was counted a second time.
-    pub session_gap_recounted: bool,
+    /// The tuning picked a session gap or a half-life other than the one the store was counted
+    /// with (the last pick, else the configured one), so it was counted a second time.
+    pub recounted: bool,
 }
 
 impl WindowsConfig {
@@ -237,17 +246,24 @@ impl WindowsConfig {
         i64::from(self.session_gap_minutes) * 60_000
     }
 
-    /// These settings with the session gap `gap` (a tuned one), or as they are.
-    fn with_session_gap(&self, gap: Option<u32>) -> std::borrow::Cow<'_, WindowsConfig> {
-        match gap {
-            Some(gap) if gap != self.session_gap_minutes => {
-                std::borrow::Cow::Owned(WindowsConfig {
-                    session_gap_minutes: gap,
-                    ..self.clone()
-                })
-            }
-            _ => std::borrow::Cow::Borrowed(self),
+    /// How these settings count events.
+    pub fn counted(&self) -> Counted {
+        Counted {
+            gap_minutes: self.session_gap_minutes,
+            half_life_days: self.half_life_days,
         }
+    }
+
+    /// These settings counting events as `counted` (a tuned way), or as they are.
+    fn counting(&self, counted: Counted) -> std::borrow::Cow<'_, WindowsConfig> {
+        if counted == self.counted() {
+            return std::borrow::Cow::Borrowed(self);
+        }
+        std::borrow::Cow::Owned(WindowsConfig {
+            session_gap_minutes: counted.gap_minutes,
+            half_life_days: counted.half_life_days,
+            ..self.clone()
+        })
     }
 
     /// The same model settings (what the stored windows depend on): equal but for
@@ -259,6 +275,15 @@ impl WindowsConfig {
         };
         plain(self) == plain(other)
     }
+}
+
+/// How events are counted into a state: the settings the tuning can only try by counting again
+/// (see [`tuning`]), as opposed to those it tries on the counted state.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Counted {
+    /// 0: every event on its own.
+    pub gap_minutes: u32,
+    pub half_life_days: f64,
 }
 
 /// `config`, or the error naming `[windows]` and what is wrong with it.
@@ -295,15 +320,15 @@ pub async fn compute(
     } else {
         &[]
     };
-    if config.tune && config.tune_session_gap && kept.is_none() {
-        return compute_tuning_the_gap(store, config, default_tz, as_of, from_ms, cuts).await;
+    if config.tune && (config.tune_session_gap || config.tune_half_life) && kept.is_none() {
+        return tuning::compute(store, config, default_tz, as_of, from_ms, cuts).await;
     }
-    // A gap the tuning picked is kept with the rest of it.
-    let kept_gap = kept
-        .as_ref()
-        .and_then(|(calibration, _)| calibration.session_gap_minutes);
+    // The way of counting the tuning picked is kept with the rest of it.
     let stored_config = config;
-    let config = &*config.with_session_gap(kept_gap);
+    let config = &*match &kept {
+        Some((calibration, _)) => config.counting(calibration.counted(config)),
+        None => std::borrow::Cow::Borrowed(config),
+    };
     let Some((state, held, report)) =
         build_state(store, config, default_tz, from_ms, as_of_ms, cuts).await?
     else {
@@ -335,7 +360,7 @@ pub async fn compute(
         );
         (calibration, model)
     };
-    // Stored with the configuration as given (a kept gap lives in the calibration).
+    // Stored with the configuration as given (a kept way of counting lives in the calibration).
     finish(store, stored_config, state, choose, tuned_ms, report).await
 }
 
@@ -345,208 +370,6 @@ fn no_events(config: &WindowsConfig, as_of: DateTime<Utc>) -> Error {
         "no events in the {} days before {as_of}: ingest some first (`nudge ingest FILE`), or pass --as-of inside the data's range",
         config.lookback_days
     ))
-}
-
-/// Session gaps [`compute_tuning_the_gap`] tries, besides the configured one.
-const TUNED_GAPS: [u32; 3] = [0, 10, 30];
-/// The gap the held-out days are counted in for every candidate, so all answer the same
-/// question: when will this user next be active (a burst is one answer).
-const HELD_OUT_GAP: u32 = 30;
-/// How much better another gap must foretell the held-out days than the one in use to replace
-/// it, in log-likelihood per held-out session (nats, mean over users); also how close to the
-/// best a smaller gap may be and still be preferred. On the generator's six families a burst
-/// of a dozen events gains 0.06 by counting sessions, events drawn one by one around a routine
-/// at most 0.009: a gap is a change of evidence, made when the evidence for it is strong.
-const GAP_MARGIN: f64 = 0.01;
-/// How many standard errors of the paired difference another gap must be better by.
-const GAP_ERRORS: f64 = 2.0;
-
-/// [`compute`] tuning the session gap too. One scan counts every user with the gap picked last
-/// time (else the configured one) and a sample of users (see [`trial::Trial`]) with each
-/// candidate gap. The store is tuned as usual; each candidate is then tuned on the sample (as
-/// many rhythm types as the store's tuning chose) and scored by the log-likelihood of the same
-/// held-out days counted in sessions of [`HELD_OUT_GAP`], user by user. Another gap replaces
-/// the one in use only when it is better by more than [`GAP_MARGIN`] and [`GAP_ERRORS`]
-/// standard errors of the paired difference; only then is the store counted (and tuned) again.
-async fn compute_tuning_the_gap(
-    store: &Store,
-    config: &WindowsConfig,
-    default_tz: Tz,
-    as_of: DateTime<Utc>,
-    from_ms: i64,
-    cuts: &[i64],
-) -> Result<ComputeReport> {
-    let as_of_ms = as_of.timestamp_millis();
-    let start = stored_gap(store).unwrap_or(config.session_gap_minutes);
-    let mut gaps: Vec<u32> = TUNED_GAPS
-        .into_iter()
-        .chain([config.session_gap_minutes, HELD_OUT_GAP])
-        .collect();
-    gaps.sort_unstable();
-    gaps.dedup();
-    let counted = config.with_session_gap(Some(start));
-    let Some((state, held, report, tried)) =
-        build_state_trying(store, &counted, default_tz, from_ms, as_of_ms, cuts, &gaps).await?
-    else {
-        return Err(no_events(config, as_of));
-    };
-    let tune = |state: &local::State, held: Vec<calibrate::Held>, with_gap: &WindowsConfig| {
-        let (calibration, model) = match held.into_iter().next() {
-            Some(held) => calibrate::calibrate(state, &held, config.holdout_days, with_gap),
-            None => (
-                calibrate::Calibration::configured(with_gap, "no held-out days"),
-                None,
-            ),
-        };
-        let model = model.unwrap_or_else(|| fit(state, with_gap, calibration.types));
-        (calibration, model)
-    };
-    // The store is tuned and every gap scored while the counters are written: kept when the
-    // gap in use stays.
-    let started = std::time::Instant::now();
-    let (calibration, model, scores) = while_saving(store, &state, || {
-        let (calibration, model) = tune(&state, held, &counted);
-        let trying = std::time::Instant::now();
-        let scores = gap_scores(&tried, config, &model, &calibration.settings);
-        tracing::debug!(
-            trial_s = trying.elapsed().as_secs_f64(),
-            "session gaps scored"
-        );
-        (calibration, model, scores)
-    })?;
-    drop(tried);
-    let gap = pick_gap(&scores, start);
-    let scored: Vec<calibrate::GapTried> = scores
-        .iter()
-        .map(|(minutes, scores)| calibrate::GapTried {
-            minutes: *minutes,
-            log_likelihood: scores.as_deref().map(mean),
-        })
-        .collect();
-    tracing::debug!(gap, start, ?scored, "session gap chosen");
-    let with_pick = |mut calibration: calibrate::Calibration| {
-        calibration.session_gap_minutes = Some(gap);
-        calibration.session_gaps_tried = scored.clone();
-        calibration
-    };
-    let tuned_ms = calibration.untuned.is_none().then_some(as_of_ms);
-    if gap == start {
-        let chosen = Chosen {
-            calibration: with_pick(calibration),
-            model,
-            tuned_ms,
-            started,
-        };
-        return save_model(store, config, state, chosen, report);
-    }
-    // Counted and tuned again with the winner: the store's behaviour changed (or this is its
-    // first tuning and the configured gap was not the right one).
-    drop(state);
-    let with_gap = config.with_session_gap(Some(gap));
-    let Some((state, held, mut again)) =
-        build_state(store, &with_gap, default_tz, from_ms, as_of_ms, cuts).await?
-    else {
-        return Err(no_events(config, as_of));
-    };
-    again.seconds_histogram += report.seconds_histogram;
-    again.session_gap_recounted = true;
-    // Tuned while the new counters are written; stored as tuned when the first tuning was
-    // (the same store and held-out days).
-    let choose = |state: &local::State| {
-        let (calibration, model) = tune(state, held, &with_gap);
-        (with_pick(calibration), model)
-    };
-    finish(store, config, state, choose, tuned_ms, again).await
-}
-
-fn mean(values: &[f64]) -> f64 {
-    values.iter().sum::<f64>() / values.len().max(1) as f64
-}
-
-/// The gap to count with: `start` (the one in use) unless another's scores beat it user by user
-/// by more than [`GAP_MARGIN`] on average and [`GAP_ERRORS`] standard errors; among those that
-/// do, the smallest within [`GAP_MARGIN`] of the best.
-fn pick_gap(scores: &[(u32, Option<Vec<f64>>)], start: u32) -> u32 {
-    let Some(Some(kept)) = scores
-        .iter()
-        .find(|(gap, _)| *gap == start)
-        .map(|(_, scores)| scores)
-    else {
-        return start;
-    };
-    let better: Vec<(u32, f64)> = scores
-        .iter()
-        .filter(|(gap, _)| *gap != start)
-        .filter_map(|(gap, scores)| {
-            let scores = scores.as_ref().filter(|s| s.len() == kept.len())?;
-            let differences: Vec<f64> = scores.iter().zip(kept).map(|(a, b)| a - b).collect();
-            let n = differences.len() as f64;
-            let gain = mean(&differences);
-            let variance =
-                differences.iter().map(|d| (d - gain).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
-            let error = (variance / n.max(1.0)).sqrt();
-            (gain > GAP_MARGIN && gain > GAP_ERRORS * error).then_some((*gap, gain))
-        })
-        .collect();
-    let Some(best) = better.iter().map(|(_, gain)| *gain).reduce(f64::max) else {
-        return start;
-    };
-    better
-        .iter()
-        .filter(|(_, gain)| *gain >= best - GAP_MARGIN)
-        .map(|(gap, _)| *gap)
-        .min()
-        .unwrap_or(start)
-}
-
-/// Each tried gap's log-likelihood per sampled user (see [`calibrate::likelihood_per_user`]),
-/// all against the held-out days counted with [`HELD_OUT_GAP`]; `None` where there were no
-/// held-out days or too few users. Each gap's rhythm types and settings are tuned on the sample
-/// starting from the store's (`model`, `settings`): types learned from events do not fit counts
-/// of sessions as well, but they are where EM and the search start, a few rounds from the end.
-fn gap_scores(
-    tried: &[Tried],
-    config: &WindowsConfig,
-    model: &mixture::Model,
-    settings: &pooled::Settings,
-) -> Vec<(u32, Option<Vec<f64>>)> {
-    use rayon::prelude::*;
-    let target = tried
-        .iter()
-        .find(|tried| tried.gap == HELD_OUT_GAP)
-        .and_then(|tried| tried.held.first())
-        .map(|held| &held.plain);
-    tried
-        .par_iter()
-        .map(|tried| {
-            let scores = match (tried.held.first(), target) {
-                (Some(held), Some(target)) => {
-                    let scored = calibrate::Held {
-                        plain: target.clone(),
-                        decayed: held.decayed.clone(),
-                    };
-                    let with_gap = config.with_session_gap(Some(tried.gap));
-                    let holdout_days = config.holdout_days;
-                    let model = refit(&tried.state, &with_gap, model);
-                    calibrate::likelihood_per_user(
-                        &tried.state,
-                        &scored,
-                        holdout_days,
-                        &with_gap,
-                        &model,
-                        *settings,
-                    )
-                }
-                _ => None,
-            };
-            (tried.gap, scores)
-        })
-        .collect()
-}
-
-/// The gap the stored windows' tuning picked, if any (read from their metadata).
-fn stored_gap(store: &Store) -> Option<u32> {
-    tokio::task::block_in_place(|| persist::stored_gap(store.data_dir())).unwrap_or(None)
 }
 
 /// Every user's events in `(from_ms, to_ms]` as they are (not decayed), per local hour of
@@ -633,15 +456,15 @@ pub(crate) async fn build_state(
     Ok(built.map(|(state, held, report, _)| (state, held, report)))
 }
 
-/// A sample's state and held-out days counted with a session gap (see [`build_state_trying`]).
+/// A sample's state and held-out days counted one way (see [`build_state_trying`]).
 struct Tried {
-    gap: u32,
+    counted: Counted,
     state: local::State,
     held: Vec<calibrate::Held>,
 }
 
-/// [`build_state`], and the same for a sample of users (see [`trial::Trial`]) counted with each
-/// of `gaps` too, from the same scan.
+/// [`build_state`], and the same for a sample of users (see [`trial::Trial`]) counted each way
+/// of `ways` too, from the same scan.
 async fn build_state_trying(
     store: &Store,
     config: &WindowsConfig,
@@ -649,7 +472,7 @@ async fn build_state_trying(
     from_ms: i64,
     as_of_ms: i64,
     cuts: &[i64],
-    gaps: &[u32],
+    ways: &[Counted],
 ) -> Result<
     Option<(
         local::State,
@@ -659,13 +482,13 @@ async fn build_state_trying(
     )>,
 > {
     // With sessions, the files of the gap before `from_ms` too (see `sessions::Sessions`).
-    let lead_ms = lead_ms(config, gaps);
+    let lead_ms = lead_ms(config, ways);
     store
         .read_segments(
             Some((from_ms + 1 - lead_ms, as_of_ms + 1)),
             |segments| async move {
                 let span = (from_ms, as_of_ms);
-                build_state_from(store, segments, config, default_tz, span, cuts, gaps).await
+                build_state_from(store, segments, config, default_tz, span, cuts, ways).await
             },
         )
         .await
@@ -673,10 +496,10 @@ async fn build_state_trying(
 
 /// How far before a counted span a scan reads: the longest gap counted (a session open at the
 /// span's start began before it, and is not counted again).
-fn lead_ms(config: &WindowsConfig, gaps: &[u32]) -> i64 {
-    let longest = gaps
+fn lead_ms(config: &WindowsConfig, ways: &[Counted]) -> i64 {
+    let longest = ways
         .iter()
-        .copied()
+        .map(|way| way.gap_minutes)
         .fold(config.session_gap_minutes, u32::max);
     i64::from(longest) * 60_000
 }
@@ -755,7 +578,7 @@ async fn build_state_from(
     default_tz: Tz,
     (from_ms, as_of_ms): (i64, i64),
     cuts: &[i64],
-    gaps: &[u32],
+    ways: &[Counted],
 ) -> Result<(
     local::State,
     Vec<calibrate::Held>,
@@ -765,14 +588,14 @@ async fn build_state_from(
     let started = std::time::Instant::now();
     let mut numbers = local::UserNumbers::default();
     let mut sessions = sessions::Sessions::new(config, from_ms);
-    let mut trial = (!gaps.is_empty()).then(trial::Trial::new);
+    let mut trial = (!ways.is_empty()).then(trial::Trial::new);
     let mut counting = Counting::new(as_of_ms, cuts.len());
     let cut_hours: Vec<i64> = cuts.iter().map(|cut| cut.div_euclid(HOUR_MS)).collect();
     let mut report = ComputeReport::default();
     // A slice of days at a time, so memory holds one slice's events (and the next one's, scanned
     // while this one is added up); every slice numbers its users with the same dictionary.
     // A session open at the lookback's start began before it: read back a gap to see it.
-    let lead_ms = lead_ms(config, gaps);
+    let lead_ms = lead_ms(config, ways);
     let timed = sessions.grouping() || trial.is_some();
     let scan = |slice: Vec<PathBuf>| {
         let scan_config = config.clone();
@@ -799,17 +622,17 @@ async fn build_state_from(
     }
     let (state, held) = counting.finish();
     report.seconds_histogram = started.elapsed().as_secs_f64();
-    // The sample counted again with each gap, all its days at once.
+    // The sample counted again each way, all its days at once.
     let tried = match trial {
         None => Vec::new(),
         Some(trial) => tokio::task::block_in_place(|| {
             let trying = std::time::Instant::now();
             let names = numbers.names();
-            let tried: Vec<Tried> = gaps
+            let tried: Vec<Tried> = ways
                 .iter()
-                .map(|&gap| {
-                    let with_gap = config.with_session_gap(Some(gap));
-                    let sampled = trial.counted(gap, from_ms, names);
+                .map(|&counted| {
+                    let with_gap = config.counting(counted);
+                    let sampled = trial.counted(counted.gap_minutes, from_ms, names);
                     let users = sampled.names.len();
                     let grouped = local::Grouped::new(sampled.rows, users);
                     let mut counting = Counting::new(as_of_ms, cuts.len());
@@ -817,13 +640,17 @@ async fn build_state_from(
                     let names = &sampled.names;
                     counting.add(&grouped, names, &with_gap, &zones, &cut_hours, &mut ignored);
                     let (state, held) = counting.finish();
-                    Tried { gap, state, held }
+                    Tried {
+                        counted,
+                        state,
+                        held,
+                    }
                 })
                 .collect();
             tracing::debug!(
                 users = trial.users(),
                 count_s = trying.elapsed().as_secs_f64(),
-                "session gap trial counted"
+                "the trial's sample counted each way"
             );
             tried
         }),
@@ -849,9 +676,9 @@ pub async fn update(
             "no stored windows to update: run `nudge windows compute` first".into(),
         ));
     };
-    // The gap the tuning picked, if it did: the counts go on as they were made.
+    // The gap and half-life the tuning picked, if it did: the counts go on as they were made.
     let stored_config = config;
-    let config = &*config.with_session_gap(calibration.session_gap_minutes);
+    let config = &*config.counting(calibration.counted(config));
     let as_of_ms = as_of.timestamp_millis();
     let previous_ms = state.as_of_ms;
     if as_of_ms < previous_ms {
@@ -1103,7 +930,7 @@ fn fit_sample(
     let stride = pool.len().div_ceil(mixture::FIT_SAMPLE).max(1);
     pool.iter()
         .step_by(stride)
-        .map(|u| local::smooth(&u.counts.dense(), config.smoothing))
+        .map(|u| local::smooth(&u.evidence(), config.smoothing))
         .collect()
 }
 
@@ -1140,7 +967,7 @@ fn window_of(
     calibration: &calibrate::Calibration,
     config: &WindowsConfig,
 ) -> UserWindow {
-    let raw = user.counts.dense();
+    let raw = user.evidence();
     let settings = &calibration.settings;
     let probabilities: Vec<f64> = match calibration.fallback_for(user.events) {
         Some(strategy) => strategies::baseline(strategy, population, &raw),
@@ -1190,45 +1017,6 @@ pub fn export_parquet(users: &[UserWindow], out: &std::path::Path, full: bool) -
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn another_gap_replaces_the_one_in_use_only_when_clearly_better_user_by_user() {
-        // 400 users' scores under the gap in use; another gap adds `gain` to every user's, plus
-        // noise of `spread` either way (alternating, so its mean is `gain`).
-        let base: Vec<f64> = (0..400).map(|i| f64::from(i % 10) / 10.0).collect();
-        let shifted = |gain: f64, spread: f64| -> Option<Vec<f64>> {
-            Some(
-                base.iter()
-                    .enumerate()
-                    .map(|(i, s)| s + gain + if i % 2 == 0 { spread } else { -spread })
-                    .collect(),
-            )
-        };
-        let same = || Some(base.clone());
-        // A small but steady gain for every user: picked.
-        assert_eq!(pick_gap(&[(0, same()), (10, shifted(0.02, 0.0))], 0), 10);
-        // The same mean gain, drowned in per-user noise (20 times the gain): kept.
-        assert_eq!(pick_gap(&[(0, same()), (10, shifted(0.02, 0.4))], 0), 0);
-        // Steady but under the margin: kept.
-        assert_eq!(pick_gap(&[(0, same()), (10, shifted(0.009, 0.0))], 0), 0);
-        // Two gaps clearly better and within the margin of each other: the smaller one.
-        let bursts = [
-            (0, same()),
-            (10, shifted(0.035, 0.0)),
-            (30, shifted(0.036, 0.0)),
-        ];
-        assert_eq!(pick_gap(&bursts, 0), 10);
-        // The gap in use is kept whatever the order, when nothing clearly beats it.
-        let tie = [
-            (0, shifted(0.0005, 0.0)),
-            (10, same()),
-            (30, shifted(0.001, 0.0)),
-        ];
-        assert_eq!(pick_gap(&tie, 10), 10);
-        // A gap that could not be tuned is never picked; the gap in use untuned stays.
-        assert_eq!(pick_gap(&[(0, same()), (10, None)], 0), 0);
-        assert_eq!(pick_gap(&[(0, None), (10, shifted(0.1, 0.0))], 0), 0);
-    }
 
     #[test]
     fn slices_hold_about_the_asked_rows_and_never_split_a_day() {

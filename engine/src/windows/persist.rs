@@ -15,7 +15,7 @@ use super::{UserWindow, Windows, WindowsConfig, windows_dir};
 use crate::{Error, Result};
 
 /// The format of `state.parquet` / `state.json`; older files are refused with a hint.
-const FORMAT: u32 = 4;
+const FORMAT: u32 = 5;
 /// Bytes per stored hour: the hour of week, then the count as a little-endian f64.
 const ENTRY: usize = 9;
 
@@ -137,6 +137,10 @@ pub(super) fn save_counters(data_dir: &Path, state: &State) -> Result<()> {
             users.iter().map(|u| u.events).collect::<Vec<_>>(),
         ),
         Column::new(
+            "weight".into(),
+            users.iter().map(|u| u.weight).collect::<Vec<_>>(),
+        ),
+        Column::new(
             "counts".into(),
             blobs.iter().map(Vec::as_slice).collect::<Vec<_>>(),
         ),
@@ -225,6 +229,7 @@ fn read(data_dir: &Path, only: Option<&[String]>) -> Result<Option<(Meta, State)
     let events = frame.column("events")?.cast(&DataType::UInt64)?;
     let events: Vec<Option<u64>> = events.u64()?.iter().collect();
     let blobs: Vec<Option<&[u8]>> = frame.column("counts")?.binary()?.iter().collect();
+    let weights: Vec<Option<f64>> = frame.column("weight")?.f64()?.iter().collect();
     // Zones repeat (most users are in a few): parse each name once.
     let mut parsed: std::collections::HashMap<&str, chrono_tz::Tz> =
         std::collections::HashMap::new();
@@ -250,6 +255,7 @@ fn read(data_dir: &Path, only: Option<&[String]>) -> Result<Option<(Meta, State)
                 tz: zone_of[at],
                 events: events[at].unwrap_or_default(),
                 counts: decode(blobs[at])?,
+                weight: weights[at].unwrap_or_default(),
             })
         })
         .collect::<Result<Vec<_>>>()?;
@@ -301,13 +307,10 @@ pub(super) fn stored_tuning(
         .map(|tuned_ms| (meta.calibration, tuned_ms)))
 }
 
-/// The session gap the stored windows' tuning picked, whatever their age or settings.
-pub(super) fn stored_gap(data_dir: &Path) -> Result<Option<u32>> {
+/// The stored windows' calibration (what their tuning picked), whatever their age or settings.
+pub(super) fn stored_calibration(data_dir: &Path) -> Result<Option<Calibration>> {
     let (_, meta) = paths(data_dir);
-    let Some(meta) = read_json::<Meta>(&meta)? else {
-        return Ok(None);
-    };
-    Ok(meta.calibration.session_gap_minutes)
+    Ok(read_json::<Meta>(&meta)?.map(|meta| meta.calibration))
 }
 
 /// The stored windows; with `only`, just those users' (the rest of the file is not decoded).

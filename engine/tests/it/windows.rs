@@ -339,7 +339,9 @@ async fn the_tuning_groups_bursts_into_sessions_and_independent_events_not() {
             .map(|tried| tried.minutes)
             .collect();
         assert_eq!(tried, [0, 10, 30]);
-        assert_eq!(report.session_gap_recounted, gap != Some(0));
+        // Counted again when the gap or the half-life picked is not the configured one.
+        let half_life = report.calibration.half_life_days;
+        assert_eq!(report.recounted, gap != Some(0) || half_life != Some(60.0));
         let retune = WindowsConfig {
             retune_days: 0,
             ..config.clone()
@@ -348,7 +350,7 @@ async fn the_tuning_groups_bursts_into_sessions_and_independent_events_not() {
             .await
             .unwrap();
         assert_eq!(retuned.calibration.session_gap_minutes, gap);
-        assert!(!retuned.session_gap_recounted);
+        assert!(!retuned.recounted);
         let kept = windows::compute(&test.store, &config, zone, end)
             .await
             .unwrap();
@@ -363,6 +365,101 @@ async fn the_tuning_groups_bursts_into_sessions_and_independent_events_not() {
     }
     assert_eq!(picked[0], Some(0), "events hours apart: {picked:?}");
     assert!(picked[1].is_some_and(|gap| gap > 0), "bursts: {picked:?}");
+}
+
+/// 600 users, each once a day on two days of three over 56 days, at their own local hour; from
+/// day `moved_on` on (if any), eight hours later.
+async fn routines(moved_on: Option<i64>) -> TestStore {
+    let test = TestStore::new().await;
+    let start = ms("2026-08-03T00:00:00Z");
+    let lines: Vec<String> = (0..600i64)
+        .flat_map(|user| {
+            (0..56i64)
+                .filter(move |day| (user + day) % 3 != 0)
+                .map(move |day| {
+                    let moved = moved_on.is_some_and(|on| day >= on);
+                    let hour = (user * 7 + if moved { 8 } else { 0 }) % 24;
+                    let at = start + day * 86_400_000 + hour * 3_600_000 + (user % 50) * 60_000;
+                    line(&format!("u{user:03}"), "app_open", at, "")
+                })
+        })
+        .collect();
+    test.ingest(&[&test.file("routines.ndjson", lines.join("\n"))])
+        .await;
+    test
+}
+
+// See: #41. The half-life is picked like the session gap, on the held-out days: users who keep
+// their routines are remembered long (every half-life foretells them alike, the longest is
+// kept), users whose routine moved three weeks ago are forgotten sooner, so their windows point
+// at the new hour where the configured half-life (60 days) still points at the old one. The
+// pick is kept by the next compute and followed by updates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tuning_forgets_sooner_when_routines_moved_and_remembers_longer_when_they_hold() {
+    let config = WindowsConfig::default();
+    assert!(config.tune_half_life && config.half_life_days == 60.0);
+    let zone = chrono_tz::Asia::Shanghai;
+    let end = at("2026-09-28T00:00:00Z");
+    let (holding, moved) = (routines(None).await, routines(Some(35)).await);
+    let mut picked = Vec::new();
+    for test in [&holding, &moved] {
+        let report = windows::compute(&test.store, &config, zone, end)
+            .await
+            .unwrap();
+        assert!(
+            report.calibration.untuned.is_none(),
+            "{:?}",
+            report.calibration
+        );
+        let tried: Vec<f64> = report
+            .calibration
+            .half_lives_tried
+            .iter()
+            .filter(|tried| tried.log_likelihood.is_some_and(f64::is_finite))
+            .map(|tried| tried.days)
+            .collect();
+        assert_eq!(tried, [60.0, 7.0, 21.0, 365.0]);
+        let half_life = report.calibration.half_life_days.unwrap();
+        picked.push(half_life);
+        assert_eq!(report.recounted, half_life != 60.0);
+        let kept = windows::compute(&test.store, &config, zone, end)
+            .await
+            .unwrap();
+        assert!(kept.tuning_kept_from.is_some());
+        assert_eq!(kept.calibration.half_life_days, Some(half_life));
+        let updated = windows::update(&test.store, &config, zone, end + Duration::hours(3))
+            .await
+            .unwrap();
+        assert_eq!(updated.calibration.half_life_days, Some(half_life));
+    }
+    assert_eq!(picked[0], 365.0, "routines that hold: {picked:?}");
+    assert!(picked[1] <= 21.0, "routines that moved: {picked:?}");
+    // The moved users' windows: at the new hour with the pick, at the old one untuned.
+    let new_hour = |test: &TestStore| {
+        let users = windows::load(&test.store).unwrap().unwrap().users;
+        let at_new = users
+            .iter()
+            .filter(|window| {
+                let user: i64 = window.user_id[1..].parse().unwrap();
+                let new = ((user * 7 + 8) % 24 + 8) % 24; // UTC+8
+                window.best_local_hours(1)[0].0 as i64 == new
+            })
+            .count();
+        at_new as f64 / users.len() as f64
+    };
+    assert!(new_hour(&moved) > 0.9, "{}", new_hour(&moved));
+    let untuned = WindowsConfig {
+        tune_half_life: false,
+        ..config.clone()
+    };
+    let untuned = WindowsConfig {
+        retune_days: 0,
+        ..untuned
+    };
+    windows::compute(&moved.store, &untuned, zone, end)
+        .await
+        .unwrap();
+    assert!(new_hour(&moved) < 0.1, "{}", new_hour(&moved));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
