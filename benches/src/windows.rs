@@ -21,13 +21,14 @@ pub struct Args {
     #[arg(long)]
     lookback_days: Option<i64>,
     /// `windows.session_gap_minutes` (default: the configured 0, every event on its own): the
-    /// gap the first tuning starts from, or with `--fixed-session-gap` the gap counted with
+    /// gap the first tuning starts from, or with `--fixed-counting` the gap counted with
     #[arg(long)]
     session_gap_minutes: Option<u32>,
-    /// `windows.tune_session_gap = false`: count with the configured gap, as before the tuning
-    /// picked it, to time the compute with and without the gap's trial on the same store
+    /// `windows.tune_session_gap = false` and `tune_half_life = false`: count with the
+    /// configured gap and half-life, as before the tuning picked them, to time the compute with
+    /// and without the trial on the same store
     #[arg(long)]
-    fixed_session_gap: bool,
+    fixed_counting: bool,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -41,8 +42,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(gap) = args.session_gap_minutes {
         config.windows.session_gap_minutes = gap;
     }
-    if args.fixed_session_gap {
+    if args.fixed_counting {
         config.windows.tune_session_gap = false;
+        config.windows.tune_half_life = false;
     }
     let end = (start + Duration::days(args.days as i64))
         .and_hms_opt(0, 0, 0)
@@ -80,23 +82,27 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         references.push(reference(engine, &store, &config, end).await);
     }
     println!(
-        "\n### Windows compute\n\nMachine: {}. Sessions: {}.\n",
+        "\n### Windows compute\n\nMachine: {}. Counting: {}.\n",
         crate::machine(),
         match (
             config.windows.tune_session_gap,
             config.windows.session_gap_minutes
         ) {
             (true, _) => format!(
-                "the gap tuned (picked {} min{})",
+                "the gap and the half-life tuned (picked {} min, {} days{})",
                 full.calibration.session_gap_minutes.unwrap_or_default(),
+                full.calibration
+                    .half_life_days
+                    .unwrap_or(config.windows.half_life_days),
                 if full.recounted {
-                    ", not the gap the store was counted with: counted again"
+                    ", not the way the store was counted with: counted again"
                 } else {
                     ""
                 }
             ),
-            (false, 0) => "none (every event counted)".to_string(),
-            (false, gap) => format!("a gap over {gap} minutes starts one"),
+            (false, 0) => "every event on its own, the configured half-life".to_string(),
+            (false, gap) =>
+                format!("a gap over {gap} minutes starts a session, the configured half-life"),
         }
     );
     println!(

@@ -330,10 +330,10 @@ fn training<'a>(
 }
 
 /// How well counting `full` this way foretells the held-out days: with `model`'s rhythm types
-/// and the settings that fit best, each sampled held-out user's log-likelihood per held-out
-/// event (or session), in the order of `held`'s users (so two countings of the same store,
-/// scored on the same held-out days, pair user by user). `None` when too few users can be
-/// tuned on.
+/// and the settings that fit best from `start` (or `start` itself, unless `search`), each
+/// sampled held-out user's log-likelihood per held-out event (or session), in the order of
+/// `held`'s users (so two countings of the same store, scored on the same held-out days, pair
+/// user by user). `None` when too few users can be tuned on.
 pub fn likelihood_per_user(
     full: &State,
     held: &Held,
@@ -341,6 +341,7 @@ pub fn likelihood_per_user(
     config: &WindowsConfig,
     model: &Model,
     start: Settings,
+    search: bool,
 ) -> Option<Vec<f64>> {
     let (_, sampled, train) = training(full, held, holdout_days, config).ok()?;
     let users: Vec<(&UserCounts, Option<&UserCounts>)> = sampled
@@ -350,13 +351,16 @@ pub fn likelihood_per_user(
     let started = std::time::Instant::now();
     let cases = cases(&users, model, config);
     let cases_s = started.elapsed().as_secs_f64();
-    let (settings, _) = search(&cases, start, log_likelihood(&cases, &start));
+    let settings = match search {
+        true => self::search(&cases, start, log_likelihood(&cases, &start)).0,
+        false => start,
+    };
     tracing::debug!(
         cases = cases.len(),
         cases_s,
         search_s = started.elapsed().as_secs_f64() - cases_s,
         ?settings,
-        "session gap tuned on the sample"
+        "a way of counting scored on the sample"
     );
     Some(
         cases

@@ -31,15 +31,20 @@ pub(super) const HELD_OUT_GAP: u32 = 30;
 const MARGIN: f64 = 0.01;
 /// How many standard errors of the paired difference another gap must be better by.
 const ERRORS: f64 = 2.0;
+/// Scans that try ways at most: a pick other than the way in use is tried again from the pick
+/// (the first tuning of a store starts from the configured way, often not the one it keeps).
+const ROUNDS: usize = 2;
 
 /// [`super::compute`] tuning the way the store is counted too. One scan counts every user the
 /// way picked last time (else the configured way) and a sample of users each candidate way:
 /// every gap with the half-life in use, every half-life with the gap in use. The store is tuned
 /// as usual; each candidate is then tuned on the sample (as many rhythm types as the store's
 /// tuning chose) and scored by the log-likelihood of the same held-out days counted in sessions
-/// of [`HELD_OUT_GAP`], user by user. Another gap (half-life) replaces the one in use only when
-/// it is better by more than [`MARGIN`] and [`ERRORS`] standard errors of the paired
-/// difference; only then is the store counted (and tuned) again.
+/// of [`HELD_OUT_GAP`], user by user. Another gap replaces the one in use only when it is better
+/// by more than [`MARGIN`] and [`ERRORS`] standard errors of the paired difference; the
+/// half-life is the longest within [`MARGIN`] of the best. Only when the pick is not the way in
+/// use is the store counted (and tuned) again, the trial tried again from the pick with it; a
+/// pick that moves once more is counted a third time, without another trial.
 pub(super) async fn compute(
     store: &Store,
     config: &WindowsConfig,
@@ -49,14 +54,6 @@ pub(super) async fn compute(
     cuts: &[i64],
 ) -> Result<ComputeReport> {
     let as_of_ms = as_of.timestamp_millis();
-    let start = start(store, config);
-    let ways = candidates(config, start);
-    let counted = config.counting(start);
-    let Some((state, held, report, tried)) =
-        build_state_trying(store, &counted, default_tz, from_ms, as_of_ms, cuts, &ways).await?
-    else {
-        return Err(no_events(config, as_of));
-    };
     let tune = |state: &local::State, held: Vec<calibrate::Held>, counting: &WindowsConfig| {
         let (calibration, model) = match held.into_iter().next() {
             Some(held) => calibrate::calibrate(state, &held, config.holdout_days, counting),
@@ -68,49 +65,68 @@ pub(super) async fn compute(
         let model = model.unwrap_or_else(|| fit(state, counting, calibration.types));
         (calibration, model)
     };
-    // The store is tuned and every way scored while the counters are written: kept when the
-    // way in use stays.
-    let started = std::time::Instant::now();
-    let (calibration, model, scores) = while_saving(store, &state, || {
-        let (calibration, model) = tune(&state, held, &counted);
-        let trying = std::time::Instant::now();
-        let scores = scores(&tried, config, &model, &calibration.settings);
-        tracing::debug!(
-            trial_s = trying.elapsed().as_secs_f64(),
-            "ways of counting scored"
-        );
-        (calibration, model, scores)
-    })?;
-    drop(tried);
-    let (picked, with_picks) = picks(config, start, &scores);
-    let tuned_ms = calibration.untuned.is_none().then_some(as_of_ms);
-    if picked == start {
-        let chosen = Chosen {
-            calibration: with_picks(calibration),
-            model,
-            tuned_ms,
-            started,
+    let mut start = start(store, config);
+    let mut scanned_s = 0.0;
+    for round in 0..ROUNDS {
+        let ways = candidates(config, start);
+        let counted = config.counting(start);
+        let Some((state, held, mut report, tried)) =
+            build_state_trying(store, &counted, default_tz, from_ms, as_of_ms, cuts, &ways).await?
+        else {
+            return Err(no_events(config, as_of));
         };
-        return save_model(store, config, state, chosen, report);
+        report.seconds_histogram += scanned_s;
+        report.recounted = round > 0;
+        // The store is tuned and every way scored while the counters are written: kept when
+        // the way in use stays.
+        let started = std::time::Instant::now();
+        let (calibration, model, scores) = while_saving(store, &state, || {
+            let (calibration, model) = tune(&state, held, &counted);
+            let trying = std::time::Instant::now();
+            let scores = scores(&tried, config, &model, &calibration.settings, start);
+            tracing::debug!(
+                trial_s = trying.elapsed().as_secs_f64(),
+                "ways of counting scored"
+            );
+            (calibration, model, scores)
+        })?;
+        drop(tried);
+        let (picked, with_picks) = picks(config, start, &scores);
+        let tuned_ms = calibration.untuned.is_none().then_some(as_of_ms);
+        if picked == start {
+            let chosen = Chosen {
+                calibration: with_picks(calibration),
+                model,
+                tuned_ms,
+                started,
+            };
+            return save_model(store, config, state, chosen, report);
+        }
+        drop(state);
+        scanned_s = report.seconds_histogram;
+        if round + 1 < ROUNDS {
+            // Tried again from the pick: a gap is worth more or less with another half-life.
+            start = picked;
+            continue;
+        }
+        // Counted and tuned the picked way, the trial's rounds done.
+        let counting = config.counting(picked);
+        let Some((state, held, mut again)) =
+            build_state(store, &counting, default_tz, from_ms, as_of_ms, cuts).await?
+        else {
+            return Err(no_events(config, as_of));
+        };
+        again.seconds_histogram += scanned_s;
+        again.recounted = true;
+        // Tuned while the new counters are written; stored as tuned when the first tuning was
+        // (the same store and held-out days).
+        let choose = |state: &local::State| {
+            let (calibration, model) = tune(state, held, &counting);
+            (with_picks(calibration), model)
+        };
+        return finish(store, config, state, choose, tuned_ms, again).await;
     }
-    // Counted and tuned again the picked way: the store's behaviour changed (or this is its
-    // first tuning and the configured way was not the right one).
-    drop(state);
-    let counting = config.counting(picked);
-    let Some((state, held, mut again)) =
-        build_state(store, &counting, default_tz, from_ms, as_of_ms, cuts).await?
-    else {
-        return Err(no_events(config, as_of));
-    };
-    again.seconds_histogram += report.seconds_histogram;
-    again.recounted = true;
-    // Tuned while the new counters are written; stored as tuned when the first tuning was
-    // (the same store and held-out days).
-    let choose = |state: &local::State| {
-        let (calibration, model) = tune(state, held, &counting);
-        (with_picks(calibration), model)
-    };
-    finish(store, config, state, choose, tuned_ms, again).await
+    unreachable!("the last round returns")
 }
 
 /// The way the store is counted before this tuning: what the stored windows' tuning picked,
@@ -167,20 +183,20 @@ fn candidates(config: &WindowsConfig, start: Counted) -> Vec<Counted> {
 fn picks(
     config: &WindowsConfig,
     start: Counted,
-    scores: &[(Counted, Option<Vec<f64>>)],
+    scores: &Scores,
 ) -> (
     Counted,
     impl Fn(calibrate::Calibration) -> calibrate::Calibration,
 ) {
     let by_gap: Vec<(u32, Option<&[f64]>)> = scores
+        .gaps
         .iter()
-        .filter(|(way, _)| way.half_life_days == start.half_life_days)
-        .map(|(way, scores)| (way.gap_minutes, scores.as_deref()))
+        .map(|(gap, scores)| (*gap, scores.as_deref()))
         .collect();
     let by_half_life: Vec<(f64, Option<&[f64]>)> = scores
+        .half_lives
         .iter()
-        .filter(|(way, _)| way.gap_minutes == start.gap_minutes)
-        .map(|(way, scores)| (way.half_life_days, scores.as_deref()))
+        .map(|(days, scores)| (*days, scores.as_deref()))
         .collect();
     let picked = Counted {
         gap_minutes: pick(&by_gap, start.gap_minutes),
@@ -304,27 +320,50 @@ fn longest_within(scores: &[(f64, Option<&[f64]>)], start: f64) -> f64 {
         .unwrap_or(start)
 }
 
-/// Each tried way's log-likelihood per sampled user (see [`calibrate::likelihood_per_user`]),
+/// The tried ways' log-likelihoods per sampled user (see [`calibrate::likelihood_per_user`]),
 /// all against the held-out days counted with [`HELD_OUT_GAP`]; `None` where there were no
-/// held-out days or too few users. Each way's rhythm types and settings are tuned on the sample
-/// starting from the store's (`model`, `settings`): types learned from events counted one way
-/// do not fit counts made another as well, but they are where EM and the search start, a few
-/// rounds from the end.
+/// held-out days or too few users.
+struct Scores {
+    /// Each gap with the half-life in use, its rhythm types and settings tuned on the sample
+    /// from the store's: types learned from events counted one way do not fit counts made
+    /// another as well, but they are where EM and the search start, a few rounds from the end.
+    gaps: Vec<(u32, Option<Vec<f64>>)>,
+    /// Each half-life with the gap in use, under the store's types and settings as they are:
+    /// the decay moves a user's shape, not the evidence's weight, so the settings hold; and
+    /// none is tuned on the days it is scored on, so none gains from it.
+    half_lives: Vec<(f64, Option<Vec<f64>>)>,
+}
+
 fn scores(
     tried: &[Tried],
     config: &WindowsConfig,
     model: &mixture::Model,
     settings: &pooled::Settings,
-) -> Vec<(Counted, Option<Vec<f64>>)> {
+    start: Counted,
+) -> Scores {
     use rayon::prelude::*;
     let target = tried
         .iter()
         .find(|tried| tried.counted.gap_minutes == HELD_OUT_GAP)
         .and_then(|tried| tried.held.first())
         .map(|held| &held.plain);
-    tried
+    // (the way, whether it is a gap's trial) for every score to compute.
+    let jobs: Vec<(&Tried, bool)> = tried
+        .iter()
+        .flat_map(|tried| {
+            let by_gap =
+                config.tune_session_gap && tried.counted.half_life_days == start.half_life_days;
+            let by_half_life =
+                config.tune_half_life && tried.counted.gap_minutes == start.gap_minutes;
+            [(tried, true)]
+                .into_iter()
+                .filter(move |_| by_gap)
+                .chain([(tried, false)].into_iter().filter(move |_| by_half_life))
+        })
+        .collect();
+    let scored: Vec<(Counted, bool, Option<Vec<f64>>)> = jobs
         .par_iter()
-        .map(|tried| {
+        .map(|&(tried, gap)| {
             let scores = match (tried.held.first(), target) {
                 (Some(held), Some(target)) => {
                     let scored = calibrate::Held {
@@ -332,21 +371,33 @@ fn scores(
                         decayed: held.decayed.clone(),
                     };
                     let counting = config.counting(tried.counted);
-                    let model = refit(&tried.state, &counting, model);
+                    let refitted = gap.then(|| refit(&tried.state, &counting, model));
                     calibrate::likelihood_per_user(
                         &tried.state,
                         &scored,
                         config.holdout_days,
                         &counting,
-                        &model,
+                        refitted.as_ref().unwrap_or(model),
                         *settings,
+                        gap,
                     )
                 }
                 _ => None,
             };
-            (tried.counted, scores)
+            (tried.counted, gap, scores)
         })
-        .collect()
+        .collect();
+    let mut all = Scores {
+        gaps: Vec::new(),
+        half_lives: Vec::new(),
+    };
+    for (way, gap, scores) in scored {
+        match gap {
+            true => all.gaps.push((way.gap_minutes, scores)),
+            false => all.half_lives.push((way.half_life_days, scores)),
+        }
+    }
+    all
 }
 
 #[cfg(test)]
