@@ -637,6 +637,48 @@ mod tests {
     }
 
     #[test]
+    fn a_users_evidence_keeps_the_whole_weight_of_their_events_through_decay_and_removal() {
+        let config = WindowsConfig {
+            half_life_days: 7.0,
+            ..WindowsConfig::default()
+        };
+        let as_of_ms = 1_000 * HOUR_MS;
+        let day = 24;
+        let shanghai = chrono_tz::Asia::Shanghai;
+        let mut report = ComputeReport::default();
+        // Weight 2 three weeks before as-of, weight 1 at as-of (hours apart, two local hours).
+        let hourly = |rows| HourlyCounts {
+            users: vec!["a".into()],
+            rows,
+        };
+        let old = hourly(vec![(0, 1_000 - 21 * day, 2.0, 1)]);
+        let recent = hourly(vec![(0, 999, 1.0, 1)]);
+        let mut state = State::new(as_of_ms);
+        state.add(&old, &config, &HashMap::new(), shanghai, 1.0, &mut report);
+        state.add(&recent, &config, &HashMap::new(), shanghai, 1.0, &mut report);
+        let user = &state.users[0];
+        // Decayed, the old event weighs 2 / 8: the shape is the decay's ...
+        let decayed: f64 = user.counts.dense().iter().sum();
+        assert!((decayed - (0.25 + 2f64.powf(-1.0 / 168.0))).abs() < 1e-9);
+        // ... the amount is the events' whole weight.
+        let evidence = user.evidence();
+        assert!((evidence.iter().sum::<f64>() - 3.0).abs() < 1e-9);
+        let (old_bin, recent_bin) = (
+            local_hour_of_week(shanghai, 1_000 - 21 * day),
+            local_hour_of_week(shanghai, 999),
+        );
+        let ratio = evidence[old_bin] / evidence[recent_bin];
+        assert!((ratio - 0.25 / 2f64.powf(-1.0 / 168.0)).abs() < 1e-9, "{ratio}");
+        // Rolled forward a week, the amount stays; taking the old event out leaves its weight.
+        state.decay_to(as_of_ms + 7 * day * HOUR_MS, &config);
+        assert!((state.users[0].evidence().iter().sum::<f64>() - 3.0).abs() < 1e-9);
+        state.add(&old, &config, &HashMap::new(), shanghai, -1.0, &mut report);
+        let left = state.users[0].evidence();
+        assert!((left.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+        assert!((left[recent_bin] - 1.0).abs() < 1e-9);
+    }
+
+    #[test]
     fn grouping_puts_each_users_rows_together_in_their_order() {
         let rows = vec![
             (2, 10, 1.0, 1),
