@@ -655,7 +655,14 @@ mod tests {
         let recent = hourly(vec![(0, 999, 1.0, 1)]);
         let mut state = State::new(as_of_ms);
         state.add(&old, &config, &HashMap::new(), shanghai, 1.0, &mut report);
-        state.add(&recent, &config, &HashMap::new(), shanghai, 1.0, &mut report);
+        state.add(
+            &recent,
+            &config,
+            &HashMap::new(),
+            shanghai,
+            1.0,
+            &mut report,
+        );
         let user = &state.users[0];
         // Decayed, the old event weighs 2 / 8: the shape is the decay's ...
         let decayed: f64 = user.counts.dense().iter().sum();
@@ -668,7 +675,10 @@ mod tests {
             local_hour_of_week(shanghai, 999),
         );
         let ratio = evidence[old_bin] / evidence[recent_bin];
-        assert!((ratio - 0.25 / 2f64.powf(-1.0 / 168.0)).abs() < 1e-9, "{ratio}");
+        assert!(
+            (ratio - 0.25 / 2f64.powf(-1.0 / 168.0)).abs() < 1e-9,
+            "{ratio}"
+        );
         // Rolled forward a week, the amount stays; taking the old event out leaves its weight.
         state.decay_to(as_of_ms + 7 * day * HOUR_MS, &config);
         assert!((state.users[0].evidence().iter().sum::<f64>() - 3.0).abs() < 1e-9);
