@@ -234,45 +234,50 @@ pub(super) fn print_calibration(calibration: &windows::calibrate::Calibration, i
             0 => "every event counted on its own".to_string(),
             gap => format!("events at most {gap} minutes apart are one session"),
         };
-        let tried: Vec<String> = calibration
-            .session_gaps_tried
-            .iter()
-            .map(|tried| match tried.log_likelihood {
-                Some(ll) => format!("{} min {ll:.4}", tried.minutes),
-                None => format!("{} min not tuned", tried.minutes),
-            })
-            .collect();
-        if tried.is_empty() {
-            println!("{indent}sessions: {counted} (the tuning's pick)");
-        } else {
-            println!(
-                "{indent}sessions: {counted}; picked by each gap's held-out log-likelihood per session on a sample: {}",
-                tried.join(", ")
-            );
-        }
+        let tried = calibration.session_gaps_tried.iter();
+        let tried = tried.map(|t| (format!("{} min", t.minutes), t.log_likelihood));
+        print_pick(indent, "sessions", &counted, "gap", tried);
     }
     if let Some(days) = calibration.half_life_days {
-        let tried: Vec<String> = calibration
-            .half_lives_tried
-            .iter()
-            .map(|tried| match tried.log_likelihood {
-                Some(ll) => format!("{} d {ll:.4}", tried.days),
-                None => format!("{} d not tuned", tried.days),
-            })
-            .collect();
-        if tried.is_empty() {
-            println!("{indent}half-life: {days} days (the tuning's pick)");
-        } else {
-            println!(
-                "{indent}half-life: {days} days; picked by each half-life's held-out log-likelihood per session on a sample: {}",
-                tried.join(", ")
-            );
-        }
+        let tried = calibration.half_lives_tried.iter();
+        let tried = tried.map(|t| (format!("{} d", t.days), t.log_likelihood));
+        print_pick(
+            indent,
+            "half-life",
+            &format!("{days} days"),
+            "half-life",
+            tried,
+        );
     }
     for fallback in &calibration.fallbacks {
         println!(
             "{indent}users with {} events get `{}`: it beat the model in the backtest",
             fallback.band, fallback.strategy
+        );
+    }
+}
+
+/// One way of counting the tuning picked (`what`: `picked`), with each candidate's held-out
+/// log-likelihood on the sample.
+fn print_pick(
+    indent: &str,
+    what: &str,
+    picked: &str,
+    candidate: &str,
+    tried: impl Iterator<Item = (String, Option<f64>)>,
+) {
+    let tried: Vec<String> = tried
+        .map(|(value, ll)| match ll {
+            Some(ll) => format!("{value} {ll:.4}"),
+            None => format!("{value} not tuned"),
+        })
+        .collect();
+    if tried.is_empty() {
+        println!("{indent}{what}: {picked} (the tuning's pick)");
+    } else {
+        println!(
+            "{indent}{what}: {picked}; picked by each {candidate}'s held-out log-likelihood per session on a sample: {}",
+            tried.join(", ")
         );
     }
 }

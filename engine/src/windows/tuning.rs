@@ -293,9 +293,9 @@ fn pick(scores: &[(u32, Option<&[f64]>)], start: u32) -> u32 {
 /// The longest half-life whose held-out log-likelihood (mean over the same users) is within
 /// [`MARGIN`] of the best; `start` when none could be scored. The evidence is scaled back to
 /// its whole weight (see `UserCounts::evidence`), so a half-life only says which of a user's
-/// events describe them now: a longer memory costs nothing where routines hold (and halves the
-/// noise the held-out days are too few to show), and a routine that changed shows as a clear
-/// loss.
+/// events describe them now: a longer memory costs nothing where routines hold (more of their
+/// events inform the shape, a gain the few held-out days barely show), and a routine that
+/// changed shows as a clear loss.
 fn longest_within(scores: &[(f64, Option<&[f64]>)], start: f64) -> f64 {
     let users = scores
         .iter()
