@@ -347,20 +347,17 @@ fn scores(
         .find(|tried| tried.counted.gap_minutes == HELD_OUT_GAP)
         .and_then(|tried| tried.held.first())
         .map(|held| &held.plain);
-    // (the way, whether it is a gap's trial) for every score to compute.
-    let jobs: Vec<(&Tried, bool)> = tried
-        .iter()
-        .flat_map(|tried| {
-            let by_gap =
-                config.tune_session_gap && tried.counted.half_life_days == start.half_life_days;
-            let by_half_life =
-                config.tune_half_life && tried.counted.gap_minutes == start.gap_minutes;
-            [(tried, true)]
-                .into_iter()
-                .filter(move |_| by_gap)
-                .chain([(tried, false)].into_iter().filter(move |_| by_half_life))
-        })
-        .collect();
+    // (the way, whether it is a gap's trial) for every score to compute: the way in use is
+    // both, scored once each way.
+    let mut jobs: Vec<(&Tried, bool)> = Vec::new();
+    for tried in tried {
+        if config.tune_session_gap && tried.counted.half_life_days == start.half_life_days {
+            jobs.push((tried, true));
+        }
+        if config.tune_half_life && tried.counted.gap_minutes == start.gap_minutes {
+            jobs.push((tried, false));
+        }
+    }
     let scored: Vec<(Counted, bool, Option<Vec<f64>>)> = jobs
         .par_iter()
         .map(|&(tried, gap)| {
