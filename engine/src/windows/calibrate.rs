@@ -206,10 +206,11 @@ pub fn calibrate(
     holdout_days: i64,
     config: &WindowsConfig,
 ) -> (Calibration, Option<Model>) {
-    let (active, sampled, train) = match training(full, held, holdout_days, config) {
-        Ok(training) => training,
-        Err(reason) => return (Calibration::configured(config, reason), None),
-    };
+    let (active, sampled, train) =
+        match training(full, &held.plain, &held.decayed, holdout_days, config) {
+            Ok(training) => training,
+            Err(reason) => return (Calibration::configured(config, reason), None),
+        };
     let users: Vec<(&UserCounts, Option<&UserCounts>)> = sampled
         .iter()
         .map(|user| (*user, train.find(&user.user_id)))
@@ -281,13 +282,13 @@ pub fn calibrate(
 /// their counts before the cut-off; or why there are too few to tune on.
 fn training<'a>(
     full: &State,
-    held: &'a Held,
+    held_plain: &'a State,
+    held_decayed: &State,
     holdout_days: i64,
     config: &WindowsConfig,
 ) -> Result<(usize, Vec<&'a UserCounts>, State), String> {
     // Users with events both before the cut-off and in the held-out days.
-    let active = held
-        .plain
+    let active = held_plain
         .users
         .par_iter()
         .filter(|u| full.find(&u.user_id).is_some_and(|f| f.events > u.events))
@@ -301,10 +302,9 @@ fn training<'a>(
     // The sampled users' counts before the cut-off: theirs in `full` less the held-out days',
     // decayed to the cut-off (only theirs: a copy of the whole state would cost more than all
     // the tuning).
-    let stride = held.plain.users.len().div_ceil(MAX_CASES).max(1);
+    let stride = held_plain.users.len().div_ceil(MAX_CASES).max(1);
     // Users whose held-out events all weigh nothing (profile updates) have nothing to score.
-    let sampled: Vec<&UserCounts> = held
-        .plain
+    let sampled: Vec<&UserCounts> = held_plain
         .users
         .iter()
         .step_by(stride)
@@ -321,7 +321,7 @@ fn training<'a>(
         as_of_ms: full.as_of_ms,
         users: sampled
             .iter()
-            .filter_map(|u| held.decayed.find(&u.user_id).cloned())
+            .filter_map(|u| held_decayed.find(&u.user_id).cloned())
             .collect(),
     };
     train.subtract(&taken);
@@ -332,18 +332,22 @@ fn training<'a>(
 /// How well counting `full` this way foretells the held-out days: with `model`'s rhythm types
 /// and the settings that fit best from `start` (or `start` itself, unless `search`), each
 /// sampled held-out user's log-likelihood per held-out event (or session), in the order of
-/// `held`'s users (so two countings of the same store, scored on the same held-out days, pair
-/// user by user). `None` when too few users can be tuned on.
+/// `held_plain`'s users (so two countings of the same store, scored on the same held-out days,
+/// pair user by user); `held_decayed` are the days as `full` counted them, to take out of it.
+/// `None` when too few users can be tuned on.
+#[allow(clippy::too_many_arguments)]
 pub fn likelihood_per_user(
     full: &State,
-    held: &Held,
+    held_plain: &State,
+    held_decayed: &State,
     holdout_days: i64,
     config: &WindowsConfig,
     model: &Model,
     start: Settings,
     search: bool,
 ) -> Option<Vec<f64>> {
-    let (_, sampled, train) = training(full, held, holdout_days, config).ok()?;
+    let (_, sampled, train) =
+        training(full, held_plain, held_decayed, holdout_days, config).ok()?;
     let users: Vec<(&UserCounts, Option<&UserCounts>)> = sampled
         .iter()
         .map(|user| (*user, train.find(&user.user_id)))
@@ -352,7 +356,7 @@ pub fn likelihood_per_user(
     let cases = cases(&users, model, config);
     let cases_s = started.elapsed().as_secs_f64();
     let settings = match search {
-        true => self::search(&cases, start, log_likelihood(&cases, &start)).0,
+        true => search_near(&cases, start, log_likelihood(&cases, &start)).0,
         false => start,
     };
     tracing::debug!(
@@ -365,13 +369,7 @@ pub fn likelihood_per_user(
     Some(
         cases
             .par_iter()
-            .map(|case| {
-                let mut outcome = [0.0; HOURS_OF_WEEK];
-                case.held
-                    .iter()
-                    .for_each(|(bin, c)| outcome[*bin as usize] += c);
-                strategies::score(&pooled_profile(case, &settings), &outcome).log_likelihood
-            })
+            .map(|case| held_log_likelihood(case, &settings))
             .collect(),
     )
 }
@@ -404,21 +402,23 @@ pub(super) fn has_weight(user: &UserCounts) -> bool {
     user.counts.entries().iter().any(|(_, value)| *value > 0.0)
 }
 
+/// The settings searched, each with its grid.
+type Field = fn(&mut Settings) -> &mut f64;
+const FIELDS: [(Field, &[f64]); 5] = [
+    (|s| &mut s.daily, &WEIGHTS),
+    (|s| &mut s.class, &WEIGHTS),
+    (|s| &mut s.day, &WEIGHTS),
+    (|s| &mut s.share, &WEIGHTS),
+    (|s| &mut s.smoothing, &SMOOTHINGS),
+];
+
 /// Coordinate search over the settings, one at a time on its grid, until a round changes
 /// nothing.
 fn search(cases: &[Case], start: Settings, start_score: f64) -> (Settings, f64) {
     let (mut best, mut best_score) = (start, start_score);
-    type Field = fn(&mut Settings) -> &mut f64;
-    let fields: [(Field, &[f64]); 5] = [
-        (|s| &mut s.daily, &WEIGHTS),
-        (|s| &mut s.class, &WEIGHTS),
-        (|s| &mut s.day, &WEIGHTS),
-        (|s| &mut s.share, &WEIGHTS),
-        (|s| &mut s.smoothing, &SMOOTHINGS),
-    ];
     for _ in 0..ROUNDS {
         let before = best;
-        for (field, grid) in &fields {
+        for (field, grid) in &FIELDS {
             for value in grid.iter() {
                 let mut candidate = best;
                 *field(&mut candidate) = *value;
@@ -436,6 +436,67 @@ fn search(cases: &[Case], start: Settings, start_score: f64) -> (Settings, f64) 
         }
     }
     (best, best_score)
+}
+
+/// Rounds of [`search_near`] at most.
+const NEAR_ROUNDS: usize = 4;
+
+/// [`search`] by steps from `start` to the next value on each setting's grid, on in the
+/// direction that gains while it gains, until a round changes nothing: for settings already
+/// near the best (a trial's way tuned from the store's), the same end for a third of the
+/// scores, the likelihood of each setting having one peak along its grid.
+fn search_near(cases: &[Case], start: Settings, start_score: f64) -> (Settings, f64) {
+    let (mut best, mut best_score) = (start, start_score);
+    for _ in 0..NEAR_ROUNDS {
+        let before = best;
+        for (field, grid) in &FIELDS {
+            let at = nearest(grid, *field(&mut best));
+            // The grid's nearest value first, where the setting is off the grid.
+            let mut from = at;
+            let mut on_grid = best;
+            *field(&mut on_grid) = grid[at];
+            if on_grid != best {
+                let score = log_likelihood(cases, &on_grid);
+                if score > best_score {
+                    (best, best_score) = (on_grid, score);
+                }
+            }
+            for step in [-1isize, 1] {
+                let mut moved = false;
+                while let Some(&value) = from.checked_add_signed(step).and_then(|i| grid.get(i)) {
+                    let mut candidate = best;
+                    *field(&mut candidate) = value;
+                    let score = log_likelihood(cases, &candidate);
+                    if score <= best_score {
+                        break;
+                    }
+                    (best, best_score) = (candidate, score);
+                    from = from.wrapping_add_signed(step);
+                    moved = true;
+                }
+                if moved {
+                    break;
+                }
+            }
+        }
+        if best == before {
+            break;
+        }
+    }
+    (best, best_score)
+}
+
+/// The index of the grid's value nearest `value` (by ratio for the weights, which the grid
+/// spaces by ratio; the smoothings are spaced evenly and start at 0).
+fn nearest(grid: &[f64], value: f64) -> usize {
+    let by_ratio = grid.first().is_some_and(|first| *first > 0.0) && value > 0.0;
+    let distance = |g: f64| match by_ratio {
+        true => (g / value).ln().abs(),
+        false => (g - value).abs(),
+    };
+    (0..grid.len())
+        .min_by(|a, b| distance(grid[*a]).total_cmp(&distance(grid[*b])))
+        .unwrap_or(0)
 }
 
 /// The user's pooled profile from raw counts.
@@ -469,26 +530,30 @@ fn mean_share(cases: &[Case], settings: &Settings) -> f64 {
 /// it for dozens of settings, so each user's profile is worked out only at their held-out
 /// hours (`pooled::Weighed`), from sums made once.
 fn log_likelihood(cases: &[Case], settings: &Settings) -> f64 {
-    let floor = 1e-4 / HOURS_OF_WEEK as f64;
     let (sum, users) = cases
         .par_iter()
         .filter(|case| case.events > 0)
-        .map(|case| {
-            let sums = Sums::smoothed(&case.sums, settings.smoothing);
-            let weighed = Weighed::new(&sums, &case.prior_sums, settings);
-            let ll: f64 = case
-                .held
-                .iter()
-                .map(|(bin, c)| {
-                    let bin = *bin as usize;
-                    let own = smooth_at(&case.counts, bin, settings.smoothing);
-                    c * weighed.at(bin, own).max(floor).ln()
-                })
-                .sum();
-            (ll / case.held_total, 1usize)
-        })
+        .map(|case| (held_log_likelihood(case, settings), 1usize))
         .reduce(|| (0.0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
     sum / users.max(1) as f64
+}
+
+/// A user's log-likelihood per held-out event under `settings`, worked out at their held-out
+/// hours only (the same as `strategies::score` gives over their whole pooled profile).
+fn held_log_likelihood(case: &Case, settings: &Settings) -> f64 {
+    let floor = 1e-4 / HOURS_OF_WEEK as f64;
+    let sums = Sums::smoothed(&case.sums, settings.smoothing);
+    let weighed = Weighed::new(&sums, &case.prior_sums, settings);
+    let ll: f64 = case
+        .held
+        .iter()
+        .map(|(bin, c)| {
+            let bin = *bin as usize;
+            let own = smooth_at(&case.counts, bin, settings.smoothing);
+            c * weighed.at(bin, own).max(floor).ln()
+        })
+        .sum();
+    ll / case.held_total
 }
 
 /// Every strategy scored per band with `settings`; a band falls back to the baseline whose share
@@ -679,6 +744,79 @@ mod tests {
         assert_eq!(model, None);
         assert_eq!(calibration.settings, configured(&no_decay()));
         assert!(calibration.untuned.unwrap().contains("50 users"));
+    }
+
+    /// 300 users with a few events at their own hour, a prior pointing elsewhere, and a
+    /// held-out day at their hour (the cases of `a_band_where_...` below).
+    fn own_hour_cases() -> (Vec<Case>, [f64; HOURS_OF_WEEK]) {
+        let mut prior = [1e-4; HOURS_OF_WEEK];
+        (0..7).for_each(|day| prior[day * 24 + 3] = 1.0);
+        let total: f64 = prior.iter().sum();
+        prior.iter_mut().for_each(|p| *p /= total);
+        let cases = (0..300)
+            .map(|user| {
+                let hour = 8 + user % 12;
+                let mut counts = [0.0; HOURS_OF_WEEK];
+                counts[hour] = 2.0 + (user % 3) as f64;
+                counts[24 + hour] = 1.0;
+                counts[24 + (hour + 5) % 24] = (user % 2) as f64;
+                let held = vec![((2 * 24 + hour) as u8, 1.0), ((3 * 24 + 3) as u8, 0.5)];
+                Case::new(counts, prior, held, 4)
+            })
+            .collect();
+        (cases, prior)
+    }
+
+    #[test]
+    fn a_users_held_out_likelihood_is_their_pooled_profiles_at_their_held_out_hours() {
+        let (cases, _) = own_hour_cases();
+        let settings = Settings {
+            daily: 32.0,
+            class: 8.0,
+            day: 512.0,
+            share: 2.0,
+            smoothing: 0.2,
+        };
+        for case in &cases[..20] {
+            let mut outcome = [0.0; HOURS_OF_WEEK];
+            case.held
+                .iter()
+                .for_each(|(bin, c)| outcome[*bin as usize] += c);
+            let whole = strategies::score(&pooled_profile(case, &settings), &outcome);
+            let at_held = held_log_likelihood(case, &settings);
+            assert!(
+                (whole.log_likelihood - at_held).abs() < 1e-9,
+                "{whole:?} {at_held}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_search_by_steps_ends_where_the_whole_grids_search_ends() {
+        let (cases, _) = own_hour_cases();
+        // From far away on every setting, and from off the grid.
+        let far = Settings {
+            daily: 8192.0,
+            class: 30.0,
+            day: 8192.0,
+            share: 8192.0,
+            smoothing: 0.4,
+        };
+        let score = log_likelihood(&cases, &far);
+        let (whole, whole_score) = search(&cases, far, score);
+        let (near, near_score) = search_near(&cases, far, score);
+        assert!(near_score > score);
+        assert!(
+            (near_score - whole_score).abs() < 1e-9,
+            "{near:?} vs {whole:?}"
+        );
+        // From the best, nothing moves.
+        assert_eq!(
+            search_near(&cases, whole, whole_score),
+            (whole, whole_score)
+        );
+        assert_eq!(nearest(&WEIGHTS, 30.0), 3);
+        assert_eq!(nearest(&SMOOTHINGS, 0.04), 0);
     }
 
     #[test]

@@ -45,8 +45,8 @@ pub(super) fn hourly_per_gap(
         .collect()
 }
 
-/// The polars part of [`hourly_per_gap`]: each event's user, UTC hour and kind weight (and with
-/// `timed`, its time), filtered to the range, in the files' order. Adding them up is left to
+/// The polars part of [`hourly_per_gap`]: each event's user, UTC hour and kind weight (with
+/// `timed`, its time instead of its hour), filtered to the range, in the files' order. Adding them up is left to
 /// [`rows`] and [`grouped`], so a caller can run it beside the next scan.
 pub(super) fn scan(
     paths: &[PathBuf],
@@ -68,24 +68,20 @@ pub(super) fn scan(
     // No group-by: a hash table over (user text, hour) cost more than the scan. Segments hold a
     // user's events together (compacted ones are sorted by user and time), so [`rows`] adds up
     // runs with one comparison per event and looks a user up once per run.
-    let query = segments::scan(paths)?
-        .filter(col("ts").gt(lit(from_ms)).and(col("ts").lt_eq(lit(to_ms))))
-        .select([
-            col("user_id"),
-            col("ts"),
-            col("ts")
-                .floor_div(lit(HOUR_MS))
-                .cast(DataType::Int32)
-                .alias("hour"),
-            weight.alias("weight"),
-        ])
-        .filter(col("weight").gt(lit(0.0)));
-    // Without sessions (or a trial of them) the time itself is not needed past the hour.
-    let query = if timed {
-        query
-    } else {
-        query.select([col("user_id"), col("hour"), col("weight")])
+    let query =
+        segments::scan(paths)?.filter(col("ts").gt(lit(from_ms)).and(col("ts").lt_eq(lit(to_ms))));
+    // With sessions (or a trial of them) the time itself, whose hour [`rows`] works out as it
+    // goes; without, only the hour.
+    let when = match timed {
+        true => col("ts"),
+        false => col("ts")
+            .floor_div(lit(HOUR_MS))
+            .cast(DataType::Int32)
+            .alias("hour"),
     };
+    let query = query
+        .select([col("user_id"), when, weight.alias("weight")])
+        .filter(col("weight").gt(lit(0.0)));
     let frame = segments::collect(query)?;
     tracing::debug!(
         collect_s = started.elapsed().as_secs_f64(),
@@ -103,52 +99,42 @@ pub(super) fn rows(
     scanned: Scanned,
     users: &mut UserNumbers,
     sessions: &mut Sessions,
-    mut trial: Option<&mut Trial>,
+    trial: Option<&mut Trial>,
 ) -> Result<Vec<HourRow>> {
     let started = std::time::Instant::now();
     let mut frame = scanned.0;
     // The same chunks in every column, so each chunk is walked as plain slices.
     frame.align_chunks_par();
-    let hours = chunk_values(frame.column("hour")?.i32()?);
     let weights = chunk_values(frame.column("weight")?.f64()?);
     // Both are computed from non-null columns (`ts`, `event`): they have no nulls.
     let mut rows: Vec<HourRow> = Vec::with_capacity(frame.height() / 2);
     let ids = frame.column("user_id")?.str()?;
     if let Ok(times) = frame.column("ts") {
         // Timed: sessions, a trial, or a read-back before the counted span to skip.
-        let times = chunk_values(times.i64()?);
-        let names: Vec<_> = ids.downcast_iter().collect();
+        let timed = Columns {
+            times: chunk_values(times.i64()?),
+            weights,
+            names: ids.downcast_iter().collect(),
+        };
         sessions.new_rows();
-        let grouping = sessions.grouping();
-        // Without grouping only the events of the hour the count starts in need their time
-        // (those before it were read back for a trial's sessions).
-        let first_hour = sessions.counted_after_ms().div_euclid(HOUR_MS);
+        // Runs are counted a batch at a time, each batch's sessions and trial status read
+        // together first.
+        let mut batch: Vec<Run> = Vec::with_capacity(BATCH);
+        let mut counter = Counter {
+            columns: &timed,
+            sessions,
+            trial,
+            rows: &mut rows,
+        };
         crate::users::number_runs(ids, users, |chunk, run, number| {
-            let (times, hours, weights) = (times[chunk], hours[chunk], weights[chunk]);
-            if grouping {
-                for i in run.clone() {
-                    let hour = i64::from(hours[i]);
-                    sessions.count(&mut rows, number, times[i], hour, weights[i]);
-                }
-            } else {
-                for i in run.clone() {
-                    let hour = i64::from(hours[i]);
-                    if hour > first_hour || (hour == first_hour && sessions.counts(times[i])) {
-                        add_row(&mut rows, number, hour, weights[i]);
-                    }
-                }
-            }
-            if let Some(trial) = trial.as_deref_mut() {
-                let events = run.clone().map(|i| Event {
-                    number,
-                    ts: times[i],
-                    hour: hours[i],
-                    weight: weights[i],
-                });
-                trial.take(number, || names[chunk].value(run.start), events);
+            batch.push((chunk, run, number));
+            if batch.len() == BATCH {
+                counter.count(&mut batch);
             }
         })?;
+        counter.count(&mut batch);
     } else {
+        let hours = chunk_values(frame.column("hour")?.i32()?);
         crate::users::number_runs(ids, users, |chunk, run, number| {
             for i in run {
                 let (hour, weight) = (i64::from(hours[chunk][i]), weights[chunk][i]);
@@ -171,6 +157,66 @@ fn chunk_values<T: PolarsNumericType>(column: &ChunkedArray<T>) -> Vec<&[T::Nati
         .downcast_iter()
         .map(|chunk| chunk.values().as_slice())
         .collect()
+}
+
+/// Runs counted together (see [`Counter`]).
+const BATCH: usize = 16;
+
+/// A run of one user's events: the chunk, the rows in it, the user's number.
+type Run = (usize, std::ops::Range<usize>, u32);
+
+/// A timed scan's columns, chunk by chunk.
+struct Columns<'a> {
+    times: Vec<&'a [i64]>,
+    weights: Vec<&'a [f64]>,
+    names: Vec<&'a polars_arrow::array::Utf8ViewArray>,
+}
+
+/// Counts runs of a timed scan into rows, in sessions, and hands them to a trial.
+struct Counter<'a, 'b> {
+    columns: &'a Columns<'a>,
+    sessions: &'b mut Sessions,
+    trial: Option<&'b mut Trial>,
+    rows: &'b mut Vec<HourRow>,
+}
+
+impl Counter<'_, '_> {
+    /// Counts the runs of `batch` (emptied), in order.
+    fn count(&mut self, batch: &mut Vec<Run>) {
+        let numbers = || batch.iter().map(|run| run.2);
+        self.sessions.touch(numbers());
+        if let Some(trial) = self.trial.as_deref() {
+            trial.touch(numbers());
+        }
+        // Without grouping only the events of the hour the count starts in need their time
+        // (those before it were read back for a trial's sessions).
+        let first_hour = self.sessions.counted_after_ms().div_euclid(HOUR_MS);
+        let columns = self.columns;
+        for (chunk, run, number) in batch.drain(..) {
+            let (times, weights) = (columns.times[chunk], columns.weights[chunk]);
+            let events = run
+                .clone()
+                .map(|i| (times[i], times[i].div_euclid(HOUR_MS), weights[i]));
+            if self.sessions.grouping() {
+                self.sessions.count_run(self.rows, number, events);
+            } else {
+                for (ts, hour, weight) in events {
+                    if hour > first_hour || (hour == first_hour && self.sessions.counts(ts)) {
+                        add_row(self.rows, number, hour, weight);
+                    }
+                }
+            }
+            if let Some(trial) = self.trial.as_deref_mut() {
+                let events = run.clone().map(|i| Event {
+                    number,
+                    ts: times[i],
+                    hour: times[i].div_euclid(HOUR_MS) as i32,
+                    weight: weights[i],
+                });
+                trial.take(number, || columns.names[chunk].value(run.start), events);
+            }
+        }
+    }
 }
 
 /// [`rows`], grouped by user number.
@@ -235,13 +281,12 @@ mod tests {
         Sessions::new(&config, counted_after_ms)
     }
 
-    /// Events as the scan gives them with sessions: user, time, hour, weight.
+    /// Events as the scan gives them with sessions: user, time, weight.
     fn timed(events: &[(&str, i64, f64)]) -> Scanned {
         let users: Vec<&str> = events.iter().map(|e| e.0).collect();
         let ts: Vec<i64> = events.iter().map(|e| e.1).collect();
-        let hours: Vec<i32> = ts.iter().map(|t| (t / HOUR_MS) as i32).collect();
         let weights: Vec<f64> = events.iter().map(|e| e.2).collect();
-        Scanned(df!("user_id" => users, "ts" => ts, "hour" => hours, "weight" => weights).unwrap())
+        Scanned(df!("user_id" => users, "ts" => ts, "weight" => weights).unwrap())
     }
 
     const MIN: i64 = 60_000;
@@ -322,6 +367,43 @@ mod tests {
         ]);
         let rows = rows(scanned, &mut UserNumbers::default(), &mut every, None).unwrap();
         assert_eq!(rows, [(0, 10, 0.3, 1), (0, 11, 1.0, 1)]);
+    }
+
+    #[test]
+    fn many_users_met_in_turn_each_get_their_own_sessions() {
+        // 50 users (more than a batch of runs), each with a burst at 10:00 and one at 15:00, met
+        // in turn, a few events of each at a time: every user's two sessions, whatever the
+        // batches and the slices.
+        let names: Vec<String> = (0..50).map(|i| format!("user-{i:02}")).collect();
+        let mut users = UserNumbers::default();
+        let mut open = sessions(30, i64::MIN);
+        let mut rows_seen = Vec::new();
+        for burst in [H10, H10 + 5 * HOUR_MS] {
+            for part in 0..2 {
+                let events: Vec<(&str, i64, f64)> = names
+                    .iter()
+                    .flat_map(|name| {
+                        (0..3).map(move |i| (name.as_str(), burst + (part * 3 + i) * MIN, 1.0))
+                    })
+                    .collect();
+                rows_seen.extend(rows(timed(&events), &mut users, &mut open, None).unwrap());
+            }
+        }
+        let mut per_user = std::collections::BTreeMap::<u32, Vec<(i64, f64, u32)>>::new();
+        for (user, hour, weight, events) in rows_seen {
+            let sessions = per_user.entry(user).or_default();
+            match sessions.iter_mut().find(|s| s.0 == hour) {
+                Some(session) => {
+                    session.1 += weight;
+                    session.2 += events;
+                }
+                None => sessions.push((hour, weight, events)),
+            }
+        }
+        assert_eq!(per_user.len(), 50);
+        for sessions in per_user.values() {
+            assert_eq!(sessions, &[(10, 1.0, 6), (15, 1.0, 6)]);
+        }
     }
 
     #[test]

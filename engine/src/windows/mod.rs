@@ -628,8 +628,10 @@ async fn build_state_from(
         Some(trial) => tokio::task::block_in_place(|| {
             let trying = std::time::Instant::now();
             let names = numbers.names();
+            // Side by side: each way's counting has a sequential part (a struct per user).
+            use rayon::prelude::*;
             let tried: Vec<Tried> = ways
-                .iter()
+                .par_iter()
                 .map(|&counted| {
                     let with_gap = config.counting(counted);
                     let sampled = trial.counted(counted.gap_minutes, from_ms, names);

@@ -13,33 +13,38 @@ pub(super) struct Sessions {
     /// Events up to this time only say whose session is open; they are not counted (a session
     /// open then began before the span counted: an earlier compute counted it).
     counted_after_ms: i64,
-    /// Per user number: the time of the latest event seen (`i64::MIN` before any).
-    last: Vec<i64>,
-    /// Per user number: the open session.
+    /// Per user number: the open session, in one place so a run of the user's events reads
+    /// and writes it once.
     open: Vec<Open>,
 }
 
 /// A user's open session.
 #[derive(Debug, Clone, Copy)]
 struct Open {
+    /// The time of the user's latest event seen (`i64::MIN` before any).
+    last: i64,
+    /// Its strongest kind's weight so far.
+    weight: f64,
     /// Its row in the rows being built; `u32::MAX` when it is in an earlier scan's rows or was
     /// counted before the counted span.
     row: u32,
-    /// Its strongest kind's weight so far.
-    weight: f64,
-    /// The hour it began.
-    hour: i64,
+    /// The UTC hour it began (hours since the epoch fit an `i32` for 245,000 years).
+    hour: i32,
 }
 
 impl Default for Open {
     fn default() -> Self {
         Open {
-            row: u32::MAX,
+            last: i64::MIN,
             weight: 0.0,
+            row: u32::MAX,
             hour: 0,
         }
     }
 }
+
+/// One event of a run: its time, UTC hour and kind weight.
+pub(super) type Timed = (i64, i64, f64);
 
 impl Sessions {
     /// Sessions of `config`'s gap, counting the events after `counted_after_ms`.
@@ -51,7 +56,6 @@ impl Sessions {
         Sessions {
             gap_ms: i64::from(gap_minutes) * 60_000,
             counted_after_ms,
-            last: Vec::new(),
             open: Vec::new(),
         }
     }
@@ -78,8 +82,20 @@ impl Sessions {
         }
     }
 
-    /// Counts one event of user `number` (at `ts`, in UTC hour `hour`, of kind weight `weight`)
-    /// into `rows`: a new session's row, or its session's; with no gap, its own.
+    /// Reads the open sessions of these users all at once, so the memory reads of the runs
+    /// counted next overlap instead of waiting one after the other (with a million users the
+    /// sessions are larger than the caches).
+    pub(super) fn touch(&self, numbers: impl Iterator<Item = u32>) {
+        if !self.grouping() {
+            return;
+        }
+        let sum = numbers.fold(0i64, |sum, number| {
+            sum ^ self.open.get(number as usize).map_or(0, |open| open.last)
+        });
+        std::hint::black_box(sum);
+    }
+
+    /// Counts one event of user `number` (see [`Sessions::count_run`]).
     pub(super) fn count(
         &mut self,
         rows: &mut Vec<HourRow>,
@@ -88,23 +104,51 @@ impl Sessions {
         hour: i64,
         weight: f64,
     ) {
+        self.count_run(rows, number, std::iter::once((ts, hour, weight)));
+    }
+
+    /// Counts a run of user `number`'s events, in time order, into `rows`: each a new
+    /// session's row, or its session's; with no gap, its own.
+    pub(super) fn count_run(
+        &mut self,
+        rows: &mut Vec<HourRow>,
+        number: u32,
+        events: impl Iterator<Item = Timed>,
+    ) {
         if !self.grouping() {
-            if self.counts(ts) {
-                add_row(rows, number, hour, weight);
+            for (ts, hour, weight) in events {
+                if self.counts(ts) {
+                    add_row(rows, number, hour, weight);
+                }
             }
             return;
         }
         let user = number as usize;
-        if self.last.len() <= user {
-            self.last.resize(user + 1, i64::MIN);
+        if self.open.len() <= user {
             self.open.resize(user + 1, Open::default());
         }
-        let last = self.last[user];
+        let mut open = self.open[user];
+        for (ts, hour, weight) in events {
+            self.step(&mut open, rows, number, ts, hour, weight);
+        }
+        self.open[user] = open;
+    }
+
+    /// One event of the user whose session is `open`.
+    fn step(
+        &self,
+        open: &mut Open,
+        rows: &mut Vec<HourRow>,
+        number: u32,
+        ts: i64,
+        hour: i64,
+        weight: f64,
+    ) {
+        let last = open.last;
         // Within the gap of the latest event, either side (a late event of the burst included).
         let continues = last != i64::MIN && (ts - last).abs() <= self.gap_ms;
-        self.last[user] = last.max(ts);
+        open.last = last.max(ts);
         let counted = self.counts(ts);
-        let open = &mut self.open[user];
         if continues {
             let raise = (weight - open.weight).max(0.0);
             open.weight = open.weight.max(weight);
@@ -120,17 +164,15 @@ impl Sessions {
                     // The session began in an earlier batch (or before the counted span, where
                     // an earlier compute counted it): its event and any raise of its weight go
                     // to the hour it began.
-                    add_row(rows, number, open.hour, raise);
+                    add_row(rows, number, i64::from(open.hour), raise);
                     open.row = (rows.len() - 1) as u32;
                 }
             }
             return;
         }
-        *open = Open {
-            row: u32::MAX,
-            weight,
-            hour,
-        };
+        open.weight = weight;
+        open.row = u32::MAX;
+        open.hour = hour as i32;
         if counted {
             add_row(rows, number, hour, weight);
             open.row = (rows.len() - 1) as u32;

@@ -81,6 +81,17 @@ impl Trial {
         }
     }
 
+    /// Reads these users' status all at once (see `Sessions::touch`).
+    pub(super) fn touch(&self, numbers: impl Iterator<Item = u32>) {
+        let sum = numbers.fold(0usize, |sum, number| {
+            sum ^ match self.status.get(number as usize) {
+                Some(Status::In(_)) => 1,
+                _ => 0,
+            }
+        });
+        std::hint::black_box(sum);
+    }
+
     /// Raises the level until the sample is small enough again, dropping the events of users
     /// no longer in it.
     fn halve(&mut self) {

@@ -363,15 +363,12 @@ fn scores(
         .map(|&(tried, gap)| {
             let scores = match (tried.held.first(), target) {
                 (Some(held), Some(target)) => {
-                    let scored = calibrate::Held {
-                        plain: target.clone(),
-                        decayed: held.decayed.clone(),
-                    };
                     let counting = config.counting(tried.counted);
                     let refitted = gap.then(|| refit(&tried.state, &counting, model));
                     calibrate::likelihood_per_user(
                         &tried.state,
-                        &scored,
+                        target,
+                        &held.decayed,
                         config.holdout_days,
                         &counting,
                         refitted.as_ref().unwrap_or(model),
