@@ -232,7 +232,7 @@ pub fn calibrate(
     // types whose share is not clearly below the best one's. A share a little higher by chance
     // does not decide: at 1M users of the `blend` family 16 types won by 0.0008 where 32 were
     // 0.025 nats likelier, and the truth sided with 32; on `daily` the likeliest, 8, lost to 32.
-    let mut tried: Vec<(usize, Settings, f64, Vec<f64>, Vec<Case>, Model)> = Vec::new();
+    let mut tried: Vec<Candidate> = Vec::new();
     let mut configured_score = f64::NAN;
     // The candidates' types are fitted side by side: each fit's sequential steps leave cores
     // idle that another fit can use.
@@ -252,7 +252,7 @@ pub fn calibrate(
             configured_score = log_likelihood(&cases, &start);
         }
         // From the settings of the candidate before (the types grow in number step by step).
-        let from = tried.last().map_or(start, |previous| previous.1);
+        let from = tried.last().map_or(start, |previous| previous.settings);
         let from_score = log_likelihood(&cases, &from);
         let (coarse, coarse_score) = search(&cases, from, from_score);
         let (settings, score) = search_near(&cases, coarse, coarse_score);
@@ -265,11 +265,25 @@ pub fn calibrate(
             ?settings,
             "calibration candidate"
         );
-        tried.push((types, settings, score, shares, cases, model));
+        tried.push(Candidate {
+            types,
+            settings,
+            score,
+            shares,
+            cases,
+            model,
+        });
     }
-    let shares: Vec<(usize, &[f64])> = tried.iter().map(|t| (t.0, t.3.as_slice())).collect();
+    let shares: Vec<(usize, &[f64])> = tried.iter().map(|t| (t.types, &t.shares[..])).collect();
     let picked = pick_types(&shares);
-    let (types, settings, score, _, cases, model) = tried.swap_remove(picked);
+    let Candidate {
+        types,
+        settings,
+        score,
+        cases,
+        model,
+        ..
+    } = tried.swap_remove(picked);
     drop(tried);
     let (bands, fallbacks) = backtest(&cases, &settings, &model.population());
     let calibration = Calibration {
@@ -528,6 +542,18 @@ fn pooled_profile(case: &Case, settings: &Settings) -> [f64; HOURS_OF_WEEK] {
         &case.prior,
         settings,
     )
+}
+
+/// A number of rhythm types tried by [`calibrate`], tuned.
+struct Candidate {
+    types: usize,
+    settings: Settings,
+    /// The held-out log-likelihood per event at `settings`.
+    score: f64,
+    /// Each user's backtest share at `settings` (see [`shares`]).
+    shares: Vec<f64>,
+    cases: Vec<Case>,
+    model: Model,
 }
 
 /// Of the numbers of types tried (each with its users' backtest shares, paired), the index of
