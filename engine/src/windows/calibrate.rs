@@ -592,13 +592,13 @@ fn shares(cases: &[Case], settings: &Settings) -> Vec<f64> {
         .collect()
 }
 
-fn mean(values: &[f64]) -> f64 {
+pub(super) fn mean(values: &[f64]) -> f64 {
     values.iter().sum::<f64>() / values.len().max(1) as f64
 }
 
 /// The mean of paired differences when it is above zero by more than twice its standard
-/// error, else `None`.
-fn clearly_better(diffs: &[f64]) -> Option<f64> {
+/// error, else `None` (the fallbacks, the number of types and the session gap all ask this).
+pub(super) fn clearly_better(diffs: &[f64]) -> Option<f64> {
     let n = diffs.len() as f64;
     let gain = mean(diffs);
     let variance = diffs.iter().map(|d| (d - gain).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
@@ -824,12 +824,9 @@ mod tests {
 
     /// 300 users with a few events at their own hour, a prior pointing elsewhere, and a
     /// held-out day at their hour (the cases of `a_band_where_...` below).
-    fn own_hour_cases() -> (Vec<Case>, [f64; HOURS_OF_WEEK]) {
-        let mut prior = [1e-4; HOURS_OF_WEEK];
-        (0..7).for_each(|day| prior[day * 24 + 3] = 1.0);
-        let total: f64 = prior.iter().sum();
-        prior.iter_mut().for_each(|p| *p /= total);
-        let cases = (0..300)
+    fn own_hour_cases() -> Vec<Case> {
+        let prior = prior_at_three();
+        (0..300)
             .map(|user| {
                 let hour = 8 + user % 12;
                 let mut counts = [0.0; HOURS_OF_WEEK];
@@ -839,8 +836,16 @@ mod tests {
                 let held = vec![((2 * 24 + hour) as u8, 1.0), ((3 * 24 + 3) as u8, 0.5)];
                 Case::new(counts, prior, held, 4)
             })
-            .collect();
-        (cases, prior)
+            .collect()
+    }
+
+    /// A prior that puts the population at 03:00 every day.
+    fn prior_at_three() -> [f64; HOURS_OF_WEEK] {
+        let mut prior = [1e-4; HOURS_OF_WEEK];
+        (0..7).for_each(|day| prior[day * 24 + 3] = 1.0);
+        let total: f64 = prior.iter().sum();
+        prior.iter_mut().for_each(|p| *p /= total);
+        prior
     }
 
     #[test]
@@ -883,7 +888,7 @@ mod tests {
 
     #[test]
     fn a_users_held_out_likelihood_is_their_pooled_profiles_at_their_held_out_hours() {
-        let (cases, _) = own_hour_cases();
+        let cases = own_hour_cases();
         let settings = Settings {
             daily: 32.0,
             class: 8.0,
@@ -907,7 +912,7 @@ mod tests {
 
     #[test]
     fn the_search_by_steps_ends_where_the_whole_grids_search_ends() {
-        let (cases, _) = own_hour_cases();
+        let cases = own_hour_cases();
         // From far away on every setting, and from off the grid.
         let far = Settings {
             daily: 8192.0,
@@ -938,10 +943,7 @@ mod tests {
     fn a_band_where_a_baseline_beats_the_model_falls_back_to_it() {
         // Sparse users whose few events all sit at their own hour, and a prior that points
         // elsewhere and weighs 8192 events: the most frequent hour wins the backtest.
-        let mut prior = [1e-4; HOURS_OF_WEEK];
-        (0..7).for_each(|day| prior[day * 24 + 3] = 1.0);
-        let total: f64 = prior.iter().sum();
-        prior.iter_mut().for_each(|p| *p /= total);
+        let prior = prior_at_three();
         let cases: Vec<Case> = (0..300)
             .map(|user| {
                 let hour = 8 + user % 12;

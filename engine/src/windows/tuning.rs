@@ -29,8 +29,6 @@ pub(super) const HELD_OUT_GAP: u32 = 30;
 /// one around a routine at most 0.009: a change of evidence is made when the evidence for it is
 /// strong.
 const MARGIN: f64 = 0.01;
-/// How many standard errors of the paired difference another gap must be better by.
-const ERRORS: f64 = 2.0;
 /// Scans that try ways at most: a pick other than the way in use is tried again from the pick
 /// (the first tuning of a store starts from the configured way, often not the one it keeps).
 const ROUNDS: usize = 2;
@@ -41,7 +39,7 @@ const ROUNDS: usize = 2;
 /// as usual; each candidate is then tuned on the sample (as many rhythm types as the store's
 /// tuning chose) and scored by the log-likelihood of the same held-out days counted in sessions
 /// of [`HELD_OUT_GAP`], user by user. Another gap replaces the one in use only when it is better
-/// by more than [`MARGIN`] and [`ERRORS`] standard errors of the paired difference; the
+/// by more than [`MARGIN`] and two standard errors of the paired difference; the
 /// half-life is the longest within [`MARGIN`] of the best. Only when the pick is not the way in
 /// use is the store counted (and tuned) again, the trial tried again from the pick with it; a
 /// pick that moves once more is counted a third time, without another trial.
@@ -205,13 +203,13 @@ fn picks(
     let means = |scores: &[(f64, Option<&[f64]>)]| -> Vec<(f64, Option<f64>)> {
         scores
             .iter()
-            .map(|(value, s)| (*value, s.map(mean)))
+            .map(|(value, s)| (*value, s.map(calibrate::mean)))
             .collect()
     };
     tracing::debug!(
         ?picked,
         ?start,
-        gaps = ?by_gap.iter().map(|(gap, s)| (*gap, s.map(mean))).collect::<Vec<_>>(),
+        gaps = ?by_gap.iter().map(|(gap, s)| (*gap, s.map(calibrate::mean))).collect::<Vec<_>>(),
         half_lives = ?means(&by_half_life),
         "way of counting chosen"
     );
@@ -220,7 +218,7 @@ fn picks(
             .iter()
             .map(|(minutes, scores)| calibrate::GapTried {
                 minutes: *minutes,
-                log_likelihood: scores.map(mean),
+                log_likelihood: scores.map(calibrate::mean),
             })
             .collect(),
         false => Vec::new(),
@@ -230,7 +228,7 @@ fn picks(
             .iter()
             .map(|(days, scores)| calibrate::HalfLifeTried {
                 days: *days,
-                log_likelihood: scores.map(mean),
+                log_likelihood: scores.map(calibrate::mean),
             })
             .collect(),
         false => Vec::new(),
@@ -250,12 +248,9 @@ fn picks(
     (picked, with_picks)
 }
 
-fn mean(values: &[f64]) -> f64 {
-    values.iter().sum::<f64>() / values.len().max(1) as f64
-}
-
 /// The value to count with: `start` (the one in use) unless another's scores beat it user by
-/// user by more than [`MARGIN`] on average and [`ERRORS`] standard errors; among those that do,
+/// user by more than [`MARGIN`] on average and two standard errors
+/// ([`calibrate::clearly_better`]); among those that do,
 /// the smallest within [`MARGIN`] of the best (the shorter gap, the shorter memory).
 fn pick(scores: &[(u32, Option<&[f64]>)], start: u32) -> u32 {
     let Some(Some(kept)) = scores
@@ -271,12 +266,8 @@ fn pick(scores: &[(u32, Option<&[f64]>)], start: u32) -> u32 {
         .filter_map(|(value, scores)| {
             let scores = scores.filter(|s| s.len() == kept.len())?;
             let differences: Vec<f64> = scores.iter().zip(kept).map(|(a, b)| a - b).collect();
-            let n = differences.len() as f64;
-            let gain = mean(&differences);
-            let variance =
-                differences.iter().map(|d| (d - gain).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
-            let error = (variance / n.max(1.0)).sqrt();
-            (gain > MARGIN && gain > ERRORS * error).then_some((*value, gain))
+            let gain = calibrate::clearly_better(&differences).filter(|gain| *gain > MARGIN)?;
+            Some((*value, gain))
         })
         .collect();
     let Some(best) = better.iter().map(|(_, gain)| *gain).reduce(f64::max) else {
@@ -306,7 +297,7 @@ fn longest_within(scores: &[(f64, Option<&[f64]>)], start: f64) -> f64 {
         .iter()
         .filter_map(|(days, scores)| {
             let scores = scores.filter(|s| !s.is_empty() && s.len() == users)?;
-            Some((*days, mean(scores)))
+            Some((*days, calibrate::mean(scores)))
         })
         .collect();
     let Some(best) = scored.iter().map(|(_, score)| *score).reduce(f64::max) else {
