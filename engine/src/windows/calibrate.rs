@@ -200,6 +200,15 @@ impl Case {
             events,
         }
     }
+
+    /// The held-out events as a week of counts.
+    fn outcome(&self) -> [f64; HOURS_OF_WEEK] {
+        let mut outcome = [0.0; HOURS_OF_WEEK];
+        self.held
+            .iter()
+            .for_each(|(bin, c)| outcome[*bin as usize] += c);
+        outcome
+    }
 }
 
 /// Tunes the settings on `full` less the `held` days (the last `holdout_days` up to `full`'s
@@ -583,10 +592,7 @@ fn shares(cases: &[Case], settings: &Settings) -> Vec<f64> {
         .par_iter()
         .filter(|case| case.events > 0)
         .map(|case| {
-            let mut outcome = [0.0; HOURS_OF_WEEK];
-            case.held
-                .iter()
-                .for_each(|(bin, c)| outcome[*bin as usize] += c);
+            let outcome = case.outcome();
             strategies::score(&pooled_profile(case, settings), &outcome).share
         })
         .collect()
@@ -651,10 +657,7 @@ fn backtest(
             } else {
                 *population
             };
-            let mut outcome = [0.0; HOURS_OF_WEEK];
-            case.held
-                .iter()
-                .for_each(|(bin, c)| outcome[*bin as usize] += c);
+            let outcome = case.outcome();
             let scores = strategies::strategies(&own, population, &case.counts)
                 .iter()
                 .map(|d| strategies::score(d, &outcome))
@@ -897,10 +900,7 @@ mod tests {
             smoothing: 0.2,
         };
         for case in &cases[..20] {
-            let mut outcome = [0.0; HOURS_OF_WEEK];
-            case.held
-                .iter()
-                .for_each(|(bin, c)| outcome[*bin as usize] += c);
+            let outcome = case.outcome();
             let whole = strategies::score(&pooled_profile(case, &settings), &outcome);
             let at_held = held_log_likelihood(case, &settings);
             assert!(
